@@ -1,0 +1,13 @@
+//! Shared vocabulary for every Weir crate: where something is in a user's files ([`Location`]),
+//! what a warehouse object is called ([`Relation`]), and what a query returns ([`QueryResult`]).
+//!
+//! This crate holds plain data only. It knows no engine, no file format and no I/O, so every
+//! layer can depend on it without pulling anything else in.
+
+mod location;
+mod relation;
+mod result;
+
+pub use location::{Location, Snippet};
+pub use relation::{Relation, RelationKind};
+pub use result::{Column, Datum, QueryResult};

@@ -1,0 +1,391 @@
+//! Schema YAML files (`models/schema.yml` and friends): descriptions, columns, tests, sources.
+//! Unknown keys are warned about with their place; wrong shapes are errors.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value as J};
+use weir_core::Location;
+
+use crate::config::{ConfigMap, merge};
+use crate::error::{ProjectError, Warning, closest};
+use crate::yaml::{self, Node};
+
+/// Everything one schema file declares.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaFile {
+    pub path: PathBuf,
+    pub package: String,
+    pub models: Vec<Patch>,
+    pub seeds: Vec<Patch>,
+    pub snapshots: Vec<Patch>,
+    pub analyses: Vec<Patch>,
+    pub sources: Vec<SourceDef>,
+}
+
+/// Properties that a schema file adds to a model, seed or snapshot defined elsewhere.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    pub name: String,
+    pub location: Location,
+    pub description: String,
+    pub config: ConfigMap,
+    pub columns: Vec<ColumnDef>,
+    pub tests: Vec<TestDef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnDef {
+    pub name: String,
+    pub description: String,
+    pub data_type: Option<String>,
+    pub quote: bool,
+    pub constraints: Vec<J>,
+    pub meta: Map<String, J>,
+    pub tags: Vec<String>,
+    pub tests: Vec<TestDef>,
+    pub location: Location,
+}
+
+/// One generic test use: `unique`, `{accepted_values: {values: [...]}}`, `dbt_utils.at_least_one`.
+#[derive(Debug, Clone)]
+pub struct TestDef {
+    pub namespace: Option<String>,
+    pub test_name: String,
+    /// A name the user gave with `name:`.
+    pub custom_name: Option<String>,
+    /// The test macro's keyword arguments, `column_name` excluded.
+    pub args: Map<String, J>,
+    pub config: ConfigMap,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceDef {
+    pub name: String,
+    pub database: Option<String>,
+    pub schema: Option<String>,
+    pub description: String,
+    pub loader: String,
+    pub config: ConfigMap,
+    pub loaded_at_field: Option<String>,
+    pub freshness: Option<J>,
+    pub quoting: Map<String, J>,
+    pub tables: Vec<SourceTable>,
+    pub location: Location,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceTable {
+    pub name: String,
+    pub identifier: Option<String>,
+    pub description: String,
+    pub config: ConfigMap,
+    pub loaded_at_field: Option<String>,
+    pub freshness: Option<J>,
+    pub columns: Vec<ColumnDef>,
+    pub tests: Vec<TestDef>,
+    pub location: Location,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "version", "models", "seeds", "snapshots", "sources", "macros", "analyses", "exposures", "metrics",
+    "semantic_models", "saved_queries", "groups", "unit_tests", "data_tests", "functions",
+];
+const PATCH_KEYS: &[&str] = &[
+    "name", "description", "config", "columns", "tests", "data_tests", "docs", "meta", "tags", "access", "group",
+    "latest_version", "versions", "constraints", "deprecation_date", "time_spine", "quote", "contract",
+];
+const COLUMN_KEYS: &[&str] =
+    &["name", "description", "data_type", "quote", "constraints", "meta", "tags", "tests", "data_tests", "policy_tags", "granularity", "config", "docs"];
+const SOURCE_KEYS: &[&str] = &[
+    "name", "database", "schema", "description", "loader", "loaded_at_field", "freshness", "quoting", "meta",
+    "tags", "config", "tables", "overrides", "catalog", "docs", "loaded_at_query", "event_time",
+];
+const TABLE_KEYS: &[&str] = &[
+    "name", "identifier", "description", "loaded_at_field", "freshness", "quoting", "meta", "tags", "config",
+    "columns", "tests", "data_tests", "external", "docs", "loaded_at_query", "event_time",
+];
+/// Test keys that are configs, not macro arguments (dbt accepts them at either place).
+const TEST_CONFIG_KEYS: &[&str] = &[
+    "severity", "tags", "enabled", "where", "limit", "warn_if", "error_if", "fail_calc", "store_failures",
+    "store_failures_as", "meta", "database", "schema", "alias",
+];
+
+impl SchemaFile {
+    pub fn load(path: &Path, package: &str, warnings: &mut Vec<Warning>) -> Result<SchemaFile, ProjectError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ProjectError::io(path, e))?;
+        let mut out = SchemaFile { path: path.to_path_buf(), package: package.to_string(), ..Default::default() };
+        let Some(doc) = yaml::parse(path, &text)? else { return Ok(out) };
+        let r = Reader { file: path, text: &text, warnings };
+        let Some(entries) = doc.as_map() else {
+            return Err(ProjectError::invalid_at(doc.location(path), "a schema file must be a mapping", &text));
+        };
+        let mut r = r;
+        r.check_keys(entries, TOP_KEYS, "schema file");
+        for (key, list) in [("models", 0), ("seeds", 1), ("snapshots", 2), ("analyses", 3)] {
+            if let Some(items) = doc.get(key) {
+                let patches = r.patches(items, key)?;
+                match list {
+                    0 => out.models = patches,
+                    1 => out.seeds = patches,
+                    2 => out.snapshots = patches,
+                    _ => out.analyses = patches,
+                }
+            }
+        }
+        if let Some(items) = doc.get("sources") {
+            for item in r.seq(items, "sources")? {
+                out.sources.push(r.source(item)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Reader<'a> {
+    file: &'a Path,
+    text: &'a str,
+    warnings: &'a mut Vec<Warning>,
+}
+
+impl Reader<'_> {
+    fn err(&self, node: &Node, message: impl Into<String>) -> ProjectError {
+        ProjectError::invalid_at(node.location(self.file), message, self.text)
+    }
+
+    fn check_keys(&mut self, entries: &[(Node, Node)], known: &[&str], what: &str) {
+        for (k, _) in entries {
+            let key = k.key_text().unwrap_or_default();
+            if !known.contains(&key.as_str()) {
+                let hint = closest(&key, known.iter().copied()).map(|c| format!(" (did you mean '{c}'?)")).unwrap_or_default();
+                self.warnings.push(Warning { location: k.location(self.file), message: format!("unknown key '{key}' in {what}{hint}") });
+            }
+        }
+    }
+
+    fn seq<'n>(&self, node: &'n Node, what: &str) -> Result<&'n [Node], ProjectError> {
+        if node.is_null() {
+            return Ok(&[]);
+        }
+        node.as_seq().ok_or_else(|| self.err(node, format!("'{what}' must be a list")))
+    }
+
+    fn map<'n>(&self, node: &'n Node, what: &str) -> Result<&'n [(Node, Node)], ProjectError> {
+        node.as_map().ok_or_else(|| self.err(node, format!("each entry of '{what}' must be a mapping")))
+    }
+
+    fn name(&self, node: &Node, what: &str) -> Result<String, ProjectError> {
+        node.get("name").and_then(Node::scalar_text).ok_or_else(|| self.err(node, format!("an entry of '{what}' has no 'name'")))
+    }
+
+    fn text(node: &Node, key: &str) -> String {
+        node.get(key).and_then(Node::scalar_text).unwrap_or_default()
+    }
+
+    fn config(&self, node: &Node) -> Result<ConfigMap, ProjectError> {
+        let mut config = ConfigMap::new();
+        for key in ["meta", "tags", "docs", "access", "group", "contract"] {
+            if let Some(v) = node.get(key) {
+                config.insert(key.to_string(), v.to_json());
+            }
+        }
+        if let Some(c) = node.get("config") {
+            match c.to_json() {
+                J::Object(m) => merge(&mut config, &m),
+                J::Null => {}
+                _ => return Err(self.err(c, "'config' must be a mapping")),
+            }
+        }
+        Ok(config)
+    }
+
+    fn patches(&mut self, items: &Node, what: &str) -> Result<Vec<Patch>, ProjectError> {
+        let mut out = vec![];
+        for item in self.seq(items, what)? {
+            let entries = self.map(item, what)?;
+            self.check_keys(entries, PATCH_KEYS, &format!("a '{what}' entry"));
+            out.push(Patch {
+                name: self.name(item, what)?,
+                location: item.location(self.file),
+                description: Self::text(item, "description"),
+                config: self.config(item)?,
+                columns: self.columns(item)?,
+                tests: self.tests(item, None)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn columns(&mut self, parent: &Node) -> Result<Vec<ColumnDef>, ProjectError> {
+        let mut out = vec![];
+        let Some(items) = parent.get("columns") else { return Ok(out) };
+        for item in self.seq(items, "columns")? {
+            let entries = self.map(item, "columns")?;
+            self.check_keys(entries, COLUMN_KEYS, "a column");
+            let name = self.name(item, "columns")?;
+            let cfg = item.get("config");
+            let pick = |key: &str| item.get(key).or_else(|| cfg.and_then(|c| c.get(key)));
+            out.push(ColumnDef {
+                description: Self::text(item, "description"),
+                data_type: item.get("data_type").and_then(Node::scalar_text),
+                quote: matches!(item.get("quote").map(|n| &n.value), Some(yaml::Value::Bool(true))),
+                constraints: item.get("constraints").and_then(Node::as_seq).map(|s| s.iter().map(Node::to_json).collect()).unwrap_or_default(),
+                meta: pick("meta").map(Node::to_json).and_then(|v| v.as_object().cloned()).unwrap_or_default(),
+                tags: crate::config::as_list(pick("tags").map(Node::to_json).as_ref()).iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+                tests: self.tests(item, Some(&name))?,
+                location: item.location(self.file),
+                name,
+            });
+        }
+        Ok(out)
+    }
+
+    fn tests(&mut self, parent: &Node, column: Option<&str>) -> Result<Vec<TestDef>, ProjectError> {
+        let mut out = vec![];
+        for key in ["data_tests", "tests"] {
+            let Some(items) = parent.get(key) else { continue };
+            for item in self.seq(items, key)? {
+                out.push(self.test(item, column)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn test(&mut self, item: &Node, column: Option<&str>) -> Result<TestDef, ProjectError> {
+        let location = item.location(self.file);
+        let (full_name, body): (String, Option<&Node>) = if let Some(name) = item.as_str() {
+            (name.to_string(), None)
+        } else if let Some(entries) = item.as_map() {
+            if let Some(test_name) = item.get("test_name").and_then(Node::scalar_text) {
+                (test_name, Some(item))
+            } else if entries.len() == 1 {
+                let (k, v) = &entries[0];
+                (k.key_text().unwrap_or_default(), Some(v))
+            } else {
+                return Err(self.err(item, "a test must be a name, or a mapping with one test name as its key"));
+            }
+        } else {
+            return Err(self.err(item, "a test must be a name or a mapping"));
+        };
+        let (namespace, test_name) = match full_name.split_once('.') {
+            Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
+            None => (None, full_name.clone()),
+        };
+        let mut args = Map::new();
+        let mut config = ConfigMap::new();
+        let mut custom_name = None;
+        if let Some(body) = body.filter(|b| !b.is_null()) {
+            let Some(entries) = body.as_map() else {
+                return Err(self.err(body, format!("the arguments of test '{full_name}' must be a mapping")));
+            };
+            for (k, v) in entries {
+                let key = k.key_text().unwrap_or_default();
+                match key.as_str() {
+                    "test_name" => {}
+                    "name" if body.get("test_name").is_some() || column.is_some() || v.as_str().is_some() => {
+                        custom_name = v.scalar_text();
+                    }
+                    "config" => match v.to_json() {
+                        J::Object(m) => merge(&mut config, &m),
+                        _ => return Err(self.err(v, "a test's 'config' must be a mapping")),
+                    },
+                    "arguments" => match v.to_json() {
+                        J::Object(m) => args.extend(m),
+                        _ => return Err(self.err(v, "a test's 'arguments' must be a mapping")),
+                    },
+                    k2 if TEST_CONFIG_KEYS.contains(&k2) => {
+                        config.insert(k2.to_string(), v.to_json());
+                    }
+                    _ => {
+                        args.insert(key, v.to_json());
+                    }
+                }
+            }
+        }
+        if let Some(J::String(sev)) = config.get("severity") {
+            let upper = sev.to_uppercase();
+            if upper != "WARN" && upper != "ERROR" {
+                return Err(ProjectError::invalid_at(location, format!("severity must be 'warn' or 'error', not '{sev}'"), self.text));
+            }
+        }
+        Ok(TestDef { namespace, test_name, custom_name, args, config, location })
+    }
+
+    fn source(&mut self, item: &Node) -> Result<SourceDef, ProjectError> {
+        let entries = self.map(item, "sources")?;
+        self.check_keys(entries, SOURCE_KEYS, "a source");
+        let mut tables = vec![];
+        if let Some(list) = item.get("tables") {
+            for t in self.seq(list, "tables")? {
+                let entries = self.map(t, "tables")?;
+                self.check_keys(entries, TABLE_KEYS, "a source table");
+                tables.push(SourceTable {
+                    name: self.name(t, "tables")?,
+                    identifier: t.get("identifier").and_then(Node::scalar_text),
+                    description: Self::text(t, "description"),
+                    config: self.config(t)?,
+                    loaded_at_field: t.get("loaded_at_field").and_then(Node::scalar_text),
+                    freshness: t.get("freshness").map(Node::to_json),
+                    columns: self.columns(t)?,
+                    tests: self.tests(t, None)?,
+                    location: t.location(self.file),
+                });
+            }
+        }
+        Ok(SourceDef {
+            name: self.name(item, "sources")?,
+            database: item.get("database").and_then(Node::scalar_text),
+            schema: item.get("schema").and_then(Node::scalar_text),
+            description: Self::text(item, "description"),
+            loader: Self::text(item, "loader"),
+            config: self.config(item)?,
+            loaded_at_field: item.get("loaded_at_field").and_then(Node::scalar_text),
+            freshness: item.get("freshness").map(Node::to_json),
+            quoting: item.get("quoting").map(Node::to_json).and_then(|v| v.as_object().cloned()).unwrap_or_default(),
+            tables,
+            location: item.location(self.file),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> (SchemaFile, Vec<Warning>) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("schema.yml");
+        std::fs::write(&p, text).unwrap();
+        let mut w = vec![];
+        (SchemaFile::load(&p, "shop", &mut w).unwrap(), w)
+    }
+
+    #[test]
+    fn reads_column_tests_in_every_spelling() {
+        let (s, w) = load(
+            "version: 2\nmodels:\n  - name: orders\n    columns:\n      - name: id\n        data_tests: [unique, not_null]\n      - name: status\n        tests:\n          - accepted_values:\n              values: [a, b]\n              config:\n                severity: warn\n      - name: customer_id\n        tests:\n          - relationships:\n              arguments:\n                to: ref('customers')\n                field: id\n              where: \"1=1\"\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        let cols = &s.models[0].columns;
+        assert_eq!(cols[0].tests.iter().map(|t| t.test_name.as_str()).collect::<Vec<_>>(), ["unique", "not_null"]);
+        assert_eq!(cols[1].tests[0].args["values"], serde_json::json!(["a", "b"]));
+        assert_eq!(cols[1].tests[0].config["severity"], serde_json::json!("warn"));
+        assert_eq!(cols[2].tests[0].args["to"], serde_json::json!("ref('customers')"));
+        assert_eq!(cols[2].tests[0].config["where"], serde_json::json!("1=1"));
+    }
+
+    #[test]
+    fn misspelled_keys_warn_at_their_place() {
+        let (_, w) = load("version: 2\nmodels:\n  - name: orders\n    descripton: x\n");
+        assert_eq!(w.len(), 1);
+        assert_eq!((w[0].location.line, w[0].location.col), (4, 5));
+        assert!(w[0].message.contains("did you mean 'description'"));
+    }
+
+    #[test]
+    fn sources_keep_their_tables() {
+        let (s, _) = load("version: 2\nsources:\n  - name: raw\n    schema: landing\n    tables:\n      - name: orders\n        identifier: orders_v2\n");
+        assert_eq!(s.sources[0].schema.as_deref(), Some("landing"));
+        assert_eq!(s.sources[0].tables[0].identifier.as_deref(), Some("orders_v2"));
+    }
+}

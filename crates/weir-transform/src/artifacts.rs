@@ -1,0 +1,184 @@
+//! `target/manifest.json` and `target/run_results.json`, with dbt's field names (manifest v12,
+//! run results v6) for what tools read: `unique_id`, `depends_on`, `status`, `timing`, ...
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value as J, json};
+
+use crate::error::TransformError;
+use crate::node::{Node, ResourceType};
+use crate::parse::Manifest;
+use crate::run::{NodeResult, RunOutcome};
+
+fn metadata(m: &Manifest, version: &str) -> J {
+    json!({
+        "dbt_schema_version": version,
+        "dbt_version": weir_project::jinja::DBT_VERSION,
+        "generated_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "invocation_id": m.flags.invocation_id,
+        "env": {},
+        "project_name": m.project.name(),
+        "adapter_type": m.target.adapter_type,
+        "generator": format!("weir {}", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+fn checksum(n: &Node) -> J {
+    use md5::{Digest, Md5};
+    let text = if n.resource_type == ResourceType::Seed { std::fs::read(&n.file).unwrap_or_default() } else { n.raw_code.clone().into_bytes() };
+    json!({"name": "md5", "checksum": format!("{:x}", Md5::digest(&text))})
+}
+
+fn node_json(m: &Manifest, n: &Node, wh: &dyn Fn(&weir_core::Relation) -> String) -> J {
+    let rel = n.relation.clone();
+    let columns: serde_json::Map<String, J> = n
+        .columns
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                json!({"name": c.name, "description": c.description, "meta": c.meta, "data_type": c.data_type,
+                       "constraints": c.constraints, "quote": if c.quote { J::Bool(true) } else { J::Null }, "tags": c.tags}),
+            )
+        })
+        .collect();
+    let mut j = json!({
+        "database": rel.as_ref().map(|r| r.database.clone()),
+        "schema": rel.as_ref().map(|r| r.schema.clone()).unwrap_or_else(|| m.target.schema()),
+        "name": n.name,
+        "resource_type": n.resource_type.as_str(),
+        "package_name": n.package,
+        "path": n.path,
+        "original_file_path": n.original_file_path,
+        "unique_id": n.unique_id,
+        "fqn": n.fqn,
+        "alias": rel.as_ref().map(|r| r.identifier.clone()).unwrap_or_else(|| n.name.clone()),
+        "checksum": checksum(n),
+        "config": n.config,
+        "tags": n.tags(),
+        "description": n.description,
+        "columns": columns,
+        "meta": n.config.get("meta").cloned().unwrap_or(json!({})),
+        "docs": {"show": true, "node_color": null},
+        "patch_path": n.patch_path,
+        "relation_name": rel.as_ref().filter(|_| n.is_relational()).map(wh),
+        "raw_code": n.raw_code,
+        "language": "sql",
+        "refs": n.refs.iter().map(|r| json!({"name": r.name, "package": r.package, "version": null})).collect::<Vec<_>>(),
+        "sources": n.sources.iter().map(|(s, t)| json!([s, t])).collect::<Vec<_>>(),
+        "metrics": [],
+        "depends_on": {"macros": [], "nodes": n.depends_on},
+        "contract": {"enforced": n.config.get("contract").and_then(|c| c.get("enforced")).and_then(J::as_bool).unwrap_or(false), "alias_types": true, "checksum": null},
+        "created_at": m.run_started_at.and_utc().timestamp() as f64,
+    });
+    if let Some(t) = &n.test {
+        j["test_metadata"] = json!({"name": t.name, "kwargs": t.kwargs, "namespace": t.namespace});
+        j["column_name"] = json!(t.column_name);
+        j["attached_node"] = json!(t.attached_node);
+    }
+    if let Some((s, t)) = &n.source {
+        let src = json!({"source_name": s, "identifier": rel.as_ref().map(|r| r.identifier.clone()), "source_description": "", "loader": "",
+            "loaded_at_field": n.config.get("loaded_at_field"), "freshness": n.config.get("freshness"), "quoting": {}, "external": null, "source_meta": {}});
+        if let (Some(obj), Some(extra)) = (j.as_object_mut(), src.as_object()) {
+            for (k, v) in extra {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        let _ = t;
+    }
+    j
+}
+
+/// Writes `manifest.json` into the target folder.
+pub fn write_manifest(m: &Manifest, target_dir: &Path, render: &dyn Fn(&weir_core::Relation) -> String) -> Result<(), TransformError> {
+    let mut nodes = serde_json::Map::new();
+    let mut sources = serde_json::Map::new();
+    let mut parent_map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut child_map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in m.nodes.values() {
+        let j = node_json(m, n, render);
+        if n.resource_type == ResourceType::Source {
+            sources.insert(n.unique_id.clone(), j);
+        } else {
+            nodes.insert(n.unique_id.clone(), j);
+        }
+        parent_map.insert(n.unique_id.clone(), n.depends_on.clone());
+        child_map.entry(n.unique_id.clone()).or_default();
+        for d in &n.depends_on {
+            child_map.entry(d.clone()).or_default().push(n.unique_id.clone());
+        }
+    }
+    let macros: serde_json::Map<String, J> = m
+        .jinja
+        .macros
+        .all()
+        .map(|d| {
+            let id = format!("macro.{}.{}", d.package, d.name);
+            (id.clone(), json!({"unique_id": id, "name": d.name, "package_name": d.package, "original_file_path": d.file.display().to_string(),
+                               "arguments": d.arguments.iter().map(|a| json!({"name": a})).collect::<Vec<_>>(), "resource_type": "macro"}))
+        })
+        .collect();
+    let doc = json!({
+        "metadata": metadata(m, "https://schemas.getdbt.com/dbt/manifest/v12.json"),
+        "nodes": nodes,
+        "sources": sources,
+        "macros": macros,
+        "docs": {},
+        "exposures": {},
+        "metrics": {},
+        "groups": {},
+        "selectors": {},
+        "disabled": {},
+        "parent_map": parent_map,
+        "child_map": child_map,
+        "group_map": {},
+        "saved_queries": {},
+        "semantic_models": {},
+        "unit_tests": {},
+    });
+    write_json(&target_dir.join("manifest.json"), &doc)
+}
+
+fn result_json(r: &NodeResult) -> J {
+    let ts = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    json!({
+        "status": r.status.as_str(),
+        "timing": [
+            {"name": "compile", "started_at": ts(&r.started_at), "completed_at": ts(&r.compile_done_at)},
+            {"name": "execute", "started_at": ts(&r.compile_done_at), "completed_at": ts(&r.completed_at)},
+        ],
+        "thread_id": r.thread_id,
+        "execution_time": r.execution_time,
+        "adapter_response": match r.rows_affected {
+            Some(n) => json!({"_message": format!("OK {n}"), "code": "OK", "rows_affected": n}),
+            None => json!({}),
+        },
+        "message": r.message,
+        "failures": r.failures,
+        "unique_id": r.unique_id,
+        "compiled": r.compiled_code.is_some(),
+        "compiled_code": r.compiled_code,
+        "relation_name": r.relation_name,
+        "batch_results": null,
+    })
+}
+
+/// Writes `run_results.json` into the target folder.
+pub fn write_run_results(m: &Manifest, outcome: &RunOutcome, args: J, target_dir: &Path) -> Result<(), TransformError> {
+    let doc = json!({
+        "metadata": metadata(m, "https://schemas.getdbt.com/dbt/run-results/v6.json"),
+        "results": outcome.results.iter().map(result_json).collect::<Vec<_>>(),
+        "elapsed_time": outcome.elapsed,
+        "args": args,
+    });
+    write_json(&target_dir.join("run_results.json"), &doc)
+}
+
+fn write_json(path: &Path, doc: &J) -> Result<(), TransformError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| TransformError::io(parent, e))?;
+    }
+    let text = serde_json::to_string_pretty(doc).map_err(|e| TransformError::Graph(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| TransformError::io(path, e))
+}

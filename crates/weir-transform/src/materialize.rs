@@ -1,0 +1,225 @@
+//! Materializations as plans of statements. Each plan runs in one transaction on the
+//! worker's connection: a model killed mid-build leaves the previous version intact.
+//!
+//! - `view` / `table`: build `<name>__dbt_tmp`, drop the old relation, rename the new one.
+//! - `incremental`: the first run (or `--full-refresh`) builds like a table; later runs put
+//!   the new rows in a temporary table and `append`, `delete+insert` or `merge` them.
+//! - `seed`: create the inferred table and `COPY` the CSV into it.
+//! - contracts: column names and types are checked before anything is built.
+
+use serde_json::Value as J;
+use weir_core::{Column, Location, Relation, RelationKind};
+use weir_warehouse::{Connection, Warehouse};
+
+use crate::error::TransformError;
+use crate::node::Node;
+
+/// One step of a plan.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Sql(String),
+    CopyCsv { target: String, columns: Vec<String>, path: std::path::PathBuf, delimiter: char },
+}
+
+impl Step {
+    pub fn text(&self) -> String {
+        match self {
+            Step::Sql(s) => s.clone(),
+            Step::CopyCsv { target, path, .. } => format!("-- copy {} into {target}", path.display()),
+        }
+    }
+}
+
+/// Runs steps in one transaction; rows affected by the main statement are returned.
+pub fn run_plan(conn: &mut dyn Connection, steps: &[Step], main: usize) -> Result<u64, TransformError> {
+    conn.execute("begin")?;
+    let mut rows = 0;
+    for (i, step) in steps.iter().enumerate() {
+        let result = match step {
+            Step::Sql(sql) => conn.execute(sql),
+            Step::CopyCsv { target, columns, path, delimiter } => conn.copy_csv(target, columns, path, *delimiter),
+        };
+        match result {
+            Ok(n) if i == main => rows = n,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = conn.execute("rollback");
+                return Err(e.into());
+            }
+        }
+    }
+    if let Err(e) = conn.execute("commit") {
+        let _ = conn.execute("rollback");
+        return Err(e.into());
+    }
+    Ok(rows)
+}
+
+/// The statements that build `rel` from `sql` as a table or view, swapped in atomically.
+pub fn swap_plan(wh: &dyn Warehouse, rel: &Relation, existing: Option<RelationKind>, tmp_existing: Option<RelationKind>, create: Vec<Step>, kind: RelationKind) -> Vec<Step> {
+    let tmp = tmp_relation(rel);
+    let mut steps = vec![];
+    if let Some(k) = tmp_existing {
+        steps.push(Step::Sql(wh.drop_relation_sql(&tmp, k)));
+    }
+    steps.extend(create);
+    if let Some(k) = existing {
+        steps.push(Step::Sql(wh.drop_relation_sql(rel, k)));
+    }
+    let what = if kind == RelationKind::View { "view" } else { "table" };
+    steps.push(Step::Sql(format!("alter {what} {} rename to {}", wh.render(&tmp), wh.quote(&rel.identifier))));
+    steps
+}
+
+pub fn tmp_relation(rel: &Relation) -> Relation {
+    rel.with_identifier(format!("{}__dbt_tmp", rel.identifier))
+}
+
+/// `create table` statements for a model under an enforced contract: the declared columns
+/// with their constraints, then the rows.
+pub fn contract_create(wh: &dyn Warehouse, target: &Relation, n: &Node, sql: &str) -> Vec<Step> {
+    let mut defs = vec![];
+    for c in &n.columns {
+        let mut d = format!("{} {}", wh.quote(&c.name), c.data_type.clone().unwrap_or_default());
+        for con in &c.constraints {
+            let t = con.get("type").and_then(J::as_str).unwrap_or("");
+            match t {
+                "not_null" => d.push_str(" not null"),
+                "primary_key" => d.push_str(" primary key"),
+                "unique" => d.push_str(" unique"),
+                "check" => {
+                    if let Some(expr) = con.get("expression").and_then(J::as_str) {
+                        d.push_str(&format!(" check ({expr})"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        defs.push(d);
+    }
+    let cols: Vec<String> = n.columns.iter().map(|c| wh.quote(&c.name)).collect();
+    vec![
+        Step::Sql(format!("create table {} (\n    {}\n)", wh.render(target), defs.join(",\n    "))),
+        Step::Sql(format!(
+            "insert into {} ({})\nselect {} from (\n{}\n) as model_subq",
+            wh.render(target),
+            cols.join(", "),
+            cols.join(", "),
+            sql
+        )),
+    ]
+}
+
+/// Checks a query's columns against the model's enforced contract, before building.
+pub fn check_contract(conn: &mut dyn Connection, n: &Node, sql: &str) -> Result<(), TransformError> {
+    let actual = conn.describe_query(sql)?;
+    let mut problems = vec![];
+    for c in &n.columns {
+        let Some(declared) = &c.data_type else {
+            problems.push(format!("{:<20} | {:<20} | {:<20} | no data_type declared", c.name, "", ""));
+            continue;
+        };
+        let want = conn.canonical_type(declared).unwrap_or_else(|_| declared.clone());
+        match actual.iter().find(|a| a.name.eq_ignore_ascii_case(&c.name)) {
+            None => problems.push(format!("{:<20} | {:<20} | {:<20} | missing in definition", c.name, "", want)),
+            Some(a) => {
+                let got = conn.canonical_type(&a.data_type).unwrap_or_else(|_| a.data_type.clone());
+                if !same_type(&got, &want) {
+                    problems.push(format!("{:<20} | {:<20} | {:<20} | data type mismatch", c.name, got, want));
+                }
+            }
+        }
+    }
+    for a in &actual {
+        if !n.columns.iter().any(|c| c.name.eq_ignore_ascii_case(&a.name)) {
+            problems.push(format!("{:<20} | {:<20} | {:<20} | missing in contract", a.name, a.data_type, ""));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(TransformError::at(
+        Location::file(&n.file),
+        format!(
+            "model '{}' has an enforced contract that failed; nothing was built:\n{:<20} | {:<20} | {:<20} | mismatch\n{}",
+            n.name,
+            "column",
+            "definition type",
+            "contract type",
+            problems.join("\n")
+        ),
+        None,
+    ))
+}
+
+/// Types compare equal ignoring case and, for text types, length modifiers.
+fn same_type(a: &str, b: &str) -> bool {
+    let norm = |t: &str| {
+        let t = t.trim().to_lowercase();
+        if t.starts_with("varchar") || t.starts_with("character varying") { "varchar".to_string() } else { t }
+    };
+    norm(a) == norm(b)
+}
+
+/// The incremental statements once the target exists: new rows staged in a temporary
+/// table, then appended, or deleted-and-inserted / merged on the unique key.
+pub fn incremental_steps(
+    wh: &dyn Warehouse,
+    n: &Node,
+    target: &Relation,
+    sql: &str,
+    dest: &[Column],
+) -> Result<(Vec<Step>, usize), TransformError> {
+    let unique_key = n.config_list("unique_key");
+    let strategy = n.config_str("incremental_strategy").unwrap_or_else(|| {
+        if unique_key.is_empty() { "append".into() } else { "delete+insert".into() }
+    });
+    let (create_tmp, tmp) = wh.create_temp_table_sql(&format!("{}__dbt_tmp", target.identifier), sql);
+    let cols: Vec<String> = dest.iter().map(|c| wh.quote(&c.name)).collect();
+    let cols_csv = cols.join(", ");
+    let insert = format!("insert into {} ({cols_csv})\n(\n    select {cols_csv}\n    from {tmp}\n)", wh.render(target));
+    let predicates: Vec<String> = n.config_list("incremental_predicates");
+    let mut steps = vec![Step::Sql(create_tmp)];
+    match strategy.as_str() {
+        "append" => steps.push(Step::Sql(insert)),
+        "delete+insert" => {
+            if unique_key.is_empty() {
+                return Err(TransformError::at(Location::file(&n.file), format!("model '{}': incremental_strategy 'delete+insert' needs a unique_key", n.name), None));
+            }
+            let extra: String = predicates.iter().map(|p| format!("\n    and {p}")).collect();
+            let delete = if unique_key.len() == 1 {
+                let k = &unique_key[0];
+                format!("delete from {}\nwhere ({k}) in (\n    select ({k})\n    from {tmp}\n){extra}", wh.render(target))
+            } else {
+                let on: Vec<String> = unique_key.iter().map(|k| format!("{tmp}.{k} = DBT_INCREMENTAL_TARGET.{k}")).collect();
+                format!("delete from {} as DBT_INCREMENTAL_TARGET\nusing {tmp}\nwhere (\n    {}\n){extra}", wh.render(target), on.join("\n    and "))
+            };
+            steps.push(Step::Sql(delete));
+            steps.push(Step::Sql(insert));
+        }
+        "merge" => {
+            if unique_key.is_empty() {
+                steps.push(Step::Sql(insert));
+            } else {
+                let all: Vec<String> = dest.iter().map(|c| c.name.clone()).collect();
+                let update: Vec<String> = if n.config.contains_key("merge_update_columns") {
+                    n.config_list("merge_update_columns")
+                } else {
+                    let excluded: Vec<String> = n.config_list("merge_exclude_columns").iter().map(|c| c.to_lowercase()).collect();
+                    all.iter().filter(|c| !excluded.contains(&c.to_lowercase())).cloned().collect()
+                };
+                steps.push(Step::Sql(wh.merge_sql(target, &tmp, &unique_key, &all, &update)));
+            }
+        }
+        other => {
+            return Err(TransformError::at(
+                Location::file(&n.file),
+                format!("model '{}': incremental_strategy '{other}' is not supported (use append, delete+insert or merge)", n.name),
+                None,
+            ));
+        }
+    }
+    let main = steps.len() - 1;
+    steps.push(Step::Sql(format!("drop table if exists {tmp}")));
+    Ok((steps, main))
+}

@@ -1,0 +1,812 @@
+//! Parsing: every file of the project becomes a [`Node`] with its config, dependencies and
+//! relation, gathered in a [`Manifest`].
+//!
+//! SQL files are rendered once in parse mode, as dbt does, to capture `ref()`, `source()` and
+//! `config()` calls. Nothing here touches the warehouse.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value as J};
+use weir_core::{Location, Relation, RelationKind};
+use weir_project::config::merge;
+use weir_project::error::closest;
+use weir_project::jinja::{Host, JinjaEnv, MacroFile, NodeContext, NodeScope, RelationValue, RenderMode, json_value};
+use weir_project::schema::{ColumnDef, SchemaFile, TestDef};
+use weir_project::{ConfigMap, ConfigTree, FileKind, Project, ProjectFile, Target, Warning};
+
+use crate::error::TransformError;
+use crate::node::{Node, RefCall, ResourceType, TestMeta};
+
+/// Flags that change how the project is read and run.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    pub full_refresh: bool,
+    pub store_failures: bool,
+    pub which: String,
+    pub invocation_id: String,
+}
+
+/// The parsed project: every enabled node, the Jinja environment, the target.
+pub struct Manifest {
+    pub project: Arc<Project>,
+    pub target: Target,
+    pub jinja: Arc<JinjaEnv>,
+    pub nodes: BTreeMap<String, Node>,
+    pub warnings: Vec<Warning>,
+    pub flags: Flags,
+    pub run_started_at: chrono::NaiveDateTime,
+}
+
+impl Manifest {
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    /// Unique ids of nodes that depend on `id`.
+    pub fn children(&self) -> HashMap<&str, Vec<&str>> {
+        let mut out: HashMap<&str, Vec<&str>> = HashMap::new();
+        for n in self.nodes.values() {
+            for d in &n.depends_on {
+                out.entry(d.as_str()).or_default().push(n.unique_id.as_str());
+            }
+        }
+        out
+    }
+
+    /// The node `ref(name)` means when written in `package`: that package's own node first,
+    /// then the root project's, then any package's.
+    pub fn find_ref(&self, package: Option<&str>, name: &str, from_package: &str) -> Option<&Node> {
+        let candidates = |pkg: &str| {
+            [ResourceType::Model, ResourceType::Seed, ResourceType::Snapshot]
+                .into_iter()
+                .find_map(|t| self.nodes.get(&format!("{}.{}.{}", t.as_str(), pkg, name)))
+        };
+        match package {
+            Some(p) => candidates(p),
+            None => candidates(from_package).or_else(|| candidates(self.project.name())).or_else(|| {
+                self.nodes.values().find(|n| {
+                    n.name == name && matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot)
+                })
+            }),
+        }
+    }
+
+    pub fn find_source(&self, source: &str, table: &str) -> Option<&Node> {
+        self.nodes.values().find(|n| n.source.as_ref().is_some_and(|(s, t)| s == source && t == table))
+    }
+}
+
+/// Records refs, sources and configs while rendering in parse mode.
+#[derive(Debug)]
+struct ParseHost {
+    project: Arc<Project>,
+    target: Target,
+    refs: Mutex<HashMap<String, Vec<RefCall>>>,
+    sources: Mutex<HashMap<String, Vec<(String, String)>>>,
+    started: chrono::NaiveDateTime,
+    flags: Flags,
+}
+
+impl Host for ParseHost {
+    fn adapter_type(&self) -> &str {
+        &self.target.adapter_type
+    }
+
+    fn resolve_ref(&self, from: &str, package: Option<&str>, name: &str) -> Result<RelationValue, String> {
+        if let Ok(mut r) = self.refs.lock() {
+            r.entry(from.to_string()).or_default().push(RefCall { package: package.map(str::to_string), name: name.to_string() });
+        }
+        Ok(RelationValue::new(Relation::new(self.target.database(), self.target.schema(), name), Some(RelationKind::Table)))
+    }
+
+    fn resolve_source(&self, from: &str, source: &str, table: &str) -> Result<RelationValue, String> {
+        if let Ok(mut s) = self.sources.lock() {
+            s.entry(from.to_string()).or_default().push((source.to_string(), table.to_string()));
+        }
+        Ok(RelationValue::new(Relation::new(self.target.database(), source, table), Some(RelationKind::Table)))
+    }
+
+    fn is_incremental(&self, _: &str) -> bool {
+        false
+    }
+
+    fn var(&self, package: &str, name: &str) -> Option<J> {
+        self.project.var(package, name)
+    }
+
+    fn target(&self) -> J {
+        self.target.to_jinja()
+    }
+
+    fn flags(&self) -> J {
+        flags_json(&self.flags)
+    }
+
+    fn graph(&self) -> minijinja::Value {
+        json_value(serde_json::json!({"nodes": {}, "sources": {}, "macros": {}, "exposures": {}, "metrics": {}}))
+    }
+
+    fn invocation_id(&self) -> String {
+        self.flags.invocation_id.clone()
+    }
+
+    fn run_started_at(&self) -> chrono::NaiveDateTime {
+        self.started
+    }
+
+    fn run_sql(&self, _: &str, _: bool) -> Result<weir_core::QueryResult, String> {
+        Ok(Default::default())
+    }
+
+    fn get_columns(&self, _: &Relation) -> Result<Vec<weir_core::Column>, String> {
+        Ok(vec![])
+    }
+
+    fn get_relation(&self, _: &Relation) -> Result<Option<RelationKind>, String> {
+        Ok(None)
+    }
+
+    fn log(&self, _: &str, _: bool) {}
+}
+
+pub fn flags_json(flags: &Flags) -> J {
+    serde_json::json!({
+        "FULL_REFRESH": flags.full_refresh,
+        "STORE_FAILURES": flags.store_failures,
+        "WHICH": flags.which,
+        "INVOCATION_COMMAND": format!("weir {}", flags.which),
+    })
+}
+
+/// Reads every file of the project into a manifest.
+pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest, TransformError> {
+    let project = Arc::new(project);
+    let mut warnings = project.warnings.clone();
+    let read = |f: &ProjectFile| std::fs::read_to_string(&f.path).map_err(|e| TransformError::io(&f.path, e));
+
+    // Macros first: every SQL file may call them.
+    let mut macro_files = vec![];
+    for f in project.files.iter().filter(|f| f.kind == FileKind::Macro) {
+        macro_files.push(MacroFile { package: f.package.clone(), path: f.path.clone(), text: read(f)? });
+    }
+    let dispatch = project.root_package().settings.dispatch.clone();
+    let jinja = Arc::new(JinjaEnv::new(project.name(), &target.adapter_type, &macro_files, dispatch)?);
+    let run_started_at = chrono::Utc::now().naive_utc();
+    let host = Arc::new(ParseHost {
+        project: project.clone(),
+        target: target.clone(),
+        refs: Mutex::new(HashMap::new()),
+        sources: Mutex::new(HashMap::new()),
+        started: run_started_at,
+        flags: flags.clone(),
+    });
+
+    // Schema files: patches by (package, kind, name), sources, tests.
+    let mut schemas = vec![];
+    for f in project.files.iter().filter(|f| f.kind == FileKind::Schema) {
+        schemas.push((f.clone(), SchemaFile::load(&f.path, &f.package, &mut warnings)?));
+    }
+    let mut patches: HashMap<(String, &'static str, String), (&weir_project::schema::Patch, String)> = HashMap::new();
+    for (f, s) in &schemas {
+        for (kind, list) in [("model", &s.models), ("seed", &s.seeds), ("snapshot", &s.snapshots), ("analysis", &s.analyses)] {
+            for p in list {
+                let key = (s.package.clone(), kind, p.name.clone());
+                if let Some((_, first)) = patches.get(&key) {
+                    return Err(TransformError::at(
+                        p.location.clone(),
+                        format!("{kind} '{}' is described twice (also in {first})", p.name),
+                        std::fs::read_to_string(&f.path).ok().as_deref(),
+                    ));
+                }
+                patches.insert(key, (p, f.original_path.clone()));
+            }
+        }
+    }
+
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut seen_names: HashMap<(String, String), String> = HashMap::new();
+    for f in &project.files {
+        let resource_type = match f.kind {
+            FileKind::Model => ResourceType::Model,
+            FileKind::Seed => ResourceType::Seed,
+            FileKind::SingularTest => ResourceType::Test,
+            FileKind::Analysis => ResourceType::Analysis,
+            FileKind::Snapshot => ResourceType::Snapshot,
+            FileKind::Macro | FileKind::Schema => continue,
+        };
+        let text = read(f)?;
+        let blocks: Vec<(String, String)> = if resource_type == ResourceType::Snapshot {
+            snapshot_blocks(&text, &f.path)?
+        } else {
+            vec![(f.stem(), text.clone())]
+        };
+        for (name, body) in blocks {
+            let kind_str = resource_type.as_str();
+            if matches!(resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot) {
+                if let Some(other) = seen_names.insert((f.package.clone(), name.clone()), f.original_path.clone()) {
+                    return Err(TransformError::at(
+                        Location::file(&f.path),
+                        format!("duplicate resource name '{name}': also defined in {other}; names must be unique within a package"),
+                        None,
+                    ));
+                }
+            }
+            let mut fqn = vec![f.package.clone()];
+            fqn.extend(f.folders());
+            fqn.push(name.clone());
+            fn tree_of(pkg: &weir_project::Package, resource_type: ResourceType) -> &ConfigTree {
+                let s = &pkg.settings;
+                match resource_type {
+                    ResourceType::Model | ResourceType::Analysis => &s.models,
+                    ResourceType::Seed => &s.seeds,
+                    ResourceType::Test => &s.tests,
+                    ResourceType::Snapshot => &s.snapshots,
+                    ResourceType::Source => &s.sources,
+                }
+            }
+            let mut config = ConfigMap::new();
+            if let Some(pkg) = project.package(&f.package).filter(|p| !p.is_root) {
+                merge(&mut config, &tree_of(pkg, resource_type).resolve(&fqn));
+            }
+            merge(&mut config, &tree_of(project.root_package(), resource_type).resolve(&fqn));
+            let patch = patches.get(&(f.package.clone(), kind_str, name.clone()));
+            if let Some((p, _)) = patch {
+                merge(&mut config, &p.config);
+            }
+            let unique_id = format!("{kind_str}.{}.{name}", f.package);
+            let mut node = Node {
+                unique_id: unique_id.clone(),
+                resource_type,
+                package: f.package.clone(),
+                name: name.clone(),
+                fqn,
+                path: f.path_in_folder.clone(),
+                original_file_path: f.original_path.clone(),
+                file: f.path.clone(),
+                raw_code: if resource_type == ResourceType::Seed { String::new() } else { body.clone() },
+                config,
+                description: patch.map(|(p, _)| p.description.clone()).unwrap_or_default(),
+                columns: patch.map(|(p, _)| p.columns.clone()).unwrap_or_default(),
+                refs: vec![],
+                sources: vec![],
+                depends_on: vec![],
+                relation: None,
+                test: None,
+                patch_path: patch.map(|(_, path)| format!("{}://{}", f.package, path)),
+                source: None,
+            };
+            if resource_type != ResourceType::Seed {
+                let scope = NodeScope {
+                    unique_id: unique_id.clone(),
+                    package: f.package.clone(),
+                    file: f.path.clone(),
+                    this: None,
+                    model: node.to_jinja(),
+                };
+                let ctx = NodeContext::new(host.clone(), jinja.macros.clone(), scope, RenderMode::Parse, node.config.clone());
+                jinja.render(&f.path, &body, &ctx)?;
+                node.config = ctx.config();
+                if resource_type == ResourceType::Test && node.config.get("severity").is_none() {
+                    // Singular tests take the project-wide test settings too.
+                }
+            }
+            nodes.insert(unique_id, node);
+        }
+    }
+    if let Ok(mut refs) = host.refs.lock() {
+        for (id, r) in refs.drain() {
+            if let Some(n) = nodes.get_mut(&id) {
+                n.refs = dedup(r);
+            }
+        }
+    }
+    if let Ok(mut srcs) = host.sources.lock() {
+        for (id, s) in srcs.drain() {
+            if let Some(n) = nodes.get_mut(&id) {
+                n.sources = dedup(s);
+            }
+        }
+    }
+
+    // Sources and generic tests from schema files.
+    let mut tests = vec![];
+    for (f, s) in &schemas {
+        let folders = {
+            let mut p: Vec<String> = f.path_in_folder.split('/').map(str::to_string).collect();
+            p.pop();
+            p
+        };
+        for src in &s.sources {
+            for t in &src.tables {
+                let unique_id = format!("source.{}.{}.{}", s.package, src.name, t.name);
+                let mut config = ConfigMap::new();
+                let mut fqn = vec![s.package.clone()];
+                fqn.extend(folders.clone());
+                fqn.push(src.name.clone());
+                fqn.push(t.name.clone());
+                merge(&mut config, &project.root_package().settings.sources.resolve(&fqn));
+                merge(&mut config, &src.config);
+                merge(&mut config, &t.config);
+                if let Some(l) = t.loaded_at_field.as_ref().or(src.loaded_at_field.as_ref()) {
+                    config.insert("loaded_at_field".into(), J::from(l.clone()));
+                }
+                if let Some(fr) = t.freshness.as_ref().or(src.freshness.as_ref()) {
+                    config.insert("freshness".into(), fr.clone());
+                }
+                let relation = Relation::new(
+                    src.database.clone().unwrap_or_else(|| target.database()),
+                    src.schema.clone().unwrap_or_else(|| src.name.clone()),
+                    t.identifier.clone().unwrap_or_else(|| t.name.clone()),
+                );
+                nodes.insert(
+                    unique_id.clone(),
+                    Node {
+                        unique_id: unique_id.clone(),
+                        resource_type: ResourceType::Source,
+                        package: s.package.clone(),
+                        name: t.name.clone(),
+                        fqn,
+                        path: f.path_in_folder.clone(),
+                        original_file_path: f.original_path.clone(),
+                        file: f.path.clone(),
+                        raw_code: String::new(),
+                        config,
+                        description: t.description.clone(),
+                        columns: t.columns.clone(),
+                        refs: vec![],
+                        sources: vec![],
+                        depends_on: vec![],
+                        relation: Some(relation),
+                        test: None,
+                        patch_path: None,
+                        source: Some((src.name.clone(), t.name.clone())),
+                    },
+                );
+                collect_tests(&mut tests, f, &folders, &unique_id, &format!("{}_{}", src.name, t.name), true, &t.tests, &t.columns);
+            }
+        }
+        for (kind, list) in [("model", &s.models), ("seed", &s.seeds), ("snapshot", &s.snapshots)] {
+            for p in list {
+                let attached = format!("{kind}.{}.{}", s.package, p.name);
+                if !nodes.contains_key(&attached) {
+                    warnings.push(Warning {
+                        location: p.location.clone(),
+                        message: format!(
+                            "{kind} '{}' is described here but no {kind} file defines it{}",
+                            p.name,
+                            closest(&p.name, nodes.values().filter(|n| n.resource_type.as_str() == kind).map(|n| n.name.as_str()))
+                                .map(|c| format!(" (did you mean '{c}'?)"))
+                                .unwrap_or_default()
+                        ),
+                    });
+                    continue;
+                }
+                collect_tests(&mut tests, f, &folders, &attached, &p.name, false, &p.tests, &p.columns);
+            }
+        }
+    }
+    for t in tests {
+        let node = build_test_node(&project, &jinja, &host, t)?;
+        nodes.insert(node.unique_id.clone(), node);
+    }
+    if let Ok(mut refs) = host.refs.lock() {
+        for (id, r) in refs.drain() {
+            if let Some(n) = nodes.get_mut(&id) {
+                n.refs.extend(r);
+                n.refs = dedup(std::mem::take(&mut n.refs));
+            }
+        }
+    }
+    if let Ok(mut srcs) = host.sources.lock() {
+        for (id, s) in srcs.drain() {
+            if let Some(n) = nodes.get_mut(&id) {
+                n.sources.extend(s);
+                n.sources = dedup(std::mem::take(&mut n.sources));
+            }
+        }
+    }
+
+    // Disabled nodes leave the graph, and so do tests attached to them.
+    let disabled: HashSet<String> = nodes.values().filter(|n| !n.enabled()).map(|n| n.unique_id.clone()).collect();
+    nodes.retain(|id, n| {
+        !disabled.contains(id) && n.test.as_ref().and_then(|t| t.attached_node.as_ref()).is_none_or(|a| !disabled.contains(a))
+    });
+
+    let mut manifest = Manifest { project: project.clone(), target, jinja, nodes, warnings, flags, run_started_at };
+    resolve_dependencies(&mut manifest, &disabled)?;
+    resolve_relations(&mut manifest, host)?;
+    warn_unused_config_paths(&mut manifest);
+    Ok(manifest)
+}
+
+fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = vec![];
+    for i in items {
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Splits `{% snapshot name %} ... {% endsnapshot %}` blocks out of a snapshot file.
+fn snapshot_blocks(text: &str, path: &Path) -> Result<Vec<(String, String)>, TransformError> {
+    let start = regex::Regex::new(r"\{%-?\s*snapshot\s+([A-Za-z_][A-Za-z0-9_]*)\s*-?%\}").map_err(|e| TransformError::Graph(e.to_string()))?;
+    let end = regex::Regex::new(r"\{%-?\s*endsnapshot\s*-?%\}").map_err(|e| TransformError::Graph(e.to_string()))?;
+    let mut out = vec![];
+    let mut pos = 0;
+    while let Some(c) = start.captures(&text[pos..]) {
+        let m = c.get(0).map(|m| (m.start() + pos, m.end() + pos)).unwrap_or((pos, pos));
+        let name = c.get(1).map(|g| g.as_str().to_string()).unwrap_or_default();
+        let Some(e) = end.find(&text[m.1..]) else {
+            let line = text[..m.0].matches('\n').count() + 1;
+            return Err(TransformError::at(Location::new(path, line, 1), format!("snapshot '{name}' is never closed with {{% endsnapshot %}}"), Some(text)));
+        };
+        let body_start = m.1;
+        let body_end = m.1 + e.start();
+        // Keep line numbers: pad the body with the newlines before it.
+        let pad = "\n".repeat(text[..body_start].matches('\n').count());
+        out.push((name, format!("{pad}{}", &text[body_start..body_end])));
+        pos = m.1 + e.end();
+    }
+    Ok(out)
+}
+
+struct PendingTest {
+    def: TestDef,
+    column: Option<String>,
+    attached: String,
+    target_name: String,
+    is_source: bool,
+    file: ProjectFile,
+    folders: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn collect_tests(
+    out: &mut Vec<PendingTest>,
+    file: &ProjectFile,
+    folders: &[String],
+    attached: &str,
+    target_name: &str,
+    is_source: bool,
+    model_tests: &[TestDef],
+    columns: &[ColumnDef],
+) {
+    let mk = |def: &TestDef, column: Option<&str>| PendingTest {
+        def: def.clone(),
+        column: column.map(str::to_string),
+        attached: attached.to_string(),
+        target_name: target_name.to_string(),
+        is_source,
+        file: file.clone(),
+        folders: folders.to_vec(),
+    };
+    out.extend(model_tests.iter().map(|d| mk(d, None)));
+    for c in columns {
+        out.extend(c.tests.iter().map(|d| mk(d, Some(&c.name))));
+    }
+}
+
+/// Python's `str()` of a YAML value, which dbt uses to name generic tests.
+fn py_str(v: &J) -> String {
+    match v {
+        J::String(s) => s.clone(),
+        J::Bool(b) => if *b { "True".into() } else { "False".into() },
+        J::Null => "None".into(),
+        J::Number(n) => n.to_string(),
+        J::Array(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        J::Object(m) => format!("{{{}}}", m.iter().map(|(k, v)| format!("'{k}': {}", py_repr(v))).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+fn py_repr(v: &J) -> String {
+    match v {
+        J::String(s) => format!("'{s}'"),
+        other => py_str(other),
+    }
+}
+
+/// dbt's generic test name: `not_null_orders_id`.
+pub fn generic_test_name(test_identifier: &str, target_name: &str, args: &Map<String, J>) -> String {
+    let mut keys: Vec<&String> = args.keys().filter(|k| k.as_str() != "model").collect();
+    keys.sort();
+    let mut flat = vec![];
+    for k in keys {
+        match &args[k] {
+            J::Object(m) => flat.extend(m.values().map(py_str)),
+            J::Array(items) => flat.extend(items.iter().map(py_str)),
+            other => flat.push(py_str(other)),
+        }
+    }
+    let re = regex::Regex::new("[^0-9a-zA-Z_]+").expect("static regex");
+    let clean: Vec<String> = flat.iter().map(|a| re.replace_all(a, "_").into_owned()).collect();
+    let unique = clean.join("__");
+    format!("{test_identifier}_{target_name}_{unique}")
+}
+
+/// The relation name dbt gives a test's stored failures: the name, hashed when 64 characters
+/// or more.
+pub fn test_alias(name: &str) -> String {
+    if name.len() >= 64 {
+        use md5::{Digest, Md5};
+        let prefix: String = name.chars().take(30).collect();
+        format!("{prefix}_{:x}", Md5::digest(name.as_bytes()))
+    } else {
+        name.to_string()
+    }
+}
+
+fn build_test_node(project: &Arc<Project>, jinja: &Arc<JinjaEnv>, host: &Arc<ParseHost>, t: PendingTest) -> Result<Node, TransformError> {
+    let def = &t.def;
+    let mut kwargs = def.args.clone();
+    if let Some(c) = &t.column {
+        kwargs.insert("column_name".into(), J::from(c.clone()));
+    }
+    let identifier = match &def.namespace {
+        Some(ns) => format!("{ns}_{}", def.test_name),
+        None => def.test_name.clone(),
+    };
+    let identifier = if t.is_source { format!("source_{identifier}") } else { identifier };
+    let name = def.custom_name.clone().unwrap_or_else(|| generic_test_name(&identifier, &t.target_name, &kwargs));
+    let package = t.file.package.clone();
+    let mut fqn = vec![package.clone()];
+    fqn.extend(t.folders.clone());
+    fqn.push(name.clone());
+    let mut config = ConfigMap::new();
+    if let Some(pkg) = project.package(&package).filter(|p| !p.is_root) {
+        merge(&mut config, &pkg.settings.tests.resolve(&fqn));
+    }
+    merge(&mut config, &project.root_package().settings.tests.resolve(&fqn));
+    merge(&mut config, &def.config);
+    let hash = {
+        use md5::{Digest, Md5};
+        let h = format!("{:x}", Md5::digest(format!("{name}{}", t.file.original_path).as_bytes()));
+        h[..10].to_string()
+    };
+    let unique_id = format!("test.{package}.{name}.{hash}");
+    // `to: ref('customers')` and friends are Jinja expressions: render them in parse mode
+    // so the refs they make become dependencies.
+    let scope = NodeScope { unique_id: unique_id.clone(), package: package.clone(), file: t.file.path.clone(), this: None, model: J::Null };
+    let ctx = NodeContext::new(host.clone(), jinja.macros.clone(), scope, RenderMode::Parse, config.clone());
+    for v in kwargs.values() {
+        if let J::String(s) = v
+            && is_jinja_expression(s)
+        {
+            jinja.render(&t.file.path, &format!("{{{{ {s} }}}}"), &ctx).map_err(|e| relocate(e, &def.location))?;
+        }
+    }
+    let raw_code = format!("{{{{ test_{}(**_dbt_generic_test_kwargs) }}}}", def.test_name);
+    Ok(Node {
+        unique_id,
+        resource_type: ResourceType::Test,
+        package,
+        name: name.clone(),
+        fqn,
+        path: format!("{name}.sql"),
+        original_file_path: t.file.original_path.clone(),
+        file: t.file.path.clone(),
+        raw_code,
+        config,
+        description: String::new(),
+        columns: vec![],
+        refs: vec![],
+        sources: vec![],
+        depends_on: vec![t.attached.clone()],
+        relation: None,
+        test: Some(TestMeta {
+            name: def.test_name.clone(),
+            namespace: def.namespace.clone(),
+            kwargs,
+            column_name: t.column.clone(),
+            attached_node: Some(t.attached),
+        }),
+        patch_path: None,
+        source: None,
+    })
+}
+
+fn relocate(e: weir_project::ProjectError, at: &Location) -> TransformError {
+    TransformError::at(at.clone(), e.to_string(), std::fs::read_to_string(&at.file).ok().as_deref())
+}
+
+/// Test arguments that dbt evaluates as Jinja: `ref('x')`, `source('a', 'b')`, or any
+/// string holding `{{ }}`.
+pub fn is_jinja_expression(s: &str) -> bool {
+    let t = s.trim();
+    (t.starts_with("ref(") || t.starts_with("source(")) && t.ends_with(')')
+}
+
+/// Where in a file a name is referenced, so "not found" errors point at the call.
+fn find_call(text: &str, func: &str, name: &str) -> Option<(usize, usize)> {
+    let re = regex::Regex::new(&format!(r#"{func}\s*\(([^)]*['"]{}['"][^)]*)\)"#, regex::escape(name))).ok()?;
+    let m = re.find(text)?;
+    let before = &text[..m.start()];
+    let line = before.matches('\n').count() + 1;
+    let col = m.start() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    Some((line, col))
+}
+
+fn resolve_dependencies(m: &mut Manifest, disabled: &HashSet<String>) -> Result<(), TransformError> {
+    let mut updates = vec![];
+    for n in m.nodes.values() {
+        let mut deps = n.depends_on.clone();
+        for r in &n.refs {
+            match m.find_ref(r.package.as_deref(), &r.name, &n.package) {
+                Some(target) => deps.push(target.unique_id.clone()),
+                None => {
+                    let text = std::fs::read_to_string(&n.file).unwrap_or_default();
+                    let (line, col) = find_call(&text, "ref", &r.name).unwrap_or((0, 0));
+                    let was_disabled = disabled.iter().any(|d| d.ends_with(&format!(".{}", r.name)));
+                    let names = m.nodes.values().filter(|x| x.resource_type != ResourceType::Test).map(|x| x.name.as_str());
+                    let hint = if was_disabled {
+                        " (it is disabled)".to_string()
+                    } else {
+                        closest(&r.name, names).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default()
+                    };
+                    return Err(TransformError::at(
+                        Location::new(&n.file, line, col),
+                        format!("{} '{}' refers to '{}', which was not found{hint}", n.resource_type.as_str(), n.name, r.name),
+                        Some(&text),
+                    ));
+                }
+            }
+        }
+        for (s, t) in &n.sources {
+            match m.find_source(s, t) {
+                Some(src) => deps.push(src.unique_id.clone()),
+                None => {
+                    let text = std::fs::read_to_string(&n.file).unwrap_or_default();
+                    let (line, col) = find_call(&text, "source", t).unwrap_or((0, 0));
+                    return Err(TransformError::at(
+                        Location::new(&n.file, line, col),
+                        format!(
+                            "{} '{}' uses source('{s}', '{t}'), which is not declared in any schema file's 'sources:'",
+                            n.resource_type.as_str(),
+                            n.name
+                        ),
+                        Some(&text),
+                    ));
+                }
+            }
+        }
+        updates.push((n.unique_id.clone(), dedup(deps)));
+    }
+    for (id, deps) in updates {
+        if let Some(n) = m.nodes.get_mut(&id) {
+            n.depends_on = deps;
+        }
+    }
+    Ok(())
+}
+
+/// Database, schema and alias of every model, seed and snapshot, through the project's
+/// `generate_*_name` macros (dbt's own unless the project overrides them).
+fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), TransformError> {
+    let macros = m.jinja.macros.clone();
+    let builtin = |name: &str| {
+        macros.resolve(m.project.name(), name).is_some_and(|d| d.package == weir_project::jinja::INTERNAL_PACKAGE)
+            && macros.dispatch(m.project.name(), name, Some("dbt")).is_some_and(|d| d.package == weir_project::jinja::INTERNAL_PACKAGE && d.name.starts_with("default__"))
+    };
+    let fast = [builtin("generate_schema_name"), builtin("generate_alias_name"), builtin("generate_database_name")];
+    let (db, schema) = (m.target.database(), m.target.schema());
+    let mut updates = vec![];
+    for n in m.nodes.values() {
+        if !matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot) {
+            continue;
+        }
+        let custom = |key: &str| n.config_str(key);
+        let snapshot_schema = if n.resource_type == ResourceType::Snapshot { custom("target_schema") } else { None };
+        let scope = NodeScope { unique_id: n.unique_id.clone(), package: n.package.clone(), file: n.file.clone(), this: None, model: n.to_jinja() };
+        let ctx = NodeContext::new(host.clone(), macros.clone(), scope, RenderMode::Execute, n.config.clone());
+        let call = |name: &str, arg: Option<String>| -> Result<String, TransformError> {
+            let args = [arg.map(minijinja::Value::from).unwrap_or(minijinja::Value::from(())), json_value(n.to_jinja())];
+            let v = m.jinja.call_macro(&ctx, name, &args)?;
+            if std::env::var_os("WEIR_DEBUG").is_some() {
+                eprintln!("{name}({:?}) -> {v:?}", args[0]);
+            }
+            Ok(v.to_string().trim().to_string())
+        };
+        let schema_name = match (snapshot_schema, fast[0], custom("schema")) {
+            (Some(s), _, _) => s,
+            (None, true, None) => schema.clone(),
+            (None, true, Some(c)) => format!("{schema}_{}", c.trim()),
+            (None, false, c) => call("generate_schema_name", c)?,
+        };
+        let alias = match (fast[1], custom("alias")) {
+            (true, Some(a)) => a.trim().to_string(),
+            (true, None) => n.name.clone(),
+            (false, a) => call("generate_alias_name", a)?,
+        };
+        let target_db = if n.resource_type == ResourceType::Snapshot { custom("target_database") } else { None };
+        let database = match (target_db, fast[2], custom("database")) {
+            (Some(d), _, _) => d,
+            (None, true, None) => db.clone(),
+            (None, true, Some(d)) => d.trim().to_string(),
+            (None, false, d) => call("generate_database_name", d)?,
+        };
+        updates.push((n.unique_id.clone(), Relation::new(database, schema_name, alias)));
+    }
+    let mut seen: HashMap<(String, String, String), String> = HashMap::new();
+    for (id, rel) in updates {
+        if !m.nodes.get(&id).is_some_and(Node::is_ephemeral)
+            && let Some(other) = seen.insert(rel.key(), id.clone())
+        {
+            let file = m.nodes.get(&id).map(|n| n.file.clone()).unwrap_or_default();
+            return Err(TransformError::at(
+                Location::file(file),
+                format!("{id} and {other} would both be built as {rel}; give one of them another alias or schema"),
+                None,
+            ));
+        }
+        if let Some(n) = m.nodes.get_mut(&id) {
+            n.relation = Some(rel);
+        }
+    }
+    Ok(())
+}
+
+/// dbt warns when a `dbt_project.yml` config path matches no resource; so does Weir.
+fn warn_unused_config_paths(m: &mut Manifest) {
+    let settings = &m.project.root_package().settings;
+    let trees = [
+        (&settings.models, vec![ResourceType::Model, ResourceType::Analysis]),
+        (&settings.seeds, vec![ResourceType::Seed]),
+        (&settings.tests, vec![ResourceType::Test]),
+        (&settings.snapshots, vec![ResourceType::Snapshot]),
+        (&settings.sources, vec![ResourceType::Source]),
+    ];
+    for (tree, kinds) in trees {
+        for (path, location) in tree.paths() {
+            let used = m.nodes.values().filter(|n| kinds.contains(&n.resource_type)).any(|n| {
+                let fqn = if n.resource_type == ResourceType::Source {
+                    let mut f = n.fqn.clone();
+                    // Source configs are addressed as [package, source, table].
+                    if f.len() > 3 {
+                        f.drain(1..f.len() - 2);
+                    }
+                    f
+                } else {
+                    n.fqn.clone()
+                };
+                fqn.len() >= path.len() && fqn[..path.len()] == path[..]
+            }) || (kinds.contains(&ResourceType::Test) && path.len() == 1);
+            let is_package = m.project.package(&path[0]).is_some();
+            if !used && (is_package || path.len() == 1) {
+                m.warnings.push(Warning {
+                    location,
+                    message: format!("config path '{}' matches no {}", path.join("."), kinds[0].as_str()),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_test_names_follow_dbt() {
+        let mut a = Map::new();
+        a.insert("column_name".into(), J::from("status"));
+        a.insert("values".into(), serde_json::json!(["placed", "shipped", "return_pending"]));
+        assert_eq!(generic_test_name("accepted_values", "orders", &a), "accepted_values_orders_status__placed__shipped__return_pending");
+        let mut r = Map::new();
+        r.insert("column_name".into(), J::from("customer_id"));
+        r.insert("to".into(), J::from("ref('customers')"));
+        r.insert("field".into(), J::from("customer_id"));
+        assert_eq!(generic_test_name("relationships", "orders", &r), "relationships_orders_customer_id__customer_id__ref_customers_");
+    }
+
+    #[test]
+    fn long_test_names_get_hashed_aliases_like_dbt() {
+        let mut a = Map::new();
+        a.insert("column_name".into(), J::from("a_rather_long_column_name_for_testing"));
+        let name = test_alias(&generic_test_name("accepted_values", "a_model_with_a_long_name", &a));
+        assert_eq!(name.len(), 30 + 1 + 32);
+        assert!(name.starts_with("accepted_values_a_model_with_a"));
+    }
+}

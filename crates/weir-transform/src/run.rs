@@ -1,0 +1,536 @@
+//! Running selected nodes in dependency order on `--threads` workers.
+//!
+//! Each worker owns one warehouse connection. A node whose upstream failed is skipped and
+//! the rest of the run goes on, as in dbt; under `build`, a failing test skips the nodes
+//! downstream of what it tests.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use serde_json::Value as J;
+use weir_core::{Location, Relation, RelationKind};
+
+use crate::compile::{compile, context};
+use crate::error::TransformError;
+use crate::graph::Graph;
+use crate::materialize::{Step, check_contract, contract_create, incremental_steps, run_plan, swap_plan, tmp_relation};
+use crate::node::{Node, ResourceType};
+use crate::seed;
+use crate::session::{ConnSlot, ExecHost, Session, with_conn};
+
+/// What a node's run ended in, named as dbt names it in `run_results.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Success,
+    Error,
+    Skipped,
+    Pass,
+    Fail,
+    Warn,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+            Status::Skipped => "skipped",
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Warn => "warn",
+        }
+    }
+
+    /// Whether downstream nodes must be skipped.
+    pub fn blocks(self) -> bool {
+        matches!(self, Status::Error | Status::Fail | Status::Skipped)
+    }
+}
+
+/// The outcome of one node.
+#[derive(Debug, Clone)]
+pub struct NodeResult {
+    pub unique_id: String,
+    pub status: Status,
+    pub message: Option<String>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub compile_done_at: chrono::DateTime<chrono::Utc>,
+    pub completed_at: chrono::DateTime<chrono::Utc>,
+    pub execution_time: f64,
+    pub rows_affected: Option<u64>,
+    pub failures: Option<i64>,
+    pub compiled_code: Option<String>,
+    pub relation_name: Option<String>,
+    pub thread_id: String,
+}
+
+/// Which command is running: it decides what is selected and how tests gate models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    Build,
+    Test,
+    Seed,
+}
+
+/// Progress callbacks, so the binary prints status lines and the library stays quiet.
+pub trait Reporter: Send + Sync {
+    fn started(&self, node: &Node, index: usize, total: usize);
+    fn finished(&self, node: &Node, result: &NodeResult, index: usize, total: usize);
+}
+
+pub struct RunOptions {
+    pub threads: usize,
+    pub fail_fast: bool,
+    pub command: Command,
+    pub target_dir: PathBuf,
+}
+
+/// Everything a run produced.
+pub struct RunOutcome {
+    pub results: Vec<NodeResult>,
+    pub elapsed: f64,
+}
+
+impl RunOutcome {
+    pub fn count(&self, s: Status) -> usize {
+        self.results.iter().filter(|r| r.status == s).count()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.results.iter().any(|r| matches!(r.status, Status::Error | Status::Fail))
+    }
+}
+
+/// Nodes of `selected` that a command executes, in a stable order.
+pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command) -> Vec<String> {
+    let m = &session.manifest;
+    selected
+        .iter()
+        .filter_map(|id| m.node(id))
+        .filter(|n| match command {
+            Command::Run => n.resource_type == ResourceType::Model && !n.is_ephemeral(),
+            Command::Test => n.resource_type == ResourceType::Test,
+            Command::Seed => n.resource_type == ResourceType::Seed,
+            Command::Build => matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Test) && !n.is_ephemeral(),
+        })
+        .map(|n| n.unique_id.clone())
+        .collect()
+}
+
+struct Sched {
+    waiting_on: HashMap<String, usize>,
+    dependents: HashMap<String, Vec<String>>,
+    deps: HashMap<String, Vec<String>>,
+    ready: VecDeque<String>,
+    status: HashMap<String, Status>,
+    left: usize,
+    stop: bool,
+    index: usize,
+}
+
+/// Runs `ids` (already filtered by [`runnable`]) and reports each as it finishes.
+pub fn execute(session: Arc<Session>, graph: &Graph, ids: &[String], opts: &RunOptions, reporter: &dyn Reporter) -> Result<RunOutcome, TransformError> {
+    let start = Instant::now();
+    let m = session.manifest.clone();
+    let set: HashSet<&str> = ids.iter().map(String::as_str).collect();
+
+    // Dependencies among the selected nodes, through unselected ones.
+    let mut deps: HashMap<String, Vec<String>> = HashMap::new();
+    for id in ids {
+        let ancestors = graph.ancestors(id, None);
+        let mut d: Vec<String> = ancestors.iter().filter(|a| set.contains(a.as_str())).cloned().collect();
+        if opts.command == Command::Build && m.node(id).is_some_and(|n| n.resource_type != ResourceType::Test) {
+            // Tests of upstream nodes gate this node.
+            for t in ids.iter().filter_map(|t| m.node(t)).filter(|t| t.resource_type == ResourceType::Test) {
+                if !t.depends_on.is_empty() && t.depends_on.iter().all(|p| ancestors.contains(p)) {
+                    d.push(t.unique_id.clone());
+                }
+            }
+        }
+        deps.insert(id.clone(), d);
+    }
+    let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+    let mut waiting_on = HashMap::new();
+    for (id, d) in &deps {
+        waiting_on.insert(id.clone(), d.len());
+        for x in d {
+            dependents.entry(x.clone()).or_default().push(id.clone());
+        }
+    }
+    let ready: VecDeque<String> = ids.iter().filter(|id| deps[*id].is_empty()).cloned().collect();
+    let sched = Mutex::new(Sched { waiting_on, dependents, deps, ready, status: HashMap::new(), left: ids.len(), stop: false, index: 0 });
+    let cv = Condvar::new();
+    let results = Mutex::new(Vec::new());
+    let total = ids.len();
+    let threads = opts.threads.max(1).min(total.max(1));
+    let first_error: Mutex<Option<TransformError>> = Mutex::new(None);
+
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (session, sched, cv, results, first_error) = (&session, &sched, &cv, &results, &first_error);
+            scope.spawn(move || {
+                let slot: ConnSlot = Arc::new(Mutex::new(None));
+                let host = ExecHost { session: session.clone(), conn: slot.clone() };
+                let thread_id = format!("Thread-{}", t + 1);
+                loop {
+                    let (id, index, skip_reason) = {
+                        let Ok(mut s) = sched.lock() else { return };
+                        loop {
+                            if s.left == 0 {
+                                cv.notify_all();
+                                return;
+                            }
+                            if let Some(id) = s.ready.pop_front() {
+                                s.index += 1;
+                                let blocked = s.deps.get(&id).and_then(|d| d.iter().find(|x| s.status.get(*x).is_some_and(|st| st.blocks())).cloned());
+                                let reason = if s.stop {
+                                    Some("skipped: the run stopped at the first failure (--fail-fast)".to_string())
+                                } else {
+                                    blocked.map(|b| format!("skipped: upstream {b} did not succeed"))
+                                };
+                                break (id, s.index, reason);
+                            }
+                            s = match cv.wait(s) {
+                                Ok(g) => g,
+                                Err(_) => return,
+                            };
+                        }
+                    };
+                    let Some(node) = session.manifest.node(&id) else { continue };
+                    let result = match skip_reason {
+                        Some(reason) => skipped(node, reason, &thread_id),
+                        None => {
+                            reporter.started(node, index, total);
+                            run_node(&host, &slot, node, opts, &thread_id)
+                        }
+                    };
+                    reporter.finished(node, &result, index, total);
+                    if let Ok(mut s) = sched.lock() {
+                        s.status.insert(id.clone(), result.status);
+                        if opts.fail_fast && matches!(result.status, Status::Error | Status::Fail) {
+                            s.stop = true;
+                        }
+                        for d in s.dependents.get(&id).cloned().unwrap_or_default() {
+                            if let Some(w) = s.waiting_on.get_mut(&d) {
+                                *w -= 1;
+                                if *w == 0 {
+                                    s.ready.push_back(d);
+                                }
+                            }
+                        }
+                        s.left -= 1;
+                    }
+                    if let Ok(mut r) = results.lock() {
+                        r.push(result);
+                    }
+                    cv.notify_all();
+                }
+                #[allow(unreachable_code)]
+                {
+                    let _ = first_error;
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let mut results = results.into_inner().map_err(|_| TransformError::Graph("results lock poisoned".into()))?;
+    let order: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    results.sort_by_key(|r| order.get(r.unique_id.as_str()).copied().unwrap_or(usize::MAX));
+    Ok(RunOutcome { results, elapsed: start.elapsed().as_secs_f64() })
+}
+
+fn skipped(node: &Node, reason: String, thread_id: &str) -> NodeResult {
+    let now = chrono::Utc::now();
+    NodeResult {
+        unique_id: node.unique_id.clone(),
+        status: Status::Skipped,
+        message: Some(reason),
+        started_at: now,
+        compile_done_at: now,
+        completed_at: now,
+        execution_time: 0.0,
+        rows_affected: None,
+        failures: None,
+        compiled_code: None,
+        relation_name: None,
+        thread_id: thread_id.to_string(),
+    }
+}
+
+fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, thread_id: &str) -> NodeResult {
+    let started_at = chrono::Utc::now();
+    let clock = Instant::now();
+    let mut result = NodeResult {
+        unique_id: n.unique_id.clone(),
+        status: Status::Success,
+        message: None,
+        started_at,
+        compile_done_at: started_at,
+        completed_at: started_at,
+        execution_time: 0.0,
+        rows_affected: None,
+        failures: None,
+        compiled_code: None,
+        relation_name: n.relation.as_ref().map(|r| host.session.warehouse.render(r)),
+        thread_id: thread_id.to_string(),
+    };
+    let outcome = match n.resource_type {
+        ResourceType::Seed => run_seed(host, slot, n, opts, &mut result),
+        ResourceType::Test => run_test(host, slot, n, opts, &mut result),
+        _ => run_model(host, slot, n, opts, &mut result),
+    };
+    if let Err(e) = outcome {
+        result.status = Status::Error;
+        result.message = Some(e.to_string());
+    }
+    result.completed_at = chrono::Utc::now();
+    result.execution_time = clock.elapsed().as_secs_f64();
+    result
+}
+
+/// Writes compiled or run SQL under `target/compiled/` or `target/run/`, as dbt lays it out.
+fn write_sql(opts: &RunOptions, kind: &str, n: &Node, sql: &str) {
+    let mut path = opts.target_dir.join(kind).join(&n.package).join(&n.original_file_path);
+    if n.test.is_some() {
+        path = path.join(format!("{}.sql", n.name));
+    } else if n.resource_type == ResourceType::Seed {
+        path.set_extension("sql");
+    }
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = std::fs::write(path, sql);
+}
+
+fn hooks(n: &Node, key: &str) -> Vec<(String, bool)> {
+    weir_project::config::as_list(n.config.get(key))
+        .into_iter()
+        .filter_map(|h| match h {
+            J::String(s) => Some((s, true)),
+            J::Object(o) => Some((o.get("sql")?.as_str()?.to_string(), o.get("transaction").and_then(J::as_bool).unwrap_or(true))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn render_hooks(host: &ExecHost, n: &Node, key: &str) -> Result<(Vec<Step>, Vec<Step>), TransformError> {
+    let ctx = context(host, n);
+    let (mut inside, mut outside) = (vec![], vec![]);
+    for (sql, transactional) in hooks(n, key) {
+        let rendered = host.session.manifest.jinja.render(&n.file, &sql, &ctx)?;
+        if rendered.trim().is_empty() {
+            continue;
+        }
+        if transactional { inside.push(Step::Sql(rendered)) } else { outside.push(Step::Sql(rendered)) }
+    }
+    Ok((inside, outside))
+}
+
+fn run_outside(host: &ExecHost, slot: &ConnSlot, steps: &[Step]) -> Result<(), TransformError> {
+    for s in steps {
+        if let Step::Sql(sql) = s {
+            with_conn(&host.session, slot, |c| c.execute(sql))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+    let session = &host.session;
+    let wh = session.warehouse.as_ref();
+    let sql = compile(host, n)?;
+    write_sql(opts, "compiled", n, &sql);
+    result.compiled_code = Some(sql.clone());
+    result.compile_done_at = chrono::Utc::now();
+    let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
+    let existing = session.cached(&rel);
+    let tmp_existing = session.cached(&tmp_relation(&rel));
+    let materialized = n.materialized().to_string();
+    let enforced = n.config.get("contract").and_then(|c| c.get("enforced")).and_then(J::as_bool).unwrap_or(false);
+    if enforced {
+        with_conn(session, slot, |c| Ok(check_contract(c, n, &sql)))??;
+    }
+    let (pre_in, pre_out) = render_hooks(host, n, "pre-hook")?;
+    let (post_in, post_out) = render_hooks(host, n, "post-hook")?;
+    let (body, main, kind): (Vec<Step>, usize, RelationKind) = match materialized.as_str() {
+        "view" => {
+            let create = vec![Step::Sql(wh.create_view_as_sql(&tmp_relation(&rel), &sql))];
+            let steps = swap_plan(wh, &rel, existing, tmp_existing, create, RelationKind::View);
+            (steps, usize::MAX, RelationKind::View)
+        }
+        "table" => {
+            let create = if enforced { contract_create(wh, &tmp_relation(&rel), n, &sql) } else { vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(&rel), &sql))] };
+            let main = create.len() - 1 + usize::from(tmp_existing.is_some());
+            (swap_plan(wh, &rel, existing, tmp_existing, create, RelationKind::Table), main, RelationKind::Table)
+        }
+        "incremental" => {
+            if session.is_incremental(n) {
+                let dest = with_conn(session, slot, |c| c.columns(&rel))?;
+                let (steps, main) = incremental_steps(wh, n, &rel, &sql, &dest)?;
+                (steps, main, RelationKind::Table)
+            } else {
+                let create = if enforced { contract_create(wh, &tmp_relation(&rel), n, &sql) } else { vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(&rel), &sql))] };
+                let main = create.len() - 1 + usize::from(tmp_existing.is_some());
+                (swap_plan(wh, &rel, existing, tmp_existing, create, RelationKind::Table), main, RelationKind::Table)
+            }
+        }
+        "ephemeral" => return Ok(()),
+        other => {
+            return Err(TransformError::at(
+                Location::file(&n.file),
+                format!("model '{}': materialization '{other}' is not supported (use view, table, incremental or ephemeral)", n.name),
+                None,
+            ));
+        }
+    };
+    let offset = pre_in.len();
+    let mut steps = pre_in;
+    steps.extend(body);
+    steps.extend(post_in);
+    let script: Vec<String> = steps.iter().map(Step::text).collect();
+    write_sql(opts, "run", n, &format!("{};\n", script.join(";\n\n")));
+    run_outside(host, slot, &pre_out)?;
+    let rows = with_conn(session, slot, |c| Ok(run_plan(c, &steps, main.saturating_add(offset))))??;
+    session.set_cached(&tmp_relation(&rel), None);
+    session.set_cached(&rel, Some(kind));
+    run_outside(host, slot, &post_out)?;
+    if main != usize::MAX {
+        result.rows_affected = Some(rows);
+    }
+    Ok(())
+}
+
+fn run_seed(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+    let session = &host.session;
+    let wh = session.warehouse.as_ref();
+    let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
+    let delimiter = n.config_str("delimiter").and_then(|d| d.chars().next()).unwrap_or(',');
+    let schema = seed::infer(&n.file, delimiter as u8)?;
+    let overrides = n.config.get("column_types").and_then(J::as_object).cloned().unwrap_or_default();
+    let quote = n.config.get("quote_columns").and_then(J::as_bool).unwrap_or(false);
+    let ident = |c: &str| if quote { wh.quote(c) } else { c.to_string() };
+    let defs: Vec<String> = schema
+        .columns
+        .iter()
+        .zip(&schema.types)
+        .map(|(c, t)| {
+            let ty = overrides.get(c).and_then(J::as_str).map(str::to_string).unwrap_or_else(|| t.clone());
+            format!("{} {ty}", ident(c))
+        })
+        .collect();
+    let tmp = tmp_relation(&rel);
+    let create = vec![
+        Step::Sql(format!("create table {} ({})", wh.render(&tmp), defs.join(", "))),
+        Step::CopyCsv { target: wh.render(&tmp), columns: schema.columns.iter().map(|c| ident(c)).collect(), path: n.file.clone(), delimiter },
+    ];
+    let existing = session.cached(&rel);
+    let steps = swap_plan(wh, &rel, existing, session.cached(&tmp), create, RelationKind::Table);
+    let main = steps.iter().position(|s| matches!(s, Step::CopyCsv { .. })).unwrap_or(0);
+    let (pre_in, pre_out) = render_hooks(host, n, "pre-hook")?;
+    let (post_in, post_out) = render_hooks(host, n, "post-hook")?;
+    let offset = pre_in.len();
+    let mut all = pre_in;
+    all.extend(steps);
+    all.extend(post_in);
+    let script: Vec<String> = all.iter().map(Step::text).collect();
+    write_sql(opts, "run", n, &format!("{};\n", script.join(";\n\n")));
+    result.compile_done_at = chrono::Utc::now();
+    run_outside(host, slot, &pre_out)?;
+    let rows = with_conn(session, slot, |c| Ok(run_plan(c, &all, main + offset)))??;
+    session.set_cached(&tmp, None);
+    session.set_cached(&rel, Some(RelationKind::Table));
+    run_outside(host, slot, &post_out)?;
+    result.rows_affected = Some(if rows > 0 { rows } else { schema.rows as u64 });
+    Ok(())
+}
+
+fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+    let session = &host.session;
+    let m = &session.manifest;
+    let wh = session.warehouse.as_ref();
+    let sql = compile(host, n)?;
+    write_sql(opts, "compiled", n, &sql);
+    result.compiled_code = Some(sql.clone());
+    result.compile_done_at = chrono::Utc::now();
+    let store = n.config.get("store_failures").and_then(J::as_bool).unwrap_or(m.flags.store_failures);
+    let main_sql = if store {
+        let schema = n.config_str("schema").map(|s| format!("{}_{s}", m.target.schema())).unwrap_or_else(|| format!("{}_dbt_test__audit", m.target.schema()));
+        let audit = Relation::new(m.target.database(), schema, n.config_str("alias").unwrap_or_else(|| crate::parse::test_alias(&n.name)));
+        let steps = vec![
+            Step::Sql(wh.create_schema_sql(&audit.database, &audit.schema)),
+            Step::Sql(format!("drop table if exists {}", wh.render(&audit))),
+            Step::Sql(wh.create_table_as_sql(&audit, &sql)),
+        ];
+        with_conn(session, slot, |c| Ok(run_plan(c, &steps, 2)))??;
+        result.relation_name = Some(wh.render(&audit));
+        format!("select * from {}", wh.render(&audit))
+    } else {
+        sql
+    };
+    let ctx = context(host, n);
+    let fail_calc = n.config_str("fail_calc").unwrap_or_else(|| "count(*)".into());
+    let warn_if = n.config_str("warn_if").unwrap_or_else(|| "!= 0".into());
+    let error_if = n.config_str("error_if").unwrap_or_else(|| "!= 0".into());
+    let limit = n.config.get("limit").and_then(J::as_i64).map(minijinja::Value::from).unwrap_or(minijinja::Value::from(()));
+    let args = [minijinja::Value::from(main_sql), fail_calc.into(), warn_if.clone().into(), error_if.clone().into(), limit];
+    let wrapped = m.jinja.call_macro(&ctx, "get_test_sql", &args)?.to_string();
+    write_sql(opts, "run", n, &wrapped);
+    let r = with_conn(session, slot, |c| c.query(&wrapped))?;
+    let row = r.rows.first().cloned().unwrap_or_default();
+    let failures = row.first().and_then(|d| d.as_i64()).unwrap_or(0);
+    let should_warn = row.get(1).and_then(|d| d.as_bool()).unwrap_or(false);
+    let should_error = row.get(2).and_then(|d| d.as_bool()).unwrap_or(false);
+    let severity = n.config_str("severity").unwrap_or_else(|| "error".into()).to_lowercase();
+    result.failures = Some(failures);
+    result.status = if severity == "error" && should_error {
+        Status::Fail
+    } else if should_warn {
+        Status::Warn
+    } else {
+        Status::Pass
+    };
+    if result.status != Status::Pass {
+        result.message = Some(format!("Got {failures} result{}, configured to {} if {}", if failures == 1 { "" } else { "s" }, if result.status == Status::Fail { "fail" } else { "warn" }, if result.status == Status::Fail { &error_if } else { &warn_if }));
+    }
+    Ok(())
+}
+
+/// `on-run-start` / `on-run-end` hooks of every package, rendered and run in order.
+pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<usize, TransformError> {
+    let m = &session.manifest;
+    let slot: ConnSlot = Arc::new(Mutex::new(None));
+    let host = ExecHost { session: session.clone(), conn: slot.clone() };
+    let mut count = 0;
+    for pkg in &m.project.packages {
+        let hooks = if which == "on-run-start" { &pkg.settings.on_run_start } else { &pkg.settings.on_run_end };
+        for (i, hook) in hooks.iter().enumerate() {
+            let scope = weir_project::jinja::NodeScope {
+                unique_id: format!("operation.{}.{}-{which}-{i}", pkg.name, pkg.name),
+                package: pkg.name.clone(),
+                file: pkg.settings.file.clone(),
+                this: None,
+                model: J::Null,
+            };
+            let mut ctx = weir_project::jinja::NodeContext::new(
+                Arc::new(host.clone()),
+                m.jinja.macros.clone(),
+                scope,
+                weir_project::jinja::RenderMode::Execute,
+                Default::default(),
+            );
+            let schemas: BTreeSet<String> = m.nodes.values().filter(|n| n.resource_type != ResourceType::Source).filter_map(|n| n.relation.as_ref().map(|r| r.schema.clone())).collect();
+            ctx.set_extra("schemas", minijinja::Value::from(schemas.into_iter().collect::<Vec<_>>()));
+            let sql = m.jinja.render(&pkg.settings.file, hook, &ctx)?;
+            if !sql.trim().is_empty() {
+                with_conn(session, &slot, |c| c.execute(&sql))?;
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}

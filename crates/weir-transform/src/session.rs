@@ -1,0 +1,188 @@
+//! A run's shared state: the manifest, the warehouse, and the relation cache, plus the
+//! [`Host`] that execute-mode Jinja renders use to reach them.
+//!
+//! The relation cache is filled by one catalog query per run and kept up to date as
+//! relations are built, so no model ever waits on an `information_schema` scan.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::Value as J;
+use weir_core::{Column, QueryResult, Relation, RelationKind};
+use weir_project::jinja::{Host, RelationValue, json_value};
+use weir_warehouse::{Connection, Warehouse, WarehouseError};
+
+use crate::error::TransformError;
+use crate::node::{Node, ResourceType};
+use crate::parse::{Manifest, flags_json};
+
+/// Where log lines from Jinja `log()` calls go.
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
+
+pub struct Session {
+    pub manifest: Arc<Manifest>,
+    pub warehouse: Arc<dyn Warehouse>,
+    cache: Mutex<HashMap<(String, String, String), (Relation, RelationKind)>>,
+    graph: OnceLock<minijinja::Value>,
+    pub log: LogSink,
+}
+
+impl Session {
+    pub fn new(manifest: Arc<Manifest>, warehouse: Arc<dyn Warehouse>, log: LogSink) -> Self {
+        Session { manifest, warehouse, cache: Mutex::new(HashMap::new()), graph: OnceLock::new(), log }
+    }
+
+    /// Fills the relation cache with one catalog query over the schemas the run touches.
+    pub fn load_cache(&self, conn: &mut dyn Connection, schemas: &[(String, String)]) -> Result<(), TransformError> {
+        let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
+        for (db, schema) in schemas {
+            by_db.entry(db.clone()).or_default().push(schema.clone());
+        }
+        let mut cache = self.cache.lock().map_err(|_| TransformError::Graph("relation cache poisoned".into()))?;
+        for (db, schemas) in by_db {
+            for (rel, kind) in conn.list_relations(&db, &schemas)? {
+                cache.insert(rel.key(), (rel, kind));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cached(&self, r: &Relation) -> Option<RelationKind> {
+        self.cache.lock().ok()?.get(&r.key()).map(|(_, k)| *k)
+    }
+
+    pub fn set_cached(&self, r: &Relation, kind: Option<RelationKind>) {
+        if let Ok(mut c) = self.cache.lock() {
+            match kind {
+                Some(k) => c.insert(r.key(), (r.clone(), k)),
+                None => c.remove(&r.key()),
+            };
+        }
+    }
+
+    /// `ref()` of a node as a relation value: ephemeral models are their CTE.
+    pub fn relation_value(&self, n: &Node) -> RelationValue {
+        if n.is_ephemeral() {
+            return RelationValue::cte(&n.name);
+        }
+        let rel = n.relation.clone().unwrap_or_else(|| Relation::new("", "", n.name.clone()));
+        let kind = self.cached(&rel).or(match n.materialized() {
+            "view" => Some(RelationKind::View),
+            _ => Some(RelationKind::Table),
+        });
+        RelationValue::new(rel, kind)
+    }
+
+    pub fn is_incremental(&self, n: &Node) -> bool {
+        let Some(rel) = &n.relation else { return false };
+        let full_refresh = n.config.get("full_refresh").and_then(J::as_bool).unwrap_or(self.manifest.flags.full_refresh);
+        n.materialized() == "incremental" && !full_refresh && self.cached(rel) == Some(RelationKind::Table)
+    }
+
+    fn graph_value(&self) -> minijinja::Value {
+        self.graph
+            .get_or_init(|| {
+                let mut nodes = serde_json::Map::new();
+                let mut sources = serde_json::Map::new();
+                for n in self.manifest.nodes.values() {
+                    if n.resource_type == ResourceType::Source {
+                        sources.insert(n.unique_id.clone(), n.to_jinja());
+                    } else {
+                        nodes.insert(n.unique_id.clone(), n.to_jinja());
+                    }
+                }
+                json_value(serde_json::json!({"nodes": nodes, "sources": sources, "macros": {}, "exposures": {}, "metrics": {}, "groups": {}}))
+            })
+            .clone()
+    }
+}
+
+/// A worker's connection slot, opened on first use.
+pub type ConnSlot = Arc<Mutex<Option<Box<dyn Connection>>>>;
+
+pub fn with_conn<T>(session: &Session, slot: &ConnSlot, f: impl FnOnce(&mut dyn Connection) -> Result<T, WarehouseError>) -> Result<T, WarehouseError> {
+    let mut guard = slot.lock().map_err(|_| WarehouseError::Io("connection lock poisoned".into()))?;
+    if guard.is_none() {
+        *guard = Some(session.warehouse.connect()?);
+    }
+    match guard.as_mut() {
+        Some(c) => f(c.as_mut()),
+        None => Err(WarehouseError::Io("no connection".into())),
+    }
+}
+
+/// The [`Host`] for execute-mode renders on one worker.
+#[derive(Clone)]
+pub struct ExecHost {
+    pub session: Arc<Session>,
+    pub conn: ConnSlot,
+}
+
+impl std::fmt::Debug for ExecHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExecHost")
+    }
+}
+
+impl Host for ExecHost {
+    fn adapter_type(&self) -> &str {
+        self.session.warehouse.adapter_type()
+    }
+
+    fn resolve_ref(&self, from: &str, package: Option<&str>, name: &str) -> Result<RelationValue, String> {
+        let m = &self.session.manifest;
+        let from_pkg = m.node(from).map(|n| n.package.as_str()).unwrap_or(m.project.name());
+        let n = m.find_ref(package, name, from_pkg).ok_or_else(|| format!("'{name}' was not found"))?;
+        Ok(self.session.relation_value(n))
+    }
+
+    fn resolve_source(&self, _from: &str, source: &str, table: &str) -> Result<RelationValue, String> {
+        let n = self.session.manifest.find_source(source, table).ok_or_else(|| format!("source('{source}', '{table}') was not found"))?;
+        Ok(self.session.relation_value(n))
+    }
+
+    fn is_incremental(&self, node_id: &str) -> bool {
+        self.session.manifest.node(node_id).is_some_and(|n| self.session.is_incremental(n))
+    }
+
+    fn var(&self, package: &str, name: &str) -> Option<J> {
+        self.session.manifest.project.var(package, name)
+    }
+
+    fn target(&self) -> J {
+        self.session.manifest.target.to_jinja()
+    }
+
+    fn flags(&self) -> J {
+        flags_json(&self.session.manifest.flags)
+    }
+
+    fn graph(&self) -> minijinja::Value {
+        self.session.graph_value()
+    }
+
+    fn invocation_id(&self) -> String {
+        self.session.manifest.flags.invocation_id.clone()
+    }
+
+    fn run_started_at(&self) -> chrono::NaiveDateTime {
+        self.session.manifest.run_started_at
+    }
+
+    fn run_sql(&self, sql: &str, fetch: bool) -> Result<QueryResult, String> {
+        with_conn(&self.session, &self.conn, |c| if fetch { c.query(sql) } else { c.execute(sql).map(|_| QueryResult::default()) })
+            .map_err(|e| e.to_string())
+    }
+
+    fn get_columns(&self, relation: &Relation) -> Result<Vec<Column>, String> {
+        with_conn(&self.session, &self.conn, |c| c.columns(relation)).map_err(|e| e.to_string())
+    }
+
+    fn get_relation(&self, relation: &Relation) -> Result<Option<RelationKind>, String> {
+        Ok(self.session.cached(relation))
+    }
+
+    fn log(&self, message: &str, _info: bool) {
+        (self.session.log)(message);
+    }
+}

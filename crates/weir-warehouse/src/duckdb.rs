@@ -1,0 +1,300 @@
+//! DuckDB, in-process: the embedded default. A file path (or `:memory:`) from the profile;
+//! every worker thread gets its own connection to the same database instance.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use duckdb::arrow::array::{Array, AsArray};
+use duckdb::arrow::datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type};
+use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde_json::{Map, Value as J};
+use weir_core::{Column, Datum, QueryResult, Relation, RelationKind};
+
+use crate::{Connection, Result, Warehouse, WarehouseError, kind_of, literal};
+
+/// A DuckDB database opened once per process; connections are clones of it.
+pub struct DuckDb {
+    root: Mutex<duckdb::Connection>,
+    path: Option<PathBuf>,
+    database: String,
+}
+
+fn err(e: duckdb::Error, sql: &str) -> WarehouseError {
+    WarehouseError::query(e.to_string(), sql)
+}
+
+impl DuckDb {
+    /// Opens the profile's `path` (relative paths are taken from `base_dir`, as dbt-duckdb
+    /// takes them from the working directory), running its `settings` and `extensions`.
+    pub fn open(fields: &Map<String, J>, base_dir: &Path) -> Result<DuckDb> {
+        let path = fields.get("path").and_then(J::as_str).filter(|p| *p != ":memory:" && !p.is_empty());
+        let (conn, path, database) = match path {
+            Some(p) => {
+                let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { base_dir.join(p) };
+                if let Some(parent) = full.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| WarehouseError::Io(format!("{}: {e}", parent.display())))?;
+                }
+                let conn = duckdb::Connection::open(&full)
+                    .map_err(|e| WarehouseError::Connect { target: full.display().to_string(), message: e.to_string() })?;
+                let db = full.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "memory".into());
+                (conn, Some(full), db)
+            }
+            None => {
+                let conn = duckdb::Connection::open_in_memory()
+                    .map_err(|e| WarehouseError::Connect { target: ":memory:".into(), message: e.to_string() })?;
+                (conn, None, "memory".to_string())
+            }
+        };
+        if let Some(J::Object(settings)) = fields.get("settings") {
+            for (k, v) in settings {
+                let value = match v {
+                    J::String(s) => literal(s),
+                    other => other.to_string(),
+                };
+                let sql = format!("set {k} = {value}");
+                conn.execute_batch(&sql).map_err(|e| err(e, &sql))?;
+            }
+        }
+        Ok(DuckDb { root: Mutex::new(conn), path, database })
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+}
+
+impl Warehouse for DuckDb {
+    fn adapter_type(&self) -> &'static str {
+        "duckdb"
+    }
+
+    fn connect(&self) -> Result<Box<dyn Connection>> {
+        let root = self.root.lock().map_err(|_| WarehouseError::Io("duckdb connection lock poisoned".into()))?;
+        let conn = root.try_clone().map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
+        Ok(Box::new(DuckDbConnection { conn }))
+    }
+
+    fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("duckdb file {}", p.display()),
+            None => "duckdb in memory".to_string(),
+        }
+    }
+
+    fn create_schema_sql(&self, database: &str, schema: &str) -> String {
+        format!("create schema if not exists {}.{}", self.quote(database), self.quote(schema))
+    }
+
+    fn create_temp_table_sql(&self, name: &str, sql: &str) -> (String, String) {
+        let q = self.quote(name);
+        (format!("create or replace temporary table {q} as (\n{sql}\n)"), q)
+    }
+
+    fn drop_relation_sql(&self, r: &Relation, kind: RelationKind) -> String {
+        let what = if kind == RelationKind::View { "view" } else { "table" };
+        format!("drop {what} if exists {} cascade", self.render(r))
+    }
+
+    fn supports_copy_from_file(&self) -> bool {
+        true
+    }
+
+    fn known_target_keys(&self) -> &'static [&'static str] {
+        &["type", "path", "threads", "schema", "database", "extensions", "settings", "attach", "external_root", "plugins", "filesystems", "secrets", "module_paths", "use_credential_provider", "disable_transactions", "keep_open", "retries", "config_options", "is_ducklake"]
+    }
+}
+
+struct DuckDbConnection {
+    conn: duckdb::Connection,
+}
+
+impl Connection for DuckDbConnection {
+    fn execute(&mut self, sql: &str) -> Result<u64> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| err(e, sql))?;
+        stmt.execute([]).map(|n| n as u64).map_err(|e| err(e, sql))
+    }
+
+    fn query(&mut self, sql: &str) -> Result<QueryResult> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| err(e, sql))?;
+        let arrow = stmt.query_arrow([]).map_err(|e| err(e, sql))?;
+        let schema = arrow.get_schema();
+        let columns: Vec<Column> = schema.fields().iter().map(|f| Column::new(f.name().clone(), type_name(f.data_type()))).collect();
+        let mut rows = vec![];
+        for batch in arrow {
+            let n = batch.num_rows();
+            let start = rows.len();
+            rows.extend((0..n).map(|_| Vec::with_capacity(columns.len())));
+            for col in batch.columns() {
+                append_column(col.as_ref(), &mut rows[start..]).map_err(|m| WarehouseError::query(m, sql))?;
+            }
+        }
+        Ok(QueryResult { columns, rows })
+    }
+
+    fn list_relations(&mut self, database: &str, schemas: &[String]) -> Result<Vec<(Relation, RelationKind)>> {
+        let mut sql = format!(
+            "select table_catalog, table_schema, table_name, table_type from information_schema.tables where lower(table_catalog) = lower({})",
+            literal(database)
+        );
+        if !schemas.is_empty() {
+            let list: Vec<String> = schemas.iter().map(|s| literal(&s.to_lowercase())).collect();
+            sql.push_str(&format!(" and lower(table_schema) in ({})", list.join(", ")));
+        }
+        relations_from(self.query(&sql)?)
+    }
+
+    fn columns(&mut self, r: &Relation) -> Result<Vec<Column>> {
+        let sql = format!(
+            "select column_name, data_type from information_schema.columns where lower(table_catalog) = lower({}) and lower(table_schema) = lower({}) and lower(table_name) = lower({}) order by ordinal_position",
+            literal(&r.database),
+            literal(&r.schema),
+            literal(&r.identifier)
+        );
+        Ok(self.query(&sql)?.rows.into_iter().map(|row| Column::new(row[0].to_string(), row[1].to_string())).collect())
+    }
+
+    fn describe_query(&mut self, sql: &str) -> Result<Vec<Column>> {
+        let q = format!("describe (\n{sql}\n)");
+        Ok(self.query(&q)?.rows.into_iter().map(|row| Column::new(row[0].to_string(), row[1].to_string())).collect())
+    }
+
+    fn canonical_type(&mut self, declared: &str) -> Result<String> {
+        let sql = format!("select typeof(cast(null as {declared}))");
+        let r = self.query(&sql)?;
+        Ok(r.scalar().map(|d| d.to_string()).unwrap_or_else(|| declared.to_string()))
+    }
+
+    fn copy_csv(&mut self, target: &str, columns: &[String], path: &Path, delimiter: char) -> Result<u64> {
+        let cols: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+        let sql = format!(
+            "copy {target} ({}) from {} (format csv, header true, delimiter {})",
+            cols.join(", "),
+            literal(&path.to_string_lossy()),
+            literal(&delimiter.to_string())
+        );
+        self.execute(&sql)
+    }
+
+    fn server_version(&mut self) -> Result<String> {
+        Ok(self.query("select version()")?.scalar().map(|d| format!("DuckDB {d}")).unwrap_or_default())
+    }
+}
+
+pub(crate) fn relations_from(r: QueryResult) -> Result<Vec<(Relation, RelationKind)>> {
+    Ok(r.rows
+        .into_iter()
+        .filter_map(|row| {
+            let kind = kind_of(&row.get(3)?.to_string())?;
+            Some((Relation::new(row[0].to_string(), row[1].to_string(), row[2].to_string()), kind))
+        })
+        .collect())
+}
+
+fn type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INTEGER".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP WITH TIME ZONE".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
+        other => other.to_string(),
+    }
+}
+
+/// Appends one Arrow column to row buffers, as [`Datum`]s.
+fn append_column(col: &dyn Array, rows: &mut [Vec<Datum>]) -> std::result::Result<(), String> {
+    macro_rules! ints {
+        ($t:ty) => {{
+            let a = col.as_primitive::<$t>();
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.push(if a.is_null(i) { Datum::Null } else { Datum::Int(a.value(i) as i64) });
+            }
+        }};
+    }
+    match col.data_type() {
+        DataType::Boolean => {
+            let a = col.as_boolean();
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.push(if a.is_null(i) { Datum::Null } else { Datum::Bool(a.value(i)) });
+            }
+        }
+        DataType::Int8 => ints!(Int8Type),
+        DataType::Int16 => ints!(Int16Type),
+        DataType::Int32 => ints!(Int32Type),
+        DataType::Int64 => ints!(Int64Type),
+        DataType::UInt8 => ints!(UInt8Type),
+        DataType::UInt16 => ints!(UInt16Type),
+        DataType::UInt32 => ints!(UInt32Type),
+        DataType::Float32 => {
+            let a = col.as_primitive::<Float32Type>();
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.push(if a.is_null(i) { Datum::Null } else { Datum::Float(a.value(i) as f64) });
+            }
+        }
+        DataType::Float64 => {
+            let a = col.as_primitive::<Float64Type>();
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.push(if a.is_null(i) { Datum::Null } else { Datum::Float(a.value(i)) });
+            }
+        }
+        _ => {
+            let opts = FormatOptions::default();
+            let fmt = ArrayFormatter::try_new(col, &opts).map_err(|e| e.to_string())?;
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.push(if col.is_null(i) { Datum::Null } else { Datum::Text(fmt.value(i).to_string()) });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> DuckDb {
+        DuckDb::open(&Map::new(), Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn queries_return_typed_values() {
+        let db = memory();
+        let mut c = db.connect().unwrap();
+        let r = c.query("select 1 as a, 'x' as b, 2.5::double as c, null::int as d, true as e, date '2024-01-02' as f").unwrap();
+        assert_eq!(r.rows[0], vec![Datum::Int(1), Datum::Text("x".into()), Datum::Float(2.5), Datum::Null, Datum::Bool(true), Datum::Text("2024-01-02".into())]);
+        assert_eq!(r.columns[0].name, "a");
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_nothing_behind() {
+        let db = memory();
+        let mut c = db.connect().unwrap();
+        c.execute("create table t as select 1 as x").unwrap();
+        let stmts = vec!["drop table t".to_string(), "create table t as select 2 as x".to_string(), "select nonsense from nowhere".to_string()];
+        assert!(c.transaction(&stmts).is_err());
+        assert_eq!(c.query("select x from t").unwrap().scalar(), Some(&Datum::Int(1)));
+    }
+
+    #[test]
+    fn connections_share_one_database_and_list_it() {
+        let db = memory();
+        db.connect().unwrap().execute("create schema s; create view s.v as select 1 as x").unwrap();
+        let rels = db.connect().unwrap().list_relations("memory", &["s".to_string()]).unwrap();
+        assert_eq!(rels, vec![(Relation::new("memory", "s", "v"), RelationKind::View)]);
+    }
+
+    #[test]
+    fn types_are_named_as_the_engine_names_them() {
+        let db = memory();
+        let mut c = db.connect().unwrap();
+        assert_eq!(c.canonical_type("int").unwrap(), "INTEGER");
+        assert_eq!(c.canonical_type("text").unwrap(), "VARCHAR");
+    }
+}

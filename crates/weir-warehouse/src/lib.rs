@@ -1,0 +1,188 @@
+//! The warehouse seam: where SQL runs and tables live.
+//!
+//! [`Warehouse`] opens [`Connection`]s (one per worker thread) and knows its engine's SQL
+//! dialect; code above this crate never names an engine. Engine-specific SQL lives in the
+//! adapters ([`duckdb`], [`postgres`]), the way dbt's `adapter.dispatch` keeps it per adapter.
+
+pub mod duckdb;
+pub mod postgres;
+
+use std::path::Path;
+
+use serde_json::{Map, Value as J};
+use weir_core::{Column, QueryResult, Relation, RelationKind};
+
+/// An error from the warehouse, with the statement that caused it.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("{message}")]
+    Query { message: String, sql: String },
+    #[error("cannot connect to {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("invalid {adapter} target: {message}")]
+    Config { adapter: String, message: String },
+    #[error("{0}")]
+    Io(String),
+}
+
+impl WarehouseError {
+    pub fn query(message: impl Into<String>, sql: &str) -> Self {
+        WarehouseError::Query { message: message.into(), sql: sql.to_string() }
+    }
+
+    /// The SQL that failed, when there was one.
+    pub fn sql(&self) -> Option<&str> {
+        match self {
+            WarehouseError::Query { sql, .. } => Some(sql),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, WarehouseError>;
+
+/// A warehouse engine: opens connections and writes its dialect of DDL.
+pub trait Warehouse: Send + Sync {
+    /// The adapter name dbt uses (`duckdb`, `postgres`): macro dispatch prefixes by it.
+    fn adapter_type(&self) -> &'static str;
+
+    /// A new connection for one worker thread.
+    fn connect(&self) -> Result<Box<dyn Connection>>;
+
+    /// A human description of where it connects (no secrets), for `weir debug`.
+    fn describe(&self) -> String;
+
+    /// An identifier quoted for this engine.
+    fn quote(&self, ident: &str) -> String {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+
+    /// A relation's full quoted name.
+    fn render(&self, r: &Relation) -> String {
+        if r.database.is_empty() {
+            format!("{}.{}", self.quote(&r.schema), self.quote(&r.identifier))
+        } else {
+            format!("{}.{}.{}", self.quote(&r.database), self.quote(&r.schema), self.quote(&r.identifier))
+        }
+    }
+
+    fn create_schema_sql(&self, database: &str, schema: &str) -> String;
+
+    fn create_table_as_sql(&self, r: &Relation, sql: &str) -> String {
+        format!("create table {} as (\n{}\n)", self.render(r), sql)
+    }
+
+    fn create_view_as_sql(&self, r: &Relation, sql: &str) -> String {
+        format!("create view {} as (\n{}\n)", self.render(r), sql)
+    }
+
+    /// A session-scoped table for an incremental run's new rows, and its name as referenced.
+    fn create_temp_table_sql(&self, name: &str, sql: &str) -> (String, String) {
+        let q = self.quote(name);
+        (format!("create temporary table {q} as (\n{sql}\n)"), q)
+    }
+
+    fn drop_relation_sql(&self, r: &Relation, kind: RelationKind) -> String {
+        let what = if kind == RelationKind::View { "view" } else { "table" };
+        format!("drop {what} if exists {} cascade", self.render(r))
+    }
+
+    /// `merge into` for the incremental `merge` strategy; both engines support it.
+    fn merge_sql(&self, target: &Relation, source: &str, unique_key: &[String], columns: &[String], update_columns: &[String]) -> String {
+        let on: Vec<String> =
+            unique_key.iter().map(|k| format!("DBT_INTERNAL_DEST.{k} = DBT_INTERNAL_SOURCE.{k}", k = self.quote(k))).collect();
+        let sets: Vec<String> = update_columns.iter().map(|c| format!("{c} = DBT_INTERNAL_SOURCE.{c}", c = self.quote(c))).collect();
+        let cols: Vec<String> = columns.iter().map(|c| self.quote(c)).collect();
+        let vals: Vec<String> = columns.iter().map(|c| format!("DBT_INTERNAL_SOURCE.{}", self.quote(c))).collect();
+        let mut sql = format!(
+            "merge into {} as DBT_INTERNAL_DEST\nusing {} as DBT_INTERNAL_SOURCE\non ({})\n",
+            self.render(target),
+            source,
+            if on.is_empty() { "false".to_string() } else { on.join(" and ") }
+        );
+        if !sets.is_empty() {
+            sql.push_str(&format!("when matched then update set\n    {}\n", sets.join(",\n    ")));
+        }
+        sql.push_str(&format!("when not matched then insert ({})\nvalues ({})", cols.join(", "), vals.join(", ")));
+        sql
+    }
+
+    /// Seed loading: a CSV file straight into an existing table.
+    fn supports_copy_from_file(&self) -> bool {
+        false
+    }
+
+    /// Engine-specific settings users may put in a target, for warnings on unknown keys.
+    fn known_target_keys(&self) -> &'static [&'static str];
+}
+
+/// One session with the warehouse. Not shared between threads.
+pub trait Connection: Send {
+    /// Runs one statement or a `;`-separated script; returns rows affected by the last one.
+    fn execute(&mut self, sql: &str) -> Result<u64>;
+
+    /// Runs a query and returns its rows.
+    fn query(&mut self, sql: &str) -> Result<QueryResult>;
+
+    /// Runs statements in one transaction: all of them take effect, or none does.
+    fn transaction(&mut self, statements: &[String]) -> Result<u64> {
+        self.execute("begin")?;
+        let mut affected = 0;
+        for stmt in statements {
+            match self.execute(stmt) {
+                Ok(n) => affected = n,
+                Err(e) => {
+                    let _ = self.execute("rollback");
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.execute("commit") {
+            let _ = self.execute("rollback");
+            return Err(e);
+        }
+        Ok(affected)
+    }
+
+    /// Every table and view in `database`, restricted to `schemas` when given: one catalog
+    /// query feeds the relation cache for a whole run.
+    fn list_relations(&mut self, database: &str, schemas: &[String]) -> Result<Vec<(Relation, RelationKind)>>;
+
+    /// The columns of a table or view, in order.
+    fn columns(&mut self, relation: &Relation) -> Result<Vec<Column>>;
+
+    /// The columns a query would return, without running it.
+    fn describe_query(&mut self, sql: &str) -> Result<Vec<Column>>;
+
+    /// The engine's own name for a type as a user wrote it (`int` -> `INTEGER`), so
+    /// contracts compare types the way the engine sees them.
+    fn canonical_type(&mut self, declared: &str) -> Result<String>;
+
+    /// Loads a CSV file (with a header row) into an existing table.
+    fn copy_csv(&mut self, target: &str, columns: &[String], path: &Path, delimiter: char) -> Result<u64>;
+
+    /// `select version()` or the like, for `weir debug`.
+    fn server_version(&mut self) -> Result<String>;
+}
+
+/// Opens the warehouse a profile target names.
+pub fn open(adapter_type: &str, fields: &Map<String, J>, base_dir: &Path) -> Result<Box<dyn Warehouse>> {
+    match adapter_type {
+        "duckdb" => Ok(Box::new(duckdb::DuckDb::open(fields, base_dir)?)),
+        "postgres" => Ok(Box::new(postgres::Postgres::from_fields(fields)?)),
+        other => Err(WarehouseError::Config { adapter: other.to_string(), message: "unsupported adapter".into() }),
+    }
+}
+
+/// A SQL string literal.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn kind_of(table_type: &str) -> Option<RelationKind> {
+    match table_type.to_uppercase().as_str() {
+        "BASE TABLE" | "TABLE" => Some(RelationKind::Table),
+        "VIEW" => Some(RelationKind::View),
+        _ => None,
+    }
+}

@@ -1,0 +1,251 @@
+//! PostgreSQL, for teams past one machine. Plain TCP connections (no TLS yet), one per worker
+//! thread, configured by dbt-postgres's profile fields.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use postgres::types::Type;
+use postgres::{Client, NoTls, SimpleQueryMessage};
+use serde_json::{Map, Value as J};
+use weir_core::{Column, Datum, QueryResult, Relation, RelationKind};
+
+use crate::{Connection, Result, Warehouse, WarehouseError, literal};
+
+/// Connection settings from a `type: postgres` target.
+pub struct Postgres {
+    config: postgres::Config,
+    database: String,
+    host: String,
+    port: u16,
+    user: String,
+    role: Option<String>,
+    search_path: Option<String>,
+}
+
+impl Postgres {
+    pub fn from_fields(fields: &Map<String, J>) -> Result<Postgres> {
+        let text = |k: &str| -> Option<String> {
+            match fields.get(k)? {
+                J::String(s) => Some(s.clone()),
+                J::Null => None,
+                other => Some(other.to_string()),
+            }
+        };
+        let bad = |m: String| WarehouseError::Config { adapter: "postgres".into(), message: m };
+        let host = text("host").unwrap_or_else(|| "localhost".into());
+        let port: u16 = match text("port") {
+            Some(p) => p.parse().map_err(|_| bad(format!("port '{p}' is not a number")))?,
+            None => 5432,
+        };
+        let user = text("user").or_else(|| text("username")).ok_or_else(|| bad("'user' is required".into()))?;
+        let database = text("dbname").or_else(|| text("database")).ok_or_else(|| bad("'dbname' is required".into()))?;
+        let mut config = postgres::Config::new();
+        config.host(&host).port(port).user(&user).dbname(&database).application_name("weir");
+        if let Some(p) = text("password").or_else(|| text("pass")) {
+            config.password(p);
+        }
+        if let Some(t) = text("connect_timeout").and_then(|t| t.parse::<u64>().ok()) {
+            config.connect_timeout(Duration::from_secs(t));
+        } else {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if let Some(mode) = text("sslmode").filter(|m| m != "disable" && m != "prefer" && m != "allow") {
+            return Err(bad(format!("sslmode '{mode}' needs TLS, which Weir's PostgreSQL adapter does not support yet")));
+        }
+        Ok(Postgres { config, database, host, port, user, role: text("role"), search_path: text("search_path") })
+    }
+}
+
+impl Warehouse for Postgres {
+    fn adapter_type(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn connect(&self) -> Result<Box<dyn Connection>> {
+        let mut client = self.config.connect(NoTls).map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
+        let mut setup = String::new();
+        if let Some(role) = &self.role {
+            setup.push_str(&format!("set role {};", self.quote(role)));
+        }
+        if let Some(sp) = &self.search_path {
+            setup.push_str(&format!("set search_path to {sp};"));
+        }
+        if !setup.is_empty() {
+            client.batch_execute(&setup).map_err(|e| WarehouseError::query(pg_message(&e), &setup))?;
+        }
+        Ok(Box::new(PgConnection { client }))
+    }
+
+    fn describe(&self) -> String {
+        format!("postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.database)
+    }
+
+    fn create_schema_sql(&self, _database: &str, schema: &str) -> String {
+        format!("create schema if not exists {}", self.quote(schema))
+    }
+
+    fn known_target_keys(&self) -> &'static [&'static str] {
+        &["type", "host", "port", "user", "username", "password", "pass", "dbname", "database", "schema", "threads", "keepalives_idle", "connect_timeout", "retries", "search_path", "role", "sslmode", "sslcert", "sslkey", "sslrootcert", "application_name"]
+    }
+}
+
+struct PgConnection {
+    client: Client,
+}
+
+/// The server's message, with its detail and hint, rather than the driver's wrapper text.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{}: {}", db.severity(), db.message());
+            if let Some(d) = db.detail() {
+                m.push_str(&format!("\nDETAIL: {d}"));
+            }
+            if let Some(h) = db.hint() {
+                m.push_str(&format!("\nHINT: {h}"));
+            }
+            m
+        }
+        None => e.to_string(),
+    }
+}
+
+impl Connection for PgConnection {
+    fn execute(&mut self, sql: &str) -> Result<u64> {
+        let msgs = self.client.simple_query(sql).map_err(|e| WarehouseError::query(pg_message(&e), sql))?;
+        Ok(msgs.iter().rev().find_map(|m| if let SimpleQueryMessage::CommandComplete(n) = m { Some(*n) } else { None }).unwrap_or(0))
+    }
+
+    fn query(&mut self, sql: &str) -> Result<QueryResult> {
+        // Types come from preparing the statement; values from the text protocol, which
+        // renders every type (numeric, dates, json) the way psql shows it.
+        let types: Option<Vec<(String, Type)>> = self
+            .client
+            .prepare(sql)
+            .ok()
+            .map(|s| s.columns().iter().map(|c| (c.name().to_string(), c.type_().clone())).collect());
+        let msgs = self.client.simple_query(sql).map_err(|e| WarehouseError::query(pg_message(&e), sql))?;
+        let mut columns: Vec<Column> = vec![];
+        let mut rows = vec![];
+        for m in msgs {
+            match m {
+                SimpleQueryMessage::RowDescription(desc) if columns.is_empty() => {
+                    columns = desc
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            let t = types.as_ref().and_then(|t| t.get(i)).map(|(_, t)| t.name().to_string()).unwrap_or_else(|| "text".into());
+                            Column::new(c.name(), t)
+                        })
+                        .collect();
+                }
+                SimpleQueryMessage::Row(row) => {
+                    let mut out = Vec::with_capacity(row.len());
+                    for i in 0..row.len() {
+                        let t = types.as_ref().and_then(|t| t.get(i)).map(|(_, t)| t.clone()).unwrap_or(Type::TEXT);
+                        out.push(match row.get(i) {
+                            None => Datum::Null,
+                            Some(s) => typed(s, &t),
+                        });
+                    }
+                    rows.push(out);
+                }
+                _ => {}
+            }
+        }
+        Ok(QueryResult { columns, rows })
+    }
+
+    fn list_relations(&mut self, database: &str, schemas: &[String]) -> Result<Vec<(Relation, RelationKind)>> {
+        let _ = database;
+        let mut sql = "select table_catalog, table_schema, table_name, table_type from information_schema.tables \
+                       where table_schema not in ('pg_catalog', 'information_schema')"
+            .to_string();
+        if !schemas.is_empty() {
+            let list: Vec<String> = schemas.iter().map(|s| literal(s)).collect();
+            sql.push_str(&format!(" and table_schema in ({})", list.join(", ")));
+        }
+        crate::duckdb::relations_from(self.query(&sql)?)
+    }
+
+    fn columns(&mut self, r: &Relation) -> Result<Vec<Column>> {
+        let sql = format!(
+            "select column_name, data_type from information_schema.columns where table_schema = {} and table_name = {} order by ordinal_position",
+            literal(&r.schema),
+            literal(&r.identifier)
+        );
+        Ok(self.query(&sql)?.rows.into_iter().map(|row| Column::new(row[0].to_string(), row[1].to_string())).collect())
+    }
+
+    fn describe_query(&mut self, sql: &str) -> Result<Vec<Column>> {
+        let stmt = self.client.prepare(sql).map_err(|e| WarehouseError::query(pg_message(&e), sql))?;
+        let mut out = vec![];
+        for c in stmt.columns() {
+            let name = self.canonical_type(&c.type_().name().to_string())?;
+            out.push(Column::new(c.name(), name));
+        }
+        Ok(out)
+    }
+
+    fn canonical_type(&mut self, declared: &str) -> Result<String> {
+        let sql = format!("select format_type({}::regtype, null)", literal(declared));
+        Ok(self.query(&sql)?.scalar().map(|d| d.to_string()).unwrap_or_else(|| declared.to_string()))
+    }
+
+    fn copy_csv(&mut self, target: &str, columns: &[String], path: &Path, delimiter: char) -> Result<u64> {
+        let cols: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+        let sql = format!(
+            "copy {target} ({}) from stdin with (format csv, header true, delimiter {})",
+            cols.join(", "),
+            literal(&delimiter.to_string())
+        );
+        let data = std::fs::read(path).map_err(|e| WarehouseError::Io(format!("{}: {e}", path.display())))?;
+        let mut writer = self.client.copy_in(&sql).map_err(|e| WarehouseError::query(pg_message(&e), &sql))?;
+        writer.write_all(&data).map_err(|e| WarehouseError::query(e.to_string(), &sql))?;
+        writer.finish().map_err(|e| WarehouseError::query(pg_message(&e), &sql))
+    }
+
+    fn server_version(&mut self) -> Result<String> {
+        Ok(self.query("select version()")?.scalar().map(|d| d.to_string()).unwrap_or_default())
+    }
+}
+
+fn typed(s: &str, t: &Type) -> Datum {
+    match *t {
+        Type::BOOL => Datum::Bool(s == "t"),
+        Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => s.parse().map(Datum::Int).unwrap_or_else(|_| Datum::Text(s.into())),
+        Type::FLOAT4 | Type::FLOAT8 => s.parse().map(Datum::Float).unwrap_or_else(|_| Datum::Text(s.into())),
+        _ => Datum::Text(s.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> Map<String, J> {
+        serde_json::json!({"type": "postgres", "host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "test"})
+            .as_object()
+            .cloned()
+            .unwrap()
+    }
+
+    #[test]
+    fn missing_user_is_a_config_error() {
+        let mut f = fields();
+        f.remove("user");
+        let e = Postgres::from_fields(&f).err().unwrap().to_string();
+        assert!(e.contains("'user' is required"), "{e}");
+    }
+
+    #[test]
+    fn queries_the_real_server_with_types() {
+        let pg = Postgres::from_fields(&fields()).unwrap();
+        let mut c = pg.connect().unwrap();
+        let r = c.query("select 1::int as a, 'x'::text as b, 1.5::float8 as c, null::int as d, true as e, 2.50::numeric(5,2) as f").unwrap();
+        assert_eq!(r.rows[0], vec![Datum::Int(1), Datum::Text("x".into()), Datum::Float(1.5), Datum::Null, Datum::Bool(true), Datum::Text("2.50".into())]);
+        assert_eq!(c.canonical_type("int").unwrap(), "integer");
+        assert_eq!(c.canonical_type("varchar").unwrap(), "character varying");
+    }
+}

@@ -1,0 +1,134 @@
+//! Command-line arguments: dbt's commands and global flags, plus Weir's own.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "weir", version, about = "Weir: data pipelines in one binary. Runs dbt projects unchanged, on DuckDB or PostgreSQL.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The project folder (holding dbt_project.yml). Defaults to the current folder.
+    #[arg(long, global = true, env = "DBT_PROJECT_DIR")]
+    pub project_dir: Option<PathBuf>,
+    /// Where profiles.yml is. Defaults to $DBT_PROFILES_DIR, the project folder, then ~/.dbt.
+    #[arg(long, global = true)]
+    pub profiles_dir: Option<PathBuf>,
+    /// The profile target to use instead of the profile's default.
+    #[arg(long, short = 't', global = true)]
+    pub target: Option<String>,
+    /// Project variables as YAML: '{key: value}'.
+    #[arg(long, global = true)]
+    pub vars: Option<String>,
+    /// Models to run at once (overrides the profile's threads).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// How to log: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Selection {
+    /// Nodes to include (dbt selection syntax; repeatable).
+    #[arg(long, short = 's', num_args = 1.., alias = "models", short_alias = 'm')]
+    pub select: Vec<String>,
+    /// Nodes to leave out.
+    #[arg(long, num_args = 1..)]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunFlags {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Rebuild incremental models and seeds from scratch.
+    #[arg(long, short = 'f')]
+    pub full_refresh: bool,
+    /// Stop at the first failure.
+    #[arg(long, short = 'x')]
+    pub fail_fast: bool,
+    /// Keep the rows that fail each test in a table.
+    #[arg(long)]
+    pub store_failures: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Seed, run, test (and later snapshot) the selected nodes in dependency order.
+    Build(RunFlags),
+    /// Build the selected models.
+    Run(RunFlags),
+    /// Run the selected data tests.
+    Test(RunFlags),
+    /// Load the selected seed CSV files.
+    Seed(RunFlags),
+    /// Render the selected nodes' SQL into target/compiled without running it.
+    Compile {
+        #[command(flatten)]
+        selection: Selection,
+        /// Compile this SQL instead of project nodes.
+        #[arg(long)]
+        inline: Option<String>,
+    },
+    /// Parse the project and write target/manifest.json.
+    Parse,
+    /// List the project's resources.
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        selection: Selection,
+        /// Only these resource types (model, seed, test, source, snapshot, analysis).
+        #[arg(long, num_args = 1..)]
+        resource_type: Vec<String>,
+        /// selector (default), name, path or json.
+        #[arg(long, short = 'o', default_value = "selector")]
+        output: String,
+    },
+    /// Preview the rows a model (or inline SQL) returns.
+    Show {
+        #[command(flatten)]
+        selection: Selection,
+        #[arg(long)]
+        inline: Option<String>,
+        /// How many rows.
+        #[arg(long, short = 'n', default_value_t = 5)]
+        limit: usize,
+    },
+    /// Check the project, the profile and the warehouse connection.
+    Debug,
+    /// Delete the project's clean-targets (target/ by default).
+    Clean,
+    /// Create a new, working project folder.
+    Init {
+        /// The project name (a folder of that name is created).
+        name: String,
+        /// Warehouse for the generated profile.
+        #[arg(long, default_value = "duckdb")]
+        adapter: String,
+    },
+    /// Project documentation.
+    Docs {
+        #[command(subcommand)]
+        command: DocsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DocsCommand {
+    /// Write target/manifest.json, target/catalog.json and target/index.html.
+    Generate,
+}

@@ -1,0 +1,95 @@
+//! `weir build`, `run`, `test` and `seed`: select, run in dependency order, write artifacts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+use weir_transform::{Command, RunOptions, artifacts, compile::schemas_of, run};
+
+use crate::cli::{Global, RunFlags};
+use crate::output::Output;
+use crate::workspace::{Error, Workspace, new_flags};
+
+pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Result<u8, Error> {
+    let which = match command {
+        Command::Build => "build",
+        Command::Run => "run",
+        Command::Test => "test",
+        Command::Seed => "seed",
+    };
+    let ws = Workspace::load(g, out, new_flags(which, f.full_refresh, f.store_failures))?;
+    let m = &ws.manifest;
+    out.info(format!("Running with weir {} (dbt {}-compatible)", env!("CARGO_PKG_VERSION"), weir_project::jinja::DBT_VERSION));
+    out.info(format!("Found {}", found(m)));
+    let selected = ws.select(&f.selection)?;
+    let session = ws.session(out)?;
+    let ids = run::runnable(&session, &selected, command);
+    artifacts::write_manifest(m, &ws.target_dir, &|r| session.warehouse.render(r))?;
+    if ids.is_empty() {
+        out.info("Nothing to do: the selection matched no nodes this command runs.");
+        return Ok(0);
+    }
+    out.info("");
+    out.info(format!("Concurrency: {} thread{} (target='{}')", ws.threads, if ws.threads == 1 { "" } else { "s" }, m.target.name));
+    out.info("");
+
+    // One catalog query for the relation cache, then every schema the run writes to.
+    let mut conn = session.warehouse.connect()?;
+    let ids_set = ids.iter().cloned().collect();
+    let schemas = schemas_of(m, &ids_set);
+    let mut cache_schemas = schemas.clone();
+    for id in &selected {
+        if let Some(r) = m.node(id).and_then(|n| n.relation.as_ref()) {
+            cache_schemas.push((r.database.clone(), r.schema.clone()));
+        }
+    }
+    for n in m.nodes.values() {
+        if let Some(r) = &n.relation {
+            cache_schemas.push((r.database.clone(), r.schema.clone()));
+        }
+    }
+    cache_schemas.sort();
+    cache_schemas.dedup();
+    session.load_cache(conn.as_mut(), &cache_schemas)?;
+    for (db, schema) in &schemas {
+        conn.execute(&session.warehouse.create_schema_sql(db, schema))?;
+    }
+    drop(conn);
+    run::run_project_hooks(&session, "on-run-start")?;
+    let opts = RunOptions { threads: ws.threads, fail_fast: f.fail_fast, command, target_dir: ws.target_dir.clone() };
+    let outcome = run::execute(session.clone(), &ws.graph, &ids, &opts, out.as_ref())?;
+    run::run_project_hooks(&session, "on-run-end")?;
+    let args = json!({"which": which, "select": f.selection.select, "exclude": f.selection.exclude, "full_refresh": f.full_refresh, "threads": ws.threads});
+    artifacts::write_run_results(m, &outcome, args, &ws.target_dir)?;
+    out.summary(&outcome, &counts(&session, &ids));
+    Ok(if outcome.failed() { 1 } else { 0 })
+}
+
+/// "3 models, 1 seed, 8 data tests, 1 source".
+pub fn found(m: &weir_transform::Manifest) -> String {
+    let mut c: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in m.nodes.values() {
+        let key = match n.resource_type {
+            weir_transform::ResourceType::Test => "data test",
+            other => other.as_str(),
+        };
+        *c.entry(key).or_default() += 1;
+    }
+    let parts: Vec<String> = c.iter().map(|(k, v)| format!("{v} {k}{}", if *v == 1 { "" } else { "s" })).collect();
+    if parts.is_empty() { "nothing".into() } else { parts.join(", ") }
+}
+
+fn counts(session: &weir_transform::Session, ids: &[String]) -> String {
+    let mut c: BTreeMap<String, usize> = BTreeMap::new();
+    for id in ids {
+        if let Some(n) = session.manifest.node(id) {
+            let key = match n.resource_type {
+                weir_transform::ResourceType::Model => format!("{} model", n.materialized()),
+                weir_transform::ResourceType::Test => "data test".to_string(),
+                other => other.as_str().to_string(),
+            };
+            *c.entry(key).or_default() += 1;
+        }
+    }
+    c.iter().map(|(k, v)| format!("{v} {k}{}", if *v == 1 { "" } else { "s" })).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,34 @@
+//! One module per command; each returns the process exit code (0 ok, 1 a node failed).
+
+mod build;
+mod clean;
+mod compile;
+mod debug;
+mod docs;
+mod init;
+mod ls;
+mod show;
+
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command, DocsCommand};
+use crate::output::Output;
+use crate::workspace::Error;
+
+pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Build(f) => build::run(g, f, weir_transform::Command::Build, out),
+        Command::Run(f) => build::run(g, f, weir_transform::Command::Run, out),
+        Command::Test(f) => build::run(g, f, weir_transform::Command::Test, out),
+        Command::Seed(f) => build::run(g, f, weir_transform::Command::Seed, out),
+        Command::Compile { selection, inline } => compile::run(g, selection, inline.as_deref(), out),
+        Command::Parse => compile::parse_only(g, out),
+        Command::Ls { selection, resource_type, output } => ls::run(g, selection, resource_type, output, out),
+        Command::Show { selection, inline, limit } => show::run(g, selection, inline.as_deref(), *limit, out),
+        Command::Debug => debug::run(g, out),
+        Command::Clean => clean::run(g, out),
+        Command::Init { name, adapter } => init::run(name, adapter, out),
+        Command::Docs { command: DocsCommand::Generate } => docs::generate(g, out),
+    }
+}

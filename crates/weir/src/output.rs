@@ -1,0 +1,145 @@
+//! What the binary prints: dbt-style status lines for people, or one JSON object per line
+//! for machines (`--log-format json`). Errors and warnings go to stderr.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde_json::json;
+use weir_transform::{Node, NodeResult, Reporter, ResourceType, RunOutcome, Status};
+
+use crate::cli::LogFormat;
+
+pub struct Output {
+    pub format: LogFormat,
+    lock: Mutex<()>,
+}
+
+fn now() -> String {
+    chrono::Local::now().format("%H:%M:%S").to_string()
+}
+
+impl Output {
+    pub fn new(format: LogFormat) -> Self {
+        Output { format, lock: Mutex::new(()) }
+    }
+
+    fn emit(&self, level: &str, event: &str, text: &str, extra: serde_json::Value) {
+        let _guard = self.lock.lock();
+        match self.format {
+            LogFormat::Text => {
+                let line = if text.is_empty() { now() } else { format!("{}  {text}", now()) };
+                if level == "error" || level == "warn" {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            }
+            LogFormat::Json => {
+                let mut obj = json!({"ts": chrono::Utc::now().to_rfc3339(), "level": level, "event": event, "msg": text});
+                if let (Some(o), Some(e)) = (obj.as_object_mut(), extra.as_object()) {
+                    o.extend(e.clone());
+                }
+                let _ = writeln!(std::io::stdout(), "{obj}");
+            }
+        }
+    }
+
+    pub fn info(&self, text: impl AsRef<str>) {
+        self.emit("info", "info", text.as_ref(), json!({}));
+    }
+
+    pub fn warn(&self, text: impl Display) {
+        self.emit("warn", "warning", &format!("warning: {text}"), json!({}));
+    }
+
+    pub fn error(&self, e: &dyn Display) {
+        self.emit("error", "error", &format!("error: {e}"), json!({}));
+    }
+
+    /// The closing summary, as dbt prints it.
+    pub fn summary(&self, outcome: &RunOutcome, counts: &str) {
+        let errors: Vec<&NodeResult> = outcome.results.iter().filter(|r| matches!(r.status, Status::Error | Status::Fail)).collect();
+        let warns: Vec<&NodeResult> = outcome.results.iter().filter(|r| r.status == Status::Warn).collect();
+        self.info("");
+        self.info(format!("Finished running {counts} in {:.2}s.", outcome.elapsed));
+        if errors.is_empty() && warns.is_empty() {
+            self.info("Completed successfully");
+        } else {
+            self.info(format!("Completed with {} error{} and {} warning{}:", errors.len(), plural(errors.len()), warns.len(), plural(warns.len())));
+            for r in errors.iter().chain(warns.iter()) {
+                self.info("");
+                let what = if r.status == Status::Warn { "Warning" } else if r.status == Status::Fail { "Failure" } else { "Error" };
+                self.info(format!("{what} in {}", r.unique_id));
+                for line in r.message.as_deref().unwrap_or("").lines() {
+                    self.info(format!("  {line}"));
+                }
+            }
+        }
+        let total = outcome.results.len();
+        let pass = outcome.count(Status::Pass) + outcome.count(Status::Success);
+        let line = format!(
+            "Done. PASS={pass} WARN={} ERROR={} SKIP={} TOTAL={total}",
+            outcome.count(Status::Warn),
+            outcome.count(Status::Error) + outcome.count(Status::Fail),
+            outcome.count(Status::Skipped)
+        );
+        self.emit("info", "run_summary", &line, json!({
+            "pass": pass, "warn": outcome.count(Status::Warn), "error": outcome.count(Status::Error) + outcome.count(Status::Fail),
+            "skip": outcome.count(Status::Skipped), "total": total, "elapsed": outcome.elapsed,
+        }));
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// "sql table model main.orders", "seed file main.raw_orders", "test not_null_orders_id".
+pub fn describe(n: &Node) -> String {
+    let rel = n.relation.as_ref().map(|r| format!("{}.{}", r.schema, r.identifier)).unwrap_or_else(|| n.name.clone());
+    match n.resource_type {
+        ResourceType::Model => format!("sql {} model {rel}", n.materialized()),
+        ResourceType::Seed => format!("seed file {rel}"),
+        ResourceType::Test => format!("test {}", n.name),
+        other => format!("{} {rel}", other.as_str()),
+    }
+}
+
+impl Reporter for Output {
+    fn started(&self, _node: &Node, _index: usize, _total: usize) {}
+
+    fn finished(&self, n: &Node, r: &NodeResult, index: usize, total: usize) {
+        let (word, tag) = match (r.status, n.resource_type) {
+            (Status::Success, ResourceType::Seed) => ("OK loaded".to_string(), format!("INSERT {}", r.rows_affected.unwrap_or(0))),
+            (Status::Success, _) => {
+                let what = if n.materialized() == "incremental" && r.rows_affected.is_some() { "OK" } else { "OK created" };
+                (what.to_string(), match r.rows_affected { Some(n) => format!("OK {n}"), None => "OK".to_string() })
+            }
+            (Status::Pass, _) => ("PASS".into(), "PASS".into()),
+            (Status::Warn, _) => ("WARN".into(), format!("WARN {}", r.failures.unwrap_or(0))),
+            (Status::Fail, _) => ("FAIL".into(), format!("FAIL {}", r.failures.unwrap_or(0))),
+            (Status::Error, _) => ("ERROR".into(), "ERROR".into()),
+            (Status::Skipped, _) => ("SKIP".into(), "SKIP".into()),
+        };
+        let left = format!("{index} of {total} {word} {}", describe(n));
+        let dots = ".".repeat(72usize.saturating_sub(left.len()).max(1));
+        let time = if r.status == Status::Skipped { String::new() } else { format!(" in {:.2}s", r.execution_time) };
+        let level = match r.status {
+            Status::Error | Status::Fail => "error",
+            Status::Warn => "warn",
+            _ => "info",
+        };
+        let text = format!("{left} {dots} [{tag}{time}]");
+        let _guard = self.lock.lock();
+        match self.format {
+            LogFormat::Text => println!("{}  {text}", now()),
+            LogFormat::Json => println!(
+                "{}",
+                json!({"ts": chrono::Utc::now().to_rfc3339(), "level": level, "event": "node_finished", "msg": text,
+                       "unique_id": n.unique_id, "status": r.status.as_str(), "index": index, "total": total,
+                       "execution_time": r.execution_time, "rows_affected": r.rows_affected, "failures": r.failures, "message": r.message})
+            ),
+        }
+    }
+}

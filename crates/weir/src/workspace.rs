@@ -1,0 +1,102 @@
+//! Loading what every command needs: the project, the profile target, the parsed manifest,
+//! the graph and the selection; and opening the warehouse for commands that run SQL.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Map, Value as J};
+use weir_project::{Project, profiles};
+use weir_transform::{Flags, Graph, Manifest, ResourceType, Selector, Session, TransformError};
+
+use crate::cli::{Global, Selection};
+use crate::output::Output;
+
+pub type Error = Box<dyn std::error::Error>;
+
+pub struct Workspace {
+    pub manifest: Arc<Manifest>,
+    pub graph: Graph,
+    pub target_dir: PathBuf,
+    pub threads: usize,
+}
+
+pub fn project_dir(g: &Global) -> PathBuf {
+    g.project_dir.clone().unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn cli_vars(g: &Global) -> Result<Map<String, J>, Error> {
+    let Some(text) = &g.vars else { return Ok(Map::new()) };
+    let text = if text.trim_start().starts_with('{') || text.contains(':') { text.clone() } else { format!("{{{text}}}") };
+    let node = weir_project::yaml::parse(std::path::Path::new("--vars"), &text)?;
+    match node.map(|n| n.to_json()) {
+        Some(J::Object(m)) => Ok(m),
+        None => Ok(Map::new()),
+        Some(_) => Err("--vars must be a YAML mapping, like '{key: value}'".into()),
+    }
+}
+
+impl Workspace {
+    /// Loads and parses the project; warnings are printed, errors returned.
+    pub fn load(g: &Global, out: &Output, flags: Flags) -> Result<Workspace, Error> {
+        let dir = project_dir(g);
+        if !dir.join("dbt_project.yml").exists() {
+            return Err(format!(
+                "no dbt_project.yml in {}: run weir inside a project folder, pass --project-dir, or create one with `weir init NAME`",
+                dir.display()
+            )
+            .into());
+        }
+        let vars = cli_vars(g)?;
+        let project = Project::load(&dir, vars.clone())?;
+        let profile_name = project.root_package().settings.profile.clone().unwrap_or_else(|| project.name().to_string());
+        let dirs = profiles::profiles_dirs(g.profiles_dir.as_deref(), &project.root);
+        let target = profiles::load_target(&dirs, &profile_name, g.target.as_deref(), &vars)?;
+        let threads = g.threads.unwrap_or(target.threads).max(1);
+        let target_dir = project.target_dir();
+        let manifest = weir_transform::parse(project, target, flags)?;
+        for w in &manifest.warnings {
+            let root = &manifest.project.root;
+            out.warn(format!("{}: {}", w.location.relative_to(root), w.message));
+        }
+        let graph = Graph::build(&manifest)?;
+        Ok(Workspace { manifest: Arc::new(manifest), graph, target_dir, threads })
+    }
+
+    /// The nodes `--select`/`--exclude` pick (everything when nothing is selected), with
+    /// tests attached to selected nodes added as dbt's eager indirect selection does.
+    pub fn select(&self, s: &Selection) -> Result<BTreeSet<String>, TransformError> {
+        let m = &self.manifest;
+        let sel = Selector::parse(&s.select)?;
+        let mut chosen = if sel.is_empty() { m.nodes.keys().cloned().collect() } else { sel.select(m, &self.graph)? };
+        if !sel.is_empty() {
+            let extra: Vec<String> = m
+                .nodes
+                .values()
+                .filter(|n| n.resource_type == ResourceType::Test && n.depends_on.iter().any(|d| chosen.contains(d)))
+                .map(|n| n.unique_id.clone())
+                .collect();
+            chosen.extend(extra);
+        }
+        let exclude = Selector::parse(&s.exclude)?;
+        if !exclude.is_empty() {
+            let excluded = exclude.select(m, &self.graph)?;
+            chosen.retain(|id| !excluded.contains(id));
+        }
+        Ok(chosen)
+    }
+
+    /// Opens the warehouse (relative DuckDB paths are taken from the working folder, as
+    /// dbt-duckdb takes them).
+    pub fn session(&self, out: &Arc<Output>) -> Result<Arc<Session>, Error> {
+        let t = &self.manifest.target;
+        let cwd = std::env::current_dir()?;
+        let wh = weir_warehouse::open(&t.adapter_type, &t.fields, &cwd)?;
+        let log_out = out.clone();
+        Ok(Arc::new(Session::new(self.manifest.clone(), Arc::from(wh), Arc::new(move |m: &str| log_out.info(m)))))
+    }
+}
+
+pub fn new_flags(which: &str, full_refresh: bool, store_failures: bool) -> Flags {
+    Flags { full_refresh, store_failures, which: which.to_string(), invocation_id: uuid::Uuid::new_v4().to_string() }
+}

@@ -1,0 +1,203 @@
+//! dbt parity: each project is built with dbt-core + dbt-duckdb (the reference, from
+//! `scripts/install-dbt.sh`) and with Weir, step by step. After every step the outcome of
+//! every node must match; at the end every relation must have the same columns, types and
+//! rows (compared as multisets).
+//!
+//! Projects: `examples/shop` and the folders under `tests/fixtures/parity/`. A project's
+//! `steps.txt` lists the commands to run (default: `build`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value as J;
+use weir_core::Datum;
+use weir_warehouse::Warehouse;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn dbt() -> PathBuf {
+    let venv = std::env::var("WEIR_DBT_VENV").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/weir/dbt-venv")
+    });
+    let dbt = venv.join("bin/dbt");
+    assert!(dbt.exists(), "the dbt reference is not installed at {}; run scripts/install-dbt.sh", dbt.display());
+    dbt
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == "target" || name.ends_with(".duckdb") || name == "dbt_packages" || name == "logs" {
+            continue;
+        }
+        let dest = to.join(&*name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Splits a steps.txt line into arguments, keeping "double-quoted" parts together.
+fn split_args(line: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+const PROFILES: &str = "parity:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: parity.duckdb\n      threads: 4\n";
+
+fn run(program: &Path, dir: &Path, args: &[String], profiles: &Path) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .arg("--profiles-dir")
+        .arg(profiles)
+        .current_dir(dir)
+        .env("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        .env_remove("DBT_PROFILES_DIR")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// name -> status from target/run_results.json (test ids carry tool-specific hashes).
+fn outcomes(dir: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(dir.join("target/run_results.json")).unwrap();
+    let doc: J = serde_json::from_str(&text).unwrap();
+    doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let id = r["unique_id"].as_str().unwrap();
+            let parts: Vec<&str> = id.split('.').collect();
+            (format!("{}.{}", parts[0], parts[2]), r["status"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+type Table = (Vec<(String, String)>, Vec<Vec<String>>);
+
+/// Every relation in a DuckDB file: its columns with types, and its rows sorted.
+fn snapshot(db: &Path) -> BTreeMap<String, Table> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("path".into(), J::from(db.display().to_string()));
+    let wh = weir_warehouse::duckdb::DuckDb::open(&fields, Path::new("/")).unwrap();
+    let mut c = wh.connect().unwrap();
+    let rels = c
+        .query("select table_schema, table_name, table_type from information_schema.tables where table_catalog = 'parity' order by 1, 2")
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for r in rels.rows {
+        let (schema, name, kind) = (r[0].to_string(), r[1].to_string(), r[2].to_string());
+        let cols = c
+            .query(&format!(
+                "select column_name, data_type from information_schema.columns where table_catalog = 'parity' and table_schema = '{schema}' and table_name = '{name}' order by ordinal_position"
+            ))
+            .unwrap()
+            .rows
+            .into_iter()
+            .map(|r| (r[0].to_string(), r[1].to_string()))
+            .collect();
+        let data = c.query(&format!("select * from \"{schema}\".\"{name}\"")).unwrap();
+        let mut rows: Vec<Vec<String>> = data
+            .rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|d| match d {
+                        // Parallel float sums differ in the last bits from run to run.
+                        Datum::Float(f) => format!("{:.9e}", f),
+                        other => other.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        rows.sort();
+        out.insert(format!("{schema}.{name} ({kind})"), (cols, rows));
+    }
+    out
+}
+
+fn check_project(src: &Path) {
+    let name = src.file_name().unwrap().to_string_lossy().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let (dbt_dir, weir_dir, profiles) = (tmp.path().join("dbt"), tmp.path().join("weir"), tmp.path().join("profiles"));
+    copy_dir(src, &dbt_dir);
+    copy_dir(src, &weir_dir);
+    std::fs::create_dir_all(&profiles).unwrap();
+    let project_profile = std::fs::read_to_string(src.join("dbt_project.yml"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("profile:").map(|p| p.trim().trim_matches('"').to_string()))
+        .unwrap_or_else(|| "parity".into());
+    std::fs::write(profiles.join("profiles.yml"), PROFILES.replace("parity:", &format!("{project_profile}:"))).unwrap();
+    let dbt = dbt();
+    if src.join("packages.yml").exists() {
+        let (ok, text) = run(&dbt, &dbt_dir, &["deps".to_string()], &profiles);
+        assert!(ok, "{name}: dbt deps failed:\n{text}");
+    }
+    let weir = PathBuf::from(env!("CARGO_BIN_EXE_weir"));
+    let steps = std::fs::read_to_string(src.join("steps.txt")).unwrap_or_else(|_| "build\n".into());
+    for line in steps.lines().filter(|l| !l.trim().is_empty()) {
+        let args = split_args(line);
+        let (dbt_ok, dbt_out) = run(&dbt, &dbt_dir, &args, &profiles);
+        let (weir_ok, weir_out) = run(&weir, &weir_dir, &args, &profiles);
+        let (d, w) = (outcomes(&dbt_dir), outcomes(&weir_dir));
+        assert_eq!(d, w, "{name}: `{line}`: node outcomes differ\n--- dbt:\n{dbt_out}\n--- weir:\n{weir_out}");
+        assert_eq!(dbt_ok, weir_ok, "{name}: `{line}`: exit status differs\n--- dbt:\n{dbt_out}\n--- weir:\n{weir_out}");
+    }
+    let (d, w) = (snapshot(&dbt_dir.join("parity.duckdb")), snapshot(&weir_dir.join("parity.duckdb")));
+    let dk: Vec<&String> = d.keys().collect();
+    let wk: Vec<&String> = w.keys().collect();
+    assert_eq!(dk, wk, "{name}: the two warehouses hold different relations");
+    for (rel, (dcols, drows)) in &d {
+        let (wcols, wrows) = &w[rel];
+        assert_eq!(dcols, wcols, "{name}: {rel}: columns or types differ");
+        assert_eq!(drows.len(), wrows.len(), "{name}: {rel}: row counts differ");
+        assert!(drows == wrows, "{name}: {rel}: rows differ (first dbt row {:?}, first weir row {:?})", drows.first(), wrows.first());
+    }
+}
+
+#[test]
+fn example_shop_matches_dbt() {
+    check_project(&repo().join("examples/shop"));
+}
+
+#[test]
+fn jinja_macros_and_packages_match_dbt() {
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/jinja_macros"));
+}
+
+#[test]
+fn incremental_reruns_match_dbt() {
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/incremental"));
+}
+
+#[test]
+fn test_configs_and_contracts_match_dbt() {
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/tests_config"));
+}
