@@ -244,6 +244,23 @@ pub fn execute(session: Arc<Session>, graph: &Graph, ids: &[String], opts: &RunO
     Ok(RunOutcome { results, elapsed: start.elapsed().as_secs_f64() })
 }
 
+fn skipped_like(unique_id: &str, at: chrono::DateTime<chrono::Utc>) -> NodeResult {
+    NodeResult {
+        unique_id: unique_id.to_string(),
+        status: Status::Skipped,
+        message: None,
+        started_at: at,
+        compile_done_at: at,
+        completed_at: at,
+        execution_time: 0.0,
+        rows_affected: None,
+        failures: None,
+        compiled_code: None,
+        relation_name: None,
+        thread_id: "main".to_string(),
+    }
+}
+
 fn skipped(node: &Node, reason: String, thread_id: &str) -> NodeResult {
     let now = chrono::Utc::now();
     NodeResult {
@@ -501,11 +518,11 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
 }
 
 /// `on-run-start` / `on-run-end` hooks of every package, rendered and run in order.
-pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<usize, TransformError> {
+pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<Vec<NodeResult>, TransformError> {
     let m = &session.manifest;
     let slot: ConnSlot = Arc::new(Mutex::new(None));
     let host = ExecHost { session: session.clone(), conn: slot.clone() };
-    let mut count = 0;
+    let mut results = vec![];
     for pkg in &m.project.packages {
         let hooks = if which == "on-run-start" { &pkg.settings.on_run_start } else { &pkg.settings.on_run_end };
         for (i, hook) in hooks.iter().enumerate() {
@@ -525,12 +542,19 @@ pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<usize, T
             );
             let schemas: BTreeSet<String> = m.nodes.values().filter(|n| n.resource_type != ResourceType::Source).filter_map(|n| n.relation.as_ref().map(|r| r.schema.clone())).collect();
             ctx.set_extra("schemas", minijinja::Value::from(schemas.into_iter().collect::<Vec<_>>()));
+            let started = chrono::Utc::now();
+            let clock = Instant::now();
             let sql = m.jinja.render(&pkg.settings.file, hook, &ctx)?;
             if !sql.trim().is_empty() {
                 with_conn(session, &slot, |c| c.execute(&sql))?;
-                count += 1;
             }
+            let mut r = skipped_like(&format!("operation.{}.{}-{which}-{i}", pkg.name, pkg.name), started);
+            r.status = Status::Success;
+            r.compiled_code = Some(sql);
+            r.execution_time = clock.elapsed().as_secs_f64();
+            r.completed_at = chrono::Utc::now();
+            results.push(r);
         }
     }
-    Ok(count)
+    Ok(results)
 }

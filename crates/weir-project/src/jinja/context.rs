@@ -15,7 +15,7 @@ use serde_json::Value as J;
 use weir_core::{Column, QueryResult, Relation, RelationKind};
 
 use super::objects::{ColumnValue, DateTimeValue, RelationValue, TableValue};
-use super::{MacroFn, MacroIndex, json_value, kwargs_of};
+use super::{MacroFn, MacroIndex, json_value, kwargs_of, map_value};
 use crate::config::{ConfigMap, merge};
 
 pub(crate) const NODE_KEY: &str = "__weir_node__";
@@ -142,7 +142,7 @@ impl Object for NodeContext {
             "should_full_refresh" => self.callable(Callable::ShouldFullRefresh),
             "config" => Value::from_object(ConfigObject { map: s.config.clone(), capture: s.mode == RenderMode::Parse }),
             "adapter" => Value::from_object(Adapter { ctx: (**self).clone() }),
-            "api" => Value::from_iter([("Relation", Value::from_object(ApiRelation))]),
+            "api" => map_value([("Relation", Value::from_object(ApiRelation))]),
             "this" => s.scope.this.clone().map(RelationValue::into_value).unwrap_or_default(),
             "model" => json_value(&s.scope.model),
             "execute" => Value::from(self.executing()),
@@ -152,8 +152,7 @@ impl Object for NodeContext {
             "invocation_id" => Value::from(s.host.invocation_id()),
             "run_started_at" => DateTimeValue::value(s.host.run_started_at()),
             "project_name" => Value::from(s.macros.root.clone()),
-            "builtins" => Value::from_iter([
-                ("ref", self.callable(Callable::Ref)),
+            "builtins" => map_value([("ref", self.callable(Callable::Ref)),
                 ("source", self.callable(Callable::Source)),
                 ("config", Value::from_object(ConfigObject { map: s.config.clone(), capture: s.mode == RenderMode::Parse })),
             ]),
@@ -282,8 +281,7 @@ impl Object for Func {
                 }
                 let result = s.host.run_sql(&sql, fetch).map_err(fail)?;
                 let rows: Vec<Value> = result.rows.iter().map(|r| Value::from(r.iter().map(super::datum_value).collect::<Vec<_>>())).collect();
-                let stored = Value::from_iter([
-                    ("response", Value::from_iter([("code", Value::from("OK")), ("rows_affected", Value::from(result.rows.len()))])),
+                let stored = map_value([("response", map_value([("code", Value::from("OK")), ("rows_affected", Value::from(result.rows.len()))])),
                     ("data", Value::from(rows)),
                     ("table", Value::from_object(TableValue(result))),
                 ]);
@@ -298,7 +296,7 @@ impl Object for Func {
                 let response = kw.get::<Option<Value>>("response")?.unwrap_or_default();
                 let table = kw.get::<Option<Value>>("agate_table")?.unwrap_or_default();
                 if let Ok(mut r) = s.results.lock() {
-                    r.insert(name, Value::from_iter([("response", response), ("table", table), ("data", Value::from(()))]));
+                    r.insert(name, map_value([("response", response), ("table", table), ("data", Value::from(()))]));
                 }
                 Ok(Value::from(""))
             }

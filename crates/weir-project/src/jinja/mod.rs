@@ -382,8 +382,7 @@ fn configure(env: &mut Environment<'static>) {
     });
     env.add_filter("as_text", |v: Value| -> String { v.to_string() });
     env.add_filter("as_native", |v: Value| -> Value { v });
-    env.add_global("modules", Value::from_iter([
-        ("datetime", Value::from_object(objects::DatetimeModule)),
+    env.add_global("modules", map_value([("datetime", Value::from_object(objects::DatetimeModule)),
         ("re", Value::from_object(objects::ReModule)),
     ]));
     env.add_global("exceptions", Value::from_object(context::Exceptions));
@@ -402,6 +401,11 @@ pub fn env_var(name: String, default: Option<Value>) -> Result<Value, Error> {
             None => Err(Error::new(ErrorKind::InvalidOperation, format!("Env var required but not provided: '{name}'"))),
         },
     }
+}
+
+/// A Jinja dict from name/value pairs.
+pub fn map_value<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    Value::from(pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<BTreeMap<String, Value>>())
 }
 
 /// A JSON value (configs, vars, the target) as a Jinja value.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike, Utc};
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value};
 use minijinja::{Error, ErrorKind, State};
-use super::kwargs_of;
+use super::{kwargs_of, map_value};
 use weir_core::{Column, Datum, QueryResult, Relation, RelationKind};
 
 fn err(msg: impl Into<String>) -> Error {
@@ -88,8 +88,7 @@ impl Object for RelationValue {
             "is_view" => Value::from(self.kind == Some(RelationKind::View)),
             "is_cte" => Value::from(self.kind == Some(RelationKind::Cte)),
             "is_materialized_view" => Value::from(false),
-            "path" => Value::from_iter([
-                ("database", Value::from(r.database.clone())),
+            "path" => map_value([("database", Value::from(r.database.clone())),
                 ("schema", Value::from(r.schema.clone())),
                 ("identifier", Value::from(r.identifier.clone())),
             ]),

@@ -55,13 +55,21 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
         conn.execute(&session.warehouse.create_schema_sql(db, schema))?;
     }
     drop(conn);
-    run::run_project_hooks(&session, "on-run-start")?;
+    let start_hooks = run::run_project_hooks(&session, "on-run-start")?;
     let opts = RunOptions { threads: ws.threads, fail_fast: f.fail_fast, command, target_dir: ws.target_dir.clone() };
-    let outcome = run::execute(session.clone(), &ws.graph, &ids, &opts, out.as_ref())?;
-    run::run_project_hooks(&session, "on-run-end")?;
+    let mut outcome = run::execute(session.clone(), &ws.graph, &ids, &opts, out.as_ref())?;
+    let end_hooks = run::run_project_hooks(&session, "on-run-end")?;
+    // Hooks appear in run_results.json as dbt's `operation.*` results.
+    outcome.results.splice(0..0, start_hooks);
+    outcome.results.extend(end_hooks);
     let args = json!({"which": which, "select": f.selection.select, "exclude": f.selection.exclude, "full_refresh": f.full_refresh, "threads": ws.threads});
     artifacts::write_run_results(m, &outcome, args, &ws.target_dir)?;
-    out.summary(&outcome, &counts(&session, &ids));
+    let hooks = outcome.results.iter().filter(|r| r.unique_id.starts_with("operation.")).count();
+    let mut summary = counts(&session, &ids);
+    if hooks > 0 {
+        summary = format!("{hooks} project hook{}, {summary}", if hooks == 1 { "" } else { "s" });
+    }
+    out.summary(&outcome, &summary);
     Ok(if outcome.failed() { 1 } else { 0 })
 }
 
