@@ -15,6 +15,7 @@
 //! Lines are preserved in every rewrite, so errors point at the user's file and line.
 
 mod context;
+mod mutable;
 mod objects;
 
 use std::collections::{BTreeMap, HashMap};
@@ -123,7 +124,8 @@ impl Object for MacroFn {
         let tmpl = state.env().get_template(&def.template)?;
         let mut captured = tmpl.render_captured(ctx)?;
         captured.with_state_mut(|st| {
-            let f = st.lookup(&def.name).ok_or_else(|| Error::new(ErrorKind::UnknownFunction, format!("macro '{}' not found", def.name)))?;
+            let f =
+                st.lookup(&def.name).ok_or_else(|| Error::new(ErrorKind::UnknownFunction, format!("macro '{}' not found", def.name)))?;
             let result = f.call(st, args);
             let returned = st.get_extension_mut::<Returned>().and_then(|r| r.0.take());
             match (result, returned) {
@@ -156,11 +158,9 @@ pub struct MacroFile {
     pub text: String,
 }
 
-static MACRO_START: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\{%-?\s*(macro|test|materialization)\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\(|,|%|-)").expect("static regex")
-});
-static BLOCK_END: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\{%-?\s*end(macro|test|materialization)\s*-?%\}").expect("static regex"));
+static MACRO_START: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{%-?\s*(macro|test|materialization)\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\(|,|%|-)").expect("static regex"));
+static BLOCK_END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{%-?\s*end(macro|test|materialization)\s*-?%\}").expect("static regex"));
 static ARGS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*\(([^)]*)\)").expect("static regex"));
 
 /// dbt's built-in macros (schema naming, generic tests, cross-database helpers).
@@ -176,8 +176,10 @@ impl JinjaEnv {
     ) -> Result<JinjaEnv, ProjectError> {
         let mut env = Environment::new();
         configure(&mut env);
-        let mut index = MacroIndex { root: root_package.to_string(), adapter_type: adapter_type.to_string(), dispatch, ..Default::default() };
-        let builtin = MacroFile { package: INTERNAL_PACKAGE.into(), path: PathBuf::from("<weir builtins>/macros.sql"), text: BUILTIN_MACROS.into() };
+        let mut index =
+            MacroIndex { root: root_package.to_string(), adapter_type: adapter_type.to_string(), dispatch, ..Default::default() };
+        let builtin =
+            MacroFile { package: INTERNAL_PACKAGE.into(), path: PathBuf::from("<weir builtins>/macros.sql"), text: BUILTIN_MACROS.into() };
         for file in std::iter::once(&builtin).chain(files) {
             for (def, source) in split_macros(file)? {
                 env.add_template_owned(def.template.clone(), source).map_err(|e| jinja_error(&e, &file.path, &file.text))?;
@@ -194,9 +196,7 @@ impl JinjaEnv {
     pub fn render(&self, file: &Path, text: &str, ctx: &NodeContext) -> Result<String, ProjectError> {
         let source = preprocess(text);
         let name = file.display().to_string();
-        self.env
-            .render_named_str(&name, &source, Value::from_object(ctx.clone()))
-            .map_err(|e| self.error(&e, file, text))
+        self.env.render_named_str(&name, &source, Value::from_object(ctx.clone())).map_err(|e| self.error(&e, file, text))
     }
 
     /// Calls a macro by name from a node's context, as dbt calls `generate_schema_name`.
@@ -213,8 +213,7 @@ impl JinjaEnv {
     pub fn call_def(&self, ctx: &NodeContext, def: &Arc<MacroDef>, args: &[Value]) -> Result<Value, ProjectError> {
         let source_of = |def: &MacroDef| std::fs::read_to_string(&def.file).unwrap_or_else(|_| builtin_text(&def.file));
         let tmpl = self.env.template_from_str("").map_err(|e| self.error(&e, &def.file, &source_of(def)))?;
-        let mut captured =
-            tmpl.render_captured(Value::from_object(ctx.clone())).map_err(|e| self.error(&e, &def.file, &source_of(def)))?;
+        let mut captured = tmpl.render_captured(Value::from_object(ctx.clone())).map_err(|e| self.error(&e, &def.file, &source_of(def)))?;
         captured
             .with_state_mut(|st| Value::from_object(MacroFn(def.clone())).call(st, args))
             .map_err(|e| self.error(&e, &def.file, &source_of(def)))
@@ -310,10 +309,11 @@ static END_TEST_TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{%(-?)\s*e
 
 /// Rewrites dbt's custom tags into plain Jinja, keeping every newline where it was.
 pub fn preprocess(text: &str) -> String {
+    let text = mutable::rewrite_literals(text);
     if !text.contains("test") {
-        return text.to_string();
+        return text.into_owned();
     }
-    let t = TEST_TAG.replace_all(text, "{%${1} macro test_${2}");
+    let t = TEST_TAG.replace_all(&text, "{%${1} macro test_${2}");
     END_TEST_TAG.replace_all(&t, "{%${1} endmacro ${2}%}").into_owned()
 }
 
@@ -324,6 +324,7 @@ fn configure(env: &mut Environment<'static>) {
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.set_recursion_limit(500);
+    mutable::register(env);
     env.add_function("return", |state: &mut State, value: Option<Value>| -> Result<Value, Error> {
         state.get_or_insert_extension(Returned::default()).0 = Some(value.unwrap_or(Value::from(())));
         Err(Error::new(ErrorKind::InvalidOperation, RETURN_MARKER))
@@ -382,9 +383,10 @@ fn configure(env: &mut Environment<'static>) {
     });
     env.add_filter("as_text", |v: Value| -> String { v.to_string() });
     env.add_filter("as_native", |v: Value| -> Value { v });
-    env.add_global("modules", map_value([("datetime", Value::from_object(objects::DatetimeModule)),
-        ("re", Value::from_object(objects::ReModule)),
-    ]));
+    env.add_global(
+        "modules",
+        map_value([("datetime", Value::from_object(objects::DatetimeModule)), ("re", Value::from_object(objects::ReModule))]),
+    );
     env.add_global("exceptions", Value::from_object(context::Exceptions));
     env.add_global("dbt_version", Value::from(DBT_VERSION));
 }
