@@ -31,6 +31,8 @@ pub struct Patch {
     pub config: ConfigMap,
     pub columns: Vec<ColumnDef>,
     pub tests: Vec<TestDef>,
+    /// A YAML-defined snapshot's source: `ref('orders')` or `source('raw', 'orders')`.
+    pub relation: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,27 +90,111 @@ pub struct SourceTable {
 }
 
 const TOP_KEYS: &[&str] = &[
-    "version", "models", "seeds", "snapshots", "sources", "macros", "analyses", "exposures", "metrics",
-    "semantic_models", "saved_queries", "groups", "unit_tests", "data_tests", "functions",
+    "version",
+    "models",
+    "seeds",
+    "snapshots",
+    "sources",
+    "macros",
+    "analyses",
+    "exposures",
+    "metrics",
+    "semantic_models",
+    "saved_queries",
+    "groups",
+    "unit_tests",
+    "data_tests",
+    "functions",
 ];
 const PATCH_KEYS: &[&str] = &[
-    "name", "description", "config", "columns", "tests", "data_tests", "docs", "meta", "tags", "access", "group",
-    "latest_version", "versions", "constraints", "deprecation_date", "time_spine", "quote", "contract",
+    "name",
+    "relation",
+    "description",
+    "config",
+    "columns",
+    "tests",
+    "data_tests",
+    "docs",
+    "meta",
+    "tags",
+    "access",
+    "group",
+    "latest_version",
+    "versions",
+    "constraints",
+    "deprecation_date",
+    "time_spine",
+    "quote",
+    "contract",
 ];
-const COLUMN_KEYS: &[&str] =
-    &["name", "description", "data_type", "quote", "constraints", "meta", "tags", "tests", "data_tests", "policy_tags", "granularity", "config", "docs"];
+const COLUMN_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "data_type",
+    "quote",
+    "constraints",
+    "meta",
+    "tags",
+    "tests",
+    "data_tests",
+    "policy_tags",
+    "granularity",
+    "config",
+    "docs",
+];
 const SOURCE_KEYS: &[&str] = &[
-    "name", "database", "schema", "description", "loader", "loaded_at_field", "freshness", "quoting", "meta",
-    "tags", "config", "tables", "overrides", "catalog", "docs", "loaded_at_query", "event_time",
+    "name",
+    "database",
+    "schema",
+    "description",
+    "loader",
+    "loaded_at_field",
+    "freshness",
+    "quoting",
+    "meta",
+    "tags",
+    "config",
+    "tables",
+    "overrides",
+    "catalog",
+    "docs",
+    "loaded_at_query",
+    "event_time",
 ];
 const TABLE_KEYS: &[&str] = &[
-    "name", "identifier", "description", "loaded_at_field", "freshness", "quoting", "meta", "tags", "config",
-    "columns", "tests", "data_tests", "external", "docs", "loaded_at_query", "event_time",
+    "name",
+    "identifier",
+    "description",
+    "loaded_at_field",
+    "freshness",
+    "quoting",
+    "meta",
+    "tags",
+    "config",
+    "columns",
+    "tests",
+    "data_tests",
+    "external",
+    "docs",
+    "loaded_at_query",
+    "event_time",
 ];
 /// Test keys that are configs, not macro arguments (dbt accepts them at either place).
 const TEST_CONFIG_KEYS: &[&str] = &[
-    "severity", "tags", "enabled", "where", "limit", "warn_if", "error_if", "fail_calc", "store_failures",
-    "store_failures_as", "meta", "database", "schema", "alias",
+    "severity",
+    "tags",
+    "enabled",
+    "where",
+    "limit",
+    "warn_if",
+    "error_if",
+    "fail_calc",
+    "store_failures",
+    "store_failures_as",
+    "meta",
+    "database",
+    "schema",
+    "alias",
 ];
 
 impl SchemaFile {
@@ -211,6 +297,7 @@ impl Reader<'_> {
                 config: self.config(item)?,
                 columns: self.columns(item)?,
                 tests: self.tests(item, None)?,
+                relation: item.get("relation").and_then(Node::scalar_text),
             });
         }
         Ok(out)
@@ -229,9 +316,16 @@ impl Reader<'_> {
                 description: Self::text(item, "description"),
                 data_type: item.get("data_type").and_then(Node::scalar_text),
                 quote: matches!(item.get("quote").map(|n| &n.value), Some(yaml::Value::Bool(true))),
-                constraints: item.get("constraints").and_then(Node::as_seq).map(|s| s.iter().map(Node::to_json).collect()).unwrap_or_default(),
+                constraints: item
+                    .get("constraints")
+                    .and_then(Node::as_seq)
+                    .map(|s| s.iter().map(Node::to_json).collect())
+                    .unwrap_or_default(),
                 meta: pick("meta").map(Node::to_json).and_then(|v| v.as_object().cloned()).unwrap_or_default(),
-                tags: crate::config::as_list(pick("tags").map(Node::to_json).as_ref()).iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+                tags: crate::config::as_list(pick("tags").map(Node::to_json).as_ref())
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect(),
                 tests: self.tests(item, Some(&name))?,
                 location: item.location(self.file),
                 name,
@@ -384,7 +478,9 @@ mod tests {
 
     #[test]
     fn sources_keep_their_tables() {
-        let (s, _) = load("version: 2\nsources:\n  - name: raw\n    schema: landing\n    tables:\n      - name: orders\n        identifier: orders_v2\n");
+        let (s, _) = load(
+            "version: 2\nsources:\n  - name: raw\n    schema: landing\n    tables:\n      - name: orders\n        identifier: orders_v2\n",
+        );
         assert_eq!(s.sources[0].schema.as_deref(), Some("landing"));
         assert_eq!(s.sources[0].tables[0].identifier.as_deref(), Some("orders_v2"));
     }

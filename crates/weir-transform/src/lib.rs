@@ -15,6 +15,7 @@ pub mod run;
 pub mod seed;
 pub mod select;
 pub mod session;
+pub mod snapshot;
 
 pub use error::TransformError;
 pub use graph::Graph;

@@ -213,26 +213,31 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
             FileKind::Seed => ResourceType::Seed,
             FileKind::SingularTest => ResourceType::Test,
             FileKind::Analysis => ResourceType::Analysis,
-            FileKind::Snapshot => ResourceType::Snapshot,
-            FileKind::Macro | FileKind::Schema => continue,
+            FileKind::Snapshot | FileKind::Schema => ResourceType::Snapshot,
+            FileKind::Macro => continue,
         };
-        let text = read(f)?;
-        let blocks: Vec<(String, String)> = if resource_type == ResourceType::Snapshot {
-            snapshot_blocks(&text, &f.path)?
-        } else {
-            vec![(f.stem(), text.clone())]
+        let blocks: Vec<(String, String)> = match f.kind {
+            // dbt 1.9+ snapshots defined in YAML: `relation:` is what they copy.
+            FileKind::Schema => schemas
+                .iter()
+                .filter(|(sf, _)| sf.path == f.path)
+                .flat_map(|(_, s)| s.snapshots.iter())
+                .filter_map(|p| p.relation.as_ref().map(|r| (p.name.clone(), format!("select * from {{{{ {r} }}}}"))))
+                .collect(),
+            FileKind::Snapshot => snapshot_blocks(&read(f)?, &f.path)?,
+            FileKind::Seed => vec![(f.stem(), String::new())],
+            _ => vec![(f.stem(), read(f)?)],
         };
         for (name, body) in blocks {
             let kind_str = resource_type.as_str();
-            if matches!(resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot) {
-                if let Some(other) = seen_names.insert((f.package.clone(), name.clone()), f.original_path.clone()) {
+            if matches!(resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot)
+                && let Some(other) = seen_names.insert((f.package.clone(), name.clone()), f.original_path.clone()) {
                     return Err(TransformError::at(
                         Location::file(&f.path),
                         format!("duplicate resource name '{name}': also defined in {other}; names must be unique within a package"),
                         None,
                     ));
                 }
-            }
             let mut fqn = vec![f.package.clone()];
             fqn.extend(f.folders());
             fqn.push(name.clone());
@@ -433,7 +438,8 @@ fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
 
 /// Splits `{% snapshot name %} ... {% endsnapshot %}` blocks out of a snapshot file.
 fn snapshot_blocks(text: &str, path: &Path) -> Result<Vec<(String, String)>, TransformError> {
-    let start = regex::Regex::new(r"\{%-?\s*snapshot\s+([A-Za-z_][A-Za-z0-9_]*)\s*-?%\}").map_err(|e| TransformError::Graph(e.to_string()))?;
+    let start =
+        regex::Regex::new(r"\{%-?\s*snapshot\s+([A-Za-z_][A-Za-z0-9_]*)\s*-?%\}").map_err(|e| TransformError::Graph(e.to_string()))?;
     let end = regex::Regex::new(r"\{%-?\s*endsnapshot\s*-?%\}").map_err(|e| TransformError::Graph(e.to_string()))?;
     let mut out = vec![];
     let mut pos = 0;
@@ -442,7 +448,11 @@ fn snapshot_blocks(text: &str, path: &Path) -> Result<Vec<(String, String)>, Tra
         let name = c.get(1).map(|g| g.as_str().to_string()).unwrap_or_default();
         let Some(e) = end.find(&text[m.1..]) else {
             let line = text[..m.0].matches('\n').count() + 1;
-            return Err(TransformError::at(Location::new(path, line, 1), format!("snapshot '{name}' is never closed with {{% endsnapshot %}}"), Some(text)));
+            return Err(TransformError::at(
+                Location::new(path, line, 1),
+                format!("snapshot '{name}' is never closed with {{% endsnapshot %}}"),
+                Some(text),
+            ));
         };
         let body_start = m.1;
         let body_end = m.1 + e.start();
@@ -494,7 +504,13 @@ fn collect_tests(
 fn py_str(v: &J) -> String {
     match v {
         J::String(s) => s.clone(),
-        J::Bool(b) => if *b { "True".into() } else { "False".into() },
+        J::Bool(b) => {
+            if *b {
+                "True".into()
+            } else {
+                "False".into()
+            }
+        }
         J::Null => "None".into(),
         J::Number(n) => n.to_string(),
         J::Array(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
@@ -688,7 +704,9 @@ fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), Trans
     let macros = m.jinja.macros.clone();
     let builtin = |name: &str| {
         macros.resolve(m.project.name(), name).is_some_and(|d| d.package == weir_project::jinja::INTERNAL_PACKAGE)
-            && macros.dispatch(m.project.name(), name, Some("dbt")).is_some_and(|d| d.package == weir_project::jinja::INTERNAL_PACKAGE && d.name.starts_with("default__"))
+            && macros
+                .dispatch(m.project.name(), name, Some("dbt"))
+                .is_some_and(|d| d.package == weir_project::jinja::INTERNAL_PACKAGE && d.name.starts_with("default__"))
     };
     let fast = [builtin("generate_schema_name"), builtin("generate_alias_name"), builtin("generate_database_name")];
     let (db, schema) = (m.target.database(), m.target.schema());
@@ -699,7 +717,8 @@ fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), Trans
         }
         let custom = |key: &str| n.config_str(key);
         let snapshot_schema = if n.resource_type == ResourceType::Snapshot { custom("target_schema") } else { None };
-        let scope = NodeScope { unique_id: n.unique_id.clone(), package: n.package.clone(), file: n.file.clone(), this: None, model: n.to_jinja() };
+        let scope =
+            NodeScope { unique_id: n.unique_id.clone(), package: n.package.clone(), file: n.file.clone(), this: None, model: n.to_jinja() };
         let ctx = NodeContext::new(host.clone(), macros.clone(), scope, RenderMode::Execute, n.config.clone());
         let call = |name: &str, arg: Option<String>| -> Result<String, TransformError> {
             let args = [arg.map(minijinja::Value::from).unwrap_or(minijinja::Value::from(())), json_value(n.to_jinja())];
@@ -775,10 +794,8 @@ fn warn_unused_config_paths(m: &mut Manifest) {
             }) || (kinds.contains(&ResourceType::Test) && path.len() == 1);
             let is_package = m.project.package(&path[0]).is_some();
             if !used && (is_package || path.len() == 1) {
-                m.warnings.push(Warning {
-                    location,
-                    message: format!("config path '{}' matches no {}", path.join("."), kinds[0].as_str()),
-                });
+                m.warnings
+                    .push(Warning { location, message: format!("config path '{}' matches no {}", path.join("."), kinds[0].as_str()) });
             }
         }
     }

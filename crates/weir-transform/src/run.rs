@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use serde_json::Value as J;
-use weir_core::{Location, Relation, RelationKind};
+use weir_core::{Column, Location, Relation, RelationKind};
 
 use crate::compile::{compile, context};
 use crate::error::TransformError;
@@ -19,6 +19,7 @@ use crate::materialize::{Step, check_contract, contract_create, incremental_step
 use crate::node::{Node, ResourceType};
 use crate::seed;
 use crate::session::{ConnSlot, ExecHost, Session, with_conn};
+use crate::snapshot::SnapshotConfig;
 
 /// What a node's run ended in, named as dbt names it in `run_results.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,6 +74,7 @@ pub enum Command {
     Build,
     Test,
     Seed,
+    Snapshot,
 }
 
 /// Progress callbacks, so the binary prints status lines and the library stays quiet.
@@ -114,7 +116,11 @@ pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command
             Command::Run => n.resource_type == ResourceType::Model && !n.is_ephemeral(),
             Command::Test => n.resource_type == ResourceType::Test,
             Command::Seed => n.resource_type == ResourceType::Seed,
-            Command::Build => matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Test) && !n.is_ephemeral(),
+            Command::Snapshot => n.resource_type == ResourceType::Snapshot,
+            Command::Build => {
+                matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot | ResourceType::Test)
+                    && !n.is_ephemeral()
+            }
         })
         .map(|n| n.unique_id.clone())
         .collect()
@@ -132,7 +138,13 @@ struct Sched {
 }
 
 /// Runs `ids` (already filtered by [`runnable`]) and reports each as it finishes.
-pub fn execute(session: Arc<Session>, graph: &Graph, ids: &[String], opts: &RunOptions, reporter: &dyn Reporter) -> Result<RunOutcome, TransformError> {
+pub fn execute(
+    session: Arc<Session>,
+    graph: &Graph,
+    ids: &[String],
+    opts: &RunOptions,
+    reporter: &dyn Reporter,
+) -> Result<RunOutcome, TransformError> {
     let start = Instant::now();
     let m = session.manifest.clone();
     let set: HashSet<&str> = ids.iter().map(String::as_str).collect();
@@ -185,7 +197,10 @@ pub fn execute(session: Arc<Session>, graph: &Graph, ids: &[String], opts: &RunO
                             }
                             if let Some(id) = s.ready.pop_front() {
                                 s.index += 1;
-                                let blocked = s.deps.get(&id).and_then(|d| d.iter().find(|x| s.status.get(*x).is_some_and(|st| st.blocks())).cloned());
+                                let blocked = s
+                                    .deps
+                                    .get(&id)
+                                    .and_then(|d| d.iter().find(|x| s.status.get(*x).is_some_and(|st| st.blocks())).cloned());
                                 let reason = if s.stop {
                                     Some("skipped: the run stopped at the first failure (--fail-fast)".to_string())
                                 } else {
@@ -299,6 +314,7 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
     let outcome = match n.resource_type {
         ResourceType::Seed => run_seed(host, slot, n, opts, &mut result),
         ResourceType::Test => run_test(host, slot, n, opts, &mut result),
+        ResourceType::Snapshot => run_snapshot(host, slot, n, opts, &mut result),
         _ => run_model(host, slot, n, opts, &mut result),
     };
     if let Err(e) = outcome {
@@ -313,7 +329,7 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
 /// Writes compiled or run SQL under `target/compiled/` or `target/run/`, as dbt lays it out.
 fn write_sql(opts: &RunOptions, kind: &str, n: &Node, sql: &str) {
     let mut path = opts.target_dir.join(kind).join(&n.package).join(&n.original_file_path);
-    if n.test.is_some() {
+    if n.test.is_some() || n.original_file_path.ends_with(".yml") || n.original_file_path.ends_with(".yaml") {
         path = path.join(format!("{}.sql", n.name));
     } else if n.resource_type == ResourceType::Seed {
         path.set_extension("sql");
@@ -381,7 +397,11 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
             (steps, usize::MAX, RelationKind::View)
         }
         "table" => {
-            let create = if enforced { contract_create(wh, &tmp_relation(&rel), n, &sql) } else { vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(&rel), &sql))] };
+            let create = if enforced {
+                contract_create(wh, &tmp_relation(&rel), n, &sql)
+            } else {
+                vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(&rel), &sql))]
+            };
             let main = create.len() - 1 + usize::from(tmp_existing.is_some());
             (swap_plan(wh, &rel, existing, tmp_existing, create, RelationKind::Table), main, RelationKind::Table)
         }
@@ -391,7 +411,11 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
                 let (steps, main) = incremental_steps(wh, n, &rel, &sql, &dest)?;
                 (steps, main, RelationKind::Table)
             } else {
-                let create = if enforced { contract_create(wh, &tmp_relation(&rel), n, &sql) } else { vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(&rel), &sql))] };
+                let create = if enforced {
+                    contract_create(wh, &tmp_relation(&rel), n, &sql)
+                } else {
+                    vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(&rel), &sql))]
+                };
                 let main = create.len() - 1 + usize::from(tmp_existing.is_some());
                 (swap_plan(wh, &rel, existing, tmp_existing, create, RelationKind::Table), main, RelationKind::Table)
             }
@@ -422,6 +446,71 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
     Ok(())
 }
 
+fn run_snapshot(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+    let session = &host.session;
+    let wh = session.warehouse.as_ref();
+    let cfg = SnapshotConfig::from_node(n)?;
+    let sql = compile(host, n)?;
+    write_sql(opts, "compiled", n, &sql);
+    result.compiled_code = Some(sql.clone());
+    result.compile_done_at = chrono::Utc::now();
+    let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
+    let (pre_in, pre_out) = render_hooks(host, n, "pre-hook")?;
+    let (post_in, post_out) = render_hooks(host, n, "post-hook")?;
+    let (body, main) = match session.cached(&rel) {
+        None => {
+            let tmp = tmp_relation(&rel);
+            let create = vec![Step::Sql(wh.create_table_as_sql(&tmp, &cfg.build_sql(wh, &sql)))];
+            let main = usize::from(session.cached(&tmp).is_some());
+            (swap_plan(wh, &rel, None, session.cached(&tmp), create, RelationKind::Table), main)
+        }
+        Some(RelationKind::Table) => {
+            let target = wh.render(&rel);
+            let (target_cols, query_cols) = with_conn(session, slot, |c| Ok((c.columns(&rel)?, c.describe_query(&sql)?)))?;
+            let staging_sql = cfg.staging_sql(wh, &sql, &target, &target_cols, &query_cols);
+            let staging_cols = with_conn(session, slot, |c| c.describe_query(&staging_sql))?;
+            let internal = cfg.staging_only_columns();
+            let kept: Vec<&Column> = staging_cols.iter().filter(|c| !internal.iter().any(|i| i.eq_ignore_ascii_case(&c.name))).collect();
+            let (create_tmp, tmp) = wh.create_temp_table_sql(&format!("{}__dbt_tmp", rel.identifier), &staging_sql);
+            let mut steps = vec![Step::Sql(create_tmp)];
+            for c in kept.iter().filter(|c| !target_cols.iter().any(|t| t.name.eq_ignore_ascii_case(&c.name))) {
+                steps.push(Step::Sql(format!("alter table {target} add column {} {}", wh.quote(&c.name), c.data_type)));
+            }
+            let insert_cols: Vec<String> = kept.iter().map(|c| wh.quote(&c.name)).collect();
+            let [update, insert] = cfg.merge_sql(&target, &tmp, &insert_cols);
+            steps.push(Step::Sql(update));
+            steps.push(Step::Sql(insert));
+            let main = steps.len() - 1;
+            steps.push(Step::Sql(format!("drop table if exists {tmp}")));
+            (steps, main)
+        }
+        Some(kind) => {
+            return Err(TransformError::at(
+                Location::file(&n.file),
+                format!(
+                    "snapshot '{}': {} exists as a {kind:?}, not a table; drop it or change the snapshot's alias",
+                    n.name,
+                    wh.render(&rel)
+                ),
+                None,
+            ));
+        }
+    };
+    let offset = pre_in.len();
+    let mut steps = pre_in;
+    steps.extend(body);
+    steps.extend(post_in);
+    let script: Vec<String> = steps.iter().map(Step::text).collect();
+    write_sql(opts, "run", n, &format!("{};\n", script.join(";\n\n")));
+    run_outside(host, slot, &pre_out)?;
+    let rows = with_conn(session, slot, |c| Ok(run_plan(c, &steps, main + offset)))??;
+    session.set_cached(&tmp_relation(&rel), None);
+    session.set_cached(&rel, Some(RelationKind::Table));
+    run_outside(host, slot, &post_out)?;
+    result.rows_affected = Some(rows);
+    Ok(())
+}
+
 fn run_seed(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
     let session = &host.session;
     let wh = session.warehouse.as_ref();
@@ -443,7 +532,12 @@ fn run_seed(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
     let tmp = tmp_relation(&rel);
     let create = vec![
         Step::Sql(format!("create table {} ({})", wh.render(&tmp), defs.join(", "))),
-        Step::CopyCsv { target: wh.render(&tmp), columns: schema.columns.iter().map(|c| ident(c)).collect(), path: n.file.clone(), delimiter },
+        Step::CopyCsv {
+            target: wh.render(&tmp),
+            columns: schema.columns.iter().map(|c| ident(c)).collect(),
+            path: n.file.clone(),
+            delimiter,
+        },
     ];
     let existing = session.cached(&rel);
     let steps = swap_plan(wh, &rel, existing, session.cached(&tmp), create, RelationKind::Table);
@@ -476,7 +570,10 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
     result.compile_done_at = chrono::Utc::now();
     let store = n.config.get("store_failures").and_then(J::as_bool).unwrap_or(m.flags.store_failures);
     let main_sql = if store {
-        let schema = n.config_str("schema").map(|s| format!("{}_{s}", m.target.schema())).unwrap_or_else(|| format!("{}_dbt_test__audit", m.target.schema()));
+        let schema = n
+            .config_str("schema")
+            .map(|s| format!("{}_{s}", m.target.schema()))
+            .unwrap_or_else(|| format!("{}_dbt_test__audit", m.target.schema()));
         let audit = Relation::new(m.target.database(), schema, n.config_str("alias").unwrap_or_else(|| crate::parse::test_alias(&n.name)));
         let steps = vec![
             Step::Sql(wh.create_schema_sql(&audit.database, &audit.schema)),
@@ -512,7 +609,12 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
         Status::Pass
     };
     if result.status != Status::Pass {
-        result.message = Some(format!("Got {failures} result{}, configured to {} if {}", if failures == 1 { "" } else { "s" }, if result.status == Status::Fail { "fail" } else { "warn" }, if result.status == Status::Fail { &error_if } else { &warn_if }));
+        result.message = Some(format!(
+            "Got {failures} result{}, configured to {} if {}",
+            if failures == 1 { "" } else { "s" },
+            if result.status == Status::Fail { "fail" } else { "warn" },
+            if result.status == Status::Fail { &error_if } else { &warn_if }
+        ));
     }
     Ok(())
 }
@@ -540,7 +642,12 @@ pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<Vec<Node
                 weir_project::jinja::RenderMode::Execute,
                 Default::default(),
             );
-            let schemas: BTreeSet<String> = m.nodes.values().filter(|n| n.resource_type != ResourceType::Source).filter_map(|n| n.relation.as_ref().map(|r| r.schema.clone())).collect();
+            let schemas: BTreeSet<String> = m
+                .nodes
+                .values()
+                .filter(|n| n.resource_type != ResourceType::Source)
+                .filter_map(|n| n.relation.as_ref().map(|r| r.schema.clone()))
+                .collect();
             ctx.set_extra("schemas", minijinja::Value::from(schemas.into_iter().collect::<Vec<_>>()));
             let started = chrono::Utc::now();
             let clock = Instant::now();

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use duckdb::arrow::array::{Array, AsArray};
-use duckdb::arrow::datatypes::{DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type};
+use duckdb::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
+};
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Value as J};
 use weir_core::{Column, Datum, QueryResult, Relation, RelationKind};
@@ -68,6 +70,10 @@ impl Warehouse for DuckDb {
         "duckdb"
     }
 
+    fn snapshot_time_sql(&self) -> &'static str {
+        "now()::timestamp"
+    }
+
     fn connect(&self) -> Result<Box<dyn Connection>> {
         let root = self.root.lock().map_err(|_| WarehouseError::Io("duckdb connection lock poisoned".into()))?;
         let conn = root.try_clone().map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
@@ -100,7 +106,27 @@ impl Warehouse for DuckDb {
     }
 
     fn known_target_keys(&self) -> &'static [&'static str] {
-        &["type", "path", "threads", "schema", "database", "extensions", "settings", "attach", "external_root", "plugins", "filesystems", "secrets", "module_paths", "use_credential_provider", "disable_transactions", "keep_open", "retries", "config_options", "is_ducklake"]
+        &[
+            "type",
+            "path",
+            "threads",
+            "schema",
+            "database",
+            "extensions",
+            "settings",
+            "attach",
+            "external_root",
+            "plugins",
+            "filesystems",
+            "secrets",
+            "module_paths",
+            "use_credential_provider",
+            "disable_transactions",
+            "keep_open",
+            "retries",
+            "config_options",
+            "is_ducklake",
+        ]
     }
 }
 
@@ -268,7 +294,17 @@ mod tests {
         let db = memory();
         let mut c = db.connect().unwrap();
         let r = c.query("select 1 as a, 'x' as b, 2.5::double as c, null::int as d, true as e, date '2024-01-02' as f").unwrap();
-        assert_eq!(r.rows[0], vec![Datum::Int(1), Datum::Text("x".into()), Datum::Float(2.5), Datum::Null, Datum::Bool(true), Datum::Text("2024-01-02".into())]);
+        assert_eq!(
+            r.rows[0],
+            vec![
+                Datum::Int(1),
+                Datum::Text("x".into()),
+                Datum::Float(2.5),
+                Datum::Null,
+                Datum::Bool(true),
+                Datum::Text("2024-01-02".into())
+            ]
+        );
         assert_eq!(r.columns[0].name, "a");
     }
 
@@ -277,7 +313,8 @@ mod tests {
         let db = memory();
         let mut c = db.connect().unwrap();
         c.execute("create table t as select 1 as x").unwrap();
-        let stmts = vec!["drop table t".to_string(), "create table t as select 2 as x".to_string(), "select nonsense from nowhere".to_string()];
+        let stmts =
+            vec!["drop table t".to_string(), "create table t as select 2 as x".to_string(), "select nonsense from nowhere".to_string()];
         assert!(c.transaction(&stmts).is_err());
         assert_eq!(c.query("select x from t").unwrap().scalar(), Some(&Datum::Int(1)));
     }

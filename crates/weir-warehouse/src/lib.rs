@@ -77,6 +77,10 @@ pub trait Warehouse: Send + Sync {
     }
 
     /// A session-scoped table for an incremental run's new rows, and its name as referenced.
+    /// The time a snapshot stamps versions with (dbt's `snapshot_get_time`): a timestamp
+    /// without time zone.
+    fn snapshot_time_sql(&self) -> &'static str;
+
     fn create_temp_table_sql(&self, name: &str, sql: &str) -> (String, String) {
         let q = self.quote(name);
         (format!("create temporary table {q} as (\n{sql}\n)"), q)

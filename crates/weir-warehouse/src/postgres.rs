@@ -62,8 +62,13 @@ impl Warehouse for Postgres {
         "postgres"
     }
 
+    fn snapshot_time_sql(&self) -> &'static str {
+        "now()::timestamp without time zone"
+    }
+
     fn connect(&self) -> Result<Box<dyn Connection>> {
-        let mut client = self.config.connect(NoTls).map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
+        let mut client =
+            self.config.connect(NoTls).map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
         let mut setup = String::new();
         if let Some(role) = &self.role {
             setup.push_str(&format!("set role {};", self.quote(role)));
@@ -86,7 +91,29 @@ impl Warehouse for Postgres {
     }
 
     fn known_target_keys(&self) -> &'static [&'static str] {
-        &["type", "host", "port", "user", "username", "password", "pass", "dbname", "database", "schema", "threads", "keepalives_idle", "connect_timeout", "retries", "search_path", "role", "sslmode", "sslcert", "sslkey", "sslrootcert", "application_name"]
+        &[
+            "type",
+            "host",
+            "port",
+            "user",
+            "username",
+            "password",
+            "pass",
+            "dbname",
+            "database",
+            "schema",
+            "threads",
+            "keepalives_idle",
+            "connect_timeout",
+            "retries",
+            "search_path",
+            "role",
+            "sslmode",
+            "sslcert",
+            "sslkey",
+            "sslrootcert",
+            "application_name",
+        ]
     }
 }
 
@@ -120,11 +147,8 @@ impl Connection for PgConnection {
     fn query(&mut self, sql: &str) -> Result<QueryResult> {
         // Types come from preparing the statement; values from the text protocol, which
         // renders every type (numeric, dates, json) the way psql shows it.
-        let types: Option<Vec<(String, Type)>> = self
-            .client
-            .prepare(sql)
-            .ok()
-            .map(|s| s.columns().iter().map(|c| (c.name().to_string(), c.type_().clone())).collect());
+        let types: Option<Vec<(String, Type)>> =
+            self.client.prepare(sql).ok().map(|s| s.columns().iter().map(|c| (c.name().to_string(), c.type_().clone())).collect());
         let msgs = self.client.simple_query(sql).map_err(|e| WarehouseError::query(pg_message(&e), sql))?;
         let mut columns: Vec<Column> = vec![];
         let mut rows = vec![];
@@ -135,7 +159,8 @@ impl Connection for PgConnection {
                         .iter()
                         .enumerate()
                         .map(|(i, c)| {
-                            let t = types.as_ref().and_then(|t| t.get(i)).map(|(_, t)| t.name().to_string()).unwrap_or_else(|| "text".into());
+                            let t =
+                                types.as_ref().and_then(|t| t.get(i)).map(|(_, t)| t.name().to_string()).unwrap_or_else(|| "text".into());
                             Column::new(c.name(), t)
                         })
                         .collect();
@@ -182,7 +207,7 @@ impl Connection for PgConnection {
         let stmt = self.client.prepare(sql).map_err(|e| WarehouseError::query(pg_message(&e), sql))?;
         let mut out = vec![];
         for c in stmt.columns() {
-            let name = self.canonical_type(&c.type_().name().to_string())?;
+            let name = self.canonical_type(c.type_().name())?;
             out.push(Column::new(c.name(), name));
         }
         Ok(out)
@@ -243,8 +268,12 @@ mod tests {
     fn queries_the_real_server_with_types() {
         let pg = Postgres::from_fields(&fields()).unwrap();
         let mut c = pg.connect().unwrap();
-        let r = c.query("select 1::int as a, 'x'::text as b, 1.5::float8 as c, null::int as d, true as e, 2.50::numeric(5,2) as f").unwrap();
-        assert_eq!(r.rows[0], vec![Datum::Int(1), Datum::Text("x".into()), Datum::Float(1.5), Datum::Null, Datum::Bool(true), Datum::Text("2.50".into())]);
+        let r =
+            c.query("select 1::int as a, 'x'::text as b, 1.5::float8 as c, null::int as d, true as e, 2.50::numeric(5,2) as f").unwrap();
+        assert_eq!(
+            r.rows[0],
+            vec![Datum::Int(1), Datum::Text("x".into()), Datum::Float(1.5), Datum::Null, Datum::Bool(true), Datum::Text("2.50".into())]
+        );
         assert_eq!(c.canonical_type("int").unwrap(), "integer");
         assert_eq!(c.canonical_type("varchar").unwrap(), "character varying");
     }

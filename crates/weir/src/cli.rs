@@ -68,7 +68,7 @@ pub struct RunFlags {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Seed, run, test (and later snapshot) the selected nodes in dependency order.
+    /// Seed, run, snapshot and test the selected nodes in dependency order.
     Build(RunFlags),
     /// Build the selected models.
     Run(RunFlags),
@@ -76,6 +76,8 @@ pub enum Command {
     Test(RunFlags),
     /// Load the selected seed CSV files.
     Seed(RunFlags),
+    /// Record changes of the selected snapshots (SCD type 2 tables).
+    Snapshot(RunFlags),
     /// Render the selected nodes' SQL into target/compiled without running it.
     Compile {
         #[command(flatten)]

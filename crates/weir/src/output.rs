@@ -66,10 +66,22 @@ impl Output {
         if errors.is_empty() && warns.is_empty() {
             self.info("Completed successfully");
         } else {
-            self.info(format!("Completed with {} error{} and {} warning{}:", errors.len(), plural(errors.len()), warns.len(), plural(warns.len())));
+            self.info(format!(
+                "Completed with {} error{} and {} warning{}:",
+                errors.len(),
+                plural(errors.len()),
+                warns.len(),
+                plural(warns.len())
+            ));
             for r in errors.iter().chain(warns.iter()) {
                 self.info("");
-                let what = if r.status == Status::Warn { "Warning" } else if r.status == Status::Fail { "Failure" } else { "Error" };
+                let what = if r.status == Status::Warn {
+                    "Warning"
+                } else if r.status == Status::Fail {
+                    "Failure"
+                } else {
+                    "Error"
+                };
                 self.info(format!("{what} in {}", r.unique_id));
                 for line in r.message.as_deref().unwrap_or("").lines() {
                     self.info(format!("  {line}"));
@@ -84,10 +96,15 @@ impl Output {
             outcome.count(Status::Error) + outcome.count(Status::Fail),
             outcome.count(Status::Skipped)
         );
-        self.emit("info", "run_summary", &line, json!({
-            "pass": pass, "warn": outcome.count(Status::Warn), "error": outcome.count(Status::Error) + outcome.count(Status::Fail),
-            "skip": outcome.count(Status::Skipped), "total": total, "elapsed": outcome.elapsed,
-        }));
+        self.emit(
+            "info",
+            "run_summary",
+            &line,
+            json!({
+                "pass": pass, "warn": outcome.count(Status::Warn), "error": outcome.count(Status::Error) + outcome.count(Status::Fail),
+                "skip": outcome.count(Status::Skipped), "total": total, "elapsed": outcome.elapsed,
+            }),
+        );
     }
 }
 
@@ -112,9 +129,16 @@ impl Reporter for Output {
     fn finished(&self, n: &Node, r: &NodeResult, index: usize, total: usize) {
         let (word, tag) = match (r.status, n.resource_type) {
             (Status::Success, ResourceType::Seed) => ("OK loaded".to_string(), format!("INSERT {}", r.rows_affected.unwrap_or(0))),
+            (Status::Success, ResourceType::Snapshot) => ("OK snapshotted".to_string(), format!("INSERT {}", r.rows_affected.unwrap_or(0))),
             (Status::Success, _) => {
                 let what = if n.materialized() == "incremental" && r.rows_affected.is_some() { "OK" } else { "OK created" };
-                (what.to_string(), match r.rows_affected { Some(n) => format!("OK {n}"), None => "OK".to_string() })
+                (
+                    what.to_string(),
+                    match r.rows_affected {
+                        Some(n) => format!("OK {n}"),
+                        None => "OK".to_string(),
+                    },
+                )
             }
             (Status::Pass, _) => ("PASS".into(), "PASS".into()),
             (Status::Warn, _) => ("WARN".into(), format!("WARN {}", r.failures.unwrap_or(0))),

@@ -1,4 +1,4 @@
-//! `weir build`, `run`, `test` and `seed`: select, run in dependency order, write artifacts.
+//! `weir build`, `run`, `test`, `seed` and `snapshot`: select, run in dependency order, write artifacts.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
         Command::Run => "run",
         Command::Test => "test",
         Command::Seed => "seed",
+        Command::Snapshot => "snapshot",
     };
     let ws = Workspace::load(g, out, new_flags(which, f.full_refresh, f.store_failures))?;
     let m = &ws.manifest;

@@ -22,6 +22,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Run(f) => build::run(g, f, weir_transform::Command::Run, out),
         Command::Test(f) => build::run(g, f, weir_transform::Command::Test, out),
         Command::Seed(f) => build::run(g, f, weir_transform::Command::Seed, out),
+        Command::Snapshot(f) => build::run(g, f, weir_transform::Command::Snapshot, out),
         Command::Compile { selection, inline } => compile::run(g, selection, inline.as_deref(), out),
         Command::Parse => compile::parse_only(g, out),
         Command::Ls { selection, resource_type, output } => ls::run(g, selection, resource_type, output, out),
