@@ -60,11 +60,7 @@ impl fmt::Display for Snippet {
         let gutter = self.line.to_string();
         writeln!(f, "{} | {}", gutter, self.text)?;
         let pad = " ".repeat(gutter.len());
-        if self.col > 0 {
-            write!(f, "{} | {}^", pad, " ".repeat(self.col - 1))
-        } else {
-            write!(f, "{} |", pad)
-        }
+        if self.col > 0 { write!(f, "{} | {}^", pad, " ".repeat(self.col - 1)) } else { write!(f, "{} |", pad) }
     }
 }
 

@@ -26,22 +26,70 @@ pub enum ResourceKind {
 }
 
 const COMMON: &[&str] = &[
-    "enabled", "tags", "pre-hook", "post-hook", "database", "schema", "alias", "persist_docs", "full_refresh",
-    "meta", "grants", "docs", "group", "access", "quoting", "packages", "event_time", "contract",
+    "enabled",
+    "tags",
+    "pre-hook",
+    "post-hook",
+    "database",
+    "schema",
+    "alias",
+    "persist_docs",
+    "full_refresh",
+    "meta",
+    "grants",
+    "docs",
+    "group",
+    "access",
+    "quoting",
+    "packages",
+    "event_time",
+    "contract",
 ];
 const MODEL: &[&str] = &[
-    "materialized", "sql_header", "on_configuration_change", "unique_key", "on_schema_change",
-    "incremental_strategy", "incremental_predicates", "merge_update_columns", "merge_exclude_columns",
-    "batch_size", "begin", "lookback", "concurrent_batches", "partition_by", "cluster_by", "indexes",
-    "unlogged", "column_types", "bind", "location", "format", "options", "plugin", "file_format", "transient",
-    "store_failures", "store_failures_as", "partitions",
+    "materialized",
+    "sql_header",
+    "on_configuration_change",
+    "unique_key",
+    "on_schema_change",
+    "incremental_strategy",
+    "incremental_predicates",
+    "merge_update_columns",
+    "merge_exclude_columns",
+    "batch_size",
+    "begin",
+    "lookback",
+    "concurrent_batches",
+    "partition_by",
+    "cluster_by",
+    "indexes",
+    "unlogged",
+    "column_types",
+    "bind",
+    "location",
+    "format",
+    "options",
+    "plugin",
+    "file_format",
+    "transient",
+    "store_failures",
+    "store_failures_as",
+    "partitions",
 ];
 const SEED: &[&str] = &["materialized", "quote_columns", "column_types", "delimiter", "column_types"];
 const TEST: &[&str] =
     &["severity", "warn_if", "error_if", "fail_calc", "where", "limit", "store_failures", "store_failures_as", "materialized"];
 const SNAPSHOT: &[&str] = &[
-    "materialized", "strategy", "unique_key", "updated_at", "check_cols", "target_schema", "target_database",
-    "snapshot_meta_column_names", "hard_deletes", "invalidate_hard_deletes", "dbt_valid_to_current",
+    "materialized",
+    "strategy",
+    "unique_key",
+    "updated_at",
+    "check_cols",
+    "target_schema",
+    "target_database",
+    "snapshot_meta_column_names",
+    "hard_deletes",
+    "invalidate_hard_deletes",
+    "dbt_valid_to_current",
 ];
 const SOURCE: &[&str] = &["loaded_at_field", "freshness"];
 
@@ -158,9 +206,22 @@ impl ConfigTree {
     }
 
     fn is_config_key(&self, key: &str, value: &Node) -> bool {
-        key.starts_with('+') || (self.kind.is_known(&normalize_key(key)) && value.as_map().is_none_or(|_| {
-            matches!(normalize_key(key).as_str(), "meta" | "grants" | "docs" | "persist_docs" | "contract" | "quoting" | "column_types" | "partition_by" | "snapshot_meta_column_names")
-        }))
+        key.starts_with('+')
+            || (self.kind.is_known(&normalize_key(key))
+                && value.as_map().is_none_or(|_| {
+                    matches!(
+                        normalize_key(key).as_str(),
+                        "meta"
+                            | "grants"
+                            | "docs"
+                            | "persist_docs"
+                            | "contract"
+                            | "quoting"
+                            | "column_types"
+                            | "partition_by"
+                            | "snapshot_meta_column_names"
+                    )
+                }))
     }
 
     /// Warnings for `+keys` that no resource type knows, with a "did you mean" when close.
@@ -231,9 +292,8 @@ mod tests {
 
     #[test]
     fn deeper_folders_override_and_tags_accumulate() {
-        let t = tree(
-            "models:\n  +tags: [all]\n  shop:\n    +materialized: view\n    marts:\n      +materialized: table\n      tags: marts\n",
-        );
+        let t =
+            tree("models:\n  +tags: [all]\n  shop:\n    +materialized: view\n    marts:\n      +materialized: table\n      tags: marts\n");
         let c = t.resolve(&["shop".into(), "marts".into(), "daily".into()]);
         assert_eq!(c["materialized"], json!("table"));
         assert_eq!(c["tags"], json!(["all", "marts"]));

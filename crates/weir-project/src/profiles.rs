@@ -92,12 +92,7 @@ pub fn profiles_dirs(explicit: Option<&Path>, project_dir: &Path) -> Vec<PathBuf
 }
 
 /// Reads the profile `profile_name` and picks `target` (or the profile's default target).
-pub fn load_target(
-    dirs: &[PathBuf],
-    profile_name: &str,
-    target: Option<&str>,
-    cli_vars: &Map<String, J>,
-) -> Result<Target, ProjectError> {
+pub fn load_target(dirs: &[PathBuf], profile_name: &str, target: Option<&str>, cli_vars: &Map<String, J>) -> Result<Target, ProjectError> {
     let file = dirs.iter().map(|d| d.join("profiles.yml")).find(|p| p.exists()).ok_or_else(|| {
         let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         ProjectError::Profile(format!(
@@ -117,9 +112,7 @@ pub fn load_target(
         ))
     })?;
     let render = |n: &Node| -> Result<Option<String>, ProjectError> {
-        n.scalar_text()
-            .map(|s| render_static(&s, cli_vars).map_err(|m| ProjectError::invalid_at(n.location(&file), m, &text)))
-            .transpose()
+        n.scalar_text().map(|s| render_static(&s, cli_vars).map_err(|m| ProjectError::invalid_at(n.location(&file), m, &text))).transpose()
     };
     let target_name = match target {
         Some(t) => t.to_string(),
@@ -151,9 +144,11 @@ pub fn load_target(
         };
         fields.insert(key, value);
     }
-    let adapter_type = fields.get("type").and_then(J::as_str).map(str::to_string).ok_or_else(|| {
-        ProjectError::invalid_at(output.location(&file), format!("target '{target_name}' has no 'type'"), &text)
-    })?;
+    let adapter_type = fields
+        .get("type")
+        .and_then(J::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| ProjectError::invalid_at(output.location(&file), format!("target '{target_name}' has no 'type'"), &text))?;
     if !matches!(adapter_type.as_str(), "duckdb" | "postgres") {
         let loc = output.get("type").map(|n| n.location(&file)).unwrap_or_else(|| output.location(&file));
         return Err(ProjectError::invalid_at(
@@ -201,7 +196,8 @@ mod tests {
 
     #[test]
     fn an_unset_env_var_without_default_is_an_error_at_its_line() {
-        let dir = profiles("shop:\n  outputs:\n    dev:\n      type: postgres\n      password: \"{{ env_var('WEIR_SURELY_UNSET_VAR') }}\"\n");
+        let dir =
+            profiles("shop:\n  outputs:\n    dev:\n      type: postgres\n      password: \"{{ env_var('WEIR_SURELY_UNSET_VAR') }}\"\n");
         let err = load_target(&[dir.path().to_path_buf()], "shop", None, &Map::new()).unwrap_err().to_string();
         assert!(err.contains("profiles.yml:5:17") && err.contains("WEIR_SURELY_UNSET_VAR"), "{err}");
     }

@@ -100,12 +100,46 @@ impl ProjectFile {
 }
 
 const PROJECT_KEYS: &[&str] = &[
-    "name", "version", "config-version", "profile", "model-paths", "seed-paths", "test-paths", "macro-paths",
-    "snapshot-paths", "analysis-paths", "docs-paths", "asset-paths", "function-paths", "target-path", "log-path",
-    "packages-install-path", "clean-targets", "vars", "models", "seeds", "tests", "data_tests", "snapshots",
-    "sources", "on-run-start", "on-run-end", "quoting", "dispatch", "require-dbt-version", "flags",
-    "query-comment", "restrict-access", "semantic-models", "saved-queries", "metrics", "exposures",
-    "unit_tests", "analyses", "source-paths", "data-paths",
+    "name",
+    "version",
+    "config-version",
+    "profile",
+    "model-paths",
+    "seed-paths",
+    "test-paths",
+    "macro-paths",
+    "snapshot-paths",
+    "analysis-paths",
+    "docs-paths",
+    "asset-paths",
+    "function-paths",
+    "target-path",
+    "log-path",
+    "packages-install-path",
+    "clean-targets",
+    "vars",
+    "models",
+    "seeds",
+    "tests",
+    "data_tests",
+    "snapshots",
+    "sources",
+    "on-run-start",
+    "on-run-end",
+    "quoting",
+    "dispatch",
+    "require-dbt-version",
+    "flags",
+    "query-comment",
+    "restrict-access",
+    "semantic-models",
+    "saved-queries",
+    "metrics",
+    "exposures",
+    "unit_tests",
+    "analyses",
+    "source-paths",
+    "data-paths",
 ];
 
 impl Project {
@@ -168,8 +202,7 @@ impl Settings {
     fn load(dir: &Path, cli_vars: &Map<String, J>, warnings: &mut Vec<Warning>) -> Result<Settings, ProjectError> {
         let file = dir.join("dbt_project.yml");
         let text = std::fs::read_to_string(&file).map_err(|e| ProjectError::io(&file, e))?;
-        let doc = yaml::parse(&file, &text)?
-            .ok_or_else(|| ProjectError::invalid(Location::file(&file), "dbt_project.yml is empty"))?;
+        let doc = yaml::parse(&file, &text)?.ok_or_else(|| ProjectError::invalid(Location::file(&file), "dbt_project.yml is empty"))?;
         let Some(entries) = doc.as_map() else {
             return Err(ProjectError::invalid_at(doc.location(&file), "dbt_project.yml must be a mapping", &text));
         };
@@ -192,7 +225,11 @@ impl Settings {
         };
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             let loc = doc.get("name").map(|n| n.location(&file)).unwrap_or_else(|| Location::file(&file));
-            return Err(ProjectError::invalid_at(loc, format!("project name '{name}' must contain only letters, digits and underscores"), &text));
+            return Err(ProjectError::invalid_at(
+                loc,
+                format!("project name '{name}' must contain only letters, digits and underscores"),
+                &text,
+            ));
         }
         let list = |keys: &[&str], default: &str| -> Result<Vec<String>, ProjectError> {
             for key in keys {
@@ -407,13 +444,7 @@ fn discover(pkg: &Package, out: &mut Vec<ProjectFile>) -> Result<(), ProjectErro
                 } else {
                     kind
                 };
-                out.push(ProjectFile {
-                    package: pkg.name.clone(),
-                    kind,
-                    path,
-                    original_path: original,
-                    path_in_folder: rel_in,
-                });
+                out.push(ProjectFile { package: pkg.name.clone(), kind, path, original_path: original, path_in_folder: rel_in });
             }
         }
     }

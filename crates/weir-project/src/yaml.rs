@@ -109,9 +109,7 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries.iter().filter_map(|(k, v)| Some((k.key_text()?, v.to_json()))).collect(),
-            ),
+            Value::Map(entries) => J::Object(entries.iter().filter_map(|(k, v)| Some((k.key_text()?, v.to_json()))).collect()),
         }
     }
 }
@@ -123,11 +121,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Option<Node>, ProjectError> {
     parser.load(&mut builder, false).map_err(|e| {
         let m = e.marker();
         let location = Location::new(file, m.line(), m.col() + 1);
-        ProjectError::Yaml {
-            snippet: location.snippet(text).map(|s| s.to_string()),
-            location,
-            message: e.info().to_string(),
-        }
+        ProjectError::Yaml { snippet: location.snippet(text).map(|s| s.to_string()), location, message: e.info().to_string() }
     })?;
     if let Some((message, mark)) = builder.error {
         let location = Location::new(file, mark.line(), mark.col() + 1);
@@ -153,9 +147,7 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
             Event::SequenceStart(anchor, _) => self.stack.push(Frame::Seq(Node::new(Value::Seq(vec![]), mark), anchor)),
-            Event::MappingStart(anchor, _) => {
-                self.stack.push(Frame::Map(Node::new(Value::Map(vec![]), mark), anchor, None))
-            }
+            Event::MappingStart(anchor, _) => self.stack.push(Frame::Map(Node::new(Value::Map(vec![]), mark), anchor, None)),
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
                     Some(Frame::Seq(n, a)) | Some(Frame::Map(n, a, _)) => (n, a),
@@ -164,9 +156,8 @@ impl MarkedEventReceiver for Builder {
                 self.push(node, anchor, mark);
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let value = if style != TScalarStyle::Plain {
-                    Value::Str(text)
-                } else if tag.as_ref().is_some_and(|t| t.suffix == "str") {
+                // Quoted scalars and `!!str` are strings; plain ones are typed as PyYAML types them.
+                let value = if style != TScalarStyle::Plain || tag.as_ref().is_some_and(|t| t.suffix == "str") {
                     Value::Str(text)
                 } else {
                     resolve_plain(text)
@@ -216,9 +207,7 @@ impl Builder {
                     let Value::Map(entries) = &mut map.value else { return };
                     if key.as_str() == Some("<<") {
                         merge_into(entries, &node);
-                    } else if let Some(slot) =
-                        entries.iter_mut().find(|(k, _)| k.key_text().is_some() && k.key_text() == key.key_text())
-                    {
+                    } else if let Some(slot) = entries.iter_mut().find(|(k, _)| k.key_text().is_some() && k.key_text() == key.key_text()) {
                         // A later duplicate key wins, as in PyYAML.
                         let _ = mark;
                         *slot = (key, node);

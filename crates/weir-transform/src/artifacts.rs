@@ -26,7 +26,8 @@ fn metadata(m: &Manifest, version: &str) -> J {
 
 fn checksum(n: &Node) -> J {
     use md5::{Digest, Md5};
-    let text = if n.resource_type == ResourceType::Seed { std::fs::read(&n.file).unwrap_or_default() } else { n.raw_code.clone().into_bytes() };
+    let text =
+        if n.resource_type == ResourceType::Seed { std::fs::read(&n.file).unwrap_or_default() } else { n.raw_code.clone().into_bytes() };
     json!({"name": "md5", "checksum": format!("{:x}", Md5::digest(&text))})
 }
 
@@ -115,8 +116,11 @@ pub fn write_manifest(m: &Manifest, target_dir: &Path, render: &dyn Fn(&weir_cor
         .all()
         .map(|d| {
             let id = format!("macro.{}.{}", d.package, d.name);
-            (id.clone(), json!({"unique_id": id, "name": d.name, "package_name": d.package, "original_file_path": d.file.display().to_string(),
-                               "arguments": d.arguments.iter().map(|a| json!({"name": a})).collect::<Vec<_>>(), "resource_type": "macro"}))
+            (
+                id.clone(),
+                json!({"unique_id": id, "name": d.name, "package_name": d.package, "original_file_path": d.file.display().to_string(),
+                               "arguments": d.arguments.iter().map(|a| json!({"name": a})).collect::<Vec<_>>(), "resource_type": "macro"}),
+            )
         })
         .collect();
     let doc = json!({

@@ -161,8 +161,14 @@ mod tests {
     #[test]
     fn ctes_merge_into_an_existing_with() {
         let ctes = vec![("__dbt__cte__a".to_string(), "select 1 as x".to_string())];
-        assert_eq!(inject_ctes("-- c\nWITH b as (select 2) select * from b", &ctes), "-- c\nwith __dbt__cte__a as (\nselect 1 as x\n),\nb as (select 2) select * from b");
-        assert_eq!(inject_ctes("select * from __dbt__cte__a", &ctes), "with __dbt__cte__a as (\nselect 1 as x\n)\nselect * from __dbt__cte__a");
+        assert_eq!(
+            inject_ctes("-- c\nWITH b as (select 2) select * from b", &ctes),
+            "-- c\nwith __dbt__cte__a as (\nselect 1 as x\n),\nb as (select 2) select * from b"
+        );
+        assert_eq!(
+            inject_ctes("select * from __dbt__cte__a", &ctes),
+            "with __dbt__cte__a as (\nselect 1 as x\n)\nselect * from __dbt__cte__a"
+        );
         assert_eq!(inject_ctes("without_with as x", &ctes).lines().next(), Some("with __dbt__cte__a as ("));
     }
 }

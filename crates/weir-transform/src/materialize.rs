@@ -56,7 +56,14 @@ pub fn run_plan(conn: &mut dyn Connection, steps: &[Step], main: usize) -> Resul
 }
 
 /// The statements that build `rel` from `sql` as a table or view, swapped in atomically.
-pub fn swap_plan(wh: &dyn Warehouse, rel: &Relation, existing: Option<RelationKind>, tmp_existing: Option<RelationKind>, create: Vec<Step>, kind: RelationKind) -> Vec<Step> {
+pub fn swap_plan(
+    wh: &dyn Warehouse,
+    rel: &Relation,
+    existing: Option<RelationKind>,
+    tmp_existing: Option<RelationKind>,
+    create: Vec<Step>,
+    kind: RelationKind,
+) -> Vec<Step> {
     let tmp = tmp_relation(rel);
     let mut steps = vec![];
     if let Some(k) = tmp_existing {
@@ -171,9 +178,9 @@ pub fn incremental_steps(
     dest: &[Column],
 ) -> Result<(Vec<Step>, usize), TransformError> {
     let unique_key = n.config_list("unique_key");
-    let strategy = n.config_str("incremental_strategy").unwrap_or_else(|| {
-        if unique_key.is_empty() { "append".into() } else { "delete+insert".into() }
-    });
+    let strategy = n
+        .config_str("incremental_strategy")
+        .unwrap_or_else(|| if unique_key.is_empty() { "append".into() } else { "delete+insert".into() });
     let (create_tmp, tmp) = wh.create_temp_table_sql(&format!("{}__dbt_tmp", target.identifier), sql);
     let cols: Vec<String> = dest.iter().map(|c| wh.quote(&c.name)).collect();
     let cols_csv = cols.join(", ");
@@ -184,7 +191,11 @@ pub fn incremental_steps(
         "append" => steps.push(Step::Sql(insert)),
         "delete+insert" => {
             if unique_key.is_empty() {
-                return Err(TransformError::at(Location::file(&n.file), format!("model '{}': incremental_strategy 'delete+insert' needs a unique_key", n.name), None));
+                return Err(TransformError::at(
+                    Location::file(&n.file),
+                    format!("model '{}': incremental_strategy 'delete+insert' needs a unique_key", n.name),
+                    None,
+                ));
             }
             let extra: String = predicates.iter().map(|p| format!("\n    and {p}")).collect();
             let delete = if unique_key.len() == 1 {
@@ -192,7 +203,11 @@ pub fn incremental_steps(
                 format!("delete from {}\nwhere ({k}) in (\n    select ({k})\n    from {tmp}\n){extra}", wh.render(target))
             } else {
                 let on: Vec<String> = unique_key.iter().map(|k| format!("{tmp}.{k} = DBT_INCREMENTAL_TARGET.{k}")).collect();
-                format!("delete from {} as DBT_INCREMENTAL_TARGET\nusing {tmp}\nwhere (\n    {}\n){extra}", wh.render(target), on.join("\n    and "))
+                format!(
+                    "delete from {} as DBT_INCREMENTAL_TARGET\nusing {tmp}\nwhere (\n    {}\n){extra}",
+                    wh.render(target),
+                    on.join("\n    and ")
+                )
             };
             steps.push(Step::Sql(delete));
             steps.push(Step::Sql(insert));

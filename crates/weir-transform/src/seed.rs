@@ -36,10 +36,7 @@ pub fn infer(path: &Path, delimiter: u8) -> Result<SeedSchema, TransformError> {
         .flexible(false)
         .from_path(path)
         .map_err(|e| TransformError::Io { path: path.display().to_string(), message: e.to_string() })?;
-    let headers = reader
-        .headers()
-        .map_err(|e| TransformError::Io { path: path.display().to_string(), message: e.to_string() })?
-        .clone();
+    let headers = reader.headers().map_err(|e| TransformError::Io { path: path.display().to_string(), message: e.to_string() })?.clone();
     let columns: Vec<String> = headers.iter().map(|h| h.trim_start_matches('\u{feff}').to_string()).collect();
     // Candidate kinds still possible per column, narrowed as values are read.
     let mut possible: Vec<[bool; 6]> = vec![[true; 6]; columns.len()];
@@ -165,7 +162,20 @@ mod tests {
         let s = infer_text(
             "id,amount,day,at,iso,flag,name,empty,mixed\n1,1.50,2024-01-02,2024-01-02 10:00:00,2024-01-02T10:00:00Z,true,a,,1\n2,2,2024-01-03,2024-01-03 11:00:00,2024-01-03T11:00:00,False,b,,x\n",
         );
-        assert_eq!(s.types, ["integer", "float8", "date", "timestamp without time zone", "timestamp without time zone", "boolean", "text", "integer", "text"]);
+        assert_eq!(
+            s.types,
+            [
+                "integer",
+                "float8",
+                "date",
+                "timestamp without time zone",
+                "timestamp without time zone",
+                "boolean",
+                "text",
+                "integer",
+                "text"
+            ]
+        );
         assert_eq!(s.rows, 2);
     }
 

@@ -19,10 +19,13 @@ use crate::parse::{Manifest, flags_json};
 /// Where log lines from Jinja `log()` calls go.
 pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// Relations known to exist, by their case-folded (database, schema, identifier) key.
+type RelationCache = HashMap<(String, String, String), (Relation, RelationKind)>;
+
 pub struct Session {
     pub manifest: Arc<Manifest>,
     pub warehouse: Arc<dyn Warehouse>,
-    cache: Mutex<HashMap<(String, String, String), (Relation, RelationKind)>>,
+    cache: Mutex<RelationCache>,
     graph: OnceLock<minijinja::Value>,
     pub log: LogSink,
 }
@@ -91,7 +94,9 @@ impl Session {
                         nodes.insert(n.unique_id.clone(), n.to_jinja());
                     }
                 }
-                json_value(serde_json::json!({"nodes": nodes, "sources": sources, "macros": {}, "exposures": {}, "metrics": {}, "groups": {}}))
+                json_value(
+                    serde_json::json!({"nodes": nodes, "sources": sources, "macros": {}, "exposures": {}, "metrics": {}, "groups": {}}),
+                )
             })
             .clone()
     }
@@ -100,7 +105,11 @@ impl Session {
 /// A worker's connection slot, opened on first use.
 pub type ConnSlot = Arc<Mutex<Option<Box<dyn Connection>>>>;
 
-pub fn with_conn<T>(session: &Session, slot: &ConnSlot, f: impl FnOnce(&mut dyn Connection) -> Result<T, WarehouseError>) -> Result<T, WarehouseError> {
+pub fn with_conn<T>(
+    session: &Session,
+    slot: &ConnSlot,
+    f: impl FnOnce(&mut dyn Connection) -> Result<T, WarehouseError>,
+) -> Result<T, WarehouseError> {
     let mut guard = slot.lock().map_err(|_| WarehouseError::Io("connection lock poisoned".into()))?;
     if guard.is_none() {
         *guard = Some(session.warehouse.connect()?);

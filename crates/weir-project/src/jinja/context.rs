@@ -152,7 +152,8 @@ impl Object for NodeContext {
             "invocation_id" => Value::from(s.host.invocation_id()),
             "run_started_at" => DateTimeValue::value(s.host.run_started_at()),
             "project_name" => Value::from(s.macros.root.clone()),
-            "builtins" => map_value([("ref", self.callable(Callable::Ref)),
+            "builtins" => map_value([
+                ("ref", self.callable(Callable::Ref)),
                 ("source", self.callable(Callable::Source)),
                 ("config", Value::from_object(ConfigObject { map: s.config.clone(), capture: s.mode == RenderMode::Parse })),
             ]),
@@ -236,7 +237,9 @@ impl Object for Func {
                 s.host.resolve_ref(&s.scope.unique_id, package.as_deref(), &name).map(RelationValue::into_value).map_err(fail)
             }
             Callable::Source => match (text(0), text(1)) {
-                (Some(src), Some(table)) => s.host.resolve_source(&s.scope.unique_id, &src, &table).map(RelationValue::into_value).map_err(fail),
+                (Some(src), Some(table)) => {
+                    s.host.resolve_source(&s.scope.unique_id, &src, &table).map(RelationValue::into_value).map_err(fail)
+                }
                 _ => Err(fail("source() takes a source name and a table name")),
             },
             Callable::Var => {
@@ -270,8 +273,7 @@ impl Object for Func {
             Callable::Statement => {
                 let kw = kwargs_of(args);
                 let name = text(0).or(kw.get::<Option<String>>("name")?).unwrap_or_else(|| "main".into());
-                let fetch = kw.get::<Option<bool>>("fetch_result")?.unwrap_or(false)
-                    || pos.get(1).is_some_and(|v| v.is_true());
+                let fetch = kw.get::<Option<bool>>("fetch_result")?.unwrap_or(false) || pos.get(1).is_some_and(|v| v.is_true());
                 let _ = kw.get::<Option<Value>>("auto_begin");
                 let _ = kw.get::<Option<Value>>("language");
                 let caller = kw.get::<Value>("caller")?;
@@ -280,8 +282,10 @@ impl Object for Func {
                     return Ok(Value::from(""));
                 }
                 let result = s.host.run_sql(&sql, fetch).map_err(fail)?;
-                let rows: Vec<Value> = result.rows.iter().map(|r| Value::from(r.iter().map(super::datum_value).collect::<Vec<_>>())).collect();
-                let stored = map_value([("response", map_value([("code", Value::from("OK")), ("rows_affected", Value::from(result.rows.len()))])),
+                let rows: Vec<Value> =
+                    result.rows.iter().map(|r| Value::from(r.iter().map(super::datum_value).collect::<Vec<_>>())).collect();
+                let stored = map_value([
+                    ("response", map_value([("code", Value::from("OK")), ("rows_affected", Value::from(result.rows.len()))])),
                     ("data", Value::from(rows)),
                     ("table", Value::from_object(TableValue(result))),
                 ]);
@@ -344,7 +348,7 @@ impl Object for ConfigObject {
 
     fn call_method(self: &Arc<Self>, state: &mut State, method: &str, args: &[Value]) -> Result<Value, Error> {
         let pos = positional(args);
-        let key = pos.first().and_then(|v| v.as_str()).map(|k| crate::config::normalize_key(k));
+        let key = pos.first().and_then(|v| v.as_str()).map(crate::config::normalize_key);
         let value = key.as_ref().and_then(|k| self.map.lock().ok().and_then(|m| m.get(k).cloned()));
         match method {
             "get" => {
@@ -419,7 +423,11 @@ impl Object for Adapter {
             "type" => Ok(Value::from(s.host.adapter_type().to_string())),
             "get_relation" | "already_exists" => {
                 let (database, schema, identifier) = if method == "already_exists" {
-                    (s.host.target().get("database").and_then(J::as_str).unwrap_or_default().to_string(), text(0, "schema")?, text(1, "identifier")?)
+                    (
+                        s.host.target().get("database").and_then(J::as_str).unwrap_or_default().to_string(),
+                        text(0, "schema")?,
+                        text(1, "identifier")?,
+                    )
                 } else {
                     (text(0, "database")?.unwrap_or_default(), text(1, "schema")?, text(2, "identifier")?)
                 };

@@ -5,10 +5,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::{kwargs_of, map_value};
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike, Utc};
 use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value};
 use minijinja::{Error, ErrorKind, State};
-use super::{kwargs_of, map_value};
 use weir_core::{Column, Datum, QueryResult, Relation, RelationKind};
 
 fn err(msg: impl Into<String>) -> Error {
@@ -88,7 +88,8 @@ impl Object for RelationValue {
             "is_view" => Value::from(self.kind == Some(RelationKind::View)),
             "is_cte" => Value::from(self.kind == Some(RelationKind::Cte)),
             "is_materialized_view" => Value::from(false),
-            "path" => map_value([("database", Value::from(r.database.clone())),
+            "path" => map_value([
+                ("database", Value::from(r.database.clone())),
                 ("schema", Value::from(r.schema.clone())),
                 ("identifier", Value::from(r.identifier.clone())),
             ]),
@@ -228,9 +229,9 @@ impl Object for TableValue {
             "rows" => Some(Value::from_iter((0..self.0.rows.len()).filter_map(|i| self.row(i)))),
             "column_names" => Some(self.column_names()),
             "column_types" => Some(Value::from_iter(self.0.columns.iter().map(|c| Value::from(c.data_type.clone())))),
-            "columns" => Some(Value::from_iter(
-                (0..self.0.columns.len()).map(|i| Value::from_object(TableColumn { table: self.clone(), idx: i })),
-            )),
+            "columns" => {
+                Some(Value::from_iter((0..self.0.columns.len()).map(|i| Value::from_object(TableColumn { table: self.clone(), idx: i }))))
+            }
             _ => None,
         }
     }
@@ -500,11 +501,7 @@ impl Object for DateTimeValue {
     }
 
     fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.date_only {
-            write!(f, "{}", self.dt.format("%Y-%m-%d"))
-        } else {
-            write!(f, "{}", self.dt.format("%Y-%m-%d %H:%M:%S%.f"))
-        }
+        if self.date_only { write!(f, "{}", self.dt.format("%Y-%m-%d")) } else { write!(f, "{}", self.dt.format("%Y-%m-%d %H:%M:%S%.f")) }
     }
 }
 
@@ -574,7 +571,11 @@ impl Object for ReModule {
             }
             "fullmatch" => {
                 let t = text()?;
-                Ok(re.captures(&t).filter(|c| c.get(0).is_some_and(|m| m.start() == 0 && m.end() == t.len())).map(groups).unwrap_or_default())
+                Ok(re
+                    .captures(&t)
+                    .filter(|c| c.get(0).is_some_and(|m| m.start() == 0 && m.end() == t.len()))
+                    .map(groups)
+                    .unwrap_or_default())
             }
             "findall" => Ok(Value::from_iter(re.find_iter(&text()?).map(|m| Value::from(m.as_str().to_string())))),
             "split" => Ok(Value::from_iter(re.split(&text()?).map(|s| Value::from(s.to_string())))),
@@ -626,7 +627,10 @@ mod tests {
         };
         env.add_global("t", Value::from_object(TableValue(t)));
         let out = env
-            .render_str("{{ t[0][0] }}{{ t.rows[0]['s'] }}{{ t.columns[1].values() | join }}{{ t | length }}{% for r in t %}{{ r.n }}{% endfor %}", ())
+            .render_str(
+                "{{ t[0][0] }}{{ t.rows[0]['s'] }}{{ t.columns[1].values() | join }}{{ t | length }}{% for r in t %}{{ r.n }}{% endfor %}",
+                (),
+            )
             .unwrap();
         assert_eq!(out, "3xx13");
     }

@@ -14,7 +14,12 @@ pub fn parse_only(g: &Global, out: &Arc<Output>) -> Result<u8, Error> {
     let started = std::time::Instant::now();
     let ws = Workspace::load(g, out, new_flags("parse", false, false))?;
     artifacts::write_manifest(&ws.manifest, &ws.target_dir, &|r| format!("\"{}\".\"{}\".\"{}\"", r.database, r.schema, r.identifier))?;
-    out.info(format!("Parsed {} in {:.3}s; wrote {}", super::build::found(&ws.manifest), started.elapsed().as_secs_f64(), ws.target_dir.join("manifest.json").display()));
+    out.info(format!(
+        "Parsed {} in {:.3}s; wrote {}",
+        super::build::found(&ws.manifest),
+        started.elapsed().as_secs_f64(),
+        ws.target_dir.join("manifest.json").display()
+    ));
     Ok(0)
 }
 
@@ -53,7 +58,11 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
     if compiled == 1 && !s.select.is_empty() {
         println!("{}", last.unwrap_or_default());
     }
-    out.info(format!("Compiled {compiled} nodes in {:.3}s into {}", started.elapsed().as_secs_f64(), ws.target_dir.join("compiled").display()));
+    out.info(format!(
+        "Compiled {compiled} nodes in {:.3}s into {}",
+        started.elapsed().as_secs_f64(),
+        ws.target_dir.join("compiled").display()
+    ));
     Ok(0)
 }
 

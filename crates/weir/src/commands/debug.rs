@@ -34,7 +34,14 @@ pub fn run(g: &Global, out: &Arc<Output>) -> Result<u8, Error> {
             return Ok(1);
         }
     };
-    out.info(format!("  profile: {profile}, target: {}, type: {}, database: {}, schema: {}, threads: {}", target.name, target.adapter_type, target.database(), target.schema(), target.threads));
+    out.info(format!(
+        "  profile: {profile}, target: {}, type: {}, database: {}, schema: {}, threads: {}",
+        target.name,
+        target.adapter_type,
+        target.database(),
+        target.schema(),
+        target.threads
+    ));
     let cwd = std::env::current_dir()?;
     let checked = weir_warehouse::open(&target.adapter_type, &target.fields, &cwd).and_then(|wh| {
         let mut c = wh.connect()?;

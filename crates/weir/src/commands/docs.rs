@@ -65,7 +65,13 @@ fn index_html(m: &weir_transform::Manifest, catalog: &J) -> String {
     let mut body = String::new();
     for n in m.nodes.values().filter(|n| n.resource_type != weir_transform::ResourceType::Test) {
         let cat = catalog["nodes"].get(&n.unique_id).or_else(|| catalog["sources"].get(&n.unique_id));
-        body.push_str(&format!("<section id=\"{id}\"><h2>{kind} <code>{name}</code></h2><p>{desc}</p>", id = esc(&n.unique_id), kind = n.resource_type.as_str(), name = esc(&n.name), desc = esc(&n.description)));
+        body.push_str(&format!(
+            "<section id=\"{id}\"><h2>{kind} <code>{name}</code></h2><p>{desc}</p>",
+            id = esc(&n.unique_id),
+            kind = n.resource_type.as_str(),
+            name = esc(&n.name),
+            desc = esc(&n.description)
+        ));
         if let Some(r) = &n.relation {
             body.push_str(&format!("<p>Relation: <code>{}</code></p>", esc(&r.to_string())));
         }
@@ -79,7 +85,11 @@ fn index_html(m: &weir_transform::Manifest, catalog: &J) -> String {
             }
         }
         for name in names {
-            let ty = cat.and_then(|c| c["columns"].as_object()).and_then(|cols| cols.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name))).and_then(|(_, v)| v["type"].as_str()).unwrap_or("");
+            let ty = cat
+                .and_then(|c| c["columns"].as_object())
+                .and_then(|cols| cols.iter().find(|(k, _)| k.eq_ignore_ascii_case(&name)))
+                .and_then(|(_, v)| v["type"].as_str())
+                .unwrap_or("");
             let desc = n.columns.iter().find(|c| c.name == name).map(|c| c.description.clone()).unwrap_or_default();
             body.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&name), esc(ty), esc(&desc)));
         }

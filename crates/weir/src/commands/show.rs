@@ -21,7 +21,9 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, limit: usize, out: &
             let nodes: Vec<_> = selected
                 .iter()
                 .filter_map(|id| ws.manifest.node(id))
-                .filter(|n| matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Analysis | ResourceType::Snapshot))
+                .filter(|n| {
+                    matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Analysis | ResourceType::Snapshot)
+                })
                 .collect();
             let [n] = nodes.as_slice() else {
                 return Err(TransformError::Selection(format!(

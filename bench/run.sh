@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Weir's transformation benchmarks, side by side with dbt-duckdb. Anyone can run it:
+#
+#   bash bench/run.sh            # 1,000 and 10,000 models
+#   BENCH_SIZES="1000" bash bench/run.sh
+#
+# It builds Weir (the same profile as the quickstart and the tests), installs the dbt reference,
+# generates synthetic projects (bench/generate_project.py) under $BENCH_DIR and prints one table
+# of figures. Times are wall-clock seconds, the median of $BENCH_REPEAT runs; memory is the peak
+# resident set size from /usr/bin/time.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/env.sh"
+cd "$WEIR_ROOT"
+SIZES="${BENCH_SIZES:-1000 10000}"
+REPEAT="${BENCH_REPEAT:-3}"
+BENCH_DIR="${BENCH_DIR:-$HOME/.cache/weir/bench}"
+RUN_MODELS="${BENCH_RUN_MODELS:-1000}"
+DBT_PARSE_MAX="${BENCH_DBT_PARSE_MAX:-10000}"
+
+cargo build --quiet --workspace --all-targets
+bash scripts/install-dbt.sh >/dev/null
+WEIR="$CARGO_TARGET_DIR/debug/weir"
+DBT="$WEIR_DBT_VENV/bin/dbt"
+PY="$WEIR_DBT_VENV/bin/python"
+export DBT_SEND_ANONYMOUS_USAGE_STATS=false DO_NOT_TRACK=1
+mkdir -p "$BENCH_DIR"
+
+# timed DIR CMD...: runs CMD in DIR $REPEAT times; prints "median_seconds peak_rss_mb".
+timed() {
+  local dir="$1"; shift
+  local times=() rss=0
+  for _ in $(seq "$REPEAT"); do
+    local out
+    out=$(cd "$dir" && /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1)
+    times+=("${out% *}")
+    local kb="${out#* }"
+    (( kb > rss )) && rss=$kb
+  done
+  local median
+  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p")
+  echo "$median $(( rss / 1024 ))"
+}
+
+fresh_db() { rm -f "$1"/bench.duckdb "$1"/bench.duckdb.wal; rm -rf "$1"/target "$1"/logs; }
+
+echo "## Parse and compile"
+echo
+echo "| models | dbt parse (s) | dbt peak RSS (MB) | weir compile (s) | weir peak RSS (MB) | speed-up |"
+echo "|---:|---:|---:|---:|---:|---:|"
+for n in $SIZES; do
+  dir="$BENCH_DIR/project_$n"
+  rm -rf "$dir"
+  python3 bench/generate_project.py "$dir" --models "$n" >/dev/null
+  read -r w_s w_mb < <(timed "$dir" "$WEIR" compile)
+  if (( n <= DBT_PARSE_MAX )); then
+    read -r d_s d_mb < <(timed "$dir" "$DBT" parse --no-partial-parse --profiles-dir .)
+    ratio=$(python3 -c "print(f'{$d_s / max($w_s, 0.01):.0f}x')")
+  else
+    d_s="-" d_mb="-" ratio="-"
+  fi
+  echo "| $n | $d_s | $d_mb | $w_s | $w_mb | $ratio |"
+done
+
+echo
+echo "## Run overhead per model ($RUN_MODELS models, one thread)"
+echo
+dir="$BENCH_DIR/project_run_$RUN_MODELS"
+rm -rf "$dir"
+python3 bench/generate_project.py "$dir" --models "$RUN_MODELS" >/dev/null
+run_weir() { fresh_db "$dir"; (cd "$dir" && /usr/bin/time -f "%e" "$WEIR" run --threads 1 2>&1 >/dev/null | tail -1); }
+run_dbt() { fresh_db "$dir"; (cd "$dir" && /usr/bin/time -f "%e" "$DBT" run --threads 1 --profiles-dir . 2>&1 >/dev/null | tail -1); }
+median() { sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
+d_run=$(for _ in $(seq "$REPEAT"); do run_dbt; done | median)
+w_run=$(for _ in $(seq "$REPEAT"); do run_weir; done | median)
+# The baseline replays the SQL Weir compiled (left in target/ by the last weir run).
+base=$(for _ in $(seq "$REPEAT"); do "$PY" bench/duckdb_baseline.py "$dir" "$BENCH_DIR/baseline.duckdb" | cut -d' ' -f2; done | median)
+echo "| tool | wall (s) | DuckDB's own time (s) | overhead per model (ms) |"
+echo "|---|---:|---:|---:|"
+for row in "dbt-duckdb $d_run" "weir $w_run"; do
+  set -- $row
+  per=$(python3 -c "print(f'{($2 - $base) * 1000 / $RUN_MODELS:.1f}')")
+  echo "| $1 | $2 | $base | $per |"
+done
+echo
+echo "dbt $("$DBT" --version 2>/dev/null | sed -n 's/.*installed: *//p' | head -1), duckdb (python) $("$PY" -c 'import duckdb; print(duckdb.__version__)'), $(nproc) cores"

@@ -1,0 +1,227 @@
+//! The `weir` binary on temporary copies of projects: what users see, exit codes, errors
+//! that name the place, idempotent reruns, and the example on PostgreSQL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == "target" || name.ends_with(".duckdb") {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+fn shop() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("examples/shop"), dir.path());
+    dir
+}
+
+fn weir(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir).env_remove("DBT_PROFILES_DIR").output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("path".into(), db.display().to_string().into());
+    let wh = weir_warehouse::duckdb::DuckDb::open(&fields, Path::new("/")).unwrap();
+    let mut c = weir_warehouse::Warehouse::connect(&wh).unwrap();
+    c.query(sql).unwrap().rows.into_iter().map(|r| r.iter().map(|d| d.to_string()).collect()).collect()
+}
+
+fn minimal(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![
+        ("dbt_project.yml", "name: t\nprofile: t\n"),
+        ("profiles.yml", "t:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: t.duckdb\n"),
+    ];
+    all.extend_from_slice(files);
+    for (rel, body) in all {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn example_builds_and_a_rerun_changes_no_row() {
+    let dir = shop();
+    let first = weir(dir.path(), &["build"]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(text(&first).contains("Completed successfully"));
+    let sql = "select * from main.daily_revenue order by all";
+    let before = query(&dir.path().join("shop.duckdb"), sql);
+    assert!(before.len() > 1000, "daily_revenue has {} rows", before.len());
+    let second = weir(dir.path(), &["build"]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert_eq!(query(&dir.path().join("shop.duckdb"), sql), before);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap()).unwrap();
+    let statuses: Vec<&str> = results["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.len(), 15);
+    assert!(statuses.iter().all(|s| *s == "success" || *s == "pass"), "{statuses:?}");
+}
+
+#[test]
+fn selection_follows_dbt_syntax() {
+    let dir = shop();
+    let ls = |sel: &[&str]| {
+        let mut args = vec!["ls", "--resource-type", "model", "seed", "--select"];
+        args.extend_from_slice(sel);
+        let o = weir(dir.path(), &args);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(ls(&["+daily_revenue"]), ["shop.marts.daily_revenue", "shop.staging.stg_orders", "shop.raw_orders"]);
+    assert_eq!(ls(&["stg_orders+"]), ["shop.marts.daily_revenue", "shop.staging.stg_orders"]);
+    assert_eq!(ls(&["tag:marts"]), ["shop.marts.daily_revenue"]);
+    assert_eq!(ls(&["path:models/staging", "resource_type:seed"]), ["shop.staging.stg_orders", "shop.raw_orders"]);
+    assert_eq!(ls(&["+daily_revenue,config.materialized:view"]), ["shop.staging.stg_orders"]);
+}
+
+#[test]
+fn compiled_sql_is_stable() {
+    let dir = shop();
+    let o = weir(dir.path(), &["compile", "--select", "stg_orders"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sql = std::fs::read_to_string(dir.path().join("target/compiled/shop/models/staging/stg_orders.sql")).unwrap();
+    insta::assert_snapshot!("stg_orders_compiled", sql);
+}
+
+#[test]
+fn malformed_yaml_names_file_line_and_column() {
+    let dir = minimal(&[("models/schema.yml", "version: 2\nmodels:\n  - name: a\n    columns: [unclosed\n")]);
+    let o = weir(dir.path(), &["build"]);
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(t.contains("models/schema.yml:5:1") || t.contains("models/schema.yml:4:"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+}
+
+#[test]
+fn an_undefined_ref_points_at_the_call() {
+    let dir = minimal(&[("models/orders.sql", "select 1 as x\n"), ("models/b.sql", "select *\nfrom {{ ref('ordrs') }}\n")]);
+    let t = text(&weir(dir.path(), &["build"]));
+    assert!(t.contains("models/b.sql:2:9") && t.contains("'ordrs'") && t.contains("did you mean 'orders'"), "{t}");
+}
+
+#[test]
+fn jinja_syntax_errors_show_the_line() {
+    let dir = minimal(&[("models/a.sql", "select 1\n{% if %}\n")]);
+    let o = weir(dir.path(), &["compile"]);
+    assert_eq!(o.status.code(), Some(2));
+    let t = text(&o);
+    assert!(t.contains("models/a.sql:2") && t.contains("Jinja syntax error") && t.contains("{% if %}"), "{t}");
+}
+
+#[test]
+fn cycles_are_printed() {
+    let dir = minimal(&[("models/a.sql", "select * from {{ ref('b') }}"), ("models/b.sql", "select * from {{ ref('a') }}")]);
+    let t = text(&weir(dir.path(), &["run"]));
+    assert!(t.contains("dependency cycle: model.t.") && t.contains(" -> "), "{t}");
+}
+
+#[test]
+fn a_missing_profile_says_where_it_looked() {
+    let dir = minimal(&[]);
+    std::fs::write(dir.path().join("dbt_project.yml"), "name: t\nprofile: nowhere\n").unwrap();
+    let t = text(&weir(dir.path(), &["run", "--profiles-dir", "."]));
+    assert!(t.contains("profile 'nowhere' not found") && t.contains("profiles there: t"), "{t}");
+}
+
+#[test]
+fn a_failing_model_skips_its_children_and_the_run_goes_on() {
+    let dir = minimal(&[
+        ("models/bad.sql", "select nonsense from nowhere"),
+        ("models/child.sql", "select * from {{ ref('bad') }}"),
+        ("models/ok.sql", "select 1 as x"),
+    ]);
+    let o = weir(dir.path(), &["run"]);
+    assert_eq!(o.status.code(), Some(1));
+    let t = text(&o);
+    assert!(t.contains("ERROR=1") && t.contains("SKIP=1") && t.contains("PASS=1"), "{t}");
+    assert!(t.contains("nowhere"), "{t}");
+}
+
+#[test]
+fn misspelled_configs_warn_with_their_place() {
+    let dir = minimal(&[("models/a.sql", "select 1 as x")]);
+    std::fs::write(dir.path().join("dbt_project.yml"), "name: t\nprofile: t\nmodels:\n  t:\n    +materialised: table\n").unwrap();
+    let o = weir(dir.path(), &["run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("dbt_project.yml:5:5: unknown config key '+materialised' (did you mean '+materialized'?)"), "{}", text(&o));
+}
+
+#[test]
+fn example_builds_on_postgres_in_its_own_schema() {
+    let dir = shop();
+    let schema = format!("weir_test_{}", std::process::id());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(["build", "--target", "pg"]).current_dir(dir.path()).env("WEIR_SHOP_SCHEMA", &schema).env("PGDATABASE", "test");
+    let o = cmd.output().unwrap();
+    let mut pg = postgres::Client::connect("host=127.0.0.1 user=postgres dbname=test", postgres::NoTls).unwrap();
+    let count = pg.query_one(&format!("select count(*) from {schema}.daily_revenue"), &[]).map(|r| r.get::<_, i64>(0));
+    let raw = pg.query_one(&format!("select count(*) from {schema}_raw.orders"), &[]).map(|r| r.get::<_, i64>(0));
+    pg.batch_execute(&format!("drop schema if exists {schema} cascade; drop schema if exists {schema}_raw cascade")).unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(raw.unwrap(), 20000);
+    assert!(count.unwrap() > 1000);
+}
+
+#[test]
+fn snapshots_record_history_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("crates/weir/tests/fixtures/parity/snapshots"), dir.path());
+    let schema = format!("weir_snap_{}", std::process::id());
+    let project = std::fs::read_to_string(dir.path().join("dbt_project.yml")).unwrap();
+    std::fs::write(
+        dir.path().join("dbt_project.yml"),
+        project.replace("+target_schema: history", &format!("+target_schema: {schema}_history")),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("profiles.yml"),
+        format!(
+            "parity:\n  target: pg\n  outputs:\n    pg:\n      type: postgres\n      host: 127.0.0.1\n      user: postgres\n      dbname: test\n      schema: {schema}\n      threads: 2\n"
+        ),
+    )
+    .unwrap();
+    let steps = ["{day: 1}", "{day: 2}", "{day: 2}", "{day: 3}", "{day: 4}"];
+    let outputs: Vec<Output> = steps.iter().map(|vars| weir(dir.path(), &["build", "--vars", vars])).collect();
+    let mut pg = postgres::Client::connect("host=127.0.0.1 user=postgres dbname=test", postgres::NoTls).unwrap();
+    let count = |pg: &mut postgres::Client, sql: &str| pg.query_one(sql, &[]).map(|r| r.get::<_, i64>(0));
+    let h = format!("{schema}_history");
+    let ts = count(&mut pg, &format!("select count(*) from {h}.customers_ts"));
+    let ts_current = count(&mut pg, &format!("select count(*) from {h}.customers_ts where dbt_valid_to = '9999-12-31'"));
+    let check = count(&mut pg, &format!("select count(*) from {h}.customers_check"));
+    let check_current = count(&mut pg, &format!("select count(*) from {h}.customers_check where dbt_valid_to is null"));
+    let deleted = count(&mut pg, &format!("select count(*) from {h}.customers_yaml where dbt_is_deleted = 'True'"));
+    pg.batch_execute(&format!("drop schema if exists {schema} cascade; drop schema if exists {h} cascade")).unwrap();
+    for o in &outputs {
+        assert!(o.status.success(), "{}", text(o));
+    }
+    // Timestamp strategy: Ada, Cy, Di and Flo gain versions; deletes are ignored.
+    assert_eq!((ts.unwrap(), ts_current.unwrap()), (9, 6));
+    // Check strategy on tier, deletes invalidated: Bob and the first Di are closed.
+    assert_eq!((check.unwrap(), check_current.unwrap()), (10, 5));
+    // new_record: one deletion record each for Di (day 2) and Bob (day 3).
+    assert_eq!(deleted.unwrap(), 2);
+}
