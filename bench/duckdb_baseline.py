@@ -23,7 +23,10 @@ def main() -> None:
     with open(os.path.join(target, "manifest.json")) as f:
         nodes = json.load(f)["nodes"]
     with open(os.path.join(target, "run_results.json")) as f:
-        order = [r["unique_id"] for r in json.load(f)["results"] if r["unique_id"].startswith("model.")]
+        results = [r for r in json.load(f)["results"] if r["unique_id"].startswith("model.")]
+    # The order the models ran in (one thread): by the start of each one's compile step.
+    results.sort(key=lambda r: r["timing"][0]["started_at"] if r["timing"] else "")
+    order = [r["unique_id"] for r in results]
     statements = []
     for uid in order:
         n = nodes[uid]

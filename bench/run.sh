@@ -23,18 +23,20 @@ WEIR="$CARGO_TARGET_DIR/debug/weir"
 DBT="$WEIR_DBT_VENV/bin/dbt"
 PY="$WEIR_DBT_VENV/bin/python"
 export DBT_SEND_ANONYMOUS_USAGE_STATS=false DO_NOT_TRACK=1
-mkdir -p "$BENCH_DIR"
+mkdir -p "$BENCH_DIR/baseline"
 
 # timed DIR CMD...: runs CMD in DIR $REPEAT times; prints "median_seconds peak_rss_mb".
+# Wall time from the shell's clock (milliseconds); peak memory from /usr/bin/time.
 timed() {
   local dir="$1"; shift
   local times=() rss=0
   for _ in $(seq "$REPEAT"); do
-    local out
-    out=$(cd "$dir" && /usr/bin/time -f "%e %M" "$@" 2>&1 >/dev/null | tail -1)
-    times+=("${out% *}")
-    local kb="${out#* }"
-    (( kb > rss )) && rss=$kb
+    local out t0 t1
+    t0=$(date +%s%N)
+    out=$(cd "$dir" && /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1)
+    t1=$(date +%s%N)
+    times+=("$(python3 -c "print(f'{($t1 - $t0) / 1e9:.3f}')")")
+    (( out > rss )) && rss=$out
   done
   local median
   median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p")
@@ -54,7 +56,7 @@ for n in $SIZES; do
   read -r w_s w_mb < <(timed "$dir" "$WEIR" compile)
   if (( n <= DBT_PARSE_MAX )); then
     read -r d_s d_mb < <(timed "$dir" "$DBT" parse --no-partial-parse --profiles-dir .)
-    ratio=$(python3 -c "print(f'{$d_s / max($w_s, 0.01):.0f}x')")
+    ratio=$(python3 -c "print(f'{$d_s / max($w_s, 0.001):.0f}x')")
   else
     d_s="-" d_mb="-" ratio="-"
   fi
@@ -67,13 +69,21 @@ echo
 dir="$BENCH_DIR/project_run_$RUN_MODELS"
 rm -rf "$dir"
 python3 bench/generate_project.py "$dir" --models "$RUN_MODELS" >/dev/null
-run_weir() { fresh_db "$dir"; (cd "$dir" && /usr/bin/time -f "%e" "$WEIR" run --threads 1 2>&1 >/dev/null | tail -1); }
-run_dbt() { fresh_db "$dir"; (cd "$dir" && /usr/bin/time -f "%e" "$DBT" run --threads 1 --profiles-dir . 2>&1 >/dev/null | tail -1); }
+# wall CMD...: seconds CMD takes, from the shell's clock.
+wall() {
+  local t0 t1
+  t0=$(date +%s%N)
+  "$@" >/dev/null 2>&1
+  t1=$(date +%s%N)
+  python3 -c "print(f'{($t1 - $t0) / 1e9:.3f}')"
+}
+run_weir() { fresh_db "$dir"; (cd "$dir" && wall "$WEIR" run --threads 1); }
+run_dbt() { fresh_db "$dir"; (cd "$dir" && wall "$DBT" run --threads 1 --profiles-dir .); }
 median() { sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
 d_run=$(for _ in $(seq "$REPEAT"); do run_dbt; done | median)
 w_run=$(for _ in $(seq "$REPEAT"); do run_weir; done | median)
 # The baseline replays the SQL Weir compiled (left in target/ by the last weir run).
-base=$(for _ in $(seq "$REPEAT"); do "$PY" bench/duckdb_baseline.py "$dir" "$BENCH_DIR/baseline.duckdb" | cut -d' ' -f2; done | median)
+base=$(for _ in $(seq "$REPEAT"); do "$PY" bench/duckdb_baseline.py "$dir" "$BENCH_DIR/baseline/bench.duckdb" | cut -d' ' -f2; done | median)
 echo "| tool | wall (s) | DuckDB's own time (s) | overhead per model (ms) |"
 echo "|---|---:|---:|---:|"
 for row in "dbt-duckdb $d_run" "weir $w_run"; do

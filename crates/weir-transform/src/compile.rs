@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use minijinja::value::{Kwargs, Value};
 use serde_json::Value as J;
-use weir_project::jinja::{NodeContext, NodeScope, RenderMode, json_value};
+use weir_project::jinja::{LazyModel, NodeContext, NodeScope, RenderMode, json_value};
 
 use crate::error::TransformError;
 use crate::node::{Node, ResourceType};
@@ -16,8 +16,12 @@ use crate::session::ExecHost;
 /// A node's execute-mode Jinja context.
 pub fn context(host: &ExecHost, n: &Node) -> NodeContext {
     let this = n.relation.as_ref().map(|_| host.session.relation_value(n));
-    let scope = NodeScope { unique_id: n.unique_id.clone(), package: n.package.clone(), file: n.file.clone(), this, model: n.to_jinja() };
     let m = &host.session.manifest;
+    let model = {
+        let (m, id) = (m.clone(), n.unique_id.clone());
+        LazyModel::new(move || m.node(&id).map(Node::to_jinja).unwrap_or_default())
+    };
+    let scope = NodeScope { unique_id: n.unique_id.clone(), package: n.package.clone(), file: n.file.clone(), this, model };
     NodeContext::new(Arc::new(host.clone()), m.jinja.macros.clone(), scope, RenderMode::Execute, n.config.clone())
 }
 
@@ -140,15 +144,19 @@ fn skip_space_and_comments(sql: &str) -> usize {
     }
 }
 
-/// All dependencies of a set of nodes that must exist before they run (for schema creation).
+/// The schemas a run writes into (the nodes' relations and stored test failures), created once
+/// before it starts.
 pub fn schemas_of(m: &crate::parse::Manifest, ids: &BTreeSet<String>) -> Vec<(String, String)> {
     let mut out: BTreeSet<(String, String)> = BTreeSet::new();
     for id in ids {
-        if let Some(n) = m.node(id)
-            && let Some(r) = &n.relation
+        let Some(n) = m.node(id) else { continue };
+        if let Some(r) = &n.relation
             && n.resource_type != ResourceType::Source
         {
             out.insert((r.database.clone(), r.schema.clone()));
+        }
+        if let Some(r) = crate::run::stored_failures_relation(m, n) {
+            out.insert((r.database, r.schema));
         }
     }
     out.into_iter().collect()

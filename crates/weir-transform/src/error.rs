@@ -21,6 +21,11 @@ pub enum TransformError {
     #[error("{0}")]
     Selection(String),
 
+    /// The data broke a rule the run relies on (duplicate merge keys, ...); the message names
+    /// the model and shows the offending values.
+    #[error("{0}")]
+    Data(String),
+
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }

@@ -18,7 +18,18 @@ use crate::node::Node;
 #[derive(Debug, Clone)]
 pub enum Step {
     Sql(String),
-    CopyCsv { target: String, columns: Vec<String>, path: std::path::PathBuf, delimiter: char },
+    CopyCsv {
+        target: String,
+        columns: Vec<String>,
+        path: std::path::PathBuf,
+        delimiter: char,
+    },
+    /// A query that must return no rows; if it does, the plan is rolled back with `message`
+    /// followed by the rows it returned, e.g. the duplicated keys of a merge.
+    ExpectNoRows {
+        sql: String,
+        message: String,
+    },
 }
 
 impl Step {
@@ -26,6 +37,7 @@ impl Step {
         match self {
             Step::Sql(s) => s.clone(),
             Step::CopyCsv { target, path, .. } => format!("-- copy {} into {target}", path.display()),
+            Step::ExpectNoRows { sql, .. } => format!("-- must return no rows:\n{sql}"),
         }
     }
 }
@@ -38,6 +50,14 @@ pub fn run_plan(conn: &mut dyn Connection, steps: &[Step], main: usize) -> Resul
         let result = match step {
             Step::Sql(sql) => conn.execute(sql),
             Step::CopyCsv { target, columns, path, delimiter } => conn.copy_csv(target, columns, path, *delimiter),
+            Step::ExpectNoRows { sql, message } => match conn.query(sql) {
+                Ok(found) if found.rows.is_empty() => Ok(0),
+                Ok(found) => {
+                    let _ = conn.execute("rollback");
+                    return Err(TransformError::Data(format!("{message}\n{}", found.to_grid())));
+                }
+                Err(e) => Err(e),
+            },
         };
         match result {
             Ok(n) if i == main => rows = n,
@@ -159,6 +179,73 @@ pub fn check_contract(conn: &mut dyn Connection, n: &Node, sql: &str) -> Result<
     ))
 }
 
+/// What `on_schema_change` does when the model's columns (`source`) differ from its table's
+/// (`dest`), as dbt does it: `ignore` (the default) writes the table's columns; `fail` stops
+/// with the differences; `append_new_columns` adds new columns; `sync_all_columns` also drops
+/// vanished columns and retypes changed ones. Returns the `alter` statements and the columns to
+/// write.
+pub fn schema_change_steps(
+    wh: &dyn Warehouse,
+    n: &Node,
+    target: &Relation,
+    source: &[Column],
+    dest: &[Column],
+) -> Result<(Vec<Step>, Vec<Column>), TransformError> {
+    let mode = n.config_str("on_schema_change").unwrap_or_else(|| "ignore".into());
+    let find = |cols: &[Column], name: &str| cols.iter().find(|c| c.name.eq_ignore_ascii_case(name)).cloned();
+    let added: Vec<Column> = source.iter().filter(|c| find(dest, &c.name).is_none()).cloned().collect();
+    let removed: Vec<Column> = dest.iter().filter(|c| find(source, &c.name).is_none()).cloned().collect();
+    let retyped: Vec<Column> =
+        source.iter().filter(|c| find(dest, &c.name).is_some_and(|d| !same_type(&d.data_type, &c.data_type))).cloned().collect();
+    let changed = !(added.is_empty() && removed.is_empty() && retyped.is_empty());
+    let list = |cols: &[Column]| -> String {
+        if cols.is_empty() {
+            "none".into()
+        } else {
+            cols.iter().map(|c| format!("{} {}", c.name, c.data_type)).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let t = wh.render(target);
+    match mode.as_str() {
+        "fail" if changed => Err(TransformError::at(
+            Location::file(&n.file),
+            format!(
+                "model '{}': the model's columns no longer match {t} (on_schema_change: fail); nothing was written.\n  \
+                 new in the model: {}\n  missing from the model: {}\n  new types: {}\n\
+                 Set on_schema_change to append_new_columns or sync_all_columns, or rebuild with --full-refresh.",
+                n.name,
+                list(&added),
+                list(&removed),
+                list(&retyped)
+            ),
+            None,
+        )),
+        "append_new_columns" | "sync_all_columns" if changed => {
+            let mut steps: Vec<Step> =
+                added.iter().map(|c| Step::Sql(format!("alter table {t} add column {} {}", wh.quote(&c.name), c.data_type))).collect();
+            if mode == "sync_all_columns" {
+                steps.extend(removed.iter().map(|c| Step::Sql(format!("alter table {t} drop column {}", wh.quote(&c.name)))));
+                for c in &retyped {
+                    // dbt's alter_column_type: a new column, a copy, a drop and a rename (so the
+                    // column moves to the end, as under dbt).
+                    let (col, tmp) = (wh.quote(&c.name), wh.quote(&format!("{}__dbt_alter", c.name)));
+                    steps.push(Step::Sql(format!("alter table {t} add column {tmp} {}", c.data_type)));
+                    steps.push(Step::Sql(format!("update {t} set {tmp} = {col}")));
+                    steps.push(Step::Sql(format!("alter table {t} drop column {col} cascade")));
+                    steps.push(Step::Sql(format!("alter table {t} rename column {tmp} to {col}")));
+                }
+            }
+            Ok((steps, source.to_vec()))
+        }
+        "ignore" | "fail" | "append_new_columns" | "sync_all_columns" => Ok((vec![], dest.to_vec())),
+        other => Err(TransformError::at(
+            Location::file(&n.file),
+            format!("model '{}': on_schema_change '{other}' is not one of ignore, fail, append_new_columns, sync_all_columns", n.name),
+            None,
+        )),
+    }
+}
+
 /// Types compare equal ignoring case and, for text types, length modifiers.
 fn same_type(a: &str, b: &str) -> bool {
     let norm = |t: &str| {
@@ -175,6 +262,7 @@ pub fn incremental_steps(
     n: &Node,
     target: &Relation,
     sql: &str,
+    source: &[Column],
     dest: &[Column],
 ) -> Result<(Vec<Step>, usize), TransformError> {
     let unique_key = n.config_list("unique_key");
@@ -182,11 +270,27 @@ pub fn incremental_steps(
         .config_str("incremental_strategy")
         .unwrap_or_else(|| if unique_key.is_empty() { "append".into() } else { "delete+insert".into() });
     let (create_tmp, tmp) = wh.create_temp_table_sql(&format!("{}__dbt_tmp", target.identifier), sql);
+    let mut steps = vec![Step::Sql(create_tmp)];
+    let (alters, dest) = schema_change_steps(wh, n, target, source, dest)?;
+    steps.extend(alters);
+    let dest = dest.as_slice();
+    if !unique_key.is_empty() && strategy != "append" {
+        // Duplicate keys in the new rows would multiply rows in the table: refuse them.
+        let keys = unique_key.join(", ");
+        steps.push(Step::ExpectNoRows {
+            sql: format!(
+                "select {keys}, count(*) as copies\nfrom {tmp}\ngroup by {keys}\nhaving count(*) > 1\norder by copies desc\nlimit 10"
+            ),
+            message: format!(
+                "model '{}': unique_key ({keys}) is not unique in the new rows; nothing was written. Duplicated keys:",
+                n.name
+            ),
+        });
+    }
     let cols: Vec<String> = dest.iter().map(|c| wh.quote(&c.name)).collect();
     let cols_csv = cols.join(", ");
     let insert = format!("insert into {} ({cols_csv})\n(\n    select {cols_csv}\n    from {tmp}\n)", wh.render(target));
     let predicates: Vec<String> = n.config_list("incremental_predicates");
-    let mut steps = vec![Step::Sql(create_tmp)];
     match strategy.as_str() {
         "append" => steps.push(Step::Sql(insert)),
         "delete+insert" => {

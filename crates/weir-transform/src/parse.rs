@@ -12,7 +12,7 @@ use serde_json::{Map, Value as J};
 use weir_core::{Location, Relation, RelationKind};
 use weir_project::config::merge;
 use weir_project::error::closest;
-use weir_project::jinja::{Host, JinjaEnv, MacroFile, NodeContext, NodeScope, RelationValue, RenderMode, json_value};
+use weir_project::jinja::{Host, JinjaEnv, LazyModel, MacroFile, NodeContext, NodeScope, RelationValue, RenderMode, json_value};
 use weir_project::schema::{ColumnDef, SchemaFile, TestDef};
 use weir_project::{ConfigMap, ConfigTree, FileKind, Project, ProjectFile, Target, Warning};
 
@@ -206,6 +206,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
     }
 
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut renders: Vec<(NodeScope, String, ConfigMap)> = vec![];
     let mut seen_names: HashMap<(String, String), String> = HashMap::new();
     for f in &project.files {
         let resource_type = match f.kind {
@@ -231,13 +232,14 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
         for (name, body) in blocks {
             let kind_str = resource_type.as_str();
             if matches!(resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot)
-                && let Some(other) = seen_names.insert((f.package.clone(), name.clone()), f.original_path.clone()) {
-                    return Err(TransformError::at(
-                        Location::file(&f.path),
-                        format!("duplicate resource name '{name}': also defined in {other}; names must be unique within a package"),
-                        None,
-                    ));
-                }
+                && let Some(other) = seen_names.insert((f.package.clone(), name.clone()), f.original_path.clone())
+            {
+                return Err(TransformError::at(
+                    Location::file(&f.path),
+                    format!("duplicate resource name '{name}': also defined in {other}; names must be unique within a package"),
+                    None,
+                ));
+            }
             let mut fqn = vec![f.package.clone()];
             fqn.extend(f.folders());
             fqn.push(name.clone());
@@ -261,7 +263,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 merge(&mut config, &p.config);
             }
             let unique_id = format!("{kind_str}.{}.{name}", f.package);
-            let mut node = Node {
+            let node = Node {
                 unique_id: unique_id.clone(),
                 resource_type,
                 package: f.package.clone(),
@@ -288,16 +290,47 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                     package: f.package.clone(),
                     file: f.path.clone(),
                     this: None,
-                    model: node.to_jinja(),
+                    model: {
+                        let partial = node.clone();
+                        LazyModel::new(move || partial.to_jinja())
+                    },
                 };
-                let ctx = NodeContext::new(host.clone(), jinja.macros.clone(), scope, RenderMode::Parse, node.config.clone());
-                jinja.render(&f.path, &body, &ctx)?;
-                node.config = ctx.config();
-                if resource_type == ResourceType::Test && node.config.get("severity").is_none() {
-                    // Singular tests take the project-wide test settings too.
-                }
+                renders.push((scope, body, node.config.clone()));
             }
             nodes.insert(unique_id, node);
+        }
+    }
+    // Parse-time renders (finding `ref`, `source` and `config` calls) are independent: run
+    // them on every core. The first error in file order is reported, as a sequential parse would.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = renders.len().div_ceil(threads).max(1);
+    let configs: Vec<Result<(String, ConfigMap), TransformError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = renders
+            .chunks(chunk)
+            .map(|part| {
+                let (host, jinja) = (&host, &jinja);
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(node_scope, body, config)| {
+                            let (id, file) = (node_scope.unique_id.clone(), node_scope.file.clone());
+                            let ctx =
+                                NodeContext::new(host.clone(), jinja.macros.clone(), node_scope.clone(), RenderMode::Parse, config.clone());
+                            jinja.render(&file, body, &ctx)?;
+                            Ok((id, ctx.config()))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|_| vec![Err(TransformError::Graph("a parse thread panicked".into()))]))
+            .collect()
+    });
+    for result in configs {
+        let (id, config) = result?;
+        if let Some(n) = nodes.get_mut(&id) {
+            n.config = config;
         }
     }
     if let Ok(mut refs) = host.refs.lock() {
@@ -537,7 +570,9 @@ pub fn generic_test_name(test_identifier: &str, target_name: &str, args: &Map<St
             other => flat.push(py_str(other)),
         }
     }
-    let re = regex::Regex::new("[^0-9a-zA-Z_]+").expect("static regex");
+    static NON_WORD: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new("[^0-9a-zA-Z_]+").expect("static regex"));
+    let re = &*NON_WORD;
     let clean: Vec<String> = flat.iter().map(|a| re.replace_all(a, "_").into_owned()).collect();
     let unique = clean.join("__");
     format!("{test_identifier}_{target_name}_{unique}")
@@ -585,7 +620,13 @@ fn build_test_node(project: &Arc<Project>, jinja: &Arc<JinjaEnv>, host: &Arc<Par
     let unique_id = format!("test.{package}.{name}.{hash}");
     // `to: ref('customers')` and friends are Jinja expressions: render them in parse mode
     // so the refs they make become dependencies.
-    let scope = NodeScope { unique_id: unique_id.clone(), package: package.clone(), file: t.file.path.clone(), this: None, model: J::Null };
+    let scope = NodeScope {
+        unique_id: unique_id.clone(),
+        package: package.clone(),
+        file: t.file.path.clone(),
+        this: None,
+        model: LazyModel::new(|| J::Null),
+    };
     let ctx = NodeContext::new(host.clone(), jinja.macros.clone(), scope, RenderMode::Parse, config.clone());
     for v in kwargs.values() {
         if let J::String(s) = v
@@ -717,15 +758,22 @@ fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), Trans
         }
         let custom = |key: &str| n.config_str(key);
         let snapshot_schema = if n.resource_type == ResourceType::Snapshot { custom("target_schema") } else { None };
-        let scope =
-            NodeScope { unique_id: n.unique_id.clone(), package: n.package.clone(), file: n.file.clone(), this: None, model: n.to_jinja() };
-        let ctx = NodeContext::new(host.clone(), macros.clone(), scope, RenderMode::Execute, n.config.clone());
+        // A project override of a generate_* macro is called with the node, as dbt calls it.
         let call = |name: &str, arg: Option<String>| -> Result<String, TransformError> {
-            let args = [arg.map(minijinja::Value::from).unwrap_or(minijinja::Value::from(())), json_value(n.to_jinja())];
+            let model = n.to_jinja();
+            let scope = NodeScope {
+                unique_id: n.unique_id.clone(),
+                package: n.package.clone(),
+                file: n.file.clone(),
+                this: None,
+                model: {
+                    let model = model.clone();
+                    LazyModel::new(move || model.clone())
+                },
+            };
+            let ctx = NodeContext::new(host.clone(), macros.clone(), scope, RenderMode::Execute, n.config.clone());
+            let args = [arg.map(minijinja::Value::from).unwrap_or(minijinja::Value::from(())), json_value(model)];
             let v = m.jinja.call_macro(&ctx, name, &args)?;
-            if std::env::var_os("WEIR_DEBUG").is_some() {
-                eprintln!("{name}({:?}) -> {v:?}", args[0]);
-            }
             Ok(v.to_string().trim().to_string())
         };
         let schema_name = match (snapshot_schema, fast[0], custom("schema")) {

@@ -328,16 +328,11 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
 
 /// Writes compiled or run SQL under `target/compiled/` or `target/run/`, as dbt lays it out.
 fn write_sql(opts: &RunOptions, kind: &str, n: &Node, sql: &str) {
-    let mut path = opts.target_dir.join(kind).join(&n.package).join(&n.original_file_path);
-    if n.test.is_some() || n.original_file_path.ends_with(".yml") || n.original_file_path.ends_with(".yaml") {
-        path = path.join(format!("{}.sql", n.name));
-    } else if n.resource_type == ResourceType::Seed {
-        path.set_extension("sql");
-    }
+    let path = crate::artifacts::node_sql_path(&opts.target_dir, kind, n);
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let _ = std::fs::write(path, sql);
+    let _ = crate::artifacts::write_if_changed(&path, sql);
 }
 
 fn hooks(n: &Node, key: &str) -> Vec<(String, bool)> {
@@ -407,8 +402,8 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
         }
         "incremental" => {
             if session.is_incremental(n) {
-                let dest = with_conn(session, slot, |c| c.columns(&rel))?;
-                let (steps, main) = incremental_steps(wh, n, &rel, &sql, &dest)?;
+                let (dest, source) = with_conn(session, slot, |c| Ok((c.columns(&rel)?, c.describe_query(&sql)?)))?;
+                let (steps, main) = incremental_steps(wh, n, &rel, &sql, &source, &dest)?;
                 (steps, main, RelationKind::Table)
             } else {
                 let create = if enforced {
@@ -444,6 +439,19 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
         result.rows_affected = Some(rows);
     }
     Ok(())
+}
+
+/// Where a test keeps its failing rows, if it stores them (`store_failures`, or
+/// `--store-failures`): `<target schema>_dbt_test__audit.<test name>`, as dbt names it.
+pub fn stored_failures_relation(m: &crate::parse::Manifest, n: &Node) -> Option<Relation> {
+    if n.resource_type != ResourceType::Test || !n.config.get("store_failures").and_then(J::as_bool).unwrap_or(m.flags.store_failures) {
+        return None;
+    }
+    let schema = n
+        .config_str("schema")
+        .map(|s| format!("{}_{s}", m.target.schema()))
+        .unwrap_or_else(|| format!("{}_dbt_test__audit", m.target.schema()));
+    Some(Relation::new(m.target.database(), schema, n.config_str("alias").unwrap_or_else(|| crate::parse::test_alias(&n.name))))
 }
 
 fn run_snapshot(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
@@ -568,19 +576,11 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
     write_sql(opts, "compiled", n, &sql);
     result.compiled_code = Some(sql.clone());
     result.compile_done_at = chrono::Utc::now();
-    let store = n.config.get("store_failures").and_then(J::as_bool).unwrap_or(m.flags.store_failures);
-    let main_sql = if store {
-        let schema = n
-            .config_str("schema")
-            .map(|s| format!("{}_{s}", m.target.schema()))
-            .unwrap_or_else(|| format!("{}_dbt_test__audit", m.target.schema()));
-        let audit = Relation::new(m.target.database(), schema, n.config_str("alias").unwrap_or_else(|| crate::parse::test_alias(&n.name)));
-        let steps = vec![
-            Step::Sql(wh.create_schema_sql(&audit.database, &audit.schema)),
-            Step::Sql(format!("drop table if exists {}", wh.render(&audit))),
-            Step::Sql(wh.create_table_as_sql(&audit, &sql)),
-        ];
-        with_conn(session, slot, |c| Ok(run_plan(c, &steps, 2)))??;
+    // The audit schema was created before the run started (see `compile::schemas_of`):
+    // creating it here, from several threads at once, conflicts in DuckDB's catalog.
+    let main_sql = if let Some(audit) = stored_failures_relation(m, n) {
+        let steps = vec![Step::Sql(format!("drop table if exists {}", wh.render(&audit))), Step::Sql(wh.create_table_as_sql(&audit, &sql))];
+        with_conn(session, slot, |c| Ok(run_plan(c, &steps, 1)))??;
         result.relation_name = Some(wh.render(&audit));
         format!("select * from {}", wh.render(&audit))
     } else {
@@ -633,7 +633,7 @@ pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<Vec<Node
                 package: pkg.name.clone(),
                 file: pkg.settings.file.clone(),
                 this: None,
-                model: J::Null,
+                model: weir_project::jinja::LazyModel::new(|| J::Null),
             };
             let mut ctx = weir_project::jinja::NodeContext::new(
                 Arc::new(host.clone()),

@@ -14,11 +14,14 @@ use weir_core::{Column, Datum, QueryResult, Relation, RelationKind};
 
 use crate::{Connection, Result, Warehouse, WarehouseError, kind_of, literal};
 
-/// A DuckDB database opened once per process; connections are clones of it.
+/// A DuckDB database opened once per process, on first use (so `weir compile` and `weir ls`
+/// never pay for opening it); connections are clones of it.
 pub struct DuckDb {
-    root: Mutex<duckdb::Connection>,
+    root: Mutex<Option<duckdb::Connection>>,
     path: Option<PathBuf>,
     database: String,
+    /// `set key = value` statements from the profile's `settings`, run when it opens.
+    settings: Vec<String>,
 }
 
 fn err(e: duckdb::Error, sql: &str) -> WarehouseError {
@@ -26,38 +29,48 @@ fn err(e: duckdb::Error, sql: &str) -> WarehouseError {
 }
 
 impl DuckDb {
-    /// Opens the profile's `path` (relative paths are taken from `base_dir`, as dbt-duckdb
-    /// takes them from the working directory), running its `settings` and `extensions`.
+    /// Reads the profile's `path` (relative paths are taken from `base_dir`, as dbt-duckdb
+    /// takes them from the working directory) and `settings`; the file is opened by the first
+    /// connection.
     pub fn open(fields: &Map<String, J>, base_dir: &Path) -> Result<DuckDb> {
         let path = fields.get("path").and_then(J::as_str).filter(|p| *p != ":memory:" && !p.is_empty());
-        let (conn, path, database) = match path {
+        let (path, database) = match path {
             Some(p) => {
                 let full = if Path::new(p).is_absolute() { PathBuf::from(p) } else { base_dir.join(p) };
-                if let Some(parent) = full.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| WarehouseError::Io(format!("{}: {e}", parent.display())))?;
-                }
-                let conn = duckdb::Connection::open(&full)
-                    .map_err(|e| WarehouseError::Connect { target: full.display().to_string(), message: e.to_string() })?;
                 let db = full.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "memory".into());
-                (conn, Some(full), db)
+                (Some(full), db)
             }
-            None => {
-                let conn = duckdb::Connection::open_in_memory()
-                    .map_err(|e| WarehouseError::Connect { target: ":memory:".into(), message: e.to_string() })?;
-                (conn, None, "memory".to_string())
-            }
+            None => (None, "memory".to_string()),
         };
-        if let Some(J::Object(settings)) = fields.get("settings") {
-            for (k, v) in settings {
+        let mut settings = vec![];
+        if let Some(J::Object(map)) = fields.get("settings") {
+            for (k, v) in map {
                 let value = match v {
                     J::String(s) => literal(s),
                     other => other.to_string(),
                 };
-                let sql = format!("set {k} = {value}");
-                conn.execute_batch(&sql).map_err(|e| err(e, &sql))?;
+                settings.push(format!("set {k} = {value}"));
             }
         }
-        Ok(DuckDb { root: Mutex::new(conn), path, database })
+        Ok(DuckDb { root: Mutex::new(None), path, database, settings })
+    }
+
+    fn open_root(&self) -> Result<duckdb::Connection> {
+        let conn = match &self.path {
+            Some(full) => {
+                if let Some(parent) = full.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| WarehouseError::Io(format!("{}: {e}", parent.display())))?;
+                }
+                duckdb::Connection::open(full)
+                    .map_err(|e| WarehouseError::Connect { target: full.display().to_string(), message: e.to_string() })?
+            }
+            None => duckdb::Connection::open_in_memory()
+                .map_err(|e| WarehouseError::Connect { target: ":memory:".into(), message: e.to_string() })?,
+        };
+        for sql in &self.settings {
+            conn.execute_batch(sql).map_err(|e| err(e, sql))?;
+        }
+        Ok(conn)
     }
 
     pub fn database(&self) -> &str {
@@ -75,7 +88,11 @@ impl Warehouse for DuckDb {
     }
 
     fn connect(&self) -> Result<Box<dyn Connection>> {
-        let root = self.root.lock().map_err(|_| WarehouseError::Io("duckdb connection lock poisoned".into()))?;
+        let mut root = self.root.lock().map_err(|_| WarehouseError::Io("duckdb connection lock poisoned".into()))?;
+        if root.is_none() {
+            *root = Some(self.open_root()?);
+        }
+        let Some(root) = root.as_ref() else { return Err(WarehouseError::Io("duckdb did not open".into())) };
         let conn = root.try_clone().map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
         Ok(Box::new(DuckDbConnection { conn }))
     }

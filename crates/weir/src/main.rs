@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// Parsing and compiling a project is allocation-bound (YAML trees, Jinja values, JSON
+// artifacts) on several threads; mimalloc cut `weir compile`'s time on big projects.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let out = std::sync::Arc::new(output::Output::new(cli.global.log_format));

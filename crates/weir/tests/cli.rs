@@ -225,3 +225,32 @@ fn snapshots_record_history_on_postgres() {
     // new_record: one deletion record each for Di (day 2) and Bob (day 3).
     assert_eq!(deleted.unwrap(), 2);
 }
+
+#[test]
+fn duplicate_merge_keys_fail_with_the_keys_and_leave_the_table() {
+    let model = "{{ config(materialized='incremental', unique_key=['k1', 'k2'], incremental_strategy='merge') }}\n\
+                 select * from (values (1, 'a', {{ var('v', 1) }}), (2, 'b', {{ var('v', 1) }})\n\
+                 {% if is_incremental() %}, (2, 'b', 99), (2, 'b', 98){% endif %}) t(k1, k2, v)\n";
+    let dir = minimal(&[("models/m.sql", model)]);
+    let first = weir(dir.path(), &["run"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let before = query(&dir.path().join("t.duckdb"), "select * from main.m order by all");
+    let second = weir(dir.path(), &["run", "--vars", "{v: 2}"]);
+    let t = text(&second);
+    assert_eq!(second.status.code(), Some(1), "{t}");
+    assert!(t.contains("unique_key (k1, k2) is not unique in the new rows") && t.contains("| 2  | b  | 3      |"), "{t}");
+    assert_eq!(query(&dir.path().join("t.duckdb"), "select * from main.m order by all"), before);
+}
+
+#[test]
+fn on_schema_change_fail_names_the_columns_and_writes_nothing() {
+    let model = "{{ config(materialized='incremental', on_schema_change='fail') }}\n\
+                 select 1 as id{% if var('v', 1) > 1 %}, 'x' as extra{% endif %}\n";
+    let dir = minimal(&[("models/m.sql", model)]);
+    assert!(weir(dir.path(), &["run"]).status.success());
+    let o = weir(dir.path(), &["run", "--vars", "{v: 2}"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("models/m.sql") && t.contains("on_schema_change: fail") && t.contains("new in the model: extra VARCHAR"), "{t}");
+    assert_eq!(query(&dir.path().join("t.duckdb"), "select count(*) from main.m"), [["1"]]);
+}

@@ -211,6 +211,11 @@ fn incremental_reruns_match_dbt() {
 }
 
 #[test]
+fn on_schema_change_matches_dbt() {
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/schema_change"));
+}
+
+#[test]
 fn snapshots_match_dbt() {
     check_project(&repo().join("crates/weir/tests/fixtures/parity/snapshots"));
 }

@@ -55,7 +55,28 @@ pub struct NodeScope {
     pub file: PathBuf,
     pub this: Option<RelationValue>,
     /// The node as a dict (`model` in Jinja): name, unique_id, config, columns, ...
-    pub model: J,
+    pub model: LazyModel,
+}
+
+/// Builds the `model` dict when a template first reads it: most renders never do, and
+/// building it for every node was a tenth of `weir compile`'s time on big projects.
+#[derive(Clone)]
+pub struct LazyModel(Arc<dyn Fn() -> J + Send + Sync>);
+
+impl LazyModel {
+    pub fn new(build: impl Fn() -> J + Send + Sync + 'static) -> LazyModel {
+        LazyModel(Arc::new(build))
+    }
+
+    pub fn get(&self) -> J {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for LazyModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LazyModel")
+    }
 }
 
 /// The context object for one node's render. Cheap to clone; macros see a copy whose
@@ -144,7 +165,7 @@ impl Object for NodeContext {
             "adapter" => Value::from_object(Adapter { ctx: (**self).clone() }),
             "api" => map_value([("Relation", Value::from_object(ApiRelation))]),
             "this" => s.scope.this.clone().map(RelationValue::into_value).unwrap_or_default(),
-            "model" => json_value(&s.scope.model),
+            "model" => json_value(s.scope.model.get()),
             "execute" => Value::from(self.executing()),
             "target" => json_value(s.host.target()),
             "flags" => json_value(s.host.flags()),

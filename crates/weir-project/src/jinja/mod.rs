@@ -27,7 +27,7 @@ use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
 use regex::Regex;
 use weir_core::Location;
 
-pub use context::{ConfigObject, Host, NodeContext, NodeScope, RenderMode};
+pub use context::{ConfigObject, Host, LazyModel, NodeContext, NodeScope, RenderMode};
 pub use objects::{ColumnValue, DateTimeValue, RelationValue, TableValue, datum_value};
 
 use crate::error::ProjectError;

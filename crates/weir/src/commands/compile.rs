@@ -35,24 +35,46 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
     }
     let selected = ws.select(s)?;
     let m = &ws.manifest;
+    let nodes: Vec<&weir_transform::Node> = selected
+        .iter()
+        .filter_map(|id| m.node(id))
+        .filter(|n| !matches!(n.resource_type, ResourceType::Source | ResourceType::Seed))
+        .collect();
+    // Nodes render independently: split them over the machine's cores, each thread with its
+    // own (lazily opened) connection for introspective macros.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(nodes.len().max(1));
+    let chunk = nodes.len().div_ceil(threads).max(1);
+    let rendered: Vec<Result<Vec<(std::path::PathBuf, String)>, weir_transform::TransformError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = nodes
+            .chunks(chunk)
+            .map(|part| {
+                let session = session.clone();
+                let target_dir = ws.target_dir.clone();
+                scope.spawn(move || {
+                    let host = ExecHost { session, conn: Arc::new(Mutex::new(None)) };
+                    part.iter().map(|n| compile(&host, n).map(|sql| (artifacts::node_sql_path(&target_dir, "compiled", n), sql))).collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(weir_transform::TransformError::Graph("a compile thread panicked".into()))))
+            .collect()
+    });
     let mut compiled = 0;
     let mut last = None;
-    for id in &selected {
-        let Some(n) = m.node(id) else { continue };
-        if matches!(n.resource_type, ResourceType::Source | ResourceType::Seed) {
-            continue;
+    let mut dirs = std::collections::HashSet::new();
+    for part in rendered {
+        for (path, sql) in part? {
+            if let Some(parent) = path.parent()
+                && dirs.insert(parent.to_path_buf())
+            {
+                std::fs::create_dir_all(parent)?;
+            }
+            artifacts::write_if_changed(&path, &sql)?;
+            compiled += 1;
+            last = Some(sql);
         }
-        let sql = compile(&host, n)?;
-        let mut path = ws.target_dir.join("compiled").join(&n.package).join(&n.original_file_path);
-        if n.test.is_some() {
-            path = path.join(format!("{}.sql", n.name));
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, &sql)?;
-        compiled += 1;
-        last = Some(sql);
     }
     artifacts::write_manifest(m, &ws.target_dir, &|r| session.warehouse.render(r))?;
     if compiled == 1 && !s.select.is_empty() {
