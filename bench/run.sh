@@ -6,8 +6,8 @@
 #
 # It builds Weir (the same profile as the quickstart and the tests), installs the dbt reference,
 # generates synthetic projects (bench/generate_project.py) under $BENCH_DIR and prints one table
-# of figures. Times are wall-clock seconds, the median of $BENCH_REPEAT runs; memory is the peak
-# resident set size from /usr/bin/time.
+# of figures. Times are wall-clock seconds, the median of $BENCH_REPEAT runs after one warm-up
+# run; memory is the peak resident set size from /usr/bin/time.
 set -euo pipefail
 source "$(dirname "$0")/../scripts/env.sh"
 cd "$WEIR_ROOT"
@@ -25,22 +25,11 @@ PY="$WEIR_DBT_VENV/bin/python"
 export DBT_SEND_ANONYMOUS_USAGE_STATS=false DO_NOT_TRACK=1
 mkdir -p "$BENCH_DIR/baseline"
 
-# timed DIR CMD...: runs CMD in DIR $REPEAT times; prints "median_seconds peak_rss_mb".
-# Wall time from the shell's clock (milliseconds); peak memory from /usr/bin/time.
+# timed DIR CMD...: one warm-up run, then $REPEAT timed runs of CMD in DIR (bench/timeit.py);
+# prints "median_seconds peak_rss_mb".
 timed() {
   local dir="$1"; shift
-  local times=() rss=0
-  for _ in $(seq "$REPEAT"); do
-    local out t0 t1
-    t0=$(date +%s%N)
-    out=$(cd "$dir" && /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1)
-    t1=$(date +%s%N)
-    times+=("$(python3 -c "print(f'{($t1 - $t0) / 1e9:.3f}')")")
-    (( out > rss )) && rss=$out
-  done
-  local median
-  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p")
-  echo "$median $(( rss / 1024 ))"
+  (cd "$dir" && python3 "$WEIR_ROOT/bench/timeit.py" "$REPEAT" "$@")
 }
 
 fresh_db() { rm -f "$1"/bench.duckdb "$1"/bench.duckdb.wal; rm -rf "$1"/target "$1"/logs; }

@@ -180,7 +180,16 @@ impl JinjaEnv {
             MacroIndex { root: root_package.to_string(), adapter_type: adapter_type.to_string(), dispatch, ..Default::default() };
         let builtin =
             MacroFile { package: INTERNAL_PACKAGE.into(), path: PathBuf::from("<weir builtins>/macros.sql"), text: BUILTIN_MACROS.into() };
-        for file in std::iter::once(&builtin).chain(files) {
+        // dbt's built-in macros (tested with Weir) are compiled when first called: most runs
+        // use a handful of the hundred. The project's own are compiled now, so a syntax error
+        // in any of them is reported before anything runs.
+        let mut builtins: HashMap<String, String> = HashMap::new();
+        for (def, source) in split_macros(&builtin)? {
+            builtins.insert(def.template.clone(), source);
+            index.packages.entry(def.package.clone()).or_default().insert(def.name.clone(), Arc::new(def));
+        }
+        env.set_loader(move |name| Ok(builtins.get(name).cloned()));
+        for file in files {
             for (def, source) in split_macros(file)? {
                 env.add_template_owned(def.template.clone(), source).map_err(|e| jinja_error(&e, &file.path, &file.text))?;
                 index.packages.entry(def.package.clone()).or_default().insert(def.name.clone(), Arc::new(def));
@@ -421,4 +430,23 @@ pub fn kwargs_of(args: &[Value]) -> Kwargs {
         .filter(|a| a.is_kwargs())
         .and_then(|a| Kwargs::try_from(a.clone()).ok())
         .unwrap_or_else(|| Kwargs::from_iter(std::iter::empty::<(String, Value)>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Built-in macros compile lazily at run time, so check here that every one compiles.
+    #[test]
+    fn every_builtin_macro_compiles() {
+        let builtin =
+            MacroFile { package: INTERNAL_PACKAGE.into(), path: PathBuf::from("<weir builtins>/macros.sql"), text: BUILTIN_MACROS.into() };
+        let mut env = Environment::new();
+        configure(&mut env);
+        let macros = split_macros(&builtin).unwrap();
+        assert!(macros.len() > 50, "{} builtin macros", macros.len());
+        for (def, source) in macros {
+            env.template_from_named_str(&def.template, &source).unwrap_or_else(|e| panic!("{}: {e}", def.name));
+        }
+    }
 }

@@ -41,18 +41,32 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
         .filter(|n| !matches!(n.resource_type, ResourceType::Source | ResourceType::Seed))
         .collect();
     // Nodes render independently: split them over the machine's cores, each thread with its
-    // own (lazily opened) connection for introspective macros.
+    // own (lazily opened) connection for introspective macros, writing its own files.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(nodes.len().max(1));
     let chunk = nodes.len().div_ceil(threads).max(1);
-    let rendered: Vec<Result<Vec<(std::path::PathBuf, String)>, weir_transform::TransformError>> = std::thread::scope(|scope| {
+    type Part = Result<(usize, Option<String>), weir_transform::TransformError>;
+    let parts: Vec<Part> = std::thread::scope(|scope| {
         let workers: Vec<_> = nodes
             .chunks(chunk)
             .map(|part| {
                 let session = session.clone();
                 let target_dir = ws.target_dir.clone();
-                scope.spawn(move || {
+                scope.spawn(move || -> Part {
                     let host = ExecHost { session, conn: Arc::new(Mutex::new(None)) };
-                    part.iter().map(|n| compile(&host, n).map(|sql| (artifacts::node_sql_path(&target_dir, "compiled", n), sql))).collect()
+                    let mut dirs = std::collections::HashSet::new();
+                    let mut last = None;
+                    for n in part {
+                        let sql = compile(&host, n)?;
+                        let path = artifacts::node_sql_path(&target_dir, "compiled", n);
+                        if let Some(parent) = path.parent()
+                            && dirs.insert(parent.to_path_buf())
+                        {
+                            std::fs::create_dir_all(parent).map_err(|e| weir_transform::TransformError::io(parent, e))?;
+                        }
+                        artifacts::write_if_changed(&path, &sql).map_err(|e| weir_transform::TransformError::io(&path, e))?;
+                        last = Some(sql);
+                    }
+                    Ok((part.len(), last))
                 })
             })
             .collect();
@@ -63,18 +77,10 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
     });
     let mut compiled = 0;
     let mut last = None;
-    let mut dirs = std::collections::HashSet::new();
-    for part in rendered {
-        for (path, sql) in part? {
-            if let Some(parent) = path.parent()
-                && dirs.insert(parent.to_path_buf())
-            {
-                std::fs::create_dir_all(parent)?;
-            }
-            artifacts::write_if_changed(&path, &sql)?;
-            compiled += 1;
-            last = Some(sql);
-        }
+    for part in parts {
+        let (count, sql) = part?;
+        compiled += count;
+        last = sql.or(last);
     }
     artifacts::write_manifest(m, &ws.target_dir, &|r| session.warehouse.render(r))?;
     if compiled == 1 && !s.select.is_empty() {
@@ -85,6 +91,9 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
         started.elapsed().as_secs_f64(),
         ws.target_dir.join("compiled").display()
     ));
+    // The process ends here: freeing a big project's manifest node by node is wasted time.
+    std::mem::forget(session);
+    std::mem::forget(ws);
     Ok(0)
 }
 
