@@ -246,6 +246,14 @@ pub fn schema_change_steps(
     }
 }
 
+/// The columns of `partition_by`: a column, a list of columns, or BigQuery's `{field: ...}`.
+fn partition_columns(n: &Node) -> Vec<String> {
+    match n.config.get("partition_by") {
+        Some(J::Object(o)) => o.get("field").and_then(J::as_str).map(|f| vec![f.to_string()]).unwrap_or_default(),
+        _ => n.config_list("partition_by"),
+    }
+}
+
 /// Types compare equal ignoring case and, for text types, length modifiers.
 fn same_type(a: &str, b: &str) -> bool {
     let norm = |t: &str| {
@@ -330,10 +338,34 @@ pub fn incremental_steps(
                 steps.push(Step::Sql(wh.merge_sql(target, &tmp, &unique_key, &all, &update)));
             }
         }
+        "insert_overwrite" => {
+            // Replace whole partitions: every partition the new rows touch is emptied, then
+            // the new rows are inserted (rows of other partitions stay as they are).
+            let partition = partition_columns(n);
+            if partition.is_empty() {
+                return Err(TransformError::at(
+                    Location::file(&n.file),
+                    format!(
+                        "model '{}': incremental_strategy 'insert_overwrite' needs partition_by (a column, a list of columns, or {{field: column}})",
+                        n.name
+                    ),
+                    None,
+                ));
+            }
+            let cols = partition.join(", ");
+            steps.push(Step::Sql(format!(
+                "delete from {}\nwhere ({cols}) in (\n    select distinct {cols}\n    from {tmp}\n)",
+                wh.render(target)
+            )));
+            steps.push(Step::Sql(insert));
+        }
         other => {
             return Err(TransformError::at(
                 Location::file(&n.file),
-                format!("model '{}': incremental_strategy '{other}' is not supported (use append, delete+insert or merge)", n.name),
+                format!(
+                    "model '{}': incremental_strategy '{other}' is not supported (use append, delete+insert, merge or insert_overwrite)",
+                    n.name
+                ),
                 None,
             ));
         }

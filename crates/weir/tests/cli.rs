@@ -254,3 +254,26 @@ fn on_schema_change_fail_names_the_columns_and_writes_nothing() {
     assert!(t.contains("models/m.sql") && t.contains("on_schema_change: fail") && t.contains("new in the model: extra VARCHAR"), "{t}");
     assert_eq!(query(&dir.path().join("t.duckdb"), "select count(*) from main.m"), [["1"]]);
 }
+
+#[test]
+fn insert_overwrite_replaces_the_partitions_the_new_rows_touch() {
+    // Day 1 and 2 first; then day 2 (one row fewer) and day 3: day 1 stays, day 2 is replaced.
+    let model = "{{ config(materialized='incremental', incremental_strategy='insert_overwrite', partition_by='day') }}\n\
+                 {% if is_incremental() %}\n\
+                 select * from (values (2, 'b2'), (3, 'c')) t(day, v)\n\
+                 {% else %}\n\
+                 select * from (values (1, 'a'), (2, 'b'), (2, 'bb')) t(day, v)\n\
+                 {% endif %}\n";
+    let dir = minimal(&[("models/m.sql", model)]);
+    for _ in 0..2 {
+        let o = weir(dir.path(), &["run"]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert_eq!(query(&dir.path().join("t.duckdb"), "select day, v from main.m order by all"), [["1", "a"], ["2", "b2"], ["3", "c"]]);
+    // Without partition_by it is a clear error naming the model.
+    let dir =
+        minimal(&[("models/m.sql", "{{ config(materialized='incremental', incremental_strategy='insert_overwrite') }}\nselect 1 as x\n")]);
+    assert!(weir(dir.path(), &["run"]).status.success());
+    let o = weir(dir.path(), &["run"]);
+    assert!(text(&o).contains("model 'm': incremental_strategy 'insert_overwrite' needs partition_by"), "{}", text(&o));
+}
