@@ -25,10 +25,24 @@ fn metadata(m: &Manifest, version: &str) -> J {
 }
 
 fn checksum(n: &Node) -> J {
-    use md5::{Digest, Md5};
-    let text =
-        if n.resource_type == ResourceType::Seed { std::fs::read(&n.file).unwrap_or_default() } else { n.raw_code.clone().into_bytes() };
-    json!({"name": "md5", "checksum": format!("{:x}", Md5::digest(&text))})
+    let (name, sum) = checksum_of(n);
+    json!({"name": name, "checksum": sum})
+}
+
+/// A node's checksum as dbt computes it, so a dbt manifest works as `--state`: sha256 of the
+/// trimmed SQL (of a seed file's trimmed contents); generic tests have none.
+pub fn checksum_of(n: &Node) -> (&'static str, String) {
+    use sha2::{Digest, Sha256};
+    if n.test.is_some() {
+        return ("none", String::new());
+    }
+    let digest = if n.resource_type == ResourceType::Seed {
+        let bytes = std::fs::read(&n.file).unwrap_or_default();
+        Sha256::digest(bytes.trim_ascii())
+    } else {
+        Sha256::digest(n.raw_code.trim().as_bytes())
+    };
+    ("sha256", digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn node_json(m: &Manifest, n: &Node, wh: &(dyn Fn(&weir_core::Relation) -> String + Sync)) -> J {

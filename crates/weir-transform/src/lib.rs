@@ -16,6 +16,7 @@ pub mod seed;
 pub mod select;
 pub mod session;
 pub mod snapshot;
+pub mod state;
 
 pub use error::TransformError;
 pub use graph::Graph;
@@ -24,3 +25,4 @@ pub use parse::{Flags, Manifest, parse};
 pub use run::{Command, NodeResult, Reporter, RunOptions, RunOutcome, Status};
 pub use select::Selector;
 pub use session::Session;
+pub use state::PriorState;

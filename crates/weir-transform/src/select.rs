@@ -12,11 +12,14 @@ use crate::error::TransformError;
 use crate::graph::Graph;
 use crate::node::{Node, ResourceType};
 use crate::parse::Manifest;
+use crate::state::PriorState;
 
 /// A parsed selection: a union of intersections of atoms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selector {
     pub unions: Vec<Vec<Atom>>,
+    /// An earlier manifest, for `state:` selectors (`--state DIR`).
+    pub state: Option<std::sync::Arc<PriorState>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +46,7 @@ impl Selector {
                 }
             }
         }
-        Ok(Selector { unions })
+        Ok(Selector { unions, state: None })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -56,7 +59,7 @@ impl Selector {
         for group in &self.unions {
             let mut acc: Option<BTreeSet<String>> = None;
             for atom in group {
-                let set = atom.select(m, g)?;
+                let set = atom.select(m, g, self.state.as_deref())?;
                 acc = Some(match acc {
                     None => set,
                     Some(a) => a.intersection(&set).cloned().collect(),
@@ -101,8 +104,21 @@ impl Atom {
             None if s.contains('/') || s.ends_with(".sql") || s.ends_with(".csv") => ("path".to_string(), s.to_string()),
             None => ("fqn".to_string(), s.to_string()),
         };
-        const METHODS: &[&str] =
-            &["fqn", "tag", "path", "file", "resource_type", "source", "package", "test_type", "test_name", "config", "exposure", "metric"];
+        const METHODS: &[&str] = &[
+            "fqn",
+            "tag",
+            "path",
+            "file",
+            "resource_type",
+            "source",
+            "package",
+            "test_type",
+            "test_name",
+            "config",
+            "state",
+            "exposure",
+            "metric",
+        ];
         let base = method.split('.').next().unwrap_or("");
         if !METHODS.contains(&base) {
             return Err(TransformError::Selection(format!(
@@ -113,7 +129,7 @@ impl Atom {
         Ok(Atom { method, value, parents, children, at })
     }
 
-    fn select(&self, m: &Manifest, g: &Graph) -> Result<BTreeSet<String>, TransformError> {
+    fn select(&self, m: &Manifest, g: &Graph, state: Option<&PriorState>) -> Result<BTreeSet<String>, TransformError> {
         let glob = |p: &str| -> Result<GlobMatcher, TransformError> {
             Glob::new(p).map(|g| g.compile_matcher()).map_err(|e| TransformError::Selection(format!("bad pattern '{p}': {e}")))
         };
@@ -181,6 +197,21 @@ impl Atom {
                 .filter(|n| n.test.as_ref().is_some_and(|t| glob_eq(&self.value, &t.name)))
                 .map(|n| n.unique_id.clone())
                 .collect(),
+            "state" => {
+                let state = state.ok_or_else(|| {
+                    TransformError::Selection(format!(
+                        "'state:{}' compares with an earlier run: pass --state DIR (the folder of its manifest.json)",
+                        self.value
+                    ))
+                })?;
+                let mut out = BTreeSet::new();
+                for n in m.nodes.values() {
+                    if state.matches(n, &self.value)? {
+                        out.insert(n.unique_id.clone());
+                    }
+                }
+                out
+            }
             method if method.starts_with("config.") => {
                 let key = &method["config.".len()..];
                 m.nodes

@@ -49,6 +49,9 @@ pub struct Selection {
     /// Nodes to leave out.
     #[arg(long, num_args = 1..)]
     pub exclude: Vec<String>,
+    /// The folder of an earlier run's manifest.json, for `state:new` / `state:modified`.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

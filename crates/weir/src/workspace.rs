@@ -67,7 +67,9 @@ impl Workspace {
     /// tests attached to selected nodes added as dbt's eager indirect selection does.
     pub fn select(&self, s: &Selection) -> Result<BTreeSet<String>, TransformError> {
         let m = &self.manifest;
-        let sel = Selector::parse(&s.select)?;
+        let state = s.state.as_deref().map(weir_transform::PriorState::load).transpose()?.map(Arc::new);
+        let mut sel = Selector::parse(&s.select)?;
+        sel.state = state.clone();
         let mut chosen = if sel.is_empty() { m.nodes.keys().cloned().collect() } else { sel.select(m, &self.graph)? };
         if !sel.is_empty() {
             let extra: Vec<String> = m
@@ -78,7 +80,8 @@ impl Workspace {
                 .collect();
             chosen.extend(extra);
         }
-        let exclude = Selector::parse(&s.exclude)?;
+        let mut exclude = Selector::parse(&s.exclude)?;
+        exclude.state = state;
         if !exclude.is_empty() {
             let excluded = exclude.select(m, &self.graph)?;
             chosen.retain(|id| !excluded.contains(id));

@@ -277,3 +277,28 @@ fn insert_overwrite_replaces_the_partitions_the_new_rows_touch() {
     let o = weir(dir.path(), &["run"]);
     assert!(text(&o).contains("model 'm': incremental_strategy 'insert_overwrite' needs partition_by"), "{}", text(&o));
 }
+
+#[test]
+fn state_selection_finds_what_changed_since_an_earlier_manifest() {
+    let dir = shop();
+    let o = weir(dir.path(), &["parse"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let state = dir.path().join("prod-state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(dir.path().join("target/manifest.json"), state.join("manifest.json")).unwrap();
+    let ls = |sel: &str| -> Vec<String> {
+        let o = weir(dir.path(), &["ls", "-s", sel, "--resource-type", "model", "--state", "prod-state"]);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("shop.")).map(str::to_string).collect()
+    };
+    assert!(ls("state:modified").is_empty());
+    let stg = dir.path().join("models/staging/stg_orders.sql");
+    std::fs::write(&stg, format!("{}\n-- reviewed\n", std::fs::read_to_string(&stg).unwrap())).unwrap();
+    std::fs::write(dir.path().join("models/marts/new_mart.sql"), "select 1 as x\n").unwrap();
+    assert_eq!(ls("state:new"), ["shop.marts.new_mart"]);
+    assert_eq!(ls("state:modified"), ["shop.marts.new_mart", "shop.staging.stg_orders"]);
+    assert_eq!(ls("state:modified.body+"), ["shop.marts.daily_revenue", "shop.marts.new_mart", "shop.staging.stg_orders"]);
+    let o = weir(dir.path(), &["ls", "-s", "state:modified"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("pass --state DIR"), "{}", text(&o));
+}
