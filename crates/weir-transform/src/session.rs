@@ -26,13 +26,22 @@ pub struct Session {
     pub manifest: Arc<Manifest>,
     pub warehouse: Arc<dyn Warehouse>,
     cache: Mutex<RelationCache>,
+    /// `--defer`: unselected nodes missing from the target, read where an earlier run built them.
+    deferred: Mutex<HashMap<String, Relation>>,
     graph: OnceLock<minijinja::Value>,
     pub log: LogSink,
 }
 
 impl Session {
     pub fn new(manifest: Arc<Manifest>, warehouse: Arc<dyn Warehouse>, log: LogSink) -> Self {
-        Session { manifest, warehouse, cache: Mutex::new(HashMap::new()), graph: OnceLock::new(), log }
+        Session {
+            manifest,
+            warehouse,
+            cache: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(HashMap::new()),
+            graph: OnceLock::new(),
+            log,
+        }
     }
 
     /// Fills the relation cache with one catalog query over the schemas the run touches.
@@ -64,11 +73,19 @@ impl Session {
     }
 
     /// `ref()` of a node as a relation value: ephemeral models are their CTE.
+    /// Makes `ref()` to `unique_id` render `rel` (dbt's `--defer`).
+    pub fn defer(&self, unique_id: &str, rel: Relation) {
+        if let Ok(mut d) = self.deferred.lock() {
+            d.insert(unique_id.to_string(), rel);
+        }
+    }
+
     pub fn relation_value(&self, n: &Node) -> RelationValue {
         if n.is_ephemeral() {
             return RelationValue::cte(&n.name);
         }
-        let rel = n.relation.clone().unwrap_or_else(|| Relation::new("", "", n.name.clone()));
+        let deferred = self.deferred.lock().ok().and_then(|d| d.get(&n.unique_id).cloned());
+        let rel = deferred.or_else(|| n.relation.clone()).unwrap_or_else(|| Relation::new("", "", n.name.clone()));
         let kind = self.cached(&rel).or(match n.materialized() {
             "view" => Some(RelationKind::View),
             _ => Some(RelationKind::Table),

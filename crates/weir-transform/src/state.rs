@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::Value as J;
+use weir_core::Relation;
 
 use crate::error::TransformError;
 use crate::node::Node;
@@ -20,7 +21,7 @@ pub struct PriorState {
 struct PriorNode {
     checksum: String,
     config: J,
-    relation: (String, String, String),
+    relation: Option<Relation>,
 }
 
 impl PriorState {
@@ -38,18 +39,27 @@ impl PriorState {
         for section in ["nodes", "sources"] {
             let Some(map) = doc.get(section).and_then(J::as_object) else { continue };
             for (id, n) in map {
-                let text = |k: &str| n.get(k).and_then(J::as_str).unwrap_or_default().to_lowercase();
+                let text = |k: &str| n.get(k).and_then(J::as_str).map(str::to_string);
+                let relation = match (text("database"), text("schema"), text("alias").or_else(|| text("identifier"))) {
+                    (Some(d), Some(s), Some(a)) => Some(Relation::new(d, s, a)),
+                    _ => None,
+                };
                 nodes.insert(
                     id.clone(),
                     PriorNode {
                         checksum: n.pointer("/checksum/checksum").and_then(J::as_str).unwrap_or_default().to_string(),
                         config: n.get("config").cloned().unwrap_or(J::Null),
-                        relation: (text("database"), text("schema"), text("alias")),
+                        relation,
                     },
                 );
             }
         }
         Ok(PriorState { nodes })
+    }
+
+    /// Where the earlier run built a node, for `--defer`.
+    pub fn relation(&self, unique_id: &str) -> Option<&Relation> {
+        self.nodes.get(unique_id).and_then(|p| p.relation.as_ref())
     }
 
     /// Whether `n` matches `state:<what>`: `new`, `old`, `modified` (new, or its body,
@@ -61,11 +71,7 @@ impl PriorState {
         let configs =
             || prior.is_some_and(|p| normalized(&p.config, n.materialized()) != normalized(&J::Object(n.config.clone()), n.materialized()));
         let relation = || {
-            prior.is_some_and(|p| {
-                n.relation
-                    .as_ref()
-                    .is_some_and(|r| (r.database.to_lowercase(), r.schema.to_lowercase(), r.identifier.to_lowercase()) != p.relation)
-            })
+            prior.is_some_and(|p| n.relation.is_some() && n.relation.as_ref().map(Relation::key) != p.relation.as_ref().map(Relation::key))
         };
         Ok(match what {
             "new" => prior.is_none(),

@@ -67,6 +67,9 @@ pub struct RunFlags {
     /// Keep the rows that fail each test in a table.
     #[arg(long)]
     pub store_failures: bool,
+    /// Read unselected models that this target lacks from where the --state run built them.
+    #[arg(long, requires = "state")]
+    pub defer: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -302,3 +302,24 @@ fn state_selection_finds_what_changed_since_an_earlier_manifest() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("pass --state DIR"), "{}", text(&o));
 }
+
+#[test]
+fn defer_reads_unselected_parents_from_the_state_run() {
+    let profiles = "t:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: t.duckdb\n      schema: dev\n    prod:\n      type: duckdb\n      path: t.duckdb\n      schema: prod\n";
+    let dir = minimal(&[
+        ("profiles.yml", profiles),
+        ("models/orders.sql", "{{ config(materialized='table') }}\nselect range as id from range(5)\n"),
+        ("models/order_count.sql", "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('orders') }}\n"),
+    ]);
+    let prod = weir(dir.path(), &["run", "--target", "prod"]);
+    assert!(prod.status.success(), "{}", text(&prod));
+    std::fs::rename(dir.path().join("target"), dir.path().join("prod-state")).unwrap();
+    // Without --defer, dev has no orders table to read.
+    let alone = weir(dir.path(), &["run", "-s", "order_count"]);
+    assert_eq!(alone.status.code(), Some(1), "{}", text(&alone));
+    let o = weir(dir.path(), &["run", "-s", "order_count", "--defer", "--state", "prod-state"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Deferring orders to \"t\".\"prod\".\"orders\""), "{}", text(&o));
+    assert_eq!(query(&dir.path().join("t.duckdb"), "select n from dev.order_count"), [["5"]]);
+    assert_eq!(query(&dir.path().join("t.duckdb"), "select count(*) from information_schema.tables where table_schema = 'dev'"), [["1"]]);
+}

@@ -52,6 +52,11 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
     cache_schemas.sort();
     cache_schemas.dedup();
     session.load_cache(conn.as_mut(), &cache_schemas)?;
+    if f.defer
+        && let Some(dir) = &f.selection.state
+    {
+        defer_missing_parents(&session, &ids_set, &weir_transform::PriorState::load(dir)?, out);
+    }
     for (db, schema) in &schemas {
         conn.execute(&session.warehouse.create_schema_sql(db, schema))?;
     }
@@ -101,4 +106,32 @@ fn counts(session: &weir_transform::Session, ids: &[String]) -> String {
         }
     }
     c.iter().map(|(k, v)| format!("{v} {k}{}", if *v == 1 { "" } else { "s" })).collect::<Vec<_>>().join(", ")
+}
+
+/// `--defer`: every parent of the run that is not selected and does not exist in this target
+/// is read from where the `--state` run built it, as dbt defers.
+fn defer_missing_parents(
+    session: &weir_transform::Session,
+    ids: &std::collections::BTreeSet<String>,
+    prior: &weir_transform::PriorState,
+    out: &Output,
+) {
+    let m = &session.manifest;
+    let parents: std::collections::BTreeSet<&String> =
+        ids.iter().filter_map(|id| m.node(id)).flat_map(|n| n.depends_on.iter()).filter(|d| !ids.contains(*d)).collect();
+    for id in parents {
+        let Some(n) = m.node(id) else { continue };
+        if !matches!(
+            n.resource_type,
+            weir_transform::ResourceType::Model | weir_transform::ResourceType::Seed | weir_transform::ResourceType::Snapshot
+        ) || n.is_ephemeral()
+            || n.relation.as_ref().is_some_and(|r| session.cached(r).is_some())
+        {
+            continue;
+        }
+        if let Some(rel) = prior.relation(id) {
+            out.info(format!("Deferring {} to {}", n.name, session.warehouse.render(rel)));
+            session.defer(id, rel.clone());
+        }
+    }
 }
