@@ -9,6 +9,7 @@ pub mod compile;
 pub mod error;
 pub mod graph;
 pub mod materialize;
+pub mod microbatch;
 pub mod node;
 pub mod parse;
 pub mod run;

@@ -88,6 +88,8 @@ pub struct RunOptions {
     pub fail_fast: bool,
     pub command: Command,
     pub target_dir: PathBuf,
+    /// `--event-time-start` / `--event-time-end`: the event-time range microbatch models build.
+    pub event_time: (Option<chrono::NaiveDateTime>, Option<chrono::NaiveDateTime>),
 }
 
 /// Everything a run produced.
@@ -185,7 +187,7 @@ pub fn execute(
             let (session, sched, cv, results, first_error) = (&session, &sched, &cv, &results, &first_error);
             scope.spawn(move || {
                 let slot: ConnSlot = Arc::new(Mutex::new(None));
-                let host = ExecHost { session: session.clone(), conn: slot.clone() };
+                let host = ExecHost { session: session.clone(), conn: slot.clone(), batch: None };
                 let thread_id = format!("Thread-{}", t + 1);
                 loop {
                     let (id, index, skip_reason) = {
@@ -400,6 +402,9 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
             let main = create.len() - 1 + usize::from(tmp_existing.is_some());
             (swap_plan(wh, &rel, existing, tmp_existing, create, RelationKind::Table), main, RelationKind::Table)
         }
+        "incremental" if n.config_str("incremental_strategy").as_deref() == Some("microbatch") => {
+            return run_microbatch(host, slot, n, opts, result);
+        }
         "incremental" => {
             if session.is_incremental(n) {
                 let (dest, source) = with_conn(session, slot, |c| Ok((c.columns(&rel)?, c.describe_query(&sql)?)))?;
@@ -438,6 +443,81 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
     if main != usize::MAX {
         result.rows_affected = Some(rows);
     }
+    Ok(())
+}
+
+/// A microbatch model: its event-time range cut into batches (`batch_size`), each rendered
+/// with refs filtered to the batch and written in its own transaction (delete the batch's
+/// range, insert its rows), so a failed batch leaves the others and a rerun redoes it alone.
+/// The range is `--event-time-start`/`--event-time-end`, else from `begin` on the first run
+/// (and with `--full-refresh`), else the last `lookback` batches and the current one.
+fn run_microbatch(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+    let session = &host.session;
+    let wh = session.warehouse.as_ref();
+    let fail = |m: String| TransformError::at(Location::file(&n.file), format!("model '{}': {m}", n.name), None);
+    let event_time =
+        n.config_str("event_time").ok_or_else(|| fail("microbatch needs 'event_time' (the model's event-time column)".into()))?;
+    let size = n.config_str("batch_size").unwrap_or_default();
+    let size =
+        crate::microbatch::BatchSize::parse(&size).ok_or_else(|| fail(format!("batch_size '{size}' is not hour, day, month or year")))?;
+    let lookback = n.config.get("lookback").and_then(J::as_u64).unwrap_or(1) as u32;
+    let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
+    let exists = session.is_incremental(n);
+    let now = chrono::Utc::now().naive_utc();
+    let begin = match n.config_str("begin") {
+        Some(b) => Some(crate::microbatch::parse_time(&b).ok_or_else(|| fail(format!("begin '{b}' is not a date or timestamp")))?),
+        None => None,
+    };
+    let start = match opts.event_time.0 {
+        Some(s) => s,
+        None if exists => size.back(size.truncate(now), lookback),
+        None => begin.ok_or_else(|| fail("microbatch needs 'begin' for its first run (or --event-time-start)".into()))?,
+    };
+    if let (Some(b), Some(s)) = (begin, opts.event_time.0)
+        && s < b
+    {
+        return Err(fail(format!("--event-time-start {s} is before the model's begin {b}")));
+    }
+    let end = opts.event_time.1.unwrap_or(now);
+    let batches = crate::microbatch::batches(size, start, end);
+    let total = batches.len();
+    let mut rows = 0;
+    let mut built = exists;
+    for (i, window) in batches.into_iter().enumerate() {
+        let batch_host = ExecHost { session: session.clone(), conn: slot.clone(), batch: Some(window) };
+        let sql = compile(&batch_host, n)?;
+        if i == 0 {
+            write_sql(opts, "compiled", n, &sql);
+            result.compiled_code = Some(sql.clone());
+        }
+        let steps = if built {
+            let dest = with_conn(session, slot, |c| c.columns(&rel))?;
+            let (create_tmp, tmp) = wh.create_temp_table_sql(&format!("{}__dbt_tmp", rel.identifier), &sql);
+            let cols: Vec<String> = dest.iter().map(|c| wh.quote(&c.name)).collect();
+            let fmt = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+            vec![
+                Step::Sql(create_tmp),
+                Step::Sql(format!(
+                    "delete from {} where {event_time} >= '{}' and {event_time} < '{}'",
+                    wh.render(&rel),
+                    fmt(window.start),
+                    fmt(window.end)
+                )),
+                Step::Sql(format!("insert into {} ({c}) select {c} from {tmp}", wh.render(&rel), c = cols.join(", "))),
+                Step::Sql(format!("drop table if exists {tmp}")),
+            ]
+        } else {
+            let create = vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(&rel), &sql))];
+            swap_plan(wh, &rel, session.cached(&rel), session.cached(&tmp_relation(&rel)), create, RelationKind::Table)
+        };
+        let main = if built { 2 } else { usize::from(session.cached(&tmp_relation(&rel)).is_some()) };
+        rows += with_conn(session, slot, |c| Ok(run_plan(c, &steps, main)))??;
+        session.set_cached(&tmp_relation(&rel), None);
+        session.set_cached(&rel, Some(RelationKind::Table));
+        built = true;
+        (session.log)(&format!("  {}: batch {}/{total} [{}, {}) done", n.name, i + 1, window.start, window.end));
+    }
+    result.rows_affected = Some(rows);
     Ok(())
 }
 
@@ -623,7 +703,7 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
 pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<Vec<NodeResult>, TransformError> {
     let m = &session.manifest;
     let slot: ConnSlot = Arc::new(Mutex::new(None));
-    let host = ExecHost { session: session.clone(), conn: slot.clone() };
+    let host = ExecHost { session: session.clone(), conn: slot.clone(), batch: None };
     let mut results = vec![];
     for pkg in &m.project.packages {
         let hooks = if which == "on-run-start" { &pkg.settings.on_run_start } else { &pkg.settings.on_run_end };

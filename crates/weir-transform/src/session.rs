@@ -142,6 +142,28 @@ pub fn with_conn<T>(
 pub struct ExecHost {
     pub session: Arc<Session>,
     pub conn: ConnSlot,
+    /// The microbatch being rendered: refs to nodes with an `event_time` see only its rows.
+    pub batch: Option<BatchWindow>,
+}
+
+/// One microbatch: `[start, end)` of event time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchWindow {
+    pub start: chrono::NaiveDateTime,
+    pub end: chrono::NaiveDateTime,
+}
+
+impl ExecHost {
+    /// A node's relation as a ref renders it: inside a microbatch, a node with an `event_time`
+    /// is filtered to the batch, as dbt filters refs of microbatch models.
+    fn relation_for(&self, n: &Node) -> RelationValue {
+        let mut rel = self.session.relation_value(n);
+        if let (Some(b), Some(et)) = (self.batch, n.config_str("event_time")) {
+            let fmt = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+            rel.event_time_filter = Some(format!("{et} >= '{}' and {et} < '{}'", fmt(b.start), fmt(b.end)));
+        }
+        rel
+    }
 }
 
 impl std::fmt::Debug for ExecHost {
@@ -159,12 +181,12 @@ impl Host for ExecHost {
         let m = &self.session.manifest;
         let from_pkg = m.node(from).map(|n| n.package.as_str()).unwrap_or(m.project.name());
         let n = m.find_ref(package, name, from_pkg).ok_or_else(|| format!("'{name}' was not found"))?;
-        Ok(self.session.relation_value(n))
+        Ok(self.relation_for(n))
     }
 
     fn resolve_source(&self, _from: &str, source: &str, table: &str) -> Result<RelationValue, String> {
         let n = self.session.manifest.find_source(source, table).ok_or_else(|| format!("source('{source}', '{table}') was not found"))?;
-        Ok(self.session.relation_value(n))
+        Ok(self.relation_for(n))
     }
 
     fn is_incremental(&self, node_id: &str) -> bool {

@@ -70,6 +70,12 @@ pub struct RunFlags {
     /// Read unselected models that this target lacks from where the --state run built them.
     #[arg(long, requires = "state")]
     pub defer: bool,
+    /// Microbatch models: build batches from this event time (a date or timestamp).
+    #[arg(long)]
+    pub event_time_start: Option<String>,
+    /// Microbatch models: build batches up to this event time (exclusive).
+    #[arg(long)]
+    pub event_time_end: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

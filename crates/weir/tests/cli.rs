@@ -323,3 +323,35 @@ fn defer_reads_unselected_parents_from_the_state_run() {
     assert_eq!(query(&dir.path().join("t.duckdb"), "select n from dev.order_count"), [["5"]]);
     assert_eq!(query(&dir.path().join("t.duckdb"), "select count(*) from information_schema.tables where table_schema = 'dev'"), [["1"]]);
 }
+
+#[test]
+fn microbatch_builds_batches_with_refs_filtered_to_each() {
+    let mut csv = String::from("id,ts,amount\n");
+    for i in 0..60 {
+        csv.push_str(&format!("{i},2024-01-{:02} {:02}:00:00,{}\n", 1 + i % 6, i % 24, i));
+    }
+    let events = "{{ config(materialized='table', event_time='ts') }}\nselect * from {{ ref('raw_events') }}\n";
+    let daily = "{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='day', batch_size='day', begin='2024-01-01') }}\n\
+                 select cast(ts as date) as day, count(*) as n, sum(amount) as amount\n\
+                 from {{ ref('events') }}\ngroup by 1\n";
+    let dir = minimal(&[("seeds/raw_events.csv", &csv), ("models/events.sql", events), ("models/daily.sql", daily)]);
+    let db = dir.path().join("t.duckdb");
+    let o = weir(dir.path(), &["build", "--event-time-start", "2024-01-01", "--event-time-end", "2024-01-04"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("daily: batch 3/3"), "{}", text(&o));
+    let expected = "select cast(ts as date) as day, count(*), sum(amount) from main.events group by 1 order by 1";
+    assert_eq!(
+        query(&db, "select * from main.daily order by 1"),
+        query(&db, &format!("select * from ({expected}) where day < '2024-01-04'"))
+    );
+    // A later range adds its days; rerunning an earlier range changes nothing.
+    for range in [["2024-01-04", "2024-01-07"], ["2024-01-02", "2024-01-03"]] {
+        let o = weir(dir.path(), &["run", "-s", "daily", "--event-time-start", range[0], "--event-time-end", range[1]]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert_eq!(query(&db, "select * from main.daily order by 1"), query(&db, expected));
+    // Without event_time the model fails and names the setting.
+    std::fs::write(dir.path().join("models/daily.sql"), daily.replace("event_time='day', ", "")).unwrap();
+    let o = weir(dir.path(), &["run", "-s", "daily"]);
+    assert!(text(&o).contains("model 'daily': microbatch needs 'event_time'"), "{}", text(&o));
+}

@@ -216,6 +216,11 @@ fn on_schema_change_matches_dbt() {
 }
 
 #[test]
+fn microbatch_matches_dbt() {
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/microbatch"));
+}
+
+#[test]
 fn snapshots_match_dbt() {
     check_project(&repo().join("crates/weir/tests/fixtures/parity/snapshots"));
 }

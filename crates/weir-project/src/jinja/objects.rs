@@ -28,11 +28,14 @@ pub struct RelationValue {
     pub include: [bool; 3],
     /// Which parts are quoted (dbt's quote policy).
     pub quote: [bool; 3],
+    /// Inside a microbatch: the condition that keeps the batch's rows; the relation then
+    /// renders as a filtered subquery.
+    pub event_time_filter: Option<String>,
 }
 
 impl RelationValue {
     pub fn new(relation: Relation, kind: Option<RelationKind>) -> Self {
-        RelationValue { relation, kind, include: [true; 3], quote: [true; 3] }
+        RelationValue { relation, kind, include: [true; 3], quote: [true; 3], event_time_filter: None }
     }
 
     /// An ephemeral model's relation renders as the name of its CTE.
@@ -159,7 +162,12 @@ impl Object for RelationValue {
     }
 
     fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.rendered())
+        match &self.event_time_filter {
+            Some(filter) => {
+                write!(f, "(select * from {} where {filter}) _dbt_et_filter_subq_{}", self.rendered(), self.relation.identifier)
+            }
+            None => f.write_str(&self.rendered()),
+        }
     }
 }
 

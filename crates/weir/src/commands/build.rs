@@ -62,7 +62,16 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
     }
     drop(conn);
     let start_hooks = run::run_project_hooks(&session, "on-run-start")?;
-    let opts = RunOptions { threads: ws.threads, fail_fast: f.fail_fast, command, target_dir: ws.target_dir.clone() };
+    let time = |flag: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDateTime>, Error> {
+        v.as_deref()
+            .map(|s| {
+                weir_transform::microbatch::parse_time(s)
+                    .ok_or_else(|| format!("{flag} '{s}' is not a date (2024-01-31) or timestamp (2024-01-31 10:00:00)").into())
+            })
+            .transpose()
+    };
+    let event_time = (time("--event-time-start", &f.event_time_start)?, time("--event-time-end", &f.event_time_end)?);
+    let opts = RunOptions { threads: ws.threads, fail_fast: f.fail_fast, command, target_dir: ws.target_dir.clone(), event_time };
     let mut outcome = run::execute(session.clone(), &ws.graph, &ids, &opts, out.as_ref())?;
     let end_hooks = run::run_project_hooks(&session, "on-run-end")?;
     // Hooks appear in run_results.json as dbt's `operation.*` results.
