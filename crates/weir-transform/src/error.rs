@@ -26,6 +26,9 @@ pub enum TransformError {
     #[error("{0}")]
     Data(String),
 
+    #[error(transparent)]
+    Store(#[from] weir_store::StoreError),
+
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }

@@ -23,7 +23,7 @@ pub use error::TransformError;
 pub use graph::Graph;
 pub use node::{Node, ResourceType};
 pub use parse::{Flags, Manifest, parse};
-pub use run::{Command, NodeResult, Reporter, RunOptions, RunOutcome, Status};
+pub use run::{Backfill, Command, NodeResult, Reporter, RunOptions, RunOutcome, Status};
 pub use select::Selector;
 pub use session::Session;
 pub use state::PriorState;

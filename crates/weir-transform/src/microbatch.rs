@@ -1,8 +1,101 @@
-//! Microbatch time arithmetic: batch sizes, truncation and the batches covering a range.
+//! Microbatch models: their config (`event_time`, `batch_size`, `begin`, `lookback`,
+//! `concurrent_batches`), and the time arithmetic of batches.
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike};
+use serde_json::Value as J;
+use weir_core::{Column, Location};
 
+use crate::error::TransformError;
+use crate::node::Node;
 use crate::session::BatchWindow;
+
+/// A microbatch model's settings, checked once before any batch runs.
+#[derive(Debug, Clone)]
+pub struct MicrobatchConfig {
+    pub event_time: String,
+    pub size: BatchSize,
+    pub lookback: u32,
+    pub begin: Option<NaiveDateTime>,
+    /// Whether batches may run at once: `concurrent_batches`, else yes unless the model
+    /// reads its own table (`{{ this }}`), which a parallel batch could be changing.
+    pub concurrent: bool,
+}
+
+impl MicrobatchConfig {
+    /// The settings of `n` if it is a microbatch model (`None` if it is not one).
+    pub fn of(n: &Node) -> Result<Option<MicrobatchConfig>, TransformError> {
+        if !n.is_microbatch() {
+            return Ok(None);
+        }
+        let fail = |m: String| TransformError::at(Location::file(&n.file), format!("model '{}': {m}", n.name), None);
+        let event_time =
+            n.config_str("event_time").ok_or_else(|| fail("microbatch needs 'event_time' (the model's event-time column)".into()))?;
+        let size = n.config_str("batch_size").unwrap_or_default();
+        let size = BatchSize::parse(&size).ok_or_else(|| fail(format!("batch_size '{size}' is not hour, day, month or year")))?;
+        let lookback = match n.config.get("lookback") {
+            None | Some(J::Null) => 1,
+            Some(v) => v
+                .as_u64()
+                .and_then(|l| u32::try_from(l).ok())
+                .ok_or_else(|| fail(format!("lookback {v} is not a whole number of batches")))?,
+        };
+        let begin = match n.config_str("begin") {
+            Some(b) => Some(parse_time(&b).ok_or_else(|| fail(format!("begin '{b}' is not a date (2024-01-31) or timestamp")))?),
+            None => None,
+        };
+        let concurrent = match n.config.get("concurrent_batches") {
+            Some(J::Bool(b)) => *b,
+            _ => !reads_this(&n.raw_code),
+        };
+        Ok(Some(MicrobatchConfig { event_time, size, lookback, begin, concurrent }))
+    }
+
+    /// Checks the model's output has the `event_time` column and that it holds time: a
+    /// batch deletes and filters on it, so a string or a number would silently match the
+    /// wrong rows.
+    pub fn check_columns(&self, n: &Node, columns: &[Column]) -> Result<(), TransformError> {
+        let fail = |m: String| TransformError::at(Location::file(&n.file), format!("model '{}': {m}", n.name), None);
+        let Some(c) = columns.iter().find(|c| c.name.eq_ignore_ascii_case(&self.event_time)) else {
+            let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+            return Err(fail(format!("event_time column '{}' is not among the model's columns ({})", self.event_time, names.join(", "))));
+        };
+        let ty = c.data_type.to_ascii_lowercase();
+        if !(ty.starts_with("timestamp") || ty == "date" || ty.starts_with("datetime")) {
+            return Err(fail(format!(
+                "event_time column '{}' is {}, not a date or timestamp; cast it in the model, e.g. cast({} as timestamp)",
+                c.name, c.data_type, c.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Whether Jinja in `sql` mentions `this` (dbt's test for "the model reads its own table").
+fn reads_this(sql: &str) -> bool {
+    let mut rest = sql;
+    while let Some(open) = rest.find(['{']) {
+        let after = &rest[open + 1..];
+        let close = match after.chars().next() {
+            Some('{') => "}}",
+            Some('%') => "%}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        let body_end = after[1..].find(close).map_or(after.len(), |i| i + 1);
+        let body = &after[1..body_end];
+        let is_word = |c: char| c.is_alphanumeric() || c == '_';
+        if body
+            .match_indices("this")
+            .any(|(i, _)| !body[..i].ends_with(is_word) && !body[i + 4..].starts_with(is_word) && !body[..i].ends_with('.'))
+        {
+            return true;
+        }
+        rest = &after[body_end.min(after.len())..];
+    }
+    false
+}
 
 /// dbt's `batch_size`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +179,14 @@ mod tests {
 
     fn t(s: &str) -> NaiveDateTime {
         parse_time(s).unwrap()
+    }
+
+    #[test]
+    fn this_in_jinja_marks_a_self_reading_model() {
+        assert!(reads_this("select * from x {% if is_incremental() %} where t > (select max(t) from {{ this }}) {% endif %}"));
+        assert!(reads_this("{{ this.schema }}"));
+        assert!(!reads_this("select this_col from {{ ref('a') }} -- this"));
+        assert!(!reads_this("{{ ref('this_model') }} {{ x.this }}"));
     }
 
     #[test]

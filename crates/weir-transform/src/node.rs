@@ -106,6 +106,14 @@ impl Node {
         self.resource_type == ResourceType::Model && self.materialized() == "ephemeral"
     }
 
+    /// An incremental model with `incremental_strategy: microbatch`: built in event-time
+    /// batches whose processed intervals the metadata store records.
+    pub fn is_microbatch(&self) -> bool {
+        self.resource_type == ResourceType::Model
+            && self.materialized() == "incremental"
+            && self.config_str("incremental_strategy").as_deref() == Some("microbatch")
+    }
+
     pub fn tags(&self) -> Vec<String> {
         weir_project::config::as_list(self.config.get("tags")).iter().filter_map(|t| t.as_str().map(str::to_string)).collect()
     }

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -16,9 +17,10 @@ use crate::compile::{compile, context};
 use crate::error::TransformError;
 use crate::graph::Graph;
 use crate::materialize::{Step, check_contract, contract_create, incremental_steps, run_plan, swap_plan, tmp_relation};
+use crate::microbatch::MicrobatchConfig;
 use crate::node::{Node, ResourceType};
 use crate::seed;
-use crate::session::{ConnSlot, ExecHost, Session, with_conn};
+use crate::session::{BatchWindow, ConnSlot, ExecHost, Session, with_conn};
 use crate::snapshot::SnapshotConfig;
 
 /// What a node's run ended in, named as dbt names it in `run_results.json`.
@@ -90,6 +92,17 @@ pub struct RunOptions {
     pub target_dir: PathBuf,
     /// `--event-time-start` / `--event-time-end`: the event-time range microbatch models build.
     pub event_time: (Option<chrono::NaiveDateTime>, Option<chrono::NaiveDateTime>),
+    /// `weir backfill`: the range microbatch models build, instead of their usual one.
+    pub backfill: Option<Backfill>,
+}
+
+/// What `weir backfill` asks of microbatch models.
+#[derive(Debug, Clone, Copy)]
+pub struct Backfill {
+    /// The event-time range.
+    pub range: weir_store::Interval,
+    /// Reprocess every batch of the range, not only those the metadata store lacks.
+    pub restate: bool,
 }
 
 /// Everything a run produced.
@@ -373,11 +386,7 @@ fn run_outside(host: &ExecHost, slot: &ConnSlot, steps: &[Step]) -> Result<(), T
 fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
     let session = &host.session;
     let wh = session.warehouse.as_ref();
-    let sql = compile(host, n)?;
-    write_sql(opts, "compiled", n, &sql);
-    result.compiled_code = Some(sql.clone());
-    result.compile_done_at = chrono::Utc::now();
-    let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
+    let (sql, rel) = compile_for_run(host, n, opts, result)?;
     let existing = session.cached(&rel);
     let tmp_existing = session.cached(&tmp_relation(&rel));
     let materialized = n.materialized().to_string();
@@ -385,8 +394,6 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
     if enforced {
         with_conn(session, slot, |c| Ok(check_contract(c, n, &sql)))??;
     }
-    let (pre_in, pre_out) = render_hooks(host, n, "pre-hook")?;
-    let (post_in, post_out) = render_hooks(host, n, "post-hook")?;
     let (body, main, kind): (Vec<Step>, usize, RelationKind) = match materialized.as_str() {
         "view" => {
             let create = vec![Step::Sql(wh.create_view_as_sql(&tmp_relation(&rel), &sql))];
@@ -402,7 +409,7 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
             let main = create.len() - 1 + usize::from(tmp_existing.is_some());
             (swap_plan(wh, &rel, existing, tmp_existing, create, RelationKind::Table), main, RelationKind::Table)
         }
-        "incremental" if n.config_str("incremental_strategy").as_deref() == Some("microbatch") => {
+        "incremental" if n.is_microbatch() => {
             return run_microbatch(host, slot, n, opts, result);
         }
         "incremental" => {
@@ -429,6 +436,39 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
             ));
         }
     };
+    let rows = run_with_hooks(host, slot, n, opts, (&rel, kind), (body, main))?;
+    if main != usize::MAX {
+        result.rows_affected = Some(rows);
+    }
+    Ok(())
+}
+
+/// Compiles a node for execution, recording the SQL in `target/compiled/` and the result.
+fn compile_for_run(host: &ExecHost, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(String, Relation), TransformError> {
+    let sql = compile(host, n)?;
+    write_sql(opts, "compiled", n, &sql);
+    result.compiled_code = Some(sql.clone());
+    result.compile_done_at = chrono::Utc::now();
+    let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
+    Ok((sql, rel))
+}
+
+/// Runs a node's plan with its hooks: transactional hooks inside the plan's one transaction,
+/// the others before and after it. Writes the whole script under `target/run/`, records the
+/// relation it built (`built`) in the relation cache, and returns the rows the plan's `main`
+/// statement affected.
+fn run_with_hooks(
+    host: &ExecHost,
+    slot: &ConnSlot,
+    n: &Node,
+    opts: &RunOptions,
+    built: (&Relation, RelationKind),
+    (body, main): (Vec<Step>, usize),
+) -> Result<u64, TransformError> {
+    let (rel, kind) = built;
+    let session = &host.session;
+    let (pre_in, pre_out) = render_hooks(host, n, "pre-hook")?;
+    let (post_in, post_out) = render_hooks(host, n, "post-hook")?;
     let offset = pre_in.len();
     let mut steps = pre_in;
     steps.extend(body);
@@ -437,88 +477,257 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
     write_sql(opts, "run", n, &format!("{};\n", script.join(";\n\n")));
     run_outside(host, slot, &pre_out)?;
     let rows = with_conn(session, slot, |c| Ok(run_plan(c, &steps, main.saturating_add(offset))))??;
-    session.set_cached(&tmp_relation(&rel), None);
-    session.set_cached(&rel, Some(kind));
+    session.set_cached(&tmp_relation(rel), None);
+    session.set_cached(rel, Some(kind));
     run_outside(host, slot, &post_out)?;
-    if main != usize::MAX {
-        result.rows_affected = Some(rows);
-    }
-    Ok(())
+    Ok(rows)
 }
 
 /// A microbatch model: its event-time range cut into batches (`batch_size`), each rendered
 /// with refs filtered to the batch and written in its own transaction (delete the batch's
 /// range, insert its rows), so a failed batch leaves the others and a rerun redoes it alone.
-/// The range is `--event-time-start`/`--event-time-end`, else from `begin` on the first run
-/// (and with `--full-refresh`), else the last `lookback` batches and the current one.
+/// Each batch done is recorded in the metadata store after its transaction commits.
+///
+/// The range is, under `weir backfill`, the batches of the asked range the store lacks (all
+/// of them with `--restate`); else `--event-time-start`/`--event-time-end`; else from `begin`
+/// on the first run (and with `--full-refresh`); else the last `lookback` batches and the
+/// current one. Once the table exists, batches run in parallel up to `--threads` when the
+/// model allows it (`concurrent_batches`); a failed batch does not stop the others.
 fn run_microbatch(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
     let session = &host.session;
     let wh = session.warehouse.as_ref();
+    let cfg = MicrobatchConfig::of(n)?.ok_or_else(|| TransformError::Graph(format!("{} is not a microbatch model", n.unique_id)))?;
     let fail = |m: String| TransformError::at(Location::file(&n.file), format!("model '{}': {m}", n.name), None);
-    let event_time =
-        n.config_str("event_time").ok_or_else(|| fail("microbatch needs 'event_time' (the model's event-time column)".into()))?;
-    let size = n.config_str("batch_size").unwrap_or_default();
-    let size =
-        crate::microbatch::BatchSize::parse(&size).ok_or_else(|| fail(format!("batch_size '{size}' is not hour, day, month or year")))?;
-    let lookback = n.config.get("lookback").and_then(J::as_u64).unwrap_or(1) as u32;
     let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
+    let key = wh.render(&rel);
     let exists = session.is_incremental(n);
-    let now = chrono::Utc::now().naive_utc();
-    let begin = match n.config_str("begin") {
-        Some(b) => Some(crate::microbatch::parse_time(&b).ok_or_else(|| fail(format!("begin '{b}' is not a date or timestamp")))?),
-        None => None,
-    };
-    let start = match opts.event_time.0 {
-        Some(s) => s,
-        None if exists => size.back(size.truncate(now), lookback),
-        None => begin.ok_or_else(|| fail("microbatch needs 'begin' for its first run (or --event-time-start)".into()))?,
-    };
-    if let (Some(b), Some(s)) = (begin, opts.event_time.0)
-        && s < b
-    {
-        return Err(fail(format!("--event-time-start {s} is before the model's begin {b}")));
+    let windows = batch_windows(session, n, &cfg, &key, exists, opts).map_err(fail)?;
+    if windows.is_empty() {
+        result.message = Some("no missing batches".into());
+        result.rows_affected = Some(0);
+        return Ok(());
     }
-    let end = opts.event_time.1.unwrap_or(now);
-    let batches = crate::microbatch::batches(size, start, end);
-    let total = batches.len();
-    let mut rows = 0;
-    let mut built = exists;
-    for (i, window) in batches.into_iter().enumerate() {
-        let batch_host = ExecHost { session: session.clone(), conn: slot.clone(), batch: Some(window) };
-        let sql = compile(&batch_host, n)?;
-        if i == 0 {
-            write_sql(opts, "compiled", n, &sql);
-            result.compiled_code = Some(sql.clone());
+    // The event_time column is checked on the first batch's query before anything is written.
+    let first_sql = compile(&ExecHost { session: session.clone(), conn: slot.clone(), batch: windows.first().copied() }, n)?;
+    write_sql(opts, "compiled", n, &first_sql);
+    result.compiled_code = Some(first_sql.clone());
+    result.compile_done_at = chrono::Utc::now();
+    cfg.check_columns(n, &with_conn(session, slot, |c| c.describe_query(&first_sql))?)?;
+    if let Some(store) = &session.store {
+        if !exists {
+            // A new (or fully refreshed) table: records of the table it replaces no longer hold.
+            store.forget_intervals(&key, None)?;
+        } else if let Some(b) = opts.backfill.filter(|b| b.restate) {
+            // Forgotten first, so a restatement cut short resumes as a plain backfill.
+            store.forget_intervals(&key, Some(b.range))?;
         }
-        let steps = if built {
-            let dest = with_conn(session, slot, |c| c.columns(&rel))?;
-            let (create_tmp, tmp) = wh.create_temp_table_sql(&format!("{}__dbt_tmp", rel.identifier), &sql);
-            let cols: Vec<String> = dest.iter().map(|c| wh.quote(&c.name)).collect();
-            let fmt = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
-            vec![
-                Step::Sql(create_tmp),
-                Step::Sql(format!(
-                    "delete from {} where {event_time} >= '{}' and {event_time} < '{}'",
-                    wh.render(&rel),
-                    fmt(window.start),
-                    fmt(window.end)
-                )),
-                Step::Sql(format!("insert into {} ({c}) select {c} from {tmp}", wh.render(&rel), c = cols.join(", "))),
-                Step::Sql(format!("drop table if exists {tmp}")),
-            ]
-        } else {
-            let create = vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(&rel), &sql))];
-            swap_plan(wh, &rel, session.cached(&rel), session.cached(&tmp_relation(&rel)), create, RelationKind::Table)
-        };
-        let main = if built { 2 } else { usize::from(session.cached(&tmp_relation(&rel)).is_some()) };
-        rows += with_conn(session, slot, |c| Ok(run_plan(c, &steps, main)))??;
-        session.set_cached(&tmp_relation(&rel), None);
-        session.set_cached(&rel, Some(RelationKind::Table));
-        built = true;
-        (session.log)(&format!("  {}: batch {}/{total} [{}, {}) done", n.name, i + 1, window.start, window.end));
     }
+
+    let progress = Progress { name: n.name.clone(), total: windows.len(), done: AtomicUsize::new(0), started: Instant::now() };
+    let batch = Batch { host, n, cfg: &cfg, rel: &rel, key: &key, progress: &progress };
+    let mut queue: VecDeque<BatchWindow> = windows.into();
+    let mut rows = 0;
+    if !exists && let Some(w) = queue.pop_front() {
+        // The first batch creates the table; the others then insert into it.
+        rows += batch.run(slot, w, None)?;
+    }
+    let dest = if queue.is_empty() { vec![] } else { with_conn(session, slot, |c| c.columns(&rel))? };
+    let workers = if cfg.concurrent { opts.threads.max(1).min(queue.len()) } else { 1 };
+    let queue = Mutex::new(queue);
+    let (done_rows, failures) = (AtomicU64::new(0), Mutex::new(Vec::<(BatchWindow, String)>::new()));
+    std::thread::scope(|scope| {
+        for w in 0..workers {
+            let (queue, done_rows, failures, batch, dest) = (&queue, &done_rows, &failures, &batch, &dest);
+            let slot: ConnSlot = if w == 0 { slot.clone() } else { Arc::new(Mutex::new(None)) };
+            scope.spawn(move || {
+                while let Some(window) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                    match batch.run(&slot, window, Some(dest)) {
+                        Ok(r) => {
+                            done_rows.fetch_add(r, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = failures.lock() {
+                                f.push((window, e.to_string()));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    rows += done_rows.into_inner();
     result.rows_affected = Some(rows);
+    let mut failures = failures.into_inner().map_err(|_| TransformError::Graph("batch failures lock poisoned".into()))?;
+    failures.sort_by_key(|(w, _)| w.start);
+    if let Some((w, first)) = failures.first() {
+        return Err(TransformError::Data(format!(
+            "model '{}': {} of {} batches failed (their rows are unchanged; the others were written and recorded). \
+             First, [{}, {}): {first}. `weir backfill {} --start {} --end {}` processes only what is missing.",
+            n.name,
+            failures.len(),
+            progress.total,
+            w.start,
+            w.end,
+            n.name,
+            w.start.format("%Y-%m-%dT%H:%M:%S"),
+            failures.iter().map(|(w, _)| w.end).max().unwrap_or(w.end).format("%Y-%m-%dT%H:%M:%S"),
+        )));
+    }
     Ok(())
+}
+
+/// The batches a microbatch model builds this run (see [`run_microbatch`]).
+fn batch_windows(
+    session: &Session,
+    n: &Node,
+    cfg: &MicrobatchConfig,
+    key: &str,
+    exists: bool,
+    opts: &RunOptions,
+) -> Result<Vec<BatchWindow>, String> {
+    let now = chrono::Utc::now().naive_utc();
+    let begin_check = |start: chrono::NaiveDateTime, what: &str| match cfg.begin {
+        Some(b) if start < b => Err(format!("{what} {start}, which is before the model's begin {b}; start at {b} or later")),
+        _ => Ok(()),
+    };
+    if let Some(b) = opts.backfill {
+        begin_check(b.range.start, "the backfill range starts at")?;
+        let all = crate::microbatch::batches(cfg.size, b.range.start, b.range.end);
+        if b.restate || !exists {
+            return Ok(all);
+        }
+        let store = session.store.as_ref().ok_or("backfill needs the metadata store, and none is open")?;
+        let done: Vec<BatchWindow> = store.intervals(key).map_err(|e| e.to_string())?.into_iter().map(|p| p.interval).collect();
+        let todo = weir_store::missing(&all, &done);
+        if todo.is_empty() {
+            (session.log)(&format!("  {}: all {} batches already processed; nothing to backfill", n.name, all.len()));
+        } else if todo.len() < all.len() {
+            (session.log)(&format!(
+                "  {}: {} of {} batches already processed; backfilling the other {}",
+                n.name,
+                all.len() - todo.len(),
+                all.len(),
+                todo.len()
+            ));
+        }
+        return Ok(todo);
+    }
+    let start = match opts.event_time.0 {
+        Some(s) => {
+            begin_check(s, "--event-time-start")?;
+            s
+        }
+        None if exists => cfg.size.back(cfg.size.truncate(now), cfg.lookback),
+        None => cfg.begin.ok_or("microbatch needs 'begin' for its first run (or --event-time-start)")?,
+    };
+    Ok(crate::microbatch::batches(cfg.size, start, opts.event_time.1.unwrap_or(now)))
+}
+
+/// What every batch of one microbatch model shares.
+struct Batch<'a> {
+    host: &'a ExecHost,
+    n: &'a Node,
+    cfg: &'a MicrobatchConfig,
+    rel: &'a Relation,
+    key: &'a str,
+    progress: &'a Progress,
+}
+
+impl Batch<'_> {
+    /// Renders and writes one batch in one transaction on `slot`'s connection: into the
+    /// table (with its columns `dest`), or creating it (`None`); then records the interval.
+    fn run(&self, slot: &ConnSlot, window: BatchWindow, dest: Option<&[Column]>) -> Result<u64, TransformError> {
+        let clock = Instant::now();
+        let outcome = self.write(slot, window, dest);
+        let session = &self.host.session;
+        if let (Ok(rows), Some(store)) = (&outcome, &session.store) {
+            let p = weir_store::ProcessedInterval {
+                model: self.n.unique_id.clone(),
+                relation: self.key.to_string(),
+                interval: window,
+                run_id: session.manifest.flags.invocation_id.clone(),
+                processed_at: chrono::Utc::now(),
+                rows: Some(*rows),
+            };
+            store.record_interval(&p)?;
+        }
+        self.progress.finished(&session.log, window, clock.elapsed().as_secs_f64(), outcome.is_ok());
+        outcome
+    }
+
+    fn write(&self, slot: &ConnSlot, window: BatchWindow, dest: Option<&[Column]>) -> Result<u64, TransformError> {
+        let session = &self.host.session;
+        let wh = session.warehouse.as_ref();
+        let rel = self.rel;
+        let sql = compile(&ExecHost { session: session.clone(), conn: slot.clone(), batch: Some(window) }, self.n)?;
+        let (steps, main) = match dest {
+            Some(dest) => {
+                let (create_tmp, tmp) = wh.create_temp_table_sql(&format!("{}__dbt_tmp", rel.identifier), &sql);
+                let cols: Vec<String> = dest.iter().map(|c| wh.quote(&c.name)).collect();
+                let fmt = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
+                let et = &self.cfg.event_time;
+                let steps = vec![
+                    Step::Sql(create_tmp),
+                    Step::Sql(format!(
+                        "delete from {} where {et} >= '{}' and {et} < '{}'",
+                        wh.render(rel),
+                        fmt(window.start),
+                        fmt(window.end)
+                    )),
+                    Step::Sql(format!("insert into {} ({c}) select {c} from {tmp}", wh.render(rel), c = cols.join(", "))),
+                    Step::Sql(format!("drop table if exists {tmp}")),
+                ];
+                (steps, 2)
+            }
+            None => {
+                let tmp_existing = session.cached(&tmp_relation(rel));
+                let create = vec![Step::Sql(wh.create_table_as_sql(&tmp_relation(rel), &sql))];
+                (swap_plan(wh, rel, session.cached(rel), tmp_existing, create, RelationKind::Table), usize::from(tmp_existing.is_some()))
+            }
+        };
+        let rows = with_conn(session, slot, |c| Ok(run_plan(c, &steps, main)))??;
+        if dest.is_none() {
+            session.set_cached(&tmp_relation(rel), None);
+            session.set_cached(rel, Some(RelationKind::Table));
+        }
+        Ok(rows)
+    }
+}
+
+/// A microbatch model's batches done, logged with the rate and the time left as each ends.
+struct Progress {
+    name: String,
+    total: usize,
+    done: AtomicUsize,
+    started: Instant,
+}
+
+impl Progress {
+    fn finished(&self, log: &crate::session::LogSink, w: BatchWindow, took: f64, ok: bool) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-6);
+        let rate = done as f64 / elapsed;
+        let eta = (self.total - done) as f64 / rate;
+        log(&format!(
+            "  {}: batch {done}/{} [{}, {}) {} in {took:.2}s · {rate:.1} batches/s · ETA {}",
+            self.name,
+            self.total,
+            w.start,
+            w.end,
+            if ok { "done" } else { "FAILED" },
+            human_duration(eta)
+        ));
+    }
+}
+
+/// `42s`, `3m05s`, `1h02m`.
+fn human_duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
 }
 
 /// Where a test keeps its failing rows, if it stores them (`store_failures`, or
@@ -538,13 +747,7 @@ fn run_snapshot(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, r
     let session = &host.session;
     let wh = session.warehouse.as_ref();
     let cfg = SnapshotConfig::from_node(n)?;
-    let sql = compile(host, n)?;
-    write_sql(opts, "compiled", n, &sql);
-    result.compiled_code = Some(sql.clone());
-    result.compile_done_at = chrono::Utc::now();
-    let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
-    let (pre_in, pre_out) = render_hooks(host, n, "pre-hook")?;
-    let (post_in, post_out) = render_hooks(host, n, "post-hook")?;
+    let (sql, rel) = compile_for_run(host, n, opts, result)?;
     let (body, main) = match session.cached(&rel) {
         None => {
             let tmp = tmp_relation(&rel);
@@ -584,18 +787,7 @@ fn run_snapshot(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, r
             ));
         }
     };
-    let offset = pre_in.len();
-    let mut steps = pre_in;
-    steps.extend(body);
-    steps.extend(post_in);
-    let script: Vec<String> = steps.iter().map(Step::text).collect();
-    write_sql(opts, "run", n, &format!("{};\n", script.join(";\n\n")));
-    run_outside(host, slot, &pre_out)?;
-    let rows = with_conn(session, slot, |c| Ok(run_plan(c, &steps, main + offset)))??;
-    session.set_cached(&tmp_relation(&rel), None);
-    session.set_cached(&rel, Some(RelationKind::Table));
-    run_outside(host, slot, &post_out)?;
-    result.rows_affected = Some(rows);
+    result.rows_affected = Some(run_with_hooks(host, slot, n, opts, (&rel, RelationKind::Table), (body, main))?);
     Ok(())
 }
 

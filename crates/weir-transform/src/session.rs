@@ -4,7 +4,7 @@
 //! The relation cache is filled by one catalog query per run and kept up to date as
 //! relations are built, so no model ever waits on an `information_schema` scan.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value as J;
@@ -29,6 +29,11 @@ pub struct Session {
     /// `--defer`: unselected nodes missing from the target, read where an earlier run built them.
     deferred: Mutex<HashMap<String, Relation>>,
     graph: OnceLock<minijinja::Value>,
+    /// Incremental models to rebuild whole this run, whatever `--full-refresh` says: those
+    /// downstream of a restated range, which their incremental logic would not revisit.
+    rebuild: Mutex<HashSet<String>>,
+    /// Where processed intervals of microbatch models are recorded.
+    pub store: Option<Arc<weir_store::Store>>,
     pub log: LogSink,
 }
 
@@ -40,7 +45,22 @@ impl Session {
             cache: Mutex::new(HashMap::new()),
             deferred: Mutex::new(HashMap::new()),
             graph: OnceLock::new(),
+            rebuild: Mutex::new(HashSet::new()),
+            store: None,
             log,
+        }
+    }
+
+    /// Records microbatch intervals in `store`.
+    pub fn with_store(mut self, store: Arc<weir_store::Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Makes an incremental model rebuild whole this run (see `rebuild`).
+    pub fn rebuild_fully(&self, unique_id: &str) {
+        if let Ok(mut r) = self.rebuild.lock() {
+            r.insert(unique_id.to_string());
         }
     }
 
@@ -95,7 +115,12 @@ impl Session {
 
     pub fn is_incremental(&self, n: &Node) -> bool {
         let Some(rel) = &n.relation else { return false };
-        let full_refresh = n.config.get("full_refresh").and_then(J::as_bool).unwrap_or(self.manifest.flags.full_refresh);
+        // A model's own `full_refresh: false` protects it from every rebuild, as in dbt.
+        let full_refresh = n
+            .config
+            .get("full_refresh")
+            .and_then(J::as_bool)
+            .unwrap_or_else(|| self.manifest.flags.full_refresh || self.rebuild.lock().is_ok_and(|r| r.contains(&n.unique_id)));
         n.materialized() == "incremental" && !full_refresh && self.cached(rel) == Some(RelationKind::Table)
     }
 
@@ -147,11 +172,7 @@ pub struct ExecHost {
 }
 
 /// One microbatch: `[start, end)` of event time.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BatchWindow {
-    pub start: chrono::NaiveDateTime,
-    pub end: chrono::NaiveDateTime,
-}
+pub use weir_store::Interval as BatchWindow;
 
 impl ExecHost {
     /// A node's relation as a ref renders it: inside a microbatch, a node with an `event_time`

@@ -78,6 +78,28 @@ pub struct RunFlags {
     pub event_time_end: Option<String>,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct BackfillArgs {
+    /// The models (selection syntax: `daily_revenue`, `daily_revenue+`, `tag:daily`).
+    #[arg(required = true, num_args = 1..)]
+    pub models: Vec<String>,
+    /// Models to leave out.
+    #[arg(long, num_args = 1..)]
+    pub exclude: Vec<String>,
+    /// Event time to start at, inclusive (a date or timestamp).
+    #[arg(long)]
+    pub start: String,
+    /// Event time to end at, exclusive.
+    #[arg(long)]
+    pub end: String,
+    /// Reprocess every batch of the range, even those done, and everything downstream.
+    #[arg(long)]
+    pub restate: bool,
+    /// Stop at the first failure.
+    #[arg(long, short = 'x')]
+    pub fail_fast: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Seed, run, snapshot and test the selected nodes in dependency order.
@@ -90,6 +112,8 @@ pub enum Command {
     Seed(RunFlags),
     /// Record changes of the selected snapshots (SCD type 2 tables).
     Snapshot(RunFlags),
+    /// Process the missing event-time batches of microbatch models over a range.
+    Backfill(BackfillArgs),
     /// Render the selected nodes' SQL into target/compiled without running it.
     Compile {
         #[command(flatten)]
@@ -111,6 +135,9 @@ pub enum Command {
         /// selector (default), name, path or json.
         #[arg(long, short = 'o', default_value = "selector")]
         output: String,
+        /// Microbatch models' processed and missing event-time intervals.
+        #[arg(long)]
+        intervals: bool,
     },
     /// Preview the rows a model (or inline SQL) returns.
     Show {

@@ -2,11 +2,12 @@
 //! the graph and the selection; and opening the warehouse for commands that run SQL.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value as J};
 use weir_project::{Project, profiles};
+use weir_store::Store;
 use weir_transform::{Flags, Graph, Manifest, ResourceType, Selector, Session, TransformError};
 
 use crate::cli::{Global, Selection};
@@ -90,14 +91,57 @@ impl Workspace {
     }
 
     /// Opens the warehouse (relative DuckDB paths are taken from the working folder, as
-    /// dbt-duckdb takes them).
-    pub fn session(&self, out: &Arc<Output>) -> Result<Arc<Session>, Error> {
+    /// dbt-duckdb takes them), with the metadata store when `ids` holds a microbatch model.
+    pub fn session(&self, out: &Arc<Output>, ids: &BTreeSet<String>) -> Result<Arc<Session>, Error> {
         let t = &self.manifest.target;
         let cwd = std::env::current_dir()?;
         let wh = weir_warehouse::open(&t.adapter_type, &t.fields, &cwd)?;
         let log_out = out.clone();
-        Ok(Arc::new(Session::new(self.manifest.clone(), Arc::from(wh), Arc::new(move |m: &str| log_out.info(m)))))
+        let mut session = Session::new(self.manifest.clone(), Arc::from(wh), Arc::new(move |m: &str| log_out.info(m)));
+        if ids.iter().filter_map(|id| self.manifest.node(id)).any(|n| n.is_microbatch()) {
+            session = session.with_store(self.store()?);
+        }
+        Ok(Arc::new(session))
     }
+
+    /// The metadata store: `$WEIR_METADATA_URL`, else `metadata_store:` in the project's
+    /// `weir.yml`, else SQLite at `.weir/weir.db` in the project folder.
+    pub fn store(&self) -> Result<Arc<Store>, Error> {
+        let root = &self.manifest.project.root;
+        let (url, schema) = store_settings(root)?;
+        Ok(Arc::new(Store::open(&url, root, schema.as_deref())?))
+    }
+}
+
+/// The store's URL and PostgreSQL schema (see [`Workspace::store`]). In `weir.yml`,
+/// `metadata_store:` is a URL, or a mapping with `url:` and `schema:`.
+fn store_settings(root: &Path) -> Result<(String, Option<String>), Error> {
+    let default = "sqlite:.weir/weir.db".to_string();
+    let file = root.join("weir.yml");
+    let from_file = if file.exists() {
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let node = weir_project::yaml::parse(&file, &text)?.map(|n| n.to_json());
+        node.and_then(|j| j.get("metadata_store").cloned())
+    } else {
+        None
+    };
+    let (mut url, schema) = match from_file {
+        None | Some(J::Null) => (default, None),
+        Some(J::String(u)) => (u, None),
+        Some(J::Object(o)) => (
+            o.get("url").and_then(J::as_str).map(str::to_string).unwrap_or(default),
+            o.get("schema").and_then(J::as_str).map(str::to_string),
+        ),
+        Some(other) => {
+            return Err(format!("{}: metadata_store must be a URL or a mapping with url and schema, not {other}", file.display()).into());
+        }
+    };
+    if let Ok(u) = std::env::var("WEIR_METADATA_URL")
+        && !u.is_empty()
+    {
+        url = u;
+    }
+    Ok((url, schema))
 }
 
 pub fn new_flags(which: &str, full_refresh: bool, store_failures: bool) -> Flags {

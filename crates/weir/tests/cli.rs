@@ -355,3 +355,167 @@ fn microbatch_builds_batches_with_refs_filtered_to_each() {
     let o = weir(dir.path(), &["run", "-s", "daily"]);
     assert!(text(&o).contains("model 'daily': microbatch needs 'event_time'"), "{}", text(&o));
 }
+
+/// Ten days of events (hourly timestamps) and a daily microbatch model over them, with a
+/// table and a plain incremental model downstream.
+fn backfill_project() -> tempfile::TempDir {
+    let mut csv = String::from("id,ts,amount\n");
+    for i in 0..240 {
+        csv.push_str(&format!("{i},2024-01-{:02} {:02}:00:00,{}\n", 1 + i / 24, i % 24, i % 7));
+    }
+    let events = "{{ config(materialized='table', event_time='ts') }}\nselect * from {{ ref('raw_events') }}\n";
+    let daily = "{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='day', batch_size='day', begin='2024-01-01') }}\n\
+                 select cast(date_trunc('day', ts) as timestamp) as day, count(*) as n, sum(amount) as amount\n\
+                 from {{ ref('events') }}\ngroup by 1\n";
+    let total = "select sum(amount) as amount from {{ ref('daily') }}\n";
+    let seen = "{{ config(materialized='incremental', unique_key='day') }}\nselect day, amount from {{ ref('daily') }}\n\
+                {% if is_incremental() %}where day > (select max(day) from {{ this }}){% endif %}\n";
+    let dir = minimal(&[
+        ("seeds/raw_events.csv", &csv),
+        ("models/events.sql", events),
+        ("models/daily.sql", daily),
+        ("models/total.sql", total),
+        ("models/seen.sql", seen),
+    ]);
+    let o = weir(dir.path(), &["build", "-s", "raw_events", "events"]);
+    assert!(o.status.success(), "{}", text(&o));
+    dir
+}
+
+const DAILY_EXPECTED: &str = "select cast(date_trunc('day', ts) as timestamp) as day, count(*), sum(amount) from main.events group by 1";
+
+#[test]
+fn backfill_processes_only_missing_batches_and_records_them() {
+    let dir = backfill_project();
+    let db = dir.path().join("t.duckdb");
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-04"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("daily: batch 3/3"), "{}", text(&o));
+    assert!(dir.path().join(".weir/weir.db").exists());
+
+    let o = weir(dir.path(), &["ls", "--intervals", "-s", "daily"]);
+    let listing = text(&o);
+    assert!(listing.contains("processed  2024-01-01 00:00:00 .. 2024-01-04 00:00:00  (3 batches)"), "{listing}");
+    assert!(listing.contains("missing    2024-01-04 00:00:00 .. "), "{listing}");
+
+    // A wider range on two threads does only the four days not yet done.
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-08", "--threads", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("3 of 7 batches already processed; backfilling the other 4"), "{}", text(&o));
+    assert!(text(&o).contains("daily: batch 4/4"), "{}", text(&o));
+    let upto = |d: &str| format!("select * from ({DAILY_EXPECTED}) where day < '{d}' order by 1");
+    assert_eq!(query(&db, "select * from main.daily order by 1"), query(&db, &upto("2024-01-08")));
+
+    // The same range again has nothing to do and changes nothing.
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-08"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("already processed; nothing to backfill"), "{}", text(&o));
+    assert_eq!(query(&db, "select * from main.daily order by 1"), query(&db, &upto("2024-01-08")));
+
+    let o = weir(dir.path(), &["ls", "--intervals", "-s", "daily", "-o", "json"]);
+    let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(line["processed"][0]["batches"], 7);
+    assert_eq!(line["processed"][0]["end"], "2024-01-08 00:00:00");
+}
+
+#[test]
+fn restate_reprocesses_the_range_and_rebuilds_downstream() {
+    let dir = backfill_project();
+    let db = dir.path().join("t.duckdb");
+    for args in [&["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-06"][..], &["run", "-s", "total", "seen"][..]] {
+        let o = weir(dir.path(), args);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    // Day 2's events are corrected upstream.
+    query(&db, "update main.events set amount = amount + 100 where ts >= '2024-01-02' and ts < '2024-01-03'");
+    // A plain backfill sees nothing missing; a restatement redoes the day and what is downstream.
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-02", "--end", "2024-01-03"]);
+    assert!(text(&o).contains("already processed; nothing to backfill"), "{}", text(&o));
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-02", "--end", "2024-01-03", "--restate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("seen is downstream of the restated range: rebuilding it whole"), "{}", text(&o));
+    let expected = format!("select * from ({DAILY_EXPECTED}) where day < '2024-01-06' order by 1");
+    assert_eq!(query(&db, "select * from main.daily order by 1"), query(&db, &expected));
+    assert_eq!(query(&db, "select amount from main.total"), query(&db, "select sum(amount) from main.daily"));
+    assert_eq!(query(&db, "select day, amount from main.seen order by 1"), query(&db, "select day, amount from main.daily order by 1"));
+}
+
+#[test]
+fn a_failed_batch_leaves_the_others_and_a_rerun_does_only_it() {
+    let dir = backfill_project();
+    let db = dir.path().join("t.duckdb");
+    let model = dir.path().join("models/daily.sql");
+    let good = std::fs::read_to_string(&model).unwrap();
+    // Day 3 fails (a cast error at run time); the other days are written and recorded.
+    let bad = good.replace(
+        "count(*) as n",
+        "count(*) + cast(case when min(ts) >= '2024-01-03' and min(ts) < '2024-01-04' then 'x' else '0' end as int) as n",
+    );
+    std::fs::write(&model, &bad).unwrap();
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-06", "--threads", "2"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("1 of 5 batches failed"), "{}", text(&o));
+    assert!(text(&o).contains("[2024-01-03 00:00:00, 2024-01-04 00:00:00)"), "{}", text(&o));
+    assert_eq!(query(&db, "select count(*) from main.daily where day = '2024-01-03'"), [["0"]]);
+    std::fs::write(&model, &good).unwrap();
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-06"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("4 of 5 batches already processed; backfilling the other 1"), "{}", text(&o));
+    let expected = format!("select * from ({DAILY_EXPECTED}) where day < '2024-01-06' order by 1");
+    assert_eq!(query(&db, "select * from main.daily order by 1"), query(&db, &expected));
+}
+
+#[test]
+fn backfill_refuses_bad_ranges_and_columns_before_writing() {
+    let dir = backfill_project();
+    let db = dir.path().join("t.duckdb");
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2023-12-01", "--end", "2024-01-03"]);
+    assert!(
+        text(&o).contains(
+            "model 'daily': the backfill range starts at 2023-12-01 00:00:00, which is before the model's begin 2024-01-01 00:00:00"
+        ),
+        "{}",
+        text(&o)
+    );
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-03", "--end", "2024-01-03"]);
+    assert!(text(&o).contains("the range is empty"), "{}", text(&o));
+    let o = weir(dir.path(), &["backfill", "total", "--start", "2024-01-01", "--end", "2024-01-03"]);
+    assert!(text(&o).contains("none of the selected models (total) is a microbatch model"), "{}", text(&o));
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "yesterday", "--end", "2024-01-03"]);
+    assert!(text(&o).contains("--start 'yesterday' is not a date"), "{}", text(&o));
+
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-03"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let before = query(&db, "select * from main.daily order by 1");
+    // event_time as text, then missing: errors that name the model and the column; no write.
+    let model = dir.path().join("models/daily.sql");
+    let good = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, good.replace("cast(date_trunc('day', ts) as timestamp) as day", "strftime(ts, '%Y-%m-%d') as day")).unwrap();
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-05", "--restate"]);
+    assert!(text(&o).contains("model 'daily': event_time column 'day' is VARCHAR, not a date or timestamp"), "{}", text(&o));
+    std::fs::write(&model, good.replace("as day,", "as the_day,")).unwrap();
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-05", "--restate"]);
+    assert!(text(&o).contains("event_time column 'day' is not among the model's columns (the_day, n, amount)"), "{}", text(&o));
+    assert_eq!(query(&db, "select * from main.daily order by 1"), before);
+}
+
+/// The metadata store on the shared PostgreSQL (`metadata_store:` in weir.yml), in a schema of
+/// the test's own; the warehouse stays DuckDB.
+#[test]
+fn intervals_can_live_in_postgres() {
+    let dir = backfill_project();
+    let schema = format!("weir_meta_{}", std::process::id());
+    std::fs::write(
+        dir.path().join("weir.yml"),
+        format!("metadata_store:\n  url: postgresql://postgres@127.0.0.1:5432/test\n  schema: {schema}\n"),
+    )
+    .unwrap();
+    let o = weir(dir.path(), &["backfill", "daily", "--start", "2024-01-01", "--end", "2024-01-03"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!dir.path().join(".weir").exists());
+    let mut pg = postgres::Client::connect("host=127.0.0.1 user=postgres dbname=test", postgres::NoTls).unwrap();
+    let rows = pg.query(&format!("select interval_start, row_count from {schema}.weir_intervals order by 1"), &[]).unwrap();
+    let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
+    assert_eq!(got, [("2024-01-01 00:00:00".to_string(), 1), ("2024-01-02 00:00:00".to_string(), 1)]);
+}

@@ -1,12 +1,14 @@
-//! `weir build`, `run`, `test`, `seed` and `snapshot`: select, run in dependency order, write artifacts.
+//! `weir build`, `run`, `test`, `seed`, `snapshot` and `backfill`: select, run in dependency
+//! order, write artifacts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use chrono::NaiveDateTime;
 use serde_json::json;
-use weir_transform::{Command, RunOptions, artifacts, compile::schemas_of, run};
+use weir_transform::{Backfill, Command, RunOptions, artifacts, compile::schemas_of, run};
 
-use crate::cli::{Global, RunFlags};
+use crate::cli::{BackfillArgs, Global, RunFlags, Selection};
 use crate::output::Output;
 use crate::workspace::{Error, Workspace, new_flags};
 
@@ -19,12 +21,89 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
         Command::Snapshot => "snapshot",
     };
     let ws = Workspace::load(g, out, new_flags(which, f.full_refresh, f.store_failures))?;
+    let selected = ws.select(&f.selection)?;
+    let session = ws.session(out, &selected)?;
+    let ids = run::runnable(&session, &selected, command);
+    let time =
+        |flag: &str, v: &Option<String>| -> Result<Option<NaiveDateTime>, Error> { v.as_deref().map(|s| parse_time(flag, s)).transpose() };
+    let event_time = (time("--event-time-start", &f.event_time_start)?, time("--event-time-end", &f.event_time_end)?);
+    let opts =
+        RunOptions { threads: ws.threads, fail_fast: f.fail_fast, command, target_dir: ws.target_dir.clone(), event_time, backfill: None };
+    let args = json!({"which": which, "select": f.selection.select, "exclude": f.selection.exclude, "full_refresh": f.full_refresh, "threads": ws.threads});
+    let defer = f.selection.state.as_deref().filter(|_| f.defer);
+    execute(&ws, &session, (&selected, &ids), defer, &opts, args, out)
+}
+
+/// `weir backfill`: the missing batches of a range of the selected microbatch models, the
+/// other selected models as `weir run` builds them. With `--restate`, every batch of the
+/// range, and everything downstream: microbatch models restate the same range, other
+/// incremental models are rebuilt whole (they would not revisit rows already seen).
+pub fn backfill(g: &Global, a: &BackfillArgs, out: &Arc<Output>) -> Result<u8, Error> {
+    let ws = Workspace::load(g, out, new_flags("backfill", false, false))?;
+    let m = &ws.manifest;
+    let (start, end) = (parse_time("--start", &a.start)?, parse_time("--end", &a.end)?);
+    if end <= start {
+        return Err(format!("--end {end} is not after --start {start}: the range is empty").into());
+    }
+    let mut selected = ws.select(&Selection { select: a.models.clone(), exclude: a.exclude.clone(), state: None })?;
+    if a.restate {
+        let downstream: Vec<String> = selected.iter().flat_map(|id| ws.graph.descendants(id, None)).collect();
+        selected.extend(downstream);
+    }
+    let microbatch: Vec<&str> =
+        selected.iter().filter_map(|id| m.node(id)).filter(|n| n.is_microbatch()).map(|n| n.name.as_str()).collect();
+    if microbatch.is_empty() {
+        return Err(format!(
+            "nothing to backfill: none of the selected models ({}) is a microbatch model (incremental_strategy='microbatch')",
+            a.models.join(" ")
+        )
+        .into());
+    }
+    let session = ws.session(out, &selected)?;
+    let ids = run::runnable(&session, &selected, Command::Run);
+    if a.restate {
+        for n in ids.iter().filter_map(|id| m.node(id)).filter(|n| n.materialized() == "incremental" && !n.is_microbatch()) {
+            out.info(format!("{} is downstream of the restated range: rebuilding it whole", n.name));
+            session.rebuild_fully(&n.unique_id);
+        }
+    }
+    let backfill = Backfill { range: weir_store::Interval { start, end }, restate: a.restate };
+    let opts = RunOptions {
+        threads: ws.threads,
+        fail_fast: a.fail_fast,
+        command: Command::Run,
+        target_dir: ws.target_dir.clone(),
+        event_time: (None, None),
+        backfill: Some(backfill),
+    };
+    out.info(format!(
+        "Backfilling [{start}, {end}){} with the metadata store at {}",
+        if a.restate { ", restated" } else { "" },
+        session.store.as_ref().map(|s| s.description()).unwrap_or("?")
+    ));
+    let args = json!({"which": "backfill", "select": a.models, "exclude": a.exclude, "start": a.start, "end": a.end, "restate": a.restate, "threads": ws.threads});
+    execute(&ws, &session, (&selected, &ids), None, &opts, args, out)
+}
+
+/// A date or timestamp given on the command line.
+fn parse_time(flag: &str, s: &str) -> Result<NaiveDateTime, Error> {
+    weir_transform::microbatch::parse_time(s)
+        .ok_or_else(|| format!("{flag} '{s}' is not a date (2024-01-31) or timestamp (2024-01-31 10:00:00)").into())
+}
+
+/// Runs `ids` with the project's hooks around them, writes the artifacts, prints the summary.
+fn execute(
+    ws: &Workspace,
+    session: &Arc<weir_transform::Session>,
+    (selected, ids): (&BTreeSet<String>, &[String]),
+    defer: Option<&std::path::Path>,
+    opts: &RunOptions,
+    args: serde_json::Value,
+    out: &Arc<Output>,
+) -> Result<u8, Error> {
     let m = &ws.manifest;
     out.info(format!("Running with weir {} (dbt {}-compatible)", env!("CARGO_PKG_VERSION"), weir_project::jinja::DBT_VERSION));
     out.info(format!("Found {}", found(m)));
-    let selected = ws.select(&f.selection)?;
-    let session = ws.session(out)?;
-    let ids = run::runnable(&session, &selected, command);
     artifacts::write_manifest(m, &ws.target_dir, &|r| session.warehouse.render(r))?;
     if ids.is_empty() {
         out.info("Nothing to do: the selection matched no nodes this command runs.");
@@ -39,7 +118,7 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
     let ids_set = ids.iter().cloned().collect();
     let schemas = schemas_of(m, &ids_set);
     let mut cache_schemas = schemas.clone();
-    for id in &selected {
+    for id in selected {
         if let Some(r) = m.node(id).and_then(|n| n.relation.as_ref()) {
             cache_schemas.push((r.database.clone(), r.schema.clone()));
         }
@@ -52,35 +131,22 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
     cache_schemas.sort();
     cache_schemas.dedup();
     session.load_cache(conn.as_mut(), &cache_schemas)?;
-    if f.defer
-        && let Some(dir) = &f.selection.state
-    {
-        defer_missing_parents(&session, &ids_set, &weir_transform::PriorState::load(dir)?, out);
+    if let Some(dir) = defer {
+        defer_missing_parents(session, &ids_set, &weir_transform::PriorState::load(dir)?, out);
     }
     for (db, schema) in &schemas {
         conn.execute(&session.warehouse.create_schema_sql(db, schema))?;
     }
     drop(conn);
-    let start_hooks = run::run_project_hooks(&session, "on-run-start")?;
-    let time = |flag: &str, v: &Option<String>| -> Result<Option<chrono::NaiveDateTime>, Error> {
-        v.as_deref()
-            .map(|s| {
-                weir_transform::microbatch::parse_time(s)
-                    .ok_or_else(|| format!("{flag} '{s}' is not a date (2024-01-31) or timestamp (2024-01-31 10:00:00)").into())
-            })
-            .transpose()
-    };
-    let event_time = (time("--event-time-start", &f.event_time_start)?, time("--event-time-end", &f.event_time_end)?);
-    let opts = RunOptions { threads: ws.threads, fail_fast: f.fail_fast, command, target_dir: ws.target_dir.clone(), event_time };
-    let mut outcome = run::execute(session.clone(), &ws.graph, &ids, &opts, out.as_ref())?;
-    let end_hooks = run::run_project_hooks(&session, "on-run-end")?;
+    let start_hooks = run::run_project_hooks(session, "on-run-start")?;
+    let mut outcome = run::execute(session.clone(), &ws.graph, ids, opts, out.as_ref())?;
+    let end_hooks = run::run_project_hooks(session, "on-run-end")?;
     // Hooks appear in run_results.json as dbt's `operation.*` results.
     outcome.results.splice(0..0, start_hooks);
     outcome.results.extend(end_hooks);
-    let args = json!({"which": which, "select": f.selection.select, "exclude": f.selection.exclude, "full_refresh": f.full_refresh, "threads": ws.threads});
     artifacts::write_run_results(m, &outcome, args, &ws.target_dir)?;
     let hooks = outcome.results.iter().filter(|r| r.unique_id.starts_with("operation.")).count();
-    let mut summary = counts(&session, &ids);
+    let mut summary = counts(session, ids);
     if hooks > 0 {
         summary = format!("{hooks} project hook{}, {summary}", if hooks == 1 { "" } else { "s" });
     }

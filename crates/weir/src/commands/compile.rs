@@ -26,7 +26,7 @@ pub fn parse_only(g: &Global, out: &Arc<Output>) -> Result<u8, Error> {
 pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -> Result<u8, Error> {
     let started = std::time::Instant::now();
     let ws = Workspace::load(g, out, new_flags("compile", false, false))?;
-    let session = ws.session(out)?;
+    let session = ws.session(out, &Default::default())?;
     let host = ExecHost { session: session.clone(), conn: Arc::new(Mutex::new(None)), batch: None };
     if let Some(sql) = inline {
         let node = inline_node(&ws, sql);

@@ -12,7 +12,7 @@ use crate::workspace::{Error, Workspace, new_flags};
 
 pub fn generate(g: &Global, out: &Arc<Output>) -> Result<u8, Error> {
     let ws = Workspace::load(g, out, new_flags("generate", false, false))?;
-    let session = ws.session(out)?;
+    let session = ws.session(out, &Default::default())?;
     let m = &ws.manifest;
     artifacts::write_manifest(m, &ws.target_dir, &|r| session.warehouse.render(r))?;
     let mut conn = session.warehouse.connect()?;

@@ -30,7 +30,7 @@ pub fn run(name: &str, adapter: &str, out: &Arc<Output>) -> Result<u8, Error> {
         ("models/marts/signups_by_month.sql", "select\n    date_trunc('month', signed_up_on) as month,\n    count(*) as signups\nfrom {{ ref('stg_customers') }}\ngroup by 1\n".to_string()),
         ("tests/assert_signups_are_positive.sql", "select * from {{ ref('signups_by_month') }} where signups <= 0\n".to_string()),
         ("macros/.gitkeep", String::new()),
-        (".gitignore", "target/\n*.duckdb\n*.duckdb.wal\n".to_string()),
+        (".gitignore", "target/\n.weir/\n*.duckdb\n*.duckdb.wal\n".to_string()),
     ];
     for (rel, text) in files {
         let path = root.join(rel);

@@ -1,15 +1,23 @@
-//! `weir ls`: the project's resources, as selectors, names, paths or JSON.
+//! `weir ls`: the project's resources, as selectors, names, paths or JSON; with
+//! `--intervals`, what event time each microbatch model has processed and what is missing.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use serde_json::json;
+use weir_store::{Interval, merge, missing};
+use weir_transform::microbatch::{MicrobatchConfig, batches};
 use weir_transform::{ResourceType, TransformError};
 
 use crate::cli::{Global, Selection};
 use crate::output::Output;
 use crate::workspace::{Error, Workspace, new_flags};
 
-pub fn run(g: &Global, s: &Selection, types: &[String], format: &str, out: &Arc<Output>) -> Result<u8, Error> {
+pub fn run(g: &Global, s: &Selection, types: &[String], format: &str, intervals: bool, out: &Arc<Output>) -> Result<u8, Error> {
     let ws = Workspace::load(g, out, new_flags("list", false, false))?;
+    if intervals {
+        return list_intervals(&ws, &ws.select(s)?, format == "json", out);
+    }
     let mut wanted = vec![];
     for t in types {
         wanted.push(ResourceType::parse(t).ok_or_else(|| TransformError::Selection(format!("unknown resource type '{t}'")))?);
@@ -35,6 +43,60 @@ pub fn run(g: &Global, s: &Selection, types: &[String], format: &str, out: &Arc<
             },
         };
         println!("{line}");
+    }
+    Ok(0)
+}
+
+/// For each selected microbatch model: the processed event time (merged into ranges), and the
+/// batches missing between `begin` (or the first processed batch) and now.
+fn list_intervals(ws: &Workspace, selected: &BTreeSet<String>, as_json: bool, out: &Arc<Output>) -> Result<u8, Error> {
+    let models: Vec<_> = selected.iter().filter_map(|id| ws.manifest.node(id)).filter(|n| n.is_microbatch()).collect();
+    if models.is_empty() {
+        out.info("No microbatch models selected: only they track processed intervals.");
+        return Ok(0);
+    }
+    let session = ws.session(out, selected)?;
+    let Some(store) = &session.store else { return Err("the metadata store is not open".into()) };
+    let now = chrono::Utc::now().naive_utc();
+    for n in models {
+        let Some(cfg) = MicrobatchConfig::of(n)? else { continue };
+        let Some(rel) = &n.relation else { continue };
+        let key = session.warehouse.render(rel);
+        let records = store.intervals(&key)?;
+        let done: Vec<Interval> = records.iter().map(|p| p.interval).collect();
+        let from = cfg.begin.or_else(|| done.first().map(|i| i.start));
+        let expected = from.map(|f| batches(cfg.size, f, now)).unwrap_or_default();
+        let gaps = missing(&expected, &done);
+        let count = |r: &Interval| batches(cfg.size, r.start, r.end).len();
+        let ranges = |v: &[Interval]| -> Vec<serde_json::Value> {
+            merge(v).iter().map(|r| json!({"start": r.start.to_string(), "end": r.end.to_string(), "batches": count(r)})).collect()
+        };
+        let last = records.iter().max_by_key(|p| p.processed_at);
+        if as_json {
+            let line = json!({
+                "unique_id": n.unique_id, "name": n.name, "relation": key,
+                "batch_size": format!("{:?}", cfg.size).to_lowercase(), "begin": cfg.begin.map(|b| b.to_string()),
+                "processed": ranges(&done), "missing": ranges(&gaps),
+                "last_run": last.map(|p| json!({"run_id": p.run_id, "at": p.processed_at.to_rfc3339()})),
+            });
+            println!("{line}");
+            continue;
+        }
+        let begin = cfg.begin.map(|b| format!(", begin {b}")).unwrap_or_default();
+        println!("{} ({}{begin})", n.name, format!("{:?}", cfg.size).to_lowercase());
+        for (label, v) in [("processed", &done), ("missing", &gaps)] {
+            let merged = merge(v);
+            if merged.is_empty() {
+                println!("  {label:<9}  none");
+            }
+            for r in merged {
+                let k = count(&r);
+                println!("  {label:<9}  {} .. {}  ({k} batch{})", r.start, r.end, if k == 1 { "" } else { "es" });
+            }
+        }
+        if let Some(p) = last {
+            println!("  last run   {} at {}", p.run_id, p.processed_at.format("%Y-%m-%d %H:%M:%S UTC"));
+        }
     }
     Ok(0)
 }

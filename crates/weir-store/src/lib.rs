@@ -1,0 +1,342 @@
+//! Weir's metadata store: what Weir must remember between runs, kept apart from the
+//! warehouse so that dropping a schema never loses it and a backup is one file (SQLite,
+//! the default, under the project's `.weir/`) or one database (PostgreSQL, for teams).
+//!
+//! Both backends run the same versioned migrations and the same portable SQL; every write is
+//! one statement or one transaction, so a process killed at any point leaves the store
+//! consistent. Callers share one [`Store`] across threads.
+
+mod intervals;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+pub use intervals::{Interval, merge, missing};
+
+/// Why the store could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("metadata store (SQLite {path}): {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error("metadata store (PostgreSQL): {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("metadata store: {0}")]
+    Config(String),
+    #[error("metadata store: a thread panicked while holding it")]
+    Poisoned,
+}
+
+/// One processed interval of a time-partitioned model: which rows of event time
+/// `[start, end)` were written, when, and by which run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessedInterval {
+    /// The model's unique id (`model.shop.daily_revenue`).
+    pub model: String,
+    /// The relation it was written to, as the warehouse renders it: the key, so that
+    /// targets (dev, prod) keep separate records.
+    pub relation: String,
+    pub interval: Interval,
+    /// The invocation id of the run that wrote it.
+    pub run_id: String,
+    pub processed_at: DateTime<Utc>,
+    pub rows: Option<u64>,
+}
+
+/// The metadata store, safe to share between threads.
+pub struct Store {
+    backend: Mutex<Backend>,
+    description: String,
+}
+
+enum Backend {
+    Sqlite { conn: rusqlite::Connection, path: String },
+    Postgres(postgres::Client),
+}
+
+/// The schema, one migration per entry, applied in order and recorded in
+/// `weir_migrations`; entries are never edited once released, only appended.
+const MIGRATIONS: &[&str] = &["create table weir_intervals (
+        relation text not null,
+        interval_start text not null,
+        interval_end text not null,
+        model text not null,
+        run_id text not null,
+        processed_at text not null,
+        row_count bigint,
+        primary key (relation, interval_start, interval_end)
+    )"];
+
+impl Store {
+    /// Opens (creating and migrating if needed) the store a URL names: `sqlite:PATH`
+    /// (relative to `base`), or `postgres://...` / `postgresql://...` with an optional
+    /// `schema` for Weir's tables (created if missing).
+    pub fn open(url: &str, base: &Path, schema: Option<&str>) -> Result<Store, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Store::postgres(url, schema)
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = PathBuf::from(path.trim_start_matches("//"));
+            Store::sqlite(&if path.is_absolute() { path } else { base.join(path) })
+        } else {
+            Err(StoreError::Config(format!("'{url}' is not a store URL (use sqlite:PATH or postgresql://...)")))
+        }
+    }
+
+    /// A SQLite store in one file; its folder is created if missing.
+    pub fn sqlite(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let err = |source| StoreError::Sqlite { path: shown.clone(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let conn = rusqlite::Connection::open(path).map_err(err)?;
+        // Several processes (a backfill and a scheduler) may share the file: wait for
+        // each other's writes rather than fail, and let readers run beside a writer.
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "wal").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "normal").map_err(err)?;
+        let store = Store { backend: Mutex::new(Backend::Sqlite { conn, path: shown.clone() }), description: format!("sqlite:{shown}") };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A PostgreSQL store; `schema` keeps Weir's tables apart from others.
+    pub fn postgres(url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        if let Some(s) = schema {
+            let quoted = format!("\"{}\"", s.replace('"', "\"\""));
+            client.batch_execute(&format!("create schema if not exists {quoted}; set search_path to {quoted}"))?;
+        }
+        let store = Store { backend: Mutex::new(Backend::Postgres(client)), description: redact(url) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Where the store is, for messages (a PostgreSQL password is not shown).
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Records that `p.interval` of `p.relation` was written (replacing an earlier record
+    /// of the same interval). Call it after the warehouse transaction committed: a crash in
+    /// between leaves the interval unrecorded, so it is processed again, never skipped.
+    pub fn record_interval(&self, p: &ProcessedInterval) -> Result<(), StoreError> {
+        let (start, end) = (fmt_time(p.interval.start), fmt_time(p.interval.end));
+        let at = p.processed_at.to_rfc3339();
+        let rows = p.rows.map(|r| r as i64);
+        let sql = "insert into weir_intervals (relation, interval_start, interval_end, model, run_id, processed_at, row_count)
+                   values ($1, $2, $3, $4, $5, $6, $7)
+                   on conflict (relation, interval_start, interval_end) do update set
+                   model = excluded.model, run_id = excluded.run_id, processed_at = excluded.processed_at, row_count = excluded.row_count";
+        self.with(|b| match b {
+            Backend::Sqlite { conn, path } => conn
+                .execute(sql, rusqlite::params![p.relation, start, end, p.model, p.run_id, at, rows])
+                .map(drop)
+                .map_err(|source| StoreError::Sqlite { path: path.clone(), source }),
+            Backend::Postgres(c) => {
+                c.execute(sql, &[&p.relation, &start, &end, &p.model, &p.run_id, &at, &rows]).map(drop).map_err(Into::into)
+            }
+        })
+    }
+
+    /// Every recorded interval of a relation, by start.
+    pub fn intervals(&self, relation: &str) -> Result<Vec<ProcessedInterval>, StoreError> {
+        let sql = "select model, interval_start, interval_end, run_id, processed_at, row_count
+                   from weir_intervals where relation = $1 order by interval_start, interval_end";
+        type Row = (String, String, String, String, String, Option<i64>);
+        let rows: Vec<Row> = self.with(|b| match b {
+            Backend::Sqlite { conn, path } => {
+                let err = |source| StoreError::Sqlite { path: path.clone(), source };
+                let mut stmt = conn.prepare_cached(sql).map_err(err)?;
+                let rows =
+                    stmt.query_map([relation], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))).map_err(err)?;
+                rows.collect::<Result<Vec<Row>, _>>().map_err(err)
+            }
+            Backend::Postgres(c) => {
+                Ok(c.query(sql, &[&relation])?.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect())
+            }
+        })?;
+        rows.into_iter()
+            .map(|(model, s, e, run_id, at, count)| {
+                let bad = |v: &str| StoreError::Config(format!("weir_intervals holds '{v}' for {relation}, which is not a timestamp"));
+                Ok(ProcessedInterval {
+                    model,
+                    relation: relation.to_string(),
+                    interval: Interval { start: parse_time(&s).ok_or_else(|| bad(&s))?, end: parse_time(&e).ok_or_else(|| bad(&e))? },
+                    run_id,
+                    processed_at: DateTime::parse_from_rfc3339(&at).map_err(|_| bad(&at))?.with_timezone(&Utc),
+                    rows: count.map(|c| c as u64),
+                })
+            })
+            .collect()
+    }
+
+    /// Forgets the intervals of a relation: all of them (the table was rebuilt or dropped),
+    /// or those overlapping `within` (they are being restated). Returns how many.
+    pub fn forget_intervals(&self, relation: &str, within: Option<Interval>) -> Result<u64, StoreError> {
+        let (lo, hi) = match within {
+            Some(w) => (fmt_time(w.start), fmt_time(w.end)),
+            None => (String::new(), "~".to_string()),
+        };
+        // Overlap of [interval_start, interval_end) with [lo, hi); ISO text sorts as time.
+        let sql = "delete from weir_intervals where relation = $1 and interval_end > $2 and interval_start < $3";
+        self.with(|b| match b {
+            Backend::Sqlite { conn, path } => conn
+                .execute(sql, rusqlite::params![relation, lo, hi])
+                .map(|n| n as u64)
+                .map_err(|source| StoreError::Sqlite { path: path.clone(), source }),
+            Backend::Postgres(c) => c.execute(sql, &[&relation, &lo, &hi]).map_err(Into::into),
+        })
+    }
+
+    /// The migrations applied, newest last (for `weir debug` and tests).
+    pub fn schema_version(&self) -> Result<usize, StoreError> {
+        let sql = "select count(*) from weir_migrations";
+        self.with(|b| match b {
+            Backend::Sqlite { conn, path } => conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as usize)
+                .map_err(|source| StoreError::Sqlite { path: path.clone(), source }),
+            Backend::Postgres(c) => Ok(c.query_one(sql, &[])?.get::<_, i64>(0) as usize),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Backend) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut b = self.backend.lock().map_err(|_| StoreError::Poisoned)?;
+        f(&mut b)
+    }
+
+    /// Applies the migrations not yet applied, each in a transaction with its record, under
+    /// a lock so that two processes opening a new store at once do not both migrate it.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let create = "create table if not exists weir_migrations (version bigint primary key, applied_at text not null)";
+        let now = Utc::now().to_rfc3339();
+        self.with(|b| match b {
+            Backend::Sqlite { conn, path } => {
+                let err = |source| StoreError::Sqlite { path: path.clone(), source };
+                // BEGIN IMMEDIATE takes the write lock up front: the other process waits.
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+                tx.execute(create, []).map_err(err)?;
+                let done: i64 = tx.query_row("select count(*) from weir_migrations", [], |r| r.get(0)).map_err(err)?;
+                for (v, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+                    tx.execute(sql, []).map_err(err)?;
+                    tx.execute("insert into weir_migrations values (?1, ?2)", rusqlite::params![v as i64 + 1, now]).map_err(err)?;
+                }
+                tx.commit().map_err(err)
+            }
+            Backend::Postgres(c) => {
+                let mut tx = c.transaction()?;
+                // One advisory lock key for Weir's migrations, held to the transaction's end.
+                tx.execute("select pg_advisory_xact_lock(7365829104)", &[])?;
+                tx.execute(create, &[])?;
+                let done: i64 = tx.query_one("select count(*) from weir_migrations", &[])?.get(0);
+                for (v, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+                    tx.batch_execute(sql)?;
+                    tx.execute("insert into weir_migrations values ($1, $2)", &[&(v as i64 + 1), &now])?;
+                }
+                tx.commit().map_err(Into::into)
+            }
+        })
+    }
+}
+
+/// Intervals are kept as `YYYY-MM-DD HH:MM:SS` text: portable, and sorted as time.
+fn fmt_time(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn parse_time(s: &str) -> Option<NaiveDateTime> {
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok()
+}
+
+/// A PostgreSQL URL with its password replaced, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    match rest.split_once('@') {
+        Some((cred, host)) if cred.contains(':') => {
+            format!("{scheme}://{}:***@{host}", cred.split(':').next().unwrap_or_default())
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(&format!("{s} 00:00:00"), "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    fn record(store: &Store, relation: &str, start: &str, end: &str, run: &str) {
+        let p = ProcessedInterval {
+            model: "model.p.m".into(),
+            relation: relation.into(),
+            interval: Interval { start: t(start), end: t(end) },
+            run_id: run.into(),
+            processed_at: Utc::now(),
+            rows: Some(3),
+        };
+        store.record_interval(&p).unwrap();
+    }
+
+    #[test]
+    fn sqlite_records_replaces_and_forgets_intervals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("sqlite:.weir/weir.db", dir.path(), None).unwrap();
+        assert!(dir.path().join(".weir/weir.db").exists());
+        record(&store, "a", "2024-01-01", "2024-01-02", "r1");
+        record(&store, "a", "2024-01-02", "2024-01-03", "r1");
+        record(&store, "a", "2024-01-01", "2024-01-02", "r2");
+        record(&store, "b", "2024-01-01", "2024-01-02", "r1");
+        let a = store.intervals("a").unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].run_id, "r2", "a rerun replaces the record");
+        assert_eq!(a[0].rows, Some(3));
+        // Restating the second day forgets only it.
+        assert_eq!(store.forget_intervals("a", Some(Interval { start: t("2024-01-02"), end: t("2024-01-10") })).unwrap(), 1);
+        assert_eq!(store.intervals("a").unwrap().len(), 1);
+        assert_eq!(store.forget_intervals("a", None).unwrap(), 1);
+        assert_eq!(store.intervals("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn reopening_does_not_migrate_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let first = Store::sqlite(&path).unwrap();
+        record(&first, "a", "2024-01-01", "2024-01-02", "r1");
+        drop(first);
+        let again = Store::sqlite(&path).unwrap();
+        assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len());
+        assert_eq!(again.intervals("a").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_urls_are_refused_and_passwords_hidden() {
+        let e = Store::open("mysql://x", Path::new("."), None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("not a store URL"), "{e}");
+        assert_eq!(redact("postgresql://u:secret@h:5432/db"), "postgresql://u:***@h:5432/db");
+        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
+    }
+
+    /// The same operations on the shared PostgreSQL, in a schema of the test's own.
+    #[test]
+    fn postgres_store_in_its_own_schema() {
+        let url = "postgresql://postgres@127.0.0.1:5432/test";
+        let schema = format!("weir_store_test_{}", std::process::id());
+        let store = match Store::postgres(url, Some(&schema)) {
+            Ok(s) => s,
+            Err(e) => panic!("PostgreSQL at {url} is required for this test: {e}"),
+        };
+        record(&store, "a", "2024-01-01", "2024-01-02", "r1");
+        record(&store, "a", "2024-01-01", "2024-01-02", "r2");
+        let a = store.intervals("a").unwrap();
+        assert_eq!((a.len(), a[0].run_id.as_str()), (1, "r2"));
+        assert_eq!(Store::postgres(url, Some(&schema)).unwrap().schema_version().unwrap(), MIGRATIONS.len());
+        drop(store);
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("drop schema \"{schema}\" cascade")).unwrap();
+    }
+}
