@@ -10,18 +10,9 @@
 # (2025-01-01) to the mart, against DuckDB's own time for that day's SQL, run by
 # bench/backfill_baseline.py through DuckDB's Python API on the same file. Times are the median
 # of $BENCH_REPEAT runs after a warm-up run.
-set -euo pipefail
-source "$(dirname "$0")/../scripts/env.sh"
-cd "$WEIR_ROOT"
-ROWS="${BENCH_ROWS:-100000000}"
 REPEAT="${BENCH_REPEAT:-5}"
-BENCH_DIR="${BENCH_DIR:-$HOME/.cache/weir/bench}"
+source "$(dirname "$0")/common.sh"
 dir="$BENCH_DIR/backfill"
-
-cargo build --quiet --workspace --all-targets
-bash scripts/install-dbt.sh >/dev/null
-WEIR="$CARGO_TARGET_DIR/debug/weir"
-PY="$WEIR_DBT_VENV/bin/python"
 
 rm -rf "$dir"
 mkdir -p "$dir/models"
@@ -64,7 +55,6 @@ group by 1, 2
 SQL
 
 vars="{rows: $ROWS}"
-median() { sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
 cd "$dir"
 t0=$(date +%s%N)
 "$WEIR" run -s orders --vars "$vars" >/dev/null
@@ -92,7 +82,7 @@ one_day() {
   t0=$(date +%s%N)
   "$WEIR" backfill daily_revenue --start 2025-01-01 --end 2025-01-02 --restate --vars "$vars" >/dev/null 2>&1
   t1=$(date +%s%N)
-  python3 -c "print(f'{($t1 - $t0) / 1e9:.3f}')"
+  seconds "$t0" "$t1"
 }
 one_day >/dev/null
 w_day=$(for _ in $(seq "$REPEAT"); do one_day; done | median)

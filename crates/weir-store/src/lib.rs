@@ -6,6 +6,7 @@
 //! one statement or one transaction, so a process killed at any point leaves the store
 //! consistent. Callers share one [`Store`] across threads.
 
+mod checks;
 mod intervals;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+pub use checks::CheckRecord;
 pub use intervals::{Interval, merge, missing};
 
 /// Why the store could not be opened, read or written.
@@ -57,7 +59,8 @@ enum Backend {
 
 /// The schema, one migration per entry, applied in order and recorded in
 /// `weir_migrations`; entries are never edited once released, only appended.
-const MIGRATIONS: &[&str] = &["create table weir_intervals (
+const MIGRATIONS: &[&str] = &[
+    "create table weir_intervals (
         relation text not null,
         interval_start text not null,
         interval_end text not null,
@@ -66,7 +69,21 @@ const MIGRATIONS: &[&str] = &["create table weir_intervals (
         processed_at text not null,
         row_count bigint,
         primary key (relation, interval_start, interval_end)
-    )"];
+    )",
+    "create table weir_check_results (
+        run_id text not null,
+        dataset text not null,
+        check_text text not null,
+        metric text not null,
+        value double precision,
+        status text not null,
+        threshold text not null,
+        message text,
+        samples text,
+        measured_at text not null
+    );
+    create index weir_check_results_metric on weir_check_results (dataset, metric, measured_at)",
+];
 
 impl Store {
     /// Opens (creating and migrating if needed) the store a URL names: `sqlite:PATH`
@@ -220,7 +237,7 @@ impl Store {
                 tx.execute(create, []).map_err(err)?;
                 let done: i64 = tx.query_row("select count(*) from weir_migrations", [], |r| r.get(0)).map_err(err)?;
                 for (v, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-                    tx.execute(sql, []).map_err(err)?;
+                    tx.execute_batch(sql).map_err(err)?;
                     tx.execute("insert into weir_migrations values (?1, ?2)", rusqlite::params![v as i64 + 1, now]).map_err(err)?;
                 }
                 tx.commit().map_err(err)

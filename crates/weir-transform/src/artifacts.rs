@@ -115,7 +115,8 @@ pub fn write_manifest(
     let mut child_map: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     // Node documents are independent: build and serialize them on every core, then stitch
     // the pieces together (a 10,000-model manifest is most of `weir compile`'s time otherwise).
-    let all: Vec<&Node> = m.nodes.values().collect();
+    // Check nodes are Weir's own: dbt tools reading the manifest would not know them.
+    let all: Vec<&Node> = m.nodes.values().filter(|n| n.resource_type != ResourceType::Check).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = all.len().div_ceil(threads).max(1);
     let docs: Vec<Vec<u8>> = std::thread::scope(|scope| {
@@ -200,7 +201,7 @@ pub fn write_manifest(
 
 fn result_json(r: &NodeResult) -> J {
     let ts = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    json!({
+    let mut doc = json!({
         "status": r.status.as_str(),
         "timing": [
             {"name": "compile", "started_at": ts(&r.started_at), "completed_at": ts(&r.compile_done_at)},
@@ -219,6 +220,26 @@ fn result_json(r: &NodeResult) -> J {
         "compiled_code": r.compiled_code,
         "relation_name": r.relation_name,
         "batch_results": null,
+    });
+    // Weir's own key: each check of a check node, with what it measured (dbt tools ignore it).
+    if let (Some(suite), Some(o)) = (&r.checks, doc.as_object_mut()) {
+        o.insert("checks".into(), J::Array(suite.outcomes.iter().map(check_json).collect()));
+    }
+    doc
+}
+
+/// One check's outcome as `run_results.json` and `weir check --json` show it.
+pub fn check_json(o: &weir_quality::Outcome) -> J {
+    json!({
+        "check": o.check,
+        "location": o.location.to_string(),
+        "metric": o.metric,
+        "status": o.verdict.as_str(),
+        "value": o.value,
+        "measured": o.shown,
+        "threshold": o.threshold,
+        "message": o.message,
+        "samples": o.samples.as_ref().map(weir_quality::measure::samples_json),
     })
 }
 

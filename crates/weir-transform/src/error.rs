@@ -29,6 +29,9 @@ pub enum TransformError {
     #[error(transparent)]
     Store(#[from] weir_store::StoreError),
 
+    #[error(transparent)]
+    Quality(#[from] weir_quality::QualityError),
+
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }

@@ -2,6 +2,7 @@
 //! config, dependencies and relation each resolved to.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde_json::Value as J;
 use weir_core::Relation;
@@ -17,6 +18,8 @@ pub enum ResourceType {
     Snapshot,
     Analysis,
     Source,
+    /// A suite of data-quality checks on one dataset (`checks/*.yml`).
+    Check,
 }
 
 impl ResourceType {
@@ -28,6 +31,7 @@ impl ResourceType {
             ResourceType::Snapshot => "snapshot",
             ResourceType::Analysis => "analysis",
             ResourceType::Source => "source",
+            ResourceType::Check => "check",
         }
     }
 
@@ -39,6 +43,7 @@ impl ResourceType {
             "snapshot" => ResourceType::Snapshot,
             "analysis" => ResourceType::Analysis,
             "source" => ResourceType::Source,
+            "check" => ResourceType::Check,
             _ => return None,
         })
     }
@@ -90,6 +95,8 @@ pub struct Node {
     pub patch_path: Option<String>,
     /// For sources: the source's name and table name.
     pub source: Option<(String, String)>,
+    /// For checks: the suite; `depends_on[0]` is the dataset it checks.
+    pub check: Option<Arc<weir_quality::Suite>>,
 }
 
 impl Node {
@@ -98,6 +105,7 @@ impl Node {
             ResourceType::Seed => "seed",
             ResourceType::Test => "test",
             ResourceType::Snapshot => "snapshot",
+            ResourceType::Check => "check",
             _ => "view",
         })
     }

@@ -248,7 +248,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 match resource_type {
                     ResourceType::Model | ResourceType::Analysis => &s.models,
                     ResourceType::Seed => &s.seeds,
-                    ResourceType::Test => &s.tests,
+                    ResourceType::Test | ResourceType::Check => &s.tests,
                     ResourceType::Snapshot => &s.snapshots,
                     ResourceType::Source => &s.sources,
                 }
@@ -283,6 +283,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 test: None,
                 patch_path: patch.map(|(_, path)| format!("{}://{}", f.package, path)),
                 source: None,
+                check: None,
             };
             if resource_type != ResourceType::Seed {
                 let scope = NodeScope {
@@ -400,6 +401,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                         test: None,
                         patch_path: None,
                         source: Some((src.name.clone(), t.name.clone())),
+                        check: None,
                     },
                 );
                 collect_tests(&mut tests, f, &folders, &unique_id, &format!("{}_{}", src.name, t.name), true, &t.tests, &t.columns);
@@ -455,8 +457,116 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
     let mut manifest = Manifest { project: project.clone(), target, jinja, nodes, warnings, flags, run_started_at };
     resolve_dependencies(&mut manifest, &disabled)?;
     resolve_relations(&mut manifest, host)?;
+    add_checks(&mut manifest)?;
     warn_unused_config_paths(&mut manifest);
     Ok(manifest)
+}
+
+/// The root project's `checks/*.yml`: one check node per checked dataset (suites for the
+/// same dataset in several files are merged, so they are measured in one scan), depending on
+/// the dataset and on every dataset its reference checks name.
+fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
+    let dir = m.project.root.join("checks");
+    let mut files = vec![];
+    collect_yaml(&dir, &mut files)?;
+    files.sort();
+    let package = m.project.name().to_string();
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|e| TransformError::io(&path, e))?;
+        let rel = path.strip_prefix(&m.project.root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        for suite in weir_quality::parse_file(&path, &text)? {
+            let dataset = resolve_dataset(m, &suite.dataset).ok_or_else(|| {
+                let names = m.nodes.values().filter(|n| n.is_relational()).map(|n| n.name.as_str());
+                let hint = closest(&suite.dataset, names).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default();
+                TransformError::at(
+                    suite.location.clone(),
+                    format!("checks for '{}': no model, seed, snapshot or source (source_name.table) has that name{hint}", suite.dataset),
+                    Some(&text),
+                )
+            })?;
+            let mut depends_on = vec![dataset];
+            for c in &suite.checks {
+                if let weir_quality::Metric::Reference { other, .. } = &c.metric {
+                    let id = resolve_dataset(m, other).ok_or_else(|| {
+                        TransformError::at(
+                            c.location.clone(),
+                            format!("'{}': no model, seed, snapshot or source (source_name.table) is called '{other}'", c.text),
+                            Some(&text),
+                        )
+                    })?;
+                    depends_on.push(id);
+                }
+            }
+            let unique_id = format!("check.{package}.{}", suite.dataset);
+            match nodes.get_mut(&unique_id) {
+                Some(existing) => {
+                    let mut merged = existing.check.as_deref().cloned().unwrap_or_else(|| suite.clone());
+                    merged.checks.extend(suite.checks);
+                    existing.check = Some(Arc::new(merged));
+                    existing.depends_on.extend(depends_on);
+                    existing.depends_on = dedup(std::mem::take(&mut existing.depends_on));
+                }
+                None => {
+                    let node = Node {
+                        unique_id: unique_id.clone(),
+                        resource_type: ResourceType::Check,
+                        package: package.clone(),
+                        name: suite.dataset.clone(),
+                        fqn: vec![package.clone(), "checks".into(), suite.dataset.clone()],
+                        path: rel.trim_start_matches("checks/").to_string(),
+                        original_file_path: rel.clone(),
+                        file: path.clone(),
+                        raw_code: String::new(),
+                        config: ConfigMap::new(),
+                        description: String::new(),
+                        columns: vec![],
+                        refs: vec![],
+                        sources: vec![],
+                        depends_on: dedup(depends_on),
+                        relation: None,
+                        test: None,
+                        patch_path: None,
+                        source: None,
+                        check: Some(Arc::new(suite)),
+                    };
+                    nodes.insert(unique_id, node);
+                }
+            }
+        }
+    }
+    m.nodes.extend(nodes);
+    Ok(())
+}
+
+/// A dataset named in a checks file: `name` (model, seed, snapshot) or `source.table`.
+fn resolve_dataset(m: &Manifest, name: &str) -> Option<String> {
+    let project = m.project.name();
+    if let Some(n) = m.find_ref(None, name, project).filter(|n| !n.is_ephemeral()) {
+        return Some(n.unique_id.clone());
+    }
+    let (source, table) = name.split_once('.')?;
+    m.find_source(source, table).map(|n| n.unique_id.clone())
+}
+
+fn collect_yaml(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<(), TransformError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TransformError::io(dir, e)),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_yaml(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
@@ -662,6 +772,7 @@ fn build_test_node(project: &Arc<Project>, jinja: &Arc<JinjaEnv>, host: &Arc<Par
         }),
         patch_path: None,
         source: None,
+        check: None,
     })
 }
 

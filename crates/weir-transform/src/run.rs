@@ -67,6 +67,8 @@ pub struct NodeResult {
     pub compiled_code: Option<String>,
     pub relation_name: Option<String>,
     pub thread_id: String,
+    /// For a check node: every check's outcome.
+    pub checks: Option<Arc<weir_quality::SuiteOutcome>>,
 }
 
 /// Which command is running: it decides what is selected and how tests gate models.
@@ -77,6 +79,8 @@ pub enum Command {
     Test,
     Seed,
     Snapshot,
+    /// `weir check`: data-quality checks alone.
+    Check,
 }
 
 /// Progress callbacks, so the binary prints status lines and the library stays quiet.
@@ -132,9 +136,12 @@ pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command
             Command::Test => n.resource_type == ResourceType::Test,
             Command::Seed => n.resource_type == ResourceType::Seed,
             Command::Snapshot => n.resource_type == ResourceType::Snapshot,
+            Command::Check => n.resource_type == ResourceType::Check,
             Command::Build => {
-                matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot | ResourceType::Test)
-                    && !n.is_ephemeral()
+                matches!(
+                    n.resource_type,
+                    ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot | ResourceType::Test | ResourceType::Check
+                ) && !n.is_ephemeral()
             }
         })
         .map(|n| n.unique_id.clone())
@@ -169,9 +176,11 @@ pub fn execute(
     for id in ids {
         let ancestors = graph.ancestors(id, None);
         let mut d: Vec<String> = ancestors.iter().filter(|a| set.contains(a.as_str())).cloned().collect();
-        if opts.command == Command::Build && m.node(id).is_some_and(|n| n.resource_type != ResourceType::Test) {
-            // Tests of upstream nodes gate this node.
-            for t in ids.iter().filter_map(|t| m.node(t)).filter(|t| t.resource_type == ResourceType::Test) {
+        let gates = |n: &Node| matches!(n.resource_type, ResourceType::Test | ResourceType::Check);
+        if opts.command == Command::Build && m.node(id).is_some_and(|n| !gates(n)) {
+            // Tests and checks of upstream nodes gate this node: a failure stops what is
+            // downstream of the asset (a circuit breaker), and the rest goes on.
+            for t in ids.iter().filter_map(|t| m.node(t)).filter(|t| gates(t)) {
                 if !t.depends_on.is_empty() && t.depends_on.iter().all(|p| ancestors.contains(p)) {
                     d.push(t.unique_id.clone());
                 }
@@ -288,6 +297,7 @@ fn skipped_like(unique_id: &str, at: chrono::DateTime<chrono::Utc>) -> NodeResul
         compiled_code: None,
         relation_name: None,
         thread_id: "main".to_string(),
+        checks: None,
     }
 }
 
@@ -306,6 +316,7 @@ fn skipped(node: &Node, reason: String, thread_id: &str) -> NodeResult {
         compiled_code: None,
         relation_name: None,
         thread_id: thread_id.to_string(),
+        checks: None,
     }
 }
 
@@ -325,11 +336,13 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
         compiled_code: None,
         relation_name: n.relation.as_ref().map(|r| host.session.warehouse.render(r)),
         thread_id: thread_id.to_string(),
+        checks: None,
     };
     let outcome = match n.resource_type {
         ResourceType::Seed => run_seed(host, slot, n, opts, &mut result),
         ResourceType::Test => run_test(host, slot, n, opts, &mut result),
         ResourceType::Snapshot => run_snapshot(host, slot, n, opts, &mut result),
+        ResourceType::Check => run_check(host, slot, n, &mut result),
         _ => run_model(host, slot, n, opts, &mut result),
     };
     if let Err(e) = outcome {
@@ -339,6 +352,77 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
     result.completed_at = chrono::Utc::now();
     result.execution_time = clock.elapsed().as_secs_f64();
     result
+}
+
+/// Measures a check node's suite on its dataset, records every value in the metadata store,
+/// and turns the worst verdict into the node's status: a failed `error`-severity check is a
+/// failure (blocking what is downstream under `weir build`), a warning only warns.
+fn run_check(host: &ExecHost, slot: &ConnSlot, n: &Node, result: &mut NodeResult) -> Result<(), TransformError> {
+    let session = &host.session;
+    let m = &session.manifest;
+    let Some(suite) = n.check.as_deref() else { return Ok(()) };
+    let wh = session.warehouse.as_ref();
+    let (dataset, mut bound) = bind_check(session, n)?;
+    result.relation_name = Some(bound.relation.clone());
+    for c in &suite.checks {
+        if let weir_quality::Metric::Query { name, sql } = &c.metric {
+            let ctx = context(host, dataset);
+            bound.queries.insert(name.clone(), m.jinja.render(&n.file, sql, &ctx)?);
+        }
+    }
+    let store = session.store.as_deref();
+    let outcome = with_conn(session, slot, |c| Ok(weir_quality::measure(c, wh, suite, &bound, store)))??;
+    let failed: Vec<&weir_quality::Outcome> =
+        outcome.outcomes.iter().filter(|o| matches!(o.verdict, weir_quality::Verdict::Fail | weir_quality::Verdict::Error)).collect();
+    let warned = outcome.count(weir_quality::Verdict::Warn);
+    result.status = match outcome.verdict() {
+        weir_quality::Verdict::Pass => Status::Pass,
+        weir_quality::Verdict::Warn => Status::Warn,
+        weir_quality::Verdict::Fail => Status::Fail,
+        weir_quality::Verdict::Error => Status::Error,
+    };
+    result.failures = Some((if failed.is_empty() { warned } else { failed.len() }) as i64);
+    if result.status != Status::Pass {
+        let lines: Vec<String> = outcome
+            .outcomes
+            .iter()
+            .filter(|o| o.verdict != weir_quality::Verdict::Pass)
+            .map(|o| {
+                let why = o.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+                format!("{} {}: measured {}, expected {}{why}", o.verdict.as_str(), o.check, o.shown, o.threshold)
+            })
+            .collect();
+        result.message = Some(lines.join("\n"));
+    }
+    result.checks = Some(Arc::new(outcome));
+    Ok(())
+}
+
+/// A check node's dataset, and the relations its suite reads (custom queries are templated
+/// when the check runs, in the dataset's Jinja context).
+pub fn bind_check<'a>(session: &'a Session, n: &Node) -> Result<(&'a Node, weir_quality::Bound), TransformError> {
+    let m = &session.manifest;
+    let wh = session.warehouse.as_ref();
+    let dataset =
+        n.depends_on.first().and_then(|d| m.node(d)).ok_or_else(|| TransformError::Graph(format!("{} has no dataset", n.unique_id)))?;
+    let render = |node: &Node| node.relation.as_ref().map(|r| wh.render(r)).unwrap_or_default();
+    let mut bound = weir_quality::Bound { relation: render(dataset), run_id: m.flags.invocation_id.clone(), ..Default::default() };
+    for c in n.check.iter().flat_map(|s| &s.checks) {
+        if let weir_quality::Metric::Reference { other, .. } = &c.metric
+            && let Some(o) = n.depends_on.iter().skip(1).filter_map(|d| m.node(d)).find(|o| named(o, other))
+        {
+            bound.others.insert(other.clone(), render(o));
+        }
+    }
+    Ok((dataset, bound))
+}
+
+/// Whether a node is the dataset a checks file calls `name` (`orders`, `raw.orders`).
+fn named(n: &Node, name: &str) -> bool {
+    match &n.source {
+        Some((s, t)) => format!("{s}.{t}") == name,
+        None => n.name == name,
+    }
 }
 
 /// Writes compiled or run SQL under `target/compiled/` or `target/run/`, as dbt lays it out.

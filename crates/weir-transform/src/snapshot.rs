@@ -369,6 +369,7 @@ mod tests {
             test: None,
             patch_path: None,
             source: None,
+            check: None,
         }
     }
 

@@ -122,6 +122,14 @@ impl Warehouse for DuckDb {
         true
     }
 
+    fn regex_match_sql(&self, expr: &str, pattern: &str) -> String {
+        format!("regexp_full_match(cast({expr} as varchar), {})", crate::literal(pattern))
+    }
+
+    fn percentile_sql(&self, expr: &str, fraction: f64) -> String {
+        format!("quantile_cont({expr}, {fraction})")
+    }
+
     fn known_target_keys(&self) -> &'static [&'static str] {
         &[
             "type",

@@ -116,6 +116,12 @@ pub trait Warehouse: Send + Sync {
         false
     }
 
+    /// Whether the text of `expr` matches `pattern` as a whole (data-quality `valid regex`).
+    fn regex_match_sql(&self, expr: &str, pattern: &str) -> String;
+
+    /// The continuous `fraction` percentile of `expr` as an aggregate.
+    fn percentile_sql(&self, expr: &str, fraction: f64) -> String;
+
     /// Engine-specific settings users may put in a target, for warnings on unknown keys.
     fn known_target_keys(&self) -> &'static [&'static str];
 }

@@ -90,6 +90,14 @@ impl Warehouse for Postgres {
         format!("create schema if not exists {}", self.quote(schema))
     }
 
+    fn regex_match_sql(&self, expr: &str, pattern: &str) -> String {
+        format!("cast({expr} as text) ~ {}", crate::literal(&format!("^(?:{pattern})$")))
+    }
+
+    fn percentile_sql(&self, expr: &str, fraction: f64) -> String {
+        format!("percentile_cont({fraction}) within group (order by {expr})")
+    }
+
     fn known_target_keys(&self) -> &'static [&'static str] {
         &[
             "type",

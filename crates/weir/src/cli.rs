@@ -100,6 +100,25 @@ pub struct BackfillArgs {
     pub fail_fast: bool,
 }
 
+/// `weir check`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Print one JSON document with every check's outcome instead of the report.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the recorded history of the checks whose dataset or text contains NAME.
+    #[arg(long, value_name = "NAME")]
+    pub history: Option<String>,
+    /// How many recorded outcomes `--history` shows (the newest).
+    #[arg(long, default_value_t = 30)]
+    pub limit: usize,
+    /// Stop at the first failing dataset.
+    #[arg(long, short = 'x')]
+    pub fail_fast: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Seed, run, snapshot and test the selected nodes in dependency order.
@@ -114,6 +133,9 @@ pub enum Command {
     Snapshot(RunFlags),
     /// Process the missing event-time batches of microbatch models over a range.
     Backfill(BackfillArgs),
+    /// Run the data-quality checks of `checks/*.yml` (on selected datasets), or show a
+    /// check's history.
+    Check(CheckArgs),
     /// Render the selected nodes' SQL into target/compiled without running it.
     Compile {
         #[command(flatten)]

@@ -112,6 +112,36 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// One line per check (`PASS  row_count between 1 and 100 ... 42`), with up to five
+/// failing rows under a check that did not pass when `samples` is set.
+pub fn check_lines(suite: &weir_quality::SuiteOutcome, samples: bool) -> Vec<String> {
+    let mut out = vec![];
+    for o in &suite.outcomes {
+        let word = o.verdict.as_str().to_uppercase();
+        let left = format!("{word:<5} {}", o.check);
+        let dots = ".".repeat(58usize.saturating_sub(left.chars().count()).max(1));
+        let mut line = format!("{left} {dots} {}", o.shown);
+        if o.verdict != weir_quality::Verdict::Pass {
+            line.push_str(&format!(" (expected {})", o.threshold));
+            if let Some(m) = &o.message {
+                line.push_str(&format!(": {m}"));
+            }
+            line.push_str(&format!("  [{}]", o.location));
+        } else if let Some(m) = &o.message {
+            line.push_str(&format!(" ({m})"));
+        }
+        out.push(line);
+        if samples && let Some(rows) = &o.samples {
+            if rows.rows.is_empty() {
+                continue;
+            }
+            out.push(format!("      {} failing row{} (sampled):", rows.rows.len(), plural(rows.rows.len())));
+            out.extend(rows.to_grid().lines().map(|l| format!("      {l}")));
+        }
+    }
+    out
+}
+
 /// "sql table model main.orders", "seed file main.raw_orders", "test not_null_orders_id".
 pub fn describe(n: &Node) -> String {
     let rel = n.relation.as_ref().map(|r| format!("{}.{}", r.schema, r.identifier)).unwrap_or_else(|| n.name.clone());
@@ -119,6 +149,7 @@ pub fn describe(n: &Node) -> String {
         ResourceType::Model => format!("sql {} model {rel}", n.materialized()),
         ResourceType::Seed => format!("seed file {rel}"),
         ResourceType::Test => format!("test {}", n.name),
+        ResourceType::Check => format!("checks on {}", n.name),
         other => format!("{} {rel}", other.as_str()),
     }
 }
@@ -157,7 +188,14 @@ impl Reporter for Output {
         let text = format!("{left} {dots} [{tag}{time}]");
         let _guard = self.lock.lock();
         match self.format {
-            LogFormat::Text => println!("{}  {text}", now()),
+            LogFormat::Text => {
+                println!("{}  {text}", now());
+                if let Some(suite) = &r.checks {
+                    for line in check_lines(suite, false) {
+                        println!("{}      {line}", now());
+                    }
+                }
+            }
             LogFormat::Json => println!(
                 "{}",
                 json!({"ts": chrono::Utc::now().to_rfc3339(), "level": level, "event": "node_finished", "msg": text,

@@ -65,7 +65,7 @@ impl Workspace {
     }
 
     /// The nodes `--select`/`--exclude` pick (everything when nothing is selected), with
-    /// tests attached to selected nodes added as dbt's eager indirect selection does.
+    /// tests and checks attached to selected nodes added as dbt's eager indirect selection does.
     pub fn select(&self, s: &Selection) -> Result<BTreeSet<String>, TransformError> {
         let m = &self.manifest;
         let state = s.state.as_deref().map(weir_transform::PriorState::load).transpose()?.map(Arc::new);
@@ -76,7 +76,8 @@ impl Workspace {
             let extra: Vec<String> = m
                 .nodes
                 .values()
-                .filter(|n| n.resource_type == ResourceType::Test && n.depends_on.iter().any(|d| chosen.contains(d)))
+                .filter(|n| matches!(n.resource_type, ResourceType::Test | ResourceType::Check))
+                .filter(|n| n.depends_on.iter().any(|d| chosen.contains(d)))
                 .map(|n| n.unique_id.clone())
                 .collect();
             chosen.extend(extra);
@@ -91,14 +92,16 @@ impl Workspace {
     }
 
     /// Opens the warehouse (relative DuckDB paths are taken from the working folder, as
-    /// dbt-duckdb takes them), with the metadata store when `ids` holds a microbatch model.
+    /// dbt-duckdb takes them), with the metadata store when `ids` holds a microbatch model or
+    /// a check.
     pub fn session(&self, out: &Arc<Output>, ids: &BTreeSet<String>) -> Result<Arc<Session>, Error> {
         let t = &self.manifest.target;
         let cwd = std::env::current_dir()?;
         let wh = weir_warehouse::open(&t.adapter_type, &t.fields, &cwd)?;
         let log_out = out.clone();
         let mut session = Session::new(self.manifest.clone(), Arc::from(wh), Arc::new(move |m: &str| log_out.info(m)));
-        if ids.iter().filter_map(|id| self.manifest.node(id)).any(|n| n.is_microbatch()) {
+        // Microbatch models record their intervals, checks their measurements.
+        if ids.iter().filter_map(|id| self.manifest.node(id)).any(|n| n.is_microbatch() || n.resource_type == ResourceType::Check) {
             session = session.with_store(self.store()?);
         }
         Ok(Arc::new(session))

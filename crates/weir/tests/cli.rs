@@ -76,7 +76,7 @@ fn example_builds_and_a_rerun_changes_no_row() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap()).unwrap();
     let statuses: Vec<&str> = results["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses.len(), 15);
+    assert_eq!(statuses.len(), 17, "15 nodes and 2 check suites");
     assert!(statuses.iter().all(|s| *s == "success" || *s == "pass"), "{statuses:?}");
 }
 
@@ -518,4 +518,120 @@ fn intervals_can_live_in_postgres() {
     let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
     assert_eq!(got, [("2024-01-01 00:00:00".to_string(), 1), ("2024-01-02 00:00:00".to_string(), 1)]);
+}
+
+fn checks_project(checks: &str) -> tempfile::TempDir {
+    minimal(&[
+        ("models/orders.sql", "select * from (values (1, 10, 20.0), (2, 11, -5.0), (3, 99, 7.5)) t(id, customer_id, amount)"),
+        ("models/customers.sql", "select * from (values (10, 'ann'), (11, 'bob')) t(id, name)"),
+        ("models/order_totals.sql", "select sum(amount) as total from {{ ref('orders') }}"),
+        ("models/customer_list.sql", "select * from {{ ref('customers') }}"),
+        ("checks/orders.yml", checks),
+    ])
+}
+
+fn run_results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("target/run_results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_failing_check_stops_what_is_downstream_and_the_build_goes_on() {
+    let checks = "checks for orders:\n  - row_count = 3\n  - min(amount) >= 0\nchecks for customers:\n  - duplicate_count(id) = 0\n";
+    let dir = checks_project(checks);
+    let o = weir(dir.path(), &["build"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAIL  min(amount) >= 0") && out.contains("-5 (expected >= 0)  [") && out.contains("checks/orders.yml:3:5"),
+        "{out}"
+    );
+    assert!(out.contains("skipped: upstream check.t.orders did not succeed") || out.contains("SKIP"), "{out}");
+    let status = |id: &str| {
+        run_results(dir.path())["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == id).map(|r| r["status"].clone())
+    };
+    assert_eq!(status("check.t.orders"), Some("fail".into()));
+    assert_eq!(status("model.t.order_totals"), Some("skipped".into()), "the circuit breaker holds the mart back");
+    assert_eq!(status("model.t.customer_list"), Some("success".into()), "the rest of the build goes on");
+    let checks =
+        run_results(dir.path())["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == "check.t.orders").unwrap()["checks"]
+            .clone();
+    assert!(checks[1]["samples"][0]["amount"].to_string().contains("-5"), "the negative row is kept: {checks}");
+
+    // As a warning it does not block.
+    std::fs::write(dir.path().join("checks/orders.yml"), "checks for orders:\n  - min(amount) >= 0:\n      severity: warn\n").unwrap();
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(status("check.t.orders"), Some("warn".into()));
+    assert_eq!(status("model.t.order_totals"), Some("success".into()));
+}
+
+#[test]
+fn weir_check_reports_every_check_and_keeps_their_history() {
+    let checks = "checks for orders:\n  - row_count between 1 and 10\n  - values in (customer_id) must exist in customers (id)\n  - drift percent last 5 for row_count < 10%\n";
+    let dir = checks_project(checks);
+    assert!(weir(dir.path(), &["run"]).status.success());
+    let o = weir(dir.path(), &["check", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let checks = &doc["results"][0]["checks"];
+    let got: Vec<(&str, &str)> =
+        checks.as_array().unwrap().iter().map(|c| (c["check"].as_str().unwrap(), c["status"].as_str().unwrap())).collect();
+    assert_eq!(
+        got,
+        [
+            ("row_count between 1 and 10", "pass"),
+            ("values in (customer_id) must exist in customers (id)", "fail"),
+            ("drift percent last 5 for row_count < 10%", "pass")
+        ]
+    );
+    assert_eq!(checks[1]["samples"], serde_json::json!([{"customer_id": 99}]));
+    assert_eq!(doc["summary"]["fail"], 1);
+
+    // The text report; then a second run, and the history of both.
+    let o = weir(dir.path(), &["check", "-s", "orders"]);
+    let out = text(&o);
+    assert!(out.contains("orders (\"t\".\"main\".\"orders\"): 3 checks, 5 queries") && out.contains("| customer_id |"), "{out}");
+    assert!(out.contains("Done in") && out.contains("PASS=2 WARN=0 FAIL=1 ERROR=0 TOTAL=3"), "{out}");
+    let o = weir(dir.path(), &["check", "--history", "row_count between"]);
+    let out = text(&o);
+    assert_eq!(out.matches("pass ").count(), 2, "{out}");
+    assert!(out.contains("orders\": row_count between 1 and 10") || out.contains("row_count between 1 and 10"), "{out}");
+}
+
+#[test]
+fn bad_checks_are_refused_with_their_place_before_anything_runs() {
+    let dir = checks_project("checks for orders:\n  - missing_count(amont) = 0\n  - row_count > 0\n");
+    assert!(weir(dir.path(), &["run"]).status.success());
+    let o = weir(dir.path(), &["check"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("checks/orders.yml:2:5: 'missing_count(amont) = 0': orders has no column 'amont'"), "{out}");
+    assert!(out.contains("nothing was checked"), "{out}");
+    let history = weir(dir.path(), &["check", "--history", "orders", "--json"]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&history.stdout).unwrap()["history"], serde_json::json!([]));
+
+    for (yaml, place, what) in [
+        ("checks for ordres:\n  - row_count > 0\n", "checks/orders.yml:1:1", "did you mean 'orders'?"),
+        ("checks for orders:\n  - row_count > ten\n", "checks/orders.yml:2:17", "expected a number, found 'ten'"),
+        ("checks for orders:\n  - invalid_count(id) = 0:\n      valid regex: '(['\n", "checks/orders.yml:3:20", "does not compile"),
+        ("checks for orders:\n  - values in (id) must exist in nowhere (id)\n", "checks/orders.yml:2:5", "'nowhere'"),
+    ] {
+        std::fs::write(dir.path().join("checks/orders.yml"), yaml).unwrap();
+        let o = weir(dir.path(), &["check"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{out}");
+        assert!(out.contains(place) && out.contains(what), "{yaml}: {out}");
+    }
+}
+
+#[test]
+fn a_check_whose_query_fails_is_an_error_never_a_pass() {
+    let dir = checks_project("checks for orders:\n  - bad > 0:\n      bad expression: sum(no_such_column)\n  - row_count > 0\n");
+    assert!(weir(dir.path(), &["run"]).status.success());
+    let o = weir(dir.path(), &["check", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = &doc["results"][0]["checks"];
+    assert_eq!((c[0]["status"].as_str(), c[1]["status"].as_str()), (Some("error"), Some("pass")), "the bad one is singled out: {c}");
+    assert!(c[0]["message"].as_str().unwrap_or_default().contains("no_such_column"), "{c}");
 }

@@ -19,6 +19,7 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
         Command::Test => "test",
         Command::Seed => "seed",
         Command::Snapshot => "snapshot",
+        Command::Check => "check",
     };
     let ws = Workspace::load(g, out, new_flags(which, f.full_refresh, f.store_failures))?;
     let selected = ws.select(&f.selection)?;
@@ -160,6 +161,7 @@ pub fn found(m: &weir_transform::Manifest) -> String {
     for n in m.nodes.values() {
         let key = match n.resource_type {
             weir_transform::ResourceType::Test => "data test",
+            weir_transform::ResourceType::Check => "check suite",
             other => other.as_str(),
         };
         *c.entry(key).or_default() += 1;
@@ -175,6 +177,7 @@ fn counts(session: &weir_transform::Session, ids: &[String]) -> String {
             let key = match n.resource_type {
                 weir_transform::ResourceType::Model => format!("{} model", n.materialized()),
                 weir_transform::ResourceType::Test => "data test".to_string(),
+                weir_transform::ResourceType::Check => "check suite".to_string(),
                 other => other.as_str().to_string(),
             };
             *c.entry(key).or_default() += 1;

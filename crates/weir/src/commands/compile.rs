@@ -38,7 +38,7 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
     let nodes: Vec<&weir_transform::Node> = selected
         .iter()
         .filter_map(|id| m.node(id))
-        .filter(|n| !matches!(n.resource_type, ResourceType::Source | ResourceType::Seed))
+        .filter(|n| !matches!(n.resource_type, ResourceType::Source | ResourceType::Seed | ResourceType::Check))
         .collect();
     // Nodes render independently: split them over the machine's cores, each thread with its
     // own (lazily opened) connection for introspective macros, writing its own files.
@@ -120,5 +120,6 @@ pub fn inline_node(ws: &Workspace, sql: &str) -> weir_transform::Node {
         test: None,
         patch_path: None,
         source: None,
+        check: None,
     }
 }

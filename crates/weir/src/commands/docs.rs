@@ -63,7 +63,9 @@ fn esc(s: &str) -> String {
 /// A self-contained page: every node with its description, columns and lineage.
 fn index_html(m: &weir_transform::Manifest, catalog: &J) -> String {
     let mut body = String::new();
-    for n in m.nodes.values().filter(|n| n.resource_type != weir_transform::ResourceType::Test) {
+    for n in
+        m.nodes.values().filter(|n| !matches!(n.resource_type, weir_transform::ResourceType::Test | weir_transform::ResourceType::Check))
+    {
         let cat = catalog["nodes"].get(&n.unique_id).or_else(|| catalog["sources"].get(&n.unique_id));
         body.push_str(&format!(
             "<section id=\"{id}\"><h2>{kind} <code>{name}</code></h2><p>{desc}</p>",

@@ -1,6 +1,7 @@
 //! One module per command; each returns the process exit code (0 ok, 1 a node failed).
 
 mod build;
+mod check;
 mod clean;
 mod compile;
 mod debug;
@@ -24,6 +25,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Seed(f) => build::run(g, f, weir_transform::Command::Seed, out),
         Command::Snapshot(f) => build::run(g, f, weir_transform::Command::Snapshot, out),
         Command::Backfill(a) => build::backfill(g, a, out),
+        Command::Check(a) => check::run(g, a, out),
         Command::Compile { selection, inline } => compile::run(g, selection, inline.as_deref(), out),
         Command::Parse => compile::parse_only(g, out),
         Command::Ls { selection, resource_type, output, intervals } => ls::run(g, selection, resource_type, output, *intervals, out),

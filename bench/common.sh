@@ -1,0 +1,18 @@
+# Shared by the benchmark scripts (sourced, not run): Weir built in the one shared profile,
+# the dbt reference installed, and small helpers. Set REPEAT before sourcing to change the
+# default number of timed runs.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
+cd "$WEIR_ROOT"
+ROWS="${BENCH_ROWS:-100000000}"
+REPEAT="${BENCH_REPEAT:-${REPEAT:-3}}"
+BENCH_DIR="${BENCH_DIR:-$HOME/.cache/weir/bench}"
+cargo build --quiet --workspace --all-targets
+bash scripts/install-dbt.sh >/dev/null
+WEIR="$CARGO_TARGET_DIR/debug/weir"
+PY="$WEIR_DBT_VENV/bin/python"
+
+# The median of the numbers on stdin, one per line ($REPEAT of them).
+median() { sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
+# Seconds between two `date +%s%N` readings.
+seconds() { python3 -c "print(f'{($2 - $1) / 1e9:.3f}')"; }

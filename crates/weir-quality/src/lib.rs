@@ -1,0 +1,28 @@
+//! Data-quality checks: `checks/*.yml` read into typed checks ([`spec`]), measured against
+//! the warehouse with one scan per table ([`measure`]), judged against their thresholds and
+//! their own history, and recorded in the metadata store.
+//!
+//! This crate knows nothing of the project graph: the transformation layer resolves each
+//! suite's dataset to a relation, runs the suite at the right moment (after the asset it
+//! checks) and lets a failure block what is downstream.
+
+pub mod measure;
+pub mod spec;
+
+pub use measure::{Bound, Outcome, SuiteOutcome, Verdict, measure, validate};
+pub use spec::{Check, Metric, Suite, parse_file};
+
+use weir_core::Location;
+
+/// Why a check could not be read or measured.
+#[derive(Debug, thiserror::Error)]
+pub enum QualityError {
+    #[error("{location}: {message}{}", snippet.as_ref().map(|s| format!("\n{s}")).unwrap_or_default())]
+    Invalid { location: Location, message: String, snippet: Option<String> },
+    #[error(transparent)]
+    Project(#[from] weir_project::ProjectError),
+    #[error(transparent)]
+    Warehouse(#[from] weir_warehouse::WarehouseError),
+    #[error(transparent)]
+    Store(#[from] weir_store::StoreError),
+}
