@@ -158,6 +158,28 @@ mod tests {
     fn metric_history_is_newest_first_one_value_per_run_without_the_current_run() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite(&dir.path().join("w.db")).unwrap();
+        history_behaves(&store);
+    }
+
+    /// The same on the shared PostgreSQL, in a schema of the test's own.
+    #[test]
+    fn postgres_keeps_check_history_too() {
+        let url = "postgresql://postgres@127.0.0.1:5432/test";
+        let schema = format!("weir_checks_test_{}", std::process::id());
+        let store = match Store::postgres(url, Some(&schema)) {
+            Ok(s) => s,
+            Err(e) => panic!("PostgreSQL at {url} is required for this test: {e}"),
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| history_behaves(&store)));
+        drop(store);
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("drop schema \"{schema}\" cascade")).unwrap();
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    fn history_behaves(store: &Store) {
         store.record_checks(&[rec("r1", "row_count", 10.0, 1), rec("r1", "row_count", 10.0, 1), rec("r1", "avg(x)", 3.0, 1)]).unwrap();
         store.record_checks(&[rec("r2", "row_count", 12.0, 2)]).unwrap();
         store.record_checks(&[rec("r3", "row_count", 13.0, 3)]).unwrap();

@@ -498,6 +498,13 @@ fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
                     depends_on.push(id);
                 }
             }
+            // Reports and history show places relative to the project, as users wrote them.
+            let mut suite = suite;
+            let root = &m.project.root;
+            suite.location = suite.location.relative_to(root);
+            for c in &mut suite.checks {
+                c.location = c.location.relative_to(root);
+            }
             let unique_id = format!("check.{package}.{}", suite.dataset);
             match nodes.get_mut(&unique_id) {
                 Some(existing) => {

@@ -596,6 +596,18 @@ fn weir_check_reports_every_check_and_keeps_their_history() {
     let out = text(&o);
     assert_eq!(out.matches("pass ").count(), 2, "{out}");
     assert!(out.contains("orders\": row_count between 1 and 10") || out.contains("row_count between 1 and 10"), "{out}");
+
+    // A source is checked by `source_name.table_name`.
+    std::fs::write(dir.path().join("models/sources.yml"), "sources:\n  - name: crm\n    schema: main\n    tables: [{name: customers}]\n")
+        .unwrap();
+    std::fs::write(dir.path().join("checks/crm.yml"), "checks for crm.customers:\n  - row_count = 2\n  - missing_count(name) = 0\n")
+        .unwrap();
+    let o = weir(dir.path(), &["check", "-s", "source:crm", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["results"].as_array().map(Vec::len), Some(1), "{doc}");
+    assert_eq!(doc["results"][0]["unique_id"], "check.t.crm.customers");
+    assert_eq!(doc["summary"]["pass"], 2, "{doc}");
 }
 
 #[test]
