@@ -130,6 +130,37 @@ pub fn measure(
     bound: &Bound,
     store: Option<&Store>,
 ) -> Result<SuiteOutcome, QualityError> {
+    let outcome = measure_suite(conn, wh, suite, bound, store)?;
+    if let Some(store) = store {
+        let now = Utc::now();
+        let records: Vec<CheckRecord> = outcome
+            .outcomes
+            .iter()
+            .map(|o| CheckRecord {
+                run_id: bound.run_id.clone(),
+                dataset: bound.relation.clone(),
+                check: o.check.clone(),
+                metric: o.metric.clone(),
+                value: o.value,
+                status: o.verdict.as_str().to_string(),
+                threshold: o.threshold.clone(),
+                message: o.message.clone(),
+                samples: o.samples.as_ref().map(|s| samples_json(s).to_string()),
+                measured_at: now,
+            })
+            .collect();
+        store.record_checks(&records)?;
+    }
+    Ok(outcome)
+}
+
+fn measure_suite(
+    conn: &mut dyn Connection,
+    wh: &dyn Warehouse,
+    suite: &Suite,
+    bound: &Bound,
+    store: Option<&Store>,
+) -> Result<SuiteOutcome, QualityError> {
     let start = Instant::now();
     let mut queries = 0;
     let mut values: Vec<Result<Option<f64>, String>> = vec![Ok(None); suite.checks.len()];
@@ -252,25 +283,6 @@ pub fn measure(
             }
         }
         outcomes.push(o);
-    }
-    if let Some(store) = store {
-        let now = Utc::now();
-        let records: Vec<CheckRecord> = outcomes
-            .iter()
-            .map(|o| CheckRecord {
-                run_id: bound.run_id.clone(),
-                dataset: bound.relation.clone(),
-                check: o.check.clone(),
-                metric: o.metric.clone(),
-                value: o.value,
-                status: o.verdict.as_str().to_string(),
-                threshold: o.threshold.clone(),
-                message: o.message.clone(),
-                samples: o.samples.as_ref().map(|s| samples_json(s).to_string()),
-                measured_at: now,
-            })
-            .collect();
-        store.record_checks(&records)?;
     }
     Ok(SuiteOutcome {
         dataset: suite.dataset.clone(),
@@ -490,6 +502,12 @@ fn scan_expr(wh: &dyn Warehouse, c: &Check) -> Option<String> {
     let pct = |n: String| format!("coalesce(100.0 * {n} / nullif({}, 0), 0)", rows());
     Some(match &c.metric {
         Metric::RowCount => rows(),
+        // Plain nulls as `count(*) - count(x)`: DuckDB answers it from column statistics
+        // when a column has no nulls at all (0.0 s for 8 columns of 100M rows, 0.3 s as sums).
+        Metric::Missing { column, percent, values } if values.is_empty() && f.is_none() => {
+            let n = format!("(count(*) - count({}))", col(wh, column));
+            if *percent { pct(n) } else { n }
+        }
         Metric::Missing { percent, .. } | Metric::Invalid { percent, .. } => {
             let n = count_where(&and(f.clone(), bad_rows(wh, c)?));
             if *percent { pct(n) } else { n }
