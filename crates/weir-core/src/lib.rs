@@ -1,5 +1,6 @@
 //! Shared vocabulary for every Weir crate: where something is in a user's files ([`Location`]),
-//! what a warehouse object is called ([`Relation`]), and what a query returns ([`QueryResult`]).
+//! what a warehouse object is called ([`Relation`]), and what a query returns ([`QueryResult`]), and column types
+//! as they move between engines ([`ColumnType`]).
 //!
 //! This crate holds plain data only. It knows no engine, no file format and no I/O, so every
 //! layer can depend on it without pulling anything else in.
@@ -7,7 +8,9 @@
 mod location;
 mod relation;
 mod result;
+mod types;
 
 pub use location::{Location, Snippet};
 pub use relation::{Relation, RelationKind};
 pub use result::{Column, Datum, QueryResult};
+pub use types::ColumnType;

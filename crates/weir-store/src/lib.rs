@@ -8,6 +8,7 @@
 
 mod checks;
 mod intervals;
+mod loads;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 pub use checks::CheckRecord;
 pub use intervals::{Interval, merge, missing};
+pub use loads::{LoadRun, LoadedFile};
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,31 @@ const MIGRATIONS: &[&str] = &[
         measured_at text not null
     );
     create index weir_check_results_metric on weir_check_results (dataset, metric, measured_at)",
+    "create table weir_load_runs (
+        load_id text primary key,
+        load_name text not null,
+        destination text not null,
+        status text not null,
+        started_at text not null,
+        finished_at text,
+        rows_read bigint,
+        rows_loaded bigint,
+        rows_rejected bigint,
+        cursor_value text,
+        message text
+    );
+    create index weir_load_runs_destination on weir_load_runs (destination, status, finished_at);
+    create index weir_load_runs_name on weir_load_runs (load_name, started_at);
+    create table weir_load_files (
+        destination text not null,
+        path text not null,
+        size bigint not null,
+        modified text not null,
+        sha256 text not null,
+        load_id text not null,
+        loaded_at text not null,
+        primary key (destination, path)
+    )",
 ];
 
 impl Store {

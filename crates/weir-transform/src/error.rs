@@ -32,6 +32,9 @@ pub enum TransformError {
     #[error(transparent)]
     Quality(#[from] weir_quality::QualityError),
 
+    #[error(transparent)]
+    Connect(#[from] weir_connect::ConnectError),
+
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }

@@ -20,6 +20,8 @@ pub enum ResourceType {
     Source,
     /// A suite of data-quality checks on one dataset (`checks/*.yml`).
     Check,
+    /// An extract-and-load job writing a raw table (`loads/*.yml`).
+    Load,
 }
 
 impl ResourceType {
@@ -32,6 +34,7 @@ impl ResourceType {
             ResourceType::Analysis => "analysis",
             ResourceType::Source => "source",
             ResourceType::Check => "check",
+            ResourceType::Load => "load",
         }
     }
 
@@ -44,6 +47,7 @@ impl ResourceType {
             "analysis" => ResourceType::Analysis,
             "source" => ResourceType::Source,
             "check" => ResourceType::Check,
+            "load" => ResourceType::Load,
             _ => return None,
         })
     }
@@ -97,6 +101,8 @@ pub struct Node {
     pub source: Option<(String, String)>,
     /// For checks: the suite; `depends_on[0]` is the dataset it checks.
     pub check: Option<Arc<weir_quality::Suite>>,
+    /// For loads: what it extracts and how it writes `relation`.
+    pub load: Option<Arc<weir_connect::Load>>,
 }
 
 impl Node {
@@ -106,6 +112,7 @@ impl Node {
             ResourceType::Test => "test",
             ResourceType::Snapshot => "snapshot",
             ResourceType::Check => "check",
+            ResourceType::Load => "load",
             _ => "view",
         })
     }

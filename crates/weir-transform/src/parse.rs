@@ -248,7 +248,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 match resource_type {
                     ResourceType::Model | ResourceType::Analysis => &s.models,
                     ResourceType::Seed => &s.seeds,
-                    ResourceType::Test | ResourceType::Check => &s.tests,
+                    ResourceType::Test | ResourceType::Check | ResourceType::Load => &s.tests,
                     ResourceType::Snapshot => &s.snapshots,
                     ResourceType::Source => &s.sources,
                 }
@@ -284,6 +284,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 patch_path: patch.map(|(_, path)| format!("{}://{}", f.package, path)),
                 source: None,
                 check: None,
+                load: None,
             };
             if resource_type != ResourceType::Seed {
                 let scope = NodeScope {
@@ -402,6 +403,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                         patch_path: None,
                         source: Some((src.name.clone(), t.name.clone())),
                         check: None,
+                        load: None,
                     },
                 );
                 collect_tests(&mut tests, f, &folders, &unique_id, &format!("{}_{}", src.name, t.name), true, &t.tests, &t.columns);
@@ -457,9 +459,88 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
     let mut manifest = Manifest { project: project.clone(), target, jinja, nodes, warnings, flags, run_started_at };
     resolve_dependencies(&mut manifest, &disabled)?;
     resolve_relations(&mut manifest, host)?;
+    add_loads(&mut manifest)?;
     add_checks(&mut manifest)?;
     warn_unused_config_paths(&mut manifest);
     Ok(manifest)
+}
+
+/// The root project's `loads/*.yml`: one load node per load, writing its raw table. A
+/// source whose table a load writes depends on that load, so `weir build +stg_orders` loads
+/// `raw.orders` first; checks may name a load's table as `load_name`.
+fn add_loads(m: &mut Manifest) -> Result<(), TransformError> {
+    let dir = m.project.root.join("loads");
+    let mut files = vec![];
+    collect_yaml(&dir, &mut files)?;
+    files.sort();
+    let package = m.project.name().to_string();
+    let database = m.target.database();
+    let mut added: BTreeMap<String, Node> = BTreeMap::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|e| TransformError::io(&path, e))?;
+        let rel = path.strip_prefix(&m.project.root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        for load in weir_connect::parse_file(&path, &text)? {
+            let unique_id = format!("load.{package}.{}", load.name);
+            if let Some(other) = added.get(&unique_id) {
+                return Err(TransformError::at(
+                    load.location.clone(),
+                    format!("a load named '{}' is already defined in {}", load.name, other.original_file_path),
+                    Some(&text),
+                ));
+            }
+            let relation = Relation::new(&database, &load.schema, &load.table);
+            let writer = added.values().find(|n| n.relation.as_ref().is_some_and(|r| r.key() == relation.key()));
+            if let Some(w) = writer {
+                return Err(TransformError::at(
+                    load.location.clone(),
+                    format!("load '{}' writes {}.{}, which load '{}' writes already", load.name, load.schema, load.table, w.name),
+                    Some(&text),
+                ));
+            }
+            let mut config = ConfigMap::new();
+            config.insert("tags".into(), J::Array(load.tags.iter().map(|t| J::String(t.clone())).collect()));
+            let mut load = load;
+            load.location = load.location.relative_to(&m.project.root);
+            let node = Node {
+                unique_id: unique_id.clone(),
+                resource_type: ResourceType::Load,
+                package: package.clone(),
+                name: load.name.clone(),
+                fqn: vec![package.clone(), "loads".into(), load.name.clone()],
+                path: rel.trim_start_matches("loads/").to_string(),
+                original_file_path: rel.clone(),
+                file: path.clone(),
+                raw_code: String::new(),
+                config,
+                description: load.description.clone().unwrap_or_default(),
+                columns: vec![],
+                refs: vec![],
+                sources: vec![],
+                depends_on: vec![],
+                relation: Some(relation),
+                test: None,
+                patch_path: None,
+                source: None,
+                check: None,
+                load: Some(Arc::new(load)),
+            };
+            added.insert(unique_id, node);
+        }
+    }
+    // Sources read what loads write: (schema, table) match, whatever the database is called.
+    for load in added.values() {
+        let Some(written) = &load.relation else { continue };
+        for n in m.nodes.values_mut().filter(|n| n.resource_type == ResourceType::Source) {
+            if n.relation
+                .as_ref()
+                .is_some_and(|r| r.schema.eq_ignore_ascii_case(&written.schema) && r.identifier.eq_ignore_ascii_case(&written.identifier))
+            {
+                n.depends_on.push(load.unique_id.clone());
+            }
+        }
+    }
+    m.nodes.extend(added);
+    Ok(())
 }
 
 /// The root project's `checks/*.yml`: one check node per checked dataset (suites for the
@@ -536,6 +617,7 @@ fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
                         patch_path: None,
                         source: None,
                         check: Some(Arc::new(suite)),
+                        load: None,
                     };
                     nodes.insert(unique_id, node);
                 }
@@ -780,6 +862,7 @@ fn build_test_node(project: &Arc<Project>, jinja: &Arc<JinjaEnv>, host: &Arc<Par
         patch_path: None,
         source: None,
         check: None,
+        load: None,
     })
 }
 

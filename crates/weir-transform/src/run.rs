@@ -69,6 +69,8 @@ pub struct NodeResult {
     pub thread_id: String,
     /// For a check node: every check's outcome.
     pub checks: Option<Arc<weir_quality::SuiteOutcome>>,
+    /// For a load node: what it read, loaded and rejected.
+    pub load: Option<Arc<weir_connect::LoadReport>>,
 }
 
 /// Which command is running: it decides what is selected and how tests gate models.
@@ -81,6 +83,8 @@ pub enum Command {
     Snapshot,
     /// `weir check`: data-quality checks alone.
     Check,
+    /// `weir load`: extract-and-load jobs alone.
+    Load,
 }
 
 /// Progress callbacks, so the binary prints status lines and the library stays quiet.
@@ -137,10 +141,16 @@ pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command
             Command::Seed => n.resource_type == ResourceType::Seed,
             Command::Snapshot => n.resource_type == ResourceType::Snapshot,
             Command::Check => n.resource_type == ResourceType::Check,
+            Command::Load => n.resource_type == ResourceType::Load,
             Command::Build => {
                 matches!(
                     n.resource_type,
-                    ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot | ResourceType::Test | ResourceType::Check
+                    ResourceType::Model
+                        | ResourceType::Seed
+                        | ResourceType::Snapshot
+                        | ResourceType::Test
+                        | ResourceType::Check
+                        | ResourceType::Load
                 ) && !n.is_ephemeral()
             }
         })
@@ -298,6 +308,7 @@ fn skipped_like(unique_id: &str, at: chrono::DateTime<chrono::Utc>) -> NodeResul
         relation_name: None,
         thread_id: "main".to_string(),
         checks: None,
+        load: None,
     }
 }
 
@@ -317,6 +328,7 @@ fn skipped(node: &Node, reason: String, thread_id: &str) -> NodeResult {
         relation_name: None,
         thread_id: thread_id.to_string(),
         checks: None,
+        load: None,
     }
 }
 
@@ -337,12 +349,14 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
         relation_name: n.relation.as_ref().map(|r| host.session.warehouse.render(r)),
         thread_id: thread_id.to_string(),
         checks: None,
+        load: None,
     };
     let outcome = match n.resource_type {
         ResourceType::Seed => run_seed(host, slot, n, opts, &mut result),
         ResourceType::Test => run_test(host, slot, n, opts, &mut result),
         ResourceType::Snapshot => run_snapshot(host, slot, n, opts, &mut result),
         ResourceType::Check => run_check(host, slot, n, &mut result),
+        ResourceType::Load => run_load(host, n, &mut result),
         _ => run_model(host, slot, n, opts, &mut result),
     };
     if let Err(e) = outcome {
@@ -352,6 +366,23 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
     result.completed_at = chrono::Utc::now();
     result.execution_time = clock.elapsed().as_secs_f64();
     result
+}
+
+/// Runs a load node: extracts its source into its raw table, all or nothing, and records
+/// the run, its high-water mark and its files in the metadata store.
+fn run_load(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), TransformError> {
+    let session = &host.session;
+    let m = &session.manifest;
+    let (Some(load), Some(relation)) = (n.load.as_deref(), n.relation.as_ref()) else { return Ok(()) };
+    let store = session.store.as_deref().ok_or_else(|| TransformError::Graph(format!("{} needs the metadata store", n.unique_id)))?;
+    let opts =
+        weir_connect::LoadOptions { root: m.project.root.clone(), database: relation.database.clone(), full_refresh: m.flags.full_refresh };
+    let report = weir_connect::run_load(session.warehouse.as_ref(), load, store, &opts)?;
+    result.rows_affected = Some(report.rows_loaded);
+    result.failures = Some(report.rows_rejected as i64);
+    result.message = Some(report.summary());
+    result.load = Some(Arc::new(report));
+    Ok(())
 }
 
 /// Measures a check node's suite on its dataset, records every value in the metadata store,

@@ -370,6 +370,7 @@ mod tests {
             patch_path: None,
             source: None,
             check: None,
+            load: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! DuckDB, in-process: the embedded default. A file path (or `:memory:`) from the profile;
 //! every worker thread gets its own connection to the same database instance.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -10,9 +11,9 @@ use duckdb::arrow::datatypes::{
 };
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Value as J};
-use weir_core::{Column, Datum, QueryResult, Relation, RelationKind};
+use weir_core::{Column, ColumnType, Datum, QueryResult, Relation, RelationKind};
 
-use crate::{Connection, Result, Warehouse, WarehouseError, kind_of, literal};
+use crate::{Connection, FileFormat, FileScan, Result, Warehouse, WarehouseError, kind_of, literal};
 
 /// A DuckDB database opened once per process, on first use (so `weir compile` and `weir ls`
 /// never pay for opening it); connections are clones of it.
@@ -130,6 +131,73 @@ impl Warehouse for DuckDb {
         format!("quantile_cont({expr}, {fraction})")
     }
 
+    fn type_sql(&self, t: &ColumnType) -> String {
+        match t {
+            ColumnType::Varchar => "VARCHAR".into(),
+            ColumnType::Double => "DOUBLE".into(),
+            ColumnType::Blob => "BLOB".into(),
+            ColumnType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+            // Another engine's list or struct arrives as its text.
+            ColumnType::Other(_) => "VARCHAR".into(),
+            other => other.to_string().to_uppercase(),
+        }
+    }
+
+    fn try_cast_sql(&self, expr: &str, t: &ColumnType) -> Option<String> {
+        Some(format!("try_cast({expr} as {})", self.type_sql(t)))
+    }
+
+    fn row_json_sql(&self, alias: &str) -> String {
+        format!("cast(to_json({alias}) as varchar)")
+    }
+
+    fn file_scan_sql(&self, scan: &FileScan) -> Option<String> {
+        // DuckDB keeps a CSV scan's rejected lines only without `union_by_name`: with
+        // rejects, each file gets its own scan (and tables), and the scans are unioned by name.
+        if scan.format == FileFormat::Csv && scan.rejects.is_some() && scan.paths.len() > 1 {
+            let parts: Vec<String> = (0..scan.paths.len()).map(|i| csv_scan(scan, &scan.paths[i..=i], Some(i))).collect();
+            return Some(parts.join("\nunion all by name\n"));
+        }
+        if scan.format == FileFormat::Csv {
+            return Some(csv_scan(scan, &scan.paths, scan.rejects.as_ref().map(|_| 0)));
+        }
+        let mut args = vec![paths_list(&scan.paths), "union_by_name = true".to_string()];
+        if let Some(col) = &scan.filename_column {
+            args.push(format!("filename = {}", literal(col)));
+        }
+        let function = match scan.format {
+            FileFormat::JsonLines => {
+                args.push("format = 'newline_delimited'".into());
+                // Every line takes part in type inference, so a late line of another type
+                // widens the column instead of failing the load.
+                args.push("sample_size = -1".into());
+                "read_json"
+            }
+            _ => "read_parquet",
+        };
+        Some(format!("select * from {function}({})", args.join(", ")))
+    }
+
+    fn file_rejects_sql(&self, scan: &FileScan) -> Option<String> {
+        let prefix = scan.rejects.as_ref().filter(|_| scan.format == FileFormat::Csv)?;
+        let parts: Vec<String> = (0..scan.paths.len().max(1))
+            .map(|i| {
+                let table = format!("{prefix}_{i}");
+                format!(
+                    "select s.file_path, e.line, e.csv_line as raw,
+                            e.error_type || coalesce(' in column ' || e.column_name, '') || ': ' || e.error_message as reason
+                     from {} e join {} s on e.scan_id = s.scan_id and e.file_id = s.file_id",
+                    self.quote(&table),
+                    self.quote(&format!("{table}_scan"))
+                )
+            })
+            .collect();
+        Some(format!(
+            "select file_path || ':' || line as position, raw, reason from ({}) as r order by file_path, line",
+            parts.join("\nunion all\n")
+        ))
+    }
+
     fn known_target_keys(&self) -> &'static [&'static str] {
         &[
             "type",
@@ -234,6 +302,74 @@ impl Connection for DuckDbConnection {
     fn server_version(&mut self) -> Result<String> {
         Ok(self.query("select version()")?.scalar().map(|d| format!("DuckDB {d}")).unwrap_or_default())
     }
+
+    fn copy_in_csv(&mut self, target: &str, columns: &[String], input: &mut dyn Read) -> Result<u64> {
+        // DuckDB's CSV reader is its bulk path and reads files only: spool the stream to one.
+        let mut file = tempfile::Builder::new().prefix("weir-copy-").suffix(".csv").tempfile().map_err(io_err)?;
+        std::io::copy(input, &mut file).map_err(io_err)?;
+        file.flush().map_err(io_err)?;
+        let cols: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+        let sql = format!(
+            "copy {target} ({}) from {} (format csv, header true, allow_quoted_nulls false, auto_detect false)",
+            cols.join(", "),
+            literal(&file.path().to_string_lossy())
+        );
+        self.execute(&sql)
+    }
+
+    fn copy_out_csv(&mut self, sql: &str, output: &mut dyn Write) -> Result<()> {
+        let file = tempfile::Builder::new().prefix("weir-copy-").suffix(".csv").tempfile().map_err(io_err)?;
+        let copy = format!("copy (\n{sql}\n) to {} (format csv, header true)", literal(&file.path().to_string_lossy()));
+        self.execute(&copy)?;
+        let mut reader = std::fs::File::open(file.path()).map_err(io_err)?;
+        std::io::copy(&mut reader, output).map_err(io_err)?;
+        Ok(())
+    }
+}
+
+/// One `read_csv` over `paths`; with `rejects_at`, its failed lines go to the tables
+/// `{rejects}_{rejects_at}` and `..._scan`.
+fn csv_scan(scan: &FileScan, paths: &[PathBuf], rejects_at: Option<usize>) -> String {
+    let mut args = vec![paths_list(paths)];
+    if paths.len() > 1 {
+        args.push("union_by_name = true".into());
+    }
+    if let Some(col) = &scan.filename_column {
+        args.push(format!("filename = {}", literal(col)));
+    }
+    let o = &scan.options;
+    args.push(format!("header = {}", o.header));
+    // A quoted empty field is an empty text, not a null: what was in the file.
+    args.push("allow_quoted_nulls = false".into());
+    for (key, value) in [("delim", &o.delimiter), ("quote", &o.quote), ("escape", &o.escape)] {
+        if let Some(v) = value {
+            args.push(format!("{key} = {}", literal(v)));
+        }
+    }
+    if !o.nulls.is_empty() {
+        let nulls: Vec<String> = o.nulls.iter().map(|n| literal(n)).collect();
+        args.push(format!("nullstr = [{}]", nulls.join(", ")));
+    }
+    if !o.types.is_empty() {
+        let types: Vec<String> = o.types.iter().map(|(c, t)| format!("{}: {}", literal(c), literal(t))).collect();
+        args.push(format!("types = {{{}}}", types.join(", ")));
+    }
+    if let (Some(prefix), Some(i)) = (&scan.rejects, rejects_at) {
+        let table = format!("{prefix}_{i}");
+        args.push("store_rejects = true".into());
+        args.push(format!("rejects_table = {}", literal(&table)));
+        args.push(format!("rejects_scan = {}", literal(&format!("{table}_scan"))));
+    }
+    format!("select * from read_csv({})", args.join(", "))
+}
+
+fn paths_list(paths: &[PathBuf]) -> String {
+    let quoted: Vec<String> = paths.iter().map(|p| literal(&p.to_string_lossy())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn io_err(e: std::io::Error) -> WarehouseError {
+    WarehouseError::Io(e.to_string())
 }
 
 pub(crate) fn relations_from(r: QueryResult) -> Result<Vec<(Relation, RelationKind)>> {

@@ -7,10 +7,11 @@
 pub mod duckdb;
 pub mod postgres;
 
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as J};
-use weir_core::{Column, QueryResult, Relation, RelationKind};
+use weir_core::{Column, ColumnType, QueryResult, Relation, RelationKind};
 
 /// An error from the warehouse, with the statement that caused it.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +125,65 @@ pub trait Warehouse: Send + Sync {
 
     /// Engine-specific settings users may put in a target, for warnings on unknown keys.
     fn known_target_keys(&self) -> &'static [&'static str];
+
+    /// How this engine spells a column type in DDL.
+    fn type_sql(&self, t: &ColumnType) -> String;
+
+    /// `expr` cast to `t`, or null where it does not fit, when the engine can test that in
+    /// SQL (loads then reject or null such values instead of failing).
+    fn try_cast_sql(&self, _expr: &str, _t: &ColumnType) -> Option<String> {
+        None
+    }
+
+    /// A row of the table aliased `alias` as JSON text (rejected rows are kept so).
+    fn row_json_sql(&self, alias: &str) -> String;
+
+    /// A query reading files in place, when the engine can (DuckDB's `read_csv`,
+    /// `read_json`, `read_parquet`); loads then never move the data through Weir.
+    fn file_scan_sql(&self, _scan: &FileScan) -> Option<String> {
+        None
+    }
+
+    /// The columns of a failed-row table a [`FileScan`] with `rejects` filled, as
+    /// `(position, raw text, reason)` expressions over it, when the engine records them.
+    fn file_rejects_sql(&self, _scan: &FileScan) -> Option<String> {
+        None
+    }
+}
+
+/// Files for the engine to read itself, with the options users give loads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileScan {
+    pub format: FileFormat,
+    pub paths: Vec<PathBuf>,
+    pub options: ReadOptions,
+    /// A name for the engine's tables of lines it could not read; `None` fails on the first.
+    pub rejects: Option<String>,
+    /// The column naming each row's file.
+    pub filename_column: Option<String>,
+}
+
+/// How to read delimited text, as users write it in a load (all optional).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadOptions {
+    /// CSV: whether the first line names the columns.
+    pub header: bool,
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+    pub escape: Option<String>,
+    /// Texts read as null.
+    pub nulls: Vec<String>,
+    /// Types given by the user, by column, instead of inferred ones.
+    pub types: Vec<(String, String)>,
+}
+
+/// The file formats loads read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FileFormat {
+    #[default]
+    Csv,
+    JsonLines,
+    Parquet,
 }
 
 /// One session with the warehouse. Not shared between threads.
@@ -173,6 +233,13 @@ pub trait Connection: Send {
 
     /// `select version()` or the like, for `weir debug`.
     fn server_version(&mut self) -> Result<String>;
+
+    /// Streams CSV (a header line, then rows; an unquoted empty field is null, `""` is an
+    /// empty text) into an existing table: the engine's bulk path. Returns the rows written.
+    fn copy_in_csv(&mut self, target: &str, columns: &[String], input: &mut dyn Read) -> Result<u64>;
+
+    /// Streams a query's result out as CSV in the same form [`Connection::copy_in_csv`] reads.
+    fn copy_out_csv(&mut self, sql: &str, output: &mut dyn Write) -> Result<()>;
 }
 
 /// Opens the warehouse a profile target names.

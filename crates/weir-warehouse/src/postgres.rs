@@ -1,14 +1,14 @@
 //! PostgreSQL, for teams past one machine. Plain TCP connections (no TLS yet), one per worker
 //! thread, configured by dbt-postgres's profile fields.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use postgres::types::Type;
 use postgres::{Client, NoTls, SimpleQueryMessage};
 use serde_json::{Map, Value as J};
-use weir_core::{Column, Datum, QueryResult, Relation, RelationKind};
+use weir_core::{Column, ColumnType, Datum, QueryResult, Relation, RelationKind};
 
 use crate::{Connection, Result, Warehouse, WarehouseError, literal};
 
@@ -96,6 +96,22 @@ impl Warehouse for Postgres {
 
     fn percentile_sql(&self, expr: &str, fraction: f64) -> String {
         format!("percentile_cont({fraction}) within group (order by {expr})")
+    }
+
+    fn type_sql(&self, t: &ColumnType) -> String {
+        match t {
+            ColumnType::Double => "double precision".into(),
+            ColumnType::Varchar => "text".into(),
+            ColumnType::Blob => "bytea".into(),
+            ColumnType::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
+            // Lists, structs and the like arrive as their text.
+            ColumnType::Other(_) => "text".into(),
+            other => other.to_string(),
+        }
+    }
+
+    fn row_json_sql(&self, alias: &str) -> String {
+        format!("cast(row_to_json({alias}) as text)")
     }
 
     fn known_target_keys(&self) -> &'static [&'static str] {
@@ -241,6 +257,21 @@ impl Connection for PgConnection {
 
     fn server_version(&mut self) -> Result<String> {
         Ok(self.query("select version()")?.scalar().map(|d| d.to_string()).unwrap_or_default())
+    }
+
+    fn copy_in_csv(&mut self, target: &str, columns: &[String], input: &mut dyn Read) -> Result<u64> {
+        let cols: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+        let sql = format!("copy {target} ({}) from stdin with (format csv, header true)", cols.join(", "));
+        let mut writer = self.client.copy_in(&sql).map_err(|e| WarehouseError::query(pg_message(&e), &sql))?;
+        std::io::copy(input, &mut writer).map_err(|e| WarehouseError::query(e.to_string(), &sql))?;
+        writer.finish().map_err(|e| WarehouseError::query(pg_message(&e), &sql))
+    }
+
+    fn copy_out_csv(&mut self, sql: &str, output: &mut dyn Write) -> Result<()> {
+        let copy = format!("copy (\n{sql}\n) to stdout with (format csv, header true)");
+        let mut reader = self.client.copy_out(&copy).map_err(|e| WarehouseError::query(pg_message(&e), &copy))?;
+        std::io::copy(&mut reader, output).map_err(|e| WarehouseError::query(e.to_string(), &copy))?;
+        Ok(())
     }
 }
 

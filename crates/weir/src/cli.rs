@@ -119,6 +119,27 @@ pub struct CheckArgs {
     pub fail_fast: bool,
 }
 
+/// `weir load`.
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// The loads to run, by name (all of them when none is given and nothing is selected).
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Start over: forget what was loaded (high-water marks, files) and replace the tables.
+    #[arg(long, short = 'f')]
+    pub full_refresh: bool,
+    /// Stop at the first failing load.
+    #[arg(long, short = 'x')]
+    pub fail_fast: bool,
+    /// Show the recorded runs of the load NAME.
+    #[arg(long, value_name = "NAME")]
+    pub history: Option<String>,
+    /// How many runs `--history` shows (the newest).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Seed, run, snapshot and test the selected nodes in dependency order.
@@ -133,6 +154,9 @@ pub enum Command {
     Snapshot(RunFlags),
     /// Process the missing event-time batches of microbatch models over a range.
     Backfill(BackfillArgs),
+    /// Extract and load: run the loads of `loads/*.yml` into the warehouse's raw layer, or
+    /// show a load's runs.
+    Load(LoadArgs),
     /// Run the data-quality checks of `checks/*.yml` (on selected datasets), or show a
     /// check's history.
     Check(CheckArgs),

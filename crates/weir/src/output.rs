@@ -150,6 +150,7 @@ pub fn describe(n: &Node) -> String {
         ResourceType::Seed => format!("seed file {rel}"),
         ResourceType::Test => format!("test {}", n.name),
         ResourceType::Check => format!("checks on {}", n.name),
+        ResourceType::Load => format!("load {} -> {rel}", n.name),
         other => format!("{} {rel}", other.as_str()),
     }
 }
@@ -160,6 +161,7 @@ impl Reporter for Output {
     fn finished(&self, n: &Node, r: &NodeResult, index: usize, total: usize) {
         let (word, tag) = match (r.status, n.resource_type) {
             (Status::Success, ResourceType::Seed) => ("OK loaded".to_string(), format!("INSERT {}", r.rows_affected.unwrap_or(0))),
+            (Status::Success, ResourceType::Load) => ("OK loaded".to_string(), format!("LOAD {}", r.rows_affected.unwrap_or(0))),
             (Status::Success, ResourceType::Snapshot) => ("OK snapshotted".to_string(), format!("INSERT {}", r.rows_affected.unwrap_or(0))),
             (Status::Success, _) => {
                 let what = if n.materialized() == "incremental" && r.rows_affected.is_some() { "OK" } else { "OK created" };
@@ -193,6 +195,13 @@ impl Reporter for Output {
                 if let Some(suite) = &r.checks {
                     for line in check_lines(suite, false) {
                         println!("{}      {line}", now());
+                    }
+                }
+                if let Some(load) = &r.load {
+                    println!("{}      {}", now(), load.summary());
+                    for rej in &load.rejected_sample {
+                        let raw: String = rej.raw.chars().take(60).collect();
+                        println!("{}        rejected {}: {} [{raw}]", now(), rej.position, rej.reason);
                     }
                 }
             }

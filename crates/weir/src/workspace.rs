@@ -92,16 +92,21 @@ impl Workspace {
     }
 
     /// Opens the warehouse (relative DuckDB paths are taken from the working folder, as
-    /// dbt-duckdb takes them), with the metadata store when `ids` holds a microbatch model or
-    /// a check.
+    /// dbt-duckdb takes them), with the metadata store when `ids` holds a microbatch model, a
+    /// check or a load.
     pub fn session(&self, out: &Arc<Output>, ids: &BTreeSet<String>) -> Result<Arc<Session>, Error> {
         let t = &self.manifest.target;
         let cwd = std::env::current_dir()?;
         let wh = weir_warehouse::open(&t.adapter_type, &t.fields, &cwd)?;
         let log_out = out.clone();
         let mut session = Session::new(self.manifest.clone(), Arc::from(wh), Arc::new(move |m: &str| log_out.info(m)));
-        // Microbatch models record their intervals, checks their measurements.
-        if ids.iter().filter_map(|id| self.manifest.node(id)).any(|n| n.is_microbatch() || n.resource_type == ResourceType::Check) {
+        // Microbatch models record their intervals, checks their measurements, loads their
+        // runs, high-water marks and files.
+        if ids
+            .iter()
+            .filter_map(|id| self.manifest.node(id))
+            .any(|n| n.is_microbatch() || matches!(n.resource_type, ResourceType::Check | ResourceType::Load))
+        {
             session = session.with_store(self.store()?);
         }
         Ok(Arc::new(session))

@@ -567,7 +567,7 @@ fn a_failing_check_stops_what_is_downstream_and_the_build_goes_on() {
 
 #[test]
 fn weir_check_reports_every_check_and_keeps_their_history() {
-    let checks = "checks for orders:\n  - row_count between 1 and 10\n  - values in (customer_id) must exist in customers (id)\n  - drift percent last 5 for row_count < 10%\n";
+    let checks = "checks for orders:\n  - row_count between 1 and 10\n  - values in (customer_id) must exist in customers (id)\n  - drift percent last 5 for row_count < 10%\n  - orphans = 1:\n      orphans query: select count(*) from {{ this }} where customer_id not in (select id from {{ ref('customers') }})\n";
     let dir = checks_project(checks);
     assert!(weir(dir.path(), &["run"]).status.success());
     let o = weir(dir.path(), &["check", "--json"]);
@@ -581,7 +581,8 @@ fn weir_check_reports_every_check_and_keeps_their_history() {
         [
             ("row_count between 1 and 10", "pass"),
             ("values in (customer_id) must exist in customers (id)", "fail"),
-            ("drift percent last 5 for row_count < 10%", "pass")
+            ("drift percent last 5 for row_count < 10%", "pass"),
+            ("orphans = 1", "pass")
         ]
     );
     assert_eq!(checks[1]["samples"], serde_json::json!([{"customer_id": 99}]));
@@ -590,8 +591,8 @@ fn weir_check_reports_every_check_and_keeps_their_history() {
     // The text report; then a second run, and the history of both.
     let o = weir(dir.path(), &["check", "-s", "orders"]);
     let out = text(&o);
-    assert!(out.contains("orders (\"t\".\"main\".\"orders\"): 3 checks, 5 queries") && out.contains("| customer_id |"), "{out}");
-    assert!(out.contains("Done in") && out.contains("PASS=2 WARN=0 FAIL=1 ERROR=0 TOTAL=3"), "{out}");
+    assert!(out.contains("orders (\"t\".\"main\".\"orders\"): 4 checks, 6 queries") && out.contains("| customer_id |"), "{out}");
+    assert!(out.contains("Done in") && out.contains("PASS=3 WARN=0 FAIL=1 ERROR=0 TOTAL=4"), "{out}");
     let o = weir(dir.path(), &["check", "--history", "row_count between"]);
     let out = text(&o);
     assert_eq!(out.matches("pass ").count(), 2, "{out}");
@@ -646,4 +647,44 @@ fn a_check_whose_query_fails_is_an_error_never_a_pass() {
     let c = &doc["results"][0]["checks"];
     assert_eq!((c[0]["status"].as_str(), c[1]["status"].as_str()), (Some("error"), Some("pass")), "the bad one is singled out: {c}");
     assert!(c[0]["message"].as_str().unwrap_or_default().contains("no_such_column"), "{c}");
+}
+
+#[test]
+fn build_loads_raw_tables_before_the_models_that_read_them() {
+    let dir = minimal(&[
+        ("data/orders_1.csv", "id,amount\n1,10\n2,oops\n3,5\n"),
+        ("loads/shop.yml", "loads:\n  - name: orders\n    source: {kind: csv, path: 'data/*.csv', columns: {amount: integer}}\n"),
+        ("models/sources.yml", "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: orders\n"),
+        ("models/stg_orders.sql", "select id, amount from {{ source('raw', 'orders') }}"),
+        ("models/unrelated.sql", "select 1 as x"),
+    ]);
+    let ls = weir(dir.path(), &["ls", "-s", "+stg_orders"]);
+    assert!(text(&ls).contains("load:t.orders") && text(&ls).contains("source:t.raw.orders"), "{}", text(&ls));
+    let o = weir(dir.path(), &["build", "-s", "+stg_orders"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let load_line = out.find("OK loaded load orders -> raw.orders").unwrap_or_else(|| panic!("{out}"));
+    let model_line = out.find("stg_orders").unwrap_or_else(|| panic!("{out}"));
+    assert!(load_line < model_line, "the load runs first:\n{out}");
+    assert!(out.contains("2 rows into raw.orders from 1 file; 1 rejected"), "{out}");
+    assert!(out.contains("rejected data/orders_1.csv:3"), "{out}");
+    assert!(!out.contains("unrelated"), "{out}");
+    assert_eq!(query(&dir.path().join("t.duckdb"), "select sum(amount) from main.stg_orders"), vec![vec!["15".to_string()]]);
+
+    let again = weir(dir.path(), &["load"]);
+    assert!(text(&again).contains("raw.orders is up to date"), "{}", text(&again));
+    let history = weir(dir.path(), &["load", "--history", "orders"]);
+    assert!(text(&history).contains("committed"), "{}", text(&history));
+    let unknown = weir(dir.path(), &["load", "ordrs"]);
+    assert!(!unknown.status.success() && text(&unknown).contains("did you mean 'orders'"), "{}", text(&unknown));
+    let run_results = std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap();
+    assert!(run_results.contains("load.t.orders"), "{run_results}");
+}
+
+#[test]
+fn a_mistake_in_a_load_file_names_its_place() {
+    let dir = minimal(&[("loads/x.yml", "loads:\n  - name: a\n    source: {kind: csv, path: x.csv}\n    write_disposition: upsert\n")]);
+    let o = weir(dir.path(), &["load"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("loads/x.yml:4:24") && text(&o).contains("'upsert' is not one of append, replace, merge"), "{}", text(&o));
 }

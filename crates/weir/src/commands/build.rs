@@ -20,6 +20,7 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
         Command::Seed => "seed",
         Command::Snapshot => "snapshot",
         Command::Check => "check",
+        Command::Load => "load",
     };
     let ws = Workspace::load(g, out, new_flags(which, f.full_refresh, f.store_failures))?;
     let selected = ws.select(&f.selection)?;
@@ -93,7 +94,7 @@ fn parse_time(flag: &str, s: &str) -> Result<NaiveDateTime, Error> {
 }
 
 /// Runs `ids` with the project's hooks around them, writes the artifacts, prints the summary.
-fn execute(
+pub(crate) fn execute(
     ws: &Workspace,
     session: &Arc<weir_transform::Session>,
     (selected, ids): (&BTreeSet<String>, &[String]),

@@ -121,5 +121,6 @@ pub fn inline_node(ws: &Workspace, sql: &str) -> weir_transform::Node {
         patch_path: None,
         source: None,
         check: None,
+        load: None,
     }
 }

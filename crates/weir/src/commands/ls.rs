@@ -39,6 +39,7 @@ pub fn run(g: &Global, s: &Selection, types: &[String], format: &str, intervals:
             .to_string(),
             _ => match n.resource_type {
                 ResourceType::Source => format!("source:{}", n.fqn.join(".")),
+                ResourceType::Load => format!("load:{}.{}", n.package, n.name),
                 _ => n.fqn.join("."),
             },
         };

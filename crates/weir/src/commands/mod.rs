@@ -7,6 +7,7 @@ mod compile;
 mod debug;
 mod docs;
 mod init;
+mod load;
 mod ls;
 mod show;
 
@@ -26,6 +27,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Snapshot(f) => build::run(g, f, weir_transform::Command::Snapshot, out),
         Command::Backfill(a) => build::backfill(g, a, out),
         Command::Check(a) => check::run(g, a, out),
+        Command::Load(a) => load::run(g, a, out),
         Command::Compile { selection, inline } => compile::run(g, selection, inline.as_deref(), out),
         Command::Parse => compile::parse_only(g, out),
         Command::Ls { selection, resource_type, output, intervals } => ls::run(g, selection, resource_type, output, *intervals, out),

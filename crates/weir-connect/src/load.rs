@@ -1,0 +1,874 @@
+//! Running one load: extract into a stage table of the destination, then evolve, write and
+//! record in one transaction of the destination, then record in the metadata store.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use weir_core::{ColumnType, Datum, Relation, RelationKind};
+use weir_store::{LoadRun, LoadedFile, Store};
+use weir_warehouse::{Connection, FileFormat, FileScan, Warehouse, WarehouseError, literal};
+
+use crate::ConnectError;
+use crate::files::{self, Rejected};
+use crate::spec::{FileSource, Load, SchemaContract, Source, WriteDisposition};
+
+/// The columns every loaded row gets.
+pub const LOAD_ID: &str = "_weir_load_id";
+pub const LOADED_AT: &str = "_weir_loaded_at";
+/// The file a row of a file load came from (relative to the project).
+pub const SOURCE_FILE: &str = "_weir_source_file";
+/// Rows that could not be loaded, with the reason, in the destination schema.
+pub const REJECTED_TABLE: &str = "_weir_rejected";
+/// The destination's own record of committed loads, written in the load's transaction.
+pub const LOADS_TABLE: &str = "_weir_loads";
+
+/// How a load is run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The project root: relative globs start there.
+    pub root: PathBuf,
+    /// The database of the active target, where the raw schema lives.
+    pub database: String,
+    /// Start over: forget the high-water mark and loaded files, and replace the table.
+    pub full_refresh: bool,
+}
+
+/// What one load did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReport {
+    pub load: String,
+    pub load_id: String,
+    pub destination: Relation,
+    /// Rows the source gave (loaded + rejected).
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    /// Files read, and files left out as already loaded.
+    pub files_loaded: usize,
+    pub files_skipped: usize,
+    /// Nothing new in the source: no transaction was made.
+    pub up_to_date: bool,
+    pub cursor: Option<String>,
+    /// Schema changes made (`added column raw.orders.note varchar`).
+    pub schema_changes: Vec<String>,
+    /// The first rejected rows, for the report.
+    pub rejected_sample: Vec<Rejected>,
+    pub elapsed: Duration,
+}
+
+impl LoadReport {
+    /// One line for people: what was read, loaded and rejected, and what changed.
+    pub fn summary(&self) -> String {
+        let table = format!("{}.{}", self.destination.schema, self.destination.identifier);
+        if self.up_to_date {
+            return format!(
+                "{table} is up to date: nothing new in the source ({} file{} already loaded)",
+                self.files_skipped,
+                plural(self.files_skipped)
+            );
+        }
+        let mut s = format!("{} row{} into {table}", self.rows_loaded, plural(self.rows_loaded as usize));
+        if self.files_loaded > 0 {
+            s.push_str(&format!(" from {} file{}", self.files_loaded, plural(self.files_loaded)));
+        }
+        if self.files_skipped > 0 {
+            s.push_str(&format!(" ({} already loaded)", self.files_skipped));
+        }
+        if self.rows_rejected > 0 {
+            s.push_str(&format!(
+                "; {} rejected (see {}.{REJECTED_TABLE} where load_id = '{}')",
+                self.rows_rejected, self.destination.schema, self.load_id
+            ));
+        }
+        if let Some(c) = &self.cursor {
+            s.push_str(&format!("; cursor at {c}"));
+        }
+        for change in &self.schema_changes {
+            s.push_str(&format!("; {change}"));
+        }
+        s
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// Runs one load against the warehouse, recording it in the store.
+pub fn run_load(wh: &dyn Warehouse, load: &Load, store: &Store, opts: &LoadOptions) -> Result<LoadReport, ConnectError> {
+    let started = Instant::now();
+    let target = Relation::new(&opts.database, &load.schema, &load.table);
+    let key = wh.render(&target);
+    let wh_err = |source: WarehouseError| ConnectError::Warehouse { load: load.name.clone(), source };
+    let mut conn = wh.connect().map_err(wh_err)?;
+    conn.execute(&wh.create_schema_sql(&opts.database, &load.schema)).map_err(wh_err)?;
+    settle(wh, conn.as_mut(), load, &target, store)?;
+    if opts.full_refresh {
+        store.reset_load_state(&key)?;
+    }
+    let run = LoadRun {
+        load_id: uuid::Uuid::new_v4().to_string(),
+        load_name: load.name.clone(),
+        destination: key.clone(),
+        status: "running".into(),
+        started_at: Utc::now(),
+        finished_at: None,
+        rows_read: None,
+        rows_loaded: None,
+        rows_rejected: None,
+        cursor: None,
+        message: None,
+    };
+    store.begin_load(&run)?;
+    let stage = target.with_identifier(format!("_weir_stage_{}", load.table));
+    let mut job = Job { wh, conn: conn.as_mut(), load, opts, target: &target, stage: &stage, load_id: &run.load_id };
+    let outcome = job.run(store);
+    // The stage is scratch space: gone whatever happened (a killed run's is dropped by the next).
+    let _ = job.conn.execute(&wh.drop_relation_sql(&stage, RelationKind::Table));
+    let finished = |status: &str, message: Option<String>, r: Option<&LoadReport>, files: &[LoadedFile]| {
+        let done = LoadRun {
+            status: status.into(),
+            finished_at: Some(Utc::now()),
+            rows_read: r.map(|r| r.rows_read),
+            rows_loaded: r.map(|r| r.rows_loaded),
+            rows_rejected: r.map(|r| r.rows_rejected),
+            cursor: r.and_then(|r| r.cursor.clone()),
+            message,
+            ..run.clone()
+        };
+        store.finish_load(&done, files)
+    };
+    match outcome {
+        Ok((mut report, files)) => {
+            let note = (!report.schema_changes.is_empty()).then(|| report.schema_changes.join("; "));
+            finished("committed", note, Some(&report), &files)?;
+            report.elapsed = started.elapsed();
+            Ok(report)
+        }
+        Err(e) => {
+            finished("failed", Some(e.to_string()), None, &[])?;
+            Err(e)
+        }
+    }
+}
+
+/// Settles runs a killed process left `running`: committed if the destination recorded
+/// them in its transaction, failed (having written nothing) otherwise.
+fn settle(wh: &dyn Warehouse, conn: &mut dyn Connection, load: &Load, target: &Relation, store: &Store) -> Result<(), ConnectError> {
+    let key = wh.render(target);
+    let unsettled = store.unsettled_loads(&key)?;
+    if unsettled.is_empty() {
+        return Ok(());
+    }
+    let loads_table = target.with_identifier(LOADS_TABLE);
+    let exists = relation_exists(conn, &loads_table).map_err(|source| ConnectError::Warehouse { load: load.name.clone(), source })?;
+    for id in unsettled {
+        let row = if exists {
+            let sql = format!(
+                "select rows_read, rows_loaded, rows_rejected, cursor_value, files from {} where load_id = {}",
+                wh.render(&loads_table),
+                literal(&id)
+            );
+            conn.query(&sql).map_err(|source| ConnectError::Warehouse { load: load.name.clone(), source })?.rows.into_iter().next()
+        } else {
+            None
+        };
+        let mut run = LoadRun {
+            load_id: id.clone(),
+            load_name: load.name.clone(),
+            destination: key.clone(),
+            status: "failed".into(),
+            started_at: Utc::now(),
+            finished_at: Some(Utc::now()),
+            rows_read: None,
+            rows_loaded: None,
+            rows_rejected: None,
+            cursor: None,
+            message: Some("interrupted before it committed: nothing of it was kept".into()),
+        };
+        let mut files = vec![];
+        if let Some(row) = row {
+            let n = |d: &Datum| d.to_string().parse::<u64>().ok();
+            run.status = "committed".into();
+            run.message = Some("settled from the destination's record after an interrupted run".into());
+            run.rows_read = n(&row[0]);
+            run.rows_loaded = n(&row[1]);
+            run.rows_rejected = n(&row[2]);
+            run.cursor = (!matches!(row[3], Datum::Null)).then(|| row[3].to_string());
+            files = parse_files(&row[4].to_string());
+        }
+        store.finish_load(&run, &files)?;
+    }
+    Ok(())
+}
+
+struct Job<'a> {
+    wh: &'a dyn Warehouse,
+    conn: &'a mut dyn Connection,
+    load: &'a Load,
+    opts: &'a LoadOptions,
+    target: &'a Relation,
+    stage: &'a Relation,
+    load_id: &'a str,
+}
+
+/// What extraction put in the stage table.
+struct Extracted {
+    rejected: Vec<Rejected>,
+    /// Files read, with their records; files only refreshed.
+    files: Vec<LoadedFile>,
+    refresh: Vec<LoadedFile>,
+    files_skipped: usize,
+    /// Files whose earlier rows this load replaces (changed files under append).
+    replaces_files: Vec<String>,
+    /// Nothing new to load.
+    nothing: bool,
+}
+
+impl Job<'_> {
+    fn run(&mut self, store: &Store) -> Result<(LoadReport, Vec<LoadedFile>), ConnectError> {
+        self.exec(&self.wh.drop_relation_sql(self.stage, RelationKind::Table))?;
+        let key = self.wh.render(self.target);
+        let extracted = match &self.load.source {
+            Source::Files(f) => self.extract_files(f, store, &key)?,
+            Source::Postgres { url, table, query } => self.extract_postgres(url, table.as_deref(), query.as_deref(), store, &key)?,
+        };
+        let mut report = LoadReport {
+            load: self.load.name.clone(),
+            load_id: self.load_id.to_string(),
+            destination: self.target.clone(),
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_rejected: 0,
+            files_loaded: extracted.files.len(),
+            files_skipped: extracted.files_skipped + extracted.refresh.len(),
+            up_to_date: extracted.nothing,
+            cursor: None,
+            schema_changes: vec![],
+            rejected_sample: vec![],
+            elapsed: Duration::ZERO,
+        };
+        if extracted.nothing {
+            report.cursor = store.load_cursor(&key)?;
+            return Ok((report, extracted.refresh));
+        }
+        let rejected = extracted.rejected;
+        let staged = self.count(&format!("select count(*) from {}", self.wh.render(self.stage)))?;
+        report.rows_read = staged + rejected.len() as u64;
+        let mut statements = vec![];
+        let target_exists = relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))?;
+        let replace = self.load.write_disposition == WriteDisposition::Replace || self.opts.full_refresh;
+        let stage_cols = self.conn.columns(self.stage).map_err(|e| self.wh_err(e))?;
+        // The columns written: (name in the target, expression over the stage).
+        let mut columns: Vec<(String, String)> = stage_cols.iter().map(|c| (c.name.clone(), self.wh.quote(&c.name))).collect();
+        // Filters on the stage's rows: those that break the contract or the key are rejected.
+        let mut reject_rules: Vec<(String, String)> = vec![];
+        if target_exists {
+            let target_cols = self.conn.columns(self.target).map_err(|e| self.wh_err(e))?;
+            let plan = self.evolve(&stage_cols, &target_cols)?;
+            statements.extend(plan.statements);
+            report.schema_changes = plan.changes;
+            reject_rules.extend(plan.reject);
+            columns = plan.columns;
+        }
+        if self.load.write_disposition == WriteDisposition::Merge {
+            for k in &self.load.primary_key {
+                if !columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(k)) {
+                    return Err(self.data(format!("primary_key column '{k}' is not among the source's columns ({})", names(&columns))));
+                }
+                reject_rules.push((format!("{} is null", self.wh.quote(k)), format!("primary key column {k} is null")));
+            }
+        }
+        // Rows that break a rule are copied to the rejected table and left out.
+        let accept = if reject_rules.is_empty() {
+            "true".to_string()
+        } else {
+            reject_rules.iter().map(|(cond, _)| format!("not coalesce({cond}, false)")).collect::<Vec<_>>().join(" and ")
+        };
+        for (cond, reason) in &reject_rules {
+            let sql = format!("select count(*) from {} where {cond}", self.wh.render(self.stage));
+            let n = self.count(&sql)?;
+            if n > 0 {
+                statements.push(self.reject_from_stage(cond, reason));
+                report.rows_rejected += n;
+            }
+        }
+        let source_rows = if self.load.write_disposition == WriteDisposition::Merge {
+            self.dedupe(&accept)?
+        } else {
+            format!("select * from {} where {accept}", self.wh.render(self.stage))
+        };
+        let col_list: Vec<String> = columns.iter().map(|(c, _)| self.wh.quote(c)).collect();
+        let exprs: Vec<String> = columns.iter().map(|(c, e)| format!("{e} as {}", self.wh.quote(c))).collect();
+        let meta = format!(
+            "{} as {}, cast({} as timestamp) as {}",
+            literal(self.load_id),
+            self.wh.quote(LOAD_ID),
+            literal(&Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+            self.wh.quote(LOADED_AT)
+        );
+        let select = format!("select {}, {meta} from ({source_rows}) as s", exprs.join(", "));
+        let target_sql = self.wh.render(self.target);
+        if !target_exists {
+            statements.push(self.wh.create_table_as_sql(self.target, &select));
+        } else {
+            if replace {
+                statements.push(format!("delete from {target_sql}"));
+            } else if !extracted.replaces_files.is_empty() {
+                let list: Vec<String> = extracted.replaces_files.iter().map(|f| literal(f)).collect();
+                statements.push(format!("delete from {target_sql} where {} in ({})", self.wh.quote(SOURCE_FILE), list.join(", ")));
+            }
+            if self.load.write_disposition == WriteDisposition::Merge && !replace {
+                let on: Vec<String> = self.load.primary_key.iter().map(|k| format!("n.{k} = t.{k}", k = self.wh.quote(k))).collect();
+                statements.push(format!(
+                    "delete from {target_sql} as t where exists (select 1 from ({source_rows}) as n where {})",
+                    on.join(" and ")
+                ));
+            }
+            let mut all_cols = col_list.clone();
+            all_cols.push(self.wh.quote(LOAD_ID));
+            all_cols.push(self.wh.quote(LOADED_AT));
+            statements.push(format!("insert into {target_sql} ({}) {select}", all_cols.join(", ")));
+        }
+        let loaded_rows_sql = format!("select count(*) from ({source_rows}) as s");
+        report.rows_loaded = self.count(&loaded_rows_sql)?;
+        rejected.iter().take(5).for_each(|r| report.rejected_sample.push(r.clone()));
+        report.rows_rejected += rejected.len() as u64;
+        statements.extend(self.rejected_rows(&rejected));
+        report.cursor = match &self.load.incremental {
+            Some(inc) => {
+                let q = format!("select cast(max({}) as varchar) from ({source_rows}) as s", self.wh.quote(&inc.cursor));
+                let r = self.conn.query(&q).map_err(|e| self.wh_err(e))?;
+                match r.scalar() {
+                    Some(Datum::Null) | None => store.load_cursor(&self.wh.render(self.target))?.filter(|_| !replace),
+                    Some(d) => Some(d.to_string()),
+                }
+            }
+            None => None,
+        };
+        if report.rows_rejected > 0 && report.rejected_sample.is_empty() {
+            report.rejected_sample = self.sample_rejects(&reject_rules)?;
+        }
+        statements.splice(0..0, self.bookkeeping_tables());
+        statements.push(self.record_load(&report, &extracted.files));
+        self.conn.transaction(&statements).map_err(|e| self.wh_err(e))?;
+        let mut files = extracted.files;
+        files.extend(extracted.refresh);
+        Ok((report, files))
+    }
+
+    fn extract_files(&mut self, f: &FileSource, store: &Store, key: &str) -> Result<Extracted, ConnectError> {
+        let found = files::expand(&self.opts.root, &f.path).map_err(|m| self.source(m))?;
+        if found.is_empty() {
+            return Err(self.source(format!("no file matches '{}' (under {})", f.path, self.opts.root.display())));
+        }
+        let loaded = if self.opts.full_refresh { vec![] } else { store.loaded_files(key)? };
+        let changes = files::changed(&found, &loaded).map_err(|m| self.source(m))?;
+        let replace = self.load.write_disposition == WriteDisposition::Replace || self.opts.full_refresh;
+        let mut out = Extracted {
+            rejected: vec![],
+            files: vec![],
+            refresh: changes.refresh,
+            files_skipped: changes.unchanged,
+            replaces_files: vec![],
+            nothing: changes.load.is_empty(),
+        };
+        if out.nothing {
+            return Ok(out);
+        }
+        // A replace rewrites the table from every file; otherwise only new and changed ones.
+        let to_read: Vec<files::Found> = if replace {
+            out.files_skipped = 0;
+            let refreshed: Vec<LoadedFile> = std::mem::take(&mut out.refresh);
+            let mut records: Vec<LoadedFile> = changes.load.iter().map(|(_, r)| r.clone()).collect();
+            for fnd in &found {
+                if !records.iter().any(|r| r.path == fnd.shown) {
+                    let same = loaded.iter().chain(refreshed.iter()).find(|l| l.path == fnd.shown).cloned();
+                    records.push(match same {
+                        Some(l) => LoadedFile { size: fnd.size, modified: fnd.modified.clone(), ..l },
+                        None => LoadedFile {
+                            path: fnd.shown.clone(),
+                            size: fnd.size,
+                            modified: fnd.modified.clone(),
+                            sha256: files::hash(&fnd.path).map_err(|m| self.source(m))?,
+                        },
+                    });
+                }
+            }
+            out.files = records;
+            found.clone()
+        } else {
+            out.replaces_files =
+                changes.load.iter().filter(|(f, _)| loaded.iter().any(|l| l.path == f.shown)).map(|(f, _)| f.shown.clone()).collect();
+            out.files = changes.load.iter().map(|(_, r)| r.clone()).collect();
+            changes.load.into_iter().map(|(f, _)| f).collect()
+        };
+        // JSON lines are checked first: the engine would fail on a bad line, or skip it unseen.
+        let mut paths: Vec<PathBuf> = vec![];
+        let mut renamed: Vec<(String, String)> = vec![];
+        let mut keep_alive = vec![];
+        for fnd in &to_read {
+            if f.format == FileFormat::JsonLines {
+                let (bad, clean) = files::check_json_lines(&fnd.path, &fnd.shown).map_err(|m| self.source(m))?;
+                out.rejected.extend(bad);
+                if let Some(clean) = clean {
+                    paths.push(clean.path().to_path_buf());
+                    renamed.push((clean.path().to_string_lossy().into_owned(), fnd.shown.clone()));
+                    keep_alive.push(clean);
+                    continue;
+                }
+            }
+            paths.push(fnd.path.clone());
+        }
+        let rejects_name = format!("weir_rejects_{}", self.load_id.replace('-', ""));
+        let scan = FileScan {
+            format: f.format,
+            paths,
+            options: f.options.clone(),
+            rejects: Some(rejects_name),
+            filename_column: Some(SOURCE_FILE.to_string()),
+        };
+        match self.wh.file_scan_sql(&scan) {
+            Some(sql) => {
+                // The engine reads the files in place.
+                self.exec(&self.wh.create_table_as_sql(self.stage, &sql))?;
+                if let Some(rejects) = self.wh.file_rejects_sql(&scan) {
+                    out.rejected.extend(self.read_rejects(&rejects)?);
+                }
+            }
+            None => {
+                // An embedded DuckDB reads them, and the destination's bulk path takes the rows.
+                let reader = weir_warehouse::duckdb::DuckDb::open(&Default::default(), &self.opts.root).map_err(|e| self.wh_err(e))?;
+                let mut rconn = reader.connect().map_err(|e| self.wh_err(e))?;
+                let sql = reader.file_scan_sql(&scan).ok_or_else(|| self.source("the embedded reader cannot read these files".into()))?;
+                let cols = rconn.describe_query(&sql).map_err(|e| self.wh_err(e))?;
+                let typed: Vec<(String, ColumnType)> = cols.iter().map(|c| (c.name.clone(), ColumnType::parse(&c.data_type))).collect();
+                self.create_stage(&typed)?;
+                let mut spool = tempfile::tempfile().map_err(|e| self.source(e.to_string()))?;
+                rconn.copy_out_csv(&sql, &mut spool).map_err(|e| self.wh_err(e))?;
+                use std::io::Seek;
+                spool.rewind().map_err(|e| self.source(e.to_string()))?;
+                let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
+                let stage_sql = self.wh.render(self.stage);
+                self.conn.copy_in_csv(&stage_sql, &names, &mut spool).map_err(|e| self.wh_err(e))?;
+                if let Some(rejects) = reader.file_rejects_sql(&scan) {
+                    let rows = rconn.query(&rejects).map_err(|e| self.wh_err(e))?;
+                    out.rejected.extend(rows.rows.into_iter().map(|r| rejected_of(&r)));
+                }
+            }
+        }
+        // Rows and rejected lines name their file relative to the project, wherever it was read from.
+        for r in &mut out.rejected {
+            if let Some(f) = to_read.iter().find(|f| r.position.starts_with(&*f.path.to_string_lossy())) {
+                r.position = format!("{}{}", f.shown, &r.position[f.path.to_string_lossy().len()..]);
+            }
+        }
+        let stage = self.wh.render(self.stage);
+        let col = self.wh.quote(SOURCE_FILE);
+        for (from, to) in &renamed {
+            self.exec(&format!("update {stage} set {col} = {} where {col} = {}", literal(to), literal(from)))?;
+        }
+        let prefix = format!("{}/", self.opts.root.to_string_lossy().trim_end_matches('/'));
+        self.exec(&format!(
+            "update {stage} set {col} = substr({col}, {}) where substr({col}, 1, {}) = {}",
+            prefix.chars().count() + 1,
+            prefix.chars().count(),
+            literal(&prefix)
+        ))?;
+        drop(keep_alive);
+        Ok(out)
+    }
+
+    fn extract_postgres(
+        &mut self,
+        url: &str,
+        table: Option<&str>,
+        query: Option<&str>,
+        store: &Store,
+        key: &str,
+    ) -> Result<Extracted, ConnectError> {
+        let mut client =
+            postgres::Client::connect(url, postgres::NoTls).map_err(|e| self.source(format!("cannot connect to {}: {e}", redact(url))))?;
+        // Times leave the source in UTC, whatever the server's zone.
+        client.batch_execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'").map_err(|e| self.source(pg_message(&e)))?;
+        let base = match (table, query) {
+            (Some(t), _) => format!("select * from {t}"),
+            (_, Some(q)) => q.trim().trim_end_matches(';').to_string(),
+            _ => return Err(self.source("a postgres source needs a table or a query".into())),
+        };
+        let stmt = client.prepare(&base).map_err(|e| self.source(format!("{}\n  in: {base}", pg_message(&e))))?;
+        let typed = pg_columns(&mut client, &stmt).map_err(|e| self.source(pg_message(&e)))?;
+        let mut sql = format!("select * from ({base}) as _weir_source");
+        if let Some(inc) = &self.load.incremental {
+            let Some((_, cursor_type)) = typed.iter().find(|(n, _)| n == &inc.cursor) else {
+                return Err(self.source(format!(
+                    "incremental cursor '{}' is not a column of the source ({})",
+                    inc.cursor,
+                    names_of(&typed)
+                )));
+            };
+            let mark = if self.opts.full_refresh { None } else { store.load_cursor(key)? };
+            if let Some(from) = mark.or_else(|| inc.initial_value.clone()) {
+                let numeric =
+                    matches!(cursor_type, ColumnType::Integer | ColumnType::BigInt | ColumnType::Double | ColumnType::Decimal { .. });
+                let pg = pg_type_name(cursor_type);
+                let start = match (&inc.lookback, numeric) {
+                    (None, _) => format!("cast({} as {pg})", literal(&from)),
+                    (Some(l), true) => {
+                        let n: f64 = l
+                            .parse()
+                            .map_err(|_| self.source(format!("lookback '{l}' must be a number for the numeric cursor '{}'", inc.cursor)))?;
+                        format!("(cast({} as {pg}) - {n})", literal(&from))
+                    }
+                    (Some(l), false) => format!("(cast({} as {pg}) - interval {})", literal(&from), literal(l)),
+                };
+                sql.push_str(&format!(" where \"{}\" > {start}", inc.cursor.replace('"', "\"\"")));
+            }
+        }
+        self.create_stage(&typed)?;
+        let copy = format!("copy ({sql}) to stdout with (format csv, header true)");
+        let mut reader = client.copy_out(&copy).map_err(|e| self.source(format!("{}\n  in: {sql}", pg_message(&e))))?;
+        let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
+        let stage_sql = self.wh.render(self.stage);
+        self.conn.copy_in_csv(&stage_sql, &names, &mut reader).map_err(|e| self.wh_err(e))?;
+        Ok(Extracted { rejected: vec![], files: vec![], refresh: vec![], files_skipped: 0, replaces_files: vec![], nothing: false })
+    }
+
+    fn create_stage(&mut self, typed: &[(String, ColumnType)]) -> Result<(), ConnectError> {
+        let cols: Vec<String> = typed.iter().map(|(n, t)| format!("{} {}", self.wh.quote(n), self.wh.type_sql(t))).collect();
+        self.exec(&format!("create table {} ({})", self.wh.render(self.stage), cols.join(", ")))
+    }
+
+    /// Compares the stage's columns with the target's and decides, under the load's schema
+    /// contract, what changes, what is rejected and which columns are written.
+    fn evolve(&self, stage: &[weir_core::Column], target: &[weir_core::Column]) -> Result<Plan, ConnectError> {
+        let mut plan = Plan { columns: vec![], statements: vec![], changes: vec![], reject: vec![] };
+        let target_sql = self.wh.render(self.target);
+        for weir_core::Column { name, data_type } in stage {
+            let st = ColumnType::parse(data_type);
+            let place = format!("{}.{}.{name}", self.load.schema, self.load.table);
+            match target.iter().find(|c| c.name.eq_ignore_ascii_case(name)) {
+                None => match self.load.schema_contract {
+                    SchemaContract::Evolve => {
+                        // The stage is in the destination: a type the shared names lack
+                        // (a list, a struct) is spelled as the engine spelled it.
+                        let ddl = match &st {
+                            ColumnType::Other(raw) => raw.clone(),
+                            known => self.wh.type_sql(known),
+                        };
+                        plan.statements.push(format!("alter table {target_sql} add column {} {ddl}", self.wh.quote(name)));
+                        plan.changes.push(format!("added column {place} {st}"));
+                        plan.columns.push((name.clone(), self.wh.quote(name)));
+                    }
+                    SchemaContract::Freeze => {
+                        return Err(self.data(format!(
+                            "new column {name} ({st}) is not in {}.{} and schema_contract is freeze",
+                            self.load.schema, self.load.table
+                        )));
+                    }
+                    SchemaContract::DiscardRow => {
+                        plan.reject
+                            .push((format!("{} is not null", self.wh.quote(name)), format!("column {name} is not in the destination")));
+                    }
+                    SchemaContract::DiscardValue => plan.changes.push(format!("dropped values of new column {name}")),
+                },
+                Some(col) => {
+                    let tt = ColumnType::parse(&col.data_type);
+                    if st.fits_in(&tt) {
+                        plan.columns.push((col.name.clone(), self.wh.quote(name)));
+                        continue;
+                    }
+                    match self.load.schema_contract {
+                        SchemaContract::Evolve => {
+                            let wide = tt.widen(&st);
+                            plan.statements.push(self.alter_type_sql(&col.name, &wide));
+                            plan.changes.push(format!("widened column {place} from {tt} to {wide}"));
+                            plan.columns.push((col.name.clone(), self.wh.quote(name)));
+                        }
+                        SchemaContract::Freeze => {
+                            return Err(self.data(format!(
+                                "column {place} is {tt} in the destination but {st} in the source, and schema_contract is freeze"
+                            )));
+                        }
+                        SchemaContract::DiscardRow | SchemaContract::DiscardValue => {
+                            let Some(cast) = self.wh.try_cast_sql(&self.wh.quote(name), &tt) else {
+                                return Err(self.data(format!(
+                                    "column {place} is {tt} in the destination but {st} in the source; {} cannot test values against a type, so schema_contract {} is not possible here (use evolve or freeze)",
+                                    self.wh.adapter_type(),
+                                    self.load.schema_contract.as_str()
+                                )));
+                            };
+                            let q = self.wh.quote(name);
+                            if self.load.schema_contract == SchemaContract::DiscardRow {
+                                plan.reject.push((format!("{q} is not null and {cast} is null"), format!("value of {name} is not a {tt}")));
+                                plan.columns.push((col.name.clone(), cast));
+                            } else {
+                                plan.changes.push(format!("values of {place} that are not {tt} become null"));
+                                plan.columns.push((col.name.clone(), cast));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    fn alter_type_sql(&self, column: &str, to: &ColumnType) -> String {
+        let q = self.wh.quote(column);
+        let t = self.wh.type_sql(to);
+        format!("alter table {} alter column {q} type {t} using cast({q} as {t})", self.wh.render(self.target))
+    }
+
+    /// The merge's source rows: one per key. With a cursor the newest wins; without one,
+    /// duplicate keys fail the load, since which row is right cannot be known.
+    fn dedupe(&mut self, accept: &str) -> Result<String, ConnectError> {
+        let stage = self.wh.render(self.stage);
+        let keys: Vec<String> = self.load.primary_key.iter().map(|k| self.wh.quote(k)).collect();
+        let keys = keys.join(", ");
+        match &self.load.incremental {
+            Some(inc) => Ok(format!(
+                "select * from (select *, row_number() over (partition by {keys} order by {} desc) as _weir_rank from {stage} where {accept}) as d where _weir_rank = 1",
+                self.wh.quote(&inc.cursor)
+            )),
+            None => {
+                let sql = format!(
+                    "select {keys}, count(*) as n from {stage} where {accept} group by {keys} having count(*) > 1 order by n desc limit 5"
+                );
+                let dups = self.conn.query(&sql).map_err(|e| self.wh_err(e))?;
+                if !dups.rows.is_empty() {
+                    let shown: Vec<String> = dups
+                        .rows
+                        .iter()
+                        .map(|r| {
+                            let n = r.len();
+                            let key: Vec<String> = r[..n - 1].iter().map(|d| d.to_string()).collect();
+                            format!("({}) x{}", key.join(", "), r[n - 1])
+                        })
+                        .collect();
+                    return Err(self.data(format!(
+                        "primary key ({}) is not unique in the new data, so merge cannot tell which row is right: {}",
+                        self.load.primary_key.join(", "),
+                        shown.join(", ")
+                    )));
+                }
+                Ok(format!("select * from {stage} where {accept}"))
+            }
+        }
+    }
+
+    /// Copies the stage rows matching `cond` to the rejected table, each as JSON text.
+    fn reject_from_stage(&self, cond: &str, reason: &str) -> String {
+        let position = match &self.load.source {
+            Source::Files(_) => format!("r.{}", self.wh.quote(SOURCE_FILE)),
+            Source::Postgres { .. } => "null".to_string(),
+        };
+        format!(
+            "insert into {} (load_id, load_name, position, raw, reason, rejected_at) select {}, {}, {position}, {}, {}, {} from {} as r where {cond}",
+            self.wh.render(&self.target.with_identifier(REJECTED_TABLE)),
+            literal(self.load_id),
+            literal(&self.load.name),
+            self.wh.row_json_sql("r"),
+            literal(reason),
+            literal(&now_text()),
+            self.wh.render(self.stage),
+        )
+    }
+
+    fn rejected_rows(&self, rejected: &[Rejected]) -> Vec<String> {
+        let table = self.wh.render(&self.target.with_identifier(REJECTED_TABLE));
+        let at = literal(&now_text());
+        rejected
+            .chunks(500)
+            .map(|chunk| {
+                let values: Vec<String> = chunk
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "({}, {}, {}, {}, {}, {at})",
+                            literal(self.load_id),
+                            literal(&self.load.name),
+                            literal(&r.position),
+                            literal(&r.raw),
+                            literal(&r.reason)
+                        )
+                    })
+                    .collect();
+                format!("insert into {table} (load_id, load_name, position, raw, reason, rejected_at) values {}", values.join(", "))
+            })
+            .collect()
+    }
+
+    fn sample_rejects(&mut self, rules: &[(String, String)]) -> Result<Vec<Rejected>, ConnectError> {
+        let mut out = vec![];
+        for (cond, reason) in rules {
+            let sql = format!("select * from {} where {cond} limit 5", self.wh.render(self.stage));
+            let rows = self.conn.query(&sql).map_err(|e| self.wh_err(e))?;
+            for row in rows.rows {
+                let raw: Vec<String> = rows.columns.iter().zip(&row).map(|(c, d)| format!("{}={d}", c.name)).collect();
+                out.push(Rejected { position: String::new(), raw: raw.join(", "), reason: reason.clone() });
+            }
+        }
+        out.truncate(5);
+        Ok(out)
+    }
+
+    /// The rejected-rows table and the destination's record of committed loads.
+    fn bookkeeping_tables(&self) -> [String; 2] {
+        let text = self.wh.type_sql(&ColumnType::Varchar);
+        let big = self.wh.type_sql(&ColumnType::BigInt);
+        let ts = self.wh.type_sql(&ColumnType::Timestamp);
+        [
+            format!(
+                "create table if not exists {} (load_id {text}, load_name {text}, position {text}, raw {text}, reason {text}, rejected_at {ts})",
+                self.wh.render(&self.target.with_identifier(REJECTED_TABLE)),
+            ),
+            format!(
+                "create table if not exists {} (load_id {text} primary key, load_name {text}, destination {text}, write_disposition {text},
+                 rows_read {big}, rows_loaded {big}, rows_rejected {big}, cursor_value {text}, files {text}, schema_changes {text}, committed_at {ts})",
+                self.wh.render(&self.target.with_identifier(LOADS_TABLE)),
+            ),
+        ]
+    }
+
+    fn record_load(&self, r: &LoadReport, files: &[LoadedFile]) -> String {
+        let files_json = serde_json::Value::Array(
+            files.iter().map(|f| serde_json::json!({"path": f.path, "size": f.size, "modified": f.modified, "sha256": f.sha256})).collect(),
+        );
+        format!(
+            "insert into {} values ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+            self.wh.render(&self.target.with_identifier(LOADS_TABLE)),
+            literal(self.load_id),
+            literal(&self.load.name),
+            literal(&self.target.identifier),
+            literal(self.load.write_disposition.as_str()),
+            r.rows_read,
+            r.rows_loaded,
+            r.rows_rejected,
+            r.cursor.as_deref().map(literal).unwrap_or_else(|| "null".into()),
+            literal(&files_json.to_string()),
+            literal(&r.schema_changes.join("; ")),
+            literal(&now_text()),
+        )
+    }
+
+    fn read_rejects(&mut self, sql: &str) -> Result<Vec<Rejected>, ConnectError> {
+        let rows = self.conn.query(sql).map_err(|e| self.wh_err(e))?;
+        Ok(rows.rows.into_iter().map(|r| rejected_of(&r)).collect())
+    }
+
+    fn count(&mut self, sql: &str) -> Result<u64, ConnectError> {
+        let r = self.conn.query(sql).map_err(|e| self.wh_err(e))?;
+        Ok(r.scalar().and_then(|d| d.to_string().parse().ok()).unwrap_or(0))
+    }
+
+    fn exec(&mut self, sql: &str) -> Result<(), ConnectError> {
+        self.conn.execute(sql).map(drop).map_err(|e| self.wh_err(e))
+    }
+
+    fn wh_err(&self, source: WarehouseError) -> ConnectError {
+        ConnectError::Warehouse { load: self.load.name.clone(), source }
+    }
+
+    fn source(&self, message: String) -> ConnectError {
+        ConnectError::Source { load: self.load.name.clone(), message }
+    }
+
+    fn data(&self, message: String) -> ConnectError {
+        ConnectError::Data { load: self.load.name.clone(), message }
+    }
+}
+
+/// What schema evolution decided.
+struct Plan {
+    /// The columns written: their names in the target, and expressions over the stage.
+    columns: Vec<(String, String)>,
+    statements: Vec<String>,
+    changes: Vec<String>,
+    /// Conditions on stage rows that reject them, with the reason.
+    reject: Vec<(String, String)>,
+}
+
+fn rejected_of(row: &[Datum]) -> Rejected {
+    let text = |i: usize| row.get(i).map(|d| d.to_string()).unwrap_or_default();
+    Rejected { position: text(0), raw: text(1), reason: text(2) }
+}
+
+fn relation_exists(conn: &mut dyn Connection, r: &Relation) -> Result<bool, WarehouseError> {
+    Ok(conn
+        .list_relations(&r.database, std::slice::from_ref(&r.schema))?
+        .iter()
+        .any(|(x, _)| x.identifier.eq_ignore_ascii_case(&r.identifier)))
+}
+
+fn parse_files(json: &str) -> Vec<LoadedFile> {
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str(json) else { return vec![] };
+    items
+        .iter()
+        .filter_map(|f| {
+            Some(LoadedFile {
+                path: f.get("path")?.as_str()?.to_string(),
+                size: f.get("size")?.as_u64()?,
+                modified: f.get("modified")?.as_str()?.to_string(),
+                sha256: f.get("sha256")?.as_str()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn names(cols: &[(String, String)]) -> String {
+    cols.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn names_of(cols: &[(String, ColumnType)]) -> String {
+    cols.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn now_text() -> String {
+    Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+/// A query's columns with their full PostgreSQL types: the driver knows `numeric` but not
+/// `numeric(12,2)`, so columns read straight from a table are looked up in the catalog.
+fn pg_columns(client: &mut postgres::Client, stmt: &postgres::Statement) -> Result<Vec<(String, ColumnType)>, postgres::Error> {
+    let mut out = Vec::with_capacity(stmt.columns().len());
+    for c in stmt.columns() {
+        let declared = match (c.table_oid(), c.column_id()) {
+            (Some(table), Some(column)) => client
+                .query_opt(
+                    "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = $1 and attnum = $2",
+                    &[&table, &column],
+                )?
+                .map(|r| r.get::<_, String>(0)),
+            _ => None,
+        };
+        out.push((c.name().to_string(), ColumnType::parse(declared.as_deref().unwrap_or(c.type_().name()))));
+    }
+    Ok(out)
+}
+
+/// The PostgreSQL spelling of a cursor's type, for the literal it is compared with.
+fn pg_type_name(t: &ColumnType) -> String {
+    match t {
+        ColumnType::Double => "double precision".into(),
+        ColumnType::Varchar | ColumnType::Other(_) => "text".into(),
+        ColumnType::Decimal { .. } => "numeric".into(),
+        other => other.to_string(),
+    }
+}
+
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// A URL with its password hidden.
+fn redact(url: &str) -> String {
+    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(cred, host)| (scheme, cred, host))) {
+        Some((scheme, cred, host)) if cred.contains(':') => format!("{scheme}://{}:***@{host}", cred.split(':').next().unwrap_or_default()),
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,382 @@
+//! `loads/*.yml`: what each load reads, where it writes and how, read into typed [`Load`]s
+//! that remember where they were written, so mistakes are reported as `file:line:col` before
+//! anything is extracted.
+//!
+//! The keys follow dlt and Sling where they overlap (`write_disposition`, `primary_key`,
+//! `incremental.cursor`, `schema_contract`), so users of either read a load file at sight.
+
+use std::path::Path;
+
+use weir_core::Location;
+use weir_project::yaml::{self, Node, Value};
+use weir_warehouse::{FileFormat, ReadOptions};
+
+use crate::ConnectError;
+
+/// One load: a source, a destination table in the raw layer, and how to write it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    pub name: String,
+    pub description: Option<String>,
+    pub location: Location,
+    pub source: Source,
+    /// The destination schema (default `raw`).
+    pub schema: String,
+    /// The destination table (default: the load's name).
+    pub table: String,
+    pub write_disposition: WriteDisposition,
+    pub primary_key: Vec<String>,
+    pub incremental: Option<Incremental>,
+    pub schema_contract: SchemaContract,
+    pub tags: Vec<String>,
+}
+
+/// Where a load reads from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Local files matching a glob (relative to the project), optionally gzip- or
+    /// zstd-compressed.
+    Files(FileSource),
+    /// A table or a query in a PostgreSQL database.
+    Postgres { url: String, table: Option<String>, query: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileSource {
+    pub format: FileFormat,
+    /// The glob as written (relative to the project root unless absolute).
+    pub path: String,
+    /// CSV options; column types given instead of inferred ones.
+    pub options: ReadOptions,
+}
+
+/// How the extracted rows reach the destination table (dlt's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteDisposition {
+    /// Add the rows.
+    Append,
+    /// Replace the table's whole content, atomically.
+    Replace,
+    /// Upsert on the primary key.
+    Merge,
+}
+
+impl WriteDisposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteDisposition::Append => "append",
+            WriteDisposition::Replace => "replace",
+            WriteDisposition::Merge => "merge",
+        }
+    }
+}
+
+/// Incremental extraction on a cursor column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incremental {
+    pub cursor: String,
+    /// Where the first run starts (rows with a cursor above it).
+    pub initial_value: Option<String>,
+    /// How far behind the high-water mark each run starts again, for late updates: an
+    /// interval (`2 hours`) for time cursors, a number for numeric ones.
+    pub lookback: Option<String>,
+}
+
+/// What happens when the data does not fit the destination's columns (dlt's modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaContract {
+    /// New columns are added and types widened.
+    Evolve,
+    /// Any difference fails the load, which writes nothing.
+    Freeze,
+    /// A row with a new column or a value of another type is rejected (kept in
+    /// `_weir_rejected`); the rest load.
+    DiscardRow,
+    /// New columns are dropped and values that do not fit become null.
+    DiscardValue,
+}
+
+impl SchemaContract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaContract::Evolve => "evolve",
+            SchemaContract::Freeze => "freeze",
+            SchemaContract::DiscardRow => "discard_row",
+            SchemaContract::DiscardValue => "discard_value",
+        }
+    }
+}
+
+/// Reads every load of one file.
+pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Load>, ConnectError> {
+    let Some(root) = yaml::parse(file, text)? else { return Ok(vec![]) };
+    let p = Parser { file, text };
+    let entries = root.as_map().ok_or_else(|| p.err(&root, "a loads file is a mapping with a `loads:` list"))?;
+    let mut loads = vec![];
+    for (key, value) in entries {
+        match key.key_text().as_deref() {
+            Some("version") => {}
+            Some("loads") => {
+                let items = value.as_seq().ok_or_else(|| p.err(value, "`loads` must be a list of loads"))?;
+                for item in items {
+                    loads.push(p.load(item)?);
+                }
+            }
+            other => return Err(p.err(key, format!("unknown key '{}' (expected `loads:`)", other.unwrap_or_default()))),
+        }
+    }
+    Ok(loads)
+}
+
+struct Parser<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Parser<'_> {
+    fn err(&self, node: &Node, message: impl Into<String>) -> ConnectError {
+        let location = node.location(self.file);
+        let snippet = location.snippet(self.text).map(|s| s.to_string());
+        ConnectError::Invalid { location, message: message.into(), snippet }
+    }
+
+    fn map<'n>(&self, node: &'n Node, what: &str, known: &[&str]) -> Result<&'n [(Node, Node)], ConnectError> {
+        let entries = node.as_map().ok_or_else(|| self.err(node, format!("{what} must be a mapping")))?;
+        for (k, _) in entries {
+            let key = k.key_text().unwrap_or_default();
+            if !known.contains(&key.as_str()) {
+                return Err(self.err(k, format!("unknown key '{key}' in {what} (known: {})", known.join(", "))));
+            }
+        }
+        Ok(entries)
+    }
+
+    fn text(&self, node: &Node, what: &str) -> Result<String, ConnectError> {
+        match &node.value {
+            Value::Str(_) | Value::Int(_) | Value::Float(_) => {
+                let raw = node.scalar_text().unwrap_or_default();
+                weir_project::project::render_static(&raw, &Default::default()).map_err(|m| self.err(node, format!("{what}: {m}")))
+            }
+            _ => Err(self.err(node, format!("{what} must be a text"))),
+        }
+    }
+
+    fn texts(&self, node: &Node, what: &str) -> Result<Vec<String>, ConnectError> {
+        match &node.value {
+            Value::Seq(items) => items.iter().map(|i| self.text(i, what)).collect(),
+            _ => Ok(vec![self.text(node, what)?]),
+        }
+    }
+
+    fn flag(&self, node: &Node, what: &str) -> Result<bool, ConnectError> {
+        match node.value {
+            Value::Bool(b) => Ok(b),
+            _ => Err(self.err(node, format!("{what} must be true or false"))),
+        }
+    }
+
+    fn load(&self, item: &Node) -> Result<Load, ConnectError> {
+        const KEYS: &[&str] =
+            &["name", "description", "source", "destination", "write_disposition", "primary_key", "incremental", "schema_contract", "tags"];
+        let entries = self.map(item, "a load", KEYS)?;
+        let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+        let name_node = get("name").ok_or_else(|| self.err(item, "a load needs a `name`"))?;
+        let name = self.text(name_node, "name")?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(self.err(name_node, format!("load name '{name}' must be letters, digits and underscores")));
+        }
+        let source_node = get("source").ok_or_else(|| self.err(item, format!("load '{name}' needs a `source`")))?;
+        let source = self.source(source_node)?;
+        let (schema, table) = match get("destination") {
+            None => ("raw".to_string(), name.clone()),
+            Some(d) => {
+                let text = self.text(d, "destination")?;
+                match text.split_once('.') {
+                    Some((s, t)) if !s.is_empty() && !t.is_empty() && !t.contains('.') => (s.to_string(), t.to_string()),
+                    None if !text.is_empty() => ("raw".to_string(), text),
+                    _ => return Err(self.err(d, format!("destination '{text}' must be `schema.table` or `table`"))),
+                }
+            }
+        };
+        let write_disposition = match get("write_disposition") {
+            None => WriteDisposition::Append,
+            Some(n) => match self.text(n, "write_disposition")?.as_str() {
+                "append" => WriteDisposition::Append,
+                "replace" => WriteDisposition::Replace,
+                "merge" => WriteDisposition::Merge,
+                other => return Err(self.err(n, format!("write_disposition '{other}' is not one of append, replace, merge"))),
+            },
+        };
+        let primary_key = match get("primary_key") {
+            Some(n) => self.texts(n, "primary_key")?,
+            None => vec![],
+        };
+        if write_disposition == WriteDisposition::Merge && primary_key.is_empty() {
+            return Err(self.err(item, format!("load '{name}': write_disposition merge needs a `primary_key`")));
+        }
+        let incremental = get("incremental").map(|n| self.incremental(n)).transpose()?;
+        if let (Some(inc), Some(n)) = (&incremental, get("incremental")) {
+            if matches!(source, Source::Files(_)) {
+                return Err(
+                    self.err(n, "file loads are incremental by file (a file already loaded is skipped); `incremental` is for databases")
+                );
+            }
+            if inc.lookback.is_some() && write_disposition != WriteDisposition::Merge {
+                return Err(self.err(
+                    n,
+                    format!("load '{name}': a lookback extracts some rows again, which only `write_disposition: merge` loads once"),
+                ));
+            }
+        }
+        let schema_contract = match get("schema_contract") {
+            None => SchemaContract::Evolve,
+            Some(n) => match self.text(n, "schema_contract")?.as_str() {
+                "evolve" => SchemaContract::Evolve,
+                "freeze" => SchemaContract::Freeze,
+                "discard_row" => SchemaContract::DiscardRow,
+                "discard_value" => SchemaContract::DiscardValue,
+                other => {
+                    return Err(self.err(n, format!("schema_contract '{other}' is not one of evolve, freeze, discard_row, discard_value")));
+                }
+            },
+        };
+        Ok(Load {
+            description: get("description").map(|n| self.text(n, "description")).transpose()?,
+            location: item.location(self.file),
+            tags: get("tags").map(|n| self.texts(n, "tags")).transpose()?.unwrap_or_default(),
+            name,
+            source,
+            schema,
+            table,
+            write_disposition,
+            primary_key,
+            incremental,
+            schema_contract,
+        })
+    }
+
+    fn source(&self, node: &Node) -> Result<Source, ConnectError> {
+        let entries = node.as_map().ok_or_else(|| self.err(node, "`source` must be a mapping with a `kind`"))?;
+        let kind_node = entries
+            .iter()
+            .find(|(k, _)| k.key_text().as_deref() == Some("kind"))
+            .map(|(_, v)| v)
+            .ok_or_else(|| self.err(node, "`source` needs a `kind`: csv, jsonl, parquet or postgres"))?;
+        let kind = self.text(kind_node, "kind")?;
+        let format = match kind.as_str() {
+            "csv" => Some(FileFormat::Csv),
+            "jsonl" | "ndjson" | "json" => Some(FileFormat::JsonLines),
+            "parquet" => Some(FileFormat::Parquet),
+            "postgres" | "postgresql" => None,
+            other => return Err(self.err(kind_node, format!("source kind '{other}' is not one of csv, jsonl, parquet, postgres"))),
+        };
+        if let Some(format) = format {
+            let known: &[&str] = if format == FileFormat::Csv {
+                &["kind", "path", "header", "delimiter", "quote", "escape", "null", "columns"]
+            } else {
+                &["kind", "path"]
+            };
+            let entries = self.map(node, &format!("a {kind} source"), known)?;
+            let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+            let path = get("path")
+                .map(|n| self.text(n, "path"))
+                .transpose()?
+                .ok_or_else(|| self.err(node, "a file source needs a `path` (a file or a glob)"))?;
+            let one_char = |k: &str| -> Result<Option<String>, ConnectError> {
+                match get(k) {
+                    None => Ok(None),
+                    Some(n) => {
+                        let v = self.text(n, k)?;
+                        if v.chars().count() != 1 {
+                            return Err(self.err(n, format!("`{k}` must be one character, not '{v}'")));
+                        }
+                        Ok(Some(v))
+                    }
+                }
+            };
+            let mut types = vec![];
+            if let Some(cols) = get("columns") {
+                let cols = cols.as_map().ok_or_else(|| self.err(cols, "`columns` maps column names to types"))?;
+                for (k, v) in cols {
+                    types.push((k.key_text().unwrap_or_default(), self.text(v, "a column type")?));
+                }
+            }
+            let options = ReadOptions {
+                header: get("header").map(|n| self.flag(n, "header")).transpose()?.unwrap_or(true),
+                delimiter: one_char("delimiter")?,
+                quote: one_char("quote")?,
+                escape: one_char("escape")?,
+                nulls: get("null").map(|n| self.texts(n, "null")).transpose()?.unwrap_or_default(),
+                types,
+            };
+            return Ok(Source::Files(FileSource { format, path, options }));
+        }
+        let entries = self.map(node, "a postgres source", &["kind", "url", "table", "query"])?;
+        let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+        let url = get("url").map(|n| self.text(n, "url")).transpose()?.ok_or_else(|| {
+            self.err(node, "a postgres source needs a `url` (postgresql://user@host:port/db; use {{ env_var('...') }} for secrets)")
+        })?;
+        let table = get("table").map(|n| self.text(n, "table")).transpose()?;
+        let query = get("query").map(|n| self.text(n, "query")).transpose()?;
+        if table.is_some() == query.is_some() {
+            return Err(self.err(node, "a postgres source needs exactly one of `table` and `query`"));
+        }
+        Ok(Source::Postgres { url, table, query })
+    }
+
+    fn incremental(&self, node: &Node) -> Result<Incremental, ConnectError> {
+        let entries = self.map(node, "`incremental`", &["cursor", "initial_value", "lookback"])?;
+        let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+        let cursor = get("cursor")
+            .map(|n| self.text(n, "cursor"))
+            .transpose()?
+            .ok_or_else(|| self.err(node, "`incremental` needs a `cursor` column"))?;
+        Ok(Incremental {
+            cursor,
+            initial_value: get("initial_value").map(|n| self.text(n, "initial_value")).transpose()?,
+            lookback: get("lookback").map(|n| self.text(n, "lookback")).transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Load>, String> {
+        parse_file(Path::new("loads/x.yml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_file_and_database_loads_with_defaults() {
+        let loads = parse(
+            "loads:\n  - name: orders\n    source:\n      kind: csv\n      path: data/orders_*.csv.gz\n      delimiter: ';'\n      null: ['', NA]\n      columns: {amount: 'decimal(10,2)'}\n  - name: customers\n    source: {kind: postgres, url: 'postgresql://u@h/db', table: public.customers}\n    destination: crm.customers\n    write_disposition: merge\n    primary_key: id\n    incremental: {cursor: updated_at, initial_value: '2024-01-01', lookback: 1 hour}\n",
+        )
+        .unwrap();
+        assert_eq!(loads.len(), 2);
+        assert_eq!((loads[0].schema.as_str(), loads[0].table.as_str()), ("raw", "orders"));
+        assert_eq!(loads[0].write_disposition, WriteDisposition::Append);
+        let Source::Files(f) = &loads[0].source else { panic!("files") };
+        assert_eq!((f.options.delimiter.as_deref(), f.options.nulls.len(), f.options.header), (Some(";"), 2, true));
+        assert_eq!(f.options.types, vec![("amount".to_string(), "decimal(10,2)".to_string())]);
+        assert_eq!((loads[1].schema.as_str(), loads[1].table.as_str()), ("crm", "customers"));
+        assert_eq!(loads[1].primary_key, vec!["id".to_string()]);
+        assert_eq!(loads[1].incremental.as_ref().and_then(|i| i.lookback.as_deref()), Some("1 hour"));
+        assert_eq!(loads[1].location.line, 9);
+    }
+
+    #[test]
+    fn mistakes_name_their_place() {
+        let e = parse("loads:\n  - name: a\n    source: {kind: excel, path: x}\n").unwrap_err();
+        assert!(e.starts_with("loads/x.yml:3:") && e.contains("'excel' is not one of"), "{e}");
+        let e = parse("loads:\n  - name: a\n    source: {kind: csv, path: x}\n    write_dispositon: merge\n").unwrap_err();
+        assert!(e.starts_with("loads/x.yml:4:5") && e.contains("unknown key 'write_dispositon'"), "{e}");
+        let e = parse("loads:\n  - name: a\n    source: {kind: csv, path: x}\n    write_disposition: merge\n").unwrap_err();
+        assert!(e.contains("needs a `primary_key`"), "{e}");
+        let e = parse("loads:\n  - name: a\n    source: {kind: postgres, url: x, table: t}\n    incremental: {cursor: id, lookback: 10}\n")
+            .unwrap_err();
+        assert!(e.contains("only `write_disposition: merge`"), "{e}");
+        let e = parse("loads:\n  - name: a\n    source: {kind: csv, path: x, delimiter: ';;'}\n").unwrap_err();
+        assert!(e.contains("one character"), "{e}");
+    }
+}

@@ -1,0 +1,308 @@
+//! Loads against the real engines: files into a DuckDB file, a PostgreSQL table into DuckDB,
+//! files and tables into PostgreSQL (in a schema of the test's own).
+
+use std::path::Path;
+
+use weir_connect::{ConnectError, Load, LoadOptions, LoadReport, parse_file, run_load};
+use weir_core::Datum;
+use weir_store::Store;
+use weir_warehouse::Warehouse;
+
+const PG: &str = "postgresql://postgres@127.0.0.1:5432/test";
+
+struct Project {
+    dir: tempfile::TempDir,
+    store: Store,
+    wh: Box<dyn Warehouse>,
+    database: String,
+}
+
+impl Project {
+    fn duckdb() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fields = serde_json::Map::new();
+        fields.insert("path".into(), "warehouse.duckdb".into());
+        let wh = weir_warehouse::open("duckdb", &fields, dir.path()).unwrap();
+        let store = Store::sqlite(&dir.path().join(".weir/weir.db")).unwrap();
+        Project { dir, store, wh, database: "warehouse".into() }
+    }
+
+    fn postgres() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fields = serde_json::Map::new();
+        for (k, v) in [("host", "127.0.0.1"), ("port", "5432"), ("user", "postgres"), ("dbname", "test")] {
+            fields.insert(k.into(), v.into());
+        }
+        let wh = weir_warehouse::open("postgres", &fields, dir.path()).unwrap();
+        let store = Store::sqlite(&dir.path().join(".weir/weir.db")).unwrap();
+        Project { dir, store, wh, database: "test".into() }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn load(&self, yaml: &str) -> Load {
+        parse_file(Path::new("loads/test.yml"), yaml).unwrap().remove(0)
+    }
+
+    fn run(&self, load: &Load, full_refresh: bool) -> Result<LoadReport, ConnectError> {
+        let opts = LoadOptions { root: self.root().to_path_buf(), database: self.database.clone(), full_refresh };
+        run_load(self.wh.as_ref(), load, &self.store, &opts)
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let mut c = self.wh.connect().unwrap();
+        c.query(sql)
+            .unwrap()
+            .rows
+            .into_iter()
+            .map(|r| r.into_iter().map(|d| if d == Datum::Null { "NULL".into() } else { d.to_string() }).collect())
+            .collect()
+    }
+
+    fn scalar(&self, sql: &str) -> String {
+        self.rows(sql).remove(0).remove(0)
+    }
+}
+
+#[test]
+fn csv_files_load_once_with_bad_lines_kept_and_new_columns_added() {
+    let p = Project::duckdb();
+    p.write("data/orders_1.csv", "id,amount,placed_at\n1,10.5,2024-01-01\n2,oops,2024-01-02\n3,7.25,2024-01-03,extra\n4,1.00,2024-01-04\n");
+    p.write("data/orders_2.csv", "id,amount,placed_at\n5,2.50,2024-01-05\n");
+    let load = p.load(
+        "loads:\n  - name: orders\n    source:\n      kind: csv\n      path: data/orders_*.csv\n      columns: {amount: 'decimal(10,2)'}\n",
+    );
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.rows_read, r.rows_loaded, r.rows_rejected, r.files_loaded), (5, 3, 2, 2), "{r:?}");
+    assert_eq!(p.scalar("select count(*) from raw.orders"), "3");
+    assert_eq!(p.scalar("select sum(amount) from raw.orders"), "14.00");
+    assert_eq!(p.scalar("select count(distinct _weir_load_id) from raw.orders where _weir_loaded_at is not null"), "1");
+    assert_eq!(
+        p.scalar("select string_agg(distinct _weir_source_file, ',' order by _weir_source_file) from raw.orders"),
+        "data/orders_1.csv,data/orders_2.csv"
+    );
+    let rejected = p.rows("select position, raw, reason from raw._weir_rejected order by position");
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0][0], "data/orders_1.csv:3");
+    assert!(rejected[0][1].contains("oops") && rejected[0][2].contains("CAST"), "{rejected:?}");
+    assert_eq!(rejected[1][0], "data/orders_1.csv:4");
+    assert!(rejected[1][2].contains("TOO MANY COLUMNS"), "{rejected:?}");
+
+    // Nothing new: nothing happens.
+    let again = p.run(&load, false).unwrap();
+    assert!(again.up_to_date, "{again:?}");
+    assert_eq!(p.scalar("select count(*) from raw.orders"), "3");
+
+    // A changed file replaces its own rows; a new file with a new column adds the column.
+    p.write("data/orders_2.csv", "id,amount,placed_at\n5,2.50,2024-01-05\n6,3.50,2024-01-06\n");
+    p.write("data/orders_3.csv", "id,amount,placed_at,coupon\n7,4.00,2024-01-07,SPRING\n");
+    let third = p.run(&load, false).unwrap();
+    assert_eq!((third.files_loaded, third.files_skipped, third.rows_loaded), (2, 1, 3), "{third:?}");
+    assert!(third.schema_changes.iter().any(|c| c.contains("added column raw.orders.coupon")), "{third:?}");
+    // 1 and 4 from the first file, 5 and 6 from the changed second, 7 from the third.
+    assert_eq!(p.scalar("select string_agg(cast(id as varchar), ',' order by id) from raw.orders"), "1,4,5,6,7");
+    assert_eq!(p.scalar("select coupon from raw.orders where id = 7"), "SPRING");
+    assert_eq!(p.scalar("select count(*) from raw.orders where id = 5"), "1", "the changed file's old rows were replaced");
+
+    let runs = p.store.load_runs("orders", 10).unwrap();
+    assert_eq!(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), vec!["committed"; 3]);
+    assert_eq!(p.scalar("select count(*) from raw._weir_loads"), "2", "an up-to-date run commits nothing");
+}
+
+#[test]
+fn json_lines_and_parquet_load_with_invalid_lines_rejected() {
+    let p = Project::duckdb();
+    p.write("events/a.jsonl", "{\"id\": 1, \"kind\": \"view\"}\n{\"id\": 2, \"kind\": \n{\"id\": 3, \"kind\": \"buy\", \"price\": 9.5}\n");
+    let load = p.load("loads:\n  - name: events\n    source: {kind: jsonl, path: 'events/*.jsonl'}\n");
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.rows_read, r.rows_loaded, r.rows_rejected), (3, 2, 1), "{r:?}");
+    assert_eq!(p.scalar("select string_agg(kind, ',' order by id) from raw.events"), "view,buy");
+    assert_eq!(p.scalar("select _weir_source_file from raw.events limit 1"), "events/a.jsonl");
+    assert_eq!(p.scalar("select position from raw._weir_rejected"), "events/a.jsonl:2");
+
+    let mut c = p.wh.connect().unwrap();
+    let parquet = p.root().join("items.parquet");
+    c.execute(&format!("copy (select range as id, 'item ' || range as name from range(1000)) to '{}' (format parquet)", parquet.display()))
+        .unwrap();
+    let load = p.load("loads:\n  - name: items\n    source: {kind: parquet, path: items.parquet}\n    destination: catalog.items\n    write_disposition: replace\n");
+    assert_eq!(p.run(&load, false).unwrap().rows_loaded, 1000);
+    assert_eq!(p.run(&load, true).unwrap().rows_loaded, 1000, "a full refresh replaces");
+    assert_eq!(p.scalar("select count(*) from catalog.items"), "1000");
+}
+
+#[test]
+fn freeze_and_duplicate_keys_fail_and_leave_the_table_as_it_was() {
+    let p = Project::duckdb();
+    p.write("d/a.csv", "id,name\n1,a\n2,b\n");
+    let frozen = p.load("loads:\n  - name: people\n    source: {kind: csv, path: 'd/*.csv'}\n    write_disposition: merge\n    primary_key: id\n    schema_contract: freeze\n");
+    p.run(&frozen, false).unwrap();
+    p.write("d/b.csv", "id,name,age\n3,c,30\n");
+    let e = p.run(&frozen, false).unwrap_err().to_string();
+    assert!(e.contains("load 'people'") && e.contains("new column age") && e.contains("freeze"), "{e}");
+    assert_eq!(p.scalar("select count(*) from raw.people"), "2");
+    std::fs::remove_file(p.root().join("d/b.csv")).unwrap();
+    p.write("d/c.csv", "id,name\n2,bb\n2,bbb\n4,d\n");
+    let e = p.run(&frozen, false).unwrap_err().to_string();
+    assert!(e.contains("primary key (id) is not unique") && e.contains("(2) x2"), "{e}");
+    assert_eq!(p.scalar("select string_agg(name, ',' order by id) from raw.people"), "a,b");
+    // The failed runs are recorded as failed, and the file is tried again next time.
+    p.write("d/c.csv", "id,name\n2,bb\n4,d\n");
+    let r = p.run(&frozen, false).unwrap();
+    assert_eq!(r.rows_loaded, 2);
+    assert_eq!(p.scalar("select string_agg(name, ',' order by id) from raw.people"), "a,bb,d", "merge upserts on the key");
+    let statuses: Vec<String> = p.store.load_runs("people", 10).unwrap().into_iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec!["committed", "failed", "failed", "committed"]);
+}
+
+#[test]
+fn discard_row_and_discard_value_contracts() {
+    let p = Project::duckdb();
+    p.write("a/1.csv", "id,qty\n1,5\n");
+    let rows = p.load("loads:\n  - name: t\n    source: {kind: csv, path: 'a/*.csv'}\n    schema_contract: discard_row\n");
+    p.run(&rows, false).unwrap();
+    p.write("a/2.csv", "id,qty,note\n2,x,\n3,7,\n4,8,hello\n");
+    let r = p.run(&rows, false).unwrap();
+    // qty 'x' is not a number, and a row with a value in the unknown column is rejected.
+    assert_eq!((r.rows_loaded, r.rows_rejected), (1, 2), "{r:?}");
+    assert_eq!(p.scalar("select string_agg(cast(id as varchar), ',' order by id) from raw.t"), "1,3");
+    let reasons = p.rows("select reason from raw._weir_rejected order by reason");
+    assert_eq!(reasons, vec![vec!["column note is not in the destination".to_string()], vec!["value of qty is not a bigint".to_string()]]);
+
+    let values = p.load("loads:\n  - name: v\n    source: {kind: csv, path: 'b/*.csv'}\n    schema_contract: discard_value\n");
+    p.write("b/1.csv", "id,qty\n1,5\n");
+    p.run(&values, false).unwrap();
+    p.write("b/2.csv", "id,qty,note\n2,x,hi\n");
+    let r = p.run(&values, false).unwrap();
+    assert_eq!((r.rows_loaded, r.rows_rejected), (1, 0));
+    assert_eq!(p.rows("select id, qty from raw.v order by id"), vec![vec!["1".to_string(), "5".into()], vec!["2".into(), "NULL".into()]]);
+    assert_eq!(p.rows("select column_name from information_schema.columns where table_name = 'v' and column_name = 'note'").len(), 0);
+}
+
+fn pg_client() -> postgres::Client {
+    postgres::Client::connect(PG, postgres::NoTls).unwrap_or_else(|e| panic!("PostgreSQL at {PG} is required for this test: {e}"))
+}
+
+#[test]
+fn postgres_table_into_duckdb_incrementally_with_merge() {
+    let schema = format!("weir_load_src_{}", std::process::id());
+    let mut pg = pg_client();
+    pg.batch_execute(&format!(
+        "drop schema if exists {schema} cascade; create schema {schema};
+         create table {schema}.customers (id int primary key, name text, score numeric(8,2), active boolean, updated_at timestamp, tags text[]);
+         insert into {schema}.customers values
+           (1, 'ann', 1.50, true, '2024-01-01 10:00:00', '{{a,b}}'),
+           (2, 'bob', null, false, '2024-01-02 10:00:00', null),
+           (3, '', 3.25, true, '2024-01-03 10:00:00', '{{}}');"
+    ))
+    .unwrap();
+    let p = Project::duckdb();
+    let load = p.load(&format!(
+        "loads:\n  - name: customers\n    source: {{kind: postgres, url: '{PG}', table: {schema}.customers}}\n    write_disposition: merge\n    primary_key: id\n    incremental: {{cursor: updated_at, initial_value: '2024-01-01 12:00:00', lookback: 1 hour}}\n"
+    ));
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.rows_loaded, r.cursor.as_deref()), (2, Some("2024-01-03 10:00:00")), "{r:?}");
+    assert_eq!(
+        p.rows("select id, name, score, active from raw.customers order by id"),
+        vec![vec!["2".to_string(), "bob".into(), "NULL".into(), "false".into()], vec!["3".into(), "".into(), "3.25".into(), "true".into()]],
+        "an empty text stays empty, a null stays null"
+    );
+    pg.batch_execute(&format!(
+        "update {schema}.customers set name = 'bobby', updated_at = '2024-01-04 09:00:00' where id = 2;
+         insert into {schema}.customers values (4, 'dan', 4, true, '2024-01-03 09:30:00', null);"
+    ))
+    .unwrap();
+    // Row 4 arrived late (below the mark, within the lookback); row 3 is extracted again and
+    // merged, not duplicated.
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.rows_loaded, r.cursor.as_deref()), (3, Some("2024-01-04 09:00:00")), "{r:?}");
+    assert_eq!(p.scalar("select string_agg(name, ',' order by id) from raw.customers"), "bobby,,dan");
+    assert_eq!(p.scalar("select count(*) from raw.customers"), "3");
+    let key = p.wh.render(&weir_core::Relation::new("warehouse", "raw", "customers"));
+    assert_eq!(p.store.load_cursor(&key).unwrap().as_deref(), Some("2024-01-04 09:00:00"), "the mark is kept in the store");
+
+    let missing = p.load(&format!(
+        "loads:\n  - name: bad\n    source: {{kind: postgres, url: '{PG}', table: {schema}.customers}}\n    incremental: {{cursor: changed_at}}\n"
+    ));
+    let e = p.run(&missing, false).unwrap_err().to_string();
+    assert!(e.contains("load 'bad'") && e.contains("cursor 'changed_at' is not a column") && e.contains("updated_at"), "{e}");
+    pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
+}
+
+#[test]
+fn files_and_tables_into_postgres() {
+    let schema = format!("weir_load_dst_{}", std::process::id());
+    let mut pg = pg_client();
+    pg.batch_execute(&format!("drop schema if exists {schema} cascade; drop schema if exists {schema}_src cascade; create schema {schema}_src;
+        create table {schema}_src.items (id bigint, label text, price numeric(10,2), at timestamptz);
+        insert into {schema}_src.items select g, 'item ' || g, g * 1.5, timestamptz '2024-01-01 00:00:00+00' + g * interval '1 minute' from generate_series(1, 500) g;"))
+        .unwrap();
+    let p = Project::postgres();
+    p.write("d/x.csv", "id,label\n1,one\n2,\"two, quoted\"\n3,\n");
+    let files = p.load(&format!("loads:\n  - name: x\n    source: {{kind: csv, path: 'd/*.csv'}}\n    destination: {schema}.x\n"));
+    let r = p.run(&files, false).unwrap();
+    assert_eq!(r.rows_loaded, 3, "{r:?}");
+    assert_eq!(p.scalar(&format!("select label from {schema}.x where id = 2")), "two, quoted");
+    assert_eq!(p.scalar(&format!("select count(*) from {schema}.x where label is null")), "1");
+    assert_eq!(p.scalar(&format!("select _weir_source_file from {schema}.x limit 1")), "d/x.csv");
+
+    let table = p.load(&format!(
+        "loads:\n  - name: items\n    source: {{kind: postgres, url: '{PG}', table: {schema}_src.items}}\n    destination: {schema}.items\n    write_disposition: replace\n"
+    ));
+    assert_eq!(p.run(&table, false).unwrap().rows_loaded, 500);
+    assert_eq!(p.run(&table, false).unwrap().rows_loaded, 500, "replace, not append");
+    assert_eq!(p.scalar(&format!("select count(*) from {schema}.items")), "500");
+    assert_eq!(p.scalar(&format!("select sum(price) from {schema}.items")), "187875.00");
+    pg.batch_execute(&format!("drop schema {schema} cascade; drop schema {schema}_src cascade")).unwrap();
+}
+
+#[test]
+fn a_run_killed_after_its_commit_is_settled_from_the_destination() {
+    let p = Project::duckdb();
+    p.write("k/1.csv", "id\n1\n2\n");
+    let load = p.load("loads:\n  - name: k\n    source: {kind: csv, path: 'k/*.csv'}\n");
+    let first = p.run(&load, false).unwrap();
+    // Pretend the process died after the warehouse commit, before the store heard of it:
+    // the store's record goes back to `running` and forgets the file.
+    let key = p.wh.render(&weir_core::Relation::new(&p.database, "raw", "k"));
+    p.store.reset_load_state(&key).unwrap();
+    let conn = rusqlite_reset(&p, &first.load_id);
+    drop(conn);
+    // And a second run that died before committing anything.
+    p.store
+        .begin_load(&weir_store::LoadRun {
+            load_id: "dead".into(),
+            load_name: "k".into(),
+            destination: key.clone(),
+            status: "running".into(),
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            rows_read: None,
+            rows_loaded: None,
+            rows_rejected: None,
+            cursor: None,
+            message: None,
+        })
+        .unwrap();
+    let again = p.run(&load, false).unwrap();
+    assert!(again.up_to_date, "the settled run's file counts as loaded: {again:?}");
+    assert_eq!(p.scalar("select count(*) from raw.k"), "2");
+    let runs = p.store.load_runs("k", 10).unwrap();
+    let by_id = |id: &str| runs.iter().find(|r| r.load_id == id).map(|r| r.status.clone());
+    assert_eq!(by_id(&first.load_id).as_deref(), Some("committed"));
+    assert_eq!(by_id("dead").as_deref(), Some("failed"));
+}
+
+/// Puts a committed run back to `running`, as a process killed before recording it leaves it.
+fn rusqlite_reset(p: &Project, load_id: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(p.root().join(".weir/weir.db")).unwrap();
+    conn.execute("update weir_load_runs set status = 'running' where load_id = ?1", [load_id]).unwrap();
+    conn
+}

@@ -1,0 +1,165 @@
+//! Column types that move between engines. A load reads a PostgreSQL `numeric(12,2)` and writes
+//! a DuckDB `DECIMAL(12,2)`; schema evolution widens `integer` to `bigint`. [`ColumnType`] is the
+//! engine-neutral name in between: adapters parse their own type names into it and render it
+//! back in their dialect.
+
+use std::fmt;
+
+/// A column type as loads and schema evolution see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    Boolean,
+    /// 8-, 16- and 32-bit integers.
+    Integer,
+    BigInt,
+    Double,
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
+    Varchar,
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Json,
+    Blob,
+    Uuid,
+    /// Anything else (lists, structs, intervals), kept as the engine spelled it; another
+    /// engine receives it as text.
+    Other(String),
+}
+
+impl ColumnType {
+    /// Reads a type as DuckDB or PostgreSQL spell it (`INTEGER`, `int4`, `character varying(20)`,
+    /// `timestamp with time zone`, `DECIMAL(18,3)`), case-insensitively.
+    pub fn parse(name: &str) -> ColumnType {
+        let lower = name.trim().to_ascii_lowercase();
+        let (base, args) = match lower.find('(') {
+            Some(i) if lower.ends_with(')') && !lower.starts_with("struct") && !lower.starts_with("map") => {
+                (lower[..i].trim().to_string(), Some(lower[i + 1..lower.len() - 1].to_string()))
+            }
+            _ => (lower.clone(), None),
+        };
+        match base.as_str() {
+            "boolean" | "bool" => ColumnType::Boolean,
+            "tinyint" | "smallint" | "integer" | "int" | "int1" | "int2" | "int4" | "utinyint" | "usmallint" | "serial" | "smallserial" => {
+                ColumnType::Integer
+            }
+            "bigint" | "int8" | "uinteger" | "bigserial" | "long" => ColumnType::BigInt,
+            "double" | "double precision" | "float" | "float4" | "float8" | "real" => ColumnType::Double,
+            "decimal" | "numeric" => match args.as_deref().map(parse_precision) {
+                Some(Some((precision, scale))) => ColumnType::Decimal { precision, scale },
+                // An unbounded numeric keeps every digit only as text or as the widest decimal.
+                _ => ColumnType::Decimal { precision: 38, scale: 9 },
+            },
+            "varchar" | "text" | "string" | "character varying" | "char" | "character" | "bpchar" | "name" | "enum" => ColumnType::Varchar,
+            "date" => ColumnType::Date,
+            "time" | "time without time zone" => ColumnType::Time,
+            "timestamp" | "timestamp without time zone" | "datetime" | "timestamp_us" => ColumnType::Timestamp,
+            "timestamptz" | "timestamp with time zone" => ColumnType::TimestampTz,
+            "json" | "jsonb" => ColumnType::Json,
+            "blob" | "bytea" | "varbinary" | "binary" => ColumnType::Blob,
+            "uuid" => ColumnType::Uuid,
+            _ => ColumnType::Other(name.trim().to_string()),
+        }
+    }
+
+    /// The narrowest type both `self` and `other` fit in, along the widening order users of
+    /// dlt and Sling expect: integer -> bigint -> decimal -> double -> varchar; dates widen to
+    /// timestamps; anything else that differs becomes varchar, which holds every value's text.
+    pub fn widen(&self, other: &ColumnType) -> ColumnType {
+        use ColumnType::*;
+        if self == other {
+            return self.clone();
+        }
+        match (self, other) {
+            (Integer, BigInt) | (BigInt, Integer) => BigInt,
+            (Integer | BigInt, Decimal { precision, scale }) | (Decimal { precision, scale }, Integer | BigInt) => {
+                // A bigint needs 19 integral digits.
+                let integral = (precision - scale).max(19);
+                if integral + scale <= 38 { Decimal { precision: integral + scale, scale: *scale } } else { Double }
+            }
+            (Decimal { precision: p1, scale: s1 }, Decimal { precision: p2, scale: s2 }) => {
+                let scale = *s1.max(s2);
+                let integral = (p1 - s1).max(p2 - s2);
+                if integral + scale <= 38 { Decimal { precision: integral + scale, scale } } else { Double }
+            }
+            (Integer | BigInt | Decimal { .. }, Double) | (Double, Integer | BigInt | Decimal { .. }) => Double,
+            (Date, Timestamp) | (Timestamp, Date) => Timestamp,
+            (Date | Timestamp, TimestampTz) | (TimestampTz, Date | Timestamp) => TimestampTz,
+            _ => Varchar,
+        }
+    }
+
+    /// Whether every value of `self` fits in `other` without loss, so a column of type
+    /// `other` can receive it as it is.
+    pub fn fits_in(&self, other: &ColumnType) -> bool {
+        self.widen(other) == *other
+    }
+}
+
+impl fmt::Display for ColumnType {
+    /// The portable SQL spelling, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Boolean => f.write_str("boolean"),
+            ColumnType::Integer => f.write_str("integer"),
+            ColumnType::BigInt => f.write_str("bigint"),
+            ColumnType::Double => f.write_str("double"),
+            ColumnType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            ColumnType::Varchar => f.write_str("varchar"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Time => f.write_str("time"),
+            ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::TimestampTz => f.write_str("timestamptz"),
+            ColumnType::Json => f.write_str("json"),
+            ColumnType::Blob => f.write_str("blob"),
+            ColumnType::Uuid => f.write_str("uuid"),
+            ColumnType::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+fn parse_precision(args: &str) -> Option<(u8, u8)> {
+    let mut parts = args.split(',').map(|p| p.trim().parse::<u8>());
+    let precision = parts.next()?.ok()?;
+    let scale = match parts.next() {
+        Some(s) => s.ok()?,
+        None => 0,
+    };
+    ((1..=38).contains(&precision) && scale <= precision).then_some((precision, scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ColumnType::{self, *};
+
+    #[test]
+    fn parses_both_engines_spellings() {
+        assert_eq!(ColumnType::parse("INTEGER"), Integer);
+        assert_eq!(ColumnType::parse("int4"), Integer);
+        assert_eq!(ColumnType::parse("character varying(20)"), Varchar);
+        assert_eq!(ColumnType::parse("DECIMAL(18,3)"), Decimal { precision: 18, scale: 3 });
+        assert_eq!(ColumnType::parse("numeric"), Decimal { precision: 38, scale: 9 });
+        assert_eq!(ColumnType::parse("timestamp with time zone"), TimestampTz);
+        assert_eq!(ColumnType::parse("TIMESTAMP WITH TIME ZONE"), TimestampTz);
+        assert_eq!(ColumnType::parse("jsonb"), Json);
+        assert_eq!(ColumnType::parse("INTEGER[]"), Other("INTEGER[]".into()));
+        assert_eq!(ColumnType::parse("STRUCT(a INTEGER)"), Other("STRUCT(a INTEGER)".into()));
+    }
+
+    #[test]
+    fn widening_follows_int_bigint_double_varchar() {
+        assert_eq!(Integer.widen(&BigInt), BigInt);
+        assert_eq!(BigInt.widen(&Double), Double);
+        assert_eq!(Double.widen(&Varchar), Varchar);
+        assert_eq!(Boolean.widen(&Integer), Varchar);
+        assert_eq!(Date.widen(&Timestamp), Timestamp);
+        assert_eq!(Integer.widen(&Decimal { precision: 10, scale: 2 }), Decimal { precision: 21, scale: 2 });
+        assert_eq!(Decimal { precision: 10, scale: 2 }.widen(&Decimal { precision: 5, scale: 4 }), Decimal { precision: 12, scale: 4 });
+        assert!(Integer.fits_in(&BigInt));
+        assert!(!BigInt.fits_in(&Integer));
+        assert!(BigInt.fits_in(&Varchar));
+    }
+}
