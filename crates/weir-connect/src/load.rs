@@ -286,13 +286,18 @@ impl Job<'_> {
         } else {
             reject_rules.iter().map(|(cond, _)| format!("not coalesce({cond}, false)")).collect::<Vec<_>>().join(" and ")
         };
+        // A row breaking several rules is rejected once, for the first.
+        let mut earlier: Vec<String> = vec![];
         for (cond, reason) in &reject_rules {
-            let sql = format!("select count(*) from {} where {cond}", self.wh.render(self.stage));
+            let only = earlier.iter().map(|e| format!(" and not coalesce({e}, false)")).collect::<String>();
+            let cond_once = format!("coalesce({cond}, false){only}");
+            let sql = format!("select count(*) from {} where {cond_once}", self.wh.render(self.stage));
             let n = self.count(&sql)?;
             if n > 0 {
-                statements.push(self.reject_from_stage(cond, reason));
+                statements.push(self.reject_from_stage(&cond_once, reason));
                 report.rows_rejected += n;
             }
+            earlier.push(cond.clone());
         }
         let source_rows = if self.load.write_disposition == WriteDisposition::Merge {
             self.dedupe(&accept)?

@@ -168,13 +168,21 @@ fn discard_row_and_discard_value_contracts() {
     p.write("a/1.csv", "id,qty\n1,5\n");
     let rows = p.load("loads:\n  - name: t\n    source: {kind: csv, path: 'a/*.csv'}\n    schema_contract: discard_row\n");
     p.run(&rows, false).unwrap();
-    p.write("a/2.csv", "id,qty,note\n2,x,\n3,7,\n4,8,hello\n");
+    p.write("a/2.csv", "id,qty,note\n2,x,\n3,7,\n4,8,hello\n5,y,both\n");
     let r = p.run(&rows, false).unwrap();
-    // qty 'x' is not a number, and a row with a value in the unknown column is rejected.
-    assert_eq!((r.rows_loaded, r.rows_rejected), (1, 2), "{r:?}");
+    // qty 'x' is not a number, and a row with a value in the unknown column is rejected; a
+    // row breaking both rules is rejected once, for the first rule (columns in order).
+    assert_eq!((r.rows_read, r.rows_loaded, r.rows_rejected), (4, 1, 3), "{r:?}");
+    assert_eq!(p.scalar("select count(*) from raw._weir_rejected"), "3");
     assert_eq!(p.scalar("select string_agg(cast(id as varchar), ',' order by id) from raw.t"), "1,3");
-    let reasons = p.rows("select reason from raw._weir_rejected order by reason");
-    assert_eq!(reasons, vec![vec!["column note is not in the destination".to_string()], vec!["value of qty is not a bigint".to_string()]]);
+    let reasons = p.rows("select reason, count(*) from raw._weir_rejected group by reason order by reason");
+    assert_eq!(
+        reasons,
+        vec![
+            vec!["column note is not in the destination".to_string(), "1".into()],
+            vec!["value of qty is not a bigint".to_string(), "2".into()]
+        ]
+    );
 
     let values = p.load("loads:\n  - name: v\n    source: {kind: csv, path: 'b/*.csv'}\n    schema_contract: discard_value\n");
     p.write("b/1.csv", "id,qty\n1,5\n");
