@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use weir_core::{ColumnType, Datum, Relation, RelationKind};
-use weir_store::{LoadRun, LoadedFile, Store};
+use weir_store::{LoadRun, LoadedFile, Store, redact};
+use weir_warehouse::postgres::pg_message;
 use weir_warehouse::{Connection, FileFormat, FileScan, Warehouse, WarehouseError, literal};
 
 use crate::ConnectError;
@@ -860,20 +861,5 @@ fn pg_type_name(t: &ColumnType) -> String {
         ColumnType::Varchar | ColumnType::Other(_) => "text".into(),
         ColumnType::Decimal { .. } => "numeric".into(),
         other => other.to_string(),
-    }
-}
-
-fn pg_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => e.to_string(),
-    }
-}
-
-/// A URL with its password hidden.
-fn redact(url: &str) -> String {
-    match url.split_once("://").and_then(|(scheme, rest)| rest.split_once('@').map(|(cred, host)| (scheme, cred, host))) {
-        Some((scheme, cred, host)) if cred.contains(':') => format!("{scheme}://{}:***@{host}", cred.split(':').next().unwrap_or_default()),
-        _ => url.to_string(),
     }
 }

@@ -295,7 +295,7 @@ fn parse_time(s: &str) -> Option<NaiveDateTime> {
 }
 
 /// A PostgreSQL URL with its password replaced, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
     match rest.split_once('@') {
         Some((cred, host)) if cred.contains(':') => {

@@ -501,29 +501,11 @@ fn add_loads(m: &mut Manifest) -> Result<(), TransformError> {
             config.insert("tags".into(), J::Array(load.tags.iter().map(|t| J::String(t.clone())).collect()));
             let mut load = load;
             load.location = load.location.relative_to(&m.project.root);
-            let node = Node {
-                unique_id: unique_id.clone(),
-                resource_type: ResourceType::Load,
-                package: package.clone(),
-                name: load.name.clone(),
-                fqn: vec![package.clone(), "loads".into(), load.name.clone()],
-                path: rel.trim_start_matches("loads/").to_string(),
-                original_file_path: rel.clone(),
-                file: path.clone(),
-                raw_code: String::new(),
-                config,
-                description: load.description.clone().unwrap_or_default(),
-                columns: vec![],
-                refs: vec![],
-                sources: vec![],
-                depends_on: vec![],
-                relation: Some(relation),
-                test: None,
-                patch_path: None,
-                source: None,
-                check: None,
-                load: Some(Arc::new(load)),
-            };
+            let mut node = own_node(ResourceType::Load, &package, &load.name, &rel, &path);
+            node.config = config;
+            node.description = load.description.clone().unwrap_or_default();
+            node.relation = Some(relation);
+            node.load = Some(Arc::new(load));
             added.insert(unique_id, node);
         }
     }
@@ -596,29 +578,9 @@ fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
                     existing.depends_on = dedup(std::mem::take(&mut existing.depends_on));
                 }
                 None => {
-                    let node = Node {
-                        unique_id: unique_id.clone(),
-                        resource_type: ResourceType::Check,
-                        package: package.clone(),
-                        name: suite.dataset.clone(),
-                        fqn: vec![package.clone(), "checks".into(), suite.dataset.clone()],
-                        path: rel.trim_start_matches("checks/").to_string(),
-                        original_file_path: rel.clone(),
-                        file: path.clone(),
-                        raw_code: String::new(),
-                        config: ConfigMap::new(),
-                        description: String::new(),
-                        columns: vec![],
-                        refs: vec![],
-                        sources: vec![],
-                        depends_on: dedup(depends_on),
-                        relation: None,
-                        test: None,
-                        patch_path: None,
-                        source: None,
-                        check: Some(Arc::new(suite)),
-                        load: None,
-                    };
+                    let mut node = own_node(ResourceType::Check, &package, &suite.dataset, &rel, &path);
+                    node.depends_on = dedup(depends_on);
+                    node.check = Some(Arc::new(suite));
                     nodes.insert(unique_id, node);
                 }
             }
@@ -626,6 +588,35 @@ fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
     }
     m.nodes.extend(nodes);
     Ok(())
+}
+
+/// A node of Weir's own files (`checks/`, `loads/`): named `<type>.<package>.<name>`, with
+/// nothing of dbt's (SQL, refs, config) filled in.
+fn own_node(kind: ResourceType, package: &str, name: &str, rel: &str, file: &Path) -> Node {
+    let folder = format!("{}s", kind.as_str());
+    Node {
+        unique_id: format!("{}.{package}.{name}", kind.as_str()),
+        resource_type: kind,
+        package: package.to_string(),
+        name: name.to_string(),
+        fqn: vec![package.to_string(), folder.clone(), name.to_string()],
+        path: rel.trim_start_matches(&format!("{folder}/")).to_string(),
+        original_file_path: rel.to_string(),
+        file: file.to_path_buf(),
+        raw_code: String::new(),
+        config: ConfigMap::new(),
+        description: String::new(),
+        columns: vec![],
+        refs: vec![],
+        sources: vec![],
+        depends_on: vec![],
+        relation: None,
+        test: None,
+        patch_path: None,
+        source: None,
+        check: None,
+        load: None,
+    }
 }
 
 /// A dataset named in a checks file: `name` (model, seed, snapshot) or `source.table`.

@@ -146,7 +146,7 @@ struct PgConnection {
 }
 
 /// The server's message, with its detail and hint, rather than the driver's wrapper text.
-fn pg_message(e: &postgres::Error) -> String {
+pub fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut m = format!("{}: {}", db.severity(), db.message());
