@@ -2,6 +2,7 @@
 //! record in one transaction of the destination, then record in the metadata store.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -12,13 +13,17 @@ use weir_warehouse::{Connection, FileFormat, FileScan, Warehouse, WarehouseError
 
 use crate::ConnectError;
 use crate::files::{self, Rejected};
-use crate::spec::{FileSource, Load, SchemaContract, Source, WriteDisposition};
+use crate::http::{self, HttpSource};
+use crate::mysql::{self as my, MysqlSource};
+use crate::spec::{DatabaseSource, Engine, FileSource, Load, SchemaContract, Source, WriteDisposition};
 
 /// The columns every loaded row gets.
 pub const LOAD_ID: &str = "_weir_load_id";
 pub const LOADED_AT: &str = "_weir_loaded_at";
 /// The file a row of a file load came from (relative to the project).
 pub const SOURCE_FILE: &str = "_weir_source_file";
+/// A schema-on-read load's whole record, as JSON text.
+pub const RECORD: &str = "_weir_record";
 /// Rows that could not be loaded, with the reason, in the destination schema.
 pub const REJECTED_TABLE: &str = "_weir_rejected";
 /// The destination's own record of committed loads, written in the load's transaction.
@@ -33,6 +38,32 @@ pub struct LoadOptions {
     pub database: String,
     /// Start over: forget the high-water mark and loaded files, and replace the table.
     pub full_refresh: bool,
+    /// Told what the load is doing, for progress bars.
+    pub progress: Option<ProgressFn>,
+}
+
+/// What a running load reports as it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Rows (or API records) and bytes extracted so far.
+    Extracting { rows: u64, bytes: u64 },
+    /// Extraction is done: the destination is writing this many staged rows.
+    Writing { rows: u64 },
+    /// The load is over, committed or not.
+    Done,
+}
+
+/// What a [`ProgressFn`] calls: the load's name and where it stands.
+pub type ProgressListener = dyn Fn(&str, Progress) + Send + Sync;
+
+/// A listener for [`Progress`], given the load's name.
+#[derive(Clone)]
+pub struct ProgressFn(pub Arc<ProgressListener>);
+
+impl std::fmt::Debug for ProgressFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressFn")
+    }
 }
 
 /// What one load did.
@@ -125,6 +156,7 @@ pub fn run_load(wh: &dyn Warehouse, load: &Load, store: &Store, opts: &LoadOptio
     let stage = target.with_identifier(format!("_weir_stage_{}", load.table));
     let mut job = Job { wh, conn: conn.as_mut(), load, opts, target: &target, stage: &stage, load_id: &run.load_id };
     let outcome = job.run(store);
+    job.progress(Progress::Done);
     // The stage is scratch space: gone whatever happened (a killed run's is dropped by the next).
     let _ = job.conn.execute(&wh.drop_relation_sql(&stage, RelationKind::Table));
     let finished = |status: &str, message: Option<String>, r: Option<&LoadReport>, files: &[LoadedFile]| {
@@ -215,6 +247,7 @@ struct Job<'a> {
 }
 
 /// What extraction put in the stage table.
+#[derive(Default)]
 struct Extracted {
     rejected: Vec<Rejected>,
     /// Files read, with their records; files only refreshed.
@@ -227,13 +260,22 @@ struct Extracted {
     nothing: bool,
 }
 
+impl Extracted {
+    /// Rows extracted from a database or an API (no files), with those rejected on the way.
+    fn rows(rejected: Vec<Rejected>) -> Extracted {
+        Extracted { rejected, ..Default::default() }
+    }
+}
+
 impl Job<'_> {
     fn run(&mut self, store: &Store) -> Result<(LoadReport, Vec<LoadedFile>), ConnectError> {
         self.exec(&self.wh.drop_relation_sql(self.stage, RelationKind::Table))?;
         let key = self.wh.render(self.target);
         let extracted = match &self.load.source {
             Source::Files(f) => self.extract_files(f, store, &key)?,
-            Source::Postgres { url, table, query } => self.extract_postgres(url, table.as_deref(), query.as_deref(), store, &key)?,
+            Source::Database(db @ DatabaseSource { engine: Engine::Postgres, .. }) => self.extract_postgres(db, store, &key)?,
+            Source::Database(db @ DatabaseSource { engine: Engine::Mysql, .. }) => self.extract_mysql(db, store, &key)?,
+            Source::Http(h) => self.extract_http(h, store, &key)?,
         };
         let mut report = LoadReport {
             load: self.load.name.clone(),
@@ -257,6 +299,7 @@ impl Job<'_> {
         let rejected = extracted.rejected;
         let staged = self.count(&format!("select count(*) from {}", self.wh.render(self.stage)))?;
         report.rows_read = staged + rejected.len() as u64;
+        self.progress(Progress::Writing { rows: staged });
         let mut statements = vec![];
         let target_exists = relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))?;
         let replace = self.load.write_disposition == WriteDisposition::Replace || self.opts.full_refresh;
@@ -265,7 +308,22 @@ impl Job<'_> {
         let mut columns: Vec<(String, String)> = stage_cols.iter().map(|c| (c.name.clone(), self.wh.quote(&c.name))).collect();
         // Filters on the stage's rows: those that break the contract or the key are rejected.
         let mut reject_rules: Vec<(String, String)> = vec![];
-        if target_exists {
+        let mut view_statements = vec![];
+        if let Some(view) = &self.load.schema_on_read {
+            columns = self.record_columns(&stage_cols);
+            if target_exists {
+                let target_cols = self.conn.columns(self.target).map_err(|e| self.wh_err(e))?;
+                if !target_cols.iter().any(|c| c.name.eq_ignore_ascii_case(RECORD)) {
+                    return Err(self.data(format!(
+                        "{}.{} exists without a {RECORD} column; `weir load {} --full-refresh` rebuilds it schema-on-read",
+                        self.load.schema, self.load.table, self.load.name
+                    )));
+                }
+            }
+            let (statements, changes) = self.typed_view(view, &stage_cols)?;
+            view_statements = statements;
+            report.schema_changes = changes;
+        } else if target_exists {
             let target_cols = self.conn.columns(self.target).map_err(|e| self.wh_err(e))?;
             let plan = self.evolve(&stage_cols, &target_cols)?;
             statements.extend(plan.statements);
@@ -356,6 +414,7 @@ impl Job<'_> {
         if report.rows_rejected > 0 && report.rejected_sample.is_empty() {
             report.rejected_sample = self.sample_rejects(&reject_rules)?;
         }
+        statements.extend(view_statements);
         statements.splice(0..0, self.bookkeeping_tables());
         statements.push(self.record_load(&report, &extracted.files));
         self.conn.transaction(&statements).map_err(|e| self.wh_err(e))?;
@@ -435,35 +494,9 @@ impl Job<'_> {
             rejects: Some(rejects_name),
             filename_column: Some(SOURCE_FILE.to_string()),
         };
-        match self.wh.file_scan_sql(&scan) {
-            Some(sql) => {
-                // The engine reads the files in place.
-                self.exec(&self.wh.create_table_as_sql(self.stage, &sql))?;
-                if let Some(rejects) = self.wh.file_rejects_sql(&scan) {
-                    out.rejected.extend(self.read_rejects(&rejects)?);
-                }
-            }
-            None => {
-                // An embedded DuckDB reads them, and the destination's bulk path takes the rows.
-                let reader = weir_warehouse::duckdb::DuckDb::open(&Default::default(), &self.opts.root).map_err(|e| self.wh_err(e))?;
-                let mut rconn = reader.connect().map_err(|e| self.wh_err(e))?;
-                let sql = reader.file_scan_sql(&scan).ok_or_else(|| self.source("the embedded reader cannot read these files".into()))?;
-                let cols = rconn.describe_query(&sql).map_err(|e| self.wh_err(e))?;
-                let typed: Vec<(String, ColumnType)> = cols.iter().map(|c| (c.name.clone(), ColumnType::parse(&c.data_type))).collect();
-                self.create_stage(&typed)?;
-                let mut spool = tempfile::tempfile().map_err(|e| self.source(e.to_string()))?;
-                rconn.copy_out_csv(&sql, &mut spool).map_err(|e| self.wh_err(e))?;
-                use std::io::Seek;
-                spool.rewind().map_err(|e| self.source(e.to_string()))?;
-                let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
-                let stage_sql = self.wh.render(self.stage);
-                self.conn.copy_in_csv(&stage_sql, &names, &mut spool).map_err(|e| self.wh_err(e))?;
-                if let Some(rejects) = reader.file_rejects_sql(&scan) {
-                    let rows = rconn.query(&rejects).map_err(|e| self.wh_err(e))?;
-                    out.rejected.extend(rows.rows.into_iter().map(|r| rejected_of(&r)));
-                }
-            }
-        }
+        let bytes: u64 = to_read.iter().map(|f| f.size).sum();
+        self.progress(Progress::Extracting { rows: 0, bytes });
+        out.rejected.extend(self.stage_files(&scan)?);
         // Rows and rejected lines name their file relative to the project, wherever it was read from.
         for r in &mut out.rejected {
             if let Some(f) = to_read.iter().find(|f| r.position.starts_with(&*f.path.to_string_lossy())) {
@@ -486,59 +519,168 @@ impl Job<'_> {
         Ok(out)
     }
 
-    fn extract_postgres(
-        &mut self,
-        url: &str,
-        table: Option<&str>,
-        query: Option<&str>,
-        store: &Store,
-        key: &str,
-    ) -> Result<Extracted, ConnectError> {
+    /// Reads files into the stage: in place where the destination can read them, else
+    /// through an embedded DuckDB and the destination's bulk path. Returns the lines the
+    /// reader rejected.
+    fn stage_files(&mut self, scan: &FileScan) -> Result<Vec<Rejected>, ConnectError> {
+        let mut rejected = vec![];
+        match self.wh.file_scan_sql(scan) {
+            Some(sql) => {
+                // The engine reads the files in place.
+                self.exec(&self.wh.create_table_as_sql(self.stage, &sql))?;
+                if let Some(rejects) = self.wh.file_rejects_sql(scan) {
+                    rejected.extend(self.read_rejects(&rejects)?);
+                }
+            }
+            None => {
+                // An embedded DuckDB reads them, and the destination's bulk path takes the rows.
+                let reader = weir_warehouse::duckdb::DuckDb::open(&Default::default(), &self.opts.root).map_err(|e| self.wh_err(e))?;
+                let mut rconn = reader.connect().map_err(|e| self.wh_err(e))?;
+                let sql = reader.file_scan_sql(scan).ok_or_else(|| self.source("the embedded reader cannot read these files".into()))?;
+                let cols = rconn.describe_query(&sql).map_err(|e| self.wh_err(e))?;
+                let typed: Vec<(String, ColumnType)> = cols.iter().map(|c| (c.name.clone(), ColumnType::parse(&c.data_type))).collect();
+                self.create_stage(&typed)?;
+                let mut spool = tempfile::tempfile().map_err(|e| self.source(e.to_string()))?;
+                rconn.copy_out_csv(&sql, &mut spool).map_err(|e| self.wh_err(e))?;
+                use std::io::Seek;
+                spool.rewind().map_err(|e| self.source(e.to_string()))?;
+                let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
+                let stage_sql = self.wh.render(self.stage);
+                self.conn.copy_in_csv(&stage_sql, &names, &mut spool).map_err(|e| self.wh_err(e))?;
+                if let Some(rejects) = reader.file_rejects_sql(scan) {
+                    let rows = rconn.query(&rejects).map_err(|e| self.wh_err(e))?;
+                    rejected.extend(rows.rows.into_iter().map(|r| rejected_of(&r)));
+                }
+            }
+        }
+        Ok(rejected)
+    }
+
+    fn extract_postgres(&mut self, db: &DatabaseSource, store: &Store, key: &str) -> Result<Extracted, ConnectError> {
+        let url = &db.url;
         let mut client =
             postgres::Client::connect(url, postgres::NoTls).map_err(|e| self.source(format!("cannot connect to {}: {e}", redact(url))))?;
         // Times leave the source in UTC, whatever the server's zone.
         client.batch_execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'").map_err(|e| self.source(pg_message(&e)))?;
-        let base = match (table, query) {
-            (Some(t), _) => format!("select * from {t}"),
-            (_, Some(q)) => q.trim().trim_end_matches(';').to_string(),
-            _ => return Err(self.source("a postgres source needs a table or a query".into())),
-        };
+        let base = base_query(db);
         let stmt = client.prepare(&base).map_err(|e| self.source(format!("{}\n  in: {base}", pg_message(&e))))?;
         let typed = pg_columns(&mut client, &stmt).map_err(|e| self.source(pg_message(&e)))?;
         let mut sql = format!("select * from ({base}) as _weir_source");
-        if let Some(inc) = &self.load.incremental {
-            let Some((_, cursor_type)) = typed.iter().find(|(n, _)| n == &inc.cursor) else {
-                return Err(self.source(format!(
-                    "incremental cursor '{}' is not a column of the source ({})",
-                    inc.cursor,
-                    names_of(&typed)
-                )));
+        if let Some((cursor, from, cursor_type)) = self.cursor_start(&typed, store, key)? {
+            let pg = pg_type_name(&cursor_type);
+            let start = match (&self.load.incremental.as_ref().and_then(|i| i.lookback.clone()), is_numeric(&cursor_type)) {
+                (None, _) => format!("cast({} as {pg})", literal(&from)),
+                (Some(l), true) => format!("(cast({} as {pg}) - {})", literal(&from), self.numeric_lookback(l, &cursor)?),
+                (Some(l), false) => format!("(cast({} as {pg}) - interval {})", literal(&from), literal(l)),
             };
-            let mark = if self.opts.full_refresh { None } else { store.load_cursor(key)? };
-            if let Some(from) = mark.or_else(|| inc.initial_value.clone()) {
-                let numeric =
-                    matches!(cursor_type, ColumnType::Integer | ColumnType::BigInt | ColumnType::Double | ColumnType::Decimal { .. });
-                let pg = pg_type_name(cursor_type);
-                let start = match (&inc.lookback, numeric) {
-                    (None, _) => format!("cast({} as {pg})", literal(&from)),
-                    (Some(l), true) => {
-                        let n: f64 = l
-                            .parse()
-                            .map_err(|_| self.source(format!("lookback '{l}' must be a number for the numeric cursor '{}'", inc.cursor)))?;
-                        format!("(cast({} as {pg}) - {n})", literal(&from))
-                    }
-                    (Some(l), false) => format!("(cast({} as {pg}) - interval {})", literal(&from), literal(l)),
-                };
-                sql.push_str(&format!(" where \"{}\" > {start}", inc.cursor.replace('"', "\"\"")));
-            }
+            sql.push_str(&format!(" where \"{}\" > {start}", cursor.replace('"', "\"\"")));
         }
         self.create_stage(&typed)?;
         let copy = format!("copy ({sql}) to stdout with (format csv, header true)");
-        let mut reader = client.copy_out(&copy).map_err(|e| self.source(format!("{}\n  in: {sql}", pg_message(&e))))?;
+        let reader = client.copy_out(&copy).map_err(|e| self.source(format!("{}\n  in: {sql}", pg_message(&e))))?;
+        let mut counted =
+            Counted { inner: reader, rows: 0, bytes: 0, progress: self.opts.progress.clone(), load: &self.load.name, error: None };
         let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
         let stage_sql = self.wh.render(self.stage);
-        self.conn.copy_in_csv(&stage_sql, &names, &mut reader).map_err(|e| self.wh_err(e))?;
-        Ok(Extracted { rejected: vec![], files: vec![], refresh: vec![], files_skipped: 0, replaces_files: vec![], nothing: false })
+        // A source that goes away mid-stream fails the copy: nothing reaches the target.
+        let copied = self.conn.copy_in_csv(&stage_sql, &names, &mut counted);
+        if let Some(error) = counted.error {
+            let rows = counted.rows.saturating_sub(1);
+            return Err(self.source(format!("lost the source {} after about {rows} rows: {error}", redact(url))));
+        }
+        copied.map_err(|e| self.wh_err(e))?;
+        Ok(Extracted::rows(vec![]))
+    }
+
+    fn extract_mysql(&mut self, db: &DatabaseSource, store: &Store, key: &str) -> Result<Extracted, ConnectError> {
+        let mut source = MysqlSource::connect(&db.url).map_err(|m| self.source(m))?;
+        let base = base_query(db);
+        let typed = source.columns(&base).map_err(|m| self.source(m))?;
+        let mut sql = format!("select * from ({base}) as _weir_source");
+        if let Some((cursor, from, cursor_type)) = self.cursor_start(&typed, store, key)? {
+            let cast = format!("cast({} as {})", literal(&from), my::cast_type(&cursor_type));
+            let start = match self.load.incremental.as_ref().and_then(|i| i.lookback.clone()) {
+                None => cast,
+                Some(l) if is_numeric(&cursor_type) => format!("({cast} - {})", self.numeric_lookback(&l, &cursor)?),
+                Some(l) => {
+                    let interval = my::interval_sql(&l).ok_or_else(|| {
+                        self.source(format!("lookback '{l}' must be a number and a unit (30 minutes, 2 hours, 1 day) for MySQL"))
+                    })?;
+                    format!("({cast} - {interval})")
+                }
+            };
+            sql.push_str(&format!(" where `{}` > {start}", cursor.replace('`', "``")));
+        }
+        let progress = self.opts.progress.clone();
+        let name = self.load.name.clone();
+        let tell = move |rows: u64, bytes: u64| {
+            if let Some(p) = &progress {
+                (p.0)(&name, Progress::Extracting { rows, bytes });
+            }
+        };
+        let extraction = source.extract(&sql, &self.load.primary_key, &tell).map_err(|m| self.source(m))?;
+        self.create_stage(&typed)?;
+        let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
+        let mut file = extraction.spool.finish().map_err(|e| self.source(format!("cannot read the spooled rows: {e}")))?;
+        let stage_sql = self.wh.render(self.stage);
+        self.conn.copy_in_csv(&stage_sql, &names, &mut file).map_err(|e| self.wh_err(e))?;
+        Ok(Extracted::rows(extraction.rejected))
+    }
+
+    fn extract_http(&mut self, src: &HttpSource, store: &Store, key: &str) -> Result<Extracted, ConnectError> {
+        let mut extra = vec![];
+        if let Some(inc) = &self.load.incremental {
+            let mark = if self.opts.full_refresh { None } else { store.load_cursor(key)? };
+            if let (Some(param), Some(from)) = (&inc.param, mark.or_else(|| inc.initial_value.clone())) {
+                extra.push((param.clone(), from));
+            }
+        }
+        let progress = self.opts.progress.clone();
+        let name = self.load.name.clone();
+        let mut tell = move |_pages: u64, rows: u64, bytes: u64| {
+            if let Some(p) = &progress {
+                (p.0)(&name, Progress::Extracting { rows, bytes });
+            }
+        };
+        let fetched = http::fetch(src, &extra, &mut tell).map_err(|m| self.source(m))?;
+        if fetched.records == 0 {
+            return Ok(Extracted { nothing: true, ..Extracted::rows(vec![]) });
+        }
+        let scan = FileScan {
+            format: FileFormat::JsonLines,
+            paths: vec![fetched.file.path().to_path_buf()],
+            options: Default::default(),
+            rejects: None,
+            filename_column: None,
+        };
+        let rejected = self.stage_files(&scan)?;
+        Ok(Extracted::rows(rejected))
+    }
+
+    /// The incremental cursor's column, the value extraction starts after (the high-water
+    /// mark, or the initial value on a first run), and the cursor's type.
+    fn cursor_start(
+        &self,
+        typed: &[(String, ColumnType)],
+        store: &Store,
+        key: &str,
+    ) -> Result<Option<(String, String, ColumnType)>, ConnectError> {
+        let Some(inc) = &self.load.incremental else { return Ok(None) };
+        let Some((_, cursor_type)) = typed.iter().find(|(n, _)| n == &inc.cursor) else {
+            return Err(self.source(format!("incremental cursor '{}' is not a column of the source ({})", inc.cursor, names_of(typed))));
+        };
+        let mark = if self.opts.full_refresh { None } else { store.load_cursor(key)? };
+        Ok(mark.or_else(|| inc.initial_value.clone()).map(|from| (inc.cursor.clone(), from, cursor_type.clone())))
+    }
+
+    fn numeric_lookback(&self, lookback: &str, cursor: &str) -> Result<f64, ConnectError> {
+        lookback.parse().map_err(|_| self.source(format!("lookback '{lookback}' must be a number for the numeric cursor '{cursor}'")))
+    }
+
+    fn progress(&self, p: Progress) {
+        if let Some(f) = &self.opts.progress {
+            (f.0)(&self.load.name, p);
+        }
     }
 
     fn create_stage(&mut self, typed: &[(String, ColumnType)]) -> Result<(), ConnectError> {
@@ -621,6 +763,70 @@ impl Job<'_> {
         Ok(plan)
     }
 
+    /// A schema-on-read load's columns: the primary key, the whole record as JSON, and the
+    /// source file where there is one.
+    fn record_columns(&self, stage: &[weir_core::Column]) -> Vec<(String, String)> {
+        let q = |n: &str| self.wh.quote(n);
+        let fields: Vec<(String, String)> = stage.iter().filter(|c| c.name != SOURCE_FILE).map(|c| (c.name.clone(), q(&c.name))).collect();
+        let mut cols: Vec<(String, String)> = self
+            .load
+            .primary_key
+            .iter()
+            .filter_map(|k| stage.iter().find(|c| c.name.eq_ignore_ascii_case(k)))
+            .map(|c| (c.name.clone(), q(&c.name)))
+            .collect();
+        cols.push((RECORD.to_string(), self.wh.json_object_sql(&fields)));
+        if stage.iter().any(|c| c.name == SOURCE_FILE) {
+            cols.push((SOURCE_FILE.to_string(), q(SOURCE_FILE)));
+        }
+        cols
+    }
+
+    /// The typed view over a schema-on-read table: every field seen so far (the view's
+    /// own columns, widened by this load's), read out of the record. Returns the statements
+    /// and the changes made.
+    fn typed_view(&mut self, view: &str, stage: &[weir_core::Column]) -> Result<(Vec<String>, Vec<String>), ConnectError> {
+        let rel = self.target.with_identifier(view);
+        let meta = [LOAD_ID, LOADED_AT, SOURCE_FILE];
+        let mut fields: Vec<(String, ColumnType)> = vec![];
+        let existed = relation_exists(self.conn, &rel).map_err(|e| self.wh_err(e))?;
+        if existed {
+            for c in self.conn.columns(&rel).map_err(|e| self.wh_err(e))? {
+                if !meta.contains(&c.name.as_str()) {
+                    fields.push((c.name, ColumnType::parse(&c.data_type)));
+                }
+            }
+        }
+        let mut changes = vec![];
+        let shown = format!("{}.{view}", self.load.schema);
+        for c in stage.iter().filter(|c| !meta.contains(&c.name.as_str())) {
+            let t = ColumnType::parse(&c.data_type);
+            match fields.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&c.name)) {
+                Some((name, old)) if !t.fits_in(old) => {
+                    let wide = old.widen(&t);
+                    changes.push(format!("widened {shown}.{name} from {old} to {wide}"));
+                    *old = wide;
+                }
+                Some(_) => {}
+                None => {
+                    if existed {
+                        changes.push(format!("added {shown}.{} {t}", c.name));
+                    }
+                    fields.push((c.name.clone(), t));
+                }
+            }
+        }
+        let record = self.wh.quote(RECORD);
+        let mut exprs: Vec<String> =
+            fields.iter().map(|(n, t)| format!("{} as {}", self.wh.json_field_sql(&record, n, t), self.wh.quote(n))).collect();
+        exprs.extend([LOAD_ID, LOADED_AT].iter().map(|c| self.wh.quote(c)));
+        if stage.iter().any(|c| c.name == SOURCE_FILE) {
+            exprs.push(self.wh.quote(SOURCE_FILE));
+        }
+        let select = format!("select {} from {}", exprs.join(", "), self.wh.render(self.target));
+        Ok((vec![self.wh.drop_relation_sql(&rel, RelationKind::View), self.wh.create_view_as_sql(&rel, &select)], changes))
+    }
+
     fn alter_type_sql(&self, column: &str, to: &ColumnType) -> String {
         let q = self.wh.quote(column);
         let t = self.wh.type_sql(to);
@@ -668,7 +874,7 @@ impl Job<'_> {
     fn reject_from_stage(&self, cond: &str, reason: &str) -> String {
         let position = match &self.load.source {
             Source::Files(_) => format!("r.{}", self.wh.quote(SOURCE_FILE)),
-            Source::Postgres { .. } => "null".to_string(),
+            Source::Database(_) | Source::Http(_) => "null".to_string(),
         };
         format!(
             "insert into {} (load_id, load_name, position, raw, reason, rejected_at) select {}, {}, {position}, {}, {}, {} from {} as r where {cond}",
@@ -852,6 +1058,53 @@ fn pg_columns(client: &mut postgres::Client, stmt: &postgres::Statement) -> Resu
         out.push((c.name().to_string(), ColumnType::parse(declared.as_deref().unwrap_or(c.type_().name()))));
     }
     Ok(out)
+}
+
+/// `select * from` a source's table, or its query as written.
+fn base_query(db: &DatabaseSource) -> String {
+    match (&db.table, &db.query) {
+        (Some(t), _) => format!("select * from {t}"),
+        (_, Some(q)) => q.trim().trim_end_matches(';').to_string(),
+        // The spec requires one of them.
+        (None, None) => String::new(),
+    }
+}
+
+fn is_numeric(t: &ColumnType) -> bool {
+    matches!(t, ColumnType::Integer | ColumnType::BigInt | ColumnType::Double | ColumnType::Decimal { .. })
+}
+
+/// A reader that counts what passes (rows as lines, bytes) and tells the progress listener,
+/// and keeps the source's own error, which the destination would report as its own.
+struct Counted<'a, R> {
+    inner: R,
+    rows: u64,
+    bytes: u64,
+    progress: Option<ProgressFn>,
+    load: &'a str,
+    error: Option<String>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                let before = self.rows;
+                self.rows += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+                self.bytes += n as u64;
+                if let Some(p) = &self.progress
+                    && (self.rows / 50_000 != before / 50_000 || n == 0)
+                {
+                    (p.0)(self.load, Progress::Extracting { rows: self.rows.saturating_sub(1), bytes: self.bytes });
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                self.error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The PostgreSQL spelling of a cursor's type, for the literal it is compared with.

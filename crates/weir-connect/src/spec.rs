@@ -28,6 +28,9 @@ pub struct Load {
     pub primary_key: Vec<String>,
     pub incremental: Option<Incremental>,
     pub schema_contract: SchemaContract,
+    /// Schema-on-read: each record kept whole as JSON text in `_weir_record` (with the primary
+    /// key as columns), and this view in the destination schema reads it typed.
+    pub schema_on_read: Option<String>,
     pub tags: Vec<String>,
 }
 
@@ -37,8 +40,35 @@ pub enum Source {
     /// Local files matching a glob (relative to the project), optionally gzip- or
     /// zstd-compressed.
     Files(FileSource),
-    /// A table or a query in a PostgreSQL database.
-    Postgres { url: String, table: Option<String>, query: Option<String> },
+    /// A table or a query in a PostgreSQL, MySQL or MariaDB database.
+    Database(DatabaseSource),
+    /// A JSON API over HTTP: records at a path of each response, page after page.
+    Http(crate::http::HttpSource),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseSource {
+    pub engine: Engine,
+    /// Where to connect (`postgresql://...`, `mysql://...`); secrets come through `env_var()`.
+    pub url: String,
+    pub table: Option<String>,
+    pub query: Option<String>,
+}
+
+/// The database engines a load reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Mysql,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +110,9 @@ pub struct Incremental {
     /// How far behind the high-water mark each run starts again, for late updates: an
     /// interval (`2 hours`) for time cursors, a number for numeric ones.
     pub lookback: Option<String>,
+    /// HTTP sources: the query parameter that receives the high-water mark (`since`), for
+    /// the API to filter on.
+    pub param: Option<String>,
 }
 
 /// What happens when the data does not fit the destination's columns (dlt's modes).
@@ -128,19 +161,19 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Load>, ConnectError> {
     Ok(loads)
 }
 
-struct Parser<'a> {
+pub(crate) struct Parser<'a> {
     file: &'a Path,
     text: &'a str,
 }
 
 impl Parser<'_> {
-    fn err(&self, node: &Node, message: impl Into<String>) -> ConnectError {
+    pub(crate) fn err(&self, node: &Node, message: impl Into<String>) -> ConnectError {
         let location = node.location(self.file);
         let snippet = location.snippet(self.text).map(|s| s.to_string());
         ConnectError::Invalid { location, message: message.into(), snippet }
     }
 
-    fn map<'n>(&self, node: &'n Node, what: &str, known: &[&str]) -> Result<&'n [(Node, Node)], ConnectError> {
+    pub(crate) fn map<'n>(&self, node: &'n Node, what: &str, known: &[&str]) -> Result<&'n [(Node, Node)], ConnectError> {
         let entries = node.as_map().ok_or_else(|| self.err(node, format!("{what} must be a mapping")))?;
         for (k, _) in entries {
             let key = k.key_text().unwrap_or_default();
@@ -151,7 +184,7 @@ impl Parser<'_> {
         Ok(entries)
     }
 
-    fn text(&self, node: &Node, what: &str) -> Result<String, ConnectError> {
+    pub(crate) fn text(&self, node: &Node, what: &str) -> Result<String, ConnectError> {
         match &node.value {
             Value::Str(_) | Value::Int(_) | Value::Float(_) => {
                 let raw = node.scalar_text().unwrap_or_default();
@@ -161,14 +194,14 @@ impl Parser<'_> {
         }
     }
 
-    fn texts(&self, node: &Node, what: &str) -> Result<Vec<String>, ConnectError> {
+    pub(crate) fn texts(&self, node: &Node, what: &str) -> Result<Vec<String>, ConnectError> {
         match &node.value {
             Value::Seq(items) => items.iter().map(|i| self.text(i, what)).collect(),
             _ => Ok(vec![self.text(node, what)?]),
         }
     }
 
-    fn flag(&self, node: &Node, what: &str) -> Result<bool, ConnectError> {
+    pub(crate) fn flag(&self, node: &Node, what: &str) -> Result<bool, ConnectError> {
         match node.value {
             Value::Bool(b) => Ok(b),
             _ => Err(self.err(node, format!("{what} must be true or false"))),
@@ -176,8 +209,18 @@ impl Parser<'_> {
     }
 
     fn load(&self, item: &Node) -> Result<Load, ConnectError> {
-        const KEYS: &[&str] =
-            &["name", "description", "source", "destination", "write_disposition", "primary_key", "incremental", "schema_contract", "tags"];
+        const KEYS: &[&str] = &[
+            "name",
+            "description",
+            "source",
+            "destination",
+            "write_disposition",
+            "primary_key",
+            "incremental",
+            "schema_contract",
+            "schema_on_read",
+            "tags",
+        ];
         let entries = self.map(item, "a load", KEYS)?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
         let name_node = get("name").ok_or_else(|| self.err(item, "a load needs a `name`"))?;
@@ -217,9 +260,19 @@ impl Parser<'_> {
         let incremental = get("incremental").map(|n| self.incremental(n)).transpose()?;
         if let (Some(inc), Some(n)) = (&incremental, get("incremental")) {
             if matches!(source, Source::Files(_)) {
-                return Err(
-                    self.err(n, "file loads are incremental by file (a file already loaded is skipped); `incremental` is for databases")
-                );
+                return Err(self.err(
+                    n,
+                    "file loads are incremental by file (a file already loaded is skipped); `incremental` is for databases and APIs",
+                ));
+            }
+            if matches!(source, Source::Http(_)) && inc.param.is_none() {
+                return Err(self.err(n, "an http source's `incremental` needs the `param` that sends the high-water mark (`since`)"));
+            }
+            if matches!(source, Source::Http(_)) && inc.lookback.is_some() {
+                return Err(self.err(n, "`lookback` is for database sources; an API's `param` receives the high-water mark as it is"));
+            }
+            if matches!(source, Source::Database(_)) && inc.param.is_some() {
+                return Err(self.err(n, "`param` is for http sources; a database source filters on the cursor column itself"));
             }
             if inc.lookback.is_some() && write_disposition != WriteDisposition::Merge {
                 return Err(self.err(
@@ -240,8 +293,27 @@ impl Parser<'_> {
                 }
             },
         };
+        let schema_on_read = match get("schema_on_read") {
+            None => None,
+            Some(n) => match &n.value {
+                Value::Bool(false) => None,
+                Value::Bool(true) => Some(format!("{table}_typed")),
+                Value::Map(_) => {
+                    let m = self.map(n, "`schema_on_read`", &["view"])?;
+                    match m.first() {
+                        Some((_, v)) => Some(self.text(v, "view")?),
+                        None => Some(format!("{table}_typed")),
+                    }
+                }
+                _ => return Err(self.err(n, "`schema_on_read` is true, false or {view: name}")),
+            },
+        };
+        if let (Some(_), Some(n)) = (&schema_on_read, get("schema_contract")) {
+            return Err(self.err(n, "a schema-on-read load keeps every record whole: `schema_contract` does not apply"));
+        }
         Ok(Load {
             description: get("description").map(|n| self.text(n, "description")).transpose()?,
+            schema_on_read,
             location: item.location(self.file),
             tags: get("tags").map(|n| self.texts(n, "tags")).transpose()?.unwrap_or_default(),
             name,
@@ -261,14 +333,16 @@ impl Parser<'_> {
             .iter()
             .find(|(k, _)| k.key_text().as_deref() == Some("kind"))
             .map(|(_, v)| v)
-            .ok_or_else(|| self.err(node, "`source` needs a `kind`: csv, jsonl, parquet or postgres"))?;
+            .ok_or_else(|| self.err(node, "`source` needs a `kind`: csv, jsonl, parquet, postgres, mysql or http"))?;
         let kind = self.text(kind_node, "kind")?;
         let format = match kind.as_str() {
             "csv" => Some(FileFormat::Csv),
             "jsonl" | "ndjson" | "json" => Some(FileFormat::JsonLines),
             "parquet" => Some(FileFormat::Parquet),
-            "postgres" | "postgresql" => None,
-            other => return Err(self.err(kind_node, format!("source kind '{other}' is not one of csv, jsonl, parquet, postgres"))),
+            "postgres" | "postgresql" | "mysql" | "mariadb" | "http" => None,
+            other => {
+                return Err(self.err(kind_node, format!("source kind '{other}' is not one of csv, jsonl, parquet, postgres, mysql, http")));
+            }
         };
         if let Some(format) = format {
             let known: &[&str] = if format == FileFormat::Csv {
@@ -311,21 +385,31 @@ impl Parser<'_> {
             };
             return Ok(Source::Files(FileSource { format, path, options }));
         }
-        let entries = self.map(node, "a postgres source", &["kind", "url", "table", "query"])?;
+        if kind == "http" {
+            return crate::http::parse_source(self, node).map(Source::Http);
+        }
+        let engine = if kind.starts_with("postgres") { Engine::Postgres } else { Engine::Mysql };
+        let what = format!("a {kind} source");
+        let entries = self.map(node, &what, &["kind", "url", "table", "query"])?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
-        let url = get("url").map(|n| self.text(n, "url")).transpose()?.ok_or_else(|| {
-            self.err(node, "a postgres source needs a `url` (postgresql://user@host:port/db; use {{ env_var('...') }} for secrets)")
-        })?;
+        let example = match engine {
+            Engine::Postgres => "postgresql://user@host:port/db",
+            Engine::Mysql => "mysql://user:password@host:port/db",
+        };
+        let url = get("url")
+            .map(|n| self.text(n, "url"))
+            .transpose()?
+            .ok_or_else(|| self.err(node, format!("{what} needs a `url` ({example}; use {{{{ env_var('...') }}}} for secrets)")))?;
         let table = get("table").map(|n| self.text(n, "table")).transpose()?;
         let query = get("query").map(|n| self.text(n, "query")).transpose()?;
         if table.is_some() == query.is_some() {
-            return Err(self.err(node, "a postgres source needs exactly one of `table` and `query`"));
+            return Err(self.err(node, format!("{what} needs exactly one of `table` and `query`")));
         }
-        Ok(Source::Postgres { url, table, query })
+        Ok(Source::Database(DatabaseSource { engine, url, table, query }))
     }
 
     fn incremental(&self, node: &Node) -> Result<Incremental, ConnectError> {
-        let entries = self.map(node, "`incremental`", &["cursor", "initial_value", "lookback"])?;
+        let entries = self.map(node, "`incremental`", &["cursor", "initial_value", "lookback", "param"])?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
         let cursor = get("cursor")
             .map(|n| self.text(n, "cursor"))
@@ -335,6 +419,7 @@ impl Parser<'_> {
             cursor,
             initial_value: get("initial_value").map(|n| self.text(n, "initial_value")).transpose()?,
             lookback: get("lookback").map(|n| self.text(n, "lookback")).transpose()?,
+            param: get("param").map(|n| self.text(n, "param")).transpose()?,
         })
     }
 }

@@ -1,76 +1,9 @@
 //! Loads against the real engines: files into a DuckDB file, a PostgreSQL table into DuckDB,
 //! files and tables into PostgreSQL (in a schema of the test's own).
 
-use std::path::Path;
+mod common;
 
-use weir_connect::{ConnectError, Load, LoadOptions, LoadReport, parse_file, run_load};
-use weir_core::Datum;
-use weir_store::Store;
-use weir_warehouse::Warehouse;
-
-const PG: &str = "postgresql://postgres@127.0.0.1:5432/test";
-
-struct Project {
-    dir: tempfile::TempDir,
-    store: Store,
-    wh: Box<dyn Warehouse>,
-    database: String,
-}
-
-impl Project {
-    fn duckdb() -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let mut fields = serde_json::Map::new();
-        fields.insert("path".into(), "warehouse.duckdb".into());
-        let wh = weir_warehouse::open("duckdb", &fields, dir.path()).unwrap();
-        let store = Store::sqlite(&dir.path().join(".weir/weir.db")).unwrap();
-        Project { dir, store, wh, database: "warehouse".into() }
-    }
-
-    fn postgres() -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let mut fields = serde_json::Map::new();
-        for (k, v) in [("host", "127.0.0.1"), ("port", "5432"), ("user", "postgres"), ("dbname", "test")] {
-            fields.insert(k.into(), v.into());
-        }
-        let wh = weir_warehouse::open("postgres", &fields, dir.path()).unwrap();
-        let store = Store::sqlite(&dir.path().join(".weir/weir.db")).unwrap();
-        Project { dir, store, wh, database: "test".into() }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        let p = self.root().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-
-    fn load(&self, yaml: &str) -> Load {
-        parse_file(Path::new("loads/test.yml"), yaml).unwrap().remove(0)
-    }
-
-    fn run(&self, load: &Load, full_refresh: bool) -> Result<LoadReport, ConnectError> {
-        let opts = LoadOptions { root: self.root().to_path_buf(), database: self.database.clone(), full_refresh };
-        run_load(self.wh.as_ref(), load, &self.store, &opts)
-    }
-
-    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
-        let mut c = self.wh.connect().unwrap();
-        c.query(sql)
-            .unwrap()
-            .rows
-            .into_iter()
-            .map(|r| r.into_iter().map(|d| if d == Datum::Null { "NULL".into() } else { d.to_string() }).collect())
-            .collect()
-    }
-
-    fn scalar(&self, sql: &str) -> String {
-        self.rows(sql).remove(0).remove(0)
-    }
-}
+use common::{PG, Project, pg_client};
 
 #[test]
 fn csv_files_load_once_with_bad_lines_kept_and_new_columns_added() {
@@ -192,10 +125,6 @@ fn discard_row_and_discard_value_contracts() {
     assert_eq!((r.rows_loaded, r.rows_rejected), (1, 0));
     assert_eq!(p.rows("select id, qty from raw.v order by id"), vec![vec!["1".to_string(), "5".into()], vec!["2".into(), "NULL".into()]]);
     assert_eq!(p.rows("select column_name from information_schema.columns where table_name = 'v' and column_name = 'note'").len(), 0);
-}
-
-fn pg_client() -> postgres::Client {
-    postgres::Client::connect(PG, postgres::NoTls).unwrap_or_else(|e| panic!("PostgreSQL at {PG} is required for this test: {e}"))
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! This crate holds plain data only. It knows no engine, no file format and no I/O, so every
 //! layer can depend on it without pulling anything else in.
 
+pub mod duration;
 mod location;
 mod relation;
 mod result;

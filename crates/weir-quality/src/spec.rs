@@ -887,38 +887,7 @@ impl Cursor<'_> {
     }
 }
 
-/// `1d`, `6h`, `30m`, `90s`, `1d12h` as seconds.
-pub fn parse_duration(s: &str) -> Option<f64> {
-    let mut total = 0.0;
-    let mut num = String::new();
-    let mut any = false;
-    for c in s.chars() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            'd' => 86400.0,
-            'h' => 3600.0,
-            'm' => 60.0,
-            's' => 1.0,
-            _ => return None,
-        };
-        total += num.parse::<f64>().ok()? * unit;
-        num.clear();
-        any = true;
-    }
-    (any && num.is_empty()).then_some(total)
-}
-
-/// Seconds as `1d 2h`, `5m 3s`, for reports.
-pub fn show_duration(secs: f64) -> String {
-    let s = secs.round() as i64;
-    let (sign, s) = if s < 0 { ("-", -s) } else { ("", s) };
-    let parts = [(s / 86400, "d"), (s % 86400 / 3600, "h"), (s % 3600 / 60, "m"), (s % 60, "s")];
-    let shown: Vec<String> = parts.iter().filter(|(n, _)| *n > 0).take(2).map(|(n, u)| format!("{n}{u}")).collect();
-    if shown.is_empty() { "0s".into() } else { format!("{sign}{}", shown.join(" ")) }
-}
+pub use weir_core::duration::{parse_duration, show_duration};
 
 impl std::fmt::Display for Condition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1046,12 +1015,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_read_and_print() {
-        assert_eq!(parse_duration("1d12h"), Some(129_600.0));
-        assert_eq!(parse_duration("90s"), Some(90.0));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(show_duration(129_600.0), "1d 12h");
-        assert_eq!(show_duration(0.4), "0s");
+    fn numbers_print_short() {
         assert_eq!(num(0.1), "0.1");
         assert_eq!(num(3.0), "3");
     }

@@ -11,7 +11,7 @@ use crate::node::{Node, ResourceType};
 use crate::parse::Manifest;
 use crate::run::{NodeResult, RunOutcome};
 
-fn metadata(m: &Manifest, version: &str) -> J {
+pub(crate) fn metadata(m: &Manifest, version: &str) -> J {
     json!({
         "dbt_schema_version": version,
         "dbt_version": weir_project::jinja::DBT_VERSION,
@@ -277,7 +277,7 @@ pub fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-fn write_json(path: &Path, doc: &J) -> Result<(), TransformError> {
+pub(crate) fn write_json(path: &Path, doc: &J) -> Result<(), TransformError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| TransformError::io(parent, e))?;
     }

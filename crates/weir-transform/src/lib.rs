@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod compile;
 pub mod error;
+pub mod freshness;
 pub mod graph;
 pub mod materialize;
 pub mod microbatch;

@@ -375,8 +375,12 @@ fn run_load(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), Tr
     let m = &session.manifest;
     let (Some(load), Some(relation)) = (n.load.as_deref(), n.relation.as_ref()) else { return Ok(()) };
     let store = session.store.as_deref().ok_or_else(|| TransformError::Graph(format!("{} needs the metadata store", n.unique_id)))?;
-    let opts =
-        weir_connect::LoadOptions { root: m.project.root.clone(), database: relation.database.clone(), full_refresh: m.flags.full_refresh };
+    let opts = weir_connect::LoadOptions {
+        root: m.project.root.clone(),
+        database: relation.database.clone(),
+        full_refresh: m.flags.full_refresh,
+        progress: session.load_progress.clone(),
+    };
     let report = weir_connect::run_load(session.warehouse.as_ref(), load, store, &opts)?;
     result.rows_affected = Some(report.rows_loaded);
     result.failures = Some(report.rows_rejected as i64);

@@ -35,6 +35,8 @@ pub struct Session {
     /// Where processed intervals of microbatch models are recorded.
     pub store: Option<Arc<weir_store::Store>>,
     pub log: LogSink,
+    /// Told how loads are going, for progress bars.
+    pub load_progress: Option<weir_connect::ProgressFn>,
 }
 
 impl Session {
@@ -48,6 +50,7 @@ impl Session {
             rebuild: Mutex::new(HashSet::new()),
             store: None,
             log,
+            load_progress: None,
         }
     }
 

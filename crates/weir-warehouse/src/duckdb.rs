@@ -151,6 +151,20 @@ impl Warehouse for DuckDb {
         format!("cast(to_json({alias}) as varchar)")
     }
 
+    fn json_object_sql(&self, pairs: &[(String, String)]) -> String {
+        let args: Vec<String> = pairs.iter().map(|(k, e)| format!("{}, {e}", literal(k))).collect();
+        format!("cast(json_object({}) as varchar)", args.join(", "))
+    }
+
+    fn json_field_sql(&self, record: &str, key: &str, t: &ColumnType) -> String {
+        let path = literal(&format!("$.\"{}\"", key.replace('"', "\\\"")));
+        match t {
+            ColumnType::Other(_) | ColumnType::Json => format!("json_extract({record}, {path})"),
+            ColumnType::Varchar => format!("json_extract_string({record}, {path})"),
+            _ => format!("try_cast(json_extract_string({record}, {path}) as {})", self.type_sql(t)),
+        }
+    }
+
     fn file_scan_sql(&self, scan: &FileScan) -> Option<String> {
         // DuckDB keeps a CSV scan's rejected lines only without `union_by_name`: with
         // rejects, each file gets its own scan (and tables), and the scans are unioned by name.

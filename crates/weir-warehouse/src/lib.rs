@@ -138,6 +138,13 @@ pub trait Warehouse: Send + Sync {
     /// A row of the table aliased `alias` as JSON text (rejected rows are kept so).
     fn row_json_sql(&self, alias: &str) -> String;
 
+    /// A JSON object of `(key, expression)` pairs, as text (schema-on-read records).
+    fn json_object_sql(&self, pairs: &[(String, String)]) -> String;
+
+    /// The field `key` of the JSON text `record`, as `t` (null where it does not fit, when
+    /// the engine can test that); lists and structs stay JSON.
+    fn json_field_sql(&self, record: &str, key: &str, t: &ColumnType) -> String;
+
     /// A query reading files in place, when the engine can (DuckDB's `read_csv`,
     /// `read_json`, `read_parquet`); loads then never move the data through Weir.
     fn file_scan_sql(&self, _scan: &FileScan) -> Option<String> {

@@ -114,6 +114,20 @@ impl Warehouse for Postgres {
         format!("cast(row_to_json({alias}) as text)")
     }
 
+    fn json_object_sql(&self, pairs: &[(String, String)]) -> String {
+        let args: Vec<String> = pairs.iter().map(|(k, e)| format!("{}, {e}", literal(k))).collect();
+        format!("cast(json_build_object({}) as text)", args.join(", "))
+    }
+
+    fn json_field_sql(&self, record: &str, key: &str, t: &ColumnType) -> String {
+        let key = literal(key);
+        match t {
+            ColumnType::Other(_) | ColumnType::Json => format!("(cast({record} as jsonb) -> {key})"),
+            ColumnType::Varchar => format!("(cast({record} as jsonb) ->> {key})"),
+            _ => format!("cast(cast({record} as jsonb) ->> {key} as {})", self.type_sql(t)),
+        }
+    }
+
     fn known_target_keys(&self) -> &'static [&'static str] {
         &[
             "type",

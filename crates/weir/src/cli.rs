@@ -212,6 +212,24 @@ pub enum Command {
         #[command(subcommand)]
         command: DocsCommand,
     },
+    /// Sources: `weir source freshness`.
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SourceCommand {
+    /// How old the newest row of each source table is, against its freshness block's
+    /// warn_after / error_after; writes target/sources.json.
+    Freshness {
+        #[command(flatten)]
+        selection: Selection,
+        /// Where to write the results (default target/sources.json).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

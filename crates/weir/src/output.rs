@@ -1,9 +1,14 @@
 //! What the binary prints: dbt-style status lines for people, or one JSON object per line
 //! for machines (`--log-format json`). Errors and warnings go to stderr.
 
+use std::collections::HashMap;
 use std::fmt::Display;
-use std::io::Write;
-use std::sync::Mutex;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use indicatif::{HumanBytes, HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use weir_connect::{Progress, ProgressFn};
 
 use serde_json::json;
 use weir_transform::{Node, NodeResult, Reporter, ResourceType, RunOutcome, Status};
@@ -24,7 +29,8 @@ impl Output {
         Output { format, lock: Mutex::new(()) }
     }
 
-    fn emit(&self, level: &str, event: &str, text: &str, extra: serde_json::Value) {
+    /// One line for people, or one JSON object (with `extra`'s fields) for machines.
+    pub fn emit(&self, level: &str, event: &str, text: &str, extra: serde_json::Value) {
         let _guard = self.lock.lock();
         match self.format {
             LogFormat::Text => {
@@ -43,6 +49,44 @@ impl Output {
                 let _ = writeln!(std::io::stdout(), "{obj}");
             }
         }
+    }
+
+    /// Progress bars for running loads (rows, bytes, rate; one line per load) on stderr,
+    /// when it is a terminal and the output is for people.
+    pub fn load_bars(&self) -> Option<ProgressFn> {
+        if self.format != LogFormat::Text || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{spinner} {prefix}: {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bars: Mutex<HashMap<String, (ProgressBar, Instant)>> = Mutex::new(HashMap::new());
+        Some(ProgressFn(Arc::new(move |load: &str, p: Progress| {
+            let Ok(mut bars) = bars.lock() else { return };
+            if p == Progress::Done {
+                if let Some((bar, _)) = bars.remove(load) {
+                    bar.finish_and_clear();
+                    multi.remove(&bar);
+                }
+                return;
+            }
+            let (bar, started) = bars.entry(load.to_string()).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()).with_prefix(load.to_string()));
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                (bar, Instant::now())
+            });
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(match p {
+                Progress::Extracting { rows, bytes } => format!(
+                    "{} rows · {} · {} rows/s · {}/s",
+                    HumanCount(rows),
+                    HumanBytes(bytes),
+                    HumanCount((rows as f64 / secs) as u64),
+                    HumanBytes((bytes as f64 / secs) as u64)
+                ),
+                Progress::Writing { rows } => format!("writing {} rows", HumanCount(rows)),
+                Progress::Done => String::new(),
+            });
+        })))
     }
 
     pub fn info(&self, text: impl AsRef<str>) {

@@ -109,6 +109,9 @@ impl Workspace {
         {
             session = session.with_store(self.store()?);
         }
+        if ids.iter().filter_map(|id| self.manifest.node(id)).any(|n| n.resource_type == ResourceType::Load) {
+            session.load_progress = out.load_bars();
+        }
         Ok(Arc::new(session))
     }
 

@@ -1,65 +1,12 @@
 //! The `weir` binary on temporary copies of projects: what users see, exit codes, errors
 //! that name the place, idempotent reruns, and the example on PostgreSQL.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().to_string();
-        if name == "target" || name.ends_with(".duckdb") {
-            continue;
-        }
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(&name));
-        } else {
-            std::fs::copy(e.path(), to.join(&name)).unwrap();
-        }
-    }
-}
-
-fn shop() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&repo().join("examples/shop"), dir.path());
-    dir
-}
-
-fn weir(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir).env_remove("DBT_PROFILES_DIR").output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
-    let mut fields = serde_json::Map::new();
-    fields.insert("path".into(), db.display().to_string().into());
-    let wh = weir_warehouse::duckdb::DuckDb::open(&fields, Path::new("/")).unwrap();
-    let mut c = weir_warehouse::Warehouse::connect(&wh).unwrap();
-    c.query(sql).unwrap().rows.into_iter().map(|r| r.iter().map(|d| d.to_string()).collect()).collect()
-}
-
-fn minimal(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let mut all = vec![
-        ("dbt_project.yml", "name: t\nprofile: t\n"),
-        ("profiles.yml", "t:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: t.duckdb\n"),
-    ];
-    all.extend_from_slice(files);
-    for (rel, body) in all {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    dir
-}
+use common::*;
 
 #[test]
 fn example_builds_and_a_rerun_changes_no_row() {
@@ -687,4 +634,37 @@ fn a_mistake_in_a_load_file_names_its_place() {
     let o = weir(dir.path(), &["load"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("loads/x.yml:4:24") && text(&o).contains("'upsert' is not one of append, replace, merge"), "{}", text(&o));
+}
+
+#[test]
+fn source_freshness_passes_warns_and_errors_as_dbt_does() {
+    let dir = minimal(&[
+        ("data/orders.csv", "id\n1\n"),
+        ("loads/shop.yml", "loads:\n  - name: orders\n    source: {kind: csv, path: 'data/*.csv'}\n"),
+        ("seeds/events.csv", "id,seen_at\n1,2020-01-01 00:00:00\n"),
+        (
+            "models/sources.yml",
+            "version: 2\nsources:\n  - name: raw\n    freshness: {warn_after: {count: 1, period: hour}}\n    tables:\n      - name: orders\n      - name: nothing\n        freshness: null\n  - name: main\n    tables:\n      - name: events\n        loaded_at_field: seen_at\n        freshness: {warn_after: {count: 1, period: day}, error_after: {count: 2, period: day}}\n      - name: ghosts\n        loaded_at_field: seen_at\n        freshness: {error_after: {count: 1, period: day}}\n",
+        ),
+    ]);
+    assert!(weir(dir.path(), &["load"]).status.success());
+    assert!(weir(dir.path(), &["seed"]).status.success());
+    let o = weir(dir.path(), &["source", "freshness"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "a stale source and a missing table fail the command:\n{out}");
+    assert!(out.contains("PASS freshness of raw.orders") && out.contains("warn after 1 hour"), "loads' _weir_loaded_at is used:\n{out}");
+    assert!(out.contains("ERROR STALE freshness of main.events: newest 2020-01-01 00:00:00"), "{out}");
+    assert!(out.contains("ERROR freshness of main.ghosts: could not be measured"), "{out}");
+    assert!(!out.contains("raw.nothing"), "freshness: null turns it off:\n{out}");
+    assert!(out.contains("PASS=1 WARN=0 ERROR=1 RUNTIME_ERROR=1"), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/sources.json")).unwrap()).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    let by = |id: &str| results.iter().find(|r| r["unique_id"] == id).cloned().unwrap_or_default();
+    assert_eq!(by("source.t.main.events")["status"], "error");
+    assert_eq!(by("source.t.main.events")["criteria"]["error_after"]["count"], 2);
+    assert_eq!(by("source.t.raw.orders")["status"], "pass");
+    assert_eq!(by("source.t.main.ghosts")["status"], "runtime error");
+    let only = weir(dir.path(), &["source", "freshness", "-s", "source:raw.orders"]);
+    assert!(only.status.success() && text(&only).contains("PASS=1 WARN=0 ERROR=0"), "{}", text(&only));
 }

@@ -10,10 +10,11 @@ mod init;
 mod load;
 mod ls;
 mod show;
+mod source;
 
 use std::sync::Arc;
 
-use crate::cli::{Cli, Command, DocsCommand};
+use crate::cli::{Cli, Command, DocsCommand, SourceCommand};
 use crate::output::Output;
 use crate::workspace::Error;
 
@@ -36,5 +37,8 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Clean => clean::run(g, out),
         Command::Init { name, adapter } => init::run(name, adapter, out),
         Command::Docs { command: DocsCommand::Generate } => docs::generate(g, out),
+        Command::Source { command: SourceCommand::Freshness { selection, output } } => {
+            source::freshness(g, selection, output.as_deref(), out)
+        }
     }
 }

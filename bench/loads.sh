@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Extract and load at scale.
+#
+#   bash bench/loads.sh                          # a 10,000,000-row table, a ~1 GB CSV
+#   BENCH_LOAD_ROWS=1000000 BENCH_CSV_ROWS=1000000 bash bench/loads.sh
+#
+# (1) A generated PostgreSQL table (the shared server, schema weir_bench_load) into a DuckDB
+#     file: `weir load` against dlt (PyPI, `sql_table` with its pyarrow backend:
+#     bench/loads_dlt.py), both replacing the table, the whole process timed, a fresh file
+#     each run. Sling (PyPI) is not measured: its wheel fetches its engine binary and DuckDB's
+#     CLI and extensions from GitHub at run time, which this machine cannot reach.
+# (2) A ~1 GB CSV into a DuckDB file: `weir load` (the whole process) against DuckDB's own
+#     `create table ... as select * from read_csv(...)` (timed inside Python, so without the
+#     interpreter's start-up).
+# (3) Memory: peak RSS of `weir load` for a tenth of the table and for all of it.
+# Times are medians of $BENCH_REPEAT runs; peak RSS from /usr/bin/time.
+REPEAT="${BENCH_REPEAT:-3}"
+source "$(dirname "$0")/common.sh"
+LOAD_ROWS="${BENCH_LOAD_ROWS:-10000000}"
+CSV_ROWS="${BENCH_CSV_ROWS:-12000000}"
+VENV="${WEIR_LOAD_VENV:-$HOME/.cache/weir/load-venv}"
+if ! "$VENV/bin/python" -c "import dlt, pyarrow, psycopg2, sqlalchemy" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet "dlt[duckdb,postgres]==1.31.0" "sqlalchemy>=2" pyarrow psycopg2-binary
+fi
+PG_URL="postgresql://postgres@127.0.0.1:5432/test"
+schema=weir_bench_load
+dir="$BENCH_DIR/loads"
+rm -rf "$dir"
+mkdir -p "$dir/loads"
+cd "$dir"
+
+t0=$(date +%s%N)
+psql "$PG_URL" -q -v ON_ERROR_STOP=1 <<SQL
+drop schema if exists $schema cascade;
+create schema $schema;
+create table $schema.orders as
+select g as order_id,
+       ((g * 7919) % 1000000)::int as customer_id,
+       (array['completed', 'cancelled', 'returned'])[g % 3 + 1] as status,
+       (((g * 37) % 100000) / 100.0)::numeric(12, 2) as amount,
+       timestamp '2024-01-01' + (g % 31536000) * interval '1 second' as created_at,
+       case when g % 13 = 0 then null else 'note ' || (g % 1000) end as note
+from generate_series(1, $LOAD_ROWS) g;
+create table $schema.orders_tenth as select * from $schema.orders where order_id <= $LOAD_ROWS / 10;
+analyze $schema.orders;
+SQL
+t1=$(date +%s%N)
+echo "## Extract and load: $LOAD_ROWS PostgreSQL rows, $CSV_ROWS CSV rows"
+echo
+echo "generated the PostgreSQL table: $(seconds "$t0" "$t1") s"
+
+cat > dbt_project.yml <<'YML'
+name: bench_loads
+profile: bench_loads
+YML
+cat > profiles.yml <<'YML'
+bench_loads:
+  target: dev
+  outputs:
+    dev:
+      type: duckdb
+      path: bench.duckdb
+      threads: 2
+YML
+cat > loads/bench.yml <<YML
+loads:
+  - name: orders
+    source: {kind: postgres, url: '$PG_URL', table: $schema.orders}
+    write_disposition: replace
+  - name: orders_tenth
+    source: {kind: postgres, url: '$PG_URL', table: $schema.orders_tenth}
+    write_disposition: replace
+  - name: big_csv
+    source: {kind: csv, path: big.csv}
+    write_disposition: replace
+YML
+
+# `/usr/bin/time` of one command after a fresh start: "wall_seconds peak_rss_mb".
+timed() {
+  /usr/bin/time -f "%e %M" -o time.txt "$@" > run.log 2>&1 || { cat run.log >&2; exit 1; }
+  awk '{ printf "%s %d\n", $1, $2 / 1024 }' time.txt
+}
+fresh() { rm -rf bench.duckdb bench.duckdb.wal .weir dlt.duckdb dlt.duckdb.wal dlt_work base.duckdb base.duckdb.wal; }
+median_of() { cut -d' ' -f"$1" | median; }
+max_of() { cut -d' ' -f"$1" | sort -n | tail -1; }
+count() { "$PY" -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).sql(sys.argv[2]).fetchone()[0])" "$1" "$2"; }
+rate() { python3 -c "print(f'{$1 / $2 / 1e6:.2f}M')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
+
+weir_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$WEIR" load orders; done)
+weir_rows=$(count bench.duckdb "select count(*) from raw.orders")
+w=$(echo "$weir_runs" | median_of 1); w_rss=$(echo "$weir_runs" | max_of 2)
+dlt_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$VENV/bin/python" "$WEIR_ROOT/bench/loads_dlt.py" "$PG_URL" "$schema" orders dlt.duckdb dlt_work; done)
+dlt_rows=$(count dlt.duckdb "select count(*) from raw.orders")
+d=$(echo "$dlt_runs" | median_of 1); d_rss=$(echo "$dlt_runs" | max_of 2)
+dlt_version=$("$VENV/bin/python" -c "import dlt; print(dlt.__version__)")
+tenth_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$WEIR" load orders_tenth; done)
+t_rss=$(echo "$tenth_runs" | max_of 2)
+echo
+echo "| PostgreSQL -> DuckDB | rows | wall (s) | rows/s | vs weir | peak RSS (MB) |"
+echo "|---|---:|---:|---:|---:|---:|"
+echo "| weir load | $weir_rows | $w | $(rate "$weir_rows" "$w") | 1.00x | $w_rss |"
+echo "| dlt $dlt_version (sql_table, pyarrow backend) | $dlt_rows | $d | $(rate "$dlt_rows" "$d") | $(ratio "$d" "$w") | $d_rss |"
+echo
+echo "memory: weir load peak RSS $t_rss MB for $((LOAD_ROWS / 10)) rows, $w_rss MB for $LOAD_ROWS rows"
+
+"$PY" - "$CSV_ROWS" <<'PY'
+import duckdb, sys
+c = duckdb.connect()
+c.execute("set enable_progress_bar = false")
+c.execute(f"""copy (
+  select i as order_id, (i * 7919) % 1000000 as customer_id,
+         ['completed', 'cancelled', 'returned'][i % 3 + 1] as status,
+         cast((i * 37) % 100000 as decimal(12, 2)) / 100 as amount,
+         timestamp '2024-01-01' + to_seconds(i % 31536000) as created_at,
+         case when i % 13 = 0 then null else 'note ' || (i % 1000) end as note
+  from range({int(sys.argv[1])}) t(i)) to 'big.csv' (header true)""")
+PY
+size_mb=$(( $(stat -c %s big.csv) / 1024 / 1024 ))
+base_runs=$(for _ in $(seq "$REPEAT"); do fresh; "$PY" - <<'PY'
+import duckdb, time
+c = duckdb.connect("base.duckdb")
+c.execute("set enable_progress_bar = false")
+t = time.perf_counter()
+c.execute("create table t as select * from read_csv('big.csv')")
+print(f"{time.perf_counter() - t:.3f}")
+PY
+done)
+b=$(echo "$base_runs" | median)
+csv_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$WEIR" load big_csv; done)
+c=$(echo "$csv_runs" | median_of 1); c_rss=$(echo "$csv_runs" | max_of 2)
+csv_rows=$(count bench.duckdb "select count(*) from raw.big_csv")
+duckdb_version=$("$PY" -c "import duckdb; print(duckdb.__version__)")
+echo
+echo "| CSV ($size_mb MB, $csv_rows rows) -> DuckDB | wall (s) | vs read_csv | peak RSS (MB) |"
+echo "|---|---:|---:|---:|"
+echo "| DuckDB $duckdb_version: create table as select * from read_csv(...) | $b | 1.00x | |"
+echo "| weir load (whole process) | $c | $(ratio "$c" "$b") | $c_rss |"
+psql "$PG_URL" -q -c "drop schema $schema cascade"

@@ -1,0 +1,550 @@
+//! HTTP JSON API sources: requests page after page, takes the records at a path of each
+//! response, and writes them as JSON lines for the destination's JSON reader, which infers
+//! their types like any other JSON-lines file.
+//!
+//! What users of dlt's REST API source expect is here: pagination by page number, offset,
+//! cursor, `Link` header or a next URL in the body; bearer, basic and API-key auth with the
+//! secrets from `env_var()` and never shown (every message is scrubbed of them); retries with
+//! exponential backoff on 429, 5xx and dropped connections, honouring `Retry-After`. A 4xx
+//! other than 429 fails at once: asking again would not help.
+
+use std::io::{BufWriter, Write};
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{HeaderMap, LINK, RETRY_AFTER};
+use serde_json::Value as J;
+use weir_core::duration::parse_duration;
+use weir_project::yaml::Node;
+
+use crate::ConnectError;
+use crate::spec::Parser;
+
+/// One API endpoint and how to walk it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSource {
+    pub url: String,
+    /// Query parameters sent with the first request (and every page, but for link pagination).
+    pub params: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    /// Dotted path to the list of records in each response (`data.items`); without it, the
+    /// response itself when it is a list, else its one list-valued field.
+    pub records: Option<String>,
+    pub auth: Option<Auth>,
+    pub paginate: Paginate,
+    /// Pages at most, a guard against an API that never says it is done.
+    pub max_pages: u64,
+    /// Attempts after the first, for 429, 5xx and dropped connections.
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub max_retry_delay: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    Bearer(String),
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// A key in a header (`X-API-Key`) or a query parameter.
+    ApiKey {
+        name: String,
+        value: String,
+        in_query: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paginate {
+    /// One request.
+    None,
+    /// `?page=1,2,...` until a page is empty or short, or `total_path` pages were read.
+    PageNumber { param: String, start: u64, size: Option<(String, u64)>, total_path: Option<String> },
+    /// `?offset=0,100,...&limit=100` until a page is empty or short, or `total_path` records.
+    Offset { param: String, limit_param: String, limit: u64, total_path: Option<String> },
+    /// The next page's cursor at `path` in the body, sent back as `param`, until it is null.
+    Cursor { path: String, param: String },
+    /// The `Link: <...>; rel="next"` header (GitHub's style).
+    LinkHeader,
+    /// The next page's URL at `path` in the body, until it is null.
+    NextUrl { path: String },
+}
+
+/// What was fetched: records as JSON lines in a temporary file.
+pub struct Fetched {
+    pub file: tempfile::NamedTempFile,
+    pub records: u64,
+    pub pages: u64,
+    pub bytes: u64,
+}
+
+/// Walks the endpoint and writes every record as one JSON line. `extra` adds query
+/// parameters (an incremental cursor). `progress` hears (pages, records, bytes) after each page.
+pub fn fetch(src: &HttpSource, extra: &[(String, String)], progress: &mut dyn FnMut(u64, u64, u64)) -> Result<Fetched, String> {
+    let secrets = src.secrets();
+    let scrub = |m: String| scrub(m, &secrets);
+    let client = Client::builder()
+        .timeout(src.timeout)
+        .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| scrub(format!("cannot make an HTTP client: {e}")))?;
+    let file = tempfile::Builder::new().prefix("weir-http-").suffix(".jsonl").tempfile().map_err(|e| e.to_string())?;
+    let mut out = BufWriter::new(file.as_file().try_clone().map_err(|e| e.to_string())?);
+    let mut fetched = Fetched { file, records: 0, pages: 0, bytes: 0 };
+    let mut url = src.url.clone();
+    let mut params: Vec<(String, String)> = src.params.iter().chain(extra).cloned().collect();
+    if let Some(Auth::ApiKey { name, value, in_query: true }) = &src.auth {
+        params.push((name.clone(), value.clone()));
+    }
+    let mut page = match &src.paginate {
+        Paginate::PageNumber { start, .. } => *start,
+        _ => 0,
+    };
+    let mut offset = 0u64;
+    loop {
+        let mut query = params.clone();
+        match &src.paginate {
+            Paginate::PageNumber { param, size, .. } => {
+                query.push((param.clone(), page.to_string()));
+                if let Some((p, n)) = size {
+                    query.push((p.clone(), n.to_string()));
+                }
+            }
+            Paginate::Offset { param, limit_param, limit, .. } => {
+                query.push((param.clone(), offset.to_string()));
+                query.push((limit_param.clone(), limit.to_string()));
+            }
+            _ => {}
+        }
+        let (body, headers, size) = get(&client, src, &url, &query).map_err(scrub)?;
+        fetched.pages += 1;
+        fetched.bytes += size;
+        let shown_page = fetched.pages;
+        let records = records_of(&body, src.records.as_deref()).map_err(|m| scrub(format!("page {shown_page} of {url}: {m}")))?;
+        let n = records.len() as u64;
+        for r in records {
+            let line = match r {
+                J::Object(_) => r.to_string(),
+                other => serde_json::json!({ "value": other }).to_string(),
+            };
+            out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n")).map_err(|e| e.to_string())?;
+        }
+        fetched.records += n;
+        progress(fetched.pages, fetched.records, fetched.bytes);
+        if fetched.pages >= src.max_pages {
+            break;
+        }
+        let more = match &src.paginate {
+            Paginate::None => false,
+            Paginate::PageNumber { size, total_path, .. } => {
+                let last = total_path.as_deref().and_then(|p| at_path(&body, p)).and_then(number);
+                page += 1;
+                n > 0 && size.as_ref().is_none_or(|(_, s)| n >= *s) && last.is_none_or(|l| page <= l)
+            }
+            Paginate::Offset { limit, total_path, .. } => {
+                let total = total_path.as_deref().and_then(|p| at_path(&body, p)).and_then(number);
+                offset += n;
+                n > 0 && n >= *limit && total.is_none_or(|t| offset < t)
+            }
+            Paginate::Cursor { path, param } => match at_path(&body, path) {
+                None | Some(J::Null) => false,
+                Some(J::String(s)) if s.is_empty() => false,
+                Some(v) => {
+                    let v = match v {
+                        J::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    params.retain(|(k, _)| k != param);
+                    params.push((param.clone(), v));
+                    true
+                }
+            },
+            Paginate::LinkHeader => match next_link(&headers) {
+                Some(next) => {
+                    url = join(&url, &next)?;
+                    // The next URL carries the query; only a key in the query is added again.
+                    params.retain(|(k, _)| matches!(&src.auth, Some(Auth::ApiKey { name, in_query: true, .. }) if name == k));
+                    true
+                }
+                None => false,
+            },
+            Paginate::NextUrl { path } => match at_path(&body, path) {
+                Some(J::String(next)) if !next.is_empty() => {
+                    url = join(&url, next)?;
+                    params.retain(|(k, _)| matches!(&src.auth, Some(Auth::ApiKey { name, in_query: true, .. }) if name == k));
+                    true
+                }
+                _ => false,
+            },
+        };
+        if !more {
+            break;
+        }
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    Ok(fetched)
+}
+
+impl HttpSource {
+    /// The values that must never appear in a message.
+    fn secrets(&self) -> Vec<String> {
+        match &self.auth {
+            Some(Auth::Bearer(t)) => vec![t.clone()],
+            Some(Auth::Basic { password, .. }) => vec![password.clone()],
+            Some(Auth::ApiKey { value, .. }) => vec![value.clone()],
+            None => vec![],
+        }
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect()
+    }
+}
+
+fn scrub(mut message: String, secrets: &[String]) -> String {
+    for s in secrets {
+        message = message.replace(s.as_str(), "***");
+    }
+    message
+}
+
+/// One page: the body as JSON, the headers, and its size. Retries what may pass on a
+/// second try.
+fn get(client: &Client, src: &HttpSource, url: &str, query: &[(String, String)]) -> Result<(J, HeaderMap, u64), String> {
+    let mut attempt = 0u32;
+    loop {
+        let mut req = client.get(url).query(query).header(reqwest::header::ACCEPT, "application/json");
+        for (k, v) in &src.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        req = match &src.auth {
+            Some(Auth::Bearer(t)) => req.bearer_auth(t),
+            Some(Auth::Basic { username, password }) => req.basic_auth(username, Some(password)),
+            Some(Auth::ApiKey { name, value, in_query: false }) => req.header(name.as_str(), value.as_str()),
+            _ => req,
+        };
+        let failure = match req.send() {
+            Ok(resp) => {
+                let status = resp.status();
+                if status.is_success() {
+                    let headers = resp.headers().clone();
+                    match resp.bytes() {
+                        Ok(body) => {
+                            let json = serde_json::from_slice(&body).map_err(|e| {
+                                format!("the response of {url} is not JSON ({e}): {}", excerpt(&String::from_utf8_lossy(&body)))
+                            })?;
+                            return Ok((json, headers, body.len() as u64));
+                        }
+                        // The connection dropped mid-page: the page is asked for again.
+                        Err(e) => Failure { message: format!("the response of {url} broke off: {e}"), wait: None },
+                    }
+                } else if status.as_u16() == 429 || status.is_server_error() {
+                    let wait = retry_after(&resp);
+                    Failure { message: format!("HTTP {status} from {url}: {}", excerpt(&resp.text().unwrap_or_default())), wait }
+                } else {
+                    return Err(format!("HTTP {status} from {url}: {}", excerpt(&resp.text().unwrap_or_default())));
+                }
+            }
+            Err(e) if e.is_builder() => return Err(format!("invalid request to {url}: {e}")),
+            Err(e) => Failure { message: format!("request to {url} failed: {}", error_chain(&e)), wait: None },
+        };
+        if attempt >= src.retries {
+            let tries = attempt + 1;
+            return Err(format!("{} (after {tries} attempt{})", failure.message, if tries == 1 { "" } else { "s" }));
+        }
+        let backoff = src.retry_delay.saturating_mul(2u32.saturating_pow(attempt));
+        std::thread::sleep(failure.wait.unwrap_or(backoff).min(src.max_retry_delay));
+        attempt += 1;
+    }
+}
+
+struct Failure {
+    message: String,
+    /// What the server asked for in `Retry-After`.
+    wait: Option<Duration>,
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    s
+}
+
+fn excerpt(text: &str) -> String {
+    let t = text.trim();
+    if t.chars().count() > 200 { format!("{}...", t.chars().take(200).collect::<String>()) } else { t.to_string() }
+}
+
+/// The records of one response.
+fn records_of(body: &J, path: Option<&str>) -> Result<Vec<J>, String> {
+    let found = match path {
+        Some(p) => at_path(body, p).ok_or_else(|| format!("no `{p}` in the response"))?,
+        None => body,
+    };
+    match found {
+        J::Array(items) => Ok(items.clone()),
+        J::Null => Ok(vec![]),
+        J::Object(map) if path.is_none() => {
+            let lists: Vec<&String> = map.iter().filter(|(_, v)| v.is_array()).map(|(k, _)| k).collect();
+            for name in ["data", "items", "results", "records", "rows"] {
+                if let Some(J::Array(items)) = map.get(name) {
+                    return Ok(items.clone());
+                }
+            }
+            match lists.as_slice() {
+                [one] => Ok(map[one.as_str()].as_array().cloned().unwrap_or_default()),
+                [] => Ok(vec![body.clone()]),
+                many => Err(format!(
+                    "the response has several lists ({}); say which holds the records with `records:`",
+                    many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+            }
+        }
+        // One object at the path is one record.
+        J::Object(_) => Ok(vec![found.clone()]),
+        other => Err(format!("`{}` is {other}, not a list of records", path.unwrap_or("the response"))),
+    }
+}
+
+/// The value at a dotted path (`meta.next`, `data.0.id`).
+fn at_path<'a>(body: &'a J, path: &str) -> Option<&'a J> {
+    path.split('.').filter(|p| !p.is_empty()).try_fold(body, |v, part| match v {
+        J::Object(m) => m.get(part),
+        J::Array(a) => a.get(part.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+fn number(v: &J) -> Option<u64> {
+    match v {
+        J::Number(n) => n.as_u64(),
+        J::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    for value in headers.get_all(LINK) {
+        let text = value.to_str().ok()?;
+        let mut rest = text;
+        while let Some(open) = rest.find('<') {
+            let close = open + rest[open..].find('>')?;
+            let target = &rest[open + 1..close];
+            let params_end = rest[close..].find('<').map(|i| close + i).unwrap_or(rest.len());
+            let params = &rest[close + 1..params_end];
+            if params.split(';').any(|p| {
+                let p = p.trim().trim_end_matches(',').trim();
+                p.strip_prefix("rel=").is_some_and(|r| r.trim_matches('"').split_whitespace().any(|r| r.eq_ignore_ascii_case("next")))
+            }) {
+                return Some(target.to_string());
+            }
+            rest = &rest[params_end..];
+        }
+    }
+    None
+}
+
+fn join(base: &str, next: &str) -> Result<String, String> {
+    let base = reqwest::Url::parse(base).map_err(|e| format!("invalid URL {base}: {e}"))?;
+    base.join(next).map(|u| u.to_string()).map_err(|e| format!("invalid next-page URL {next}: {e}"))
+}
+
+/// Reads an `http` source of a load file.
+pub(crate) fn parse_source(p: &Parser, node: &Node) -> Result<HttpSource, ConnectError> {
+    const KEYS: &[&str] = &[
+        "kind",
+        "url",
+        "params",
+        "headers",
+        "records",
+        "auth",
+        "paginate",
+        "max_pages",
+        "retries",
+        "retry_delay",
+        "max_retry_delay",
+        "timeout",
+    ];
+    let entries = p.map(node, "an http source", KEYS)?;
+    let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+    let url_node = get("url").ok_or_else(|| p.err(node, "an http source needs a `url`"))?;
+    let url = p.text(url_node, "url")?;
+    if let Err(e) = reqwest::Url::parse(&url) {
+        return Err(p.err(url_node, format!("'{url}' is not a URL: {e}")));
+    }
+    let pairs = |k: &str| -> Result<Vec<(String, String)>, ConnectError> {
+        let Some(n) = get(k) else { return Ok(vec![]) };
+        let m = n.as_map().ok_or_else(|| p.err(n, format!("`{k}` maps names to values")))?;
+        m.iter().map(|(k2, v)| Ok((k2.key_text().unwrap_or_default(), p.text(v, k)?))).collect()
+    };
+    let duration = |k: &str, default: f64| -> Result<Duration, ConnectError> {
+        match get(k) {
+            None => Ok(Duration::from_secs_f64(default)),
+            Some(n) => {
+                let t = p.text(n, k)?;
+                parse_duration(&t)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| p.err(n, format!("`{k}` '{t}' is not a duration (250ms, 5s, 1m)")))
+            }
+        }
+    };
+    let count = |k: &str, default: u64| -> Result<u64, ConnectError> {
+        match get(k) {
+            None => Ok(default),
+            Some(n) => {
+                let t = p.text(n, k)?;
+                t.parse().map_err(|_| p.err(n, format!("`{k}` must be a whole number, not '{t}'")))
+            }
+        }
+    };
+    Ok(HttpSource {
+        params: pairs("params")?,
+        headers: pairs("headers")?,
+        records: get("records").map(|n| p.text(n, "records")).transpose()?,
+        auth: get("auth").map(|n| auth(p, n)).transpose()?,
+        paginate: get("paginate").map(|n| paginate(p, n)).transpose()?.unwrap_or(Paginate::None),
+        max_pages: count("max_pages", 10_000)?,
+        retries: u32::try_from(count("retries", 5)?).unwrap_or(u32::MAX),
+        retry_delay: duration("retry_delay", 1.0)?,
+        max_retry_delay: duration("max_retry_delay", 60.0)?,
+        timeout: duration("timeout", 30.0)?,
+        url,
+    })
+}
+
+fn auth(p: &Parser, node: &Node) -> Result<Auth, ConnectError> {
+    let entries = p.map(node, "`auth`", &["bearer", "basic", "api_key"])?;
+    let [(key, value)] = entries else {
+        return Err(p.err(node, "`auth` takes one of bearer, basic, api_key"));
+    };
+    match key.key_text().as_deref() {
+        Some("bearer") => Ok(Auth::Bearer(p.text(value, "bearer")?)),
+        Some("basic") => {
+            let m = p.map(value, "`basic`", &["username", "password"])?;
+            let get = |k: &str| m.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+            Ok(Auth::Basic {
+                username: get("username")
+                    .map(|n| p.text(n, "username"))
+                    .transpose()?
+                    .ok_or_else(|| p.err(value, "`basic` needs a `username`"))?,
+                password: get("password").map(|n| p.text(n, "password")).transpose()?.unwrap_or_default(),
+            })
+        }
+        _ => {
+            let m = p.map(value, "`api_key`", &["name", "value", "in"])?;
+            let get = |k: &str| m.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+            let in_query = match get("in").map(|n| p.text(n, "in")).transpose()?.as_deref() {
+                None | Some("header") => false,
+                Some("query") => true,
+                Some(other) => return Err(p.err(value, format!("api_key `in` is header or query, not '{other}'"))),
+            };
+            Ok(Auth::ApiKey {
+                name: get("name").map(|n| p.text(n, "name")).transpose()?.ok_or_else(|| p.err(value, "`api_key` needs a `name`"))?,
+                value: get("value").map(|n| p.text(n, "value")).transpose()?.ok_or_else(|| p.err(value, "`api_key` needs a `value`"))?,
+                in_query,
+            })
+        }
+    }
+}
+
+fn paginate(p: &Parser, node: &Node) -> Result<Paginate, ConnectError> {
+    const KEYS: &[&str] =
+        &["kind", "param", "start", "page_size", "page_size_param", "limit", "limit_param", "total_path", "cursor_path", "path"];
+    let entries = p.map(node, "`paginate`", KEYS)?;
+    let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+    let text = |k: &str| get(k).map(|n| p.text(n, k)).transpose();
+    let number = |k: &str| -> Result<Option<u64>, ConnectError> {
+        match get(k) {
+            None => Ok(None),
+            Some(n) => {
+                let t = p.text(n, k)?;
+                t.parse().map(Some).map_err(|_| p.err(n, format!("`{k}` must be a whole number, not '{t}'")))
+            }
+        }
+    };
+    let kind_node =
+        get("kind").ok_or_else(|| p.err(node, "`paginate` needs a `kind`: page_number, offset, cursor, link_header or next_url"))?;
+    let needs = |k: &str, kind: &str| p.err(node, format!("{kind} pagination needs `{k}`"));
+    Ok(match p.text(kind_node, "kind")?.as_str() {
+        "none" => Paginate::None,
+        "page_number" | "page" => Paginate::PageNumber {
+            param: text("param")?.unwrap_or_else(|| "page".into()),
+            start: number("start")?.unwrap_or(1),
+            size: number("page_size")?
+                .map(|n| Ok::<_, ConnectError>((text("page_size_param")?.unwrap_or_else(|| "per_page".into()), n)))
+                .transpose()?,
+            total_path: text("total_path")?,
+        },
+        "offset" => Paginate::Offset {
+            param: text("param")?.unwrap_or_else(|| "offset".into()),
+            limit_param: text("limit_param")?.unwrap_or_else(|| "limit".into()),
+            limit: number("limit")?.unwrap_or(100),
+            total_path: text("total_path")?,
+        },
+        "cursor" => Paginate::Cursor {
+            path: text("cursor_path")?.ok_or_else(|| needs("cursor_path", "cursor"))?,
+            param: text("param")?.unwrap_or_else(|| "cursor".into()),
+        },
+        "link_header" | "link" => Paginate::LinkHeader,
+        "next_url" => Paginate::NextUrl { path: text("path")?.ok_or_else(|| needs("path", "next_url"))? },
+        other => {
+            return Err(
+                p.err(kind_node, format!("pagination '{other}' is not one of page_number, offset, cursor, link_header, next_url, none"))
+            );
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn finds_records_and_paths() {
+        let body: J = serde_json::json!({"meta": {"next": "abc", "total": 3}, "data": [{"id": 1}, {"id": 2}]});
+        assert_eq!(records_of(&body, None).unwrap().len(), 2);
+        assert_eq!(at_path(&body, "meta.next"), Some(&J::from("abc")));
+        assert_eq!(at_path(&body, "data.1.id"), Some(&J::from(2)));
+        assert!(records_of(&body, Some("nope")).unwrap_err().contains("no `nope`"));
+        let two: J = serde_json::json!({"a": [1], "b": [2]});
+        assert!(records_of(&two, None).unwrap_err().contains("several lists (a, b)"));
+        assert_eq!(records_of(&serde_json::json!([1, 2, 3]), None).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn reads_link_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            HeaderValue::from_static(
+                r#"<https://x/r?page=1>; rel="prev", <https://x/r?page=3>; rel="next", <https://x/r?page=9>; rel="last""#,
+            ),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("https://x/r?page=3"));
+        h.insert(LINK, HeaderValue::from_static(r#"<https://x/r?page=1>; rel="first""#));
+        assert_eq!(next_link(&h), None);
+        assert_eq!(join("http://h/a/b?x=1", "/c?page=2").unwrap(), "http://h/c?page=2");
+    }
+
+    #[test]
+    fn secrets_are_scrubbed() {
+        assert_eq!(scrub("GET http://h/?key=s3cr3t failed".into(), &["s3cr3t".into()]), "GET http://h/?key=*** failed");
+    }
+}

@@ -1,0 +1,63 @@
+//! Helpers shared by the binary's test files: temporary projects, running `weir`, reading
+//! the DuckDB file it wrote.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == "target" || name == ".weir" || name.ends_with(".duckdb") {
+            continue;
+        }
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(&name));
+        } else {
+            std::fs::copy(e.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+pub fn shop() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("examples/shop"), dir.path());
+    dir
+}
+
+pub fn weir(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir).env_remove("DBT_PROFILES_DIR").output().unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub fn query(db: &Path, sql: &str) -> Vec<Vec<String>> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("path".into(), db.display().to_string().into());
+    let wh = weir_warehouse::duckdb::DuckDb::open(&fields, Path::new("/")).unwrap();
+    let mut c = weir_warehouse::Warehouse::connect(&wh).unwrap();
+    c.query(sql).unwrap().rows.into_iter().map(|r| r.iter().map(|d| d.to_string()).collect()).collect()
+}
+
+pub fn minimal(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec![
+        ("dbt_project.yml", "name: t\nprofile: t\n"),
+        ("profiles.yml", "t:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: t.duckdb\n"),
+    ];
+    all.extend_from_slice(files);
+    for (rel, body) in all {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    dir
+}
