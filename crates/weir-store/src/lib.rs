@@ -9,6 +9,7 @@
 mod checks;
 mod intervals;
 mod loads;
+mod pipelines;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,6 +19,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 pub use checks::CheckRecord;
 pub use intervals::{Interval, merge, missing};
 pub use loads::{LoadRun, LoadedFile};
+pub use pipelines::{PipelineRun, TaskAttempt, TaskInstance};
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +112,62 @@ const MIGRATIONS: &[&str] = &[
         loaded_at text not null,
         primary key (destination, path)
     )",
+    "create table weir_pipeline_runs (
+        pipeline text not null,
+        run_id text not null,
+        run_type text not null,
+        state text not null,
+        interval_start text,
+        interval_end text,
+        params text not null,
+        queued_at text not null,
+        started_at text,
+        finished_at text,
+        message text,
+        primary key (pipeline, run_id)
+    );
+    create index weir_pipeline_runs_interval on weir_pipeline_runs (pipeline, interval_start);
+    create table weir_task_instances (
+        pipeline text not null,
+        run_id text not null,
+        task text not null,
+        state text not null,
+        try_number bigint not null,
+        started_at text,
+        finished_at text,
+        message text,
+        primary key (pipeline, run_id, task)
+    );
+    create table weir_task_attempts (
+        pipeline text not null,
+        run_id text not null,
+        task text not null,
+        attempt bigint not null,
+        state text not null,
+        started_at text not null,
+        finished_at text,
+        exit_code bigint,
+        message text,
+        log_path text,
+        log_tail text,
+        primary key (pipeline, run_id, task, attempt)
+    );
+    create table weir_xcom (
+        pipeline text not null,
+        run_id text not null,
+        task text not null,
+        name text not null,
+        value text not null,
+        primary key (pipeline, run_id, task, name)
+    );
+    create table weir_asset_events (
+        asset text not null,
+        pipeline text not null,
+        run_id text not null,
+        task text not null,
+        updated_at text not null
+    );
+    create index weir_asset_events_asset on weir_asset_events (asset, updated_at)",
 ];
 
 impl Store {
@@ -246,6 +304,53 @@ impl Store {
         })
     }
 
+    /// Runs one statement with portable parameters; returns the rows it changed.
+    pub(crate) fn exec(&self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
+        self.with(|b| match b {
+            Backend::Sqlite { conn, path } => conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.execute(rusqlite::params_from_iter(params.iter().map(Val::sqlite))))
+                .map(|n| n as u64)
+                .map_err(|source| StoreError::Sqlite { path: path.clone(), source }),
+            Backend::Postgres(c) => Ok(c.execute(sql, &params.iter().map(Val::postgres).collect::<Vec<_>>())?),
+        })
+    }
+
+    /// Runs one query; each row comes back as values of the kinds `cols` names.
+    pub(crate) fn select(&self, sql: &str, params: &[Val], cols: &[Col]) -> Result<Vec<Vec<Val>>, StoreError> {
+        self.with(|b| match b {
+            Backend::Sqlite { conn, path } => {
+                let err = |source| StoreError::Sqlite { path: path.clone(), source };
+                let mut stmt = conn.prepare_cached(sql).map_err(err)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(params.iter().map(Val::sqlite)), |r| {
+                        cols.iter()
+                            .enumerate()
+                            .map(|(i, c)| match c {
+                                Col::Text => r.get(i).map(Val::Text),
+                                Col::Int => r.get(i).map(Val::Int),
+                            })
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .map_err(err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(err)
+            }
+            Backend::Postgres(c) => Ok(c
+                .query(sql, &params.iter().map(Val::postgres).collect::<Vec<_>>())?
+                .iter()
+                .map(|r| {
+                    cols.iter()
+                        .enumerate()
+                        .map(|(i, c)| match c {
+                            Col::Text => Val::Text(r.get(i)),
+                            Col::Int => Val::Int(r.get(i)),
+                        })
+                        .collect()
+                })
+                .collect()),
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Backend) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut b = self.backend.lock().map_err(|_| StoreError::Poisoned)?;
         f(&mut b)
@@ -282,6 +387,50 @@ impl Store {
                 tx.commit().map_err(Into::into)
             }
         })
+    }
+}
+
+/// A statement parameter or a column value, in the subset of types both backends share.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Val {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+/// The kind of value a query's column is read as.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Col {
+    Text,
+    Int,
+}
+
+impl Val {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql {
+        match self {
+            Val::Text(t) => t,
+            Val::Int(i) => i,
+        }
+    }
+
+    fn postgres(&self) -> &(dyn postgres::types::ToSql + Sync) {
+        match self {
+            Val::Text(t) => t,
+            Val::Int(i) => i,
+        }
+    }
+
+    pub(crate) fn text(&self) -> Option<String> {
+        match self {
+            Val::Text(t) => t.clone(),
+            Val::Int(i) => i.map(|i| i.to_string()),
+        }
+    }
+
+    pub(crate) fn int(&self) -> Option<i64> {
+        match self {
+            Val::Int(i) => *i,
+            Val::Text(t) => t.as_deref().and_then(|t| t.parse().ok()),
+        }
     }
 }
 
