@@ -1,0 +1,580 @@
+//! One attempt of one task: start what it does, capture its output to a log, enforce its
+//! timeout, and say how it ended.
+//!
+//! Processes (shell commands, and `weir build|load|sql` for the warehouse kinds) run in a
+//! process group of their own, with stdout and stderr merged into one pipe as a terminal
+//! would show them. A timeout, or the run being cancelled, kills the whole group, so a
+//! command's own children die with it. Output is written to the attempt's log file up to a
+//! size limit (the rest is counted, not kept) and its last lines are kept for the store.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value as J};
+
+use crate::executor::Settings;
+use crate::spec::{Condition, HttpCall, Task, TaskKind};
+use crate::template::Renderer;
+
+/// How an attempt ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Done; the named JSON values it published.
+    Success {
+        published: Vec<(String, J)>,
+    },
+    Failed {
+        message: String,
+        exit_code: Option<i32>,
+    },
+    /// Killed after running this long.
+    TimedOut(Duration),
+    /// A sensor whose condition does not hold yet, and what it saw.
+    NotYet(String),
+}
+
+/// What an attempt needs besides the task.
+pub(crate) struct Attempt<'a> {
+    pub settings: &'a Settings,
+    pub renderer: &'a Renderer,
+    pub task: &'a Task,
+    /// Where this attempt's scratch files go (the log's folder).
+    pub dir: PathBuf,
+    pub number: u32,
+}
+
+impl Attempt<'_> {
+    /// Runs the attempt, writing its output to `log`. `limit` bounds how long it may run.
+    pub async fn run(&self, log: &mut Log, limit: Option<Duration>) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = match &self.task.kind {
+            TaskKind::Shell { command } => self.shell(command, log, limit).await,
+            TaskKind::Build { select, exclude, full_refresh } => {
+                let mut args = vec!["build".to_string(), "--select".into()];
+                match select.iter().map(|s| self.render(s)).collect::<Result<Vec<_>, _>>() {
+                    Ok(s) => args.extend(s),
+                    Err(e) => return Outcome::Failed { message: format!("cannot render the selection: {e}"), exit_code: None },
+                }
+                if !exclude.is_empty() {
+                    args.push("--exclude".into());
+                    args.extend(exclude.iter().cloned());
+                }
+                if *full_refresh {
+                    args.push("--full-refresh".into());
+                }
+                self.weir(args, None, log, limit).await
+            }
+            TaskKind::Load { loads, full_refresh } => {
+                let mut args = vec!["load".to_string()];
+                args.extend(loads.iter().cloned());
+                if *full_refresh {
+                    args.push("--full-refresh".into());
+                }
+                self.weir(args, None, log, limit).await
+            }
+            TaskKind::Sql { sql, target } => match self.sql(sql, target.as_deref(), log, limit).await {
+                Ok(first_row) => {
+                    let published = match (&self.task.xcom, first_row) {
+                        (Some(name), row) => vec![(name.clone(), row.map(J::Object).unwrap_or(J::Null))],
+                        (None, _) => Vec::new(),
+                    };
+                    Outcome::Success { published }
+                }
+                Err(o) => o,
+            },
+            TaskKind::Http(call) => match limit {
+                Some(l) => tokio::time::timeout(l, self.http(call, log)).await.unwrap_or(Outcome::TimedOut(l)),
+                None => self.http(call, log).await,
+            },
+            TaskKind::Sensor(s) => self.poke(&s.condition, log, limit).await,
+            TaskKind::Pipeline { .. } => Outcome::Failed { message: "pipeline tasks are run by the executor".into(), exit_code: None },
+        };
+        log.note(&format!("attempt {} ended after {:.2}s: {}", self.number, started.elapsed().as_secs_f64(), describe(&outcome)));
+        outcome
+    }
+
+    fn render(&self, text: &str) -> Result<String, String> {
+        self.renderer.render(text, &self.task.name)
+    }
+
+    fn env(&self) -> Result<Vec<(String, String)>, String> {
+        let mut env = self.renderer.ctx.env();
+        env.push(("WEIR_TASK".into(), self.task.name.clone()));
+        env.push(("WEIR_TRY_NUMBER".into(), self.number.to_string()));
+        for (k, v) in &self.task.env {
+            env.push((k.clone(), self.render(v).map_err(|e| format!("env {k}: {e}"))?));
+        }
+        Ok(env)
+    }
+
+    async fn shell(&self, command: &str, log: &mut Log, limit: Option<Duration>) -> Outcome {
+        let (command, mut env) = match (self.render(command), self.env()) {
+            (Ok(c), Ok(e)) => (c, e),
+            (Err(e), _) | (_, Err(e)) => return Outcome::Failed { message: format!("cannot render the command: {e}"), exit_code: None },
+        };
+        let xcom_file = self.dir.join(format!("{}.{}.xcom.json", self.task.name, self.number));
+        let _ = std::fs::remove_file(&xcom_file);
+        env.push(("WEIR_XCOM".into(), xcom_file.display().to_string()));
+        log.note(&format!("$ {command}"));
+        let end = run_process(Path::new("/bin/sh"), &["-c".to_string(), command], &env, &self.settings.project_dir, limit, log).await;
+        match end {
+            ProcessEnd::Exited(0) => {
+                let mut published = Vec::new();
+                if let Ok(text) = std::fs::read_to_string(&xcom_file) {
+                    match serde_json::from_str::<J>(&text) {
+                        Ok(J::Object(m)) => published.extend(m),
+                        _ => {
+                            return Outcome::Failed {
+                                message: format!("$WEIR_XCOM must hold a JSON object of named values; it holds: {}", clip(&text, 120)),
+                                exit_code: Some(0),
+                            };
+                        }
+                    }
+                }
+                if !published.iter().any(|(k, _)| k == "return_value")
+                    && let Some(last) = log.last_line()
+                    && last.len() <= self.settings.xcom_max_bytes
+                {
+                    published.push(("return_value".into(), J::String(last)));
+                }
+                Outcome::Success { published }
+            }
+            other => other.into_outcome(),
+        }
+    }
+
+    /// `weir ARGS` with the run's variables as `--vars`.
+    async fn weir(&self, mut args: Vec<String>, target: Option<&str>, log: &mut Log, limit: Option<Duration>) -> Outcome {
+        let Some(weir) = &self.settings.weir else {
+            return Outcome::Failed {
+                message: "this executor has no weir binary to run build, load and sql tasks with".into(),
+                exit_code: None,
+            };
+        };
+        let env = match self.env() {
+            Ok(e) => e,
+            Err(e) => return Outcome::Failed { message: e, exit_code: None },
+        };
+        let mut full = weir.args.clone();
+        if let Some(t) = target {
+            full.extend(["--target".to_string(), t.to_string()]);
+        }
+        full.extend(["--vars".to_string(), J::Object(self.renderer.ctx.vars()).to_string()]);
+        full.append(&mut args);
+        log.note(&format!("$ weir {}", full.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")));
+        run_process(&weir.exe, &full, &env, &self.settings.project_dir, limit, log).await.into_outcome()
+    }
+
+    /// Runs SQL with `weir sql`; the first row of the last statement, if any.
+    async fn sql(
+        &self,
+        sql: &str,
+        target: Option<&str>,
+        log: &mut Log,
+        limit: Option<Duration>,
+    ) -> Result<Option<Map<String, J>>, Outcome> {
+        let sql = self
+            .renderer
+            .render_sql(sql, &self.task.name)
+            .map_err(|e| Outcome::Failed { message: format!("cannot render the SQL: {e}"), exit_code: None })?;
+        let out = self.dir.join(format!("{}.{}.rows.json", self.task.name, self.number));
+        let _ = std::fs::remove_file(&out);
+        let args = vec!["sql".to_string(), "--json-out".into(), out.display().to_string(), sql];
+        match self.weir(args, target, log, limit).await {
+            Outcome::Success { .. } => {}
+            other => return Err(other),
+        }
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        match serde_json::from_str::<J>(&text) {
+            Ok(J::Array(rows)) => Ok(rows.into_iter().next().and_then(|r| match r {
+                J::Object(m) => Some(m),
+                _ => None,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    async fn http(&self, call: &HttpCall, log: &mut Log) -> Outcome {
+        let rendered = (|| -> Result<_, String> {
+            let url = self.render(&call.url)?;
+            let body = call.body.as_deref().map(|b| self.render(b)).transpose()?;
+            let headers = call.headers.iter().map(|(k, v)| Ok((k.clone(), self.render(v)?))).collect::<Result<Vec<_>, String>>()?;
+            Ok((url, body, headers))
+        })();
+        let (url, body, headers) = match rendered {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed { message: format!("cannot render the request: {e}"), exit_code: None },
+        };
+        let method = reqwest::Method::from_bytes(call.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        log.note(&format!("{method} {url}"));
+        let mut req = http_client().request(method, &url);
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            let json = serde_json::from_str::<J>(&b).is_ok();
+            req = req.body(b);
+            if json && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+                req = req.header("content-type", "application/json");
+            }
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed { message: format!("{url}: {}", error_chain(&e)), exit_code: None },
+        };
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        log.write(format!("HTTP {status}\n{}\n", clip(&text, 4000)).as_bytes());
+        let ok = if call.expect.is_empty() { (200..300).contains(&status) } else { call.expect.contains(&status) };
+        if !ok {
+            let wanted = if call.expect.is_empty() {
+                "2xx".to_string()
+            } else {
+                call.expect.iter().map(u16::to_string).collect::<Vec<_>>().join(" or ")
+            };
+            return Outcome::Failed { message: format!("{url} answered {status}, not {wanted}: {}", clip(&text, 200)), exit_code: None };
+        }
+        let published = match &self.task.xcom {
+            Some(name) => vec![(name.clone(), serde_json::from_str(&text).unwrap_or(J::String(text)))],
+            None => Vec::new(),
+        };
+        Outcome::Success { published }
+    }
+
+    /// Checks a sensor's condition once.
+    async fn poke(&self, condition: &Condition, log: &mut Log, limit: Option<Duration>) -> Outcome {
+        match condition {
+            Condition::File(pattern) => {
+                let pattern = match self.render(pattern) {
+                    Ok(p) => p,
+                    Err(e) => return Outcome::Failed { message: format!("cannot render the pattern: {e}"), exit_code: None },
+                };
+                let full = if Path::new(&pattern).is_absolute() {
+                    pattern.clone()
+                } else {
+                    self.settings.project_dir.join(&pattern).display().to_string()
+                };
+                match glob::glob(&full) {
+                    Ok(paths) => match paths.filter_map(Result::ok).next() {
+                        Some(p) => {
+                            log.note(&format!("found {}", p.display()));
+                            Outcome::Success { published: vec![("path".into(), J::String(p.display().to_string()))] }
+                        }
+                        None => Outcome::NotYet(format!("no file matches {pattern}")),
+                    },
+                    Err(e) => Outcome::Failed { message: format!("'{pattern}' is not a file pattern: {e}"), exit_code: None },
+                }
+            }
+            Condition::Http { url, status } => {
+                let url = match self.render(url) {
+                    Ok(u) => u,
+                    Err(e) => return Outcome::Failed { message: format!("cannot render the url: {e}"), exit_code: None },
+                };
+                match http_client().get(&url).send().await {
+                    Ok(r) if r.status().as_u16() == *status => Outcome::Success { published: Vec::new() },
+                    Ok(r) => Outcome::NotYet(format!("{url} answered {}", r.status().as_u16())),
+                    Err(e) => Outcome::NotYet(format!("{url}: {}", error_chain(&e))),
+                }
+            }
+            Condition::Sql { sql, target } => match self.sql(sql, target.as_deref(), log, limit).await {
+                Ok(row) => {
+                    let first = row.as_ref().and_then(|r| r.values().next().cloned()).unwrap_or(J::Null);
+                    if truthy(&first) {
+                        Outcome::Success { published: Vec::new() }
+                    } else {
+                        Outcome::NotYet(format!("the query returned {first}"))
+                    }
+                }
+                Err(o) => o,
+            },
+            Condition::Asset(asset) => {
+                let end = self.renderer.ctx.interval.end;
+                match self.renderer.store.asset_updated_at(asset) {
+                    Ok(Some(at)) if at >= end => {
+                        log.note(&format!("{asset} was updated at {}", at.to_rfc3339()));
+                        Outcome::Success { published: Vec::new() }
+                    }
+                    Ok(Some(at)) => {
+                        Outcome::NotYet(format!("{asset} was last updated at {}, before {}", at.to_rfc3339(), end.to_rfc3339()))
+                    }
+                    Ok(None) => Outcome::NotYet(format!("{asset} has never been updated")),
+                    Err(e) => Outcome::Failed { message: e.to_string(), exit_code: None },
+                }
+            }
+        }
+    }
+}
+
+/// The `weir` binary build, load and sql tasks run, and the global flags they get
+/// (`--project-dir`, `--target`, `--profiles-dir`).
+#[derive(Debug, Clone)]
+pub struct WeirCommand {
+    pub exe: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// An attempt's output: a log file capped at a size, and the last lines in memory.
+pub(crate) struct Log {
+    file: Option<std::fs::File>,
+    written: u64,
+    cap: u64,
+    dropped: u64,
+    tail: VecDeque<u8>,
+}
+
+const TAIL_BYTES: usize = 8 * 1024;
+
+impl Log {
+    pub fn open(path: PathBuf, cap: u64) -> Log {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).ok();
+        Log { file, written: 0, cap, dropped: 0, tail: VecDeque::with_capacity(TAIL_BYTES) }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        let room = self.cap.saturating_sub(self.written) as usize;
+        let keep = bytes.len().min(room);
+        if let Some(f) = &mut self.file
+            && keep > 0
+        {
+            let _ = f.write_all(&bytes[..keep]);
+        }
+        self.written += keep as u64;
+        self.dropped += (bytes.len() - keep) as u64;
+        let skip = bytes.len().saturating_sub(TAIL_BYTES);
+        self.tail.extend(&bytes[skip..]);
+        while self.tail.len() > TAIL_BYTES {
+            self.tail.pop_front();
+        }
+    }
+
+    /// A line of Weir's own, marked apart from the task's output.
+    pub fn note(&mut self, text: &str) {
+        let line = format!("[weir {}] {text}\n", chrono::Utc::now().format("%H:%M:%S%.3f"));
+        self.write(line.as_bytes());
+    }
+
+    /// The last non-empty line of output.
+    pub fn last_line(&self) -> Option<String> {
+        let text = self.tail_text();
+        text.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("[weir ")).map(|l| l.trim_end().to_string())
+    }
+
+    pub fn tail_text(&self) -> String {
+        let (a, b) = self.tail.as_slices();
+        let mut v = a.to_vec();
+        v.extend_from_slice(b);
+        String::from_utf8_lossy(&v).into_owned()
+    }
+
+    /// Records how much output was left out, once the attempt is over.
+    pub fn close(&mut self) {
+        if self.dropped > 0 {
+            let (dropped, cap) = (self.dropped, self.cap);
+            self.dropped = 0;
+            // The note itself is always kept.
+            self.cap = u64::MAX;
+            self.note(&format!(
+                "{} of output were not kept: a log is limited to {} (max_log_bytes in weir.yml)",
+                human_bytes(dropped),
+                human_bytes(cap)
+            ));
+        }
+    }
+}
+
+enum ProcessEnd {
+    Exited(i32),
+    Signalled(i32),
+    TimedOut(Duration),
+    NotStarted(String),
+}
+
+impl ProcessEnd {
+    fn into_outcome(self) -> Outcome {
+        match self {
+            ProcessEnd::Exited(0) => Outcome::Success { published: Vec::new() },
+            ProcessEnd::Exited(code) => Outcome::Failed { message: format!("exited with code {code}"), exit_code: Some(code) },
+            ProcessEnd::Signalled(sig) => Outcome::Failed { message: format!("killed by signal {sig}"), exit_code: None },
+            ProcessEnd::TimedOut(d) => Outcome::TimedOut(d),
+            ProcessEnd::NotStarted(m) => Outcome::Failed { message: m, exit_code: None },
+        }
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed: a cancelled run leaves no processes.
+struct GroupKiller(Option<i32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: killpg only sends a signal; a group that is gone makes it return ESRCH.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Runs a program in a new process group with merged output into `log`.
+async fn run_process(
+    exe: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    dir: &Path,
+    limit: Option<Duration>,
+    log: &mut Log,
+) -> ProcessEnd {
+    let (mut reader, writer) = match std::io::pipe() {
+        Ok(p) => p,
+        Err(e) => return ProcessEnd::NotStarted(format!("cannot create a pipe: {e}")),
+    };
+    let writer2 = match writer.try_clone() {
+        Ok(w) => w,
+        Err(e) => return ProcessEnd::NotStarted(format!("cannot create a pipe: {e}")),
+    };
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null()).stdout(writer).stderr(writer2).process_group(0).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let spawned = cmd.spawn();
+    // The parent's copies of the pipe's write end must close, or reading never ends.
+    drop(cmd);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return ProcessEnd::NotStarted(format!("cannot start {}: {e}", exe.display())),
+    };
+    let mut killer = GroupKiller(child.id().map(|p| p as i32));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let pump = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let deadline = limit.map(|l| started + l);
+    let mut timed_out = false;
+    let status = loop {
+        tokio::select! {
+            chunk = rx.recv() => match chunk {
+                Some(c) => log.write(&c),
+                None => break child.wait().await,
+            },
+            status = child.wait() => break status,
+            _ = sleep_until(deadline), if deadline.is_some() && !timed_out => {
+                timed_out = true;
+                if let Some(pgid) = killer.0 {
+                    // SAFETY: as in GroupKiller.
+                    unsafe { libc::killpg(pgid, libc::SIGKILL); }
+                }
+            }
+        }
+    };
+    // Drain what the process wrote before it ended; a background child still holding the
+    // pipe open is not waited for long.
+    let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            chunk = rx.recv() => match chunk { Some(c) => log.write(&c), None => break },
+            _ = tokio::time::sleep_until(drain_until) => {
+                log.note("the task's output was still open after it exited; stopped reading");
+                break;
+            }
+        }
+    }
+    drop(rx);
+    pump.abort();
+    killer.0 = None;
+    if timed_out {
+        return ProcessEnd::TimedOut(limit.unwrap_or_default());
+    }
+    match status {
+        Ok(s) => match s.code() {
+            Some(c) => ProcessEnd::Exited(c),
+            None => ProcessEnd::Signalled(std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+        },
+        Err(e) => ProcessEnd::NotStarted(format!("lost the process: {e}")),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| reqwest::Client::builder().connect_timeout(Duration::from_secs(30)).build().unwrap_or_default()).clone()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn truthy(v: &J) -> bool {
+    match v {
+        J::Bool(b) => *b,
+        J::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        J::String(s) => !s.is_empty() && !matches!(s.to_ascii_lowercase().as_str(), "false" | "f" | "0" | "no"),
+        J::Array(a) => !a.is_empty(),
+        J::Object(o) => !o.is_empty(),
+        J::Null => false,
+    }
+}
+
+pub(crate) fn describe(o: &Outcome) -> String {
+    match o {
+        Outcome::Success { .. } => "success".into(),
+        Outcome::Failed { message, .. } => format!("failed: {message}"),
+        Outcome::TimedOut(d) => format!("timed out after {}", weir_core::duration::show_duration(d.as_secs_f64())),
+        Outcome::NotYet(seen) => format!("not yet: {seen}"),
+    }
+}
+
+pub(crate) fn clip(s: &str, n: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+pub(crate) fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=+@,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
