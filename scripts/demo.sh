@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart, command 1: build Weir and run the example pipeline (examples/shop) on an
-# embedded DuckDB file: seed the raw orders, build staging and marts, run every test.
+# embedded DuckDB file: pipelines/daily.yml waits for the raw orders, lands them, builds staging
+# and marts with their tests and checks, and reports the revenue, each task in order.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$WEIR_ROOT"
@@ -8,6 +9,6 @@ cd "$WEIR_ROOT"
 cargo build --workspace --all-targets
 WEIR="$CARGO_TARGET_DIR/debug/weir"
 cd examples/shop
-"$WEIR" build "$@"
+"$WEIR" pipeline run daily "$@"
 echo
 "$WEIR" show --select daily_revenue --limit 5

@@ -217,6 +217,74 @@ pub enum Command {
         #[command(subcommand)]
         command: SourceCommand,
     },
+    /// Pipelines (`pipelines/*.yml`): run one in the foreground, backfill it, list them and
+    /// their runs, read a task's log.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+    /// Run SQL against the target (with `ref`, `source`, `var`) and print what it returns.
+    Sql {
+        /// One statement (its rows are printed) or a `;`-separated script.
+        sql: String,
+        /// Also write the rows of the statement as a JSON array of objects to this file.
+        #[arg(long, value_name = "PATH")]
+        json_out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PipelineCommand {
+    /// The project's pipelines: schedule, next run, last run.
+    List,
+    /// Run a pipeline now, in the foreground, showing each task as it starts and ends.
+    Run {
+        name: String,
+        /// A param for this run (repeatable); the value is read as YAML (`full=true`, `n=3`).
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Run the data interval that contains this date or time (default: the newest closed
+        /// interval of the schedule, or now for a pipeline without one).
+        #[arg(long)]
+        date: Option<String>,
+        /// Resume or rerun this run: its tasks that succeeded are kept, the others run again.
+        #[arg(long)]
+        run_id: Option<String>,
+    },
+    /// One run per data interval whose start lies in [--start, --end), in parallel;
+    /// intervals that already have a successful run are skipped.
+    Backfill {
+        name: String,
+        /// The first interval starts at or after this date or time.
+        #[arg(long)]
+        start: String,
+        /// Intervals starting at or after this are left out.
+        #[arg(long)]
+        end: String,
+        /// Runs at once (default: the pipeline's max_active_runs, at most 4).
+        #[arg(long)]
+        parallel: Option<usize>,
+        /// Run intervals again even when they already succeeded.
+        #[arg(long)]
+        rerun: bool,
+        /// A param for every run (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+    /// The newest runs of a pipeline (or of all), with their tasks.
+    Runs {
+        name: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// The log of one task of one run (the last attempt unless --attempt).
+    Logs {
+        name: String,
+        run_id: String,
+        task: String,
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -9,8 +9,10 @@ mod docs;
 mod init;
 mod load;
 mod ls;
+mod pipeline;
 mod show;
 mod source;
+mod sql;
 
 use std::sync::Arc;
 
@@ -40,5 +42,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Source { command: SourceCommand::Freshness { selection, output } } => {
             source::freshness(g, selection, output.as_deref(), out)
         }
+        Command::Pipeline { command } => pipeline::run(g, command, out),
+        Command::Sql { sql, json_out } => sql::run(g, sql, json_out.as_deref(), out),
     }
 }

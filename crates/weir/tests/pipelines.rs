@@ -1,0 +1,89 @@
+//! `weir pipeline` and `weir sql` on temporary projects: the example's nightly pipeline,
+//! backfills that run each interval once, failures and their exit codes, and errors that
+//! name the place.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn the_example_pipeline_runs_every_task_and_keeps_its_record() {
+    let dir = shop();
+    let o = weir(dir.path(), &["pipeline", "run", "daily", "--run-id", "manual__test"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for line in ["START orders_landed", "OK    load [success", "OK    marts [success", "OK    report [success", "Done. SUCCESS=6"] {
+        assert!(out.contains(line), "missing '{line}' in:\n{out}");
+    }
+    let days = query(&dir.path().join("shop.duckdb"), "select count(*) from main.daily_revenue");
+    assert!(days[0][0].parse::<u64>().unwrap() > 1000, "{days:?}");
+    // The report read the sql task's published row.
+    let log = text(&weir(dir.path(), &["pipeline", "logs", "daily", "manual__test", "report"]));
+    assert!(log.contains("days of revenue") && !log.contains("{{"), "{log}");
+    let runs = text(&weir(dir.path(), &["pipeline", "runs", "daily"]));
+    assert!(runs.contains("manual__test: success") && runs.contains("revenue success (attempts: 1)"), "{runs}");
+    // Running the same run id again does nothing.
+    let again = text(&weir(dir.path(), &["pipeline", "run", "daily", "--run-id", "manual__test"]));
+    assert!(again.contains("already succeeded"), "{again}");
+    let list = text(&weir(dir.path(), &["pipeline", "list"]));
+    assert!(list.contains("daily: 6 tasks, 0 2 * * * (UTC), next") && list.contains("last run manual__test success"), "{list}");
+}
+
+fn daily_project() -> tempfile::TempDir {
+    minimal(&[(
+        "pipelines/days.yml",
+        "schedule: '@daily'\ntimezone: Europe/Amsterdam\ntasks:\n\
+         \x20 note: {shell: 'echo {{ ds }} >> days.txt'}\n\
+         \x20 record:\n    sql: create table if not exists days (ds varchar); insert into days values ('{{ ds }}')\n    after: note\n",
+    )])
+}
+
+#[test]
+fn a_backfill_runs_each_interval_once() {
+    let dir = daily_project();
+    let o = weir(dir.path(), &["pipeline", "backfill", "days", "--start", "2024-03-30", "--end", "2024-04-02", "--parallel", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut lines: Vec<String> = std::fs::read_to_string(dir.path().join("days.txt")).unwrap().lines().map(String::from).collect();
+    lines.sort();
+    // 31 March is the day Amsterdam moves its clocks; it is one interval like the others.
+    assert_eq!(lines, vec!["2024-03-30", "2024-03-31", "2024-04-01"]);
+    let rows = query(&dir.path().join("t.duckdb"), "select ds from days order by ds");
+    assert_eq!(rows, vec![vec!["2024-03-30"], vec!["2024-03-31"], vec!["2024-04-01"]]);
+    // The same range again: every interval is done, nothing runs.
+    let again = weir(dir.path(), &["pipeline", "backfill", "days", "--start", "2024-03-30", "--end", "2024-04-02"]);
+    assert!(text(&again).contains("3 already done, 0 to run"), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(dir.path().join("days.txt")).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn a_failing_task_fails_the_run_with_its_reason() {
+    let dir =
+        minimal(&[("pipelines/bad.yml", "tasks:\n  boom: {shell: 'echo about to fail; exit 3'}\n  after: {shell: 'true', after: boom}\n")]);
+    let o = weir(dir.path(), &["pipeline", "run", "bad"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAIL  boom [failed in") && out.contains("exited with code 3 (last output: about to fail)"), "{out}");
+    assert!(out.contains("SKIP  after [upstream_failed"), "{out}");
+}
+
+#[test]
+fn pipeline_mistakes_name_the_file_and_line() {
+    let dir = minimal(&[("pipelines/bad.yml", "schedule: '@daily'\ntasks:\n  a:\n    bash: echo hi\n")]);
+    let o = weir(dir.path(), &["pipeline", "list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("pipelines/bad.yml:4:5: 'bash' is not a task kind"), "{}", text(&o));
+    let p = minimal(&[("pipelines/p.yml", "params: {n: 1}\ntasks:\n  a: {shell: 'true'}\n")]);
+    let o = weir(p.path(), &["pipeline", "run", "p", "-p", "m=2"]);
+    assert!(text(&o).contains("pipeline 'p' has no param 'm' (declared: n)"), "{}", text(&o));
+    let o = weir(p.path(), &["pipeline", "run", "q"]);
+    assert!(text(&o).contains("no pipeline named 'q' (pipelines: p)"), "{}", text(&o));
+}
+
+#[test]
+fn weir_sql_prints_rows_and_writes_them_as_json() {
+    let dir = minimal(&[]);
+    let o = weir(dir.path(), &["sql", "select 1 as n, 'a' as s", "--json-out", "rows.json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains('n') && text(&o).contains('a'));
+    assert_eq!(std::fs::read_to_string(dir.path().join("rows.json")).unwrap(), r#"[{"n":1,"s":"a"}]"#);
+}
