@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as J};
 
-use crate::executor::Settings;
+use crate::executor::{Settings, sleep_until};
 use crate::spec::{Condition, HttpCall, Task, TaskKind};
 use crate::template::Renderer;
 
@@ -511,19 +511,12 @@ async fn run_process(
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 fn http_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(|| reqwest::Client::builder().connect_timeout(Duration::from_secs(30)).build().unwrap_or_default()).clone()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use weir_store::{PipelineRun, Store, TaskAttempt, TaskInstance};
 
 use crate::OrchestrateError;
+use crate::alert::{AlertEvent, Happening};
 pub use crate::attempt::WeirCommand;
 use crate::attempt::{Attempt, Log, Outcome, clip, describe};
 use crate::schedule::DataInterval;
@@ -244,7 +245,15 @@ struct TaskRun {
     dir: PathBuf,
     /// Attempts made in earlier executions of this run (a resumed run counts on from them).
     tries_before: u32,
+    /// Alerts being delivered for this run.
+    alerts: Pending,
 }
+
+/// Alert deliveries in flight, awaited (briefly) when their run ends.
+type Pending = Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
+
+/// How long a finished run waits for its alerts to be delivered.
+const ALERT_GRACE: Duration = Duration::from_secs(60);
 
 impl Executor {
     /// An executor over a project's pipelines. Every pool a task names must be configured.
@@ -370,6 +379,9 @@ impl Executor {
         let pipeline_slots = Arc::new(Semaphore::new(pipeline.max_active_tasks.max(1)));
         let dir = self.inner.settings.logs_dir.join(name).join(sanitize(&run_id));
         let mut running: JoinSet<(String, TaskState, u32, Option<String>)> = JoinSet::new();
+        let alerts: Pending = Arc::default();
+        let deadline = pipeline.deadline.map(|d| tokio::time::Instant::now() + d);
+        let mut deadline_passed = false;
         let mut cancel = self.inner.cancel.subscribe();
         let mut interrupted = *cancel.borrow_and_update();
         loop {
@@ -403,6 +415,7 @@ impl Executor {
                             pipeline_slots: pipeline_slots.clone(),
                             dir: dir.clone(),
                             tries_before: tries.get(&t.name).copied().unwrap_or(0),
+                            alerts: alerts.clone(),
                         };
                         running.spawn(job.run());
                     } else {
@@ -425,6 +438,12 @@ impl Executor {
                     Some(Err(e)) => return Err(OrchestrateError::Request(format!("a task of run {run_id} stopped unexpectedly: {e}"))),
                     None => break,
                 },
+                _ = sleep_until(deadline), if deadline.is_some() && !deadline_passed => {
+                    deadline_passed = true;
+                    let after = weir_core::duration::show_duration(pipeline.deadline.unwrap_or_default().as_secs_f64());
+                    let message = format!("still running {after} after it started");
+                    self.alert(&pipeline, &renderer, &alerts, AlertEvent::Deadline, None, message);
+                }
                 seen = cancel.changed() => {
                     // The channel cannot close while `self` holds its sender.
                     interrupted = seen.is_ok() && *cancel.borrow_and_update();
@@ -470,6 +489,17 @@ impl Executor {
             }
         }
         store.save_run(&record)?;
+        if state == "success" {
+            let message = format!("all {} tasks done in {:.1}s", pipeline.tasks.len(), started.elapsed().as_secs_f64());
+            self.alert(&pipeline, &renderer, &alerts, AlertEvent::Success, None, message);
+        }
+        let handles: Vec<_> = alerts.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        let _ = tokio::time::timeout(ALERT_GRACE, async {
+            for h in handles {
+                let _ = h.await;
+            }
+        })
+        .await;
         let elapsed = started.elapsed();
         self.emit(Event::RunFinished { pipeline: name.into(), run_id: run_id.clone(), state: state.into(), elapsed });
         let tasks = pipeline.tasks.iter().map(|t| (t.name.clone(), states[&t.name])).collect();
@@ -488,6 +518,25 @@ impl Executor {
 
     fn emit(&self, e: Event) {
         (self.inner.observer)(&e);
+    }
+
+    /// Starts delivering the pipeline's alerts for `event`, without waiting for them.
+    fn alert(
+        &self,
+        pipeline: &Pipeline,
+        renderer: &Arc<Renderer>,
+        pending: &Pending,
+        event: AlertEvent,
+        task: Option<&str>,
+        message: String,
+    ) {
+        if pipeline.alerts.is_empty() {
+            return;
+        }
+        let what = Happening { event, task: task.map(str::to_string), message };
+        if let Ok(mut p) = pending.lock() {
+            crate::alert::fire(&pipeline.alerts, &what, renderer, &mut p);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -535,6 +584,10 @@ impl TaskRun {
             Err(e) => (TaskState::Failed, self.tries_before, Some(e.to_string())),
         };
         let elapsed = started.elapsed();
+        if state == TaskState::Failed {
+            let m = message.clone().unwrap_or_default();
+            self.exec.alert(&self.pipeline, &self.renderer, &self.alerts, AlertEvent::Failure, Some(&name), m);
+        }
         let p = &self.pipeline.name;
         let run_id = &self.renderer.ctx.run_id;
         if let Err(e) = self.exec.finish_task(p, run_id, &name, state, attempts, elapsed, message.clone()) {
@@ -643,6 +696,9 @@ impl TaskRun {
             retry_n += 1;
             let delay = self.task.retry.delay_before(retry_n);
             self.save_state(TaskState::UpForRetry, number, attempt_started, Some(message.clone()))?;
+            let next = weir_core::duration::show_duration(delay.as_secs_f64());
+            let m = format!("attempt {number} {message}; next attempt in {next}");
+            self.exec.alert(&self.pipeline, &self.renderer, &self.alerts, AlertEvent::Retry, Some(task), m);
             self.exec.emit(Event::TaskRetrying {
                 pipeline: p.clone(),
                 run_id: run_id.clone(),
@@ -746,6 +802,14 @@ impl TaskRun {
         } else {
             Ok((TaskState::Failed, number, Some(format!("pipeline '{other}' run {} failed", outcome.run_id))))
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one (for a `select!` branch).
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,7 @@
 //! values passed between tasks. Every state change is written to the metadata store first,
 //! so a run can be inspected, and resumed, from there.
 
+pub mod alert;
 mod attempt;
 mod config;
 pub mod executor;

@@ -29,6 +29,7 @@ use weir_core::duration::parse_duration;
 use weir_project::yaml::{Node, Value};
 
 use crate::OrchestrateError;
+use crate::alert::{Alert, AlertEvent, Channel};
 use crate::schedule::{Schedule, parse_time, parse_tz};
 
 /// Every pipeline of a project, by name (the file's stem).
@@ -56,6 +57,10 @@ pub struct Pipeline {
     pub params: Map<String, J>,
     /// Tasks in the order the file lists them; `after` always names earlier-validated tasks.
     pub tasks: Vec<Task>,
+    /// Alerts on task failures and retries, run success, and a missed deadline.
+    pub alerts: Vec<Alert>,
+    /// How long after it starts a run should be done; past it, `deadline` alerts fire.
+    pub deadline: Option<Duration>,
 }
 
 /// One task of a pipeline.
@@ -314,6 +319,8 @@ impl Pipeline {
                 "params",
                 "defaults",
                 "tasks",
+                "alerts",
+                "deadline",
             ],
         )?;
         let tz = match root.get("timezone") {
@@ -416,6 +423,14 @@ impl Pipeline {
             }
         }
         let description = root.get("description").map(|n| r.text(n, "description")).transpose()?;
+        let alerts = root.get("alerts").map(|n| r.alerts(n)).transpose()?.unwrap_or_default();
+        let deadline = root.get("deadline").map(|n| r.duration(n, "deadline")).transpose()?;
+        if deadline.is_some()
+            && !alerts.iter().any(|a| a.on.contains(&AlertEvent::Deadline))
+            && let Some(n) = root.get("deadline")
+        {
+            return Err(r.err(n, "a deadline needs an alert with `on: deadline` to tell someone it was missed"));
+        }
         Ok(Pipeline {
             name,
             file: file.to_path_buf(),
@@ -429,6 +444,8 @@ impl Pipeline {
             max_active_tasks,
             params,
             tasks,
+            alerts,
+            deadline,
         })
     }
 
@@ -693,6 +710,58 @@ impl Reader<'_> {
         Ok((task, after_nodes))
     }
 
+    fn alerts(&self, node: &Node) -> Result<Vec<Alert>, OrchestrateError> {
+        let items = node.as_seq().ok_or_else(|| self.err(node, "alerts must be a list, each with `on:` and `webhook:` or `email:`"))?;
+        let mut out = Vec::new();
+        for item in items {
+            let entries =
+                item.as_map().ok_or_else(|| self.err(item, "an alert must be a mapping with `on:` and `webhook:` or `email:`"))?;
+            // YAML 1.1, which dbt's PyYAML reads, turns a plain `on` into `true`.
+            let key = |k: &Node| if k.value == Value::Bool(true) { "on".to_string() } else { k.key_text().unwrap_or_default() };
+            for (k, _) in entries {
+                let name = key(k);
+                if !["on", "webhook", "headers", "email"].contains(&name.as_str()) {
+                    return Err(self.err(k, format!("unknown key '{name}' in an alert (known: on, webhook, headers, email)")));
+                }
+            }
+            let on_node = entries.iter().find(|(k, _)| key(k) == "on").map(|(_, v)| v);
+            let on = match on_node {
+                None => vec![AlertEvent::Failure],
+                Some(n) => self
+                    .texts(n, "on")?
+                    .iter()
+                    .map(|e| {
+                        AlertEvent::ALL.iter().find(|(k, _)| k == e).map(|(_, v)| *v).ok_or_else(|| {
+                            let names: Vec<&str> = AlertEvent::ALL.iter().map(|(k, _)| *k).collect();
+                            self.err(n, format!("'{e}' is not an alert event (events: {})", names.join(", ")))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            let channel = match (item.get("webhook"), item.get("email")) {
+                (Some(url), None) => Channel::Webhook {
+                    url: self.text(url, "webhook")?,
+                    headers: item.get("headers").map(|h| self.pairs(h, "headers")).transpose()?.unwrap_or_default(),
+                },
+                (None, Some(e)) => {
+                    self.map(e, "email", &["to", "from", "smtp"])?;
+                    let need = |k: &str| e.get(k).ok_or_else(|| self.err(e, format!("email needs `{k}:`")));
+                    let to = self.texts(need("to")?, "to")?;
+                    if to.is_empty() {
+                        return Err(self.err(e, "email needs at least one address in `to:`"));
+                    }
+                    if item.get("headers").is_some() {
+                        return Err(self.err(item, "headers go with a webhook, not an email"));
+                    }
+                    Channel::Email { smtp: self.text(need("smtp")?, "smtp")?, from: self.text(need("from")?, "from")?, to }
+                }
+                _ => return Err(self.err(item, "an alert has one of `webhook:` (a URL) or `email:` ({to, from, smtp})")),
+            };
+            out.push(Alert { on, channel });
+        }
+        Ok(out)
+    }
+
     fn http(&self, body: &Node, what: &str) -> Result<HttpCall, OrchestrateError> {
         if body.as_str().is_some() {
             return Ok(HttpCall { method: "GET".into(), url: self.text(body, what)?, headers: Vec::new(), body: None, expect: Vec::new() });
@@ -870,6 +939,9 @@ mod tests {
             ("catchup: true\ntasks:\n  a: {shell: x}\n", "daily.yml:1:10", "catchup needs a start_date"),
             ("tasks:\n  a: {sensor: {file: x, http: y}}\n", "daily.yml:2:16", "one of: file, sql, http, asset"),
             ("schedul: '@daily'\ntasks:\n  a: {shell: x}\n", "daily.yml:1:1", "unknown key 'schedul'"),
+            ("alerts:\n  - on: sometimes\n    webhook: x\ntasks:\n  a: {shell: x}\n", "daily.yml:2:9", "'sometimes' is not an alert event"),
+            ("alerts:\n  - on: failure\ntasks:\n  a: {shell: x}\n", "daily.yml:2:5", "one of `webhook:`"),
+            ("deadline: 1h\ntasks:\n  a: {shell: x}\n", "daily.yml:1:11", "needs an alert with `on: deadline`"),
         ];
         for (text, place, message) in cases {
             let e = parse(text).unwrap_err();

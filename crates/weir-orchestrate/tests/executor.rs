@@ -275,3 +275,136 @@ fn cancelling_a_run_kills_its_tasks_and_records_it() {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.contains(") Z "), "the task's process {pid} survived the cancel");
 }
+
+/// Requests an HTTP receiver got: path and body.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+/// An HTTP receiver on a free port: records each request's path and body; answers 500 to
+/// the first request and 200 after.
+fn receiver() -> (u16, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Received = Arc::default();
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let path = first.split_whitespace().nth(1).unwrap_or_default().to_string();
+            seen.lock().unwrap().push((path, String::from_utf8_lossy(&body).into_owned()));
+            let status = if n == 0 { "500 Internal Server Error" } else { "200 OK" };
+            let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (port, got)
+}
+
+/// A minimal SMTP server on a free port: records each message's data.
+fn smtp_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mails: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = mails.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = write!(stream, "220 test ESMTP\r\n");
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                match verb.as_str() {
+                    "EHLO" | "HELO" => {
+                        let _ = write!(stream, "250 test\r\n");
+                    }
+                    "DATA" => {
+                        let _ = write!(stream, "354 go ahead\r\n");
+                        let mut data = String::new();
+                        loop {
+                            let mut l = String::new();
+                            if reader.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&l);
+                        }
+                        kept.lock().unwrap().push(data);
+                        let _ = write!(stream, "250 queued\r\n");
+                    }
+                    "QUIT" => {
+                        let _ = write!(stream, "221 bye\r\n");
+                        break;
+                    }
+                    _ => {
+                        let _ = write!(stream, "250 OK\r\n");
+                    }
+                }
+            }
+        }
+    });
+    (port, mails)
+}
+
+#[test]
+fn alerts_reach_a_webhook_and_a_mailbox_and_a_dead_endpoint_blocks_nothing() {
+    let (hook, hooked) = receiver();
+    let (smtp, mails) = smtp_server();
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = Project::new(&[(
+        "alerting.yml",
+        &format!(
+            "deadline: 300ms\nalerts:\n\
+             \x20 - on: [failure, retry, success, deadline]\n    webhook: 'http://127.0.0.1:{hook}/hook/{{{{ pipeline }}}}'\n\
+             \x20 - on: failure\n    email: {{to: [oncall@example.com], from: weir@example.com, smtp: 'smtp://127.0.0.1:{smtp}'}}\n\
+             \x20 - on: failure\n    webhook: 'http://127.0.0.1:{dead}/down/secret-key'\n\
+             tasks:\n  slow: {{shell: sleep 0.6}}\n  flaky: {{shell: echo broken; exit 1, retries: 1, retry_delay: 50ms, retry_jitter: false}}\n"
+        ),
+    )]);
+    let exec = p.executor(|_| {});
+    let out = run(&exec, "alerting", RunRequest::default());
+    assert_eq!(out.state, "failed");
+    assert_eq!(state_of(&out, "slow"), TaskState::Success, "tasks ran while alerts were retried");
+
+    let hooked = hooked.lock().unwrap().clone();
+    let events: Vec<String> =
+        hooked.iter().map(|(_, b)| serde_json::from_str::<J>(b).unwrap()["event"].as_str().unwrap().to_string()).collect();
+    // The first POST got a 500 and was sent again.
+    for e in ["retry", "failure", "deadline"] {
+        assert!(events.iter().any(|x| x == e), "no {e} alert in {events:?}");
+    }
+    assert!(!events.iter().any(|x| x == "success"), "the run failed: {events:?}");
+    assert!(hooked.iter().all(|(path, _)| path == "/hook/alerting"), "{hooked:?}");
+    let failure: J = hooked.iter().map(|(_, b)| serde_json::from_str::<J>(b).unwrap()).find(|j| j["event"] == "failure").unwrap();
+    assert_eq!(failure["task"], "flaky");
+    assert!(failure["text"].as_str().unwrap().contains("task flaky failed: failed: exited with code 1"), "{failure}");
+
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(mails[0].contains("To: oncall@example.com") && mails[0].contains("task flaky failed"), "{}", mails[0]);
+
+    let recorded = p.store().alerts("alerting", &out.run_id).unwrap();
+    let down = recorded.iter().find(|a| a.channel.contains(&dead.to_string())).unwrap();
+    assert_eq!((down.status.as_str(), down.attempts), ("failed", 4));
+    assert!(!down.channel.contains("secret-key"), "the webhook's path is not recorded: {}", down.channel);
+    assert!(recorded.iter().filter(|a| a.status == "sent").count() >= 4, "{recorded:?}");
+}

@@ -19,7 +19,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 pub use checks::CheckRecord;
 pub use intervals::{Interval, merge, missing};
 pub use loads::{LoadRun, LoadedFile};
-pub use pipelines::{PipelineRun, TaskAttempt, TaskInstance};
+pub use pipelines::{AlertDelivery, PipelineRun, TaskAttempt, TaskInstance};
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +168,18 @@ const MIGRATIONS: &[&str] = &[
         updated_at text not null
     );
     create index weir_asset_events_asset on weir_asset_events (asset, updated_at)",
+    "create table weir_alert_deliveries (
+        pipeline text not null,
+        run_id text not null,
+        task text,
+        event text not null,
+        channel text not null,
+        status text not null,
+        attempts bigint not null,
+        message text,
+        delivered_at text not null
+    );
+    create index weir_alert_deliveries_run on weir_alert_deliveries (pipeline, run_id)",
 ];
 
 impl Store {

@@ -67,7 +67,67 @@ pub struct TaskAttempt {
     pub log_tail: Option<String>,
 }
 
+/// One alert sent (or given up on) for a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertDelivery {
+    pub pipeline: String,
+    pub run_id: String,
+    pub task: Option<String>,
+    /// `failure`, `retry`, `success` or `deadline`.
+    pub event: String,
+    /// Where it went, without secrets: `webhook https://host/…`, `email a@b`.
+    pub channel: String,
+    /// `sent` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub message: Option<String>,
+    pub delivered_at: DateTime<Utc>,
+}
+
 impl Store {
+    /// Records the outcome of one alert's delivery.
+    pub fn record_alert(&self, a: &AlertDelivery) -> Result<(), StoreError> {
+        let sql = "insert into weir_alert_deliveries (pipeline, run_id, task, event, channel, status, attempts, message, delivered_at)
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        self.exec(
+            sql,
+            &[
+                text(&a.pipeline),
+                text(&a.run_id),
+                Val::Text(a.task.clone()),
+                text(&a.event),
+                text(&a.channel),
+                text(&a.status),
+                Val::Int(Some(i64::from(a.attempts))),
+                Val::Text(a.message.clone()),
+                time(Some(a.delivered_at)),
+            ],
+        )
+        .map(drop)
+    }
+
+    /// The alerts of a run, in the order they were delivered.
+    pub fn alerts(&self, pipeline: &str, run_id: &str) -> Result<Vec<AlertDelivery>, StoreError> {
+        let sql = "select task, event, channel, status, attempts, message, delivered_at from weir_alert_deliveries
+                   where pipeline = $1 and run_id = $2 order by delivered_at";
+        let kinds = &[Col::Text, Col::Text, Col::Text, Col::Text, Col::Int, Col::Text, Col::Text];
+        Ok(self
+            .select(sql, &[text(pipeline), text(run_id)], kinds)?
+            .into_iter()
+            .map(|r| AlertDelivery {
+                pipeline: pipeline.to_string(),
+                run_id: run_id.to_string(),
+                task: r[0].text(),
+                event: r[1].text().unwrap_or_default(),
+                channel: r[2].text().unwrap_or_default(),
+                status: r[3].text().unwrap_or_default(),
+                attempts: r[4].int().unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                message: r[5].text(),
+                delivered_at: parse(&r[6]).unwrap_or_default(),
+            })
+            .collect())
+    }
+
     /// Records a run (a new one, or a new state of a known one).
     pub fn save_run(&self, r: &PipelineRun) -> Result<(), StoreError> {
         let sql = "insert into weir_pipeline_runs (pipeline, run_id, run_type, state, interval_start, interval_end, params,

@@ -325,6 +325,11 @@ fn runs(ws: &Workspace, pipelines: &Pipelines, name: Option<&str>, limit: usize,
             let why = t.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
             println!("    {} {} (attempts: {}){why}", t.task, t.state, t.try_number);
         }
+        for a in store.alerts(&r.pipeline, &r.run_id)? {
+            let task = a.task.as_deref().map(|t| format!(" of {t}")).unwrap_or_default();
+            let why = a.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            println!("    alert {}{task} to {}: {} after {} attempt(s){why}", a.event, a.channel, a.status, a.attempts);
+        }
     }
     Ok(0)
 }
