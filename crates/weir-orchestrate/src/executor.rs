@@ -615,6 +615,8 @@ impl TaskRun {
         let mut retries_left = self.task.retry.retries;
         let mut retry_n = 0;
         loop {
+            // An attempt starts when it has its slots; until then the task is only queued.
+            let mut held = Some(self.slots(pool.as_deref()).await?);
             let attempt_started = Utc::now();
             let log_path = self.dir.join(sanitize(task)).join(format!("attempt-{number}.log"));
             let mut record = TaskAttempt {
@@ -638,7 +640,10 @@ impl TaskRun {
             // Pokes of one sensor attempt share its record and log.
             let outcome = loop {
                 let outcome = {
-                    let _slots = self.slots(pool.as_deref()).await?;
+                    let _slots = match held.take() {
+                        Some(h) => h,
+                        None => self.slots(pool.as_deref()).await?,
+                    };
                     let limit = match sensor_deadline {
                         Some(d) => Some(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))),
                         None => self.task.timeout,
