@@ -43,6 +43,9 @@ pub(crate) struct Attempt<'a> {
     /// Where this attempt's scratch files go (the log's folder).
     pub dir: PathBuf,
     pub number: u32,
+    /// Told the process (group) id of each process the attempt starts, as it starts, so
+    /// that crash recovery can kill what a dead worker left running.
+    pub on_spawn: &'a (dyn Fn(u32) + Send + Sync),
 }
 
 impl Attempt<'_> {
@@ -118,7 +121,9 @@ impl Attempt<'_> {
         let _ = std::fs::remove_file(&xcom_file);
         env.push(("WEIR_XCOM".into(), xcom_file.display().to_string()));
         log.note(&format!("$ {command}"));
-        let end = run_process(Path::new("/bin/sh"), &["-c".to_string(), command], &env, &self.settings.project_dir, limit, log).await;
+        let end =
+            run_process(Path::new("/bin/sh"), &["-c".to_string(), command], &env, &self.settings.project_dir, limit, log, self.on_spawn)
+                .await;
         match end {
             ProcessEnd::Exited(0) => {
                 let mut published = Vec::new();
@@ -164,7 +169,7 @@ impl Attempt<'_> {
         full.extend(["--vars".to_string(), J::Object(self.renderer.ctx.vars()).to_string()]);
         full.append(&mut args);
         log.note(&format!("$ weir {}", full.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")));
-        run_process(&weir.exe, &full, &env, &self.settings.project_dir, limit, log).await.into_outcome()
+        run_process(&weir.exe, &full, &env, &self.settings.project_dir, limit, log, self.on_spawn).await.into_outcome()
     }
 
     /// Runs SQL with `weir sql`; the first row of the last statement, if any.
@@ -421,7 +426,9 @@ impl Drop for GroupKiller {
     }
 }
 
-/// Runs a program in a new process group with merged output into `log`.
+/// Runs a program in a new process group with merged output into `log`. The process is
+/// killed if the thread that started it dies (a worker killed with -9 leaves no task
+/// running on); what it started in turn is killed by crash recovery, by process group.
 async fn run_process(
     exe: &Path,
     args: &[String],
@@ -429,6 +436,7 @@ async fn run_process(
     dir: &Path,
     limit: Option<Duration>,
     log: &mut Log,
+    on_spawn: &(dyn Fn(u32) + Send + Sync),
 ) -> ProcessEnd {
     let (mut reader, writer) = match std::io::pipe() {
         Ok(p) => p,
@@ -443,6 +451,13 @@ async fn run_process(
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let spawned = cmd.spawn();
     // The parent's copies of the pipe's write end must close, or reading never ends.
     drop(cmd);
@@ -451,6 +466,9 @@ async fn run_process(
         Err(e) => return ProcessEnd::NotStarted(format!("cannot start {}: {e}", exe.display())),
     };
     let mut killer = GroupKiller(child.id().map(|p| p as i32));
+    if let Some(pid) = child.id() {
+        on_spawn(pid);
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
     let pump = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; 64 * 1024];

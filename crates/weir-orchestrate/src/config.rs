@@ -7,6 +7,8 @@
 //!   logs_dir: .weir/logs
 //!   xcom_max_bytes: 65536
 //!   max_log_bytes: 16777216
+//!   heartbeat_interval: 5s   # how often a worker records it is alive
+//!   worker_timeout: 30s      # silence after which its runs are taken over
 //! ```
 
 use std::path::Path;
@@ -16,7 +18,7 @@ use weir_project::yaml::{Node, Value};
 use crate::OrchestrateError;
 use crate::executor::Settings;
 
-const KEYS: &[&str] = &["parallelism", "pools", "logs_dir", "xcom_max_bytes", "max_log_bytes"];
+const KEYS: &[&str] = &["parallelism", "pools", "logs_dir", "xcom_max_bytes", "max_log_bytes", "heartbeat_interval", "worker_timeout"];
 
 impl Settings {
     /// Settings for a project: the defaults, overridden by `weir.yml`'s `orchestrator:`.
@@ -47,6 +49,18 @@ impl Settings {
                 "parallelism" => s.parallelism = count(v, "parallelism")? as usize,
                 "xcom_max_bytes" => s.xcom_max_bytes = count(v, "xcom_max_bytes")? as usize,
                 "max_log_bytes" => s.max_log_bytes = count(v, "max_log_bytes")?,
+                "heartbeat_interval" | "worker_timeout" => {
+                    let text = v.scalar_text().unwrap_or_default();
+                    let secs = weir_core::duration::parse_duration(&text)
+                        .filter(|s| *s > 0.0)
+                        .ok_or_else(|| err(v, format!("'{text}' is not a duration (like 5s, 1m)")))?;
+                    let d = std::time::Duration::from_secs_f64(secs);
+                    if k.key_text().as_deref() == Some("heartbeat_interval") {
+                        s.heartbeat_interval = d;
+                    } else {
+                        s.worker_timeout = d;
+                    }
+                }
                 "logs_dir" => {
                     let dir = v.scalar_text().ok_or_else(|| err(v, "logs_dir must be a folder".into()))?;
                     s.logs_dir = root.join(dir);
@@ -59,6 +73,10 @@ impl Settings {
                 }
                 other => return Err(err(k, format!("unknown key '{other}' in orchestrator (known: {})", KEYS.join(", ")))),
             }
+        }
+        if s.worker_timeout < s.heartbeat_interval * 2 {
+            let n = section.get("worker_timeout").unwrap_or(&section);
+            return Err(err(n, "worker_timeout must be at least twice heartbeat_interval, or live workers are declared dead".into()));
         }
         Ok(s)
     }

@@ -22,7 +22,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value as J};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use weir_store::{PipelineRun, Store, TaskAttempt, TaskInstance};
+use weir_store::{PipelineRun, Store, TaskAttempt, TaskInstance, Worker};
 
 use crate::OrchestrateError;
 use crate::alert::{AlertEvent, Happening};
@@ -52,6 +52,13 @@ pub struct Settings {
     pub xcom_max_bytes: usize,
     /// The most of a task's output kept in its log file per attempt.
     pub max_log_bytes: u64,
+    /// The worker this executor runs as (see [`crate::worker`]): it owns the runs it runs,
+    /// and a run owned by another live worker is refused.
+    pub worker_id: Option<String>,
+    /// How often a worker records that it is alive, and after how long without a heartbeat
+    /// it is declared dead and its runs are taken over.
+    pub heartbeat_interval: Duration,
+    pub worker_timeout: Duration,
 }
 
 impl Settings {
@@ -65,6 +72,9 @@ impl Settings {
             warehouse_pool: None,
             xcom_max_bytes: 64 * 1024,
             max_log_bytes: 16 * 1024 * 1024,
+            worker_id: None,
+            heartbeat_interval: Duration::from_secs(5),
+            worker_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -80,6 +90,10 @@ pub struct RunRequest {
     pub params: Map<String, J>,
     /// Resume or rerun this run id; `None` derives one from the type and interval.
     pub run_id: Option<String>,
+    /// Resuming keeps failed tasks failed and runs only those not done (the scheduler
+    /// resuming a run after a crash, or after some tasks were cleared); otherwise a rerun
+    /// runs again every task that did not succeed.
+    pub keep_failed: bool,
 }
 
 /// How a run ended.
@@ -174,6 +188,12 @@ pub enum Event {
         state: String,
         elapsed: Duration,
     },
+    /// Something a scheduler or worker wants an operator to see (`info`, `warn`, `error`):
+    /// a run queued or taken over, a worker declared dead.
+    Notice {
+        level: &'static str,
+        message: String,
+    },
 }
 
 /// What a task decides from the states of the tasks it runs after.
@@ -245,6 +265,9 @@ struct TaskRun {
     dir: PathBuf,
     /// Attempts made in earlier executions of this run (a resumed run counts on from them).
     tries_before: u32,
+    /// The highest attempt number allowed, for a task resumed after its worker died; a
+    /// task starting afresh gets its retries on top of `tries_before`.
+    max_tries: Option<u32>,
     /// Alerts being delivered for this run.
     alerts: Pending,
 }
@@ -295,6 +318,15 @@ impl Executor {
         &self.inner.store
     }
 
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// Reports something to the observer, outside any one task.
+    pub fn notice(&self, level: &'static str, message: String) {
+        self.emit(Event::Notice { level, message });
+    }
+
     /// Stops every run in progress: their tasks' processes are killed and the runs recorded
     /// as failed ("interrupted").
     pub fn cancel(&self) {
@@ -323,7 +355,28 @@ impl Executor {
         let (interval, run_id) = self.plan(&pipeline, &req);
         let run_type = if req.run_type.is_empty() { "manual".to_string() } else { req.run_type.clone() };
         let store = &self.inner.store;
-        let previous = store.pipeline_run(name, &run_id)?;
+        let me = self.inner.settings.worker_id.clone();
+        let mut previous = store.pipeline_run(name, &run_id)?;
+        if let Some(prev) = previous.as_ref().filter(|p| p.state == "running" && p.owner != me) {
+            // Another worker's run: refused while that worker lives, taken over once it died.
+            let owner = prev.owner.as_deref().map(|o| store.worker(o)).transpose()?.flatten();
+            if let Some(w) = owner.as_ref().filter(|w| self.is_live(w)) {
+                return Err(OrchestrateError::Request(format!(
+                    "run {run_id} of {name} is being run by worker {} (pid {} on {}, last heartbeat {})",
+                    w.worker_id,
+                    w.pid,
+                    w.host,
+                    w.heartbeat_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                )));
+            }
+            self.recover_run(prev, owner.as_ref())?;
+            previous = store.pipeline_run(name, &run_id)?;
+        }
+        if let Some(prev) = previous.as_ref().filter(|p| p.state == "queued" || p.state == "failed")
+            && !store.take_run(name, &run_id, &[prev.state.as_str()], me.as_deref())?
+        {
+            return Err(OrchestrateError::Request(format!("run {run_id} of {name} was just taken by another worker")));
+        }
         if let Some(prev) = previous.as_ref().filter(|p| p.state == "success") {
             let tasks = store.task_instances(name, &run_id)?.into_iter().map(|t| (t.task, parse_state(&t.state))).collect();
             let interval =
@@ -350,19 +403,31 @@ impl Executor {
             started_at: Some(Utc::now()),
             finished_at: None,
             message: None,
+            owner: me,
         };
         store.save_run(&record)?;
 
         // A resumed run keeps what succeeded (or was skipped) and redoes the rest.
         let mut states: HashMap<String, TaskState> = pipeline.tasks.iter().map(|t| (t.name.clone(), TaskState::None)).collect();
         let mut tries: HashMap<String, u32> = HashMap::new();
+        // Tasks whose attempt was lost with a dead worker keep their allowance of tries.
+        let mut lost: HashMap<String, u32> = HashMap::new();
         for ti in store.task_instances(name, &run_id)? {
             let s = parse_state(&ti.state);
             tries.insert(ti.task.clone(), ti.try_number);
-            if matches!(s, TaskState::Success | TaskState::Skipped)
-                && let Some(slot) = states.get_mut(&ti.task)
-            {
+            let keep = match s {
+                TaskState::Success | TaskState::Skipped => true,
+                TaskState::Failed | TaskState::UpstreamFailed => req.keep_failed,
+                _ => false,
+            };
+            if keep && let Some(slot) = states.get_mut(&ti.task) {
                 *slot = s;
+            }
+            if req.keep_failed
+                && s == TaskState::UpForRetry
+                && let Some(m) = ti.max_tries
+            {
+                lost.insert(ti.task.clone(), m);
             }
         }
         let already = states.values().filter(|s| s.is_done()).count();
@@ -415,6 +480,7 @@ impl Executor {
                             pipeline_slots: pipeline_slots.clone(),
                             dir: dir.clone(),
                             tries_before: tries.get(&t.name).copied().unwrap_or(0),
+                            max_tries: lost.get(&t.name).copied(),
                             alerts: alerts.clone(),
                         };
                         running.spawn(job.run());
@@ -480,6 +546,7 @@ impl Executor {
                         task: t.name.clone(),
                         state: "failed".into(),
                         try_number: tries.get(&t.name).copied().unwrap_or(0),
+                        max_tries: None,
                         started_at: None,
                         finished_at: Some(Utc::now()),
                         message: Some("interrupted".into()),
@@ -504,6 +571,67 @@ impl Executor {
         self.emit(Event::RunFinished { pipeline: name.into(), run_id: run_id.clone(), state: state.into(), elapsed });
         let tasks = pipeline.tasks.iter().map(|t| (t.name.clone(), states[&t.name])).collect();
         Ok(RunOutcome { pipeline: name.into(), run_id, state: state.into(), interval, tasks, elapsed, already_done: false })
+    }
+
+    /// Whether a worker is alive: not stopped, and heard from within the worker timeout.
+    pub fn is_live(&self, w: &Worker) -> bool {
+        let timeout = chrono::Duration::from_std(self.inner.settings.worker_timeout).unwrap_or_else(|_| chrono::Duration::seconds(30));
+        w.stopped_at.is_none() && w.heartbeat_at > Utc::now() - timeout
+    }
+
+    /// Takes over a run whose worker died (`dead`, if it is known): what that worker left
+    /// running is killed (when it ran on this host), its open attempts are closed as
+    /// failed, each interrupted task is retried if it has tries left and failed if not,
+    /// and the run goes back to the queue. Returns whether this call took it over; two
+    /// workers recovering the same run at once cannot both succeed.
+    pub fn recover_run(&self, run: &PipelineRun, dead: Option<&Worker>) -> Result<bool, OrchestrateError> {
+        let store = &self.inner.store;
+        let me = self.inner.settings.worker_id.clone().unwrap_or_else(|| format!("pid-{}", std::process::id()));
+        if !store.adopt_run(&run.pipeline, &run.run_id, run.owner.as_deref(), &me)? {
+            return Ok(false);
+        }
+        let why = match dead {
+            Some(w) => format!(
+                "its worker {} (pid {} on {}) died: no heartbeat since {}",
+                w.worker_id,
+                w.pid,
+                w.host,
+                w.heartbeat_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            None => format!("its worker {} is gone", run.owner.as_deref().unwrap_or("(unknown)")),
+        };
+        let same_host = dead.is_some_and(|w| w.host == crate::worker::host_name());
+        let spec = self.inner.pipelines.by_name.get(&run.pipeline);
+        let now = Utc::now();
+        for mut ti in store.task_instances(&run.pipeline, &run.run_id)? {
+            if !matches!(parse_state(&ti.state), TaskState::Running | TaskState::UpForRetry | TaskState::UpForReschedule) {
+                continue;
+            }
+            for mut a in store.task_attempts(&run.pipeline, &run.run_id, &ti.task)?.into_iter().filter(|a| a.state == "running") {
+                if let Some(pid) = a.pid.filter(|p| same_host && *p > 1) {
+                    crate::worker::kill_group(pid);
+                }
+                a.state = "failed".into();
+                a.finished_at = Some(now);
+                a.message = Some(format!("lost: {why}"));
+                a.pid = None;
+                store.save_attempt(&a)?;
+            }
+            let retries = spec.and_then(|p| p.task(&ti.task)).map(|t| t.retry.retries).unwrap_or(0);
+            let max = ti.max_tries.unwrap_or(ti.try_number + retries);
+            if ti.try_number >= max {
+                ti.state = TaskState::Failed.name().into();
+                ti.finished_at = Some(now);
+                ti.message = Some(format!("{why}; no tries left"));
+            } else {
+                ti.state = TaskState::UpForRetry.name().into();
+                ti.message = Some(format!("{why}; will be retried"));
+            }
+            ti.max_tries = Some(max);
+            store.save_task(&ti)?;
+        }
+        store.requeue_run(&run.pipeline, &run.run_id, &["running"], Some(&me), Some(&format!("requeued: {why}")))?;
+        Ok(true)
     }
 
     /// [`Executor::run`] behind a box, for a pipeline task running another pipeline (a
@@ -557,6 +685,7 @@ impl Executor {
             task: task.into(),
             state: state.name().into(),
             try_number: attempts,
+            max_tries: None,
             started_at: (attempts > 0).then(|| now - chrono::Duration::from_std(elapsed).unwrap_or_default()),
             finished_at: Some(now),
             message: message.clone(),
@@ -612,7 +741,10 @@ impl TaskRun {
         let pool =
             self.task.pool.clone().or_else(|| if uses_warehouse(&self.task.kind) { inner.settings.warehouse_pool.clone() } else { None });
         let mut number = self.tries_before + 1;
-        let mut retries_left = self.task.retry.retries;
+        let max_tries = self.max_tries.unwrap_or(self.tries_before + self.task.retry.retries + 1);
+        if number > max_tries {
+            return Ok((TaskState::Failed, self.tries_before, Some("no tries left after its worker died".into())));
+        }
         let mut retry_n = 0;
         loop {
             // An attempt starts when it has its slots; until then the task is only queued.
@@ -631,10 +763,12 @@ impl TaskRun {
                 message: None,
                 log_path: Some(log_path.display().to_string()),
                 log_tail: None,
+                worker: inner.settings.worker_id.clone(),
+                pid: None,
             };
             store.save_attempt(&record)?;
             store.clear_xcoms(p, run_id, task)?;
-            self.save_state(TaskState::Running, number, attempt_started, None)?;
+            self.save_state(TaskState::Running, number, attempt_started, None, Some(max_tries))?;
             self.exec.emit(Event::TaskStarted { pipeline: p.clone(), run_id: run_id.clone(), task: task.clone(), attempt: number });
             let mut log = Log::open(log_path, inner.settings.max_log_bytes);
             // Pokes of one sensor attempt share its record and log.
@@ -648,8 +782,17 @@ impl TaskRun {
                         Some(d) => Some(d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))),
                         None => self.task.timeout,
                     };
-                    let attempt =
-                        Attempt { settings: &inner.settings, renderer: &self.renderer, task: &self.task, dir: self.dir.clone(), number };
+                    let on_spawn = |pid: u32| {
+                        let _ = store.save_attempt(&TaskAttempt { pid: Some(pid), ..record.clone() });
+                    };
+                    let attempt = Attempt {
+                        settings: &inner.settings,
+                        renderer: &self.renderer,
+                        task: &self.task,
+                        dir: self.dir.clone(),
+                        number,
+                        on_spawn: &on_spawn,
+                    };
                     attempt.run(&mut log, limit).await
                 };
                 let Outcome::NotYet(seen) = &outcome else { break outcome };
@@ -660,7 +803,7 @@ impl TaskRun {
                     break Outcome::Failed { message: format!("sensor timed out after waiting {waited}: {seen}"), exit_code: None };
                 }
                 let next = s.poke_interval.min(left);
-                self.save_state(TaskState::UpForReschedule, number, attempt_started, Some(seen.clone()))?;
+                self.save_state(TaskState::UpForReschedule, number, attempt_started, Some(seen.clone()), None)?;
                 self.exec.emit(Event::SensorWaiting {
                     pipeline: p.clone(),
                     run_id: run_id.clone(),
@@ -693,14 +836,13 @@ impl TaskRun {
                 return Ok((TaskState::Success, number, None));
             }
             let message = message.unwrap_or_default();
-            if retries_left == 0 {
+            if number >= max_tries {
                 let last = log.last_line().filter(|l| !message.contains(l.as_str())).map(|l| format!(" (last output: {})", clip(&l, 200)));
                 return Ok((TaskState::Failed, number, Some(format!("{message}{}", last.unwrap_or_default()))));
             }
-            retries_left -= 1;
             retry_n += 1;
             let delay = self.task.retry.delay_before(retry_n);
-            self.save_state(TaskState::UpForRetry, number, attempt_started, Some(message.clone()))?;
+            self.save_state(TaskState::UpForRetry, number, attempt_started, Some(message.clone()), None)?;
             let next = weir_core::duration::show_duration(delay.as_secs_f64());
             let m = format!("attempt {number} {message}; next attempt in {next}");
             self.exec.alert(&self.pipeline, &self.renderer, &self.alerts, AlertEvent::Retry, Some(task), m);
@@ -752,13 +894,21 @@ impl TaskRun {
         Outcome::Success { published }
     }
 
-    fn save_state(&self, state: TaskState, tries: u32, started: DateTime<Utc>, message: Option<String>) -> Result<(), OrchestrateError> {
+    fn save_state(
+        &self,
+        state: TaskState,
+        tries: u32,
+        started: DateTime<Utc>,
+        message: Option<String>,
+        max_tries: Option<u32>,
+    ) -> Result<(), OrchestrateError> {
         self.exec.inner.store.save_task(&TaskInstance {
             pipeline: self.pipeline.name.clone(),
             run_id: self.renderer.ctx.run_id.clone(),
             task: self.task.name.clone(),
             state: state.name().into(),
             try_number: tries,
+            max_tries,
             started_at: Some(started),
             finished_at: None,
             message,
@@ -781,7 +931,7 @@ impl TaskRun {
             rendered.insert(k.clone(), value);
         }
         let number = self.tries_before + 1;
-        self.save_state(TaskState::Running, number, Utc::now(), None)?;
+        self.save_state(TaskState::Running, number, Utc::now(), None, None)?;
         self.exec.emit(Event::TaskStarted {
             pipeline: ctx.pipeline.clone(),
             run_id: ctx.run_id.clone(),
@@ -793,6 +943,7 @@ impl TaskRun {
             interval: Some(ctx.interval),
             params: rendered,
             run_id: Some(format!("{}.{}.{}", ctx.run_id, ctx.pipeline, self.task.name)),
+            keep_failed: false,
         };
         let outcome = self.exec.run_boxed(other.to_string(), req).await?;
         self.exec.inner.store.push_xcom(

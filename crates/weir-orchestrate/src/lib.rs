@@ -15,14 +15,18 @@ mod attempt;
 mod config;
 pub mod executor;
 pub mod schedule;
+pub mod scheduler;
 pub mod spec;
 mod template;
+pub mod worker;
 
 use weir_core::Location;
 
 pub use executor::{Decision, Event, Executor, RunOutcome, RunRequest, Settings, TaskState, WeirCommand, decide};
 pub use schedule::{DataInterval, Schedule};
+pub use scheduler::Scheduler;
 pub use spec::{Pipeline, Pipelines, Task, TaskKind, TriggerRule};
+pub use worker::WorkerHandle;
 
 /// Why a pipeline could not be loaded or run.
 #[derive(Debug, thiserror::Error)]

@@ -79,7 +79,7 @@ tasks:
     let interval = weir_orchestrate::DataInterval { start, end: start + chrono::Duration::days(1) };
     let mut params = Map::new();
     params.insert("region".into(), J::from("us"));
-    let out = run(&exec, "daily", RunRequest { run_type: "manual".into(), interval: Some(interval), params, run_id: None });
+    let out = run(&exec, "daily", RunRequest { run_type: "manual".into(), interval: Some(interval), params, ..Default::default() });
     assert_eq!(out.state, "success", "{:?}", out.tasks);
     assert_eq!(p.read("report.txt").trim(), "2024-03-01 us 42 7 2024-03-01 hi 20240301");
     let store = p.store();

@@ -19,7 +19,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 pub use checks::CheckRecord;
 pub use intervals::{Interval, merge, missing};
 pub use loads::{LoadRun, LoadedFile};
-pub use pipelines::{AlertDelivery, PipelineRun, TaskAttempt, TaskInstance};
+pub use pipelines::{AlertDelivery, PipelineRun, TaskAttempt, TaskInstance, Worker};
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,32 @@ pub struct Store {
 
 enum Backend {
     Sqlite { conn: rusqlite::Connection, path: String },
-    Postgres(postgres::Client),
+    Postgres(PgClient),
+}
+
+/// The PostgreSQL client, closed outside any async runtime (see [`outside_runtime`]): its
+/// drop blocks on the connection's shutdown, which panics inside one.
+struct PgClient(std::mem::ManuallyDrop<postgres::Client>);
+
+impl Drop for PgClient {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here, and never used again.
+        let client = unsafe { std::mem::ManuallyDrop::take(&mut self.0) };
+        outside_runtime(move || drop(client));
+    }
+}
+
+impl std::ops::Deref for PgClient {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for PgClient {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.0
+    }
 }
 
 /// The schema, one migration per entry, applied in order and recorded in
@@ -180,6 +205,26 @@ const MIGRATIONS: &[&str] = &[
         delivered_at text not null
     );
     create index weir_alert_deliveries_run on weir_alert_deliveries (pipeline, run_id)",
+    "create table weir_workers (
+        worker_id text primary key,
+        kind text not null,
+        host text not null,
+        pid bigint not null,
+        started_at text not null,
+        heartbeat_at text not null,
+        stopped_at text,
+        stopped_by text
+    );
+    create table weir_pipeline_state (
+        pipeline text primary key,
+        paused bigint not null,
+        updated_at text not null
+    );
+    alter table weir_pipeline_runs add column owner text;
+    create index weir_pipeline_runs_state on weir_pipeline_runs (state, pipeline);
+    alter table weir_task_instances add column max_tries bigint;
+    alter table weir_task_attempts add column worker text;
+    alter table weir_task_attempts add column pid bigint",
 ];
 
 impl Store {
@@ -217,14 +262,40 @@ impl Store {
 
     /// A PostgreSQL store; `schema` keeps Weir's tables apart from others.
     pub fn postgres(url: &str, schema: Option<&str>) -> Result<Store, StoreError> {
-        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
-        if let Some(s) = schema {
-            let quoted = format!("\"{}\"", s.replace('"', "\"\""));
-            client.batch_execute(&format!("create schema if not exists {quoted}; set search_path to {quoted}"))?;
-        }
-        let store = Store { backend: Mutex::new(Backend::Postgres(client)), description: redact(url) };
+        let client = outside_runtime(|| -> Result<postgres::Client, StoreError> {
+            let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+            if let Some(s) = schema {
+                let quoted = format!("\"{}\"", s.replace('"', "\"\""));
+                client.batch_execute(&format!("create schema if not exists {quoted}; set search_path to {quoted}"))?;
+            }
+            Ok(client)
+        })?;
+        let store =
+            Store { backend: Mutex::new(Backend::Postgres(PgClient(std::mem::ManuallyDrop::new(client)))), description: redact(url) };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Writes a consistent copy of a SQLite store to `dest` while it is in use (`VACUUM
+    /// INTO`: one read transaction, so writers go on and the copy is compact). PostgreSQL
+    /// stores are backed up with its own tools (`weir db backup` runs pg_dump).
+    pub fn backup_sqlite(&self, dest: &Path) -> Result<(), StoreError> {
+        if dest.exists() {
+            return Err(StoreError::Config(format!("{} exists; choose a new file for the backup", dest.display())));
+        }
+        let target = dest.display().to_string();
+        self.with(|b| match b {
+            Backend::Sqlite { conn, path } => conn
+                .execute("vacuum into ?1", [target.as_str()])
+                .map(drop)
+                .map_err(|source| StoreError::Sqlite { path: path.clone(), source }),
+            Backend::Postgres(_) => Err(StoreError::Config("a PostgreSQL store is backed up with pg_dump".into())),
+        })
+    }
+
+    /// The file of a SQLite store (`None` for PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        self.description.strip_prefix("sqlite:").map(PathBuf::from)
     }
 
     /// Where the store is, for messages (a PostgreSQL password is not shown).
@@ -334,38 +405,45 @@ impl Store {
             Backend::Sqlite { conn, path } => {
                 let err = |source| StoreError::Sqlite { path: path.clone(), source };
                 let mut stmt = conn.prepare_cached(sql).map_err(err)?;
-                let rows = stmt
-                    .query_map(rusqlite::params_from_iter(params.iter().map(Val::sqlite)), |r| {
-                        cols.iter()
-                            .enumerate()
-                            .map(|(i, c)| match c {
-                                Col::Text => r.get(i).map(Val::Text),
-                                Col::Int => r.get(i).map(Val::Int),
-                            })
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .map_err(err)?;
+                let rows =
+                    stmt.query_map(rusqlite::params_from_iter(params.iter().map(Val::sqlite)), |r| sqlite_row(r, cols)).map_err(err)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(err)
             }
-            Backend::Postgres(c) => Ok(c
-                .query(sql, &params.iter().map(Val::postgres).collect::<Vec<_>>())?
-                .iter()
-                .map(|r| {
-                    cols.iter()
-                        .enumerate()
-                        .map(|(i, c)| match c {
-                            Col::Text => Val::Text(r.get(i)),
-                            Col::Int => Val::Int(r.get(i)),
-                        })
-                        .collect()
-                })
-                .collect()),
+            Backend::Postgres(c) => {
+                Ok(c.query(sql, &params.iter().map(Val::postgres).collect::<Vec<_>>())?.iter().map(|r| pg_row(r, cols)).collect())
+            }
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Backend) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut b = self.backend.lock().map_err(|_| StoreError::Poisoned)?;
-        f(&mut b)
+    /// Runs `f` in one transaction: on SQLite one that holds the write lock from its start
+    /// (so read-then-write decisions cannot race another process), on PostgreSQL an
+    /// ordinary one in which `f` takes row locks (`for update skip locked`) as it needs.
+    pub(crate) fn transaction<T: Send>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
+        self.with(|b| match b {
+            Backend::Sqlite { conn, path } => {
+                let err = |source| StoreError::Sqlite { path: path.clone(), source };
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+                let mut t = SqliteTx { tx, path: path.clone() };
+                let out = f(&mut t)?;
+                t.tx.commit().map_err(err)?;
+                Ok(out)
+            }
+            Backend::Postgres(c) => {
+                let mut t = PgTx(c.transaction()?);
+                let out = f(&mut t)?;
+                t.0.commit()?;
+                Ok(out)
+            }
+        })
+    }
+
+    fn with<T: Send>(&self, f: impl FnOnce(&mut Backend) -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
+        let mut guard = self.backend.lock().map_err(|_| StoreError::Poisoned)?;
+        let b: &mut Backend = &mut guard;
+        match b {
+            Backend::Postgres(_) => outside_runtime(|| f(b)),
+            Backend::Sqlite { .. } => f(b),
+        }
     }
 
     /// Applies the migrations not yet applied, each in a transaction with its record, under
@@ -400,6 +478,88 @@ impl Store {
             }
         })
     }
+}
+
+/// Runs blocking PostgreSQL work where the synchronous client may block: the `postgres`
+/// crate drives its own runtime and refuses to start inside another, and the orchestrator
+/// calls the store from async code. On a multi-threaded runtime the worker thread steps out
+/// of it for the call; on a single-threaded one the call runs on a scoped thread.
+fn outside_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+    }
+}
+
+/// Statements inside [`Store::transaction`], with the same portable values as outside.
+pub(crate) trait Tx {
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError>;
+    fn select(&mut self, sql: &str, params: &[Val], cols: &[Col]) -> Result<Vec<Vec<Val>>, StoreError>;
+    /// PostgreSQL takes row locks; SQLite's transaction already excludes other writers.
+    fn is_postgres(&self) -> bool;
+}
+
+struct SqliteTx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    path: String,
+}
+
+struct PgTx<'c>(postgres::Transaction<'c>);
+
+impl Tx for SqliteTx<'_> {
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
+        self.tx
+            .execute(sql, rusqlite::params_from_iter(params.iter().map(Val::sqlite)))
+            .map(|n| n as u64)
+            .map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })
+    }
+
+    fn select(&mut self, sql: &str, params: &[Val], cols: &[Col]) -> Result<Vec<Vec<Val>>, StoreError> {
+        let err = |source| StoreError::Sqlite { path: self.path.clone(), source };
+        let mut stmt = self.tx.prepare_cached(sql).map_err(err)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter().map(Val::sqlite)), |r| sqlite_row(r, cols)).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn is_postgres(&self) -> bool {
+        false
+    }
+}
+
+impl Tx for PgTx<'_> {
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
+        Ok(self.0.execute(sql, &params.iter().map(Val::postgres).collect::<Vec<_>>())?)
+    }
+
+    fn select(&mut self, sql: &str, params: &[Val], cols: &[Col]) -> Result<Vec<Vec<Val>>, StoreError> {
+        Ok(self.0.query(sql, &params.iter().map(Val::postgres).collect::<Vec<_>>())?.iter().map(|r| pg_row(r, cols)).collect())
+    }
+
+    fn is_postgres(&self) -> bool {
+        true
+    }
+}
+
+fn sqlite_row(r: &rusqlite::Row<'_>, cols: &[Col]) -> rusqlite::Result<Vec<Val>> {
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            Col::Text => r.get(i).map(Val::Text),
+            Col::Int => r.get(i).map(Val::Int),
+        })
+        .collect()
+}
+
+fn pg_row(r: &postgres::Row, cols: &[Col]) -> Vec<Val> {
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            Col::Text => Val::Text(r.get(i)),
+            Col::Int => Val::Int(r.get(i)),
+        })
+        .collect()
 }
 
 /// A statement parameter or a column value, in the subset of types both backends share.

@@ -28,6 +28,8 @@ pub struct PipelineRun {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub message: Option<String>,
+    /// The worker (a scheduler, a `weir pipeline run`) running it, while it runs.
+    pub owner: Option<String>,
 }
 
 /// Where one task of one run stands.
@@ -41,6 +43,9 @@ pub struct TaskInstance {
     pub state: String,
     /// Attempts started so far.
     pub try_number: u32,
+    /// The highest attempt number allowed before the task fails for good (as Airflow's
+    /// `max_tries`): set when the task starts afresh, kept when a lost attempt is retried.
+    pub max_tries: Option<u32>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub message: Option<String>,
@@ -65,6 +70,27 @@ pub struct TaskAttempt {
     pub log_path: Option<String>,
     /// The log's last lines, kept in the store so a log can be read without the file.
     pub log_tail: Option<String>,
+    /// The worker that ran it, and its process (group) id while it runs: what crash
+    /// recovery kills before the task runs again.
+    pub worker: Option<String>,
+    pub pid: Option<u32>,
+}
+
+/// A process that runs pipeline runs (`weir serve`, `weir pipeline run`), known to the
+/// others by its heartbeats: one whose heartbeat stops is declared dead and its runs are
+/// taken over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Worker {
+    pub worker_id: String,
+    /// `scheduler` or `cli`.
+    pub kind: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// `None` when it stopped itself, else the worker that declared it dead.
+    pub stopped_by: Option<String>,
 }
 
 /// One alert sent (or given up on) for a run.
@@ -131,11 +157,12 @@ impl Store {
     /// Records a run (a new one, or a new state of a known one).
     pub fn save_run(&self, r: &PipelineRun) -> Result<(), StoreError> {
         let sql = "insert into weir_pipeline_runs (pipeline, run_id, run_type, state, interval_start, interval_end, params,
-                       queued_at, started_at, finished_at, message)
-                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                       queued_at, started_at, finished_at, message, owner)
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                    on conflict (pipeline, run_id) do update set run_type = excluded.run_type, state = excluded.state,
                        interval_start = excluded.interval_start, interval_end = excluded.interval_end, params = excluded.params,
-                       started_at = excluded.started_at, finished_at = excluded.finished_at, message = excluded.message";
+                       started_at = excluded.started_at, finished_at = excluded.finished_at, message = excluded.message,
+                       owner = excluded.owner";
         self.exec(
             sql,
             &[
@@ -150,9 +177,236 @@ impl Store {
                 time(r.started_at),
                 time(r.finished_at),
                 Val::Text(r.message.clone()),
+                Val::Text(r.owner.clone()),
             ],
         )
         .map(drop)
+    }
+
+    /// Adds a run in state `queued` unless the pipeline already has a run of that id, or
+    /// (for a run with an interval) any run of that interval; returns whether it was added.
+    /// Two schedulers adding the same scheduled run add it once.
+    pub fn enqueue_run(&self, r: &PipelineRun) -> Result<bool, StoreError> {
+        self.transaction(|tx| {
+            if let Some(start) = r.interval_start.filter(|_| r.run_type != "manual") {
+                let sql = "select count(*) from weir_pipeline_runs where pipeline = $1 and interval_start = $2";
+                let n = tx.select(sql, &[text(&r.pipeline), time(Some(start))], &[Col::Int])?;
+                if n.first().and_then(|r| r[0].int()).unwrap_or(0) > 0 {
+                    return Ok(false);
+                }
+            }
+            let sql = "insert into weir_pipeline_runs (pipeline, run_id, run_type, state, interval_start, interval_end, params,
+                           queued_at, started_at, finished_at, message, owner)
+                       values ($1, $2, $3, 'queued', $4, $5, $6, $7, null, null, null, null)
+                       on conflict (pipeline, run_id) do nothing";
+            let params = [
+                text(&r.pipeline),
+                text(&r.run_id),
+                text(&r.run_type),
+                time(r.interval_start),
+                time(r.interval_end),
+                text(&r.params),
+                time(Some(r.queued_at)),
+            ];
+            Ok(tx.exec(sql, &params)? == 1)
+        })
+    }
+
+    /// Takes queued runs of a pipeline for `owner` (state `running`), as many as its
+    /// `max_active_runs` leaves room for, oldest first, unless the pipeline is paused.
+    ///
+    /// On PostgreSQL the pipeline's state row is locked `for update skip locked`: while one
+    /// scheduler claims a pipeline's runs another skips that pipeline for this round rather
+    /// than wait, and the count of active runs it reads cannot change under it. The queued
+    /// rows are locked the same way. On SQLite the transaction holds the write lock.
+    pub fn claim_runs(&self, pipeline: &str, owner: &str, max_active: usize, now: DateTime<Utc>) -> Result<Vec<PipelineRun>, StoreError> {
+        self.transaction(|tx| {
+            let pg = tx.is_postgres();
+            let ensure =
+                "insert into weir_pipeline_state (pipeline, paused, updated_at) values ($1, 0, $2) on conflict (pipeline) do nothing";
+            tx.exec(ensure, &[text(pipeline), time(Some(now))])?;
+            let lock = if pg { " for update skip locked" } else { "" };
+            let state =
+                tx.select(&format!("select paused from weir_pipeline_state where pipeline = $1{lock}"), &[text(pipeline)], &[Col::Int])?;
+            let Some(paused) = state.first() else { return Ok(Vec::new()) };
+            if paused[0].int().unwrap_or(0) != 0 {
+                return Ok(Vec::new());
+            }
+            let active = tx.select(
+                "select count(*) from weir_pipeline_runs where pipeline = $1 and state = 'running'",
+                &[text(pipeline)],
+                &[Col::Int],
+            )?;
+            let room = max_active.saturating_sub(active.first().and_then(|r| r[0].int()).unwrap_or(0).max(0) as usize);
+            if room == 0 {
+                return Ok(Vec::new());
+            }
+            let sql =
+                format!("{RUN_COLUMNS} where pipeline = $1 and state = 'queued' order by queued_at, interval_start, run_id limit $2{lock}");
+            let rows = tx.select(&sql, &[text(pipeline), Val::Int(Some(room as i64))], RUN_KINDS)?;
+            let mut claimed = Vec::new();
+            for row in rows {
+                let mut r = run_from(row);
+                let sql = "update weir_pipeline_runs set state = 'running', owner = $1, started_at = $2
+                           where pipeline = $3 and run_id = $4 and state = 'queued'";
+                if tx.exec(sql, &[text(owner), time(Some(now)), text(pipeline), text(&r.run_id)])? == 1 {
+                    r.state = "running".into();
+                    r.owner = Some(owner.to_string());
+                    r.started_at = Some(now);
+                    claimed.push(r);
+                }
+            }
+            Ok(claimed)
+        })
+    }
+
+    /// Puts a run back in the queue (after its worker died, or to rerun cleared tasks),
+    /// if it is still in one of `from` states and owned by `owner` when one is given.
+    pub fn requeue_run(
+        &self,
+        pipeline: &str,
+        run_id: &str,
+        from: &[&str],
+        owner: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut sql = format!(
+            "update weir_pipeline_runs set state = 'queued', owner = null, finished_at = null, message = $1
+             where pipeline = $2 and run_id = $3 and state in ({})",
+            state_list(from)
+        );
+        let mut params = vec![Val::Text(message.map(str::to_string)), text(pipeline), text(run_id)];
+        if let Some(o) = owner {
+            sql.push_str(" and owner = $4");
+            params.push(text(o));
+        }
+        Ok(self.exec(&sql, &params)? == 1)
+    }
+
+    /// Makes a run `running` under `owner` if it is in one of `from` states: the one
+    /// atomic step by which a worker takes a queued or failed run, so two cannot both.
+    pub fn take_run(&self, pipeline: &str, run_id: &str, from: &[&str], owner: Option<&str>) -> Result<bool, StoreError> {
+        let sql = format!(
+            "update weir_pipeline_runs set state = 'running', owner = $1, started_at = $2
+             where pipeline = $3 and run_id = $4 and state in ({})",
+            state_list(from)
+        );
+        Ok(self.exec(&sql, &[Val::Text(owner.map(str::to_string)), time(Some(Utc::now())), text(pipeline), text(run_id)])? == 1)
+    }
+
+    /// Moves a running run from one owner (`None`: none recorded) to `to`, if it still has
+    /// that owner: a dead worker's run is recovered by exactly one other.
+    pub fn adopt_run(&self, pipeline: &str, run_id: &str, from: Option<&str>, to: &str) -> Result<bool, StoreError> {
+        let base = "update weir_pipeline_runs set owner = $1 where pipeline = $2 and run_id = $3 and state = 'running'";
+        let n = match from {
+            Some(o) => self.exec(&format!("{base} and owner = $4"), &[text(to), text(pipeline), text(run_id), text(o)])?,
+            None => self.exec(&format!("{base} and owner is null"), &[text(to), text(pipeline), text(run_id)])?,
+        };
+        Ok(n == 1)
+    }
+
+    /// The runs in a state (of one owner, when given), oldest first.
+    pub fn runs_in_state(&self, state: &str, owner: Option<&str>) -> Result<Vec<PipelineRun>, StoreError> {
+        let rows = match owner {
+            Some(o) => self.select(
+                &format!("{RUN_COLUMNS} where state = $1 and owner = $2 order by queued_at"),
+                &[text(state), text(o)],
+                RUN_KINDS,
+            )?,
+            None => self.select(&format!("{RUN_COLUMNS} where state = $1 order by queued_at"), &[text(state)], RUN_KINDS)?,
+        };
+        Ok(rows.into_iter().map(run_from).collect())
+    }
+
+    /// The newest interval start of a pipeline's scheduled and backfilled runs: where a
+    /// catching-up scheduler goes on from.
+    pub fn latest_interval_start(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let sql = "select max(interval_start) from weir_pipeline_runs where pipeline = $1 and run_type <> 'manual'";
+        Ok(self.select(sql, &[text(pipeline)], &[Col::Text])?.first().and_then(|r| parse(&r[0])))
+    }
+
+    /// How many runs of a pipeline are in a state.
+    pub fn count_runs(&self, pipeline: &str, state: &str) -> Result<u64, StoreError> {
+        let sql = "select count(*) from weir_pipeline_runs where pipeline = $1 and state = $2";
+        Ok(self.select(sql, &[text(pipeline), text(state)], &[Col::Int])?.first().and_then(|r| r[0].int()).unwrap_or(0).max(0) as u64)
+    }
+
+    /// Pauses or unpauses a pipeline: a paused one gets no new scheduled runs, and its queued
+    /// runs wait.
+    pub fn set_paused(&self, pipeline: &str, paused: bool) -> Result<(), StoreError> {
+        let sql = "insert into weir_pipeline_state (pipeline, paused, updated_at) values ($1, $2, $3)
+                   on conflict (pipeline) do update set paused = excluded.paused, updated_at = excluded.updated_at";
+        self.exec(sql, &[text(pipeline), Val::Int(Some(i64::from(paused))), time(Some(Utc::now()))]).map(drop)
+    }
+
+    /// Whether a pipeline is paused (never paused: not).
+    pub fn is_paused(&self, pipeline: &str) -> Result<bool, StoreError> {
+        let rows = self.select("select paused from weir_pipeline_state where pipeline = $1", &[text(pipeline)], &[Col::Int])?;
+        Ok(rows.first().and_then(|r| r[0].int()).unwrap_or(0) != 0)
+    }
+
+    /// Forgets task instances of a run (and their published values), so that the run,
+    /// requeued, runs them again.
+    pub fn clear_tasks(&self, pipeline: &str, run_id: &str, tasks: &[String]) -> Result<u64, StoreError> {
+        self.transaction(|tx| {
+            let mut n = 0;
+            for t in tasks {
+                let key = [text(pipeline), text(run_id), text(t)];
+                n += tx.exec("delete from weir_task_instances where pipeline = $1 and run_id = $2 and task = $3", &key)?;
+                tx.exec("delete from weir_xcom where pipeline = $1 and run_id = $2 and task = $3", &key)?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Records a worker that has started.
+    pub fn register_worker(&self, w: &Worker) -> Result<(), StoreError> {
+        let sql = "insert into weir_workers (worker_id, kind, host, pid, started_at, heartbeat_at, stopped_at, stopped_by)
+                   values ($1, $2, $3, $4, $5, $6, null, null)";
+        self.exec(
+            sql,
+            &[
+                text(&w.worker_id),
+                text(&w.kind),
+                text(&w.host),
+                Val::Int(Some(i64::from(w.pid))),
+                time(Some(w.started_at)),
+                time(Some(w.heartbeat_at)),
+            ],
+        )
+        .map(drop)
+    }
+
+    /// A live worker's heartbeat; `false` when it is no longer live (it was declared dead
+    /// while it could not beat, and must stop running anything).
+    pub fn heartbeat(&self, worker_id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let sql = "update weir_workers set heartbeat_at = $1 where worker_id = $2 and stopped_at is null";
+        Ok(self.exec(sql, &[time(Some(at)), text(worker_id)])? == 1)
+    }
+
+    /// Marks a worker stopped (by itself, or declared dead by `by`); `true` for the one
+    /// call that did it, so two schedulers never both take over a dead worker's runs.
+    pub fn stop_worker(&self, worker_id: &str, at: DateTime<Utc>, by: Option<&str>) -> Result<bool, StoreError> {
+        let sql = "update weir_workers set stopped_at = $1, stopped_by = $2 where worker_id = $3 and stopped_at is null";
+        Ok(self.exec(sql, &[time(Some(at)), Val::Text(by.map(str::to_string)), text(worker_id)])? == 1)
+    }
+
+    /// One worker, if known.
+    pub fn worker(&self, worker_id: &str) -> Result<Option<Worker>, StoreError> {
+        let sql = format!("{WORKER_COLUMNS} where worker_id = $1");
+        Ok(self.select(&sql, &[text(worker_id)], WORKER_KINDS)?.into_iter().next().map(worker_from))
+    }
+
+    /// Live workers whose last heartbeat is older than `cutoff`: presumed dead.
+    pub fn silent_workers(&self, cutoff: DateTime<Utc>) -> Result<Vec<Worker>, StoreError> {
+        let sql = format!("{WORKER_COLUMNS} where stopped_at is null and heartbeat_at < $1 order by heartbeat_at");
+        Ok(self.select(&sql, &[time(Some(cutoff))], WORKER_KINDS)?.into_iter().map(worker_from).collect())
+    }
+
+    /// The workers not stopped, oldest first.
+    pub fn live_workers(&self) -> Result<Vec<Worker>, StoreError> {
+        let sql = format!("{WORKER_COLUMNS} where stopped_at is null order by started_at");
+        Ok(self.select(&sql, &[], WORKER_KINDS)?.into_iter().map(worker_from).collect())
     }
 
     /// One run, if it exists.
@@ -182,10 +436,11 @@ impl Store {
 
     /// Records where a task instance stands.
     pub fn save_task(&self, t: &TaskInstance) -> Result<(), StoreError> {
-        let sql = "insert into weir_task_instances (pipeline, run_id, task, state, try_number, started_at, finished_at, message)
-                   values ($1, $2, $3, $4, $5, $6, $7, $8)
+        let sql = "insert into weir_task_instances (pipeline, run_id, task, state, try_number, started_at, finished_at, message, max_tries)
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                    on conflict (pipeline, run_id, task) do update set state = excluded.state, try_number = excluded.try_number,
-                       started_at = excluded.started_at, finished_at = excluded.finished_at, message = excluded.message";
+                       started_at = excluded.started_at, finished_at = excluded.finished_at, message = excluded.message,
+                       max_tries = coalesce(excluded.max_tries, weir_task_instances.max_tries)";
         self.exec(
             sql,
             &[
@@ -197,6 +452,7 @@ impl Store {
                 time(t.started_at),
                 time(t.finished_at),
                 Val::Text(t.message.clone()),
+                Val::Int(t.max_tries.map(i64::from)),
             ],
         )
         .map(drop)
@@ -204,9 +460,9 @@ impl Store {
 
     /// The task instances of a run, by task name.
     pub fn task_instances(&self, pipeline: &str, run_id: &str) -> Result<Vec<TaskInstance>, StoreError> {
-        let sql = "select task, state, try_number, started_at, finished_at, message from weir_task_instances
+        let sql = "select task, state, try_number, started_at, finished_at, message, max_tries from weir_task_instances
                    where pipeline = $1 and run_id = $2 order by task";
-        let kinds = &[Col::Text, Col::Text, Col::Int, Col::Text, Col::Text, Col::Text];
+        let kinds = &[Col::Text, Col::Text, Col::Int, Col::Text, Col::Text, Col::Text, Col::Int];
         Ok(self
             .select(sql, &[text(pipeline), text(run_id)], kinds)?
             .into_iter()
@@ -216,6 +472,7 @@ impl Store {
                 task: r[0].text().unwrap_or_default(),
                 state: r[1].text().unwrap_or_default(),
                 try_number: r[2].int().unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                max_tries: r[6].int().map(|n| n.clamp(0, i64::from(u32::MAX)) as u32),
                 started_at: parse(&r[3]),
                 finished_at: parse(&r[4]),
                 message: r[5].text(),
@@ -226,11 +483,11 @@ impl Store {
     /// Records an attempt (when it starts, and again when it ends).
     pub fn save_attempt(&self, a: &TaskAttempt) -> Result<(), StoreError> {
         let sql = "insert into weir_task_attempts (pipeline, run_id, task, attempt, state, started_at, finished_at, exit_code,
-                       message, log_path, log_tail)
-                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                       message, log_path, log_tail, worker, pid)
+                   values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                    on conflict (pipeline, run_id, task, attempt) do update set state = excluded.state,
                        finished_at = excluded.finished_at, exit_code = excluded.exit_code, message = excluded.message,
-                       log_path = excluded.log_path, log_tail = excluded.log_tail";
+                       log_path = excluded.log_path, log_tail = excluded.log_tail, worker = excluded.worker, pid = excluded.pid";
         self.exec(
             sql,
             &[
@@ -245,6 +502,8 @@ impl Store {
                 Val::Text(a.message.clone()),
                 Val::Text(a.log_path.clone()),
                 Val::Text(a.log_tail.clone()),
+                Val::Text(a.worker.clone()),
+                Val::Int(a.pid.map(i64::from)),
             ],
         )
         .map(drop)
@@ -252,9 +511,9 @@ impl Store {
 
     /// Every attempt of a task in a run, first first.
     pub fn task_attempts(&self, pipeline: &str, run_id: &str, task: &str) -> Result<Vec<TaskAttempt>, StoreError> {
-        let sql = "select attempt, state, started_at, finished_at, exit_code, message, log_path, log_tail from weir_task_attempts
-                   where pipeline = $1 and run_id = $2 and task = $3 order by attempt";
-        let kinds = &[Col::Int, Col::Text, Col::Text, Col::Text, Col::Int, Col::Text, Col::Text, Col::Text];
+        let sql = "select attempt, state, started_at, finished_at, exit_code, message, log_path, log_tail, worker, pid
+                   from weir_task_attempts where pipeline = $1 and run_id = $2 and task = $3 order by attempt";
+        let kinds = &[Col::Int, Col::Text, Col::Text, Col::Text, Col::Int, Col::Text, Col::Text, Col::Text, Col::Text, Col::Int];
         Ok(self
             .select(sql, &[text(pipeline), text(run_id), text(task)], kinds)?
             .into_iter()
@@ -270,6 +529,8 @@ impl Store {
                 message: r[5].text(),
                 log_path: r[6].text(),
                 log_tail: r[7].text(),
+                worker: r[8].text(),
+                pid: r[9].int().and_then(|p| u32::try_from(p).ok()),
             })
             .collect())
     }
@@ -317,8 +578,24 @@ impl Store {
 }
 
 const RUN_COLUMNS: &str = "select pipeline, run_id, run_type, state, interval_start, interval_end, params, queued_at, started_at,
-    finished_at, message from weir_pipeline_runs";
-const RUN_KINDS: &[Col] = &[Col::Text; 11];
+    finished_at, message, owner from weir_pipeline_runs";
+const RUN_KINDS: &[Col] = &[Col::Text; 12];
+
+const WORKER_COLUMNS: &str = "select worker_id, kind, host, pid, started_at, heartbeat_at, stopped_at, stopped_by from weir_workers";
+const WORKER_KINDS: &[Col] = &[Col::Text, Col::Text, Col::Text, Col::Int, Col::Text, Col::Text, Col::Text, Col::Text];
+
+fn worker_from(r: Vec<Val>) -> Worker {
+    Worker {
+        worker_id: r[0].text().unwrap_or_default(),
+        kind: r[1].text().unwrap_or_default(),
+        host: r[2].text().unwrap_or_default(),
+        pid: r[3].int().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        started_at: parse(&r[4]).unwrap_or_default(),
+        heartbeat_at: parse(&r[5]).unwrap_or_default(),
+        stopped_at: parse(&r[6]),
+        stopped_by: r[7].text(),
+    }
+}
 
 fn run_from(r: Vec<Val>) -> PipelineRun {
     PipelineRun {
@@ -333,7 +610,13 @@ fn run_from(r: Vec<Val>) -> PipelineRun {
         started_at: parse(&r[8]),
         finished_at: parse(&r[9]),
         message: r[10].text(),
+        owner: r[11].text(),
     }
+}
+
+/// Run states as an SQL list; states are Weir's own words, never user input.
+fn state_list(states: &[&str]) -> String {
+    states.iter().filter(|s| s.chars().all(|c| c.is_ascii_lowercase() || c == '_')).map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
 
 fn text(s: &str) -> Val {
@@ -365,6 +648,7 @@ mod tests {
             started_at: None,
             finished_at: None,
             message: None,
+            owner: None,
         }
     }
 
@@ -386,6 +670,7 @@ mod tests {
             task: "extract".into(),
             state: "running".into(),
             try_number: 1,
+            max_tries: Some(3),
             started_at: Some(day),
             finished_at: None,
             message: None,
@@ -407,6 +692,8 @@ mod tests {
             message: Some("exit 3".into()),
             log_path: None,
             log_tail: Some("boom".into()),
+            worker: Some("w1".into()),
+            pid: Some(42),
         };
         store.save_attempt(&a).unwrap();
         assert_eq!(store.task_attempts("daily", "r1", "extract").unwrap(), vec![a]);
@@ -420,5 +707,104 @@ mod tests {
         assert_eq!(store.asset_updated_at("raw.orders").unwrap(), None);
         store.record_asset_event("raw.orders", "daily", "r1", "extract", day).unwrap();
         assert_eq!(store.asset_updated_at("raw.orders").unwrap(), Some(day));
+    }
+
+    fn queued(id: &str, start: Option<DateTime<Utc>>) -> PipelineRun {
+        PipelineRun { run_type: "scheduled".into(), state: "queued".into(), ..run(id, "queued", start) }
+    }
+
+    fn day(d: u32) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&format!("2024-03-{d:02}T00:00:00Z")).unwrap().with_timezone(&Utc)
+    }
+
+    /// Queues, claims (up to max_active_runs, not while paused), requeues; workers beat,
+    /// go silent and are stopped once.
+    fn queue_and_workers(store: &Store) {
+        assert!(store.enqueue_run(&queued("s1", Some(day(1)))).unwrap());
+        assert!(!store.enqueue_run(&queued("s1", Some(day(1)))).unwrap(), "the same run is queued once");
+        assert!(!store.enqueue_run(&queued("other", Some(day(1)))).unwrap(), "an interval with a run gets no other");
+        assert!(store.enqueue_run(&queued("s2", Some(day(2)))).unwrap());
+        store.set_paused("daily", true).unwrap();
+        assert!(store.claim_runs("daily", "w1", 1, Utc::now()).unwrap().is_empty(), "a paused pipeline's runs wait");
+        store.set_paused("daily", false).unwrap();
+        let got = store.claim_runs("daily", "w1", 1, Utc::now()).unwrap();
+        assert_eq!(got.iter().map(|r| (r.run_id.as_str(), r.owner.as_deref())).collect::<Vec<_>>(), vec![("s1", Some("w1"))]);
+        assert!(store.claim_runs("daily", "w2", 1, Utc::now()).unwrap().is_empty(), "max_active_runs is 1");
+        assert_eq!(store.runs_in_state("running", Some("w1")).unwrap().len(), 1);
+        assert!(!store.requeue_run("daily", "s1", &["running"], Some("w2"), None).unwrap(), "only the owner's run");
+        assert!(store.requeue_run("daily", "s1", &["running"], Some("w1"), Some("worker died")).unwrap());
+        let again = store.claim_runs("daily", "w2", 2, Utc::now()).unwrap();
+        assert_eq!(again.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), vec!["s1", "s2"]);
+        assert_eq!(store.latest_interval_start("daily").unwrap(), Some(day(2)));
+        assert_eq!(store.count_runs("daily", "running").unwrap(), 2);
+
+        let t0 = Utc::now() - chrono::Duration::seconds(60);
+        for id in ["w1", "w2"] {
+            let w = Worker {
+                worker_id: id.into(),
+                kind: "scheduler".into(),
+                host: "h".into(),
+                pid: 7,
+                started_at: t0,
+                heartbeat_at: t0,
+                stopped_at: None,
+                stopped_by: None,
+            };
+            store.register_worker(&w).unwrap();
+        }
+        assert!(store.heartbeat("w2", Utc::now()).unwrap());
+        let silent = store.silent_workers(Utc::now() - chrono::Duration::seconds(30)).unwrap();
+        assert_eq!(silent.iter().map(|w| w.worker_id.as_str()).collect::<Vec<_>>(), vec!["w1"]);
+        assert!(store.stop_worker("w1", Utc::now(), Some("w2")).unwrap());
+        assert!(!store.stop_worker("w1", Utc::now(), Some("w3")).unwrap(), "declared dead once");
+        assert!(!store.heartbeat("w1", Utc::now()).unwrap(), "a dead worker learns it from its next beat");
+        assert_eq!(store.worker("w1").unwrap().unwrap().stopped_by.as_deref(), Some("w2"));
+        assert_eq!(store.live_workers().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sqlite_queue_claims_and_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        queue_and_workers(&Store::sqlite(&dir.path().join("w.db")).unwrap());
+    }
+
+    /// Two connections claiming one pipeline's runs at once, in threads, on the shared
+    /// PostgreSQL: every run is claimed once, and never more than max_active_runs at a time.
+    #[test]
+    fn postgres_claims_race_without_doubles() {
+        let url = "postgresql://postgres@127.0.0.1:5432/test";
+        let schema = format!("weir_claim_test_{}", std::process::id());
+        let store = Store::postgres(url, Some(&schema)).unwrap_or_else(|e| panic!("PostgreSQL at {url} is required: {e}"));
+        queue_and_workers(&store);
+        for n in 0..40 {
+            store.enqueue_run(&queued(&format!("r{n:02}"), Some(day(1) + chrono::Duration::hours(n + 48)))).unwrap();
+        }
+        let claimed = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for w in ["a", "b", "c"] {
+                let claimed = &claimed;
+                let schema = &schema;
+                scope.spawn(move || {
+                    let mine = Store::postgres(url, Some(schema)).unwrap();
+                    for _ in 0..200 {
+                        for r in mine.claim_runs("daily", w, 3, Utc::now()).unwrap() {
+                            claimed.lock().unwrap().push(r.run_id.clone());
+                            let mut done = r.clone();
+                            done.state = "success".into();
+                            done.owner = None;
+                            mine.save_run(&done).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let mut got = claimed.into_inner().unwrap();
+        let n = got.len();
+        got.sort();
+        got.dedup();
+        assert_eq!((n, got.len()), (40, 40), "every queued run claimed exactly once");
+        drop(store);
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("drop schema \"{schema}\" cascade")).unwrap();
     }
 }
