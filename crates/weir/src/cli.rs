@@ -223,6 +223,18 @@ pub enum Command {
         #[command(subcommand)]
         command: PipelineCommand,
     },
+    /// The scheduler daemon and the REST API: queues scheduled runs, runs them, takes over
+    /// runs of dead workers, and serves /api/v1 (OpenAPI at /api/v1/openapi.json).
+    Serve {
+        /// HOST:PORT to listen on (default: server.bind in weir.yml, else 127.0.0.1:8080).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// The metadata store: back it up, restore it, see where it is.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Run SQL against the target (with `ref`, `source`, `var`) and print what it returns.
     Sql {
         /// One statement (its rows are printed) or a `;`-separated script.
@@ -285,6 +297,29 @@ pub enum PipelineCommand {
         #[arg(long)]
         attempt: Option<u32>,
     },
+    /// Stop scheduling a pipeline: no new scheduled runs, and its queued runs wait.
+    Pause { name: String },
+    /// Schedule a paused pipeline again.
+    Unpause { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Copy the metadata store to a file while it is in use (SQLite: a consistent
+    /// snapshot; PostgreSQL: pg_dump of Weir's tables).
+    Backup {
+        /// Where to write the copy.
+        path: PathBuf,
+    },
+    /// Replace the metadata store with a backup. Refused while a scheduler or a pipeline
+    /// run is alive, unless --force.
+    Restore {
+        path: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Where the store is, its schema version, and the live workers.
+    Info,
 }
 
 #[derive(Subcommand, Debug)]

@@ -126,7 +126,7 @@ impl Workspace {
 
 /// The store's URL and PostgreSQL schema (see [`Workspace::store`]). In `weir.yml`,
 /// `metadata_store:` is a URL, or a mapping with `url:` and `schema:`.
-fn store_settings(root: &Path) -> Result<(String, Option<String>), Error> {
+pub fn store_settings(root: &Path) -> Result<(String, Option<String>), Error> {
     let default = "sqlite:.weir/weir.db".to_string();
     let file = root.join("weir.yml");
     let from_file = if file.exists() {

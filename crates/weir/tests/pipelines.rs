@@ -87,3 +87,23 @@ fn weir_sql_prints_rows_and_writes_them_as_json() {
     assert!(text(&o).contains('n') && text(&o).contains('a'));
     assert_eq!(std::fs::read_to_string(dir.path().join("rows.json")).unwrap(), r#"[{"n":1,"s":"a"}]"#);
 }
+
+#[test]
+fn models_built_by_a_pipeline_wake_asset_sensors_of_another() {
+    let dir = minimal(&[
+        ("models/m.sql", "select 1 as x"),
+        ("pipelines/producer.yml", "tasks:\n  build_m: {build: m}\n"),
+        (
+            "pipelines/consumer.yml",
+            "schedule: '@daily'\ntasks:\n  wait:\n    sensor: {asset: main.m}\n    poke_interval: 1s\n    timeout: 2s\n  \
+             seen: {shell: 'echo seen > seen.txt', after: wait}\n",
+        ),
+    ]);
+    let before = weir(dir.path(), &["pipeline", "run", "consumer", "--date", "2020-01-01", "--run-id", "c1"]);
+    assert!(!before.status.success() && text(&before).contains("main.m has never been updated"), "{}", text(&before));
+    let built = weir(dir.path(), &["pipeline", "run", "producer"]);
+    assert!(built.status.success(), "{}", text(&built));
+    let after = weir(dir.path(), &["pipeline", "run", "consumer", "--date", "2020-01-01", "--run-id", "c2"]);
+    assert!(after.status.success(), "{}", text(&after));
+    assert!(dir.path().join("seen.txt").exists());
+}

@@ -147,6 +147,7 @@ pub(crate) fn execute(
     outcome.results.splice(0..0, start_hooks);
     outcome.results.extend(end_hooks);
     artifacts::write_run_results(m, &outcome, args, &ws.target_dir)?;
+    record_assets(ws, &outcome)?;
     let hooks = outcome.results.iter().filter(|r| r.unique_id.starts_with("operation.")).count();
     let mut summary = counts(session, ids);
     if hooks > 0 {
@@ -154,6 +155,29 @@ pub(crate) fn execute(
     }
     out.summary(&outcome, &summary);
     Ok(if outcome.failed() { 1 } else { 0 })
+}
+
+/// Inside a pipeline task (the executor sets `$WEIR_PIPELINE`, `$WEIR_RUN_ID` and
+/// `$WEIR_TASK`), records that each model, seed, snapshot and load that succeeded updated its
+/// asset, under its name and as `schema.table`, so that asset sensors of other pipelines see it.
+fn record_assets(ws: &Workspace, outcome: &run::RunOutcome) -> Result<(), Error> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (Some(pipeline), Some(run_id), Some(task)) = (var("WEIR_PIPELINE"), var("WEIR_RUN_ID"), var("WEIR_TASK")) else {
+        return Ok(());
+    };
+    use weir_transform::ResourceType as R;
+    let store = ws.store()?;
+    for r in outcome.results.iter().filter(|r| r.status == run::Status::Success) {
+        let Some(n) = ws.manifest.node(&r.unique_id) else { continue };
+        if !matches!(n.resource_type, R::Model | R::Seed | R::Snapshot | R::Load) {
+            continue;
+        }
+        store.record_asset_event(&n.name, &pipeline, &run_id, &task, r.completed_at)?;
+        if let Some(rel) = &n.relation {
+            store.record_asset_event(&format!("{}.{}", rel.schema, rel.identifier), &pipeline, &run_id, &task, r.completed_at)?;
+        }
+    }
+    Ok(())
 }
 
 /// "3 models, 1 seed, 8 data tests, 1 source".

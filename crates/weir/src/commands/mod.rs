@@ -4,12 +4,14 @@ mod build;
 mod check;
 mod clean;
 mod compile;
+mod db;
 mod debug;
 mod docs;
 mod init;
 mod load;
 mod ls;
-mod pipeline;
+pub mod pipeline;
+mod serve;
 mod show;
 mod source;
 mod sql;
@@ -44,5 +46,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         }
         Command::Pipeline { command } => pipeline::run(g, command, out),
         Command::Sql { sql, json_out } => sql::run(g, sql, json_out.as_deref(), out),
+        Command::Serve { bind } => serve::run(g, bind.as_deref(), out),
+        Command::Db { command } => db::run(g, command, out),
     }
 }

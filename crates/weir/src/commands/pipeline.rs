@@ -10,7 +10,7 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use serde_json::{Map, Value as J, json};
 use weir_orchestrate::schedule::parse_time;
-use weir_orchestrate::{DataInterval, Event, Executor, Pipelines, RunOutcome, RunRequest, Settings, TaskState, WeirCommand};
+use weir_orchestrate::{DataInterval, Event, Executor, Pipelines, RunOutcome, RunRequest, Settings, TaskState, WeirCommand, WorkerHandle};
 
 use crate::cli::{Global, PipelineCommand};
 use crate::output::Output;
@@ -34,10 +34,17 @@ pub fn run(g: &Global, cmd: &PipelineCommand, out: &Arc<Output>) -> Result<u8, E
                     })
                 }
             };
-            let req = RunRequest { run_type: "manual".into(), interval, params: parse_params(params)?, run_id: run_id.clone() };
-            let exec = executor(g, &ws, pipelines.clone(), out, false)?;
-            let outcome = runtime()?.block_on(until_interrupted(&exec, exec.run(name, req)))?;
-            Ok(report(&outcome, out))
+            let req = RunRequest {
+                run_type: "manual".into(),
+                interval,
+                params: parse_params(params)?,
+                run_id: run_id.clone(),
+                keep_failed: false,
+            };
+            let rt = runtime()?;
+            let (exec, worker) = rt.block_on(async { foreground(g, &ws, pipelines.clone(), out, false) })?;
+            let outcome = rt.block_on(as_worker(&exec, &worker, exec.run(name, req)));
+            Ok(report(&outcome?, out))
         }
         PipelineCommand::Backfill { name, start, end, parallel, rerun, params } => {
             let p = pipelines.get(name)?;
@@ -53,18 +60,35 @@ pub fn run(g: &Global, cmd: &PipelineCommand, out: &Arc<Output>) -> Result<u8, E
             }
             let intervals = schedule.intervals(from, to, 100_000);
             let parallel = parallel.unwrap_or(p.max_active_runs.min(4)).max(1);
-            let exec = executor(g, &ws, pipelines.clone(), out, true)?;
-            backfill(&exec, name, intervals, parallel, *rerun, parse_params(params)?, out)
+            backfill(g, &ws, pipelines.clone(), name, intervals, parallel, *rerun, parse_params(params)?, out)
         }
         PipelineCommand::Runs { name, limit } => runs(&ws, &pipelines, name.as_deref(), *limit, out),
         PipelineCommand::Logs { name, run_id, task, attempt } => logs(&ws, name, run_id, task, *attempt),
+        PipelineCommand::Pause { name } | PipelineCommand::Unpause { name } => {
+            pipelines.get(name)?;
+            let paused = matches!(cmd, PipelineCommand::Pause { .. });
+            ws.store()?.set_paused(name, paused)?;
+            out.info(if paused {
+                format!("Paused {name}: schedulers queue no new runs of it, and its queued runs wait")
+            } else {
+                format!("Unpaused {name}")
+            });
+            Ok(0)
+        }
     }
 }
 
 /// An executor for the project: `weir.yml`'s settings, this binary for build, load and sql
 /// tasks (with the same project, profiles and target), and one warehouse slot on DuckDB,
-/// which lets one process write a database file at a time.
-fn executor(g: &Global, ws: &Workspace, pipelines: Pipelines, out: &Arc<Output>, many: bool) -> Result<Executor, Error> {
+/// which lets one process write a database file at a time. It runs as `worker`.
+pub fn executor(
+    g: &Global,
+    ws: &Workspace,
+    pipelines: Pipelines,
+    out: &Arc<Output>,
+    many: bool,
+    worker: &WorkerHandle,
+) -> Result<Executor, Error> {
     let root = &ws.manifest.project.root;
     let mut settings = Settings::for_project(root)?;
     let absolute = |p: &Path| std::path::absolute(p).map(|p| p.display().to_string());
@@ -79,12 +103,29 @@ fn executor(g: &Global, ws: &Workspace, pipelines: Pipelines, out: &Arc<Output>,
     let one_writer = ws.manifest.target.adapter_type == "duckdb";
     settings.pools.entry("warehouse".into()).or_insert(if one_writer { 1 } else { ws.threads.max(1) });
     settings.warehouse_pool = Some("warehouse".into());
+    settings.worker_id = Some(worker.id.clone());
     let zones: HashMap<String, Tz> = pipelines.by_name.iter().map(|(k, p)| (k.clone(), p.tz)).collect();
     let view = LiveView { out: out.clone(), zones, many, waiting: Mutex::new(HashSet::new()) };
-    Ok(Executor::new(settings, ws.store()?, pipelines, move |e| view.show(e))?)
+    Ok(Executor::new(settings, worker.store().clone(), pipelines, move |e| view.show(e))?)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+/// An executor running as a foreground worker (`kind` cli), registered in the store so a
+/// scheduler can tell it is alive, and take its runs over if it is killed.
+fn foreground(g: &Global, ws: &Workspace, pipelines: Pipelines, out: &Arc<Output>, many: bool) -> Result<(Executor, WorkerHandle), Error> {
+    let worker = WorkerHandle::register(ws.store()?, "cli")?;
+    Ok((executor(g, ws, pipelines, out, many, &worker)?, worker))
+}
+
+/// Runs `work` while the worker beats; the worker is recorded as stopped when it ends.
+async fn as_worker<T>(exec: &Executor, worker: &WorkerHandle, work: impl Future<Output = T>) -> T {
+    let beat = worker.beat_for(exec.clone());
+    let done = until_interrupted(exec, work).await;
+    beat.abort();
+    let _ = worker.stop();
+    done
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
@@ -100,8 +141,11 @@ async fn until_interrupted<T>(exec: &Executor, work: impl Future<Output = T>) ->
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn backfill(
-    exec: &Executor,
+    g: &Global,
+    ws: &Workspace,
+    pipelines: Pipelines,
     name: &str,
     intervals: Vec<DataInterval>,
     parallel: usize,
@@ -109,6 +153,9 @@ fn backfill(
     params: Map<String, J>,
     out: &Arc<Output>,
 ) -> Result<u8, Error> {
+    let rt = runtime()?;
+    let (exec, worker) = rt.block_on(async { foreground(g, ws, pipelines, out, true) })?;
+    let exec = &exec;
     let store = exec.store().clone();
     let mut todo = Vec::new();
     let mut done = 0;
@@ -127,7 +174,7 @@ fn backfill(
         todo.len()
     ));
     let stamp = Utc::now().format("%Y%m%dT%H%M%S").to_string();
-    let outcomes: Vec<Result<RunOutcome, String>> = runtime()?.block_on(until_interrupted(exec, async {
+    let outcomes: Vec<Result<RunOutcome, String>> = rt.block_on(as_worker(exec, &worker, async {
         let slots = Arc::new(tokio::sync::Semaphore::new(parallel));
         let mut set = tokio::task::JoinSet::new();
         for (n, interval) in todo.into_iter().enumerate() {
@@ -136,7 +183,7 @@ fn backfill(
                 rerun.then(|| format!("backfill__{}__rerun_{stamp}", interval.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
             set.spawn(async move {
                 let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-                let req = RunRequest { run_type: "backfill".into(), interval: Some(interval), params, run_id };
+                let req = RunRequest { run_type: "backfill".into(), interval: Some(interval), params, run_id, keep_failed: false };
                 exec.run(&name, req).await.map(|o| (n, o)).map_err(|e| e.to_string())
             });
         }
@@ -243,6 +290,7 @@ impl LiveView {
                 let extra = json!({"pipeline": pipeline, "run_id": run_id, "task": task, "state": state.name(), "attempts": attempts, "elapsed_s": elapsed.as_secs_f64(), "message": message});
                 self.out.emit("info", "task_finished", &text, extra);
             }
+            Event::Notice { level, message } => self.out.emit(level, "notice", message, json!({})),
             Event::RunFinished { pipeline, run_id, state, elapsed } => {
                 let text = format!("Finished pipeline {pipeline}, run {run_id}, in {}: {state}", secs(elapsed));
                 self.out.emit(

@@ -1,0 +1,592 @@
+//! The endpoints, their JSON shapes and the OpenAPI document generated from them.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as J};
+use subtle::ConstantTimeEq;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use weir_orchestrate::schedule::parse_time;
+use weir_orchestrate::{DataInterval, Pipeline, RunRequest, TaskKind};
+use weir_store::{PipelineRun, Store};
+
+use crate::AppState;
+
+/// The OpenAPI 3.1 document of this API, served at `/api/v1/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Weir", description = "Pipelines, runs, task instances and logs of a Weir project; trigger runs, clear tasks, pause pipelines."),
+    paths(
+        health,
+        openapi_json,
+        list_pipelines,
+        get_pipeline,
+        pause_pipeline,
+        unpause_pipeline,
+        list_runs,
+        trigger_run,
+        get_run,
+        get_task,
+        task_log,
+        clear_task,
+        list_workers
+    ),
+    components(schemas(
+        Health,
+        PipelineInfo,
+        TaskInfo,
+        RunInfo,
+        TaskInstanceInfo,
+        AttemptInfo,
+        TaskDetail,
+        TriggerRequest,
+        ClearRequest,
+        ClearResponse,
+        WorkerInfo,
+        ApiError
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+/// The router with every endpoint, the token check and JSON errors.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/v1/pipelines", get(list_pipelines))
+        .route("/api/v1/pipelines/{pipeline}", get(get_pipeline))
+        .route("/api/v1/pipelines/{pipeline}/pause", post(pause_pipeline))
+        .route("/api/v1/pipelines/{pipeline}/unpause", post(unpause_pipeline))
+        .route("/api/v1/pipelines/{pipeline}/runs", get(list_runs).post(trigger_run))
+        .route("/api/v1/pipelines/{pipeline}/runs/{run_id}", get(get_run))
+        .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}", get(get_task))
+        .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs", get(task_log))
+        .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/clear", post(clear_task))
+        .route("/api/v1/workers", get(list_workers))
+        .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such endpoint; the API is described at /api/v1/openapi.json".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme("bearer", scheme);
+    }
+}
+
+/// An error, as every endpoint returns them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// A status and a message, rendered as `{"error": message}`.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(ApiError { error: self.1 })).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<weir_store::StoreError> for Failure {
+    fn from(e: weir_store::StoreError) -> Failure {
+        Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl From<weir_orchestrate::OrchestrateError> for Failure {
+    fn from(e: weir_orchestrate::OrchestrateError) -> Failure {
+        Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+type Reply<T> = Result<Json<T>, Failure>;
+
+/// Open: `health` and the document. Reads: open with `open_reads`, else the token.
+/// Writes: the token, which must be configured.
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/api/v1/health" || path == "/api/v1/openapi.json" {
+        return next.run(req).await;
+    }
+    if s.config.open_reads && (req.method() == Method::GET || req.method() == Method::HEAD) {
+        return next.run(req).await;
+    }
+    let Some(expected) = s.config.token.as_deref() else {
+        let m = "this server has no API token configured: set $WEIR_API_TOKEN, or server.token in weir.yml";
+        return Failure(StatusCode::FORBIDDEN, m.into()).into_response();
+    };
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => Failure(StatusCode::UNAUTHORIZED, "missing token: send Authorization: Bearer <token>".into()).into_response(),
+        Some(g) if bool::from(g.trim().as_bytes().ct_eq(expected.as_bytes())) => next.run(req).await,
+        Some(_) => Failure(StatusCode::UNAUTHORIZED, "wrong token".into()).into_response(),
+    }
+}
+
+/// The server is up, as which worker, on which store.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub worker: String,
+    pub store: String,
+    pub version: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/health", security(()), responses((status = 200, body = Health)))]
+async fn health(State(s): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        worker: s.worker_id.clone(),
+        store: s.exec.store().description().to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", security(()), responses((status = 200, description = "This document")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// A pipeline: its schedule, whether it is paused, and its tasks.
+#[derive(Serialize, ToSchema)]
+pub struct PipelineInfo {
+    pub name: String,
+    pub description: Option<String>,
+    /// A cron expression or preset; none for a pipeline run only when asked.
+    pub schedule: Option<String>,
+    pub timezone: String,
+    pub paused: bool,
+    pub catchup: bool,
+    pub max_active_runs: usize,
+    /// When the schedule next ticks (a run for the interval ending then is queued).
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub tasks: Vec<TaskInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskInfo {
+    pub name: String,
+    /// build, load, sql, shell, http, sensor or pipeline.
+    pub kind: String,
+    pub after: Vec<String>,
+    pub trigger_rule: String,
+    pub retries: u32,
+}
+
+fn pipeline_info(p: &Pipeline, store: &Store) -> Result<PipelineInfo, Failure> {
+    let kind = |k: &TaskKind| match k {
+        TaskKind::Build { .. } => "build",
+        TaskKind::Load { .. } => "load",
+        TaskKind::Sql { .. } => "sql",
+        TaskKind::Shell { .. } => "shell",
+        TaskKind::Http(_) => "http",
+        TaskKind::Sensor(_) => "sensor",
+        TaskKind::Pipeline { .. } => "pipeline",
+    };
+    Ok(PipelineInfo {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        schedule: p.schedule.as_ref().map(|s| s.expr.clone()),
+        timezone: p.tz.to_string(),
+        paused: store.is_paused(&p.name)?,
+        catchup: p.catchup,
+        max_active_runs: p.max_active_runs,
+        next_run_at: p.schedule.as_ref().and_then(|s| s.next_after(Utc::now())),
+        tasks: p
+            .tasks
+            .iter()
+            .map(|t| TaskInfo {
+                name: t.name.clone(),
+                kind: kind(&t.kind).into(),
+                after: t.after.clone(),
+                trigger_rule: t.trigger_rule.name().into(),
+                retries: t.retry.retries,
+            })
+            .collect(),
+    })
+}
+
+fn find<'a>(s: &'a AppState, name: &str) -> Result<&'a Pipeline, Failure> {
+    s.exec.pipelines().by_name.get(name).ok_or_else(|| {
+        let known: Vec<&str> = s.exec.pipelines().by_name.keys().map(String::as_str).collect();
+        Failure(StatusCode::NOT_FOUND, format!("no pipeline '{name}' (pipelines: {})", known.join(", ")))
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/pipelines", responses((status = 200, body = [PipelineInfo]), (status = 401, body = ApiError)))]
+async fn list_pipelines(State(s): State<AppState>) -> Reply<Vec<PipelineInfo>> {
+    let store = s.exec.store();
+    Ok(Json(s.exec.pipelines().by_name.values().map(|p| pipeline_info(p, store)).collect::<Result<_, _>>()?))
+}
+
+#[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}", params(("pipeline" = String, Path)),
+    responses((status = 200, body = PipelineInfo), (status = 404, body = ApiError)))]
+async fn get_pipeline(State(s): State<AppState>, Path(name): Path<String>) -> Reply<PipelineInfo> {
+    Ok(Json(pipeline_info(find(&s, &name)?, s.exec.store())?))
+}
+
+#[utoipa::path(post, path = "/api/v1/pipelines/{pipeline}/pause", params(("pipeline" = String, Path)),
+    responses((status = 200, body = PipelineInfo), (status = 404, body = ApiError)))]
+async fn pause_pipeline(State(s): State<AppState>, Path(name): Path<String>) -> Reply<PipelineInfo> {
+    set_paused(&s, &name, true)
+}
+
+#[utoipa::path(post, path = "/api/v1/pipelines/{pipeline}/unpause", params(("pipeline" = String, Path)),
+    responses((status = 200, body = PipelineInfo), (status = 404, body = ApiError)))]
+async fn unpause_pipeline(State(s): State<AppState>, Path(name): Path<String>) -> Reply<PipelineInfo> {
+    let r = set_paused(&s, &name, false);
+    s.wake.notify_one();
+    r
+}
+
+fn set_paused(s: &AppState, name: &str, paused: bool) -> Reply<PipelineInfo> {
+    let p = find(s, name)?;
+    s.exec.store().set_paused(name, paused)?;
+    Ok(Json(pipeline_info(p, s.exec.store())?))
+}
+
+/// A pipeline run; `tasks` is filled when one run is asked for.
+#[derive(Serialize, ToSchema)]
+pub struct RunInfo {
+    pub pipeline: String,
+    pub run_id: String,
+    /// manual, scheduled or backfill.
+    pub run_type: String,
+    /// queued, running, success or failed.
+    pub state: String,
+    pub data_interval_start: Option<DateTime<Utc>>,
+    pub data_interval_end: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
+    pub params: J,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub message: Option<String>,
+    /// The worker running it (or that ran it last).
+    pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<TaskInstanceInfo>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskInstanceInfo {
+    pub task: String,
+    /// none, running, up_for_retry, up_for_reschedule, success, failed, skipped or upstream_failed.
+    pub state: String,
+    pub try_number: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub message: Option<String>,
+}
+
+fn run_info(r: PipelineRun, tasks: Option<Vec<TaskInstanceInfo>>) -> RunInfo {
+    RunInfo {
+        params: serde_json::from_str(&r.params).unwrap_or(J::Object(Map::new())),
+        pipeline: r.pipeline,
+        run_id: r.run_id,
+        run_type: r.run_type,
+        state: r.state,
+        data_interval_start: r.interval_start,
+        data_interval_end: r.interval_end,
+        queued_at: r.queued_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        message: r.message,
+        owner: r.owner,
+        tasks,
+    }
+}
+
+fn task_infos(store: &Store, pipeline: &str, run_id: &str) -> Result<Vec<TaskInstanceInfo>, Failure> {
+    Ok(store
+        .task_instances(pipeline, run_id)?
+        .into_iter()
+        .map(|t| TaskInstanceInfo {
+            task: t.task,
+            state: t.state,
+            try_number: t.try_number,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            message: t.message,
+        })
+        .collect())
+}
+
+#[derive(Deserialize, IntoParams)]
+struct RunsQuery {
+    /// At most this many, newest first (default 25, at most 1000).
+    limit: Option<usize>,
+    /// Only runs in this state.
+    state: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/runs", params(("pipeline" = String, Path), RunsQuery),
+    responses((status = 200, body = [RunInfo]), (status = 404, body = ApiError)))]
+async fn list_runs(State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Reply<Vec<RunInfo>> {
+    find(&s, &name)?;
+    let limit = q.limit.unwrap_or(25).clamp(1, 1000);
+    let runs = s.exec.store().pipeline_runs(Some(&name), if q.state.is_some() { 1000 } else { limit })?;
+    Ok(Json(runs.into_iter().filter(|r| q.state.as_ref().is_none_or(|st| &r.state == st)).take(limit).map(|r| run_info(r, None)).collect()))
+}
+
+/// A run to queue. Every field is optional; an empty body runs with the default params.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// Params overriding the pipeline's defaults (only those it declares).
+    #[schema(value_type = Option<Object>)]
+    pub params: Option<Map<String, J>>,
+    /// The run's id (default `manual__<time>`); must be new.
+    pub run_id: Option<String>,
+    /// The logical date: the run processes the schedule's interval containing it (in the
+    /// pipeline's time zone, like 2024-03-01 or 2024-03-01T02:00).
+    pub date: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/pipelines/{pipeline}/runs", params(("pipeline" = String, Path)), request_body = TriggerRequest,
+    responses((status = 201, body = RunInfo), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn trigger_run(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> Result<(StatusCode, Json<RunInfo>), Failure> {
+    let p = find(&s, &name)?;
+    let req: TriggerRequest = json_body(&body)?;
+    let bad = |m: String| Failure(StatusCode::BAD_REQUEST, m);
+    let params = p.resolve_params(&req.params.unwrap_or_default()).map_err(|e| bad(e.to_string()))?;
+    let interval = match &req.date {
+        None => None,
+        Some(d) => {
+            let t = parse_time(d, p.tz).map_err(|m| bad(format!("date: {m}")))?;
+            Some(match &p.schedule {
+                Some(sch) => sch.interval_containing(t).ok_or_else(|| bad(format!("date {d}: the schedule has no interval there")))?,
+                None => DataInterval { start: t, end: t },
+            })
+        }
+    };
+    if let Some(id) = &req.run_id
+        && (id.is_empty() || id.len() > 250 || id.contains('/'))
+    {
+        return Err(bad("run_id must be 1 to 250 characters, without '/'".into()));
+    }
+    let rr = RunRequest { run_type: "manual".into(), interval, params: params.clone(), run_id: req.run_id.clone(), keep_failed: false };
+    let (interval, run_id) = s.exec.plan(p, &rr);
+    let run = PipelineRun {
+        pipeline: name.clone(),
+        run_id: run_id.clone(),
+        run_type: "manual".into(),
+        state: "queued".into(),
+        interval_start: Some(interval.start),
+        interval_end: Some(interval.end),
+        params: J::Object(params).to_string(),
+        queued_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+        message: None,
+        owner: None,
+    };
+    if !s.exec.store().enqueue_run(&run)? {
+        return Err(Failure(StatusCode::CONFLICT, format!("pipeline '{name}' already has a run '{run_id}'")));
+    }
+    s.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(run_info(run, None))))
+}
+
+fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("the request body is not valid here: {e}")))
+}
+
+fn find_run(s: &AppState, name: &str, run_id: &str) -> Result<PipelineRun, Failure> {
+    find(s, name)?;
+    s.exec
+        .store()
+        .pipeline_run(name, run_id)?
+        .ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("pipeline '{name}' has no run '{run_id}'")))
+}
+
+#[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/runs/{run_id}", params(("pipeline" = String, Path), ("run_id" = String, Path)),
+    responses((status = 200, body = RunInfo), (status = 404, body = ApiError)))]
+async fn get_run(State(s): State<AppState>, Path((name, run_id)): Path<(String, String)>) -> Reply<RunInfo> {
+    let run = find_run(&s, &name, &run_id)?;
+    let tasks = task_infos(s.exec.store(), &name, &run_id)?;
+    Ok(Json(run_info(run, Some(tasks))))
+}
+
+/// One attempt of a task.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptInfo {
+    pub attempt: u32,
+    /// running, success, failed or timed_out.
+    pub state: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub worker: Option<String>,
+}
+
+/// A task instance with every attempt.
+#[derive(Serialize, ToSchema)]
+pub struct TaskDetail {
+    pub instance: Option<TaskInstanceInfo>,
+    pub attempts: Vec<AttemptInfo>,
+}
+
+#[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}",
+    params(("pipeline" = String, Path), ("run_id" = String, Path), ("task" = String, Path)),
+    responses((status = 200, body = TaskDetail), (status = 404, body = ApiError)))]
+async fn get_task(State(s): State<AppState>, Path((name, run_id, task)): Path<(String, String, String)>) -> Reply<TaskDetail> {
+    find_task(&s, &name, &run_id, &task)?;
+    let store = s.exec.store();
+    let instance = task_infos(store, &name, &run_id)?.into_iter().find(|t| t.task == task);
+    let attempts = store
+        .task_attempts(&name, &run_id, &task)?
+        .into_iter()
+        .map(|a| AttemptInfo {
+            attempt: a.attempt,
+            state: a.state,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            exit_code: a.exit_code,
+            message: a.message,
+            worker: a.worker,
+        })
+        .collect();
+    Ok(Json(TaskDetail { instance, attempts }))
+}
+
+fn find_task(s: &AppState, name: &str, run_id: &str, task: &str) -> Result<PipelineRun, Failure> {
+    let run = find_run(s, name, run_id)?;
+    if find(s, name)?.task(task).is_none() {
+        return Err(Failure(StatusCode::NOT_FOUND, format!("pipeline '{name}' has no task '{task}'")));
+    }
+    Ok(run)
+}
+
+#[derive(Deserialize, IntoParams)]
+struct LogQuery {
+    /// Which attempt (default: the last).
+    attempt: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs",
+    params(("pipeline" = String, Path), ("run_id" = String, Path), ("task" = String, Path), LogQuery),
+    responses((status = 200, description = "The attempt's log", content_type = "text/plain", body = String), (status = 404, body = ApiError)))]
+async fn task_log(
+    State(s): State<AppState>,
+    Path((name, run_id, task)): Path<(String, String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, Failure> {
+    find_task(&s, &name, &run_id, &task)?;
+    let attempts = s.exec.store().task_attempts(&name, &run_id, &task)?;
+    let chosen = match q.attempt {
+        Some(n) => attempts.iter().find(|a| a.attempt == n),
+        None => attempts.last(),
+    }
+    .ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("task '{task}' of run '{run_id}' has no such attempt")))?;
+    let text =
+        chosen.log_path.as_deref().and_then(|p| std::fs::read_to_string(p).ok()).or_else(|| chosen.log_tail.clone()).unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// What to clear besides the task.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClearRequest {
+    /// Also clear every task downstream of it.
+    #[serde(default)]
+    pub downstream: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClearResponse {
+    pub cleared: Vec<String>,
+    pub run: RunInfo,
+}
+
+#[utoipa::path(post, path = "/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/clear",
+    params(("pipeline" = String, Path), ("run_id" = String, Path), ("task" = String, Path)), request_body = ClearRequest,
+    responses((status = 200, body = ClearResponse), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn clear_task(
+    State(s): State<AppState>,
+    Path((name, run_id, task)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Reply<ClearResponse> {
+    let run = find_task(&s, &name, &run_id, &task)?;
+    let req: ClearRequest = json_body(&body)?;
+    if run.state == "running" {
+        return Err(Failure(StatusCode::CONFLICT, format!("run '{run_id}' is running; clear its tasks once it has finished")));
+    }
+    let p = find(&s, &name)?;
+    let mut cleared = BTreeSet::from([task.clone()]);
+    if req.downstream {
+        // Tasks list their upstream; walk it the other way until nothing is added.
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for t in &p.tasks {
+                if !cleared.contains(&t.name) && t.after.iter().any(|a| cleared.contains(a)) {
+                    cleared.insert(t.name.clone());
+                    grew = true;
+                }
+            }
+        }
+    }
+    let cleared: Vec<String> = cleared.into_iter().collect();
+    let store = s.exec.store();
+    store.clear_tasks(&name, &run_id, &cleared)?;
+    store.requeue_run(&name, &run_id, &["success", "failed"], None, Some(&format!("cleared: {}", cleared.join(", "))))?;
+    s.wake.notify_one();
+    let run = find_run(&s, &name, &run_id)?;
+    let tasks = task_infos(store, &name, &run_id)?;
+    Ok(Json(ClearResponse { cleared, run: run_info(run, Some(tasks)) }))
+}
+
+/// A live worker: a scheduler or a foreground `weir pipeline run`.
+#[derive(Serialize, ToSchema)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub kind: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+}
+
+#[utoipa::path(get, path = "/api/v1/workers", responses((status = 200, body = [WorkerInfo])))]
+async fn list_workers(State(s): State<AppState>) -> Reply<Vec<WorkerInfo>> {
+    Ok(Json(
+        s.exec
+            .store()
+            .live_workers()?
+            .into_iter()
+            .map(|w| WorkerInfo {
+                worker_id: w.worker_id,
+                kind: w.kind,
+                host: w.host,
+                pid: w.pid,
+                started_at: w.started_at,
+                heartbeat_at: w.heartbeat_at,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,209 @@
+//! The API over a real scheduler and a real SQLite store, through real HTTP: tokens, the
+//! OpenAPI document, triggering with params, pausing, clearing a failed task, logs, and
+//! the errors bad requests get.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value as J, json};
+use tokio::sync::watch;
+use weir_orchestrate::{Executor, Pipelines, Scheduler, Settings, WorkerHandle};
+use weir_server::{AppState, ServerConfig};
+use weir_store::Store;
+
+const TOKEN: &str = "test-token-1234";
+
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(config: ServerConfig) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let pipelines = dir.path().join("pipelines");
+        std::fs::create_dir_all(&pipelines).unwrap();
+        std::fs::write(pipelines.join("hello.yml"), "params: {who: world}\ntasks:\n  greet:\n    shell: echo 'hello {{ params.who }}'\n")
+            .unwrap();
+        // Fails until the file `fixed` exists; `report` runs after it.
+        std::fs::write(
+            pipelines.join("flaky.yml"),
+            "tasks:\n  check:\n    shell: test -f fixed\n  report:\n    shell: echo reported >> reports.txt\n    after: check\n",
+        )
+        .unwrap();
+        let store = Arc::new(Store::sqlite(&dir.path().join(".weir/weir.db")).unwrap());
+        let worker = WorkerHandle::register(store.clone(), "scheduler").unwrap();
+        let mut settings = Settings::new(dir.path().to_path_buf());
+        settings.worker_id = Some(worker.id.clone());
+        let exec = Executor::new(settings, store, Pipelines::load(&pipelines).unwrap(), |_| {}).unwrap();
+        let scheduler = Scheduler::new(exec.clone(), worker).unwrap();
+        let state = AppState { exec, config: Arc::new(config), wake: scheduler.waker(), worker_id: scheduler.worker_id().to_string() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, rx) = watch::channel(false);
+        let mut rx2 = rx.clone();
+        tokio::spawn(async move { scheduler.run(rx).await });
+        tokio::spawn(weir_server::serve(listener, state, async move {
+            let _ = rx2.changed().await;
+        }));
+        Server { base, http: reqwest::Client::new(), stop, _dir: dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, J) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "POST" => self.http.post(url),
+            _ => self.http.get(url),
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(J::String(text)))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, J) {
+        self.call("GET", path, Some(TOKEN), None).await
+    }
+
+    async fn post(&self, path: &str, body: Option<&str>) -> (StatusCode, J) {
+        self.call("POST", path, Some(TOKEN), body).await
+    }
+
+    /// Polls a run until it is in `state` (at most 20 s).
+    async fn wait_for(&self, pipeline: &str, run_id: &str, state: &str) -> J {
+        for _ in 0..200 {
+            let (_, run) = self.get(&format!("/api/v1/pipelines/{pipeline}/runs/{run_id}")).await;
+            if run["state"] == state {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("run {run_id} of {pipeline} never became {state}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn guarded() -> ServerConfig {
+    ServerConfig { token: Some(TOKEN.into()), ..ServerConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_everything_but_health_and_the_document() {
+    let s = Server::start(guarded()).await;
+    let (status, health) = s.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!((status, health["status"].as_str()), (StatusCode::OK, Some("ok")));
+    let (status, doc) = s.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3."), "{doc}");
+    for path in ["/api/v1/pipelines", "/api/v1/pipelines/{pipeline}/runs", "/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/clear"]
+    {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the document");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    let (status, body) = s.call("GET", "/api/v1/pipelines", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].as_str().unwrap().contains("Authorization: Bearer"), "{body}");
+    let (status, body) = s.call("POST", "/api/v1/pipelines/hello/runs", Some("wrong"), None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("wrong token")));
+    let (status, body) = s.get("/api/v1/pipelines").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(), ["flaky", "hello"]);
+    assert_eq!(s.get("/api/v1/nothing/here").await.0, StatusCode::NOT_FOUND);
+
+    // Open reads: GET without a token, but writes still need it.
+    let open = Server::start(ServerConfig { open_reads: true, ..guarded() }).await;
+    assert_eq!(open.call("GET", "/api/v1/pipelines", None, None).await.0, StatusCode::OK);
+    assert_eq!(open.call("POST", "/api/v1/pipelines/hello/pause", None, None).await.0, StatusCode::UNAUTHORIZED);
+    // No token configured: nothing guarded is allowed, and the answer says how to fix it.
+    let bare = Server::start(ServerConfig::default()).await;
+    let (status, body) = bare.call("POST", "/api/v1/pipelines/hello/runs", Some("anything"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body["error"].as_str().unwrap().contains("WEIR_API_TOKEN"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggered_runs_run_with_their_params_and_bad_requests_are_refused() {
+    let s = Server::start(guarded()).await;
+    let (status, run) = s.post("/api/v1/pipelines/hello/runs", Some(r#"{"params": {"who": "api"}, "run_id": "first"}"#)).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!((run["state"].as_str(), run["params"]["who"].as_str()), (Some("queued"), Some("api")));
+    let done = s.wait_for("hello", "first", "success").await;
+    assert_eq!(done["tasks"][0]["task"], "greet");
+    assert_eq!(done["tasks"][0]["state"], "success");
+    let (status, log) = s.call("GET", "/api/v1/pipelines/hello/runs/first/tasks/greet/logs", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(log.as_str().unwrap_or("").contains("hello api"), "{log}");
+    let (_, detail) = s.get("/api/v1/pipelines/hello/runs/first/tasks/greet").await;
+    assert_eq!(detail["attempts"][0]["exit_code"], 0);
+
+    // An empty body runs with the defaults.
+    let (status, run) = s.post("/api/v1/pipelines/hello/runs", None).await;
+    assert_eq!((status, run["params"]["who"].as_str()), (StatusCode::CREATED, Some("world")));
+
+    let cases = [
+        ("/api/v1/pipelines/hello/runs", r#"{"params": {"who": "x"}, "run_id": "first"}"#, StatusCode::CONFLICT, "already has a run"),
+        ("/api/v1/pipelines/hello/runs", r#"{"params": {"whom": "x"}}"#, StatusCode::BAD_REQUEST, "whom"),
+        ("/api/v1/pipelines/hello/runs", r#"{"params": "#, StatusCode::BAD_REQUEST, "line 1 column"),
+        ("/api/v1/pipelines/hello/runs", r#"{"parms": {}}"#, StatusCode::BAD_REQUEST, "unknown field `parms`"),
+        ("/api/v1/pipelines/hello/runs", r#"{"date": "yesterday"}"#, StatusCode::BAD_REQUEST, "date"),
+        ("/api/v1/pipelines/nope/runs", "{}", StatusCode::NOT_FOUND, "no pipeline 'nope'"),
+        ("/api/v1/pipelines/hello/runs/none/tasks/greet/clear", "{}", StatusCode::NOT_FOUND, "no run 'none'"),
+        ("/api/v1/pipelines/hello/runs/first/tasks/nope/clear", "{}", StatusCode::NOT_FOUND, "no task 'nope'"),
+    ];
+    for (path, body, want, says) in cases {
+        let (status, reply) = s.post(path, Some(body)).await;
+        assert_eq!(status, want, "{path} {body}: {reply}");
+        assert!(reply["error"].as_str().unwrap_or("").contains(says), "{path} {body}: {reply}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_pipelines_hold_their_runs_and_a_cleared_task_runs_again() {
+    let s = Server::start(guarded()).await;
+    let (_, p) = s.post("/api/v1/pipelines/flaky/pause", None).await;
+    assert_eq!(p["paused"], true);
+    assert_eq!(s.post("/api/v1/pipelines/flaky/runs", Some(r#"{"run_id": "r1"}"#)).await.0, StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(s.get("/api/v1/pipelines/flaky/runs/r1").await.1["state"], "queued", "a paused pipeline's run waits");
+    let (_, p) = s.post("/api/v1/pipelines/flaky/unpause", None).await;
+    assert_eq!(p["paused"], false);
+    let failed = s.wait_for("flaky", "r1", "failed").await;
+    let states: Vec<(String, String)> = failed["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["task"].as_str().unwrap().to_string(), t["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(states, [("check".into(), "failed".into()), ("report".into(), "upstream_failed".into())]);
+
+    std::fs::write(s.path().join("fixed"), "").unwrap();
+    let (status, cleared) = s.post("/api/v1/pipelines/flaky/runs/r1/tasks/check/clear", Some(r#"{"downstream": true}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{cleared}");
+    assert_eq!(cleared["cleared"], json!(["check", "report"]));
+    let done = s.wait_for("flaky", "r1", "success").await;
+    assert_eq!(done["tasks"][0]["try_number"], 1, "a cleared task starts its tries afresh");
+    assert_eq!(std::fs::read_to_string(s.path().join("reports.txt")).unwrap(), "reported\n");
+    let (_, runs) = s.get("/api/v1/pipelines/flaky/runs?state=success").await;
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    let (_, workers) = s.get("/api/v1/workers").await;
+    assert_eq!(workers[0]["kind"], "scheduler");
+}

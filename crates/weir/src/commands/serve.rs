@@ -1,0 +1,63 @@
+//! `weir serve`: the scheduler and the REST API in one process, until Ctrl-C or SIGTERM
+//! (the first stops claiming runs and waits for those running; a second cancels them).
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use weir_orchestrate::{Pipelines, Scheduler, WorkerHandle};
+use weir_server::{AppState, ServerConfig, ServerError};
+
+use crate::cli::Global;
+use crate::commands::pipeline::{executor, runtime};
+use crate::output::Output;
+use crate::workspace::{Error, Workspace, new_flags};
+
+pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Error> {
+    let ws = Workspace::load(g, out, new_flags("serve", false, false))?;
+    let root = ws.manifest.project.root.clone();
+    let pipelines = Pipelines::load(&root.join("pipelines"))?;
+    let mut config = ServerConfig::for_project(&root)?;
+    if let Some(b) = bind {
+        config.bind = b.to_string();
+    }
+    let store = ws.store()?;
+    runtime()?.block_on(async {
+        let listener =
+            tokio::net::TcpListener::bind(&config.bind).await.map_err(|source| ServerError::Bind { bind: config.bind.clone(), source })?;
+        let addr = listener.local_addr()?;
+        let worker = WorkerHandle::register(store.clone(), "scheduler")?;
+        let exec = executor(g, &ws, pipelines, out, true, &worker)?;
+        let scheduler = Scheduler::new(exec.clone(), worker)?;
+        out.info(format!(
+            "Weir serving http://{addr}/api/v1 (OpenAPI at /api/v1/openapi.json); scheduler {} over {} pipeline(s); store {}",
+            scheduler.worker_id(),
+            exec.pipelines().by_name.len(),
+            store.description()
+        ));
+        if config.token.is_none() {
+            out.warn(
+                "no API token is configured ($WEIR_API_TOKEN or server.token in weir.yml): the API answers only /health and /openapi.json",
+            );
+        }
+        let state = AppState { exec, config: Arc::new(config), wake: scheduler.waker(), worker_id: scheduler.worker_id().to_string() };
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            // Each signal flips the channel: the first stops, the second cancels.
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                let _ = stop.send(true);
+            }
+        });
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(weir_server::serve(listener, state, async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        }));
+        scheduler.run(stopped).await?;
+        server.await.map_err(|e| e.to_string())??;
+        Ok::<u8, Error>(0)
+    })
+}

@@ -1,0 +1,179 @@
+//! `weir serve` as real processes: a scheduler killed with -9 mid-task and another taking
+//! its run over (the orphaned task killed first, then retried); two schedulers sharing one
+//! PostgreSQL store without running anything twice; `weir db backup` and `restore`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value as J;
+
+const TOKEN: &str = "serve-test-token";
+
+/// A `weir serve` child process on a free port.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Serve {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .current_dir(dir)
+            .env("WEIR_API_TOKEN", TOKEN)
+            .env_remove("DBT_PROFILES_DIR")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let s = Serve { child: cmd.spawn().unwrap(), base: format!("http://127.0.0.1:{port}") };
+        wait(Duration::from_secs(60), "the server to answer", || s.call("GET", "/api/v1/health", None).is_some());
+        s
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Option<J> {
+        let http = reqwest::blocking::Client::new();
+        let url = format!("{}{path}", self.base);
+        let req = if method == "POST" { http.post(url).body(body.unwrap_or("").to_string()) } else { http.get(url) };
+        let resp = req.bearer_auth(TOKEN).timeout(Duration::from_secs(10)).send().ok()?;
+        resp.json().ok()
+    }
+
+    /// Stops it as an operator would (SIGTERM) and waits for it to exit.
+    fn terminate(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        panic!("weir serve did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Whether a process runs (a zombie, dead but not yet reaped by whoever adopted it, does not).
+fn alive(pid: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+    state.is_some_and(|s| s != 'Z' && s != 'X')
+}
+
+const FAST_HEARTBEATS: &str = "orchestrator:\n  heartbeat_interval: 250ms\n  worker_timeout: 2s\n";
+
+#[test]
+fn a_scheduler_killed_mid_task_has_its_run_taken_over_and_the_task_retried_once() {
+    let dir = minimal(&[
+        ("weir.yml", FAST_HEARTBEATS),
+        (
+            "pipelines/slow.yml",
+            "tasks:\n  slow:\n    retries: 1\n    retry_delay: 1s\n    shell: |\n\
+             \x20     if [ -f sleep.pid ] && grep -qv ') Z' \"/proc/$(cat sleep.pid)/stat\" 2>/dev/null; then echo overlap >> tries.txt; fi\n\
+             \x20     echo \"try $WEIR_TRY_NUMBER\" >> tries.txt\n\
+             \x20     if [ \"$WEIR_TRY_NUMBER\" = 1 ]; then sleep 600 & echo $! > sleep.pid; wait $!; fi\n\
+             \x20 after_slow:\n    shell: echo done >> after.txt\n    after: slow\n",
+        ),
+    ]);
+    let first = Serve::start(dir.path(), &[]);
+    let run = first.call("POST", "/api/v1/pipelines/slow/runs", Some(r#"{"run_id": "r1"}"#)).unwrap();
+    assert_eq!(run["state"], "queued", "{run}");
+    wait(Duration::from_secs(30), "the first try to start", || dir.path().join("sleep.pid").exists());
+    let sleeper = std::fs::read_to_string(dir.path().join("sleep.pid")).unwrap();
+    drop(first); // kill -9
+    assert!(alive(&sleeper), "the task's own child outlives a kill -9 of its scheduler");
+
+    let second = Serve::start(dir.path(), &[]);
+    wait(Duration::from_secs(60), "the run to be taken over and finish", || {
+        second.call("GET", "/api/v1/pipelines/slow/runs/r1", None).is_some_and(|r| r["state"] == "success")
+    });
+    assert!(!alive(&sleeper), "recovery killed what the dead scheduler left running");
+    let tries = std::fs::read_to_string(dir.path().join("tries.txt")).unwrap();
+    assert_eq!(tries, "try 1\ntry 2\n", "retried once, never two at a time");
+    assert_eq!(std::fs::read_to_string(dir.path().join("after.txt")).unwrap(), "done\n");
+    let task = second.call("GET", "/api/v1/pipelines/slow/runs/r1/tasks/slow", None).unwrap();
+    assert_eq!(task["attempts"][0]["state"], "failed");
+    assert!(task["attempts"][0]["message"].as_str().unwrap_or("").contains("died"), "{task}");
+    second.terminate();
+}
+
+#[test]
+fn two_schedulers_on_one_postgres_store_run_every_task_once() {
+    let schema = format!("weir_serve_test_{}", std::process::id());
+    let start = (chrono::Utc::now() - chrono::Duration::hours(10)).format("%Y-%m-%dT%H:00:00");
+    let dir = minimal(&[
+        ("weir.yml", &format!("metadata_store:\n  url: postgresql://postgres@127.0.0.1:5432/test\n  schema: {schema}\n{FAST_HEARTBEATS}")),
+        (
+            "pipelines/hourly.yml",
+            &format!(
+                "schedule: '@hourly'\nstart_date: '{start}'\ncatchup: true\nmax_active_runs: 2\ntasks:\n\
+                 \x20 a: {{shell: 'echo {{{{ run_id }}}} a >> done.txt; sleep 0.2'}}\n\
+                 \x20 b: {{shell: 'echo {{{{ run_id }}}} b >> done.txt', after: a}}\n"
+            ),
+        ),
+    ]);
+    let (one, two) = (Serve::start(dir.path(), &[]), Serve::start(dir.path(), &[]));
+    let mut runs = Vec::new();
+    wait(Duration::from_secs(90), "every interval to succeed", || {
+        runs = one.call("GET", "/api/v1/pipelines/hourly/runs?limit=100", None).and_then(|j| j.as_array().cloned()).unwrap_or_default();
+        runs.len() >= 10 && runs.iter().all(|r| r["state"] == "success")
+    });
+    one.terminate();
+    two.terminate();
+    let done = std::fs::read_to_string(dir.path().join("done.txt")).unwrap();
+    let mut lines: Vec<&str> = done.lines().collect();
+    let n = lines.len();
+    lines.sort();
+    lines.dedup();
+    assert_eq!(n, lines.len(), "a task ran twice:\n{done}");
+    assert_eq!(n, runs.len() * 2, "{done}");
+    let mut pg = postgres::Client::connect("host=127.0.0.1 user=postgres dbname=test", postgres::NoTls).unwrap();
+    pg.batch_execute(&format!("drop schema \"{schema}\" cascade")).unwrap();
+}
+
+#[test]
+fn the_store_is_backed_up_while_in_use_and_restored_only_when_no_worker_lives() {
+    let dir = minimal(&[("pipelines/p.yml", "tasks:\n  a: {shell: 'true'}\n")]);
+    assert!(weir(dir.path(), &["pipeline", "run", "p", "--run-id", "before"]).status.success());
+    let serve = Serve::start(dir.path(), &[]);
+    let backup = dir.path().join("backup.db");
+    let o = weir(dir.path(), &["db", "backup", backup.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(weir(dir.path(), &["pipeline", "run", "p", "--run-id", "after"]).status.success());
+    let refused = weir(dir.path(), &["db", "restore", backup.to_str().unwrap()]);
+    assert!(!refused.status.success() && text(&refused).contains("refusing to restore while workers are alive"), "{}", text(&refused));
+    serve.terminate();
+    let o = weir(dir.path(), &["db", "restore", backup.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let runs = text(&weir(dir.path(), &["pipeline", "runs", "p"]));
+    assert!(runs.contains("before: success") && !runs.contains("after"), "{runs}");
+    let again = weir(dir.path(), &["db", "backup", backup.to_str().unwrap()]);
+    assert!(text(&again).contains("exists"), "a backup never overwrites: {}", text(&again));
+}
