@@ -275,6 +275,10 @@ impl LiveView {
                 }
             }
             Event::TaskFinished { pipeline, run_id, task, state, attempts, elapsed, message } => {
+                // A long-running scheduler forgets sensors once they are done.
+                if let Ok(mut w) = self.waiting.lock() {
+                    w.remove(&(run_id.clone(), task.clone()));
+                }
                 // Every line goes to stdout, so a terminal shows them in order.
                 let word = match state {
                     TaskState::Success => "OK   ",
