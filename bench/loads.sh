@@ -41,7 +41,7 @@ select g as order_id,
        (((g * 37) % 100000) / 100.0)::numeric(12, 2) as amount,
        timestamp '2024-01-01' + (g % 31536000) * interval '1 second' as created_at,
        case when g % 13 = 0 then null else 'note ' || (g % 1000) end as note
-from generate_series(1, $LOAD_ROWS) g;
+from generate_series(1::bigint, $LOAD_ROWS) g;
 create table $schema.orders_tenth as select * from $schema.orders where order_id <= $LOAD_ROWS / 10;
 analyze $schema.orders;
 SQL
@@ -84,7 +84,7 @@ timed() {
 fresh() { rm -rf bench.duckdb bench.duckdb.wal .weir dlt.duckdb dlt.duckdb.wal dlt_work base.duckdb base.duckdb.wal; }
 median_of() { cut -d' ' -f"$1" | median; }
 max_of() { cut -d' ' -f"$1" | sort -n | tail -1; }
-count() { "$PY" -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).sql(sys.argv[2]).fetchone()[0])" "$1" "$2"; }
+count() { "$PY" -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).execute(sys.argv[2]).fetchone()[0])" "$1" "$2"; }
 rate() { python3 -c "print(f'{$1 / $2 / 1e6:.2f}M')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
 

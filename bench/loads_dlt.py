@@ -22,7 +22,9 @@ def main() -> None:
         dataset_name="raw",
         pipelines_dir=work,
     )
-    source = sql_table(credentials=url, schema=schema, table=table, backend="pyarrow", chunk_size=100_000)
+    # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the venv has psycopg2, as dlt documents.
+    engine_url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    source = sql_table(credentials=engine_url, schema=schema, table=table, backend="pyarrow", chunk_size=100_000)
     pipeline.run(source, write_disposition="replace")
     rows = pipeline.last_trace.last_normalize_info.row_counts.get(table, 0)
     print(rows)
