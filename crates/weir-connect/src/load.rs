@@ -365,16 +365,35 @@ impl Job<'_> {
         };
         let col_list: Vec<String> = columns.iter().map(|(c, _)| self.wh.quote(c)).collect();
         let exprs: Vec<String> = columns.iter().map(|(c, e)| format!("{e} as {}", self.wh.quote(c))).collect();
-        let meta = format!(
-            "{} as {}, cast({} as timestamp) as {}",
-            literal(self.load_id),
-            self.wh.quote(LOAD_ID),
-            literal(&Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
-            self.wh.quote(LOADED_AT)
-        );
+        let loaded_at = format!("cast({} as timestamp)", literal(&Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()));
+        let meta = format!("{} as {}, {loaded_at} as {}", literal(self.load_id), self.wh.quote(LOAD_ID), self.wh.quote(LOADED_AT));
         let select = format!("select {}, {meta} from ({source_rows}) as s", exprs.join(", "));
         let target_sql = self.wh.render(self.target);
-        if !target_exists {
+        // On DuckDB, when the stage holds exactly the rows and columns the destination gets
+        // (no rule rejects rows, no schema change, nothing merged), the stage becomes the
+        // destination instead of being copied into it: one write of the data, not two.
+        let identity = columns.len() == stage_cols.len()
+            && columns.iter().zip(&stage_cols).all(|((n, e), c)| *n == c.name && *e == self.wh.quote(&c.name));
+        let swap = self.wh.adapter_type() == "duckdb"
+            && self.load.schema_on_read.is_none()
+            && self.load.write_disposition != WriteDisposition::Merge
+            && reject_rules.is_empty()
+            && statements.is_empty()
+            && identity
+            && (!target_exists || (replace && self.same_columns(&stage_cols)?));
+        if swap {
+            let stage_sql = self.wh.render(self.stage);
+            if target_exists {
+                // Views over the destination are bound by name and see the new table.
+                statements.push(format!("drop table {target_sql}"));
+            }
+            for (col, ty, value) in [(LOAD_ID, "varchar", literal(self.load_id)), (LOADED_AT, "timestamp", loaded_at.clone())] {
+                let col = self.wh.quote(col);
+                statements.push(format!("alter table {stage_sql} add column {col} {ty} default {value}"));
+                statements.push(format!("alter table {stage_sql} alter column {col} drop default"));
+            }
+            statements.push(format!("alter table {stage_sql} rename to {}", self.wh.quote(&self.target.identifier)));
+        } else if !target_exists {
             statements.push(self.wh.create_table_as_sql(self.target, &select));
         } else {
             if replace {
@@ -456,7 +475,7 @@ impl Job<'_> {
                             path: fnd.shown.clone(),
                             size: fnd.size,
                             modified: fnd.modified.clone(),
-                            sha256: files::hash(&fnd.path).map_err(|m| self.source(m))?,
+                            content_hash: files::hash(&fnd.path).map_err(|m| self.source(m))?,
                         },
                     });
                 }
@@ -486,6 +505,14 @@ impl Job<'_> {
             }
             paths.push(fnd.path.clone());
         }
+        // Rows name their file relative to the project, wherever it was read from (and a
+        // cleaned copy of a JSON lines file by the original's name).
+        let prefix = format!("{}/", self.opts.root.to_string_lossy().trim_end_matches('/'));
+        let col = self.wh.quote(SOURCE_FILE);
+        let mut whens: Vec<String> =
+            renamed.iter().map(|(from, to)| format!("when {col} = {} then {}", literal(from), literal(to))).collect();
+        whens.push(format!("when starts_with({col}, {}) then substr({col}, {})", literal(&prefix), prefix.chars().count() + 1));
+        let source_file = format!("case {} else {col} end", whens.join(" "));
         let rejects_name = format!("weir_rejects_{}", self.load_id.replace('-', ""));
         let scan = FileScan {
             format: f.format,
@@ -496,35 +523,38 @@ impl Job<'_> {
         };
         let bytes: u64 = to_read.iter().map(|f| f.size).sum();
         self.progress(Progress::Extracting { rows: 0, bytes });
-        out.rejected.extend(self.stage_files(&scan)?);
+        out.rejected.extend(self.stage_files(&scan, Some(&source_file))?);
         // Rows and rejected lines name their file relative to the project, wherever it was read from.
         for r in &mut out.rejected {
             if let Some(f) = to_read.iter().find(|f| r.position.starts_with(&*f.path.to_string_lossy())) {
                 r.position = format!("{}{}", f.shown, &r.position[f.path.to_string_lossy().len()..]);
             }
         }
-        let stage = self.wh.render(self.stage);
-        let col = self.wh.quote(SOURCE_FILE);
-        for (from, to) in &renamed {
-            self.exec(&format!("update {stage} set {col} = {} where {col} = {}", literal(to), literal(from)))?;
-        }
-        let prefix = format!("{}/", self.opts.root.to_string_lossy().trim_end_matches('/'));
-        self.exec(&format!(
-            "update {stage} set {col} = substr({col}, {}) where substr({col}, 1, {}) = {}",
-            prefix.chars().count() + 1,
-            prefix.chars().count(),
-            literal(&prefix)
-        ))?;
         drop(keep_alive);
         Ok(out)
     }
 
+    /// Whether the destination has exactly the stage's columns (and the load's two): then
+    /// replacing it by the stage changes nothing but its rows.
+    fn same_columns(&mut self, stage_cols: &[weir_core::Column]) -> Result<bool, ConnectError> {
+        let target_cols = self.conn.columns(self.target).map_err(|e| self.wh_err(e))?;
+        let mut want: Vec<String> = stage_cols.iter().map(|c| c.name.to_lowercase()).collect();
+        want.extend([LOAD_ID.to_string(), LOADED_AT.to_string()]);
+        let have: Vec<String> = target_cols.iter().map(|c| c.name.to_lowercase()).collect();
+        Ok(have == want)
+    }
+
     /// Reads files into the stage: in place where the destination can read them, else
-    /// through an embedded DuckDB and the destination's bulk path. Returns the lines the
-    /// reader rejected.
-    fn stage_files(&mut self, scan: &FileScan) -> Result<Vec<Rejected>, ConnectError> {
+    /// through an embedded DuckDB and the destination's bulk path. `source_file` rewrites the
+    /// file name column as rows are read (both readers are DuckDB). Returns the lines
+    /// the reader rejected.
+    fn stage_files(&mut self, scan: &FileScan, source_file: Option<&str>) -> Result<Vec<Rejected>, ConnectError> {
         let mut rejected = vec![];
-        match self.wh.file_scan_sql(scan) {
+        let named = |sql: String| match source_file {
+            Some(expr) => format!("select * replace ({expr} as {}) from ({sql}) as _weir_scan", self.wh.quote(SOURCE_FILE)),
+            None => sql,
+        };
+        match self.wh.file_scan_sql(scan).map(named) {
             Some(sql) => {
                 // The engine reads the files in place.
                 self.exec(&self.wh.create_table_as_sql(self.stage, &sql))?;
@@ -536,7 +566,10 @@ impl Job<'_> {
                 // An embedded DuckDB reads them, and the destination's bulk path takes the rows.
                 let reader = weir_warehouse::duckdb::DuckDb::open(&Default::default(), &self.opts.root).map_err(|e| self.wh_err(e))?;
                 let mut rconn = reader.connect().map_err(|e| self.wh_err(e))?;
-                let sql = reader.file_scan_sql(scan).ok_or_else(|| self.source("the embedded reader cannot read these files".into()))?;
+                let sql = reader
+                    .file_scan_sql(scan)
+                    .map(named)
+                    .ok_or_else(|| self.source("the embedded reader cannot read these files".into()))?;
                 let cols = rconn.describe_query(&sql).map_err(|e| self.wh_err(e))?;
                 let typed: Vec<(String, ColumnType)> = cols.iter().map(|c| (c.name.clone(), ColumnType::parse(&c.data_type))).collect();
                 self.create_stage(&typed)?;
@@ -577,7 +610,7 @@ impl Job<'_> {
         }
         self.create_stage(&typed)?;
         let copy = format!("copy ({sql}) to stdout with (format csv, header true)");
-        let reader = client.copy_out(&copy).map_err(|e| self.source(format!("{}\n  in: {sql}", pg_message(&e))))?;
+        let reader = CopyOut::start(url, &copy).map_err(|e| self.source(format!("{e}\n  in: {sql}")))?;
         let mut counted =
             Counted { inner: reader, rows: 0, bytes: 0, progress: self.opts.progress.clone(), load: &self.load.name, error: None };
         let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
@@ -653,7 +686,7 @@ impl Job<'_> {
             rejects: None,
             filename_column: None,
         };
-        let rejected = self.stage_files(&scan)?;
+        let rejected = self.stage_files(&scan, None)?;
         Ok(Extracted::rows(rejected))
     }
 
@@ -946,7 +979,10 @@ impl Job<'_> {
 
     fn record_load(&self, r: &LoadReport, files: &[LoadedFile]) -> String {
         let files_json = serde_json::Value::Array(
-            files.iter().map(|f| serde_json::json!({"path": f.path, "size": f.size, "modified": f.modified, "sha256": f.sha256})).collect(),
+            files
+                .iter()
+                .map(|f| serde_json::json!({"path": f.path, "size": f.size, "modified": f.modified, "content_hash": f.content_hash}))
+                .collect(),
         );
         format!(
             "insert into {} values ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
@@ -1023,7 +1059,8 @@ fn parse_files(json: &str) -> Vec<LoadedFile> {
                 path: f.get("path")?.as_str()?.to_string(),
                 size: f.get("size")?.as_u64()?,
                 modified: f.get("modified")?.as_str()?.to_string(),
-                sha256: f.get("sha256")?.as_str()?.to_string(),
+                // Recorded as `sha256` by older Weir.
+                content_hash: f.get("content_hash").or_else(|| f.get("sha256"))?.as_str()?.to_string(),
             })
         })
         .collect()
@@ -1076,6 +1113,66 @@ fn is_numeric(t: &ColumnType) -> bool {
 
 /// A reader that counts what passes (rows as lines, bytes) and tells the progress listener,
 /// and keeps the source's own error, which the destination would report as its own.
+/// PostgreSQL's `COPY ... TO STDOUT` as a reader that takes the server's messages (one per
+/// row) a megabyte at a time. The synchronous client wakes its runtime once per message,
+/// which at millions of rows costs more than the copy itself; this wakes it once per batch.
+struct CopyOut {
+    rt: tokio::runtime::Runtime,
+    stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+    _client: tokio_postgres::Client,
+}
+
+impl CopyOut {
+    /// Connects (times in UTC, ISO dates, as the typed extraction expects) and starts `copy`.
+    fn start(url: &str, copy: &str) -> Result<CopyOut, String> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let (client, stream) = rt
+            .block_on(async {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client.batch_execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'").await?;
+                let stream = client.copy_out(copy).await?;
+                Ok::<_, tokio_postgres::Error>((client, stream))
+            })
+            .map_err(|e| pg_message(&e))?;
+        Ok(CopyOut { rt, stream: Box::pin(stream), buf: Vec::with_capacity(1 << 20), pos: 0, done: false, _client: client })
+    }
+}
+
+impl std::io::Read for CopyOut {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use futures_util::StreamExt;
+        if self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.buf.clear();
+            self.pos = 0;
+            let (stream, buf) = (&mut self.stream, &mut self.buf);
+            let ended = self.rt.block_on(async {
+                while buf.len() < 1 << 20 {
+                    match stream.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        Some(Err(e)) => return Err(e),
+                        None => return Ok(true),
+                    }
+                }
+                Ok(false)
+            });
+            self.done = ended.map_err(|e| std::io::Error::other(pg_message(&e)))?;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 struct Counted<'a, R> {
     inner: R,
     rows: u64,

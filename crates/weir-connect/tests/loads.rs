@@ -243,3 +243,31 @@ fn rusqlite_reset(p: &Project, load_id: &str) -> rusqlite::Connection {
     conn.execute("update weir_load_runs set status = 'running' where load_id = ?1", [load_id]).unwrap();
     conn
 }
+
+/// A replace on DuckDB makes the scratch table the destination (one write of the data):
+/// views over the destination see the new rows, nothing of the old stays, and a destination
+/// with other columns than the source's is refilled in place instead, keeping them.
+#[test]
+fn replace_swaps_in_the_new_table_and_views_follow() {
+    let p = Project::duckdb();
+    p.write("data/items.csv", "id,name\n1,a\n2,b\n");
+    let load = p.load("loads:\n  - name: items\n    source: {kind: csv, path: data/items.csv}\n    write_disposition: replace\n");
+    p.run(&load, false).unwrap();
+    let mut c = p.wh.connect().unwrap();
+    c.execute("create view main.items_view as select id, name from raw.items").unwrap();
+    p.write("data/items.csv", "id,name\n3,c\n4,d\n5,e\n");
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.rows_loaded, r.rows_rejected), (3, 0), "{r:?}");
+    assert_eq!(p.scalar("select string_agg(cast(id as varchar), ',' order by id) from main.items_view"), "3,4,5");
+    assert_eq!(p.scalar("select count(distinct _weir_load_id) from raw.items"), "1");
+    assert_eq!(p.scalar("select min(_weir_source_file) from raw.items"), "data/items.csv");
+    let defaults = p.scalar("select count(*) from duckdb_columns() where table_name = 'items' and column_default is not null");
+    assert_eq!(defaults, "0", "the load's columns keep no default");
+    assert_eq!(p.scalar("select count(*) from duckdb_tables() where table_name like '_weir_stage%'"), "0");
+
+    // A column the source no longer has: the table is refilled, and the column kept (null).
+    c.execute("alter table raw.items add column note varchar").unwrap();
+    p.write("data/items.csv", "id,name\n6,f\n");
+    p.run(&load, false).unwrap();
+    assert_eq!(p.rows("select id, note from raw.items"), vec![vec!["6".to_string(), "NULL".to_string()]]);
+}

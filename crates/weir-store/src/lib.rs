@@ -225,6 +225,7 @@ const MIGRATIONS: &[&str] = &[
     alter table weir_task_instances add column max_tries bigint;
     alter table weir_task_attempts add column worker text;
     alter table weir_task_attempts add column pid bigint",
+    "alter table weir_load_files rename column sha256 to content_hash",
 ];
 
 impl Store {

@@ -36,7 +36,8 @@ pub struct LoadedFile {
     pub size: u64,
     /// Modification time, RFC 3339.
     pub modified: String,
-    pub sha256: String,
+    /// `blake3:<hex>` of the bytes; a bare hex is a SHA-256 recorded by an older Weir.
+    pub content_hash: String,
 }
 
 impl Store {
@@ -61,10 +62,10 @@ impl Store {
         // Parameters in the order they appear: SQLite numbers `$n` names by appearance.
         let update = "update weir_load_runs set status = $1, finished_at = $2, rows_read = $3, rows_loaded = $4,
                       rows_rejected = $5, cursor_value = $6, message = $7 where load_id = $8";
-        let file_sql = "insert into weir_load_files (destination, path, size, modified, sha256, load_id, loaded_at)
+        let file_sql = "insert into weir_load_files (destination, path, size, modified, content_hash, load_id, loaded_at)
                         values ($1, $2, $3, $4, $5, $6, $7)
                         on conflict (destination, path) do update set size = excluded.size, modified = excluded.modified,
-                        sha256 = excluded.sha256, load_id = excluded.load_id, loaded_at = excluded.loaded_at";
+                        content_hash = excluded.content_hash, load_id = excluded.load_id, loaded_at = excluded.loaded_at";
         let at = run.finished_at.unwrap_or_else(Utc::now).to_rfc3339();
         let n = |v: Option<u64>| v.map(|v| v as i64);
         let (read, loaded, rejected) = (n(run.rows_read), n(run.rows_loaded), n(run.rows_rejected));
@@ -78,8 +79,16 @@ impl Store {
                 if keep_files {
                     let mut stmt = tx.prepare_cached(file_sql).map_err(err)?;
                     for f in files {
-                        stmt.execute(rusqlite::params![run.destination, f.path, f.size as i64, f.modified, f.sha256, run.load_id, at])
-                            .map_err(err)?;
+                        stmt.execute(rusqlite::params![
+                            run.destination,
+                            f.path,
+                            f.size as i64,
+                            f.modified,
+                            f.content_hash,
+                            run.load_id,
+                            at
+                        ])
+                        .map_err(err)?;
                     }
                 }
                 tx.commit().map_err(err)
@@ -91,7 +100,7 @@ impl Store {
                     let stmt = tx.prepare(file_sql)?;
                     for f in files {
                         let size = f.size as i64;
-                        tx.execute(&stmt, &[&run.destination, &f.path, &size, &f.modified, &f.sha256, &run.load_id, &at])?;
+                        tx.execute(&stmt, &[&run.destination, &f.path, &size, &f.modified, &f.content_hash, &run.load_id, &at])?;
                     }
                 }
                 tx.commit().map_err(Into::into)
@@ -142,14 +151,14 @@ impl Store {
 
     /// The files already loaded into a destination.
     pub fn loaded_files(&self, destination: &str) -> Result<Vec<LoadedFile>, StoreError> {
-        let sql = "select path, size, modified, sha256 from weir_load_files where destination = $1 order by path";
+        let sql = "select path, size, modified, content_hash from weir_load_files where destination = $1 order by path";
         self.with(|b| match b {
             Backend::Sqlite { conn, path } => {
                 let err = |source| StoreError::Sqlite { path: path.clone(), source };
                 let mut stmt = conn.prepare_cached(sql).map_err(err)?;
                 let rows = stmt
                     .query_map([destination], |r| {
-                        Ok(LoadedFile { path: r.get(0)?, size: r.get::<_, i64>(1)? as u64, modified: r.get(2)?, sha256: r.get(3)? })
+                        Ok(LoadedFile { path: r.get(0)?, size: r.get::<_, i64>(1)? as u64, modified: r.get(2)?, content_hash: r.get(3)? })
                     })
                     .map_err(err)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(err)
@@ -157,7 +166,7 @@ impl Store {
             Backend::Postgres(c) => Ok(c
                 .query(sql, &[&destination])?
                 .iter()
-                .map(|r| LoadedFile { path: r.get(0), size: r.get::<_, i64>(1) as u64, modified: r.get(2), sha256: r.get(3) })
+                .map(|r| LoadedFile { path: r.get(0), size: r.get::<_, i64>(1) as u64, modified: r.get(2), content_hash: r.get(3) })
                 .collect()),
         })
     }
@@ -261,7 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite(&dir.path().join("w.db")).unwrap();
         let dest = "\"raw\".\"orders\"";
-        let file = LoadedFile { path: "a.csv".into(), size: 10, modified: "2024-01-01T00:00:00Z".into(), sha256: "ab".into() };
+        let file = LoadedFile { path: "a.csv".into(), size: 10, modified: "2024-01-01T00:00:00Z".into(), content_hash: "blake3:ab".into() };
         let first = run("l1", "running", None);
         store.begin_load(&first).unwrap();
         assert_eq!(store.unsettled_loads(dest).unwrap(), vec!["l1".to_string()]);
