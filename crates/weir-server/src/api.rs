@@ -345,8 +345,12 @@ struct RunsQuery {
 async fn list_runs(State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Reply<Vec<RunInfo>> {
     find(&s, &name)?;
     let limit = q.limit.unwrap_or(25).clamp(1, 1000);
-    let runs = s.exec.store().pipeline_runs(Some(&name), if q.state.is_some() { 1000 } else { limit })?;
-    Ok(Json(runs.into_iter().filter(|r| q.state.as_ref().is_none_or(|st| &r.state == st)).take(limit).map(|r| run_info(r, None)).collect()))
+    let store = s.exec.store();
+    let runs = match &q.state {
+        Some(state) => store.pipeline_runs_in_state(&name, state, limit)?,
+        None => store.pipeline_runs(Some(&name), limit)?,
+    };
+    Ok(Json(runs.into_iter().map(|r| run_info(r, None)).collect()))
 }
 
 /// A run to queue. Every field is optional; an empty body runs with the default params.

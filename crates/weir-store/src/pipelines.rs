@@ -428,6 +428,13 @@ impl Store {
         Ok(rows.into_iter().map(run_from).collect())
     }
 
+    /// The newest runs of a pipeline in one state, newest first.
+    pub fn pipeline_runs_in_state(&self, pipeline: &str, state: &str, limit: usize) -> Result<Vec<PipelineRun>, StoreError> {
+        let limit = Val::Int(Some(limit.min(i64::MAX as usize) as i64));
+        let sql = format!("{RUN_COLUMNS} where pipeline = $1 and state = $2 order by queued_at desc, run_id desc limit $3");
+        Ok(self.select(&sql, &[text(pipeline), text(state), limit], RUN_KINDS)?.into_iter().map(run_from).collect())
+    }
+
     /// The runs of a pipeline for the data interval starting at `start`, newest first.
     pub fn runs_for_interval(&self, pipeline: &str, start: DateTime<Utc>) -> Result<Vec<PipelineRun>, StoreError> {
         let sql = format!("{RUN_COLUMNS} where pipeline = $1 and interval_start = $2 order by queued_at desc");
