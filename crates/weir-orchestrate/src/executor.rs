@@ -371,6 +371,10 @@ impl Executor {
             }
             self.recover_run(prev, owner.as_ref())?;
             previous = store.pipeline_run(name, &run_id)?;
+            // Another worker may have taken it over first.
+            if previous.as_ref().is_some_and(|p| p.state == "running" && p.owner != me) {
+                return Err(OrchestrateError::Request(format!("run {run_id} of {name} was just taken over by another worker")));
+            }
         }
         if let Some(prev) = previous.as_ref().filter(|p| p.state == "queued" || p.state == "failed")
             && !store.take_run(name, &run_id, &[prev.state.as_str()], me.as_deref())?

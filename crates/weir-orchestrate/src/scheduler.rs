@@ -220,7 +220,12 @@ impl Scheduler {
     fn report(&self, done: Result<(String, String, Result<RunOutcome, OrchestrateError>), tokio::task::JoinError>) {
         match done {
             Ok((p, id, Ok(o))) => self.exec.notice("info", format!("run {id} of {p} finished: {}", o.state)),
-            Ok((p, id, Err(e))) => self.exec.notice("error", format!("run {id} of {p} could not run: {e}")),
+            Ok((p, id, Err(e))) => {
+                self.exec.notice("error", format!("run {id} of {p} could not run: {e}"));
+                if let Err(e) = self.exec.store().fail_run(&p, &id, &self.worker.id, &format!("could not run: {e}")) {
+                    self.exec.notice("error", format!("run {id} of {p}: {e}"));
+                }
+            }
             Err(e) => self.exec.notice("error", format!("a run stopped unexpectedly: {e}")),
         }
     }

@@ -294,6 +294,14 @@ impl Store {
         Ok(self.exec(&sql, &[Val::Text(owner.map(str::to_string)), time(Some(Utc::now())), text(pipeline), text(run_id)])? == 1)
     }
 
+    /// Ends a running run of `owner` as failed with `message` (a run its worker claimed but
+    /// could not run), so that it does not stay `running`.
+    pub fn fail_run(&self, pipeline: &str, run_id: &str, owner: &str, message: &str) -> Result<bool, StoreError> {
+        let sql = "update weir_pipeline_runs set state = 'failed', finished_at = $1, message = $2
+                   where pipeline = $3 and run_id = $4 and state = 'running' and owner = $5";
+        Ok(self.exec(sql, &[time(Some(Utc::now())), text(message), text(pipeline), text(run_id), text(owner)])? == 1)
+    }
+
     /// Moves a running run from one owner (`None`: none recorded) to `to`, if it still has
     /// that owner: a dead worker's run is recovered by exactly one other.
     pub fn adopt_run(&self, pipeline: &str, run_id: &str, from: Option<&str>, to: &str) -> Result<bool, StoreError> {
@@ -744,6 +752,10 @@ mod tests {
         assert_eq!(again.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), vec!["s1", "s2"]);
         assert_eq!(store.latest_interval_start("daily").unwrap(), Some(day(2)));
         assert_eq!(store.count_runs("daily", "running").unwrap(), 2);
+        assert!(!store.fail_run("daily", "s2", "w1", "x").unwrap(), "only the owner ends it");
+        assert!(store.fail_run("daily", "s2", "w2", "could not run").unwrap());
+        assert_eq!(store.pipeline_runs_in_state("daily", "failed", 10).unwrap()[0].message.as_deref(), Some("could not run"));
+        assert!(store.take_run("daily", "s2", &["failed"], Some("w2")).unwrap());
 
         let t0 = Utc::now() - chrono::Duration::seconds(60);
         for id in ["w1", "w2"] {
