@@ -687,6 +687,26 @@ mod tests {
         assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
     }
 
+    /// The synchronous PostgreSQL client refuses to block inside an async runtime; the store
+    /// steps out of it, on both kinds of runtime, for queries and for closing the client.
+    #[test]
+    fn a_postgres_store_works_inside_async_runtimes() {
+        let url = "postgresql://postgres@127.0.0.1:5432/test";
+        let schema = format!("weir_store_rt_test_{}", std::process::id());
+        let current = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let multi = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        for rt in [current, multi] {
+            rt.block_on(async {
+                let store = Store::postgres(url, Some(&schema)).unwrap_or_else(|e| panic!("PostgreSQL at {url} is required: {e}"));
+                record(&store, "a", "2024-01-01", "2024-01-02", "r1");
+                assert_eq!(store.intervals("a").unwrap().len(), 1);
+                drop(store);
+            });
+        }
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("drop schema \"{schema}\" cascade")).unwrap();
+    }
+
     /// The same operations on the shared PostgreSQL, in a schema of the test's own.
     #[test]
     fn postgres_store_in_its_own_schema() {
