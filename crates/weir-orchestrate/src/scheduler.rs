@@ -39,11 +39,16 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// is caught up over a few ticks rather than in one long transaction.
 const CATCHUP_PER_TICK: usize = 100;
 
+/// Stopped workers (every `weir pipeline run` is one) are forgotten after this long.
+const KEEP_STOPPED_WORKERS: chrono::Duration = chrono::Duration::days(7);
+
 /// A scheduler over one executor, running as one registered worker.
 pub struct Scheduler {
     exec: Executor,
     worker: WorkerHandle,
     wake: Arc<Notify>,
+    /// When stopped workers were last pruned.
+    pruned: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 /// What one tick did, for tests and logs.
@@ -61,7 +66,7 @@ impl Scheduler {
         if exec.settings().worker_id.as_deref() != Some(worker.id.as_str()) {
             return Err(OrchestrateError::Request(format!("the executor does not run as worker {}", worker.id)));
         }
-        Ok(Scheduler { exec, worker, wake: Arc::new(Notify::new()) })
+        Ok(Scheduler { exec, worker, wake: Arc::new(Notify::new()), pruned: std::sync::Mutex::new(None) })
     }
 
     pub fn executor(&self) -> &Executor {
@@ -180,6 +185,12 @@ impl Scheduler {
     /// not a live worker at all (it stopped without handing them back).
     fn recover(&self, now: DateTime<Utc>, t: &mut Tick) -> Result<(), OrchestrateError> {
         let store = self.exec.store();
+        if let Ok(mut last) = self.pruned.lock()
+            && last.is_none_or(|l| now - l > chrono::Duration::hours(1))
+        {
+            store.prune_workers(now - KEEP_STOPPED_WORKERS)?;
+            *last = Some(now);
+        }
         let timeout = chrono::Duration::from_std(self.exec.settings().worker_timeout).unwrap_or_else(|_| chrono::Duration::seconds(30));
         let mut dead = HashMap::new();
         for w in store.silent_workers(now - timeout)? {

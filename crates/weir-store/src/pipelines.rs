@@ -399,6 +399,11 @@ impl Store {
         Ok(self.exec(sql, &[time(Some(at)), Val::Text(by.map(str::to_string)), text(worker_id)])? == 1)
     }
 
+    /// Forgets workers that stopped before `before` (their runs keep their owner's id).
+    pub fn prune_workers(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.exec("delete from weir_workers where stopped_at is not null and stopped_at < $1", &[time(Some(before))])
+    }
+
     /// One worker, if known.
     pub fn worker(&self, worker_id: &str) -> Result<Option<Worker>, StoreError> {
         let sql = format!("{WORKER_COLUMNS} where worker_id = $1");
@@ -779,6 +784,9 @@ mod tests {
         assert!(!store.heartbeat("w1", Utc::now()).unwrap(), "a dead worker learns it from its next beat");
         assert_eq!(store.worker("w1").unwrap().unwrap().stopped_by.as_deref(), Some("w2"));
         assert_eq!(store.live_workers().unwrap().len(), 1);
+        assert_eq!(store.prune_workers(Utc::now() - chrono::Duration::days(1)).unwrap(), 0, "stopped just now: kept");
+        assert_eq!(store.prune_workers(Utc::now() + chrono::Duration::seconds(1)).unwrap(), 1, "only the stopped one");
+        assert!(store.worker("w1").unwrap().is_none() && store.worker("w2").unwrap().is_some());
     }
 
     #[test]
