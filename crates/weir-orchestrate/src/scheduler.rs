@@ -52,11 +52,14 @@ pub struct Scheduler {
 }
 
 /// What one tick did, for tests and logs.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Tick {
+    /// `pipeline/run_id` of the runs taken over and queued again.
     pub recovered: Vec<String>,
+    /// `pipeline/run_id` of the scheduled runs added.
     pub queued: Vec<String>,
-    pub claimed: Vec<String>,
+    /// The runs this scheduler took, now `running` under it.
+    pub claimed: Vec<PipelineRun>,
 }
 
 impl Scheduler {
@@ -93,7 +96,7 @@ impl Scheduler {
         while !stopping {
             match self.tick() {
                 Ok(t) => {
-                    for r in self.claimed_runs(&t) {
+                    for r in t.claimed {
                         let exec = self.exec.clone();
                         running.spawn(async move {
                             let req = RunRequest {
@@ -149,7 +152,7 @@ impl Scheduler {
         let now = Utc::now();
         self.recover(now, &mut t)?;
         let store = self.exec.store();
-        for (name, p) in &self.exec.pipelines().by_name {
+        for (name, p) in self.exec.pipelines().by_name.iter().filter(|(_, p)| p.schedule.is_some()) {
             if store.is_paused(name)? {
                 continue;
             }
@@ -174,9 +177,7 @@ impl Scheduler {
             }
         }
         for (name, p) in &self.exec.pipelines().by_name {
-            for r in store.claim_runs(name, &self.worker.id, p.max_active_runs, Utc::now())? {
-                t.claimed.push(format!("{name}/{}", r.run_id));
-            }
+            t.claimed.extend(store.claim_runs(name, &self.worker.id, p.max_active_runs, Utc::now())?);
         }
         Ok(t)
     }
@@ -218,14 +219,6 @@ impl Scheduler {
             }
         }
         Ok(())
-    }
-
-    fn claimed_runs(&self, t: &Tick) -> Vec<PipelineRun> {
-        t.claimed
-            .iter()
-            .filter_map(|key| key.split_once('/'))
-            .filter_map(|(p, id)| self.exec.store().pipeline_run(p, id).ok().flatten())
-            .collect()
     }
 
     fn report(&self, done: Result<(String, String, Result<RunOutcome, OrchestrateError>), tokio::task::JoinError>) {

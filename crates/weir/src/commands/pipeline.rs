@@ -42,7 +42,7 @@ pub fn run(g: &Global, cmd: &PipelineCommand, out: &Arc<Output>) -> Result<u8, E
                 keep_failed: false,
             };
             let rt = runtime()?;
-            let (exec, worker) = rt.block_on(async { foreground(g, &ws, pipelines.clone(), out, false) })?;
+            let (exec, worker) = foreground(g, &ws, pipelines.clone(), out, false)?;
             let outcome = rt.block_on(as_worker(&exec, &worker, exec.run(name, req)));
             Ok(report(&outcome?, out))
         }
@@ -154,7 +154,7 @@ fn backfill(
     out: &Arc<Output>,
 ) -> Result<u8, Error> {
     let rt = runtime()?;
-    let (exec, worker) = rt.block_on(async { foreground(g, ws, pipelines, out, true) })?;
+    let (exec, worker) = foreground(g, ws, pipelines, out, true)?;
     let exec = &exec;
     let store = exec.store().clone();
     let mut todo = Vec::new();
