@@ -169,7 +169,18 @@ impl Attempt<'_> {
         full.extend(["--vars".to_string(), J::Object(self.renderer.ctx.vars()).to_string()]);
         full.append(&mut args);
         log.note(&format!("$ weir {}", full.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")));
-        run_process(&weir.exe, &full, &env, &self.settings.project_dir, limit, log, self.on_spawn).await.into_outcome()
+        match run_process(&weir.exe, &full, &env, &self.settings.project_dir, limit, log, self.on_spawn).await.into_outcome() {
+            // The task's message, and so its alerts, say what failed: the checks that did not
+            // pass with their values and thresholds, the models that broke and why.
+            Outcome::Failed { message, exit_code: Some(code) } => Outcome::Failed {
+                message: match weir_failure(&log.tail_text()) {
+                    Some(what) => format!("{message}: {what}"),
+                    None => message,
+                },
+                exit_code: Some(code),
+            },
+            other => other,
+        }
     }
 
     /// Runs SQL with `weir sql`; the first row of the last statement, if any.
@@ -565,6 +576,28 @@ pub(crate) fn describe(o: &Outcome) -> String {
     }
 }
 
+/// What a failed `weir` command said went wrong, from its output's tail: the failures and
+/// errors its closing summary lists (a check names itself, its value and its threshold), or
+/// else its last `error:` line.
+fn weir_failure(tail: &str) -> Option<String> {
+    // Text output starts each line with the time (`12:00:01  `).
+    let lines: Vec<&str> = tail
+        .lines()
+        .map(|l| match l.as_bytes() {
+            [a, b, b':', c, d, b':', e, f, b' ', b' ', ..] if [a, b, c, d, e, f].iter().all(|x| x.is_ascii_digit()) => &l[10..],
+            _ => l,
+        })
+        .collect();
+    if let Some(at) = lines.iter().rposition(|l| l.starts_with("Completed with ")) {
+        let listed: Vec<&str> =
+            lines[at + 1..].iter().take_while(|l| !l.starts_with("Done. ")).map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+        if !listed.is_empty() {
+            return Some(clip(&listed.join("; "), 800));
+        }
+    }
+    lines.iter().rev().find_map(|l| l.strip_prefix("error: ")).map(|e| clip(e, 800))
+}
+
 pub(crate) fn clip(s: &str, n: usize) -> String {
     let s = s.trim();
     match s.char_indices().nth(n) {
@@ -587,5 +620,31 @@ fn shell_quote(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weir_failure;
+
+    #[test]
+    fn a_failed_weir_command_says_what_failed() {
+        let build = "12:00:01  1 of 2 OK created sql table model main.orders ..... [OK in 0.01s]\n\
+                     12:00:01  2 of 2 FAIL checks on orders ....................... [FAIL 1 in 0.01s]\n\
+                     12:00:01        FAIL  min(total) >= 0 ........ -3.5 (expected >= 0)  [checks/orders.yml:3:5]\n\
+                     12:00:01  \n\
+                     12:00:01  Completed with 1 error and 0 warnings:\n\
+                     12:00:01  \n\
+                     12:00:01  Failure in check.shop.orders\n\
+                     12:00:01    fail min(total) >= 0: measured -3.5, expected >= 0\n\
+                     12:00:01  \n\
+                     12:00:01  Done. PASS=1 WARN=0 ERROR=1 SKIP=0 TOTAL=2\n";
+        assert_eq!(
+            weir_failure(build).as_deref(),
+            Some("Failure in check.shop.orders; fail min(total) >= 0: measured -3.5, expected >= 0")
+        );
+        let refused = "12:00:00  error: models/a.sql:3:7: unexpected '}'\n";
+        assert_eq!(weir_failure(refused).as_deref(), Some("models/a.sql:3:7: unexpected '}'"));
+        assert_eq!(weir_failure("some output\n"), None);
     }
 }
