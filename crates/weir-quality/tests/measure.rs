@@ -180,3 +180,63 @@ fn postgres_gives_the_same_values() {
     conn.execute(&format!("drop schema {schema} cascade")).unwrap();
     compare(result.unwrap());
 }
+
+/// Standard deviations come from the scan's sums, except where the mean dwarfs the spread
+/// and the sums would cancel: those are measured by the engine's `stddev_samp`. Both must
+/// agree with `stddev_samp` itself.
+fn stddev_agrees_with_the_engine(conn: &mut dyn Connection, wh: &dyn Warehouse, table: &str) {
+    conn.execute(&format!(
+        "create table {table} as select i as spread, 1000000000 + i % 3 as narrow, 7 as flat, \
+         case when i = 1 then 5 end as single, i % 2 as odd from generate_series(1, 1000) as t(i)"
+    ))
+    .unwrap();
+    let checks = "checks for t:\n  - stddev(spread) > 0\n  - stddev(narrow) > 0\n  - stddev(flat) = 0\n  - stddev(single) > 0\n  - stddev(spread) > 0:\n      name: odd rows\n      filter: odd = 1\n";
+    let suites = parse_file(Path::new("checks/t.yml"), checks).unwrap();
+    let bound = Bound { relation: table.into(), run_id: "r".into(), ..Default::default() };
+    let out = measure(conn, wh, &suites[0], &bound, None).unwrap();
+    let mut exact = |expr: &str| {
+        conn.query(&format!("select cast(stddev_samp({expr}) as double precision) from {table}")).unwrap().scalar().and_then(|d| match d {
+            weir_core::Datum::Float(f) => Some(*f),
+            weir_core::Datum::Int(i) => Some(*i as f64),
+            _ => None,
+        })
+    };
+    let want = [exact("spread"), exact("narrow"), exact("flat"), exact("single"), exact("case when odd = 1 then spread end")];
+    for (o, w) in out.outcomes.iter().zip(want) {
+        match (o.value, w) {
+            (Some(g), Some(w)) => assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{}: {g} vs {w}", o.check),
+            (g, w) => assert_eq!(g, w, "{}", o.check),
+        }
+    }
+    let verdicts: Vec<Verdict> = out.outcomes.iter().map(|o| o.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Pass, Verdict::Pass, Verdict::Pass, Verdict::Fail, Verdict::Pass], "{out:#?}");
+    // The columns lookup, the scan, and one exact query each for `narrow` and `flat`.
+    assert_eq!(out.queries, 4, "{out:#?}");
+}
+
+#[test]
+fn duckdb_stddev_agrees_with_stddev_samp() {
+    let (_dir, wh) = duckdb();
+    let mut conn = wh.connect().unwrap();
+    stddev_agrees_with_the_engine(conn.as_mut(), &wh, "main.t");
+}
+
+#[test]
+fn postgres_stddev_agrees_with_stddev_samp() {
+    let schema = format!("weir_quality_stddev_{}", std::process::id());
+    let mut fields = serde_json::Map::new();
+    for (k, v) in [("host", "127.0.0.1"), ("user", "postgres"), ("dbname", "test"), ("schema", schema.as_str())] {
+        fields.insert(k.into(), v.into());
+    }
+    fields.insert("port".into(), 5432.into());
+    let wh = weir_warehouse::postgres::Postgres::from_fields(&fields).unwrap();
+    let mut conn = wh.connect().unwrap();
+    conn.execute(&format!("create schema {schema}")).unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stddev_agrees_with_the_engine(conn.as_mut(), &wh, &format!("{schema}.t"))
+    }));
+    conn.execute(&format!("drop schema {schema} cascade")).unwrap();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
