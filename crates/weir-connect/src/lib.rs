@@ -15,6 +15,7 @@ pub mod files;
 pub mod http;
 pub mod load;
 mod mysql;
+mod pgcopy;
 pub mod spec;
 mod spool;
 

@@ -15,6 +15,7 @@ use crate::ConnectError;
 use crate::files::{self, Rejected};
 use crate::http::{self, HttpSource};
 use crate::mysql::{self as my, MysqlSource};
+use crate::pgcopy;
 use crate::spec::{DatabaseSource, Engine, FileSource, Load, SchemaContract, Source, WriteDisposition};
 
 /// The columns every loaded row gets.
@@ -573,13 +574,28 @@ impl Job<'_> {
                 let cols = rconn.describe_query(&sql).map_err(|e| self.wh_err(e))?;
                 let typed: Vec<(String, ColumnType)> = cols.iter().map(|c| (c.name.clone(), ColumnType::parse(&c.data_type))).collect();
                 self.create_stage(&typed)?;
-                let mut spool = tempfile::tempfile().map_err(|e| self.source(e.to_string()))?;
-                rconn.copy_out_csv(&sql, &mut spool).map_err(|e| self.wh_err(e))?;
-                use std::io::Seek;
-                spool.rewind().map_err(|e| self.source(e.to_string()))?;
                 let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
                 let stage_sql = self.wh.render(self.stage);
-                self.conn.copy_in_csv(&stage_sql, &names, &mut spool).map_err(|e| self.wh_err(e))?;
+                // Typed rows go over the destination's binary path when it has one and every
+                // column has a binary twin there; otherwise as CSV.
+                let casts: Option<Vec<String>> =
+                    typed.iter().map(|(n, t)| binary_cast(t).map(|ty| format!("cast({q} as {ty}) as {q}", q = reader.quote(n)))).collect();
+                match casts.filter(|_| self.conn.takes_batches()) {
+                    Some(casts) => {
+                        let rows = format!("select {} from ({sql}) as _weir_rows", casts.join(", "));
+                        let mut feed = |emit: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| {
+                            rconn.for_each_batch(&rows, emit)
+                        };
+                        self.conn.copy_in_batches(self.stage, &mut feed).map_err(|e| self.wh_err(e))?;
+                    }
+                    None => {
+                        let mut spool = tempfile::tempfile().map_err(|e| self.source(e.to_string()))?;
+                        rconn.copy_out_csv(&sql, &mut spool).map_err(|e| self.wh_err(e))?;
+                        use std::io::Seek;
+                        spool.rewind().map_err(|e| self.source(e.to_string()))?;
+                        self.conn.copy_in_csv(&stage_sql, &names, &mut spool).map_err(|e| self.wh_err(e))?;
+                    }
+                }
                 if let Some(rejects) = reader.file_rejects_sql(scan) {
                     let rows = rconn.query(&rejects).map_err(|e| self.wh_err(e))?;
                     rejected.extend(rows.rows.into_iter().map(|r| rejected_of(&r)));
@@ -609,6 +625,13 @@ impl Job<'_> {
             sql.push_str(&format!(" where \"{}\" > {start}", cursor.replace('"', "\"\"")));
         }
         self.create_stage(&typed)?;
+        let types: Vec<postgres::types::Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+        drop(client);
+        if self.conn.takes_batches()
+            && let Some(plan) = pgcopy::plan(&types, &typed)
+        {
+            return self.copy_postgres_binary(url, &sql, &plan);
+        }
         let copy = format!("copy ({sql}) to stdout with (format csv, header true)");
         let reader = CopyOut::start(url, &copy).map_err(|e| self.source(format!("{e}\n  in: {sql}")))?;
         let mut counted =
@@ -623,6 +646,43 @@ impl Job<'_> {
         }
         copied.map_err(|e| self.wh_err(e))?;
         Ok(Extracted::rows(vec![]))
+    }
+
+    /// The binary path: the source's binary `COPY` becomes Arrow batches, which the
+    /// destination's binary bulk path takes.
+    fn copy_postgres_binary(&mut self, url: &str, sql: &str, plan: &pgcopy::Plan) -> Result<Extracted, ConnectError> {
+        let copy = format!("copy ({sql}) to stdout with (format binary)");
+        let progress = self.opts.progress.clone();
+        let name = self.load.name.clone();
+        let mut tell = |rows: u64, bytes: u64| {
+            if let Some(p) = &progress {
+                (p.0)(&name, Progress::Extracting { rows, bytes });
+            }
+        };
+        // Why reading stopped, when it was the source's doing rather than the destination's.
+        let mut stopped: Option<pgcopy::ReadError> = None;
+        let mut feed = |emit: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| match pgcopy::read(
+            url, &copy, plan, &mut tell, emit,
+        ) {
+            Ok(_) => Ok(()),
+            Err(pgcopy::ReadError::Sink(e)) => Err(e),
+            Err(other) => {
+                stopped = Some(other);
+                Err(WarehouseError::Io("the source stopped".into()))
+            }
+        };
+        let copied = self.conn.copy_in_batches(self.stage, &mut feed);
+        match stopped {
+            Some(pgcopy::ReadError::Start(m)) => Err(self.source(format!("{m}\n  in: {sql}"))),
+            Some(pgcopy::ReadError::Lost { rows, message }) => {
+                Err(self.source(format!("lost the source {} after about {rows} rows: {message}", redact(url))))
+            }
+            Some(pgcopy::ReadError::Value(m)) => Err(self.data(format!("a value of the source does not fit its column {m}"))),
+            Some(pgcopy::ReadError::Sink(_)) | None => {
+                copied.map_err(|e| self.wh_err(e))?;
+                Ok(Extracted::rows(vec![]))
+            }
+        }
     }
 
     fn extract_mysql(&mut self, db: &DatabaseSource, store: &Store, key: &str) -> Result<Extracted, ConnectError> {
@@ -1105,6 +1165,27 @@ fn base_query(db: &DatabaseSource) -> String {
         // The spec requires one of them.
         (None, None) => String::new(),
     }
+}
+
+/// The DuckDB type a column is cast to on its way to a binary bulk path, so that its Arrow
+/// type is the binary form of the stage column [`Job::create_stage`] made for it. UUIDs have
+/// no such twin (a 16-byte value against a text): a load with one goes as CSV.
+fn binary_cast(t: &ColumnType) -> Option<String> {
+    Some(match t {
+        ColumnType::Boolean => "BOOLEAN".into(),
+        ColumnType::Integer => "INTEGER".into(),
+        ColumnType::BigInt => "BIGINT".into(),
+        ColumnType::Double => "DOUBLE".into(),
+        ColumnType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+        // text, json and the text of lists and structs: the same bytes in binary.
+        ColumnType::Varchar | ColumnType::Json | ColumnType::Other(_) => "VARCHAR".into(),
+        ColumnType::Date => "DATE".into(),
+        ColumnType::Time => "TIME".into(),
+        ColumnType::Timestamp => "TIMESTAMP".into(),
+        ColumnType::TimestampTz => "TIMESTAMPTZ".into(),
+        ColumnType::Blob => "BLOB".into(),
+        ColumnType::Uuid => return None,
+    })
 }
 
 fn is_numeric(t: &ColumnType) -> bool {

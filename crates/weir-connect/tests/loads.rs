@@ -4,6 +4,7 @@
 mod common;
 
 use common::{PG, Project, pg_client};
+use weir_warehouse::Warehouse as _;
 
 #[test]
 fn csv_files_load_once_with_bad_lines_kept_and_new_columns_added() {
@@ -198,6 +199,167 @@ fn files_and_tables_into_postgres() {
     assert_eq!(p.scalar(&format!("select count(*) from {schema}.items")), "500");
     assert_eq!(p.scalar(&format!("select sum(price) from {schema}.items")), "187875.00");
     pg.batch_execute(&format!("drop schema {schema} cascade; drop schema {schema}_src cascade")).unwrap();
+}
+
+/// PostgreSQL into DuckDB goes as binary COPY turned into Arrow batches for DuckDB's appender:
+/// every type keeps its value (decimals rounded to an unbounded numeric's scale, infinite
+/// dates and times, bytes, padded chars). A NaN in a decimal fails the load naming the column.
+/// A table with a type that has no binary path (uuid, jsonb) goes as CSV, to the same values.
+#[test]
+fn postgres_types_into_duckdb_over_binary_copy() {
+    let schema = format!("weir_load_pgbin_{}", std::process::id());
+    let mut pg = pg_client();
+    pg.batch_execute(&format!(
+        "drop schema if exists {schema} cascade; create schema {schema};
+         create table {schema}.t (i int, b bool, s smallint, l bigint, r real, d double precision, n numeric(12,2),
+            u numeric, c char(3), v varchar(10), tx text, dt date, tm time, ts timestamp, tz timestamptz, by bytea);
+         insert into {schema}.t values
+            (1, true, -32768, 9007199254740993, 1.5, 2.25, -1234.56, 123.4567890126, 'ab', 'vv', e'two\\nlines, \"q\"',
+             '2024-02-29', '12:34:56.789', '2024-01-01 10:00:00.123456', '2024-01-01 10:00:00+02', '\\xdead'),
+            (2, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null),
+            (3, false, 7, 0, 0, 0, 0.01, 100000, 'xyz', '', 'été', 'infinity', '00:00', '-infinity', 'infinity', '');
+         create table {schema}.nan (n numeric(10,2)); insert into {schema}.nan values (1), ('NaN');
+         create table {schema}.odd (id uuid, doc jsonb); insert into {schema}.odd values ('0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70', '{{\"a\": [1, 2]}}');"
+    ))
+    .unwrap();
+    let p = Project::duckdb();
+    let load =
+        |name: &str| p.load(&format!("loads:\n  - name: {name}\n    source: {{kind: postgres, url: '{PG}', table: {schema}.{name}}}\n"));
+    assert_eq!(p.run(&load("t"), false).unwrap().rows_loaded, 3);
+    let rows = p.rows(
+        "select b, s, l, r, d, n, u, c, v, tx, dt::varchar, tm::varchar, ts::varchar, tz::varchar, hex(\"by\") from raw.t order by i",
+    );
+    let text = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rows[0],
+        text(&[
+            "true",
+            "-32768",
+            "9007199254740993",
+            "1.5",
+            "2.25",
+            "-1234.56",
+            "123.456789013",
+            "ab ",
+            "vv",
+            "two\nlines, \"q\"",
+            "2024-02-29",
+            "12:34:56.789",
+            "2024-01-01 10:00:00.123456",
+            "2024-01-01 08:00:00+00",
+            "DEAD"
+        ])
+    );
+    assert!(rows[1].iter().all(|v| v == "NULL"), "{:?}", rows[1]);
+    assert_eq!(rows[2][..10], text(&["false", "7", "0", "0", "0", "0.01", "100000.000000000", "xyz", "", "été"]));
+    assert_eq!(rows[2][10..], text(&["infinity", "00:00:00", "-infinity", "infinity", ""]));
+    let types = p.rows("select data_type from information_schema.columns where table_name = 't' order by ordinal_position");
+    assert_eq!(
+        types.iter().map(|r| r[0].as_str()).take(8).collect::<Vec<_>>(),
+        ["INTEGER", "BOOLEAN", "INTEGER", "BIGINT", "DOUBLE", "DOUBLE", "DECIMAL(12,2)", "DECIMAL(38,9)"]
+    );
+
+    let e = p.run(&load("nan"), false).unwrap_err().to_string();
+    assert!(e.contains("load 'nan'") && e.contains("column n: NaN does not fit decimal(10,2)"), "{e}");
+    assert_eq!(p.run(&load("odd"), false).unwrap().rows_loaded, 1);
+    assert_eq!(
+        p.rows("select cast(id as varchar), cast(doc as varchar) from raw.odd")[0],
+        text(&["0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70", r#"{"a": [1, 2]}"#])
+    );
+    pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
+}
+
+/// Files into PostgreSQL go as binary COPY: every type keeps its value (nulls, quotes and
+/// newlines in text, decimals, times with and without a zone, bytes, lists as their text). A
+/// UUID has no binary twin of its text, so such a file goes as CSV, to the same values.
+#[test]
+fn typed_files_into_postgres_over_binary_copy() {
+    let schema = format!("weir_load_bin_{}", std::process::id());
+    let mut pg = pg_client();
+    pg.batch_execute(&format!("drop schema if exists {schema} cascade")).unwrap();
+    let p = Project::postgres();
+    std::fs::create_dir_all(p.root().join("d")).unwrap();
+    let writer = weir_warehouse::duckdb::DuckDb::open(&Default::default(), p.root()).unwrap();
+    let mut w = writer.connect().unwrap();
+    let rows = "select i::tinyint as tiny, i::smallint as small, i::integer as int, i::bigint * 1000000000 as big,
+            i / 4 as dbl, (i * 1.25)::decimal(10, 2) as dec, i % 2 = 0 as flag,
+            case i when 1 then 'a \"quoted\", value' when 2 then e'two\nlines' when 3 then 'été' end as txt,
+            date '2024-02-29' + i::integer as day, time '12:34:56.789' as at,
+            timestamp '2024-01-01 10:00:00.123456' + to_hours(i) as ts,
+            (timestamp '2024-01-01 10:00:00' + to_days(i::integer))::timestamptz as tstz,
+            '\\xDE\\xAD'::blob as bytes, [i, i + 1] as list
+        from range(4) t(i)";
+    let parquet = p.root().join("d/typed.parquet");
+    w.execute(&format!("copy ({rows}) to '{}' (format parquet)", parquet.display())).unwrap();
+    let load = p.load(&format!(
+        "loads:\n  - name: typed\n    source: {{kind: parquet, path: 'd/typed.parquet'}}\n    destination: {schema}.typed\n"
+    ));
+    assert_eq!(p.run(&load, false).unwrap().rows_loaded, 4);
+    let got = p.rows(&format!(
+        "select tiny, small, int, big, dbl, dec, flag, txt, day, at, ts, tstz at time zone 'UTC', encode(bytes, 'hex'), list
+         from {schema}.typed order by tiny"
+    ));
+    let text = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        got[0],
+        text(&[
+            "0",
+            "0",
+            "0",
+            "0",
+            "0",
+            "0.00",
+            "true",
+            "NULL",
+            "2024-02-29",
+            "12:34:56.789",
+            "2024-01-01 10:00:00.123456",
+            "2024-01-01 10:00:00",
+            "dead",
+            "[0, 1]"
+        ])
+    );
+    assert_eq!(got[1][7], "a \"quoted\", value");
+    assert_eq!(got[2][7], "two\nlines");
+    assert_eq!(got[3][..7], text(&["3", "3", "3", "3000000000", "0.75", "3.75", "false"]));
+    assert_eq!(
+        got[3][7..],
+        text(&["été", "2024-03-03", "12:34:56.789", "2024-01-01 13:00:00.123456", "2024-01-04 10:00:00", "dead", "[3, 4]"])
+    );
+    let types = p.rows(&format!(
+        "select data_type from information_schema.columns where table_schema = '{schema}' and table_name = 'typed' order by ordinal_position"
+    ));
+    let types: Vec<&str> = types.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        types[..14],
+        [
+            "integer",
+            "integer",
+            "integer",
+            "bigint",
+            "double precision",
+            "numeric",
+            "boolean",
+            "text",
+            "date",
+            "time without time zone",
+            "timestamp without time zone",
+            "timestamp with time zone",
+            "bytea",
+            "text"
+        ]
+    );
+
+    w.execute(&format!(
+        "copy (select '0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70'::uuid as id, 1 as n) to '{}' (format parquet)",
+        p.root().join("d/ids.parquet").display()
+    ))
+    .unwrap();
+    let ids =
+        p.load(&format!("loads:\n  - name: ids\n    source: {{kind: parquet, path: 'd/ids.parquet'}}\n    destination: {schema}.ids\n"));
+    assert_eq!(p.run(&ids, false).unwrap().rows_loaded, 1);
+    assert_eq!(p.scalar(&format!("select id::text || ' ' || n from {schema}.ids")), "0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70 1");
+    pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
 }
 
 #[test]

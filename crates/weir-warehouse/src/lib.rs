@@ -247,7 +247,36 @@ pub trait Connection: Send {
 
     /// Streams a query's result out as CSV in the same form [`Connection::copy_in_csv`] reads.
     fn copy_out_csv(&mut self, sql: &str, output: &mut dyn Write) -> Result<()>;
+
+    /// Streams a query's result as Arrow record batches, as the engine produces them: typed
+    /// rows for another engine's binary bulk path, with no text in between. Engines that
+    /// cannot say they cannot.
+    fn for_each_batch(&mut self, sql: &str, each: &mut dyn FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
+        let _ = (sql, each);
+        Err(WarehouseError::Io("this engine does not stream Arrow batches".into()))
+    }
+
+    /// Whether [`Connection::copy_in_batches`] is a bulk path of this engine.
+    fn takes_batches(&self) -> bool {
+        false
+    }
+
+    /// Writes the batches `feed` hands over into an existing table through the engine's
+    /// binary bulk path (DuckDB's appender, PostgreSQL's binary `COPY`). Each batch holds the
+    /// table's columns, in order, typed as the table's columns are (the caller casts).
+    /// Returns the rows written.
+    fn copy_in_batches(&mut self, target: &Relation, feed: &mut BatchFeed<'_>) -> Result<u64> {
+        let _ = (target, feed);
+        Err(WarehouseError::Io("this engine does not take Arrow batches".into()))
+    }
 }
+
+/// Arrow, as the engines exchange typed rows (the version DuckDB's crate is built with).
+pub use ::duckdb::arrow;
+pub use ::duckdb::arrow::record_batch::RecordBatch;
+
+/// A source of record batches: called once with the sink each batch goes to.
+pub type BatchFeed<'a> = dyn FnMut(&mut dyn FnMut(&RecordBatch) -> Result<()>) -> Result<()> + 'a;
 
 /// Opens the warehouse a profile target names.
 pub fn open(adapter_type: &str, fields: &Map<String, J>, base_dir: &Path) -> Result<Box<dyn Warehouse>> {

@@ -10,7 +10,11 @@ use postgres::{Client, NoTls, SimpleQueryMessage};
 use serde_json::{Map, Value as J};
 use weir_core::{Column, ColumnType, Datum, QueryResult, Relation, RelationKind};
 
-use crate::{Connection, Result, Warehouse, WarehouseError, literal};
+use ::duckdb::arrow::datatypes::Schema;
+use bytes::BytesMut;
+use pgpq::ArrowToPostgresBinaryEncoder;
+
+use crate::{BatchFeed, Connection, Result, Warehouse, WarehouseError, literal};
 
 /// Connection settings from a `type: postgres` target.
 pub struct Postgres {
@@ -278,6 +282,50 @@ impl Connection for PgConnection {
         let sql = format!("copy {target} ({}) from stdin with (format csv, header true)", cols.join(", "));
         let mut writer = self.client.copy_in(&sql).map_err(|e| WarehouseError::query(pg_message(&e), &sql))?;
         std::io::copy(input, &mut writer).map_err(|e| WarehouseError::query(e.to_string(), &sql))?;
+        writer.finish().map_err(|e| WarehouseError::query(pg_message(&e), &sql))
+    }
+
+    fn takes_batches(&self) -> bool {
+        true
+    }
+
+    /// `COPY ... FROM STDIN (FORMAT binary)`, the batches encoded by `pgpq`: the server
+    /// parses no text, and the encoding is a copy of the values a megabyte at a time.
+    fn copy_in_batches(&mut self, target: &Relation, feed: &mut BatchFeed<'_>) -> Result<u64> {
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let sql = format!("copy {}.{}.{} from stdin with (format binary)", q(&target.database), q(&target.schema), q(&target.identifier));
+        let mut writer = self.client.copy_in(&sql).map_err(|e| WarehouseError::query(pg_message(&e), &sql))?;
+        let mut encoder: Option<ArrowToPostgresBinaryEncoder> = None;
+        let mut buf = BytesMut::with_capacity(1 << 21);
+        let encoding = |e: pgpq::error::ErrorKind| WarehouseError::query(format!("cannot encode the rows for PostgreSQL: {e}"), &sql);
+        let sending = |e: std::io::Error| WarehouseError::query(e.to_string(), &sql);
+        feed(&mut |batch| {
+            let enc = match &mut encoder {
+                Some(enc) => enc,
+                None => {
+                    let mut enc = ArrowToPostgresBinaryEncoder::try_new(&batch.schema()).map_err(encoding)?;
+                    enc.write_header(&mut buf);
+                    encoder.insert(enc)
+                }
+            };
+            enc.write_batch(batch, &mut buf).map_err(encoding)?;
+            if buf.len() >= 1 << 20 {
+                writer.write_all(&buf).map_err(sending)?;
+                buf.clear();
+            }
+            Ok(())
+        })?;
+        // No batch at all: an empty copy is a header and the trailer, whatever the columns.
+        let mut enc = match encoder {
+            Some(enc) => enc,
+            None => {
+                let mut enc = ArrowToPostgresBinaryEncoder::try_new(&Schema::empty()).map_err(encoding)?;
+                enc.write_header(&mut buf);
+                enc
+            }
+        };
+        enc.write_footer(&mut buf).map_err(encoding)?;
+        writer.write_all(&buf).map_err(sending)?;
         writer.finish().map_err(|e| WarehouseError::query(pg_message(&e), &sql))
     }
 

@@ -1,0 +1,352 @@
+//! PostgreSQL's binary `COPY ... TO STDOUT` read as Arrow record batches, for the
+//! destinations' binary bulk paths (DuckDB's appender, PostgreSQL's binary `COPY`).
+//!
+//! In CSV form, the server spends most of an extraction writing numbers, decimals and times
+//! as text, and DuckDB spends as long parsing them back. In binary form neither happens:
+//! values cross as the server holds them and become Arrow columns here. Columns of types with
+//! no binary path here (UUIDs, JSON, arrays, intervals, enums, ...) leave the whole load to
+//! the CSV path, which every type takes.
+
+use std::sync::Arc;
+
+use futures_util::{StreamExt, pin_mut};
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::{FromSql, Type};
+use weir_core::ColumnType;
+use weir_warehouse::RecordBatch;
+use weir_warehouse::arrow::array::{
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
+    StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use weir_warehouse::postgres::pg_message;
+
+/// Rows per record batch: a few megabytes, whatever the table's size.
+const BATCH_ROWS: usize = 65_536;
+
+/// How each column of a query crosses: its PostgreSQL type and the Arrow column it becomes.
+pub(crate) struct Plan {
+    types: Vec<Type>,
+    kinds: Vec<Kind>,
+    schema: SchemaRef,
+}
+
+/// Why reading stopped.
+pub(crate) enum ReadError {
+    /// The copy could not start (a bad query, a refused connection).
+    Start(String),
+    /// The source went away after `rows` rows.
+    Lost { rows: u64, message: String },
+    /// A value the destination's column cannot hold, named with its column.
+    Value(String),
+    /// The destination refused a batch.
+    Sink(weir_warehouse::WarehouseError),
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Text,
+    Numeric { precision: u8, scale: u8 },
+    Date,
+    Time,
+    Timestamp,
+    TimestampTz,
+    Bytea,
+}
+
+/// The binary plan for columns of PostgreSQL types `types` that the stage receives as
+/// `typed`, or `None` when one of them has no binary path here.
+pub(crate) fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Option<Plan> {
+    let mut kinds = vec![];
+    let mut fields = vec![];
+    for (ty, (name, ct)) in types.iter().zip(typed) {
+        // `Type` is compared, not matched: its constants are not patterns.
+        let is = |t: &Type| ty == t;
+        let (kind, data_type) = match ct {
+            ColumnType::Boolean if is(&Type::BOOL) => (Kind::Bool, DataType::Boolean),
+            ColumnType::Integer if is(&Type::INT2) => (Kind::Int2, DataType::Int32),
+            ColumnType::Integer if is(&Type::INT4) => (Kind::Int4, DataType::Int32),
+            ColumnType::BigInt if is(&Type::INT8) => (Kind::Int8, DataType::Int64),
+            ColumnType::Double if is(&Type::FLOAT4) => (Kind::Float4, DataType::Float64),
+            ColumnType::Double if is(&Type::FLOAT8) => (Kind::Float8, DataType::Float64),
+            ColumnType::Varchar if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) => (Kind::Text, DataType::Utf8),
+            ColumnType::Decimal { precision, scale } if is(&Type::NUMERIC) && *precision <= 38 && scale <= precision => {
+                (Kind::Numeric { precision: *precision, scale: *scale }, DataType::Decimal128(*precision, *scale as i8))
+            }
+            ColumnType::Date if is(&Type::DATE) => (Kind::Date, DataType::Date32),
+            ColumnType::Time if is(&Type::TIME) => (Kind::Time, DataType::Time64(TimeUnit::Microsecond)),
+            ColumnType::Timestamp if is(&Type::TIMESTAMP) => (Kind::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, None)),
+            ColumnType::TimestampTz if is(&Type::TIMESTAMPTZ) => {
+                (Kind::TimestampTz, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
+            }
+            ColumnType::Blob if is(&Type::BYTEA) => (Kind::Bytea, DataType::Binary),
+            _ => return None,
+        };
+        kinds.push(kind);
+        fields.push(Field::new(name, data_type, true));
+    }
+    Some(Plan { types: types.to_vec(), kinds, schema: Arc::new(Schema::new(fields)) })
+}
+
+/// Runs `copy` (a `COPY (...) TO STDOUT (FORMAT binary)` of the plan's columns) on a
+/// connection of its own and hands its rows to `emit` as record batches; `tell` hears the
+/// rows and bytes read so far. Returns the rows read.
+pub(crate) fn read(
+    url: &str,
+    copy: &str,
+    plan: &Plan,
+    tell: &mut dyn FnMut(u64, u64),
+    emit: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
+) -> Result<u64, ReadError> {
+    let start = |e: tokio_postgres::Error| ReadError::Start(pg_message(&e));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ReadError::Start(e.to_string()))?;
+    rt.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(start)?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        // Times in UTC and ISO dates, as the query's own casts and comparisons expect.
+        client.batch_execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'").await.map_err(start)?;
+        let stream = client.copy_out(copy).await.map_err(start)?;
+        let rows = BinaryCopyOutStream::new(stream, &plan.types);
+        pin_mut!(rows);
+        let mut batch = Batch::new(plan);
+        let (mut n, mut bytes) = (0u64, 0u64);
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(|e| ReadError::Lost { rows: n, message: pg_message(&e) })?;
+            for (i, kind) in plan.kinds.iter().enumerate() {
+                let raw: Option<Raw> = row.try_get(i).map_err(|e| ReadError::Lost { rows: n, message: e.to_string() })?;
+                bytes += raw.as_ref().map_or(0, |r| r.0.len() as u64);
+                batch.push(i, *kind, raw.map(|r| r.0)).map_err(|m| ReadError::Value(format!("{}: {m}", plan.schema.field(i).name())))?;
+            }
+            n += 1;
+            if batch.rows == BATCH_ROWS {
+                emit(&batch.finish(plan)?).map_err(ReadError::Sink)?;
+                tell(n, bytes);
+            }
+        }
+        if batch.rows > 0 {
+            emit(&batch.finish(plan)?).map_err(ReadError::Sink)?;
+        }
+        tell(n, bytes);
+        Ok(n)
+    })
+}
+
+/// A value's bytes as the server sent them; decoding is [`Batch::push`]'s.
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// The Arrow builders of one batch, a column each.
+struct Batch {
+    columns: Vec<Box<dyn ArrayBuilder>>,
+    rows: usize,
+}
+
+/// Microseconds and days from PostgreSQL's epoch (2000-01-01) to Arrow's (1970-01-01).
+const EPOCH_MICROS: i64 = 946_684_800_000_000;
+const EPOCH_DAYS: i32 = 10_957;
+
+impl Batch {
+    fn new(plan: &Plan) -> Batch {
+        let columns = plan
+            .kinds
+            .iter()
+            .map(|k| -> Box<dyn ArrayBuilder> {
+                match *k {
+                    Kind::Bool => Box::new(BooleanBuilder::with_capacity(BATCH_ROWS)),
+                    Kind::Int2 | Kind::Int4 => Box::new(Int32Builder::with_capacity(BATCH_ROWS)),
+                    Kind::Int8 => Box::new(Int64Builder::with_capacity(BATCH_ROWS)),
+                    Kind::Float4 | Kind::Float8 => Box::new(Float64Builder::with_capacity(BATCH_ROWS)),
+                    Kind::Text => Box::new(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+                    Kind::Numeric { precision, scale } => {
+                        Box::new(Decimal128Builder::with_capacity(BATCH_ROWS).with_data_type(DataType::Decimal128(precision, scale as i8)))
+                    }
+                    Kind::Date => Box::new(Date32Builder::with_capacity(BATCH_ROWS)),
+                    Kind::Time => Box::new(Time64MicrosecondBuilder::with_capacity(BATCH_ROWS)),
+                    Kind::Timestamp => Box::new(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS)),
+                    Kind::TimestampTz => Box::new(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC")),
+                    Kind::Bytea => Box::new(BinaryBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+                }
+            })
+            .collect();
+        Batch { columns, rows: 0 }
+    }
+
+    /// Decodes one value of column `i` (PostgreSQL's binary send format) into its builder.
+    fn push(&mut self, i: usize, kind: Kind, raw: Option<&[u8]>) -> Result<(), String> {
+        let b = self.columns[i].as_any_mut();
+        macro_rules! put {
+            ($builder:ty, $value:expr) => {{
+                let builder = b.downcast_mut::<$builder>().ok_or("internal: a builder of another type")?;
+                match raw {
+                    None => builder.append_null(),
+                    Some(raw) => builder.append_value($value(raw)?),
+                }
+            }};
+        }
+        match kind {
+            Kind::Bool => put!(BooleanBuilder, |r: &[u8]| Ok::<_, String>(fixed::<1>(r)?[0] != 0)),
+            Kind::Int2 => put!(Int32Builder, |r: &[u8]| Ok::<_, String>(i16::from_be_bytes(fixed(r)?) as i32)),
+            Kind::Int4 => put!(Int32Builder, |r: &[u8]| fixed(r).map(i32::from_be_bytes)),
+            Kind::Int8 => put!(Int64Builder, |r: &[u8]| fixed(r).map(i64::from_be_bytes)),
+            Kind::Float4 => put!(Float64Builder, |r: &[u8]| Ok::<_, String>(f32::from_be_bytes(fixed(r)?) as f64)),
+            Kind::Float8 => put!(Float64Builder, |r: &[u8]| fixed(r).map(f64::from_be_bytes)),
+            Kind::Text => put!(StringBuilder, utf8),
+            Kind::Numeric { precision, scale } => put!(Decimal128Builder, |r: &[u8]| numeric(r, precision, scale)),
+            Kind::Date => put!(Date32Builder, |r: &[u8]| fixed(r).map(|b| date(i32::from_be_bytes(b)))),
+            Kind::Time => put!(Time64MicrosecondBuilder, |r: &[u8]| fixed(r).map(i64::from_be_bytes)),
+            Kind::Timestamp | Kind::TimestampTz => {
+                put!(TimestampMicrosecondBuilder, |r: &[u8]| fixed(r).map(|b| timestamp(i64::from_be_bytes(b))))
+            }
+            Kind::Bytea => put!(BinaryBuilder, Ok::<&[u8], String>),
+        }
+        if i + 1 == self.columns.len() {
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, plan: &Plan) -> Result<RecordBatch, ReadError> {
+        let columns: Vec<ArrayRef> = self.columns.iter_mut().map(|c| c.finish()).collect();
+        self.rows = 0;
+        RecordBatch::try_new(plan.schema.clone(), columns).map_err(|e| ReadError::Value(e.to_string()))
+    }
+}
+
+fn utf8(raw: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(raw).map_err(|e| format!("text that is not UTF-8 ({e})"))
+}
+
+fn fixed<const N: usize>(raw: &[u8]) -> Result<[u8; N], String> {
+    raw.try_into().map_err(|_| format!("a value of {} bytes where {N} were expected", raw.len()))
+}
+
+/// PostgreSQL's infinite dates and times are the extreme values; DuckDB's are too, but its
+/// negative infinity is one above the minimum.
+fn date(days: i32) -> i32 {
+    match days {
+        i32::MAX => i32::MAX,
+        i32::MIN => -i32::MAX,
+        d => d + EPOCH_DAYS,
+    }
+}
+
+fn timestamp(micros: i64) -> i64 {
+    match micros {
+        i64::MAX => i64::MAX,
+        i64::MIN => -i64::MAX,
+        m => m + EPOCH_MICROS,
+    }
+}
+
+/// A `numeric` in PostgreSQL's binary form (digit count, weight, sign, display scale, then
+/// base-10000 digits) as the unscaled integer of a `decimal(precision, scale)`, rounded half
+/// away from zero as DuckDB rounds text cast to a decimal.
+fn numeric(raw: &[u8], precision: u8, scale: u8) -> Result<i128, String> {
+    let word = |i: usize| u16::from_be_bytes([raw[2 * i], raw[2 * i + 1]]);
+    if raw.len() < 8 || raw.len() != 8 + 2 * word(0) as usize {
+        return Err("a truncated numeric".into());
+    }
+    let (ndigits, weight, sign) = (word(0) as usize, word(1) as i16 as i64, word(2));
+    match sign {
+        0x0000 | 0x4000 => {}
+        0xC000 => return Err(format!("NaN does not fit decimal({precision},{scale})")),
+        _ => return Err(format!("an infinite numeric does not fit decimal({precision},{scale})")),
+    }
+    let too_big = || format!("a numeric too large for decimal({precision},{scale})");
+    let mut acc: i128 = 0;
+    for i in 0..ndigits {
+        acc = acc.checked_mul(10_000).and_then(|a| a.checked_add(i128::from(word(4 + i)))).ok_or_else(too_big)?;
+    }
+    // `acc` counts units of 10^-(4 * fraction groups); bring it to units of 10^-scale.
+    let exponent = 4 * (ndigits as i64 - 1 - weight);
+    let shift = scale as i64 - exponent;
+    let value = if acc == 0 {
+        0
+    } else if shift >= 0 {
+        u32::try_from(shift).ok().and_then(|s| 10i128.checked_pow(s)).and_then(|p| acc.checked_mul(p)).ok_or_else(too_big)?
+    } else {
+        match u32::try_from(-shift).ok().and_then(|s| 10i128.checked_pow(s)) {
+            // Half away from zero (`acc` is the magnitude): the remainder is at least half.
+            Some(p) if acc % p >= p - acc % p => acc / p + 1,
+            Some(p) => acc / p,
+            None => 0,
+        }
+    };
+    if value >= 10i128.pow(precision as u32) {
+        return Err(too_big());
+    }
+    Ok(if sign == 0x4000 { -value } else { value })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL's binary numeric: digit count, weight, sign, display scale, digits.
+    fn pg_numeric(weight: i16, negative: bool, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut out = vec![];
+        for w in [digits.len() as u16, weight as u16, if negative { 0x4000 } else { 0 }, dscale] {
+            out.extend(w.to_be_bytes());
+        }
+        digits.iter().for_each(|d| out.extend(d.to_be_bytes()));
+        out
+    }
+
+    #[test]
+    fn numerics_become_decimals_at_the_columns_scale() {
+        assert_eq!(numeric(&pg_numeric(0, false, 0, &[]), 12, 2), Ok(0));
+        assert_eq!(numeric(&pg_numeric(0, false, 1, &[1, 5000]), 12, 2), Ok(150));
+        assert_eq!(numeric(&pg_numeric(0, true, 2, &[123, 4500]), 12, 2), Ok(-12345));
+        // 10000 and 123,456,789: trailing groups of zeros are left out.
+        assert_eq!(numeric(&pg_numeric(1, false, 0, &[1]), 12, 2), Ok(1_000_000));
+        assert_eq!(numeric(&pg_numeric(2, false, 0, &[1, 2345, 6789]), 12, 0), Ok(123_456_789));
+        // 0.0001 at scale 2 rounds to 0; 0.005 to 0.01, and -0.005 to -0.01.
+        assert_eq!(numeric(&pg_numeric(-1, false, 4, &[1]), 12, 2), Ok(0));
+        assert_eq!(numeric(&pg_numeric(-1, false, 3, &[50]), 12, 2), Ok(1));
+        assert_eq!(numeric(&pg_numeric(-1, true, 3, &[50]), 12, 2), Ok(-1));
+        // 38 digits fit decimal(38,0); a 39th does not.
+        let big: Vec<u16> = std::iter::once(99).chain(std::iter::repeat_n(9999, 9)).collect();
+        assert_eq!(numeric(&pg_numeric(9, false, 0, &big), 38, 0), Ok(10i128.pow(38) - 1));
+        assert!(numeric(&pg_numeric(9, false, 0, &[999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999, 9999]), 38, 0).is_err());
+        assert!(numeric(&pg_numeric(1, false, 0, &[1]), 4, 0).unwrap_err().contains("too large for decimal(4,0)"));
+        let nan = [0, 0, 0, 0, 0xC0, 0, 0, 0];
+        assert!(numeric(&nan, 10, 2).unwrap_err().contains("NaN"));
+        assert!(numeric(&[0, 1], 10, 2).is_err(), "truncated");
+    }
+
+    #[test]
+    fn times_move_to_arrows_epoch_and_keep_their_infinities() {
+        assert_eq!(timestamp(0), EPOCH_MICROS);
+        assert_eq!(timestamp(i64::MAX), i64::MAX);
+        assert_eq!(timestamp(i64::MIN), -i64::MAX);
+        assert_eq!(date(-EPOCH_DAYS), 0);
+        assert_eq!(date(i32::MIN), -i32::MAX);
+    }
+
+    #[test]
+    fn only_types_with_a_binary_twin_are_planned() {
+        let typed = |t: ColumnType| vec![("c".to_string(), t)];
+        assert!(plan(&[Type::INT4], &typed(ColumnType::Integer)).is_some());
+        assert!(plan(&[Type::NUMERIC], &typed(ColumnType::Decimal { precision: 12, scale: 2 })).is_some());
+        assert!(plan(&[Type::UUID], &typed(ColumnType::Uuid)).is_none());
+        assert!(plan(&[Type::JSONB], &typed(ColumnType::Json)).is_none());
+        assert!(plan(&[Type::INT4], &typed(ColumnType::BigInt)).is_none(), "the stage's type decides");
+    }
+}
