@@ -61,7 +61,8 @@ pub struct Changes {
 }
 
 /// Compares `found` with the records of files already loaded. A file whose size and time
-/// match its record is unchanged; one whose size or time moved is hashed.
+/// match its record is unchanged; one whose size or time moved is hashed. A new file's
+/// record is left without its hash (empty), which the loader computes while the file loads.
 pub fn changed(found: &[Found], loaded: &[LoadedFile]) -> Result<Changes, String> {
     let mut changes = Changes::default();
     for f in found {
@@ -70,7 +71,8 @@ pub fn changed(found: &[Found], loaded: &[LoadedFile]) -> Result<Changes, String
             changes.unchanged += 1;
             continue;
         }
-        let record = LoadedFile { path: f.shown.clone(), size: f.size, modified: f.modified.clone(), content_hash: hash(&f.path)? };
+        let content_hash = if before.is_some() { hash(&f.path)? } else { String::new() };
+        let record = LoadedFile { path: f.shown.clone(), size: f.size, modified: f.modified.clone(), content_hash };
         let same = match before {
             // A hash recorded by an older Weir is a bare SHA-256: compare like with like.
             Some(b) if !b.content_hash.starts_with(HASH_PREFIX) => b.content_hash == legacy_sha256(&f.path)?,
@@ -179,7 +181,10 @@ mod tests {
         assert_eq!(found.iter().map(|f| f.shown.as_str()).collect::<Vec<_>>(), vec!["data/a.csv", "data/b.csv"]);
         let first = changed(&found, &[]).unwrap();
         assert_eq!((first.load.len(), first.unchanged), (2, 0));
-        let records: Vec<LoadedFile> = first.load.into_iter().map(|(_, r)| r).collect();
+        // New files are hashed by the loader, as they load.
+        assert!(first.load.iter().all(|(_, r)| r.content_hash.is_empty()));
+        let records: Vec<LoadedFile> =
+            first.load.into_iter().map(|(f, r)| LoadedFile { content_hash: hash(&f.path).unwrap(), ..r }).collect();
         assert_eq!(changed(&found, &records).unwrap().unchanged, 2);
         // Same content, another time: not loaded again, but its record is refreshed.
         let mut touched = records.clone();

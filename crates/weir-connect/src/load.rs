@@ -472,11 +472,12 @@ impl Job<'_> {
                     let same = loaded.iter().chain(refreshed.iter()).find(|l| l.path == fnd.shown).cloned();
                     records.push(match same {
                         Some(l) => LoadedFile { size: fnd.size, modified: fnd.modified.clone(), ..l },
+                        // Hashed while it loads, below.
                         None => LoadedFile {
                             path: fnd.shown.clone(),
                             size: fnd.size,
                             modified: fnd.modified.clone(),
-                            content_hash: files::hash(&fnd.path).map_err(|m| self.source(m))?,
+                            content_hash: String::new(),
                         },
                     });
                 }
@@ -524,7 +525,24 @@ impl Job<'_> {
         };
         let bytes: u64 = to_read.iter().map(|f| f.size).sum();
         self.progress(Progress::Extracting { rows: 0, bytes });
-        out.rejected.extend(self.stage_files(&scan, Some(&source_file))?);
+        // New files are hashed (for their records) while the engine reads them.
+        let unhashed: Vec<(usize, PathBuf)> = out
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.content_hash.is_empty())
+            .filter_map(|(i, r)| Some((i, to_read.iter().find(|f| f.shown == r.path)?.path.clone())))
+            .collect();
+        let (staged, hashed) = std::thread::scope(|scope| {
+            let hashing = scope.spawn(|| unhashed.iter().map(|(i, p)| files::hash(p).map(|h| (*i, h))).collect::<Result<Vec<_>, _>>());
+            let staged = self.stage_files(&scan, Some(&source_file));
+            (staged, hashing.join())
+        });
+        out.rejected.extend(staged?);
+        let hashed = hashed.map_err(|_| self.source("hashing the files failed".into()))?.map_err(|m| self.source(m))?;
+        for (i, h) in hashed {
+            out.files[i].content_hash = h;
+        }
         // Rows and rejected lines name their file relative to the project, wherever it was read from.
         for r in &mut out.rejected {
             if let Some(f) = to_read.iter().find(|f| r.position.starts_with(&*f.path.to_string_lossy())) {
@@ -557,8 +575,16 @@ impl Job<'_> {
         };
         match self.wh.file_scan_sql(scan).map(named) {
             Some(sql) => {
-                // The engine reads the files in place.
-                self.exec(&self.wh.create_table_as_sql(self.stage, &sql))?;
+                // The engine reads the files in place, in any order unless the load says.
+                let any_order = self.wh.any_order_sql().filter(|_| !self.load.preserve_order);
+                if let Some([set, _]) = any_order {
+                    self.exec(set)?;
+                }
+                let created = self.exec(&self.wh.create_table_as_sql(self.stage, &sql));
+                if let Some([_, reset]) = any_order {
+                    self.exec(reset)?;
+                }
+                created?;
                 if let Some(rejects) = self.wh.file_rejects_sql(scan) {
                     rejected.extend(self.read_rejects(&rejects)?);
                 }

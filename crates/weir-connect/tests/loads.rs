@@ -29,6 +29,9 @@ fn csv_files_load_once_with_bad_lines_kept_and_new_columns_added() {
     assert!(rejected[0][1].contains("oops") && rejected[0][2].contains("CAST"), "{rejected:?}");
     assert_eq!(rejected[1][0], "data/orders_1.csv:4");
     assert!(rejected[1][2].contains("TOO MANY COLUMNS"), "{rejected:?}");
+    // The files' records carry their hashes (taken while they loaded).
+    let records = p.store.loaded_files(&p.wh.render(&weir_core::Relation::new("warehouse", "raw", "orders"))).unwrap();
+    assert!(records.len() == 2 && records.iter().all(|r| r.content_hash.starts_with("blake3:")), "{records:?}");
 
     // Nothing new: nothing happens.
     let again = p.run(&load, false).unwrap();

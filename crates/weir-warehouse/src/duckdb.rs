@@ -193,6 +193,11 @@ impl Warehouse for DuckDb {
         Some(format!("select * from {function}({})", args.join(", ")))
     }
 
+    fn any_order_sql(&self) -> Option<[&'static str; 2]> {
+        // Session-scoped: other connections (models built at the same time) keep their order.
+        Some(["set session preserve_insertion_order = false", "reset session preserve_insertion_order"])
+    }
+
     fn file_rejects_sql(&self, scan: &FileScan) -> Option<String> {
         let prefix = scan.rejects.as_ref().filter(|_| scan.format == FileFormat::Csv)?;
         let parts: Vec<String> = (0..scan.paths.len().max(1))

@@ -151,6 +151,14 @@ pub trait Warehouse: Send + Sync {
         None
     }
 
+    /// Statements that let this connection's next writes store rows in whatever order the
+    /// engine's parallel readers produce them, and that put the order back. DuckDB writes an
+    /// unordered bulk insert to disk as it goes; an ordered one is written whole again when
+    /// the table is made durable.
+    fn any_order_sql(&self) -> Option<[&'static str; 2]> {
+        None
+    }
+
     /// The columns of a failed-row table a [`FileScan`] with `rejects` filled, as
     /// `(position, raw text, reason)` expressions over it, when the engine records them.
     fn file_rejects_sql(&self, _scan: &FileScan) -> Option<String> {
