@@ -13,6 +13,7 @@
 #     `create table ... as select * from read_csv(...)` (timed inside Python, so without the
 #     interpreter's start-up).
 # (3) Memory: peak RSS of `weir load` for a tenth of the table and for all of it.
+# (4) The CSV into PostgreSQL: `weir load` (binary COPY) against PostgreSQL's own COPY.
 # Times are medians of $BENCH_REPEAT runs; peak RSS from /usr/bin/time.
 REPEAT="${BENCH_REPEAT:-3}"
 source "$(dirname "$0")/common.sh"
@@ -54,13 +55,21 @@ cat > dbt_project.yml <<'YML'
 name: bench_loads
 profile: bench_loads
 YML
-cat > profiles.yml <<'YML'
+cat > profiles.yml <<YML
 bench_loads:
   target: dev
   outputs:
     dev:
       type: duckdb
       path: bench.duckdb
+      threads: 2
+    pg:
+      type: postgres
+      host: 127.0.0.1
+      port: 5432
+      user: postgres
+      dbname: test
+      schema: $schema
       threads: 2
 YML
 cat > loads/bench.yml <<YML
@@ -73,6 +82,10 @@ loads:
     write_disposition: replace
   - name: big_csv
     source: {kind: csv, path: big.csv}
+    write_disposition: replace
+  - name: big_csv_pg
+    source: {kind: csv, path: big.csv}
+    destination: $schema.big_csv
     write_disposition: replace
 YML
 
@@ -143,4 +156,24 @@ echo "|---|---:|---:|---:|"
 echo "| DuckDB $duckdb_version: create table as select * from read_csv(...) | $b | 1.00x | |"
 echo "| DuckDB $duckdb_version: the same, then close (checkpoint) | $bc | $(ratio "$bc" "$b") | |"
 echo "| weir load (whole process) | $c | $(ratio "$c" "$b") ($(ratio "$c" "$bc") of the closed) | $c_rss |"
+
+# (4) The same CSV into PostgreSQL: `weir load` (DuckDB reads the file, typed Arrow batches go
+# over binary COPY) against PostgreSQL's own `COPY ... FROM` of the file into a table of the
+# same types, sent by psql's `\copy`.
+pg_base_runs=$(for _ in $(seq "$REPEAT"); do
+  psql "$PG_URL" -q -c "drop table if exists $schema.base_csv; create table $schema.base_csv (order_id bigint, customer_id bigint, status text, amount double precision, created_at timestamp, note text)"
+  t0=$(date +%s%N)
+  psql "$PG_URL" -q -c "\\copy $schema.base_csv from 'big.csv' with (format csv, header true)"
+  t1=$(date +%s%N)
+  seconds "$t0" "$t1"
+done)
+pb=$(echo "$pg_base_runs" | median)
+pg_runs=$(for _ in $(seq "$REPEAT"); do fresh; psql "$PG_URL" -q -c "drop table if exists $schema.big_csv"; timed "$WEIR" load big_csv_pg --target pg; done)
+pw=$(echo "$pg_runs" | median_of 1); pw_rss=$(echo "$pg_runs" | max_of 2)
+pg_rows=$(psql "$PG_URL" -Atc "select count(*) from $schema.big_csv")
+echo
+echo "| CSV ($size_mb MB, $pg_rows rows) -> PostgreSQL | wall (s) | vs COPY | peak RSS (MB) |"
+echo "|---|---:|---:|---:|"
+echo "| PostgreSQL: \\copy ... from the file (format csv) | $pb | 1.00x | |"
+echo "| weir load (DuckDB reads, binary COPY writes) | $pw | $(ratio "$pw" "$pb") | $pw_rss |"
 psql "$PG_URL" -q -c "drop schema $schema cascade"

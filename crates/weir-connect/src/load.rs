@@ -667,8 +667,7 @@ impl Job<'_> {
         // A source that goes away mid-stream fails the copy: nothing reaches the target.
         let copied = self.conn.copy_in_csv(&stage_sql, &names, &mut counted);
         if let Some(error) = counted.error {
-            let rows = counted.rows.saturating_sub(1);
-            return Err(self.source(format!("lost the source {} after about {rows} rows: {error}", redact(url))));
+            return Err(self.lost_source(url, counted.rows.saturating_sub(1), &error));
         }
         copied.map_err(|e| self.wh_err(e))?;
         Ok(Extracted::rows(vec![]))
@@ -700,15 +699,18 @@ impl Job<'_> {
         let copied = self.conn.copy_in_batches(self.stage, &mut feed);
         match stopped {
             Some(pgcopy::ReadError::Start(m)) => Err(self.source(format!("{m}\n  in: {sql}"))),
-            Some(pgcopy::ReadError::Lost { rows, message }) => {
-                Err(self.source(format!("lost the source {} after about {rows} rows: {message}", redact(url))))
-            }
+            Some(pgcopy::ReadError::Lost { rows, message }) => Err(self.lost_source(url, rows, &message)),
             Some(pgcopy::ReadError::Value(m)) => Err(self.data(format!("a value of the source does not fit its column {m}"))),
             Some(pgcopy::ReadError::Sink(_)) | None => {
                 copied.map_err(|e| self.wh_err(e))?;
                 Ok(Extracted::rows(vec![]))
             }
         }
+    }
+
+    /// A source that went away mid-stream: nothing reached the destination.
+    fn lost_source(&self, url: &str, rows: u64, error: &str) -> ConnectError {
+        self.source(format!("lost the source {} after about {rows} rows: {error}", redact(url)))
     }
 
     fn extract_mysql(&mut self, db: &DatabaseSource, store: &Store, key: &str) -> Result<Extracted, ConnectError> {
@@ -1218,8 +1220,6 @@ fn is_numeric(t: &ColumnType) -> bool {
     matches!(t, ColumnType::Integer | ColumnType::BigInt | ColumnType::Double | ColumnType::Decimal { .. })
 }
 
-/// A reader that counts what passes (rows as lines, bytes) and tells the progress listener,
-/// and keeps the source's own error, which the destination would report as its own.
 /// PostgreSQL's `COPY ... TO STDOUT` as a reader that takes the server's messages (one per
 /// row) a megabyte at a time. The synchronous client wakes its runtime once per message,
 /// which at millions of rows costs more than the copy itself; this wakes it once per batch.
@@ -1280,6 +1280,8 @@ impl std::io::Read for CopyOut {
     }
 }
 
+/// A reader that counts what passes (rows as lines, bytes) and tells the progress listener,
+/// and keeps the source's own error, which the destination would report as its own.
 struct Counted<'a, R> {
     inner: R,
     rows: u64,
