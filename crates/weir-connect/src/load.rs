@@ -370,25 +370,28 @@ impl Job<'_> {
         let meta = format!("{} as {}, {loaded_at} as {}", literal(self.load_id), self.wh.quote(LOAD_ID), self.wh.quote(LOADED_AT));
         let select = format!("select {}, {meta} from ({source_rows}) as s", exprs.join(", "));
         let target_sql = self.wh.render(self.target);
-        // On DuckDB, when the stage holds exactly the rows and columns the destination gets
-        // (no rule rejects rows, no schema change, nothing merged), the stage becomes the
-        // destination instead of being copied into it: one write of the data, not two.
+        // When the stage holds exactly the rows and columns the destination gets (no rule
+        // rejects rows, no schema change, nothing merged), the stage becomes the destination
+        // instead of being copied into it: one write of the data, not two. The load's two
+        // columns are added with a default (no rewrite: DuckDB writes a constant, PostgreSQL
+        // keeps it in the catalog). DuckDB binds views by name, so a destination it replaces
+        // can be swapped too; PostgreSQL binds them to the table, so there only a new one is.
         let identity = columns.len() == stage_cols.len()
             && columns.iter().zip(&stage_cols).all(|((n, e), c)| *n == c.name && *e == self.wh.quote(&c.name));
-        let swap = self.wh.adapter_type() == "duckdb"
-            && self.load.schema_on_read.is_none()
+        let swap = self.load.schema_on_read.is_none()
             && self.load.write_disposition != WriteDisposition::Merge
             && reject_rules.is_empty()
             && statements.is_empty()
             && identity
-            && (!target_exists || (replace && self.same_columns(&stage_cols)?));
+            && (!target_exists || (replace && self.wh.adapter_type() == "duckdb" && self.same_columns(&stage_cols)?));
         if swap {
             let stage_sql = self.wh.render(self.stage);
             if target_exists {
                 // Views over the destination are bound by name and see the new table.
                 statements.push(format!("drop table {target_sql}"));
             }
-            for (col, ty, value) in [(LOAD_ID, "varchar", literal(self.load_id)), (LOADED_AT, "timestamp", loaded_at.clone())] {
+            let (text, timestamp) = (self.wh.type_sql(&ColumnType::Varchar), self.wh.type_sql(&ColumnType::Timestamp));
+            for (col, ty, value) in [(LOAD_ID, text, literal(self.load_id)), (LOADED_AT, timestamp, loaded_at.clone())] {
                 let col = self.wh.quote(col);
                 statements.push(format!("alter table {stage_sql} add column {col} {ty} default {value}"));
                 statements.push(format!("alter table {stage_sql} alter column {col} drop default"));
