@@ -110,6 +110,16 @@ fn duckdb() -> (tempfile::TempDir, weir_warehouse::duckdb::DuckDb) {
     (dir, wh)
 }
 
+/// The shared PostgreSQL, with `schema` as the target's schema (the test creates and drops it).
+fn postgres(schema: &str) -> weir_warehouse::postgres::Postgres {
+    let mut fields = serde_json::Map::new();
+    for (k, v) in [("host", "127.0.0.1"), ("user", "postgres"), ("dbname", "test"), ("schema", schema)] {
+        fields.insert(k.into(), v.into());
+    }
+    fields.insert("port".into(), 5432.into());
+    weir_warehouse::postgres::Postgres::from_fields(&fields).unwrap()
+}
+
 #[test]
 fn duckdb_measures_every_metric_in_one_scan() {
     let (dir, wh) = duckdb();
@@ -164,12 +174,7 @@ fn failing_rows_are_sampled_and_bad_columns_are_refused() {
 #[test]
 fn postgres_gives_the_same_values() {
     let schema = format!("weir_quality_test_{}", std::process::id());
-    let mut fields = serde_json::Map::new();
-    for (k, v) in [("host", "127.0.0.1"), ("user", "postgres"), ("dbname", "test"), ("schema", schema.as_str())] {
-        fields.insert(k.into(), v.into());
-    }
-    fields.insert("port".into(), 5432.into());
-    let wh = weir_warehouse::postgres::Postgres::from_fields(&fields).unwrap();
+    let wh = postgres(&schema);
     let mut conn = wh.connect().unwrap();
     conn.execute(&format!("create schema {schema}; set search_path to {schema}")).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -224,12 +229,7 @@ fn duckdb_stddev_agrees_with_stddev_samp() {
 #[test]
 fn postgres_stddev_agrees_with_stddev_samp() {
     let schema = format!("weir_quality_stddev_{}", std::process::id());
-    let mut fields = serde_json::Map::new();
-    for (k, v) in [("host", "127.0.0.1"), ("user", "postgres"), ("dbname", "test"), ("schema", schema.as_str())] {
-        fields.insert(k.into(), v.into());
-    }
-    fields.insert("port".into(), 5432.into());
-    let wh = weir_warehouse::postgres::Postgres::from_fields(&fields).unwrap();
+    let wh = postgres(&schema);
     let mut conn = wh.connect().unwrap();
     conn.execute(&format!("create schema {schema}")).unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
