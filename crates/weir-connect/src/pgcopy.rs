@@ -97,6 +97,10 @@ pub(crate) fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Option<Pla
 /// Runs `copy` (a `COPY (...) TO STDOUT (FORMAT binary)` of the plan's columns) on a
 /// connection of its own and hands its rows to `emit` as record batches; `tell` hears the
 /// rows and bytes read so far. Returns the rows read.
+///
+/// Decoding runs on a thread of its own, a batch or two ahead of `emit` (the destination's
+/// append, on the caller's thread, which owns the destination's connection): each side is
+/// about half the work, so a load takes the longer of the two rather than their sum.
 pub(crate) fn read(
     url: &str,
     copy: &str,
@@ -104,6 +108,40 @@ pub(crate) fn read(
     tell: &mut dyn FnMut(u64, u64),
     emit: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
 ) -> Result<u64, ReadError> {
+    let (sender, batches) = std::sync::mpsc::sync_channel::<Decoded>(AHEAD);
+    std::thread::scope(|scope| {
+        let decoding = scope.spawn(move || decode(url, copy, plan, &sender));
+        let mut sunk = None;
+        for (batch, rows, bytes) in batches.iter() {
+            if let Err(e) = emit(&batch) {
+                sunk = Some(e);
+                // Dropping the receiver stops the decoder at its next batch.
+                break;
+            }
+            tell(rows, bytes);
+        }
+        drop(batches);
+        let decoded = decoding.join().map_err(|_| ReadError::Value("internal: the decoding thread panicked".into()))?;
+        match sunk {
+            Some(e) => Err(ReadError::Sink(e)),
+            None => decoded.map(|(rows, bytes)| {
+                tell(rows, bytes);
+                rows
+            }),
+        }
+    })
+}
+
+/// Batches decoded ahead of the destination: enough to keep both threads busy, few enough
+/// that memory stays a few batches whatever the table's size.
+const AHEAD: usize = 2;
+
+/// A decoded batch with the rows and bytes read up to its end.
+type Decoded = (RecordBatch, u64, u64);
+
+/// The decoding side of [`read`]: reads the copy and sends its batches until the rows end,
+/// something fails, or the receiver is gone. Returns the rows and bytes read.
+fn decode(url: &str, copy: &str, plan: &Plan, sender: &std::sync::mpsc::SyncSender<Decoded>) -> Result<(u64, u64), ReadError> {
     let start = |e: tokio_postgres::Error| ReadError::Start(pg_message(&e));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ReadError::Start(e.to_string()))?;
     rt.block_on(async {
@@ -126,16 +164,15 @@ pub(crate) fn read(
                 batch.push(i, *kind, raw.map(|r| r.0)).map_err(|m| ReadError::Value(format!("{}: {m}", plan.schema.field(i).name())))?;
             }
             n += 1;
-            if batch.rows == BATCH_ROWS {
-                emit(&batch.finish(plan)?).map_err(ReadError::Sink)?;
-                tell(n, bytes);
+            if batch.rows == BATCH_ROWS && sender.send((batch.finish(plan)?, n, bytes)).is_err() {
+                // The destination stopped; its error is the one to report.
+                return Ok((n, bytes));
             }
         }
         if batch.rows > 0 {
-            emit(&batch.finish(plan)?).map_err(ReadError::Sink)?;
+            let _ = sender.send((batch.finish(plan)?, n, bytes));
         }
-        tell(n, bytes);
-        Ok(n)
+        Ok((n, bytes))
     })
 }
 
@@ -338,6 +375,36 @@ mod tests {
         assert_eq!(timestamp(i64::MIN), -i64::MAX);
         assert_eq!(date(-EPOCH_DAYS), 0);
         assert_eq!(date(i32::MIN), -i32::MAX);
+    }
+
+    /// The shared server's `test` database.
+    const PG: &str = "postgresql://postgres@127.0.0.1:5432/test";
+
+    #[test]
+    fn batches_reach_the_destination_in_order_and_a_refusal_stops_the_reader() {
+        let plan = plan(&[Type::INT8], &[("g".to_string(), ColumnType::BigInt)]).unwrap();
+        let copy = "copy (select g from generate_series(1::bigint, 200000) g) to stdout (format binary)";
+        let (mut told, mut seen) = (vec![], vec![]);
+        let rows = read(PG, copy, &plan, &mut |n, _| told.push(n), &mut |b| {
+            let g = b.column(0).as_any().downcast_ref::<weir_warehouse::arrow::array::Int64Array>().unwrap();
+            seen.push((g.value(0), b.num_rows()));
+            Ok(())
+        });
+        assert_eq!(rows.ok(), Some(200_000));
+        assert_eq!(seen, vec![(1, 65_536), (65_537, 65_536), (131_073, 65_536), (196_609, 3_392)]);
+        assert_eq!(told.last(), Some(&200_000));
+
+        // The destination refuses the second batch: its error comes back, nothing hangs.
+        let mut batches = 0;
+        let refused = read(PG, copy, &plan, &mut |_, _| {}, &mut |_| {
+            batches += 1;
+            if batches == 2 { Err(weir_warehouse::WarehouseError::query("refused".to_string(), "append")) } else { Ok(()) }
+        });
+        assert!(matches!(refused, Err(ReadError::Sink(_))));
+        assert_eq!(batches, 2);
+
+        let bad = read(PG, "copy (select * from no_such_table) to stdout (format binary)", &plan, &mut |_, _| {}, &mut |_| Ok(()));
+        assert!(matches!(bad, Err(ReadError::Start(m)) if m.contains("no_such_table")));
     }
 
     #[test]
