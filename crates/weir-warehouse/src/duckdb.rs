@@ -14,7 +14,7 @@ use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Value as J};
 use weir_core::{Column, ColumnType, Datum, QueryResult, Relation, RelationKind};
 
-use crate::{BatchFeed, Connection, FileFormat, FileScan, RecordBatch, Result, Warehouse, WarehouseError, kind_of, literal};
+use crate::{BatchFeed, Connection, FileFormat, FileScan, RecordBatch, Result, Warehouse, WarehouseError, kind_of, literal, quoted};
 
 /// A DuckDB database opened once per process, on first use (so `weir compile` and `weir ls`
 /// never pay for opening it); connections are clones of it.
@@ -309,7 +309,7 @@ impl Connection for DuckDbConnection {
     }
 
     fn copy_csv(&mut self, target: &str, columns: &[String], path: &Path, delimiter: char) -> Result<u64> {
-        let cols: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+        let cols: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
         let sql = format!(
             "copy {target} ({}) from {} (format csv, header true, delimiter {})",
             cols.join(", "),
@@ -329,7 +329,7 @@ impl Connection for DuckDbConnection {
         let dir = tempfile::Builder::new().prefix("weir-copy-").tempdir().map_err(io_err)?;
         let pipe = dir.path().join("rows.csv");
         fifo::create(&pipe).map_err(io_err)?;
-        let cols: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+        let cols: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
         let sql = format!(
             "copy {target} ({}) from {} (format csv, header true, allow_quoted_nulls false, auto_detect false)",
             cols.join(", "),

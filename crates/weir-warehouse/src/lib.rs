@@ -55,7 +55,7 @@ pub trait Warehouse: Send + Sync {
 
     /// An identifier quoted for this engine.
     fn quote(&self, ident: &str) -> String {
-        format!("\"{}\"", ident.replace('"', "\"\""))
+        quoted(ident)
     }
 
     /// A relation's full quoted name.
@@ -298,6 +298,12 @@ pub fn open(adapter_type: &str, fields: &Map<String, J>, base_dir: &Path) -> Res
 /// A SQL string literal.
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// An identifier in double quotes, as both engines read it (for connections, which have no
+/// [`Warehouse::quote`] at hand).
+pub(crate) fn quoted(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 fn kind_of(table_type: &str) -> Option<RelationKind> {

@@ -14,7 +14,7 @@ use ::duckdb::arrow::datatypes::Schema;
 use bytes::BytesMut;
 use pgpq::ArrowToPostgresBinaryEncoder;
 
-use crate::{BatchFeed, Connection, Result, Warehouse, WarehouseError, literal};
+use crate::{BatchFeed, Connection, Result, Warehouse, WarehouseError, literal, quoted};
 
 /// Connection settings from a `type: postgres` target.
 pub struct Postgres {
@@ -261,7 +261,7 @@ impl Connection for PgConnection {
     }
 
     fn copy_csv(&mut self, target: &str, columns: &[String], path: &Path, delimiter: char) -> Result<u64> {
-        let cols: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+        let cols: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
         let sql = format!(
             "copy {target} ({}) from stdin with (format csv, header true, delimiter {})",
             cols.join(", "),
@@ -278,7 +278,7 @@ impl Connection for PgConnection {
     }
 
     fn copy_in_csv(&mut self, target: &str, columns: &[String], input: &mut dyn Read) -> Result<u64> {
-        let cols: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.replace('"', "\"\""))).collect();
+        let cols: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
         let sql = format!("copy {target} ({}) from stdin with (format csv, header true)", cols.join(", "));
         let mut writer = self.client.copy_in(&sql).map_err(|e| WarehouseError::query(pg_message(&e), &sql))?;
         std::io::copy(input, &mut writer).map_err(|e| WarehouseError::query(e.to_string(), &sql))?;
@@ -292,8 +292,12 @@ impl Connection for PgConnection {
     /// `COPY ... FROM STDIN (FORMAT binary)`, the batches encoded by `pgpq`: the server
     /// parses no text, and the encoding is a copy of the values a megabyte at a time.
     fn copy_in_batches(&mut self, target: &Relation, feed: &mut BatchFeed<'_>) -> Result<u64> {
-        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        let sql = format!("copy {}.{}.{} from stdin with (format binary)", q(&target.database), q(&target.schema), q(&target.identifier));
+        let sql = format!(
+            "copy {}.{}.{} from stdin with (format binary)",
+            quoted(&target.database),
+            quoted(&target.schema),
+            quoted(&target.identifier)
+        );
         let mut writer = self.client.copy_in(&sql).map_err(|e| WarehouseError::query(pg_message(&e), &sql))?;
         let mut encoder: Option<ArrowToPostgresBinaryEncoder> = None;
         let mut buf = BytesMut::with_capacity(1 << 21);
