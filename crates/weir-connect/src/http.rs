@@ -202,6 +202,86 @@ impl HttpSource {
     }
 }
 
+/// The mark an API is sent under a `lookback`: `mark` moved back by it, in the mark's own
+/// form, since the API parses what it sent. A number less a number; a date or a timestamp
+/// (ISO 8601 with `T` or a space, its zone kept as written: `Z`, `+02`, `+02:00`) less an
+/// amount of time (`2 hours`, `30 minutes`, `1 day`, `1 month`, or `90s`, `1d12h`). A date less
+/// part of a day is the day before: a lookback may extract more, never less.
+pub fn mark_before(mark: &str, lookback: &str) -> Result<String, String> {
+    use chrono::{Months, NaiveDate, NaiveDateTime, TimeDelta};
+    let mark = mark.trim();
+    if let (Ok(m), Ok(l)) = (mark.parse::<i64>(), lookback.trim().parse::<i64>()) {
+        return m.checked_sub(l).map(|v| v.to_string()).ok_or_else(|| format!("the mark {mark} less {l} is out of range"));
+    }
+    if let (Ok(m), Ok(l)) = (mark.parse::<f64>(), lookback.trim().parse::<f64>()) {
+        return Ok((m - l).to_string());
+    }
+    if mark.parse::<f64>().is_ok() {
+        return Err(format!("lookback '{lookback}' must be a number for the numeric mark {mark}"));
+    }
+    let amount = time_amount(lookback).ok_or_else(|| {
+        format!("lookback '{lookback}' must be a number or an amount of time (30 minutes, 2 hours, 1 day, 1 month) for an API's mark")
+    })?;
+    // In the mark's own zone, moving the wall time back moves the instant back as much.
+    let back = |t: NaiveDateTime| match amount {
+        TimeAmount::Months(m) => t.checked_sub_months(Months::new(m)),
+        TimeAmount::Seconds(s) => TimeDelta::try_milliseconds((s * 1000.0).round() as i64).and_then(|d| t.checked_sub_signed(d)),
+    };
+    let out_of_range = || format!("the mark {mark} less {lookback} is out of range");
+    let (stamp, zone) = split_zone(mark);
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(stamp, format) {
+            return Ok(format!("{}{zone}", back(t).ok_or_else(out_of_range)?.format(format)));
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(mark, "%Y-%m-%d") {
+        let moved = back(d.and_time(chrono::NaiveTime::MIN)).ok_or_else(out_of_range)?;
+        return Ok(moved.date().format("%Y-%m-%d").to_string());
+    }
+    Err(format!("cannot move the mark '{mark}' back by {lookback}: it is not a number, a date or an ISO 8601 timestamp"))
+}
+
+/// A timestamp's text and its zone suffix (`Z`, `+02`, `-05:30`, or nothing).
+fn split_zone(mark: &str) -> (&str, &str) {
+    if mark.ends_with(['Z', 'z']) {
+        return mark.split_at(mark.len() - 1);
+    }
+    // The date's own dashes come before the time; a sign after it starts the zone.
+    match mark.rfind(['+', '-']) {
+        Some(i) if i > 10 && mark[..i].contains(':') => mark.split_at(i),
+        _ => (mark, ""),
+    }
+}
+
+/// An amount of time: months (whose length varies) apart from the rest.
+enum TimeAmount {
+    Months(u32),
+    Seconds(f64),
+}
+
+fn time_amount(s: &str) -> Option<TimeAmount> {
+    if let Some(secs) = parse_duration(s) {
+        return Some(TimeAmount::Seconds(secs));
+    }
+    let mut parts = s.split_whitespace();
+    let n: u32 = parts.next()?.parse().ok()?;
+    let unit = parts.next()?.to_ascii_lowercase();
+    if parts.next().is_some() {
+        return None;
+    }
+    let seconds = match unit.trim_end_matches('s') {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        "week" => 7 * 86_400,
+        "month" => return Some(TimeAmount::Months(n)),
+        "year" => return Some(TimeAmount::Months(n.checked_mul(12)?)),
+        _ => return None,
+    };
+    Some(TimeAmount::Seconds(f64::from(n) * f64::from(seconds)))
+}
+
 fn scrub(mut message: String, secrets: &[String]) -> String {
     for s in secrets {
         message = message.replace(s.as_str(), "***");
@@ -515,6 +595,24 @@ fn paginate(p: &Parser, node: &Node) -> Result<Paginate, ConnectError> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_lookback_moves_the_mark_back_in_its_own_form() {
+        let back = |m: &str, l: &str| mark_before(m, l);
+        assert_eq!(back("1000", "10").as_deref(), Ok("990"));
+        assert_eq!(back("10.5", "0.5").as_deref(), Ok("10"));
+        assert_eq!(back("2024-01-03T10:00:00Z", "2 hours").as_deref(), Ok("2024-01-03T08:00:00Z"));
+        assert_eq!(back("2024-01-03T01:00:00+02:00", "90m").as_deref(), Ok("2024-01-02T23:30:00+02:00"));
+        assert_eq!(back("2024-01-03 10:00:00.250-05", "1 day").as_deref(), Ok("2024-01-02 10:00:00.250-05"));
+        assert_eq!(back("2024-01-03 10:00:00", "30 minutes").as_deref(), Ok("2024-01-03 09:30:00"));
+        assert_eq!(back("2024-03-31T00:00", "1 month").as_deref(), Ok("2024-02-29T00:00"));
+        assert_eq!(back("2024-01-03", "1 day").as_deref(), Ok("2024-01-02"));
+        assert_eq!(back("2024-01-03", "1 hour").as_deref(), Ok("2024-01-02"), "part of a day goes back a whole one");
+        assert!(back("1000", "1 hour").unwrap_err().contains("must be a number for the numeric mark"));
+        assert!(back("2024-01-03", "soon").unwrap_err().contains("an amount of time"));
+        assert!(back("abc", "1 hour").unwrap_err().contains("cannot move the mark 'abc'"));
+        assert!(back("-9223372036854775808", "1").unwrap_err().contains("out of range"));
+    }
 
     #[test]
     fn finds_records_and_paths() {

@@ -259,6 +259,8 @@ struct Extracted {
     replaces_files: Vec<String>,
     /// Nothing new to load.
     nothing: bool,
+    /// The source has no rows at all: a replace leaves the destination empty.
+    empty: bool,
 }
 
 impl Extracted {
@@ -296,6 +298,17 @@ impl Job<'_> {
         if extracted.nothing {
             report.cursor = store.load_cursor(&key)?;
             return Ok((report, extracted.refresh));
+        }
+        if extracted.empty {
+            // No rows, so no columns to stage: the destination keeps its columns and loses its
+            // rows, in one transaction with the run's record.
+            if relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))? {
+                let mut statements = self.bookkeeping_tables().to_vec();
+                statements.push(format!("delete from {}", self.wh.render(self.target)));
+                statements.push(self.record_load(&report, &[]));
+                self.conn.transaction(&statements).map_err(|e| self.wh_err(e))?;
+            }
+            return Ok((report, vec![]));
         }
         let rejected = extracted.rejected;
         let staged = self.count(&format!("select count(*) from {}", self.wh.render(self.stage)))?;
@@ -461,6 +474,7 @@ impl Job<'_> {
             files_skipped: changes.unchanged,
             replaces_files: vec![],
             nothing: changes.load.is_empty(),
+            empty: false,
         };
         if out.nothing {
             return Ok(out);
@@ -756,6 +770,10 @@ impl Job<'_> {
         if let Some(inc) = &self.load.incremental {
             let mark = if self.opts.full_refresh { None } else { store.load_cursor(key)? };
             if let (Some(param), Some(from)) = (&inc.param, mark.or_else(|| inc.initial_value.clone())) {
+                let from = match &inc.lookback {
+                    Some(l) => http::mark_before(&from, l).map_err(|m| self.source(m))?,
+                    None => from,
+                };
                 extra.push((param.clone(), from));
             }
         }
@@ -768,6 +786,12 @@ impl Job<'_> {
         };
         let fetched = http::fetch(src, &extra, &mut tell).map_err(|m| self.source(m))?;
         if fetched.records == 0 {
+            // An incremental API with nothing past the mark has nothing new; any other API that
+            // answers no records under replace has no rows, as dlt's replace takes it.
+            let replace = self.load.write_disposition == WriteDisposition::Replace || self.opts.full_refresh;
+            if replace && (self.load.incremental.is_none() || self.opts.full_refresh) {
+                return Ok(Extracted { empty: true, ..Extracted::rows(vec![]) });
+            }
             return Ok(Extracted { nothing: true, ..Extracted::rows(vec![]) });
         }
         let scan = FileScan {

@@ -274,9 +274,6 @@ impl Parser<'_> {
             if matches!(source, Source::Http(_)) && inc.param.is_none() {
                 return Err(self.err(n, "an http source's `incremental` needs the `param` that sends the high-water mark (`since`)"));
             }
-            if matches!(source, Source::Http(_)) && inc.lookback.is_some() {
-                return Err(self.err(n, "`lookback` is for database sources; an API's `param` receives the high-water mark as it is"));
-            }
             if matches!(source, Source::Database(_)) && inc.param.is_some() {
                 return Err(self.err(n, "`param` is for http sources; a database source filters on the cursor column itself"));
             }

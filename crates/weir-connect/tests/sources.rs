@@ -324,9 +324,28 @@ fn http_cursor_link_offset_and_incremental_pagination() {
     assert_eq!((r.rows_loaded, r.cursor.as_deref()), (1, Some("2024-01-02 00:00:00")), "{r:?}");
     assert!(run(inc.clone()).up_to_date, "nothing newer than the mark");
     changes.lock().unwrap().push((3, "2024-01-03 00:00:00"));
-    let r = run(inc);
+    let r = run(inc.clone());
     assert_eq!((r.rows_loaded, r.cursor.as_deref()), (1, Some("2024-01-03 00:00:00")), "{r:?}");
     assert_eq!(p.scalar("select count(*) from raw.changes"), "2");
+
+    // A row that arrived late, below the mark: a lookback of a day asks from a day before the
+    // mark, and merges what it extracts again rather than duplicating it.
+    changes.lock().unwrap().push((4, "2024-01-02 12:00:00"));
+    let r = run(inc.replace("initial_value:", "lookback: 1 day, initial_value:"));
+    assert_eq!((r.rows_loaded, r.cursor.as_deref()), (2, Some("2024-01-03 00:00:00")), "{r:?}");
+    assert_eq!(p.scalar("select string_agg(cast(id as varchar), ',' order by id) from raw.changes"), "2,3,4");
+
+    // Under replace, an API that answers no records leaves the table empty (its columns kept);
+    // the run is recorded like any other.
+    let all = format!(
+        "loads:\n  - name: snapshot\n    source: {{kind: http, url: 'http://127.0.0.1:{port}/changes'}}\n    write_disposition: replace\n"
+    );
+    assert_eq!(run(all.clone()).rows_loaded, 4);
+    changes.lock().unwrap().clear();
+    let r = run(all);
+    assert!(!r.up_to_date && r.rows_loaded == 0, "{r:?}");
+    assert_eq!(p.scalar("select count(*) from raw.snapshot"), "0");
+    assert_eq!(p.scalar("select count(*) from raw._weir_loads where load_name = 'snapshot' and rows_loaded = 0"), "1");
 }
 
 #[test]
