@@ -34,7 +34,16 @@ impl ColumnType {
     /// Reads a type as DuckDB or PostgreSQL spell it (`INTEGER`, `int4`, `character varying(20)`,
     /// `timestamp with time zone`, `DECIMAL(18,3)`), case-insensitively.
     pub fn parse(name: &str) -> ColumnType {
-        let lower = name.trim().to_ascii_lowercase();
+        let mut lower = name.trim().to_ascii_lowercase();
+        // A precision inside a name (`timestamp(3) with time zone`) says nothing Weir keeps.
+        if let (Some(i), Some(j)) = (lower.find('('), lower.find(')'))
+            && i < j
+            && j + 1 < lower.len()
+            && !lower.starts_with("struct")
+            && !lower.starts_with("map")
+        {
+            lower = format!("{}{}", &lower[..i], &lower[j + 1..]);
+        }
         let (base, args) = match lower.find('(') {
             Some(i) if lower.ends_with(')') && !lower.starts_with("struct") && !lower.starts_with("map") => {
                 (lower[..i].trim().to_string(), Some(lower[i + 1..lower.len() - 1].to_string()))
@@ -145,6 +154,10 @@ mod tests {
         assert_eq!(ColumnType::parse("timestamp with time zone"), TimestampTz);
         assert_eq!(ColumnType::parse("TIMESTAMP WITH TIME ZONE"), TimestampTz);
         assert_eq!(ColumnType::parse("jsonb"), Json);
+        assert_eq!(ColumnType::parse("timestamp(3) without time zone"), Timestamp);
+        assert_eq!(ColumnType::parse("timestamp(0) with time zone"), TimestampTz);
+        assert_eq!(ColumnType::parse("time(6) without time zone"), Time);
+        assert_eq!(ColumnType::parse("numeric(10,2)[]"), Other("numeric(10,2)[]".into()));
         assert_eq!(ColumnType::parse("INTEGER[]"), Other("INTEGER[]".into()));
         assert_eq!(ColumnType::parse("STRUCT(a INTEGER)"), Other("STRUCT(a INTEGER)".into()));
     }
