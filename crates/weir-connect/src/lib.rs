@@ -3,21 +3,21 @@
 //! moves the rows there, whole or not at all.
 //!
 //! Every load stages what it extracted in a table of the destination first, through the
-//! engines' own bulk paths (DuckDB reads files in place; PostgreSQL `COPY`; rows Weir
-//! extracts itself are spooled as CSV for them). Everything after that is SQL in the
-//! destination, in one transaction: the schema evolves under the load's
-//! contract, rows that do not fit go to `_weir_rejected` with the reason, the rows are
+//! engines' own bulk paths (DuckDB reads files in place; database rows go as typed Arrow
+//! batches to DuckDB's appender or PostgreSQL's binary `COPY`; an API's records are spooled
+//! as JSON lines). Everything after that is SQL in the destination, in one transaction: the
+//! schema evolves under the load's contract, rows that do not fit go to `_weir_rejected` with the reason, the rows are
 //! appended, replaced or merged with `_weir_load_id` and `_weir_loaded_at`, and the load is
 //! recorded in `_weir_loads`. The metadata store then learns the new high-water mark and the
 //! files read; a run killed in between is settled from `_weir_loads` on the next run.
 
+mod batches;
 pub mod files;
 pub mod http;
 pub mod load;
 mod mysql;
 mod pgcopy;
 pub mod spec;
-mod spool;
 
 pub use load::{LoadOptions, LoadReport, Progress, ProgressFn, run_load};
 pub use spec::{DatabaseSource, Engine, Load, SchemaContract, Source, WriteDisposition, parse_file};

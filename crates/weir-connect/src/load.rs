@@ -9,9 +9,10 @@ use chrono::Utc;
 use weir_core::{ColumnType, Datum, Relation, RelationKind};
 use weir_store::{LoadRun, LoadedFile, Store, redact};
 use weir_warehouse::postgres::pg_message;
-use weir_warehouse::{Connection, FileFormat, FileScan, Warehouse, WarehouseError, literal};
+use weir_warehouse::{Connection, FileFormat, FileScan, RecordBatch, Warehouse, WarehouseError, literal};
 
 use crate::ConnectError;
+use crate::batches::ReadError;
 use crate::files::{self, Rejected};
 use crate::http::{self, HttpSource};
 use crate::mysql::{self as my, MysqlSource};
@@ -619,25 +620,20 @@ impl Job<'_> {
                 self.create_stage(&typed)?;
                 let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
                 let stage_sql = self.wh.render(self.stage);
-                // Typed rows go over the destination's binary path when it has one and every
-                // column has a binary twin there; otherwise as CSV.
-                let casts: Option<Vec<String>> =
-                    typed.iter().map(|(n, t)| binary_cast(t).map(|ty| format!("cast({q} as {ty}) as {q}", q = reader.quote(n)))).collect();
-                match casts.filter(|_| self.conn.takes_batches()) {
-                    Some(casts) => {
-                        let rows = format!("select {} from ({sql}) as _weir_rows", casts.join(", "));
-                        let mut feed = |emit: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| {
-                            rconn.for_each_batch(&rows, emit)
-                        };
-                        self.conn.copy_in_batches(self.stage, &mut feed).map_err(|e| self.wh_err(e))?;
-                    }
-                    None => {
-                        let mut spool = tempfile::tempfile().map_err(|e| self.source(e.to_string()))?;
-                        rconn.copy_out_csv(&sql, &mut spool).map_err(|e| self.wh_err(e))?;
-                        use std::io::Seek;
-                        spool.rewind().map_err(|e| self.source(e.to_string()))?;
-                        self.conn.copy_in_csv(&stage_sql, &names, &mut spool).map_err(|e| self.wh_err(e))?;
-                    }
+                // Typed rows go over the destination's binary path when it has one; otherwise as CSV.
+                if self.conn.takes_batches() {
+                    let exprs: Vec<String> = typed.iter().map(|(n, t)| binary_expr(&reader.quote(n), t)).collect();
+                    let rows = format!("select {} from ({sql}) as _weir_rows", exprs.join(", "));
+                    let mut feed = |emit: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| {
+                        rconn.for_each_batch(&rows, emit)
+                    };
+                    self.conn.copy_in_batches(self.stage, &mut feed).map_err(|e| self.wh_err(e))?;
+                } else {
+                    let mut spool = tempfile::tempfile().map_err(|e| self.source(e.to_string()))?;
+                    rconn.copy_out_csv(&sql, &mut spool).map_err(|e| self.wh_err(e))?;
+                    use std::io::Seek;
+                    spool.rewind().map_err(|e| self.source(e.to_string()))?;
+                    self.conn.copy_in_csv(&stage_sql, &names, &mut spool).map_err(|e| self.wh_err(e))?;
                 }
                 if let Some(rejects) = reader.file_rejects_sql(scan) {
                     let rows = rconn.query(&rejects).map_err(|e| self.wh_err(e))?;
@@ -667,33 +663,26 @@ impl Job<'_> {
             };
             sql.push_str(&format!(" where \"{}\" > {start}", cursor.replace('"', "\"\"")));
         }
-        self.create_stage(&typed)?;
         let types: Vec<postgres::types::Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
         drop(client);
-        if self.conn.takes_batches()
-            && let Some(plan) = pgcopy::plan(&types, &typed)
-        {
-            return self.copy_postgres_binary(url, &sql, &plan);
-        }
-        let copy = format!("copy ({sql}) to stdout with (format csv, header true)");
-        let reader = CopyOut::start(url, &copy).map_err(|e| self.source(format!("{e}\n  in: {sql}")))?;
-        let mut counted =
-            Counted { inner: reader, rows: 0, bytes: 0, progress: self.opts.progress.clone(), load: &self.load.name, error: None };
-        let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
-        let stage_sql = self.wh.render(self.stage);
-        // A source that goes away mid-stream fails the copy: nothing reaches the target.
-        let copied = self.conn.copy_in_csv(&stage_sql, &names, &mut counted);
-        if let Some(error) = counted.error {
-            return Err(self.lost_source(url, counted.rows.saturating_sub(1), &error));
-        }
-        copied.map_err(|e| self.wh_err(e))?;
-        Ok(Extracted::rows(vec![]))
+        let plan = pgcopy::plan(&types, &typed);
+        self.create_stage(&plan.stage)?;
+        let copy = format!("copy ({}) to stdout with (format binary)", plan.select(&sql));
+        self.stage_batches(url, &sql, |tell, emit| pgcopy::read(url, &copy, &plan, tell, emit).map(|_| vec![]))
     }
 
-    /// The binary path: the source's binary `COPY` becomes Arrow batches, which the
-    /// destination's binary bulk path takes.
-    fn copy_postgres_binary(&mut self, url: &str, sql: &str, plan: &pgcopy::Plan) -> Result<Extracted, ConnectError> {
-        let copy = format!("copy ({sql}) to stdout with (format binary)");
+    /// Stages the record batches `read` decodes from the source at `url` (running `sql`)
+    /// through the destination's binary bulk path, with progress; returns the rows `read`
+    /// rejected on the way. A source that stops is reported as the source's doing.
+    fn stage_batches(
+        &mut self,
+        url: &str,
+        sql: &str,
+        read: impl FnOnce(
+            &mut dyn FnMut(u64, u64),
+            &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
+        ) -> Result<Vec<Rejected>, ReadError>,
+    ) -> Result<Extracted, ConnectError> {
         let progress = self.opts.progress.clone();
         let name = self.load.name.clone();
         let mut tell = |rows: u64, bytes: u64| {
@@ -701,26 +690,32 @@ impl Job<'_> {
                 (p.0)(&name, Progress::Extracting { rows, bytes });
             }
         };
+        let mut read = Some(read);
+        let mut rejected = vec![];
         // Why reading stopped, when it was the source's doing rather than the destination's.
-        let mut stopped: Option<pgcopy::ReadError> = None;
-        let mut feed = |emit: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| match pgcopy::read(
-            url, &copy, plan, &mut tell, emit,
-        ) {
-            Ok(_) => Ok(()),
-            Err(pgcopy::ReadError::Sink(e)) => Err(e),
-            Err(other) => {
-                stopped = Some(other);
-                Err(WarehouseError::Io("the source stopped".into()))
+        let mut stopped: Option<ReadError> = None;
+        let mut feed = |emit: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>| {
+            let Some(read) = read.take() else { return Ok(()) };
+            match read(&mut tell, emit) {
+                Ok(r) => {
+                    rejected = r;
+                    Ok(())
+                }
+                Err(ReadError::Sink(e)) => Err(e),
+                Err(other) => {
+                    stopped = Some(other);
+                    Err(WarehouseError::Io("the source stopped".into()))
+                }
             }
         };
         let copied = self.conn.copy_in_batches(self.stage, &mut feed);
         match stopped {
-            Some(pgcopy::ReadError::Start(m)) => Err(self.source(format!("{m}\n  in: {sql}"))),
-            Some(pgcopy::ReadError::Lost { rows, message }) => Err(self.lost_source(url, rows, &message)),
-            Some(pgcopy::ReadError::Value(m)) => Err(self.data(format!("a value of the source does not fit its column {m}"))),
-            Some(pgcopy::ReadError::Sink(_)) | None => {
+            Some(ReadError::Start(m)) => Err(self.source(format!("{m}\n  in: {sql}"))),
+            Some(ReadError::Lost { rows, message }) => Err(self.lost_source(url, rows, &message)),
+            Some(ReadError::Value(m)) => Err(self.data(format!("a value of the source does not fit its column {m}"))),
+            Some(ReadError::Sink(_)) | None => {
                 copied.map_err(|e| self.wh_err(e))?;
-                Ok(Extracted::rows(vec![]))
+                Ok(Extracted::rows(rejected))
             }
         }
     }
@@ -749,20 +744,9 @@ impl Job<'_> {
             };
             sql.push_str(&format!(" where `{}` > {start}", cursor.replace('`', "``")));
         }
-        let progress = self.opts.progress.clone();
-        let name = self.load.name.clone();
-        let tell = move |rows: u64, bytes: u64| {
-            if let Some(p) = &progress {
-                (p.0)(&name, Progress::Extracting { rows, bytes });
-            }
-        };
-        let extraction = source.extract(&sql, &self.load.primary_key, &tell).map_err(|m| self.source(m))?;
         self.create_stage(&typed)?;
-        let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
-        let mut file = extraction.spool.finish().map_err(|e| self.source(format!("cannot read the spooled rows: {e}")))?;
-        let stage_sql = self.wh.render(self.stage);
-        self.conn.copy_in_csv(&stage_sql, &names, &mut file).map_err(|e| self.wh_err(e))?;
-        Ok(Extracted::rows(extraction.rejected))
+        let key = self.load.primary_key.clone();
+        self.stage_batches(&db.url, &sql, |tell, emit| source.read(&sql, &key, tell, emit))
     }
 
     fn extract_http(&mut self, src: &HttpSource, store: &Store, key: &str) -> Result<Extracted, ConnectError> {
@@ -1222,11 +1206,11 @@ fn base_query(db: &DatabaseSource) -> String {
     }
 }
 
-/// The DuckDB type a column is cast to on its way to a binary bulk path, so that its Arrow
-/// type is the binary form of the stage column [`Job::create_stage`] made for it. UUIDs have
-/// no such twin (a 16-byte value against a text): a load with one goes as CSV.
-fn binary_cast(t: &ColumnType) -> Option<String> {
-    Some(match t {
+/// The DuckDB expression a column `q` (quoted) of type `t` takes on its way to a binary bulk
+/// path, so that its Arrow type is the binary form of the stage column [`Job::create_stage`]
+/// made for it. A UUID goes as its 16 bytes, which is what a binary `uuid` value is.
+fn binary_expr(q: &str, t: &ColumnType) -> String {
+    let ty = match t {
         ColumnType::Boolean => "BOOLEAN".into(),
         ColumnType::Integer => "INTEGER".into(),
         ColumnType::BigInt => "BIGINT".into(),
@@ -1239,105 +1223,13 @@ fn binary_cast(t: &ColumnType) -> Option<String> {
         ColumnType::Timestamp => "TIMESTAMP".into(),
         ColumnType::TimestampTz => "TIMESTAMPTZ".into(),
         ColumnType::Blob => "BLOB".into(),
-        ColumnType::Uuid => return None,
-    })
+        ColumnType::Uuid => return format!("unhex(replace(cast({q} as VARCHAR), '-', '')) as {q}"),
+    };
+    format!("cast({q} as {ty}) as {q}")
 }
 
 fn is_numeric(t: &ColumnType) -> bool {
     matches!(t, ColumnType::Integer | ColumnType::BigInt | ColumnType::Double | ColumnType::Decimal { .. })
-}
-
-/// PostgreSQL's `COPY ... TO STDOUT` as a reader that takes the server's messages (one per
-/// row) a megabyte at a time. The synchronous client wakes its runtime once per message,
-/// which at millions of rows costs more than the copy itself; this wakes it once per batch.
-struct CopyOut {
-    rt: tokio::runtime::Runtime,
-    stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
-    buf: Vec<u8>,
-    pos: usize,
-    done: bool,
-    _client: tokio_postgres::Client,
-}
-
-impl CopyOut {
-    /// Connects (times in UTC, ISO dates, as the typed extraction expects) and starts `copy`.
-    fn start(url: &str, copy: &str) -> Result<CopyOut, String> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        let (client, stream) = rt
-            .block_on(async {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                client.batch_execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'").await?;
-                let stream = client.copy_out(copy).await?;
-                Ok::<_, tokio_postgres::Error>((client, stream))
-            })
-            .map_err(|e| pg_message(&e))?;
-        Ok(CopyOut { rt, stream: Box::pin(stream), buf: Vec::with_capacity(1 << 20), pos: 0, done: false, _client: client })
-    }
-}
-
-impl std::io::Read for CopyOut {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        use futures_util::StreamExt;
-        if self.pos == self.buf.len() {
-            if self.done {
-                return Ok(0);
-            }
-            self.buf.clear();
-            self.pos = 0;
-            let (stream, buf) = (&mut self.stream, &mut self.buf);
-            let ended = self.rt.block_on(async {
-                while buf.len() < 1 << 20 {
-                    match stream.next().await {
-                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                        Some(Err(e)) => return Err(e),
-                        None => return Ok(true),
-                    }
-                }
-                Ok(false)
-            });
-            self.done = ended.map_err(|e| std::io::Error::other(pg_message(&e)))?;
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// A reader that counts what passes (rows as lines, bytes) and tells the progress listener,
-/// and keeps the source's own error, which the destination would report as its own.
-struct Counted<'a, R> {
-    inner: R,
-    rows: u64,
-    bytes: u64,
-    progress: Option<ProgressFn>,
-    load: &'a str,
-    error: Option<String>,
-}
-
-impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(n) => {
-                let before = self.rows;
-                self.rows += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
-                self.bytes += n as u64;
-                if let Some(p) = &self.progress
-                    && (self.rows / 50_000 != before / 50_000 || n == 0)
-                {
-                    (p.0)(self.load, Progress::Extracting { rows: self.rows.saturating_sub(1), bytes: self.bytes });
-                }
-                Ok(n)
-            }
-            Err(e) => {
-                self.error = Some(e.to_string());
-                Err(e)
-            }
-        }
-    }
 }
 
 /// The PostgreSQL spelling of a cursor's type, for the literal it is compared with.

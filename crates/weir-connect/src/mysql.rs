@@ -1,27 +1,31 @@
 //! MySQL and MariaDB sources: a table or a query, streamed row by row over the text protocol
-//! into a [`Spool`], with the column types read from the result's metadata.
+//! and decoded into Arrow record batches for the destination's binary bulk path, with the
+//! column types read from the result's metadata.
 //!
 //! MySQL accepts values no other engine does (`0000-00-00` dates, `TIME` past 24 hours);
 //! a row holding one is kept in `_weir_rejected` with the reason rather than loaded wrong.
 
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use mysql::consts::{ColumnFlags, ColumnType as My};
 use mysql::prelude::Queryable;
 use weir_core::ColumnType;
 use weir_store::redact;
+use weir_warehouse::RecordBatch;
+use weir_warehouse::arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
+};
+use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::batches::{self, BATCH_ROWS, Decoded, ReadError};
 use crate::files::Rejected;
-use crate::spool::Spool;
 
 /// An open connection to the source, its session set to UTC.
 pub struct MysqlSource {
     conn: mysql::Conn,
-    url: String,
-}
-
-/// What one extraction read.
-pub struct Extraction {
-    pub spool: Spool,
-    pub rejected: Vec<Rejected>,
 }
 
 impl MysqlSource {
@@ -40,7 +44,7 @@ impl MysqlSource {
         let mut conn = mysql::Conn::new(opts).map_err(|e| format!("cannot connect to {}: {e}", redact(url)))?;
         // TIMESTAMP columns leave the source in UTC, whatever the server's zone.
         conn.query_drop("set time_zone = '+00:00'").map_err(|e| format!("{}: {e}", redact(url)))?;
-        Ok(MysqlSource { conn, url: url.to_string() })
+        Ok(MysqlSource { conn })
     }
 
     /// The columns a query returns, with their types, without reading its rows.
@@ -51,56 +55,302 @@ impl MysqlSource {
         Ok(columns.as_ref().iter().map(|c| (c.name_str().into_owned(), column_type(c))).collect())
     }
 
-    /// Streams a query's rows into a spool. `key` names the columns that identify a rejected
-    /// row in its position (the primary key), when there is one; `progress` hears (rows,
-    /// bytes) as they come.
-    pub fn extract(&mut self, sql: &str, key: &[String], progress: &dyn Fn(u64, u64)) -> Result<Extraction, String> {
-        let url = redact(&self.url);
-        let mut result = self.conn.query_iter(sql).map_err(|e| format!("{e}\n  in: {sql}"))?;
+    /// Streams a query's rows to `emit` as record batches, decoded on a thread of their own
+    /// ahead of it ([`batches::ahead`]); `tell` hears the rows and bytes read so far. `key`
+    /// names the columns that identify a rejected row in its position (the primary key), when
+    /// there is one. Returns the rows that hold a value no other engine takes.
+    pub fn read(
+        &mut self,
+        sql: &str,
+        key: &[String],
+        tell: &mut dyn FnMut(u64, u64),
+        emit: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
+    ) -> Result<Vec<Rejected>, ReadError> {
+        batches::ahead(|sender| self.decode(sql, key, sender), tell, emit).map(|(_, rejected)| rejected)
+    }
+
+    /// The decoding side of [`MysqlSource::read`]: sends batches until the rows end, something
+    /// fails or the receiver is gone. Returns the rows and bytes read and the rejected rows.
+    fn decode(&mut self, sql: &str, key: &[String], sender: &SyncSender<Decoded>) -> Result<(u64, u64, Vec<Rejected>), ReadError> {
+        let mut result = self.conn.query_iter(sql).map_err(|e| ReadError::Start(e.to_string()))?;
         let columns: Vec<mysql::Column> = result.columns().as_ref().to_vec();
         let names: Vec<String> = columns.iter().map(|c| c.name_str().into_owned()).collect();
-        let types: Vec<ColumnType> = columns.iter().map(column_type).collect();
-        let bits: Vec<bool> = columns.iter().map(|c| c.column_type() == My::MYSQL_TYPE_BIT).collect();
-        let binary: Vec<bool> = columns.iter().map(is_binary).collect();
+        let cells: Vec<Cell> = columns.iter().map(cell).collect();
+        let schema: SchemaRef =
+            Arc::new(Schema::new(names.iter().zip(&cells).map(|(n, c)| Field::new(n, c.data_type(), true)).collect::<Vec<_>>()));
         let key_at: Vec<usize> = key.iter().filter_map(|k| names.iter().position(|n| n.eq_ignore_ascii_case(k))).collect();
-        let mut spool = Spool::new(&names).map_err(|e| format!("cannot spool rows: {e}"))?;
+        let mut batch = Batch::new(&cells);
         let mut rejected = vec![];
-        let mut read: u64 = 0;
-        let mut converted: Vec<Option<Vec<u8>>> = Vec::with_capacity(names.len());
-        let Some(set) = result.iter() else { return Ok(Extraction { spool, rejected }) };
+        let (mut read, mut bytes) = (0u64, 0u64);
+        let mut parsed: Vec<Parsed> = Vec::with_capacity(cells.len());
+        let Some(set) = result.iter() else { return Ok((0, 0, rejected)) };
         for row in set {
-            let row = row.map_err(|e| format!("lost the source {url} after {read} rows: {e}"))?;
+            let row = row.map_err(|e| ReadError::Lost { rows: read, message: e.to_string() })?;
             read += 1;
-            converted.clear();
+            let values = row.unwrap();
+            parsed.clear();
             let mut problem = None;
-            for (i, value) in row.unwrap().into_iter().enumerate() {
-                let bytes = match value {
+            for (i, value) in values.iter().enumerate() {
+                let raw = match value {
                     mysql::Value::NULL => None,
-                    mysql::Value::Bytes(b) => Some(b),
-                    other => Some(other.as_sql(true).into_bytes()),
+                    mysql::Value::Bytes(b) => Some(b.as_slice()),
+                    // The text protocol sends every value as bytes; anything else is shown.
+                    other => {
+                        problem = Some(format!("value of {} {} arrived in binary form", names[i], other.as_sql(true)));
+                        break;
+                    }
                 };
-                let bytes = match bytes {
-                    Some(b) if bits[i] => Some(bit_value(&b).to_string().into_bytes()),
-                    Some(b) if binary[i] => Some(hex(&b).into_bytes()),
-                    other => other,
-                };
-                if problem.is_none()
-                    && let Some(b) = &bytes
-                {
-                    problem = invalid_value(&types[i], b).map(|why| format!("value of {} {why}", names[i]));
+                bytes += raw.map_or(0, |b| b.len() as u64);
+                match raw.map(|b| cells[i].parse(b)).transpose() {
+                    Ok(v) => parsed.push(v.unwrap_or(Parsed::Null)),
+                    Err(why) => {
+                        problem = Some(format!("value of {} {why}", names[i]));
+                        break;
+                    }
                 }
-                converted.push(bytes);
             }
             match problem {
-                None => spool.row(converted.iter().map(|v| v.as_deref())).map_err(|e| format!("cannot spool rows: {e}"))?,
-                Some(reason) => rejected.push(reject(read, &names, &converted, &key_at, reason)),
+                None => batch.push(&parsed, &values),
+                Some(reason) => rejected.push(reject(read, &names, &values, &key_at, reason)),
             }
-            if read.is_multiple_of(50_000) {
-                progress(read, spool.bytes);
+            if batch.rows == BATCH_ROWS && sender.send((batch.finish(&schema)?, read, bytes)).is_err() {
+                // The destination stopped; its error is the one to report.
+                return Ok((read, bytes, rejected));
             }
         }
-        progress(read, spool.bytes);
-        Ok(Extraction { spool, rejected })
+        if batch.rows > 0 {
+            let _ = sender.send((batch.finish(&schema)?, read, bytes));
+        }
+        Ok((read, bytes, rejected))
+    }
+}
+
+/// How a result column crosses: the Arrow column it becomes, which is the binary form of the
+/// stage column its [`column_type`] makes.
+#[derive(Clone, Copy)]
+enum Cell {
+    Int32,
+    Int64,
+    /// `BIT(n)`: big-endian bytes, as a number.
+    Bit,
+    Decimal {
+        precision: u8,
+        scale: u8,
+    },
+    Double,
+    Text,
+    /// Binary strings and blobs, as hex text: the destinations read text.
+    Hex,
+    Date,
+    Timestamp,
+    Time,
+}
+
+/// A value decoded from its text, before the row it belongs to is known to be whole.
+#[derive(Debug)]
+enum Parsed {
+    Null,
+    Int(i64),
+    Decimal(i128),
+    Double(f64),
+    /// The text as it arrived (checked to be UTF-8).
+    Text,
+    Hex,
+    Days(i32),
+    Micros(i64),
+}
+
+fn cell(c: &mysql::Column) -> Cell {
+    if c.column_type() == My::MYSQL_TYPE_BIT {
+        return Cell::Bit;
+    }
+    if is_binary(c) {
+        return Cell::Hex;
+    }
+    match column_type(c) {
+        ColumnType::Integer => Cell::Int32,
+        ColumnType::BigInt => Cell::Int64,
+        ColumnType::Decimal { precision, scale } => Cell::Decimal { precision, scale },
+        ColumnType::Double => Cell::Double,
+        ColumnType::Date => Cell::Date,
+        ColumnType::Timestamp => Cell::Timestamp,
+        ColumnType::Time => Cell::Time,
+        _ => Cell::Text,
+    }
+}
+
+impl Cell {
+    fn data_type(self) -> DataType {
+        match self {
+            Cell::Int32 => DataType::Int32,
+            Cell::Int64 | Cell::Bit => DataType::Int64,
+            Cell::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
+            Cell::Double => DataType::Float64,
+            Cell::Text | Cell::Hex => DataType::Utf8,
+            Cell::Date => DataType::Date32,
+            Cell::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Cell::Time => DataType::Time64(TimeUnit::Microsecond),
+        }
+    }
+
+    /// Decodes a value's text, or says why it cannot be loaded as the column's type.
+    fn parse(self, raw: &[u8]) -> Result<Parsed, String> {
+        if let Cell::Bit = self {
+            return i64::try_from(bit_value(raw)).map(Parsed::Int).map_err(|_| format!("{} does not fit a bigint", bit_value(raw)));
+        }
+        if let Cell::Hex = self {
+            return Ok(Parsed::Hex);
+        }
+        let text = std::str::from_utf8(raw).map_err(|e| format!("is not UTF-8 text ({e})"))?;
+        let number = |what: &str| format!("'{text}' is not {what}");
+        Ok(match self {
+            Cell::Int32 => Parsed::Int(i64::from(text.parse::<i32>().map_err(|_| number("an integer"))?)),
+            Cell::Int64 => Parsed::Int(text.parse::<i64>().map_err(|_| number("a bigint"))?),
+            Cell::Decimal { precision, scale } => Parsed::Decimal(decimal(text, precision, scale)?),
+            Cell::Double => Parsed::Double(text.parse::<f64>().map_err(|_| number("a number"))?),
+            Cell::Text => Parsed::Text,
+            Cell::Date => Parsed::Days(days(text).ok_or_else(|| format!("'{text}' is not a valid date"))?),
+            Cell::Timestamp => {
+                let t = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map_err(|_| format!("'{text}' is not a valid date"))?;
+                Parsed::Micros(t.and_utc().timestamp_micros())
+            }
+            Cell::Time => {
+                let t = NaiveTime::parse_from_str(text, "%H:%M:%S%.f")
+                    .map_err(|_| format!("'{text}' is not a time of day (MySQL TIME may exceed 24 hours or be negative)"))?;
+                Parsed::Micros(i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1_000))
+            }
+            Cell::Bit | Cell::Hex => unreachable!("handled above"),
+        })
+    }
+}
+
+fn days(text: &str) -> Option<i32> {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    let d = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    i32::try_from((d - epoch).num_days()).ok()
+}
+
+/// A decimal's text (`-123.45`) as the unscaled integer of a `decimal(precision, scale)`,
+/// rounded half away from zero where it has more digits than the scale.
+fn decimal(text: &str, precision: u8, scale: u8) -> Result<i128, String> {
+    let bad = || format!("'{text}' is not a decimal");
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if (whole.is_empty() && fraction.is_empty()) || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let too_big = || format!("'{text}' does not fit decimal({precision},{scale})");
+    let scale = usize::from(scale);
+    let mut value: i128 = 0;
+    for b in whole.bytes().chain(fraction.bytes().chain(std::iter::repeat(b'0')).take(scale)) {
+        value = value.checked_mul(10).and_then(|v| v.checked_add(i128::from(b - b'0'))).ok_or_else(too_big)?;
+    }
+    if fraction.as_bytes().get(scale).is_some_and(|b| *b >= b'5') {
+        value += 1;
+    }
+    if value >= 10i128.pow(u32::from(precision)) {
+        return Err(too_big());
+    }
+    Ok(if negative { -value } else { value })
+}
+
+/// The Arrow builders of one batch, a column each.
+struct Batch {
+    columns: Vec<Builder>,
+    rows: usize,
+}
+
+enum Builder {
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Decimal(Decimal128Builder),
+    Double(Float64Builder),
+    Text(StringBuilder),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Time(Time64MicrosecondBuilder),
+}
+
+impl Batch {
+    fn new(cells: &[Cell]) -> Batch {
+        let columns = cells
+            .iter()
+            .map(|c| match *c {
+                Cell::Int32 => Builder::Int32(Int32Builder::with_capacity(BATCH_ROWS)),
+                Cell::Int64 | Cell::Bit => Builder::Int64(Int64Builder::with_capacity(BATCH_ROWS)),
+                Cell::Decimal { precision, scale } => Builder::Decimal(
+                    Decimal128Builder::with_capacity(BATCH_ROWS).with_data_type(DataType::Decimal128(precision, scale as i8)),
+                ),
+                Cell::Double => Builder::Double(Float64Builder::with_capacity(BATCH_ROWS)),
+                Cell::Text | Cell::Hex => Builder::Text(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+                Cell::Date => Builder::Date(Date32Builder::with_capacity(BATCH_ROWS)),
+                Cell::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS)),
+                Cell::Time => Builder::Time(Time64MicrosecondBuilder::with_capacity(BATCH_ROWS)),
+            })
+            .collect();
+        Batch { columns, rows: 0 }
+    }
+
+    /// Appends a row whose every value decoded; `values` holds the texts [`Parsed::Text`] and
+    /// [`Parsed::Hex`] stand for.
+    fn push(&mut self, parsed: &[Parsed], values: &[mysql::Value]) {
+        for (i, (builder, value)) in self.columns.iter_mut().zip(parsed).enumerate() {
+            let raw = || match &values[i] {
+                mysql::Value::Bytes(b) => b.as_slice(),
+                _ => &[],
+            };
+            match (builder, value) {
+                (Builder::Int32(b), Parsed::Int(v)) => b.append_value(*v as i32),
+                (Builder::Int64(b), Parsed::Int(v)) => b.append_value(*v),
+                (Builder::Decimal(b), Parsed::Decimal(v)) => b.append_value(*v),
+                (Builder::Double(b), Parsed::Double(v)) => b.append_value(*v),
+                // Checked to be UTF-8 when parsed.
+                (Builder::Text(b), Parsed::Text) => b.append_value(String::from_utf8_lossy(raw())),
+                (Builder::Text(b), Parsed::Hex) => b.append_value(hex(raw())),
+                (Builder::Date(b), Parsed::Days(v)) => b.append_value(*v),
+                (Builder::Timestamp(b), Parsed::Micros(v)) => b.append_value(*v),
+                (Builder::Time(b), Parsed::Micros(v)) => b.append_value(*v),
+                (b, _) => b.append_null(),
+            }
+        }
+        self.rows += 1;
+    }
+
+    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, ReadError> {
+        let columns: Vec<ArrayRef> = self.columns.iter_mut().map(Builder::finish).collect();
+        self.rows = 0;
+        RecordBatch::try_new(schema.clone(), columns).map_err(|e| ReadError::Value(e.to_string()))
+    }
+}
+
+impl Builder {
+    fn append_null(&mut self) {
+        match self {
+            Builder::Int32(b) => b.append_null(),
+            Builder::Int64(b) => b.append_null(),
+            Builder::Decimal(b) => b.append_null(),
+            Builder::Double(b) => b.append_null(),
+            Builder::Text(b) => b.append_null(),
+            Builder::Date(b) => b.append_null(),
+            Builder::Timestamp(b) => b.append_null(),
+            Builder::Time(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Decimal(b) => Arc::new(b.finish()),
+            Builder::Double(b) => Arc::new(b.finish()),
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Date(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+            Builder::Time(b) => Arc::new(b.finish()),
+        }
     }
 }
 
@@ -148,35 +398,19 @@ fn is_binary(c: &mysql::Column) -> bool {
         )
 }
 
-/// Why a value cannot be loaded as its column's type, for values MySQL allows and others
-/// do not.
-fn invalid_value(t: &ColumnType, value: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(value);
-    match t {
-        ColumnType::Date | ColumnType::Timestamp => {
-            let date = text.get(..10).unwrap_or(&text);
-            match chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d") {
-                Ok(_) => None,
-                Err(_) => Some(format!("'{text}' is not a valid date")),
-            }
-        }
-        ColumnType::Time => match chrono::NaiveTime::parse_from_str(&text, "%H:%M:%S%.f") {
-            Ok(_) => None,
-            Err(_) => Some(format!("'{text}' is not a time of day (MySQL TIME may exceed 24 hours or be negative)")),
-        },
-        _ => None,
-    }
-}
-
-fn reject(n: u64, names: &[String], values: &[Option<Vec<u8>>], key_at: &[usize], reason: String) -> Rejected {
-    let text = |v: &Option<Vec<u8>>| match v {
-        Some(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
-        None => serde_json::Value::Null,
+fn reject(n: u64, names: &[String], values: &[mysql::Value], key_at: &[usize], reason: String) -> Rejected {
+    let text = |v: &mysql::Value| match v {
+        mysql::Value::NULL => serde_json::Value::Null,
+        mysql::Value::Bytes(b) => serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
+        other => serde_json::Value::String(other.as_sql(true)),
     };
     let raw: serde_json::Map<String, serde_json::Value> = names.iter().cloned().zip(values.iter().map(text)).collect();
     let mut position = format!("row {n}");
     if !key_at.is_empty() {
-        let shown = |v: &Option<Vec<u8>>| v.as_deref().map(String::from_utf8_lossy).unwrap_or("null".into()).into_owned();
+        let shown = |v: &mysql::Value| match text(v) {
+            serde_json::Value::String(s) => s,
+            _ => "null".into(),
+        };
         let key: Vec<String> = key_at.iter().map(|&i| format!("{}={}", names[i], shown(&values[i]))).collect();
         position.push_str(&format!(" ({})", key.join(", ")));
     }
@@ -240,11 +474,36 @@ mod tests {
         assert_eq!(interval_sql("1 day").as_deref(), Some("interval 1 day"));
         assert_eq!(interval_sql("soon"), None);
         assert_eq!(interval_sql("2 fortnights"), None);
-        assert!(invalid_value(&ColumnType::Date, b"0000-00-00").is_some());
-        assert!(invalid_value(&ColumnType::Timestamp, b"2024-02-30 10:00:00").is_some());
-        assert!(invalid_value(&ColumnType::Timestamp, b"2024-02-29 10:00:00.123").is_none());
-        assert!(invalid_value(&ColumnType::Time, b"838:59:59").is_some());
         assert_eq!(bit_value(&[1, 2]), 258);
         assert_eq!(hex(&[0, 255, 16]), "00ff10");
+    }
+
+    #[test]
+    fn values_decode_from_their_text_or_say_why_not() {
+        let ok = |c: Cell, t: &str| c.parse(t.as_bytes()).map_err(|e| e.to_string());
+        assert!(matches!(ok(Cell::Date, "1970-01-02"), Ok(Parsed::Days(1))));
+        assert!(ok(Cell::Date, "0000-00-00").unwrap_err().contains("'0000-00-00' is not a valid date"));
+        assert!(ok(Cell::Timestamp, "2024-02-30 10:00:00").is_err());
+        assert!(matches!(ok(Cell::Timestamp, "1970-01-01 00:00:01.5"), Ok(Parsed::Micros(1_500_000))));
+        assert!(matches!(ok(Cell::Time, "00:01:00.25"), Ok(Parsed::Micros(60_250_000))));
+        assert!(ok(Cell::Time, "838:59:59").unwrap_err().contains("exceed 24 hours"));
+        assert!(matches!(ok(Cell::Int32, "-5"), Ok(Parsed::Int(-5))));
+        assert!(ok(Cell::Int32, "4294967295").is_err(), "an integer column holds 32 bits");
+        assert!(matches!(Cell::Bit.parse(&[1, 2]), Ok(Parsed::Int(258))));
+        assert!(Cell::Bit.parse(&[0xff; 8]).is_err(), "BIT(64) past a bigint");
+        assert!(Cell::Text.parse(&[0xff]).unwrap_err().contains("UTF-8"));
+        assert!(matches!(Cell::Hex.parse(&[0xff]), Ok(Parsed::Hex)));
+    }
+
+    #[test]
+    fn decimals_scale_and_round_like_the_engines() {
+        assert_eq!(decimal("1.50", 8, 2), Ok(150));
+        assert_eq!(decimal("-0.005", 8, 2), Ok(-1));
+        assert_eq!(decimal("7", 8, 2), Ok(700));
+        assert_eq!(decimal("18446744073709551615", 20, 0), Ok(18_446_744_073_709_551_615));
+        assert_eq!(decimal(".5", 4, 1), Ok(5));
+        assert!(decimal("1000000.00", 8, 2).unwrap_err().contains("does not fit decimal(8,2)"));
+        assert!(decimal("1e5", 8, 2).is_err());
+        assert!(decimal("-", 8, 2).is_err());
     }
 }

@@ -3,44 +3,56 @@
 //!
 //! In CSV form, the server spends most of an extraction writing numbers, decimals and times
 //! as text, and DuckDB spends as long parsing them back. In binary form neither happens:
-//! values cross as the server holds them and become Arrow columns here. Columns of types with
-//! no binary path here (UUIDs, JSON, arrays, intervals, enums, ...) leave the whole load to
-//! the CSV path, which every type takes.
+//! values cross as the server holds them and become Arrow columns here. A column of a type
+//! with no binary reader here (arrays, intervals, ranges, network addresses, domains, ...) is
+//! cast to text by the server and crosses as PostgreSQL's own text for it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::{StreamExt, pin_mut};
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::{FromSql, Kind as PgKind, Type};
 use weir_core::ColumnType;
 use weir_warehouse::RecordBatch;
 use weir_warehouse::arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder,
-    StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float64Builder,
+    Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use weir_warehouse::postgres::pg_message;
 
-/// Rows per record batch: a few megabytes, whatever the table's size.
-const BATCH_ROWS: usize = 65_536;
+use crate::batches::{self, BATCH_ROWS, Decoded, ReadError};
 
 /// How each column of a query crosses: its PostgreSQL type and the Arrow column it becomes.
 pub(crate) struct Plan {
+    /// The types as they cross: `text` for a column cast to text.
     types: Vec<Type>,
     kinds: Vec<Kind>,
     schema: SchemaRef,
+    /// The stage's columns: the source's, but text for a column that crosses as its text.
+    pub(crate) stage: Vec<(String, ColumnType)>,
+    /// Whether the server casts each column to text.
+    as_text: Vec<bool>,
 }
 
-/// Why reading stopped.
-pub(crate) enum ReadError {
-    /// The copy could not start (a bad query, a refused connection).
-    Start(String),
-    /// The source went away after `rows` rows.
-    Lost { rows: u64, message: String },
-    /// A value the destination's column cannot hold, named with its column.
-    Value(String),
-    /// The destination refused a batch.
-    Sink(weir_warehouse::WarehouseError),
+impl Plan {
+    /// `sql` (the extraction's query) with the columns that cross as text cast to it.
+    pub(crate) fn select(&self, sql: &str) -> String {
+        if !self.as_text.contains(&true) {
+            return sql.to_string();
+        }
+        let columns: Vec<String> = self
+            .stage
+            .iter()
+            .zip(&self.as_text)
+            .map(|((name, _), text)| {
+                let q = format!("\"{}\"", name.replace('"', "\"\""));
+                if *text { format!("cast({q} as text) as {q}") } else { q }
+            })
+            .collect();
+        format!("select {} from ({sql}) as _weir_rows", columns.join(", "))
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -52,55 +64,86 @@ enum Kind {
     Float4,
     Float8,
     Text,
-    Numeric { precision: u8, scale: u8 },
+    Numeric {
+        precision: u8,
+        scale: u8,
+    },
     Date,
     Time,
     Timestamp,
     TimestampTz,
     Bytea,
+    Uuid,
+    /// `jsonb`'s binary form: a version byte, then the document's text.
+    Jsonb,
 }
 
-/// The binary plan for columns of PostgreSQL types `types` that the stage receives as
-/// `typed`, or `None` when one of them has no binary path here.
-pub(crate) fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Option<Plan> {
-    let mut kinds = vec![];
+/// Arrow's name for a UUID column (16 bytes, big-endian), which DuckDB's appender takes as its
+/// `UUID`; PostgreSQL's binary `uuid` is the same 16 bytes.
+const ARROW_UUID: &str = "arrow.uuid";
+
+/// The binary plan for columns of PostgreSQL types `types` that the stage would receive as
+/// `typed`. A column whose type has no binary reader here crosses as its text, into a text
+/// column of the stage.
+pub(crate) fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Plan {
+    let mut plan = Plan { types: vec![], kinds: vec![], schema: Arc::new(Schema::empty()), stage: vec![], as_text: vec![] };
     let mut fields = vec![];
     for (ty, (name, ct)) in types.iter().zip(typed) {
-        // `Type` is compared, not matched: its constants are not patterns.
-        let is = |t: &Type| ty == t;
-        let (kind, data_type) = match ct {
-            ColumnType::Boolean if is(&Type::BOOL) => (Kind::Bool, DataType::Boolean),
-            ColumnType::Integer if is(&Type::INT2) => (Kind::Int2, DataType::Int32),
-            ColumnType::Integer if is(&Type::INT4) => (Kind::Int4, DataType::Int32),
-            ColumnType::BigInt if is(&Type::INT8) => (Kind::Int8, DataType::Int64),
-            ColumnType::Double if is(&Type::FLOAT4) => (Kind::Float4, DataType::Float64),
-            ColumnType::Double if is(&Type::FLOAT8) => (Kind::Float8, DataType::Float64),
-            ColumnType::Varchar if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) => (Kind::Text, DataType::Utf8),
-            ColumnType::Decimal { precision, scale } if is(&Type::NUMERIC) && *precision <= 38 && scale <= precision => {
-                (Kind::Numeric { precision: *precision, scale: *scale }, DataType::Decimal128(*precision, *scale as i8))
-            }
-            ColumnType::Date if is(&Type::DATE) => (Kind::Date, DataType::Date32),
-            ColumnType::Time if is(&Type::TIME) => (Kind::Time, DataType::Time64(TimeUnit::Microsecond)),
-            ColumnType::Timestamp if is(&Type::TIMESTAMP) => (Kind::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, None)),
-            ColumnType::TimestampTz if is(&Type::TIMESTAMPTZ) => {
-                (Kind::TimestampTz, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
-            }
-            ColumnType::Blob if is(&Type::BYTEA) => (Kind::Bytea, DataType::Binary),
-            _ => return None,
+        let (kind, data_type, stage) = match binary_twin(ty, ct) {
+            Some((kind, data_type)) => (kind, data_type, ct.clone()),
+            // An engine-specific type is text in the stage already; a known one whose source
+            // type differs (a domain named like it) becomes text.
+            None => (Kind::Text, DataType::Utf8, if matches!(ct, ColumnType::Other(_)) { ct.clone() } else { ColumnType::Varchar }),
         };
-        kinds.push(kind);
-        fields.push(Field::new(name, data_type, true));
+        let as_text = binary_twin(ty, ct).is_none();
+        let field = Field::new(name, data_type, true);
+        fields.push(match kind {
+            Kind::Uuid => field.with_metadata(HashMap::from([("ARROW:extension:name".to_string(), ARROW_UUID.to_string())])),
+            _ => field,
+        });
+        plan.types.push(if as_text { Type::TEXT } else { ty.clone() });
+        plan.kinds.push(kind);
+        plan.stage.push((name.clone(), stage));
+        plan.as_text.push(as_text);
     }
-    Some(Plan { types: types.to_vec(), kinds, schema: Arc::new(Schema::new(fields)) })
+    plan.schema = Arc::new(Schema::new(fields));
+    plan
+}
+
+/// How a column of PostgreSQL type `ty`, staged as `ct`, crosses in binary, if it can.
+fn binary_twin(ty: &Type, ct: &ColumnType) -> Option<(Kind, DataType)> {
+    // `Type` is compared, not matched: its constants are not patterns.
+    let is = |t: &Type| ty == t;
+    Some(match ct {
+        ColumnType::Boolean if is(&Type::BOOL) => (Kind::Bool, DataType::Boolean),
+        ColumnType::Integer if is(&Type::INT2) => (Kind::Int2, DataType::Int32),
+        ColumnType::Integer if is(&Type::INT4) => (Kind::Int4, DataType::Int32),
+        ColumnType::BigInt if is(&Type::INT8) => (Kind::Int8, DataType::Int64),
+        ColumnType::Double if is(&Type::FLOAT4) => (Kind::Float4, DataType::Float64),
+        ColumnType::Double if is(&Type::FLOAT8) => (Kind::Float8, DataType::Float64),
+        ColumnType::Varchar if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) => (Kind::Text, DataType::Utf8),
+        // An enum's binary form is its label; `json`'s is its text.
+        ColumnType::Varchar | ColumnType::Other(_) if matches!(ty.kind(), PgKind::Enum(_)) => (Kind::Text, DataType::Utf8),
+        ColumnType::Json if is(&Type::JSON) => (Kind::Text, DataType::Utf8),
+        ColumnType::Json if is(&Type::JSONB) => (Kind::Jsonb, DataType::Utf8),
+        ColumnType::Uuid if is(&Type::UUID) => (Kind::Uuid, DataType::FixedSizeBinary(16)),
+        ColumnType::Decimal { precision, scale } if is(&Type::NUMERIC) && *precision <= 38 && scale <= precision => {
+            (Kind::Numeric { precision: *precision, scale: *scale }, DataType::Decimal128(*precision, *scale as i8))
+        }
+        ColumnType::Date if is(&Type::DATE) => (Kind::Date, DataType::Date32),
+        ColumnType::Time if is(&Type::TIME) => (Kind::Time, DataType::Time64(TimeUnit::Microsecond)),
+        ColumnType::Timestamp if is(&Type::TIMESTAMP) => (Kind::Timestamp, DataType::Timestamp(TimeUnit::Microsecond, None)),
+        ColumnType::TimestampTz if is(&Type::TIMESTAMPTZ) => {
+            (Kind::TimestampTz, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
+        }
+        ColumnType::Blob if is(&Type::BYTEA) => (Kind::Bytea, DataType::Binary),
+        _ => return None,
+    })
 }
 
 /// Runs `copy` (a `COPY (...) TO STDOUT (FORMAT binary)` of the plan's columns) on a
-/// connection of its own and hands its rows to `emit` as record batches; `tell` hears the
-/// rows and bytes read so far. Returns the rows read.
-///
-/// Decoding runs on a thread of its own, a batch or two ahead of `emit` (the destination's
-/// append, on the caller's thread, which owns the destination's connection): each side is
-/// about half the work, so a load takes the longer of the two rather than their sum.
+/// connection of its own, decoding ahead of `emit` ([`batches::ahead`]), which gets its rows
+/// as record batches; `tell` hears the rows and bytes read so far. Returns the rows read.
 pub(crate) fn read(
     url: &str,
     copy: &str,
@@ -108,36 +151,8 @@ pub(crate) fn read(
     tell: &mut dyn FnMut(u64, u64),
     emit: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
 ) -> Result<u64, ReadError> {
-    let (sender, batches) = std::sync::mpsc::sync_channel::<Decoded>(AHEAD);
-    std::thread::scope(|scope| {
-        let decoding = scope.spawn(move || decode(url, copy, plan, &sender));
-        let mut sunk = None;
-        for (batch, rows, bytes) in batches.iter() {
-            if let Err(e) = emit(&batch) {
-                sunk = Some(e);
-                // Dropping the receiver stops the decoder at its next batch.
-                break;
-            }
-            tell(rows, bytes);
-        }
-        drop(batches);
-        let decoded = decoding.join().map_err(|_| ReadError::Value("internal: the decoding thread panicked".into()))?;
-        match sunk {
-            Some(e) => Err(ReadError::Sink(e)),
-            None => decoded.map(|(rows, bytes)| {
-                tell(rows, bytes);
-                rows
-            }),
-        }
-    })
+    batches::ahead(|sender| decode(url, copy, plan, sender).map(|(rows, bytes)| (rows, bytes, ())), tell, emit).map(|(rows, ())| rows)
 }
-
-/// Batches decoded ahead of the destination: enough to keep both threads busy, few enough
-/// that memory stays a few batches whatever the table's size.
-const AHEAD: usize = 2;
-
-/// A decoded batch with the rows and bytes read up to its end.
-type Decoded = (RecordBatch, u64, u64);
 
 /// The decoding side of [`read`]: reads the copy and sends its batches until the rows end,
 /// something fails, or the receiver is gone. Returns the rows and bytes read.
@@ -210,7 +225,7 @@ impl Batch {
                     Kind::Int2 | Kind::Int4 => Box::new(Int32Builder::with_capacity(BATCH_ROWS)),
                     Kind::Int8 => Box::new(Int64Builder::with_capacity(BATCH_ROWS)),
                     Kind::Float4 | Kind::Float8 => Box::new(Float64Builder::with_capacity(BATCH_ROWS)),
-                    Kind::Text => Box::new(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+                    Kind::Text | Kind::Jsonb => Box::new(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
                     Kind::Numeric { precision, scale } => {
                         Box::new(Decimal128Builder::with_capacity(BATCH_ROWS).with_data_type(DataType::Decimal128(precision, scale as i8)))
                     }
@@ -219,6 +234,7 @@ impl Batch {
                     Kind::Timestamp => Box::new(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS)),
                     Kind::TimestampTz => Box::new(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC")),
                     Kind::Bytea => Box::new(BinaryBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
+                    Kind::Uuid => Box::new(FixedSizeBinaryBuilder::with_capacity(BATCH_ROWS, 16)),
                 }
             })
             .collect();
@@ -252,6 +268,14 @@ impl Batch {
                 put!(TimestampMicrosecondBuilder, |r: &[u8]| fixed(r).map(|b| timestamp(i64::from_be_bytes(b))))
             }
             Kind::Bytea => put!(BinaryBuilder, Ok::<&[u8], String>),
+            Kind::Jsonb => put!(StringBuilder, jsonb),
+            Kind::Uuid => {
+                let builder = b.downcast_mut::<FixedSizeBinaryBuilder>().ok_or("internal: a builder of another type")?;
+                match raw {
+                    None => builder.append_null(),
+                    Some(raw) => builder.append_value(fixed::<16>(raw)?).map_err(|e| e.to_string())?,
+                }
+            }
         }
         if i + 1 == self.columns.len() {
             self.rows += 1;
@@ -268,6 +292,16 @@ impl Batch {
 
 fn utf8(raw: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(raw).map_err(|e| format!("text that is not UTF-8 ({e})"))
+}
+
+/// `jsonb`'s binary form is version 1 followed by the document's text; a later version would
+/// be another layout, refused rather than guessed at.
+fn jsonb(raw: &[u8]) -> Result<&str, String> {
+    match raw.split_first() {
+        Some((1, text)) => utf8(text),
+        Some((v, _)) => Err(format!("a jsonb value of binary version {v} (this reader knows version 1)")),
+        None => Err("an empty jsonb value".into()),
+    }
 }
 
 fn fixed<const N: usize>(raw: &[u8]) -> Result<[u8; N], String> {
@@ -382,7 +416,7 @@ mod tests {
 
     #[test]
     fn batches_reach_the_destination_in_order_and_a_refusal_stops_the_reader() {
-        let plan = plan(&[Type::INT8], &[("g".to_string(), ColumnType::BigInt)]).unwrap();
+        let plan = plan(&[Type::INT8], &[("g".to_string(), ColumnType::BigInt)]);
         let copy = "copy (select g from generate_series(1::bigint, 200000) g) to stdout (format binary)";
         let (mut told, mut seen) = (vec![], vec![]);
         let rows = read(PG, copy, &plan, &mut |n, _| told.push(n), &mut |b| {
@@ -408,12 +442,57 @@ mod tests {
     }
 
     #[test]
-    fn only_types_with_a_binary_twin_are_planned() {
+    fn types_without_a_binary_reader_cross_as_their_text() {
         let typed = |t: ColumnType| vec![("c".to_string(), t)];
-        assert!(plan(&[Type::INT4], &typed(ColumnType::Integer)).is_some());
-        assert!(plan(&[Type::NUMERIC], &typed(ColumnType::Decimal { precision: 12, scale: 2 })).is_some());
-        assert!(plan(&[Type::UUID], &typed(ColumnType::Uuid)).is_none());
-        assert!(plan(&[Type::JSONB], &typed(ColumnType::Json)).is_none());
-        assert!(plan(&[Type::INT4], &typed(ColumnType::BigInt)).is_none(), "the stage's type decides");
+        let text = |p: &Plan| p.as_text[0];
+        assert!(!text(&plan(&[Type::INT4], &typed(ColumnType::Integer))));
+        assert!(!text(&plan(&[Type::NUMERIC], &typed(ColumnType::Decimal { precision: 12, scale: 2 }))));
+        assert!(!text(&plan(&[Type::UUID], &typed(ColumnType::Uuid))));
+        assert!(!text(&plan(&[Type::JSONB], &typed(ColumnType::Json))));
+        let mood = Type::new("mood".into(), 90_001, PgKind::Enum(vec!["ok".into()]), "public".into());
+        assert!(!text(&plan(&[mood], &typed(ColumnType::Other("mood".into())))), "an enum goes as its label");
+
+        let array = plan(
+            &[Type::INT8, Type::INT4_ARRAY],
+            &[("id".into(), ColumnType::BigInt), ("a \"b\"".into(), ColumnType::Other("integer[]".into()))],
+        );
+        assert_eq!(array.as_text, [false, true]);
+        assert_eq!(array.types[1], Type::TEXT);
+        assert_eq!(array.select("q"), r#"select "id", cast("a ""b""" as text) as "a ""b""" from (q) as _weir_rows"#);
+        assert_eq!(plan(&[Type::INT4], &typed(ColumnType::Integer)).select("q"), "q", "nothing cast, nothing wrapped");
+        // A type the stage would hold as something else (a domain named `uuid`): text.
+        let domain = Type::new("uuid".into(), 90_002, PgKind::Domain(Type::TEXT), "app".into());
+        let p = plan(&[domain], &typed(ColumnType::Uuid));
+        assert!(text(&p));
+        assert_eq!(p.stage[0].1, ColumnType::Varchar);
+        assert!(text(&plan(&[Type::INT4], &typed(ColumnType::BigInt))), "the stage's type decides");
+    }
+
+    #[test]
+    fn uuids_and_json_cross_as_their_bytes_and_text() {
+        let plan = plan(
+            &[Type::UUID, Type::JSONB, Type::JSON],
+            &[("u".to_string(), ColumnType::Uuid), ("b".to_string(), ColumnType::Json), ("j".to_string(), ColumnType::Json)],
+        );
+        assert_eq!(plan.schema.field(0).extension_type_name(), Some(ARROW_UUID));
+        let copy = "copy (select '0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70'::uuid, '{\"b\": 1,  \"a\": [true]}'::jsonb, '{\"b\": 1,  \"a\": [true]}'::json
+                      union all select null, null, null) to stdout (format binary)";
+        let mut seen = vec![];
+        read(PG, copy, &plan, &mut |_, _| {}, &mut |b| {
+            seen.push(b.clone());
+            Ok(())
+        })
+        .unwrap();
+        use weir_warehouse::arrow::array::{Array, AsArray};
+        let b = &seen[0];
+        assert_eq!(b.column(0).as_fixed_size_binary().value(0), hex("0b3ad1c46c4e4c1a9f5e2d3c4b5a6f70"));
+        assert_eq!(b.column(1).as_string::<i32>().value(0), r#"{"a": [true], "b": 1}"#, "jsonb's text, as the server keeps it");
+        assert_eq!(b.column(2).as_string::<i32>().value(0), r#"{"b": 1,  "a": [true]}"#, "json's text, as written");
+        assert!((0..3).all(|i| b.column(i).is_null(1)));
+        assert!(jsonb(&[2, b'1']).unwrap_err().contains("version 2"));
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 }

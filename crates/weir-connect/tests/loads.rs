@@ -201,13 +201,33 @@ fn files_and_tables_into_postgres() {
     assert_eq!(p.run(&table, false).unwrap().rows_loaded, 500, "replace, not append");
     assert_eq!(p.scalar(&format!("select count(*) from {schema}.items")), "500");
     assert_eq!(p.scalar(&format!("select sum(price) from {schema}.items")), "187875.00");
+
+    // UUIDs, jsonb and enums cross in binary: a uuid's 16 bytes, json's text, an enum's label.
+    pg.batch_execute(&format!(
+        "create type {schema}_src.mood as enum ('calm', 'cross');
+         create table {schema}_src.odd (id uuid, doc jsonb, m {schema}_src.mood);
+         insert into {schema}_src.odd values ('0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70', '{{\"a\": [1, 2]}}', 'calm'), (null, null, null);"
+    ))
+    .unwrap();
+    let odd = p.load(&format!(
+        "loads:\n  - name: odd\n    source: {{kind: postgres, url: '{PG}', table: {schema}_src.odd}}\n    destination: {schema}.odd\n"
+    ));
+    assert_eq!(p.run(&odd, false).unwrap().rows_loaded, 2);
+    assert_eq!(
+        p.scalar(&format!(
+            "select id::text || ' ' || (doc -> 'a' ->> 1) || ' ' || m || ' ' || pg_typeof(id) from {schema}.odd where id is not null"
+        )),
+        "0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70 2 calm uuid"
+    );
+    assert_eq!(p.scalar(&format!("select count(*) from {schema}.odd where id is null and doc is null and m is null")), "1");
     pg.batch_execute(&format!("drop schema {schema} cascade; drop schema {schema}_src cascade")).unwrap();
 }
 
 /// PostgreSQL into DuckDB goes as binary COPY turned into Arrow batches for DuckDB's appender:
 /// every type keeps its value (decimals rounded to an unbounded numeric's scale, infinite
 /// dates and times, bytes, padded chars). A NaN in a decimal fails the load naming the column.
-/// A table with a type that has no binary path (uuid, jsonb) goes as CSV, to the same values.
+/// UUIDs, JSON and enums cross in binary too; a column of a type with no binary reader here
+/// (an array, an interval) crosses as PostgreSQL's text for it.
 #[test]
 fn postgres_types_into_duckdb_over_binary_copy() {
     let schema = format!("weir_load_pgbin_{}", std::process::id());
@@ -222,7 +242,11 @@ fn postgres_types_into_duckdb_over_binary_copy() {
             (2, null, null, null, null, null, null, null, null, null, null, null, null, null, null, null),
             (3, false, 7, 0, 0, 0, 0.01, 100000, 'xyz', '', 'été', 'infinity', '00:00', '-infinity', 'infinity', '');
          create table {schema}.nan (n numeric(10,2)); insert into {schema}.nan values (1), ('NaN');
-         create table {schema}.odd (id uuid, doc jsonb); insert into {schema}.odd values ('0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70', '{{\"a\": [1, 2]}}');"
+         create type {schema}.mood as enum ('calm', 'cross');
+         create table {schema}.odd (id uuid, doc jsonb, raw json, m {schema}.mood);
+         insert into {schema}.odd values ('0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70', '{{\"a\": [1, 2]}}', '{{\"b\":  true}}', 'cross'), (null, null, null, null);
+         create table {schema}.arr (id int, tags text[], span interval, stamp timestamp(3));
+         insert into {schema}.arr values (1, '{{a,\"b c\"}}', '1 day 02:00:00', '2024-01-01 10:00:00.123');"
     ))
     .unwrap();
     let p = Project::duckdb();
@@ -264,17 +288,29 @@ fn postgres_types_into_duckdb_over_binary_copy() {
 
     let e = p.run(&load("nan"), false).unwrap_err().to_string();
     assert!(e.contains("load 'nan'") && e.contains("column n: NaN does not fit decimal(10,2)"), "{e}");
-    assert_eq!(p.run(&load("odd"), false).unwrap().rows_loaded, 1);
+    assert_eq!(p.run(&load("odd"), false).unwrap().rows_loaded, 2);
     assert_eq!(
-        p.rows("select cast(id as varchar), cast(doc as varchar) from raw.odd")[0],
-        text(&["0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70", r#"{"a": [1, 2]}"#])
+        p.rows("select cast(id as varchar), cast(doc as varchar), cast(raw as varchar), m from raw.odd order by id nulls last"),
+        vec![
+            text(&["0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70", r#"{"a": [1, 2]}"#, r#"{"b":  true}"#, "cross"]),
+            text(&["NULL", "NULL", "NULL", "NULL"])
+        ]
     );
+    let types = p.rows("select data_type from information_schema.columns where table_name = 'odd' order by ordinal_position");
+    assert_eq!(types.iter().map(|r| r[0].as_str()).take(4).collect::<Vec<_>>(), ["UUID", "JSON", "JSON", "VARCHAR"]);
+    assert_eq!(p.run(&load("arr"), false).unwrap().rows_loaded, 1);
+    assert_eq!(
+        p.rows("select tags, span, stamp::varchar from raw.arr")[0],
+        text(&["{a,\"b c\"}", "1 day 02:00:00", "2024-01-01 10:00:00.123"])
+    );
+    let types = p.rows("select data_type from information_schema.columns where table_name = 'arr' order by ordinal_position");
+    assert_eq!(types.iter().map(|r| r[0].as_str()).take(4).collect::<Vec<_>>(), ["INTEGER", "VARCHAR", "VARCHAR", "TIMESTAMP"]);
     pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
 }
 
 /// Files into PostgreSQL go as binary COPY: every type keeps its value (nulls, quotes and
-/// newlines in text, decimals, times with and without a zone, bytes, lists as their text). A
-/// UUID has no binary twin of its text, so such a file goes as CSV, to the same values.
+/// newlines in text, decimals, times with and without a zone, bytes, lists as their text, UUIDs
+/// as their 16 bytes).
 #[test]
 fn typed_files_into_postgres_over_binary_copy() {
     let schema = format!("weir_load_bin_{}", std::process::id());

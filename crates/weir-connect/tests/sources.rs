@@ -91,6 +91,48 @@ fn mysql_table_into_duckdb_with_types_zero_dates_rejected_and_incremental_merge(
     my.query_drop(format!("drop database {db}")).unwrap();
 }
 
+/// MySQL rows reach PostgreSQL over its binary `COPY` too: every type keeps its value
+/// (MariaDB's `json` is a text column on the wire, and arrives as text).
+#[test]
+fn mysql_table_into_postgres() {
+    let (mut my, url) = mysql_db("topg");
+    my.query_drop(
+        "create table t (id int primary key, name varchar(20), score decimal(8,2), big bigint unsigned, born date,
+         at datetime(6), alarm time(3), doc json, raw varbinary(4), flags bit(8), ratio double)",
+    )
+    .unwrap();
+    my.query_drop(
+        r#"insert into t values (1, 'été', -1.25, 18446744073709551615, '1990-01-02', '2024-01-01 10:00:00.123456', '07:30:00.5',
+           '{"a": 1}', x'00ff', b'101', 0.1), (2, null, null, null, null, null, null, null, null, null, null)"#,
+    )
+    .unwrap();
+    let schema = format!("weir_my_dst_{}", std::process::id());
+    let p = Project::postgres();
+    let load = p.load(&format!("loads:\n  - name: t\n    source: {{kind: mysql, url: '{url}', table: t}}\n    destination: {schema}.t\n"));
+    assert_eq!(p.run(&load, false).unwrap().rows_loaded, 2);
+    assert_eq!(
+        p.rows(&format!("select name, score, big, born, at, alarm, doc, raw, flags, ratio from {schema}.t order by id")),
+        vec![
+            vec![
+                "été",
+                "-1.25",
+                "18446744073709551615",
+                "1990-01-02",
+                "2024-01-01 10:00:00.123456",
+                "07:30:00.5",
+                r#"{"a": 1}"#,
+                "00ff",
+                "5",
+                "0.1"
+            ],
+            vec!["NULL"; 10],
+        ]
+    );
+    pg_client().batch_execute(&format!("drop schema {schema} cascade")).unwrap();
+    let db = url.rsplit('/').next().unwrap_or_default().to_string();
+    my.query_drop(format!("drop database {db}")).unwrap();
+}
+
 #[test]
 fn a_database_that_goes_away_mid_load_leaves_the_destination_as_it_was() {
     let schema = format!("weir_gone_{}", std::process::id());

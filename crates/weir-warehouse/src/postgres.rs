@@ -1,8 +1,10 @@
 //! PostgreSQL, for teams past one machine. Plain TCP connections (no TLS yet), one per worker
 //! thread, configured by dbt-postgres's profile fields.
 
+use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::types::Type;
@@ -10,11 +12,13 @@ use postgres::{Client, NoTls, SimpleQueryMessage};
 use serde_json::{Map, Value as J};
 use weir_core::{Column, ColumnType, Datum, QueryResult, Relation, RelationKind};
 
-use ::duckdb::arrow::datatypes::Schema;
+use ::duckdb::arrow::compute::cast;
+use ::duckdb::arrow::datatypes::{DataType, Field, Schema};
+use ::duckdb::arrow::error::ArrowError;
 use bytes::BytesMut;
 use pgpq::ArrowToPostgresBinaryEncoder;
 
-use crate::{BatchFeed, Connection, Result, Warehouse, WarehouseError, literal, quoted};
+use crate::{BatchFeed, Connection, RecordBatch, Result, Warehouse, WarehouseError, literal, quoted};
 
 /// Connection settings from a `type: postgres` target.
 pub struct Postgres {
@@ -304,6 +308,8 @@ impl Connection for PgConnection {
         let encoding = |e: pgpq::error::ErrorKind| WarehouseError::query(format!("cannot encode the rows for PostgreSQL: {e}"), &sql);
         let sending = |e: std::io::Error| WarehouseError::query(e.to_string(), &sql);
         feed(&mut |batch| {
+            let batch =
+                &fixed_as_binary(batch).map_err(|e| WarehouseError::query(format!("cannot encode the rows for PostgreSQL: {e}"), &sql))?;
             let enc = match &mut encoder {
                 Some(enc) => enc,
                 None => {
@@ -339,6 +345,27 @@ impl Connection for PgConnection {
         std::io::copy(&mut reader, output).map_err(|e| WarehouseError::query(e.to_string(), &copy))?;
         Ok(())
     }
+}
+
+/// `batch` with its fixed-size binary columns (UUIDs) as variable-size ones, which pgpq
+/// encodes: binary `COPY` carries each value's bytes alone, and a `uuid` column's are these 16.
+fn fixed_as_binary(batch: &RecordBatch) -> std::result::Result<Cow<'_, RecordBatch>, ArrowError> {
+    let fixed = |f: &Field| matches!(f.data_type(), DataType::FixedSizeBinary(_));
+    if !batch.schema().fields().iter().any(|f| fixed(f)) {
+        return Ok(Cow::Borrowed(batch));
+    }
+    let mut fields = vec![];
+    let mut columns = vec![];
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if fixed(f) {
+            fields.push(Field::new(f.name(), DataType::Binary, true));
+            columns.push(cast(c, &DataType::Binary)?);
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map(Cow::Owned)
 }
 
 fn typed(s: &str, t: &Type) -> Datum {
