@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::{Datelike, NaiveDate};
 use mysql::consts::{ColumnFlags, ColumnType as My};
 use mysql::prelude::Queryable;
 use weir_core::ColumnType;
@@ -211,23 +211,51 @@ impl Cell {
             Cell::Text => Parsed::Text,
             Cell::Date => Parsed::Days(days(text).ok_or_else(|| format!("'{text}' is not a valid date"))?),
             Cell::Timestamp => {
-                let t = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map_err(|_| format!("'{text}' is not a valid date"))?;
-                Parsed::Micros(t.and_utc().timestamp_micros())
+                let micros = text.split_once(' ').and_then(|(d, t)| Some(i64::from(days(d)?) * 86_400_000_000 + time_of_day(t)?));
+                Parsed::Micros(micros.ok_or_else(|| format!("'{text}' is not a valid date"))?)
             }
-            Cell::Time => {
-                let t = NaiveTime::parse_from_str(text, "%H:%M:%S%.f")
-                    .map_err(|_| format!("'{text}' is not a time of day (MySQL TIME may exceed 24 hours or be negative)"))?;
-                Parsed::Micros(i64::from(t.num_seconds_from_midnight()) * 1_000_000 + i64::from(t.nanosecond() / 1_000))
-            }
+            Cell::Time => Parsed::Micros(
+                time_of_day(text)
+                    .ok_or_else(|| format!("'{text}' is not a time of day (MySQL TIME may exceed 24 hours or be negative)"))?,
+            ),
             Cell::Bit | Cell::Hex => unreachable!("handled above"),
         })
     }
 }
 
+/// MySQL's `YYYY-MM-DD` as days from 1970-01-01, if it is a date of the calendar. Read by
+/// hand: a general date parser costs more than the rest of a row.
 fn days(text: &str) -> Option<i32> {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
-    let d = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-    i32::try_from((d - epoch).num_days()).ok()
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(digits(&b[..4])? as i32, digits(&b[5..7])?, digits(&b[8..])?)?;
+    // 719,163 days from 0001-01-01 (day 1) to 1970-01-01.
+    Some(date.num_days_from_ce() - 719_163)
+}
+
+/// MySQL's `HH:MM:SS[.ffffff]` as microseconds since midnight, if it is a time of day.
+fn time_of_day(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let (h, m, s) = (digits(&b[..2])?, digits(&b[3..5])?, digits(&b[6..8])?);
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let micros = match &b[8..] {
+        [] => 0,
+        [b'.', fraction @ ..] if (1..=6).contains(&fraction.len()) => digits(fraction)? * 10u32.pow(6 - fraction.len() as u32),
+        _ => return None,
+    };
+    Some((i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s)) * 1_000_000 + i64::from(micros))
+}
+
+/// ASCII digits as a number (at most 9 of them).
+fn digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
 }
 
 /// A decimal's text (`-123.45`) as the unscaled integer of a `decimal(precision, scale)`,
@@ -486,7 +514,16 @@ mod tests {
         assert!(ok(Cell::Timestamp, "2024-02-30 10:00:00").is_err());
         assert!(matches!(ok(Cell::Timestamp, "1970-01-01 00:00:01.5"), Ok(Parsed::Micros(1_500_000))));
         assert!(matches!(ok(Cell::Time, "00:01:00.25"), Ok(Parsed::Micros(60_250_000))));
+        assert!(matches!(ok(Cell::Timestamp, "1969-12-31 23:59:59.000001"), Ok(Parsed::Micros(-999_999))));
+        assert!(matches!(ok(Cell::Date, "2024-02-29"), Ok(Parsed::Days(19_782))));
         assert!(ok(Cell::Time, "838:59:59").unwrap_err().contains("exceed 24 hours"));
+        for bad in ["-01:00:00", "24:00:00", "12:60:00", "12:00:00.", "12:00:00.1234567", "1:00:00"] {
+            assert!(ok(Cell::Time, bad).is_err(), "{bad}");
+        }
+        for bad in ["2023-02-29", "2024-13-01", "2024-1-01", "2024-01-01x", "2024-01-01 10:00"] {
+            assert!(ok(Cell::Date, bad).is_err(), "{bad}");
+            assert!(ok(Cell::Timestamp, &format!("{bad} 00:00:00")).is_err(), "{bad}");
+        }
         assert!(matches!(ok(Cell::Int32, "-5"), Ok(Parsed::Int(-5))));
         assert!(ok(Cell::Int32, "4294967295").is_err(), "an integer column holds 32 bits");
         assert!(matches!(Cell::Bit.parse(&[1, 2]), Ok(Parsed::Int(258))));
