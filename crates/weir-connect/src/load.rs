@@ -618,23 +618,11 @@ impl Job<'_> {
                 let cols = rconn.describe_query(&sql).map_err(|e| self.wh_err(e))?;
                 let typed: Vec<(String, ColumnType)> = cols.iter().map(|c| (c.name.clone(), ColumnType::parse(&c.data_type))).collect();
                 self.create_stage(&typed)?;
-                let names: Vec<String> = typed.iter().map(|(n, _)| n.clone()).collect();
-                let stage_sql = self.wh.render(self.stage);
-                // Typed rows go over the destination's binary path when it has one; otherwise as CSV.
-                if self.conn.takes_batches() {
-                    let exprs: Vec<String> = typed.iter().map(|(n, t)| binary_expr(&reader.quote(n), t)).collect();
-                    let rows = format!("select {} from ({sql}) as _weir_rows", exprs.join(", "));
-                    let mut feed = |emit: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| {
-                        rconn.for_each_batch(&rows, emit)
-                    };
-                    self.conn.copy_in_batches(self.stage, &mut feed).map_err(|e| self.wh_err(e))?;
-                } else {
-                    let mut spool = tempfile::tempfile().map_err(|e| self.source(e.to_string()))?;
-                    rconn.copy_out_csv(&sql, &mut spool).map_err(|e| self.wh_err(e))?;
-                    use std::io::Seek;
-                    spool.rewind().map_err(|e| self.source(e.to_string()))?;
-                    self.conn.copy_in_csv(&stage_sql, &names, &mut spool).map_err(|e| self.wh_err(e))?;
-                }
+                // Typed rows go over the destination's binary bulk path.
+                let exprs: Vec<String> = typed.iter().map(|(n, t)| binary_expr(&reader.quote(n), t)).collect();
+                let rows = format!("select {} from ({sql}) as _weir_rows", exprs.join(", "));
+                let mut feed = |emit: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>| rconn.for_each_batch(&rows, emit);
+                self.conn.copy_in_batches(self.stage, &mut feed).map_err(|e| self.wh_err(e))?;
                 if let Some(rejects) = reader.file_rejects_sql(scan) {
                     let rows = rconn.query(&rejects).map_err(|e| self.wh_err(e))?;
                     rejected.extend(rows.rows.into_iter().map(|r| rejected_of(&r)));

@@ -1,7 +1,6 @@
 //! DuckDB, in-process: the embedded default. A file path (or `:memory:`) from the profile;
 //! every worker thread gets its own connection to the same database instance.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -323,32 +322,6 @@ impl Connection for DuckDbConnection {
         Ok(self.query("select version()")?.scalar().map(|d| format!("DuckDB {d}")).unwrap_or_default())
     }
 
-    fn copy_in_csv(&mut self, target: &str, columns: &[String], input: &mut dyn Read) -> Result<u64> {
-        // DuckDB's CSV reader is its bulk path and reads files only. A named pipe is a file it
-        // reads as the rows arrive, so it parses while the source is still sending them.
-        let dir = tempfile::Builder::new().prefix("weir-copy-").tempdir().map_err(io_err)?;
-        let pipe = dir.path().join("rows.csv");
-        fifo::create(&pipe).map_err(io_err)?;
-        let cols: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
-        let sql = format!(
-            "copy {target} ({}) from {} (format csv, header true, allow_quoted_nulls false, auto_detect false)",
-            cols.join(", "),
-            literal(&pipe.to_string_lossy())
-        );
-        std::thread::scope(|scope| {
-            let copying = scope.spawn(|| self.execute(&sql));
-            let fed = fifo::feed(&pipe, input, || copying.is_finished());
-            let copied = copying.join().map_err(|_| WarehouseError::Io("DuckDB's copy thread panicked".into()))?;
-            match fed {
-                // The source failed: whatever DuckDB made of the rows before is not the answer.
-                Err(fifo::FeedError::Source(e)) => Err(io_err(e)),
-                // DuckDB stopped reading: its error says why (a pipe error is all we know otherwise).
-                Err(fifo::FeedError::Pipe(e)) => copied.and(Err(io_err(e))),
-                Ok(()) => copied,
-            }
-        })
-    }
-
     fn for_each_batch(&mut self, sql: &str, each: &mut dyn FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
         let mut stmt = self.conn.prepare(sql).map_err(|e| err(e, sql))?;
         // Streamed: DuckDB hands over a chunk at a time rather than the whole result.
@@ -356,10 +329,6 @@ impl Connection for DuckDbConnection {
             each(&batch.map_err(|e| err(e, sql))?)?;
         }
         Ok(())
-    }
-
-    fn takes_batches(&self) -> bool {
-        true
     }
 
     /// DuckDB's appender: Arrow columns become DuckDB vectors with no text in between.
@@ -374,15 +343,6 @@ impl Connection for DuckDbConnection {
         })?;
         app.flush().map_err(|e| err(e, &what))?;
         Ok(rows)
-    }
-
-    fn copy_out_csv(&mut self, sql: &str, output: &mut dyn Write) -> Result<()> {
-        let file = tempfile::Builder::new().prefix("weir-copy-").suffix(".csv").tempfile().map_err(io_err)?;
-        let copy = format!("copy (\n{sql}\n) to {} (format csv, header true)", literal(&file.path().to_string_lossy()));
-        self.execute(&copy)?;
-        let mut reader = std::fs::File::open(file.path()).map_err(io_err)?;
-        std::io::copy(&mut reader, output).map_err(io_err)?;
-        Ok(())
     }
 }
 
@@ -425,78 +385,6 @@ fn csv_scan(scan: &FileScan, paths: &[PathBuf], rejects_at: Option<usize>) -> St
 fn paths_list(paths: &[PathBuf]) -> String {
     let quoted: Vec<String> = paths.iter().map(|p| literal(&p.to_string_lossy())).collect();
     format!("[{}]", quoted.join(", "))
-}
-
-/// Feeding a stream to DuckDB through a named pipe.
-mod fifo {
-    use std::ffi::CString;
-    use std::fs::{File, OpenOptions};
-    use std::io::{self, ErrorKind, Read, Write};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::path::Path;
-    use std::time::Duration;
-
-    /// Why feeding stopped: the source's own failure, or the pipe's.
-    pub enum FeedError {
-        Source(io::Error),
-        Pipe(io::Error),
-    }
-
-    pub fn create(path: &Path) -> io::Result<()> {
-        let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-        // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-    }
-
-    /// Copies `input` into the pipe once its reader opens it. Opening for writing blocks until
-    /// a reader comes, and a statement that fails before reading never comes: the open is
-    /// retried without blocking until the reader is there or `reader_gone` says it ended.
-    /// A reader that stops early (an error of its own) ends the feeding with a pipe error;
-    /// the reader's own error says more, and is the one reported.
-    pub fn feed(path: &Path, input: &mut dyn Read, reader_gone: impl Fn() -> bool) -> Result<(), FeedError> {
-        let mut pipe = loop {
-            match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(path) {
-                Ok(f) => break f,
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                    if reader_gone() {
-                        return Err(FeedError::Pipe(io::Error::other("DuckDB ended the copy without reading the rows")));
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => return Err(FeedError::Pipe(e)),
-            }
-        };
-        blocking(&pipe).map_err(FeedError::Pipe)?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(FeedError::Source(e)),
-            };
-            match pipe.write_all(&buf[..n]) {
-                Ok(()) => {}
-                Err(e) => return Err(FeedError::Pipe(e)),
-            }
-        }
-    }
-
-    fn blocking(f: &File) -> io::Result<()> {
-        let fd = f.as_raw_fd();
-        // SAFETY: `fd` is an open descriptor owned by `f` for the duration of both calls.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
-
-fn io_err(e: std::io::Error) -> WarehouseError {
-    WarehouseError::Io(e.to_string())
 }
 
 pub(crate) fn relations_from(r: QueryResult) -> Result<Vec<(Relation, RelationKind)>> {
@@ -638,49 +526,5 @@ mod tests {
         let mut c = db.connect().unwrap();
         assert_eq!(c.canonical_type("int").unwrap(), "INTEGER");
         assert_eq!(c.canonical_type("text").unwrap(), "VARCHAR");
-    }
-
-    /// A reader that hands out `good` and then fails, as a source that goes away does.
-    struct Failing {
-        good: std::io::Cursor<Vec<u8>>,
-    }
-
-    impl Read for Failing {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            match self.good.read(buf)? {
-                0 => Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the source went away")),
-                n => Ok(n),
-            }
-        }
-    }
-
-    #[test]
-    fn rows_stream_in_through_a_pipe_and_every_failure_is_reported() {
-        let db = memory();
-        let mut c = db.connect().unwrap();
-        c.execute("create table t (a bigint, b varchar)").unwrap();
-        let cols = ["a".to_string(), "b".to_string()];
-        // More than a pipe's buffer, so the writer waits on DuckDB's reading.
-        let mut csv = String::from("a,b\n");
-        for i in 0..200_000 {
-            csv.push_str(&format!("{i},x{i}\n"));
-        }
-        c.copy_in_csv("t", &cols, &mut csv.as_bytes()).unwrap();
-        let r = c.query("select count(*), cast(sum(a) as bigint) from t").unwrap();
-        assert_eq!(r.rows[0], vec![Datum::Int(200_000), Datum::Int(19_999_900_000)]);
-
-        // The source fails mid-stream: its error, whatever DuckDB made of the rows before.
-        let mut failing = Failing { good: std::io::Cursor::new(csv.clone().into_bytes()) };
-        let e = c.copy_in_csv("t", &cols, &mut failing).unwrap_err().to_string();
-        assert!(e.contains("the source went away"), "{e}");
-
-        // DuckDB stops reading at a bad row: its error, and the writer does not hang.
-        let bad = format!("{csv}oops,x\n{csv}");
-        let e = c.copy_in_csv("t", &cols, &mut bad.as_bytes()).unwrap_err().to_string();
-        assert!(e.contains("oops"), "{e}");
-
-        // The statement fails before it opens the pipe: its error, and no hang either.
-        let e = c.copy_in_csv("no_such_table", &cols, &mut csv.as_bytes()).unwrap_err().to_string();
-        assert!(e.contains("no_such_table"), "{e}");
     }
 }

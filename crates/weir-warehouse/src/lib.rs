@@ -7,7 +7,6 @@
 pub mod duckdb;
 pub mod postgres;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as J};
@@ -249,24 +248,12 @@ pub trait Connection: Send {
     /// `select version()` or the like, for `weir debug`.
     fn server_version(&mut self) -> Result<String>;
 
-    /// Streams CSV (a header line, then rows; an unquoted empty field is null, `""` is an
-    /// empty text) into an existing table: the engine's bulk path. Returns the rows written.
-    fn copy_in_csv(&mut self, target: &str, columns: &[String], input: &mut dyn Read) -> Result<u64>;
-
-    /// Streams a query's result out as CSV in the same form [`Connection::copy_in_csv`] reads.
-    fn copy_out_csv(&mut self, sql: &str, output: &mut dyn Write) -> Result<()>;
-
     /// Streams a query's result as Arrow record batches, as the engine produces them: typed
     /// rows for another engine's binary bulk path, with no text in between. Engines that
     /// cannot say they cannot.
     fn for_each_batch(&mut self, sql: &str, each: &mut dyn FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
         let _ = (sql, each);
         Err(WarehouseError::Io("this engine does not stream Arrow batches".into()))
-    }
-
-    /// Whether [`Connection::copy_in_batches`] is a bulk path of this engine.
-    fn takes_batches(&self) -> bool {
-        false
     }
 
     /// Writes the batches `feed` hands over into an existing table through the engine's

@@ -2,7 +2,7 @@
 //! thread, configured by dbt-postgres's profile fields.
 
 use std::borrow::Cow;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -281,18 +281,6 @@ impl Connection for PgConnection {
         Ok(self.query("select version()")?.scalar().map(|d| d.to_string()).unwrap_or_default())
     }
 
-    fn copy_in_csv(&mut self, target: &str, columns: &[String], input: &mut dyn Read) -> Result<u64> {
-        let cols: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
-        let sql = format!("copy {target} ({}) from stdin with (format csv, header true)", cols.join(", "));
-        let mut writer = self.client.copy_in(&sql).map_err(|e| WarehouseError::query(pg_message(&e), &sql))?;
-        std::io::copy(input, &mut writer).map_err(|e| WarehouseError::query(e.to_string(), &sql))?;
-        writer.finish().map_err(|e| WarehouseError::query(pg_message(&e), &sql))
-    }
-
-    fn takes_batches(&self) -> bool {
-        true
-    }
-
     /// `COPY ... FROM STDIN (FORMAT binary)`, the batches encoded by `pgpq`: the server
     /// parses no text, and the encoding is a copy of the values a megabyte at a time.
     fn copy_in_batches(&mut self, target: &Relation, feed: &mut BatchFeed<'_>) -> Result<u64> {
@@ -337,13 +325,6 @@ impl Connection for PgConnection {
         enc.write_footer(&mut buf).map_err(encoding)?;
         writer.write_all(&buf).map_err(sending)?;
         writer.finish().map_err(|e| WarehouseError::query(pg_message(&e), &sql))
-    }
-
-    fn copy_out_csv(&mut self, sql: &str, output: &mut dyn Write) -> Result<()> {
-        let copy = format!("copy (\n{sql}\n) to stdout with (format csv, header true)");
-        let mut reader = self.client.copy_out(&copy).map_err(|e| WarehouseError::query(pg_message(&e), &copy))?;
-        std::io::copy(&mut reader, output).map_err(|e| WarehouseError::query(e.to_string(), &copy))?;
-        Ok(())
     }
 }
 
