@@ -7,9 +7,7 @@
 # (1) A generated PostgreSQL table (the shared server, schema weir_bench_load) into a DuckDB
 #     file: `weir load` against dlt (PyPI, `sql_table` with its pyarrow backend:
 #     bench/loads_dlt.py), both replacing the table, the whole process timed, a fresh file
-#     each run, and against Sling (its engine from PyPI's `sling-linux-amd64` wheel; Sling
-#     writes into DuckDB through DuckDB's CLI, which comes from PyPI's `duckdb-cli` with the
-#     extensions it loads, `duckdb-extension-*`, so nothing is fetched from GitHub at run time).
+#     each run, and against Sling (both installed as bench/loads_common.sh says).
 # (2) A ~1 GB CSV into a DuckDB file: `weir load` (the whole process) against DuckDB's own
 #     `create table ... as select * from read_csv(...)` (timed inside Python, so without the
 #     interpreter's start-up).
@@ -20,29 +18,14 @@ REPEAT="${BENCH_REPEAT:-3}"
 source "$(dirname "$0")/common.sh"
 LOAD_ROWS="${BENCH_LOAD_ROWS:-10000000}"
 CSV_ROWS="${BENCH_CSV_ROWS:-12000000}"
-VENV="${WEIR_LOAD_VENV:-$HOME/.cache/weir/load-venv}"
-# Sling's last engine wheel on PyPI, and the DuckDB CLI and extensions of the version it is
-# told to use (DUCKDB_VERSION below).
-SLING_DUCKDB=1.5.5
-if ! "$VENV/bin/python" -c "import dlt, pyarrow, psycopg2, sqlalchemy, sling_linux_amd64, duckdb_cli" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet "dlt[duckdb,postgres]==1.31.0" "sqlalchemy>=2" pyarrow psycopg2-binary \
-    sling-linux-amd64==1.4.11 "duckdb-cli==$SLING_DUCKDB" "duckdb-extension-json==$SLING_DUCKDB" \
-    "duckdb-extension-httpfs==$SLING_DUCKDB" "duckdb-extension-icu==$SLING_DUCKDB"
-fi
-site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-SLING="$site/sling_linux_amd64/bin/sling-linux-amd64"
+source "$(dirname "$0")/loads_common.sh"
 PG_URL="postgresql://postgres@127.0.0.1:5432/test"
 schema=weir_bench_load
 dir="$BENCH_DIR/loads"
 rm -rf "$dir"
 mkdir -p "$dir/loads"
 cd "$dir"
-# Sling runs in a home of its own, where DuckDB finds its extensions as if installed.
-sling_home="$dir/sling-home"
-mkdir -p "$sling_home/.duckdb/extensions/v$SLING_DUCKDB/linux_amd64"
-cp "$site"/duckdb_extension_*/extensions/v$SLING_DUCKDB/*.duckdb_extension \
-  "$sling_home/.duckdb/extensions/v$SLING_DUCKDB/linux_amd64/"
+sling_in "$dir"
 
 t0=$(date +%s%N)
 psql "$PG_URL" -q -v ON_ERROR_STOP=1 <<SQL
@@ -102,28 +85,13 @@ loads:
     write_disposition: replace
 YML
 
-# `/usr/bin/time` of one command after a fresh start: "wall_seconds peak_rss_mb".
-timed() {
-  /usr/bin/time -f "%e %M" -o time.txt "$@" > run.log 2>&1 || { cat run.log >&2; exit 1; }
-  awk '{ printf "%s %d\n", $1, $2 / 1024 }' time.txt
-}
-fresh() { rm -rf bench.duckdb bench.duckdb.wal .weir dlt.duckdb dlt.duckdb.wal dlt_work base.duckdb base.duckdb.wal sling.duckdb sling.duckdb.wal; }
-median_of() { cut -d' ' -f"$1" | median; }
-max_of() { cut -d' ' -f"$1" | sort -n | tail -1; }
-count() { "$PY" -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).execute(sys.argv[2]).fetchone()[0])" "$1" "$2"; }
-rate() { python3 -c "print(f'{$1 / $2 / 1e6:.2f}M')"; }
-ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
-
 weir_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$WEIR" load orders; done)
 weir_rows=$(count bench.duckdb "select count(*) from raw.orders")
 w=$(echo "$weir_runs" | median_of 1); w_rss=$(echo "$weir_runs" | max_of 2)
 dlt_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$VENV/bin/python" "$WEIR_ROOT/bench/loads_dlt.py" "$PG_URL" "$schema" orders dlt.duckdb dlt_work; done)
 dlt_rows=$(count dlt.duckdb "select count(*) from raw.orders")
 d=$(echo "$dlt_runs" | median_of 1); d_rss=$(echo "$dlt_runs" | max_of 2)
-dlt_version=$("$VENV/bin/python" -c "import dlt; print(dlt.__version__)")
-sling=(env HOME="$sling_home" SLING_HOME_DIR="$sling_home/.sling" SLING_DISABLE_TELEMETRY=true
-  DUCKDB_PATH="$site/duckdb_cli/duckdb" DUCKDB_VERSION="$SLING_DUCKDB"
-  SRC="$PG_URL?sslmode=disable" DST="duckdb://$dir/sling.duckdb" "$SLING")
+sling+=(SRC="$PG_URL?sslmode=disable" DST="duckdb://$dir/sling.duckdb" "$SLING")
 sling_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "${sling[@]}" run --src-conn SRC --src-stream "$schema.orders" --tgt-conn DST --tgt-object raw.orders --mode full-refresh; done)
 sling_rows=$(count sling.duckdb "select count(*) from raw.orders")
 s_time=$(echo "$sling_runs" | median_of 1); s_rss=$(echo "$sling_runs" | max_of 2)

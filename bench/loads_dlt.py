@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The reference for bench/loads.sh: one PostgreSQL table into a DuckDB file with dlt.
+"""The reference for bench/loads.sh and bench/loads_mysql.sh: one PostgreSQL or MySQL table
+into a DuckDB file with dlt.
 
-    loads_dlt.py PG_URL SCHEMA TABLE DUCKDB_FILE WORK_DIR
+    loads_dlt.py URL SCHEMA TABLE DUCKDB_FILE WORK_DIR
 
 dlt's `sql_table` source with its fastest documented backend (`pyarrow`: rows fetched in
 Arrow batches of 100,000), written with `write_disposition="replace"`, like the Weir load it is
@@ -22,8 +23,9 @@ def main() -> None:
         dataset_name="raw",
         pipelines_dir=work,
     )
-    # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the venv has psycopg2, as dlt documents.
-    engine_url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the venv has psycopg2, as dlt documents,
+    # and PyMySQL for MySQL.
+    engine_url = url.replace("postgresql://", "postgresql+psycopg2://", 1).replace("mysql://", "mysql+pymysql://", 1)
     source = sql_table(credentials=engine_url, schema=schema, table=table, backend="pyarrow", chunk_size=100_000)
     pipeline.run(source, write_disposition="replace")
     rows = pipeline.last_trace.last_normalize_info.row_counts.get(table, 0)

@@ -1,0 +1,43 @@
+# Shared by bench/loads.sh and bench/loads_mysql.sh (sourced after bench/common.sh): the
+# reference tools in a virtualenv of their own, and the helpers that time and compare runs.
+#
+# dlt (PyPI) with the drivers its `sql_table` uses, and Sling's engine from PyPI's
+# `sling-linux-amd64` wheel; Sling writes into DuckDB through DuckDB's CLI, which comes from
+# PyPI's `duckdb-cli` with the extensions it loads (`duckdb-extension-*`), so nothing is
+# fetched from GitHub at run time.
+VENV="${WEIR_LOAD_VENV:-$HOME/.cache/weir/load-venv}"
+# Sling's last engine wheel on PyPI, and the DuckDB CLI and extensions of the version it is
+# told to use (DUCKDB_VERSION).
+SLING_DUCKDB=1.5.5
+if ! "$VENV/bin/python" -c "import dlt, pyarrow, psycopg2, pymysql, sqlalchemy, sling_linux_amd64, duckdb_cli" 2>/dev/null; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet "dlt[duckdb,postgres]==1.31.0" "sqlalchemy>=2" pyarrow psycopg2-binary pymysql \
+    sling-linux-amd64==1.4.11 "duckdb-cli==$SLING_DUCKDB" "duckdb-extension-json==$SLING_DUCKDB" \
+    "duckdb-extension-httpfs==$SLING_DUCKDB" "duckdb-extension-icu==$SLING_DUCKDB"
+fi
+site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+SLING="$site/sling_linux_amd64/bin/sling-linux-amd64"
+dlt_version=$("$VENV/bin/python" -c "import dlt; print(dlt.__version__)")
+
+# Sling, run in a home of its own under $1, where DuckDB finds its extensions as if installed:
+# `sling_in DIR` sets the array `sling` to the command line, to which SRC and DST are added.
+sling_in() {
+  local home="$1/sling-home"
+  mkdir -p "$home/.duckdb/extensions/v$SLING_DUCKDB/linux_amd64"
+  cp "$site"/duckdb_extension_*/extensions/v$SLING_DUCKDB/*.duckdb_extension \
+    "$home/.duckdb/extensions/v$SLING_DUCKDB/linux_amd64/"
+  sling=(env HOME="$home" SLING_HOME_DIR="$home/.sling" SLING_DISABLE_TELEMETRY=true
+    DUCKDB_PATH="$site/duckdb_cli/duckdb" DUCKDB_VERSION="$SLING_DUCKDB")
+}
+
+# `/usr/bin/time` of one command after a fresh start: "wall_seconds peak_rss_mb".
+timed() {
+  /usr/bin/time -f "%e %M" -o time.txt "$@" > run.log 2>&1 || { cat run.log >&2; exit 1; }
+  awk '{ printf "%s %d\n", $1, $2 / 1024 }' time.txt
+}
+fresh() { rm -rf bench.duckdb bench.duckdb.wal .weir dlt.duckdb dlt.duckdb.wal dlt_work base.duckdb base.duckdb.wal sling.duckdb sling.duckdb.wal; }
+median_of() { cut -d' ' -f"$1" | median; }
+max_of() { cut -d' ' -f"$1" | sort -n | tail -1; }
+count() { "$PY" -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).execute(sys.argv[2]).fetchone()[0])" "$1" "$2"; }
+rate() { python3 -c "print(f'{$1 / $2 / 1e6:.2f}M')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
