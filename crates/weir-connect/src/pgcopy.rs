@@ -89,13 +89,14 @@ pub(crate) fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Plan {
     let mut plan = Plan { types: vec![], kinds: vec![], schema: Arc::new(Schema::empty()), stage: vec![], as_text: vec![] };
     let mut fields = vec![];
     for (ty, (name, ct)) in types.iter().zip(typed) {
-        let (kind, data_type, stage) = match binary_twin(ty, ct) {
+        let twin = binary_twin(ty, ct);
+        let as_text = twin.is_none();
+        let (kind, data_type, stage) = match twin {
             Some((kind, data_type)) => (kind, data_type, ct.clone()),
             // An engine-specific type is text in the stage already; a known one whose source
             // type differs (a domain named like it) becomes text.
             None => (Kind::Text, DataType::Utf8, if matches!(ct, ColumnType::Other(_)) { ct.clone() } else { ColumnType::Varchar }),
         };
-        let as_text = binary_twin(ty, ct).is_none();
         let field = Field::new(name, data_type, true);
         fields.push(match kind {
             Kind::Uuid => field.with_metadata(HashMap::from([("ARROW:extension:name".to_string(), ARROW_UUID.to_string())])),

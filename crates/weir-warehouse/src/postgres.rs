@@ -293,20 +293,19 @@ impl Connection for PgConnection {
         let mut writer = self.client.copy_in(&sql).map_err(|e| WarehouseError::query(pg_message(&e), &sql))?;
         let mut encoder: Option<ArrowToPostgresBinaryEncoder> = None;
         let mut buf = BytesMut::with_capacity(1 << 21);
-        let encoding = |e: pgpq::error::ErrorKind| WarehouseError::query(format!("cannot encode the rows for PostgreSQL: {e}"), &sql);
+        let encoding = |e: &dyn std::fmt::Display| WarehouseError::query(format!("cannot encode the rows for PostgreSQL: {e}"), &sql);
         let sending = |e: std::io::Error| WarehouseError::query(e.to_string(), &sql);
         feed(&mut |batch| {
-            let batch =
-                &fixed_as_binary(batch).map_err(|e| WarehouseError::query(format!("cannot encode the rows for PostgreSQL: {e}"), &sql))?;
+            let batch = &fixed_as_binary(batch).map_err(|e| encoding(&e))?;
             let enc = match &mut encoder {
                 Some(enc) => enc,
                 None => {
-                    let mut enc = ArrowToPostgresBinaryEncoder::try_new(&batch.schema()).map_err(encoding)?;
+                    let mut enc = ArrowToPostgresBinaryEncoder::try_new(&batch.schema()).map_err(|e| encoding(&e))?;
                     enc.write_header(&mut buf);
                     encoder.insert(enc)
                 }
             };
-            enc.write_batch(batch, &mut buf).map_err(encoding)?;
+            enc.write_batch(batch, &mut buf).map_err(|e| encoding(&e))?;
             if buf.len() >= 1 << 20 {
                 writer.write_all(&buf).map_err(sending)?;
                 buf.clear();
@@ -317,12 +316,12 @@ impl Connection for PgConnection {
         let mut enc = match encoder {
             Some(enc) => enc,
             None => {
-                let mut enc = ArrowToPostgresBinaryEncoder::try_new(&Schema::empty()).map_err(encoding)?;
+                let mut enc = ArrowToPostgresBinaryEncoder::try_new(&Schema::empty()).map_err(|e| encoding(&e))?;
                 enc.write_header(&mut buf);
                 enc
             }
         };
-        enc.write_footer(&mut buf).map_err(encoding)?;
+        enc.write_footer(&mut buf).map_err(|e| encoding(&e))?;
         writer.write_all(&buf).map_err(sending)?;
         writer.finish().map_err(|e| WarehouseError::query(pg_message(&e), &sql))
     }
