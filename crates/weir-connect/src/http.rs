@@ -263,20 +263,15 @@ fn time_amount(s: &str) -> Option<TimeAmount> {
     if let Some(secs) = parse_duration(s) {
         return Some(TimeAmount::Seconds(secs));
     }
-    let mut parts = s.split_whitespace();
-    let n: u32 = parts.next()?.parse().ok()?;
-    let unit = parts.next()?.to_ascii_lowercase();
-    if parts.next().is_some() {
-        return None;
-    }
-    let seconds = match unit.trim_end_matches('s') {
+    let (n, unit) = weir_core::duration::parse_interval(s)?;
+    let seconds: u32 = match unit {
+        "month" => return Some(TimeAmount::Months(n)),
+        "year" => return Some(TimeAmount::Months(n.checked_mul(12)?)),
         "second" => 1,
         "minute" => 60,
         "hour" => 3600,
         "day" => 86_400,
         "week" => 7 * 86_400,
-        "month" => return Some(TimeAmount::Months(n)),
-        "year" => return Some(TimeAmount::Months(n.checked_mul(12)?)),
         _ => return None,
     };
     Some(TimeAmount::Seconds(f64::from(n) * f64::from(seconds)))

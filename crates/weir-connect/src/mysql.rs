@@ -462,23 +462,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// MySQL's form of a lookback (`2 hours` -> `interval 2 hour`).
 pub fn interval_sql(lookback: &str) -> Option<String> {
-    let mut parts = lookback.split_whitespace();
-    let n: i64 = parts.next()?.parse().ok()?;
-    let unit = parts.next()?.to_ascii_lowercase();
-    if parts.next().is_some() {
-        return None;
-    }
-    let unit = match unit.trim_end_matches('s') {
-        "second" => "second",
-        "minute" => "minute",
-        "hour" => "hour",
-        "day" => "day",
-        "week" => "week",
-        "month" => "month",
-        "year" => "year",
-        _ => return None,
-    };
-    Some(format!("interval {n} {unit}"))
+    weir_core::duration::parse_interval(lookback).map(|(n, unit)| format!("interval {n} {unit}"))
 }
 
 /// MySQL's type to cast a cursor literal to.

@@ -40,6 +40,20 @@ pub fn show_duration(secs: f64) -> String {
     if shown.is_empty() { "0s".into() } else { format!("{sign}{}", shown.join(" ")) }
 }
 
+/// An interval as SQL writes it and lookbacks are written (`2 hours`, `1 day`, `3 months`):
+/// the count and the unit, singular (`second`, `minute`, `hour`, `day`, `week`, `month`,
+/// `year`); `None` for anything else.
+pub fn parse_interval(s: &str) -> Option<(u32, &'static str)> {
+    let mut parts = s.split_whitespace();
+    let n: u32 = parts.next()?.parse().ok()?;
+    let unit = parts.next()?.to_ascii_lowercase();
+    if parts.next().is_some() {
+        return None;
+    }
+    let unit = ["second", "minute", "hour", "day", "week", "month", "year"].into_iter().find(|u| unit.trim_end_matches('s') == *u)?;
+    Some((n, unit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +68,10 @@ mod tests {
         assert_eq!(parse_duration("5x"), None);
         assert_eq!(show_duration(129_600.0), "1d 12h");
         assert_eq!(show_duration(0.4), "0s");
+        assert_eq!(parse_interval("2 Hours"), Some((2, "hour")));
+        assert_eq!(parse_interval("1 day"), Some((1, "day")));
+        assert_eq!(parse_interval("2 fortnights"), None);
+        assert_eq!(parse_interval("soon"), None);
+        assert_eq!(parse_interval("1 day ago"), None);
     }
 }
