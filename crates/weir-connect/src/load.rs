@@ -1211,6 +1211,7 @@ fn binary_expr(q: &str, t: &ColumnType) -> String {
         ColumnType::Timestamp => "TIMESTAMP".into(),
         ColumnType::TimestampTz => "TIMESTAMPTZ".into(),
         ColumnType::Blob => "BLOB".into(),
+        ColumnType::Interval => "INTERVAL".into(),
         ColumnType::Uuid => return format!("unhex(replace(cast({q} as VARCHAR), '-', '')) as {q}"),
     };
     format!("cast({q} as {ty}) as {q}")

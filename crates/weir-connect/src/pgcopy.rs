@@ -4,8 +4,8 @@
 //! In CSV form, the server spends most of an extraction writing numbers, decimals and times
 //! as text, and DuckDB spends as long parsing them back. In binary form neither happens:
 //! values cross as the server holds them and become Arrow columns here. A column of a type
-//! with no binary reader here (arrays, intervals, ranges, network addresses, domains, ...) is
-//! cast to text by the server and crosses as PostgreSQL's own text for it.
+//! with no binary reader here (arrays, ranges, network addresses, domains, ...) is cast to
+//! text by the server and crosses as PostgreSQL's own text for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,9 +17,9 @@ use weir_core::ColumnType;
 use weir_warehouse::RecordBatch;
 use weir_warehouse::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float64Builder,
-    Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
-use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use weir_warehouse::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use weir_warehouse::postgres::pg_message;
 
 use crate::batches::{self, BATCH_ROWS, Decoded, ReadError};
@@ -76,6 +76,8 @@ enum Kind {
     Uuid,
     /// `jsonb`'s binary form: a version byte, then the document's text.
     Jsonb,
+    /// Microseconds, days, months.
+    Interval,
 }
 
 /// Arrow's name for a UUID column (16 bytes, big-endian), which DuckDB's appender takes as its
@@ -138,6 +140,7 @@ fn binary_twin(ty: &Type, ct: &ColumnType) -> Option<(Kind, DataType)> {
             (Kind::TimestampTz, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))
         }
         ColumnType::Blob if is(&Type::BYTEA) => (Kind::Bytea, DataType::Binary),
+        ColumnType::Interval if is(&Type::INTERVAL) => (Kind::Interval, DataType::Interval(IntervalUnit::MonthDayNano)),
         _ => return None,
     })
 }
@@ -236,6 +239,7 @@ impl Batch {
                     Kind::TimestampTz => Box::new(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC")),
                     Kind::Bytea => Box::new(BinaryBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
                     Kind::Uuid => Box::new(FixedSizeBinaryBuilder::with_capacity(BATCH_ROWS, 16)),
+                    Kind::Interval => Box::new(IntervalMonthDayNanoBuilder::with_capacity(BATCH_ROWS)),
                 }
             })
             .collect();
@@ -270,6 +274,7 @@ impl Batch {
             }
             Kind::Bytea => put!(BinaryBuilder, Ok::<&[u8], String>),
             Kind::Jsonb => put!(StringBuilder, jsonb),
+            Kind::Interval => put!(IntervalMonthDayNanoBuilder, interval),
             Kind::Uuid => {
                 let builder = b.downcast_mut::<FixedSizeBinaryBuilder>().ok_or("internal: a builder of another type")?;
                 match raw {
@@ -303,6 +308,18 @@ fn jsonb(raw: &[u8]) -> Result<&str, String> {
         Some((v, _)) => Err(format!("a jsonb value of binary version {v} (this reader knows version 1)")),
         None => Err("an empty jsonb value".into()),
     }
+}
+
+/// An `interval` in PostgreSQL's binary form: microseconds, days, months.
+fn interval(raw: &[u8]) -> Result<IntervalMonthDayNano, String> {
+    let raw: [u8; 16] = fixed(raw)?;
+    let micros = i64::from_be_bytes([raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]]);
+    let days = i32::from_be_bytes([raw[8], raw[9], raw[10], raw[11]]);
+    let months = i32::from_be_bytes([raw[12], raw[13], raw[14], raw[15]]);
+    let nanos = micros
+        .checked_mul(1000)
+        .ok_or_else(|| format!("an interval's time part of {micros} microseconds is past Arrow's 292 years of nanoseconds"))?;
+    Ok(IntervalMonthDayNano::new(months, days, nanos))
 }
 
 fn fixed<const N: usize>(raw: &[u8]) -> Result<[u8; N], String> {
@@ -472,12 +489,17 @@ mod tests {
     #[test]
     fn uuids_and_json_cross_as_their_bytes_and_text() {
         let plan = plan(
-            &[Type::UUID, Type::JSONB, Type::JSON],
-            &[("u".to_string(), ColumnType::Uuid), ("b".to_string(), ColumnType::Json), ("j".to_string(), ColumnType::Json)],
+            &[Type::UUID, Type::JSONB, Type::JSON, Type::INTERVAL],
+            &[
+                ("u".to_string(), ColumnType::Uuid),
+                ("b".to_string(), ColumnType::Json),
+                ("j".to_string(), ColumnType::Json),
+                ("i".to_string(), ColumnType::Interval),
+            ],
         );
         assert_eq!(plan.schema.field(0).extension_type_name(), Some(ARROW_UUID));
-        let copy = "copy (select '0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70'::uuid, '{\"b\": 1,  \"a\": [true]}'::jsonb, '{\"b\": 1,  \"a\": [true]}'::json
-                      union all select null, null, null) to stdout (format binary)";
+        let copy = "copy (select '0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70'::uuid, '{\"b\": 1,  \"a\": [true]}'::jsonb, '{\"b\": 1,  \"a\": [true]}'::json,
+                      interval '1 year 2 mons 3 days 04:05:06.789' union all select null, null, null, null) to stdout (format binary)";
         let mut seen = vec![];
         read(PG, copy, &plan, &mut |_, _| {}, &mut |b| {
             seen.push(b.clone());
@@ -489,7 +511,9 @@ mod tests {
         assert_eq!(b.column(0).as_fixed_size_binary().value(0), hex("0b3ad1c46c4e4c1a9f5e2d3c4b5a6f70"));
         assert_eq!(b.column(1).as_string::<i32>().value(0), r#"{"a": [true], "b": 1}"#, "jsonb's text, as the server keeps it");
         assert_eq!(b.column(2).as_string::<i32>().value(0), r#"{"b": 1,  "a": [true]}"#, "json's text, as written");
-        assert!((0..3).all(|i| b.column(i).is_null(1)));
+        let i = b.column(3).as_primitive::<weir_warehouse::arrow::datatypes::IntervalMonthDayNanoType>().value(0);
+        assert_eq!((i.months, i.days, i.nanoseconds), (14, 3, 14_706_789_000_000));
+        assert!((0..4).all(|i| b.column(i).is_null(1)));
         assert!(jsonb(&[2, b'1']).unwrap_err().contains("version 2"));
     }
 

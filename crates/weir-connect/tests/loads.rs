@@ -205,8 +205,9 @@ fn files_and_tables_into_postgres() {
     // UUIDs, jsonb and enums cross in binary: a uuid's 16 bytes, json's text, an enum's label.
     pg.batch_execute(&format!(
         "create type {schema}_src.mood as enum ('calm', 'cross');
-         create table {schema}_src.odd (id uuid, doc jsonb, m {schema}_src.mood);
-         insert into {schema}_src.odd values ('0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70', '{{\"a\": [1, 2]}}', 'calm'), (null, null, null);"
+         create table {schema}_src.odd (id uuid, doc jsonb, m {schema}_src.mood, span interval);
+         insert into {schema}_src.odd values ('0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70', '{{\"a\": [1, 2]}}', 'calm', '1 year 2 mons 3 days 04:05:06.789'),
+            (null, null, null, null);"
     ))
     .unwrap();
     let odd = p.load(&format!(
@@ -215,19 +216,22 @@ fn files_and_tables_into_postgres() {
     assert_eq!(p.run(&odd, false).unwrap().rows_loaded, 2);
     assert_eq!(
         p.scalar(&format!(
-            "select id::text || ' ' || (doc -> 'a' ->> 1) || ' ' || m || ' ' || pg_typeof(id) from {schema}.odd where id is not null"
+            "select id::text || ' ' || (doc -> 'a' ->> 1) || ' ' || m || ' ' || pg_typeof(id) || ' ' || span from {schema}.odd where id is not null"
         )),
-        "0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70 2 calm uuid"
+        "0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70 2 calm uuid 1 year 2 mons 3 days 04:05:06.789"
     );
-    assert_eq!(p.scalar(&format!("select count(*) from {schema}.odd where id is null and doc is null and m is null")), "1");
+    assert_eq!(
+        p.scalar(&format!("select count(*) from {schema}.odd where id is null and doc is null and m is null and span is null")),
+        "1"
+    );
     pg.batch_execute(&format!("drop schema {schema} cascade; drop schema {schema}_src cascade")).unwrap();
 }
 
 /// PostgreSQL into DuckDB goes as binary COPY turned into Arrow batches for DuckDB's appender:
 /// every type keeps its value (decimals rounded to an unbounded numeric's scale, infinite
 /// dates and times, bytes, padded chars). A NaN in a decimal fails the load naming the column.
-/// UUIDs, JSON and enums cross in binary too; a column of a type with no binary reader here
-/// (an array, an interval) crosses as PostgreSQL's text for it.
+/// UUIDs, JSON, enums and intervals cross in binary too; a column of a type with no binary
+/// reader here (an array) crosses as PostgreSQL's text for it.
 #[test]
 fn postgres_types_into_duckdb_over_binary_copy() {
     let schema = format!("weir_load_pgbin_{}", std::process::id());
@@ -300,11 +304,11 @@ fn postgres_types_into_duckdb_over_binary_copy() {
     assert_eq!(types.iter().map(|r| r[0].as_str()).take(4).collect::<Vec<_>>(), ["UUID", "JSON", "JSON", "VARCHAR"]);
     assert_eq!(p.run(&load("arr"), false).unwrap().rows_loaded, 1);
     assert_eq!(
-        p.rows("select tags, span, stamp::varchar from raw.arr")[0],
+        p.rows("select tags, span::varchar, stamp::varchar from raw.arr")[0],
         text(&["{a,\"b c\"}", "1 day 02:00:00", "2024-01-01 10:00:00.123"])
     );
     let types = p.rows("select data_type from information_schema.columns where table_name = 'arr' order by ordinal_position");
-    assert_eq!(types.iter().map(|r| r[0].as_str()).take(4).collect::<Vec<_>>(), ["INTEGER", "VARCHAR", "VARCHAR", "TIMESTAMP"]);
+    assert_eq!(types.iter().map(|r| r[0].as_str()).take(4).collect::<Vec<_>>(), ["INTEGER", "VARCHAR", "INTERVAL", "TIMESTAMP"]);
     pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
 }
 
@@ -326,7 +330,7 @@ fn typed_files_into_postgres_over_binary_copy() {
             date '2024-02-29' + i::integer as day, time '12:34:56.789' as at,
             timestamp '2024-01-01 10:00:00.123456' + to_hours(i) as ts,
             (timestamp '2024-01-01 10:00:00' + to_days(i::integer))::timestamptz as tstz,
-            '\\xDE\\xAD'::blob as bytes, [i, i + 1] as list
+            '\\xDE\\xAD'::blob as bytes, [i, i + 1] as list, to_days(i::integer) + interval 90 minute as span
         from range(4) t(i)";
     let parquet = p.root().join("d/typed.parquet");
     w.execute(&format!("copy ({rows}) to '{}' (format parquet)", parquet.display())).unwrap();
@@ -369,6 +373,8 @@ fn typed_files_into_postgres_over_binary_copy() {
         "select data_type from information_schema.columns where table_schema = '{schema}' and table_name = 'typed' order by ordinal_position"
     ));
     let types: Vec<&str> = types.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(types[14], "interval");
+    assert_eq!(p.scalar(&format!("select span from {schema}.typed where tiny = 3")), "3 days 01:30:00");
     assert_eq!(
         types[..14],
         [

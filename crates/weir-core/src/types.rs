@@ -25,8 +25,10 @@ pub enum ColumnType {
     Json,
     Blob,
     Uuid,
-    /// Anything else (lists, structs, intervals), kept as the engine spelled it; another
-    /// engine receives it as text.
+    /// Months, days and microseconds, as both engines hold an interval.
+    Interval,
+    /// Anything else (lists, structs, ranges), kept as the engine spelled it; another engine
+    /// receives it as text.
     Other(String),
 }
 
@@ -70,6 +72,8 @@ impl ColumnType {
             "json" | "jsonb" => ColumnType::Json,
             "blob" | "bytea" | "varbinary" | "binary" => ColumnType::Blob,
             "uuid" => ColumnType::Uuid,
+            // PostgreSQL may name the fields kept (`interval day to second`).
+            b if b == "interval" || b.starts_with("interval ") => ColumnType::Interval,
             _ => ColumnType::Other(name.trim().to_string()),
         }
     }
@@ -125,6 +129,7 @@ impl fmt::Display for ColumnType {
             ColumnType::Json => f.write_str("json"),
             ColumnType::Blob => f.write_str("blob"),
             ColumnType::Uuid => f.write_str("uuid"),
+            ColumnType::Interval => f.write_str("interval"),
             ColumnType::Other(s) => f.write_str(s),
         }
     }
@@ -158,6 +163,9 @@ mod tests {
         assert_eq!(ColumnType::parse("timestamp(0) with time zone"), TimestampTz);
         assert_eq!(ColumnType::parse("time(6) without time zone"), Time);
         assert_eq!(ColumnType::parse("numeric(10,2)[]"), Other("numeric(10,2)[]".into()));
+        assert_eq!(ColumnType::parse("INTERVAL"), Interval);
+        assert_eq!(ColumnType::parse("interval day to second(3)"), Interval);
+        assert_eq!(ColumnType::parse("interval[]"), Other("interval[]".into()));
         assert_eq!(ColumnType::parse("INTEGER[]"), Other("INTEGER[]".into()));
         assert_eq!(ColumnType::parse("STRUCT(a INTEGER)"), Other("STRUCT(a INTEGER)".into()));
     }

@@ -12,8 +12,9 @@ use postgres::{Client, NoTls, SimpleQueryMessage};
 use serde_json::{Map, Value as J};
 use weir_core::{Column, ColumnType, Datum, QueryResult, Relation, RelationKind};
 
+use ::duckdb::arrow::array::{AsArray, BinaryArray};
 use ::duckdb::arrow::compute::cast;
-use ::duckdb::arrow::datatypes::{DataType, Field, Schema};
+use ::duckdb::arrow::datatypes::{DataType, Field, IntervalMonthDayNanoType, IntervalUnit, Schema};
 use ::duckdb::arrow::error::ArrowError;
 use bytes::BytesMut;
 use pgpq::ArrowToPostgresBinaryEncoder;
@@ -296,7 +297,7 @@ impl Connection for PgConnection {
         let encoding = |e: &dyn std::fmt::Display| WarehouseError::query(format!("cannot encode the rows for PostgreSQL: {e}"), &sql);
         let sending = |e: std::io::Error| WarehouseError::query(e.to_string(), &sql);
         feed(&mut |batch| {
-            let batch = &fixed_as_binary(batch).map_err(|e| encoding(&e))?;
+            let batch = &for_pgpq(batch).map_err(|e| encoding(&e))?;
             let enc = match &mut encoder {
                 Some(enc) => enc,
                 None => {
@@ -327,23 +328,40 @@ impl Connection for PgConnection {
     }
 }
 
-/// `batch` with its fixed-size binary columns (UUIDs) as variable-size ones, which pgpq
-/// encodes: binary `COPY` carries each value's bytes alone, and a `uuid` column's are these 16.
-fn fixed_as_binary(batch: &RecordBatch) -> std::result::Result<Cow<'_, RecordBatch>, ArrowError> {
-    let fixed = |f: &Field| matches!(f.data_type(), DataType::FixedSizeBinary(_));
-    if !batch.schema().fields().iter().any(|f| fixed(f)) {
+/// `batch` with the columns pgpq has no encoder for as the bytes PostgreSQL's binary `COPY`
+/// reads for them: binary `COPY` carries each value's bytes alone, so a UUID's 16 bytes go as
+/// variable-size binary, and an interval as microseconds, days and months.
+fn for_pgpq(batch: &RecordBatch) -> std::result::Result<Cow<'_, RecordBatch>, ArrowError> {
+    let foreign = |f: &Field| matches!(f.data_type(), DataType::FixedSizeBinary(_) | DataType::Interval(IntervalUnit::MonthDayNano));
+    if !batch.schema().fields().iter().any(|f| foreign(f)) {
         return Ok(Cow::Borrowed(batch));
     }
     let mut fields = vec![];
     let mut columns = vec![];
     for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-        if fixed(f) {
-            fields.push(Field::new(f.name(), DataType::Binary, true));
-            columns.push(cast(c, &DataType::Binary)?);
-        } else {
+        if !foreign(f) {
             fields.push(f.as_ref().clone());
             columns.push(c.clone());
+            continue;
         }
+        fields.push(Field::new(f.name(), DataType::Binary, true));
+        columns.push(match c.as_primitive_opt::<IntervalMonthDayNanoType>() {
+            Some(intervals) => Arc::new(
+                intervals
+                    .iter()
+                    .map(|v| {
+                        v.map(|v| {
+                            let mut bytes = [0u8; 16];
+                            bytes[..8].copy_from_slice(&(v.nanoseconds / 1000).to_be_bytes());
+                            bytes[8..12].copy_from_slice(&v.days.to_be_bytes());
+                            bytes[12..].copy_from_slice(&v.months.to_be_bytes());
+                            bytes
+                        })
+                    })
+                    .collect::<BinaryArray>(),
+            ),
+            None => cast(c, &DataType::Binary)?,
+        });
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map(Cow::Owned)
 }
