@@ -195,30 +195,30 @@ impl Cell {
 
     /// Decodes a value's text, or says why it cannot be loaded as the column's type.
     fn parse(self, raw: &[u8]) -> Result<Parsed, String> {
-        if let Cell::Bit = self {
-            return i64::try_from(bit_value(raw)).map(Parsed::Int).map_err(|_| format!("{} does not fit a bigint", bit_value(raw)));
-        }
-        if let Cell::Hex = self {
-            return Ok(Parsed::Hex);
-        }
-        let text = std::str::from_utf8(raw).map_err(|e| format!("is not UTF-8 text ({e})"))?;
-        let number = |what: &str| format!("'{text}' is not {what}");
+        let text = match self {
+            Cell::Bit => {
+                let bits = bit_value(raw);
+                return i64::try_from(bits).map(Parsed::Int).map_err(|_| format!("{bits} does not fit a bigint"));
+            }
+            Cell::Hex => return Ok(Parsed::Hex),
+            _ => std::str::from_utf8(raw).map_err(|e| format!("is not UTF-8 text ({e})"))?,
+        };
+        let not = |what: &str| format!("'{text}' is not {what}");
         Ok(match self {
-            Cell::Int32 => Parsed::Int(i64::from(text.parse::<i32>().map_err(|_| number("an integer"))?)),
-            Cell::Int64 => Parsed::Int(text.parse::<i64>().map_err(|_| number("a bigint"))?),
+            Cell::Int32 => Parsed::Int(i64::from(text.parse::<i32>().map_err(|_| not("an integer"))?)),
+            Cell::Int64 => Parsed::Int(text.parse::<i64>().map_err(|_| not("a bigint"))?),
             Cell::Decimal { precision, scale } => Parsed::Decimal(decimal(text, precision, scale)?),
-            Cell::Double => Parsed::Double(text.parse::<f64>().map_err(|_| number("a number"))?),
-            Cell::Text => Parsed::Text,
-            Cell::Date => Parsed::Days(days(text).ok_or_else(|| format!("'{text}' is not a valid date"))?),
+            Cell::Double => Parsed::Double(text.parse::<f64>().map_err(|_| not("a number"))?),
+            Cell::Date => Parsed::Days(days(text).ok_or_else(|| not("a valid date"))?),
             Cell::Timestamp => {
                 let micros = text.split_once(' ').and_then(|(d, t)| Some(i64::from(days(d)?) * 86_400_000_000 + time_of_day(t)?));
-                Parsed::Micros(micros.ok_or_else(|| format!("'{text}' is not a valid date"))?)
+                Parsed::Micros(micros.ok_or_else(|| not("a valid date"))?)
             }
-            Cell::Time => Parsed::Micros(
-                time_of_day(text)
-                    .ok_or_else(|| format!("'{text}' is not a time of day (MySQL TIME may exceed 24 hours or be negative)"))?,
-            ),
-            Cell::Bit | Cell::Hex => unreachable!("handled above"),
+            Cell::Time => {
+                Parsed::Micros(time_of_day(text).ok_or_else(|| not("a time of day (MySQL TIME may exceed 24 hours or be negative)"))?)
+            }
+            // Bit and Hex were answered above, without reading text.
+            Cell::Text | Cell::Bit | Cell::Hex => Parsed::Text,
         })
     }
 }
