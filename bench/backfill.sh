@@ -16,19 +16,7 @@ dir="$BENCH_DIR/backfill"
 
 rm -rf "$dir"
 mkdir -p "$dir/models"
-cat > "$dir/dbt_project.yml" <<'YML'
-name: bench_backfill
-profile: bench_backfill
-YML
-cat > "$dir/profiles.yml" <<'YML'
-bench_backfill:
-  target: dev
-  outputs:
-    dev:
-      type: duckdb
-      path: bench.duckdb
-      threads: 2
-YML
+duckdb_project "$dir" bench_backfill
 # 367 days of orders (2024 is a leap year, plus 2025-01-01), in arrival order.
 cat > "$dir/models/orders.sql" <<'SQL'
 {{ config(materialized='table', event_time='created_at') }}

@@ -24,19 +24,7 @@ fi
 
 rm -rf "$dir"
 mkdir -p "$dir/models" "$dir/checks"
-cat > "$dir/dbt_project.yml" <<'YML'
-name: bench_checks
-profile: bench_checks
-YML
-cat > "$dir/profiles.yml" <<'YML'
-bench_checks:
-  target: dev
-  outputs:
-    dev:
-      type: duckdb
-      path: bench.duckdb
-      threads: 2
-YML
+duckdb_project "$dir" bench_checks
 cat > "$dir/models/orders.sql" <<'SQL'
 {{ config(materialized='table') }}
 select

@@ -16,3 +16,10 @@ PY="$WEIR_DBT_VENV/bin/python"
 median() { sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p"; }
 # Seconds between two `date +%s%N` readings.
 seconds() { python3 -c "print(f'{($2 - $1) / 1e9:.3f}')"; }
+
+# A project named $2 in the directory $1, on the DuckDB file bench.duckdb with two threads:
+# its dbt_project.yml and profiles.yml (a script may append outputs to the latter).
+duckdb_project() {
+  printf 'name: %s\nprofile: %s\n' "$2" "$2" > "$1/dbt_project.yml"
+  printf '%s:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: bench.duckdb\n      threads: 2\n' "$2" > "$1/profiles.yml"
+}

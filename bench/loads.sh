@@ -47,18 +47,8 @@ echo "## Extract and load: $LOAD_ROWS PostgreSQL rows, $CSV_ROWS CSV rows"
 echo
 echo "generated the PostgreSQL table: $(seconds "$t0" "$t1") s"
 
-cat > dbt_project.yml <<'YML'
-name: bench_loads
-profile: bench_loads
-YML
-cat > profiles.yml <<YML
-bench_loads:
-  target: dev
-  outputs:
-    dev:
-      type: duckdb
-      path: bench.duckdb
-      threads: 2
+duckdb_project . bench_loads
+cat >> profiles.yml <<YML
     pg:
       type: postgres
       host: 127.0.0.1
@@ -85,25 +75,9 @@ loads:
     write_disposition: replace
 YML
 
-weir_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$WEIR" load orders; done)
-weir_rows=$(count bench.duckdb "select count(*) from raw.orders")
-w=$(echo "$weir_runs" | median_of 1); w_rss=$(echo "$weir_runs" | max_of 2)
-dlt_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$VENV/bin/python" "$WEIR_ROOT/bench/loads_dlt.py" "$PG_URL" "$schema" orders dlt.duckdb dlt_work; done)
-dlt_rows=$(count dlt.duckdb "select count(*) from raw.orders")
-d=$(echo "$dlt_runs" | median_of 1); d_rss=$(echo "$dlt_runs" | max_of 2)
-sling+=(SRC="$PG_URL?sslmode=disable" DST="duckdb://$dir/sling.duckdb" "$SLING")
-sling_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "${sling[@]}" run --src-conn SRC --src-stream "$schema.orders" --tgt-conn DST --tgt-object raw.orders --mode full-refresh; done)
-sling_rows=$(count sling.duckdb "select count(*) from raw.orders")
-s_time=$(echo "$sling_runs" | median_of 1); s_rss=$(echo "$sling_runs" | max_of 2)
-sling_version=$("${sling[@]}" --version | sed -n 's/^Version: //p')
+compare_loads "PostgreSQL -> DuckDB" "$PG_URL" "$schema" "$PG_URL?sslmode=disable" ""
 tenth_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$WEIR" load orders_tenth; done)
 t_rss=$(echo "$tenth_runs" | max_of 2)
-echo
-echo "| PostgreSQL -> DuckDB | rows | wall (s) | rows/s | vs weir | peak RSS (MB) |"
-echo "|---|---:|---:|---:|---:|---:|"
-echo "| weir load | $weir_rows | $w | $(rate "$weir_rows" "$w") | 1.00x | $w_rss |"
-echo "| dlt $dlt_version (sql_table, pyarrow backend) | $dlt_rows | $d | $(rate "$dlt_rows" "$d") | $(ratio "$d" "$w") | $d_rss |"
-echo "| Sling $sling_version (DuckDB CLI $SLING_DUCKDB) | $sling_rows | $s_time | $(rate "$sling_rows" "$s_time") | $(ratio "$s_time" "$w") | $s_rss |"
 echo
 echo "memory: weir load peak RSS $t_rss MB for $((LOAD_ROWS / 10)) rows, $w_rss MB for $LOAD_ROWS rows"
 

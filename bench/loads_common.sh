@@ -41,3 +41,28 @@ max_of() { cut -d' ' -f"$1" | sort -n | tail -1; }
 count() { "$PY" -c "import duckdb, sys; print(duckdb.connect(sys.argv[1], read_only=True).execute(sys.argv[2]).fetchone()[0])" "$1" "$2"; }
 rate() { python3 -c "print(f'{$1 / $2 / 1e6:.2f}M')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}x')"; }
+
+# Times `weir load orders`, dlt and Sling each moving the table `orders` of one database into
+# a fresh DuckDB file (raw.orders), and prints their table: $1 the heading, $2 the database's
+# URL, $3 the table's schema (a MySQL database), $4 the URL as Sling takes it, $5 a note on
+# dlt's driver. Run in the directory `sling_in` was given; leaves w_rss (Weir's peak) set.
+compare_loads() {
+  local weir_runs dlt_runs sling_runs w d s_time d_rss s_rss weir_rows dlt_rows sling_rows sling_version
+  weir_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$WEIR" load orders; done)
+  weir_rows=$(count bench.duckdb "select count(*) from raw.orders")
+  w=$(echo "$weir_runs" | median_of 1); w_rss=$(echo "$weir_runs" | max_of 2)
+  dlt_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$VENV/bin/python" "$WEIR_ROOT/bench/loads_dlt.py" "$2" "$3" orders dlt.duckdb dlt_work; done)
+  dlt_rows=$(count dlt.duckdb "select count(*) from raw.orders")
+  d=$(echo "$dlt_runs" | median_of 1); d_rss=$(echo "$dlt_runs" | max_of 2)
+  local cmd=("${sling[@]}" SRC="$4" DST="duckdb://$PWD/sling.duckdb" "$SLING")
+  sling_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "${cmd[@]}" run --src-conn SRC --src-stream "$3.orders" --tgt-conn DST --tgt-object raw.orders --mode full-refresh; done)
+  sling_rows=$(count sling.duckdb "select count(*) from raw.orders")
+  s_time=$(echo "$sling_runs" | median_of 1); s_rss=$(echo "$sling_runs" | max_of 2)
+  sling_version=$("${cmd[@]}" --version | sed -n 's/^Version: //p')
+  echo
+  echo "| $1 | rows | wall (s) | rows/s | vs weir | peak RSS (MB) |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| weir load | $weir_rows | $w | $(rate "$weir_rows" "$w") | 1.00x | $w_rss |"
+  echo "| dlt $dlt_version (sql_table, pyarrow backend$5) | $dlt_rows | $d | $(rate "$dlt_rows" "$d") | $(ratio "$d" "$w") | $d_rss |"
+  echo "| Sling $sling_version (DuckDB CLI $SLING_DUCKDB) | $sling_rows | $s_time | $(rate "$sling_rows" "$s_time") | $(ratio "$s_time" "$w") | $s_rss |"
+}

@@ -39,19 +39,7 @@ echo "## Extract and load: $LOAD_ROWS MySQL (MariaDB) rows"
 echo
 echo "generated the MariaDB table: $(seconds "$t0" "$t1") s"
 
-cat > dbt_project.yml <<'YML'
-name: bench_loads_mysql
-profile: bench_loads_mysql
-YML
-cat > profiles.yml <<'YML'
-bench_loads_mysql:
-  target: dev
-  outputs:
-    dev:
-      type: duckdb
-      path: bench.duckdb
-      threads: 2
-YML
+duckdb_project . bench_loads_mysql
 cat > loads/bench.yml <<YML
 loads:
   - name: orders
@@ -59,21 +47,5 @@ loads:
     write_disposition: replace
 YML
 
-weir_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$WEIR" load orders; done)
-weir_rows=$(count bench.duckdb "select count(*) from raw.orders")
-w=$(echo "$weir_runs" | median_of 1); w_rss=$(echo "$weir_runs" | max_of 2)
-dlt_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "$VENV/bin/python" "$WEIR_ROOT/bench/loads_dlt.py" "$MY_URL" "$db" orders dlt.duckdb dlt_work; done)
-dlt_rows=$(count dlt.duckdb "select count(*) from raw.orders")
-d=$(echo "$dlt_runs" | median_of 1); d_rss=$(echo "$dlt_runs" | max_of 2)
-sling+=(SRC="$MY_URL" DST="duckdb://$dir/sling.duckdb" "$SLING")
-sling_runs=$(for _ in $(seq "$REPEAT"); do fresh; timed "${sling[@]}" run --src-conn SRC --src-stream "$db.orders" --tgt-conn DST --tgt-object raw.orders --mode full-refresh; done)
-sling_rows=$(count sling.duckdb "select count(*) from raw.orders")
-s_time=$(echo "$sling_runs" | median_of 1); s_rss=$(echo "$sling_runs" | max_of 2)
-sling_version=$("${sling[@]}" --version | sed -n 's/^Version: //p')
-echo
-echo "| MySQL (MariaDB) -> DuckDB | rows | wall (s) | rows/s | vs weir | peak RSS (MB) |"
-echo "|---|---:|---:|---:|---:|---:|"
-echo "| weir load | $weir_rows | $w | $(rate "$weir_rows" "$w") | 1.00x | $w_rss |"
-echo "| dlt $dlt_version (sql_table, pyarrow backend, PyMySQL) | $dlt_rows | $d | $(rate "$dlt_rows" "$d") | $(ratio "$d" "$w") | $d_rss |"
-echo "| Sling $sling_version (DuckDB CLI $SLING_DUCKDB) | $sling_rows | $s_time | $(rate "$sling_rows" "$s_time") | $(ratio "$s_time" "$w") | $s_rss |"
+compare_loads "MySQL (MariaDB) -> DuckDB" "$MY_URL" "$db" "$MY_URL" ", PyMySQL"
 mariadb -h 127.0.0.1 -u root -e "drop database $db"
