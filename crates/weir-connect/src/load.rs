@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use postgres::types::Kind as PgKind;
 use weir_core::{ColumnType, Datum, Relation, RelationKind};
 use weir_store::{LoadRun, LoadedFile, Store, redact};
 use weir_warehouse::postgres::pg_message;
@@ -821,10 +822,7 @@ impl Job<'_> {
                     SchemaContract::Evolve => {
                         // The stage is in the destination: a type the shared names lack
                         // (a list, a struct) is spelled as the engine spelled it.
-                        let ddl = match &st {
-                            ColumnType::Other(raw) => raw.clone(),
-                            known => self.wh.type_sql(known),
-                        };
+                        let ddl = if st.is_shared() { self.wh.type_sql(&st) } else { data_type.clone() };
                         plan.statements.push(format!("alter table {target_sql} add column {} {ddl}", self.wh.quote(name)));
                         plan.changes.push(format!("added column {place} {st}"));
                         plan.columns.push((name.clone(), self.wh.quote(name)));
@@ -1173,13 +1171,22 @@ fn pg_columns(client: &mut postgres::Client, stmt: &postgres::Statement) -> Resu
         let declared = match (c.table_oid(), c.column_id()) {
             (Some(table), Some(column)) => client
                 .query_opt(
-                    "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = $1 and attnum = $2",
+                    "select format_type(atttypid, atttypmod), attndims::int4 from pg_attribute where attrelid = $1 and attnum = $2",
                     &[&table, &column],
                 )?
-                .map(|r| r.get::<_, String>(0)),
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1))),
             _ => None,
         };
-        out.push((c.name().to_string(), ColumnType::parse(declared.as_deref().unwrap_or(c.type_().name()))));
+        let ct = match (declared, c.type_().kind()) {
+            // A column declared with more dimensions (`integer[][]`) keeps its text: a list
+            // holds one.
+            (Some((name, dims)), _) if dims > 1 => ColumnType::Other(name),
+            (Some((name, _)), _) => ColumnType::parse(&name),
+            // A query's array (`_int4` to the protocol) is a list of its element's type.
+            (None, PgKind::Array(element)) => ColumnType::List(Box::new(ColumnType::parse(element.name()))),
+            (None, _) => ColumnType::parse(c.type_().name()),
+        };
+        out.push((c.name().to_string(), ct));
     }
     Ok(out)
 }
@@ -1198,23 +1205,32 @@ fn base_query(db: &DatabaseSource) -> String {
 /// path, so that its Arrow type is the binary form of the stage column [`Job::create_stage`]
 /// made for it. A UUID goes as its 16 bytes, which is what a binary `uuid` value is.
 fn binary_expr(q: &str, t: &ColumnType) -> String {
-    let ty = match t {
+    match t {
+        ColumnType::Uuid => format!("unhex(replace(cast({q} as VARCHAR), '-', '')) as {q}"),
+        _ => format!("cast({q} as {}) as {q}", binary_type(t)),
+    }
+}
+
+/// The DuckDB type of [`binary_expr`]'s cast.
+fn binary_type(t: &ColumnType) -> String {
+    match t {
         ColumnType::Boolean => "BOOLEAN".into(),
         ColumnType::Integer => "INTEGER".into(),
         ColumnType::BigInt => "BIGINT".into(),
         ColumnType::Double => "DOUBLE".into(),
         ColumnType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
-        // text, json and the text of lists and structs: the same bytes in binary.
-        ColumnType::Varchar | ColumnType::Json | ColumnType::Other(_) => "VARCHAR".into(),
+        // A list the destination holds as a list goes as an Arrow list of its elements.
+        ColumnType::List(element) if element.is_list_element() => format!("{}[]", binary_type(element)),
+        // text, json and the text of other lists and structs: the same bytes in binary.
+        ColumnType::Varchar | ColumnType::Json | ColumnType::Other(_) | ColumnType::List(_) => "VARCHAR".into(),
+        ColumnType::Uuid => "UUID".into(),
         ColumnType::Date => "DATE".into(),
         ColumnType::Time => "TIME".into(),
         ColumnType::Timestamp => "TIMESTAMP".into(),
         ColumnType::TimestampTz => "TIMESTAMPTZ".into(),
         ColumnType::Blob => "BLOB".into(),
         ColumnType::Interval => "INTERVAL".into(),
-        ColumnType::Uuid => return format!("unhex(replace(cast({q} as VARCHAR), '-', '')) as {q}"),
-    };
-    format!("cast({q} as {ty}) as {q}")
+    }
 }
 
 fn is_numeric(t: &ColumnType) -> bool {
@@ -1225,7 +1241,7 @@ fn is_numeric(t: &ColumnType) -> bool {
 fn pg_type_name(t: &ColumnType) -> String {
     match t {
         ColumnType::Double => "double precision".into(),
-        ColumnType::Varchar | ColumnType::Other(_) => "text".into(),
+        ColumnType::Varchar | ColumnType::Other(_) | ColumnType::List(_) => "text".into(),
         ColumnType::Decimal { .. } => "numeric".into(),
         other => other.to_string(),
     }

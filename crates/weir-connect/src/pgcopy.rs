@@ -3,9 +3,10 @@
 //!
 //! In CSV form, the server spends most of an extraction writing numbers, decimals and times
 //! as text, and DuckDB spends as long parsing them back. In binary form neither happens:
-//! values cross as the server holds them and become Arrow columns here. A column of a type
-//! with no binary reader here (arrays, ranges, network addresses, domains, ...) is cast to
-//! text by the server and crosses as PostgreSQL's own text for it.
+//! values cross as the server holds them and become Arrow columns here. One-dimensional arrays
+//! of those types become Arrow lists. A column of a type with no binary reader here (ranges,
+//! network addresses, domains, arrays of other types, ...) is cast to text by the server and
+//! crosses as PostgreSQL's own text for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,8 @@ use weir_core::ColumnType;
 use weir_warehouse::RecordBatch;
 use weir_warehouse::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float64Builder,
-    Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, ListBuilder, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
 use weir_warehouse::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use weir_warehouse::postgres::pg_message;
@@ -55,7 +57,7 @@ impl Plan {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Kind {
     Bool,
     Int2,
@@ -78,6 +80,8 @@ enum Kind {
     Jsonb,
     /// Microseconds, days, months.
     Interval,
+    /// A one-dimensional array of the element's kind.
+    List(Box<Kind>),
 }
 
 /// Arrow's name for a UUID column (16 bytes, big-endian), which DuckDB's appender takes as its
@@ -141,6 +145,12 @@ fn binary_twin(ty: &Type, ct: &ColumnType) -> Option<(Kind, DataType)> {
         }
         ColumnType::Blob if is(&Type::BYTEA) => (Kind::Bytea, DataType::Binary),
         ColumnType::Interval if is(&Type::INTERVAL) => (Kind::Interval, DataType::Interval(IntervalUnit::MonthDayNano)),
+        // Both engines hold lists of these, and both bulk paths carry them.
+        ColumnType::List(element) if element.is_list_element() => {
+            let PgKind::Array(element_type) = ty.kind() else { return None };
+            let (kind, data_type) = binary_twin(element_type, element)?;
+            (Kind::List(Box::new(kind)), DataType::List(Arc::new(Field::new_list_field(data_type, true))))
+        }
         _ => return None,
     })
 }
@@ -180,7 +190,7 @@ fn decode(url: &str, copy: &str, plan: &Plan, sender: &std::sync::mpsc::SyncSend
             for (i, kind) in plan.kinds.iter().enumerate() {
                 let raw: Option<Raw> = row.try_get(i).map_err(|e| ReadError::Lost { rows: n, message: e.to_string() })?;
                 bytes += raw.as_ref().map_or(0, |r| r.0.len() as u64);
-                batch.push(i, *kind, raw.map(|r| r.0)).map_err(|m| ReadError::Value(format!("{}: {m}", plan.schema.field(i).name())))?;
+                batch.push(i, kind, raw.map(|r| r.0)).map_err(|m| ReadError::Value(format!("{}: {m}", plan.schema.field(i).name())))?;
             }
             n += 1;
             if batch.rows == BATCH_ROWS && sender.send((batch.finish(plan)?, n, bytes)).is_err() {
@@ -220,69 +230,12 @@ const EPOCH_DAYS: i32 = 10_957;
 
 impl Batch {
     fn new(plan: &Plan) -> Batch {
-        let columns = plan
-            .kinds
-            .iter()
-            .map(|k| -> Box<dyn ArrayBuilder> {
-                match *k {
-                    Kind::Bool => Box::new(BooleanBuilder::with_capacity(BATCH_ROWS)),
-                    Kind::Int2 | Kind::Int4 => Box::new(Int32Builder::with_capacity(BATCH_ROWS)),
-                    Kind::Int8 => Box::new(Int64Builder::with_capacity(BATCH_ROWS)),
-                    Kind::Float4 | Kind::Float8 => Box::new(Float64Builder::with_capacity(BATCH_ROWS)),
-                    Kind::Text | Kind::Jsonb => Box::new(StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
-                    Kind::Numeric { precision, scale } => {
-                        Box::new(Decimal128Builder::with_capacity(BATCH_ROWS).with_data_type(DataType::Decimal128(precision, scale as i8)))
-                    }
-                    Kind::Date => Box::new(Date32Builder::with_capacity(BATCH_ROWS)),
-                    Kind::Time => Box::new(Time64MicrosecondBuilder::with_capacity(BATCH_ROWS)),
-                    Kind::Timestamp => Box::new(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS)),
-                    Kind::TimestampTz => Box::new(TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC")),
-                    Kind::Bytea => Box::new(BinaryBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16)),
-                    Kind::Uuid => Box::new(FixedSizeBinaryBuilder::with_capacity(BATCH_ROWS, 16)),
-                    Kind::Interval => Box::new(IntervalMonthDayNanoBuilder::with_capacity(BATCH_ROWS)),
-                }
-            })
-            .collect();
-        Batch { columns, rows: 0 }
+        Batch { columns: plan.kinds.iter().map(|k| builder(k, BATCH_ROWS)).collect(), rows: 0 }
     }
 
     /// Decodes one value of column `i` (PostgreSQL's binary send format) into its builder.
-    fn push(&mut self, i: usize, kind: Kind, raw: Option<&[u8]>) -> Result<(), String> {
-        let b = self.columns[i].as_any_mut();
-        macro_rules! put {
-            ($builder:ty, $value:expr) => {{
-                let builder = b.downcast_mut::<$builder>().ok_or("internal: a builder of another type")?;
-                match raw {
-                    None => builder.append_null(),
-                    Some(raw) => builder.append_value($value(raw)?),
-                }
-            }};
-        }
-        match kind {
-            Kind::Bool => put!(BooleanBuilder, |r: &[u8]| Ok::<_, String>(fixed::<1>(r)?[0] != 0)),
-            Kind::Int2 => put!(Int32Builder, |r: &[u8]| Ok::<_, String>(i16::from_be_bytes(fixed(r)?) as i32)),
-            Kind::Int4 => put!(Int32Builder, |r: &[u8]| fixed(r).map(i32::from_be_bytes)),
-            Kind::Int8 => put!(Int64Builder, |r: &[u8]| fixed(r).map(i64::from_be_bytes)),
-            Kind::Float4 => put!(Float64Builder, |r: &[u8]| Ok::<_, String>(f32::from_be_bytes(fixed(r)?) as f64)),
-            Kind::Float8 => put!(Float64Builder, |r: &[u8]| fixed(r).map(f64::from_be_bytes)),
-            Kind::Text => put!(StringBuilder, utf8),
-            Kind::Numeric { precision, scale } => put!(Decimal128Builder, |r: &[u8]| numeric(r, precision, scale)),
-            Kind::Date => put!(Date32Builder, |r: &[u8]| fixed(r).map(|b| date(i32::from_be_bytes(b)))),
-            Kind::Time => put!(Time64MicrosecondBuilder, |r: &[u8]| fixed(r).map(i64::from_be_bytes)),
-            Kind::Timestamp | Kind::TimestampTz => {
-                put!(TimestampMicrosecondBuilder, |r: &[u8]| fixed(r).map(|b| timestamp(i64::from_be_bytes(b))))
-            }
-            Kind::Bytea => put!(BinaryBuilder, Ok::<&[u8], String>),
-            Kind::Jsonb => put!(StringBuilder, jsonb),
-            Kind::Interval => put!(IntervalMonthDayNanoBuilder, interval),
-            Kind::Uuid => {
-                let builder = b.downcast_mut::<FixedSizeBinaryBuilder>().ok_or("internal: a builder of another type")?;
-                match raw {
-                    None => builder.append_null(),
-                    Some(raw) => builder.append_value(fixed::<16>(raw)?).map_err(|e| e.to_string())?,
-                }
-            }
-        }
+    fn push(&mut self, i: usize, kind: &Kind, raw: Option<&[u8]>) -> Result<(), String> {
+        put(self.columns[i].as_mut(), kind, raw)?;
         if i + 1 == self.columns.len() {
             self.rows += 1;
         }
@@ -294,6 +247,115 @@ impl Batch {
         self.rows = 0;
         RecordBatch::try_new(plan.schema.clone(), columns).map_err(|e| ReadError::Value(e.to_string()))
     }
+}
+
+/// The Arrow builder for values of `kind`, room made for `rows`.
+fn builder(kind: &Kind, rows: usize) -> Box<dyn ArrayBuilder> {
+    match kind {
+        Kind::Bool => Box::new(BooleanBuilder::with_capacity(rows)),
+        Kind::Int2 | Kind::Int4 => Box::new(Int32Builder::with_capacity(rows)),
+        Kind::Int8 => Box::new(Int64Builder::with_capacity(rows)),
+        Kind::Float4 | Kind::Float8 => Box::new(Float64Builder::with_capacity(rows)),
+        Kind::Text | Kind::Jsonb => Box::new(StringBuilder::with_capacity(rows, rows * 16)),
+        Kind::Numeric { precision, scale } => {
+            Box::new(Decimal128Builder::with_capacity(rows).with_data_type(DataType::Decimal128(*precision, *scale as i8)))
+        }
+        Kind::Date => Box::new(Date32Builder::with_capacity(rows)),
+        Kind::Time => Box::new(Time64MicrosecondBuilder::with_capacity(rows)),
+        Kind::Timestamp => Box::new(TimestampMicrosecondBuilder::with_capacity(rows)),
+        Kind::TimestampTz => Box::new(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")),
+        Kind::Bytea => Box::new(BinaryBuilder::with_capacity(rows, rows * 16)),
+        Kind::Uuid => Box::new(FixedSizeBinaryBuilder::with_capacity(rows, 16)),
+        Kind::Interval => Box::new(IntervalMonthDayNanoBuilder::with_capacity(rows)),
+        // Room for a few elements a list.
+        Kind::List(element) => Box::new(ListBuilder::with_capacity(builder(element, rows * 4), rows)),
+    }
+}
+
+/// Decodes one value of `kind` (PostgreSQL's binary send format) into `b`, made by
+/// [`builder`] for that kind.
+fn put(b: &mut dyn ArrayBuilder, kind: &Kind, raw: Option<&[u8]>) -> Result<(), String> {
+    let b = b.as_any_mut();
+    macro_rules! put {
+        ($builder:ty, $value:expr) => {{
+            let builder = b.downcast_mut::<$builder>().ok_or("internal: a builder of another type")?;
+            match raw {
+                None => builder.append_null(),
+                Some(raw) => builder.append_value($value(raw)?),
+            }
+        }};
+    }
+    match kind {
+        Kind::Bool => put!(BooleanBuilder, |r: &[u8]| Ok::<_, String>(fixed::<1>(r)?[0] != 0)),
+        Kind::Int2 => put!(Int32Builder, |r: &[u8]| Ok::<_, String>(i16::from_be_bytes(fixed(r)?) as i32)),
+        Kind::Int4 => put!(Int32Builder, |r: &[u8]| fixed(r).map(i32::from_be_bytes)),
+        Kind::Int8 => put!(Int64Builder, |r: &[u8]| fixed(r).map(i64::from_be_bytes)),
+        Kind::Float4 => put!(Float64Builder, |r: &[u8]| Ok::<_, String>(f32::from_be_bytes(fixed(r)?) as f64)),
+        Kind::Float8 => put!(Float64Builder, |r: &[u8]| fixed(r).map(f64::from_be_bytes)),
+        Kind::Text => put!(StringBuilder, utf8),
+        Kind::Numeric { precision, scale } => put!(Decimal128Builder, |r: &[u8]| numeric(r, *precision, *scale)),
+        Kind::Date => put!(Date32Builder, |r: &[u8]| fixed(r).map(|b| date(i32::from_be_bytes(b)))),
+        Kind::Time => put!(Time64MicrosecondBuilder, |r: &[u8]| fixed(r).map(i64::from_be_bytes)),
+        Kind::Timestamp | Kind::TimestampTz => {
+            put!(TimestampMicrosecondBuilder, |r: &[u8]| fixed(r).map(|b| timestamp(i64::from_be_bytes(b))))
+        }
+        Kind::Bytea => put!(BinaryBuilder, Ok::<&[u8], String>),
+        Kind::Jsonb => put!(StringBuilder, jsonb),
+        Kind::Interval => put!(IntervalMonthDayNanoBuilder, interval),
+        Kind::Uuid => {
+            let builder = b.downcast_mut::<FixedSizeBinaryBuilder>().ok_or("internal: a builder of another type")?;
+            match raw {
+                None => builder.append_null(),
+                Some(raw) => builder.append_value(fixed::<16>(raw)?).map_err(|e| e.to_string())?,
+            }
+        }
+        Kind::List(element) => {
+            let builder = b.downcast_mut::<ListBuilder<Box<dyn ArrayBuilder>>>().ok_or("internal: a builder of another type")?;
+            match raw {
+                None => builder.append_null(),
+                Some(raw) => {
+                    for value in array_elements(raw)? {
+                        put(builder.values().as_mut(), element, value)?;
+                    }
+                    builder.append(true);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The elements of a one-dimensional array in PostgreSQL's binary form: the number of
+/// dimensions, a has-nulls flag, the element type, each dimension's length and lower bound,
+/// then each element's length (-1 for null) and bytes. An empty array has no dimensions.
+/// The lower bound is dropped: a list starts at its first element.
+fn array_elements(raw: &[u8]) -> Result<Vec<Option<&[u8]>>, String> {
+    let truncated = || "a truncated array".to_string();
+    let word = |at: usize| raw.get(at..at + 4).and_then(|w| w.try_into().ok()).map(i32::from_be_bytes).ok_or_else(truncated);
+    match word(0)? {
+        0 => return Ok(vec![]),
+        1 => {}
+        n => {
+            return Err(format!(
+                "a {n}-dimensional array, where a list holds one dimension (to keep it as text, cast the column to text in the load's `query`)"
+            ));
+        }
+    }
+    let len = usize::try_from(word(12)?).map_err(|_| truncated())?;
+    let mut out = Vec::with_capacity(len);
+    let mut at = 20;
+    for _ in 0..len {
+        let n = word(at)?;
+        at += 4;
+        match usize::try_from(n) {
+            Err(_) => out.push(None),
+            Ok(n) => {
+                out.push(Some(raw.get(at..at + n).ok_or_else(truncated)?));
+                at += n;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn utf8(raw: &[u8]) -> Result<&str, String> {
@@ -475,6 +537,10 @@ mod tests {
             &[("id".into(), ColumnType::BigInt), ("a \"b\"".into(), ColumnType::Other("integer[]".into()))],
         );
         assert_eq!(array.as_text, [false, true]);
+        let list = |t: ColumnType| ColumnType::List(Box::new(t));
+        assert!(!text(&plan(&[Type::INT4_ARRAY], &typed(list(ColumnType::Integer)))), "a list of integers");
+        assert!(text(&plan(&[Type::UUID_ARRAY], &typed(list(ColumnType::Uuid)))), "a list of UUIDs goes as text");
+        assert!(text(&plan(&[Type::INT4], &typed(list(ColumnType::Integer)))), "not an array at the source");
         assert_eq!(array.types[1], Type::TEXT);
         assert_eq!(array.select("q"), r#"select "id", cast("a ""b""" as text) as "a ""b""" from (q) as _weir_rows"#);
         assert_eq!(plan(&[Type::INT4], &typed(ColumnType::Integer)).select("q"), "q", "nothing cast, nothing wrapped");
@@ -515,6 +581,49 @@ mod tests {
         assert_eq!((i.months, i.days, i.nanoseconds), (14, 3, 14_706_789_000_000));
         assert!((0..4).all(|i| b.column(i).is_null(1)));
         assert!(jsonb(&[2, b'1']).unwrap_err().contains("version 2"));
+    }
+
+    #[test]
+    fn one_dimensional_arrays_become_lists() {
+        let list = |t: ColumnType| ColumnType::List(Box::new(t));
+        let plan = plan(
+            &[Type::INT4_ARRAY, Type::TEXT_ARRAY, Type::NUMERIC_ARRAY],
+            &[
+                ("n".to_string(), list(ColumnType::Integer)),
+                ("t".to_string(), list(ColumnType::Varchar)),
+                ("d".to_string(), list(ColumnType::Decimal { precision: 10, scale: 2 })),
+            ],
+        );
+        let copy = "copy (select '{1,NULL,3}'::int4[], '{a,\"b c\"}'::text[], '{1.005,-2}'::numeric[]
+                      union all select '[0:1]={7,8}'::int4[], '{}'::text[], null) to stdout (format binary)";
+        let mut seen = vec![];
+        read(PG, copy, &plan, &mut |_, _| {}, &mut |b| {
+            seen.push(b.clone());
+            Ok(())
+        })
+        .unwrap();
+        use weir_warehouse::arrow::array::{Array, AsArray};
+        use weir_warehouse::arrow::datatypes::{Decimal128Type, Int32Type};
+        let b = &seen[0];
+        let n = b.column(0).as_list::<i32>();
+        let ints = |i: usize| n.value(i).as_primitive::<Int32Type>().iter().collect::<Vec<_>>();
+        assert_eq!((ints(0), ints(1)), (vec![Some(1), None, Some(3)], vec![Some(7), Some(8)]), "a lower bound is dropped");
+        let t = b.column(1).as_list::<i32>();
+        assert_eq!(t.value(0).as_string::<i32>().iter().collect::<Vec<_>>(), [Some("a"), Some("b c")]);
+        assert_eq!(t.value(1).len(), 0);
+        let d = b.column(2).as_list::<i32>();
+        assert_eq!(d.value(0).as_primitive::<Decimal128Type>().values(), &[101, -200], "rounded to the element's scale");
+        assert!(d.is_null(1));
+
+        let deep = read(
+            PG,
+            "copy (select '{{1,2},{3,4}}'::int4[], '{}'::text[], null::numeric[]) to stdout (format binary)",
+            &plan,
+            &mut |_, _| {},
+            &mut |_| Ok(()),
+        );
+        assert!(matches!(deep, Err(ReadError::Value(m)) if m.starts_with("n: a 2-dimensional array")));
+        assert!(array_elements(&[0, 0, 0, 1, 0, 0, 0, 0]).unwrap_err().contains("truncated"));
     }
 
     fn hex(s: &str) -> Vec<u8> {

@@ -224,14 +224,40 @@ fn files_and_tables_into_postgres() {
         p.scalar(&format!("select count(*) from {schema}.odd where id is null and doc is null and m is null and span is null")),
         "1"
     );
+
+    // One-dimensional arrays stay arrays.
+    pg.batch_execute(&format!(
+        "create table {schema}_src.lists (id int, ns int[], tags varchar(5)[], prices numeric(10,2)[]);
+         insert into {schema}_src.lists values (1, '{{1,NULL,3}}', '{{a,\"b c\"}}', '{{1.5}}'), (2, '{{}}', null, '{{}}');"
+    ))
+    .unwrap();
+    let lists = p.load(&format!(
+        "loads:
+  - name: lists
+    source: {{kind: postgres, url: '{PG}', table: {schema}_src.lists}}
+    destination: {schema}.lists
+"
+    ));
+    assert_eq!(p.run(&lists, false).unwrap().rows_loaded, 2);
+    assert_eq!(
+        p.rows(&format!(
+            "select ns::text, tags[2], prices::text, pg_typeof(ns)::text, pg_typeof(tags)::text, pg_typeof(prices)::text
+             from {schema}.lists order by id"
+        )),
+        vec![
+            ["{1,NULL,3}", "b c", "{1.50}", "integer[]", "text[]", "numeric[]"].map(String::from).to_vec(),
+            ["{}", "NULL", "{}", "integer[]", "text[]", "numeric[]"].map(String::from).to_vec()
+        ]
+    );
     pg.batch_execute(&format!("drop schema {schema} cascade; drop schema {schema}_src cascade")).unwrap();
 }
 
 /// PostgreSQL into DuckDB goes as binary COPY turned into Arrow batches for DuckDB's appender:
 /// every type keeps its value (decimals rounded to an unbounded numeric's scale, infinite
 /// dates and times, bytes, padded chars). A NaN in a decimal fails the load naming the column.
-/// UUIDs, JSON, enums and intervals cross in binary too; a column of a type with no binary
-/// reader here (an array) crosses as PostgreSQL's text for it.
+/// UUIDs, JSON, enums, intervals and one-dimensional arrays (as lists) cross in binary too; a
+/// column of a type with no binary reader here (an array of UUIDs, a column declared with two
+/// dimensions) crosses as PostgreSQL's text for it.
 #[test]
 fn postgres_types_into_duckdb_over_binary_copy() {
     let schema = format!("weir_load_pgbin_{}", std::process::id());
@@ -249,8 +275,12 @@ fn postgres_types_into_duckdb_over_binary_copy() {
          create type {schema}.mood as enum ('calm', 'cross');
          create table {schema}.odd (id uuid, doc jsonb, raw json, m {schema}.mood);
          insert into {schema}.odd values ('0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70', '{{\"a\": [1, 2]}}', '{{\"b\":  true}}', 'cross'), (null, null, null, null);
-         create table {schema}.arr (id int, tags text[], span interval, stamp timestamp(3));
-         insert into {schema}.arr values (1, '{{a,\"b c\"}}', '1 day 02:00:00', '2024-01-01 10:00:00.123');"
+         create table {schema}.arr (id int, tags text[], span interval, stamp timestamp(3), ns int[], prices numeric(10,2)[],
+            seen timestamptz[], grid int[][], ids uuid[]);
+         insert into {schema}.arr values (1, '{{a,\"b c\"}}', '1 day 02:00:00', '2024-01-01 10:00:00.123', '{{1,NULL,3}}',
+            '{{1.5,2.255}}', '{{\"2024-01-01 10:00:00+02\"}}', '{{{{1,2}},{{3,4}}}}', '{{0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70}}'),
+            (2, '{{}}', null, null, null, '{{}}', null, null, null);
+         create table {schema}.deep (ns int[]); insert into {schema}.deep values ('{{{{1,2}},{{3,4}}}}');"
     ))
     .unwrap();
     let p = Project::duckdb();
@@ -302,19 +332,53 @@ fn postgres_types_into_duckdb_over_binary_copy() {
     );
     let types = p.rows("select data_type from information_schema.columns where table_name = 'odd' order by ordinal_position");
     assert_eq!(types.iter().map(|r| r[0].as_str()).take(4).collect::<Vec<_>>(), ["UUID", "JSON", "JSON", "VARCHAR"]);
-    assert_eq!(p.run(&load("arr"), false).unwrap().rows_loaded, 1);
+    assert_eq!(p.run(&load("arr"), false).unwrap().rows_loaded, 2);
     assert_eq!(
-        p.rows("select tags, span::varchar, stamp::varchar from raw.arr")[0],
-        text(&["{a,\"b c\"}", "1 day 02:00:00", "2024-01-01 10:00:00.123"])
+        p.rows(
+            "select len(tags), tags[2], span::varchar, stamp::varchar, ns::varchar, prices::varchar,
+                seen[1] = timestamptz '2024-01-01 08:00:00+00', grid, ids from raw.arr order by id"
+        ),
+        vec![
+            text(&[
+                "2",
+                "b c",
+                "1 day 02:00:00",
+                "2024-01-01 10:00:00.123",
+                "[1, NULL, 3]",
+                "[1.50, 2.26]",
+                "true",
+                "{{1,2},{3,4}}",
+                "{0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70}"
+            ]),
+            text(&["0", "NULL", "NULL", "NULL", "NULL", "[]", "NULL", "NULL", "NULL"])
+        ]
     );
     let types = p.rows("select data_type from information_schema.columns where table_name = 'arr' order by ordinal_position");
-    assert_eq!(types.iter().map(|r| r[0].as_str()).take(4).collect::<Vec<_>>(), ["INTEGER", "VARCHAR", "INTERVAL", "TIMESTAMP"]);
+    assert_eq!(
+        types.iter().map(|r| r[0].as_str()).take(9).collect::<Vec<_>>(),
+        [
+            "INTEGER",
+            "VARCHAR[]",
+            "INTERVAL",
+            "TIMESTAMP",
+            "INTEGER[]",
+            "DECIMAL(10,2)[]",
+            "TIMESTAMP WITH TIME ZONE[]",
+            "VARCHAR",
+            "VARCHAR"
+        ]
+    );
+    // A two-dimensional value in a column declared with one dimension: the load fails, names
+    // the column and says what to do; nothing is written.
+    let e = p.run(&load("deep"), false).unwrap_err().to_string();
+    assert!(e.contains("load 'deep'") && e.contains("column ns: a 2-dimensional array") && e.contains("cast the column to text"), "{e}");
+    assert_eq!(p.scalar("select count(*) from information_schema.tables where table_name = 'deep'"), "0");
     pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
 }
 
 /// Files into PostgreSQL go as binary COPY: every type keeps its value (nulls, quotes and
-/// newlines in text, decimals, times with and without a zone, bytes, lists as their text, UUIDs
-/// as their 16 bytes).
+/// newlines in text, decimals, times with and without a zone, bytes, lists as arrays (and lists
+/// of lists as their text), UUIDs as their 16 bytes).
 #[test]
 fn typed_files_into_postgres_over_binary_copy() {
     let schema = format!("weir_load_bin_{}", std::process::id());
@@ -330,7 +394,8 @@ fn typed_files_into_postgres_over_binary_copy() {
             date '2024-02-29' + i::integer as day, time '12:34:56.789' as at,
             timestamp '2024-01-01 10:00:00.123456' + to_hours(i) as ts,
             (timestamp '2024-01-01 10:00:00' + to_days(i::integer))::timestamptz as tstz,
-            '\\xDE\\xAD'::blob as bytes, [i, i + 1] as list, to_days(i::integer) + interval 90 minute as span
+            '\\xDE\\xAD'::blob as bytes, [i, i + 1] as list, to_days(i::integer) + interval 90 minute as span,
+            [[i]] as grid
         from range(4) t(i)";
     let parquet = p.root().join("d/typed.parquet");
     w.execute(&format!("copy ({rows}) to '{}' (format parquet)", parquet.display())).unwrap();
@@ -359,7 +424,7 @@ fn typed_files_into_postgres_over_binary_copy() {
             "2024-01-01 10:00:00.123456",
             "2024-01-01 10:00:00",
             "dead",
-            "[0, 1]"
+            "{0,1}"
         ])
     );
     assert_eq!(got[1][7], "a \"quoted\", value");
@@ -367,13 +432,14 @@ fn typed_files_into_postgres_over_binary_copy() {
     assert_eq!(got[3][..7], text(&["3", "3", "3", "3000000000", "0.75", "3.75", "false"]));
     assert_eq!(
         got[3][7..],
-        text(&["été", "2024-03-03", "12:34:56.789", "2024-01-01 13:00:00.123456", "2024-01-04 10:00:00", "dead", "[3, 4]"])
+        text(&["été", "2024-03-03", "12:34:56.789", "2024-01-01 13:00:00.123456", "2024-01-04 10:00:00", "dead", "{3,4}"])
     );
     let types = p.rows(&format!(
         "select data_type from information_schema.columns where table_schema = '{schema}' and table_name = 'typed' order by ordinal_position"
     ));
     let types: Vec<&str> = types.iter().map(|r| r[0].as_str()).collect();
-    assert_eq!(types[14], "interval");
+    assert_eq!(types[14..16], ["interval", "text"]);
+    assert_eq!(p.scalar(&format!("select grid from {schema}.typed where tiny = 3")), "[[3]]");
     assert_eq!(p.scalar(&format!("select span from {schema}.typed where tiny = 3")), "3 days 01:30:00");
     assert_eq!(
         types[..14],
@@ -391,7 +457,7 @@ fn typed_files_into_postgres_over_binary_copy() {
             "timestamp without time zone",
             "timestamp with time zone",
             "bytea",
-            "text"
+            "ARRAY"
         ]
     );
 

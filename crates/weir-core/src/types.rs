@@ -27,6 +27,9 @@ pub enum ColumnType {
     Uuid,
     /// Months, days and microseconds, as both engines hold an interval.
     Interval,
+    /// A list of values of one type: DuckDB's `INTEGER[]`, PostgreSQL's one-dimensional
+    /// `integer[]`. Both engines spell it the same way.
+    List(Box<ColumnType>),
     /// Anything else (lists, structs, ranges), kept as the engine spelled it; another engine
     /// receives it as text.
     Other(String),
@@ -36,6 +39,9 @@ impl ColumnType {
     /// Reads a type as DuckDB or PostgreSQL spell it (`INTEGER`, `int4`, `character varying(20)`,
     /// `timestamp with time zone`, `DECIMAL(18,3)`), case-insensitively.
     pub fn parse(name: &str) -> ColumnType {
+        if let Some(element) = name.trim().strip_suffix("[]") {
+            return ColumnType::List(Box::new(ColumnType::parse(element)));
+        }
         let mut lower = name.trim().to_ascii_lowercase();
         // A precision inside a name (`timestamp(3) with time zone`) says nothing Weir keeps.
         if let (Some(i), Some(j)) = (lower.find('('), lower.find(')'))
@@ -101,6 +107,7 @@ impl ColumnType {
             (Integer | BigInt | Decimal { .. }, Double) | (Double, Integer | BigInt | Decimal { .. }) => Double,
             (Date, Timestamp) | (Timestamp, Date) => Timestamp,
             (Date | Timestamp, TimestampTz) | (TimestampTz, Date | Timestamp) => TimestampTz,
+            (List(a), List(b)) => List(Box::new(a.widen(b))),
             _ => Varchar,
         }
     }
@@ -109,6 +116,24 @@ impl ColumnType {
     /// `other` can receive it as it is.
     pub fn fits_in(&self, other: &ColumnType) -> bool {
         self.widen(other) == *other
+    }
+
+    /// Whether a list of this type crosses between the engines as a list: both hold it, and
+    /// both bulk paths (DuckDB's appender, PostgreSQL's binary `COPY`) carry its elements
+    /// as they are. A list of anything else (UUIDs, JSON, lists, structs) crosses as text.
+    pub fn is_list_element(&self) -> bool {
+        use ColumnType::*;
+        matches!(self, Boolean | Integer | BigInt | Double | Decimal { .. } | Varchar | Date | Time | Timestamp | TimestampTz | Blob)
+    }
+
+    /// Whether the type is one of the shared names all through; a type holding
+    /// [`ColumnType::Other`] is spelled as its engine spelled it.
+    pub fn is_shared(&self) -> bool {
+        match self {
+            ColumnType::Other(_) => false,
+            ColumnType::List(element) => element.is_shared(),
+            _ => true,
+        }
     }
 }
 
@@ -130,6 +155,7 @@ impl fmt::Display for ColumnType {
             ColumnType::Blob => f.write_str("blob"),
             ColumnType::Uuid => f.write_str("uuid"),
             ColumnType::Interval => f.write_str("interval"),
+            ColumnType::List(element) => write!(f, "{element}[]"),
             ColumnType::Other(s) => f.write_str(s),
         }
     }
@@ -162,12 +188,17 @@ mod tests {
         assert_eq!(ColumnType::parse("timestamp(3) without time zone"), Timestamp);
         assert_eq!(ColumnType::parse("timestamp(0) with time zone"), TimestampTz);
         assert_eq!(ColumnType::parse("time(6) without time zone"), Time);
-        assert_eq!(ColumnType::parse("numeric(10,2)[]"), Other("numeric(10,2)[]".into()));
+        assert_eq!(ColumnType::parse("numeric(10,2)[]"), List(Box::new(Decimal { precision: 10, scale: 2 })));
         assert_eq!(ColumnType::parse("INTERVAL"), Interval);
         assert_eq!(ColumnType::parse("interval day to second(3)"), Interval);
-        assert_eq!(ColumnType::parse("interval[]"), Other("interval[]".into()));
-        assert_eq!(ColumnType::parse("INTEGER[]"), Other("INTEGER[]".into()));
+        assert_eq!(ColumnType::parse("interval[]"), List(Box::new(Interval)));
+        assert_eq!(ColumnType::parse("INTEGER[]"), List(Box::new(Integer)));
+        assert_eq!(ColumnType::parse("VARCHAR[][]"), List(Box::new(List(Box::new(Varchar)))));
         assert_eq!(ColumnType::parse("STRUCT(a INTEGER)"), Other("STRUCT(a INTEGER)".into()));
+        assert_eq!(ColumnType::parse("STRUCT(a INTEGER)[]"), List(Box::new(Other("STRUCT(a INTEGER)".into()))));
+        assert_eq!(ColumnType::parse("timestamp with time zone[]").to_string(), "timestamptz[]");
+        assert!(!ColumnType::parse("STRUCT(a INTEGER)[]").is_shared());
+        assert!(ColumnType::parse("numeric(10,2)[]").is_shared());
     }
 
     #[test]
@@ -182,5 +213,7 @@ mod tests {
         assert!(Integer.fits_in(&BigInt));
         assert!(!BigInt.fits_in(&Integer));
         assert!(BigInt.fits_in(&Varchar));
+        assert_eq!(List(Box::new(Integer)).widen(&List(Box::new(BigInt))), List(Box::new(BigInt)));
+        assert_eq!(List(Box::new(Integer)).widen(&Integer), Varchar);
     }
 }

@@ -2,13 +2,14 @@
 //! every worker thread gets its own connection to the same database instance.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use duckdb::arrow::array::{Array, AsArray};
+use duckdb::arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use duckdb::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType, UInt8Type,
-    UInt16Type, UInt32Type,
+    DataType, Field, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
+    TimeUnit, TimestampMicrosecondType, UInt8Type, UInt16Type, UInt32Type,
 };
+use duckdb::arrow::error::ArrowError;
 use duckdb::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::{Map, Value as J};
 use weir_core::{Column, ColumnType, Datum, QueryResult, Relation, RelationKind};
@@ -137,8 +138,9 @@ impl Warehouse for DuckDb {
             ColumnType::Double => "DOUBLE".into(),
             ColumnType::Blob => "BLOB".into(),
             ColumnType::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
-            // Another engine's list or struct arrives as its text.
-            ColumnType::Other(_) => "VARCHAR".into(),
+            ColumnType::List(element) if element.is_list_element() => format!("{}[]", self.type_sql(element)),
+            // Another engine's struct or list of lists arrives as its text.
+            ColumnType::Other(_) | ColumnType::List(_) => "VARCHAR".into(),
             other => other.to_string().to_uppercase(),
         }
     }
@@ -159,7 +161,7 @@ impl Warehouse for DuckDb {
     fn json_field_sql(&self, record: &str, key: &str, t: &ColumnType) -> String {
         let path = literal(&format!("$.\"{}\"", key.replace('"', "\\\"")));
         match t {
-            ColumnType::Other(_) | ColumnType::Json => format!("json_extract({record}, {path})"),
+            ColumnType::Other(_) | ColumnType::Json | ColumnType::List(_) => format!("json_extract({record}, {path})"),
             ColumnType::Varchar => format!("json_extract_string({record}, {path})"),
             _ => format!("try_cast(json_extract_string({record}, {path}) as {})", self.type_sql(t)),
         }
@@ -339,11 +341,43 @@ impl Connection for DuckDbConnection {
         let mut rows = 0u64;
         feed(&mut |batch| {
             rows += batch.num_rows() as u64;
-            app.append_record_batch(batch.clone()).map_err(|e| err(e, &what))
+            let batch = nulls_kept(batch).map_err(|e| WarehouseError::query(e.to_string(), &what))?;
+            app.append_record_batch(batch).map_err(|e| err(e, &what))
         })?;
         app.flush().map_err(|e| err(e, &what))?;
         Ok(rows)
     }
+}
+
+/// `batch` as DuckDB's appender should take it. The `duckdb` crate rebuilds an interval
+/// column from its values alone, so a null interval would arrive as `00:00:00`; a column with
+/// nulls goes as text instead (`14 months 3 days 5 microseconds`, nulls kept), which the
+/// appender casts to the table's `INTERVAL`.
+fn nulls_kept(batch: &RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+    let schema = batch.schema();
+    let lossy = |c: &ArrayRef| matches!(c.data_type(), DataType::Interval(IntervalUnit::MonthDayNano)) && c.null_count() > 0;
+    if !batch.columns().iter().any(lossy) {
+        return Ok(batch.clone());
+    }
+    let mut fields = vec![];
+    let mut columns = vec![];
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        match c.as_primitive_opt::<IntervalMonthDayNanoType>().filter(|_| lossy(c)) {
+            Some(intervals) => {
+                let text: StringArray = intervals
+                    .iter()
+                    .map(|v| v.map(|v| format!("{} months {} days {} microseconds", v.months, v.days, v.nanoseconds / 1000)))
+                    .collect();
+                fields.push(Field::new(f.name(), DataType::Utf8, true));
+                columns.push(Arc::new(text) as ArrayRef);
+            }
+            None => {
+                fields.push(f.as_ref().clone());
+                columns.push(c.clone());
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
 /// One `read_csv` over `paths`; with `rejects_at`, its failed lines go to the tables

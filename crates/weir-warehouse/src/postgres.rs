@@ -113,8 +113,9 @@ impl Warehouse for Postgres {
             ColumnType::Varchar => "text".into(),
             ColumnType::Blob => "bytea".into(),
             ColumnType::Decimal { precision, scale } => format!("numeric({precision},{scale})"),
-            // Lists, structs and the like arrive as their text.
-            ColumnType::Other(_) => "text".into(),
+            ColumnType::List(element) if element.is_list_element() => format!("{}[]", self.type_sql(element)),
+            // Structs, lists of lists and the like arrive as their text.
+            ColumnType::Other(_) | ColumnType::List(_) => "text".into(),
             other => other.to_string(),
         }
     }
@@ -131,7 +132,7 @@ impl Warehouse for Postgres {
     fn json_field_sql(&self, record: &str, key: &str, t: &ColumnType) -> String {
         let key = literal(key);
         match t {
-            ColumnType::Other(_) | ColumnType::Json => format!("(cast({record} as jsonb) -> {key})"),
+            ColumnType::Other(_) | ColumnType::Json | ColumnType::List(_) => format!("(cast({record} as jsonb) -> {key})"),
             ColumnType::Varchar => format!("(cast({record} as jsonb) ->> {key})"),
             _ => format!("cast(cast({record} as jsonb) ->> {key} as {})", self.type_sql(t)),
         }
