@@ -821,7 +821,7 @@ impl Job<'_> {
                 None => match self.load.schema_contract {
                     SchemaContract::Evolve => {
                         // The stage is in the destination: a type the shared names lack
-                        // (a list, a struct) is spelled as the engine spelled it.
+                        // (a struct, a list of structs) is spelled as the engine spelled it.
                         let ddl = if st.is_shared() { self.wh.type_sql(&st) } else { data_type.clone() };
                         plan.statements.push(format!("alter table {target_sql} add column {} {ddl}", self.wh.quote(name)));
                         plan.changes.push(format!("added column {place} {st}"));

@@ -249,6 +249,14 @@ fn files_and_tables_into_postgres() {
             ["{}", "NULL", "{}", "integer[]", "text[]", "numeric[]"].map(String::from).to_vec()
         ]
     );
+    // A new array column at the source is added to the destination as an array.
+    pg.batch_execute(&format!("alter table {schema}_src.lists add column more bigint[]; update {schema}_src.lists set more = '{{7}}'"))
+        .unwrap();
+    p.run(&lists, false).unwrap();
+    assert_eq!(
+        p.rows(&format!("select pg_typeof(more)::text, more::text from {schema}.lists where more is not null limit 1"))[0],
+        ["bigint[]", "{7}"]
+    );
     pg.batch_execute(&format!("drop schema {schema} cascade; drop schema {schema}_src cascade")).unwrap();
 }
 

@@ -243,8 +243,10 @@ impl Connection for PgConnection {
     }
 
     fn columns(&mut self, r: &Relation) -> Result<Vec<Column>> {
+        // An array's `data_type` is `ARRAY`; its element type is in `udt_name` (`_int4`).
         let sql = format!(
-            "select column_name, data_type from information_schema.columns where table_schema = {} and table_name = {} order by ordinal_position",
+            "select column_name, case when data_type = 'ARRAY' then format_type((quote_ident(udt_schema) || '.' || quote_ident(udt_name))::regtype, null) else data_type end
+             from information_schema.columns where table_schema = {} and table_name = {} order by ordinal_position",
             literal(&r.schema),
             literal(&r.identifier)
         );
