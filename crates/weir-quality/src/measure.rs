@@ -471,11 +471,6 @@ fn stddev_from_sums(x: &str) -> String {
 /// What [`stddev_from_sums`] yields when its sums cannot be trusted: no deviation is negative.
 const UNRELIABLE: f64 = -1.0;
 
-/// How many rows satisfy `cond` (0 on an empty table).
-fn count_where(cond: &str) -> String {
-    format!("coalesce(sum(case when {cond} then 1 else 0 end), 0)")
-}
-
 /// Rows of the dataset that make a row-level check fail.
 fn bad_rows(wh: &dyn Warehouse, c: &Check) -> Option<String> {
     match &c.metric {
@@ -524,7 +519,7 @@ fn valid_sql(wh: &dyn Warehouse, x: &str, v: &Valid) -> String {
 fn scan_expr(wh: &dyn Warehouse, c: &Check) -> Option<String> {
     let f = &c.filter;
     let rows = || match f {
-        Some(f) => count_where(f),
+        Some(f) => wh.count_if_sql(f),
         None => "count(*)".into(),
     };
     let pct = |n: String| format!("coalesce(100.0 * {n} / nullif({}, 0), 0)", rows());
@@ -537,7 +532,7 @@ fn scan_expr(wh: &dyn Warehouse, c: &Check) -> Option<String> {
             if *percent { pct(n) } else { n }
         }
         Metric::Missing { percent, .. } | Metric::Invalid { percent, .. } => {
-            let n = count_where(&and(f.clone(), bad_rows(wh, c)?));
+            let n = wh.count_if_sql(&and(f.clone(), bad_rows(wh, c)?));
             if *percent { pct(n) } else { n }
         }
         Metric::Duplicate { columns, percent } => {
@@ -545,7 +540,7 @@ fn scan_expr(wh: &dyn Warehouse, c: &Check) -> Option<String> {
             let nonnull = cols.iter().map(|x| format!("{x} is not null")).collect::<Vec<_>>().join(" and ");
             let key = if cols.len() == 1 { cols[0].clone() } else { format!("row({})", cols.join(", ")) };
             let cond = and(f.clone(), nonnull);
-            let n = format!("({} - count(distinct case when {cond} then {key} end))", count_where(&cond));
+            let n = format!("({} - count(distinct case when {cond} then {key} end))", wh.count_if_sql(&cond));
             if *percent { pct(n) } else { n }
         }
         Metric::Stat { stat, column } => {

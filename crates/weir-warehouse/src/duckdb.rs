@@ -132,6 +132,12 @@ impl Warehouse for DuckDb {
         format!("quantile_cont({expr}, {fraction})")
     }
 
+    /// DuckDB's own aggregate: a filtered count without the `case` that selects and merges
+    /// rows for each branch.
+    fn count_if_sql(&self, cond: &str) -> String {
+        format!("count_if({cond})")
+    }
+
     fn type_sql(&self, t: &ColumnType) -> String {
         match t {
             ColumnType::Varchar => "VARCHAR".into(),

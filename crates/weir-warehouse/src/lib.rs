@@ -122,6 +122,10 @@ pub trait Warehouse: Send + Sync {
     /// The continuous `fraction` percentile of `expr` as an aggregate.
     fn percentile_sql(&self, expr: &str, fraction: f64) -> String;
 
+    /// How many rows satisfy `cond`, as an aggregate (0 on no rows; a null condition does
+    /// not count).
+    fn count_if_sql(&self, cond: &str) -> String;
+
     /// Engine-specific settings users may put in a target, for warnings on unknown keys.
     fn known_target_keys(&self) -> &'static [&'static str];
 

@@ -107,6 +107,10 @@ impl Warehouse for Postgres {
         format!("percentile_cont({fraction}) within group (order by {expr})")
     }
 
+    fn count_if_sql(&self, cond: &str) -> String {
+        format!("count(*) filter (where {cond})")
+    }
+
     fn type_sql(&self, t: &ColumnType) -> String {
         match t {
             ColumnType::Double => "double precision".into(),
