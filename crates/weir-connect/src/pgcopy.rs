@@ -566,12 +566,7 @@ mod tests {
         assert_eq!(plan.schema.field(0).extension_type_name(), Some(ARROW_UUID));
         let copy = "copy (select '0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70'::uuid, '{\"b\": 1,  \"a\": [true]}'::jsonb, '{\"b\": 1,  \"a\": [true]}'::json,
                       interval '1 year 2 mons 3 days 04:05:06.789' union all select null, null, null, null) to stdout (format binary)";
-        let mut seen = vec![];
-        read(PG, copy, &plan, &mut |_, _| {}, &mut |b| {
-            seen.push(b.clone());
-            Ok(())
-        })
-        .unwrap();
+        let seen = batches(copy, &plan);
         use weir_warehouse::arrow::array::{Array, AsArray};
         let b = &seen[0];
         assert_eq!(b.column(0).as_fixed_size_binary().value(0), hex("0b3ad1c46c4e4c1a9f5e2d3c4b5a6f70"));
@@ -596,12 +591,7 @@ mod tests {
         );
         let copy = "copy (select '{1,NULL,3}'::int4[], '{a,\"b c\"}'::text[], '{1.005,-2}'::numeric[]
                       union all select '[0:1]={7,8}'::int4[], '{}'::text[], null) to stdout (format binary)";
-        let mut seen = vec![];
-        read(PG, copy, &plan, &mut |_, _| {}, &mut |b| {
-            seen.push(b.clone());
-            Ok(())
-        })
-        .unwrap();
+        let seen = batches(copy, &plan);
         use weir_warehouse::arrow::array::{Array, AsArray};
         use weir_warehouse::arrow::datatypes::{Decimal128Type, Int32Type};
         let b = &seen[0];
@@ -624,6 +614,17 @@ mod tests {
         );
         assert!(matches!(deep, Err(ReadError::Value(m)) if m.starts_with("n: a 2-dimensional array")));
         assert!(array_elements(&[0, 0, 0, 1, 0, 0, 0, 0]).unwrap_err().contains("truncated"));
+    }
+
+    /// Every batch `copy` yields under `plan`, on the shared server.
+    fn batches(copy: &str, plan: &Plan) -> Vec<RecordBatch> {
+        let mut seen = vec![];
+        read(PG, copy, plan, &mut |_, _| {}, &mut |b| {
+            seen.push(b.clone());
+            Ok(())
+        })
+        .unwrap();
+        seen
     }
 
     fn hex(s: &str) -> Vec<u8> {
