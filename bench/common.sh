@@ -2,6 +2,7 @@
 # the dbt reference installed, and small helpers. Set REPEAT before sourcing to change the
 # default number of timed runs.
 set -euo pipefail
+bash "$(dirname "${BASH_SOURCE[0]}")/../scripts/install-clang.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/env.sh"
 cd "$WEIR_ROOT"
 ROWS="${BENCH_ROWS:-100000000}"

@@ -3,6 +3,7 @@
 # embedded DuckDB file: pipelines/daily.yml waits for the raw orders, lands them, builds staging
 # and marts with their tests and checks, and reports the revenue, each task in order.
 set -euo pipefail
+bash "$(dirname "$0")/install-clang.sh"
 source "$(dirname "$0")/env.sh"
 cd "$WEIR_ROOT"
 # --all-targets resolves dependencies exactly as the tests do, so both share one build.

@@ -4,3 +4,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weir/target}"
 export WEIR_DBT_VENV="${WEIR_DBT_VENV:-$HOME/.cache/weir/dbt-venv}"
 WEIR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export WEIR_ROOT
+# The bundled DuckDB's C++ compiler: clang 22 where scripts/install-clang.sh could install it
+# (DuckDB's own Linux builds use it; its scans run faster than GCC 12's build). Changing it
+# recompiles DuckDB, so a compiler already chosen in the environment wins.
+if [ -z "${CXX:-}" ] && command -v clang++-22 >/dev/null 2>&1; then
+  export CXX=clang++-22
+fi
