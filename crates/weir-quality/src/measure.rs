@@ -203,7 +203,7 @@ fn measure_suite(
             if matches!(c.metric, Metric::Duplicate { .. }) != distinct {
                 continue;
             }
-            if let Some(e) = scan_expr(wh, c) {
+            if let Some(e) = scan_expr(wh, c, &columns) {
                 let at = exprs.iter().position(|x| *x == e).unwrap_or_else(|| {
                     exprs.push(e);
                     exprs.len() - 1
@@ -285,7 +285,7 @@ fn measure_suite(
         };
         if matches!(o.verdict, Verdict::Fail | Verdict::Warn)
             && c.samples_limit > 0
-            && let Some(sql) = sample_sql(wh, c, bound)
+            && let Some(sql) = sample_sql(wh, c, bound, &columns)
         {
             queries += 1;
             let sql = format!("{sql}\nlimit {}", c.samples_limit);
@@ -471,31 +471,50 @@ fn stddev_from_sums(x: &str) -> String {
 /// What [`stddev_from_sums`] yields when its sums cannot be trusted: no deviation is negative.
 const UNRELIABLE: f64 = -1.0;
 
-/// Rows of the dataset that make a row-level check fail.
-fn bad_rows(wh: &dyn Warehouse, c: &Check) -> Option<String> {
+/// Rows of the dataset that make a row-level check fail (`columns`: the dataset's).
+fn bad_rows(wh: &dyn Warehouse, c: &Check, columns: &[Column]) -> Option<String> {
     match &c.metric {
         Metric::Missing { column, values, .. } => {
             let x = col(wh, column);
             let mut cond = format!("{x} is null");
             if !values.is_empty() {
-                let list: Vec<String> = values.iter().map(lit).collect();
-                cond = format!("{cond} or {x} in ({})", list.join(", "));
+                cond = format!("{cond} or {}", one_of(wh, &x, values, is_text(columns, column)));
             }
             Some(cond)
         }
         Metric::Invalid { column, valid, .. } => {
             let x = col(wh, column);
-            Some(format!("{x} is not null and not ({})", valid_sql(wh, &x, valid)))
+            Some(format!("{x} is not null and not ({})", valid_sql(wh, &x, valid, is_text(columns, column))))
         }
         _ => None,
     }
 }
 
-fn valid_sql(wh: &dyn Warehouse, x: &str, v: &Valid) -> String {
+/// Whether the non-null value `x` is one of `values`; `text`: whether `x` is a text column,
+/// where the engine may have a faster test for a list of strings.
+fn one_of(wh: &dyn Warehouse, x: &str, values: &[Literal], text: bool) -> String {
+    let list: Vec<String> = values.iter().map(lit).collect();
+    if list.is_empty() {
+        "false".to_string()
+    } else if text && values.iter().all(|v| matches!(v, Literal::Text(_))) {
+        wh.text_in_sql(x, &list)
+    } else {
+        format!("{x} in ({})", list.join(", "))
+    }
+}
+
+/// Whether the dataset's column `name` holds text (`VARCHAR`, `character varying`, `text`).
+fn is_text(columns: &[Column], name: &str) -> bool {
+    columns.iter().find(|c| c.name.eq_ignore_ascii_case(name)).is_some_and(|c| {
+        let t = c.data_type.to_lowercase();
+        !t.ends_with(']') && (t.contains("char") || t.contains("text") || t == "string")
+    })
+}
+
+fn valid_sql(wh: &dyn Warehouse, x: &str, v: &Valid, text: bool) -> String {
     let mut parts = vec![];
     if let Some(values) = &v.values {
-        let list: Vec<String> = values.iter().map(lit).collect();
-        parts.push(if list.is_empty() { "false".to_string() } else { format!("{x} in ({})", list.join(", ")) });
+        parts.push(one_of(wh, x, values, text));
     }
     if let Some(re) = &v.regex {
         parts.push(wh.regex_match_sql(x, re));
@@ -516,7 +535,7 @@ fn valid_sql(wh: &dyn Warehouse, x: &str, v: &Valid) -> String {
 }
 
 /// The aggregate a check's metric is, for the shared scan; `None` for metrics measured apart.
-fn scan_expr(wh: &dyn Warehouse, c: &Check) -> Option<String> {
+fn scan_expr(wh: &dyn Warehouse, c: &Check, columns: &[Column]) -> Option<String> {
     let f = &c.filter;
     let rows = || match f {
         Some(f) => wh.count_if_sql(f),
@@ -532,7 +551,7 @@ fn scan_expr(wh: &dyn Warehouse, c: &Check) -> Option<String> {
             if *percent { pct(n) } else { n }
         }
         Metric::Missing { percent, .. } | Metric::Invalid { percent, .. } => {
-            let n = wh.count_if_sql(&and(f.clone(), bad_rows(wh, c)?));
+            let n = wh.count_if_sql(&and(f.clone(), bad_rows(wh, c, columns)?));
             if *percent { pct(n) } else { n }
         }
         Metric::Duplicate { columns, percent } => {
@@ -578,11 +597,13 @@ fn reference_sql(wh: &dyn Warehouse, c: &Check, bound: &Bound, what: &str) -> Op
 }
 
 /// A query for up to N rows showing why a check failed.
-fn sample_sql(wh: &dyn Warehouse, c: &Check, bound: &Bound) -> Option<String> {
+fn sample_sql(wh: &dyn Warehouse, c: &Check, bound: &Bound, columns: &[Column]) -> Option<String> {
     let rel = &bound.relation;
     let with_filter = |cond: String| and(c.filter.clone(), cond);
     match &c.metric {
-        Metric::Missing { .. } | Metric::Invalid { .. } => Some(format!("select * from {rel} where {}", with_filter(bad_rows(wh, c)?))),
+        Metric::Missing { .. } | Metric::Invalid { .. } => {
+            Some(format!("select * from {rel} where {}", with_filter(bad_rows(wh, c, columns)?)))
+        }
         Metric::Duplicate { columns, .. } => {
             let cols: Vec<String> = columns.iter().map(|x| col(wh, x)).collect();
             let nonnull = cols.iter().map(|x| format!("{x} is not null")).collect::<Vec<_>>().join(" and ");

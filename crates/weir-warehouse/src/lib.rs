@@ -126,6 +126,12 @@ pub trait Warehouse: Send + Sync {
     /// not count).
     fn count_if_sql(&self, cond: &str) -> String;
 
+    /// Whether `text`, a non-null value of a text column, is one of `values` (quoted string
+    /// literals), as a condition: data-quality checks' valid and missing values.
+    fn text_in_sql(&self, text: &str, values: &[String]) -> String {
+        format!("{text} in ({})", values.join(", "))
+    }
+
     /// Engine-specific settings users may put in a target, for warnings on unknown keys.
     fn known_target_keys(&self) -> &'static [&'static str];
 
