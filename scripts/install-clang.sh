@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs clang 22 from Debian's packages: the compiler of DuckDB's own Linux builds, which
-# compiles the bundled DuckDB into faster scans than the system's GCC (bench/README.md,
-# "The bundled DuckDB's compiler"). scripts/env.sh hands it to the build when it is there;
-# where it cannot be installed (no apt, no root), the build keeps the system's C++ compiler.
+# Installs clang 22 from Debian's packages: the compiler of DuckDB's own Linux builds. Built
+# by it, the bundled DuckDB's scans ran 0-10% behind DuckDB's Python wheel, where GCC 12's
+# build ran 5-20% behind (bench/README.md, "Data-quality checks"). scripts/env.sh hands it to
+# the build when it is there; where it cannot be installed (no apt, no root), the build keeps
+# the system's C++ compiler.
 set -euo pipefail
 if command -v clang++-22 >/dev/null 2>&1; then
   exit 0
