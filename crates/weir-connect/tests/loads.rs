@@ -294,7 +294,11 @@ fn postgres_types_into_duckdb_over_binary_copy() {
     let p = Project::duckdb();
     let load =
         |name: &str| p.load(&format!("loads:\n  - name: {name}\n    source: {{kind: postgres, url: '{PG}', table: {schema}.{name}}}\n"));
-    assert_eq!(p.run(&load("t"), false).unwrap().rows_loaded, 3);
+    let before = now_sql();
+    let r = p.run(&load("t"), false).unwrap();
+    assert_eq!(r.rows_loaded, 3);
+    // The load's columns, which the binary path writes with the rows.
+    assert_eq!(stamped_rows(&p, "raw.t", &r.load_id, &before), "3");
     let rows = p.rows(
         "select b, s, l, r, d, n, u, c, v, tx, dt::varchar, tm::varchar, ts::varchar, tz::varchar, hex(\"by\") from raw.t order by i",
     );
@@ -528,6 +532,35 @@ fn rusqlite_reset(p: &Project, load_id: &str) -> rusqlite::Connection {
 /// A replace on DuckDB makes the scratch table the destination (one write of the data):
 /// views over the destination see the new rows, nothing of the old stays, and a destination
 /// with other columns than the source's is refilled in place instead, keeping them.
+/// Now (UTC), as a DuckDB timestamp literal.
+fn now_sql() -> String {
+    format!("timestamp '{}'", chrono::Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f"))
+}
+
+/// How many rows of `table` carry the load `load_id` and a load time between `before` and now.
+fn stamped_rows(p: &Project, table: &str, load_id: &str, before: &str) -> String {
+    let now = now_sql();
+    p.scalar(&format!("select count(*) from {table} where _weir_load_id = '{load_id}' and _weir_loaded_at between {before} and {now}"))
+}
+
+#[test]
+fn a_replace_that_rejects_rows_keeps_them_as_the_source_had_them() {
+    let p = Project::duckdb();
+    p.write("r/items.csv", "id,qty\n1,5\n");
+    let load = p.load(
+        "loads:\n  - name: items\n    source: {kind: csv, path: r/items.csv}\n    write_disposition: replace\n    schema_contract: discard_row\n",
+    );
+    p.run(&load, false).unwrap();
+    p.write("r/items.csv", "id,qty,note\n2,6,\n3,7,hello\n");
+    let before = now_sql();
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.rows_read, r.rows_loaded, r.rows_rejected), (2, 1, 1), "{r:?}");
+    let raw = p.scalar("select raw from raw._weir_rejected");
+    assert!(raw.contains("hello") && !raw.contains("_weir_load"), "the rejected row is the source's, not the load's: {raw}");
+    assert_eq!(stamped_rows(&p, "raw.items", &r.load_id, &before), "1");
+    assert_eq!(p.scalar("select string_agg(cast(id as varchar), ',') from raw.items"), "2");
+}
+
 #[test]
 fn replace_swaps_in_the_new_table_and_views_follow() {
     let p = Project::duckdb();

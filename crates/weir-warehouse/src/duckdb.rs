@@ -350,15 +350,33 @@ impl Connection for DuckDbConnection {
     /// DuckDB's appender: Arrow columns become DuckDB vectors with no text in between.
     fn copy_in_batches(&mut self, target: &Relation, feed: &mut BatchFeed<'_>) -> Result<u64> {
         let what = format!("appending to {}.{}.{}", target.database, target.schema, target.identifier);
-        let mut app =
-            self.conn.appender_to_catalog_and_db(&target.identifier, &target.database, &target.schema).map_err(|e| err(e, &what))?;
+        let width = self.columns(target)?.len();
+        let conn = &self.conn;
+        let mut app = None;
         let mut rows = 0u64;
         feed(&mut |batch| {
             rows += batch.num_rows() as u64;
             let batch = nulls_kept(batch).map_err(|e| WarehouseError::query(e.to_string(), &what))?;
-            app.append_record_batch(batch).map_err(|e| err(e, &what))
+            if app.is_none() {
+                // Columns the batches lack take their defaults, which DuckDB writes as
+                // constants: cheaper than converting the same value on every row.
+                let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let opened = if names.len() < width {
+                    conn.appender_with_columns_to_catalog_and_db(&target.identifier, &target.database, &target.schema, &names)
+                } else {
+                    conn.appender_to_catalog_and_db(&target.identifier, &target.database, &target.schema)
+                };
+                app = Some(opened.map_err(|e| err(e, &what))?);
+            }
+            match app.as_mut() {
+                Some(app) => app.append_record_batch(batch).map_err(|e| err(e, &what)),
+                None => Ok(()),
+            }
         })?;
-        app.flush().map_err(|e| err(e, &what))?;
+        if let Some(mut app) = app {
+            app.flush().map_err(|e| err(e, &what))?;
+        }
         Ok(rows)
     }
 }

@@ -268,7 +268,8 @@ pub trait Connection: Send {
 
     /// Writes the batches `feed` hands over into an existing table through the engine's
     /// binary bulk path (DuckDB's appender, PostgreSQL's binary `COPY`). Each batch holds the
-    /// table's columns, in order, typed as the table's columns are (the caller casts).
+    /// table's columns, in order, typed as the table's columns are (the caller casts); on
+    /// DuckDB it may hold fewer (matched by name), and the others take their defaults.
     /// Returns the rows written.
     fn copy_in_batches(&mut self, target: &Relation, feed: &mut BatchFeed<'_>) -> Result<u64> {
         let _ = (target, feed);
