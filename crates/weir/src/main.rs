@@ -14,7 +14,7 @@ use clap::Parser;
 // C `malloc` symbols): DuckDB's own release builds link jemalloc, and a 1 GB CSV load into
 // DuckDB took 4-5% longer with DuckDB on glibc's malloc. Parsing and compiling a project is
 // allocation-bound too (YAML trees, Jinja values, JSON artifacts); `weir compile` of 10,000
-// models ran as fast as under mimalloc, the allocator before, in 15-20% less memory.
+// models ran as fast as under mimalloc, the allocator before, in 11-18% less memory.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
