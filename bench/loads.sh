@@ -17,7 +17,7 @@
 REPEAT="${BENCH_REPEAT:-3}"
 source "$(dirname "$0")/common.sh"
 LOAD_ROWS="${BENCH_LOAD_ROWS:-10000000}"
-CSV_ROWS="${BENCH_CSV_ROWS:-18000000}"   # 1.08 GB
+CSV_ROWS="${BENCH_CSV_ROWS:-18000000}"   # 1.03 GiB
 source "$(dirname "$0")/loads_common.sh"
 PG_URL="postgresql://postgres@127.0.0.1:5432/test"
 schema=weir_bench_load

@@ -442,6 +442,7 @@ impl Job<'_> {
                 if !self.stage_has_meta {
                     statements.push(format!("alter table {stage_sql} add column {col} {ty} default {value}"));
                 }
+                // A stage the appender filled has them as defaults too; the destination keeps none.
                 statements.push(format!("alter table {stage_sql} alter column {col} drop default"));
             }
             statements.push(format!("alter table {stage_sql} rename to {}", self.wh.quote(&self.target.identifier)));
@@ -676,7 +677,7 @@ impl Job<'_> {
     }
 
     fn loaded_at_sql(&self) -> String {
-        format!("cast({} as timestamp)", literal(&self.loaded_at.format("%Y-%m-%d %H:%M:%S%.6f").to_string()))
+        format!("cast({} as timestamp)", literal(&timestamp_text(self.loaded_at)))
     }
 
     /// The stage's rows as extraction read them, without the load's two columns where
@@ -1227,7 +1228,11 @@ fn names_of(cols: &[(String, ColumnType)]) -> String {
 }
 
 fn now_text() -> String {
-    Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    timestamp_text(Utc::now().naive_utc())
+}
+
+fn timestamp_text(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
 
 /// A query's columns with their full PostgreSQL types: the driver knows `numeric` but not

@@ -529,9 +529,6 @@ fn rusqlite_reset(p: &Project, load_id: &str) -> rusqlite::Connection {
     conn
 }
 
-/// A replace on DuckDB makes the scratch table the destination (one write of the data):
-/// views over the destination see the new rows, nothing of the old stays, and a destination
-/// with other columns than the source's is refilled in place instead, keeping them.
 /// Now (UTC), as a DuckDB timestamp literal.
 fn now_sql() -> String {
     format!("timestamp '{}'", chrono::Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f"))
@@ -561,6 +558,9 @@ fn a_replace_that_rejects_rows_keeps_them_as_the_source_had_them() {
     assert_eq!(p.scalar("select string_agg(cast(id as varchar), ',') from raw.items"), "2");
 }
 
+/// A replace on DuckDB makes the scratch table the destination (one write of the data):
+/// views over the destination see the new rows, nothing of the old stays, and a destination
+/// with other columns than the source's is refilled in place instead, keeping them.
 #[test]
 fn replace_swaps_in_the_new_table_and_views_follow() {
     let p = Project::duckdb();
