@@ -84,6 +84,10 @@ pub struct LoadReport {
     pub files_skipped: usize,
     /// Nothing new in the source: no transaction was made.
     pub up_to_date: bool,
+    /// The destination table was gone (dropped, or its database file deleted) while the
+    /// metadata store still held what had been loaded into it: that state was forgotten and
+    /// the load read its source from the start.
+    pub started_over: bool,
     pub cursor: Option<String>,
     /// Schema changes made (`added column raw.orders.note varchar`).
     pub schema_changes: Vec<String>,
@@ -96,9 +100,10 @@ impl LoadReport {
     /// One line for people: what was read, loaded and rejected, and what changed.
     pub fn summary(&self) -> String {
         let table = format!("{}.{}", self.destination.schema, self.destination.identifier);
+        let over = if self.started_over { format!("; started over: {table} was not in the destination") } else { String::new() };
         if self.up_to_date {
             return format!(
-                "{table} is up to date: nothing new in the source ({} file{} already loaded)",
+                "{table} is up to date: nothing new in the source ({} file{} already loaded){over}",
                 self.files_skipped,
                 plural(self.files_skipped)
             );
@@ -122,6 +127,7 @@ impl LoadReport {
         for change in &self.schema_changes {
             s.push_str(&format!("; {change}"));
         }
+        s.push_str(&over);
         s
     }
 }
@@ -167,6 +173,7 @@ pub fn run_load(wh: &dyn Warehouse, load: &Load, store: &Store, opts: &LoadOptio
         load_id: &run.load_id,
         loaded_at: run.started_at.naive_utc(),
         stage_has_meta: false,
+        target_existed: false,
     };
     let outcome = job.run(store);
     job.progress(Progress::Done);
@@ -262,6 +269,9 @@ struct Job<'a> {
     /// Whether extraction writes the load's two columns into the stage as it fills it (see
     /// `run`); the stage's other columns are the source's.
     stage_has_meta: bool,
+    /// Whether the destination table was there when the run started (nothing but the run's
+    /// own transaction creates it).
+    target_existed: bool,
 }
 
 /// What extraction put in the stage table.
@@ -290,6 +300,17 @@ impl Extracted {
 impl Job<'_> {
     fn run(&mut self, store: &Store) -> Result<(LoadReport, Vec<LoadedFile>), ConnectError> {
         self.exec(&self.wh.drop_relation_sql(self.stage, RelationKind::Table))?;
+        let key = self.wh.render(self.target);
+        self.target_existed = relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))?;
+        // The store's state (files loaded, the high-water mark) describes rows in the
+        // destination table. With the table gone, it would make the run skip everything and
+        // call the missing table up to date; the run starts over instead.
+        let started_over = !self.target_existed
+            && !self.opts.full_refresh
+            && (store.load_cursor(&key)?.is_some() || !store.loaded_files(&key)?.is_empty());
+        if started_over {
+            store.reset_load_state(&key)?;
+        }
         // Where the stage may become the destination, on DuckDB, the load's two columns are
         // written as the stage fills (in the files' scan, or as defaults of the appended
         // batches). Added to the finished table afterwards, every row's values are held in
@@ -299,10 +320,7 @@ impl Job<'_> {
         self.stage_has_meta = self.wh.adapter_type() == "duckdb"
             && self.load.schema_on_read.is_none()
             && self.load.write_disposition != WriteDisposition::Merge
-            && (self.load.write_disposition == WriteDisposition::Replace
-                || self.opts.full_refresh
-                || !relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))?);
-        let key = self.wh.render(self.target);
+            && (self.load.write_disposition == WriteDisposition::Replace || self.opts.full_refresh || !self.target_existed);
         let extracted = match &self.load.source {
             Source::Files(f) => self.extract_files(f, store, &key)?,
             Source::Database(db @ DatabaseSource { engine: Engine::Postgres, .. }) => self.extract_postgres(db, store, &key)?,
@@ -319,6 +337,7 @@ impl Job<'_> {
             files_loaded: extracted.files.len(),
             files_skipped: extracted.files_skipped + extracted.refresh.len(),
             up_to_date: extracted.nothing,
+            started_over,
             cursor: None,
             schema_changes: vec![],
             rejected_sample: vec![],
@@ -331,7 +350,7 @@ impl Job<'_> {
         if extracted.empty {
             // No rows, so no columns to stage: the destination keeps its columns and loses its
             // rows, in one transaction with the run's record.
-            if relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))? {
+            if self.target_existed {
                 let mut statements = self.bookkeeping_tables().to_vec();
                 statements.push(format!("delete from {}", self.wh.render(self.target)));
                 statements.push(self.record_load(&report, &[]));
@@ -344,7 +363,7 @@ impl Job<'_> {
         report.rows_read = staged + rejected.len() as u64;
         self.progress(Progress::Writing { rows: staged });
         let mut statements = vec![];
-        let target_exists = relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))?;
+        let target_exists = self.target_existed;
         let replace = self.load.write_disposition == WriteDisposition::Replace || self.opts.full_refresh;
         let mut stage_cols = self.conn.columns(self.stage).map_err(|e| self.wh_err(e))?;
         if self.stage_has_meta {

@@ -52,6 +52,16 @@ fn csv_files_load_once_with_bad_lines_kept_and_new_columns_added() {
     let runs = p.store.load_runs("orders", 10).unwrap();
     assert_eq!(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), vec!["committed"; 3]);
     assert_eq!(p.scalar("select count(*) from raw._weir_loads"), "2", "an up-to-date run commits nothing");
+
+    // The table dropped behind Weir's back: the store's records no longer describe it, so the
+    // next run loads every file again rather than calling a missing table up to date.
+    p.execute("drop table raw.orders");
+    let over = p.run(&load, false).unwrap();
+    assert_eq!((over.started_over, over.up_to_date, over.files_loaded, over.rows_loaded), (true, false, 3, 5), "{over:?}");
+    assert!(over.summary().ends_with("; started over: raw.orders was not in the destination"), "{}", over.summary());
+    assert_eq!(p.scalar("select string_agg(cast(id as varchar), ',' order by id) from raw.orders"), "1,4,5,6,7");
+    let after = p.run(&load, false).unwrap();
+    assert!(after.up_to_date && !after.started_over, "{after:?}");
 }
 
 #[test]
@@ -168,6 +178,12 @@ fn postgres_table_into_duckdb_incrementally_with_merge() {
     assert_eq!(p.scalar("select count(*) from raw.customers"), "3");
     let key = p.wh.render(&weir_core::Relation::new("warehouse", "raw", "customers"));
     assert_eq!(p.store.load_cursor(&key).unwrap().as_deref(), Some("2024-01-04 09:00:00"), "the mark is kept in the store");
+    // The destination table gone (its file deleted, say): the mark goes with it, and the
+    // next run extracts from the initial value again.
+    p.execute("drop table raw.customers");
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.started_over, r.rows_loaded, r.cursor.as_deref()), (true, 3, Some("2024-01-04 09:00:00")), "{r:?}");
+    assert_eq!(p.scalar("select string_agg(name, ',' order by id) from raw.customers"), "bobby,,dan");
 
     let missing = p.load(&format!(
         "loads:\n  - name: bad\n    source: {{kind: postgres, url: '{PG}', table: {schema}.customers}}\n    incremental: {{cursor: changed_at}}\n"

@@ -59,6 +59,10 @@ impl Project {
         run_load(self.wh.as_ref(), load, &self.store, &opts)
     }
 
+    pub fn execute(&self, sql: &str) {
+        self.wh.connect().unwrap().execute(sql).unwrap();
+    }
+
     pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
         let mut c = self.wh.connect().unwrap();
         c.query(sql)
