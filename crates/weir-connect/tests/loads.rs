@@ -19,6 +19,21 @@ fn csv_files_load_once_with_bad_lines_kept_and_new_columns_added() {
     assert_eq!(p.scalar("select count(*) from raw.orders"), "3");
     assert_eq!(p.scalar("select sum(amount) from raw.orders"), "14.00");
     assert_eq!(p.scalar("select count(distinct _weir_load_id) from raw.orders where _weir_loaded_at is not null"), "1");
+    // The run's id is a UUID in the table and in both bookkeeping tables, so they join.
+    assert_eq!(
+        p.scalar(
+            "select string_agg(data_type, ',' order by table_name) from duckdb_columns()
+             where (table_name = 'orders' and column_name = '_weir_load_id') or (table_name in ('_weir_loads', '_weir_rejected') and column_name = 'load_id')"
+        ),
+        "UUID,UUID,UUID"
+    );
+    assert_eq!(
+        p.scalar(
+            "select count(*) from raw.orders o join raw._weir_loads l on l.load_id = o._weir_load_id
+             where o._weir_load_id in (select load_id from raw._weir_rejected)"
+        ),
+        "3"
+    );
     assert_eq!(
         p.scalar("select string_agg(distinct _weir_source_file, ',' order by _weir_source_file) from raw.orders"),
         "data/orders_1.csv,data/orders_2.csv"
@@ -209,6 +224,12 @@ fn files_and_tables_into_postgres() {
     assert_eq!(p.scalar(&format!("select label from {schema}.x where id = 2")), "two, quoted");
     assert_eq!(p.scalar(&format!("select count(*) from {schema}.x where label is null")), "1");
     assert_eq!(p.scalar(&format!("select _weir_source_file from {schema}.x limit 1")), "d/x.csv");
+    assert_eq!(
+        p.scalar(&format!(
+            "select min(pg_typeof(x._weir_load_id)::text) || ' ' || count(*) from {schema}.x join {schema}._weir_loads l on l.load_id = x._weir_load_id"
+        )),
+        "uuid 3"
+    );
 
     let table = p.load(&format!(
         "loads:\n  - name: items\n    source: {{kind: postgres, url: '{PG}', table: {schema}_src.items}}\n    destination: {schema}.items\n    write_disposition: replace\n"
@@ -600,4 +621,48 @@ fn replace_swaps_in_the_new_table_and_views_follow() {
     p.write("data/items.csv", "id,name\n6,f\n");
     p.run(&load, false).unwrap();
     assert_eq!(p.rows("select id, note from raw.items"), vec![vec!["6".to_string(), "NULL".to_string()]]);
+}
+
+/// Tables an older Weir created hold the run's id as text. Loads into them go on, on both
+/// engines: the new runs' ids arrive as text in the table and in both bookkeeping tables.
+#[test]
+fn tables_holding_an_older_weirs_text_ids_keep_loading() {
+    older_text_ids(&Project::duckdb(), "raw");
+    let schema = format!("weir_load_old_{}", std::process::id());
+    let mut pg = pg_client();
+    pg.batch_execute(&format!("drop schema if exists {schema} cascade")).unwrap();
+    older_text_ids(&Project::postgres(), &schema);
+    pg.batch_execute(&format!("drop schema {schema} cascade")).unwrap();
+}
+
+fn older_text_ids(p: &Project, schema: &str) {
+    for sql in [
+        format!("create schema {schema}"),
+        format!(
+            "create table {schema}._weir_loads (load_id varchar primary key, load_name varchar, destination varchar,
+             write_disposition varchar, rows_read bigint, rows_loaded bigint, rows_rejected bigint, cursor_value varchar,
+             files varchar, schema_changes varchar, committed_at timestamp)"
+        ),
+        format!(
+            "create table {schema}._weir_rejected (load_id varchar, load_name varchar, position varchar, raw varchar,
+             reason varchar, rejected_at timestamp)"
+        ),
+        format!("create table {schema}.items (id bigint, _weir_source_file varchar, _weir_load_id varchar, _weir_loaded_at timestamp)"),
+        format!("insert into {schema}.items values (0, 'old.csv', 'an-older-id', timestamp '2024-01-01 00:00:00')"),
+    ] {
+        p.execute(&sql);
+    }
+    p.write("n/items.csv", "id\n1\nx\n");
+    let load = p.load(&format!(
+        "loads:\n  - name: items\n    source: {{kind: csv, path: n/items.csv, columns: {{id: bigint}}}}\n    destination: {schema}.items\n"
+    ));
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.rows_loaded, r.rows_rejected), (1, 1), "{r:?}");
+    let joined = format!(
+        "select count(*) from {schema}.items i join {schema}._weir_loads l on l.load_id = i._weir_load_id
+         join {schema}._weir_rejected j on j.load_id = i._weir_load_id where i._weir_load_id = '{}'",
+        r.load_id
+    );
+    assert_eq!(p.scalar(&joined), "1");
+    assert_eq!(p.scalar(&format!("select count(*) from {schema}.items")), "2");
 }
