@@ -17,7 +17,7 @@ use crate::batches::ReadError;
 use crate::files::{self, Rejected};
 use crate::http::{self, HttpSource};
 use crate::mysql::{self as my, MysqlSource};
-use crate::pgcopy;
+use crate::pgcopy::{self, undomained};
 use crate::spec::{DatabaseSource, Engine, FileSource, Load, SchemaContract, Source, WriteDisposition};
 
 /// The columns every loaded row gets.
@@ -1267,27 +1267,33 @@ fn timestamp_text(t: NaiveDateTime) -> String {
 }
 
 /// A query's columns with their full PostgreSQL types: the driver knows `numeric` but not
-/// `numeric(12,2)`, so columns read straight from a table are looked up in the catalog.
+/// `numeric(12,2)`, so columns read straight from a table are looked up in the catalog. A
+/// domain is typed as the type it is over (through domains over domains), with that type's
+/// modifier: `create domain price as numeric(10,2)` arrives as `decimal(10,2)`.
 fn pg_columns(client: &mut postgres::Client, stmt: &postgres::Statement) -> Result<Vec<(String, ColumnType)>, postgres::Error> {
+    const DECLARED: &str = "with recursive t(typ, typmod, depth) as (
+            select atttypid, atttypmod, 0 from pg_attribute where attrelid = $1 and attnum = $2
+            union all
+            select d.typbasetype, d.typtypmod, t.depth + 1 from t join pg_type d on d.oid = t.typ where d.typtype = 'd'
+        )
+        select format_type(typ, typmod), (select attndims::int4 from pg_attribute where attrelid = $1 and attnum = $2)
+        from t order by depth desc limit 1";
     let mut out = Vec::with_capacity(stmt.columns().len());
     for c in stmt.columns() {
         let declared = match (c.table_oid(), c.column_id()) {
-            (Some(table), Some(column)) => client
-                .query_opt(
-                    "select format_type(atttypid, atttypmod), attndims::int4 from pg_attribute where attrelid = $1 and attnum = $2",
-                    &[&table, &column],
-                )?
-                .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1))),
+            (Some(table), Some(column)) => {
+                client.query_opt(DECLARED, &[&table, &column])?.map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+            }
             _ => None,
         };
-        let ct = match (declared, c.type_().kind()) {
+        let ct = match (declared, undomained(c.type_()).kind()) {
             // A column declared with more dimensions (`integer[][]`) keeps its text: a list
             // holds one.
             (Some((name, dims)), _) if dims > 1 => ColumnType::Other(name),
             (Some((name, _)), _) => ColumnType::parse(&name),
             // A query's array (`_int4` to the protocol) is a list of its element's type.
-            (None, PgKind::Array(element)) => ColumnType::List(Box::new(ColumnType::parse(element.name()))),
-            (None, _) => ColumnType::parse(c.type_().name()),
+            (None, PgKind::Array(element)) => ColumnType::List(Box::new(ColumnType::parse(undomained(element).name()))),
+            (None, _) => ColumnType::parse(undomained(c.type_()).name()),
         };
         out.push((c.name().to_string(), ct));
     }

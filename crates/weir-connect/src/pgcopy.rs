@@ -4,9 +4,9 @@
 //! In CSV form, the server spends most of an extraction writing numbers, decimals and times
 //! as text, and DuckDB spends as long parsing them back. In binary form neither happens:
 //! values cross as the server holds them and become Arrow columns here. One-dimensional arrays
-//! of those types become Arrow lists. A column of a type with no binary reader here (ranges,
-//! network addresses, domains, arrays of other types, ...) is cast to text by the server and
-//! crosses as PostgreSQL's own text for it.
+//! of those types become Arrow lists, and domains cross as the types they are over. A column of a
+//! type with no binary reader here (ranges, network addresses, arrays of other types, ...) is
+//! cast to text by the server and crosses as PostgreSQL's own text for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,7 +100,7 @@ pub(crate) fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Plan {
         let (kind, data_type, stage) = match twin {
             Some((kind, data_type)) => (kind, data_type, ct.clone()),
             // An engine-specific type is text in the stage already; a known one whose source
-            // type differs (a domain named like it) becomes text.
+            // type has no binary reader here becomes text.
             None => (Kind::Text, DataType::Utf8, if matches!(ct, ColumnType::Other(_)) { ct.clone() } else { ColumnType::Varchar }),
         };
         let field = Field::new(name, data_type, true);
@@ -117,8 +117,10 @@ pub(crate) fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Plan {
     plan
 }
 
-/// How a column of PostgreSQL type `ty`, staged as `ct`, crosses in binary, if it can.
+/// How a column of PostgreSQL type `ty`, staged as `ct`, crosses in binary, if it can. A
+/// domain's values are in the binary form of the type it is over.
 fn binary_twin(ty: &Type, ct: &ColumnType) -> Option<(Kind, DataType)> {
+    let ty = undomained(ty);
     // `Type` is compared, not matched: its constants are not patterns.
     let is = |t: &Type| ty == t;
     Some(match ct {
@@ -153,6 +155,14 @@ fn binary_twin(ty: &Type, ct: &ColumnType) -> Option<(Kind, DataType)> {
         }
         _ => return None,
     })
+}
+
+/// The type a domain is over, through domains over domains; any other type as it is.
+pub(crate) fn undomained(ty: &Type) -> &Type {
+    match ty.kind() {
+        PgKind::Domain(base) => undomained(base),
+        _ => ty,
+    }
 }
 
 /// Runs `copy` (a `COPY (...) TO STDOUT (FORMAT binary)` of the plan's columns) on a

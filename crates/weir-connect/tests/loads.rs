@@ -262,6 +262,24 @@ fn files_and_tables_into_postgres() {
         "1"
     );
 
+    // A domain arrives as the type it is over.
+    pg.batch_execute(&format!(
+        "create domain {schema}_src.price as numeric(10,2) check (value >= 0);
+         create table {schema}_src.priced (p {schema}_src.price); insert into {schema}_src.priced values (2.5);"
+    ))
+    .unwrap();
+    let priced = p.load(&format!(
+        "loads:\n  - name: priced\n    source: {{kind: postgres, url: '{PG}', table: {schema}_src.priced}}\n    destination: {schema}.priced\n"
+    ));
+    assert_eq!(p.run(&priced, false).unwrap().rows_loaded, 1);
+    assert_eq!(p.scalar(&format!("select p::text || ' ' || format_type(pg_typeof(p), null) from {schema}.priced")), "2.50 numeric");
+    assert_eq!(
+        p.scalar(&format!(
+            "select format_type(atttypid, atttypmod) from pg_attribute where attrelid = '{schema}.priced'::regclass and attname = 'p'"
+        )),
+        "numeric(10,2)"
+    );
+
     // One-dimensional arrays stay arrays.
     pg.batch_execute(&format!(
         "create table {schema}_src.lists (id int, ns int[], tags varchar(5)[], prices numeric(10,2)[]);
@@ -300,9 +318,10 @@ fn files_and_tables_into_postgres() {
 /// PostgreSQL into DuckDB goes as binary COPY turned into Arrow batches for DuckDB's appender:
 /// every type keeps its value (decimals rounded to an unbounded numeric's scale, infinite
 /// dates and times, bytes, padded chars). A NaN in a decimal fails the load naming the column.
-/// UUIDs, JSON, enums, intervals and one-dimensional arrays (as lists) cross in binary too; a
-/// column of a type with no binary reader here (an array of UUIDs, a column declared with two
-/// dimensions) crosses as PostgreSQL's text for it.
+/// UUIDs, JSON, enums, intervals, domains (as the types they are over) and one-dimensional
+/// arrays (as lists) cross in binary too; a column of a type with no binary reader here (an
+/// array of UUIDs or of a domain, a column declared with two dimensions) crosses as
+/// PostgreSQL's text for it.
 #[test]
 fn postgres_types_into_duckdb_over_binary_copy() {
     let schema = format!("weir_load_pgbin_{}", std::process::id());
@@ -325,7 +344,13 @@ fn postgres_types_into_duckdb_over_binary_copy() {
          insert into {schema}.arr values (1, '{{a,\"b c\"}}', '1 day 02:00:00', '2024-01-01 10:00:00.123', '{{1,NULL,3}}',
             '{{1.5,2.255}}', '{{\"2024-01-01 10:00:00+02\"}}', '{{{{1,2}},{{3,4}}}}', '{{0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70}}'),
             (2, '{{}}', null, null, null, '{{}}', null, null, null);
-         create table {schema}.deep (ns int[]); insert into {schema}.deep values ('{{{{1,2}},{{3,4}}}}');"
+         create table {schema}.deep (ns int[]); insert into {schema}.deep values ('{{{{1,2}},{{3,4}}}}');
+         create domain {schema}.posint as integer check (value > 0);
+         create domain {schema}.price as numeric(10,2);
+         create domain {schema}.code as varchar(5);
+         create domain {schema}.dearer as {schema}.price check (value > 1);
+         create table {schema}.dom (id {schema}.posint, p {schema}.price, c {schema}.code, d {schema}.dearer, ns {schema}.posint[]);
+         insert into {schema}.dom values (1, 2.5, 'ab', 3.25, '{{1,2}}'), (2, null, null, null, null);"
     ))
     .unwrap();
     let p = Project::duckdb();
@@ -368,6 +393,29 @@ fn postgres_types_into_duckdb_over_binary_copy() {
         types.iter().map(|r| r[0].as_str()).take(8).collect::<Vec<_>>(),
         ["INTEGER", "BOOLEAN", "INTEGER", "BIGINT", "DOUBLE", "DOUBLE", "DECIMAL(12,2)", "DECIMAL(38,9)"]
     );
+
+    // Domains arrive as the types they are over, a domain over a domain too; an array of a
+    // domain as its text.
+    assert_eq!(p.run(&load("dom"), false).unwrap().rows_loaded, 2);
+    assert_eq!(
+        p.rows("select id, p::varchar, c, d::varchar, ns from raw.dom order by id"),
+        vec![text(&["1", "2.50", "ab", "3.25", "{1,2}"]), text(&["2", "NULL", "NULL", "NULL", "NULL"])]
+    );
+    let types = p.rows("select data_type from information_schema.columns where table_name = 'dom' order by ordinal_position");
+    assert_eq!(
+        types.iter().map(|r| r[0].as_str()).take(5).collect::<Vec<_>>(),
+        ["INTEGER", "DECIMAL(10,2)", "VARCHAR", "DECIMAL(10,2)", "VARCHAR"]
+    );
+    // In a query, a column computed as a domain has no catalog entry: its base type is used.
+    let q = p.load(&format!(
+        "loads:\n  - name: domq\n    source: {{kind: postgres, url: '{PG}', query: 'select id, cast(id * 7 as {schema}.posint) as q from {schema}.dom'}}\n"
+    ));
+    assert_eq!(p.run(&q, false).unwrap().rows_loaded, 2);
+    assert_eq!(
+        p.rows("select data_type from information_schema.columns where table_name = 'domq' order by ordinal_position")[..2],
+        [text(&["INTEGER"]), text(&["INTEGER"])]
+    );
+    assert_eq!(p.scalar("select sum(q) from raw.domq"), "21");
 
     let e = p.run(&load("nan"), false).unwrap_err().to_string();
     assert!(e.contains("load 'nan'") && e.contains("column n: NaN does not fit decimal(10,2)"), "{e}");
