@@ -713,4 +713,9 @@ fn older_text_ids(p: &Project, schema: &str) {
     );
     assert_eq!(p.scalar(&joined), "1");
     assert_eq!(p.scalar(&format!("select count(*) from {schema}.items")), "2");
+    let still_text = format!(
+        "select count(*) filter (where lower(data_type) <> 'uuid') || ' of ' || count(*) from information_schema.columns
+         where table_schema = '{schema}' and column_name in ('_weir_load_id', 'load_id')"
+    );
+    assert_eq!(p.scalar(&still_text), "3 of 3", "the columns keep their type");
 }
