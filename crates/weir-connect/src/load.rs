@@ -1271,13 +1271,12 @@ fn timestamp_text(t: NaiveDateTime) -> String {
 /// domain is typed as the type it is over (through domains over domains), with that type's
 /// modifier: `create domain price as numeric(10,2)` arrives as `decimal(10,2)`.
 fn pg_columns(client: &mut postgres::Client, stmt: &postgres::Statement) -> Result<Vec<(String, ColumnType)>, postgres::Error> {
-    const DECLARED: &str = "with recursive t(typ, typmod, depth) as (
-            select atttypid, atttypmod, 0 from pg_attribute where attrelid = $1 and attnum = $2
+    const DECLARED: &str = "with recursive t(typ, typmod, dims, depth) as (
+            select atttypid, atttypmod, attndims::int4, 0 from pg_attribute where attrelid = $1 and attnum = $2
             union all
-            select d.typbasetype, d.typtypmod, t.depth + 1 from t join pg_type d on d.oid = t.typ where d.typtype = 'd'
+            select d.typbasetype, d.typtypmod, t.dims, t.depth + 1 from t join pg_type d on d.oid = t.typ where d.typtype = 'd'
         )
-        select format_type(typ, typmod), (select attndims::int4 from pg_attribute where attrelid = $1 and attnum = $2)
-        from t order by depth desc limit 1";
+        select format_type(typ, typmod), dims from t order by depth desc limit 1";
     let mut out = Vec::with_capacity(stmt.columns().len());
     for c in stmt.columns() {
         let declared = match (c.table_oid(), c.column_id()) {
