@@ -182,16 +182,33 @@ pub fn execute(
     let set: HashSet<&str> = ids.iter().map(String::as_str).collect();
 
     // Dependencies among the selected nodes, through unselected ones.
+    let gates = |n: &Node| matches!(n.resource_type, ResourceType::Test | ResourceType::Check);
+    // Under `weir build`, what each selected test or check guards: a test the nodes
+    // downstream of all its parents, as dbt does; a check the nodes downstream of its
+    // dataset, whatever else its suite reads. A failure stops them (a circuit breaker),
+    // and the rest goes on. A gate never waits on a node it reads itself.
+    let guards: Vec<(&Node, Vec<&String>, BTreeSet<String>)> = if opts.command == Command::Build {
+        ids.iter()
+            .filter_map(|t| m.node(t))
+            .filter(|t| gates(t) && !t.depends_on.is_empty())
+            .map(|t| {
+                let guarded: Vec<&String> = match t.resource_type {
+                    ResourceType::Check => t.depends_on.iter().take(1).collect(),
+                    _ => t.depends_on.iter().collect(),
+                };
+                (t, guarded, graph.ancestors(&t.unique_id, None))
+            })
+            .collect()
+    } else {
+        vec![]
+    };
     let mut deps: HashMap<String, Vec<String>> = HashMap::new();
     for id in ids {
         let ancestors = graph.ancestors(id, None);
         let mut d: Vec<String> = ancestors.iter().filter(|a| set.contains(a.as_str())).cloned().collect();
-        let gates = |n: &Node| matches!(n.resource_type, ResourceType::Test | ResourceType::Check);
-        if opts.command == Command::Build && m.node(id).is_some_and(|n| !gates(n)) {
-            // Tests and checks of upstream nodes gate this node: a failure stops what is
-            // downstream of the asset (a circuit breaker), and the rest goes on.
-            for t in ids.iter().filter_map(|t| m.node(t)).filter(|t| gates(t)) {
-                if !t.depends_on.is_empty() && t.depends_on.iter().all(|p| ancestors.contains(p)) {
+        if m.node(id).is_some_and(|n| !gates(n)) {
+            for (t, guarded, reads) in &guards {
+                if guarded.iter().all(|p| ancestors.contains(*p)) && !reads.contains(id) {
                     d.push(t.unique_id.clone());
                 }
             }

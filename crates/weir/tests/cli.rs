@@ -513,6 +513,24 @@ fn a_failing_check_stops_what_is_downstream_and_the_build_goes_on() {
 }
 
 #[test]
+fn a_failing_check_holds_back_its_dataset_children_whatever_else_its_suite_reads() {
+    // The suite for orders also reads customers (a reference check): orders' children are
+    // still held back, and customers' own children are not.
+    let checks = "checks for orders:\n  - min(amount) >= 0\n  - values in (customer_id) must exist in customers (id)\n";
+    for threads in ["1", "4"] {
+        let dir = checks_project(checks);
+        let o = weir(dir.path(), &["build", "--threads", threads]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let status = |id: &str| {
+            run_results(dir.path())["results"].as_array().unwrap().iter().find(|r| r["unique_id"] == id).map(|r| r["status"].clone())
+        };
+        assert_eq!(status("check.t.orders"), Some("fail".into()));
+        assert_eq!(status("model.t.order_totals"), Some("skipped".into()), "--threads {threads}: {}", text(&o));
+        assert_eq!(status("model.t.customer_list"), Some("success".into()), "--threads {threads}");
+    }
+}
+
+#[test]
 fn weir_check_reports_every_check_and_keeps_their_history() {
     let checks = "checks for orders:\n  - row_count between 1 and 10\n  - values in (customer_id) must exist in customers (id)\n  - drift percent last 5 for row_count < 10%\n  - orphans = 1:\n      orphans query: select count(*) from {{ this }} where customer_id not in (select id from {{ ref('customers') }})\n";
     let dir = checks_project(checks);
