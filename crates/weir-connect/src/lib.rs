@@ -19,7 +19,7 @@ mod mysql;
 mod pgcopy;
 pub mod spec;
 
-pub use load::{LoadOptions, LoadReport, Progress, ProgressFn, run_load};
+pub use load::{LoadOptions, LoadReport, Progress, ProgressFn, prepare_destination, run_load};
 pub use spec::{DatabaseSource, Engine, Load, SchemaContract, Source, WriteDisposition, parse_file};
 
 use weir_core::Location;

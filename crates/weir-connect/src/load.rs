@@ -206,6 +206,39 @@ pub fn run_load(wh: &dyn Warehouse, load: &Load, store: &Store, opts: &LoadOptio
     }
 }
 
+/// Creates a destination schema's bookkeeping tables (and the schema) if they are not there.
+/// Loads running in parallel into one schema would each create them in their own
+/// transaction, and DuckDB fails all but one of those ("write-write conflict"): a run
+/// creates them once before its loads start.
+pub fn prepare_destination(wh: &dyn Warehouse, conn: &mut dyn Connection, database: &str, schema: &str) -> Result<(), WarehouseError> {
+    conn.execute(&wh.create_schema_sql(database, schema))?;
+    for sql in bookkeeping_sql(wh, database, schema) {
+        conn.execute(&sql)?;
+    }
+    Ok(())
+}
+
+/// The rejected-rows table and the destination's record of committed loads. Tables an
+/// older Weir created keep their text `load_id`, which takes the same values.
+fn bookkeeping_sql(wh: &dyn Warehouse, database: &str, schema: &str) -> [String; 2] {
+    let text = wh.type_sql(&ColumnType::Varchar);
+    let uuid = wh.type_sql(&ColumnType::Uuid);
+    let big = wh.type_sql(&ColumnType::BigInt);
+    let ts = wh.type_sql(&ColumnType::Timestamp);
+    let table = |name: &str| wh.render(&Relation::new(database, schema, name));
+    [
+        format!(
+            "create table if not exists {} (load_id {uuid}, load_name {text}, position {text}, raw {text}, reason {text}, rejected_at {ts})",
+            table(REJECTED_TABLE),
+        ),
+        format!(
+            "create table if not exists {} (load_id {uuid} primary key, load_name {text}, destination {text}, write_disposition {text},
+             rows_read {big}, rows_loaded {big}, rows_rejected {big}, cursor_value {text}, files {text}, schema_changes {text}, committed_at {ts})",
+            table(LOADS_TABLE),
+        ),
+    ]
+}
+
 /// Settles runs a killed process left `running`: committed if the destination recorded
 /// them in its transaction, failed (having written nothing) otherwise.
 fn settle(wh: &dyn Warehouse, conn: &mut dyn Connection, load: &Load, target: &Relation, store: &Store) -> Result<(), ConnectError> {
@@ -1141,24 +1174,8 @@ impl Job<'_> {
         Ok(out)
     }
 
-    /// The rejected-rows table and the destination's record of committed loads. Tables an
-    /// older Weir created keep their text `load_id`, which takes the same values.
     fn bookkeeping_tables(&self) -> [String; 2] {
-        let text = self.wh.type_sql(&ColumnType::Varchar);
-        let uuid = self.wh.type_sql(&ColumnType::Uuid);
-        let big = self.wh.type_sql(&ColumnType::BigInt);
-        let ts = self.wh.type_sql(&ColumnType::Timestamp);
-        [
-            format!(
-                "create table if not exists {} (load_id {uuid}, load_name {text}, position {text}, raw {text}, reason {text}, rejected_at {ts})",
-                self.wh.render(&self.target.with_identifier(REJECTED_TABLE)),
-            ),
-            format!(
-                "create table if not exists {} (load_id {uuid} primary key, load_name {text}, destination {text}, write_disposition {text},
-                 rows_read {big}, rows_loaded {big}, rows_rejected {big}, cursor_value {text}, files {text}, schema_changes {text}, committed_at {ts})",
-                self.wh.render(&self.target.with_identifier(LOADS_TABLE)),
-            ),
-        ]
+        bookkeeping_sql(self.wh, &self.target.database, &self.target.schema)
     }
 
     fn record_load(&self, r: &LoadReport, files: &[LoadedFile]) -> String {

@@ -169,6 +169,20 @@ struct Sched {
     index: usize,
 }
 
+/// What a run's loads share, made before they start in parallel: each destination schema's
+/// bookkeeping tables (see [`weir_connect::prepare_destination`]).
+pub fn prepare_loads(session: &Session, conn: &mut dyn weir_warehouse::Connection, ids: &[String]) -> Result<(), TransformError> {
+    let mut done = HashSet::new();
+    for n in ids.iter().filter_map(|id| session.manifest.node(id)).filter(|n| n.resource_type == ResourceType::Load) {
+        if let Some(r) = &n.relation
+            && done.insert((r.database.clone(), r.schema.clone()))
+        {
+            weir_connect::prepare_destination(session.warehouse.as_ref(), conn, &r.database, &r.schema)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `ids` (already filtered by [`runnable`]) and reports each as it finishes.
 pub fn execute(
     session: Arc<Session>,

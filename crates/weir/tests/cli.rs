@@ -647,6 +647,27 @@ fn build_loads_raw_tables_before_the_models_that_read_them() {
 }
 
 #[test]
+fn parallel_loads_into_a_fresh_file_share_the_bookkeeping_tables() {
+    let mut files: Vec<(String, String)> = vec![];
+    let mut loads = "loads:\n".to_string();
+    for i in 0..8 {
+        files.push((format!("data/t{i}.csv"), format!("id,v\n1,{i}\n2,x\n")));
+        loads += &format!("  - name: t{i}\n    source: {{kind: csv, path: data/t{i}.csv, columns: {{v: integer}}}}\n");
+    }
+    files.push(("loads/all.yml".into(), loads));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    // Each run starts from a fresh warehouse file, so every load creates what it writes.
+    for _ in 0..3 {
+        let dir = minimal(&refs);
+        let o = weir(dir.path(), &["load", "--threads", "4"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let db = dir.path().join("t.duckdb");
+        assert_eq!(query(&db, "select count(*) from raw._weir_loads"), vec![vec!["8".to_string()]]);
+        assert_eq!(query(&db, "select count(*) from raw._weir_rejected"), vec![vec!["8".to_string()]]);
+    }
+}
+
+#[test]
 fn a_mistake_in_a_load_file_names_its_place() {
     let dir = minimal(&[("loads/x.yml", "loads:\n  - name: a\n    source: {kind: csv, path: x.csv}\n    write_disposition: upsert\n")]);
     let o = weir(dir.path(), &["load"]);

@@ -139,6 +139,7 @@ pub(crate) fn execute(
     for (db, schema) in &schemas {
         conn.execute(&session.warehouse.create_schema_sql(db, schema))?;
     }
+    run::prepare_loads(session, conn.as_mut(), ids)?;
     drop(conn);
     let start_hooks = run::run_project_hooks(session, "on-run-start")?;
     let mut outcome = run::execute(session.clone(), &ws.graph, ids, opts, out.as_ref())?;
