@@ -17,6 +17,7 @@ pub mod http;
 pub mod load;
 mod mysql;
 mod pgcopy;
+pub mod quotes;
 pub mod spec;
 
 pub use load::{LoadOptions, LoadReport, Progress, ProgressFn, prepare_destination, run_load};

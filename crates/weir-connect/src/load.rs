@@ -18,6 +18,7 @@ use crate::files::{self, Rejected};
 use crate::http::{self, HttpSource};
 use crate::mysql::{self as my, MysqlSource};
 use crate::pgcopy::{self, undomained};
+use crate::quotes;
 use crate::spec::{DatabaseSource, Engine, FileSource, Load, SchemaContract, Source, WriteDisposition};
 
 /// The columns every loaded row gets.
@@ -615,20 +616,13 @@ impl Job<'_> {
             }
             paths.push(fnd.path.clone());
         }
-        // Rows name their file relative to the project, wherever it was read from (and a
-        // cleaned copy of a JSON lines file by the original's name).
-        let prefix = format!("{}/", self.opts.root.to_string_lossy().trim_end_matches('/'));
-        let col = self.wh.quote(SOURCE_FILE);
-        let mut whens: Vec<String> =
-            renamed.iter().map(|(from, to)| format!("when {col} = {} then {}", literal(from), literal(to))).collect();
-        whens.push(format!("when starts_with({col}, {}) then substr({col}, {})", literal(&prefix), prefix.chars().count() + 1));
-        let source_file = format!("case {} else {col} end", whens.join(" "));
+        let source_file = self.source_file_sql(&renamed);
         let rejects_name = format!("weir_rejects_{}", self.load_id.replace('-', ""));
         let scan = FileScan {
             format: f.format,
             paths,
             options: f.options.clone(),
-            rejects: Some(rejects_name),
+            rejects: Some(rejects_name.clone()),
             filename_column: Some(SOURCE_FILE.to_string()),
         };
         let bytes: u64 = to_read.iter().map(|f| f.size).sum();
@@ -641,24 +635,78 @@ impl Job<'_> {
             .filter(|(_, r)| r.content_hash.is_empty())
             .filter_map(|(i, r)| Some((i, to_read.iter().find(|f| f.shown == r.path)?.path.clone())))
             .collect();
-        let (staged, hashed) = std::thread::scope(|scope| {
-            let hashing = scope.spawn(|| unhashed.iter().map(|(i, p)| files::hash(p).map(|h| (*i, h))).collect::<Result<Vec<_>, _>>());
+        // CSV files are also scanned for a quote left open (see `quotes`), which the engine
+        // would misread: both on one thread beside the engine's scan.
+        let dialect = (f.format == FileFormat::Csv)
+            .then(|| quotes::Dialect::of(f.options.delimiter.as_deref(), f.options.quote.as_deref(), f.options.escape.as_deref()))
+            .flatten();
+        let beside = || -> Result<_, String> {
+            let hashed = unhashed.iter().map(|(i, p)| files::hash(p).map(|h| (*i, h))).collect::<Result<Vec<_>, _>>()?;
+            let mut open = vec![];
+            if let Some(d) = dialect {
+                for (i, fnd) in to_read.iter().enumerate() {
+                    if let Some(u) = quotes::unterminated_quote(&fnd.path, d)? {
+                        open.push((i, u));
+                    }
+                }
+            }
+            Ok((hashed, open))
+        };
+        let (mut staged, beside) = std::thread::scope(|scope| {
+            let beside = scope.spawn(beside);
             let staged = self.stage_files(&scan, Some(&source_file));
-            (staged, hashing.join())
+            (staged, beside.join())
         });
-        out.rejected.extend(staged?);
-        let hashed = hashed.map_err(|_| self.source("hashing the files failed".into()))?.map_err(|m| self.source(m))?;
+        let (hashed, open) = beside.map_err(|_| self.source("hashing the files failed".into()))?.map_err(|m| self.source(m))?;
         for (i, h) in hashed {
             out.files[i].content_hash = h;
         }
-        // Rows and rejected lines name their file relative to the project, wherever it was read from.
+        if !open.is_empty() {
+            // Read again, with each broken file cut where its broken record starts; that
+            // record is rejected whole. Whatever the first read made of them is dropped.
+            self.exec(&self.wh.drop_relation_sql(self.stage, RelationKind::Table))?;
+            let mut paths = scan.paths.clone();
+            for (i, u) in open {
+                let fnd = &to_read[i];
+                let (clean, raw) = quotes::split(&fnd.path, u.record_start).map_err(|m| self.source(m))?;
+                let reason = format!(
+                    "unterminated quote: the quote opened at line {}, column {} is never closed, so by the CSV rules everything \
+                     from line {} to the end of the file is one record",
+                    u.quote_line, u.quote_column, u.line
+                );
+                out.rejected.push(Rejected { position: format!("{}:{}", fnd.shown, u.line), raw, reason });
+                paths[i] = clean.path().to_path_buf();
+                renamed.push((clean.path().to_string_lossy().into_owned(), fnd.shown.clone()));
+                keep_alive.push(clean);
+            }
+            let source_file = self.source_file_sql(&renamed);
+            let scan = FileScan { paths, rejects: Some(format!("{rejects_name}_again")), ..scan };
+            staged = self.stage_files(&scan, Some(&source_file));
+        }
+        out.rejected.extend(staged?);
+        // Rows and rejected lines name their file relative to the project, wherever it was
+        // read from (a cut copy by the original's name).
+        let shown: Vec<(String, String)> =
+            renamed.iter().cloned().chain(to_read.iter().map(|f| (f.path.to_string_lossy().into_owned(), f.shown.clone()))).collect();
         for r in &mut out.rejected {
-            if let Some(f) = to_read.iter().find(|f| r.position.starts_with(&*f.path.to_string_lossy())) {
-                r.position = format!("{}{}", f.shown, &r.position[f.path.to_string_lossy().len()..]);
+            if let Some((from, to)) = shown.iter().find(|(from, _)| r.position.starts_with(from.as_str())) {
+                r.position = format!("{to}{}", &r.position[from.len()..]);
             }
         }
+        out.rejected.sort_by(|a, b| position_key(&a.position).cmp(&position_key(&b.position)));
         drop(keep_alive);
         Ok(out)
+    }
+
+    /// The expression that names each row's file relative to the project, wherever it was
+    /// read from, and a cleaned or cut copy by the original's name.
+    fn source_file_sql(&self, renamed: &[(String, String)]) -> String {
+        let prefix = format!("{}/", self.opts.root.to_string_lossy().trim_end_matches('/'));
+        let col = self.wh.quote(SOURCE_FILE);
+        let mut whens: Vec<String> =
+            renamed.iter().map(|(from, to)| format!("when {col} = {} then {}", literal(from), literal(to))).collect();
+        whens.push(format!("when starts_with({col}, {}) then substr({col}, {})", literal(&prefix), prefix.chars().count() + 1));
+        format!("case {} else {col} end", whens.join(" "))
     }
 
     /// Whether the destination has exactly the stage's columns (and the load's two): then
@@ -1237,6 +1285,14 @@ struct Plan {
     changes: Vec<String>,
     /// Conditions on stage rows that reject them, with the reason.
     reject: Vec<(String, String)>,
+}
+
+/// A `file:line` position's file and line, for rejected lines in the files' order.
+fn position_key(position: &str) -> (&str, u64) {
+    match position.rsplit_once(':') {
+        Some((file, line)) => (file, line.parse().unwrap_or(0)),
+        None => (position, 0),
+    }
 }
 
 fn rejected_of(row: &[Datum]) -> Rejected {

@@ -80,6 +80,75 @@ fn csv_files_load_once_with_bad_lines_kept_and_new_columns_added() {
 }
 
 #[test]
+fn a_short_csv_row_is_one_rejected_row_with_every_reason() {
+    let p = Project::duckdb();
+    p.write("data/days.csv", "id,day,amount,note\n1,2024-01-01,10,a\n2,2024-01-02\n3,2024-01-03,30,c\n");
+    let load = p.load("loads:\n  - name: days\n    source: {kind: csv, path: data/days.csv}\n");
+    let r = p.run(&load, false).unwrap();
+    // Three data rows: read is what the file holds, whatever is wrong with a row.
+    assert_eq!((r.rows_read, r.rows_loaded, r.rows_rejected), (3, 2, 1), "{r:?}");
+    let rejected = p.rows("select position, raw, reason from raw._weir_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0][0], "data/days.csv:3");
+    assert_eq!(rejected[0][1], "2,2024-01-02");
+    assert!(rejected[0][2].contains("in column amount") && rejected[0][2].contains("in column note"), "{rejected:?}");
+}
+
+/// Twelve rows whose last field is quoted and holds the delimiter, then a thirteenth that
+/// opens a quote and never closes it.
+fn quoted_notes(broken: &str) -> String {
+    let mut text = "id,day,amount,note\n".to_string();
+    for i in 1..=12 {
+        text += &format!("{i},2024-01-{i:02},{},\"note {i}, quoted\"\n", i * 10);
+    }
+    text + broken
+}
+
+#[test]
+fn an_unterminated_quote_rejects_its_record_and_the_rows_before_it_load() {
+    let p = Project::duckdb();
+    p.write("data/notes_1.csv", &quoted_notes("13,2024-01-13,130,\"never closed\n"));
+    p.write("data/notes_2.csv", "id,day,amount,note\n14,2024-01-14,140,\"fine, too\"\n");
+    let load = p.load("loads:\n  - name: notes\n    source: {kind: csv, path: 'data/notes_*.csv'}\n");
+    let r = p.run(&load, false).unwrap();
+    assert_eq!((r.rows_read, r.rows_loaded, r.rows_rejected, r.files_loaded), (14, 13, 1, 2), "{r:?}");
+    // The quoted fields were read as quoted: the delimiter inside them split nothing.
+    assert_eq!(p.scalar("select note from raw.notes where id = 12"), "note 12, quoted");
+    assert_eq!(p.scalar("select note from raw.notes where id = 14"), "fine, too");
+    assert_eq!(p.scalar("select count(*) from raw.notes where _weir_source_file = 'data/notes_1.csv'"), "12");
+    let rejected = p.rows("select position, raw, reason from raw._weir_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0][0], "data/notes_1.csv:14");
+    assert_eq!(rejected[0][1], "13,2024-01-13,130,\"never closed");
+    assert!(rejected[0][2].starts_with("unterminated quote: the quote opened at line 14, column 19"), "{rejected:?}");
+    // Nothing new: nothing happens; a full refresh gives the same table.
+    assert!(p.run(&load, false).unwrap().up_to_date);
+    let again = p.run(&load, true).unwrap();
+    assert_eq!((again.rows_read, again.rows_loaded, again.rows_rejected), (14, 13, 1), "{again:?}");
+    assert_eq!(p.scalar("select count(*) from raw.notes"), "13");
+}
+
+#[test]
+fn an_unterminated_quote_into_postgres_loses_no_row() {
+    let schema = format!("weir_load_quote_{}", std::process::id());
+    pg_client().batch_execute(&format!("drop schema if exists {schema} cascade")).unwrap();
+    let p = Project::postgres();
+    std::fs::create_dir_all(p.root().join("data")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, quoted_notes("13,2024-01-13,130,\"open\n14,2024-01-14,140,x\n").as_bytes()).unwrap();
+    std::fs::write(p.root().join("data/notes.csv.gz"), gz.finish().unwrap()).unwrap();
+    let load =
+        p.load(&format!("loads:\n  - name: notes\n    source: {{kind: csv, path: data/notes.csv.gz}}\n    destination: {schema}.notes\n"));
+    let r = p.run(&load, false).unwrap();
+    // By the CSV rules the open quote runs to the end: lines 14 and 15 are one record.
+    assert_eq!((r.rows_read, r.rows_loaded, r.rows_rejected), (13, 12, 1), "{r:?}");
+    assert_eq!(p.scalar(&format!("select note from {schema}.notes where id = 3")), "note 3, quoted");
+    let rejected = p.rows(&format!("select position, raw from {schema}._weir_rejected"));
+    assert_eq!(rejected, vec![vec!["data/notes.csv.gz:14".to_string(), "13,2024-01-13,130,\"open\n14,2024-01-14,140,x".to_string()]]);
+    pg_client().batch_execute(&format!("drop schema {schema} cascade")).unwrap();
+}
+
+#[test]
 fn json_lines_and_parquet_load_with_invalid_lines_rejected() {
     let p = Project::duckdb();
     p.write("events/a.jsonl", "{\"id\": 1, \"kind\": \"view\"}\n{\"id\": 2, \"kind\": \n{\"id\": 3, \"kind\": \"buy\", \"price\": 9.5}\n");

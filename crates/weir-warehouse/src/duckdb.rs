@@ -227,8 +227,11 @@ impl Warehouse for DuckDb {
                 )
             })
             .collect();
+        // DuckDB records a short row once per missing column: a bad line is one rejected row
+        // with all its reasons, so that rows read = rows loaded + rows rejected.
         Some(format!(
-            "select file_path || ':' || line as position, raw, reason from ({}) as r order by file_path, line",
+            "select file_path || ':' || line as position, min(raw) as raw, string_agg(reason, '; ' order by reason) as reason
+             from ({}) as r group by file_path, line order by file_path, line",
             parts.join("\nunion all\n")
         ))
     }
