@@ -15,8 +15,8 @@ use weir_core::ColumnType;
 use weir_store::redact;
 use weir_warehouse::RecordBatch;
 use weir_warehouse::arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -129,6 +129,8 @@ impl MysqlSource {
 /// stage column its [`column_type`] makes.
 #[derive(Clone, Copy)]
 enum Cell {
+    /// `tinyint(1)`, MySQL's `boolean`: 0 or 1.
+    Bool,
     Int32,
     Int64,
     /// `BIT(n)`: big-endian bytes, as a number.
@@ -150,6 +152,7 @@ enum Cell {
 #[derive(Debug)]
 enum Parsed {
     Null,
+    Bool(bool),
     Int(i64),
     Decimal(i128),
     Double(f64),
@@ -168,6 +171,7 @@ fn cell(c: &mysql::Column) -> Cell {
         return Cell::Hex;
     }
     match column_type(c) {
+        ColumnType::Boolean => Cell::Bool,
         ColumnType::Integer => Cell::Int32,
         ColumnType::BigInt => Cell::Int64,
         ColumnType::Decimal { precision, scale } => Cell::Decimal { precision, scale },
@@ -182,6 +186,7 @@ fn cell(c: &mysql::Column) -> Cell {
 impl Cell {
     fn data_type(self) -> DataType {
         match self {
+            Cell::Bool => DataType::Boolean,
             Cell::Int32 => DataType::Int32,
             Cell::Int64 | Cell::Bit => DataType::Int64,
             Cell::Decimal { precision, scale } => DataType::Decimal128(precision, scale as i8),
@@ -205,6 +210,11 @@ impl Cell {
         };
         let not = |what: &str| format!("'{text}' is not {what}");
         Ok(match self {
+            Cell::Bool => match text {
+                "0" => Parsed::Bool(false),
+                "1" => Parsed::Bool(true),
+                _ => return Err(format!("'{text}' is not 0 or 1 (tinyint(1) is MySQL's boolean and loads as one)")),
+            },
             Cell::Int32 => Parsed::Int(i64::from(text.parse::<i32>().map_err(|_| not("an integer"))?)),
             Cell::Int64 => Parsed::Int(text.parse::<i64>().map_err(|_| not("a bigint"))?),
             Cell::Decimal { precision, scale } => Parsed::Decimal(decimal(text, precision, scale)?),
@@ -292,6 +302,7 @@ struct Batch {
 }
 
 enum Builder {
+    Bool(BooleanBuilder),
     Int32(Int32Builder),
     Int64(Int64Builder),
     Decimal(Decimal128Builder),
@@ -307,6 +318,7 @@ impl Batch {
         let columns = cells
             .iter()
             .map(|c| match *c {
+                Cell::Bool => Builder::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
                 Cell::Int32 => Builder::Int32(Int32Builder::with_capacity(BATCH_ROWS)),
                 Cell::Int64 | Cell::Bit => Builder::Int64(Int64Builder::with_capacity(BATCH_ROWS)),
                 Cell::Decimal { precision, scale } => Builder::Decimal(
@@ -331,6 +343,7 @@ impl Batch {
                 _ => &[],
             };
             match (builder, value) {
+                (Builder::Bool(b), Parsed::Bool(v)) => b.append_value(*v),
                 (Builder::Int32(b), Parsed::Int(v)) => b.append_value(*v as i32),
                 (Builder::Int64(b), Parsed::Int(v)) => b.append_value(*v),
                 (Builder::Decimal(b), Parsed::Decimal(v)) => b.append_value(*v),
@@ -357,6 +370,7 @@ impl Batch {
 impl Builder {
     fn append_null(&mut self) {
         match self {
+            Builder::Bool(b) => b.append_null(),
             Builder::Int32(b) => b.append_null(),
             Builder::Int64(b) => b.append_null(),
             Builder::Decimal(b) => b.append_null(),
@@ -370,6 +384,7 @@ impl Builder {
 
     fn finish(&mut self) -> ArrayRef {
         match self {
+            Builder::Bool(b) => Arc::new(b.finish()),
             Builder::Int32(b) => Arc::new(b.finish()),
             Builder::Int64(b) => Arc::new(b.finish()),
             Builder::Decimal(b) => Arc::new(b.finish()),
@@ -386,6 +401,8 @@ impl Builder {
 fn column_type(c: &mysql::Column) -> ColumnType {
     let unsigned = c.flags().contains(ColumnFlags::UNSIGNED_FLAG);
     match c.column_type() {
+        // `boolean` in MySQL is `tinyint(1)`: the display width is all that tells them apart.
+        My::MYSQL_TYPE_TINY if c.column_length() == 1 => ColumnType::Boolean,
         My::MYSQL_TYPE_TINY | My::MYSQL_TYPE_SHORT | My::MYSQL_TYPE_INT24 | My::MYSQL_TYPE_YEAR => ColumnType::Integer,
         My::MYSQL_TYPE_LONG if unsigned => ColumnType::BigInt,
         My::MYSQL_TYPE_LONG => ColumnType::Integer,

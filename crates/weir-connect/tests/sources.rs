@@ -56,7 +56,7 @@ fn mysql_table_into_duckdb_with_types_zero_dates_rejected_and_incremental_merge(
                 "ann \"the\" first",
                 "1.50",
                 "18446744073709551615",
-                "1",
+                "true",
                 "1990-01-02",
                 "2024-01-01T10:00:00.250",
                 "07:30:00",
@@ -64,7 +64,7 @@ fn mysql_table_into_duckdb_with_types_zero_dates_rejected_and_incremental_merge(
                 "00ff",
                 "5"
             ],
-            vec!["2", "", "NULL", "0", "0", "NULL", "2024-01-02T10:00:00", "NULL", "NULL", "NULL", "NULL"],
+            vec!["2", "", "NULL", "0", "false", "NULL", "2024-01-02T10:00:00", "NULL", "NULL", "NULL", "NULL"],
         ]
     );
     let types: Vec<Vec<String>> = p.rows(
@@ -87,6 +87,37 @@ fn mysql_table_into_duckdb_with_types_zero_dates_rejected_and_incremental_merge(
         p.load(&format!("loads:\n  - name: nope\n    source: {{kind: mariadb, url: '{url}', query: 'select * from missing_table'}}\n"));
     let e = p.run(&bad, false).unwrap_err().to_string();
     assert!(e.contains("load 'nope'") && e.contains("missing_table") && e.contains("doesn't exist"), "{e}");
+    let db = url.rsplit('/').next().unwrap_or_default().to_string();
+    my.query_drop(format!("drop database {db}")).unwrap();
+}
+
+/// `tinyint(1)` is MySQL's `boolean` and arrives as one, in DuckDB and PostgreSQL alike; a
+/// value other than 0 or 1 rejects its row. Other small integers arrive as `integer`.
+#[test]
+fn mysql_booleans_arrive_as_booleans() {
+    let (mut my, url) = mysql_db("bool");
+    my.query_drop("create table flags (id int primary key, on_off tinyint(1), b boolean, small tinyint, mid smallint)").unwrap();
+    my.query_drop("insert into flags values (1, 1, 0, -5, 300), (2, 0, 1, 7, 0), (3, 2, 1, 1, 1), (4, null, null, null, null)").unwrap();
+    let schema = format!("weir_my_bool_{}", std::process::id());
+    for p in [Project::duckdb(), Project::postgres()] {
+        let load = p.load(&format!(
+            "loads:\n  - name: flags\n    source: {{kind: mysql, url: '{url}', table: flags}}\n    destination: {schema}.flags\n"
+        ));
+        let r = p.run(&load, false).unwrap();
+        assert_eq!((r.rows_read, r.rows_loaded, r.rows_rejected), (4, 3, 1), "{r:?}");
+        let rows = p.rows(&format!("select on_off, b, small, mid from {schema}.flags order by id"));
+        assert_eq!(rows[0], ["true", "false", "-5", "300"]);
+        assert_eq!(rows[1], ["false", "true", "7", "0"]);
+        assert_eq!(rows[2], ["NULL"; 4]);
+        let reason = p.scalar(&format!("select reason from {schema}._weir_rejected"));
+        assert!(reason.contains("value of on_off '2' is not 0 or 1"), "{reason}");
+        let types = p.rows(&format!(
+            "select lower(data_type) from information_schema.columns where table_schema = '{schema}' and table_name = 'flags'
+             and column_name in ('on_off', 'b', 'small', 'mid') order by column_name"
+        ));
+        assert_eq!(types.concat(), ["boolean", "integer", "boolean", "integer"]);
+        p.execute(&format!("drop schema {schema} cascade"));
+    }
     let db = url.rsplit('/').next().unwrap_or_default().to_string();
     my.query_drop(format!("drop database {db}")).unwrap();
 }
