@@ -8,7 +8,7 @@
 //! size limit (the rest is counted, not kept) and its last lines are kept for the store.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -423,23 +423,68 @@ impl ProcessEnd {
     }
 }
 
-/// Kills a process group when dropped, unless disarmed: a cancelled run leaves no processes.
+/// Kills a process and what it started when dropped, unless disarmed: a cancelled run
+/// leaves no processes.
 struct GroupKiller(Option<i32>);
 
-impl Drop for GroupKiller {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0.take() {
-            // SAFETY: killpg only sends a signal; a group that is gone makes it return ESRCH.
+impl GroupKiller {
+    /// Kills the process's group, and every descendant that left the group (`setsid`, a
+    /// daemonising child) but is still reachable through its parents: found before the kill,
+    /// since a killed parent's children are handed to init and no longer lead back to it.
+    fn kill(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let descendants = descendants(pid);
+            // SAFETY: killpg and kill only send a signal; a process that is gone makes them
+            // return ESRCH.
             unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
+                libc::killpg(pid, libc::SIGKILL);
+                for d in descendants {
+                    libc::kill(d, libc::SIGKILL);
+                }
             }
         }
     }
 }
 
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every live descendant of `pid`, by the parent ids in `/proc` (none where there is no
+/// `/proc`: the process group is then all that is killed).
+fn descendants(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for e in entries.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // `pid (comm) state ppid ...`; the command name may hold spaces and parentheses.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|v| v.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(p);
+        }
+    }
+    let mut out = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            out.push(c);
+            next.push(c);
+        }
+    }
+    out
+}
+
 /// Runs a program in a new process group with merged output into `log`. The process is
 /// killed if the thread that started it dies (a worker killed with -9 leaves no task
 /// running on); what it started in turn is killed by crash recovery, by process group.
+///
+/// The output is read without blocking a thread: a descendant that left the group and
+/// keeps the pipe open (a `setsid` child) neither delays the timeout nor holds the run once
+/// the task is over; after the task ends, what is left in the pipe is read for a moment
+/// (not at all after a timeout), then the pipe is closed.
 async fn run_process(
     exe: &Path,
     args: &[String],
@@ -449,13 +494,17 @@ async fn run_process(
     log: &mut Log,
     on_spawn: &(dyn Fn(u32) + Send + Sync),
 ) -> ProcessEnd {
-    let (mut reader, writer) = match std::io::pipe() {
+    let (reader, writer) = match std::io::pipe() {
         Ok(p) => p,
         Err(e) => return ProcessEnd::NotStarted(format!("cannot create a pipe: {e}")),
     };
     let writer2 = match writer.try_clone() {
         Ok(w) => w,
         Err(e) => return ProcessEnd::NotStarted(format!("cannot create a pipe: {e}")),
+    };
+    let pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader)) {
+        Ok(p) => p,
+        Err(e) => return ProcessEnd::NotStarted(format!("cannot read a pipe: {e}")),
     };
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null()).stdout(writer).stderr(writer2).process_group(0).kill_on_drop(true);
@@ -480,53 +529,41 @@ async fn run_process(
     if let Some(pid) = child.id() {
         on_spawn(pid);
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
-    let pump = tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut open = true;
     let started = tokio::time::Instant::now();
     let deadline = limit.map(|l| started + l);
     let mut timed_out = false;
     let status = loop {
         tokio::select! {
-            chunk = rx.recv() => match chunk {
-                Some(c) => log.write(&c),
-                None => break child.wait().await,
-            },
+            ready = pipe.readable(), if open => {
+                open = ready.is_ok() && read_some(&pipe, &mut buf, log) != Pipe::Closed;
+            }
             status = child.wait() => break status,
             _ = sleep_until(deadline), if deadline.is_some() && !timed_out => {
                 timed_out = true;
-                if let Some(pgid) = killer.0 {
-                    // SAFETY: as in GroupKiller.
-                    unsafe { libc::killpg(pgid, libc::SIGKILL); }
-                }
+                killer.kill();
             }
         }
     };
-    // Drain what the process wrote before it ended; a background child still holding the
-    // pipe open is not waited for long.
-    let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        tokio::select! {
-            chunk = rx.recv() => match chunk { Some(c) => log.write(&c), None => break },
-            _ = tokio::time::sleep_until(drain_until) => {
-                log.note("the task's output was still open after it exited; stopped reading");
-                break;
+    if timed_out {
+        // What is already in the pipe, without waiting for more.
+        while open && read_some(&pipe, &mut buf, log) == Pipe::Read {}
+    } else {
+        let drain_until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while open {
+            tokio::select! {
+                ready = pipe.readable() => {
+                    open = ready.is_ok() && read_some(&pipe, &mut buf, log) != Pipe::Closed;
+                }
+                _ = tokio::time::sleep_until(drain_until) => {
+                    log.note("the task's output was still open after it exited; stopped reading");
+                    break;
+                }
             }
         }
     }
-    drop(rx);
-    pump.abort();
+    drop(pipe);
     killer.0 = None;
     if timed_out {
         return ProcessEnd::TimedOut(limit.unwrap_or_default());
@@ -537,6 +574,27 @@ async fn run_process(
             None => ProcessEnd::Signalled(std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
         },
         Err(e) => ProcessEnd::NotStarted(format!("lost the process: {e}")),
+    }
+}
+
+/// What one read of a task's pipe found.
+#[derive(PartialEq)]
+enum Pipe {
+    Read,
+    Empty,
+    Closed,
+}
+
+/// Reads what the pipe holds into the log, without blocking.
+fn read_some(pipe: &tokio::net::unix::pipe::Receiver, buf: &mut [u8], log: &mut Log) -> Pipe {
+    match pipe.try_read(buf) {
+        Ok(0) => Pipe::Closed,
+        Ok(n) => {
+            log.write(&buf[..n]);
+            Pipe::Read
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Pipe::Empty,
+        Err(_) => Pipe::Closed,
     }
 }
 

@@ -132,6 +132,32 @@ fn a_timeout_kills_the_task_and_its_children() {
 }
 
 #[test]
+fn a_timeout_ends_the_run_when_a_descendant_left_the_group_holding_the_output() {
+    // `setsid` takes the child out of the task's process group, and it keeps the task's
+    // output pipe open: neither may hold the run past the timeout.
+    let p = Project::new(&[(
+        "escape.yml",
+        "tasks:\n  slow:\n    shell: setsid sleep 30 & echo $! > child.pid; echo started; sleep 30\n    timeout: 500ms\n",
+    )]);
+    let exec = p.executor(|_| {});
+    let started = std::time::Instant::now();
+    let out = run(&exec, "escape", RunRequest::default());
+    assert!(started.elapsed() < Duration::from_secs(10), "the run waited {:?} on the task's output", started.elapsed());
+    assert_eq!(state_of(&out, "slow"), TaskState::Failed, "{out:?}");
+    let ti = &p.store().task_instances("escape", &out.run_id).unwrap()[0];
+    assert!(ti.message.as_deref().unwrap_or_default().contains("timed out after"), "{ti:?}");
+    let run_dir = std::fs::read_dir(p.path().join(".weir/logs/escape")).unwrap().next().unwrap().unwrap().path();
+    let log = std::fs::read_to_string(run_dir.join("slow/attempt-1.log")).unwrap_or_default();
+    assert!(log.contains("started"), "output before the timeout is kept: {log}");
+    // The escaped child was still a descendant of the task, so it was killed too.
+    let pid: i32 = p.read("child.pid").trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let alive = Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
+    assert!(!alive, "the escaped child {pid} outlived the timeout");
+}
+
+#[test]
 fn trigger_rules_decide_what_runs_after_a_failure() {
     let p = Project::new(&[(
         "rules.yml",
