@@ -268,6 +268,8 @@ struct TaskRun {
     /// The highest attempt number allowed, for a task resumed after its worker died; a
     /// task starting afresh gets its retries on top of `tries_before`.
     max_tries: Option<u32>,
+    /// For such a task, when its retry delay is over.
+    retry_at: Option<DateTime<Utc>>,
     /// Alerts being delivered for this run.
     alerts: Pending,
 }
@@ -414,8 +416,9 @@ impl Executor {
         // A resumed run keeps what succeeded (or was skipped) and redoes the rest.
         let mut states: HashMap<String, TaskState> = pipeline.tasks.iter().map(|t| (t.name.clone(), TaskState::None)).collect();
         let mut tries: HashMap<String, u32> = HashMap::new();
-        // Tasks whose attempt was lost with a dead worker keep their allowance of tries.
-        let mut lost: HashMap<String, u32> = HashMap::new();
+        // Tasks whose attempt was lost with a dead worker keep their allowance of tries, and
+        // wait their retry delay from when the attempt ended, like any retry.
+        let mut lost: HashMap<String, (u32, Option<DateTime<Utc>>)> = HashMap::new();
         for ti in store.task_instances(name, &run_id)? {
             let s = parse_state(&ti.state);
             tries.insert(ti.task.clone(), ti.try_number);
@@ -431,7 +434,10 @@ impl Executor {
                 && s == TaskState::UpForRetry
                 && let Some(m) = ti.max_tries
             {
-                lost.insert(ti.task.clone(), m);
+                let ended = store.task_attempts(name, &run_id, &ti.task)?.iter().filter_map(|a| a.finished_at).max();
+                let delay = pipeline.task(&ti.task).map(|t| t.retry.delay_before(ti.try_number.max(1))).unwrap_or_default();
+                let retry_at = ended.map(|e| e + chrono::Duration::from_std(delay).unwrap_or_default());
+                lost.insert(ti.task.clone(), (m, retry_at));
             }
         }
         let already = states.values().filter(|s| s.is_done()).count();
@@ -484,7 +490,8 @@ impl Executor {
                             pipeline_slots: pipeline_slots.clone(),
                             dir: dir.clone(),
                             tries_before: tries.get(&t.name).copied().unwrap_or(0),
-                            max_tries: lost.get(&t.name).copied(),
+                            max_tries: lost.get(&t.name).map(|l| l.0),
+                            retry_at: lost.get(&t.name).and_then(|l| l.1),
                             alerts: alerts.clone(),
                         };
                         running.spawn(job.run());
@@ -748,6 +755,17 @@ impl TaskRun {
         let max_tries = self.max_tries.unwrap_or(self.tries_before + self.task.retry.retries + 1);
         if number > max_tries {
             return Ok((TaskState::Failed, self.tries_before, Some("no tries left after its worker died".into())));
+        }
+        if let Some(wait) = self.retry_at.and_then(|at| (at - Utc::now()).to_std().ok()).filter(|w| !w.is_zero()) {
+            self.exec.emit(Event::TaskRetrying {
+                pipeline: p.clone(),
+                run_id: run_id.clone(),
+                task: task.clone(),
+                attempt: self.tries_before,
+                delay: wait,
+                message: "its attempt was lost with its worker".into(),
+            });
+            tokio::time::sleep(wait).await;
         }
         let mut retry_n = 0;
         loop {

@@ -130,7 +130,7 @@ fn triggered_runs_wait_while_paused_and_run_with_their_params() {
 fn a_dead_workers_run_is_taken_over_and_its_tasks_retried_or_failed_by_policy() {
     let dir = project(&[(
         "nightly.yml",
-        "tasks:\n  retried:\n    shell: echo again >> retried.txt\n    retries: 1\n    retry_delay: 1s\n  not_retried:\n    shell: echo never >> not_retried.txt\n  after:\n    shell: echo after >> after.txt\n    after: [retried]\n",
+        "tasks:\n  retried:\n    shell: echo again >> retried.txt\n    retries: 1\n    retry_delay: 1s\n    retry_jitter: false\n  not_retried:\n    shell: echo never >> not_retried.txt\n  after:\n    shell: echo after >> after.txt\n    after: [retried]\n",
     )]);
     let store = Arc::new(Store::sqlite(&dir.path().join(".weir/weir.db")).unwrap());
     let long_ago = Utc::now() - chrono::Duration::minutes(5);
@@ -218,12 +218,16 @@ fn a_dead_workers_run_is_taken_over_and_its_tasks_retried_or_failed_by_policy() 
     let lost = store.task_attempts("nightly", "manual__crashed", "retried").unwrap();
     assert_eq!(lost[0].state, "failed");
     assert!(lost[0].message.as_deref().unwrap_or("").contains("dead-one"), "{:?}", lost[0].message);
+    // The retry waited its retry_delay (1s) from when the lost attempt was settled.
+    let waited = lost[1].started_at - lost[0].finished_at.unwrap();
+    assert!(waited >= chrono::Duration::milliseconds(950), "retried {waited} after the takeover");
     let w = store.worker("dead-one").unwrap().unwrap();
     assert!(w.stopped_at.is_some() && w.stopped_by.is_some(), "declared dead by the scheduler");
 }
 
 /// Two schedulers on one PostgreSQL store (each its own connection) with a pipeline
-/// catching up: every interval runs exactly once and each task exactly once.
+/// catching up: every interval runs exactly once, each task exactly once, and both
+/// schedulers run their part.
 #[test]
 fn two_schedulers_on_postgres_never_run_a_task_twice() {
     let url = "postgresql://postgres@127.0.0.1:5432/test";
