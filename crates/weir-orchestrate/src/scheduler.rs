@@ -12,7 +12,8 @@
 //!    the last (or `start_date`) with it. A run per interval is added once whoever adds it.
 //! 3. **Claim and run**: queued runs (scheduled, triggered through the API, requeued) are
 //!    claimed up to each pipeline's `max_active_runs` (row locks with `SKIP LOCKED` on
-//!    PostgreSQL) and run by this scheduler's executor.
+//!    PostgreSQL), each scheduler taking no more than its fair part of them among the live
+//!    schedulers, and run by this scheduler's executor.
 //!
 //! Nothing about a run lives only in memory: a scheduler killed at any point loses nothing
 //! that another (or itself, restarted) does not pick up from the store.
@@ -49,6 +50,8 @@ pub struct Scheduler {
     wake: Arc<Notify>,
     /// When stopped workers were last pruned.
     pruned: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// The live schedulers at the last tick, this one included.
+    schedulers: std::sync::Mutex<usize>,
 }
 
 /// What one tick did, for tests and logs.
@@ -69,7 +72,13 @@ impl Scheduler {
         if exec.settings().worker_id.as_deref() != Some(worker.id.as_str()) {
             return Err(OrchestrateError::Request(format!("the executor does not run as worker {}", worker.id)));
         }
-        Ok(Scheduler { exec, worker, wake: Arc::new(Notify::new()), pruned: std::sync::Mutex::new(None) })
+        Ok(Scheduler {
+            exec,
+            worker,
+            wake: Arc::new(Notify::new()),
+            pruned: std::sync::Mutex::new(None),
+            schedulers: std::sync::Mutex::new(1),
+        })
     }
 
     pub fn executor(&self) -> &Executor {
@@ -93,8 +102,11 @@ impl Scheduler {
         self.exec.notice("info", format!("scheduler {} started", self.worker.id));
         let mut running: JoinSet<(String, String, Result<RunOutcome, OrchestrateError>)> = JoinSet::new();
         let mut stopping = *stop.borrow_and_update();
+        // Whether to wait for the next tick before claiming again.
+        let mut hold = false;
         while !stopping {
-            match self.tick() {
+            let claim = if std::mem::take(&mut hold) { Ok(Tick::default()) } else { self.tick() };
+            match claim {
                 Ok(t) => {
                     for r in t.claimed {
                         let exec = self.exec.clone();
@@ -116,7 +128,13 @@ impl Scheduler {
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = self.wake.notified() => {}
-                Some(done) = running.join_next(), if !running.is_empty() => self.report(done),
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    self.report(done);
+                    // With other schedulers on the store, the one whose run just ended does
+                    // not claim the next at once: it waits for its tick like the others,
+                    // so the next run goes to whichever looks first.
+                    hold = self.schedulers.lock().map(|n| *n > 1).unwrap_or(false);
+                }
                 changed = stop.changed() => stopping = changed.is_err() || *stop.borrow_and_update(),
             }
         }
@@ -176,10 +194,23 @@ impl Scheduler {
                 }
             }
         }
+        let schedulers = self.live_schedulers()?;
+        if let Ok(mut n) = self.schedulers.lock() {
+            *n = schedulers;
+        }
         for (name, p) in &self.exec.pipelines().by_name {
-            t.claimed.extend(store.claim_runs(name, &self.worker.id, p.max_active_runs, Utc::now())?);
+            t.claimed.extend(store.claim_runs(name, &self.worker.id, p.max_active_runs, schedulers, Utc::now())?);
         }
         Ok(t)
+    }
+
+    /// The schedulers sharing the store's work: those that beat within the worker timeout
+    /// (this one among them).
+    fn live_schedulers(&self) -> Result<usize, OrchestrateError> {
+        let timeout = chrono::Duration::from_std(self.exec.settings().worker_timeout).unwrap_or_else(|_| chrono::Duration::seconds(30));
+        let since = Utc::now() - timeout;
+        let live = self.exec.store().live_workers()?;
+        Ok(live.iter().filter(|w| w.kind == "scheduler" && (w.heartbeat_at >= since || w.worker_id == self.worker.id)).count().max(1))
     }
 
     /// Recovers the runs of workers that stopped beating, and running runs whose owner is

@@ -219,7 +219,19 @@ impl Store {
     /// scheduler claims a pipeline's runs another skips that pipeline for this round rather
     /// than wait, and the count of active runs it reads cannot change under it. The queued
     /// rows are locked the same way. On SQLite the transaction holds the write lock.
-    pub fn claim_runs(&self, pipeline: &str, owner: &str, max_active: usize, now: DateTime<Utc>) -> Result<Vec<PipelineRun>, StoreError> {
+    ///
+    /// With `schedulers` live schedulers on the store, `owner` takes no more than its fair
+    /// part of the runnable runs (queued or running, up to `max_active`), counting those it
+    /// runs already: every scheduler gets work, as Airflow's HA schedulers each pick up
+    /// tasks, rather than the quickest taking all of it.
+    pub fn claim_runs(
+        &self,
+        pipeline: &str,
+        owner: &str,
+        max_active: usize,
+        schedulers: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<PipelineRun>, StoreError> {
         self.transaction(|tx| {
             let pg = tx.is_postgres();
             let ensure =
@@ -232,12 +244,18 @@ impl Store {
             if paused[0].int().unwrap_or(0) != 0 {
                 return Ok(Vec::new());
             }
-            let active = tx.select(
-                "select count(*) from weir_pipeline_runs where pipeline = $1 and state = 'running'",
-                &[text(pipeline)],
-                &[Col::Int],
+            let counts = tx.select(
+                // SQLite numbers `$n` parameters in the order they appear: $1 comes first.
+                "select count(*) filter (where state = 'running'), count(*) filter (where state = 'queued'),
+                        count(*) filter (where state = 'running' and owner = $1)
+                 from weir_pipeline_runs where pipeline = $2 and state in ('running', 'queued')",
+                &[text(owner), text(pipeline)],
+                &[Col::Int, Col::Int, Col::Int],
             )?;
-            let room = max_active.saturating_sub(active.first().and_then(|r| r[0].int()).unwrap_or(0).max(0) as usize);
+            let count = |i: usize| counts.first().and_then(|r| r[i].int()).unwrap_or(0).max(0) as usize;
+            let (active, queued, mine) = (count(0), count(1), count(2));
+            let share = (active + queued).min(max_active).div_ceil(schedulers.max(1));
+            let room = max_active.saturating_sub(active).min(share.saturating_sub(mine));
             if room == 0 {
                 return Ok(Vec::new());
             }
@@ -745,15 +763,15 @@ mod tests {
         assert!(!store.enqueue_run(&queued("other", Some(day(1)))).unwrap(), "an interval with a run gets no other");
         assert!(store.enqueue_run(&queued("s2", Some(day(2)))).unwrap());
         store.set_paused("daily", true).unwrap();
-        assert!(store.claim_runs("daily", "w1", 1, Utc::now()).unwrap().is_empty(), "a paused pipeline's runs wait");
+        assert!(store.claim_runs("daily", "w1", 1, 1, Utc::now()).unwrap().is_empty(), "a paused pipeline's runs wait");
         store.set_paused("daily", false).unwrap();
-        let got = store.claim_runs("daily", "w1", 1, Utc::now()).unwrap();
+        let got = store.claim_runs("daily", "w1", 1, 1, Utc::now()).unwrap();
         assert_eq!(got.iter().map(|r| (r.run_id.as_str(), r.owner.as_deref())).collect::<Vec<_>>(), vec![("s1", Some("w1"))]);
-        assert!(store.claim_runs("daily", "w2", 1, Utc::now()).unwrap().is_empty(), "max_active_runs is 1");
+        assert!(store.claim_runs("daily", "w2", 1, 1, Utc::now()).unwrap().is_empty(), "max_active_runs is 1");
         assert_eq!(store.runs_in_state("running", Some("w1")).unwrap().len(), 1);
         assert!(!store.requeue_run("daily", "s1", &["running"], Some("w2"), None).unwrap(), "only the owner's run");
         assert!(store.requeue_run("daily", "s1", &["running"], Some("w1"), Some("worker died")).unwrap());
-        let again = store.claim_runs("daily", "w2", 2, Utc::now()).unwrap();
+        let again = store.claim_runs("daily", "w2", 2, 1, Utc::now()).unwrap();
         assert_eq!(again.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), vec!["s1", "s2"]);
         assert_eq!(store.latest_interval_start("daily").unwrap(), Some(day(2)));
         assert_eq!(store.count_runs("daily", "running").unwrap(), 2);
@@ -790,6 +808,31 @@ mod tests {
     }
 
     #[test]
+    fn schedulers_each_claim_their_fair_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::sqlite(&dir.path().join("w.db")).unwrap();
+        for n in 0..10 {
+            store.enqueue_run(&queued(&format!("r{n}"), Some(day(1) + chrono::Duration::hours(n)))).unwrap();
+        }
+        // Three schedulers, room for 16: ten runs make four, four and two.
+        let take = |w: &str| store.claim_runs("daily", w, 16, 3, Utc::now()).unwrap().len();
+        assert_eq!((take("a"), take("a"), take("b"), take("c"), take("c")), (4, 0, 4, 2, 0));
+        // Room for 4 between two schedulers: two each, though more are queued.
+        for n in 0..6 {
+            store
+                .enqueue_run(&PipelineRun {
+                    pipeline: "other".into(),
+                    ..queued(&format!("o{n}"), Some(day(2) + chrono::Duration::hours(n)))
+                })
+                .unwrap();
+        }
+        let take = |w: &str| store.claim_runs("other", w, 4, 2, Utc::now()).unwrap().len();
+        assert_eq!((take("a"), take("a"), take("b"), take("b")), (2, 0, 2, 0));
+        // One scheduler alone takes all there is room for.
+        assert_eq!(store.claim_runs("other", "a", 6, 1, Utc::now()).unwrap().len(), 2);
+    }
+
+    #[test]
     fn sqlite_queue_claims_and_workers() {
         let dir = tempfile::tempdir().unwrap();
         queue_and_workers(&Store::sqlite(&dir.path().join("w.db")).unwrap());
@@ -814,7 +857,7 @@ mod tests {
                 scope.spawn(move || {
                     let mine = Store::postgres(url, Some(schema)).unwrap();
                     for _ in 0..200 {
-                        for r in mine.claim_runs("daily", w, 3, Utc::now()).unwrap() {
+                        for r in mine.claim_runs("daily", w, 3, 1, Utc::now()).unwrap() {
                             claimed.lock().unwrap().push(r.run_id.clone());
                             let mut done = r.clone();
                             done.state = "success".into();
