@@ -343,7 +343,9 @@ impl Executor {
         });
         let run_type = if req.run_type.is_empty() { "manual" } else { req.run_type.as_str() };
         let run_id = req.run_id.clone().unwrap_or_else(|| match run_type {
-            "manual" => format!("manual__{}", now.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            // To the microsecond, as Airflow's: a trigger that still meets an earlier one's id
+            // (see the API) asks again, and the clock has moved on.
+            "manual" => format!("manual__{}", now.to_rfc3339_opts(SecondsFormat::Micros, true)),
             other => format!("{other}__{}", interval.start.to_rfc3339_opts(SecondsFormat::Secs, true)),
         });
         (interval, run_id)
@@ -353,6 +355,9 @@ impl Executor {
     pub async fn run(&self, name: &str, req: RunRequest) -> Result<RunOutcome, OrchestrateError> {
         let started = Instant::now();
         let pipeline = Arc::new(self.inner.pipelines.get(name)?.clone());
+        if let Some(id) = &req.run_id {
+            crate::run_id::check(id).map_err(OrchestrateError::Request)?;
+        }
         let params = pipeline.resolve_params(&req.params)?;
         let (interval, run_id) = self.plan(&pipeline, &req);
         let run_type = if req.run_type.is_empty() { "manual".to_string() } else { req.run_type.clone() };
@@ -452,7 +457,7 @@ impl Executor {
         let ctx = RunContext { pipeline: name.into(), run_id: run_id.clone(), run_type, interval, tz: pipeline.tz, params };
         let renderer = Arc::new(Renderer { ctx, store: store.clone() });
         let pipeline_slots = Arc::new(Semaphore::new(pipeline.max_active_tasks.max(1)));
-        let dir = self.inner.settings.logs_dir.join(name).join(sanitize(&run_id));
+        let dir = self.inner.settings.logs_dir.join(name).join(crate::run_id::folder(&run_id));
         let mut running: JoinSet<(String, TaskState, u32, Option<String>)> = JoinSet::new();
         let alerts: Pending = Arc::default();
         let deadline = pipeline.deadline.map(|d| tokio::time::Instant::now() + d);
@@ -772,7 +777,7 @@ impl TaskRun {
             // An attempt starts when it has its slots; until then the task is only queued.
             let mut held = Some(self.slots(pool.as_deref()).await?);
             let attempt_started = Utc::now();
-            let log_path = self.dir.join(sanitize(task)).join(format!("attempt-{number}.log"));
+            let log_path = self.dir.join(crate::run_id::folder(task)).join(format!("attempt-{number}.log"));
             let mut record = TaskAttempt {
                 pipeline: p.clone(),
                 run_id: run_id.clone(),
@@ -1007,11 +1012,6 @@ pub fn parse_state(s: &str) -> TaskState {
         "upstream_failed" => TaskState::UpstreamFailed,
         _ => TaskState::None,
     }
-}
-
-/// A run id or task name as one safe path component.
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.+".contains(c) { c } else { '_' }).collect()
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod alert;
 mod attempt;
 mod config;
 pub mod executor;
+pub mod run_id;
 pub mod schedule;
 pub mod scheduler;
 pub mod spec;

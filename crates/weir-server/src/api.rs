@@ -135,7 +135,13 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
         let m = "this server has no API token configured: set $WEIR_API_TOKEN, or server.token in weir.yml";
         return Failure(StatusCode::FORBIDDEN, m.into()).into_response();
     };
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // The scheme is case-insensitive (RFC 9110): `bearer x` is `Bearer x`.
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim_start().split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token));
     match given {
         None => Failure(StatusCode::UNAUTHORIZED, "missing token: send Authorization: Bearer <token>".into()).into_response(),
         Some(g) if bool::from(g.trim().as_bytes().ct_eq(expected.as_bytes())) => next.run(req).await,
@@ -143,11 +149,13 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     }
 }
 
-/// The server is up, as which worker, on which store.
+/// The server is up, as which worker, on which kind of store. Open to anyone, so it names
+/// no path or host.
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
     pub worker: String,
+    /// sqlite or postgresql.
     pub store: String,
     pub version: String,
 }
@@ -157,7 +165,7 @@ async fn health(State(s): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         worker: s.worker_id.clone(),
-        store: s.exec.store().description().to_string(),
+        store: if s.exec.store().description().starts_with("sqlite:") { "sqlite" } else { "postgresql" }.into(),
         version: env!("CARGO_PKG_VERSION").into(),
     })
 }
@@ -341,10 +349,13 @@ struct RunsQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/runs", params(("pipeline" = String, Path), RunsQuery),
-    responses((status = 200, body = [RunInfo]), (status = 404, body = ApiError)))]
+    responses((status = 200, body = [RunInfo]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 async fn list_runs(State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Reply<Vec<RunInfo>> {
     find(&s, &name)?;
-    let limit = q.limit.unwrap_or(25).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(25);
+    if !(1..=1000).contains(&limit) {
+        return Err(Failure(StatusCode::BAD_REQUEST, format!("limit must be from 1 to 1000, not {limit}")));
+    }
     let store = s.exec.store();
     let runs = match &q.state {
         Some(state) => store.pipeline_runs_in_state(&name, state, limit)?,
@@ -384,32 +395,37 @@ async fn trigger_run(State(s): State<AppState>, Path(name): Path<String>, body: 
             })
         }
     };
-    if let Some(id) = &req.run_id
-        && (id.is_empty() || id.len() > 250 || id.contains('/'))
-    {
-        return Err(bad("run_id must be 1 to 250 characters, without '/'".into()));
+    if let Some(id) = &req.run_id {
+        weir_orchestrate::run_id::check(id).map_err(|m| bad(format!("run_id: {m}")))?;
     }
     let rr = RunRequest { run_type: "manual".into(), interval, params: params.clone(), run_id: req.run_id.clone(), keep_failed: false };
-    let (interval, run_id) = s.exec.plan(p, &rr);
-    let run = PipelineRun {
-        pipeline: name.clone(),
-        run_id: run_id.clone(),
-        run_type: "manual".into(),
-        state: "queued".into(),
-        interval_start: Some(interval.start),
-        interval_end: Some(interval.end),
-        params: J::Object(params).to_string(),
-        queued_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-        message: None,
-        owner: None,
-    };
-    if !s.exec.store().enqueue_run(&run)? {
-        return Err(Failure(StatusCode::CONFLICT, format!("pipeline '{name}' already has a run '{run_id}'")));
+    // A generated id that meets another trigger's (the same microsecond) is made again: two
+    // triggers never collide; a given id that exists is refused.
+    for _ in 0..10 {
+        let (interval, run_id) = s.exec.plan(p, &rr);
+        let run = PipelineRun {
+            pipeline: name.clone(),
+            run_id: run_id.clone(),
+            run_type: "manual".into(),
+            state: "queued".into(),
+            interval_start: Some(interval.start),
+            interval_end: Some(interval.end),
+            params: J::Object(params.clone()).to_string(),
+            queued_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            message: None,
+            owner: None,
+        };
+        if s.exec.store().enqueue_run(&run)? {
+            s.wake.notify_one();
+            return Ok((StatusCode::CREATED, Json(run_info(run, None))));
+        }
+        if req.run_id.is_some() {
+            return Err(Failure(StatusCode::CONFLICT, format!("pipeline '{name}' already has a run '{run_id}'")));
+        }
     }
-    s.wake.notify_one();
-    Ok((StatusCode::CREATED, Json(run_info(run, None))))
+    Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "no free run id could be made; try again".into()))
 }
 
 fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Failure> {

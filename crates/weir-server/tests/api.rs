@@ -207,3 +207,59 @@ async fn paused_pipelines_hold_their_runs_and_a_cleared_task_runs_again() {
     let (_, workers) = s.get("/api/v1/workers").await;
     assert_eq!(workers[0]["kind"], "scheduler");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_triggers_never_collide_and_each_run_keeps_its_own_log() {
+    let s = Arc::new(Server::start(guarded()).await);
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        calls.spawn(async move { s.post("/api/v1/pipelines/hello/runs", None).await });
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(r) = calls.join_next().await {
+        let (status, run) = r.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{run}");
+        ids.insert(run["run_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 20, "{ids:?}");
+
+    // Ids that differ only where a folder name could not hold them: each run its own log.
+    for (id, who) in [("coll:x", "colon"), ("coll_x", "underscore"), ("coll x", "space")] {
+        let body = json!({"run_id": id, "params": {"who": who}}).to_string();
+        assert_eq!(s.post("/api/v1/pipelines/hello/runs", Some(&body)).await.0, StatusCode::CREATED);
+    }
+    for (id, who) in [("coll:x", "colon"), ("coll_x", "underscore"), ("coll x", "space")] {
+        let path = id.replace(':', "%3A").replace(' ', "%20");
+        s.wait_for("hello", &path, "success").await;
+        let (_, log) = s.get(&format!("/api/v1/pipelines/hello/runs/{path}/tasks/greet/logs")).await;
+        let log = log.as_str().unwrap_or_default().to_string();
+        let said: Vec<&str> = log.lines().filter(|l| l.starts_with("hello ")).collect();
+        assert_eq!(said, [format!("hello {who}")], "{id}: {log}");
+    }
+    // Ids that would leave their folder, end every attempt, or forge log lines are refused.
+    for bad in [".", "..", "nul\u{0}", "forged\n[weir] line", "a/b"] {
+        let body = json!({ "run_id": bad }).to_string();
+        let (status, err) = s.post("/api/v1/pipelines/hello/runs", Some(&body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {err}");
+        assert!(err["error"].as_str().unwrap_or_default().starts_with("run_id: "), "{err}");
+    }
+    let logs = std::fs::read_dir(s.path().join(".weir/logs")).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>();
+    assert_eq!(logs, ["hello"], "every log stays under its pipeline's folder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheme_is_case_insensitive_health_tells_no_path_and_limits_are_checked() {
+    let s = Server::start(guarded()).await;
+    let resp = s.http.get(format!("{}/api/v1/pipelines", s.base)).header("authorization", format!("bearer {TOKEN}")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, health) = s.call("GET", "/api/v1/health", None, None).await;
+    assert_eq!(health["store"], "sqlite", "{health}");
+    assert!(!health.to_string().contains(&s.path().display().to_string()), "{health}");
+    for limit in ["0", "1001"] {
+        let (status, err) = s.get(&format!("/api/v1/pipelines/hello/runs?limit={limit}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{limit}: {err}");
+        assert!(err["error"].as_str().unwrap_or_default().contains("limit must be from 1 to 1000"), "{err}");
+    }
+    assert_eq!(s.get("/api/v1/pipelines/hello/runs?limit=1000").await.0, StatusCode::OK);
+}
