@@ -553,8 +553,8 @@ async fn clear_task(
 ) -> Reply<ClearResponse> {
     let run = find_task(&s, &name, &run_id, &task)?;
     let req: ClearRequest = json_body(&body)?;
-    if run.state == "running" {
-        return Err(Failure(StatusCode::CONFLICT, format!("run '{run_id}' is running; clear its tasks once it has finished")));
+    if run.state != "success" && run.state != "failed" {
+        return Err(Failure(StatusCode::CONFLICT, format!("run '{run_id}' is {}; clear its tasks once it has finished", run.state)));
     }
     let p = find(&s, &name)?;
     let mut cleared = BTreeSet::from([task.clone()]);
@@ -573,8 +573,13 @@ async fn clear_task(
     }
     let cleared: Vec<String> = cleared.into_iter().collect();
     let store = s.exec.store();
-    store.clear_tasks(&name, &run_id, &cleared)?;
-    store.requeue_run(&name, &run_id, &["success", "failed"], None, Some(&format!("cleared: {}", cleared.join(", "))))?;
+    if !store.clear_tasks(&name, &run_id, &cleared, &format!("cleared: {}", cleared.join(", ")))? {
+        let now = find_run(&s, &name, &run_id)?;
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            format!("run '{run_id}' is {} (cleared or triggered again); clear its tasks once it has finished", now.state),
+        ));
+    }
     s.wake.notify_one();
     let run = find_run(&s, &name, &run_id)?;
     let tasks = task_infos(store, &name, &run_id)?;

@@ -178,7 +178,7 @@ async fn triggered_runs_run_with_their_params_and_bad_requests_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_pipelines_hold_their_runs_and_a_cleared_task_runs_again() {
-    let s = Server::start(guarded()).await;
+    let s = Arc::new(Server::start(guarded()).await);
     let (_, p) = s.post("/api/v1/pipelines/flaky/pause", None).await;
     assert_eq!(p["paused"], true);
     assert_eq!(s.post("/api/v1/pipelines/flaky/runs", Some(r#"{"run_id": "r1"}"#)).await.0, StatusCode::CREATED);
@@ -195,13 +195,40 @@ async fn paused_pipelines_hold_their_runs_and_a_cleared_task_runs_again() {
         .collect();
     assert_eq!(states, [("check".into(), "failed".into()), ("report".into(), "upstream_failed".into())]);
 
+    let (_, first) = s.get("/api/v1/pipelines/flaky/runs/r1/tasks/check").await;
     std::fs::write(s.path().join("fixed"), "").unwrap();
-    let (status, cleared) = s.post("/api/v1/pipelines/flaky/runs/r1/tasks/check/clear", Some(r#"{"downstream": true}"#)).await;
-    assert_eq!(status, StatusCode::OK, "{cleared}");
-    assert_eq!(cleared["cleared"], json!(["check", "report"]));
+    // Twenty clears at once: one clears and queues the run, the others find it queued.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let s = s.clone();
+        calls.spawn(async move { s.post("/api/v1/pipelines/flaky/runs/r1/tasks/check/clear", Some(r#"{"downstream": true}"#)).await });
+    }
+    let mut answers = vec![];
+    while let Some(r) = calls.join_next().await {
+        answers.push(r.unwrap());
+    }
+    let ok: Vec<&J> = answers.iter().filter(|(status, _)| *status == StatusCode::OK).map(|(_, b)| b).collect();
+    assert_eq!(ok.len(), 1, "{answers:?}");
+    assert_eq!(ok[0]["cleared"], json!(["check", "report"]));
+    assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK || *status == StatusCode::CONFLICT), "{answers:?}");
     let done = s.wait_for("flaky", "r1", "success").await;
-    assert_eq!(done["tasks"][0]["try_number"], 1, "a cleared task starts its tries afresh");
+    assert_eq!(done["tasks"][0]["try_number"], 2, "the rerun is the task's next attempt");
     assert_eq!(std::fs::read_to_string(s.path().join("reports.txt")).unwrap(), "reported\n");
+    // The first attempt keeps its record and its log; the rerun has its own.
+    let (_, detail) = s.get("/api/v1/pipelines/flaky/runs/r1/tasks/check").await;
+    let attempts = detail["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{detail}");
+    assert_eq!((attempts[0]["state"].as_str(), attempts[1]["state"].as_str()), (Some("failed"), Some("success")), "{detail}");
+    assert_eq!(attempts[0], first["attempts"][0], "the first attempt's record is as it was");
+    let log = |n: u32| {
+        let s = s.clone();
+        async move {
+            s.get(&format!("/api/v1/pipelines/flaky/runs/r1/tasks/check/logs?attempt={n}")).await.1.as_str().unwrap_or_default().to_string()
+        }
+    };
+    let (one, two) = (log(1).await, log(2).await);
+    assert!(one.contains("attempt 1 ended") && !one.contains("attempt 2"), "{one}");
+    assert!(two.contains("attempt 2 ended") && !two.contains("attempt 1"), "{two}");
     let (_, runs) = s.get("/api/v1/pipelines/flaky/runs?state=success").await;
     assert_eq!(runs.as_array().unwrap().len(), 1);
     let (_, workers) = s.get("/api/v1/workers").await;

@@ -371,17 +371,28 @@ impl Store {
         Ok(rows.first().and_then(|r| r[0].int()).unwrap_or(0) != 0)
     }
 
-    /// Forgets task instances of a run (and their published values), so that the run,
-    /// requeued, runs them again.
-    pub fn clear_tasks(&self, pipeline: &str, run_id: &str, tasks: &[String]) -> Result<u64, StoreError> {
+    /// Clears tasks of a finished run and queues the run again, in one transaction: `false`
+    /// (and nothing changed) unless the run was finished (`success` or `failed`), so of
+    /// several clears at once one wins. A cleared task keeps its record and its attempts, with
+    /// its state back to `none` and its published values gone: its rerun is its next
+    /// attempt (number, record and log of its own) with fresh retries, as Airflow clears.
+    pub fn clear_tasks(&self, pipeline: &str, run_id: &str, tasks: &[String], message: &str) -> Result<bool, StoreError> {
         self.transaction(|tx| {
-            let mut n = 0;
+            let sql = "update weir_pipeline_runs set state = 'queued', owner = null, finished_at = null, message = $1
+                       where pipeline = $2 and run_id = $3 and state in ('success', 'failed')";
+            if tx.exec(sql, &[text(message), text(pipeline), text(run_id)])? != 1 {
+                return Ok(false);
+            }
             for t in tasks {
                 let key = [text(pipeline), text(run_id), text(t)];
-                n += tx.exec("delete from weir_task_instances where pipeline = $1 and run_id = $2 and task = $3", &key)?;
+                tx.exec(
+                    "update weir_task_instances set state = 'none', max_tries = null, started_at = null, finished_at = null,
+                     message = 'cleared' where pipeline = $1 and run_id = $2 and task = $3",
+                    &key,
+                )?;
                 tx.exec("delete from weir_xcom where pipeline = $1 and run_id = $2 and task = $3", &key)?;
             }
-            Ok(n)
+            Ok(true)
         })
     }
 
