@@ -54,7 +54,7 @@ use crate::AppState;
         WorkerInfo,
         ApiError
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Truthful),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -76,10 +76,56 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workers", get(list_workers))
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such endpoint; the API is described at /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 
 struct BearerAuth;
+
+/// What the handlers' attributes cannot say themselves: every operation under the token
+/// answers 401, and the bodies of a trigger and a clear may be empty.
+struct Truthful;
+
+impl utoipa::Modify for Truthful {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, Required, ResponseBuilder};
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                // The open operations say `security(())`; the rest take the document's token.
+                if op.security.is_none() {
+                    let unauthorized = ResponseBuilder::new()
+                        .description("A missing or wrong token")
+                        .content("application/json", Content::new(Some(Ref::from_schema_name("ApiError"))))
+                        .build();
+                    op.responses.responses.entry("401".into()).or_insert(unauthorized.into());
+                }
+                if let Some(body) = &mut op.request_body {
+                    body.required = Some(Required::False);
+                }
+            }
+        }
+    }
+}
+
+/// Gives every error the API's `{"error": ...}` shape, including those axum answers before a
+/// handler runs (a query string that does not parse, a body over the size limit, a method
+/// the path does not take).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_string()).unwrap_or_default();
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    let mut r = Failure(status, message).into_response();
+    for (name, value) in parts.headers.iter().filter(|(n, _)| *n == header::ALLOW || *n == header::WWW_AUTHENTICATE) {
+        r.headers_mut().insert(name, value.clone());
+    }
+    r
+}
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -341,6 +387,7 @@ fn task_infos(store: &Store, pipeline: &str, run_id: &str) -> Result<Vec<TaskIns
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RunsQuery {
     /// At most this many, newest first (default 25, at most 1000).
     limit: Option<usize>,
@@ -503,6 +550,7 @@ fn find_task(s: &AppState, name: &str, run_id: &str, task: &str) -> Result<Pipel
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
     /// Which attempt (default: the last).
     attempt: Option<u32>,

@@ -290,3 +290,43 @@ async fn the_scheme_is_case_insensitive_health_tells_no_path_and_limits_are_chec
     }
     assert_eq!(s.get("/api/v1/pipelines/hello/runs?limit=1000").await.0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_says_what_the_server_does_and_every_error_is_json() {
+    let s = Server::start(guarded()).await;
+    let (_, doc) = s.call("GET", "/api/v1/openapi.json", None, None).await;
+    let params = |path: &str, method: &str| doc["paths"][path][method]["parameters"].as_array().cloned().unwrap_or_default();
+    for (path, name) in [
+        ("/api/v1/pipelines/{pipeline}/runs", "limit"),
+        ("/api/v1/pipelines/{pipeline}/runs", "state"),
+        ("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs", "attempt"),
+    ] {
+        let p = params(path, "get").into_iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name} missing from {path}"));
+        assert_eq!((p["in"].as_str(), p["required"].as_bool()), (Some("query"), Some(false)), "{name}: {p}");
+    }
+    let mut guarded = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let open = path == "/api/v1/health" || path == "/api/v1/openapi.json";
+            assert_eq!(op["responses"].get("401").is_some(), !open, "{method} {path}");
+            guarded += usize::from(!open);
+            if let Some(body) = op.get("requestBody") {
+                assert_eq!(body["required"], false, "{method} {path}: an empty body is accepted");
+            }
+        }
+    }
+    assert_eq!(guarded, 11);
+
+    let mut bad = vec![];
+    bad.push(s.get("/api/v1/pipelines/hello/runs?limit=many").await);
+    let resp = s.http.delete(format!("{}/api/v1/pipelines", s.base)).bearer_auth(TOKEN).send().await.unwrap();
+    let status = resp.status();
+    bad.push((status, serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(J::Null)));
+    let big = format!("{{\"params\": {{\"who\": \"{}\"}}}}", "x".repeat(3 << 20));
+    bad.push(s.post("/api/v1/pipelines/hello/runs", Some(&big)).await);
+    let statuses: Vec<StatusCode> = bad.iter().map(|(st, _)| *st).collect();
+    assert_eq!(statuses, [StatusCode::BAD_REQUEST, StatusCode::METHOD_NOT_ALLOWED, StatusCode::PAYLOAD_TOO_LARGE]);
+    for (status, body) in &bad {
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{status}: {body}");
+    }
+}
