@@ -50,6 +50,12 @@ fn run(exec: &Executor, pipeline: &str, req: RunRequest) -> weir_orchestrate::Ru
     rt.block_on(exec.run(pipeline, req)).unwrap()
 }
 
+/// Whether a process is running (a zombie waiting for its parent is not).
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
 fn state_of(out: &weir_orchestrate::RunOutcome, task: &str) -> TaskState {
     out.tasks.iter().find(|(t, _)| t == task).map(|(_, s)| *s).unwrap_or(TaskState::None)
 }
@@ -126,9 +132,7 @@ fn a_timeout_kills_the_task_and_its_children() {
     assert!(ti.message.as_deref().unwrap_or_default().contains("timed out after"), "{ti:?}");
     let pid: i32 = p.read("child.pid").trim().parse().unwrap();
     // The background child was in the task's process group, so it is gone too.
-    let alive = Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
-    assert!(!alive, "the task's child {pid} outlived the timeout");
+    assert!(!alive(pid), "the task's child {pid} outlived the timeout");
 }
 
 #[test]
@@ -152,9 +156,7 @@ fn a_timeout_ends_the_run_when_a_descendant_left_the_group_holding_the_output() 
     // The escaped child was still a descendant of the task, so it was killed too.
     let pid: i32 = p.read("child.pid").trim().parse().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let alive = Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ");
-    assert!(!alive, "the escaped child {pid} outlived the timeout");
+    assert!(!alive(pid), "the escaped child {pid} outlived the timeout");
 }
 
 #[test]
