@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as J};
 use subtle::ConstantTimeEq;
+use tower_http::timeout::TimeoutError;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use weir_orchestrate::schedule::parse_time;
@@ -83,7 +85,8 @@ pub fn router(state: AppState) -> Router {
 struct BearerAuth;
 
 /// What the handlers' attributes cannot say themselves: every operation under the token
-/// answers 401, and the bodies of a trigger and a clear may be empty.
+/// answers 401, and the bodies of a trigger and a clear may be empty, too large (413) or
+/// stall (408).
 struct Truthful;
 
 impl utoipa::Modify for Truthful {
@@ -92,15 +95,20 @@ impl utoipa::Modify for Truthful {
         for item in openapi.paths.paths.values_mut() {
             for op in [&mut item.get, &mut item.post].into_iter().flatten() {
                 // The open operations say `security(())`; the rest take the document's token.
+                let mut errors = vec![];
                 if op.security.is_none() {
-                    let unauthorized = ResponseBuilder::new()
-                        .description("A missing or wrong token")
-                        .content("application/json", Content::new(Some(Ref::from_schema_name("ApiError"))))
-                        .build();
-                    op.responses.responses.entry("401".into()).or_insert(unauthorized.into());
+                    errors.push(("401", "A missing or wrong token"));
                 }
                 if let Some(body) = &mut op.request_body {
                     body.required = Some(Required::False);
+                    errors.extend([("408", "The body stopped arriving"), ("413", "The body is over the size limit")]);
+                }
+                for (status, description) in errors {
+                    let response = ResponseBuilder::new()
+                        .description(description)
+                        .content("application/json", Content::new(Some(Ref::from_schema_name("ApiError"))))
+                        .build();
+                    op.responses.responses.entry(status.into()).or_insert(response.into());
                 }
             }
         }
@@ -390,6 +398,7 @@ fn task_infos(store: &Store, pipeline: &str, run_id: &str) -> Result<Vec<TaskIns
 #[into_params(parameter_in = Query)]
 struct RunsQuery {
     /// At most this many, newest first (default 25, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only runs in this state.
     state: Option<String>,
@@ -418,26 +427,44 @@ pub struct TriggerRequest {
     /// Params overriding the pipeline's defaults (only those it declares).
     #[schema(value_type = Option<Object>)]
     pub params: Option<Map<String, J>>,
-    /// The run's id (default `manual__<time>`); must be new.
+    /// The run's id (default `manual__<time>`); must be new. 1 to 250 characters, not `.` or
+    /// `..`, without `/` or control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 250,
+        pattern = r"^(?:[^./\x00-\x1f\x7f-\x9f]|\.[^./\x00-\x1f\x7f-\x9f]|\.\.[^/\x00-\x1f\x7f-\x9f])[^/\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub run_id: Option<String>,
-    /// The logical date: the run processes the schedule's interval containing it (in the
-    /// pipeline's time zone, like 2024-03-01 or 2024-03-01T02:00).
+    /// The logical date: the run processes the schedule's interval containing it (a date, or
+    /// a date and time with an offset; one without is read in the pipeline's time zone, like
+    /// 2024-03-01T02:00).
+    #[schema(schema_with = date_or_time)]
     pub date: Option<String>,
 }
 
 #[utoipa::path(post, path = "/api/v1/pipelines/{pipeline}/runs", params(("pipeline" = String, Path)), request_body = TriggerRequest,
-    responses((status = 201, body = RunInfo), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn trigger_run(State(s): State<AppState>, Path(name): Path<String>, body: Bytes) -> Result<(StatusCode, Json<RunInfo>), Failure> {
+    responses((status = 201, body = RunInfo), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError),
+        (status = 422, description = "A param the pipeline does not declare, or a date outside its schedule", body = ApiError)))]
+async fn trigger_run(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<RunInfo>), Failure> {
     let p = find(&s, &name)?;
-    let req: TriggerRequest = json_body(&body)?;
+    let req: TriggerRequest = json_body(body)?;
     let bad = |m: String| Failure(StatusCode::BAD_REQUEST, m);
-    let params = p.resolve_params(&req.params.unwrap_or_default()).map_err(|e| bad(e.to_string()))?;
+    // Well-formed, but not what this pipeline has: a param it does not declare, a date
+    // outside its schedule.
+    let unprocessable = |m: String| Failure(StatusCode::UNPROCESSABLE_ENTITY, m);
+    let params = p.resolve_params(&req.params.unwrap_or_default()).map_err(|e| unprocessable(e.to_string()))?;
     let interval = match &req.date {
         None => None,
         Some(d) => {
             let t = parse_time(d, p.tz).map_err(|m| bad(format!("date: {m}")))?;
             Some(match &p.schedule {
-                Some(sch) => sch.interval_containing(t).ok_or_else(|| bad(format!("date {d}: the schedule has no interval there")))?,
+                Some(sch) => {
+                    sch.interval_containing(t).ok_or_else(|| unprocessable(format!("date {d}: the schedule has no interval there")))?
+                }
                 None => DataInterval { start: t, end: t },
             })
         }
@@ -475,11 +502,32 @@ async fn trigger_run(State(s): State<AppState>, Path(name): Path<String>, body: 
     Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "no free run id could be made; try again".into()))
 }
 
-fn json_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, Failure> {
+/// A JSON body, where an empty one means the defaults. A body that stops arriving for the
+/// read timeout is a 408; one over the size limit a 413.
+/// A date (`2024-03-01`) or an RFC 3339 date-time, as `date` takes them (or null).
+fn date_or_time() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let string = |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+    AnyOfBuilder::new()
+        .item(string(KnownFormat::Date))
+        .item(string(KnownFormat::DateTime))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build()
+        .into()
+}
+
+fn json_body<T: for<'de> Deserialize<'de> + Default>(body: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
+    let body = body.map_err(|r| {
+        let stalled = std::iter::successors(std::error::Error::source(&r), |e| e.source()).any(|e| e.is::<TimeoutError>());
+        match stalled {
+            true => Failure(StatusCode::REQUEST_TIMEOUT, "the request body stopped arriving; the connection is closed".into()),
+            false => Failure(r.status(), r.body_text()),
+        }
+    })?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("the request body is not valid here: {e}")))
+    serde_json::from_slice(&body).map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("the request body is not valid here: {e}")))
 }
 
 fn find_run(s: &AppState, name: &str, run_id: &str) -> Result<PipelineRun, Failure> {
@@ -552,18 +600,22 @@ fn find_task(s: &AppState, name: &str, run_id: &str, task: &str) -> Result<Pipel
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct LogQuery {
-    /// Which attempt (default: the last).
+    /// Which attempt, counted from 1 (default: the last).
+    #[param(minimum = 1)]
     attempt: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs",
     params(("pipeline" = String, Path), ("run_id" = String, Path), ("task" = String, Path), LogQuery),
-    responses((status = 200, description = "The attempt's log", content_type = "text/plain", body = String), (status = 404, body = ApiError)))]
+    responses((status = 200, description = "The attempt's log", content_type = "text/plain", body = String), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 async fn task_log(
     State(s): State<AppState>,
     Path((name, run_id, task)): Path<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, Failure> {
+    if q.attempt == Some(0) {
+        return Err(Failure(StatusCode::BAD_REQUEST, "attempts are counted from 1".into()));
+    }
     find_task(&s, &name, &run_id, &task)?;
     let attempts = s.exec.store().task_attempts(&name, &run_id, &task)?;
     let chosen = match q.attempt {
@@ -597,10 +649,10 @@ pub struct ClearResponse {
 async fn clear_task(
     State(s): State<AppState>,
     Path((name, run_id, task)): Path<(String, String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Reply<ClearResponse> {
     let run = find_task(&s, &name, &run_id, &task)?;
-    let req: ClearRequest = json_body(&body)?;
+    let req: ClearRequest = json_body(body)?;
     if run.state != "success" && run.state != "failed" {
         return Err(Failure(StatusCode::CONFLICT, format!("run '{run_id}' is {}; clear its tasks once it has finished", run.state)));
     }

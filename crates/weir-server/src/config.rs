@@ -5,12 +5,15 @@
 //!   bind: 127.0.0.1:8080      # --bind overrides it
 //!   token: "{{ env_var('WEIR_API_TOKEN') }}"   # or set $WEIR_API_TOKEN
 //!   open_reads: false          # true: GET endpoints need no token
+//!   read_timeout: 30           # seconds a client may take to send a request's head, or
+//!                              # pause inside its body, before the connection is closed
 //! ```
 //!
 //! The token is best kept out of the file: `$WEIR_API_TOKEN` wins over `token:`, and a
 //! `token:` of the form `{{ env_var('NAME') }}` reads that variable.
 
 use std::path::Path;
+use std::time::Duration;
 
 use weir_project::yaml::{Node, Value};
 
@@ -24,15 +27,18 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// Reads (GET) are open to anyone who can reach the address.
     pub open_reads: bool,
+    /// How long a connection may wait before sending a request's head, or pause inside its
+    /// body: an idle or stalled client is cut off after it.
+    pub read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
-        ServerConfig { bind: "127.0.0.1:8080".into(), token: None, open_reads: false }
+        ServerConfig { bind: "127.0.0.1:8080".into(), token: None, open_reads: false, read_timeout: Duration::from_secs(30) }
     }
 }
 
-const KEYS: &[&str] = &["bind", "token", "open_reads"];
+const KEYS: &[&str] = &["bind", "token", "open_reads", "read_timeout"];
 
 impl ServerConfig {
     /// The project's settings: defaults, then `weir.yml`, then `$WEIR_API_TOKEN`.
@@ -67,6 +73,17 @@ fn read_section(c: &mut ServerConfig, section: &Node, file: &Path) -> Result<(),
                     _ => return Err(err(v, "open_reads must be true or false".into())),
                 }
             }
+            "read_timeout" => {
+                let seconds = match v.value {
+                    Value::Int(n) => n as f64,
+                    Value::Float(f) => f,
+                    _ => f64::NAN,
+                };
+                c.read_timeout = Duration::try_from_secs_f64(seconds)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| err(v, "read_timeout must be a number of seconds above 0".into()))?;
+            }
             "token" => {
                 let text = v.scalar_text().ok_or_else(|| err(v, "token must be text".into()))?;
                 c.token = match env_reference(&text) {
@@ -98,8 +115,10 @@ mod tests {
         let yml = "server:\n  bind: 0.0.0.0:9000\n  token: \"{{ env_var('WEIR_TEST_SERVER_TOKEN_UNSET') }}\"\n  open_reads: true\n";
         let c = read(dir.path(), Some(yml)).unwrap();
         assert_eq!((c.bind.as_str(), c.token, c.open_reads), ("0.0.0.0:9000", None, true));
-        let c = read(dir.path(), Some("server:\n  token: s3cret\n")).unwrap();
-        assert_eq!(c.token.as_deref(), Some("s3cret"));
+        let c = read(dir.path(), Some("server:\n  token: s3cret\n  read_timeout: 2.5\n")).unwrap();
+        assert_eq!((c.token.as_deref(), c.read_timeout), (Some("s3cret"), Duration::from_millis(2500)));
+        let e = read(dir.path(), Some("server:\n  read_timeout: 0\n")).unwrap_err();
+        assert!(e.contains("weir.yml:2:17") && e.contains("read_timeout must be"), "{e}");
         let e = read(dir.path(), Some("server:\n  bnd: x\n")).unwrap_err();
         assert!(e.contains("weir.yml:2:3") && e.contains("unknown key 'bnd'"), "{e}");
     }

@@ -16,6 +16,9 @@ mod config;
 
 use std::sync::Arc;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::sync::Notify;
 use weir_orchestrate::Executor;
 
@@ -29,8 +32,6 @@ pub enum ServerError {
     Config(String),
     #[error("cannot listen on {bind}: {source}")]
     Bind { bind: String, source: std::io::Error },
-    #[error("the HTTP server stopped: {0}")]
-    Serve(std::io::Error),
 }
 
 /// What the handlers share.
@@ -45,11 +46,48 @@ pub struct AppState {
     pub worker_id: String,
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServerError> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)
+/// Serves the API on `listener` until `shutdown` resolves, then lets the requests under way
+/// finish.
+///
+/// Each connection must send a request's head within `read_timeout` of opening or of its
+/// previous response, and must not pause longer than that inside a body (408), so clients
+/// that stall or hold idle connections cannot pile them up.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let read_timeout = state.config.read_timeout;
+    let app = tower_http::timeout::RequestBodyTimeout::new(router(state), read_timeout);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(read_timeout);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    wait_after_accept_error(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = connections.watch(conn);
+        tokio::spawn(async move {
+            // A connection that ends badly (a timeout, a reset) concerns only its client.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+}
+
+/// A failed `accept` that concerns one client is skipped; one that concerns the process
+/// (too many open files) is retried after a pause, as there is nothing better to do.
+async fn wait_after_accept_error(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        eprintln!("weir serve: cannot accept a connection: {e}");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

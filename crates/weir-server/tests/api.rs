@@ -161,7 +161,7 @@ async fn triggered_runs_run_with_their_params_and_bad_requests_are_refused() {
 
     let cases = [
         ("/api/v1/pipelines/hello/runs", r#"{"params": {"who": "x"}, "run_id": "first"}"#, StatusCode::CONFLICT, "already has a run"),
-        ("/api/v1/pipelines/hello/runs", r#"{"params": {"whom": "x"}}"#, StatusCode::BAD_REQUEST, "whom"),
+        ("/api/v1/pipelines/hello/runs", r#"{"params": {"whom": "x"}}"#, StatusCode::UNPROCESSABLE_ENTITY, "whom"),
         ("/api/v1/pipelines/hello/runs", r#"{"params": "#, StatusCode::BAD_REQUEST, "line 1 column"),
         ("/api/v1/pipelines/hello/runs", r#"{"parms": {}}"#, StatusCode::BAD_REQUEST, "unknown field `parms`"),
         ("/api/v1/pipelines/hello/runs", r#"{"date": "yesterday"}"#, StatusCode::BAD_REQUEST, "date"),
@@ -329,4 +329,68 @@ async fn the_document_says_what_the_server_does_and_every_error_is_json() {
     for (status, body) in &bad {
         assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{status}: {body}");
     }
+}
+
+/// A client that connects and sends nothing, stops inside a request's head or inside its
+/// body, or keeps a connection idle after a response, is cut off after the read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_idle_connections_are_closed_after_the_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeout = Duration::from_millis(600);
+    let server = Server::start(ServerConfig { read_timeout: timeout, ..guarded() }).await;
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let body_head = format!(
+        "POST /api/v1/pipelines/hello/runs HTTP/1.1\r\nHost: weir\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"params\""
+    );
+    let cases = [
+        ("nothing sent", String::new(), None),
+        ("mid-header", "GET /api/v1/health HTTP/1.1\r\nHost: weir\r\n".to_string(), None),
+        ("mid-body", body_head, Some("HTTP/1.1 408")),
+        ("idle after a response", "GET /api/v1/health HTTP/1.1\r\nHost: weir\r\n\r\n".to_string(), Some("HTTP/1.1 200")),
+    ];
+    for (what, sent, reply_starts) in cases {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(sent.as_bytes()).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut reply = vec![];
+        let read = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut reply)).await;
+        let elapsed = started.elapsed();
+        assert!(read.is_ok(), "{what}: the connection is still open after 20 s");
+        assert!(elapsed >= timeout / 2, "{what}: closed after {elapsed:?}, before the timeout");
+        let reply = String::from_utf8_lossy(&reply);
+        match reply_starts {
+            Some(start) => assert!(reply.starts_with(start), "{what}: {reply}"),
+            None => assert!(!reply.contains(" 200 "), "{what}: {reply}"),
+        }
+    }
+}
+
+/// schemathesis (`scripts/install-schemathesis.sh`) generates requests from the served
+/// document, valid and invalid ones, single and in sequences that follow the document's
+/// links, and holds every answer to the document with all its checks. Any failure fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_answer_that_disagrees_with_the_document() {
+    let venv = std::env::var("WEIR_SCHEMATHESIS_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/weir/schemathesis-venv"));
+    let st = venv.join("bin/st");
+    assert!(st.exists(), "schemathesis is not installed at {}; run scripts/install-schemathesis.sh", st.display());
+    let s = Server::start(guarded()).await;
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
+    // More examples find more (WEIR_SCHEMATHESIS_EXAMPLES=1000 for a long run); 40 keeps the
+    // suite quick and still covers every operation, link and check.
+    let examples = std::env::var("WEIR_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
+    let out = tokio::process::Command::new(&st)
+        .arg("--config-file")
+        .arg(&config)
+        .args(["run", &format!("{}/api/v1/openapi.json", s.base), "--checks", "all", "--max-examples", &examples, "--workers", "2"])
+        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+        .env("NO_COLOR", "1")
+        .current_dir(s.path())
+        .output()
+        .await
+        .unwrap();
+    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "schemathesis failed:\n{report}");
 }

@@ -57,7 +57,7 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
             let _ = server_stop.wait_for(|s| *s).await;
         }));
         scheduler.run(stopped).await?;
-        server.await.map_err(|e| e.to_string())??;
+        server.await.map_err(|e| e.to_string())?;
         Ok::<u8, Error>(0)
     })
 }
