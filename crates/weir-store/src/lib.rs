@@ -235,16 +235,37 @@ impl Store {
     pub fn open(url: &str, base: &Path, schema: Option<&str>) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Store::postgres(url, schema)
-        } else if let Some(path) = url.strip_prefix("sqlite:") {
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let (path, options) = rest.split_once('?').unwrap_or((rest, ""));
+            let mut synchronous = "normal";
+            for option in options.split('&').filter(|o| !o.is_empty()) {
+                synchronous = match option.split_once('=') {
+                    Some(("synchronous", v)) if v.eq_ignore_ascii_case("normal") => "normal",
+                    Some(("synchronous", v)) if v.eq_ignore_ascii_case("full") => "full",
+                    _ => {
+                        return Err(StoreError::Config(format!(
+                            "'{option}' in the store URL '{url}' is not an option (known: synchronous=normal or synchronous=full)"
+                        )));
+                    }
+                };
+            }
             let path = PathBuf::from(path.trim_start_matches("//"));
-            Store::sqlite(&if path.is_absolute() { path } else { base.join(path) })
+            Store::sqlite_synchronous(&if path.is_absolute() { path } else { base.join(path) }, synchronous)
         } else {
             Err(StoreError::Config(format!("'{url}' is not a store URL (use sqlite:PATH or postgresql://...)")))
         }
     }
 
-    /// A SQLite store in one file; its folder is created if missing.
+    /// A SQLite store in one file; its folder is created if missing. A commit is durable once
+    /// the next checkpoint has synced the write-ahead log (SQLite's `synchronous=normal`): a
+    /// power cut may lose the last commits, never the file's consistency.
     pub fn sqlite(path: &Path) -> Result<Store, StoreError> {
+        Store::sqlite_synchronous(path, "normal")
+    }
+
+    /// A SQLite store whose every commit syncs the log first (`synchronous`: `full`), where
+    /// losing the last commits to a power cut is not acceptable, or `normal` as above.
+    fn sqlite_synchronous(path: &Path, synchronous: &str) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let err = |source| StoreError::Sqlite { path: shown.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -255,7 +276,7 @@ impl Store {
         // each other's writes rather than fail, and let readers run beside a writer.
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "wal").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "normal").map_err(err)?;
+        conn.pragma_update(None, "synchronous", synchronous).map_err(err)?;
         let store = Store { backend: Mutex::new(Backend::Sqlite { conn, path: shown.clone() }), description: format!("sqlite:{shown}") };
         store.migrate()?;
         Ok(store)
@@ -677,6 +698,24 @@ mod tests {
         let again = Store::sqlite(&path).unwrap();
         assert_eq!(again.schema_version().unwrap(), MIGRATIONS.len());
         assert_eq!(again.intervals("a").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_sqlite_url_may_ask_for_a_synced_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let level = |url: &str| -> Result<i64, String> {
+            let store = Store::open(url, dir.path(), None).map_err(|e| e.to_string())?;
+            let backend = store.backend.lock().unwrap();
+            let Backend::Sqlite { conn, .. } = &*backend else { unreachable!("a SQLite URL opens SQLite") };
+            Ok(conn.query_row("pragma synchronous", [], |r| r.get(0)).unwrap())
+        };
+        // SQLite's levels: 1 normal, 2 full.
+        assert_eq!(level("sqlite:w.db"), Ok(1));
+        assert_eq!(level("sqlite:w.db?synchronous=full"), Ok(2));
+        assert_eq!(level("sqlite:w.db?synchronous=NORMAL"), Ok(1));
+        let e = level("sqlite:w.db?synchronous=extra").unwrap_err();
+        assert!(e.contains("'synchronous=extra' in the store URL") && e.contains("known: synchronous=normal"), "{e}");
+        assert!(!dir.path().join("w.db?synchronous=full").exists());
     }
 
     #[test]
