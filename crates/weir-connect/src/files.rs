@@ -126,6 +126,16 @@ pub fn open(path: &Path) -> Result<Box<dyn Read>, String> {
     })
 }
 
+/// A file's first line (its header), without the line break; at most 1 MiB of it.
+pub fn first_line(path: &Path) -> Result<String, String> {
+    let mut line = vec![];
+    BufReader::new(open(path)?.take(1 << 20)).read_until(b'\n', &mut line).map_err(|e| format!("{}: {e}", path.display()))?;
+    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
 /// Reads a JSON-lines file and returns its invalid lines. When there are some, the valid
 /// lines are written to a new file the engine can read instead (returned with them). Two
 /// passes, so memory stays flat whatever the file's size.

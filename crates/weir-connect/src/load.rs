@@ -618,12 +618,22 @@ impl Job<'_> {
         }
         let source_file = self.source_file_sql(&renamed);
         let rejects_name = format!("weir_rejects_{}", self.load_id.replace('-', ""));
+        // Files with the same header share one scan (DuckDB's multi-file reader); without a
+        // header, all of them.
+        let first_lines = match (f.format, f.options.header) {
+            (FileFormat::Csv, true) => {
+                to_read.iter().map(|fnd| files::first_line(&fnd.path)).collect::<Result<_, _>>().map_err(|m| self.source(m))?
+            }
+            (FileFormat::Csv, false) => vec![String::new(); paths.len()],
+            _ => vec![],
+        };
         let scan = FileScan {
             format: f.format,
             paths,
             options: f.options.clone(),
             rejects: Some(rejects_name.clone()),
             filename_column: Some(SOURCE_FILE.to_string()),
+            first_lines,
         };
         let bytes: u64 = to_read.iter().map(|f| f.size).sum();
         self.progress(Progress::Extracting { rows: 0, bytes });
@@ -941,6 +951,7 @@ impl Job<'_> {
             options: Default::default(),
             rejects: None,
             filename_column: None,
+            first_lines: vec![],
         };
         let rejected = self.stage_files(&scan, None)?;
         Ok(Extracted::rows(rejected))

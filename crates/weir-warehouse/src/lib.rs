@@ -185,6 +185,9 @@ pub struct FileScan {
     pub rejects: Option<String>,
     /// The column naming each row's file.
     pub filename_column: Option<String>,
+    /// CSV: the first line of each of `paths`, so that files with the same columns can be
+    /// read by one scan where rejected lines are kept; empty when not known.
+    pub first_lines: Vec<String>,
 }
 
 /// How to read delimited text, as users write it in a load (all optional).
