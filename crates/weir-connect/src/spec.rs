@@ -157,7 +157,9 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Load>, ConnectError> {
             Some("loads") => {
                 let items = value.as_seq().ok_or_else(|| p.err(value, "`loads` must be a list of loads"))?;
                 for item in items {
-                    loads.push(p.load(item)?);
+                    if p.enabled(item)? {
+                        loads.push(p.load(item)?);
+                    }
                 }
             }
             other => return Err(p.err(key, format!("unknown key '{}' (expected `loads:`)", other.unwrap_or_default()))),
@@ -213,9 +215,24 @@ impl Parser<'_> {
         }
     }
 
+    /// `enabled: false`, or a text that renders to false (`"{{ env_var('SHOP_DB', '') != '' }}"`),
+    /// leaves a load out of the project, as dbt leaves out a disabled node.
+    fn enabled(&self, item: &Node) -> Result<bool, ConnectError> {
+        let Some(node) = item.get("enabled") else { return Ok(true) };
+        if let Value::Bool(b) = node.value {
+            return Ok(b);
+        }
+        match self.text(node, "enabled")?.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(self.err(node, format!("enabled must be true or false, not '{other}'"))),
+        }
+    }
+
     fn load(&self, item: &Node) -> Result<Load, ConnectError> {
         const KEYS: &[&str] = &[
             "name",
+            "enabled",
             "description",
             "source",
             "destination",
@@ -403,6 +420,7 @@ impl Parser<'_> {
         let url = get("url")
             .map(|n| self.text(n, "url"))
             .transpose()?
+            .filter(|u| !u.trim().is_empty())
             .ok_or_else(|| self.err(node, format!("{what} needs a `url` ({example}; use {{{{ env_var('...') }}}} for secrets)")))?;
         let table = get("table").map(|n| self.text(n, "table")).transpose()?;
         let query = get("query").map(|n| self.text(n, "query")).transpose()?;
@@ -452,6 +470,23 @@ mod tests {
         assert_eq!(loads[1].primary_key, vec!["id".to_string()]);
         assert_eq!(loads[1].incremental.as_ref().and_then(|i| i.lookback.as_deref()), Some("1 hour"));
         assert_eq!(loads[1].location.line, 9);
+    }
+
+    #[test]
+    fn a_disabled_load_is_left_out_even_when_it_would_not_parse() {
+        let text = |enabled: &str| {
+            format!(
+                "loads:\n  - name: files\n    source: {{kind: csv, path: x}}\n  - name: crm\n    enabled: {enabled}\n    \
+                 source: {{kind: postgres, url: \"{{{{ env_var('WEIR_TEST_UNSET_CRM_URL', '') }}}}\", table: t}}\n"
+            )
+        };
+        let names = |enabled: &str| parse(&text(enabled)).map(|l| l.iter().map(|l| l.name.clone()).collect::<Vec<_>>());
+        assert_eq!(names("false"), Ok(vec!["files".to_string()]));
+        assert_eq!(names("\"{{ env_var('WEIR_TEST_UNSET_CRM_URL', '') != '' }}\""), Ok(vec!["files".to_string()]));
+        let e = names("true").unwrap_err();
+        assert!(e.contains("needs a `url`"), "{e}");
+        let e = names("maybe").unwrap_err();
+        assert!(e.starts_with("loads/x.yml:5:14") && e.contains("enabled must be true or false, not 'maybe'"), "{e}");
     }
 
     #[test]

@@ -317,6 +317,12 @@ impl Settings {
 /// Renders `{{ env_var(...) }}` and `{{ var(...) }}` in `dbt_project.yml` and `profiles.yml`
 /// values, which dbt renders before anything else exists.
 pub fn render_static(text: &str, cli_vars: &Map<String, J>) -> Result<String, String> {
+    render_with_target(text, cli_vars, None)
+}
+
+/// As [`render_static`], with `target` too: what dbt renders a source's `database`, `schema`
+/// and `identifier` with (`schema: "{{ target.schema }}_raw"`).
+pub fn render_with_target(text: &str, cli_vars: &Map<String, J>, target: Option<&J>) -> Result<String, String> {
     if !text.contains("{{") && !text.contains("{%") {
         return Ok(text.to_string());
     }
@@ -330,7 +336,11 @@ pub fn render_static(text: &str, cli_vars: &Map<String, J>) -> Result<String, St
             (None, None) => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("Required var '{name}' not found"))),
         }
     });
-    env.render_str(text, minijinja::context! {}).map_err(|e| e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()))
+    let ctx = match target {
+        Some(t) => minijinja::context! { target => crate::jinja::json_value(t) },
+        None => minijinja::context! {},
+    };
+    env.render_str(text, ctx).map_err(|e| e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()))
 }
 
 fn load_packages(

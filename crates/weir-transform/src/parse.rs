@@ -351,6 +351,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
     }
 
     // Sources and generic tests from schema files.
+    let target_jinja = target.to_jinja();
     let mut tests = vec![];
     for (f, s) in &schemas {
         let folders = {
@@ -375,10 +376,18 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 if let Some(fr) = t.freshness.as_ref().or(src.freshness.as_ref()) {
                     config.insert("freshness".into(), fr.clone());
                 }
+                // dbt renders these three with the target and vars (`{{ target.schema }}_raw`).
+                let render = |value: Option<&String>, default: String| -> Result<String, TransformError> {
+                    let Some(v) = value else { return Ok(default) };
+                    weir_project::project::render_with_target(v, &project.cli_vars, Some(&target_jinja)).map_err(|m| {
+                        let text = std::fs::read_to_string(&f.path).ok();
+                        TransformError::at(t.location.clone(), format!("source '{}.{}': {m}", src.name, t.name), text.as_deref())
+                    })
+                };
                 let relation = Relation::new(
-                    src.database.clone().unwrap_or_else(|| target.database()),
-                    src.schema.clone().unwrap_or_else(|| src.name.clone()),
-                    t.identifier.clone().unwrap_or_else(|| t.name.clone()),
+                    render(src.database.as_ref(), target.database())?,
+                    render(src.schema.as_ref(), src.name.clone())?,
+                    render(t.identifier.as_ref(), t.name.clone())?,
                 );
                 nodes.insert(
                     unique_id.clone(),
