@@ -859,8 +859,14 @@ impl TaskRun {
                 Outcome::NotYet(_) => ("failed".into(), None),
             };
             store.save_attempt(&record)?;
-            if matches!(outcome, Outcome::Success { .. }) {
-                return Ok((TaskState::Success, number, None));
+            if let Outcome::Success { published } = &outcome {
+                // What a shell task said last (its return value) is its message, so a
+                // foreground run and the run's record show it.
+                let said = match self.task.kind {
+                    TaskKind::Shell { .. } => published.iter().find(|(k, _)| k == "return_value").and_then(|(_, v)| v.as_str()),
+                    _ => None,
+                };
+                return Ok((TaskState::Success, number, said.map(|s| clip(s, 200))));
             }
             let message = message.unwrap_or_default();
             if number >= max_tries {
