@@ -31,16 +31,17 @@ fn example_builds_and_a_rerun_changes_no_row() {
 fn selection_follows_dbt_syntax() {
     let dir = shop();
     let ls = |sel: &[&str]| {
-        let mut args = vec!["ls", "--resource-type", "model", "seed", "--select"];
+        let mut args = vec!["ls", "--resource-type", "model", "load", "--select"];
         args.extend_from_slice(sel);
         let o = weir(dir.path(), &args);
         assert!(o.status.success(), "{}", text(&o));
         String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect::<Vec<_>>()
     };
-    assert_eq!(ls(&["+daily_revenue"]), ["shop.marts.daily_revenue", "shop.staging.stg_orders", "shop.raw_orders"]);
+    // The load that writes the source stg_orders reads is upstream of it.
+    assert_eq!(ls(&["+daily_revenue"]), ["load:shop.orders", "shop.marts.daily_revenue", "shop.staging.stg_orders"]);
     assert_eq!(ls(&["stg_orders+"]), ["shop.marts.daily_revenue", "shop.staging.stg_orders"]);
     assert_eq!(ls(&["tag:marts"]), ["shop.marts.daily_revenue"]);
-    assert_eq!(ls(&["path:models/staging", "resource_type:seed"]), ["shop.staging.stg_orders", "shop.raw_orders"]);
+    assert_eq!(ls(&["path:models/staging", "resource_type:load"]), ["load:shop.orders", "shop.staging.stg_orders"]);
     assert_eq!(ls(&["+daily_revenue,config.materialized:view"]), ["shop.staging.stg_orders"]);
 }
 
@@ -117,20 +118,44 @@ fn misspelled_configs_warn_with_their_place() {
     assert!(text(&o).contains("dbt_project.yml:5:5: unknown config key '+materialised' (did you mean '+materialized'?)"), "{}", text(&o));
 }
 
+/// The example on PostgreSQL, with its customer database: both loads land in a raw schema of
+/// the test's own, the models build beside them, and a rerun loads nothing twice.
 #[test]
-fn example_builds_on_postgres_in_its_own_schema() {
+fn example_builds_on_postgres_in_its_own_schema_with_its_customer_database() {
     let dir = shop();
     let schema = format!("weir_test_{}", std::process::id());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
-    cmd.args(["build", "--target", "pg"]).current_dir(dir.path()).env("WEIR_SHOP_SCHEMA", &schema).env("PGDATABASE", "test");
-    let o = cmd.output().unwrap();
+    let source_db = format!("weir_shop_source_{}", std::process::id());
+    let made = Command::new("bash").args(["scripts/create_source_db.sh", &source_db]).current_dir(dir.path()).output().unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let url = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    assert_eq!(url, format!("postgresql://postgres@127.0.0.1:5432/{source_db}"));
+    let build = || {
+        weir_command(dir.path())
+            .args(["build", "--target", "pg"])
+            .env("WEIR_SHOP_SCHEMA", &schema)
+            .env("WEIR_SHOP_RAW_SCHEMA", format!("{schema}_raw"))
+            .env("SHOP_SOURCE_URL", &url)
+            .env("PGDATABASE", "test")
+            .output()
+            .unwrap()
+    };
+    let (first, second) = (build(), build());
     let mut pg = postgres::Client::connect("host=127.0.0.1 user=postgres dbname=test", postgres::NoTls).unwrap();
-    let count = pg.query_one(&format!("select count(*) from {schema}.daily_revenue"), &[]).map(|r| r.get::<_, i64>(0));
-    let raw = pg.query_one(&format!("select count(*) from {schema}_raw.orders"), &[]).map(|r| r.get::<_, i64>(0));
+    let mut count = |sql: String| pg.query_one(&sql, &[]).map(|r| r.get::<_, i64>(0));
+    let days = count(format!("select count(*) from {schema}.daily_revenue"));
+    let raw = count(format!("select count(*) from {schema}_raw.orders"));
+    let customers = count(format!("select count(*) from {schema}.customer_orders where order_count > 0"));
+    let loads = count(format!("select count(*) from {schema}_raw._weir_loads where rows_loaded > 0"));
     pg.batch_execute(&format!("drop schema if exists {schema} cascade; drop schema if exists {schema}_raw cascade")).unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let mut admin = postgres::Client::connect("host=127.0.0.1 user=postgres dbname=postgres", postgres::NoTls).unwrap();
+    admin.batch_execute(&format!("drop database if exists {source_db}")).unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(second.status.success(), "{}", text(&second));
     assert_eq!(raw.unwrap(), 20000);
-    assert!(count.unwrap() > 1000);
+    assert!(days.unwrap() > 1000);
+    assert!(customers.unwrap() > 4000);
+    // The first build loaded the files and the customers; the second found nothing new.
+    assert_eq!(loads.unwrap(), 2, "{}", text(&second));
 }
 
 #[test]

@@ -33,7 +33,8 @@ fn copy_dir(from: &Path, to: &Path) {
         let entry = entry.unwrap();
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name == "target" || name.ends_with(".duckdb") || name == "dbt_packages" || name == "logs" {
+        if name == "target" || name.ends_with(".duckdb") || name == "dbt_packages" || name == "logs" || name == "exports" || name == ".weir"
+        {
             continue;
         }
         let dest = to.join(&*name);
@@ -69,9 +70,11 @@ fn split_args(line: &str) -> Vec<String> {
 
 const PROFILES: &str = "parity:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: parity.duckdb\n      threads: 4\n";
 
-fn run(program: &Path, dir: &Path, args: &[String], profiles: &Path) -> (bool, String) {
+fn run(program: &Path, dir: &Path, args: &[String], profiles: &Path, env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(program)
         .args(args)
+        .env_remove("SHOP_SOURCE_URL")
+        .envs(env.iter().copied())
         .arg("--profiles-dir")
         .arg(profiles)
         .current_dir(dir)
@@ -84,7 +87,8 @@ fn run(program: &Path, dir: &Path, args: &[String], profiles: &Path) -> (bool, S
 }
 
 /// name -> status from target/run_results.json (test ids carry tool-specific hashes). Weir's
-/// own check suites (`checks/*.yml`, which dbt does not read) are left out.
+/// own check suites and loads (`checks/*.yml`, `loads/*.yml`, which dbt does not read) are
+/// left out.
 fn outcomes(dir: &Path) -> BTreeMap<String, String> {
     let text = std::fs::read_to_string(dir.join("target/run_results.json")).unwrap();
     let doc: J = serde_json::from_str(&text).unwrap();
@@ -92,7 +96,10 @@ fn outcomes(dir: &Path) -> BTreeMap<String, String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|r| !r["unique_id"].as_str().unwrap_or_default().starts_with("check."))
+        .filter(|r| {
+            let id = r["unique_id"].as_str().unwrap_or_default();
+            !id.starts_with("check.") && !id.starts_with("load.")
+        })
         .map(|r| {
             let id = r["unique_id"].as_str().unwrap();
             let parts: Vec<&str> = id.split('.').collect();
@@ -117,6 +124,10 @@ fn snapshot(db: &Path, volatile: &[String]) -> BTreeMap<String, Table> {
     let mut out = BTreeMap::new();
     for r in rels.rows {
         let (schema, name, kind) = (r[0].to_string(), r[1].to_string(), r[2].to_string());
+        // A load's own records (`_weir_loads`, `_weir_rejected`) differ by their run ids.
+        if name.starts_with("_weir") {
+            continue;
+        }
         let cols = c
             .query(&format!(
                 "select column_name, data_type from information_schema.columns where table_catalog = 'parity' and table_schema = '{schema}' and table_name = '{name}' order by ordinal_position"
@@ -127,7 +138,12 @@ fn snapshot(db: &Path, volatile: &[String]) -> BTreeMap<String, Table> {
             .map(|r| (r[0].to_string(), r[1].to_string()))
             .collect();
         let data = c.query(&format!("select * from \"{schema}\".\"{name}\"")).unwrap();
-        let clocked: Vec<bool> = data.columns.iter().map(|col| volatile.contains(&format!("{name}.{}", col.name))).collect();
+        // A loaded row's `_weir_load_id` and `_weir_loaded_at` name its run.
+        let clocked: Vec<bool> = data
+            .columns
+            .iter()
+            .map(|col| col.name.starts_with("_weir_load") || volatile.contains(&format!("{name}.{}", col.name)))
+            .collect();
         let mut rows: Vec<Vec<String>> = data
             .rows
             .iter()
@@ -150,7 +166,7 @@ fn snapshot(db: &Path, volatile: &[String]) -> BTreeMap<String, Table> {
     out
 }
 
-fn check_project(src: &Path) {
+fn check_project(src: &Path, env: &[(&str, &str)]) {
     let name = src.file_name().unwrap().to_string_lossy().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let (dbt_dir, weir_dir, profiles) = (tmp.path().join("dbt"), tmp.path().join("weir"), tmp.path().join("profiles"));
@@ -165,15 +181,28 @@ fn check_project(src: &Path) {
     std::fs::write(profiles.join("profiles.yml"), PROFILES.replace("parity:", &format!("{project_profile}:"))).unwrap();
     let dbt = dbt();
     if src.join("packages.yml").exists() {
-        let (ok, text) = run(&dbt, &dbt_dir, &["deps".to_string()], &profiles);
+        let (ok, text) = run(&dbt, &dbt_dir, &["deps".to_string()], &profiles, env);
         assert!(ok, "{name}: dbt deps failed:\n{text}");
     }
     let weir = PathBuf::from(env!("CARGO_BIN_EXE_weir"));
+    // Loads are Weir's (dbt users run a loader before dbt): both warehouses get the raw layer
+    // from `weir load`, then each tool builds on it.
+    if src.join("loads").is_dir() {
+        for d in [&dbt_dir, &weir_dir] {
+            if src.join("scripts/generate_orders.py").exists() {
+                let o =
+                    Command::new("python3").arg("scripts/generate_orders.py").current_dir(d).envs(env.iter().copied()).output().unwrap();
+                assert!(o.status.success(), "{name}: exporting the order files failed");
+            }
+            let (ok, text) = run(&weir, d, &["load".to_string()], &profiles, env);
+            assert!(ok, "{name}: weir load failed:\n{text}");
+        }
+    }
     let steps = std::fs::read_to_string(src.join("steps.txt")).unwrap_or_else(|_| "build\n".into());
     for line in steps.lines().filter(|l| !l.trim().is_empty()) {
         let args = split_args(line);
-        let (dbt_ok, dbt_out) = run(&dbt, &dbt_dir, &args, &profiles);
-        let (weir_ok, weir_out) = run(&weir, &weir_dir, &args, &profiles);
+        let (dbt_ok, dbt_out) = run(&dbt, &dbt_dir, &args, &profiles, env);
+        let (weir_ok, weir_out) = run(&weir, &weir_dir, &args, &profiles, env);
         let (d, w) = (outcomes(&dbt_dir), outcomes(&weir_dir));
         assert_eq!(d, w, "{name}: `{line}`: node outcomes differ\n--- dbt:\n{dbt_out}\n--- weir:\n{weir_out}");
         assert_eq!(dbt_ok, weir_ok, "{name}: `{line}`: exit status differs\n--- dbt:\n{dbt_out}\n--- weir:\n{weir_out}");
@@ -199,35 +228,51 @@ fn check_project(src: &Path) {
 
 #[test]
 fn example_shop_matches_dbt() {
-    check_project(&repo().join("examples/shop"));
+    check_project(&repo().join("examples/shop"), &[]);
+}
+
+/// The example with its customer database in PostgreSQL: the customer models are enabled.
+#[test]
+fn example_shop_with_its_customer_database_matches_dbt() {
+    let shop = repo().join("examples/shop");
+    let db = format!("weir_parity_shop_{}", std::process::id());
+    let made = Command::new("bash").args(["scripts/create_source_db.sh", &db]).current_dir(&shop).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let url = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    let checked = std::panic::catch_unwind(|| check_project(&shop, &[("SHOP_SOURCE_URL", &url)]));
+    let mut admin = postgres::Client::connect("host=127.0.0.1 user=postgres dbname=postgres", postgres::NoTls).unwrap();
+    admin.batch_execute(&format!("drop database if exists {db}")).unwrap();
+    if let Err(panic) = checked {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 #[test]
 fn jinja_macros_and_packages_match_dbt() {
-    check_project(&repo().join("crates/weir/tests/fixtures/parity/jinja_macros"));
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/jinja_macros"), &[]);
 }
 
 #[test]
 fn incremental_reruns_match_dbt() {
-    check_project(&repo().join("crates/weir/tests/fixtures/parity/incremental"));
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/incremental"), &[]);
 }
 
 #[test]
 fn on_schema_change_matches_dbt() {
-    check_project(&repo().join("crates/weir/tests/fixtures/parity/schema_change"));
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/schema_change"), &[]);
 }
 
 #[test]
 fn microbatch_matches_dbt() {
-    check_project(&repo().join("crates/weir/tests/fixtures/parity/microbatch"));
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/microbatch"), &[]);
 }
 
 #[test]
 fn snapshots_match_dbt() {
-    check_project(&repo().join("crates/weir/tests/fixtures/parity/snapshots"));
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/snapshots"), &[]);
 }
 
 #[test]
 fn test_configs_and_contracts_match_dbt() {
-    check_project(&repo().join("crates/weir/tests/fixtures/parity/tests_config"));
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/tests_config"), &[]);
 }

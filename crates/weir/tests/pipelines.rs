@@ -12,11 +12,17 @@ fn the_example_pipeline_runs_every_task_and_keeps_its_record() {
     let o = weir(dir.path(), &["pipeline", "run", "daily", "--run-id", "manual__test"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    for line in ["START orders_landed", "OK    load [success", "OK    marts [success", "OK    report [success", "Done. SUCCESS=6"] {
+    for line in ["START orders_exported", "OK    load [success", "OK    marts [success", "OK    report [success", "Done. SUCCESS=6"] {
         assert!(out.contains(line), "missing '{line}' in:\n{out}");
     }
     let days = query(&dir.path().join("shop.duckdb"), "select count(*) from main.daily_revenue");
     assert!(days[0][0].parse::<u64>().unwrap() > 1000, "{days:?}");
+    // The report's line is on the foreground run's output.
+    let report = out.lines().find(|l| l.contains("OK    report")).unwrap_or_default();
+    let distinct = query(&dir.path().join("shop.duckdb"), "select count(distinct sale_date) from main.daily_revenue");
+    assert!(report.contains(&format!("{} days of revenue", distinct[0][0])) && report.contains(" in all"), "{out}");
+    let loaded = query(&dir.path().join("shop.duckdb"), "select count(*), count(distinct _weir_source_file) from raw.orders");
+    assert_eq!(loaded, [["20000", "1095"]]);
     // The report read the sql task's published row.
     let log = text(&weir(dir.path(), &["pipeline", "logs", "daily", "manual__test", "report"]));
     assert!(log.contains("days of revenue") && !log.contains("{{"), "{log}");
@@ -27,6 +33,12 @@ fn the_example_pipeline_runs_every_task_and_keeps_its_record() {
     assert!(again.contains("already succeeded"), "{again}");
     let list = text(&weir(dir.path(), &["pipeline", "list"]));
     assert!(list.contains("daily: 6 tasks, 0 2 * * * (UTC), next") && list.contains("last run manual__test success"), "{list}");
+    // A new run loads no file twice and changes no row.
+    let before = query(&dir.path().join("shop.duckdb"), "select * from main.daily_revenue order by all");
+    let rerun = weir(dir.path(), &["pipeline", "run", "daily", "--run-id", "manual__rerun"]);
+    assert!(rerun.status.success(), "{}", text(&rerun));
+    assert_eq!(query(&dir.path().join("shop.duckdb"), "select count(*) from raw.orders"), [["20000"]]);
+    assert_eq!(query(&dir.path().join("shop.duckdb"), "select * from main.daily_revenue order by all"), before);
 }
 
 fn daily_project() -> tempfile::TempDir {

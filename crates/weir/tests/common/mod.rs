@@ -14,7 +14,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().to_string();
-        if name == "target" || name == ".weir" || name.ends_with(".duckdb") {
+        if name == "target" || name == ".weir" || name == "exports" || name.ends_with(".duckdb") {
             continue;
         }
         if e.file_type().unwrap().is_dir() {
@@ -25,14 +25,25 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A copy of the example with its order files exported (its customer database is not set).
 pub fn shop() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo().join("examples/shop"), dir.path());
+    let o = Command::new("python3").arg("scripts/generate_orders.py").current_dir(dir.path()).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
     dir
 }
 
+/// `weir ARGS` in `dir`, away from the caller's dbt profiles and the example's customer database.
 pub fn weir(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(dir).env_remove("DBT_PROFILES_DIR").output().unwrap()
+    weir_command(dir).args(args).output().unwrap()
+}
+
+/// The command `weir` runs as, to add arguments and environment to.
+pub fn weir_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.current_dir(dir).env_remove("DBT_PROFILES_DIR").env_remove("SHOP_SOURCE_URL").env_remove("WEIR_SHOP_RAW_SCHEMA");
+    cmd
 }
 
 pub fn text(o: &Output) -> String {

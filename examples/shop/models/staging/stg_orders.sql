@@ -7,5 +7,5 @@ select
     total_amount::numeric(10, 2) as total_amount,
     -- Clean nulls, standardize casing
     coalesce(lower(country_code), 'us') as country_code
-from {{ ref('raw_orders') }}
+from {{ source('raw', 'orders') }}
 where created_at >= '2020-01-01' -- filter old test data
