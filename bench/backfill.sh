@@ -12,6 +12,7 @@
 # of $BENCH_REPEAT runs after a warm-up run.
 REPEAT="${BENCH_REPEAT:-5}"
 source "$(dirname "$0")/common.sh"
+reference_python
 dir="$BENCH_DIR/backfill"
 
 rm -rf "$dir"

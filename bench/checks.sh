@@ -15,6 +15,7 @@
 # a warm-up run; peak RSS from /usr/bin/time.
 REPEAT="${BENCH_REPEAT:-3}"
 source "$(dirname "$0")/common.sh"
+reference_python
 SODA_VENV="${WEIR_SODA_VENV:-$HOME/.cache/weir/soda-venv}"
 dir="$BENCH_DIR/checks"
 if [ ! -x "$SODA_VENV/bin/soda" ]; then

@@ -1,5 +1,6 @@
 # Shared by the benchmark scripts (sourced, not run): Weir built in the one shared profile,
-# the dbt reference installed, and small helpers. Set REPEAT before sourcing to change the
+# and small helpers; `reference_python` installs the dbt reference, whose virtualenv also
+# gives the scripts DuckDB's Python API. Set REPEAT before sourcing to change the
 # default number of timed runs.
 set -euo pipefail
 bash "$(dirname "${BASH_SOURCE[0]}")/../scripts/install-clang.sh"
@@ -9,9 +10,13 @@ ROWS="${BENCH_ROWS:-100000000}"
 REPEAT="${BENCH_REPEAT:-${REPEAT:-3}}"
 BENCH_DIR="${BENCH_DIR:-$HOME/.cache/weir/bench}"
 cargo build --quiet --workspace --all-targets
-bash scripts/install-dbt.sh >/dev/null
 WEIR="$CARGO_TARGET_DIR/debug/weir"
-PY="$WEIR_DBT_VENV/bin/python"
+
+# Installs dbt-core with dbt-duckdb (scripts/install-dbt.sh) and sets PY to its Python.
+reference_python() {
+  bash scripts/install-dbt.sh >/dev/null
+  PY="$WEIR_DBT_VENV/bin/python"
+}
 
 # The median of the numbers on stdin, one per line ($REPEAT of them).
 median() { sort -n | sed -n "$(( (REPEAT + 1) / 2 ))p"; }

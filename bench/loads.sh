@@ -5,7 +5,7 @@
 #   BENCH_LOAD_ROWS=1000000 BENCH_CSV_ROWS=1000000 bash bench/loads.sh
 #
 # (1) A generated PostgreSQL table (the shared server, schema weir_bench_load) into a DuckDB
-#     file: `weir load` against dlt (PyPI, `sql_table` with its pyarrow backend:
+#     file: `weir load` against dlt (PyPI, `sql_table` with its pyarrow and connectorx backends:
 #     bench/loads_dlt.py), both replacing the table, the whole process timed, a fresh file
 #     each run, and against Sling (both installed as bench/loads_common.sh says).
 # (2) A ~1 GB CSV into a DuckDB file: `weir load` (the whole process) against DuckDB's own
@@ -16,6 +16,7 @@
 # Times are medians of $BENCH_REPEAT runs; peak RSS from /usr/bin/time.
 REPEAT="${BENCH_REPEAT:-3}"
 source "$(dirname "$0")/common.sh"
+reference_python
 LOAD_ROWS="${BENCH_LOAD_ROWS:-10000000}"
 CSV_ROWS="${BENCH_CSV_ROWS:-18000000}"   # 1.03 GiB
 source "$(dirname "$0")/loads_common.sh"

@@ -6,11 +6,12 @@
 #
 # A generated orders table (the shared MariaDB, database weir_bench_load; the same six
 # columns as bench/loads.sh's PostgreSQL table) into a fresh DuckDB file, replacing the table,
-# the whole process timed: `weir load` against dlt (`sql_table`, pyarrow backend, PyMySQL:
+# the whole process timed: `weir load` against dlt (`sql_table`, pyarrow backend with PyMySQL, and connectorx:
 # bench/loads_dlt.py) and Sling, installed as bench/loads_common.sh says. Times are medians of
 # $BENCH_REPEAT runs; peak RSS from /usr/bin/time.
 REPEAT="${BENCH_REPEAT:-3}"
 source "$(dirname "$0")/common.sh"
+reference_python
 LOAD_ROWS="${BENCH_LOAD_ROWS:-10000000}"
 source "$(dirname "$0")/loads_common.sh"
 db=weir_bench_load

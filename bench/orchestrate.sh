@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Scheduling overhead: a 1,000-task chain and a 1,000-task fan-out of no-op shell tasks
-# (`true`), run by `weir pipeline run` and by Airflow (apache-airflow from PyPI, `airflow
-# standalone`: LocalExecutor, SQLite), measured the same way from each tool's own record of
-# when each task started and ended (bench/orchestrate_gaps.py): for the chain, the median time
-# from one task's end to the next one's start; for the fan-out, from the end that freed a slot
-# to the start it allowed.
+# Scheduling overhead: a chain and a fan-out of tasks that do nothing but read the clock, run
+# by `weir pipeline run` and by Airflow (apache-airflow from PyPI, `airflow standalone`:
+# LocalExecutor, SQLite). Every task's command writes when its shell started and when it is
+# about to exit (`date +%s%N`), so both tools are measured over the same span: from the end of
+# one task's process to the start of the next one's (bench/orchestrate_gaps.py), which takes
+# in noticing the end, recording it, deciding, and starting the next process.
 #
 #   bash bench/orchestrate.sh                          # Weir, 1,000 tasks; Airflow, 100 tasks
 #   BENCH_TASKS=200 BENCH_AIRFLOW_TASKS=30 bash bench/orchestrate.sh
 #   BENCH_AIRFLOW=0 bash bench/orchestrate.sh          # Weir only
 #
-# Airflow takes about a second per chained task, so its DAGs default to 100 tasks; the figures
-# compared are per task. Both run 16 tasks at once in the fan-out.
+# Weir runs on its SQLite store as shipped (a commit is synced at the next checkpoint) and with
+# `?synchronous=full` (every commit synced, as Airflow's SQLite database does). Airflow runs as
+# installed (`scheduler_idle_sleep_time` 1 s) and tuned for latency (0.05 s). Airflow takes
+# about a second per chained task as installed, so its DAGs default to 100 tasks; the figures
+# compared are per task. Both run 16 tasks at once in the fan-out. Every process the script
+# starts is stopped by its process group before it exits, and checked gone.
 source "$(dirname "$0")/common.sh"
 TASKS="${BENCH_TASKS:-1000}"
 AF_TASKS="${BENCH_AIRFLOW_TASKS:-100}"
@@ -22,24 +26,35 @@ mkdir -p "$dir/pipelines"
 printf 'name: bench_orchestrate\nprofile: bench_orchestrate\n' > "$dir/dbt_project.yml"
 printf 'bench_orchestrate:\n  target: dev\n  outputs:\n    dev: {type: duckdb, path: bench.duckdb}\n' > "$dir/profiles.yml"
 printf 'orchestrator:\n  parallelism: %s\n' "$SLOTS" > "$dir/weir.yml"
-python3 - "$dir/pipelines" "$TASKS" <<'PY'
-import sys
-out, n = sys.argv[1], int(sys.argv[2])
-with open(f"{out}/chain.yml", "w") as f:
-    f.write("tasks:\n")
-    for i in range(n):
-        after = f", after: t{i - 1}" if i else ""
-        f.write(f"  t{i}: {{shell: 'true'{after}}}\n")
-with open(f"{out}/fanout.yml", "w") as f:
-    f.write("tasks:\n")
-    for i in range(n):
-        f.write(f"  t{i}: {{shell: 'true'}}\n")
+marks="$dir/marks"
+mkdir -p "$marks"
+# The command each task runs; $1 is the task, $2 the marks file.
+task_cmd() { printf 's=$(date +%%s%%N); echo "%s $s $(date +%%s%%N)" >> %s' "$1" "$2"; }
+export -f task_cmd
+python3 - "$dir/pipelines" "$TASKS" "$marks" <<'PY'
+import subprocess, sys
+out, n, marks = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def cmd(task, dag):
+    return subprocess.run(["bash", "-c", 'task_cmd "$0" "$1"', task, f"{marks}/weir-{dag}.txt"], capture_output=True, text=True).stdout
+for dag in ("chain", "fanout"):
+    with open(f"{out}/{dag}.yml", "w") as f:
+        f.write("tasks:\n")
+        for i in range(n):
+            after = f"\n    after: t{i - 1}" if dag == "chain" and i else ""
+            q = cmd(f"t{i}", dag).replace("'", "''")
+            f.write(f"  t{i}:\n    shell: '{q}'{after}\n")
 PY
-echo "== Weir: $TASKS-task chain and fan-out"
-for dag in chain fanout; do
-  /usr/bin/time -f "%M" -o "$dir/$dag.rss" "$WEIR" --project-dir "$dir" --log-format json pipeline run "$dag" > "$dir/$dag.jsonl"
-  python3 bench/orchestrate_gaps.py weir "$dir/$dag.jsonl" "$dag" "$dag" "$SLOTS" | tee -a "$dir/results.jsonl"
-  echo "   peak RSS $(( $(cat "$dir/$dag.rss") / 1024 )) MB"
+for store in default synced; do
+  if [ "$store" = synced ]; then
+    printf 'metadata_store: "sqlite:.weir/weir-synced.db?synchronous=full"\n' >> "$dir/weir.yml"
+  fi
+  echo "== Weir ($store store): $TASKS-task chain and fan-out"
+  for dag in chain fanout; do
+    rm -f "$marks/weir-$dag.txt"
+    /usr/bin/time -f "%M" -o "$dir/$dag.rss" "$WEIR" --project-dir "$dir" pipeline run "$dag" > "$dir/$dag.log"
+    python3 bench/orchestrate_gaps.py "weir-$store" "$marks/weir-$dag.txt" "$dag" "$dag" "$SLOTS" | tee -a "$dir/results.jsonl"
+    echo "   peak RSS $(( $(cat "$dir/$dag.rss") / 1024 )) MB"
+  done
 done
 
 # The scheduler's memory with many finished runs stored: a backfill of an hourly pipeline
@@ -72,6 +87,44 @@ kill -TERM "$serve"; wait "$serve" || true
 echo "== Weir: weir serve over $RUNS finished runs: peak RSS $hwm MB (listing returned $stored runs per page)"
 echo "{\"tool\": \"weir\", \"dag\": \"serve_memory\", \"runs\": $RUNS, \"peak_rss_mb\": $hwm, \"backfill_s\": $secs}" >> "$dir/results.jsonl"
 
+# Processes other than this script's own (its process group) that carry $AIRFLOW_HOME in their
+# environment: Airflow's parts and whatever they started, in whatever session.
+own_group=$(ps -o pgid= -p $$ | tr -d ' ')
+airflow_processes() {
+  local f pid
+  for f in /proc/[0-9]*/environ; do
+    grep -qsz "^AIRFLOW_HOME=$AIRFLOW_HOME\$" "$f" || continue
+    pid=${f#/proc/}; pid=${pid%/environ}
+    [ "$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')" = "$own_group" ] && continue
+    echo "$pid"
+  done
+}
+
+# Stops the process group started with setsid, then any Airflow process left outside it, and
+# fails if one is still there.
+stop_airflow() {
+  [ -n "${af_group:-}" ] || return 0
+  kill -TERM -- "-$af_group" 2>/dev/null || true
+  for _ in $(seq 1 30); do
+    pgrep -g "$af_group" > /dev/null || break
+    sleep 1
+  done
+  kill -KILL -- "-$af_group" 2>/dev/null || true
+  af_group=""
+  local left
+  for _ in 1 2 3 4 5; do
+    left=$(airflow_processes)
+    [ -n "$left" ] || return 0
+    kill -KILL $left 2>/dev/null || true
+    sleep 1
+  done
+  left=$(airflow_processes)
+  if [ -n "$left" ]; then
+    echo "Airflow processes are still running: $left" >&2
+    return 1
+  fi
+}
+
 if [ "${BENCH_AIRFLOW:-1}" = "1" ]; then
   AF_VENV="${WEIR_AIRFLOW_VENV:-$HOME/.cache/weir/airflow-venv}"
   if [ ! -x "$AF_VENV/bin/airflow" ]; then
@@ -80,41 +133,51 @@ if [ "${BENCH_AIRFLOW:-1}" = "1" ]; then
   fi
   # `airflow standalone` starts its parts as `airflow ...` from PATH.
   export PATH="$AF_VENV/bin:$PATH"
-  export AIRFLOW_HOME="$dir/airflow"
-  mkdir -p "$AIRFLOW_HOME/dags"
   export AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=$SLOTS AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=$SLOTS
   export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
-  python3 - "$AIRFLOW_HOME/dags" "$AF_TASKS" <<'PY'
-import sys
-out, n = sys.argv[1], int(sys.argv[2])
+  trap 'stop_airflow' EXIT
+  for setup in installed tuned; do
+    export AIRFLOW_HOME="$dir/airflow-$setup"
+    mkdir -p "$AIRFLOW_HOME/dags"
+    if [ "$setup" = tuned ]; then
+      # Airflow's guide to scheduler performance: a shorter idle sleep for lower latency.
+      export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.05
+    fi
+    python3 - "$AIRFLOW_HOME/dags" "$AF_TASKS" "$marks" "$setup" <<'PY'
+import subprocess, sys
+out, n, marks, setup = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 head = "from datetime import datetime\nfrom airflow.sdk import DAG\nfrom airflow.providers.standard.operators.bash import BashOperator\n"
 with open(f"{out}/bench_dags.py", "w") as f:
     f.write(head)
     for dag in ("chain", "fanout"):
+        cmds = [subprocess.run(["bash", "-c", 'task_cmd "$0" "$1"', f"t{i}", f"{marks}/airflow-{setup}-{dag}.txt"],
+                               capture_output=True, text=True).stdout for i in range(n)]
         f.write(f"\nwith DAG('{dag}', schedule=None, start_date=datetime(2024, 1, 1), catchup=False):\n")
-        f.write(f"    tasks = [BashOperator(task_id=f't{{i}}', bash_command='true') for i in range({n})]\n")
+        f.write(f"    tasks = [BashOperator(task_id=f't{{i}}', bash_command=c) for i, c in enumerate({cmds!r})]\n")
         if dag == "chain":
             f.write("    for a, b in zip(tasks, tasks[1:]):\n        a >> b\n")
 PY
-  "$AF_VENV/bin/airflow" standalone > "$dir/airflow.log" 2>&1 &
-  af=$!
-  trap 'kill $af 2>/dev/null; pkill -f "$AIRFLOW_HOME" 2>/dev/null || true' EXIT
-  # Wait until both DAGs are parsed.
-  for _ in $(seq 1 120); do
-    if "$AF_VENV/bin/airflow" dags list 2>/dev/null | grep -q fanout; then break; fi
-    sleep 5
-  done
-  # The API server must be up before the first trigger counts as the scheduler's work.
-  sleep 10
-  for dag in chain fanout; do
-    echo "== Airflow: $AF_TASKS-task $dag"
-    "$AF_VENV/bin/airflow" dags trigger "$dag" > /dev/null
-    # The run's state, read from Airflow's own metadata database.
-    for _ in $(seq 1 2000); do
-      state=$(python3 -c "import sqlite3, sys; r = sqlite3.connect(sys.argv[1]).execute('select state from dag_run where dag_id = ? order by id desc limit 1', (sys.argv[2],)).fetchone(); print(r[0] if r else '')" "$AIRFLOW_HOME/airflow.db" "$dag")
-      case "$state" in success|failed) break ;; esac
-      sleep 2
+    setsid "$AF_VENV/bin/airflow" standalone > "$dir/airflow-$setup.log" 2>&1 &
+    af_group=$!
+    # Wait until both DAGs are parsed.
+    for _ in $(seq 1 120); do
+      if "$AF_VENV/bin/airflow" dags list 2>/dev/null | grep -q fanout; then break; fi
+      sleep 5
     done
-    python3 bench/orchestrate_gaps.py airflow "$AIRFLOW_HOME/airflow.db" "$dag" "$dag" "$SLOTS" | tee -a "$dir/results.jsonl"
+    # The API server must be up before the first trigger counts as the scheduler's work.
+    sleep 10
+    for dag in chain fanout; do
+      echo "== Airflow ($setup): $AF_TASKS-task $dag"
+      rm -f "$marks/airflow-$setup-$dag.txt"
+      "$AF_VENV/bin/airflow" dags trigger "$dag" > /dev/null
+      # The run's state, read from Airflow's own metadata database.
+      for _ in $(seq 1 2000); do
+        state=$(python3 -c "import sqlite3, sys; r = sqlite3.connect(sys.argv[1]).execute('select state from dag_run where dag_id = ? order by id desc limit 1', (sys.argv[2],)).fetchone(); print(r[0] if r else '')" "$AIRFLOW_HOME/airflow.db" "$dag")
+        case "$state" in success|failed) break ;; esac
+        sleep 2
+      done
+      python3 bench/orchestrate_gaps.py "airflow-$setup" "$marks/airflow-$setup-$dag.txt" "$dag" "$dag" "$SLOTS" | tee -a "$dir/results.jsonl"
+    done
+    stop_airflow
   done
 fi
