@@ -149,7 +149,10 @@ impl Project {
         let mut warnings = vec![];
         let settings = Settings::load(&root, &cli_vars, &mut warnings)?;
         let mut packages = vec![Package { name: settings.name.clone(), root: root.clone(), is_root: true, settings }];
-        load_packages(&root, &packages[0].settings.packages_install_path.clone(), &cli_vars, &mut packages, &mut warnings)?;
+        // `dbt deps` installs every package, and the packages of packages, side by side in the
+        // root's install folder, each named by its project name (which `package-lock.yml` says).
+        let installed = Installed::new(root.join(&packages[0].settings.packages_install_path), &root);
+        load_packages(&root, &installed, &cli_vars, &mut packages, &mut warnings)?;
         let mut files = vec![];
         for pkg in &packages {
             discover(pkg, &mut files)?;
@@ -343,9 +346,65 @@ pub fn render_with_target(text: &str, cli_vars: &Map<String, J>, target: Option<
     env.render_str(text, ctx).map_err(|e| e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()))
 }
 
+/// Where `dbt deps` put the packages: the root project's install folder, and the project
+/// name of each package spec as `package-lock.yml` records it.
+struct Installed {
+    dir: PathBuf,
+    /// (the spec's `package:`, `git:` or `tarball:` value, the package's project name)
+    locked: Vec<(String, String)>,
+}
+
+impl Installed {
+    fn new(dir: PathBuf, root: &Path) -> Installed {
+        let mut locked = vec![];
+        let file = root.join("package-lock.yml");
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(Some(doc)) = yaml::parse(&file, &text)
+            && let Some(items) = doc.get("packages").and_then(Node::as_seq)
+        {
+            for item in items {
+                let spec = ["package", "git", "tarball"].iter().find_map(|k| item.get(k).and_then(Node::scalar_text));
+                if let (Some(spec), Some(name)) = (spec, item.get("name").and_then(Node::scalar_text)) {
+                    locked.push((spec, name));
+                }
+            }
+        }
+        Installed { dir, locked }
+    }
+
+    /// The folder of an installed package: by its locked name, else by the name its spec
+    /// suggests (`dbt-labs/dbt_utils` → `dbt_utils`, `.../dbt-codegen.git` → `dbt_codegen` or
+    /// `codegen`), looked up as a folder or as the `name` in a folder's `dbt_project.yml`.
+    fn find(&self, spec: &str) -> Option<PathBuf> {
+        if let Some((_, name)) = self.locked.iter().find(|(s, _)| s == spec) {
+            let dir = self.dir.join(name);
+            if dir.join("dbt_project.yml").exists() {
+                return Some(dir);
+            }
+        }
+        let short = spec.rsplit('/').next().unwrap_or(spec).trim_end_matches(".git").replace('-', "_");
+        let mut names = vec![short.clone()];
+        if let Some(bare) = short.strip_prefix("dbt_").filter(|b| !b.is_empty()) {
+            names.push(bare.to_string());
+        }
+        for name in &names {
+            if let Some(dir) = installed_package(&self.dir, name) {
+                return Some(dir);
+            }
+        }
+        std::fs::read_dir(&self.dir).ok()?.flatten().map(|e| e.path()).find(|dir| {
+            let Ok(text) = std::fs::read_to_string(dir.join("dbt_project.yml")) else { return false };
+            text.lines()
+                .find_map(|l| l.strip_prefix("name:"))
+                .map(|n| n.trim().trim_matches(['"', '\'']))
+                .is_some_and(|n| names.iter().any(|x| x == n))
+        })
+    }
+}
+
 fn load_packages(
     root: &Path,
-    install_path: &str,
+    installed: &Installed,
     cli_vars: &Map<String, J>,
     packages: &mut Vec<Package>,
     warnings: &mut Vec<Warning>,
@@ -379,7 +438,8 @@ fn load_packages(
                 };
                 // Already installed by `dbt deps`? Then it is vendored and usable as it is.
                 let short = name.rsplit('/').next().unwrap_or(&name).trim_end_matches(".git").replace('-', "_");
-                match installed_package(&root.join(install_path), &short) {
+                let install_path = installed.dir.strip_prefix(root).unwrap_or(&installed.dir).display().to_string();
+                match installed.find(&name) {
                     Some(dir) => dir,
                     None => {
                         return Err(ProjectError::invalid_at(
@@ -407,7 +467,7 @@ fn load_packages(
             }
             let dir = dir.canonicalize().map_err(|e| ProjectError::io(&dir, e))?;
             packages.push(Package { name: settings.name.clone(), root: dir.clone(), is_root: false, settings });
-            load_packages(&dir, install_path, cli_vars, packages, warnings)?;
+            load_packages(&dir, installed, cli_vars, packages, warnings)?;
         }
     }
     Ok(())
@@ -527,6 +587,31 @@ mod tests {
         let err = Project::load(dir.path(), Map::new()).unwrap_err().to_string();
         assert!(err.contains("packages.yml:2:5"), "{err}");
         assert!(err.contains("Vendor it"), "{err}");
+    }
+
+    /// As `dbt deps` lays them out: a package's own packages sit beside it in the root's
+    /// `dbt_packages/`, and a git package's folder is its project name, not its URL's.
+    #[test]
+    fn packages_of_packages_are_found_beside_them_by_project_name() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "dbt_project.yml", "name: shop\n");
+        write(
+            dir.path(),
+            "packages.yml",
+            "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n  - git: https://github.com/dbt-labs/dbt-codegen.git\n    revision: 0.13.1\n  - git: https://example.com/acme/odd-repo.git\n",
+        );
+        write(dir.path(), "dbt_packages/dbt_utils/dbt_project.yml", "name: dbt_utils\n");
+        write(dir.path(), "dbt_packages/codegen/dbt_project.yml", "name: 'codegen'\n");
+        write(dir.path(), "dbt_packages/codegen/packages.yml", "packages:\n  - package: dbt-labs/dbt_utils\n    version: [\">=1.0.0\"]\n");
+        write(dir.path(), "dbt_packages/acme_tools/dbt_project.yml", "name: acme_tools\n");
+        write(
+            dir.path(),
+            "package-lock.yml",
+            "packages:\n  - name: acme_tools\n    git: https://example.com/acme/odd-repo.git\n    revision: abc\n",
+        );
+        let p = Project::load(dir.path(), Map::new()).unwrap();
+        let names: Vec<&str> = p.packages.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["shop", "dbt_utils", "codegen", "acme_tools"]);
     }
 
     #[test]
