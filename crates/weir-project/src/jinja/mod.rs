@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
-use minijinja::value::{Kwargs, Object, Value};
+use minijinja::value::{Kwargs, Object, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
 use regex::Regex;
 use weir_core::Location;
@@ -390,6 +390,24 @@ fn configure(env: &mut Environment<'static>) {
             None => v,
         }
     });
+    // Jinja2's `int` and `float`: what is not a number gives the default (0) instead of an
+    // error; dbt macros rely on it (`"abc" | int` is 0, `"3.7" | int` is 3).
+    env.add_filter("int", |v: Value, default: Option<Value>, base: Option<u32>, kwargs: Kwargs| -> Result<Value, Error> {
+        let default = default.or(kwargs.get("default")?).unwrap_or(Value::from(0));
+        let base = base.or(kwargs.get("base")?);
+        kwargs.assert_all_used()?;
+        Ok(jinja2_int(v, default, base))
+    });
+    env.add_filter("float", |v: Value, default: Option<Value>, kwargs: Kwargs| -> Result<Value, Error> {
+        let default = default.or(kwargs.get("default")?).unwrap_or(Value::from(0.0));
+        kwargs.assert_all_used()?;
+        let parsed = match v.as_str() {
+            Some(s) => s.trim().parse::<f64>().ok(),
+            None if v.kind() == ValueKind::Bool => Some(if v.is_true() { 1.0 } else { 0.0 }),
+            None => f64::try_from(v).ok(),
+        };
+        Ok(parsed.map(Value::from).unwrap_or(default))
+    });
     env.add_filter("as_text", |v: Value| -> String { v.to_string() });
     env.add_filter("as_native", |v: Value| -> Value { v });
     env.add_global(
@@ -424,6 +442,31 @@ pub fn json_value<T: serde::Serialize>(j: T) -> Value {
     Value::from(minijinja::value::Serde(j))
 }
 
+/// Jinja2's `int(value, default, base)`: a text in `base` (or one that reads as a float, which
+/// is truncated), a number truncated, a boolean as 0 or 1; anything else is `default`.
+fn jinja2_int(v: Value, default: Value, base: Option<u32>) -> Value {
+    if let Some(s) = v.as_str() {
+        let t = s.trim().replace('_', "");
+        let parsed = match base.filter(|b| *b != 10) {
+            Some(b) => {
+                let digits = t.trim_start_matches("0x").trim_start_matches("0o").trim_start_matches("0b");
+                i64::from_str_radix(digits, b).ok()
+            }
+            None => t.parse::<i64>().ok().or_else(|| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(|f| f.trunc() as i64)),
+        };
+        return parsed.map(Value::from).unwrap_or(default);
+    }
+    match v.kind() {
+        ValueKind::Bool => Value::from(i64::from(v.is_true())),
+        ValueKind::Number => i64::try_from(v.clone())
+            .ok()
+            .or_else(|| f64::try_from(v).ok().filter(|f| f.is_finite()).map(|f| f.trunc() as i64))
+            .map(Value::from)
+            .unwrap_or(default),
+        _ => default,
+    }
+}
+
 /// Extracts keyword arguments (dbt macros take many) without failing on positional ones.
 pub fn kwargs_of(args: &[Value]) -> Kwargs {
     args.last()
@@ -435,6 +478,16 @@ pub fn kwargs_of(args: &[Value]) -> Kwargs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int_and_float_filters_behave_as_in_jinja2() {
+        let mut env = Environment::new();
+        configure(&mut env);
+        let render = |t: &str| env.render_str(t, ()).unwrap();
+        assert_eq!(render("{{ 'abc' | int }} {{ '42' | int }} {{ ' 3.7 ' | int }} {{ 3.7 | int }} {{ true | int }}"), "0 42 3 3 1");
+        assert_eq!(render("{{ 'abc' | int(5) }} {{ none | int }} {{ 'ff' | int(0, 16) }} {{ '0x1A' | int(base=16) }}"), "5 0 255 26");
+        assert_eq!(render("{{ 'abc' | float }} {{ '1.5' | float }} {{ 2 | float }} {{ 'x' | float(9.5) }}"), "0.0 1.5 2.0 9.5");
+    }
 
     /// Built-in macros compile lazily at run time, so check here that every one compiles.
     #[test]
