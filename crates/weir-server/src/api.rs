@@ -527,7 +527,13 @@ fn json_body<T: for<'de> Deserialize<'de> + Default>(body: Result<Bytes, BytesRe
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&body).map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("the request body is not valid here: {e}")))
+    let invalid = |e: serde_json::Error| Failure(StatusCode::BAD_REQUEST, format!("the request body is not valid here: {e}"));
+    // serde would read a struct from an array of its fields too; the API takes objects only.
+    let value: J = serde_json::from_slice(&body).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(Failure(StatusCode::BAD_REQUEST, "the request body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 fn find_run(s: &AppState, name: &str, run_id: &str) -> Result<PipelineRun, Failure> {
