@@ -28,14 +28,13 @@ printf 'bench_orchestrate:\n  target: dev\n  outputs:\n    dev: {type: duckdb, p
 printf 'orchestrator:\n  parallelism: %s\n' "$SLOTS" > "$dir/weir.yml"
 marks="$dir/marks"
 mkdir -p "$marks"
-# The command each task runs; $1 is the task, $2 the marks file.
-task_cmd() { printf 's=$(date +%%s%%N); echo "%s $s $(date +%%s%%N)" >> %s' "$1" "$2"; }
-export -f task_cmd
+# The command each task runs, filled in with the task's name and the marks file.
+export TASK_CMD='s=$(date +%%s%%N); echo "%s $s $(date +%%s%%N)" >> %s'
 python3 - "$dir/pipelines" "$TASKS" "$marks" <<'PY'
-import subprocess, sys
+import os, sys
 out, n, marks = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def cmd(task, dag):
-    return subprocess.run(["bash", "-c", 'task_cmd "$0" "$1"', task, f"{marks}/weir-{dag}.txt"], capture_output=True, text=True).stdout
+    return os.environ["TASK_CMD"] % (task, f"{marks}/weir-{dag}.txt")
 for dag in ("chain", "fanout"):
     with open(f"{out}/{dag}.yml", "w") as f:
         f.write("tasks:\n")
@@ -144,14 +143,13 @@ if [ "${BENCH_AIRFLOW:-1}" = "1" ]; then
       export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.05
     fi
     python3 - "$AIRFLOW_HOME/dags" "$AF_TASKS" "$marks" "$setup" <<'PY'
-import subprocess, sys
+import os, sys
 out, n, marks, setup = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 head = "from datetime import datetime\nfrom airflow.sdk import DAG\nfrom airflow.providers.standard.operators.bash import BashOperator\n"
 with open(f"{out}/bench_dags.py", "w") as f:
     f.write(head)
     for dag in ("chain", "fanout"):
-        cmds = [subprocess.run(["bash", "-c", 'task_cmd "$0" "$1"', f"t{i}", f"{marks}/airflow-{setup}-{dag}.txt"],
-                               capture_output=True, text=True).stdout for i in range(n)]
+        cmds = [os.environ["TASK_CMD"] % (f"t{i}", f"{marks}/airflow-{setup}-{dag}.txt") for i in range(n)]
         f.write(f"\nwith DAG('{dag}', schedule=None, start_date=datetime(2024, 1, 1), catchup=False):\n")
         f.write(f"    tasks = [BashOperator(task_id=f't{{i}}', bash_command=c) for i, c in enumerate({cmds!r})]\n")
         if dag == "chain":

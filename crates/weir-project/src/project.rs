@@ -151,7 +151,7 @@ impl Project {
         let mut packages = vec![Package { name: settings.name.clone(), root: root.clone(), is_root: true, settings }];
         // `dbt deps` installs every package, and the packages of packages, side by side in the
         // root's install folder, each named by its project name (which `package-lock.yml` says).
-        let installed = Installed::new(root.join(&packages[0].settings.packages_install_path), &root);
+        let installed = Installed::new(&root, &packages[0].settings.packages_install_path);
         load_packages(&root, &installed, &cli_vars, &mut packages, &mut warnings)?;
         let mut files = vec![];
         for pkg in &packages {
@@ -350,12 +350,14 @@ pub fn render_with_target(text: &str, cli_vars: &Map<String, J>, target: Option<
 /// name of each package spec as `package-lock.yml` records it.
 struct Installed {
     dir: PathBuf,
+    /// The folder as the project names it (`dbt_packages`), for messages.
+    shown: String,
     /// (the spec's `package:`, `git:` or `tarball:` value, the package's project name)
     locked: Vec<(String, String)>,
 }
 
 impl Installed {
-    fn new(dir: PathBuf, root: &Path) -> Installed {
+    fn new(root: &Path, install_path: &str) -> Installed {
         let mut locked = vec![];
         let file = root.join("package-lock.yml");
         if let Ok(text) = std::fs::read_to_string(&file)
@@ -369,7 +371,7 @@ impl Installed {
                 }
             }
         }
-        Installed { dir, locked }
+        Installed { dir: root.join(install_path), shown: install_path.to_string(), locked }
     }
 
     /// The folder of an installed package: by its locked name, else by the name its spec
@@ -393,11 +395,10 @@ impl Installed {
             }
         }
         std::fs::read_dir(&self.dir).ok()?.flatten().map(|e| e.path()).find(|dir| {
-            let Ok(text) = std::fs::read_to_string(dir.join("dbt_project.yml")) else { return false };
-            text.lines()
-                .find_map(|l| l.strip_prefix("name:"))
-                .map(|n| n.trim().trim_matches(['"', '\'']))
-                .is_some_and(|n| names.iter().any(|x| x == n))
+            let file = dir.join("dbt_project.yml");
+            let Ok(text) = std::fs::read_to_string(&file) else { return false };
+            let name = yaml::parse(&file, &text).ok().flatten().and_then(|doc| doc.get("name").and_then(Node::scalar_text));
+            name.is_some_and(|n| names.contains(&n))
         })
     }
 }
@@ -438,7 +439,6 @@ fn load_packages(
                 };
                 // Already installed by `dbt deps`? Then it is vendored and usable as it is.
                 let short = name.rsplit('/').next().unwrap_or(&name).trim_end_matches(".git").replace('-', "_");
-                let install_path = installed.dir.strip_prefix(root).unwrap_or(&installed.dir).display().to_string();
                 match installed.find(&name) {
                     Some(dir) => dir,
                     None => {
@@ -447,7 +447,8 @@ fn load_packages(
                             format!(
                                 "{what} '{name}' is not installed: Weir does not download packages. \
                                  Vendor it into the project and reference it with `- local: path/to/{short}` \
-                                 (or install it once into {install_path}/ with `dbt deps`)"
+                                 (or install it once into {}/ with `dbt deps`)",
+                                installed.shown
                             ),
                             &text,
                         ));
