@@ -198,7 +198,9 @@ async fn paused_pipelines_hold_their_runs_and_a_cleared_task_runs_again() {
 
     let (_, first) = s.get("/api/v1/pipelines/flaky/runs/r1/tasks/check").await;
     std::fs::write(s.path().join("fixed"), "").unwrap();
-    // Twenty clears at once: one clears and queues the run, the others find it queued.
+    // Twenty clears at once: one clears and queues the run, the others find it queued. The
+    // pipeline is paused meanwhile so the rerun cannot finish before a late clear arrives.
+    assert_eq!(s.post("/api/v1/pipelines/flaky/pause", None).await.1["paused"], true);
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let s = s.clone();
@@ -212,6 +214,7 @@ async fn paused_pipelines_hold_their_runs_and_a_cleared_task_runs_again() {
     assert_eq!(ok.len(), 1, "{answers:?}");
     assert_eq!(ok[0]["cleared"], json!(["check", "report"]));
     assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK || *status == StatusCode::CONFLICT), "{answers:?}");
+    assert_eq!(s.post("/api/v1/pipelines/flaky/unpause", None).await.1["paused"], false);
     let done = s.wait_for("flaky", "r1", "success").await;
     assert_eq!(done["tasks"][0]["try_number"], 2, "the rerun is the task's next attempt");
     assert_eq!(std::fs::read_to_string(s.path().join("reports.txt")).unwrap(), "reported\n");
