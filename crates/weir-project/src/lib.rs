@@ -5,6 +5,7 @@
 //! the warehouse or the model graph goes through [`jinja::Host`], implemented above.
 
 pub mod config;
+pub mod deps;
 pub mod error;
 pub mod jinja;
 pub mod profiles;

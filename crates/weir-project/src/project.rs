@@ -202,7 +202,7 @@ impl Project {
 }
 
 impl Settings {
-    fn load(dir: &Path, cli_vars: &Map<String, J>, warnings: &mut Vec<Warning>) -> Result<Settings, ProjectError> {
+    pub(crate) fn load(dir: &Path, cli_vars: &Map<String, J>, warnings: &mut Vec<Warning>) -> Result<Settings, ProjectError> {
         let file = dir.join("dbt_project.yml");
         let text = std::fs::read_to_string(&file).map_err(|e| ProjectError::io(&file, e))?;
         let doc = yaml::parse(&file, &text)?.ok_or_else(|| ProjectError::invalid(Location::file(&file), "dbt_project.yml is empty"))?;
@@ -346,9 +346,70 @@ pub fn render_with_target(text: &str, cli_vars: &Map<String, J>, target: Option<
     env.render_str(text, ctx).map_err(|e| e.detail().map(str::to_string).unwrap_or_else(|| e.to_string()))
 }
 
+/// Renders the Jinja in config values as dbt renders `dbt_project.yml` and schema YAML configs
+/// (`+materialized: "{{ 'table' if target.type == 'duckdb' else 'view' }}"`, a test's
+/// `enabled: "{{ target.name == 'prod' }}"`): with `env_var`, `var` and `target`, each rendered
+/// text read back as a literal where it is one (`true` a boolean, `3` a number), as dbt's
+/// native rendering does. Hooks are left as written: they are rendered when they run.
+pub fn render_config(map: &Map<String, J>, cli_vars: &Map<String, J>, target: Option<&J>) -> Result<Map<String, J>, String> {
+    fn has_jinja(v: &J) -> bool {
+        match v {
+            J::String(s) => s.contains("{{") || s.contains("{%"),
+            J::Array(items) => items.iter().any(has_jinja),
+            J::Object(m) => m.values().any(has_jinja),
+            _ => false,
+        }
+    }
+    fn render(v: &J, cli_vars: &Map<String, J>, target: Option<&J>) -> Result<J, String> {
+        Ok(match v {
+            J::String(s) if s.contains("{{") || s.contains("{%") => native(render_with_target(s, cli_vars, target)?),
+            J::Array(items) => J::Array(items.iter().map(|i| render(i, cli_vars, target)).collect::<Result<_, _>>()?),
+            J::Object(m) => J::Object(m.iter().map(|(k, i)| Ok((k.clone(), render(i, cli_vars, target)?))).collect::<Result<_, String>>()?),
+            other => other.clone(),
+        })
+    }
+    let mut out = map.clone();
+    for (key, value) in map {
+        if matches!(key.trim_start_matches('+'), "pre-hook" | "post-hook" | "pre_hook" | "post_hook") || !has_jinja(value) {
+            continue;
+        }
+        out.insert(key.clone(), render(value, cli_vars, target).map_err(|m| format!("config '{key}': {m}"))?);
+    }
+    Ok(out)
+}
+
+/// A rendered text as the literal it spells, if it spells one (`true`, `False`, `none`, `3`,
+/// `2.5`, `['a', 'b']`), else the text.
+fn native(text: String) -> J {
+    let t = text.trim();
+    match t {
+        "true" | "True" => return J::Bool(true),
+        "false" | "False" => return J::Bool(false),
+        "none" | "None" => return J::Null,
+        _ => {}
+    }
+    if let Ok(i) = t.parse::<i64>() {
+        return J::from(i);
+    }
+    if t.contains('.')
+        && let Ok(f) = t.parse::<f64>()
+        && let Some(n) = serde_json::Number::from_f64(f)
+    {
+        return J::Number(n);
+    }
+    if (t.starts_with('[') && t.ends_with(']')) || (t.starts_with('{') && t.ends_with('}')) {
+        let json = t.replace('\'', "\"").replace("True", "true").replace("False", "false").replace("None", "null");
+        if let Ok(v) = serde_json::from_str::<J>(&json) {
+            return v;
+        }
+    }
+    J::String(text)
+}
+
 /// Where `dbt deps` put the packages: the root project's install folder, and the project
 /// name of each package spec as `package-lock.yml` records it.
 struct Installed {
+    project_root: PathBuf,
     dir: PathBuf,
     /// The folder as the project names it (`dbt_packages`), for messages.
     shown: String,
@@ -371,7 +432,7 @@ impl Installed {
                 }
             }
         }
-        Installed { dir: root.join(install_path), shown: install_path.to_string(), locked }
+        Installed { project_root: root.to_path_buf(), dir: root.join(install_path), shown: install_path.to_string(), locked }
     }
 
     /// The folder of an installed package: by its locked name, else by the name its spec
@@ -423,7 +484,10 @@ fn load_packages(
         for item in items {
             let dir = if let Some(local) = item.get("local").and_then(Node::scalar_text) {
                 let local = render_static(&local, cli_vars).map_err(|m| ProjectError::invalid_at(item.location(&file), m, &text))?;
-                root.join(local)
+                // dbt reads a local path from the root project, even in a package's own list;
+                // a path from the package's folder is taken where that is what exists.
+                let from_root = installed.project_root.join(&local);
+                if from_root.join("dbt_project.yml").exists() { from_root } else { root.join(local) }
             } else {
                 let (what, name) = match (item.get("package"), item.get("git"), item.get("tarball")) {
                     (Some(p), _, _) => ("hub package", p.scalar_text().unwrap_or_default()),
@@ -437,19 +501,13 @@ fn load_packages(
                         ));
                     }
                 };
-                // Already installed by `dbt deps`? Then it is vendored and usable as it is.
-                let short = name.rsplit('/').next().unwrap_or(&name).trim_end_matches(".git").replace('-', "_");
+                // Installed by `weir deps` (or `dbt deps`) into the install folder.
                 match installed.find(&name) {
                     Some(dir) => dir,
                     None => {
                         return Err(ProjectError::invalid_at(
                             item.location(&file),
-                            format!(
-                                "{what} '{name}' is not installed: Weir does not download packages. \
-                                 Vendor it into the project and reference it with `- local: path/to/{short}` \
-                                 (or install it once into {}/ with `dbt deps`)",
-                                installed.shown
-                            ),
+                            format!("{what} '{name}' is not installed in {}/: run `weir deps`", installed.shown),
                             &text,
                         ));
                     }
@@ -587,7 +645,7 @@ mod tests {
         write(dir.path(), "packages.yml", "packages:\n  - package: dbt-labs/dbt_utils\n    version: 1.3.0\n");
         let err = Project::load(dir.path(), Map::new()).unwrap_err().to_string();
         assert!(err.contains("packages.yml:2:5"), "{err}");
-        assert!(err.contains("Vendor it"), "{err}");
+        assert!(err.contains("is not installed in dbt_packages/: run `weir deps`"), "{err}");
     }
 
     /// As `dbt deps` lays them out: a package's own packages sit beside it in the root's

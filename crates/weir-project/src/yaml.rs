@@ -99,6 +99,23 @@ impl Node {
         }
     }
 
+    /// A node made from JSON (a value from an API rather than a file), placed at 1:1.
+    pub fn from_json(j: &serde_json::Value) -> Node {
+        use serde_json::Value as J;
+        let value = match j {
+            J::Null => Value::Null,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or_default()),
+            },
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(items) => Value::Seq(items.iter().map(Node::from_json).collect()),
+            J::Object(map) => Value::Map(map.iter().map(|(k, v)| (Node::from_json(&J::String(k.clone())), Node::from_json(v))).collect()),
+        };
+        Node { value, line: 1, col: 1 }
+    }
+
     /// The JSON value of this node, for configs and for the Jinja context.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;

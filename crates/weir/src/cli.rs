@@ -199,6 +199,16 @@ pub enum Command {
     Debug,
     /// Delete the project's clean-targets (target/ by default).
     Clean,
+    /// Install the packages in packages.yml (or dependencies.yml) into dbt_packages/, with
+    /// the packages they need, and pin them in package-lock.yml.
+    Deps {
+        /// Resolve the packages again even when package-lock.yml matches the list.
+        #[arg(long)]
+        upgrade: bool,
+        /// Only write package-lock.yml; install nothing.
+        #[arg(long)]
+        lock: bool,
+    },
     /// Create a new, working project folder.
     Init {
         /// The project name (a folder of that name is created).

@@ -6,6 +6,7 @@ mod clean;
 mod compile;
 mod db;
 mod debug;
+mod deps;
 mod docs;
 mod init;
 mod load;
@@ -39,6 +40,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Show { selection, inline, limit } => show::run(g, selection, inline.as_deref(), *limit, out),
         Command::Debug => debug::run(g, out),
         Command::Clean => clean::run(g, out),
+        Command::Deps { upgrade, lock } => deps::run(g, *upgrade, *lock, out),
         Command::Init { name, adapter } => init::run(name, adapter, out),
         Command::Docs { command: DocsCommand::Generate } => docs::generate(g, out),
         Command::Source { command: SourceCommand::Freshness { selection, output } } => {
