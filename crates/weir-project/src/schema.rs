@@ -20,6 +20,32 @@ pub struct SchemaFile {
     pub snapshots: Vec<Patch>,
     pub analyses: Vec<Patch>,
     pub sources: Vec<SourceDef>,
+    pub unit_tests: Vec<UnitTestDef>,
+}
+
+/// A unit test: a model's SQL run on fixed input rows, its output compared to expected rows.
+#[derive(Debug, Clone)]
+pub struct UnitTestDef {
+    pub name: String,
+    pub model: String,
+    pub description: String,
+    /// One fixture per input the model reads: `ref('orders')`, `source('raw', 'customers')`.
+    pub given: Vec<(String, Fixture)>,
+    pub expect: Fixture,
+    /// `overrides:`: `macros` (`is_incremental: true`), `vars`, `env_vars`.
+    pub overrides: Map<String, J>,
+    pub config: ConfigMap,
+    pub location: Location,
+}
+
+/// Rows for a unit test, as the YAML gives them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fixture {
+    /// `rows:` as a list of mappings (`format: dict`) or read from CSV (`format: csv`; every
+    /// value is text, an empty field null).
+    Rows(Vec<Map<String, J>>),
+    /// `format: sql`: a query giving the rows.
+    Sql(String),
 }
 
 /// Properties that a schema file adds to a model, seed or snapshot defined elsewhere.
@@ -224,8 +250,134 @@ impl SchemaFile {
                 out.sources.push(r.source(item)?);
             }
         }
+        if let Some(items) = doc.get("unit_tests") {
+            for item in r.seq(items, "unit_tests")? {
+                out.unit_tests.push(r.unit_test(item)?);
+            }
+        }
         Ok(out)
     }
+}
+
+const UNIT_TEST_KEYS: &[&str] = &["name", "model", "description", "given", "expect", "overrides", "config", "versions"];
+
+impl Reader<'_> {
+    fn unit_test(&mut self, item: &Node) -> Result<UnitTestDef, ProjectError> {
+        let entries = self.map(item, "unit_tests")?;
+        self.check_keys(entries, UNIT_TEST_KEYS, "a unit test");
+        let name = self.name(item, "unit_tests")?;
+        let model =
+            item.get("model").and_then(Node::scalar_text).ok_or_else(|| self.err(item, format!("unit test '{name}' has no 'model'")))?;
+        let mut given = vec![];
+        if let Some(list) = item.get("given") {
+            for g in self.seq(list, "given")? {
+                let input = g
+                    .get("input")
+                    .and_then(Node::scalar_text)
+                    .ok_or_else(|| self.err(g, format!("unit test '{name}': each 'given' entry needs an 'input' such as ref('orders')")))?;
+                given.push((input, self.fixture(g, &name)?));
+            }
+        }
+        let expect = match item.get("expect") {
+            Some(e) => self.fixture(e, &name)?,
+            None => return Err(self.err(item, format!("unit test '{name}' has no 'expect'"))),
+        };
+        let overrides = match item.get("overrides").map(Node::to_json) {
+            Some(J::Object(m)) => m,
+            _ => Map::new(),
+        };
+        Ok(UnitTestDef {
+            name,
+            model,
+            description: Self::text(item, "description"),
+            given,
+            expect,
+            overrides,
+            config: self.config(item)?,
+            location: item.location(self.file),
+        })
+    }
+
+    /// A `given` or `expect` entry's rows: inline (`rows:`), or from `fixture: NAME` (a
+    /// `.csv` or `.sql` file under a test path's `fixtures/` folder).
+    fn fixture(&self, node: &Node, test: &str) -> Result<Fixture, ProjectError> {
+        let format = node.get("format").and_then(Node::scalar_text).unwrap_or_else(|| "dict".into());
+        let rows = match (node.get("rows"), node.get("fixture").and_then(Node::scalar_text)) {
+            (Some(rows), _) => rows.clone(),
+            (None, Some(fixture)) => {
+                let ext = if format == "sql" { "sql" } else { "csv" };
+                let text = self.fixture_file(&fixture, ext).ok_or_else(|| {
+                    self.err(node, format!("unit test '{test}': fixture '{fixture}' not found (tests/fixtures/{fixture}.{ext})"))
+                })?;
+                Node { value: yaml::Value::Str(text), line: node.line, col: node.col }
+            }
+            (None, None) => Node { value: yaml::Value::Seq(vec![]), line: node.line, col: node.col },
+        };
+        match format.as_str() {
+            "dict" => {
+                let mut out = vec![];
+                for row in self.seq(&rows, "rows")? {
+                    match row.to_json() {
+                        J::Object(m) => out.push(m),
+                        _ => return Err(self.err(row, format!("unit test '{test}': each row is a mapping of column to value"))),
+                    }
+                }
+                Ok(Fixture::Rows(out))
+            }
+            "csv" => {
+                let text = rows.as_str().ok_or_else(|| self.err(&rows, format!("unit test '{test}': csv rows are one text block")))?;
+                let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+                let headers = reader.headers().map_err(|e| self.err(&rows, format!("unit test '{test}': {e}")))?.clone();
+                let mut out = vec![];
+                for record in reader.records() {
+                    let record = record.map_err(|e| self.err(&rows, format!("unit test '{test}': {e}")))?;
+                    out.push(
+                        headers
+                            .iter()
+                            .zip(record.iter())
+                            .map(|(h, v)| (h.to_string(), if v.is_empty() || v == "null" { J::Null } else { J::String(v.to_string()) }))
+                            .collect(),
+                    );
+                }
+                Ok(Fixture::Rows(out))
+            }
+            "sql" => Ok(Fixture::Sql(
+                rows.as_str().map(str::to_string).ok_or_else(|| self.err(&rows, format!("unit test '{test}': sql rows are one query")))?,
+            )),
+            other => Err(self.err(node, format!("unit test '{test}': unknown format '{other}' (dict, csv or sql)"))),
+        }
+    }
+
+    /// `tests/fixtures/NAME.EXT`, looked for from the schema file's folder up to the project.
+    fn fixture_file(&self, name: &str, ext: &str) -> Option<String> {
+        let mut dir = self.file.parent();
+        while let Some(d) = dir {
+            for candidate in [d.join("tests/fixtures"), d.join("fixtures")] {
+                if let Some(text) = find_file(&candidate, &format!("{name}.{ext}")) {
+                    return Some(text);
+                }
+            }
+            if d.join("dbt_project.yml").exists() {
+                break;
+            }
+            dir = d.parent();
+        }
+        None
+    }
+}
+
+fn find_file(dir: &Path, file_name: &str) -> Option<String> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut subdirs = vec![];
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            subdirs.push(p);
+        } else if p.file_name().is_some_and(|n| n == file_name) {
+            return std::fs::read_to_string(&p).ok();
+        }
+    }
+    subdirs.into_iter().find_map(|d| find_file(&d, file_name))
 }
 
 struct Reader<'a> {
@@ -396,7 +548,8 @@ impl Reader<'_> {
                 }
             }
         }
-        if let Some(J::String(sev)) = config.get("severity") {
+        // A templated severity is checked once rendered, at parse.
+        if let Some(J::String(sev)) = config.get("severity").filter(|s| !s.as_str().is_some_and(|s| s.contains("{{"))) {
             let upper = sev.to_uppercase();
             if upper != "WARN" && upper != "ERROR" {
                 return Err(ProjectError::invalid_at(location, format!("severity must be 'warn' or 'error', not '{sev}'"), self.text));

@@ -15,7 +15,10 @@ use crate::session::ExecHost;
 
 /// A node's execute-mode Jinja context.
 pub fn context(host: &ExecHost, n: &Node) -> NodeContext {
-    let this = n.relation.as_ref().map(|_| host.session.relation_value(n));
+    let this = match host.unit.as_ref().and_then(|u| u.ctes.get(&n.unique_id)) {
+        Some(name) => Some(weir_project::jinja::RelationValue::cte(name)),
+        None => n.relation.as_ref().map(|_| host.session.relation_value(n)),
+    };
     let m = &host.session.manifest;
     let model = {
         let (m, id) = (m.clone(), n.unique_id.clone());
@@ -51,8 +54,9 @@ fn compile_generic_test(host: &ExecHost, n: &Node, t: &crate::node::TestMeta, mu
     let mut kwargs: Vec<(String, Value)> = vec![("model".to_string(), model)];
     for (k, v) in &t.kwargs {
         let value = match v {
-            J::String(s) if is_jinja_expression(s) => Value::from(m.jinja.render(&n.file, &format!("{{{{ {s} }}}}"), &ctx)?),
+            J::String(s) if is_jinja_expression(s) => m.jinja.eval(&n.file, s, &ctx)?,
             J::String(s) if s.contains("{{") => Value::from(m.jinja.render(&n.file, s, &ctx)?),
+            J::Array(items) => weir_project::jinja::list_value(items),
             other => json_value(other),
         };
         if k == "column_name" {

@@ -19,6 +19,7 @@ pub mod select;
 pub mod session;
 pub mod snapshot;
 pub mod state;
+pub mod unit;
 
 pub use error::TransformError;
 pub use graph::Graph;

@@ -45,6 +45,23 @@ impl Step {
 /// Runs steps in one transaction; rows affected by the main statement are returned.
 pub fn run_plan(conn: &mut dyn Connection, steps: &[Step], main: usize) -> Result<u64, TransformError> {
     conn.execute("begin")?;
+    let rows = run_steps(conn, steps, main)?;
+    commit(conn)?;
+    Ok(rows)
+}
+
+/// Commits the open transaction (rolled back if the commit fails).
+pub fn commit(conn: &mut dyn Connection) -> Result<(), TransformError> {
+    if let Err(e) = conn.execute("commit") {
+        let _ = conn.execute("rollback");
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Runs steps inside a transaction already begun; a failing step rolls it back. Rows affected
+/// by the `main` statement are returned.
+pub fn run_steps(conn: &mut dyn Connection, steps: &[Step], main: usize) -> Result<u64, TransformError> {
     let mut rows = 0;
     for (i, step) in steps.iter().enumerate() {
         let result = match step {
@@ -67,10 +84,6 @@ pub fn run_plan(conn: &mut dyn Connection, steps: &[Step], main: usize) -> Resul
                 return Err(e.into());
             }
         }
-    }
-    if let Err(e) = conn.execute("commit") {
-        let _ = conn.execute("rollback");
-        return Err(e.into());
     }
     Ok(rows)
 }

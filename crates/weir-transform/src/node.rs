@@ -22,6 +22,8 @@ pub enum ResourceType {
     Check,
     /// An extract-and-load job writing a raw table (`loads/*.yml`).
     Load,
+    /// A model's SQL run on fixed rows and compared to expected rows (`unit_tests:`).
+    UnitTest,
 }
 
 impl ResourceType {
@@ -35,6 +37,7 @@ impl ResourceType {
             ResourceType::Source => "source",
             ResourceType::Check => "check",
             ResourceType::Load => "load",
+            ResourceType::UnitTest => "unit_test",
         }
     }
 
@@ -48,6 +51,7 @@ impl ResourceType {
             "source" => ResourceType::Source,
             "check" => ResourceType::Check,
             "load" => ResourceType::Load,
+            "unit_test" => ResourceType::UnitTest,
             _ => return None,
         })
     }
@@ -103,6 +107,8 @@ pub struct Node {
     pub check: Option<Arc<weir_quality::Suite>>,
     /// For loads: what it extracts and how it writes `relation`.
     pub load: Option<Arc<weir_connect::Load>>,
+    /// For unit tests: the test and the model it tests (`depends_on[0]`).
+    pub unit: Option<Arc<weir_project::schema::UnitTestDef>>,
 }
 
 impl Node {
@@ -113,6 +119,7 @@ impl Node {
             ResourceType::Snapshot => "snapshot",
             ResourceType::Check => "check",
             ResourceType::Load => "load",
+            ResourceType::UnitTest => "unit",
             _ => "view",
         })
     }

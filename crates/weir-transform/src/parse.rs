@@ -160,6 +160,38 @@ pub fn flags_json(flags: &Flags) -> J {
     })
 }
 
+/// Renders the Jinja in YAML configs (`dbt_project.yml` trees, schema YAML `config:`, test
+/// configs, column `data_type`) as dbt does at parse time: with `target`, `env_var` and the
+/// project's vars (`--vars` over the root project's `vars:`).
+struct YamlConfigs {
+    vars: Map<String, J>,
+    target: J,
+}
+
+impl YamlConfigs {
+    fn new(project: &Project, target: &Target) -> YamlConfigs {
+        let mut vars: Map<String, J> = project.root_package().settings.vars.clone();
+        vars.extend(project.cli_vars.clone());
+        YamlConfigs { vars, target: target.to_jinja() }
+    }
+
+    fn render(&self, config: &ConfigMap, file: &Path) -> Result<ConfigMap, TransformError> {
+        weir_project::project::render_config(config, &self.vars, Some(&self.target))
+            .map_err(|m| TransformError::at(Location::file(file), m, None))
+    }
+
+    fn columns(&self, columns: &[ColumnDef]) -> Result<Vec<ColumnDef>, TransformError> {
+        let mut out = columns.to_vec();
+        for c in &mut out {
+            if let Some(t) = c.data_type.as_mut().filter(|t| t.contains("{{") || t.contains("{%")) {
+                *t = weir_project::project::render_with_target(t, &self.vars, Some(&self.target))
+                    .map_err(|m| TransformError::at(c.location.clone(), format!("column '{}' data_type: {m}", c.name), None))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Reads every file of the project into a manifest.
 pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest, TransformError> {
     let project = Arc::new(project);
@@ -182,6 +214,8 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
         started: run_started_at,
         flags: flags.clone(),
     });
+
+    let yaml = YamlConfigs::new(&project, &target);
 
     // Schema files: patches by (package, kind, name), sources, tests.
     let mut schemas = vec![];
@@ -248,19 +282,20 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 match resource_type {
                     ResourceType::Model | ResourceType::Analysis => &s.models,
                     ResourceType::Seed => &s.seeds,
-                    ResourceType::Test | ResourceType::Check | ResourceType::Load => &s.tests,
+                    ResourceType::Test | ResourceType::UnitTest | ResourceType::Check | ResourceType::Load => &s.tests,
                     ResourceType::Snapshot => &s.snapshots,
                     ResourceType::Source => &s.sources,
                 }
             }
             let mut config = ConfigMap::new();
             if let Some(pkg) = project.package(&f.package).filter(|p| !p.is_root) {
-                merge(&mut config, &tree_of(pkg, resource_type).resolve(&fqn));
+                merge(&mut config, &yaml.render(&tree_of(pkg, resource_type).resolve(&fqn), &pkg.settings.file)?);
             }
-            merge(&mut config, &tree_of(project.root_package(), resource_type).resolve(&fqn));
+            let root_settings = &project.root_package().settings;
+            merge(&mut config, &yaml.render(&tree_of(project.root_package(), resource_type).resolve(&fqn), &root_settings.file)?);
             let patch = patches.get(&(f.package.clone(), kind_str, name.clone()));
             if let Some((p, _)) = patch {
-                merge(&mut config, &p.config);
+                merge(&mut config, &yaml.render(&p.config, &p.location.file)?);
             }
             let unique_id = format!("{kind_str}.{}.{name}", f.package);
             let node = Node {
@@ -275,7 +310,10 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 raw_code: if resource_type == ResourceType::Seed { String::new() } else { body.clone() },
                 config,
                 description: patch.map(|(p, _)| p.description.clone()).unwrap_or_default(),
-                columns: patch.map(|(p, _)| p.columns.clone()).unwrap_or_default(),
+                columns: match patch {
+                    Some((p, _)) => yaml.columns(&p.columns)?,
+                    None => vec![],
+                },
                 refs: vec![],
                 sources: vec![],
                 depends_on: vec![],
@@ -285,13 +323,16 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 source: None,
                 check: None,
                 load: None,
+                unit: None,
             };
             if resource_type != ResourceType::Seed {
                 let scope = NodeScope {
                     unique_id: unique_id.clone(),
                     package: f.package.clone(),
                     file: f.path.clone(),
-                    this: None,
+                    // As in dbt, `this` is a relation at parse time too (its final schema and
+                    // alias come once every config is known).
+                    this: Some(RelationValue::new(Relation::new(target.database(), target.schema(), name.clone()), None)),
                     model: {
                         let partial = node.clone();
                         LazyModel::new(move || partial.to_jinja())
@@ -367,9 +408,10 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 fqn.extend(folders.clone());
                 fqn.push(src.name.clone());
                 fqn.push(t.name.clone());
-                merge(&mut config, &project.root_package().settings.sources.resolve(&fqn));
-                merge(&mut config, &src.config);
-                merge(&mut config, &t.config);
+                let root_file = &project.root_package().settings.file;
+                merge(&mut config, &yaml.render(&project.root_package().settings.sources.resolve(&fqn), root_file)?);
+                merge(&mut config, &yaml.render(&src.config, &f.path)?);
+                merge(&mut config, &yaml.render(&t.config, &f.path)?);
                 if let Some(l) = t.loaded_at_field.as_ref().or(src.loaded_at_field.as_ref()) {
                     config.insert("loaded_at_field".into(), J::from(l.clone()));
                 }
@@ -413,6 +455,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                         source: Some((src.name.clone(), t.name.clone())),
                         check: None,
                         load: None,
+                        unit: None,
                     },
                 );
                 collect_tests(&mut tests, f, &folders, &unique_id, &format!("{}_{}", src.name, t.name), true, &t.tests, &t.columns);
@@ -439,7 +482,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
         }
     }
     for t in tests {
-        let node = build_test_node(&project, &jinja, &host, t)?;
+        let node = build_test_node(&project, &jinja, &host, &yaml, t)?;
         nodes.insert(node.unique_id.clone(), node);
     }
     if let Ok(mut refs) = host.refs.lock() {
@@ -465,13 +508,60 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
         !disabled.contains(id) && n.test.as_ref().and_then(|t| t.attached_node.as_ref()).is_none_or(|a| !disabled.contains(a))
     });
 
+    let unit_tests: Vec<(ProjectFile, weir_project::schema::UnitTestDef)> =
+        schemas.iter().flat_map(|(f, s)| s.unit_tests.iter().map(move |u| (f.clone(), u.clone()))).collect();
     let mut manifest = Manifest { project: project.clone(), target, jinja, nodes, warnings, flags, run_started_at };
     resolve_dependencies(&mut manifest, &disabled)?;
     resolve_relations(&mut manifest, host)?;
+    add_unit_tests(&mut manifest, unit_tests, &yaml)?;
     add_loads(&mut manifest)?;
     add_checks(&mut manifest)?;
     warn_unused_config_paths(&mut manifest);
     Ok(manifest)
+}
+
+/// `unit_tests:` entries: one node per test, `unit_test.PACKAGE.MODEL.NAME`, depending on the
+/// model it tests. A test of a disabled model, or a disabled test, leaves the graph.
+fn add_unit_tests(
+    m: &mut Manifest,
+    defs: Vec<(ProjectFile, weir_project::schema::UnitTestDef)>,
+    yaml: &YamlConfigs,
+) -> Result<(), TransformError> {
+    for (f, def) in defs {
+        let Some(model) = m.find_ref(None, &def.model, &f.package).filter(|n| n.resource_type == ResourceType::Model) else {
+            if m.project.package(&f.package).is_some_and(|p| p.is_root)
+                && !m.nodes.contains_key(&format!("model.{}.{}", f.package, def.model))
+            {
+                let names = m.nodes.values().filter(|n| n.resource_type == ResourceType::Model).map(|n| n.name.as_str());
+                let hint = closest(&def.model, names).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default();
+                m.warnings.push(Warning {
+                    location: def.location.clone(),
+                    message: format!("unit test '{}' tests model '{}', which is not defined or is disabled{hint}", def.name, def.model),
+                });
+            }
+            continue;
+        };
+        let model_id = model.unique_id.clone();
+        let mut config = ConfigMap::new();
+        merge(&mut config, &yaml.render(&def.config, &f.path)?);
+        if !config.get("enabled").and_then(J::as_bool).unwrap_or(true) {
+            continue;
+        }
+        let mut fqn = vec![f.package.clone()];
+        fqn.extend(f.folders());
+        fqn.push(def.model.clone());
+        fqn.push(def.name.clone());
+        let mut node = own_node(ResourceType::UnitTest, &f.package, &def.name, &f.original_path, &f.path);
+        node.unique_id = format!("unit_test.{}.{}.{}", f.package, def.model, def.name);
+        node.fqn = fqn;
+        node.path = f.path_in_folder.clone();
+        node.config = config;
+        node.description = def.description.clone();
+        node.depends_on = vec![model_id];
+        node.unit = Some(Arc::new(def));
+        m.nodes.insert(node.unique_id.clone(), node);
+    }
+    Ok(())
 }
 
 /// The root project's `loads/*.yml`: one load node per load, writing its raw table. A
@@ -599,8 +689,8 @@ fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
     Ok(())
 }
 
-/// A node of Weir's own files (`checks/`, `loads/`): named `<type>.<package>.<name>`, with
-/// nothing of dbt's (SQL, refs, config) filled in.
+/// A node of Weir's own files (`checks/`, `loads/`) or a unit test: named
+/// `<type>.<package>.<name>`, with nothing of dbt's (SQL, refs, config) filled in.
 fn own_node(kind: ResourceType, package: &str, name: &str, rel: &str, file: &Path) -> Node {
     let folder = format!("{}s", kind.as_str());
     Node {
@@ -625,6 +715,7 @@ fn own_node(kind: ResourceType, package: &str, name: &str, rel: &str, file: &Pat
         source: None,
         check: None,
         load: None,
+        unit: None,
     }
 }
 
@@ -789,7 +880,13 @@ pub fn test_alias(name: &str) -> String {
     }
 }
 
-fn build_test_node(project: &Arc<Project>, jinja: &Arc<JinjaEnv>, host: &Arc<ParseHost>, t: PendingTest) -> Result<Node, TransformError> {
+fn build_test_node(
+    project: &Arc<Project>,
+    jinja: &Arc<JinjaEnv>,
+    host: &Arc<ParseHost>,
+    yaml: &YamlConfigs,
+    t: PendingTest,
+) -> Result<Node, TransformError> {
     let def = &t.def;
     let mut kwargs = def.args.clone();
     if let Some(c) = &t.column {
@@ -807,10 +904,17 @@ fn build_test_node(project: &Arc<Project>, jinja: &Arc<JinjaEnv>, host: &Arc<Par
     fqn.push(name.clone());
     let mut config = ConfigMap::new();
     if let Some(pkg) = project.package(&package).filter(|p| !p.is_root) {
-        merge(&mut config, &pkg.settings.tests.resolve(&fqn));
+        merge(&mut config, &yaml.render(&pkg.settings.tests.resolve(&fqn), &pkg.settings.file)?);
     }
-    merge(&mut config, &project.root_package().settings.tests.resolve(&fqn));
-    merge(&mut config, &def.config);
+    let root_file = &project.root_package().settings.file;
+    merge(&mut config, &yaml.render(&project.root_package().settings.tests.resolve(&fqn), root_file)?);
+    merge(&mut config, &yaml.render(&def.config, &t.file.path)?);
+    if let Some(sev) = config.get("severity").and_then(J::as_str)
+        && !sev.eq_ignore_ascii_case("warn")
+        && !sev.eq_ignore_ascii_case("error")
+    {
+        return Err(TransformError::at(def.location.clone(), format!("severity must be 'warn' or 'error', not '{sev}'"), None));
+    }
     let hash = {
         use md5::{Digest, Md5};
         let h = format!("{:x}", Md5::digest(format!("{name}{}", t.file.original_path).as_bytes()));
@@ -863,6 +967,7 @@ fn build_test_node(project: &Arc<Project>, jinja: &Arc<JinjaEnv>, host: &Arc<Par
         source: None,
         check: None,
         load: None,
+        unit: None,
     })
 }
 

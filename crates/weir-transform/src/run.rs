@@ -16,7 +16,7 @@ use weir_core::{Column, Location, Relation, RelationKind};
 use crate::compile::{compile, context};
 use crate::error::TransformError;
 use crate::graph::Graph;
-use crate::materialize::{Step, check_contract, contract_create, incremental_steps, run_plan, swap_plan, tmp_relation};
+use crate::materialize::{Step, check_contract, commit, contract_create, incremental_steps, run_plan, run_steps, swap_plan, tmp_relation};
 use crate::microbatch::MicrobatchConfig;
 use crate::node::{Node, ResourceType};
 use crate::seed;
@@ -137,7 +137,7 @@ pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command
         .filter_map(|id| m.node(id))
         .filter(|n| match command {
             Command::Run => n.resource_type == ResourceType::Model && !n.is_ephemeral(),
-            Command::Test => n.resource_type == ResourceType::Test,
+            Command::Test => matches!(n.resource_type, ResourceType::Test | ResourceType::UnitTest),
             Command::Seed => n.resource_type == ResourceType::Seed,
             Command::Snapshot => n.resource_type == ResourceType::Snapshot,
             Command::Check => n.resource_type == ResourceType::Check,
@@ -149,6 +149,7 @@ pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command
                         | ResourceType::Seed
                         | ResourceType::Snapshot
                         | ResourceType::Test
+                        | ResourceType::UnitTest
                         | ResourceType::Check
                         | ResourceType::Load
                 ) && !n.is_ephemeral()
@@ -216,10 +217,25 @@ pub fn execute(
     } else {
         vec![]
     };
+    // A unit test runs after its model's parents and before the model, which it holds back
+    // when it fails, as in dbt.
+    let mut unit_tests_of: HashMap<&str, Vec<String>> = HashMap::new();
+    for n in ids.iter().filter_map(|id| m.node(id)).filter(|n| n.resource_type == ResourceType::UnitTest) {
+        if let Some(model) = n.depends_on.first() {
+            unit_tests_of.entry(model.as_str()).or_default().push(n.unique_id.clone());
+        }
+    }
     let mut deps: HashMap<String, Vec<String>> = HashMap::new();
     for id in ids {
-        let ancestors = graph.ancestors(id, None);
+        let unit_model = m.node(id).filter(|n| n.resource_type == ResourceType::UnitTest).and_then(|n| n.depends_on.first());
+        let ancestors = match unit_model {
+            Some(model) => graph.ancestors(model, None),
+            None => graph.ancestors(id, None),
+        };
         let mut d: Vec<String> = ancestors.iter().filter(|a| set.contains(a.as_str())).cloned().collect();
+        if let Some(tests) = unit_tests_of.get(id.as_str()) {
+            d.extend(tests.iter().cloned());
+        }
         if m.node(id).is_some_and(|n| !gates(n)) {
             for (t, guarded, reads) in &guards {
                 if guarded.iter().all(|p| ancestors.contains(*p)) && !reads.contains(id) {
@@ -250,7 +266,7 @@ pub fn execute(
             let (session, sched, cv, results, first_error) = (&session, &sched, &cv, &results, &first_error);
             scope.spawn(move || {
                 let slot: ConnSlot = Arc::new(Mutex::new(None));
-                let host = ExecHost { session: session.clone(), conn: slot.clone(), batch: None };
+                let host = ExecHost::new(session.clone(), slot.clone());
                 let thread_id = format!("Thread-{}", t + 1);
                 loop {
                     let (id, index, skip_reason) = {
@@ -388,6 +404,7 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
         ResourceType::Snapshot => run_snapshot(host, slot, n, opts, &mut result),
         ResourceType::Check => run_check(host, slot, n, &mut result),
         ResourceType::Load => run_load(host, n, &mut result),
+        ResourceType::UnitTest => crate::unit::run_unit_test(host, slot, n, opts, &mut result),
         _ => run_model(host, slot, n, opts, &mut result),
     };
     if let Err(e) = outcome {
@@ -492,7 +509,7 @@ fn named(n: &Node, name: &str) -> bool {
 }
 
 /// Writes compiled or run SQL under `target/compiled/` or `target/run/`, as dbt lays it out.
-fn write_sql(opts: &RunOptions, kind: &str, n: &Node, sql: &str) {
+pub(crate) fn write_sql(opts: &RunOptions, kind: &str, n: &Node, sql: &str) {
     let path = crate::artifacts::node_sql_path(&opts.target_dir, kind, n);
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -511,17 +528,22 @@ fn hooks(n: &Node, key: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-fn render_hooks(host: &ExecHost, n: &Node, key: &str) -> Result<(Vec<Step>, Vec<Step>), TransformError> {
+/// Renders the hooks under `key` that run inside the transaction (`transactional`) or
+/// outside it. A hook is rendered just before it runs, as in dbt: rendering may itself run
+/// statements (a macro's `{% call statement %}`), which must see what came before.
+fn render_hooks(host: &ExecHost, n: &Node, key: &str, transactional: bool) -> Result<Vec<Step>, TransformError> {
     let ctx = context(host, n);
-    let (mut inside, mut outside) = (vec![], vec![]);
-    for (sql, transactional) in hooks(n, key) {
-        let rendered = host.session.manifest.jinja.render(&n.file, &sql, &ctx)?;
-        if rendered.trim().is_empty() {
+    let mut out = vec![];
+    for (sql, inside) in hooks(n, key) {
+        if inside != transactional {
             continue;
         }
-        if transactional { inside.push(Step::Sql(rendered)) } else { outside.push(Step::Sql(rendered)) }
+        let rendered = host.session.manifest.jinja.render(&n.file, &sql, &ctx)?;
+        if !rendered.trim().is_empty() {
+            out.push(Step::Sql(rendered));
+        }
     }
-    Ok((inside, outside))
+    Ok(out)
 }
 
 fn run_outside(host: &ExecHost, slot: &ConnSlot, steps: &[Step]) -> Result<(), TransformError> {
@@ -604,9 +626,10 @@ fn compile_for_run(host: &ExecHost, n: &Node, opts: &RunOptions, result: &mut No
 }
 
 /// Runs a node's plan with its hooks: transactional hooks inside the plan's one transaction,
-/// the others before and after it. Writes the whole script under `target/run/`, records the
-/// relation it built (`built`) in the relation cache, and returns the rows the plan's `main`
-/// statement affected.
+/// the others before and after it. Post-hooks are rendered once the plan has run, inside its
+/// transaction, so what they read (`adapter.get_relation(this)`, a statement on `this`) is the
+/// new relation. Writes the whole script under `target/run/`, records the relation it built
+/// (`built`) in the relation cache, and returns the rows the plan's `main` statement affected.
 fn run_with_hooks(
     host: &ExecHost,
     slot: &ConnSlot,
@@ -617,19 +640,35 @@ fn run_with_hooks(
 ) -> Result<u64, TransformError> {
     let (rel, kind) = built;
     let session = &host.session;
-    let (pre_in, pre_out) = render_hooks(host, n, "pre-hook")?;
-    let (post_in, post_out) = render_hooks(host, n, "post-hook")?;
-    let offset = pre_in.len();
-    let mut steps = pre_in;
+    let tmp = tmp_relation(rel);
+    run_outside(host, slot, &render_hooks(host, n, "pre-hook", false)?)?;
+    let mut steps = render_hooks(host, n, "pre-hook", true)?;
+    let main = main.saturating_add(steps.len());
     steps.extend(body);
-    steps.extend(post_in);
-    let script: Vec<String> = steps.iter().map(Step::text).collect();
-    write_sql(opts, "run", n, &format!("{};\n", script.join(";\n\n")));
-    run_outside(host, slot, &pre_out)?;
-    let rows = with_conn(session, slot, |c| Ok(run_plan(c, &steps, main.saturating_add(offset))))??;
-    session.set_cached(&tmp_relation(rel), None);
+    let script = |steps: &[Step]| format!("{};\n", steps.iter().map(Step::text).collect::<Vec<_>>().join(";\n\n"));
+    write_sql(opts, "run", n, &script(&steps));
+    let cached_before = (session.cached(&tmp), session.cached(rel));
+    let rows = with_conn(session, slot, |c| {
+        c.execute("begin")?;
+        Ok(run_steps(c, &steps, main))
+    })??;
+    session.set_cached(&tmp, None);
     session.set_cached(rel, Some(kind));
-    run_outside(host, slot, &post_out)?;
+    let finish = || -> Result<(), TransformError> {
+        let post = render_hooks(host, n, "post-hook", true)?;
+        let mut all = steps.clone();
+        all.extend(post.iter().cloned());
+        write_sql(opts, "run", n, &script(&all));
+        with_conn(session, slot, |c| Ok(run_steps(c, &post, usize::MAX).and_then(|_| commit(c))))??;
+        Ok(())
+    };
+    if let Err(e) = finish() {
+        let _ = with_conn(session, slot, |c| c.execute("rollback"));
+        session.set_cached(&tmp, cached_before.0);
+        session.set_cached(rel, cached_before.1);
+        return Err(e);
+    }
+    run_outside(host, slot, &render_hooks(host, n, "post-hook", false)?)?;
     Ok(rows)
 }
 
@@ -658,7 +697,7 @@ fn run_microbatch(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions,
         return Ok(());
     }
     // The event_time column is checked on the first batch's query before anything is written.
-    let first_sql = compile(&ExecHost { session: session.clone(), conn: slot.clone(), batch: windows.first().copied() }, n)?;
+    let first_sql = compile(&ExecHost { batch: windows.first().copied(), ..ExecHost::new(session.clone(), slot.clone()) }, n)?;
     write_sql(opts, "compiled", n, &first_sql);
     result.compiled_code = Some(first_sql.clone());
     result.compile_done_at = chrono::Utc::now();
@@ -809,7 +848,7 @@ impl Batch<'_> {
         let session = &self.host.session;
         let wh = session.warehouse.as_ref();
         let rel = self.rel;
-        let sql = compile(&ExecHost { session: session.clone(), conn: slot.clone(), batch: Some(window) }, self.n)?;
+        let sql = compile(&ExecHost { batch: Some(window), ..ExecHost::new(session.clone(), slot.clone()) }, self.n)?;
         let (steps, main) = match dest {
             Some(dest) => {
                 let (create_tmp, tmp) = wh.create_temp_table_sql(&format!("{}__dbt_tmp", rel.identifier), &sql);
@@ -972,20 +1011,8 @@ fn run_seed(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
     let existing = session.cached(&rel);
     let steps = swap_plan(wh, &rel, existing, session.cached(&tmp), create, RelationKind::Table);
     let main = steps.iter().position(|s| matches!(s, Step::CopyCsv { .. })).unwrap_or(0);
-    let (pre_in, pre_out) = render_hooks(host, n, "pre-hook")?;
-    let (post_in, post_out) = render_hooks(host, n, "post-hook")?;
-    let offset = pre_in.len();
-    let mut all = pre_in;
-    all.extend(steps);
-    all.extend(post_in);
-    let script: Vec<String> = all.iter().map(Step::text).collect();
-    write_sql(opts, "run", n, &format!("{};\n", script.join(";\n\n")));
     result.compile_done_at = chrono::Utc::now();
-    run_outside(host, slot, &pre_out)?;
-    let rows = with_conn(session, slot, |c| Ok(run_plan(c, &all, main + offset)))??;
-    session.set_cached(&tmp, None);
-    session.set_cached(&rel, Some(RelationKind::Table));
-    run_outside(host, slot, &post_out)?;
+    let rows = run_with_hooks(host, slot, n, opts, (&rel, RelationKind::Table), (steps, main))?;
     result.rows_affected = Some(if rows > 0 { rows } else { schema.rows as u64 });
     Ok(())
 }
@@ -1045,7 +1072,7 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
 pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<Vec<NodeResult>, TransformError> {
     let m = &session.manifest;
     let slot: ConnSlot = Arc::new(Mutex::new(None));
-    let host = ExecHost { session: session.clone(), conn: slot.clone(), batch: None };
+    let host = ExecHost::new(session.clone(), slot.clone());
     let mut results = vec![];
     for pkg in &m.project.packages {
         let hooks = if which == "on-run-start" { &pkg.settings.on_run_start } else { &pkg.settings.on_run_end };

@@ -183,10 +183,10 @@ impl Atom {
             "test_type" => m
                 .nodes
                 .values()
-                .filter(|n| n.resource_type == ResourceType::Test)
-                .filter(|n| match self.value.as_str() {
-                    "generic" | "schema" => n.test.is_some(),
-                    "singular" | "data" => n.test.is_none(),
+                .filter(|n| match (n.resource_type, self.value.as_str()) {
+                    (ResourceType::UnitTest, "unit") => true,
+                    (ResourceType::Test, "generic" | "schema") => n.test.is_some(),
+                    (ResourceType::Test, "singular" | "data") => n.test.is_none(),
                     _ => false,
                 })
                 .map(|n| n.unique_id.clone())

@@ -172,15 +172,36 @@ pub struct ExecHost {
     pub conn: ConnSlot,
     /// The microbatch being rendered: refs to nodes with an `event_time` see only its rows.
     pub batch: Option<BatchWindow>,
+    /// Under a unit test: the inputs read from fixtures, and the test's overrides.
+    pub unit: Option<Arc<UnitInputs>>,
+}
+
+/// What a unit test changes about a model's render: refs and sources given as fixtures
+/// render as the fixtures' CTEs, and `overrides:` set vars and `is_incremental()`.
+#[derive(Debug, Default)]
+pub struct UnitInputs {
+    /// node unique id -> the name its CTE is called by (`__dbt__cte__NAME`)
+    pub ctes: HashMap<String, String>,
+    pub vars: serde_json::Map<String, J>,
+    pub is_incremental: Option<bool>,
 }
 
 /// One microbatch: `[start, end)` of event time.
 pub use weir_store::Interval as BatchWindow;
 
 impl ExecHost {
+    /// A host for `session` on the connection in `conn`.
+    pub fn new(session: Arc<Session>, conn: ConnSlot) -> ExecHost {
+        ExecHost { session, conn, batch: None, unit: None }
+    }
+
     /// A node's relation as a ref renders it: inside a microbatch, a node with an `event_time`
-    /// is filtered to the batch, as dbt filters refs of microbatch models.
-    fn relation_for(&self, n: &Node) -> RelationValue {
+    /// is filtered to the batch, as dbt filters refs of microbatch models; under a unit test,
+    /// an input given as a fixture is its CTE.
+    pub fn relation_for(&self, n: &Node) -> RelationValue {
+        if let Some(name) = self.unit.as_ref().and_then(|u| u.ctes.get(&n.unique_id)) {
+            return RelationValue::cte(name);
+        }
         let mut rel = self.session.relation_value(n);
         if let (Some(b), Some(et)) = (self.batch, n.config_str("event_time")) {
             let fmt = |t: chrono::NaiveDateTime| t.format("%Y-%m-%d %H:%M:%S").to_string();
@@ -214,10 +235,16 @@ impl Host for ExecHost {
     }
 
     fn is_incremental(&self, node_id: &str) -> bool {
+        if let Some(forced) = self.unit.as_ref().and_then(|u| u.is_incremental) {
+            return forced;
+        }
         self.session.manifest.node(node_id).is_some_and(|n| self.session.is_incremental(n))
     }
 
     fn var(&self, package: &str, name: &str) -> Option<J> {
+        if let Some(v) = self.unit.as_ref().and_then(|u| u.vars.get(name)) {
+            return Some(v.clone());
+        }
         self.session.manifest.project.var(package, name)
     }
 
@@ -252,6 +279,13 @@ impl Host for ExecHost {
 
     fn get_relation(&self, relation: &Relation) -> Result<Option<RelationKind>, String> {
         Ok(self.session.cached(relation))
+    }
+
+    fn drop_relation(&self, relation: &Relation, kind: RelationKind) -> Result<(), String> {
+        let sql = self.session.warehouse.drop_relation_sql(relation, kind);
+        with_conn(&self.session, &self.conn, |c| c.execute(&sql)).map_err(|e| e.to_string())?;
+        self.session.set_cached(relation, None);
+        Ok(())
     }
 
     fn log(&self, message: &str, _info: bool) {

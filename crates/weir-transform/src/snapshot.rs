@@ -371,6 +371,7 @@ mod tests {
             source: None,
             check: None,
             load: None,
+            unit: None,
         }
     }
 

@@ -76,7 +76,7 @@ impl Workspace {
             let extra: Vec<String> = m
                 .nodes
                 .values()
-                .filter(|n| matches!(n.resource_type, ResourceType::Test | ResourceType::Check))
+                .filter(|n| matches!(n.resource_type, ResourceType::Test | ResourceType::UnitTest | ResourceType::Check))
                 .filter(|n| n.depends_on.iter().any(|d| chosen.contains(d)))
                 .map(|n| n.unique_id.clone())
                 .collect();

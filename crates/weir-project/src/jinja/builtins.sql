@@ -299,3 +299,78 @@ where parent.to_field is null
     {%- set dt = modules.datetime.date(year, month, day) -%}
     date '{{ dt.strftime('%Y-%m-%d') }}'
 {%- endmacro %}
+
+{# Arrays, series and spines: the rest of dbt's cross-database macros. #}
+{% macro array_construct(inputs=[], data_type='INT') -%}
+  {{ return(adapter.dispatch('array_construct', 'dbt')(inputs, data_type)) }}
+{%- endmacro %}
+{% macro default__array_construct(inputs, data_type) -%}
+  {%- if inputs | length > 0 -%}array[ {{ inputs | join(' , ') }} ]{%- else -%}array[]::{{ data_type }}[]{%- endif -%}
+{%- endmacro %}
+
+{% macro array_append(array, new_element) -%}{{ return(adapter.dispatch('array_append', 'dbt')(array, new_element)) }}{%- endmacro %}
+{% macro default__array_append(array, new_element) -%}array_append({{ array }}, {{ new_element }}){%- endmacro %}
+
+{% macro array_concat(array_1, array_2) -%}{{ return(adapter.dispatch('array_concat', 'dbt')(array_1, array_2)) }}{%- endmacro %}
+{% macro default__array_concat(array_1, array_2) -%}array_cat({{ array_1 }}, {{ array_2 }}){%- endmacro %}
+
+{% macro equals(expr1, expr2) -%}{{ return(adapter.dispatch('equals', 'dbt')(expr1, expr2)) }}{%- endmacro %}
+{% macro default__equals(expr1, expr2) -%}({{ expr1 }} = {{ expr2 }}){%- endmacro %}
+
+{% macro default_last_day(date, datepart) -%}{{ dbt.default__last_day(date, datepart) }}{%- endmacro %}
+
+{% macro get_powers_of_two(upper_bound) -%}{{ return(adapter.dispatch('get_powers_of_two', 'dbt')(upper_bound)) }}{%- endmacro %}
+{% macro default__get_powers_of_two(upper_bound) -%}
+  {%- if upper_bound <= 0 -%}{{ exceptions.raise_compiler_error("upper bound must be positive") }}{%- endif -%}
+  {%- set ns = namespace(n=1) -%}
+  {%- for _ in range(1, 100) if 2 ** ns.n < upper_bound -%}{%- set ns.n = ns.n + 1 -%}{%- endfor -%}
+  {{ return(ns.n) }}
+{%- endmacro %}
+
+{% macro generate_series(upper_bound) -%}{{ return(adapter.dispatch('generate_series', 'dbt')(upper_bound)) }}{%- endmacro %}
+{% macro duckdb__generate_series(upper_bound) -%}
+  select generate_series as generated_number from generate_series(1, {{ upper_bound }})
+{%- endmacro %}
+{% macro default__generate_series(upper_bound) -%}
+  {#- Bits of the numbers 0 .. 2^n - 1 as a cross join of n two-row tables, plus one. -#}
+  {%- set n = dbt.get_powers_of_two(upper_bound) %}
+  with p as (select 0 as generated_number union all select 1),
+  unioned as (
+    select {% for i in range(n) %}p{{ i }}.generated_number * power(2, {{ i }}){{ ' + ' if not loop.last }}{% endfor %} + 1 as generated_number
+    from {% for i in range(n) %}p as p{{ i }}{{ ' cross join ' if not loop.last }}{% endfor %}
+  )
+  select * from unioned where generated_number <= {{ upper_bound }} order by generated_number
+{%- endmacro %}
+
+{% macro get_intervals_between(start_date, end_date, datepart) -%}
+  {{ return(adapter.dispatch('get_intervals_between', 'dbt')(start_date, end_date, datepart)) }}
+{%- endmacro %}
+{% macro default__get_intervals_between(start_date, end_date, datepart) -%}
+  {%- call statement('get_intervals_between', fetch_result=True) -%}
+    select {{ dbt.datediff(start_date, end_date, datepart) }}
+  {%- endcall -%}
+  {%- set result = load_result('get_intervals_between') -%}
+  {%- if result and result['data'] -%}{{ return(result['data'][0][0]) }}{%- else -%}{{ return(1) }}{%- endif -%}
+{%- endmacro %}
+
+{% macro date_spine(datepart, start_date, end_date) -%}
+  {{ return(adapter.dispatch('date_spine', 'dbt')(datepart, start_date, end_date)) }}
+{%- endmacro %}
+{% macro default__date_spine(datepart, start_date, end_date) %}
+  with rawdata as (
+    {{ dbt.generate_series(dbt.get_intervals_between(start_date, end_date, datepart)) }}
+  ),
+  all_periods as (
+    select ({{ dbt.dateadd(datepart, "row_number() over (order by 1) - 1", start_date) }}) as date_{{ datepart }}
+    from rawdata
+  ),
+  filtered as (
+    select * from all_periods where date_{{ datepart }} <= {{ end_date }}
+  )
+  select * from filtered
+{% endmacro %}
+
+{% macro load_cached_relation(relation) -%}
+  {{ return(adapter.get_relation(database=relation.database, schema=relation.schema, identifier=relation.identifier)) }}
+{%- endmacro %}
+{% macro load_relation(relation) -%}{{ return(load_cached_relation(relation)) }}{%- endmacro %}

@@ -44,6 +44,11 @@ pub trait Host: Send + Sync + fmt::Debug {
     fn run_sql(&self, sql: &str, fetch: bool) -> Result<QueryResult, String>;
     fn get_columns(&self, relation: &Relation) -> Result<Vec<Column>, String>;
     fn get_relation(&self, relation: &Relation) -> Result<Option<RelationKind>, String>;
+    /// `adapter.drop_relation`: drops it and forgets it.
+    fn drop_relation(&self, relation: &Relation, kind: RelationKind) -> Result<(), String> {
+        let _ = (relation, kind);
+        Err("adapter.drop_relation() runs only when a node runs".into())
+    }
     fn log(&self, message: &str, info: bool);
 }
 
@@ -267,6 +272,19 @@ impl Object for Func {
                 let name = text(0).ok_or_else(|| fail("var() takes a variable name"))?;
                 // dbt resolves vars in the calling node's scope, even inside a package's macro.
                 match s.host.var(&s.scope.package, &name) {
+                    // dbt renders a text var when it is read, in the reader's context
+                    // (`start: "{{ modules.datetime.date.today() }}"`).
+                    Some(J::String(text)) if text.contains("{{") || text.contains("{%") => {
+                        thread_local!(static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+                        let depth = DEPTH.with(|d| d.replace(d.get() + 1));
+                        let rendered = if depth > 16 {
+                            Err(fail(format!("var '{name}' refers to itself through other vars")))
+                        } else {
+                            state.env().render_str(&text, Value::from_object(ctx.clone())).map(Value::from)
+                        };
+                        DEPTH.with(|d| d.set(depth));
+                        rendered
+                    }
                     Some(v) => Ok(json_value(&v)),
                     None => match pos.get(1) {
                         Some(d) => Ok((*d).clone()),
@@ -475,6 +493,16 @@ impl Object for Adapter {
                 Ok(Value::from(cols.into_iter().map(|c| Value::from_object(ColumnValue(c))).collect::<Vec<_>>()))
             }
             "check_schema_exists" => Ok(Value::from(true)),
+            "drop_relation" => {
+                let rel = pos
+                    .first()
+                    .and_then(|v| v.downcast_object_ref::<RelationValue>())
+                    .ok_or_else(|| fail("drop_relation() takes a relation"))?;
+                if self.ctx.executing() {
+                    s.host.drop_relation(&rel.relation, rel.kind.unwrap_or(RelationKind::Table)).map_err(fail)?;
+                }
+                Ok(Value::from(()))
+            }
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
     }

@@ -16,6 +16,7 @@
 
 mod context;
 mod mutable;
+pub use mutable::list_value;
 mod objects;
 
 use std::collections::{BTreeMap, HashMap};
@@ -121,12 +122,40 @@ impl Object for MacroFn {
             Some(n) => Value::from_object(n.for_package(&def.package)),
             None => node,
         };
+        // Jinja2 gives a macro the keyword arguments it does not declare as `kwargs`
+        // (dbt_utils' tests read `kwargs.get('at_least')`); minijinja would refuse them.
+        let mut args = args.to_vec();
+        let mut extra: Vec<(String, Value)> = vec![];
+        if let Some(kw) = args.last().filter(|a| a.is_kwargs()).and_then(|a| Kwargs::try_from(a.clone()).ok()) {
+            let (mut kept, mut unknown) = (vec![], vec![]);
+            for key in kw.args() {
+                let value = kw.peek::<Value>(key)?;
+                if def.arguments.iter().any(|a| a == key) || key == "caller" {
+                    kept.push((key.to_string(), value));
+                } else {
+                    unknown.push((key.to_string(), value));
+                }
+            }
+            if !unknown.is_empty() {
+                args.pop();
+                if !kept.is_empty() {
+                    args.push(Value::from(Kwargs::from_iter(kept)));
+                }
+                extra = unknown;
+            }
+        }
+        let ctx = if extra.is_empty() {
+            ctx
+        } else {
+            let kwargs: BTreeMap<String, Value> = extra.into_iter().collect();
+            minijinja::context! { kwargs => Value::from_object(kwargs), ..ctx }
+        };
         let tmpl = state.env().get_template(&def.template)?;
         let mut captured = tmpl.render_captured(ctx)?;
         captured.with_state_mut(|st| {
             let f =
                 st.lookup(&def.name).ok_or_else(|| Error::new(ErrorKind::UnknownFunction, format!("macro '{}' not found", def.name)))?;
-            let result = f.call(st, args);
+            let result = f.call(st, &args);
             let returned = st.get_extension_mut::<Returned>().and_then(|r| r.0.take());
             match (result, returned) {
                 (_, Some(v)) => Ok(v),
@@ -174,6 +203,7 @@ impl JinjaEnv {
         files: &[MacroFile],
         dispatch: BTreeMap<String, Vec<String>>,
     ) -> Result<JinjaEnv, ProjectError> {
+        objects::set_relation_class(adapter_type);
         let mut env = Environment::new();
         configure(&mut env);
         let mut index =
@@ -206,6 +236,13 @@ impl JinjaEnv {
         let source = preprocess(text);
         let name = file.display().to_string();
         self.env.render_named_str(&name, &source, Value::from_object(ctx.clone())).map_err(|e| self.error(&e, file, text))
+    }
+
+    /// Evaluates one Jinja expression to its value, not its text: a test argument such as
+    /// `ref('orders')` reaches the test's macro as a relation, as in dbt.
+    pub fn eval(&self, file: &Path, expr: &str, ctx: &NodeContext) -> Result<Value, ProjectError> {
+        let compiled = self.env.compile_expression(expr).map_err(|e| self.error(&e, file, expr))?;
+        compiled.eval(Value::from_object(ctx.clone())).map_err(|e| self.error(&e, file, expr))
     }
 
     /// Calls a macro by name from a node's context, as dbt calls `generate_schema_name`.
@@ -412,7 +449,11 @@ fn configure(env: &mut Environment<'static>) {
     env.add_filter("as_native", |v: Value| -> Value { v });
     env.add_global(
         "modules",
-        map_value([("datetime", Value::from_object(objects::DatetimeModule)), ("re", Value::from_object(objects::ReModule))]),
+        map_value([
+            ("datetime", Value::from_object(objects::DatetimeModule)),
+            ("re", Value::from_object(objects::ReModule)),
+            ("pytz", Value::from_object(objects::PytzModule)),
+        ]),
     );
     env.add_global("exceptions", Value::from_object(context::Exceptions));
     env.add_global("dbt_version", Value::from(DBT_VERSION));

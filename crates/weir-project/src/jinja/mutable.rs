@@ -44,11 +44,69 @@ pub fn rewrite_literals(text: &str) -> Cow<'_, str> {
         out.push(')');
         pos = close + 1;
     }
+    let text: Cow<'_, str> = if pos == 0 {
+        Cow::Borrowed(text)
+    } else {
+        out.push_str(&text[pos..]);
+        Cow::Owned(out)
+    };
+    match rewrite_empty_lists(&text) {
+        Some(rewritten) => Cow::Owned(rewritten),
+        None => text,
+    }
+}
+
+/// An empty list written inside a `do` or `set` tag (`{% do d.update({key: []}) %}`) is a new
+/// mutable list too, so that what is appended to it later stays (dbt_utils' `union_relations`).
+fn rewrite_empty_lists(text: &str) -> Option<String> {
+    static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{%-?\s*(?:do|set)\b").expect("static regex"));
+    if !text.contains("[]") {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut pos = 0;
+    for m in TAG.find_iter(text) {
+        if m.start() < pos {
+            continue;
+        }
+        let Some(end) = text[m.end()..].find("%}").map(|i| m.end() + i) else { break };
+        out.push_str(&text[pos..m.end()]);
+        let body = &text[m.end()..end];
+        let mut quote: Option<char> = None;
+        let mut chars = body.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '\'' || c == '"' => quote = Some(c),
+                None if c == '[' && body[i + 1..].starts_with(']') => {
+                    let before = body[..i].trim_end();
+                    // `x[]` is no literal; `__weir_list([])` is already one.
+                    if !before.ends_with(|p: char| p.is_alphanumeric() || p == '_' || p == ')' || p == ']')
+                        && !before.ends_with("__weir_list(")
+                    {
+                        out.push_str("__weir_list([])");
+                        chars.next();
+                        continue;
+                    }
+                }
+                None => {}
+            }
+            out.push(c);
+        }
+        pos = end;
+    }
     if pos == 0 {
-        return Cow::Borrowed(text);
+        return None;
     }
     out.push_str(&text[pos..]);
-    Cow::Owned(out)
+    Some(out)
+}
+
+/// A JSON list as a mutable list (its items as they are): what a macro receives for a list
+/// written in YAML, which Jinja2 code may append to (`group_by_columns.append(...)`).
+pub fn list_value(items: &[serde_json::Value]) -> Value {
+    Value::from_object(MutList(Mutex::new(items.iter().map(super::json_value).collect())))
 }
 
 /// Registers the constructors the rewrite calls.
@@ -319,5 +377,13 @@ mod tests {
         assert_eq!(rewrite_literals("{%- set d = {} -%}"), "{%- set d = __weir_dict({}) -%}");
         assert_eq!(rewrite_literals("{% set x = [1] + y %}"), "{% set x = [1] + y %}");
         assert_eq!(rewrite_literals("{% set x = y %}"), "{% set x = y %}");
+    }
+
+    #[test]
+    fn empty_lists_inside_do_and_set_are_mutable() {
+        let out = render("{% set d = {} %}{% do d.update({'k': []}) %}{% do d['k'].append(1) %}{{ d['k'] | join(',') }}|{{ '[]' }}");
+        assert_eq!(out, "1|[]");
+        assert_eq!(rewrite_literals("{% set x = [] %}"), "{% set x = __weir_list([]) %}");
+        assert_eq!(rewrite_literals("{% do f(\"[]\", a[0]) %}{{ [] }}"), "{% do f(\"[]\", a[0]) %}{{ [] }}");
     }
 }

@@ -19,6 +19,25 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// The adapter's relation class, as dbt names it in a relation's `metadata.type`.
+static RELATION_CLASS: std::sync::RwLock<&'static str> = std::sync::RwLock::new("BaseRelation");
+
+/// Sets the relation class name for the adapter in use (`DuckDBRelation`, `PostgresRelation`).
+pub fn set_relation_class(adapter_type: &str) {
+    let name = match adapter_type {
+        "duckdb" => "DuckDBRelation",
+        "postgres" => "PostgresRelation",
+        _ => "BaseRelation",
+    };
+    if let Ok(mut current) = RELATION_CLASS.write() {
+        *current = name;
+    }
+}
+
+fn relation_class_name() -> &'static str {
+    RELATION_CLASS.read().map(|n| *n).unwrap_or("BaseRelation")
+}
+
 /// `ref()`, `source()`, `this`, `api.Relation.create()`: renders as `"db"."schema"."name"`.
 #[derive(Debug, Clone)]
 pub struct RelationValue {
@@ -61,6 +80,10 @@ impl RelationValue {
         Value::from_object(self)
     }
 
+    fn policy(flags: [bool; 3]) -> Value {
+        map_value([("database", Value::from(flags[0])), ("schema", Value::from(flags[1])), ("identifier", Value::from(flags[2]))])
+    }
+
     fn flags(kwargs: &Kwargs, current: [bool; 3]) -> Result<[bool; 3], Error> {
         let mut out = current;
         for (i, key) in ["database", "schema", "identifier"].iter().enumerate() {
@@ -96,14 +119,37 @@ impl Object for RelationValue {
                 ("schema", Value::from(r.schema.clone())),
                 ("identifier", Value::from(r.identifier.clone())),
             ]),
+            // Macros tell relations from other values by this (dbt_utils' `_is_relation`:
+            // `obj.get('metadata', {}).get('type', '').endswith('Relation')`).
+            "metadata" => map_value([("type", Value::from(relation_class_name()))]),
+            "quote_policy" => Self::policy(self.quote),
+            "include_policy" => Self::policy(self.include),
+            "quote_character" => Value::from("\""),
+            "limit" | "event_time_filter" | "renamed_relation" => Value::from(()),
+            "can_be_renamed" | "can_be_replaced" => Value::from(matches!(self.kind, Some(RelationKind::Table | RelationKind::View))),
             _ => return None,
         })
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(&["database", "schema", "identifier", "type", "path", "metadata", "quote_policy", "include_policy"])
     }
 
     fn call_method(self: &Arc<Self>, _: &mut State, method: &str, args: &[Value]) -> Result<Value, Error> {
         let kwargs = kwargs_of(args);
         match method {
-            "render" => Ok(Value::from(self.rendered())),
+            "render" | "render_limited" => Ok(Value::from(self.rendered())),
+            "get_ddl_prefix_for_create" | "get_ddl_prefix_for_alter" => Ok(Value::from("")),
+            "matches" => {
+                let r = &self.relation;
+                let mut same = true;
+                for (key, have) in [("database", &r.database), ("schema", &r.schema), ("identifier", &r.identifier)] {
+                    if let Some(want) = kwargs.get::<Option<String>>(key)? {
+                        same &= want.eq_ignore_ascii_case(have);
+                    }
+                }
+                Ok(Value::from(same))
+            }
             "include" => {
                 let mut r = (**self).clone();
                 r.include = Self::flags(&kwargs, self.include)?;
@@ -237,9 +283,7 @@ impl Object for TableValue {
             "rows" => Some(Value::from_iter((0..self.0.rows.len()).filter_map(|i| self.row(i)))),
             "column_names" => Some(self.column_names()),
             "column_types" => Some(Value::from_iter(self.0.columns.iter().map(|c| Value::from(c.data_type.clone())))),
-            "columns" => {
-                Some(Value::from_iter((0..self.0.columns.len()).map(|i| Value::from_object(TableColumn { table: self.clone(), idx: i }))))
-            }
+            "columns" => Some(Value::from_object(TableColumns(self.clone()))),
             _ => None,
         }
     }
@@ -256,6 +300,49 @@ impl Object for TableValue {
                 Ok(Value::from(()))
             }
             "column_names" => Ok(self.column_names()),
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// `table.columns`: agate's mapped sequence of columns, iterated in order, indexed by
+/// position or name, with `keys()`, `values()` and `items()`.
+#[derive(Debug)]
+struct TableColumns(Arc<TableValue>);
+
+impl TableColumns {
+    fn column(&self, i: usize) -> Value {
+        Value::from_object(TableColumn { table: self.0.clone(), idx: i })
+    }
+}
+
+impl Object for TableColumns {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let cols = &self.0.0.columns;
+        let i = match key.as_i64() {
+            Some(i) if i < 0 => usize::try_from(cols.len() as i64 + i).ok()?,
+            Some(i) => usize::try_from(i).ok()?,
+            None => cols.iter().position(|c| Some(c.name.as_str()) == key.as_str())?,
+        };
+        (i < cols.len()).then(|| self.column(i))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values((0..self.0.0.columns.len()).map(|i| self.column(i)).collect())
+    }
+
+    fn call_method(self: &Arc<Self>, _: &mut State, method: &str, _args: &[Value]) -> Result<Value, Error> {
+        let cols = &self.0.0.columns;
+        match method {
+            "keys" => Ok(Value::from_iter(cols.iter().map(|c| Value::from(c.name.clone())))),
+            "values" => Ok(Value::from_iter((0..cols.len()).map(|i| self.column(i)))),
+            "items" => {
+                Ok(Value::from_iter(cols.iter().enumerate().map(|(i, c)| Value::from(vec![Value::from(c.name.clone()), self.column(i)]))))
+            }
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
     }
@@ -364,7 +451,12 @@ impl Object for DatetimeClass {
 
     fn call_method(self: &Arc<Self>, _: &mut State, method: &str, args: &[Value]) -> Result<Value, Error> {
         match method {
-            "now" | "utcnow" => Ok(DateTimeValue::value(Utc::now().naive_utc())),
+            "now" => Ok(match zone_arg(args) {
+                Some(tz) => DateTimeValue::aware(DateTimeValue { dt: Utc::now().naive_utc(), date_only: false, tz: None }.in_zone(tz), tz),
+                None => DateTimeValue::value(chrono::Local::now().naive_local()),
+            }),
+            "utcnow" => Ok(DateTimeValue::value(Utc::now().naive_utc())),
+            "today" => Ok(DateTimeValue::value(chrono::Local::now().naive_local())),
             "strptime" => {
                 let (s, fmt) = (arg_str(args, 0)?, arg_str(args, 1)?);
                 let dt = NaiveDateTime::parse_from_str(&s, &fmt)
@@ -423,31 +515,128 @@ fn parse_iso(s: &str) -> Option<NaiveDateTime> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| d.and_time(Default::default()))
 }
 
-/// A datetime or a date, with Python's attributes and `strftime`/`isoformat`.
+/// A datetime or a date, with Python's attributes and `strftime`/`isoformat`. An aware
+/// datetime (from `modules.pytz`) keeps its wall time in `dt` and its zone in `tz`.
 #[derive(Debug, Clone)]
 pub struct DateTimeValue {
     pub dt: NaiveDateTime,
     pub date_only: bool,
+    pub tz: Option<chrono_tz::Tz>,
 }
 
 impl DateTimeValue {
     pub fn value(dt: NaiveDateTime) -> Value {
-        Value::from_object(DateTimeValue { dt, date_only: false })
+        Value::from_object(DateTimeValue { dt, date_only: false, tz: None })
     }
 
     fn date_value(d: NaiveDate) -> Value {
-        Value::from_object(DateTimeValue { dt: d.and_time(Default::default()), date_only: true })
+        Value::from_object(DateTimeValue { dt: d.and_time(Default::default()), date_only: true, tz: None })
+    }
+
+    fn aware(dt: NaiveDateTime, tz: chrono_tz::Tz) -> Value {
+        Value::from_object(DateTimeValue { dt, date_only: false, tz: Some(tz) })
+    }
+
+    /// The same instant as wall time in `tz` (a naive datetime is read as UTC, the zone
+    /// Weir's clock values are in).
+    fn in_zone(&self, tz: chrono_tz::Tz) -> NaiveDateTime {
+        use chrono::TimeZone;
+        let utc = match self.tz {
+            Some(from) => from.from_local_datetime(&self.dt).earliest().map(|d| d.naive_utc()).unwrap_or(self.dt),
+            None => self.dt,
+        };
+        tz.from_utc_datetime(&utc).naive_local()
+    }
+
+    /// `+HH:MM` for an aware datetime.
+    fn offset(&self) -> String {
+        use chrono::{Offset, TimeZone};
+        let Some(tz) = self.tz else { return String::new() };
+        let Some(local) = tz.from_local_datetime(&self.dt).earliest() else { return String::new() };
+        let secs = local.offset().fix().local_minus_utc();
+        let sign = if secs < 0 { '-' } else { '+' };
+        format!("{sign}{:02}:{:02}", secs.abs() / 3600, secs.abs() % 3600 / 60)
+    }
+
+    fn format(&self, fmt: &str) -> String {
+        use chrono::TimeZone;
+        match self.tz.and_then(|tz| tz.from_local_datetime(&self.dt).earliest()) {
+            Some(aware) => aware.format(fmt).to_string(),
+            None => self.dt.format(&fmt.replace("%z", "").replace("%Z", "")).to_string(),
+        }
     }
 
     fn iso(&self) -> String {
         if self.date_only {
             self.dt.format("%Y-%m-%d").to_string()
         } else if self.dt.nanosecond() == 0 {
-            self.dt.format("%Y-%m-%dT%H:%M:%S").to_string()
+            format!("{}{}", self.dt.format("%Y-%m-%dT%H:%M:%S"), self.offset())
         } else {
-            self.dt.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+            format!("{}{}", self.dt.format("%Y-%m-%dT%H:%M:%S%.6f"), self.offset())
         }
     }
+}
+
+/// `modules.pytz`: `timezone(name)`, `utc`, and what a zone does (`localize`, `zone`).
+#[derive(Debug)]
+pub struct PytzModule;
+
+impl Object for PytzModule {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "utc" | "UTC" => Some(Value::from_object(TzValue(chrono_tz::UTC))),
+            _ => None,
+        }
+    }
+
+    fn call_method(self: &Arc<Self>, _: &mut State, method: &str, args: &[Value]) -> Result<Value, Error> {
+        match method {
+            "timezone" => {
+                let name = arg_str(args, 0)?;
+                let tz: chrono_tz::Tz = name.parse().map_err(|_| err(format!("pytz.timezone: unknown time zone '{name}'")))?;
+                Ok(Value::from_object(TzValue(tz)))
+            }
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// A time zone from `modules.pytz`.
+#[derive(Debug)]
+pub struct TzValue(chrono_tz::Tz);
+
+impl Object for TzValue {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "zone" => Some(Value::from(self.0.name())),
+            _ => None,
+        }
+    }
+
+    fn call_method(self: &Arc<Self>, _: &mut State, method: &str, args: &[Value]) -> Result<Value, Error> {
+        match method {
+            // The same wall time, now in this zone.
+            "localize" => {
+                let dt = args
+                    .first()
+                    .and_then(|v| v.downcast_object_ref::<DateTimeValue>())
+                    .ok_or_else(|| err("localize() needs a datetime"))?;
+                Ok(DateTimeValue::aware(dt.dt, self.0))
+            }
+            "normalize" => Ok(args.first().cloned().unwrap_or_default()),
+            _ => Err(Error::from(ErrorKind::UnknownMethod)),
+        }
+    }
+
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+fn zone_arg(args: &[Value]) -> Option<chrono_tz::Tz> {
+    let kw = args.last().filter(|a| a.is_kwargs()).and_then(|a| Kwargs::try_from(a.clone()).ok());
+    let v = args.iter().find(|a| !a.is_kwargs()).cloned().or_else(|| kw.and_then(|k| k.get::<Option<Value>>("tz").ok().flatten()))?;
+    v.downcast_object_ref::<TzValue>().map(|t| t.0)
 }
 
 impl Object for DateTimeValue {
@@ -461,16 +650,21 @@ impl Object for DateTimeValue {
             "minute" => d.minute() as i64,
             "second" => d.second() as i64,
             "microsecond" => (d.nanosecond() / 1000) as i64,
+            "tzinfo" => return Some(self.tz.map(|tz| Value::from_object(TzValue(tz))).unwrap_or_default()),
             _ => return None,
         }))
     }
 
     fn call_method(self: &Arc<Self>, _: &mut State, method: &str, args: &[Value]) -> Result<Value, Error> {
         match method {
-            "strftime" => Ok(Value::from(self.dt.format(&arg_str(args, 0)?).to_string())),
+            "strftime" => Ok(Value::from(self.format(&arg_str(args, 0)?))),
             "isoformat" => Ok(Value::from(self.iso())),
             "date" => Ok(DateTimeValue::date_value(self.dt.date())),
-            "timestamp" => Ok(Value::from(self.dt.and_utc().timestamp() as f64)),
+            "timestamp" => Ok(Value::from(self.in_zone(chrono_tz::UTC).and_utc().timestamp() as f64)),
+            "astimezone" if zone_arg(args).is_some() => {
+                let tz = zone_arg(args).unwrap_or(chrono_tz::UTC);
+                Ok(DateTimeValue::aware(self.in_zone(tz), tz))
+            }
             "weekday" => Ok(Value::from(self.dt.weekday().num_days_from_monday() as i64)),
             "isoweekday" => Ok(Value::from(self.dt.weekday().number_from_monday() as i64)),
             "astimezone" | "replace" if args.iter().all(Value::is_kwargs) || method == "astimezone" => {
@@ -489,11 +683,15 @@ impl Object for DateTimeValue {
                         get("second")?.unwrap_or(dt.second() as i64) as u32,
                     )
                     .ok_or_else(|| err("replace(): invalid time"))?;
-                    let _ = kw.get::<Option<Value>>("tzinfo");
+                    let mut tz = self.tz;
+                    if let Some(zone) = kw.get::<Option<Value>>("tzinfo")? {
+                        tz = zone.downcast_object_ref::<TzValue>().map(|t| t.0);
+                    }
                     let _ = kw.get::<Option<Value>>("microsecond");
                     dt = date.and_time(time);
+                    return Ok(Value::from_object(DateTimeValue { dt, date_only: self.date_only, tz }));
                 }
-                Ok(Value::from_object(DateTimeValue { dt, date_only: self.date_only }))
+                Ok(Value::from_object(DateTimeValue { dt, date_only: self.date_only, tz: self.tz }))
             }
             "add" | "plus" | "sub" | "minus" => {
                 let delta = args
@@ -502,14 +700,18 @@ impl Object for DateTimeValue {
                     .map(|t| t.0)
                     .ok_or_else(|| err(format!("{method}() needs a timedelta")))?;
                 let dt = if method.starts_with('s') || method == "minus" { self.dt - delta } else { self.dt + delta };
-                Ok(Value::from_object(DateTimeValue { dt, date_only: self.date_only }))
+                Ok(Value::from_object(DateTimeValue { dt, date_only: self.date_only, tz: self.tz }))
             }
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
     }
 
     fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.date_only { write!(f, "{}", self.dt.format("%Y-%m-%d")) } else { write!(f, "{}", self.dt.format("%Y-%m-%d %H:%M:%S%.f")) }
+        if self.date_only {
+            write!(f, "{}", self.dt.format("%Y-%m-%d"))
+        } else {
+            write!(f, "{}{}", self.dt.format("%Y-%m-%d %H:%M:%S%.f"), self.offset())
+        }
     }
 }
 
@@ -626,6 +828,26 @@ mod tests {
         assert_eq!(out, "\"dev\".\"main\".\"orders\"|\"main\".\"orders\"|orders|True");
     }
 
+    /// dbt_utils' `_is_relation` check, and the attributes dbt's relations carry.
+    #[test]
+    fn relations_pass_for_dbt_relations() {
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        set_relation_class("duckdb");
+        env.add_global("r", RelationValue::new(Relation::new("dev", "main", "orders"), Some(RelationKind::View)).into_value());
+        let check = "{{ r is mapping and r.get('metadata', {}).get('type', '').endswith('Relation') }}";
+        assert_eq!(env.render_str(check, ()).unwrap(), "True");
+        let out = env
+            .render_str(
+                "{{ r.metadata.type }}|{{ r.quote_policy.identifier }}|{{ r.include(schema=false).include_policy.schema }}|{{ r.matches(identifier='ORDERS') }}|{{ r.can_be_renamed }}",
+                (),
+            )
+            .unwrap();
+        assert_eq!(out, "DuckDBRelation|True|False|True|True");
+        env.add_global("s", Value::from("main.orders"));
+        assert_eq!(env.render_str(&check.replace("r ", "s ").replace("r.", "s."), ()).unwrap(), "False");
+    }
+
     #[test]
     fn tables_index_like_agate() {
         let mut env = minijinja::Environment::new();
@@ -641,6 +863,23 @@ mod tests {
             )
             .unwrap();
         assert_eq!(out, "3xx13");
+    }
+
+    #[test]
+    fn pytz_zones_localize_and_convert() {
+        let mut env = minijinja::Environment::new();
+        env.add_global("datetime", Value::from_object(DatetimeModule));
+        env.add_global("pytz", Value::from_object(PytzModule));
+        let out = env
+            .render_str(
+                "{% set d = pytz.timezone('Europe/Amsterdam').localize(datetime.datetime(2024, 7, 1, 12)) %}{{ d }}|{{ d.astimezone(pytz.utc) }}|{{ d.tzinfo.zone }}|{{ d.strftime('%H:%M %Z') }}|{{ d.isoformat() }}",
+                (),
+            )
+            .unwrap();
+        assert_eq!(out, "2024-07-01 12:00:00+02:00|2024-07-01 10:00:00+00:00|Europe/Amsterdam|12:00 CEST|2024-07-01T12:00:00+02:00");
+        assert!(env.render_str("{{ pytz.timezone('Mars/Base') }}", ()).unwrap_err().to_string().contains("unknown time zone"));
+        let today = env.render_str("{{ datetime.datetime.today().year }}", ()).unwrap();
+        assert_eq!(today, chrono::Local::now().year().to_string());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
     let started = std::time::Instant::now();
     let ws = Workspace::load(g, out, new_flags("compile", false, false))?;
     let session = ws.session(out, &Default::default())?;
-    let host = ExecHost { session: session.clone(), conn: Arc::new(Mutex::new(None)), batch: None };
+    let host = ExecHost::new(session.clone(), Arc::new(Mutex::new(None)));
     if let Some(sql) = inline {
         let node = inline_node(&ws, sql);
         println!("{}", compile(&host, &node)?);
@@ -52,7 +52,7 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
                 let session = session.clone();
                 let target_dir = ws.target_dir.clone();
                 scope.spawn(move || -> Part {
-                    let host = ExecHost { session, conn: Arc::new(Mutex::new(None)), batch: None };
+                    let host = ExecHost::new(session, Arc::new(Mutex::new(None)));
                     let mut dirs = std::collections::HashSet::new();
                     let mut last = None;
                     for n in part {
@@ -122,5 +122,6 @@ pub fn inline_node(ws: &Workspace, sql: &str) -> weir_transform::Node {
         source: None,
         check: None,
         load: None,
+        unit: None,
     }
 }

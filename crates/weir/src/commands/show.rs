@@ -13,7 +13,7 @@ use crate::workspace::{Error, Workspace, new_flags};
 pub fn run(g: &Global, s: &Selection, inline: Option<&str>, limit: usize, out: &Arc<Output>) -> Result<u8, Error> {
     let ws = Workspace::load(g, out, new_flags("show", false, false))?;
     let session = ws.session(out, &Default::default())?;
-    let host = ExecHost { session: session.clone(), conn: Arc::new(Mutex::new(None)), batch: None };
+    let host = ExecHost::new(session.clone(), Arc::new(Mutex::new(None)));
     let (title, sql) = match inline {
         Some(sql) => ("inline query".to_string(), compile(&host, &super::compile::inline_node(&ws, sql))?),
         None => {

@@ -17,7 +17,7 @@ use crate::workspace::{Error, Workspace, new_flags};
 pub fn run(g: &Global, sql: &str, json_out: Option<&Path>, out: &Arc<Output>) -> Result<u8, Error> {
     let ws = Workspace::load(g, out, new_flags("sql", false, false))?;
     let session = ws.session(out, &Default::default())?;
-    let host = ExecHost { session: session.clone(), conn: Arc::new(Mutex::new(None)), batch: None };
+    let host = ExecHost::new(session.clone(), Arc::new(Mutex::new(None)));
     let compiled = compile(&host, &super::compile::inline_node(&ws, sql))?;
     let mut conn = session.warehouse.connect()?;
     // One statement comes back with its rows; a script of several runs as one, without rows.
