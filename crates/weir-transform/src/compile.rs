@@ -30,15 +30,33 @@ pub fn context(host: &ExecHost, n: &Node) -> NodeContext {
 
 /// The node's SQL, compiled: Jinja rendered and ephemeral dependencies inlined as CTEs.
 pub fn compile(host: &ExecHost, n: &Node) -> Result<String, TransformError> {
-    let sql = render(host, n)?;
+    Ok(compile_with_config(host, n)?.0)
+}
+
+/// As [`compile`], with the node's config as the render leaves it: what a generic test's
+/// macro sets with `config(...)` (`fail_calc`, `warn_if`, ...) fills in what the node's own
+/// config does not say, as in dbt.
+pub fn compile_with_config(host: &ExecHost, n: &Node) -> Result<(String, weir_project::ConfigMap), TransformError> {
+    let ctx = context(host, n);
+    if n.test.is_some() {
+        ctx.capture_config();
+    }
+    let sql = render_in(host, n, ctx.clone())?;
     let ctes = ephemeral_ctes(host, n)?;
-    Ok(inject_ctes(&sql, &ctes))
+    let mut config = n.config.clone();
+    for (k, v) in ctx.config() {
+        config.entry(k).or_insert(v);
+    }
+    Ok((inject_ctes(&sql, &ctes), config))
 }
 
 /// Renders the node's own Jinja (no CTE injection).
 fn render(host: &ExecHost, n: &Node) -> Result<String, TransformError> {
+    render_in(host, n, context(host, n))
+}
+
+fn render_in(host: &ExecHost, n: &Node, ctx: NodeContext) -> Result<String, TransformError> {
     let m = &host.session.manifest;
-    let ctx = context(host, n);
     if let Some(t) = &n.test {
         return compile_generic_test(host, n, t, ctx);
     }

@@ -1003,7 +1003,13 @@ fn run_seed(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
         Step::Sql(format!("create table {} ({})", wh.render(&tmp), defs.join(", "))),
         Step::CopyCsv {
             target: wh.render(&tmp),
-            columns: schema.columns.iter().map(|c| ident(c)).collect(),
+            // `copy_csv` quotes the names: give them as the table stores them (PostgreSQL
+            // folds unquoted names to lower case).
+            columns: schema
+                .columns
+                .iter()
+                .map(|c| if quote || wh.adapter_type() != "postgres" { c.clone() } else { c.to_lowercase() })
+                .collect(),
             path: n.file.clone(),
             delimiter,
         },
@@ -1021,7 +1027,8 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
     let session = &host.session;
     let m = &session.manifest;
     let wh = session.warehouse.as_ref();
-    let sql = compile(host, n)?;
+    let (sql, config) = crate::compile::compile_with_config(host, n)?;
+    let n = &Node { config, ..n.clone() };
     write_sql(opts, "compiled", n, &sql);
     result.compiled_code = Some(sql.clone());
     result.compile_done_at = chrono::Utc::now();

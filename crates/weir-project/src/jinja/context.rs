@@ -100,6 +100,9 @@ struct Shared {
     scope: NodeScope,
     mode: RenderMode,
     config: Arc<Mutex<ConfigMap>>,
+    /// Whether `config(...)` calls are recorded while executing (a test macro's own
+    /// `config(fail_calc=...)`, which dbt reads when it parses the test).
+    capture: std::sync::atomic::AtomicBool,
     results: Mutex<HashMap<String, Value>>,
 }
 
@@ -113,6 +116,7 @@ impl NodeContext {
                 scope,
                 mode,
                 config: Arc::new(Mutex::new(config)),
+                capture: std::sync::atomic::AtomicBool::new(false),
                 results: Mutex::new(HashMap::new()),
             }),
             package,
@@ -127,6 +131,15 @@ impl NodeContext {
     /// The config after the render, with any `{{ config(...) }}` calls merged in.
     pub fn config(&self) -> ConfigMap {
         self.shared.config.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Records `config(...)` calls even while executing; read them back with [`Self::config`].
+    pub fn capture_config(&self) {
+        self.shared.capture.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn captures(&self) -> bool {
+        self.shared.mode == RenderMode::Parse || self.shared.capture.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn for_package(&self, package: &str) -> NodeContext {
@@ -166,7 +179,7 @@ impl Object for NodeContext {
             "store_result" => self.callable(Callable::StoreResult),
             "log" => self.callable(Callable::Log),
             "should_full_refresh" => self.callable(Callable::ShouldFullRefresh),
-            "config" => Value::from_object(ConfigObject { map: s.config.clone(), capture: s.mode == RenderMode::Parse }),
+            "config" => Value::from_object(ConfigObject { map: s.config.clone(), capture: self.captures() }),
             "adapter" => Value::from_object(Adapter { ctx: (**self).clone() }),
             "api" => map_value([("Relation", Value::from_object(ApiRelation))]),
             "this" => s.scope.this.clone().map(RelationValue::into_value).unwrap_or_default(),
@@ -181,7 +194,7 @@ impl Object for NodeContext {
             "builtins" => map_value([
                 ("ref", self.callable(Callable::Ref)),
                 ("source", self.callable(Callable::Source)),
-                ("config", Value::from_object(ConfigObject { map: s.config.clone(), capture: s.mode == RenderMode::Parse })),
+                ("config", Value::from_object(ConfigObject { map: s.config.clone(), capture: self.captures() })),
             ]),
             "database" => json_value(s.host.target().get("database")),
             "schema" => json_value(s.host.target().get("schema")),

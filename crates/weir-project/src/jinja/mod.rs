@@ -48,6 +48,8 @@ pub struct MacroDef {
     /// The template name it is compiled under.
     pub template: String,
     pub arguments: Vec<String>,
+    /// Whether its body reads `kwargs` (the keyword arguments it does not declare).
+    pub uses_kwargs: bool,
 }
 
 /// Every macro of every package, for lookups by name and for `adapter.dispatch`.
@@ -144,7 +146,7 @@ impl Object for MacroFn {
                 extra = unknown;
             }
         }
-        let ctx = if extra.is_empty() {
+        let ctx = if extra.is_empty() && !def.uses_kwargs {
             ctx
         } else {
             let kwargs: BTreeMap<String, Value> = extra.into_iter().collect();
@@ -190,7 +192,36 @@ pub struct MacroFile {
 static MACRO_START: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\{%-?\s*(macro|test|materialization)\s+([A-Za-z_][A-Za-z0-9_]*)\s*(\(|,|%|-)").expect("static regex"));
 static BLOCK_END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{%-?\s*end(macro|test|materialization)\s*-?%\}").expect("static regex"));
-static ARGS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*\(([^)]*)\)").expect("static regex"));
+/// The parameter names of a macro signature starting at `text` (`(a, b='x, y', c=f(1))`):
+/// commas inside strings, brackets and calls do not split.
+fn signature_args(text: &str) -> Vec<String> {
+    let text = text.trim_start();
+    let Some(body) = text.strip_prefix('(') else { return vec![] };
+    let (mut depth, mut quote, mut parts, mut current) = (0usize, None::<char>, vec![], String::new());
+    for c in body.chars() {
+        match quote {
+            Some(q) => {
+                if c == q {
+                    quote = None;
+                }
+                current.push(c);
+                continue;
+            }
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if matches!(c, '(' | '[' | '{') => depth += 1,
+            None if c == ')' && depth == 0 => break,
+            None if matches!(c, ')' | ']' | '}') => depth = depth.saturating_sub(1),
+            None if c == ',' && depth == 0 => {
+                parts.push(std::mem::take(&mut current));
+                continue;
+            }
+            None => {}
+        }
+        current.push(c);
+    }
+    parts.push(current);
+    parts.iter().map(|p| p.split('=').next().unwrap_or("").trim().to_string()).filter(|p| !p.is_empty()).collect()
+}
 
 /// dbt's built-in macros (schema naming, generic tests, cross-database helpers).
 pub const BUILTIN_MACROS: &str = include_str!("builtins.sql");
@@ -335,17 +366,16 @@ fn split_macros(file: &MacroFile) -> Result<Vec<(MacroDef, String)>, ProjectErro
             continue;
         }
         let line = text[..whole.0].matches('\n').count() + 1;
-        let arguments = ARGS
-            .captures(&text[whole.1 - 1..])
-            .and_then(|c| c.get(1))
-            .map(|a| {
-                a.as_str().split(',').map(|p| p.split('=').next().unwrap_or("").trim().to_string()).filter(|p| !p.is_empty()).collect()
-            })
-            .unwrap_or_default();
+        let arguments = signature_args(&text[whole.1 - 1..]);
         let body = &text[whole.0..end];
         let source = format!("{}{}", "\n".repeat(line - 1), body);
         let template = format!("{}::{}", file.path.display(), name);
-        out.push((MacroDef { package: file.package.clone(), name, file: file.path.clone(), line, template, arguments }, source));
+        static KWARGS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bkwargs\b").expect("static regex"));
+        let uses_kwargs = KWARGS.is_match(body);
+        out.push((
+            MacroDef { package: file.package.clone(), name, file: file.path.clone(), line, template, arguments, uses_kwargs },
+            source,
+        ));
     }
     Ok(out)
 }
@@ -363,12 +393,25 @@ pub fn preprocess(text: &str) -> String {
     END_TEST_TAG.replace_all(&t, "{%${1} endmacro ${2}%}").into_owned()
 }
 
+/// Python's methods on values: minijinja-contrib's, plus `list.index(x)` on every list.
+fn python_methods(state: &mut State, value: &Value, method: &str, args: &[Value]) -> Result<Value, Error> {
+    if method == "index" && value.kind() == ValueKind::Seq {
+        let wanted = args.first().ok_or_else(|| Error::new(ErrorKind::MissingArgument, "index() takes a value"))?;
+        return value
+            .try_iter()?
+            .position(|item| &item == wanted)
+            .map(Value::from)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("{wanted} is not in list")));
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
 fn configure(env: &mut Environment<'static>) {
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
     // dbt never escapes output; minijinja would pick an escaping from the template's
     // extension (JSON escaping for a test rendered from schema.yml).
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(python_methods);
     env.set_recursion_limit(500);
     mutable::register(env);
     env.add_function("return", |state: &mut State, value: Option<Value>| -> Result<Value, Error> {
@@ -396,7 +439,11 @@ fn configure(env: &mut Environment<'static>) {
         let pairs: Vec<Value> = a.try_iter()?.zip(b.try_iter()?).map(|(x, y)| Value::from(vec![x, y])).collect();
         Ok(Value::from(pairs))
     });
-    env.add_function("set", |v: Option<Value>| -> Result<Value, Error> {
+    // Python's set: no repeats, and two sets with the same members are equal whatever order
+    // they were built in (dbt_utils' `equality` compares column sets), so members are sorted.
+    env.add_function("set_strict", |v: Value| -> Result<Value, Error> { python_set(Some(v)) });
+    env.add_function("set", python_set);
+    fn python_set(v: Option<Value>) -> Result<Value, Error> {
         let mut seen: Vec<Value> = vec![];
         if let Some(v) = v {
             for item in v.try_iter()? {
@@ -405,8 +452,9 @@ fn configure(env: &mut Environment<'static>) {
                 }
             }
         }
+        seen.sort();
         Ok(Value::from(seen))
-    });
+    }
     env.add_function("local_md5", |s: String| -> String {
         use md5::{Digest, Md5};
         format!("{:x}", Md5::digest(s.as_bytes()))
@@ -518,6 +566,15 @@ pub fn kwargs_of(args: &[Value]) -> Kwargs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn signatures_split_at_top_level_commas_only() {
+        assert_eq!(
+            super::signature_args("(table, column, order_by='count(*) desc', max_records=none, where=\"a, b\", cols=[1, 2])\n{{ x }}"),
+            ["table", "column", "order_by", "max_records", "where", "cols"]
+        );
+        assert!(super::signature_args("()").is_empty());
+    }
+
     use super::*;
 
     #[test]
