@@ -254,9 +254,16 @@ fn what_cannot_be_resolved_is_named_with_its_place() {
         "needs_old",
         &[("dbt_project.yml", "name: needs_old\n"), ("packages.yml", "packages:\n  - package: acme/utils\n    version: \"<1.0.0\"\n")],
     );
+    let needs_missing = repo(
+        base,
+        "needs_missing",
+        &[("dbt_project.yml", "name: needs_missing\n"), ("packages.yml", "packages:\n  - package: acme/nope\n    version: 1.0.0\n")],
+    );
     let root = base.join("p");
     write(&root, "dbt_project.yml", "name: p\n");
+    let nested_at = format!("{}@HEAD/packages.yml:2:5", needs_missing.display());
     let cases = [
+        (format!("packages:\n  - git: {}\n", needs_missing.display()), nested_at.as_str(), "'acme/nope' is not on the dbt Hub"),
         (
             format!("packages:\n  - package: acme/utils\n    version: \">=1.0.0\"\n  - git: {}\n    revision: main\n", needs_old.display()),
             "packages.yml:2:5",

@@ -455,7 +455,34 @@ fn metadata(p: &Pinned, root: &Path, cli_vars: &Map<String, J>, fetcher: &mut Fe
     }
     let mut ignored = vec![];
     let settings = Settings::load(&dir, cli_vars, &mut ignored)?;
-    let packages = spec::read_specs(&dir, cli_vars)?.map(|f| f.specs).unwrap_or_default();
+    // A downloaded package's files live in a scratch folder that is gone afterwards: its
+    // entries are placed by where the package came from.
+    let shown = match &p.source {
+        PinnedSource::Git { git, revision, subdirectory, .. } => {
+            Some(format!("{git}@{revision}{}", subdirectory.as_ref().map(|s| format!("/{s}")).unwrap_or_default()))
+        }
+        PinnedSource::Tarball { tarball, .. } => Some(tarball.clone()),
+        _ => None,
+    };
+    let placed = |file: &Path| match &shown {
+        Some(from) => PathBuf::from(format!("{from}/{}", file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())),
+        None => file.to_path_buf(),
+    };
+    let packages = match spec::read_specs(&dir, cli_vars) {
+        Ok(file) => file.map(|f| f.specs).unwrap_or_default(),
+        Err(ProjectError::Invalid { location, message, snippet }) => {
+            let location = Location { file: placed(&location.file), ..location };
+            return Err(ProjectError::Invalid { location, message, snippet }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let packages = packages
+        .into_iter()
+        .map(|mut s| {
+            s.location.file = placed(&s.location.file);
+            s
+        })
+        .collect();
     // A tarball package is named by its entry, as dbt does.
     let name = match &p.source {
         PinnedSource::Tarball { .. } if !p.name.is_empty() => p.name.clone(),
