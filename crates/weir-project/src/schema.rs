@@ -21,6 +21,38 @@ pub struct SchemaFile {
     pub analyses: Vec<Patch>,
     pub sources: Vec<SourceDef>,
     pub unit_tests: Vec<UnitTestDef>,
+    pub semantic_models: Vec<SemanticModelDef>,
+    pub metrics: Vec<MetricDef>,
+    pub saved_queries: Vec<SavedQueryDef>,
+}
+
+/// A semantic model: the model it reads (`ref('orders')`) and the measures it defines.
+#[derive(Debug, Clone)]
+pub struct SemanticModelDef {
+    pub name: String,
+    pub model: String,
+    pub measures: Vec<String>,
+    pub location: Location,
+}
+
+/// A metric: the measures and the other metrics it is computed from.
+#[derive(Debug, Clone)]
+pub struct MetricDef {
+    pub name: String,
+    pub measures: Vec<String>,
+    pub metrics: Vec<String>,
+    pub location: Location,
+}
+
+/// A saved query: the metrics it asks for. `weir build` reports it as dbt does (no-op),
+/// after the models its metrics read.
+#[derive(Debug, Clone)]
+pub struct SavedQueryDef {
+    pub name: String,
+    pub description: String,
+    pub metrics: Vec<String>,
+    pub config: ConfigMap,
+    pub location: Location,
 }
 
 /// A unit test: a model's SQL run on fixed input rows, its output compared to expected rows.
@@ -255,7 +287,65 @@ impl SchemaFile {
                 out.unit_tests.push(r.unit_test(item)?);
             }
         }
+        if let Some(items) = doc.get("semantic_models") {
+            for item in r.seq(items, "semantic_models")? {
+                let names = |key: &str| {
+                    item.get(key).and_then(Node::as_seq).unwrap_or_default().iter().filter_map(|m| m.get("name")?.scalar_text()).collect()
+                };
+                out.semantic_models.push(SemanticModelDef {
+                    name: r.name(item, "semantic_models")?,
+                    model: item.get("model").and_then(Node::scalar_text).unwrap_or_default(),
+                    measures: names("measures"),
+                    location: item.location(path),
+                });
+            }
+        }
+        if let Some(items) = doc.get("metrics") {
+            for item in r.seq(items, "metrics")? {
+                let (mut measures, mut metrics) = (vec![], vec![]);
+                if let Some(params) = item.get("type_params") {
+                    metric_inputs(params, &mut measures, &mut metrics);
+                }
+                out.metrics.push(MetricDef { name: r.name(item, "metrics")?, measures, metrics, location: item.location(path) });
+            }
+        }
+        if let Some(items) = doc.get("saved_queries") {
+            for item in r.seq(items, "saved_queries")? {
+                let metrics = item
+                    .get("query_params")
+                    .and_then(|q| q.get("metrics"))
+                    .and_then(Node::as_seq)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(Node::scalar_text)
+                    .collect();
+                out.saved_queries.push(SavedQueryDef {
+                    name: r.name(item, "saved_queries")?,
+                    description: Reader::text(item, "description"),
+                    metrics,
+                    config: r.config(item)?,
+                    location: item.location(path),
+                });
+            }
+        }
         Ok(out)
+    }
+}
+
+/// The measures (`measure`, `base_measure`, `conversion_measure`) and metrics (`numerator`,
+/// `denominator`, `metrics`) a metric's `type_params` name, each written as a name or as a
+/// mapping with `name:`.
+fn metric_inputs(node: &Node, measures: &mut Vec<String>, metrics: &mut Vec<String>) {
+    let name_of = |n: &Node| n.scalar_text().or_else(|| n.get("name").and_then(Node::scalar_text));
+    let Some(entries) = node.as_map() else { return };
+    for (k, v) in entries {
+        match k.key_text().as_deref() {
+            Some("measure" | "base_measure" | "conversion_measure") => measures.extend(name_of(v)),
+            Some("numerator" | "denominator") => metrics.extend(name_of(v)),
+            Some("metrics") => metrics.extend(v.as_seq().unwrap_or_default().iter().filter_map(name_of)),
+            _ if v.as_map().is_some() => metric_inputs(v, measures, metrics),
+            _ => {}
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub enum ResourceType {
     Load,
     /// A model's SQL run on fixed rows and compared to expected rows (`unit_tests:`).
     UnitTest,
+    /// A semantic layer query (`saved_queries:`); `build` reports it, as dbt does, as no-op.
+    SavedQuery,
 }
 
 impl ResourceType {
@@ -38,6 +40,7 @@ impl ResourceType {
             ResourceType::Check => "check",
             ResourceType::Load => "load",
             ResourceType::UnitTest => "unit_test",
+            ResourceType::SavedQuery => "saved_query",
         }
     }
 
@@ -52,6 +55,7 @@ impl ResourceType {
             "check" => ResourceType::Check,
             "load" => ResourceType::Load,
             "unit_test" => ResourceType::UnitTest,
+            "saved_query" => ResourceType::SavedQuery,
             _ => return None,
         })
     }
@@ -120,6 +124,7 @@ impl Node {
             ResourceType::Check => "check",
             ResourceType::Load => "load",
             ResourceType::UnitTest => "unit",
+            ResourceType::SavedQuery => "saved_query",
             _ => "view",
         })
     }

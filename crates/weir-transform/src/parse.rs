@@ -282,7 +282,9 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 match resource_type {
                     ResourceType::Model | ResourceType::Analysis => &s.models,
                     ResourceType::Seed => &s.seeds,
-                    ResourceType::Test | ResourceType::UnitTest | ResourceType::Check | ResourceType::Load => &s.tests,
+                    ResourceType::Test | ResourceType::UnitTest | ResourceType::SavedQuery | ResourceType::Check | ResourceType::Load => {
+                        &s.tests
+                    }
                     ResourceType::Snapshot => &s.snapshots,
                     ResourceType::Source => &s.sources,
                 }
@@ -510,10 +512,16 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
 
     let unit_tests: Vec<(ProjectFile, weir_project::schema::UnitTestDef)> =
         schemas.iter().flat_map(|(f, s)| s.unit_tests.iter().map(move |u| (f.clone(), u.clone()))).collect();
+    let semantic: Vec<(ProjectFile, SchemaFile)> = schemas
+        .iter()
+        .filter(|(_, s)| !s.saved_queries.is_empty() || !s.metrics.is_empty() || !s.semantic_models.is_empty())
+        .cloned()
+        .collect();
     let mut manifest = Manifest { project: project.clone(), target, jinja, nodes, warnings, flags, run_started_at };
     resolve_dependencies(&mut manifest, &disabled)?;
     resolve_relations(&mut manifest, host)?;
     add_unit_tests(&mut manifest, unit_tests, &yaml)?;
+    add_saved_queries(&mut manifest, &semantic, &yaml)?;
     add_loads(&mut manifest)?;
     add_checks(&mut manifest)?;
     warn_unused_config_paths(&mut manifest);
@@ -562,6 +570,67 @@ fn add_unit_tests(
         m.nodes.insert(node.unique_id.clone(), node);
     }
     Ok(())
+}
+
+/// `saved_queries:` entries: one node each, `saved_query.PACKAGE.NAME`, depending on the models
+/// its metrics read (metric -> measures and metrics -> semantic model -> `model: ref(...)`), so
+/// it waits for them and is skipped when one fails, as in `dbt build`.
+fn add_saved_queries(m: &mut Manifest, files: &[(ProjectFile, SchemaFile)], yaml: &YamlConfigs) -> Result<(), TransformError> {
+    let mut model_of_measure: HashMap<&str, String> = HashMap::new();
+    let mut metrics: HashMap<&str, &weir_project::schema::MetricDef> = HashMap::new();
+    for (f, s) in files {
+        for sm in &s.semantic_models {
+            let model =
+                ref_name(&sm.model).and_then(|(pkg, name)| m.find_ref(pkg.as_deref(), &name, &f.package)).map(|n| n.unique_id.clone());
+            if let Some(model) = model {
+                for measure in &sm.measures {
+                    model_of_measure.insert(measure, model.clone());
+                }
+            }
+        }
+        for metric in &s.metrics {
+            metrics.insert(&metric.name, metric);
+        }
+    }
+    let mut added = vec![];
+    for (f, s) in files {
+        for q in &s.saved_queries {
+            let mut config = ConfigMap::new();
+            merge(&mut config, &yaml.render(&q.config, &f.path)?);
+            if !config.get("enabled").and_then(J::as_bool).unwrap_or(true) {
+                continue;
+            }
+            let (mut deps, mut seen, mut todo): (Vec<String>, HashSet<&str>, Vec<&str>) =
+                (vec![], HashSet::new(), q.metrics.iter().map(String::as_str).collect());
+            while let Some(name) = todo.pop() {
+                let Some(metric) = metrics.get(name).filter(|_| seen.insert(name)) else { continue };
+                deps.extend(metric.measures.iter().filter_map(|ms| model_of_measure.get(ms.as_str()).cloned()));
+                todo.extend(metric.metrics.iter().map(String::as_str));
+            }
+            let mut node = own_node(ResourceType::SavedQuery, &f.package, &q.name, &f.original_path, &f.path);
+            node.path = f.path_in_folder.clone();
+            node.config = config;
+            node.description = q.description.clone();
+            node.depends_on = dedup(deps);
+            added.push(node);
+        }
+    }
+    for node in added {
+        m.nodes.insert(node.unique_id.clone(), node);
+    }
+    Ok(())
+}
+
+/// `ref('m')` or `ref('pkg', 'm')` as written in YAML: (package, name).
+fn ref_name(text: &str) -> Option<(Option<String>, String)> {
+    let inner = text.trim().strip_prefix("ref")?.trim_start().strip_prefix('(')?.trim_end().strip_suffix(')')?;
+    let args: Vec<String> =
+        inner.split(',').map(|a| a.trim().trim_matches(['\'', '"']).to_string()).filter(|a| !a.is_empty() && !a.contains('=')).collect();
+    match args.as_slice() {
+        [name] => Some((None, name.clone())),
+        [package, name] => Some((Some(package.clone()), name.clone())),
+        _ => None,
+    }
 }
 
 /// The root project's `loads/*.yml`: one load node per load, writing its raw table. A

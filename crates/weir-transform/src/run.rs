@@ -32,6 +32,8 @@ pub enum Status {
     Pass,
     Fail,
     Warn,
+    /// Nothing to do here (a saved query: dbt Cloud runs its exports).
+    NoOp,
 }
 
 impl Status {
@@ -43,6 +45,7 @@ impl Status {
             Status::Pass => "pass",
             Status::Fail => "fail",
             Status::Warn => "warn",
+            Status::NoOp => "no-op",
         }
     }
 
@@ -150,6 +153,7 @@ pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command
                         | ResourceType::Snapshot
                         | ResourceType::Test
                         | ResourceType::UnitTest
+                        | ResourceType::SavedQuery
                         | ResourceType::Check
                         | ResourceType::Load
                 ) && !n.is_ephemeral()
@@ -236,7 +240,9 @@ pub fn execute(
         if let Some(tests) = unit_tests_of.get(id.as_str()) {
             d.extend(tests.iter().cloned());
         }
-        if m.node(id).is_some_and(|n| !gates(n)) {
+        // A saved query reads its models through metrics and semantic models, which dbt's
+        // tests do not guard: it waits for the models, and only their own failures skip it.
+        if m.node(id).is_some_and(|n| !gates(n) && n.resource_type != ResourceType::SavedQuery) {
             for (t, guarded, reads) in &guards {
                 if guarded.iter().all(|p| ancestors.contains(*p)) && !reads.contains(id) {
                     d.push(t.unique_id.clone());
@@ -405,6 +411,10 @@ fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, threa
         ResourceType::Check => run_check(host, slot, n, &mut result),
         ResourceType::Load => run_load(host, n, &mut result),
         ResourceType::UnitTest => crate::unit::run_unit_test(host, slot, n, opts, &mut result),
+        ResourceType::SavedQuery => {
+            result.status = Status::NoOp;
+            Ok(())
+        }
         _ => run_model(host, slot, n, opts, &mut result),
     };
     if let Err(e) = outcome {

@@ -134,11 +134,13 @@ impl Output {
         }
         let total = outcome.results.len();
         let pass = outcome.count(Status::Pass) + outcome.count(Status::Success);
+        let no_op = outcome.count(Status::NoOp);
         let line = format!(
-            "Done. PASS={pass} WARN={} ERROR={} SKIP={} TOTAL={total}",
+            "Done. PASS={pass} WARN={} ERROR={} SKIP={}{} TOTAL={total}",
             outcome.count(Status::Warn),
             outcome.count(Status::Error) + outcome.count(Status::Fail),
-            outcome.count(Status::Skipped)
+            outcome.count(Status::Skipped),
+            if no_op > 0 { format!(" NO-OP={no_op}") } else { String::new() }
         );
         self.emit(
             "info",
@@ -222,6 +224,7 @@ impl Reporter for Output {
             (Status::Fail, _) => ("FAIL".into(), format!("FAIL {}", r.failures.unwrap_or(0))),
             (Status::Error, _) => ("ERROR".into(), "ERROR".into()),
             (Status::Skipped, _) => ("SKIP".into(), "SKIP".into()),
+            (Status::NoOp, _) => ("NO-OP".into(), "NO-OP".into()),
         };
         let left = format!("{index} of {total} {word} {}", describe(n));
         let dots = ".".repeat(72usize.saturating_sub(left.len()).max(1));
