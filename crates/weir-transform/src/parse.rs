@@ -506,6 +506,9 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
 
     // Disabled nodes leave the graph, and so do tests attached to them.
     let disabled: HashSet<String> = nodes.values().filter(|n| !n.enabled()).map(|n| n.unique_id.clone()).collect();
+    // Config paths that reach only disabled nodes still reach something (dbt does not warn).
+    let disabled_fqns: Vec<(ResourceType, Vec<String>)> =
+        nodes.values().filter(|n| disabled.contains(&n.unique_id)).map(|n| (n.resource_type, n.fqn.clone())).collect();
     nodes.retain(|id, n| {
         !disabled.contains(id) && n.test.as_ref().and_then(|t| t.attached_node.as_ref()).is_none_or(|a| !disabled.contains(a))
     });
@@ -524,7 +527,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
     add_saved_queries(&mut manifest, &semantic, &yaml)?;
     add_loads(&mut manifest)?;
     add_checks(&mut manifest)?;
-    warn_unused_config_paths(&mut manifest);
+    warn_unused_config_paths(&mut manifest, &disabled_fqns);
     Ok(manifest)
 }
 
@@ -1191,7 +1194,7 @@ fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), Trans
 }
 
 /// dbt warns when a `dbt_project.yml` config path matches no resource; so does Weir.
-fn warn_unused_config_paths(m: &mut Manifest) {
+fn warn_unused_config_paths(m: &mut Manifest, disabled: &[(ResourceType, Vec<String>)]) {
     let settings = &m.project.root_package().settings;
     let trees = [
         (&settings.models, vec![ResourceType::Model, ResourceType::Analysis]),
@@ -1202,19 +1205,21 @@ fn warn_unused_config_paths(m: &mut Manifest) {
     ];
     for (tree, kinds) in trees {
         for (path, location) in tree.paths() {
-            let used = m.nodes.values().filter(|n| kinds.contains(&n.resource_type)).any(|n| {
-                let fqn = if n.resource_type == ResourceType::Source {
-                    let mut f = n.fqn.clone();
-                    // Source configs are addressed as [package, source, table].
-                    if f.len() > 3 {
-                        f.drain(1..f.len() - 2);
-                    }
-                    f
-                } else {
-                    n.fqn.clone()
-                };
-                fqn.len() >= path.len() && fqn[..path.len()] == path[..]
-            }) || (kinds.contains(&ResourceType::Test) && path.len() == 1);
+            let used =
+                m.nodes.values().filter(|n| kinds.contains(&n.resource_type)).any(|n| {
+                    let fqn = if n.resource_type == ResourceType::Source {
+                        let mut f = n.fqn.clone();
+                        // Source configs are addressed as [package, source, table].
+                        if f.len() > 3 {
+                            f.drain(1..f.len() - 2);
+                        }
+                        f
+                    } else {
+                        n.fqn.clone()
+                    };
+                    fqn.len() >= path.len() && fqn[..path.len()] == path[..]
+                }) || disabled.iter().any(|(kind, fqn)| kinds.contains(kind) && fqn.len() >= path.len() && fqn[..path.len()] == path[..])
+                    || (kinds.contains(&ResourceType::Test) && path.len() == 1);
             let is_package = m.project.package(&path[0]).is_some();
             if !used && (is_package || path.len() == 1) {
                 m.warnings

@@ -732,3 +732,25 @@ fn source_freshness_passes_warns_and_errors_as_dbt_does() {
     let only = weir(dir.path(), &["source", "freshness", "-s", "source:raw.orders"]);
     assert!(only.status.success() && text(&only).contains("PASS=1 WARN=0 ERROR=0"), "{}", text(&only));
 }
+
+/// A config path that reaches only disabled nodes is not "unused" (dbt does not warn about
+/// it); one that reaches nothing is.
+#[test]
+fn config_paths_reaching_disabled_nodes_are_not_warned_about() {
+    let dir = minimal(&[
+        (
+            "dbt_project.yml",
+            "name: t\nprofile: t\nmodels:\n  t:\n    old:\n      +enabled: \"{{ var('turn_on', false) }}\"\n    nowhere:\n      +materialized: table\n",
+        ),
+        ("models/old/a.sql", "select 1 as a"),
+        ("models/b.sql", "select 2 as b"),
+    ]);
+    let o = weir(dir.path(), &["ls"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(!out.contains("'t.old'"), "{out}");
+    assert!(out.contains("config path 't.nowhere' matches no model"), "{out}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("t.old.a"), "a is disabled: {out}");
+    let on = weir(dir.path(), &["ls", "--vars", "{turn_on: true}"]);
+    assert!(String::from_utf8_lossy(&on.stdout).contains("t.old.a"), "{}", text(&on));
+}
