@@ -322,7 +322,7 @@ fn get(client: &Client, src: &HttpSource, url: &str, query: &[(String, String)])
                 }
             }
             Err(e) if e.is_builder() => return Err(format!("invalid request to {url}: {e}")),
-            Err(e) => Failure { message: format!("request to {url} failed: {}", error_chain(&e)), wait: None },
+            Err(e) => Failure { message: format!("request to {url} failed: {}", weir_core::error_chain(&e)), wait: None },
         };
         if attempt >= src.retries {
             let tries = attempt + 1;
@@ -348,16 +348,6 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    s
 }
 
 fn excerpt(text: &str) -> String {

@@ -6,11 +6,13 @@
 //! layer can depend on it without pulling anything else in.
 
 pub mod duration;
+mod error;
 mod location;
 mod relation;
 mod result;
 mod types;
 
+pub use error::error_chain;
 pub use location::{Location, Snippet};
 pub use relation::{Relation, RelationKind};
 pub use result::{Column, Datum, QueryResult};

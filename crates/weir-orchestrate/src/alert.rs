@@ -13,8 +13,8 @@ use chrono::Utc;
 use serde_json::{Value as J, json};
 use weir_store::AlertDelivery;
 
-use crate::attempt::error_chain;
 use crate::template::Renderer;
+use weir_core::error_chain;
 
 /// When an alert fires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

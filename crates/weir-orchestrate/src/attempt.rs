@@ -239,7 +239,7 @@ impl Attempt<'_> {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Failed { message: format!("{url}: {}", error_chain(&e)), exit_code: None },
+            Err(e) => return Outcome::Failed { message: format!("{url}: {}", weir_core::error_chain(&e)), exit_code: None },
         };
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
@@ -292,7 +292,7 @@ impl Attempt<'_> {
                 match http_client().get(&url).send().await {
                     Ok(r) if r.status().as_u16() == *status => Outcome::Success { published: Vec::new() },
                     Ok(r) => Outcome::NotYet(format!("{url} answered {}", r.status().as_u16())),
-                    Err(e) => Outcome::NotYet(format!("{url}: {}", error_chain(&e))),
+                    Err(e) => Outcome::NotYet(format!("{url}: {}", weir_core::error_chain(&e))),
                 }
             }
             Condition::Sql { sql, target } => match self.sql(sql, target.as_deref(), log, limit).await {
@@ -601,17 +601,6 @@ fn read_some(pipe: &tokio::net::unix::pipe::Receiver, buf: &mut [u8], log: &mut 
 fn http_client() -> reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(|| reqwest::Client::builder().connect_timeout(Duration::from_secs(30)).build().unwrap_or_default()).clone()
-}
-
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 fn truthy(v: &J) -> bool {

@@ -188,7 +188,7 @@ impl Fetcher {
                 Ok(resp) if resp.status().is_server_error() && !last => {}
                 Ok(resp) => return Err(format!("GET {url}: HTTP {}", resp.status().as_u16())),
                 Err(e) if (e.is_connect() || e.is_timeout()) && !last => {}
-                Err(e) => return Err(format!("GET {url}: {}", error_chain(&e))),
+                Err(e) => return Err(format!("GET {url}: {}", weir_core::error_chain(&e))),
             }
             std::thread::sleep(Duration::from_millis(250 << attempt));
         }
@@ -268,15 +268,4 @@ fn git(args: &[&str], cwd: Option<&Path>) -> Result<String, String> {
 
 fn clone_failed(url: &str, revision: &str, git_says: &str) -> String {
     format!("git package {url} at revision {revision}: {git_says}")
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
