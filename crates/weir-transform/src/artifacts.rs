@@ -45,7 +45,8 @@ pub fn checksum_of(n: &Node) -> (&'static str, String) {
     ("sha256", digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn node_json(m: &Manifest, n: &Node, wh: &(dyn Fn(&weir_core::Relation) -> String + Sync)) -> J {
+/// A node as `manifest.json` (and the `graph` variable) describe it.
+pub fn node_json(m: &Manifest, n: &Node, wh: &(dyn Fn(&weir_core::Relation) -> String + Sync)) -> J {
     let rel = n.relation.clone();
     let columns: serde_json::Map<String, J> = n
         .columns
@@ -85,6 +86,12 @@ fn node_json(m: &Manifest, n: &Node, wh: &(dyn Fn(&weir_core::Relation) -> Strin
         "metrics": [],
         "depends_on": {"macros": [], "nodes": n.depends_on},
         "contract": {"enforced": n.config.get("contract").and_then(|c| c.get("enforced")).and_then(J::as_bool).unwrap_or(false), "alias_types": true, "checksum": null},
+        "access": n.config.get("access").cloned().unwrap_or(json!("protected")),
+        "group": n.config.get("group").cloned().unwrap_or(J::Null),
+        "version": null,
+        "latest_version": null,
+        "constraints": [],
+        "primary_key": n.columns.iter().filter(|c| c.constraints.iter().any(|k| k.get("type").and_then(J::as_str) == Some("primary_key"))).map(|c| c.name.clone()).collect::<Vec<_>>(),
         "created_at": m.run_started_at.and_utc().timestamp() as f64,
     });
     if let Some(t) = &n.test {

@@ -130,18 +130,25 @@ impl Session {
     fn graph_value(&self) -> minijinja::Value {
         self.graph
             .get_or_init(|| {
-                let mut nodes = serde_json::Map::new();
-                let mut sources = serde_json::Map::new();
+                // Each node as manifest.json has it (config in full, meta, checksum,
+                // relation_name, test_metadata, a source's loader and freshness, ...).
+                let (mut nodes, mut sources, mut saved_queries, mut unit_tests) =
+                    (serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new());
+                let render = |r: &Relation| self.warehouse.render(r);
                 for n in self.manifest.nodes.values() {
-                    if n.resource_type == ResourceType::Source {
-                        sources.insert(n.unique_id.clone(), n.to_jinja());
-                    } else {
-                        nodes.insert(n.unique_id.clone(), n.to_jinja());
-                    }
+                    let doc = crate::artifacts::node_json(&self.manifest, n, &render);
+                    let into = match n.resource_type {
+                        ResourceType::Source => &mut sources,
+                        ResourceType::SavedQuery => &mut saved_queries,
+                        ResourceType::UnitTest => &mut unit_tests,
+                        _ => &mut nodes,
+                    };
+                    into.insert(n.unique_id.clone(), doc);
                 }
-                json_value(
-                    serde_json::json!({"nodes": nodes, "sources": sources, "macros": {}, "exposures": {}, "metrics": {}, "groups": {}}),
-                )
+                json_value(serde_json::json!({
+                    "nodes": nodes, "sources": sources, "macros": {}, "exposures": {}, "metrics": {}, "groups": {},
+                    "semantic_models": {}, "saved_queries": saved_queries, "unit_tests": unit_tests,
+                }))
             })
             .clone()
     }

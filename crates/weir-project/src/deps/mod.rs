@@ -96,11 +96,10 @@ pub fn install(root: &Path, opts: &Options) -> Result<Report, DepsError> {
 
     let wanted_hash = spec::hash(&specs);
     let lock = spec::read_lock(&root, &opts.cli_vars)?;
-    let follow_lock = !opts.upgrade && lock.as_ref().is_some_and(|l| l.sha1_hash.as_deref() == Some(wanted_hash.as_str()));
+    let current_lock = lock.filter(|l| !opts.upgrade && l.sha1_hash.as_deref() == Some(wanted_hash.as_str()));
     let (pinned, lock_written) = if specs.is_empty() {
         (vec![], false)
-    } else if follow_lock {
-        let lock = lock.unwrap_or_else(|| unreachable!("follow_lock implies a lock"));
+    } else if let Some(lock) = current_lock {
         (pinned_from_lock(&lock.specs, &root, &opts.cli_vars, &mut fetcher)?, false)
     } else {
         let pinned = resolve(&specs, &settings.name, &root, &opts.cli_vars, &mut fetcher, &mut warnings)?;
