@@ -91,6 +91,56 @@ pub struct Patch {
     pub tests: Vec<TestDef>,
     /// A YAML-defined snapshot's source: `ref('orders')` or `source('raw', 'orders')`.
     pub relation: Option<String>,
+    /// A versioned model's versions (`versions:`), and which is the latest.
+    pub versions: Vec<VersionDef>,
+    pub latest_version: Option<String>,
+}
+
+/// One version of a model: its file (`defined_in`, else `NAME_vV`), its own config, and its
+/// columns (the model's, narrowed by `include`/`exclude`, plus its own).
+#[derive(Debug, Clone)]
+pub struct VersionDef {
+    pub v: String,
+    pub defined_in: Option<String>,
+    pub config: ConfigMap,
+    pub columns: Vec<ColumnDef>,
+    /// `include: all` (None) or a list of the model's columns; `exclude:` leaves some out.
+    pub include: Option<Vec<String>>,
+    pub exclude: Vec<String>,
+}
+
+impl Patch {
+    /// The file stem each version is defined in, with the version.
+    pub fn version_files(&self) -> Vec<(String, &VersionDef)> {
+        self.versions.iter().map(|v| (v.defined_in.clone().unwrap_or_else(|| format!("{}_v{}", self.name, v.v)), v)).collect()
+    }
+
+    /// The latest version: `latest_version`, else the highest.
+    pub fn latest(&self) -> Option<String> {
+        if let Some(l) = &self.latest_version {
+            return Some(l.clone());
+        }
+        let key = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+        self.versions.iter().map(|v| v.v.clone()).max_by_key(|v| key(v))
+    }
+
+    /// A version's columns: the model's, narrowed as the version says, then its own.
+    pub fn columns_of(&self, v: &VersionDef) -> Vec<ColumnDef> {
+        let mut out: Vec<ColumnDef> = self
+            .columns
+            .iter()
+            .filter(|c| v.include.as_ref().is_none_or(|inc| inc.iter().any(|i| i.eq_ignore_ascii_case(&c.name))))
+            .filter(|c| !v.exclude.iter().any(|e| e.eq_ignore_ascii_case(&c.name)))
+            .cloned()
+            .collect();
+        for own in &v.columns {
+            match out.iter_mut().find(|c| c.name.eq_ignore_ascii_case(&own.name)) {
+                Some(c) => *c = own.clone(),
+                None => out.push(own.clone()),
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -540,6 +590,37 @@ impl Reader<'_> {
                 columns: self.columns(item)?,
                 tests: self.tests(item, None)?,
                 relation: item.get("relation").and_then(Node::scalar_text),
+                versions: self.versions(item)?,
+                latest_version: item.get("latest_version").and_then(Node::scalar_text),
+            });
+        }
+        Ok(out)
+    }
+
+    fn versions(&mut self, item: &Node) -> Result<Vec<VersionDef>, ProjectError> {
+        let mut out = vec![];
+        let Some(list) = item.get("versions") else { return Ok(out) };
+        for v in self.seq(list, "versions")? {
+            let number = v.get("v").and_then(Node::scalar_text).ok_or_else(|| self.err(v, "each entry of 'versions' needs a 'v:'"))?;
+            let (mut include, mut exclude, mut named) = (None, vec![], vec![]);
+            for c in v.get("columns").and_then(Node::as_seq).unwrap_or_default() {
+                if let Some(inc) = c.get("include") {
+                    include = inc.as_seq().map(|items| items.iter().filter_map(Node::scalar_text).collect());
+                    exclude = c.get("exclude").and_then(Node::as_seq).unwrap_or_default().iter().filter_map(Node::scalar_text).collect();
+                } else {
+                    named.push(c.clone());
+                }
+            }
+            let own = Node { value: yaml::Value::Seq(named), line: v.line, col: v.col };
+            let holder =
+                Node { value: yaml::Value::Map(vec![(Node::from_json(&J::String("columns".into())), own)]), line: v.line, col: v.col };
+            out.push(VersionDef {
+                v: number,
+                defined_in: v.get("defined_in").and_then(Node::scalar_text),
+                config: self.config(v)?,
+                columns: self.columns(&holder)?,
+                include,
+                exclude,
             });
         }
         Ok(out)

@@ -113,6 +113,9 @@ pub struct Node {
     pub load: Option<Arc<weir_connect::Load>>,
     /// For unit tests: the test and the model it tests (`depends_on[0]`).
     pub unit: Option<Arc<weir_project::schema::UnitTestDef>>,
+    /// For a versioned model: its version and its model's latest (`ref('m')` is the latest).
+    pub version: Option<String>,
+    pub latest_version: Option<String>,
 }
 
 impl Node {
@@ -198,7 +201,8 @@ impl Node {
             "refs": self.refs.iter().map(|r| serde_json::json!({"name": r.name, "package": r.package})).collect::<Vec<_>>(),
             "sources": self.sources.iter().map(|(s, t)| serde_json::json!([s, t])).collect::<Vec<_>>(),
             "depends_on": {"nodes": self.depends_on},
-            "version": null,
+            "version": self.version,
+            "latest_version": self.latest_version,
         })
     }
 }

@@ -58,10 +58,16 @@ impl Manifest {
     /// The node `ref(name)` means when written in `package`: that package's own node first,
     /// then the root project's, then any package's.
     pub fn find_ref(&self, package: Option<&str>, name: &str, from_package: &str) -> Option<&Node> {
+        // `name` is `model` or, for a version, `model.v2`; a versioned model's plain name is
+        // its latest version.
         let candidates = |pkg: &str| {
             [ResourceType::Model, ResourceType::Seed, ResourceType::Snapshot]
                 .into_iter()
                 .find_map(|t| self.nodes.get(&format!("{}.{}.{}", t.as_str(), pkg, name)))
+                .or_else(|| {
+                    let latest = self.nodes.values().find(|n| n.package == pkg && n.name == name && n.latest_version.is_some())?;
+                    self.nodes.get(&format!("model.{pkg}.{name}.v{}", latest.latest_version.as_deref().unwrap_or_default()))
+                })
         };
         match package {
             Some(p) => candidates(p),
@@ -239,6 +245,17 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
         }
     }
 
+    // Versioned models: which file is which version of which model.
+    let mut versioned: HashMap<(String, String), (&weir_project::schema::Patch, &weir_project::schema::VersionDef, String)> =
+        HashMap::new();
+    for ((pkg, kind, _), (p, _)) in &patches {
+        if *kind == "model" {
+            let latest = p.latest().unwrap_or_default();
+            for (stem, v) in p.version_files() {
+                versioned.insert((pkg.clone(), stem), (*p, v, latest.clone()));
+            }
+        }
+    }
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut renders: Vec<(NodeScope, String, ConfigMap)> = vec![];
     let mut seen_names: HashMap<(String, String), String> = HashMap::new();
@@ -265,8 +282,11 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
         };
         for (name, body) in blocks {
             let kind_str = resource_type.as_str();
+            let version = versioned.get(&(f.package.clone(), name.clone())).filter(|_| resource_type == ResourceType::Model);
+            let file_name = name.clone();
+            let name = version.map(|(p, _, _)| p.name.clone()).unwrap_or(name);
             if matches!(resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot)
-                && let Some(other) = seen_names.insert((f.package.clone(), name.clone()), f.original_path.clone())
+                && let Some(other) = seen_names.insert((f.package.clone(), file_name.clone()), f.original_path.clone())
             {
                 return Err(TransformError::at(
                     Location::file(&f.path),
@@ -277,6 +297,9 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
             let mut fqn = vec![f.package.clone()];
             fqn.extend(f.folders());
             fqn.push(name.clone());
+            if let Some((_, v, _)) = version {
+                fqn.push(format!("v{}", v.v));
+            }
             fn tree_of(pkg: &weir_project::Package, resource_type: ResourceType) -> &ConfigTree {
                 let s = &pkg.settings;
                 match resource_type {
@@ -299,7 +322,13 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
             if let Some((p, _)) = patch {
                 merge(&mut config, &yaml.render(&p.config, &p.location.file)?);
             }
-            let unique_id = format!("{kind_str}.{}.{name}", f.package);
+            if let Some((p, v, _)) = version {
+                merge(&mut config, &yaml.render(&v.config, &p.location.file)?);
+            }
+            let unique_id = match version {
+                Some((_, v, _)) => format!("{kind_str}.{}.{name}.v{}", f.package, v.v),
+                None => format!("{kind_str}.{}.{name}", f.package),
+            };
             let node = Node {
                 unique_id: unique_id.clone(),
                 resource_type,
@@ -312,9 +341,10 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 raw_code: if resource_type == ResourceType::Seed { String::new() } else { body.clone() },
                 config,
                 description: patch.map(|(p, _)| p.description.clone()).unwrap_or_default(),
-                columns: match patch {
-                    Some((p, _)) => yaml.columns(&p.columns)?,
-                    None => vec![],
+                columns: match (patch, version) {
+                    (Some((p, _)), Some((_, v, _))) => yaml.columns(&p.columns_of(v))?,
+                    (Some((p, _)), None) => yaml.columns(&p.columns)?,
+                    (None, _) => vec![],
                 },
                 refs: vec![],
                 sources: vec![],
@@ -326,6 +356,8 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 check: None,
                 load: None,
                 unit: None,
+                version: version.map(|(_, v, _)| v.v.clone()),
+                latest_version: version.map(|(_, _, latest)| latest.clone()),
             };
             if resource_type != ResourceType::Seed {
                 let scope = NodeScope {
@@ -458,6 +490,8 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                         check: None,
                         load: None,
                         unit: None,
+                        version: None,
+                        latest_version: None,
                     },
                 );
                 collect_tests(&mut tests, f, &folders, &unique_id, &format!("{}_{}", src.name, t.name), true, &t.tests, &t.columns);
@@ -465,6 +499,17 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
         }
         for (kind, list) in [("model", &s.models), ("seed", &s.seeds), ("snapshot", &s.snapshots)] {
             for p in list {
+                // A versioned model's tests apply to each version, with that version's columns.
+                if !p.versions.is_empty() {
+                    for v in &p.versions {
+                        let id = format!("{kind}.{}.{}.v{}", s.package, p.name, v.v);
+                        if nodes.contains_key(&id) {
+                            let name = format!("{}_v{}", p.name, v.v);
+                            collect_tests(&mut tests, f, &folders, &id, &name, false, &p.tests, &p.columns_of(v));
+                        }
+                    }
+                    continue;
+                }
                 let attached = format!("{kind}.{}.{}", s.package, p.name);
                 if !nodes.contains_key(&attached) {
                     warnings.push(Warning {
@@ -788,6 +833,8 @@ fn own_node(kind: ResourceType, package: &str, name: &str, rel: &str, file: &Pat
         check: None,
         load: None,
         unit: None,
+        version: None,
+        latest_version: None,
     }
 }
 
@@ -1040,6 +1087,8 @@ fn build_test_node(
         check: None,
         load: None,
         unit: None,
+        version: None,
+        latest_version: None,
     })
 }
 
@@ -1162,7 +1211,10 @@ fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), Trans
         };
         let alias = match (fast[1], custom("alias")) {
             (true, Some(a)) => a.trim().to_string(),
-            (true, None) => n.name.clone(),
+            (true, None) => match &n.version {
+                Some(v) => format!("{}_v{}", n.name, v.replace('.', "_")),
+                None => n.name.clone(),
+            },
             (false, a) => call("generate_alias_name", a)?,
         };
         let target_db = if n.resource_type == ResourceType::Snapshot { custom("target_database") } else { None };

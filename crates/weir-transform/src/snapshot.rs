@@ -372,6 +372,8 @@ mod tests {
             check: None,
             load: None,
             unit: None,
+            version: None,
+            latest_version: None,
         }
     }
 

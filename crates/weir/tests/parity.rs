@@ -284,6 +284,13 @@ fn test_configs_and_contracts_match_dbt() {
     check_project(&repo().join("crates/weir/tests/fixtures/parity/tests_config"), &[]);
 }
 
+/// Model versions: files per version, the latest by a plain ref, a version by `v=`, columns
+/// and tests per version.
+#[test]
+fn model_versions_match_dbt() {
+    check_project(&repo().join("crates/weir/tests/fixtures/parity/versions"), &[]);
+}
+
 /// Unit tests: dict, csv and sql fixtures, overrides, and a failing test holding its model back.
 #[test]
 fn unit_tests_match_dbt() {

@@ -267,11 +267,19 @@ impl Object for Func {
         match self.kind {
             Callable::Ref => {
                 let kw = kwargs_of(args);
-                let _ = kw.get::<Option<Value>>("version").or_else(|_| kw.get::<Option<Value>>("v"));
+                let version = match (kw.get::<Option<Value>>("version")?, kw.get::<Option<Value>>("v")?) {
+                    (Some(v), _) | (None, Some(v)) => Some(v.to_string()),
+                    (None, None) => None,
+                };
                 let (package, name) = match (text(0), text(1)) {
                     (Some(p), Some(n)) => (Some(p), n),
                     (Some(n), None) => (None, n),
                     _ => return Err(fail("ref() takes a model name, or a package name and a model name")),
+                };
+                // A version is asked for as `name.vN`, the id suffix of that version's node.
+                let name = match version {
+                    Some(v) => format!("{name}.v{v}"),
+                    None => name,
                 };
                 s.host.resolve_ref(&s.scope.unique_id, package.as_deref(), &name).map(RelationValue::into_value).map_err(fail)
             }

@@ -123,5 +123,7 @@ pub fn inline_node(ws: &Workspace, sql: &str) -> weir_transform::Node {
         check: None,
         load: None,
         unit: None,
+        version: None,
+        latest_version: None,
     }
 }
