@@ -208,6 +208,13 @@ pub enum Command {
         /// Only write package-lock.yml; install nothing.
         #[arg(long)]
         lock: bool,
+        /// Add a package to packages.yml first: NAME@VERSION (hub), URL@REVISION (git), PATH
+        /// (local); an entry for the same package is replaced.
+        #[arg(long, value_name = "PACKAGE")]
+        add_package: Option<String>,
+        /// Where --add-package comes from: hub, git, local or tarball.
+        #[arg(long, default_value = "hub", requires = "add_package")]
+        source: String,
     },
     /// Create a new, working project folder.
     Init {

@@ -754,3 +754,22 @@ fn config_paths_reaching_disabled_nodes_are_not_warned_about() {
     let on = weir(dir.path(), &["ls", "--vars", "{turn_on: true}"]);
     assert!(String::from_utf8_lossy(&on.stdout).contains("t.old.a"), "{}", text(&on));
 }
+
+/// `weir deps --add-package` writes the entry, then installs as `weir deps` does.
+#[test]
+fn deps_adds_a_package_and_installs_it() {
+    let dir = minimal(&[
+        ("vendor/helpers/dbt_project.yml", "name: helpers\n"),
+        ("vendor/helpers/macros/twice.sql", "{% macro twice(x) %}{{ x }} * 2{% endmacro %}"),
+        ("models/m.sql", "select {{ helpers.twice(21) }} as answer"),
+    ]);
+    let o = weir(dir.path(), &["deps", "--add-package", "vendor/helpers", "--source", "local"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Added vendor/helpers to packages.yml"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(dir.path().join("packages.yml")).unwrap(), "packages:\n  - local: vendor/helpers\n");
+    assert!(std::fs::read_to_string(dir.path().join("package-lock.yml")).unwrap().contains("name: helpers"));
+    assert!(dir.path().join("dbt_packages/helpers/dbt_project.yml").exists());
+    let b = weir(dir.path(), &["build"]);
+    assert!(b.status.success(), "{}", text(&b));
+    assert_eq!(query(&dir.path().join("t.duckdb"), "select answer from m"), [["42"]]);
+}

@@ -139,6 +139,100 @@ pub fn read_lock(dir: &Path, cli_vars: &Map<String, J>) -> Result<Option<LockFil
     Ok(Some(LockFile { specs, sha1_hash }))
 }
 
+/// `weir deps --add-package NAME[@VERSION]`: adds an entry to the project's package list
+/// (`packages.yml`, created if missing, or `dependencies.yml` when that file holds the list),
+/// dropping entries for the same package under any source, as `dbt deps --add-package` does.
+/// The file is written anew, as dbt writes it (comments are not kept). Returns the file.
+pub fn add_package(dir: &Path, spec: &str, source: &str) -> Result<PathBuf, ProjectError> {
+    let (name, version) = match spec.rsplit_once('@') {
+        Some((n, v)) if !n.is_empty() => (n.to_string(), Some(v.to_string())),
+        _ => (spec.to_string(), None),
+    };
+    let key = match source {
+        "hub" => "package",
+        "git" | "local" | "tarball" => source,
+        other => return Err(ProjectError::Profile(format!("--source must be hub, git, local or tarball, not '{other}'"))),
+    };
+    if source == "hub" && version.is_none() {
+        return Err(ProjectError::Profile(format!("a hub package needs a version: --add-package {name}@1.0.0")));
+    }
+    let dependencies = dir.join("dependencies.yml");
+    let path = match read_doc(&dependencies)? {
+        Some((_, _, doc)) if doc.get("packages").is_some() => dependencies,
+        _ => dir.join("packages.yml"),
+    };
+    let mut entries: Vec<J> = match read_doc(&path)? {
+        Some((_, _, doc)) => doc.get("packages").and_then(Node::as_seq).unwrap_or_default().iter().map(Node::to_json).collect(),
+        None => vec![],
+    };
+    let other_keys: Map<String, J> = match read_doc(&path)? {
+        Some((_, _, doc)) => match doc.to_json() {
+            J::Object(mut m) => {
+                m.remove("packages");
+                m
+            }
+            _ => Map::new(),
+        },
+        None => Map::new(),
+    };
+    entries.retain(|e| !same_package(e, &name));
+    let mut entry = Map::new();
+    entry.insert(key.to_string(), J::String(name.clone()));
+    if let Some(v) = version {
+        let value = if v.contains(',') { J::Array(v.split(',').map(|p| J::String(p.trim().to_string())).collect()) } else { J::String(v) };
+        entry.insert(if source == "git" { "revision" } else { "version" }.to_string(), value);
+    }
+    entries.push(J::Object(entry));
+    let mut out = String::new();
+    for (k, v) in &other_keys {
+        out.push_str(&format!("{k}: {}\n", yaml_inline(v)));
+    }
+    out.push_str("packages:\n");
+    for e in &entries {
+        let Some(map) = e.as_object() else { continue };
+        for (i, (k, v)) in map.iter().enumerate() {
+            out.push_str(if i == 0 { "  - " } else { "    " });
+            out.push_str(&format!("{k}: {}\n", yaml_inline(v)));
+        }
+    }
+    std::fs::write(&path, out).map_err(|e| ProjectError::io(&path, e))?;
+    Ok(path)
+}
+
+/// Whether an entry is for the package `name` (`dbt-labs/dbt_utils`), whatever its source: its
+/// `package`, `git`, `local` or `tarball` value names it, `-` and `_` alike, at a `/` or `.`
+/// boundary (dbt's rule, so `dbt-core` does not match `dbt-core-utils`).
+fn same_package(entry: &J, name: &str) -> bool {
+    let Some(id) = ["package", "git", "local", "tarball"].iter().find_map(|k| entry.get(*k).and_then(J::as_str)) else { return false };
+    let id = id.replace('-', "_");
+    let mut variants = vec![name.replace('-', "_")];
+    if let Some((_, short)) = name.rsplit_once('/') {
+        variants.push(short.replace('-', "_"));
+    }
+    variants.iter().any(|v| {
+        id.match_indices(v.as_str()).any(|(i, _)| {
+            let before = id[..i].chars().last();
+            let after = id[i + v.len()..].chars().next();
+            before.is_none_or(|c| c == '/' || c == '.') && after.is_none_or(|c| c == '/' || c == '.')
+        })
+    })
+}
+
+/// A value on one line of YAML: a scalar, or a list or mapping in flow style.
+fn yaml_inline(v: &J) -> String {
+    // Inside `[...]` and `{...}` a plain scalar may not hold these.
+    let in_flow = |v: &J| match v {
+        J::String(s) if s.contains([',', '[', ']', '{', '}']) => format!("'{}'", s.replace('\'', "''")),
+        other => yaml_inline(other),
+    };
+    match v {
+        J::String(s) => yaml_scalar(s),
+        J::Array(items) => format!("[{}]", items.iter().map(in_flow).collect::<Vec<_>>().join(", ")),
+        J::Object(m) => format!("{{{}}}", m.iter().map(|(k, v)| format!("{k}: {}", in_flow(v))).collect::<Vec<_>>().join(", ")),
+        other => other.to_string(),
+    }
+}
+
 /// Package entries from JSON (what the Hub lists as a version's packages); `origin` names
 /// where they came from in errors.
 pub fn entries_from_json(items: &[J], origin: &Path, cli_vars: &Map<String, J>) -> Result<Vec<Spec>, ProjectError> {
@@ -471,6 +565,31 @@ mod tests {
         ] {
             assert_eq!(yaml_scalar(typed), quoted);
         }
+    }
+
+    #[test]
+    fn added_packages_replace_the_same_package_from_any_source() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("packages.yml"),
+            "packages:\n  - git: https://github.com/dbt-labs/dbt-utils.git\n    revision: 1.0.0\n  - package: dbt-labs/dbt_utils_extra\n    version: [\">=1.0.0\", \"<2.0.0\"]\n  - local: ../mine\n",
+        )
+        .unwrap();
+        let path = add_package(dir.path(), "dbt-labs/dbt_utils@>=1.1.0,<2.0.0", "hub").unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(
+            text,
+            "packages:\n  - package: dbt-labs/dbt_utils_extra\n    version: ['>=1.0.0', <2.0.0]\n  - local: ../mine\n  - package: dbt-labs/dbt_utils\n    version: ['>=1.1.0', <2.0.0]\n"
+        );
+        let specs = read_specs(dir.path(), &Map::new()).unwrap().unwrap().specs;
+        assert_eq!(specs.len(), 3);
+        assert!(add_package(dir.path(), "dbt-labs/dbt_date", "hub").unwrap_err().to_string().contains("needs a version"));
+        let empty = tempfile::tempdir().unwrap();
+        add_package(empty.path(), "https://example.com/acme/tools.git@v2", "git").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(empty.path().join("packages.yml")).unwrap(),
+            "packages:\n  - git: https://example.com/acme/tools.git\n    revision: v2\n"
+        );
     }
 
     #[test]

@@ -9,7 +9,11 @@ use crate::cli::Global;
 use crate::output::Output;
 use crate::workspace::{Error, cli_vars, project_dir};
 
-pub fn run(g: &Global, upgrade: bool, lock: bool, out: &Arc<Output>) -> Result<u8, Error> {
+pub fn run(g: &Global, upgrade: bool, lock: bool, add: Option<(&str, &str)>, out: &Arc<Output>) -> Result<u8, Error> {
+    if let Some((package, source)) = add {
+        let file = deps::spec::add_package(&project_dir(g), package, source)?;
+        out.info(format!("Added {package} to {}", file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+    }
     let opts = Options { upgrade, lock_only: lock, ..Options::new(cli_vars(g)?) };
     let report = deps::install(&project_dir(g), &opts)?;
     for w in &report.warnings {

@@ -40,7 +40,9 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Show { selection, inline, limit } => show::run(g, selection, inline.as_deref(), *limit, out),
         Command::Debug => debug::run(g, out),
         Command::Clean => clean::run(g, out),
-        Command::Deps { upgrade, lock } => deps::run(g, *upgrade, *lock, out),
+        Command::Deps { upgrade, lock, add_package, source } => {
+            deps::run(g, *upgrade, *lock, add_package.as_deref().map(|p| (p, source.as_str())), out)
+        }
         Command::Init { name, adapter } => init::run(name, adapter, out),
         Command::Docs { command: DocsCommand::Generate } => docs::generate(g, out),
         Command::Source { command: SourceCommand::Freshness { selection, output } } => {
