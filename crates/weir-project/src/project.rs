@@ -351,7 +351,8 @@ pub fn render_with_target(text: &str, cli_vars: &Map<String, J>, target: Option<
 /// `enabled: "{{ target.name == 'prod' }}"`): with `env_var`, `var` and `target`, each rendered
 /// text read back as a literal where it is one (`true` a boolean, `3` a number), as dbt's
 /// native rendering does. Hooks are left as written: they are rendered when they run.
-pub fn render_config(map: &Map<String, J>, cli_vars: &Map<String, J>, target: Option<&J>) -> Result<Map<String, J>, String> {
+/// `None` when there is nothing to render.
+pub fn render_config(map: &Map<String, J>, cli_vars: &Map<String, J>, target: Option<&J>) -> Result<Option<Map<String, J>>, String> {
     fn has_jinja(v: &J) -> bool {
         match v {
             J::String(s) => s.contains("{{") || s.contains("{%"),
@@ -368,14 +369,18 @@ pub fn render_config(map: &Map<String, J>, cli_vars: &Map<String, J>, target: Op
             other => other.clone(),
         })
     }
+    let is_hook = |key: &str| matches!(key.trim_start_matches('+'), "pre-hook" | "post-hook" | "pre_hook" | "post_hook");
+    if !map.iter().any(|(k, v)| !is_hook(k) && has_jinja(v)) {
+        return Ok(None);
+    }
     let mut out = map.clone();
     for (key, value) in map {
-        if matches!(key.trim_start_matches('+'), "pre-hook" | "post-hook" | "pre_hook" | "post_hook") || !has_jinja(value) {
+        if is_hook(key) || !has_jinja(value) {
             continue;
         }
         out.insert(key.clone(), render(value, cli_vars, target).map_err(|m| format!("config '{key}': {m}"))?);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// A rendered text as the literal it spells, if it spells one (`true`, `False`, `none`, `3`,

@@ -181,8 +181,10 @@ impl YamlConfigs {
         YamlConfigs { vars, target: target.to_jinja() }
     }
 
-    fn render(&self, config: &ConfigMap, file: &Path) -> Result<ConfigMap, TransformError> {
+    /// The config rendered; borrowed as it is when it holds no Jinja (most do).
+    fn render<'c>(&self, config: &'c ConfigMap, file: &Path) -> Result<std::borrow::Cow<'c, ConfigMap>, TransformError> {
         weir_project::project::render_config(config, &self.vars, Some(&self.target))
+            .map(|r| r.map_or(std::borrow::Cow::Borrowed(config), std::borrow::Cow::Owned))
             .map_err(|m| TransformError::at(Location::file(file), m, None))
     }
 
@@ -314,16 +316,16 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
             }
             let mut config = ConfigMap::new();
             if let Some(pkg) = project.package(&f.package).filter(|p| !p.is_root) {
-                merge(&mut config, &yaml.render(&tree_of(pkg, resource_type).resolve(&fqn), &pkg.settings.file)?);
+                merge(&mut config, yaml.render(&tree_of(pkg, resource_type).resolve(&fqn), &pkg.settings.file)?.as_ref());
             }
             let root_settings = &project.root_package().settings;
-            merge(&mut config, &yaml.render(&tree_of(project.root_package(), resource_type).resolve(&fqn), &root_settings.file)?);
+            merge(&mut config, yaml.render(&tree_of(project.root_package(), resource_type).resolve(&fqn), &root_settings.file)?.as_ref());
             let patch = patches.get(&(f.package.clone(), kind_str, name.clone()));
             if let Some((p, _)) = patch {
-                merge(&mut config, &yaml.render(&p.config, &p.location.file)?);
+                merge(&mut config, yaml.render(&p.config, &p.location.file)?.as_ref());
             }
             if let Some((p, v, _)) = version {
-                merge(&mut config, &yaml.render(&v.config, &p.location.file)?);
+                merge(&mut config, yaml.render(&v.config, &p.location.file)?.as_ref());
             }
             let unique_id = match version {
                 Some((_, v, _)) => format!("{kind_str}.{}.{name}.v{}", f.package, v.v),
@@ -443,9 +445,9 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 fqn.push(src.name.clone());
                 fqn.push(t.name.clone());
                 let root_file = &project.root_package().settings.file;
-                merge(&mut config, &yaml.render(&project.root_package().settings.sources.resolve(&fqn), root_file)?);
-                merge(&mut config, &yaml.render(&src.config, &f.path)?);
-                merge(&mut config, &yaml.render(&t.config, &f.path)?);
+                merge(&mut config, yaml.render(&project.root_package().settings.sources.resolve(&fqn), root_file)?.as_ref());
+                merge(&mut config, yaml.render(&src.config, &f.path)?.as_ref());
+                merge(&mut config, yaml.render(&t.config, &f.path)?.as_ref());
                 if let Some(l) = t.loaded_at_field.as_ref().or(src.loaded_at_field.as_ref()) {
                     config.insert("loaded_at_field".into(), J::from(l.clone()));
                 }
@@ -599,7 +601,7 @@ fn add_unit_tests(
         };
         let model_id = model.unique_id.clone();
         let mut config = ConfigMap::new();
-        merge(&mut config, &yaml.render(&def.config, &f.path)?);
+        merge(&mut config, yaml.render(&def.config, &f.path)?.as_ref());
         if !config.get("enabled").and_then(J::as_bool).unwrap_or(true) {
             continue;
         }
@@ -644,7 +646,7 @@ fn add_saved_queries(m: &mut Manifest, files: &[(ProjectFile, SchemaFile)], yaml
     for (f, s) in files {
         for q in &s.saved_queries {
             let mut config = ConfigMap::new();
-            merge(&mut config, &yaml.render(&q.config, &f.path)?);
+            merge(&mut config, yaml.render(&q.config, &f.path)?.as_ref());
             if !config.get("enabled").and_then(J::as_bool).unwrap_or(true) {
                 continue;
             }
@@ -671,14 +673,18 @@ fn add_saved_queries(m: &mut Manifest, files: &[(ProjectFile, SchemaFile)], yaml
 
 /// `ref('m')` or `ref('pkg', 'm')` as written in YAML: (package, name).
 fn ref_name(text: &str) -> Option<(Option<String>, String)> {
-    let inner = text.trim().strip_prefix("ref")?.trim_start().strip_prefix('(')?.trim_end().strip_suffix(')')?;
-    let args: Vec<String> =
-        inner.split(',').map(|a| a.trim().trim_matches(['\'', '"']).to_string()).filter(|a| !a.is_empty() && !a.contains('=')).collect();
-    match args.as_slice() {
+    match call_args(text, "ref")?.as_slice() {
         [name] => Some((None, name.clone())),
         [package, name] => Some((Some(package.clone()), name.clone())),
         _ => None,
     }
+}
+
+/// The quoted positional arguments of `func(...)` written as text in YAML (`ref('pkg', 'm')`,
+/// `source('raw', 'orders')`); keyword arguments are left out.
+pub(crate) fn call_args(text: &str, func: &str) -> Option<Vec<String>> {
+    let inner = text.trim().strip_prefix(func)?.trim_start().strip_prefix('(')?.trim_end().strip_suffix(')')?;
+    Some(inner.split(',').map(|a| a.trim().trim_matches(['\'', '"']).to_string()).filter(|a| !a.is_empty() && !a.contains('=')).collect())
 }
 
 /// The root project's `loads/*.yml`: one load node per load, writing its raw table. A
@@ -1023,11 +1029,11 @@ fn build_test_node(
     fqn.push(name.clone());
     let mut config = ConfigMap::new();
     if let Some(pkg) = project.package(&package).filter(|p| !p.is_root) {
-        merge(&mut config, &yaml.render(&pkg.settings.tests.resolve(&fqn), &pkg.settings.file)?);
+        merge(&mut config, yaml.render(&pkg.settings.tests.resolve(&fqn), &pkg.settings.file)?.as_ref());
     }
     let root_file = &project.root_package().settings.file;
-    merge(&mut config, &yaml.render(&project.root_package().settings.tests.resolve(&fqn), root_file)?);
-    merge(&mut config, &yaml.render(&def.config, &t.file.path)?);
+    merge(&mut config, yaml.render(&project.root_package().settings.tests.resolve(&fqn), root_file)?.as_ref());
+    merge(&mut config, yaml.render(&def.config, &t.file.path)?.as_ref());
     if let Some(sev) = config.get("severity").and_then(J::as_str)
         && !sev.eq_ignore_ascii_case("warn")
         && !sev.eq_ignore_ascii_case("error")

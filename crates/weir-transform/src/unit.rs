@@ -13,7 +13,7 @@ use weir_warehouse::Warehouse;
 use crate::compile::{compile, inject_ctes};
 use crate::error::TransformError;
 use crate::node::{Node, ResourceType};
-use crate::parse::Manifest;
+use crate::parse::{Manifest, call_args};
 use crate::run::{NodeResult, RunOptions, Status, write_sql};
 use crate::session::{ConnSlot, ExecHost, UnitInputs, with_conn};
 
@@ -122,17 +122,7 @@ fn input_node<'a>(m: &'a Manifest, model: &'a Node, input: &str) -> Option<&'a N
     if input == "this" {
         return Some(model);
     }
-    let args = |prefix: &str| -> Option<Vec<String>> {
-        let inner = input.strip_prefix(prefix)?.trim_start().strip_prefix('(')?.trim_end().strip_suffix(')')?;
-        Some(
-            inner
-                .split(',')
-                .map(|a| a.trim().trim_matches(['\'', '"']).to_string())
-                .filter(|a| !a.is_empty() && !a.contains('='))
-                .collect(),
-        )
-    };
-    if let Some(a) = args("ref") {
+    if let Some(a) = call_args(input, "ref") {
         return match a.as_slice() {
             [name] => m.find_ref(None, name, &model.package),
             [package, name] => m.find_ref(Some(package), name, &model.package),
@@ -140,7 +130,7 @@ fn input_node<'a>(m: &'a Manifest, model: &'a Node, input: &str) -> Option<&'a N
         }
         .filter(|n| n.resource_type != ResourceType::UnitTest);
     }
-    if let Some(a) = args("source") {
+    if let Some(a) = call_args(input, "source") {
         return match a.as_slice() {
             [source, table] => m.find_source(source, table),
             _ => None,

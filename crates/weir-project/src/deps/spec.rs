@@ -161,19 +161,14 @@ pub fn add_package(dir: &Path, spec: &str, source: &str) -> Result<PathBuf, Proj
         Some((_, _, doc)) if doc.get("packages").is_some() => dependencies,
         _ => dir.join("packages.yml"),
     };
-    let mut entries: Vec<J> = match read_doc(&path)? {
-        Some((_, _, doc)) => doc.get("packages").and_then(Node::as_seq).unwrap_or_default().iter().map(Node::to_json).collect(),
-        None => vec![],
+    // The file's other keys are kept; its list is read as JSON and written back.
+    let mut other_keys = match read_doc(&path)?.map(|(_, _, doc)| doc.to_json()) {
+        Some(J::Object(m)) => m,
+        _ => Map::new(),
     };
-    let other_keys: Map<String, J> = match read_doc(&path)? {
-        Some((_, _, doc)) => match doc.to_json() {
-            J::Object(mut m) => {
-                m.remove("packages");
-                m
-            }
-            _ => Map::new(),
-        },
-        None => Map::new(),
+    let mut entries: Vec<J> = match other_keys.remove("packages") {
+        Some(J::Array(items)) => items,
+        _ => vec![],
     };
     entries.retain(|e| !same_package(e, &name));
     let mut entry = Map::new();
