@@ -1,6 +1,6 @@
-//! Extract and load: `loads/*.yml` ([`spec`]) name a source (files, a PostgreSQL or MySQL
-//! table or query, an HTTP JSON API) and a table of the warehouse's raw layer; [`run_load`]
-//! moves the rows there, whole or not at all.
+//! The load executor: a load declared in `loads/*.yml` (read by `weir_graph::loads`) names a
+//! source (files, a PostgreSQL or MySQL table or query, an HTTP JSON API) and a table of the
+//! warehouse's raw layer; [`run_load`] moves the rows there, whole or not at all.
 //!
 //! Every load stages what it extracted in a table of the destination first, through the
 //! engines' own bulk paths (DuckDB reads files in place; database rows go as typed Arrow
@@ -18,12 +18,10 @@ pub mod load;
 mod mysql;
 mod pgcopy;
 pub mod quotes;
-pub mod spec;
 
 pub use load::{LoadOptions, LoadReport, Progress, ProgressFn, prepare_destination, run_load};
-pub use spec::{DatabaseSource, Engine, Load, SchemaContract, Source, WriteDisposition, parse_file};
-
 use weir_core::Location;
+pub use weir_graph::loads::{DatabaseSource, Engine, Load, SchemaContract, Source, WriteDisposition, parse_file};
 
 /// Why a load could not be read or run.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +38,9 @@ pub enum ConnectError {
     Warehouse { load: String, source: weir_warehouse::WarehouseError },
     #[error(transparent)]
     Project(#[from] weir_project::ProjectError),
+    /// The load's declaration is wrong (see `weir_graph::loads`).
+    #[error(transparent)]
+    Declaration(#[from] weir_graph::GraphError),
     #[error(transparent)]
     Store(#[from] weir_store::StoreError),
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{NaiveDateTime, Utc};
 use postgres::types::Kind as PgKind;
 use weir_core::{ColumnType, Datum, Relation, RelationKind};
+use weir_graph::loads::{DatabaseSource, Engine, FileSource, Load, SchemaContract, Source, WriteDisposition};
 use weir_store::{LoadRun, LoadedFile, Store, redact};
 use weir_warehouse::postgres::pg_message;
 use weir_warehouse::{Connection, FileFormat, FileScan, RecordBatch, Warehouse, WarehouseError, literal};
@@ -19,7 +20,6 @@ use crate::http::{self, HttpSource};
 use crate::mysql::{self as my, MysqlSource};
 use crate::pgcopy::{self, undomained};
 use crate::quotes;
-use crate::spec::{DatabaseSource, Engine, FileSource, Load, SchemaContract, Source, WriteDisposition};
 
 /// The columns every loaded row gets.
 pub const LOAD_ID: &str = "_weir_load_id";

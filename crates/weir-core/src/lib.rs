@@ -2,11 +2,12 @@
 //! what a warehouse object is called ([`Relation`]), and what a query returns ([`QueryResult`]), and column types
 //! as they move between engines ([`ColumnType`]).
 //!
-//! This crate holds plain data only. It knows no engine, no file format and no I/O, so every
-//! layer can depend on it without pulling anything else in.
+//! This crate holds plain data only. It knows no engine and does no I/O, so every layer can
+//! depend on it without pulling anything else in.
 
 pub mod duration;
 mod error;
+pub mod files;
 mod location;
 mod relation;
 mod result;

@@ -10,11 +10,11 @@ use std::time::Instant;
 use chrono::Utc;
 use serde_json::{Map, Value as J};
 use weir_core::{Column, Datum, Location, QueryResult};
+use weir_graph::checks::{Check, Condition, Literal, Metric, Op, Over, Rule, SchemaRule, Severity, Stat, Suite, Valid, num, show_duration};
 use weir_store::{CheckRecord, Store};
 use weir_warehouse::{Connection, Warehouse, literal};
 
 use crate::QualityError;
-use crate::spec::{Check, Condition, Literal, Metric, Op, Over, Rule, SchemaRule, Severity, Stat, Suite, Valid, num, show_duration};
 
 /// A suite resolved against the warehouse by the caller.
 #[derive(Debug, Clone, Default)]

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use minijinja::value::{Kwargs, Value};
 use serde_json::Value as J;
+use weir_graph::parse::is_jinja_expression;
+use weir_graph::{Node, ResourceType};
 use weir_project::jinja::{LazyModel, NodeContext, NodeScope, RenderMode, json_value};
 
 use crate::error::TransformError;
-use crate::node::{Node, ResourceType};
-use crate::parse::is_jinja_expression;
 use crate::session::ExecHost;
 
 /// A node's execute-mode Jinja context.
@@ -63,7 +63,7 @@ fn render_in(host: &ExecHost, n: &Node, ctx: NodeContext) -> Result<String, Tran
     Ok(m.jinja.render(&n.file, &n.raw_code, &ctx)?)
 }
 
-fn compile_generic_test(host: &ExecHost, n: &Node, t: &crate::node::TestMeta, mut ctx: NodeContext) -> Result<String, TransformError> {
+fn compile_generic_test(host: &ExecHost, n: &Node, t: &weir_graph::node::TestMeta, mut ctx: NodeContext) -> Result<String, TransformError> {
     let m = &host.session.manifest;
     let attached = t.attached_node.as_ref().and_then(|a| m.node(a));
     let relation = attached.map(|a| host.session.relation_value(a).into_value()).unwrap_or_default();
@@ -109,7 +109,7 @@ fn ephemeral_ctes(host: &ExecHost, n: &Node) -> Result<Vec<(String, String)>, Tr
     let m = &host.session.manifest;
     let mut order: Vec<String> = vec![];
     let mut seen = HashSet::new();
-    fn visit(m: &crate::parse::Manifest, id: &str, seen: &mut HashSet<String>, order: &mut Vec<String>) {
+    fn visit(m: &weir_graph::Manifest, id: &str, seen: &mut HashSet<String>, order: &mut Vec<String>) {
         let Some(n) = m.node(id) else { return };
         for d in &n.depends_on {
             if m.node(d).is_some_and(Node::is_ephemeral) && seen.insert(d.clone()) {
@@ -168,7 +168,7 @@ fn skip_space_and_comments(sql: &str) -> usize {
 
 /// The schemas a run writes into (the nodes' relations and stored test failures), created once
 /// before it starts.
-pub fn schemas_of(m: &crate::parse::Manifest, ids: &BTreeSet<String>) -> Vec<(String, String)> {
+pub fn schemas_of(m: &weir_graph::Manifest, ids: &BTreeSet<String>) -> Vec<(String, String)> {
     let mut out: BTreeSet<(String, String)> = BTreeSet::new();
     for id in ids {
         let Some(n) = m.node(id) else { continue };

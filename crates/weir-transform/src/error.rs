@@ -1,4 +1,4 @@
-//! Errors of the transform layer; each names the node or file it is about.
+//! Errors of the model executor; each names the node or file it is about.
 
 use weir_core::Location;
 use weir_project::ProjectError;
@@ -18,9 +18,6 @@ pub enum TransformError {
     #[error("{0}")]
     Graph(String),
 
-    #[error("{0}")]
-    Selection(String),
-
     /// The data broke a rule the run relies on (duplicate merge keys, ...); the message names
     /// the model and shows the offending values.
     #[error("{0}")]
@@ -30,10 +27,7 @@ pub enum TransformError {
     Store(#[from] weir_store::StoreError),
 
     #[error(transparent)]
-    Quality(#[from] weir_quality::QualityError),
-
-    #[error(transparent)]
-    Connect(#[from] weir_connect::ConnectError),
+    Asset(#[from] weir_graph::GraphError),
 
     #[error("{path}: {message}")]
     Io { path: String, message: String },

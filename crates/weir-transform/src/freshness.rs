@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Value as J, json};
+use weir_graph::Manifest;
+use weir_graph::{Node, ResourceType};
 
 use crate::error::TransformError;
-use crate::node::{Node, ResourceType};
-use crate::parse::Manifest;
 use crate::session::Session;
 
 /// A table's verdict, spelled as dbt spells it in `sources.json`.
@@ -245,11 +245,11 @@ pub fn write_sources_json(m: &Manifest, results: &[FreshnessResult], elapsed: f6
         })
         .collect();
     let doc = json!({
-        "metadata": crate::artifacts::metadata(m, "https://schemas.getdbt.com/dbt/sources/v3.json"),
+        "metadata": weir_graph::artifacts::metadata(m, "https://schemas.getdbt.com/dbt/sources/v3.json"),
         "results": rows,
         "elapsed_time": elapsed,
     });
-    crate::artifacts::write_json(path, &doc)
+    weir_graph::artifacts::write_json(path, &doc).map_err(TransformError::from)
 }
 
 #[cfg(test)]

@@ -1,31 +1,23 @@
-//! The transformation layer: a dbt project parsed into a graph of models, seeds, tests,
-//! snapshots and sources; selection over it; compilation; materializations in the warehouse;
-//! and dbt-compatible artifacts.
+//! The model executor: models, seeds, snapshots, data tests and unit tests of a dbt project,
+//! compiled (Jinja rendered against real relations, ephemeral models inlined) and
+//! materialized in the warehouse as views, tables, incremental and microbatch models, with
+//! their hooks; plus `weir source freshness`.
 //!
-//! It runs SQL only through [`weir_warehouse::Warehouse`] and never names an engine.
+//! It takes nodes of the asset graph (`weir-graph`) one at a time from `weir-build`, which
+//! decides when each runs. It runs SQL only through [`weir_warehouse::Warehouse`] and never
+//! names an engine, and it knows no other executor.
 
-pub mod artifacts;
 pub mod compile;
 pub mod error;
 pub mod freshness;
-pub mod graph;
 pub mod materialize;
 pub mod microbatch;
-pub mod node;
-pub mod parse;
 pub mod run;
 pub mod seed;
-pub mod select;
 pub mod session;
 pub mod snapshot;
-pub mod state;
 pub mod unit;
 
 pub use error::TransformError;
-pub use graph::Graph;
-pub use node::{Node, ResourceType};
-pub use parse::{Flags, Manifest, parse};
-pub use run::{Backfill, Command, NodeResult, Reporter, RunOptions, RunOutcome, Status};
-pub use select::Selector;
+pub use run::{Backfill, ExecOptions, HookRun, RunReport, run_node, run_project_hooks};
 pub use session::Session;
-pub use state::PriorState;

@@ -9,10 +9,10 @@
 
 use serde_json::Value as J;
 use weir_core::{Column, Location, Relation, RelationKind};
+use weir_graph::Node;
 use weir_warehouse::{Connection, Warehouse};
 
 use crate::error::TransformError;
-use crate::node::Node;
 
 /// One step of a plan.
 #[derive(Debug, Clone)]

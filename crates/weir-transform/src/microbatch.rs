@@ -4,9 +4,9 @@
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike};
 use serde_json::Value as J;
 use weir_core::{Column, Location};
+use weir_graph::Node;
 
 use crate::error::TransformError;
-use crate::node::Node;
 use crate::session::BatchWindow;
 
 /// A microbatch model's settings, checked once before any batch runs.

@@ -1,105 +1,32 @@
-//! Running selected nodes in dependency order on `--threads` workers.
-//!
-//! Each worker owns one warehouse connection. A node whose upstream failed is skipped and
-//! the rest of the run goes on, as in dbt; under `build`, a failing test skips the nodes
-//! downstream of what it tests.
+//! Running one model, seed, snapshot, data test or unit test: compile it, plan its
+//! statements (a materialization, a seed's copy, a snapshot's merge, a test's query), run them
+//! with the node's hooks in one transaction, and report what happened. The walk that decides
+//! when each node runs, and what a failure skips, is `weir-build`'s.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::Value as J;
 use weir_core::{Column, Location, Relation, RelationKind};
+use weir_graph::{Node, ResourceType, Status};
 
 use crate::compile::{compile, context};
 use crate::error::TransformError;
-use crate::graph::Graph;
 use crate::materialize::{Step, check_contract, commit, contract_create, incremental_steps, run_plan, run_steps, swap_plan, tmp_relation};
 use crate::microbatch::MicrobatchConfig;
-use crate::node::{Node, ResourceType};
 use crate::seed;
 use crate::session::{BatchWindow, ConnSlot, ExecHost, Session, with_conn};
 use crate::snapshot::SnapshotConfig;
 
-/// What a node's run ended in, named as dbt names it in `run_results.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    Success,
-    Error,
-    Skipped,
-    Pass,
-    Fail,
-    Warn,
-    /// Nothing to do here (a saved query: dbt Cloud runs its exports).
-    NoOp,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Success => "success",
-            Status::Error => "error",
-            Status::Skipped => "skipped",
-            Status::Pass => "pass",
-            Status::Fail => "fail",
-            Status::Warn => "warn",
-            Status::NoOp => "no-op",
-        }
-    }
-
-    /// Whether downstream nodes must be skipped.
-    pub fn blocks(self) -> bool {
-        matches!(self, Status::Error | Status::Fail | Status::Skipped)
-    }
-}
-
-/// The outcome of one node.
-#[derive(Debug, Clone)]
-pub struct NodeResult {
-    pub unique_id: String,
-    pub status: Status,
-    pub message: Option<String>,
-    pub started_at: chrono::DateTime<chrono::Utc>,
-    pub compile_done_at: chrono::DateTime<chrono::Utc>,
-    pub completed_at: chrono::DateTime<chrono::Utc>,
-    pub execution_time: f64,
-    pub rows_affected: Option<u64>,
-    pub failures: Option<i64>,
-    pub compiled_code: Option<String>,
-    pub relation_name: Option<String>,
-    pub thread_id: String,
-    /// For a check node: every check's outcome.
-    pub checks: Option<Arc<weir_quality::SuiteOutcome>>,
-    /// For a load node: what it read, loaded and rejected.
-    pub load: Option<Arc<weir_connect::LoadReport>>,
-}
-
-/// Which command is running: it decides what is selected and how tests gate models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Run,
-    Build,
-    Test,
-    Seed,
-    Snapshot,
-    /// `weir check`: data-quality checks alone.
-    Check,
-    /// `weir load`: extract-and-load jobs alone.
-    Load,
-}
-
-/// Progress callbacks, so the binary prints status lines and the library stays quiet.
-pub trait Reporter: Send + Sync {
-    fn started(&self, node: &Node, index: usize, total: usize);
-    fn finished(&self, node: &Node, result: &NodeResult, index: usize, total: usize);
-}
-
-pub struct RunOptions {
+/// What this executor needs to know of the run it is part of.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// `--threads`: the most batches of one microbatch model written at once.
     pub threads: usize,
-    pub fail_fast: bool,
-    pub command: Command,
+    /// Where compiled and run SQL are written (`target/compiled/`, `target/run/`).
     pub target_dir: PathBuf,
     /// `--event-time-start` / `--event-time-end`: the event-time range microbatch models build.
     pub event_time: (Option<chrono::NaiveDateTime>, Option<chrono::NaiveDateTime>),
@@ -116,415 +43,53 @@ pub struct Backfill {
     pub restate: bool,
 }
 
-/// Everything a run produced.
-pub struct RunOutcome {
-    pub results: Vec<NodeResult>,
-    pub elapsed: f64,
+/// What running one node said, for the run's results. Filled as the node goes, so what was
+/// known before a failure (the compiled SQL) is kept with the error.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub status: Status,
+    pub message: Option<String>,
+    pub rows_affected: Option<u64>,
+    pub failures: Option<i64>,
+    pub compiled_code: Option<String>,
+    /// The relation the node wrote, when not its own (a test's stored failures).
+    pub relation_name: Option<String>,
+    /// When compilation ended and execution began.
+    pub compile_done_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-impl RunOutcome {
-    pub fn count(&self, s: Status) -> usize {
-        self.results.iter().filter(|r| r.status == s).count()
-    }
-
-    pub fn failed(&self) -> bool {
-        self.results.iter().any(|r| matches!(r.status, Status::Error | Status::Fail))
-    }
-}
-
-/// Nodes of `selected` that a command executes, in a stable order.
-pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command) -> Vec<String> {
-    let m = &session.manifest;
-    selected
-        .iter()
-        .filter_map(|id| m.node(id))
-        .filter(|n| match command {
-            Command::Run => n.resource_type == ResourceType::Model && !n.is_ephemeral(),
-            Command::Test => matches!(n.resource_type, ResourceType::Test | ResourceType::UnitTest),
-            Command::Seed => n.resource_type == ResourceType::Seed,
-            Command::Snapshot => n.resource_type == ResourceType::Snapshot,
-            Command::Check => n.resource_type == ResourceType::Check,
-            Command::Load => n.resource_type == ResourceType::Load,
-            Command::Build => {
-                matches!(
-                    n.resource_type,
-                    ResourceType::Model
-                        | ResourceType::Seed
-                        | ResourceType::Snapshot
-                        | ResourceType::Test
-                        | ResourceType::UnitTest
-                        | ResourceType::SavedQuery
-                        | ResourceType::Check
-                        | ResourceType::Load
-                ) && !n.is_ephemeral()
-            }
-        })
-        .map(|n| n.unique_id.clone())
-        .collect()
-}
-
-struct Sched {
-    waiting_on: HashMap<String, usize>,
-    dependents: HashMap<String, Vec<String>>,
-    deps: HashMap<String, Vec<String>>,
-    ready: VecDeque<String>,
-    status: HashMap<String, Status>,
-    left: usize,
-    stop: bool,
-    index: usize,
-}
-
-/// What a run's loads share, made before they start in parallel: each destination schema's
-/// bookkeeping tables (see [`weir_connect::prepare_destination`]).
-pub fn prepare_loads(session: &Session, conn: &mut dyn weir_warehouse::Connection, ids: &[String]) -> Result<(), TransformError> {
-    let mut done = HashSet::new();
-    for n in ids.iter().filter_map(|id| session.manifest.node(id)).filter(|n| n.resource_type == ResourceType::Load) {
-        if let Some(r) = &n.relation
-            && done.insert((r.database.clone(), r.schema.clone()))
-        {
-            weir_connect::prepare_destination(session.warehouse.as_ref(), conn, &r.database, &r.schema)?;
+impl Default for RunReport {
+    fn default() -> Self {
+        RunReport {
+            status: Status::Success,
+            message: None,
+            rows_affected: None,
+            failures: None,
+            compiled_code: None,
+            relation_name: None,
+            compile_done_at: None,
         }
     }
-    Ok(())
 }
 
-/// Runs `ids` (already filtered by [`runnable`]) and reports each as it finishes.
-pub fn execute(
-    session: Arc<Session>,
-    graph: &Graph,
-    ids: &[String],
-    opts: &RunOptions,
-    reporter: &dyn Reporter,
-) -> Result<RunOutcome, TransformError> {
-    let start = Instant::now();
-    let m = session.manifest.clone();
-    let set: HashSet<&str> = ids.iter().map(String::as_str).collect();
-
-    // Dependencies among the selected nodes, through unselected ones.
-    let gates = |n: &Node| matches!(n.resource_type, ResourceType::Test | ResourceType::Check);
-    // Under `weir build`, what each selected test or check guards: a test the nodes
-    // downstream of all its parents, as dbt does; a check the nodes downstream of its
-    // dataset, whatever else its suite reads. A failure stops them (a circuit breaker),
-    // and the rest goes on. A gate never waits on a node it reads itself.
-    let guards: Vec<(&Node, Vec<&String>, BTreeSet<String>)> = if opts.command == Command::Build {
-        ids.iter()
-            .filter_map(|t| m.node(t))
-            .filter(|t| gates(t) && !t.depends_on.is_empty())
-            .map(|t| {
-                let guarded: Vec<&String> = match t.resource_type {
-                    ResourceType::Check => t.depends_on.iter().take(1).collect(),
-                    _ => t.depends_on.iter().collect(),
-                };
-                (t, guarded, graph.ancestors(&t.unique_id, None))
-            })
-            .collect()
-    } else {
-        vec![]
-    };
-    // A unit test runs after its model's parents and before the model, which it holds back
-    // when it fails, as in dbt.
-    let mut unit_tests_of: HashMap<&str, Vec<String>> = HashMap::new();
-    for n in ids.iter().filter_map(|id| m.node(id)).filter(|n| n.resource_type == ResourceType::UnitTest) {
-        if let Some(model) = n.depends_on.first() {
-            unit_tests_of.entry(model.as_str()).or_default().push(n.unique_id.clone());
-        }
-    }
-    let mut deps: HashMap<String, Vec<String>> = HashMap::new();
-    for id in ids {
-        let unit_model = m.node(id).filter(|n| n.resource_type == ResourceType::UnitTest).and_then(|n| n.depends_on.first());
-        let ancestors = match unit_model {
-            Some(model) => graph.ancestors(model, None),
-            None => graph.ancestors(id, None),
-        };
-        let mut d: Vec<String> = ancestors.iter().filter(|a| set.contains(a.as_str())).cloned().collect();
-        if let Some(tests) = unit_tests_of.get(id.as_str()) {
-            d.extend(tests.iter().cloned());
-        }
-        // A saved query reads its models through metrics and semantic models, which dbt's
-        // tests do not guard: it waits for the models, and only their own failures skip it.
-        if m.node(id).is_some_and(|n| !gates(n) && n.resource_type != ResourceType::SavedQuery) {
-            for (t, guarded, reads) in &guards {
-                if guarded.iter().all(|p| ancestors.contains(*p)) && !reads.contains(id) {
-                    d.push(t.unique_id.clone());
-                }
-            }
-        }
-        deps.insert(id.clone(), d);
-    }
-    let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
-    let mut waiting_on = HashMap::new();
-    for (id, d) in &deps {
-        waiting_on.insert(id.clone(), d.len());
-        for x in d {
-            dependents.entry(x.clone()).or_default().push(id.clone());
-        }
-    }
-    let ready: VecDeque<String> = ids.iter().filter(|id| deps[*id].is_empty()).cloned().collect();
-    let sched = Mutex::new(Sched { waiting_on, dependents, deps, ready, status: HashMap::new(), left: ids.len(), stop: false, index: 0 });
-    let cv = Condvar::new();
-    let results = Mutex::new(Vec::new());
-    let total = ids.len();
-    let threads = opts.threads.max(1).min(total.max(1));
-    let first_error: Mutex<Option<TransformError>> = Mutex::new(None);
-
-    std::thread::scope(|scope| {
-        for t in 0..threads {
-            let (session, sched, cv, results, first_error) = (&session, &sched, &cv, &results, &first_error);
-            scope.spawn(move || {
-                let slot: ConnSlot = Arc::new(Mutex::new(None));
-                let host = ExecHost::new(session.clone(), slot.clone());
-                let thread_id = format!("Thread-{}", t + 1);
-                loop {
-                    let (id, index, skip_reason) = {
-                        let Ok(mut s) = sched.lock() else { return };
-                        loop {
-                            if s.left == 0 {
-                                cv.notify_all();
-                                return;
-                            }
-                            if let Some(id) = s.ready.pop_front() {
-                                s.index += 1;
-                                let blocked = s
-                                    .deps
-                                    .get(&id)
-                                    .and_then(|d| d.iter().find(|x| s.status.get(*x).is_some_and(|st| st.blocks())).cloned());
-                                let reason = if s.stop {
-                                    Some("skipped: the run stopped at the first failure (--fail-fast)".to_string())
-                                } else {
-                                    blocked.map(|b| format!("skipped: upstream {b} did not succeed"))
-                                };
-                                break (id, s.index, reason);
-                            }
-                            s = match cv.wait(s) {
-                                Ok(g) => g,
-                                Err(_) => return,
-                            };
-                        }
-                    };
-                    let Some(node) = session.manifest.node(&id) else { continue };
-                    let result = match skip_reason {
-                        Some(reason) => skipped(node, reason, &thread_id),
-                        None => {
-                            reporter.started(node, index, total);
-                            run_node(&host, &slot, node, opts, &thread_id)
-                        }
-                    };
-                    reporter.finished(node, &result, index, total);
-                    if let Ok(mut s) = sched.lock() {
-                        s.status.insert(id.clone(), result.status);
-                        if opts.fail_fast && matches!(result.status, Status::Error | Status::Fail) {
-                            s.stop = true;
-                        }
-                        for d in s.dependents.get(&id).cloned().unwrap_or_default() {
-                            if let Some(w) = s.waiting_on.get_mut(&d) {
-                                *w -= 1;
-                                if *w == 0 {
-                                    s.ready.push_back(d);
-                                }
-                            }
-                        }
-                        s.left -= 1;
-                    }
-                    if let Ok(mut r) = results.lock() {
-                        r.push(result);
-                    }
-                    cv.notify_all();
-                }
-                #[allow(unreachable_code)]
-                {
-                    let _ = first_error;
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    let mut results = results.into_inner().map_err(|_| TransformError::Graph("results lock poisoned".into()))?;
-    let order: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    results.sort_by_key(|r| order.get(r.unique_id.as_str()).copied().unwrap_or(usize::MAX));
-    Ok(RunOutcome { results, elapsed: start.elapsed().as_secs_f64() })
-}
-
-fn skipped_like(unique_id: &str, at: chrono::DateTime<chrono::Utc>) -> NodeResult {
-    NodeResult {
-        unique_id: unique_id.to_string(),
-        status: Status::Skipped,
-        message: None,
-        started_at: at,
-        compile_done_at: at,
-        completed_at: at,
-        execution_time: 0.0,
-        rows_affected: None,
-        failures: None,
-        compiled_code: None,
-        relation_name: None,
-        thread_id: "main".to_string(),
-        checks: None,
-        load: None,
-    }
-}
-
-fn skipped(node: &Node, reason: String, thread_id: &str) -> NodeResult {
-    let now = chrono::Utc::now();
-    NodeResult {
-        unique_id: node.unique_id.clone(),
-        status: Status::Skipped,
-        message: Some(reason),
-        started_at: now,
-        compile_done_at: now,
-        completed_at: now,
-        execution_time: 0.0,
-        rows_affected: None,
-        failures: None,
-        compiled_code: None,
-        relation_name: None,
-        thread_id: thread_id.to_string(),
-        checks: None,
-        load: None,
-    }
-}
-
-fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, thread_id: &str) -> NodeResult {
-    let started_at = chrono::Utc::now();
-    let clock = Instant::now();
-    let mut result = NodeResult {
-        unique_id: n.unique_id.clone(),
-        status: Status::Success,
-        message: None,
-        started_at,
-        compile_done_at: started_at,
-        completed_at: started_at,
-        execution_time: 0.0,
-        rows_affected: None,
-        failures: None,
-        compiled_code: None,
-        relation_name: n.relation.as_ref().map(|r| host.session.warehouse.render(r)),
-        thread_id: thread_id.to_string(),
-        checks: None,
-        load: None,
-    };
-    let outcome = match n.resource_type {
-        ResourceType::Seed => run_seed(host, slot, n, opts, &mut result),
-        ResourceType::Test => run_test(host, slot, n, opts, &mut result),
-        ResourceType::Snapshot => run_snapshot(host, slot, n, opts, &mut result),
-        ResourceType::Check => run_check(host, slot, n, &mut result),
-        ResourceType::Load => run_load(host, n, &mut result),
-        ResourceType::UnitTest => crate::unit::run_unit_test(host, slot, n, opts, &mut result),
-        ResourceType::SavedQuery => {
-            result.status = Status::NoOp;
-            Ok(())
-        }
-        _ => run_model(host, slot, n, opts, &mut result),
-    };
-    if let Err(e) = outcome {
-        result.status = Status::Error;
-        result.message = Some(e.to_string());
-    }
-    result.completed_at = chrono::Utc::now();
-    result.execution_time = clock.elapsed().as_secs_f64();
-    result
-}
-
-/// Runs a load node: extracts its source into its raw table, all or nothing, and records
-/// the run, its high-water mark and its files in the metadata store.
-fn run_load(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), TransformError> {
-    let session = &host.session;
-    let m = &session.manifest;
-    let (Some(load), Some(relation)) = (n.load.as_deref(), n.relation.as_ref()) else { return Ok(()) };
-    let store = session.store.as_deref().ok_or_else(|| TransformError::Graph(format!("{} needs the metadata store", n.unique_id)))?;
-    let opts = weir_connect::LoadOptions {
-        root: m.project.root.clone(),
-        database: relation.database.clone(),
-        full_refresh: m.flags.full_refresh,
-        progress: session.load_progress.clone(),
-    };
-    let report = weir_connect::run_load(session.warehouse.as_ref(), load, store, &opts)?;
-    result.rows_affected = Some(report.rows_loaded);
-    result.failures = Some(report.rows_rejected as i64);
-    result.message = Some(report.summary());
-    result.load = Some(Arc::new(report));
-    Ok(())
-}
-
-/// Measures a check node's suite on its dataset, records every value in the metadata store,
-/// and turns the worst verdict into the node's status: a failed `error`-severity check is a
-/// failure (blocking what is downstream under `weir build`), a warning only warns.
-fn run_check(host: &ExecHost, slot: &ConnSlot, n: &Node, result: &mut NodeResult) -> Result<(), TransformError> {
-    let session = &host.session;
-    let m = &session.manifest;
-    let Some(suite) = n.check.as_deref() else { return Ok(()) };
-    let wh = session.warehouse.as_ref();
-    let (dataset, mut bound) = bind_check(session, n)?;
-    result.relation_name = Some(bound.relation.clone());
-    for c in &suite.checks {
-        if let weir_quality::Metric::Query { name, sql } = &c.metric {
-            let ctx = context(host, dataset);
-            bound.queries.insert(name.clone(), m.jinja.render(&n.file, sql, &ctx)?);
-        }
-    }
-    let store = session.store.as_deref();
-    let outcome = with_conn(session, slot, |c| Ok(weir_quality::measure(c, wh, suite, &bound, store)))??;
-    let failed: Vec<&weir_quality::Outcome> =
-        outcome.outcomes.iter().filter(|o| matches!(o.verdict, weir_quality::Verdict::Fail | weir_quality::Verdict::Error)).collect();
-    let warned = outcome.count(weir_quality::Verdict::Warn);
-    result.status = match outcome.verdict() {
-        weir_quality::Verdict::Pass => Status::Pass,
-        weir_quality::Verdict::Warn => Status::Warn,
-        weir_quality::Verdict::Fail => Status::Fail,
-        weir_quality::Verdict::Error => Status::Error,
-    };
-    result.failures = Some((if failed.is_empty() { warned } else { failed.len() }) as i64);
-    if result.status != Status::Pass {
-        let lines: Vec<String> = outcome
-            .outcomes
-            .iter()
-            .filter(|o| o.verdict != weir_quality::Verdict::Pass)
-            .map(|o| {
-                let why = o.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-                format!("{} {}: measured {}, expected {}{why}", o.verdict.as_str(), o.check, o.shown, o.threshold)
-            })
-            .collect();
-        result.message = Some(lines.join("\n"));
-    }
-    result.checks = Some(Arc::new(outcome));
-    Ok(())
-}
-
-/// A check node's dataset, and the relations its suite reads (custom queries are templated
-/// when the check runs, in the dataset's Jinja context).
-pub fn bind_check<'a>(session: &'a Session, n: &Node) -> Result<(&'a Node, weir_quality::Bound), TransformError> {
-    let m = &session.manifest;
-    let wh = session.warehouse.as_ref();
-    let dataset =
-        n.depends_on.first().and_then(|d| m.node(d)).ok_or_else(|| TransformError::Graph(format!("{} has no dataset", n.unique_id)))?;
-    let render = |node: &Node| node.relation.as_ref().map(|r| wh.render(r)).unwrap_or_default();
-    let mut bound = weir_quality::Bound { relation: render(dataset), run_id: m.flags.invocation_id.clone(), ..Default::default() };
-    for c in n.check.iter().flat_map(|s| &s.checks) {
-        if let weir_quality::Metric::Reference { other, .. } = &c.metric
-            && let Some(o) = n.depends_on.iter().skip(1).filter_map(|d| m.node(d)).find(|o| named(o, other))
-        {
-            bound.others.insert(other.clone(), render(o));
-        }
-    }
-    Ok((dataset, bound))
-}
-
-/// Whether a node is the dataset a checks file calls `name` (`orders`, `raw.orders`).
-fn named(n: &Node, name: &str) -> bool {
-    match &n.source {
-        Some((s, t)) => format!("{s}.{t}") == name,
-        None => n.name == name,
+/// Runs one node of this executor's kinds (models, seeds, snapshots, data tests, unit tests).
+pub fn run_node(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &ExecOptions, report: &mut RunReport) -> Result<(), TransformError> {
+    match n.resource_type {
+        ResourceType::Seed => run_seed(host, slot, n, opts, report),
+        ResourceType::Test => run_test(host, slot, n, opts, report),
+        ResourceType::Snapshot => run_snapshot(host, slot, n, opts, report),
+        ResourceType::UnitTest => crate::unit::run_unit_test(host, slot, n, opts, report),
+        _ => run_model(host, slot, n, opts, report),
     }
 }
 
 /// Writes compiled or run SQL under `target/compiled/` or `target/run/`, as dbt lays it out.
-pub(crate) fn write_sql(opts: &RunOptions, kind: &str, n: &Node, sql: &str) {
-    let path = crate::artifacts::node_sql_path(&opts.target_dir, kind, n);
+pub(crate) fn write_sql(opts: &ExecOptions, kind: &str, n: &Node, sql: &str) {
+    let path = weir_graph::artifacts::node_sql_path(&opts.target_dir, kind, n);
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let _ = crate::artifacts::write_if_changed(&path, sql);
+    let _ = weir_graph::artifacts::write_if_changed(&path, sql);
 }
 
 fn hooks(n: &Node, key: &str) -> Vec<(String, bool)> {
@@ -565,7 +130,7 @@ fn run_outside(host: &ExecHost, slot: &ConnSlot, steps: &[Step]) -> Result<(), T
     Ok(())
 }
 
-fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &ExecOptions, result: &mut RunReport) -> Result<(), TransformError> {
     let session = &host.session;
     let wh = session.warehouse.as_ref();
     let (sql, rel) = compile_for_run(host, n, opts, result)?;
@@ -626,11 +191,11 @@ fn run_model(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resu
 }
 
 /// Compiles a node for execution, recording the SQL in `target/compiled/` and the result.
-fn compile_for_run(host: &ExecHost, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(String, Relation), TransformError> {
+fn compile_for_run(host: &ExecHost, n: &Node, opts: &ExecOptions, result: &mut RunReport) -> Result<(String, Relation), TransformError> {
     let sql = compile(host, n)?;
     write_sql(opts, "compiled", n, &sql);
     result.compiled_code = Some(sql.clone());
-    result.compile_done_at = chrono::Utc::now();
+    result.compile_done_at = Some(chrono::Utc::now());
     let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
     Ok((sql, rel))
 }
@@ -644,7 +209,7 @@ fn run_with_hooks(
     host: &ExecHost,
     slot: &ConnSlot,
     n: &Node,
-    opts: &RunOptions,
+    opts: &ExecOptions,
     built: (&Relation, RelationKind),
     (body, main): (Vec<Step>, usize),
 ) -> Result<u64, TransformError> {
@@ -692,7 +257,7 @@ fn run_with_hooks(
 /// on the first run (and with `--full-refresh`); else the last `lookback` batches and the
 /// current one. Once the table exists, batches run in parallel up to `--threads` when the
 /// model allows it (`concurrent_batches`); a failed batch does not stop the others.
-fn run_microbatch(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+fn run_microbatch(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &ExecOptions, result: &mut RunReport) -> Result<(), TransformError> {
     let session = &host.session;
     let wh = session.warehouse.as_ref();
     let cfg = MicrobatchConfig::of(n)?.ok_or_else(|| TransformError::Graph(format!("{} is not a microbatch model", n.unique_id)))?;
@@ -710,7 +275,7 @@ fn run_microbatch(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions,
     let first_sql = compile(&ExecHost { batch: windows.first().copied(), ..ExecHost::new(session.clone(), slot.clone()) }, n)?;
     write_sql(opts, "compiled", n, &first_sql);
     result.compiled_code = Some(first_sql.clone());
-    result.compile_done_at = chrono::Utc::now();
+    result.compile_done_at = Some(chrono::Utc::now());
     cfg.check_columns(n, &with_conn(session, slot, |c| c.describe_query(&first_sql))?)?;
     if let Some(store) = &session.store {
         if !exists {
@@ -782,7 +347,7 @@ fn batch_windows(
     cfg: &MicrobatchConfig,
     key: &str,
     exists: bool,
-    opts: &RunOptions,
+    opts: &ExecOptions,
 ) -> Result<Vec<BatchWindow>, String> {
     let now = chrono::Utc::now().naive_utc();
     let begin_check = |start: chrono::NaiveDateTime, what: &str| match cfg.begin {
@@ -931,7 +496,7 @@ fn human_duration(secs: f64) -> String {
 
 /// Where a test keeps its failing rows, if it stores them (`store_failures`, or
 /// `--store-failures`): `<target schema>_dbt_test__audit.<test name>`, as dbt names it.
-pub fn stored_failures_relation(m: &crate::parse::Manifest, n: &Node) -> Option<Relation> {
+pub fn stored_failures_relation(m: &weir_graph::Manifest, n: &Node) -> Option<Relation> {
     if n.resource_type != ResourceType::Test || !n.config.get("store_failures").and_then(J::as_bool).unwrap_or(m.flags.store_failures) {
         return None;
     }
@@ -939,10 +504,10 @@ pub fn stored_failures_relation(m: &crate::parse::Manifest, n: &Node) -> Option<
         .config_str("schema")
         .map(|s| format!("{}_{s}", m.target.schema()))
         .unwrap_or_else(|| format!("{}_dbt_test__audit", m.target.schema()));
-    Some(Relation::new(m.target.database(), schema, n.config_str("alias").unwrap_or_else(|| crate::parse::test_alias(&n.name))))
+    Some(Relation::new(m.target.database(), schema, n.config_str("alias").unwrap_or_else(|| weir_graph::parse::test_alias(&n.name))))
 }
 
-fn run_snapshot(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+fn run_snapshot(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &ExecOptions, result: &mut RunReport) -> Result<(), TransformError> {
     let session = &host.session;
     let wh = session.warehouse.as_ref();
     let cfg = SnapshotConfig::from_node(n)?;
@@ -990,7 +555,7 @@ fn run_snapshot(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, r
     Ok(())
 }
 
-fn run_seed(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+fn run_seed(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &ExecOptions, result: &mut RunReport) -> Result<(), TransformError> {
     let session = &host.session;
     let wh = session.warehouse.as_ref();
     let rel = n.relation.clone().ok_or_else(|| TransformError::Graph(format!("{} has no relation", n.unique_id)))?;
@@ -1027,13 +592,13 @@ fn run_seed(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
     let existing = session.cached(&rel);
     let steps = swap_plan(wh, &rel, existing, session.cached(&tmp), create, RelationKind::Table);
     let main = steps.iter().position(|s| matches!(s, Step::CopyCsv { .. })).unwrap_or(0);
-    result.compile_done_at = chrono::Utc::now();
+    result.compile_done_at = Some(chrono::Utc::now());
     let rows = run_with_hooks(host, slot, n, opts, (&rel, RelationKind::Table), (steps, main))?;
     result.rows_affected = Some(if rows > 0 { rows } else { schema.rows as u64 });
     Ok(())
 }
 
-fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &ExecOptions, result: &mut RunReport) -> Result<(), TransformError> {
     let session = &host.session;
     let m = &session.manifest;
     let wh = session.warehouse.as_ref();
@@ -1041,7 +606,7 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
     let n = &Node { config, ..n.clone() };
     write_sql(opts, "compiled", n, &sql);
     result.compiled_code = Some(sql.clone());
-    result.compile_done_at = chrono::Utc::now();
+    result.compile_done_at = Some(chrono::Utc::now());
     // The audit schema was created before the run started (see `compile::schemas_of`):
     // creating it here, from several threads at once, conflicts in DuckDB's catalog.
     let main_sql = if let Some(audit) = stored_failures_relation(m, n) {
@@ -1085,8 +650,19 @@ fn run_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, resul
     Ok(())
 }
 
+/// One project hook that ran, named as dbt names it in `run_results.json`
+/// (`operation.<package>.<package>-on-run-start-<n>`).
+#[derive(Debug, Clone)]
+pub struct HookRun {
+    pub unique_id: String,
+    pub sql: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub completed_at: chrono::DateTime<chrono::Utc>,
+    pub execution_time: f64,
+}
+
 /// `on-run-start` / `on-run-end` hooks of every package, rendered and run in order.
-pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<Vec<NodeResult>, TransformError> {
+pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<Vec<HookRun>, TransformError> {
     let m = &session.manifest;
     let slot: ConnSlot = Arc::new(Mutex::new(None));
     let host = ExecHost::new(session.clone(), slot.clone());
@@ -1121,12 +697,13 @@ pub fn run_project_hooks(session: &Arc<Session>, which: &str) -> Result<Vec<Node
             if !sql.trim().is_empty() {
                 with_conn(session, &slot, |c| c.execute(&sql))?;
             }
-            let mut r = skipped_like(&format!("operation.{}.{}-{which}-{i}", pkg.name, pkg.name), started);
-            r.status = Status::Success;
-            r.compiled_code = Some(sql);
-            r.execution_time = clock.elapsed().as_secs_f64();
-            r.completed_at = chrono::Utc::now();
-            results.push(r);
+            results.push(HookRun {
+                unique_id: format!("operation.{}.{}-{which}-{i}", pkg.name, pkg.name),
+                sql,
+                started_at: started,
+                completed_at: chrono::Utc::now(),
+                execution_time: clock.elapsed().as_secs_f64(),
+            });
         }
     }
     Ok(results)

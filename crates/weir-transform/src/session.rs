@@ -1,31 +1,27 @@
 //! A run's shared state: the manifest, the warehouse, and the relation cache, plus the
 //! [`Host`] that execute-mode Jinja renders use to reach them.
 //!
-//! The relation cache is filled by one catalog query per run and kept up to date as
-//! relations are built, so no model ever waits on an `information_schema` scan.
+//! The relation cache ([`RelationCache`]) is filled by the build before the run starts and
+//! kept up to date here as relations are built and dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value as J;
 use weir_core::{Column, QueryResult, Relation, RelationKind};
+use weir_graph::parse::flags_json;
+use weir_graph::{Manifest, Node, ResourceType};
 use weir_project::jinja::{Host, RelationValue, json_value};
-use weir_warehouse::{Connection, Warehouse, WarehouseError};
-
-use crate::error::TransformError;
-use crate::node::{Node, ResourceType};
-use crate::parse::{Manifest, flags_json};
+use weir_warehouse::{Connection, RelationCache, Warehouse, WarehouseError};
 
 /// Where log lines from Jinja `log()` calls go.
 pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Relations known to exist, by their case-folded (database, schema, identifier) key.
-type RelationCache = HashMap<(String, String, String), (Relation, RelationKind)>;
-
 pub struct Session {
     pub manifest: Arc<Manifest>,
     pub warehouse: Arc<dyn Warehouse>,
-    cache: Mutex<RelationCache>,
+    /// Relations known to exist: filled before the run, kept up to date as nodes build.
+    pub relations: Arc<RelationCache>,
     /// `--defer`: unselected nodes missing from the target, read where an earlier run built them.
     deferred: Mutex<HashMap<String, Relation>>,
     graph: OnceLock<minijinja::Value>,
@@ -35,8 +31,6 @@ pub struct Session {
     /// Where processed intervals of microbatch models are recorded.
     pub store: Option<Arc<weir_store::Store>>,
     pub log: LogSink,
-    /// Told how loads are going, for progress bars.
-    pub load_progress: Option<weir_connect::ProgressFn>,
 }
 
 impl Session {
@@ -44,13 +38,12 @@ impl Session {
         Session {
             manifest,
             warehouse,
-            cache: Mutex::new(HashMap::new()),
+            relations: Arc::new(RelationCache::default()),
             deferred: Mutex::new(HashMap::new()),
             graph: OnceLock::new(),
             rebuild: Mutex::new(HashSet::new()),
             store: None,
             log,
-            load_progress: None,
         }
     }
 
@@ -67,35 +60,14 @@ impl Session {
         }
     }
 
-    /// Fills the relation cache with one catalog query over the schemas the run touches.
-    pub fn load_cache(&self, conn: &mut dyn Connection, schemas: &[(String, String)]) -> Result<(), TransformError> {
-        let mut by_db: HashMap<String, Vec<String>> = HashMap::new();
-        for (db, schema) in schemas {
-            by_db.entry(db.clone()).or_default().push(schema.clone());
-        }
-        let mut cache = self.cache.lock().map_err(|_| TransformError::Graph("relation cache poisoned".into()))?;
-        for (db, schemas) in by_db {
-            for (rel, kind) in conn.list_relations(&db, &schemas)? {
-                cache.insert(rel.key(), (rel, kind));
-            }
-        }
-        Ok(())
-    }
-
     pub fn cached(&self, r: &Relation) -> Option<RelationKind> {
-        self.cache.lock().ok()?.get(&r.key()).map(|(_, k)| *k)
+        self.relations.get(r)
     }
 
     pub fn set_cached(&self, r: &Relation, kind: Option<RelationKind>) {
-        if let Ok(mut c) = self.cache.lock() {
-            match kind {
-                Some(k) => c.insert(r.key(), (r.clone(), k)),
-                None => c.remove(&r.key()),
-            };
-        }
+        self.relations.set(r, kind)
     }
 
-    /// `ref()` of a node as a relation value: ephemeral models are their CTE.
     /// Makes `ref()` to `unique_id` render `rel` (dbt's `--defer`).
     pub fn defer(&self, unique_id: &str, rel: Relation) {
         if let Ok(mut d) = self.deferred.lock() {
@@ -103,6 +75,7 @@ impl Session {
         }
     }
 
+    /// `ref()` of a node as a relation value: ephemeral models are their CTE.
     pub fn relation_value(&self, n: &Node) -> RelationValue {
         if n.is_ephemeral() {
             return RelationValue::cte(&n.name);
@@ -136,7 +109,7 @@ impl Session {
                     (serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new(), serde_json::Map::new());
                 let render = |r: &Relation| self.warehouse.render(r);
                 for n in self.manifest.nodes.values() {
-                    let doc = crate::artifacts::node_json(&self.manifest, n, &render);
+                    let doc = weir_graph::artifacts::node_json(&self.manifest, n, &render);
                     let into = match n.resource_type {
                         ResourceType::Source => &mut sources,
                         ResourceType::SavedQuery => &mut saved_queries,

@@ -9,10 +9,10 @@
 
 use serde_json::Value as J;
 use weir_core::{Column, Location};
+use weir_graph::Node;
 use weir_warehouse::Warehouse;
 
 use crate::error::TransformError;
-use crate::node::Node;
 
 /// How a snapshot decides that a row changed.
 #[derive(Debug, Clone, PartialEq)]
@@ -351,7 +351,7 @@ mod tests {
     fn node(config: J) -> Node {
         Node {
             unique_id: "snapshot.p.orders_snapshot".into(),
-            resource_type: crate::node::ResourceType::Snapshot,
+            resource_type: weir_graph::ResourceType::Snapshot,
             package: "p".into(),
             name: "orders_snapshot".into(),
             fqn: vec![],

@@ -7,19 +7,21 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as J};
 use weir_core::Column;
+use weir_graph::Manifest;
+use weir_graph::Status;
+use weir_graph::parse::call_args;
+use weir_graph::{Node, ResourceType};
 use weir_project::schema::{Fixture, UnitTestDef};
 use weir_warehouse::Warehouse;
 
 use crate::compile::{compile, inject_ctes};
 use crate::error::TransformError;
-use crate::node::{Node, ResourceType};
-use crate::parse::{Manifest, call_args};
-use crate::run::{NodeResult, RunOptions, Status, write_sql};
+use crate::run::{ExecOptions, RunReport, write_sql};
 use crate::session::{ConnSlot, ExecHost, UnitInputs, with_conn};
 
 /// Runs one unit test node; a difference is a failure whose message shows the rows that
 /// differ.
-pub fn run_unit_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptions, result: &mut NodeResult) -> Result<(), TransformError> {
+pub fn run_unit_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &ExecOptions, result: &mut RunReport) -> Result<(), TransformError> {
     let session = &host.session;
     let m = &session.manifest;
     let wh = session.warehouse.as_ref();
@@ -83,7 +85,7 @@ pub fn run_unit_test(host: &ExecHost, slot: &ConnSlot, n: &Node, opts: &RunOptio
     let shown = format!("-- actual\n{actual_sql}\n-- expected\n{expected_sql}\n");
     write_sql(opts, "compiled", n, &shown);
     result.compiled_code = Some(shown);
-    result.compile_done_at = chrono::Utc::now();
+    result.compile_done_at = Some(chrono::Utc::now());
     let (got, want) = with_conn(session, slot, |c| Ok((c.query(&actual_sql)?, c.query(&expected_sql)?)))?;
     let rows =
         |r: &weir_core::QueryResult| -> Vec<Vec<String>> { r.rows.iter().map(|row| row.iter().map(|d| d.to_string()).collect()).collect() };

@@ -4,12 +4,16 @@
 //! dialect; code above this crate never names an engine. Engine-specific SQL lives in the
 //! adapters ([`duckdb`], [`postgres`]), the way dbt's `adapter.dispatch` keeps it per adapter.
 
+mod cache;
 pub mod duckdb;
 pub mod postgres;
+
+pub use cache::RelationCache;
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value as J};
+pub use weir_core::files::{FileFormat, ReadOptions};
 use weir_core::{Column, ColumnType, QueryResult, Relation, RelationKind};
 
 /// An error from the warehouse, with the statement that caused it.
@@ -188,29 +192,6 @@ pub struct FileScan {
     /// CSV: the first line of each of `paths`, so that files with the same columns can be
     /// read by one scan where rejected lines are kept; empty when not known.
     pub first_lines: Vec<String>,
-}
-
-/// How to read delimited text, as users write it in a load (all optional).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReadOptions {
-    /// CSV: whether the first line names the columns.
-    pub header: bool,
-    pub delimiter: Option<String>,
-    pub quote: Option<String>,
-    pub escape: Option<String>,
-    /// Texts read as null.
-    pub nulls: Vec<String>,
-    /// Types given by the user, by column, instead of inferred ones.
-    pub types: Vec<(String, String)>,
-}
-
-/// The file formats loads read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FileFormat {
-    #[default]
-    Csv,
-    JsonLines,
-    Parquet,
 }
 
 /// One session with the warehouse. Not shared between threads.

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use indicatif::{HumanBytes, HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use weir_connect::{Progress, ProgressFn};
-
 use serde_json::json;
-use weir_transform::{Node, NodeResult, Reporter, ResourceType, RunOutcome, Status};
+use weir_build::{NodeResult, Reporter, RunOutcome};
+use weir_connect::{Progress, ProgressFn};
+use weir_graph::{Node, ResourceType, Status};
 
 use crate::cli::LogFormat;
 

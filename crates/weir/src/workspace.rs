@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value as J};
+use weir_graph::{Flags, Graph, GraphError, Manifest, PriorState, ResourceType, Selector};
 use weir_project::{Project, profiles};
 use weir_store::Store;
-use weir_transform::{Flags, Graph, Manifest, ResourceType, Selector, Session, TransformError};
+use weir_transform::Session;
 
 use crate::cli::{Global, Selection};
 use crate::output::Output;
@@ -55,7 +56,7 @@ impl Workspace {
         let target = profiles::load_target(&dirs, &profile_name, g.target.as_deref(), &vars)?;
         let threads = g.threads.unwrap_or(target.threads).max(1);
         let target_dir = project.target_dir();
-        let manifest = weir_transform::parse(project, target, flags)?;
+        let manifest = weir_graph::parse(project, target, flags)?;
         for w in &manifest.warnings {
             let root = &manifest.project.root;
             out.warn(format!("{}: {}", w.location.relative_to(root), w.message));
@@ -66,9 +67,9 @@ impl Workspace {
 
     /// The nodes `--select`/`--exclude` pick (everything when nothing is selected), with
     /// tests and checks attached to selected nodes added as dbt's eager indirect selection does.
-    pub fn select(&self, s: &Selection) -> Result<BTreeSet<String>, TransformError> {
+    pub fn select(&self, s: &Selection) -> Result<BTreeSet<String>, GraphError> {
         let m = &self.manifest;
-        let state = s.state.as_deref().map(weir_transform::PriorState::load).transpose()?.map(Arc::new);
+        let state = s.state.as_deref().map(PriorState::load).transpose()?.map(Arc::new);
         let mut sel = Selector::parse(&s.select)?;
         sel.state = state.clone();
         let mut chosen = if sel.is_empty() { m.nodes.keys().cloned().collect() } else { sel.select(m, &self.graph)? };
@@ -109,10 +110,13 @@ impl Workspace {
         {
             session = session.with_store(self.store()?);
         }
-        if ids.iter().filter_map(|id| self.manifest.node(id)).any(|n| n.resource_type == ResourceType::Load) {
-            session.load_progress = out.load_bars();
-        }
         Ok(Arc::new(session))
+    }
+
+    /// Progress bars for the loads among `ids`, if any.
+    pub fn load_progress(&self, out: &Output, ids: &[String]) -> Option<weir_connect::ProgressFn> {
+        let loads = ids.iter().filter_map(|id| self.manifest.node(id)).any(|n| n.resource_type == ResourceType::Load);
+        if loads { out.load_bars() } else { None }
     }
 
     /// The metadata store: `$WEIR_METADATA_URL`, else `metadata_store:` in the project's

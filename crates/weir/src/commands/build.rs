@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 use serde_json::json;
-use weir_transform::{Backfill, Command, RunOptions, artifacts, compile::schemas_of, run};
+use weir_build::{Command, RunOptions, RunOutcome, artifacts};
+use weir_graph::{Manifest, PriorState, ResourceType, Status};
+use weir_transform::{Backfill, ExecOptions, Session};
 
 use crate::cli::{BackfillArgs, Global, RunFlags, Selection};
 use crate::output::Output;
@@ -25,12 +27,16 @@ pub fn run(g: &Global, f: &RunFlags, command: Command, out: &Arc<Output>) -> Res
     let ws = Workspace::load(g, out, new_flags(which, f.full_refresh, f.store_failures))?;
     let selected = ws.select(&f.selection)?;
     let session = ws.session(out, &selected)?;
-    let ids = run::runnable(&session, &selected, command);
+    let ids = weir_build::runnable(&session, &selected, command);
     let time =
         |flag: &str, v: &Option<String>| -> Result<Option<NaiveDateTime>, Error> { v.as_deref().map(|s| parse_time(flag, s)).transpose() };
     let event_time = (time("--event-time-start", &f.event_time_start)?, time("--event-time-end", &f.event_time_end)?);
-    let opts =
-        RunOptions { threads: ws.threads, fail_fast: f.fail_fast, command, target_dir: ws.target_dir.clone(), event_time, backfill: None };
+    let opts = RunOptions {
+        fail_fast: f.fail_fast,
+        command,
+        exec: ExecOptions { threads: ws.threads, target_dir: ws.target_dir.clone(), event_time, backfill: None },
+        load_progress: ws.load_progress(out, &ids),
+    };
     let args = json!({"which": which, "select": f.selection.select, "exclude": f.selection.exclude, "full_refresh": f.full_refresh, "threads": ws.threads});
     let defer = f.selection.state.as_deref().filter(|_| f.defer);
     execute(&ws, &session, (&selected, &ids), defer, &opts, args, out)
@@ -62,7 +68,7 @@ pub fn backfill(g: &Global, a: &BackfillArgs, out: &Arc<Output>) -> Result<u8, E
         .into());
     }
     let session = ws.session(out, &selected)?;
-    let ids = run::runnable(&session, &selected, Command::Run);
+    let ids = weir_build::runnable(&session, &selected, Command::Run);
     if a.restate {
         for n in ids.iter().filter_map(|id| m.node(id)).filter(|n| n.materialized() == "incremental" && !n.is_microbatch()) {
             out.info(format!("{} is downstream of the restated range: rebuilding it whole", n.name));
@@ -71,12 +77,10 @@ pub fn backfill(g: &Global, a: &BackfillArgs, out: &Arc<Output>) -> Result<u8, E
     }
     let backfill = Backfill { range: weir_store::Interval { start, end }, restate: a.restate };
     let opts = RunOptions {
-        threads: ws.threads,
         fail_fast: a.fail_fast,
         command: Command::Run,
-        target_dir: ws.target_dir.clone(),
-        event_time: (None, None),
-        backfill: Some(backfill),
+        exec: ExecOptions { threads: ws.threads, target_dir: ws.target_dir.clone(), event_time: (None, None), backfill: Some(backfill) },
+        load_progress: None,
     };
     out.info(format!(
         "Backfilling [{start}, {end}){} with the metadata store at {}",
@@ -96,7 +100,7 @@ fn parse_time(flag: &str, s: &str) -> Result<NaiveDateTime, Error> {
 /// Runs `ids` with the project's hooks around them, writes the artifacts, prints the summary.
 pub(crate) fn execute(
     ws: &Workspace,
-    session: &Arc<weir_transform::Session>,
+    session: &Arc<Session>,
     (selected, ids): (&BTreeSet<String>, &[String]),
     defer: Option<&std::path::Path>,
     opts: &RunOptions,
@@ -106,7 +110,7 @@ pub(crate) fn execute(
     let m = &ws.manifest;
     out.info(format!("Running with weir {} (dbt {}-compatible)", env!("CARGO_PKG_VERSION"), weir_project::jinja::DBT_VERSION));
     out.info(format!("Found {}", found(m)));
-    artifacts::write_manifest(m, &ws.target_dir, &|r| session.warehouse.render(r))?;
+    weir_graph::artifacts::write_manifest(m, &ws.target_dir, &|r| session.warehouse.render(r))?;
     if ids.is_empty() {
         out.info("Nothing to do: the selection matched no nodes this command runs.");
         return Ok(0);
@@ -115,38 +119,8 @@ pub(crate) fn execute(
     out.info(format!("Concurrency: {} thread{} (target='{}')", ws.threads, if ws.threads == 1 { "" } else { "s" }, m.target.name));
     out.info("");
 
-    // One catalog query for the relation cache, then every schema the run writes to.
-    let mut conn = session.warehouse.connect()?;
-    let ids_set = ids.iter().cloned().collect();
-    let schemas = schemas_of(m, &ids_set);
-    let mut cache_schemas = schemas.clone();
-    for id in selected {
-        if let Some(r) = m.node(id).and_then(|n| n.relation.as_ref()) {
-            cache_schemas.push((r.database.clone(), r.schema.clone()));
-        }
-    }
-    for n in m.nodes.values() {
-        if let Some(r) = &n.relation {
-            cache_schemas.push((r.database.clone(), r.schema.clone()));
-        }
-    }
-    cache_schemas.sort();
-    cache_schemas.dedup();
-    session.load_cache(conn.as_mut(), &cache_schemas)?;
-    if let Some(dir) = defer {
-        defer_missing_parents(session, &ids_set, &weir_transform::PriorState::load(dir)?, out);
-    }
-    for (db, schema) in &schemas {
-        conn.execute(&session.warehouse.create_schema_sql(db, schema))?;
-    }
-    run::prepare_loads(session, conn.as_mut(), ids)?;
-    drop(conn);
-    let start_hooks = run::run_project_hooks(session, "on-run-start")?;
-    let mut outcome = run::execute(session.clone(), &ws.graph, ids, opts, out.as_ref())?;
-    let end_hooks = run::run_project_hooks(session, "on-run-end")?;
-    // Hooks appear in run_results.json as dbt's `operation.*` results.
-    outcome.results.splice(0..0, start_hooks);
-    outcome.results.extend(end_hooks);
+    let prior = defer.map(PriorState::load).transpose()?;
+    let outcome = weir_build::run(session, &ws.graph, (selected, ids), prior.as_ref(), opts, out.as_ref())?;
     artifacts::write_run_results(m, &outcome, args, &ws.target_dir)?;
     record_assets(ws, &outcome)?;
     let hooks = outcome.results.iter().filter(|r| r.unique_id.starts_with("operation.")).count();
@@ -161,14 +135,14 @@ pub(crate) fn execute(
 /// Inside a pipeline task (the executor sets `$WEIR_PIPELINE`, `$WEIR_RUN_ID` and
 /// `$WEIR_TASK`), records that each model, seed, snapshot and load that succeeded updated its
 /// asset, under its name and as `schema.table`, so that asset sensors of other pipelines see it.
-fn record_assets(ws: &Workspace, outcome: &run::RunOutcome) -> Result<(), Error> {
+fn record_assets(ws: &Workspace, outcome: &RunOutcome) -> Result<(), Error> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let (Some(pipeline), Some(run_id), Some(task)) = (var("WEIR_PIPELINE"), var("WEIR_RUN_ID"), var("WEIR_TASK")) else {
         return Ok(());
     };
-    use weir_transform::ResourceType as R;
+    use ResourceType as R;
     let store = ws.store()?;
-    for r in outcome.results.iter().filter(|r| r.status == run::Status::Success) {
+    for r in outcome.results.iter().filter(|r| r.status == Status::Success) {
         let Some(n) = ws.manifest.node(&r.unique_id) else { continue };
         if !matches!(n.resource_type, R::Model | R::Seed | R::Snapshot | R::Load) {
             continue;
@@ -182,12 +156,12 @@ fn record_assets(ws: &Workspace, outcome: &run::RunOutcome) -> Result<(), Error>
 }
 
 /// "3 models, 1 seed, 8 data tests, 1 source".
-pub fn found(m: &weir_transform::Manifest) -> String {
+pub fn found(m: &Manifest) -> String {
     let mut c: BTreeMap<&str, usize> = BTreeMap::new();
     for n in m.nodes.values() {
         let key = match n.resource_type {
-            weir_transform::ResourceType::Test => "data test",
-            weir_transform::ResourceType::Check => "check suite",
+            ResourceType::Test => "data test",
+            ResourceType::Check => "check suite",
             other => other.as_str(),
         };
         *c.entry(key).or_default() += 1;
@@ -196,46 +170,18 @@ pub fn found(m: &weir_transform::Manifest) -> String {
     if parts.is_empty() { "nothing".into() } else { parts.join(", ") }
 }
 
-fn counts(session: &weir_transform::Session, ids: &[String]) -> String {
+fn counts(session: &Session, ids: &[String]) -> String {
     let mut c: BTreeMap<String, usize> = BTreeMap::new();
     for id in ids {
         if let Some(n) = session.manifest.node(id) {
             let key = match n.resource_type {
-                weir_transform::ResourceType::Model => format!("{} model", n.materialized()),
-                weir_transform::ResourceType::Test => "data test".to_string(),
-                weir_transform::ResourceType::Check => "check suite".to_string(),
+                ResourceType::Model => format!("{} model", n.materialized()),
+                ResourceType::Test => "data test".to_string(),
+                ResourceType::Check => "check suite".to_string(),
                 other => other.as_str().to_string(),
             };
             *c.entry(key).or_default() += 1;
         }
     }
     c.iter().map(|(k, v)| format!("{v} {k}{}", if *v == 1 { "" } else { "s" })).collect::<Vec<_>>().join(", ")
-}
-
-/// `--defer`: every parent of the run that is not selected and does not exist in this target
-/// is read from where the `--state` run built it, as dbt defers.
-fn defer_missing_parents(
-    session: &weir_transform::Session,
-    ids: &std::collections::BTreeSet<String>,
-    prior: &weir_transform::PriorState,
-    out: &Output,
-) {
-    let m = &session.manifest;
-    let parents: std::collections::BTreeSet<&String> =
-        ids.iter().filter_map(|id| m.node(id)).flat_map(|n| n.depends_on.iter()).filter(|d| !ids.contains(*d)).collect();
-    for id in parents {
-        let Some(n) = m.node(id) else { continue };
-        if !matches!(
-            n.resource_type,
-            weir_transform::ResourceType::Model | weir_transform::ResourceType::Seed | weir_transform::ResourceType::Snapshot
-        ) || n.is_ephemeral()
-            || n.relation.as_ref().is_some_and(|r| session.cached(r).is_some())
-        {
-            continue;
-        }
-        if let Some(rel) = prior.relation(id) {
-            out.info(format!("Deferring {} to {}", n.name, session.warehouse.render(rel)));
-            session.defer(id, rel.clone());
-        }
-    }
 }

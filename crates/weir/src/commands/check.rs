@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
+use weir_build::{Command, NodeResult, Reporter, RunOptions, artifacts};
+use weir_graph::Node;
 use weir_quality::Verdict;
-use weir_transform::{Command, Node, NodeResult, Reporter, RunOptions, artifacts, run};
+use weir_transform::ExecOptions;
 
 use crate::cli::{CheckArgs, Global, LogFormat};
 use crate::output::{Output, check_lines};
@@ -19,7 +21,7 @@ pub fn run(g: &Global, a: &CheckArgs, out: &Arc<Output>) -> Result<u8, Error> {
     }
     let selected = ws.select(&a.selection)?;
     let session = ws.session(out, &selected)?;
-    let ids = run::runnable(&session, &selected, Command::Check);
+    let ids = weir_build::runnable(&session, &selected, Command::Check);
     let m = &ws.manifest;
     if ids.is_empty() {
         out.info("No checks selected: write them in checks/*.yml (see docs/checks.md).");
@@ -31,7 +33,7 @@ pub fn run(g: &Global, a: &CheckArgs, out: &Arc<Output>) -> Result<u8, Error> {
     let mut conn = session.warehouse.connect()?;
     let mut problems = vec![];
     for n in ids.iter().filter_map(|id| m.node(id)) {
-        let (_, bound) = run::bind_check(&session, n)?;
+        let (_, bound) = weir_build::bind_check(&session, n)?;
         if let Some(suite) = n.check.as_deref()
             && let Err(e) = weir_quality::validate(conn.as_mut(), suite, &bound)
         {
@@ -55,14 +57,12 @@ pub fn run(g: &Global, a: &CheckArgs, out: &Arc<Output>) -> Result<u8, Error> {
         ));
     }
     let opts = RunOptions {
-        threads: ws.threads,
         fail_fast: a.fail_fast,
         command: Command::Check,
-        target_dir: ws.target_dir.clone(),
-        event_time: (None, None),
-        backfill: None,
+        exec: ExecOptions { threads: ws.threads, target_dir: ws.target_dir.clone(), ..Default::default() },
+        load_progress: None,
     };
-    let outcome = run::execute(session.clone(), &ws.graph, &ids, &opts, &Quiet)?;
+    let outcome = weir_build::execute(session.clone(), &ws.graph, &ids, &opts, &Quiet)?;
     let args = json!({"which": "check", "select": a.selection.select, "exclude": a.selection.exclude, "threads": ws.threads});
     artifacts::write_run_results(m, &outcome, args, &ws.target_dir)?;
 
@@ -177,7 +177,7 @@ fn history(ws: &Workspace, name: &str, a: &CheckArgs, out: &Arc<Output>) -> Resu
         out.info("");
         out.info(format!("{dataset}: {check}"));
         for r in &list {
-            let value = r.value.map(weir_quality::spec::num).unwrap_or_else(|| "-".into());
+            let value = r.value.map(weir_graph::checks::num).unwrap_or_else(|| "-".into());
             let why = r.message.as_deref().map(|m| format!("  {m}")).unwrap_or_default();
             out.info(format!(
                 "  {}  {:<5} {value:>14}{why}",
@@ -199,7 +199,7 @@ fn sparkline(values: &[f64]) -> String {
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     values.iter().map(|v| if hi > lo { BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize] } else { BARS[3] }).collect::<String>()
-        + &format!("  (min {}, max {})", weir_quality::spec::num(lo), weir_quality::spec::num(hi))
+        + &format!("  (min {}, max {})", weir_graph::checks::num(lo), weir_graph::checks::num(hi))
 }
 
 fn plural(n: usize) -> &'static str {

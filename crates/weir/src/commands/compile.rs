@@ -2,9 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use weir_graph::{Node, ResourceType, artifacts};
 use weir_transform::compile::compile;
 use weir_transform::session::ExecHost;
-use weir_transform::{ResourceType, artifacts};
 
 use crate::cli::{Global, Selection};
 use crate::output::Output;
@@ -35,53 +35,7 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
     }
     let selected = ws.select(s)?;
     let m = &ws.manifest;
-    let nodes: Vec<&weir_transform::Node> = selected
-        .iter()
-        .filter_map(|id| m.node(id))
-        .filter(|n| !matches!(n.resource_type, ResourceType::Source | ResourceType::Seed | ResourceType::Check))
-        .collect();
-    // Nodes render independently: split them over the machine's cores, each thread with its
-    // own (lazily opened) connection for introspective macros, writing its own files.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(nodes.len().max(1));
-    let chunk = nodes.len().div_ceil(threads).max(1);
-    type Part = Result<(usize, Option<String>), weir_transform::TransformError>;
-    let parts: Vec<Part> = std::thread::scope(|scope| {
-        let workers: Vec<_> = nodes
-            .chunks(chunk)
-            .map(|part| {
-                let session = session.clone();
-                let target_dir = ws.target_dir.clone();
-                scope.spawn(move || -> Part {
-                    let host = ExecHost::new(session, Arc::new(Mutex::new(None)));
-                    let mut dirs = std::collections::HashSet::new();
-                    let mut last = None;
-                    for n in part {
-                        let sql = compile(&host, n)?;
-                        let path = artifacts::node_sql_path(&target_dir, "compiled", n);
-                        if let Some(parent) = path.parent()
-                            && dirs.insert(parent.to_path_buf())
-                        {
-                            std::fs::create_dir_all(parent).map_err(|e| weir_transform::TransformError::io(parent, e))?;
-                        }
-                        artifacts::write_if_changed(&path, &sql).map_err(|e| weir_transform::TransformError::io(&path, e))?;
-                        last = Some(sql);
-                    }
-                    Ok((part.len(), last))
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(weir_transform::TransformError::Graph("a compile thread panicked".into()))))
-            .collect()
-    });
-    let mut compiled = 0;
-    let mut last = None;
-    for part in parts {
-        let (count, sql) = part?;
-        compiled += count;
-        last = sql.or(last);
-    }
+    let (compiled, last) = weir_build::compile::compile(&session, &selected, &ws.target_dir)?;
     artifacts::write_manifest(m, &ws.target_dir, &|r| session.warehouse.render(r))?;
     if compiled == 1 && !s.select.is_empty() {
         println!("{}", last.unwrap_or_default());
@@ -98,9 +52,9 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, out: &Arc<Output>) -
 }
 
 /// A throwaway analysis node for `--inline` SQL, rendered in the root project's context.
-pub fn inline_node(ws: &Workspace, sql: &str) -> weir_transform::Node {
+pub fn inline_node(ws: &Workspace, sql: &str) -> Node {
     let m = &ws.manifest;
-    weir_transform::Node {
+    Node {
         unique_id: format!("sql_operation.{}.inline_query", m.project.name()),
         resource_type: ResourceType::Analysis,
         package: m.project.name().to_string(),

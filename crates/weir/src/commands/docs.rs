@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{Value as J, json};
-use weir_transform::artifacts;
+use weir_graph::artifacts;
 
 use crate::cli::Global;
 use crate::output::Output;
@@ -34,7 +34,7 @@ pub fn generate(g: &Global, out: &Arc<Output>) -> Result<u8, Error> {
             "metadata": {"type": if n.materialized() == "view" { "VIEW" } else { "BASE TABLE" }, "schema": rel.schema, "name": rel.identifier, "database": rel.database, "comment": null, "owner": null},
             "columns": columns, "stats": {}, "unique_id": n.unique_id,
         });
-        if n.resource_type == weir_transform::ResourceType::Source {
+        if n.resource_type == weir_graph::ResourceType::Source {
             sources.insert(n.unique_id.clone(), entry);
         } else {
             nodes.insert(n.unique_id.clone(), entry);
@@ -61,11 +61,9 @@ fn esc(s: &str) -> String {
 }
 
 /// A self-contained page: every node with its description, columns and lineage.
-fn index_html(m: &weir_transform::Manifest, catalog: &J) -> String {
+fn index_html(m: &weir_graph::Manifest, catalog: &J) -> String {
     let mut body = String::new();
-    for n in
-        m.nodes.values().filter(|n| !matches!(n.resource_type, weir_transform::ResourceType::Test | weir_transform::ResourceType::Check))
-    {
+    for n in m.nodes.values().filter(|n| !matches!(n.resource_type, weir_graph::ResourceType::Test | weir_graph::ResourceType::Check)) {
         let cat = catalog["nodes"].get(&n.unique_id).or_else(|| catalog["sources"].get(&n.unique_id));
         body.push_str(&format!(
             "<section id=\"{id}\"><h2>{kind} <code>{name}</code></h2><p>{desc}</p>",

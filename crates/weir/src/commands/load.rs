@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use weir_transform::{Command, ResourceType, RunOptions, run};
+use weir_build::{Command, RunOptions};
+use weir_graph::ResourceType;
+use weir_transform::ExecOptions;
 
 use crate::cli::{Global, LoadArgs, LogFormat};
 use crate::commands::build::execute;
@@ -17,7 +19,7 @@ pub fn run(g: &Global, a: &LoadArgs, out: &Arc<Output>) -> Result<u8, Error> {
         return history(&ws, name, a.limit, out);
     }
     let m = &ws.manifest;
-    let loads: Vec<&weir_transform::Node> = m.nodes.values().filter(|n| n.resource_type == ResourceType::Load).collect();
+    let loads: Vec<&weir_graph::Node> = m.nodes.values().filter(|n| n.resource_type == ResourceType::Load).collect();
     let selected = if a.names.is_empty() {
         ws.select(&a.selection)?
     } else {
@@ -39,18 +41,16 @@ pub fn run(g: &Global, a: &LoadArgs, out: &Arc<Output>) -> Result<u8, Error> {
         ids
     };
     let session = ws.session(out, &selected)?;
-    let ids = run::runnable(&session, &selected, Command::Load);
+    let ids = weir_build::runnable(&session, &selected, Command::Load);
     if ids.is_empty() {
         out.info("No loads selected: write them in loads/*.yml (see docs/loads.md).");
         return Ok(0);
     }
     let opts = RunOptions {
-        threads: ws.threads,
         fail_fast: a.fail_fast,
         command: Command::Load,
-        target_dir: ws.target_dir.clone(),
-        event_time: (None, None),
-        backfill: None,
+        exec: ExecOptions { threads: ws.threads, target_dir: ws.target_dir.clone(), ..Default::default() },
+        load_progress: ws.load_progress(out, &ids),
     };
     let args = json!({"which": "load", "select": a.names, "full_refresh": a.full_refresh, "threads": ws.threads});
     execute(&ws, &session, (&selected, &ids), None, &opts, args, out)

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::json;
+use weir_graph::{GraphError, ResourceType};
 use weir_store::{Interval, merge, missing};
 use weir_transform::microbatch::{MicrobatchConfig, batches};
-use weir_transform::{ResourceType, TransformError};
 
 use crate::cli::{Global, Selection};
 use crate::output::Output;
@@ -20,7 +20,7 @@ pub fn run(g: &Global, s: &Selection, types: &[String], format: &str, intervals:
     }
     let mut wanted = vec![];
     for t in types {
-        wanted.push(ResourceType::parse(t).ok_or_else(|| TransformError::Selection(format!("unknown resource type '{t}'")))?);
+        wanted.push(ResourceType::parse(t).ok_or_else(|| GraphError::Selection(format!("unknown resource type '{t}'")))?);
     }
     let selected = ws.select(s)?;
     for id in &selected {

@@ -26,11 +26,11 @@ use crate::workspace::Error;
 pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
     let g = &cli.global;
     match &cli.command {
-        Command::Build(f) => build::run(g, f, weir_transform::Command::Build, out),
-        Command::Run(f) => build::run(g, f, weir_transform::Command::Run, out),
-        Command::Test(f) => build::run(g, f, weir_transform::Command::Test, out),
-        Command::Seed(f) => build::run(g, f, weir_transform::Command::Seed, out),
-        Command::Snapshot(f) => build::run(g, f, weir_transform::Command::Snapshot, out),
+        Command::Build(f) => build::run(g, f, weir_build::Command::Build, out),
+        Command::Run(f) => build::run(g, f, weir_build::Command::Run, out),
+        Command::Test(f) => build::run(g, f, weir_build::Command::Test, out),
+        Command::Seed(f) => build::run(g, f, weir_build::Command::Seed, out),
+        Command::Snapshot(f) => build::run(g, f, weir_build::Command::Snapshot, out),
         Command::Backfill(a) => build::backfill(g, a, out),
         Command::Check(a) => check::run(g, a, out),
         Command::Load(a) => load::run(g, a, out),

@@ -2,9 +2,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use weir_graph::{GraphError, ResourceType};
 use weir_transform::compile::compile;
 use weir_transform::session::ExecHost;
-use weir_transform::{ResourceType, TransformError};
 
 use crate::cli::{Global, LogFormat, Selection};
 use crate::output::Output;
@@ -26,7 +26,7 @@ pub fn run(g: &Global, s: &Selection, inline: Option<&str>, limit: usize, out: &
                 })
                 .collect();
             let [n] = nodes.as_slice() else {
-                return Err(TransformError::Selection(format!(
+                return Err(GraphError::Selection(format!(
                     "`weir show` previews one node; the selection matched {} (use --select NAME or --inline SQL)",
                     nodes.len()
                 ))

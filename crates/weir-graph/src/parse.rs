@@ -16,7 +16,7 @@ use weir_project::jinja::{Host, JinjaEnv, LazyModel, MacroFile, NodeContext, Nod
 use weir_project::schema::{ColumnDef, SchemaFile, TestDef};
 use weir_project::{ConfigMap, ConfigTree, FileKind, Project, ProjectFile, Target, Warning};
 
-use crate::error::TransformError;
+use crate::error::GraphError;
 use crate::node::{Node, RefCall, ResourceType, TestMeta};
 
 /// Flags that change how the project is read and run.
@@ -182,18 +182,18 @@ impl YamlConfigs {
     }
 
     /// The config rendered; borrowed as it is when it holds no Jinja (most do).
-    fn render<'c>(&self, config: &'c ConfigMap, file: &Path) -> Result<std::borrow::Cow<'c, ConfigMap>, TransformError> {
+    fn render<'c>(&self, config: &'c ConfigMap, file: &Path) -> Result<std::borrow::Cow<'c, ConfigMap>, GraphError> {
         weir_project::project::render_config(config, &self.vars, Some(&self.target))
             .map(|r| r.map_or(std::borrow::Cow::Borrowed(config), std::borrow::Cow::Owned))
-            .map_err(|m| TransformError::at(Location::file(file), m, None))
+            .map_err(|m| GraphError::at(Location::file(file), m, None))
     }
 
-    fn columns(&self, columns: &[ColumnDef]) -> Result<Vec<ColumnDef>, TransformError> {
+    fn columns(&self, columns: &[ColumnDef]) -> Result<Vec<ColumnDef>, GraphError> {
         let mut out = columns.to_vec();
         for c in &mut out {
             if let Some(t) = c.data_type.as_mut().filter(|t| t.contains("{{") || t.contains("{%")) {
                 *t = weir_project::project::render_with_target(t, &self.vars, Some(&self.target))
-                    .map_err(|m| TransformError::at(c.location.clone(), format!("column '{}' data_type: {m}", c.name), None))?;
+                    .map_err(|m| GraphError::at(c.location.clone(), format!("column '{}' data_type: {m}", c.name), None))?;
             }
         }
         Ok(out)
@@ -201,10 +201,10 @@ impl YamlConfigs {
 }
 
 /// Reads every file of the project into a manifest.
-pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest, TransformError> {
+pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest, GraphError> {
     let project = Arc::new(project);
     let mut warnings = project.warnings.clone();
-    let read = |f: &ProjectFile| std::fs::read_to_string(&f.path).map_err(|e| TransformError::io(&f.path, e));
+    let read = |f: &ProjectFile| std::fs::read_to_string(&f.path).map_err(|e| GraphError::io(&f.path, e));
 
     // Macros first: every SQL file may call them.
     let mut macro_files = vec![];
@@ -236,7 +236,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
             for p in list {
                 let key = (s.package.clone(), kind, p.name.clone());
                 if let Some((_, first)) = patches.get(&key) {
-                    return Err(TransformError::at(
+                    return Err(GraphError::at(
                         p.location.clone(),
                         format!("{kind} '{}' is described twice (also in {first})", p.name),
                         std::fs::read_to_string(&f.path).ok().as_deref(),
@@ -290,7 +290,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
             if matches!(resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot)
                 && let Some(other) = seen_names.insert((f.package.clone(), file_name.clone()), f.original_path.clone())
             {
-                return Err(TransformError::at(
+                return Err(GraphError::at(
                     Location::file(&f.path),
                     format!("duplicate resource name '{name}': also defined in {other}; names must be unique within a package"),
                     None,
@@ -383,7 +383,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
     // them on every core. The first error in file order is reported, as a sequential parse would.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = renders.len().div_ceil(threads).max(1);
-    let configs: Vec<Result<(String, ConfigMap), TransformError>> = std::thread::scope(|scope| {
+    let configs: Vec<Result<(String, ConfigMap), GraphError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = renders
             .chunks(chunk)
             .map(|part| {
@@ -403,7 +403,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|_| vec![Err(TransformError::Graph("a parse thread panicked".into()))]))
+            .flat_map(|w| w.join().unwrap_or_else(|_| vec![Err(GraphError::Graph("a parse thread panicked".into()))]))
             .collect()
     });
     for result in configs {
@@ -455,11 +455,11 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                     config.insert("freshness".into(), fr.clone());
                 }
                 // dbt renders these three with the target and vars (`{{ target.schema }}_raw`).
-                let render = |value: Option<&String>, default: String| -> Result<String, TransformError> {
+                let render = |value: Option<&String>, default: String| -> Result<String, GraphError> {
                     let Some(v) = value else { return Ok(default) };
                     weir_project::project::render_with_target(v, &project.cli_vars, Some(&target_jinja)).map_err(|m| {
                         let text = std::fs::read_to_string(&f.path).ok();
-                        TransformError::at(t.location.clone(), format!("source '{}.{}': {m}", src.name, t.name), text.as_deref())
+                        GraphError::at(t.location.clone(), format!("source '{}.{}': {m}", src.name, t.name), text.as_deref())
                     })
                 };
                 let relation = Relation::new(
@@ -584,7 +584,7 @@ fn add_unit_tests(
     m: &mut Manifest,
     defs: Vec<(ProjectFile, weir_project::schema::UnitTestDef)>,
     yaml: &YamlConfigs,
-) -> Result<(), TransformError> {
+) -> Result<(), GraphError> {
     for (f, def) in defs {
         let Some(model) = m.find_ref(None, &def.model, &f.package).filter(|n| n.resource_type == ResourceType::Model) else {
             if m.project.package(&f.package).is_some_and(|p| p.is_root)
@@ -625,7 +625,7 @@ fn add_unit_tests(
 /// `saved_queries:` entries: one node each, `saved_query.PACKAGE.NAME`, depending on the models
 /// its metrics read (metric -> measures and metrics -> semantic model -> `model: ref(...)`), so
 /// it waits for them and is skipped when one fails, as in `dbt build`.
-fn add_saved_queries(m: &mut Manifest, files: &[(ProjectFile, SchemaFile)], yaml: &YamlConfigs) -> Result<(), TransformError> {
+fn add_saved_queries(m: &mut Manifest, files: &[(ProjectFile, SchemaFile)], yaml: &YamlConfigs) -> Result<(), GraphError> {
     let mut model_of_measure: HashMap<&str, String> = HashMap::new();
     let mut metrics: HashMap<&str, &weir_project::schema::MetricDef> = HashMap::new();
     for (f, s) in files {
@@ -682,7 +682,7 @@ fn ref_name(text: &str) -> Option<(Option<String>, String)> {
 
 /// The quoted positional arguments of `func(...)` written as text in YAML (`ref('pkg', 'm')`,
 /// `source('raw', 'orders')`); keyword arguments are left out.
-pub(crate) fn call_args(text: &str, func: &str) -> Option<Vec<String>> {
+pub fn call_args(text: &str, func: &str) -> Option<Vec<String>> {
     let inner = text.trim().strip_prefix(func)?.trim_start().strip_prefix('(')?.trim_end().strip_suffix(')')?;
     Some(inner.split(',').map(|a| a.trim().trim_matches(['\'', '"']).to_string()).filter(|a| !a.is_empty() && !a.contains('=')).collect())
 }
@@ -690,7 +690,7 @@ pub(crate) fn call_args(text: &str, func: &str) -> Option<Vec<String>> {
 /// The root project's `loads/*.yml`: one load node per load, writing its raw table. A
 /// source whose table a load writes depends on that load, so `weir build +stg_orders` loads
 /// `raw.orders` first; checks may name a load's table as `load_name`.
-fn add_loads(m: &mut Manifest) -> Result<(), TransformError> {
+fn add_loads(m: &mut Manifest) -> Result<(), GraphError> {
     let dir = m.project.root.join("loads");
     let mut files = vec![];
     collect_yaml(&dir, &mut files)?;
@@ -699,12 +699,12 @@ fn add_loads(m: &mut Manifest) -> Result<(), TransformError> {
     let database = m.target.database();
     let mut added: BTreeMap<String, Node> = BTreeMap::new();
     for path in files {
-        let text = std::fs::read_to_string(&path).map_err(|e| TransformError::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| GraphError::io(&path, e))?;
         let rel = path.strip_prefix(&m.project.root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
-        for load in weir_connect::parse_file(&path, &text)? {
+        for load in crate::loads::parse_file(&path, &text)? {
             let unique_id = format!("load.{package}.{}", load.name);
             if let Some(other) = added.get(&unique_id) {
-                return Err(TransformError::at(
+                return Err(GraphError::at(
                     load.location.clone(),
                     format!("a load named '{}' is already defined in {}", load.name, other.original_file_path),
                     Some(&text),
@@ -713,7 +713,7 @@ fn add_loads(m: &mut Manifest) -> Result<(), TransformError> {
             let relation = Relation::new(&database, &load.schema, &load.table);
             let writer = added.values().find(|n| n.relation.as_ref().is_some_and(|r| r.key() == relation.key()));
             if let Some(w) = writer {
-                return Err(TransformError::at(
+                return Err(GraphError::at(
                     load.location.clone(),
                     format!("load '{}' writes {}.{}, which load '{}' writes already", load.name, load.schema, load.table, w.name),
                     Some(&text),
@@ -750,7 +750,7 @@ fn add_loads(m: &mut Manifest) -> Result<(), TransformError> {
 /// The root project's `checks/*.yml`: one check node per checked dataset (suites for the
 /// same dataset in several files are merged, so they are measured in one scan), depending on
 /// the dataset and on every dataset its reference checks name.
-fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
+fn add_checks(m: &mut Manifest) -> Result<(), GraphError> {
     let dir = m.project.root.join("checks");
     let mut files = vec![];
     collect_yaml(&dir, &mut files)?;
@@ -758,13 +758,13 @@ fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
     let package = m.project.name().to_string();
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     for path in files {
-        let text = std::fs::read_to_string(&path).map_err(|e| TransformError::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| GraphError::io(&path, e))?;
         let rel = path.strip_prefix(&m.project.root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
-        for suite in weir_quality::parse_file(&path, &text)? {
+        for suite in crate::checks::parse_file(&path, &text)? {
             let dataset = resolve_dataset(m, &suite.dataset).ok_or_else(|| {
                 let names = m.nodes.values().filter(|n| n.is_relational()).map(|n| n.name.as_str());
                 let hint = closest(&suite.dataset, names).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default();
-                TransformError::at(
+                GraphError::at(
                     suite.location.clone(),
                     format!("checks for '{}': no model, seed, snapshot or source (source_name.table) has that name{hint}", suite.dataset),
                     Some(&text),
@@ -772,9 +772,9 @@ fn add_checks(m: &mut Manifest) -> Result<(), TransformError> {
             })?;
             let mut depends_on = vec![dataset];
             for c in &suite.checks {
-                if let weir_quality::Metric::Reference { other, .. } = &c.metric {
+                if let crate::checks::Metric::Reference { other, .. } = &c.metric {
                     let id = resolve_dataset(m, other).ok_or_else(|| {
-                        TransformError::at(
+                        GraphError::at(
                             c.location.clone(),
                             format!("'{}': no model, seed, snapshot or source (source_name.table) is called '{other}'", c.text),
                             Some(&text),
@@ -854,11 +854,11 @@ fn resolve_dataset(m: &Manifest, name: &str) -> Option<String> {
     m.find_source(source, table).map(|n| n.unique_id.clone())
 }
 
-fn collect_yaml(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<(), TransformError> {
+fn collect_yaml(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<(), GraphError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(TransformError::io(dir, e)),
+        Err(e) => return Err(GraphError::io(dir, e)),
     };
     for entry in entries.flatten() {
         let path = entry.path();
@@ -885,10 +885,9 @@ fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
 }
 
 /// Splits `{% snapshot name %} ... {% endsnapshot %}` blocks out of a snapshot file.
-fn snapshot_blocks(text: &str, path: &Path) -> Result<Vec<(String, String)>, TransformError> {
-    let start =
-        regex::Regex::new(r"\{%-?\s*snapshot\s+([A-Za-z_][A-Za-z0-9_]*)\s*-?%\}").map_err(|e| TransformError::Graph(e.to_string()))?;
-    let end = regex::Regex::new(r"\{%-?\s*endsnapshot\s*-?%\}").map_err(|e| TransformError::Graph(e.to_string()))?;
+fn snapshot_blocks(text: &str, path: &Path) -> Result<Vec<(String, String)>, GraphError> {
+    let start = regex::Regex::new(r"\{%-?\s*snapshot\s+([A-Za-z_][A-Za-z0-9_]*)\s*-?%\}").map_err(|e| GraphError::Graph(e.to_string()))?;
+    let end = regex::Regex::new(r"\{%-?\s*endsnapshot\s*-?%\}").map_err(|e| GraphError::Graph(e.to_string()))?;
     let mut out = vec![];
     let mut pos = 0;
     while let Some(c) = start.captures(&text[pos..]) {
@@ -896,7 +895,7 @@ fn snapshot_blocks(text: &str, path: &Path) -> Result<Vec<(String, String)>, Tra
         let name = c.get(1).map(|g| g.as_str().to_string()).unwrap_or_default();
         let Some(e) = end.find(&text[m.1..]) else {
             let line = text[..m.0].matches('\n').count() + 1;
-            return Err(TransformError::at(
+            return Err(GraphError::at(
                 Location::new(path, line, 1),
                 format!("snapshot '{name}' is never closed with {{% endsnapshot %}}"),
                 Some(text),
@@ -1011,7 +1010,7 @@ fn build_test_node(
     host: &Arc<ParseHost>,
     yaml: &YamlConfigs,
     t: PendingTest,
-) -> Result<Node, TransformError> {
+) -> Result<Node, GraphError> {
     let def = &t.def;
     let mut kwargs = def.args.clone();
     if let Some(c) = &t.column {
@@ -1038,7 +1037,7 @@ fn build_test_node(
         && !sev.eq_ignore_ascii_case("warn")
         && !sev.eq_ignore_ascii_case("error")
     {
-        return Err(TransformError::at(def.location.clone(), format!("severity must be 'warn' or 'error', not '{sev}'"), None));
+        return Err(GraphError::at(def.location.clone(), format!("severity must be 'warn' or 'error', not '{sev}'"), None));
     }
     let hash = {
         use md5::{Digest, Md5};
@@ -1098,8 +1097,8 @@ fn build_test_node(
     })
 }
 
-fn relocate(e: weir_project::ProjectError, at: &Location) -> TransformError {
-    TransformError::at(at.clone(), e.to_string(), std::fs::read_to_string(&at.file).ok().as_deref())
+fn relocate(e: weir_project::ProjectError, at: &Location) -> GraphError {
+    GraphError::at(at.clone(), e.to_string(), std::fs::read_to_string(&at.file).ok().as_deref())
 }
 
 /// Test arguments that dbt evaluates as Jinja: `ref('x')`, `source('a', 'b')`, or any
@@ -1119,7 +1118,7 @@ fn find_call(text: &str, func: &str, name: &str) -> Option<(usize, usize)> {
     Some((line, col))
 }
 
-fn resolve_dependencies(m: &mut Manifest, disabled: &HashSet<String>) -> Result<(), TransformError> {
+fn resolve_dependencies(m: &mut Manifest, disabled: &HashSet<String>) -> Result<(), GraphError> {
     let mut updates = vec![];
     for n in m.nodes.values() {
         let mut deps = n.depends_on.clone();
@@ -1136,7 +1135,7 @@ fn resolve_dependencies(m: &mut Manifest, disabled: &HashSet<String>) -> Result<
                     } else {
                         closest(&r.name, names).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default()
                     };
-                    return Err(TransformError::at(
+                    return Err(GraphError::at(
                         Location::new(&n.file, line, col),
                         format!("{} '{}' refers to '{}', which was not found{hint}", n.resource_type.as_str(), n.name, r.name),
                         Some(&text),
@@ -1150,7 +1149,7 @@ fn resolve_dependencies(m: &mut Manifest, disabled: &HashSet<String>) -> Result<
                 None => {
                     let text = std::fs::read_to_string(&n.file).unwrap_or_default();
                     let (line, col) = find_call(&text, "source", t).unwrap_or((0, 0));
-                    return Err(TransformError::at(
+                    return Err(GraphError::at(
                         Location::new(&n.file, line, col),
                         format!(
                             "{} '{}' uses source('{s}', '{t}'), which is not declared in any schema file's 'sources:'",
@@ -1174,7 +1173,7 @@ fn resolve_dependencies(m: &mut Manifest, disabled: &HashSet<String>) -> Result<
 
 /// Database, schema and alias of every model, seed and snapshot, through the project's
 /// `generate_*_name` macros (dbt's own unless the project overrides them).
-fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), TransformError> {
+fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), GraphError> {
     let macros = m.jinja.macros.clone();
     let builtin = |name: &str| {
         macros.resolve(m.project.name(), name).is_some_and(|d| d.package == weir_project::jinja::INTERNAL_PACKAGE)
@@ -1192,7 +1191,7 @@ fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), Trans
         let custom = |key: &str| n.config_str(key);
         let snapshot_schema = if n.resource_type == ResourceType::Snapshot { custom("target_schema") } else { None };
         // A project override of a generate_* macro is called with the node, as dbt calls it.
-        let call = |name: &str, arg: Option<String>| -> Result<String, TransformError> {
+        let call = |name: &str, arg: Option<String>| -> Result<String, GraphError> {
             let model = n.to_jinja();
             let scope = NodeScope {
                 unique_id: n.unique_id.clone(),
@@ -1238,7 +1237,7 @@ fn resolve_relations(m: &mut Manifest, host: Arc<ParseHost>) -> Result<(), Trans
             && let Some(other) = seen.insert(rel.key(), id.clone())
         {
             let file = m.nodes.get(&id).map(|n| n.file.clone()).unwrap_or_default();
-            return Err(TransformError::at(
+            return Err(GraphError::at(
                 Location::file(file),
                 format!("{id} and {other} would both be built as {rel}; give one of them another alias or schema"),
                 None,

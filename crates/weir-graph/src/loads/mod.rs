@@ -8,10 +8,12 @@
 use std::path::Path;
 
 use weir_core::Location;
+use weir_core::files::{FileFormat, ReadOptions};
 use weir_project::yaml::{self, Node, Value};
-use weir_warehouse::{FileFormat, ReadOptions};
 
-use crate::ConnectError;
+use crate::GraphError;
+
+pub mod http;
 
 /// One load: a source, a destination table in the raw layer, and how to write it.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +50,7 @@ pub enum Source {
     /// A table or a query in a PostgreSQL, MySQL or MariaDB database.
     Database(DatabaseSource),
     /// A JSON API over HTTP: records at a path of each response, page after page.
-    Http(crate::http::HttpSource),
+    Http(http::HttpSource),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -146,7 +148,7 @@ impl SchemaContract {
 }
 
 /// Reads every load of one file.
-pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Load>, ConnectError> {
+pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Load>, GraphError> {
     let Some(root) = yaml::parse(file, text)? else { return Ok(vec![]) };
     let p = Parser { file, text };
     let entries = root.as_map().ok_or_else(|| p.err(&root, "a loads file is a mapping with a `loads:` list"))?;
@@ -168,19 +170,19 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Load>, ConnectError> {
     Ok(loads)
 }
 
-pub(crate) struct Parser<'a> {
+pub(super) struct Parser<'a> {
     file: &'a Path,
     text: &'a str,
 }
 
 impl Parser<'_> {
-    pub(crate) fn err(&self, node: &Node, message: impl Into<String>) -> ConnectError {
+    pub(super) fn err(&self, node: &Node, message: impl Into<String>) -> GraphError {
         let location = node.location(self.file);
         let snippet = location.snippet(self.text).map(|s| s.to_string());
-        ConnectError::Invalid { location, message: message.into(), snippet }
+        GraphError::At { location, message: message.into(), snippet }
     }
 
-    pub(crate) fn map<'n>(&self, node: &'n Node, what: &str, known: &[&str]) -> Result<&'n [(Node, Node)], ConnectError> {
+    pub(super) fn map<'n>(&self, node: &'n Node, what: &str, known: &[&str]) -> Result<&'n [(Node, Node)], GraphError> {
         let entries = node.as_map().ok_or_else(|| self.err(node, format!("{what} must be a mapping")))?;
         for (k, _) in entries {
             let key = k.key_text().unwrap_or_default();
@@ -191,7 +193,7 @@ impl Parser<'_> {
         Ok(entries)
     }
 
-    pub(crate) fn text(&self, node: &Node, what: &str) -> Result<String, ConnectError> {
+    pub(super) fn text(&self, node: &Node, what: &str) -> Result<String, GraphError> {
         match &node.value {
             Value::Str(_) | Value::Int(_) | Value::Float(_) => {
                 let raw = node.scalar_text().unwrap_or_default();
@@ -201,14 +203,14 @@ impl Parser<'_> {
         }
     }
 
-    pub(crate) fn texts(&self, node: &Node, what: &str) -> Result<Vec<String>, ConnectError> {
+    pub(super) fn texts(&self, node: &Node, what: &str) -> Result<Vec<String>, GraphError> {
         match &node.value {
             Value::Seq(items) => items.iter().map(|i| self.text(i, what)).collect(),
             _ => Ok(vec![self.text(node, what)?]),
         }
     }
 
-    pub(crate) fn flag(&self, node: &Node, what: &str) -> Result<bool, ConnectError> {
+    pub(super) fn flag(&self, node: &Node, what: &str) -> Result<bool, GraphError> {
         match node.value {
             Value::Bool(b) => Ok(b),
             _ => Err(self.err(node, format!("{what} must be true or false"))),
@@ -217,7 +219,7 @@ impl Parser<'_> {
 
     /// `enabled: false`, or a text that renders to false (`"{{ env_var('SHOP_DB', '') != '' }}"`),
     /// leaves a load out of the project, as dbt leaves out a disabled node.
-    fn enabled(&self, item: &Node) -> Result<bool, ConnectError> {
+    fn enabled(&self, item: &Node) -> Result<bool, GraphError> {
         let Some(node) = item.get("enabled") else { return Ok(true) };
         if let Value::Bool(b) = node.value {
             return Ok(b);
@@ -229,7 +231,7 @@ impl Parser<'_> {
         }
     }
 
-    fn load(&self, item: &Node) -> Result<Load, ConnectError> {
+    fn load(&self, item: &Node) -> Result<Load, GraphError> {
         const KEYS: &[&str] = &[
             "name",
             "enabled",
@@ -348,7 +350,7 @@ impl Parser<'_> {
         })
     }
 
-    fn source(&self, node: &Node) -> Result<Source, ConnectError> {
+    fn source(&self, node: &Node) -> Result<Source, GraphError> {
         let entries = node.as_map().ok_or_else(|| self.err(node, "`source` must be a mapping with a `kind`"))?;
         let kind_node = entries
             .iter()
@@ -377,7 +379,7 @@ impl Parser<'_> {
                 .map(|n| self.text(n, "path"))
                 .transpose()?
                 .ok_or_else(|| self.err(node, "a file source needs a `path` (a file or a glob)"))?;
-            let one_char = |k: &str| -> Result<Option<String>, ConnectError> {
+            let one_char = |k: &str| -> Result<Option<String>, GraphError> {
                 match get(k) {
                     None => Ok(None),
                     Some(n) => {
@@ -407,7 +409,7 @@ impl Parser<'_> {
             return Ok(Source::Files(FileSource { format, path, options }));
         }
         if kind == "http" {
-            return crate::http::parse_source(self, node).map(Source::Http);
+            return http::parse_source(self, node).map(Source::Http);
         }
         let engine = if kind.starts_with("postgres") { Engine::Postgres } else { Engine::Mysql };
         let what = format!("a {kind} source");
@@ -430,7 +432,7 @@ impl Parser<'_> {
         Ok(Source::Database(DatabaseSource { engine, url, table, query }))
     }
 
-    fn incremental(&self, node: &Node) -> Result<Incremental, ConnectError> {
+    fn incremental(&self, node: &Node) -> Result<Incremental, GraphError> {
         let entries = self.map(node, "`incremental`", &["cursor", "initial_value", "lookback", "param"])?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
         let cursor = get("cursor")

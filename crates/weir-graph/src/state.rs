@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value as J;
 use weir_core::Relation;
 
-use crate::error::TransformError;
+use crate::error::GraphError;
 use crate::node::Node;
 
 /// What an earlier manifest says of each node.
@@ -26,11 +26,11 @@ struct PriorNode {
 
 impl PriorState {
     /// Reads `DIR/manifest.json` (dbt's or Weir's).
-    pub fn load(dir: &Path) -> Result<PriorState, TransformError> {
+    pub fn load(dir: &Path) -> Result<PriorState, GraphError> {
         let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| TransformError::io(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| GraphError::io(&path, e))?;
         let doc: J = serde_json::from_str(&text).map_err(|e| {
-            TransformError::Selection(format!(
+            GraphError::Selection(format!(
                 "{}: not a manifest ({e}); --state needs the folder of an earlier run's manifest.json",
                 path.display()
             ))
@@ -65,7 +65,7 @@ impl PriorState {
     /// Whether `n` matches `state:<what>`: `new`, `old`, `modified` (new, or its body,
     /// configs or relation changed), `modified.body`, `modified.configs`,
     /// `modified.relation`, `unmodified`.
-    pub fn matches(&self, n: &Node, what: &str) -> Result<bool, TransformError> {
+    pub fn matches(&self, n: &Node, what: &str) -> Result<bool, GraphError> {
         let prior = self.nodes.get(&n.unique_id);
         let body = || prior.is_some_and(|p| !p.checksum.is_empty() && p.checksum != crate::artifacts::checksum_of(n).1);
         let configs =
@@ -82,7 +82,7 @@ impl PriorState {
             "modified.configs" => prior.is_none() || configs(),
             "modified.relation" => prior.is_none() || relation(),
             other => {
-                return Err(TransformError::Selection(format!(
+                return Err(GraphError::Selection(format!(
                     "unknown state selector 'state:{other}' (use new, old, modified, modified.body, modified.configs, modified.relation, unmodified)"
                 )));
             }

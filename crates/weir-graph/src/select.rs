@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use globset::{Glob, GlobMatcher};
 use serde_json::Value as J;
 
-use crate::error::TransformError;
-use crate::graph::Graph;
+use crate::dag::Graph;
+use crate::error::GraphError;
 use crate::node::{Node, ResourceType};
 use crate::parse::Manifest;
 use crate::state::PriorState;
@@ -36,7 +36,7 @@ pub struct Atom {
 
 impl Selector {
     /// Parses `--select` arguments (each may hold several space-separated items).
-    pub fn parse(args: &[String]) -> Result<Selector, TransformError> {
+    pub fn parse(args: &[String]) -> Result<Selector, GraphError> {
         let mut unions = vec![];
         for arg in args {
             for item in arg.split_whitespace() {
@@ -54,7 +54,7 @@ impl Selector {
     }
 
     /// The unique ids this selector picks from the manifest.
-    pub fn select(&self, m: &Manifest, g: &Graph) -> Result<BTreeSet<String>, TransformError> {
+    pub fn select(&self, m: &Manifest, g: &Graph) -> Result<BTreeSet<String>, GraphError> {
         let mut out = BTreeSet::new();
         for group in &self.unions {
             let mut acc: Option<BTreeSet<String>> = None;
@@ -71,16 +71,16 @@ impl Selector {
     }
 }
 
-fn depth(digits: &str) -> Result<Option<usize>, TransformError> {
+fn depth(digits: &str) -> Result<Option<usize>, GraphError> {
     if digits.is_empty() {
         Ok(None)
     } else {
-        digits.parse().map(Some).map_err(|_| TransformError::Selection(format!("'{digits}' is not a depth")))
+        digits.parse().map(Some).map_err(|_| GraphError::Selection(format!("'{digits}' is not a depth")))
     }
 }
 
 impl Atom {
-    pub fn parse(text: &str) -> Result<Atom, TransformError> {
+    pub fn parse(text: &str) -> Result<Atom, GraphError> {
         let mut s = text;
         let at = s.starts_with('@');
         if at {
@@ -97,7 +97,7 @@ impl Atom {
             s = &s[..p];
         }
         if s.is_empty() {
-            return Err(TransformError::Selection(format!("selector '{text}' names nothing")));
+            return Err(GraphError::Selection(format!("selector '{text}' names nothing")));
         }
         let (method, value) = match s.split_once(':') {
             Some((m, v)) => (m.to_string(), v.to_string()),
@@ -121,17 +121,14 @@ impl Atom {
         ];
         let base = method.split('.').next().unwrap_or("");
         if !METHODS.contains(&base) {
-            return Err(TransformError::Selection(format!(
-                "unknown selector method '{method}' in '{text}' (known: {})",
-                METHODS.join(", ")
-            )));
+            return Err(GraphError::Selection(format!("unknown selector method '{method}' in '{text}' (known: {})", METHODS.join(", "))));
         }
         Ok(Atom { method, value, parents, children, at })
     }
 
-    fn select(&self, m: &Manifest, g: &Graph, state: Option<&PriorState>) -> Result<BTreeSet<String>, TransformError> {
-        let glob = |p: &str| -> Result<GlobMatcher, TransformError> {
-            Glob::new(p).map(|g| g.compile_matcher()).map_err(|e| TransformError::Selection(format!("bad pattern '{p}': {e}")))
+    fn select(&self, m: &Manifest, g: &Graph, state: Option<&PriorState>) -> Result<BTreeSet<String>, GraphError> {
+        let glob = |p: &str| -> Result<GlobMatcher, GraphError> {
+            Glob::new(p).map(|g| g.compile_matcher()).map_err(|e| GraphError::Selection(format!("bad pattern '{p}': {e}")))
         };
         let base: BTreeSet<String> = match self.method.as_str() {
             "fqn" => m.nodes.values().filter(|n| fqn_matches(n, &self.value)).map(|n| n.unique_id.clone()).collect(),
@@ -159,7 +156,7 @@ impl Atom {
             }
             "resource_type" => {
                 let t = ResourceType::parse(&self.value)
-                    .ok_or_else(|| TransformError::Selection(format!("unknown resource type '{}'", self.value)))?;
+                    .ok_or_else(|| GraphError::Selection(format!("unknown resource type '{}'", self.value)))?;
                 m.nodes.values().filter(|n| n.resource_type == t).map(|n| n.unique_id.clone()).collect()
             }
             "source" => {
@@ -199,7 +196,7 @@ impl Atom {
                 .collect(),
             "state" => {
                 let state = state.ok_or_else(|| {
-                    TransformError::Selection(format!(
+                    GraphError::Selection(format!(
                         "'state:{}' compares with an earlier run: pass --state DIR (the folder of its manifest.json)",
                         self.value
                     ))

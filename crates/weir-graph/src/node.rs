@@ -1,5 +1,6 @@
-//! The nodes of the graph: models, seeds, tests, snapshots, analyses and sources, with the
-//! config, dependencies and relation each resolved to.
+//! The nodes of the graph: models, seeds, tests, snapshots, analyses, sources, and Weir's
+//! loads and checks, with the config, dependencies and relation each resolved to; and the
+//! status a node's run ends in.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,6 +62,40 @@ impl ResourceType {
     }
 }
 
+/// What a node's run ended in, named as dbt names it in `run_results.json`: the vocabulary
+/// every executor reports in and the build walk decides on (a blocking status skips what is
+/// downstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Success,
+    Error,
+    Skipped,
+    Pass,
+    Fail,
+    Warn,
+    /// Nothing to do here (a saved query: dbt Cloud runs its exports).
+    NoOp,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+            Status::Skipped => "skipped",
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Warn => "warn",
+            Status::NoOp => "no-op",
+        }
+    }
+
+    /// Whether downstream nodes must be skipped.
+    pub fn blocks(self) -> bool {
+        matches!(self, Status::Error | Status::Fail | Status::Skipped)
+    }
+}
+
 /// A `ref()` call as written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RefCall {
@@ -108,9 +143,9 @@ pub struct Node {
     /// For sources: the source's name and table name.
     pub source: Option<(String, String)>,
     /// For checks: the suite; `depends_on[0]` is the dataset it checks.
-    pub check: Option<Arc<weir_quality::Suite>>,
+    pub check: Option<Arc<crate::checks::Suite>>,
     /// For loads: what it extracts and how it writes `relation`.
-    pub load: Option<Arc<weir_connect::Load>>,
+    pub load: Option<Arc<crate::loads::Load>>,
     /// For unit tests: the test and the model it tests (`depends_on[0]`).
     pub unit: Option<Arc<weir_project::schema::UnitTestDef>>,
     /// For a versioned model: its version and its model's latest (`ref('m')` is the latest).

@@ -1,17 +1,18 @@
-//! `target/manifest.json` and `target/run_results.json`, with dbt's field names (manifest v12,
-//! run results v6) for what tools read: `unique_id`, `depends_on`, `status`, `timing`, ...
+//! `target/manifest.json`, with dbt's field names (manifest v12) for what tools read:
+//! `unique_id`, `depends_on`, `checksum`, `config`, ...; and where a node's SQL goes under
+//! `target/`. `run_results.json` is the build's (`weir-build`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Value as J, json};
 
-use crate::error::TransformError;
+use crate::error::GraphError;
 use crate::node::{Node, ResourceType};
 use crate::parse::Manifest;
-use crate::run::{NodeResult, RunOutcome};
 
-pub(crate) fn metadata(m: &Manifest, version: &str) -> J {
+/// The `metadata` block every artifact starts with (`dbt_schema_version` is `version`).
+pub fn metadata(m: &Manifest, version: &str) -> J {
     json!({
         "dbt_schema_version": version,
         "dbt_version": weir_project::jinja::DBT_VERSION,
@@ -116,11 +117,7 @@ pub fn node_json(m: &Manifest, n: &Node, wh: &(dyn Fn(&weir_core::Relation) -> S
 }
 
 /// Writes `manifest.json` into the target folder.
-pub fn write_manifest(
-    m: &Manifest,
-    target_dir: &Path,
-    render: &(dyn Fn(&weir_core::Relation) -> String + Sync),
-) -> Result<(), TransformError> {
+pub fn write_manifest(m: &Manifest, target_dir: &Path, render: &(dyn Fn(&weir_core::Relation) -> String + Sync)) -> Result<(), GraphError> {
     let mut parent_map: BTreeMap<&str, &[String]> = BTreeMap::new();
     let mut child_map: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     // Node documents are independent: build and serialize them on every core, then stitch
@@ -138,12 +135,12 @@ pub fn write_manifest(
             .collect();
         parts.into_iter().map(|p| p.join().unwrap_or_else(|_| Ok(vec![]))).collect::<Result<Vec<_>, _>>()
     })
-    .map_err(|e| TransformError::Graph(format!("manifest: {e}")))?
+    .map_err(|e| GraphError::Graph(format!("manifest: {e}")))?
     .into_iter()
     .flatten()
     .collect();
     if docs.len() != all.len() {
-        return Err(TransformError::Graph("a manifest thread panicked".into()));
+        return Err(GraphError::Graph("a manifest thread panicked".into()));
     }
     let (mut nodes, mut sources) = (Vec::with_capacity(docs.iter().map(Vec::len).sum::<usize>() + 64), Vec::new());
     for (n, doc) in all.iter().zip(&docs) {
@@ -192,7 +189,7 @@ pub fn write_manifest(
         "semantic_models": {},
         "unit_tests": {},
     });
-    let json_err = |e: serde_json::Error| TransformError::Graph(format!("manifest: {e}"));
+    let json_err = |e: serde_json::Error| GraphError::Graph(format!("manifest: {e}"));
     let mut text = Vec::with_capacity(nodes.len() + sources.len() + 4096);
     text.extend(b"{\"metadata\":");
     text.extend(serde_json::to_vec(&metadata(m, "https://schemas.getdbt.com/dbt/manifest/v12.json")).map_err(json_err)?);
@@ -205,63 +202,8 @@ pub fn write_manifest(
     text.push(b',');
     text.extend(&rest[1..]);
     let path = target_dir.join("manifest.json");
-    std::fs::create_dir_all(target_dir).map_err(|e| TransformError::io(target_dir, e))?;
-    std::fs::write(&path, text).map_err(|e| TransformError::io(&path, e))
-}
-
-fn result_json(r: &NodeResult) -> J {
-    let ts = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let mut doc = json!({
-        "status": r.status.as_str(),
-        "timing": [
-            {"name": "compile", "started_at": ts(&r.started_at), "completed_at": ts(&r.compile_done_at)},
-            {"name": "execute", "started_at": ts(&r.compile_done_at), "completed_at": ts(&r.completed_at)},
-        ],
-        "thread_id": r.thread_id,
-        "execution_time": r.execution_time,
-        "adapter_response": match r.rows_affected {
-            Some(n) => json!({"_message": format!("OK {n}"), "code": "OK", "rows_affected": n}),
-            None => json!({}),
-        },
-        "message": r.message,
-        "failures": r.failures,
-        "unique_id": r.unique_id,
-        "compiled": r.compiled_code.is_some(),
-        "compiled_code": r.compiled_code,
-        "relation_name": r.relation_name,
-        "batch_results": null,
-    });
-    // Weir's own key: each check of a check node, with what it measured (dbt tools ignore it).
-    if let (Some(suite), Some(o)) = (&r.checks, doc.as_object_mut()) {
-        o.insert("checks".into(), J::Array(suite.outcomes.iter().map(check_json).collect()));
-    }
-    doc
-}
-
-/// One check's outcome as `run_results.json` and `weir check --json` show it.
-pub fn check_json(o: &weir_quality::Outcome) -> J {
-    json!({
-        "check": o.check,
-        "location": o.location.to_string(),
-        "metric": o.metric,
-        "status": o.verdict.as_str(),
-        "value": o.value,
-        "measured": o.shown,
-        "threshold": o.threshold,
-        "message": o.message,
-        "samples": o.samples.as_ref().map(weir_quality::measure::samples_json),
-    })
-}
-
-/// Writes `run_results.json` into the target folder.
-pub fn write_run_results(m: &Manifest, outcome: &RunOutcome, args: J, target_dir: &Path) -> Result<(), TransformError> {
-    let doc = json!({
-        "metadata": metadata(m, "https://schemas.getdbt.com/dbt/run-results/v6.json"),
-        "results": outcome.results.iter().map(result_json).collect::<Vec<_>>(),
-        "elapsed_time": outcome.elapsed,
-        "args": args,
-    });
-    write_json(&target_dir.join("run_results.json"), &doc)
+    std::fs::create_dir_all(target_dir).map_err(|e| GraphError::io(target_dir, e))?;
+    std::fs::write(&path, text).map_err(|e| GraphError::io(&path, e))
 }
 
 /// Where a node's SQL goes under `target/<kind>/` (`compiled` or `run`), as dbt lays it out:
@@ -287,11 +229,12 @@ pub fn write_if_changed(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-pub(crate) fn write_json(path: &Path, doc: &J) -> Result<(), TransformError> {
+/// Writes an artifact as compact JSON, making its folder first.
+pub fn write_json(path: &Path, doc: &J) -> Result<(), GraphError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| TransformError::io(parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| GraphError::io(parent, e))?;
     }
     // Compact, as dbt writes its artifacts: a 10,000-model manifest is tens of megabytes.
-    let text = serde_json::to_vec(doc).map_err(|e| TransformError::Graph(e.to_string()))?;
-    std::fs::write(path, text).map_err(|e| TransformError::io(path, e))
+    let text = serde_json::to_vec(doc).map_err(|e| GraphError::Graph(e.to_string()))?;
+    std::fs::write(path, text).map_err(|e| GraphError::io(path, e))
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::error::TransformError;
+use crate::error::GraphError;
 use crate::parse::Manifest;
 
 /// Edges point from a dependency to the node that depends on it.
@@ -16,7 +16,7 @@ pub struct Graph {
 
 impl Graph {
     /// Builds the graph; a cycle is an error that prints it (`a -> b -> a`).
-    pub fn build(m: &Manifest) -> Result<Graph, TransformError> {
+    pub fn build(m: &Manifest) -> Result<Graph, GraphError> {
         let mut g = DiGraph::new();
         let mut index = HashMap::new();
         for id in m.nodes.keys() {
@@ -31,7 +31,7 @@ impl Graph {
         }
         let graph = Graph { g, index };
         if let Some(cycle) = graph.find_cycle() {
-            return Err(TransformError::Graph(format!("dependency cycle: {}", cycle.join(" -> "))));
+            return Err(GraphError::Graph(format!("dependency cycle: {}", cycle.join(" -> "))));
         }
         Ok(graph)
     }

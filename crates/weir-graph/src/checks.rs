@@ -11,7 +11,7 @@ use std::path::Path;
 use weir_core::Location;
 use weir_project::yaml::{self, Node, Value};
 
-use crate::QualityError;
+use crate::GraphError;
 
 /// Every check on one dataset (a model, seed, snapshot or source), measured together.
 #[derive(Debug, Clone, PartialEq)]
@@ -270,7 +270,7 @@ impl Stat {
 }
 
 /// Reads one `checks/*.yml` file.
-pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Suite>, QualityError> {
+pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Suite>, GraphError> {
     let Some(root) = yaml::parse(file, text)? else { return Ok(vec![]) };
     let p = Parser { file, text };
     let Some(entries) = root.as_map() else {
@@ -297,13 +297,13 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn err(&self, node: &Node, message: impl Into<String>) -> QualityError {
+    fn err(&self, node: &Node, message: impl Into<String>) -> GraphError {
         self.err_at(node.location(self.file), message)
     }
 
-    fn err_at(&self, location: Location, message: impl Into<String>) -> QualityError {
+    fn err_at(&self, location: Location, message: impl Into<String>) -> GraphError {
         let snippet = location.snippet(self.text).map(|s| s.to_string());
-        QualityError::Invalid { location, message: message.into(), snippet }
+        GraphError::At { location, message: message.into(), snippet }
     }
 
     /// A place `offset` bytes into a check line that starts at `node`.
@@ -317,7 +317,7 @@ impl Parser<'_> {
         l
     }
 
-    fn check(&self, item: &Node) -> Result<Check, QualityError> {
+    fn check(&self, item: &Node) -> Result<Check, GraphError> {
         let (line_node, settings): (&Node, Option<&Node>) = match &item.value {
             Value::Str(_) => (item, None),
             Value::Map(entries) if entries.len() == 1 => (&entries[0].0, Some(&entries[0].1).filter(|v| !v.is_null())),
@@ -367,7 +367,7 @@ impl Parser<'_> {
         line_rule: Option<Rule>,
         s: Settings,
         line_node: &Node,
-    ) -> Result<Check, QualityError> {
+    ) -> Result<Check, GraphError> {
         let (mut fail, mut warn) = (s.fail, s.warn);
         if let Some(rule) = line_rule {
             if fail.is_some() || warn.is_some() {
@@ -505,7 +505,7 @@ impl Parser<'_> {
         Ok(Metric::Reference { columns, other, other_columns })
     }
 
-    fn schema_check(&self, line_node: &Node, s: Settings) -> Result<Check, QualityError> {
+    fn schema_check(&self, line_node: &Node, s: Settings) -> Result<Check, GraphError> {
         let Some(rule) = s.schema else {
             return Err(
                 self.err(line_node, "a schema check needs `required columns`, `forbidden columns` or `unexpected columns` under it")
@@ -523,7 +523,7 @@ impl Parser<'_> {
         })
     }
 
-    fn settings(&self, node: &Node) -> Result<Settings, QualityError> {
+    fn settings(&self, node: &Node) -> Result<Settings, GraphError> {
         let Some(entries) = node.as_map() else {
             return Err(self.err(node, "a check's settings are a mapping (`severity: warn`, `filter: ...`)"));
         };
@@ -633,12 +633,12 @@ impl Parser<'_> {
         Ok(s)
     }
 
-    fn literals(&self, node: &Node) -> Result<Vec<Literal>, QualityError> {
+    fn literals(&self, node: &Node) -> Result<Vec<Literal>, GraphError> {
         let items = node.as_seq().ok_or_else(|| self.err(node, "a list of values"))?;
         items.iter().map(|i| self.literal(i)).collect()
     }
 
-    fn literal(&self, node: &Node) -> Result<Literal, QualityError> {
+    fn literal(&self, node: &Node) -> Result<Literal, GraphError> {
         Ok(match &node.value {
             Value::Int(i) => Literal::Number(i.to_string()),
             Value::Float(f) => Literal::Number(f.to_string()),
