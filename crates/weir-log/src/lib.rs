@@ -1,0 +1,207 @@
+//! The event log: topics split into partitions of records at increasing offsets, the
+//! positions each consumer group has reached, and one atomic step that appends a job's
+//! outputs together with the input positions they came from.
+//!
+//! [`Log`] is the seam every reader and writer of events uses; a stream job never knows which
+//! backend is behind it. [`EmbeddedLog`] keeps topics as append-only segment files under
+//! `.weir/log/`, read in-process, with no server: one laptop runs a real-time pipeline with
+//! no services at all. A Kafka backend implements the same trait.
+
+mod embedded;
+mod partition;
+mod segment;
+
+use std::collections::BTreeMap;
+
+pub use embedded::EmbeddedLog;
+
+/// The largest record value (and key) accepted: 16 MiB.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Records with the same key go to the same partition, in order.
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    /// Milliseconds since the Unix epoch: when it was produced.
+    pub timestamp: i64,
+}
+
+/// A record as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    /// The atomic commit that wrote it (0 for a plain append).
+    pub txn: u64,
+}
+
+/// How long a topic keeps records: whole old segments are deleted once every record in
+/// them is older than `ms`, or while the partition holds more than `bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub ms: Option<i64>,
+    pub bytes: Option<u64>,
+}
+
+/// What a topic is made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: u32,
+    pub retention: Retention,
+}
+
+impl TopicSpec {
+    pub fn new(name: impl Into<String>, partitions: u32) -> TopicSpec {
+        TopicSpec { name: name.into(), partitions, retention: Retention::default() }
+    }
+}
+
+/// A topic as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub spec: TopicSpec,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// One partition as it stands: the offsets it holds are `start..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub start: u64,
+    pub end: u64,
+    pub bytes: u64,
+}
+
+/// Where a consumer group is: per topic and partition, the next offset to read.
+pub type Positions = BTreeMap<(String, u32), u64>;
+
+/// What one atomic commit writes: records for topics (each partitioned by key, or placed in
+/// the partition given) and the group's new positions.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    pub outputs: Vec<Output>,
+    pub positions: Positions,
+}
+
+/// Records for one topic in a commit.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub topic: String,
+    /// `None`: each record's partition follows from its key.
+    pub partition: Option<u32>,
+    pub records: Vec<Record>,
+}
+
+/// The event log's seam.
+pub trait Log: Send + Sync {
+    /// Makes the topic if it does not exist; an existing topic keeps its partitions (a
+    /// different count is an error) and takes the new retention.
+    fn create_topic(&self, spec: &TopicSpec) -> Result<TopicInfo, LogError>;
+
+    /// Every topic, by name.
+    fn topics(&self) -> Result<Vec<TopicInfo>, LogError>;
+
+    fn describe(&self, topic: &str) -> Result<TopicInfo, LogError>;
+
+    /// Appends records, each to the partition its key hashes to (round-robin without a key),
+    /// or all to `partition`; returns each record's (partition, offset). Durable on return.
+    fn append(&self, topic: &str, partition: Option<u32>, records: &[Record]) -> Result<Vec<(u32, u64)>, LogError>;
+
+    /// Up to `max` records of a partition from `offset` on.
+    fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredRecord>, LogError>;
+
+    /// The consumer groups that committed positions, by name.
+    fn groups(&self) -> Result<Vec<String>, LogError>;
+
+    /// The positions a consumer group committed last.
+    fn positions(&self, group: &str) -> Result<Positions, LogError>;
+
+    /// Appends `commit.outputs` and moves `group` to `commit.positions`, all or nothing: after
+    /// a crash at any moment, either both are there or neither is, and never twice.
+    fn commit(&self, group: &str, commit: &Commit) -> Result<(), LogError>;
+
+    /// Deletes what each topic's retention no longer keeps; returns segments deleted.
+    fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError>;
+}
+
+/// The partition a key goes to, as Kafka's default partitioner picks it (murmur2 of the key,
+/// positive, modulo the partitions), so a topic moved to Kafka keeps each key's partition.
+pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`).
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// Why the log could not do something; each names the topic, partition or file.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{path}: damaged: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("no topic named '{0}'")]
+    UnknownTopic(String),
+    #[error("topic '{topic}' has {partitions} partition(s); there is no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32, partitions: u32 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LogError {
+    pub(crate) fn io(path: &std::path::Path, e: std::io::Error) -> LogError {
+        LogError::Io { path: path.display().to_string(), message: e.to_string() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_land_where_kafka_puts_them() {
+        // murmur2 values from Kafka's own UtilsTest.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+        assert_eq!(partition_for(b"foobar", 1), 0);
+        assert!((0..1000).all(|i| partition_for(format!("k{i}").as_bytes(), 6) < 6));
+    }
+}

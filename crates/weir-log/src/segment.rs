@@ -1,0 +1,377 @@
+//! One segment of a partition: an append-only file of framed records and a sparse index.
+//!
+//! A frame is `len u32 | crc32 u32 | body`, little-endian, where the CRC covers the body and
+//! the body is `offset u64 | timestamp i64 | txn u64 | key_len u32 | key | value_len u32 |
+//! value` (`key_len` is `u32::MAX` for no key). A frame is only ever appended whole, then
+//! synced; a frame cut short by a crash, or one whose CRC does not match, ends the segment,
+//! and opening the segment truncates the file there. Everything before it was acknowledged
+//! and is kept.
+//!
+//! The index (`<base>.index`) holds one entry every [`INDEX_EVERY`] bytes of log: the
+//! offset, the file position of its frame, and the greatest timestamp up to it. It is a
+//! hint: entries past the end of the valid log are dropped on open, and a missing index is
+//! rebuilt by scanning.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::{LogError, Record, StoredRecord};
+
+/// Bytes of log between two index entries.
+pub const INDEX_EVERY: u64 = 64 * 1024;
+
+const HEADER: usize = 8;
+const FIXED_BODY: usize = 8 + 8 + 8 + 4 + 4;
+const INDEX_ENTRY: usize = 24;
+
+/// One segment, open for reading and (the last one of a partition) appending.
+#[derive(Debug)]
+pub struct Segment {
+    /// The offset of its first record; the file is named after it.
+    pub base: u64,
+    /// The offset the next record appended here gets.
+    pub next: u64,
+    /// Bytes of valid log.
+    pub size: u64,
+    /// The greatest record timestamp in it (`i64::MIN` when empty).
+    pub max_timestamp: i64,
+    log_path: PathBuf,
+    index_path: PathBuf,
+    index: Vec<IndexEntry>,
+    /// Bytes appended since the last index entry.
+    since_index: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    offset: u64,
+    position: u64,
+    max_timestamp: i64,
+}
+
+impl Segment {
+    /// The file names of the segment starting at `base` in `dir`.
+    pub fn paths(dir: &Path, base: u64) -> (PathBuf, PathBuf) {
+        (dir.join(format!("{base:020}.log")), dir.join(format!("{base:020}.index")))
+    }
+
+    /// Creates an empty segment.
+    pub fn create(dir: &Path, base: u64) -> Result<Segment, LogError> {
+        let (log_path, index_path) = Segment::paths(dir, base);
+        File::create(&log_path).map_err(|e| LogError::io(&log_path, e))?;
+        File::create(&index_path).map_err(|e| LogError::io(&index_path, e))?;
+        sync_dir(dir)?;
+        Ok(Segment { base, next: base, size: 0, max_timestamp: i64::MIN, log_path, index_path, index: vec![], since_index: 0 })
+    }
+
+    /// Opens a segment, truncating a torn or corrupt tail: the index tells where the
+    /// last known-good stretch starts, and the frames after it are checked one by one.
+    pub fn open(dir: &Path, base: u64) -> Result<Segment, LogError> {
+        let (log_path, index_path) = Segment::paths(dir, base);
+        let len = std::fs::metadata(&log_path).map_err(|e| LogError::io(&log_path, e))?.len();
+        let mut index = read_index(&index_path)?;
+        index.retain(|e| e.position < len);
+        // The last entry must point at the frame of its offset; an index that does not is
+        // ignored (scanning from the start), never trusted to cut the log.
+        if let Some(e) = index.last() {
+            let mut f = File::open(&log_path).map_err(|e| LogError::io(&log_path, e))?;
+            f.seek(SeekFrom::Start(e.position)).map_err(|e| LogError::io(&log_path, e))?;
+            if read_frame(&mut BufReader::new(f))?.is_none_or(|(_, r)| r.offset != e.offset) {
+                index.clear();
+            }
+        }
+        let mut seg = Segment { base, next: base, size: 0, max_timestamp: i64::MIN, log_path, index_path, index, since_index: 0 };
+        let (start, mut next, mut max_ts) = match seg.index.last() {
+            Some(e) => (e.position, e.offset, e.max_timestamp),
+            None => (0, base, i64::MIN),
+        };
+        let mut file = File::open(&seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
+        file.seek(SeekFrom::Start(start)).map_err(|e| LogError::io(&seg.log_path, e))?;
+        let mut reader = BufReader::new(file);
+        let mut pos = start;
+        let mut last_indexed = start;
+        while let Some((frame_len, rec)) = read_frame(&mut reader)? {
+            if rec.offset != next {
+                break;
+            }
+            if pos - last_indexed >= INDEX_EVERY {
+                seg.index.push(IndexEntry { offset: rec.offset, position: pos, max_timestamp: max_ts });
+                last_indexed = pos;
+            }
+            max_ts = max_ts.max(rec.timestamp);
+            next += 1;
+            pos += frame_len;
+        }
+        if pos < len {
+            let f = OpenOptions::new().write(true).open(&seg.log_path).map_err(|e| LogError::io(&seg.log_path, e))?;
+            f.set_len(pos).map_err(|e| LogError::io(&seg.log_path, e))?;
+            f.sync_all().map_err(|e| LogError::io(&seg.log_path, e))?;
+        }
+        seg.next = next;
+        seg.size = pos;
+        seg.max_timestamp = max_ts;
+        seg.since_index = pos - last_indexed;
+        seg.write_index()?;
+        Ok(seg)
+    }
+
+    /// Appends `records` as offsets `self.next..`, with `txn` in each frame, and syncs the
+    /// file before returning: once this returns, the records survive a crash.
+    pub fn append(&mut self, records: &[Record], txn: u64) -> Result<(), LogError> {
+        let mut buf =
+            Vec::with_capacity(records.iter().map(|r| HEADER + FIXED_BODY + r.value.len() + r.key.as_ref().map_or(0, Vec::len)).sum());
+        let mut pos = self.size;
+        let mut offset = self.next;
+        let mut max_ts = self.max_timestamp;
+        let mut new_entries = vec![];
+        let mut since = self.since_index;
+        for r in records {
+            let start = buf.len();
+            encode(&mut buf, offset, r, txn);
+            let frame = (buf.len() - start) as u64;
+            if since >= INDEX_EVERY {
+                new_entries.push(IndexEntry { offset, position: pos, max_timestamp: max_ts });
+                since = 0;
+            }
+            since += frame;
+            max_ts = max_ts.max(r.timestamp);
+            pos += frame;
+            offset += 1;
+        }
+        let mut f = OpenOptions::new().append(true).open(&self.log_path).map_err(|e| LogError::io(&self.log_path, e))?;
+        f.write_all(&buf).and_then(|_| f.sync_data()).map_err(|e| LogError::io(&self.log_path, e))?;
+        self.size = pos;
+        self.next = offset;
+        self.max_timestamp = max_ts;
+        self.since_index = since;
+        if !new_entries.is_empty() {
+            self.index.extend(new_entries);
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    /// Up to `max` records from `offset` on (which must be in this segment).
+    pub fn read(&self, offset: u64, max: usize) -> Result<Vec<StoredRecord>, LogError> {
+        let mut out = vec![];
+        if offset >= self.next || max == 0 {
+            return Ok(out);
+        }
+        let start = self.index.iter().rev().find(|e| e.offset <= offset).map_or(0, |e| e.position);
+        let mut file = File::open(&self.log_path).map_err(|e| LogError::io(&self.log_path, e))?;
+        file.seek(SeekFrom::Start(start)).map_err(|e| LogError::io(&self.log_path, e))?;
+        let mut reader = BufReader::with_capacity(256 * 1024, file.take(self.size - start));
+        while out.len() < max {
+            let Some((_, rec)) = read_frame(&mut reader)? else { break };
+            if rec.offset >= offset {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The log file's length on disk: more than [`Segment::size`] when another process
+    /// appended (or left a torn tail), less when another truncated a torn tail of its own.
+    pub fn on_disk(&self) -> Result<Option<u64>, LogError> {
+        match std::fs::metadata(&self.log_path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::io(&self.log_path, e)),
+        }
+    }
+
+    /// Deletes the segment's files.
+    pub fn remove(self) -> Result<(), LogError> {
+        std::fs::remove_file(&self.log_path).map_err(|e| LogError::io(&self.log_path, e))?;
+        let _ = std::fs::remove_file(&self.index_path);
+        Ok(())
+    }
+
+    fn write_index(&self) -> Result<(), LogError> {
+        let mut buf = Vec::with_capacity(self.index.len() * INDEX_ENTRY);
+        for e in &self.index {
+            buf.extend(e.offset.to_le_bytes());
+            buf.extend(e.position.to_le_bytes());
+            buf.extend(e.max_timestamp.to_le_bytes());
+        }
+        std::fs::write(&self.index_path, buf).map_err(|e| LogError::io(&self.index_path, e))
+    }
+}
+
+fn read_index(path: &Path) -> Result<Vec<IndexEntry>, LogError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(LogError::io(path, e)),
+    };
+    let mut out: Vec<IndexEntry> = vec![];
+    for c in bytes.chunks_exact(INDEX_ENTRY) {
+        let word = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap_or_default());
+        let e = IndexEntry { offset: word(0), position: word(8), max_timestamp: word(16) as i64 };
+        // Entries only grow; anything else is a damaged index, rebuilt from the log.
+        if out.last().is_some_and(|l| l.offset >= e.offset || l.position >= e.position) {
+            return Ok(vec![]);
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Appends one frame for `r` at `offset` to `buf`.
+pub fn encode(buf: &mut Vec<u8>, offset: u64, r: &Record, txn: u64) {
+    let start = buf.len();
+    buf.extend([0u8; HEADER]);
+    buf.extend(offset.to_le_bytes());
+    buf.extend(r.timestamp.to_le_bytes());
+    buf.extend(txn.to_le_bytes());
+    match &r.key {
+        Some(k) => {
+            buf.extend((k.len() as u32).to_le_bytes());
+            buf.extend(k);
+        }
+        None => buf.extend(u32::MAX.to_le_bytes()),
+    }
+    buf.extend((r.value.len() as u32).to_le_bytes());
+    buf.extend(&r.value);
+    let body = &buf[start + HEADER..];
+    let len = body.len() as u32;
+    let crc = crc32fast::hash(body);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Reads the next whole, intact frame; `None` at the end or at a torn or corrupt frame.
+pub fn read_frame(r: &mut impl Read) -> Result<Option<(u64, StoredRecord)>, LogError> {
+    let mut header = [0u8; HEADER];
+    if !read_full(r, &mut header)? {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    // A key and a value of at most MAX_RECORD_BYTES each: anything longer is not a frame.
+    if !(FIXED_BODY..=2 * crate::MAX_RECORD_BYTES + FIXED_BODY).contains(&len) {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; len];
+    if !read_full(r, &mut body)? || crc32fast::hash(&body) != crc {
+        return Ok(None);
+    }
+    Ok(decode(&body).map(|rec| ((HEADER + len) as u64, rec)))
+}
+
+fn decode(body: &[u8]) -> Option<StoredRecord> {
+    let u64_at = |i: usize| body.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let u32_at = |i: usize| body.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+    let offset = u64_at(0)?;
+    let timestamp = u64_at(8)? as i64;
+    let txn = u64_at(16)?;
+    let key_len = u32_at(24)?;
+    let mut at = 28;
+    let key = if key_len == u32::MAX {
+        None
+    } else {
+        let k = body.get(at..at + key_len as usize)?.to_vec();
+        at += key_len as usize;
+        Some(k)
+    };
+    let value_len = u32_at(at)? as usize;
+    at += 4;
+    let value = body.get(at..at + value_len)?.to_vec();
+    Some(StoredRecord { offset, timestamp, txn, key, value })
+}
+
+/// Fills `buf`; `false` when the input ends first (a clean end or a torn frame).
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, LogError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(LogError::Io { path: String::new(), message: e.to_string() }),
+        }
+    }
+    Ok(true)
+}
+
+/// Makes a directory's entries (a new or renamed file) durable.
+pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u64) -> Record {
+        Record {
+            key: (!i.is_multiple_of(3)).then(|| format!("k{i}").into_bytes()),
+            value: format!("value {i}").into_bytes(),
+            timestamp: i as i64 * 10,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_reads_start_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 100).unwrap();
+        let records: Vec<Record> = (0..5000).map(rec).collect();
+        seg.append(&records[..2500], 0).unwrap();
+        seg.append(&records[2500..], 7).unwrap();
+        assert_eq!(seg.next, 5100);
+        assert!(!seg.index.is_empty(), "a segment this size has index entries");
+        let got = seg.read(4321, 3).unwrap();
+        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4321, 4322, 4323]);
+        assert_eq!(got[0].value, rec(4221).value);
+        assert_eq!(got[0].txn, 7);
+        assert_eq!(seg.read(100, 1).unwrap()[0].key, None);
+        let reopened = Segment::open(dir.path(), 100).unwrap();
+        assert_eq!((reopened.next, reopened.size, reopened.max_timestamp), (seg.next, seg.size, seg.max_timestamp));
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_is_cut_on_open_and_nothing_before_it_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 0).unwrap();
+        seg.append(&(0..10).map(rec).collect::<Vec<_>>(), 0).unwrap();
+        let good = seg.size;
+        // Half a frame, as a crash in the middle of a write leaves it.
+        let mut tail = vec![];
+        encode(&mut tail, 10, &rec(10), 0);
+        let mut f = OpenOptions::new().append(true).open(&seg.log_path).unwrap();
+        f.write_all(&tail[..tail.len() / 2]).unwrap();
+        drop(f);
+        let mut seg = Segment::open(dir.path(), 0).unwrap();
+        assert_eq!((seg.next, seg.size), (10, good));
+        assert_eq!(std::fs::metadata(&seg.log_path).unwrap().len(), good);
+        // A flipped byte in the last frame: that frame goes, the others stay.
+        seg.append(&[rec(10)], 0).unwrap();
+        let mut bytes = std::fs::read(&seg.log_path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        std::fs::write(&seg.log_path, bytes).unwrap();
+        let seg = Segment::open(dir.path(), 0).unwrap();
+        assert_eq!(seg.next, 10);
+        assert_eq!(seg.read(9, 5).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_index_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 0).unwrap();
+        seg.append(&(0..20_000).map(rec).collect::<Vec<_>>(), 0).unwrap();
+        std::fs::write(&seg.index_path, vec![0xffu8; 50]).unwrap();
+        let seg = Segment::open(dir.path(), 0).unwrap();
+        assert_eq!(seg.next, 20_000);
+        assert_eq!(seg.read(12_345, 1).unwrap()[0].value, rec(12_345).value);
+        // An entry pointing into the middle of a frame: ignored, not followed.
+        let mut entry = vec![];
+        entry.extend(15_000u64.to_le_bytes());
+        entry.extend(300_001u64.to_le_bytes());
+        entry.extend(0i64.to_le_bytes());
+        std::fs::write(&seg.index_path, entry).unwrap();
+        let seg = Segment::open(dir.path(), 0).unwrap();
+        assert_eq!(seg.next, 20_000);
+    }
+}
