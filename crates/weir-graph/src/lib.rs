@@ -19,6 +19,7 @@ pub mod node;
 pub mod parse;
 pub mod select;
 pub mod state;
+pub mod streams;
 
 pub use dag::Graph;
 pub use error::GraphError;

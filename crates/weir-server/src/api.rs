@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutError;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, OpenApi, ToSchema};
+use weir_log::Log;
 use weir_orchestrate::schedule::parse_time;
 use weir_orchestrate::{DataInterval, Pipeline, RunRequest, TaskKind};
 use weir_store::{PipelineRun, Store};
@@ -26,7 +27,7 @@ use crate::AppState;
 /// The OpenAPI 3.1 document of this API, served at `/api/v1/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Weir", description = "Pipelines, runs, task instances and logs of a Weir project; trigger runs, clear tasks, pause pipelines."),
+    info(title = "Weir", description = "Pipelines, runs, task instances and logs of a Weir project; trigger runs, clear tasks, pause pipelines; send events to the event log."),
     paths(
         health,
         openapi_json,
@@ -40,7 +41,8 @@ use crate::AppState;
         get_task,
         task_log,
         clear_task,
-        list_workers
+        list_workers,
+        produce_records
     ),
     components(schemas(
         Health,
@@ -54,6 +56,8 @@ use crate::AppState;
         ClearRequest,
         ClearResponse,
         WorkerInfo,
+        Produced,
+        Placed,
         ApiError
     )),
     modifiers(&BearerAuth, &Truthful),
@@ -76,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs", get(task_log))
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/clear", post(clear_task))
         .route("/api/v1/workers", get(list_workers))
+        .route("/api/v1/topics/{topic}/records", post(produce_records))
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such endpoint; the API is described at /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(json_errors))
@@ -502,8 +507,6 @@ async fn trigger_run(
     Err(Failure(StatusCode::SERVICE_UNAVAILABLE, "no free run id could be made; try again".into()))
 }
 
-/// A JSON body, where an empty one means the defaults. A body that stops arriving for the
-/// read timeout is a 408; one over the size limit a 413.
 /// A date (`2024-03-01`) or an RFC 3339 date-time, as `date` takes them (or null).
 fn date_or_time() -> utoipa::openapi::Schema {
     use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
@@ -516,14 +519,21 @@ fn date_or_time() -> utoipa::openapi::Schema {
         .into()
 }
 
-fn json_body<T: for<'de> Deserialize<'de> + Default>(body: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
-    let body = body.map_err(|r| {
+/// A request's body, or the error that says why it did not arrive (408 when it stalled).
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Failure> {
+    body.map_err(|r| {
         let stalled = std::iter::successors(std::error::Error::source(&r), |e| e.source()).any(|e| e.is::<TimeoutError>());
         match stalled {
             true => Failure(StatusCode::REQUEST_TIMEOUT, "the request body stopped arriving; the connection is closed".into()),
             false => Failure(r.status(), r.body_text()),
         }
-    })?;
+    })
+}
+
+/// A JSON body, where an empty one means the defaults. A body that stops arriving for the
+/// read timeout is a 408; one over the size limit a 413.
+fn json_body<T: for<'de> Deserialize<'de> + Default>(body: Result<Bytes, BytesRejection>) -> Result<T, Failure> {
+    let body = body_bytes(body)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -720,4 +730,63 @@ async fn list_workers(State(s): State<AppState>) -> Reply<Vec<WorkerInfo>> {
             })
             .collect(),
     ))
+}
+
+/// Where each event went, in the order they were sent.
+#[derive(Serialize, ToSchema)]
+pub struct Produced {
+    pub topic: String,
+    pub offsets: Vec<Placed>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Placed {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Appends events to a topic of the project's event log: the body is a JSON array of events
+/// (objects, as the topic's columns describe them), each keyed by the topic's key column.
+/// Durable when the answer comes.
+#[utoipa::path(post, path = "/api/v1/topics/{topic}/records", params(("topic" = String, Path)),
+    request_body(content = Vec<Object>, description = "The events, as a JSON array"),
+    responses((status = 200, body = Produced), (status = 400, body = ApiError),
+        (status = 404, description = "No topic of that name is declared in streams/*.yml or made", body = ApiError)))]
+async fn produce_records(State(s): State<AppState>, Path(topic): Path<String>, body: Result<Bytes, BytesRejection>) -> Reply<Produced> {
+    let not_found = |topic: &str| Failure(StatusCode::NOT_FOUND, format!("no topic named '{topic}': declare it in streams/*.yml"));
+    let events = s.events.clone().ok_or_else(|| not_found(&topic))?;
+    let body = body_bytes(body)?;
+    let declared = events.topics.iter().find(|t| t.name == topic).cloned();
+    let name = topic.clone();
+    let placed = tokio::task::spawn_blocking(move || -> Result<Vec<(u32, u64)>, Failure> {
+        let log = &events.log;
+        match &declared {
+            Some(t) => {
+                log.create_topic(&t.spec()).map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            }
+            None if log.describe(&topic).is_ok() => {}
+            None => return Err(not_found(&topic)),
+        }
+        // An empty body is an empty list: nothing to append.
+        let items = if body.iter().all(u8::is_ascii_whitespace) {
+            vec![]
+        } else {
+            match serde_json::from_slice::<J>(&body) {
+                Ok(J::Array(items)) => items,
+                Ok(_) => return Err(Failure(StatusCode::BAD_REQUEST, "the request body must be a JSON array of events".into())),
+                Err(e) => return Err(Failure(StatusCode::BAD_REQUEST, format!("the request body is not JSON: {e}"))),
+            }
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let key = declared.as_ref().and_then(|t| t.key.as_deref());
+        let records: Vec<weir_log::Record> = items.iter().map(|e| weir_graph::streams::event_record(e, key, now)).collect();
+        log.append(&topic, None, &records).map_err(|e| match e {
+            weir_log::LogError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, m),
+            other => Failure(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        })
+    })
+    .await
+    .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let offsets = placed.into_iter().map(|(partition, offset)| Placed { partition, offset }).collect();
+    Ok(Json(Produced { topic: name, offsets }))
 }

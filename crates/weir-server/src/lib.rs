@@ -1,5 +1,5 @@
-//! `weir serve`'s HTTP API: a JSON REST API over the metadata store and the scheduler,
-//! with its OpenAPI document at `/api/v1/openapi.json`.
+//! `weir serve`'s HTTP API: a JSON REST API over the metadata store, the scheduler and the
+//! event log, with its OpenAPI document at `/api/v1/openapi.json`.
 //!
 //! Reads go straight to the store, so they show what every scheduler sharing it did.
 //! Writes change the store and wake the local scheduler: triggering queues a run (a
@@ -44,6 +44,15 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// The scheduler's worker id, shown by `health`.
     pub worker_id: String,
+    /// The project's event log, which `POST /api/v1/topics/{topic}/records` appends to.
+    pub events: Option<Arc<Events>>,
+}
+
+/// The event log and the topics `streams/*.yml` declares: a declared topic is made on its
+/// first event, with its partitions and retention, and its events are keyed by its key column.
+pub struct Events {
+    pub log: weir_log::EmbeddedLog,
+    pub topics: Vec<weir_graph::streams::Topic>,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets the requests under way

@@ -1,6 +1,6 @@
 //! The API over a real scheduler and a real SQLite store, through real HTTP: tokens, the
-//! OpenAPI document, triggering with params, pausing, clearing a failed task, logs, and
-//! the errors bad requests get.
+//! OpenAPI document, triggering with params, pausing, clearing a failed task, logs, events
+//! sent to the event log, and the errors bad requests get.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value as J, json};
 use tokio::sync::watch;
+use weir_log::Log;
 use weir_orchestrate::{Executor, Pipelines, Scheduler, Settings, WorkerHandle};
-use weir_server::{AppState, ServerConfig};
+use weir_server::{AppState, Events, ServerConfig};
 use weir_store::Store;
 
 const TOKEN: &str = "test-token-1234";
@@ -40,7 +41,20 @@ impl Server {
         settings.worker_id = Some(worker.id.clone());
         let exec = Executor::new(settings, store, Pipelines::load(&pipelines).unwrap(), |_| {}).unwrap();
         let scheduler = Scheduler::new(exec.clone(), worker).unwrap();
-        let state = AppState { exec, config: Arc::new(config), wake: scheduler.waker(), worker_id: scheduler.worker_id().to_string() };
+        std::fs::create_dir_all(dir.path().join("streams")).unwrap();
+        std::fs::write(dir.path().join("streams/shop.yml"), "topics:\n  - name: orders\n    partitions: 2\n    key: customer_id\n")
+            .unwrap();
+        let events = Events {
+            log: weir_log::EmbeddedLog::open(&dir.path().join(".weir/log")).unwrap(),
+            topics: weir_graph::streams::read_topics(dir.path()).unwrap(),
+        };
+        let state = AppState {
+            exec,
+            config: Arc::new(config),
+            wake: scheduler.waker(),
+            worker_id: scheduler.worker_id().to_string(),
+            events: Some(Arc::new(events)),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, rx) = watch::channel(false);
@@ -319,7 +333,7 @@ async fn the_document_says_what_the_server_does_and_every_error_is_json() {
             }
         }
     }
-    assert_eq!(guarded, 11);
+    assert_eq!(guarded, 12);
 
     let mut bad = vec![];
     bad.push(s.get("/api/v1/pipelines/hello/runs?limit=many").await);
@@ -373,6 +387,42 @@ async fn stalled_and_idle_connections_are_closed_after_the_read_timeout() {
 /// schemathesis (`scripts/install-schemathesis.sh`) generates requests from the served
 /// document, valid and invalid ones, single and in sequences that follow the document's
 /// links, and holds every answer to the document with all its checks. Any failure fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_sent_over_http_land_in_the_log_keyed_and_durable() {
+    let server = Server::start(guarded()).await;
+    let events = json!([
+        {"order_id": 1, "customer_id": "c1", "amount": 10},
+        {"order_id": 2, "customer_id": "c2", "amount": 20},
+        {"order_id": 3, "customer_id": "c1", "amount": 30},
+    ]);
+    let (status, body) = server.post("/api/v1/topics/orders/records", Some(&events.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let offsets = body["offsets"].as_array().unwrap();
+    assert_eq!(offsets.len(), 3);
+    assert_eq!(offsets[0]["partition"], offsets[2]["partition"], "one customer's events share a partition");
+    assert!(offsets[2]["offset"].as_u64().unwrap() > offsets[0]["offset"].as_u64().unwrap(), "and keep their order");
+
+    // What the server appended, another handle on the same folder reads (as `weir log consume` does).
+    let log = weir_log::EmbeddedLog::open(&server.path().join(".weir/log")).unwrap();
+    let p = offsets[0]["partition"].as_u64().unwrap() as u32;
+    let got = log.read("orders", p, 0, 10).unwrap();
+    assert_eq!(got[0].key.as_deref(), Some(&b"c1"[..]));
+    let first: J = serde_json::from_slice(&got[0].value).unwrap();
+    assert_eq!(first["order_id"], 1);
+
+    let (status, body) = server.post("/api/v1/topics/nope/records", Some("[{}]")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("declare it in streams/*.yml"));
+    let (status, _) = server.post("/api/v1/topics/orders/records", Some(r#"{"order_id": 1}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = server.post("/api/v1/topics/orders/records", Some("[1,")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = server.post("/api/v1/topics/orders/records", None).await;
+    assert_eq!((status, body["offsets"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "an empty body appends nothing");
+    let (status, _) = server.call("POST", "/api/v1/topics/orders/records", None, Some("[{}]")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_answer_that_disagrees_with_the_document() {
     let venv = std::env::var("WEIR_SCHEMATHESIS_VENV")

@@ -247,6 +247,12 @@ pub enum Command {
         #[arg(long)]
         bind: Option<String>,
     },
+    /// The event log (`.weir/log/`, topics declared in `streams/*.yml`): list and describe
+    /// topics, produce events from a file or stdin, consume them.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// The metadata store: back it up, restore it, see where it is.
     Db {
         #[command(subcommand)]
@@ -356,4 +362,48 @@ pub enum SourceCommand {
 pub enum DocsCommand {
     /// Write target/manifest.json, target/catalog.json and target/index.html.
     Generate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogCommand {
+    /// Every topic: declared in streams/*.yml, or made by a produce.
+    Topics,
+    /// A topic's partitions (offsets kept, bytes) and the consumer groups reading it.
+    Describe { topic: String },
+    /// Append events from a file (or stdin): JSON lines, or CSV with a header; each event is
+    /// keyed by the topic's key column or --key.
+    Produce {
+        topic: String,
+        /// Read this file instead of stdin.
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+        /// json (one JSON value per line) or csv (a header line, then rows).
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// The column whose value keys each event (default: the topic's `key`).
+        #[arg(long)]
+        key: Option<String>,
+        /// Make an undeclared topic with this many partitions.
+        #[arg(long)]
+        partitions: Option<u32>,
+    },
+    /// Print a topic's events as JSON lines: partition, offset, timestamp, key, value.
+    Consume {
+        topic: String,
+        /// Only this partition.
+        #[arg(long, short = 'p')]
+        partition: Option<u32>,
+        /// Start at this offset of each partition (default: the first one kept).
+        #[arg(long, conflicts_with = "from_end")]
+        offset: Option<u64>,
+        /// Start at the end: only events appended from now on (with --follow).
+        #[arg(long)]
+        from_end: bool,
+        /// Stop after this many events.
+        #[arg(long, short = 'n')]
+        max: Option<usize>,
+        /// Keep waiting for new events.
+        #[arg(long)]
+        follow: bool,
+    },
 }

@@ -773,3 +773,53 @@ fn deps_adds_a_package_and_installs_it() {
     assert!(b.status.success(), "{}", text(&b));
     assert_eq!(query(&dir.path().join("t.duckdb"), "select answer from m"), [["42"]]);
 }
+
+#[test]
+fn weir_log_produces_keyed_events_consumes_them_and_stops_at_a_bad_line() {
+    let dir = minimal(&[
+        (
+            "streams/shop.yml",
+            "topics:\n  - name: orders\n    partitions: 3\n    key: customer_id\n    columns: {order_id: bigint, customer_id: varchar}\n",
+        ),
+        (
+            "orders.jsonl",
+            "{\"order_id\": 1, \"customer_id\": \"c1\"}\n{\"order_id\": 2, \"customer_id\": \"c2\"}\n\n{\"order_id\": 3, \"customer_id\": \"c1\"}\n",
+        ),
+        ("bad.jsonl", "{\"order_id\": 4, \"customer_id\": \"c3\"}\n{\"order_id\": 5,\n{\"order_id\": 6}\n"),
+        ("clicks.csv", "user,page\nu1,/a\nu2,/b\n"),
+    ]);
+    let o = weir(dir.path(), &["log", "produce", "orders", "-f", "orders.jsonl"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Produced 3 events to 'orders'"), "{}", text(&o));
+
+    let o = weir(dir.path(), &["log", "consume", "orders"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    let c1: Vec<&serde_json::Value> = lines.iter().filter(|l| l["key"] == "c1").collect();
+    assert_eq!(c1.len(), 2);
+    assert_eq!(c1[0]["partition"], c1[1]["partition"], "one key, one partition");
+    assert_eq!((c1[0]["value"]["order_id"].as_i64(), c1[1]["value"]["order_id"].as_i64()), (Some(1), Some(3)));
+
+    // A line that is not JSON stops the produce there, saying where and what was kept.
+    let o = weir(dir.path(), &["log", "produce", "orders", "-f", "bad.jsonl"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("bad.jsonl:2: not JSON") && text(&o).contains("the 1 event(s) before it were produced"), "{}", text(&o));
+    let o = weir(dir.path(), &["--log-format", "json", "log", "describe", "orders"]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let events: u64 = doc["partitions"].as_array().unwrap().iter().map(|p| p["end"].as_u64().unwrap()).sum();
+    assert_eq!(events, 4);
+
+    // An undeclared topic needs --partitions; CSV rows become JSON objects.
+    let o = weir(dir.path(), &["log", "produce", "clicks", "-f", "clicks.csv", "--format", "csv"]);
+    assert!(!o.status.success() && text(&o).contains("declare it in streams/*.yml"), "{}", text(&o));
+    let o = weir(dir.path(), &["log", "produce", "clicks", "-f", "clicks.csv", "--format", "csv", "--key", "user", "--partitions", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let all = String::from_utf8_lossy(&weir(dir.path(), &["log", "consume", "clicks"]).stdout).to_string();
+    assert!(all.contains(r#""value":{"user":"u1","page":"/a"}"#) && all.contains(r#""page":"/b""#), "{all}");
+    let p = c1[0]["partition"].as_u64().unwrap().to_string();
+    let one = weir(dir.path(), &["log", "consume", "orders", "--partition", &p, "--offset", "1", "-n", "1"]);
+    let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!((one["offset"].as_u64(), one["value"]["order_id"].as_i64()), (Some(1), Some(3)));
+    let o = weir(dir.path(), &["log", "topics"]);
+    assert!(text(&o).contains("streams/shop.yml:2") && text(&o).contains("(not declared)"), "{}", text(&o));
+}

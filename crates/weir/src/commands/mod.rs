@@ -10,6 +10,7 @@ mod deps;
 mod docs;
 mod init;
 mod load;
+pub mod log;
 mod ls;
 pub mod pipeline;
 mod serve;
@@ -51,6 +52,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Pipeline { command } => pipeline::run(g, command, out),
         Command::Sql { sql, json_out } => sql::run(g, sql, json_out.as_deref(), out),
         Command::Serve { bind } => serve::run(g, bind.as_deref(), out),
+        Command::Log { command } => log::run(g, command, out),
         Command::Db { command } => db::run(g, command, out),
     }
 }

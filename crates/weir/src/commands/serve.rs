@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
+use weir_graph::streams::read_topics;
 use weir_orchestrate::{Pipelines, Scheduler, WorkerHandle};
-use weir_server::{AppState, ServerConfig, ServerError};
+use weir_server::{AppState, Events, ServerConfig, ServerError};
 
 use crate::cli::Global;
+use crate::commands::log::open_log;
 use crate::commands::pipeline::{executor, runtime};
 use crate::output::Output;
 use crate::workspace::{Error, Workspace, new_flags};
@@ -39,7 +41,14 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
                 "no API token is configured ($WEIR_API_TOKEN or server.token in weir.yml): the API answers only /health and /openapi.json",
             );
         }
-        let state = AppState { exec, config: Arc::new(config), wake: scheduler.waker(), worker_id: scheduler.worker_id().to_string() };
+        let events = Events { log: open_log(&root)?, topics: read_topics(&root)? };
+        let state = AppState {
+            exec,
+            config: Arc::new(config),
+            wake: scheduler.waker(),
+            worker_id: scheduler.worker_id().to_string(),
+            events: Some(Arc::new(events)),
+        };
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
             // Each signal flips the channel: the first stops, the second cancels.

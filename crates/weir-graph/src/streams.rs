@@ -1,0 +1,380 @@
+//! `streams/*.yml`: the topics of the event log, declared as users write them, read into
+//! typed [`Topic`]s that remember where they were written, so a mistake is reported as
+//! `file:line:col` before anything is produced or consumed.
+//!
+//! ```yaml
+//! topics:
+//!   - name: orders
+//!     partitions: 4
+//!     key: customer_id
+//!     format: json
+//!     columns: {order_id: bigint, customer_id: bigint, amount: 'decimal(10,2)', ordered_at: timestamp}
+//!     event_time: ordered_at
+//!     watermark: ordered_at - interval '5 seconds'
+//!     retention: 7d
+//! ```
+
+use std::path::Path;
+
+use weir_core::Location;
+use weir_core::duration::parse_duration;
+use weir_project::yaml::{self, Node, Value};
+
+use crate::GraphError;
+
+/// One topic of the event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topic {
+    pub name: String,
+    pub description: Option<String>,
+    pub location: Location,
+    pub partitions: u32,
+    /// The column whose value keys each event: events with the same key keep their order.
+    pub key: Option<String>,
+    pub format: Format,
+    /// Columns and their SQL types, when declared: events are JSON objects with them.
+    pub columns: Vec<(String, String)>,
+    /// The column holding each event's time.
+    pub event_time: Option<String>,
+    /// How far behind the greatest event time seen the watermark trails.
+    pub watermark: Option<Watermark>,
+    /// How long records are kept (milliseconds), and how many bytes a partition keeps.
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+}
+
+/// How events are written in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON value per record.
+    Json,
+    /// Bytes as they came.
+    Raw,
+}
+
+/// `watermark: <column> - interval '<amount>'`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub column: String,
+    pub delay_ms: i64,
+}
+
+impl Topic {
+    /// What the event log makes the topic with.
+    pub fn spec(&self) -> weir_log::TopicSpec {
+        weir_log::TopicSpec {
+            name: self.name.clone(),
+            partitions: self.partitions,
+            retention: weir_log::Retention { ms: self.retention_ms, bytes: self.retention_bytes },
+        }
+    }
+}
+
+/// One event as a record of the log: its JSON text as the value, keyed by the text of its
+/// `key` field (a string as it is, anything else as JSON; no key when the field is missing
+/// or null), stamped `now_ms`.
+pub fn event_record(event: &serde_json::Value, key: Option<&str>, now_ms: i64) -> weir_log::Record {
+    let key = key.and_then(|k| event.get(k)).filter(|v| !v.is_null()).map(|v| match v {
+        serde_json::Value::String(s) => s.clone().into_bytes(),
+        other => other.to_string().into_bytes(),
+    });
+    weir_log::Record { key, value: event.to_string().into_bytes(), timestamp: now_ms }
+}
+
+/// Reads every topic of one file.
+pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Topic>, GraphError> {
+    let Some(root) = yaml::parse(file, text)? else { return Ok(vec![]) };
+    let err = |node: &Node, message: String| {
+        let location = node.location(file);
+        let snippet = location.snippet(text).map(|s| s.to_string());
+        GraphError::At { location, message, snippet }
+    };
+    let entries = root.as_map().ok_or_else(|| err(&root, "a streams file is a mapping with a `topics:` list".into()))?;
+    let mut topics: Vec<Topic> = vec![];
+    for (key, value) in entries {
+        match key.key_text().as_deref() {
+            Some("version") => {}
+            Some("topics") => {
+                let items = value.as_seq().ok_or_else(|| err(value, "`topics` must be a list of topics".into()))?;
+                for item in items {
+                    let t = topic(file, item, &err)?;
+                    if let Some(other) = topics.iter().find(|o| o.name == t.name) {
+                        return Err(err(item, format!("topic '{}' is declared twice (also at line {})", t.name, other.location.line)));
+                    }
+                    topics.push(t);
+                }
+            }
+            other => return Err(err(key, format!("unknown key '{}' (expected `topics:`)", other.unwrap_or_default()))),
+        }
+    }
+    Ok(topics)
+}
+
+/// Every topic declared under `<root>/streams/`, in file order; a name declared in two
+/// files is an error naming both.
+pub fn read_topics(root: &Path) -> Result<Vec<Topic>, GraphError> {
+    let dir = root.join("streams");
+    let mut files = vec![];
+    if dir.is_dir() {
+        for e in std::fs::read_dir(&dir).map_err(|e| GraphError::io(&dir, e))? {
+            let path = e.map_err(|e| GraphError::io(&dir, e))?.path();
+            if path.extension().is_some_and(|x| x == "yml" || x == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut out: Vec<Topic> = vec![];
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|e| GraphError::io(&path, e))?;
+        for mut t in parse_file(&path, &text)? {
+            t.location = t.location.relative_to(root);
+            if let Some(other) = out.iter().find(|o| o.name == t.name) {
+                return Err(GraphError::at(
+                    t.location.clone(),
+                    format!("topic '{}' is already declared at {}", t.name, other.location),
+                    Some(&text),
+                ));
+            }
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+const KEYS: &[&str] =
+    &["name", "description", "partitions", "key", "format", "columns", "event_time", "watermark", "retention", "retention_bytes"];
+
+fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) -> Result<Topic, GraphError> {
+    let entries = item.as_map().ok_or_else(|| err(item, "a topic is a mapping with at least a `name`".into()))?;
+    for (k, _) in entries {
+        let key = k.key_text().unwrap_or_default();
+        if !KEYS.contains(&key.as_str()) {
+            let hint =
+                weir_project::error::closest(&key, KEYS.iter().copied()).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default();
+            return Err(err(k, format!("unknown key '{key}' in a topic{hint} (known: {})", KEYS.join(", "))));
+        }
+    }
+    let text = |k: &str| -> Result<Option<(String, &Node)>, GraphError> {
+        match item.get(k) {
+            None => Ok(None),
+            Some(n) => match &n.value {
+                Value::Str(_) | Value::Int(_) | Value::Float(_) => Ok(Some((n.scalar_text().unwrap_or_default(), n))),
+                _ => Err(err(n, format!("`{k}` must be a text"))),
+            },
+        }
+    };
+    let (name, name_node) = text("name")?.ok_or_else(|| err(item, "a topic needs a `name`".into()))?;
+    let valid = !name.is_empty() && name.len() <= 249 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid || name == "." || name == ".." {
+        return Err(err(name_node, format!("topic name '{name}' may hold only letters, digits, '.', '_' and '-' (at most 249)")));
+    }
+    let partitions = match text("partitions")? {
+        None => 1,
+        Some((t, n)) => t
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=10_000).contains(p))
+            .ok_or_else(|| err(n, format!("`partitions` must be a whole number from 1 to 10000, not '{t}'")))?,
+    };
+    let format = match text("format")? {
+        None => Format::Json,
+        Some((t, n)) => match t.as_str() {
+            "json" => Format::Json,
+            "raw" | "bytes" => Format::Raw,
+            other => return Err(err(n, format!("format '{other}' is not one of json, raw"))),
+        },
+    };
+    let mut columns = vec![];
+    if let Some(n) = item.get("columns") {
+        let m = n.as_map().ok_or_else(|| err(n, "`columns` maps each column to its type ({id: bigint, at: timestamp})".into()))?;
+        for (k, v) in m {
+            let ty = match &v.value {
+                Value::Str(_) => v.scalar_text().unwrap_or_default(),
+                _ => return Err(err(v, format!("the type of column '{}' must be a text", k.key_text().unwrap_or_default()))),
+            };
+            columns.push((k.key_text().unwrap_or_default(), ty));
+        }
+    }
+    let known = |col: &str, n: &Node, what: &str| -> Result<(), GraphError> {
+        if columns.is_empty() || columns.iter().any(|(c, _)| c == col) {
+            return Ok(());
+        }
+        let names: Vec<&str> = columns.iter().map(|(c, _)| c.as_str()).collect();
+        let hint = weir_project::error::closest(col, names.iter().copied()).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default();
+        Err(err(n, format!("{what} '{col}' is not one of the topic's columns ({}){hint}", names.join(", "))))
+    };
+    let key = match text("key")? {
+        Some((k, n)) => {
+            known(&k, n, "key column")?;
+            Some(k)
+        }
+        None => None,
+    };
+    let event_time = match text("event_time")? {
+        Some((c, n)) => {
+            known(&c, n, "event_time column")?;
+            if let Some((_, ty)) = columns.iter().find(|(name, _)| *name == c)
+                && !is_time_type(ty)
+            {
+                return Err(err(n, format!("event_time column '{c}' is a {ty}, not a timestamp or date")));
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let watermark = match text("watermark")? {
+        Some((w, n)) => {
+            let wm = parse_watermark(&w).ok_or_else(|| {
+                err(n, format!("watermark '{w}' is not `<time column>` or `<time column> - interval '<amount>'` (interval '5 seconds')"))
+            })?;
+            match &event_time {
+                Some(et) if *et != wm.column => {
+                    return Err(err(n, format!("the watermark is on '{}' but the topic's event_time is '{et}'", wm.column)));
+                }
+                None => known(&wm.column, n, "watermark column")?,
+                _ => {}
+            }
+            Some(wm)
+        }
+        None => None,
+    };
+    let retention_ms = match text("retention")? {
+        None => None,
+        Some((t, n)) => Some(
+            interval_ms(&t)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| err(n, format!("`retention` '{t}' is not an amount of time (7d, 12h, '30 days')")))?,
+        ),
+    };
+    let retention_bytes = match text("retention_bytes")? {
+        None => None,
+        Some((t, n)) => {
+            Some(t.parse::<u64>().map_err(|_| err(n, format!("`retention_bytes` must be a whole number of bytes, not '{t}'")))?)
+        }
+    };
+    Ok(Topic {
+        location: item.location(file),
+        description: text("description")?.map(|(d, _)| d),
+        name,
+        partitions,
+        key,
+        format,
+        columns,
+        event_time: event_time.or_else(|| watermark.as_ref().map(|w| w.column.clone())),
+        watermark,
+        retention_ms,
+        retention_bytes,
+    })
+}
+
+fn is_time_type(ty: &str) -> bool {
+    let t = ty.trim().to_ascii_lowercase();
+    t.starts_with("timestamp") || t == "date" || t == "datetime" || t == "timestamptz"
+}
+
+/// `ordered_at`, `ordered_at - interval '5 seconds'`, `ordered_at - interval '1' minute`.
+pub fn parse_watermark(text: &str) -> Option<Watermark> {
+    let (column, rest) = match text.split_once('-') {
+        Some((c, r)) => (c.trim(), Some(r.trim())),
+        None => (text.trim(), None),
+    };
+    if column.is_empty() || !column.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    let delay_ms = match rest {
+        None => 0,
+        Some(r) => {
+            let body = r.strip_prefix("interval").or_else(|| r.strip_prefix("INTERVAL"))?.trim();
+            let unquoted: String = body.chars().filter(|c| *c != '\'' && *c != '"').collect();
+            interval_ms(&unquoted)?
+        }
+    };
+    Some(Watermark { column: column.to_string(), delay_ms })
+}
+
+/// An amount of time as SQL or people write it: `5 seconds`, `1 minute`, `250 ms`, `7d`,
+/// `1h30m`; in milliseconds.
+pub fn interval_ms(text: &str) -> Option<i64> {
+    let t = text.trim().to_ascii_lowercase();
+    if let Some(secs) = parse_duration(&t) {
+        return Some((secs * 1000.0).round() as i64);
+    }
+    let mut words = t.split_whitespace();
+    let (amount, unit) = (words.next()?.parse::<f64>().ok()?, words.next()?);
+    if words.next().is_some() || amount < 0.0 {
+        return None;
+    }
+    let ms = match unit {
+        "ms" | "millisecond" | "milliseconds" => 1.0,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1000.0,
+        "min" | "mins" | "minute" | "minutes" => 60_000.0,
+        "h" | "hour" | "hours" => 3_600_000.0,
+        "d" | "day" | "days" => 86_400_000.0,
+        "week" | "weeks" => 604_800_000.0,
+        _ => return None,
+    };
+    Some((amount * ms).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Topic>, String> {
+        parse_file(Path::new("streams/shop.yml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_a_topic_with_its_time_and_defaults() {
+        let t = parse(
+            "topics:\n  - name: orders\n    partitions: 4\n    key: customer_id\n    columns: {customer_id: bigint, ordered_at: timestamp}\n    \
+             watermark: ordered_at - interval '5 seconds'\n    retention: 7d\n  - name: clicks\n",
+        )
+        .unwrap();
+        assert_eq!((t[0].partitions, t[0].key.as_deref(), t[0].format), (4, Some("customer_id"), Format::Json));
+        assert_eq!(t[0].watermark, Some(Watermark { column: "ordered_at".into(), delay_ms: 5000 }));
+        assert_eq!(t[0].event_time.as_deref(), Some("ordered_at"), "the watermark's column is the event time");
+        assert_eq!(t[0].retention_ms, Some(7 * 86_400_000));
+        assert_eq!((t[1].partitions, t[1].location.line), (1, 8));
+    }
+
+    #[test]
+    fn events_are_keyed_by_their_key_field() {
+        let e = serde_json::json!({"id": 7, "customer": "c1", "n": null});
+        assert_eq!(event_record(&e, Some("customer"), 5).key.as_deref(), Some(&b"c1"[..]));
+        assert_eq!(event_record(&e, Some("id"), 5).key.as_deref(), Some(&b"7"[..]));
+        assert_eq!(event_record(&e, Some("n"), 5).key, None);
+        assert_eq!(event_record(&e, None, 5).value, br#"{"id":7,"customer":"c1","n":null}"#.to_vec());
+    }
+
+    #[test]
+    fn intervals_read_as_sql_and_people_write_them() {
+        assert_eq!(interval_ms("5 seconds"), Some(5000));
+        assert_eq!(interval_ms("1 minute"), Some(60_000));
+        assert_eq!(interval_ms("250 ms"), Some(250));
+        assert_eq!(interval_ms("1h30m"), Some(5_400_000));
+        assert_eq!(interval_ms("soon"), None);
+        assert_eq!(parse_watermark("ts").map(|w| w.delay_ms), Some(0));
+        assert_eq!(parse_watermark("ts - INTERVAL '2 minutes'").map(|w| w.delay_ms), Some(120_000));
+        assert_eq!(parse_watermark("ts + interval '2 minutes'"), None);
+    }
+
+    #[test]
+    fn mistakes_name_their_place() {
+        let e = parse("topics:\n  - name: orders\n    partitons: 3\n").unwrap_err();
+        assert!(e.starts_with("streams/shop.yml:3:5") && e.contains("did you mean 'partitions'"), "{e}");
+        let e = parse("topics:\n  - name: orders\n    columns: {id: bigint, at: timestamp}\n    key: idd\n").unwrap_err();
+        assert!(e.starts_with("streams/shop.yml:4:") && e.contains("did you mean 'id'"), "{e}");
+        let e = parse("topics:\n  - name: orders\n    columns: {id: bigint}\n    event_time: id\n").unwrap_err();
+        assert!(e.contains("is a bigint, not a timestamp"), "{e}");
+        let e = parse("topics:\n  - name: o\n    watermark: at - 5\n").unwrap_err();
+        assert!(e.contains("interval '5 seconds'"), "{e}");
+        let e = parse("topics:\n  - name: o\n  - name: o\n").unwrap_err();
+        assert!(e.contains("declared twice (also at line 2)"), "{e}");
+        let e = parse("topics:\n  - name: 'a/b'\n").unwrap_err();
+        assert!(e.contains("may hold only letters"), "{e}");
+        let e = parse("topics:\n  - name: o\n    partitions: 0\n").unwrap_err();
+        assert!(e.contains("from 1 to 10000, not '0'"), "{e}");
+    }
+}

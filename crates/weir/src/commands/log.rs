@@ -1,0 +1,268 @@
+//! `weir log topics|describe|produce|consume`: the project's event log (`.weir/log/`) for
+//! people. Topics declared in `streams/*.yml` are made on first use with their partitions
+//! and retention; produce reads JSON lines or CSV from a file or stdin.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value as J, json};
+use weir_graph::streams::{Topic, event_record, read_topics};
+use weir_log::{EmbeddedLog, Log, TopicInfo, TopicSpec};
+
+use crate::cli::{Global, LogCommand, LogFormat};
+use crate::output::Output;
+use crate::workspace::{Error, project_dir};
+
+/// Events appended per write (each write is synced to disk once).
+const BATCH: usize = 10_000;
+
+pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error> {
+    let root = project_dir(g);
+    let declared = read_topics(&root)?;
+    let log = open_log(&root)?;
+    match cmd {
+        LogCommand::Topics => topics(&log, &declared, out),
+        LogCommand::Describe { topic } => describe(&log, &declared, topic, out),
+        LogCommand::Produce { topic, file, format, key, partitions } => {
+            let decl = declared.iter().find(|t| t.name == *topic);
+            ensure_topic(&log, decl, topic, *partitions)?;
+            let key = key.clone().or_else(|| decl.and_then(|t| t.key.clone()));
+            let (source, reader): (String, Box<dyn Read>) = match file {
+                Some(f) => (f.display().to_string(), Box::new(std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?)),
+                None => ("stdin".to_string(), Box::new(std::io::stdin())),
+            };
+            let produced = produce(&log, topic, BufReader::new(reader), &source, format, key.as_deref())?;
+            out.info(format!("Produced {produced} event{} to '{topic}'", if produced == 1 { "" } else { "s" }));
+            Ok(0)
+        }
+        LogCommand::Consume { topic, partition, offset, from_end, max, follow } => {
+            if let Some(t) = declared.iter().find(|t| t.name == *topic) {
+                log.create_topic(&t.spec())?;
+            }
+            consume(&log, topic, *partition, (*offset, *from_end), *max, *follow)
+        }
+    }
+}
+
+/// The project's embedded log.
+pub fn open_log(root: &Path) -> Result<EmbeddedLog, Error> {
+    Ok(EmbeddedLog::open(&root.join(".weir").join("log"))?)
+}
+
+/// Makes a topic on first use: as `streams/*.yml` declares it, else with `--partitions`.
+fn ensure_topic(log: &EmbeddedLog, decl: Option<&Topic>, name: &str, partitions: Option<u32>) -> Result<(), Error> {
+    match (decl, partitions) {
+        (Some(t), Some(p)) if p != t.partitions => {
+            Err(format!("topic '{name}' is declared with {} partition(s) at {}, not {p}", t.partitions, t.location).into())
+        }
+        (Some(t), _) => Ok(log.create_topic(&t.spec()).map(|_| ())?),
+        (None, Some(p)) => Ok(log.create_topic(&TopicSpec::new(name, p)).map(|_| ())?),
+        (None, None) if log.describe(name).is_ok() => Ok(()),
+        (None, None) => Err(format!(
+            "no topic named '{name}': declare it in streams/*.yml (topics: [{{name: {name}, partitions: 1}}]) or pass --partitions"
+        )
+        .into()),
+    }
+}
+
+/// Appends every event of `input`; a line that is not an event stops it with its place,
+/// after the events before it were appended.
+fn produce(log: &EmbeddedLog, topic: &str, input: impl BufRead, source: &str, format: &str, key: Option<&str>) -> Result<u64, Error> {
+    let now = || chrono::Utc::now().timestamp_millis();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut produced = 0u64;
+    let mut flush = |batch: &mut Vec<weir_log::Record>| -> Result<(), Error> {
+        if !batch.is_empty() {
+            log.append(topic, None, batch)?;
+            produced += batch.len() as u64;
+            batch.clear();
+        }
+        Ok(())
+    };
+    let stopped = |line: usize, why: String, done: u64| -> Error {
+        format!("{source}:{line}: {why}; the {done} event(s) before it were produced, this one and the rest were not").into()
+    };
+    match format {
+        "json" | "jsonl" => {
+            for (i, line) in input.lines().enumerate() {
+                let line = line.map_err(|e| format!("{source}: {e}"))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let event: J = match serde_json::from_str(&line) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        flush(&mut batch)?;
+                        return Err(stopped(i + 1, format!("not JSON ({e})"), produced));
+                    }
+                };
+                batch.push(event_record(&event, key, now()));
+                if batch.len() == BATCH {
+                    flush(&mut batch)?;
+                }
+            }
+        }
+        "csv" => {
+            let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(input);
+            let header: Vec<String> = reader.headers().map_err(|e| format!("{source}:1: {e}"))?.iter().map(str::to_string).collect();
+            if let Some(k) = key.filter(|k| !header.iter().any(|h| h == k)) {
+                return Err(format!("{source}:1: the key column '{k}' is not in the header ({})", header.join(", ")).into());
+            }
+            for row in reader.records() {
+                let row = match row {
+                    Ok(r) => r,
+                    Err(e) => {
+                        flush(&mut batch)?;
+                        let line = e.position().map_or(0, |p| p.line() as usize);
+                        return Err(stopped(line, e.to_string(), produced));
+                    }
+                };
+                let event: Map<String, J> = header.iter().cloned().zip(row.iter().map(|v| J::String(v.to_string()))).collect();
+                batch.push(event_record(&J::Object(event), key, now()));
+                if batch.len() == BATCH {
+                    flush(&mut batch)?;
+                }
+            }
+        }
+        other => return Err(format!("--format {other}: use json (one JSON value per line) or csv").into()),
+    }
+    flush(&mut batch)?;
+    Ok(produced)
+}
+
+/// Prints events as JSON lines, partition by partition (or as they arrive, with `follow`).
+fn consume(
+    log: &EmbeddedLog,
+    topic: &str,
+    partition: Option<u32>,
+    (offset, from_end): (Option<u64>, bool),
+    max: Option<usize>,
+    follow: bool,
+) -> Result<u8, Error> {
+    let info = log.describe(topic)?;
+    let parts: Vec<u32> = match partition {
+        Some(p) if p as usize >= info.partitions.len() => {
+            return Err(format!("topic '{topic}' has {} partition(s); there is no partition {p}", info.partitions.len()).into());
+        }
+        Some(p) => vec![p],
+        None => info.partitions.iter().map(|p| p.partition).collect(),
+    };
+    let mut next: Vec<u64> = parts
+        .iter()
+        .map(|p| {
+            let pi = info.partitions[*p as usize];
+            if from_end { pi.end } else { offset.unwrap_or(pi.start).max(pi.start) }
+        })
+        .collect();
+    let mut left = max.unwrap_or(usize::MAX);
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    loop {
+        let mut got_any = false;
+        for (i, p) in parts.iter().enumerate() {
+            while left > 0 {
+                let records = log.read(topic, *p, next[i], left.min(1000))?;
+                let Some(last) = records.last() else { break };
+                next[i] = last.offset + 1;
+                got_any = true;
+                for r in &records {
+                    let value =
+                        serde_json::from_slice::<J>(&r.value).unwrap_or_else(|_| J::String(String::from_utf8_lossy(&r.value).into()));
+                    let key = r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
+                    let line = json!({"partition": p, "offset": r.offset, "timestamp": r.timestamp, "key": key, "value": value});
+                    if writeln!(w, "{line}").is_err() {
+                        // The reader went away (`| head`): nothing more to do.
+                        return Ok(0);
+                    }
+                }
+                left -= records.len().min(left);
+            }
+        }
+        if w.flush().is_err() || left == 0 || !follow {
+            return Ok(0);
+        }
+        if !got_any {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn topics(log: &EmbeddedLog, declared: &[Topic], out: &Output) -> Result<u8, Error> {
+    let existing = log.topics()?;
+    let mut rows: Vec<(String, Option<&TopicInfo>, Option<&Topic>)> = vec![];
+    for t in declared {
+        rows.push((t.name.clone(), existing.iter().find(|e| e.spec.name == t.name), Some(t)));
+    }
+    for e in existing.iter().filter(|e| !declared.iter().any(|d| d.name == e.spec.name)) {
+        rows.push((e.spec.name.clone(), Some(e), None));
+    }
+    if out.format == LogFormat::Json {
+        let docs: Vec<J> = rows
+            .iter()
+            .map(|(name, info, decl)| {
+                json!({"topic": name, "declared_at": decl.map(|d| d.location.to_string()),
+                       "partitions": info.map(|i| i.spec.partitions).or(decl.map(|d| d.partitions)),
+                       "events": info.map(|i| i.partitions.iter().map(|p| p.end - p.start).sum::<u64>()),
+                       "bytes": info.map(|i| i.partitions.iter().map(|p| p.bytes).sum::<u64>())})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        out.info("No topics: declare them in streams/*.yml (see docs/streams.md), or produce with --partitions.");
+        return Ok(0);
+    }
+    out.info(format!("{:<30} {:>10} {:>12} {:>12}  declared", "topic", "partitions", "events", "bytes"));
+    for (name, info, decl) in rows {
+        let partitions = info.map(|i| i.spec.partitions).or(decl.map(|d| d.partitions)).unwrap_or_default();
+        let (events, bytes) = match info {
+            Some(i) => (
+                i.partitions.iter().map(|p| p.end - p.start).sum::<u64>().to_string(),
+                i.partitions.iter().map(|p| p.bytes).sum::<u64>().to_string(),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        let at = decl.map(|d| d.location.to_string()).unwrap_or_else(|| "(not declared)".into());
+        out.info(format!("{name:<30} {partitions:>10} {events:>12} {bytes:>12}  {at}"));
+    }
+    Ok(0)
+}
+
+fn describe(log: &EmbeddedLog, declared: &[Topic], topic: &str, out: &Output) -> Result<u8, Error> {
+    if let Some(t) = declared.iter().find(|t| t.name == topic) {
+        log.create_topic(&t.spec())?;
+    }
+    let info = log.describe(topic)?;
+    let mut groups = vec![];
+    for g in log.groups()? {
+        let positions = log.positions(&g)?;
+        let mine: Vec<(u32, u64)> = positions.iter().filter(|((t, _), _)| t == topic).map(|((_, p), o)| (*p, *o)).collect();
+        if !mine.is_empty() {
+            groups.push((g, mine));
+        }
+    }
+    let lag = |p: u32, o: u64| info.partitions.get(p as usize).map_or(0, |pi| pi.end.saturating_sub(o));
+    if out.format == LogFormat::Json {
+        let doc = json!({
+            "topic": topic,
+            "retention": {"ms": info.spec.retention.ms, "bytes": info.spec.retention.bytes},
+            "partitions": info.partitions.iter().map(|p| json!({"partition": p.partition, "start": p.start, "end": p.end, "bytes": p.bytes})).collect::<Vec<_>>(),
+            "groups": groups.iter().map(|(g, ps)| json!({"group": g, "positions": ps.iter().map(|(p, o)| json!({"partition": p, "offset": o, "lag": lag(*p, *o)})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(0);
+    }
+    out.info(format!("Topic '{topic}': {} partition(s)", info.partitions.len()));
+    out.info(format!("  {:>9} {:>14} {:>14} {:>14}", "partition", "first offset", "next offset", "bytes"));
+    for p in &info.partitions {
+        out.info(format!("  {:>9} {:>14} {:>14} {:>14}", p.partition, p.start, p.end, p.bytes));
+    }
+    for (g, ps) in &groups {
+        let total: u64 = ps.iter().map(|(p, o)| lag(*p, *o)).sum();
+        out.info(format!("  group '{g}': lag {total} ({})", ps.iter().map(|(p, o)| format!("p{p} at {o}")).collect::<Vec<_>>().join(", ")));
+    }
+    Ok(0)
+}
