@@ -1,6 +1,7 @@
 //! `weir serve` as real processes: a scheduler killed with -9 mid-task and another taking
 //! its run over (the orphaned task killed first, then retried); two schedulers sharing one
-//! PostgreSQL store without running anything twice; `weir db backup` and `restore`.
+//! PostgreSQL store without running anything twice; `weir db backup` and `restore`; events
+//! posted to the server and produced by `weir log` at once, into one log.
 
 mod common;
 
@@ -176,4 +177,31 @@ fn the_store_is_backed_up_while_in_use_and_restored_only_when_no_worker_lives() 
     assert!(runs.contains("before: success") && !runs.contains("after"), "{runs}");
     let again = weir(dir.path(), &["db", "backup", backup.to_str().unwrap()]);
     assert!(text(&again).contains("exists"), "a backup never overwrites: {}", text(&again));
+}
+
+#[test]
+fn events_posted_to_weir_serve_are_read_back_by_weir_log_while_it_runs() {
+    let dir = minimal(&[("streams/app.yml", "topics:\n  - name: clicks\n    partitions: 2\n    key: user\n")]);
+    let serve = Serve::start(dir.path(), &[]);
+    let body = r#"[{"user": "u1", "page": "/a"}, {"user": "u2", "page": "/b"}, {"user": "u1", "page": "/c"}]"#;
+    let answer = serve.call("POST", "/api/v1/topics/clicks/records", Some(body)).unwrap();
+    assert_eq!(answer["offsets"].as_array().map(Vec::len), Some(3), "{answer}");
+    // Another process appends to the same log while the server holds it open.
+    let o = weir_command(dir.path()).args(["log", "produce", "clicks"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(b"{\"user\": \"u3\", \"page\": \"/d\"}\n")?;
+        c.wait_with_output()
+    });
+    assert!(o.unwrap().status.success());
+    let answer = serve.call("POST", "/api/v1/topics/clicks/records", Some(r#"[{"user": "u3", "page": "/e"}]"#)).unwrap();
+    assert_eq!(answer["offsets"].as_array().map(Vec::len), Some(1), "{answer}");
+    let o = weir(dir.path(), &["log", "consume", "clicks"]);
+    let pages: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<J>(l).unwrap()["value"]["page"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = pages.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["/a", "/b", "/c", "/d", "/e"], "every event once, none overwritten: {pages:?}");
+    serve.terminate();
 }

@@ -34,6 +34,8 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
                 None => ("stdin".to_string(), Box::new(std::io::stdin())),
             };
             let produced = produce(&log, topic, BufReader::new(reader), &source, format, key.as_deref())?;
+            // Retention is applied where events arrive, as `weir serve` does once a minute.
+            log.apply_retention(chrono::Utc::now().timestamp_millis())?;
             out.info(format!("Produced {produced} event{} to '{topic}'", if produced == 1 { "" } else { "s" }));
             Ok(0)
         }

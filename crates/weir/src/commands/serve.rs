@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use weir_graph::streams::read_topics;
+use weir_log::Log;
 use weir_orchestrate::{Pipelines, Scheduler, WorkerHandle};
 use weir_server::{AppState, Events, ServerConfig, ServerError};
 
@@ -41,13 +42,14 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
                 "no API token is configured ($WEIR_API_TOKEN or server.token in weir.yml): the API answers only /health and /openapi.json",
             );
         }
-        let events = Events { log: open_log(&root)?, topics: read_topics(&root)? };
+        let events = Arc::new(Events { log: open_log(&root)?, topics: read_topics(&root)? });
+        tokio::spawn(apply_retention(events.clone(), out.clone()));
         let state = AppState {
             exec,
             config: Arc::new(config),
             wake: scheduler.waker(),
             worker_id: scheduler.worker_id().to_string(),
-            events: Some(Arc::new(events)),
+            events: Some(events),
         };
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
@@ -69,4 +71,17 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
         server.await.map_err(|e| e.to_string())?;
         Ok::<u8, Error>(0)
     })
+}
+
+/// Deletes, once a minute, the old segments the topics' retention no longer keeps.
+async fn apply_retention(events: Arc<Events>, out: Arc<Output>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let events = events.clone();
+        let done = tokio::task::spawn_blocking(move || events.log.apply_retention(chrono::Utc::now().timestamp_millis())).await;
+        if let Ok(Err(e)) = done {
+            out.warn(format!("event log retention: {e}"));
+        }
+    }
 }
