@@ -377,9 +377,10 @@ pub enum LogCommand {
         /// Read this file instead of stdin.
         #[arg(long, short = 'f')]
         file: Option<PathBuf>,
-        /// json (one JSON value per line) or csv (a header line, then rows).
-        #[arg(long, default_value = "json")]
-        format: String,
+        /// json (one JSON value per line), csv (a header line, then rows) or raw (each line as
+        /// it is); default json, or raw for a topic declared `format: raw`.
+        #[arg(long)]
+        format: Option<String>,
         /// The column whose value keys each event (default: the topic's `key`).
         #[arg(long)]
         key: Option<String>,

@@ -822,4 +822,11 @@ fn weir_log_produces_keyed_events_consumes_them_and_stops_at_a_bad_line() {
     assert_eq!((one["offset"].as_u64(), one["value"]["order_id"].as_i64()), (Some(1), Some(3)));
     let o = weir(dir.path(), &["log", "topics"]);
     assert!(text(&o).contains("streams/shop.yml:2") && text(&o).contains("(not declared)"), "{}", text(&o));
+
+    // Raw lines stay as they are: not JSON, not keyed.
+    let o = weir(dir.path(), &["log", "produce", "lines", "-f", "bad.jsonl", "--format", "raw", "--partitions", "1"]);
+    assert!(o.status.success() && text(&o).contains("Produced 3 events"), "{}", text(&o));
+    let o = weir(dir.path(), &["log", "consume", "lines", "--offset", "1", "-n", "1"]);
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((line["value"].as_str(), line["key"].is_null()), (Some("{\"order_id\": 5,"), true));
 }

@@ -33,6 +33,12 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
                 Some(f) => (f.display().to_string(), Box::new(std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?)),
                 None => ("stdin".to_string(), Box::new(std::io::stdin())),
             };
+            // A raw topic takes lines as they are unless told otherwise.
+            let format = match (format.as_deref(), decl.map(|t| t.format)) {
+                (Some(f), _) => f,
+                (None, Some(weir_graph::streams::Format::Raw)) => "raw",
+                (None, _) => "json",
+            };
             let produced = produce(&log, topic, BufReader::new(reader), &source, format, key.as_deref())?;
             // Retention is applied where events arrive, as `weir serve` does once a minute.
             log.apply_retention(chrono::Utc::now().timestamp_millis())?;
@@ -128,7 +134,16 @@ fn produce(log: &EmbeddedLog, topic: &str, input: impl BufRead, source: &str, fo
                 }
             }
         }
-        other => return Err(format!("--format {other}: use json (one JSON value per line) or csv").into()),
+        "raw" => {
+            for line in input.lines() {
+                let line = line.map_err(|e| format!("{source}: {e}"))?;
+                batch.push(weir_log::Record { key: None, value: line.into_bytes(), timestamp: now() });
+                if batch.len() == BATCH {
+                    flush(&mut batch)?;
+                }
+            }
+        }
+        other => return Err(format!("--format {other}: use json (one JSON value per line), csv or raw (each line as it is)").into()),
     }
     flush(&mut batch)?;
     Ok(produced)
