@@ -1,0 +1,245 @@
+//! Keyed window state: each event's value folded into the accumulators of its key's windows,
+//! results emitted when the watermark closes a window, and updated while a late event within
+//! the allowed lateness still changes it.
+//!
+//! Lateness follows Flink: an event is late for a window when `window_end - 1 +
+//! allowed_lateness <= watermark`. A hopping event counts in the windows it is not late for
+//! and is late only when it is late for all of them; a session event is judged after it has
+//! merged with the sessions it touches. A late event is returned as such, never dropped here:
+//! the job keeps it with the reason.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+
+use crate::window::{Millis, Window, WindowSpec};
+
+/// An aggregate a windowed `group by` computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    CountDistinct,
+}
+
+/// One aggregate's running state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Acc {
+    Count(u64),
+    Sum(f64),
+    Min(Option<f64>),
+    Max(Option<f64>),
+    Avg {
+        sum: f64,
+        n: u64,
+    },
+    /// Distinct values by their bits (`-0.0` and `0.0` apart, as SQL's `count(distinct)` of
+    /// doubles keeps them).
+    Distinct(HashSet<u64>),
+}
+
+impl Acc {
+    pub fn new(agg: Agg) -> Acc {
+        match agg {
+            Agg::Count => Acc::Count(0),
+            Agg::Sum => Acc::Sum(0.0),
+            Agg::Min => Acc::Min(None),
+            Agg::Max => Acc::Max(None),
+            Agg::Avg => Acc::Avg { sum: 0.0, n: 0 },
+            Agg::CountDistinct => Acc::Distinct(HashSet::new()),
+        }
+    }
+
+    /// Adds a value (`None`: SQL's null, which only `count(*)` counts).
+    pub fn add(&mut self, v: Option<f64>) {
+        match (self, v) {
+            (Acc::Count(n), _) => *n += 1,
+            (Acc::Sum(s), Some(v)) => *s += v,
+            (Acc::Min(m), Some(v)) => *m = Some(m.map_or(v, |m| m.min(v))),
+            (Acc::Max(m), Some(v)) => *m = Some(m.map_or(v, |m| m.max(v))),
+            (Acc::Avg { sum, n }, Some(v)) => {
+                *sum += v;
+                *n += 1;
+            }
+            (Acc::Distinct(set), Some(v)) => {
+                set.insert(v.to_bits());
+            }
+            (_, None) => {}
+        }
+    }
+
+    /// Folds another accumulator of the same aggregate in (sessions that merge).
+    pub fn merge(&mut self, other: Acc) {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum(a), Acc::Sum(b)) => *a += b,
+            (Acc::Min(a), Acc::Min(b)) => *a = [*a, b].into_iter().flatten().reduce(f64::min),
+            (Acc::Max(a), Acc::Max(b)) => *a = [*a, b].into_iter().flatten().reduce(f64::max),
+            (Acc::Avg { sum, n }, Acc::Avg { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
+            _ => {}
+        }
+    }
+
+    /// The aggregate's value; `None` for SQL's null (the min of no values).
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Acc::Count(n) => Some(*n as f64),
+            Acc::Sum(s) => Some(*s),
+            Acc::Min(m) | Acc::Max(m) => *m,
+            Acc::Avg { sum, n } => (*n > 0).then(|| sum / *n as f64),
+            Acc::Distinct(set) => Some(set.len() as f64),
+        }
+    }
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Counted in at least one window.
+    Counted,
+    /// Later than the allowed lateness for every window it falls in.
+    Late,
+    /// In no window (a hop whose slide leaves gaps).
+    Unwindowed,
+}
+
+/// A window's result for a key: emitted when the window closes, and again whenever a late
+/// event within the lateness changes it (the sink upserts on key and window). A session that
+/// grew by merging with sessions already emitted names them in `replaces`: the sink deletes
+/// their rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emit<K> {
+    pub key: K,
+    pub window: Window,
+    pub values: Vec<Option<f64>>,
+    pub replaces: Vec<Window>,
+}
+
+/// The state of one windowed aggregation.
+pub struct WindowOperator<K> {
+    spec: WindowSpec,
+    aggs: Vec<Agg>,
+    allowed_lateness: Millis,
+    /// Windows not yet purged, by key; each with its accumulators and whether it has fired.
+    state: HashMap<K, BTreeMap<Window, Slot>>,
+    /// Windows changed since they fired, to emit again.
+    refire: Vec<(K, Window)>,
+}
+
+struct Slot {
+    accs: Vec<Acc>,
+    fired: bool,
+    /// Emitted sessions this one absorbed, to retract when it is next emitted.
+    replaced: Vec<Window>,
+}
+
+impl<K: Clone + Eq + Hash> WindowOperator<K> {
+    pub fn new(spec: WindowSpec, aggs: Vec<Agg>, allowed_lateness: Millis) -> WindowOperator<K> {
+        WindowOperator { spec, aggs, allowed_lateness: allowed_lateness.max(0), state: HashMap::new(), refire: vec![] }
+    }
+
+    fn late(&self, w: &Window, watermark: Option<Millis>) -> bool {
+        watermark.is_some_and(|wm| w.max_timestamp().saturating_add(self.allowed_lateness) <= wm)
+    }
+
+    /// Folds an event (`values`, one per aggregate) of `key` at event time `ts` into its
+    /// windows, judged against the watermark it arrived under.
+    pub fn insert(&mut self, key: K, ts: Millis, values: &[Option<f64>], watermark: Option<Millis>) -> Admitted {
+        let windows = self.spec.assign(ts);
+        if windows.is_empty() {
+            return Admitted::Unwindowed;
+        }
+        if self.spec.is_session() {
+            return self.insert_session(key, windows[0], values, watermark);
+        }
+        let live: Vec<Window> = windows.into_iter().filter(|w| !self.late(w, watermark)).collect();
+        if live.is_empty() {
+            return Admitted::Late;
+        }
+        let aggs = &self.aggs;
+        let slots = self.state.entry(key.clone()).or_default();
+        for w in live {
+            let slot = slots.entry(w).or_insert_with(|| Slot {
+                accs: aggs.iter().map(|a| Acc::new(*a)).collect(),
+                fired: false,
+                replaced: vec![],
+            });
+            for (acc, v) in slot.accs.iter_mut().zip(values) {
+                acc.add(*v);
+            }
+            if slot.fired {
+                self.refire.push((key.clone(), w));
+            }
+        }
+        Admitted::Counted
+    }
+
+    fn insert_session(&mut self, key: K, own: Window, values: &[Option<f64>], watermark: Option<Millis>) -> Admitted {
+        let slots = self.state.entry(key.clone()).or_default();
+        let touching: Vec<Window> = slots.keys().filter(|w| w.meets(&own)).copied().collect();
+        let merged = touching.iter().fold(own, |acc, w| acc.cover(w));
+        if watermark.is_some_and(|wm| merged.max_timestamp().saturating_add(self.allowed_lateness) <= wm) {
+            return Admitted::Late;
+        }
+        let mut slot = Slot { accs: self.aggs.iter().map(|a| Acc::new(*a)).collect(), fired: false, replaced: vec![] };
+        for w in &touching {
+            if let Some(old) = slots.remove(w) {
+                for (acc, o) in slot.accs.iter_mut().zip(old.accs) {
+                    acc.merge(o);
+                }
+                if old.fired {
+                    slot.replaced.push(*w);
+                }
+                slot.replaced.extend(old.replaced);
+            }
+        }
+        for (acc, v) in slot.accs.iter_mut().zip(values) {
+            acc.add(*v);
+        }
+        // The merged session fires as a new one: at the next advance when the watermark has
+        // passed it already (a late event within the lateness), else when it closes; it then
+        // retracts the emitted sessions it absorbed.
+        slots.insert(merged, slot);
+        Admitted::Counted
+    }
+
+    /// Emits the windows the watermark has closed (each once), the late updates of closed
+    /// ones, and forgets windows past their lateness.
+    pub fn advance(&mut self, watermark: Millis) -> Vec<Emit<K>> {
+        let mut out = vec![];
+        let mut seen = HashSet::new();
+        for (key, w) in std::mem::take(&mut self.refire) {
+            if !seen.insert((key.clone(), w)) {
+                continue;
+            }
+            if let Some(slot) = self.state.get_mut(&key).and_then(|s| s.get_mut(&w)) {
+                let replaces = std::mem::take(&mut slot.replaced);
+                out.push(Emit { key, window: w, values: slot.accs.iter().map(Acc::value).collect(), replaces });
+            }
+        }
+        let lateness = self.allowed_lateness;
+        self.state.retain(|key, slots| {
+            slots.retain(|w, slot| {
+                if !slot.fired && w.max_timestamp() <= watermark {
+                    slot.fired = true;
+                    let replaces = std::mem::take(&mut slot.replaced);
+                    out.push(Emit { key: key.clone(), window: *w, values: slot.accs.iter().map(Acc::value).collect(), replaces });
+                }
+                w.max_timestamp().saturating_add(lateness) > watermark
+            });
+            !slots.is_empty()
+        });
+        out
+    }
+
+    /// Windows held, over all keys.
+    pub fn windows_held(&self) -> usize {
+        self.state.values().map(BTreeMap::len).sum()
+    }
+}

@@ -1,0 +1,113 @@
+//! The watermark of a source read from several partitions: for each partition, the greatest
+//! event time seen less the topic's delay; for the source, the least of those over the
+//! partitions that are not idle. A partition that has sent nothing holds the watermark back
+//! until it has been idle for `idle_timeout`, as Flink's `withIdleness` does. An event dated
+//! further than `max_future` past the wall clock does not move it: one bad clock must not pin
+//! the watermark hours ahead and make every later event late. Such events are refused, to be
+//! kept with the reason.
+
+use crate::window::Millis;
+
+/// What the watermark needs of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatermarkSpec {
+    /// How far the watermark trails the greatest event time (`ts - interval '5 seconds'`).
+    pub delay: Millis,
+    /// After this long without events, a partition no longer holds the watermark back.
+    pub idle_timeout: Millis,
+    /// Events dated more than this past the wall clock are refused.
+    pub max_future: Millis,
+}
+
+/// Why an event was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Dated `by` milliseconds past what the wall clock allows.
+    Future { by: Millis },
+}
+
+#[derive(Debug, Clone)]
+pub struct Watermarks {
+    spec: WatermarkSpec,
+    partitions: Vec<Partition>,
+    /// Never goes back.
+    current: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Partition {
+    max_event_time: Option<Millis>,
+    /// Wall-clock time of its last event (or of the start, before any).
+    last_seen: Millis,
+}
+
+impl Watermarks {
+    /// A tracker over `partitions` partitions, started at wall-clock `now`.
+    pub fn new(spec: WatermarkSpec, partitions: usize, now: Millis) -> Watermarks {
+        Watermarks { spec, partitions: vec![Partition { max_event_time: None, last_seen: now }; partitions.max(1)], current: None }
+    }
+
+    /// Takes an event of `partition` dated `ts`, read at wall-clock `now`.
+    pub fn observe(&mut self, partition: usize, ts: Millis, now: Millis) -> Result<(), Refused> {
+        if ts > now.saturating_add(self.spec.max_future) {
+            return Err(Refused::Future { by: ts - now - self.spec.max_future });
+        }
+        if let Some(p) = self.partitions.get_mut(partition) {
+            p.max_event_time = Some(p.max_event_time.map_or(ts, |m| m.max(ts)));
+            p.last_seen = now;
+        }
+        Ok(())
+    }
+
+    /// The watermark at wall-clock `now`: `None` while a partition that is not idle has sent
+    /// nothing yet. It never moves back.
+    pub fn current(&mut self, now: Millis) -> Option<Millis> {
+        let mut least: Option<Millis> = None;
+        for p in &self.partitions {
+            let idle = now - p.last_seen >= self.spec.idle_timeout;
+            match p.max_event_time {
+                Some(m) if !idle => least = Some(least.map_or(m, |l| l.min(m))),
+                None if !idle => return self.current,
+                _ => {}
+            }
+        }
+        // Every partition idle: the greatest event time seen anywhere.
+        let least = least.or_else(|| self.partitions.iter().filter_map(|p| p.max_event_time).max());
+        if let Some(l) = least {
+            let wm = l.saturating_sub(self.spec.delay);
+            self.current = Some(self.current.map_or(wm, |c| c.max(wm)));
+        }
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: WatermarkSpec = WatermarkSpec { delay: 1000, idle_timeout: 10_000, max_future: 60_000 };
+
+    #[test]
+    fn the_least_partition_holds_it_back_until_it_idles() {
+        let mut w = Watermarks::new(SPEC, 2, 0);
+        w.observe(0, 50_000, 0).unwrap();
+        assert_eq!(w.current(0), None, "partition 1 has sent nothing yet");
+        w.observe(1, 20_000, 1000).unwrap();
+        assert_eq!(w.current(1000), Some(19_000));
+        w.observe(0, 60_000, 5000).unwrap();
+        assert_eq!(w.current(5000), Some(19_000), "the slow partition decides");
+        // Partition 1 says nothing for the idle timeout: partition 0 alone decides.
+        assert_eq!(w.current(11_000), Some(59_000));
+        // It speaks again, far behind: the watermark does not go back.
+        w.observe(1, 21_000, 12_000).unwrap();
+        assert_eq!(w.current(12_000), Some(59_000));
+    }
+
+    #[test]
+    fn a_future_dated_event_is_refused_and_moves_nothing() {
+        let mut w = Watermarks::new(SPEC, 1, 0);
+        w.observe(0, 10_000, 100_000).unwrap();
+        assert_eq!(w.observe(0, 100_000 + 60_001 + 3_600_000, 100_000), Err(Refused::Future { by: 3_600_001 }));
+        assert_eq!(w.current(100_000), Some(9000));
+    }
+}

@@ -1,0 +1,148 @@
+//! Streaming against batch: events in random order through the watermark and the window
+//! state, their emitted results applied as a sink applies them (upsert on key and window,
+//! delete what a session replaces), must equal the same aggregation computed over all the
+//! events that were not late; and every event is counted, late or outside every window.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use weir_stream::{Acc, Admitted, Agg, Emit, Millis, Window, WindowOperator, WindowSpec};
+
+const AGGS: [Agg; 6] = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::Avg, Agg::CountDistinct];
+
+type Sink = BTreeMap<(u8, Window), Vec<Option<f64>>>;
+
+fn apply(sink: &mut Sink, emits: Vec<Emit<u8>>) {
+    for e in emits {
+        for w in &e.replaces {
+            sink.remove(&(e.key, *w));
+        }
+        sink.insert((e.key, e.window), e.values);
+    }
+}
+
+/// The aggregates of `values` as a batch query computes them.
+fn batch(values: &[Option<f64>]) -> Vec<Option<f64>> {
+    AGGS.iter()
+        .map(|a| {
+            let mut acc = Acc::new(*a);
+            for v in values {
+                acc.add(*v);
+            }
+            acc.value()
+        })
+        .collect()
+}
+
+/// Events: (key, event time, value or null), in arrival order.
+fn events() -> impl Strategy<Value = Vec<(u8, Millis, Option<f64>)>> {
+    prop::collection::vec((0u8..4, 0i64..60_000, prop::option::weighted(0.9, (0i64..100).prop_map(|v| v as f64))), 0..200)
+}
+
+/// Runs the events through a watermark trailing the greatest time seen by `delay`, advancing
+/// after each; returns the sink, each event's admission, and the watermark each arrived under.
+fn stream(
+    spec: WindowSpec,
+    lateness: Millis,
+    delay: Millis,
+    evs: &[(u8, Millis, Option<f64>)],
+) -> (Sink, Vec<Admitted>, Vec<Option<Millis>>) {
+    let mut op = WindowOperator::new(spec, AGGS.to_vec(), lateness);
+    let mut sink = Sink::new();
+    let mut max_seen: Option<Millis> = None;
+    let (mut admitted, mut marks) = (vec![], vec![]);
+    for (key, ts, v) in evs {
+        let wm = max_seen.map(|m| m - delay);
+        marks.push(wm);
+        admitted.push(op.insert(*key, *ts, &[*v; 6], wm));
+        max_seen = Some(max_seen.map_or(*ts, |m| m.max(*ts)));
+        apply(&mut sink, op.advance(max_seen.unwrap_or(0) - delay));
+    }
+    apply(&mut sink, op.advance(Millis::MAX / 4));
+    assert_eq!(op.windows_held(), 0, "every window is forgotten once past its lateness");
+    (sink, admitted, marks)
+}
+
+fn spec() -> impl Strategy<Value = WindowSpec> {
+    prop_oneof![
+        (1i64..20).prop_map(|s| WindowSpec::Tumble { size: s * 1000, offset: 0 }),
+        (1i64..5, 1i64..4).prop_map(|(slide, n)| WindowSpec::Hop { size: slide * n * 1000, slide: slide * 1000, offset: 0 }),
+        (1i64..6, 1i64..6).prop_map(|(size, slide)| WindowSpec::Hop { size: size * 1000, slide: slide * 1000, offset: 0 }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn tumbling_and_hopping_windows_equal_the_batch_over_events_in_lateness(
+        spec in spec(), lateness in prop_oneof![Just(0i64), 0i64..10_000], delay in 0i64..5000, evs in events()
+    ) {
+        let (sink, admitted, marks) = stream(spec, lateness, delay, &evs);
+        // The batch: each event in the windows it was not late for when it arrived.
+        let mut groups: BTreeMap<(u8, Window), Vec<Option<f64>>> = BTreeMap::new();
+        let (mut counted, mut late, mut outside) = (0, 0, 0);
+        for (((key, ts, v), got), wm) in evs.iter().zip(&admitted).zip(&marks) {
+            let windows = spec.assign(*ts);
+            let live: Vec<Window> = windows.iter().copied().filter(|w| wm.is_none_or(|wm| w.max_timestamp() + lateness > wm)).collect();
+            let want = if windows.is_empty() { Admitted::Unwindowed } else if live.is_empty() { Admitted::Late } else { Admitted::Counted };
+            prop_assert_eq!(*got, want);
+            match got { Admitted::Counted => counted += 1, Admitted::Late => late += 1, Admitted::Unwindowed => outside += 1 }
+            for w in live {
+                groups.entry((*key, w)).or_default().push(*v);
+            }
+        }
+        prop_assert_eq!(counted + late + outside, evs.len(), "every event is accounted for");
+        let expected: Sink = groups.into_iter().map(|(k, vs)| (k, batch(&vs))).collect();
+        prop_assert_eq!(sink, expected);
+    }
+
+    #[test]
+    fn sessions_equal_the_batch_whatever_the_order(gap in 1i64..5000, evs in events()) {
+        // Lateness longer than any disorder: nothing is late, so the sessions are the batch's.
+        let (sink, admitted, _) = stream(WindowSpec::Session { gap }, 1_000_000, 0, &evs);
+        prop_assert!(admitted.iter().all(|a| *a == Admitted::Counted));
+        let mut expected = Sink::new();
+        let keys: BTreeSet<u8> = evs.iter().map(|e| e.0).collect();
+        for key in keys {
+            let mut mine: Vec<(Millis, Option<f64>)> = evs.iter().filter(|e| e.0 == key).map(|e| (e.1, e.2)).collect();
+            mine.sort_by_key(|e| e.0);
+            // Sessions as closed intervals: an event within `gap` of the session's last joins it.
+            let mut current: Option<(Window, Vec<Option<f64>>)> = None;
+            for (ts, v) in mine {
+                match &mut current {
+                    Some((w, vs)) if ts <= w.end => {
+                        w.end = w.end.max(ts + gap);
+                        vs.push(v);
+                    }
+                    _ => {
+                        if let Some((w, vs)) = current.take() {
+                            expected.insert((key, w), batch(&vs));
+                        }
+                        current = Some((Window { start: ts, end: ts + gap }, vec![v]));
+                    }
+                }
+            }
+            if let Some((w, vs)) = current {
+                expected.insert((key, w), batch(&vs));
+            }
+        }
+        prop_assert_eq!(sink, expected);
+    }
+
+    /// With disorder beyond the lateness, some events are late, and a session emitted and
+    /// forgotten may be followed by an overlapping one (Flink does the same: the new event's
+    /// own window is not late, and the old session's state is gone). Every event is still
+    /// either counted in exactly one emitted session or reported late.
+    #[test]
+    fn late_sessions_are_reported_and_the_rest_counted_once(
+        gap in 1i64..5000, lateness in 0i64..5000, delay in 0i64..3000, evs in events()
+    ) {
+        let (sink, admitted, _) = stream(WindowSpec::Session { gap }, lateness, delay, &evs);
+        let counted = admitted.iter().filter(|a| **a == Admitted::Counted).count();
+        let late = admitted.iter().filter(|a| **a == Admitted::Late).count();
+        prop_assert_eq!(counted + late, evs.len());
+        let in_sink: f64 = sink.values().map(|v| v[0].unwrap_or(0.0)).sum();
+        prop_assert_eq!(in_sink as usize, counted, "each counted event is in exactly one emitted session");
+    }
+}
