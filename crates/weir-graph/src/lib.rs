@@ -7,6 +7,7 @@
 //! ([`parse`]; [`loads`] and [`checks`] for Weir's own YAML), placed in the graph with its
 //! dependencies and the relation it writes. Its executor lives in a crate of its own
 //! (`weir-transform`, `weir-connect`, `weir-quality`), and `weir-build` hands each node to it.
+//! The event log's topics, declared in `streams/*.yml`, are read here too ([`streams`]).
 //! This crate runs nothing and opens no connection: `weir parse`, `weir ls` and selection need
 //! nothing else.
 

@@ -127,8 +127,9 @@ pub fn read_topics(root: &Path) -> Result<Vec<Topic>, GraphError> {
     let mut out: Vec<Topic> = vec![];
     for path in files {
         let text = std::fs::read_to_string(&path).map_err(|e| GraphError::io(&path, e))?;
-        for mut t in parse_file(&path, &text)? {
-            t.location = t.location.relative_to(root);
+        // Places are shown as users name the file: from the project folder.
+        let shown = path.strip_prefix(root).unwrap_or(&path);
+        for t in parse_file(shown, &text)? {
             if let Some(other) = out.iter().find(|o| o.name == t.name) {
                 return Err(GraphError::at(
                     t.location.clone(),

@@ -829,4 +829,9 @@ fn weir_log_produces_keyed_events_consumes_them_and_stops_at_a_bad_line() {
     let o = weir(dir.path(), &["log", "consume", "lines", "--offset", "1", "-n", "1"]);
     let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((line["value"].as_str(), line["key"].is_null()), (Some("{\"order_id\": 5,"), true));
+
+    // A mistake in streams/*.yml stops every log command, named as the user names the file.
+    std::fs::write(dir.path().join("streams/zz.yml"), "topics:\n  - name: views\n    partitons: 2\n").unwrap();
+    let o = weir(dir.path(), &["log", "topics"]);
+    assert!(!o.status.success() && text(&o).contains("error: streams/zz.yml:3:5: unknown key 'partitons'"), "{}", text(&o));
 }
