@@ -7,9 +7,11 @@
 //! the same events in any order.
 
 pub mod operator;
+pub mod sketch;
 pub mod watermark;
 pub mod window;
 
 pub use operator::{Acc, Admitted, Agg, Emit, WindowOperator};
+pub use sketch::Sketch;
 pub use watermark::{Refused, WatermarkSpec, Watermarks};
 pub use window::{Millis, Window, WindowSpec};

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 
+use crate::sketch::Sketch;
 use crate::window::{Millis, Window, WindowSpec};
 
 /// An aggregate a windowed `group by` computes.
@@ -22,6 +23,11 @@ pub enum Agg {
     Max,
     Avg,
     CountDistinct,
+    /// `approx_percentile(x, 0.99)`: the quantile within 1% of its value ([`Sketch`]); the
+    /// fraction in basis points (9900 for 0.99).
+    Percentile {
+        basis_points: u16,
+    },
 }
 
 /// One aggregate's running state.
@@ -38,6 +44,10 @@ pub enum Acc {
     /// Distinct values by their bits (`-0.0` and `0.0` apart, as SQL's `count(distinct)` of
     /// doubles keeps them).
     Distinct(HashSet<u64>),
+    Quantile {
+        q: f64,
+        sketch: Sketch,
+    },
 }
 
 impl Acc {
@@ -49,6 +59,9 @@ impl Acc {
             Agg::Max => Acc::Max(None),
             Agg::Avg => Acc::Avg { sum: 0.0, n: 0 },
             Agg::CountDistinct => Acc::Distinct(HashSet::new()),
+            Agg::Percentile { basis_points } => {
+                Acc::Quantile { q: f64::from(basis_points.min(10_000)) / 10_000.0, sketch: Sketch::default() }
+            }
         }
     }
 
@@ -66,6 +79,7 @@ impl Acc {
             (Acc::Distinct(set), Some(v)) => {
                 set.insert(v.to_bits());
             }
+            (Acc::Quantile { sketch, .. }, Some(v)) => sketch.add(v),
             (_, None) => {}
         }
     }
@@ -82,6 +96,7 @@ impl Acc {
                 *n += n2;
             }
             (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
+            (Acc::Quantile { sketch: a, .. }, Acc::Quantile { sketch: b, .. }) => a.merge(b),
             _ => {}
         }
     }
@@ -94,6 +109,7 @@ impl Acc {
             Acc::Min(m) | Acc::Max(m) => *m,
             Acc::Avg { sum, n } => (*n > 0).then(|| sum / *n as f64),
             Acc::Distinct(set) => Some(set.len() as f64),
+            Acc::Quantile { q, sketch } => sketch.quantile(*q),
         }
     }
 }
@@ -134,9 +150,26 @@ pub struct WindowOperator<K> {
 
 struct Slot {
     accs: Vec<Acc>,
+    /// Closed and emitted.
     fired: bool,
+    /// Emitted at all, early or at its close: a session absorbing it must retract it.
+    emitted: bool,
+    /// Changed since it was last emitted.
+    dirty: bool,
     /// Emitted sessions this one absorbed, to retract when it is next emitted.
     replaced: Vec<Window>,
+}
+
+impl Slot {
+    fn new(aggs: &[Agg]) -> Slot {
+        Slot { accs: aggs.iter().map(|a| Acc::new(*a)).collect(), fired: false, emitted: false, dirty: true, replaced: vec![] }
+    }
+
+    fn emit<K>(&mut self, key: K, window: Window) -> Emit<K> {
+        self.emitted = true;
+        self.dirty = false;
+        Emit { key, window, values: self.accs.iter().map(Acc::value).collect(), replaces: std::mem::take(&mut self.replaced) }
+    }
 }
 
 impl<K: Clone + Eq + Hash> WindowOperator<K> {
@@ -165,14 +198,11 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         let aggs = &self.aggs;
         let slots = self.state.entry(key.clone()).or_default();
         for w in live {
-            let slot = slots.entry(w).or_insert_with(|| Slot {
-                accs: aggs.iter().map(|a| Acc::new(*a)).collect(),
-                fired: false,
-                replaced: vec![],
-            });
+            let slot = slots.entry(w).or_insert_with(|| Slot::new(aggs));
             for (acc, v) in slot.accs.iter_mut().zip(values) {
                 acc.add(*v);
             }
+            slot.dirty = true;
             if slot.fired {
                 self.refire.push((key.clone(), w));
             }
@@ -187,13 +217,13 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         if watermark.is_some_and(|wm| merged.max_timestamp().saturating_add(self.allowed_lateness) <= wm) {
             return Admitted::Late;
         }
-        let mut slot = Slot { accs: self.aggs.iter().map(|a| Acc::new(*a)).collect(), fired: false, replaced: vec![] };
+        let mut slot = Slot::new(&self.aggs);
         for w in &touching {
             if let Some(old) = slots.remove(w) {
                 for (acc, o) in slot.accs.iter_mut().zip(old.accs) {
                     acc.merge(o);
                 }
-                if old.fired {
+                if old.emitted {
                     slot.replaced.push(*w);
                 }
                 slot.replaced.extend(old.replaced);
@@ -219,8 +249,7 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
                 continue;
             }
             if let Some(slot) = self.state.get_mut(&key).and_then(|s| s.get_mut(&w)) {
-                let replaces = std::mem::take(&mut slot.replaced);
-                out.push(Emit { key, window: w, values: slot.accs.iter().map(Acc::value).collect(), replaces });
+                out.push(slot.emit(key, w));
             }
         }
         let lateness = self.allowed_lateness;
@@ -228,13 +257,24 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
             slots.retain(|w, slot| {
                 if !slot.fired && w.max_timestamp() <= watermark {
                     slot.fired = true;
-                    let replaces = std::mem::take(&mut slot.replaced);
-                    out.push(Emit { key: key.clone(), window: *w, values: slot.accs.iter().map(Acc::value).collect(), replaces });
+                    out.push(slot.emit(key.clone(), *w));
                 }
                 w.max_timestamp().saturating_add(lateness) > watermark
             });
             !slots.is_empty()
         });
+        out
+    }
+
+    /// `emit: every 10s`: the current results of the open windows changed since they were
+    /// last emitted, before they close. The sink upserts them; the close emits the final one.
+    pub fn emit_early(&mut self) -> Vec<Emit<K>> {
+        let mut out = vec![];
+        for (key, slots) in &mut self.state {
+            for (w, slot) in slots.iter_mut().filter(|(_, s)| !s.fired && s.dirty) {
+                out.push(slot.emit(key.clone(), *w));
+            }
+        }
         out
     }
 

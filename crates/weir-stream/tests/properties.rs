@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use weir_stream::{Acc, Admitted, Agg, Emit, Millis, Window, WindowOperator, WindowSpec};
 
-const AGGS: [Agg; 6] = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::Avg, Agg::CountDistinct];
+const AGGS: [Agg; 7] = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::Avg, Agg::CountDistinct, Agg::Percentile { basis_points: 9000 }];
 
 type Sink = BTreeMap<(u8, Window), Vec<Option<f64>>>;
 
@@ -40,12 +40,14 @@ fn events() -> impl Strategy<Value = Vec<(u8, Millis, Option<f64>)>> {
 }
 
 /// Runs the events through a watermark trailing the greatest time seen by `delay`, advancing
-/// after each; returns the sink, each event's admission, and the watermark each arrived under.
+/// after each (and emitting open windows early after every `early`-th event, when given);
+/// returns the sink, each event's admission, and the watermark each arrived under.
 fn stream(
     spec: WindowSpec,
     lateness: Millis,
     delay: Millis,
     evs: &[(u8, Millis, Option<f64>)],
+    early: Option<usize>,
 ) -> (Sink, Vec<Admitted>, Vec<Option<Millis>>) {
     let mut op = WindowOperator::new(spec, AGGS.to_vec(), lateness);
     let mut sink = Sink::new();
@@ -54,7 +56,10 @@ fn stream(
     for (key, ts, v) in evs {
         let wm = max_seen.map(|m| m - delay);
         marks.push(wm);
-        admitted.push(op.insert(*key, *ts, &[*v; 6], wm));
+        admitted.push(op.insert(*key, *ts, &[*v; 7], wm));
+        if early.is_some_and(|n| admitted.len() % n == 0) {
+            apply(&mut sink, op.emit_early());
+        }
         max_seen = Some(max_seen.map_or(*ts, |m| m.max(*ts)));
         apply(&mut sink, op.advance(max_seen.unwrap_or(0) - delay));
     }
@@ -76,9 +81,10 @@ proptest! {
 
     #[test]
     fn tumbling_and_hopping_windows_equal_the_batch_over_events_in_lateness(
-        spec in spec(), lateness in prop_oneof![Just(0i64), 0i64..10_000], delay in 0i64..5000, evs in events()
+        spec in spec(), lateness in prop_oneof![Just(0i64), 0i64..10_000], delay in 0i64..5000, evs in events(),
+        early in prop::option::of(1usize..5),
     ) {
-        let (sink, admitted, marks) = stream(spec, lateness, delay, &evs);
+        let (sink, admitted, marks) = stream(spec, lateness, delay, &evs, early);
         // The batch: each event in the windows it was not late for when it arrived.
         let mut groups: BTreeMap<(u8, Window), Vec<Option<f64>>> = BTreeMap::new();
         let (mut counted, mut late, mut outside) = (0, 0, 0);
@@ -98,9 +104,10 @@ proptest! {
     }
 
     #[test]
-    fn sessions_equal_the_batch_whatever_the_order(gap in 1i64..5000, evs in events()) {
-        // Lateness longer than any disorder: nothing is late, so the sessions are the batch's.
-        let (sink, admitted, _) = stream(WindowSpec::Session { gap }, 1_000_000, 0, &evs);
+    fn sessions_equal_the_batch_whatever_the_order(gap in 1i64..5000, evs in events(), early in prop::option::of(1usize..5)) {
+        // Lateness longer than any disorder: nothing is late, so the sessions are the batch's;
+        // sessions emitted early and then merged are retracted.
+        let (sink, admitted, _) = stream(WindowSpec::Session { gap }, 1_000_000, 0, &evs, early);
         prop_assert!(admitted.iter().all(|a| *a == Admitted::Counted));
         let mut expected = Sink::new();
         let keys: BTreeSet<u8> = evs.iter().map(|e| e.0).collect();
@@ -136,9 +143,9 @@ proptest! {
     /// either counted in exactly one emitted session or reported late.
     #[test]
     fn late_sessions_are_reported_and_the_rest_counted_once(
-        gap in 1i64..5000, lateness in 0i64..5000, delay in 0i64..3000, evs in events()
+        gap in 1i64..5000, lateness in 0i64..5000, delay in 0i64..3000, evs in events(), early in prop::option::of(1usize..5),
     ) {
-        let (sink, admitted, _) = stream(WindowSpec::Session { gap }, lateness, delay, &evs);
+        let (sink, admitted, _) = stream(WindowSpec::Session { gap }, lateness, delay, &evs, early);
         let counted = admitted.iter().filter(|a| **a == Admitted::Counted).count();
         let late = admitted.iter().filter(|a| **a == Admitted::Late).count();
         prop_assert_eq!(counted + late, evs.len());
