@@ -17,6 +17,7 @@ use crate::window::{Millis, Window, WindowSpec};
 /// An aggregate a windowed `group by` computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Agg {
+    /// `count(*)`: every event, nulls too.
     Count,
     Sum,
     Min,
@@ -281,5 +282,90 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
     /// Windows held, over all keys.
     pub fn windows_held(&self) -> usize {
         self.state.values().map(BTreeMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Cases worked out by hand from Flink's rules: the event and watermark at each boundary.
+
+    use super::*;
+
+    fn counts(emits: &[Emit<&'static str>]) -> Vec<(Millis, Millis, f64)> {
+        emits.iter().map(|e| (e.window.start, e.window.end, e.values[0].unwrap_or(-1.0))).collect()
+    }
+
+    #[test]
+    fn a_window_fires_when_the_watermark_reaches_its_last_millisecond() {
+        let mut op = WindowOperator::new(WindowSpec::Tumble { size: 1000, offset: 0 }, vec![Agg::Count], 0);
+        op.insert("k", 999, &[None], None);
+        op.insert("k", 1000, &[None], None);
+        assert!(op.advance(998).is_empty(), "[0, 1000) is open until the watermark is 999");
+        assert_eq!(counts(&op.advance(999)), vec![(0, 1000, 1.0)]);
+        assert!(op.advance(999).is_empty(), "each window fires once");
+    }
+
+    #[test]
+    fn lateness_is_end_minus_one_plus_allowed_against_the_watermark() {
+        let mut op = WindowOperator::new(WindowSpec::Tumble { size: 1000, offset: 0 }, vec![Agg::Count], 500);
+        op.insert("k", 10, &[None], None);
+        assert_eq!(counts(&op.advance(999)), vec![(0, 1000, 1.0)]);
+        // 999 + 500 = 1499 > 1498: still within the lateness, so it updates the result.
+        assert_eq!(op.insert("k", 20, &[None], Some(1498)), Admitted::Counted);
+        assert_eq!(counts(&op.advance(1498)), vec![(0, 1000, 2.0)]);
+        // 1499 <= 1499: late, and the window is forgotten.
+        assert_eq!(op.insert("k", 30, &[None], Some(1499)), Admitted::Late);
+        assert!(op.advance(1499).is_empty());
+        assert_eq!(op.windows_held(), 0);
+    }
+
+    #[test]
+    fn a_hop_event_late_for_one_window_counts_in_the_other() {
+        let mut op = WindowOperator::new(WindowSpec::Hop { size: 2000, slide: 1000, offset: 0 }, vec![Agg::Count], 0);
+        // 1500 falls in [0, 2000) and [1000, 3000); at watermark 1999 the first is closed.
+        assert_eq!(op.insert("k", 1500, &[None], Some(1999)), Admitted::Counted);
+        assert_eq!(counts(&op.advance(2999)), vec![(1000, 3000, 1.0)]);
+        assert_eq!(op.insert("k", 1500, &[None], Some(2999)), Admitted::Late, "late for both windows");
+    }
+
+    #[test]
+    fn events_exactly_a_gap_apart_share_a_session() {
+        let mut op = WindowOperator::new(WindowSpec::Session { gap: 1000 }, vec![Agg::Count], 0);
+        op.insert("k", 0, &[None], None);
+        op.insert("k", 1000, &[None], None);
+        op.insert("k", 2001, &[None], None);
+        let mut got = counts(&op.advance(10_000));
+        got.sort_by_key(|c| c.0);
+        assert_eq!(got, vec![(0, 2000, 2.0), (2001, 3001, 1.0)]);
+    }
+
+    #[test]
+    fn a_late_event_that_bridges_two_emitted_sessions_replaces_them() {
+        let mut op = WindowOperator::new(WindowSpec::Session { gap: 1000 }, vec![Agg::Count], 10_000);
+        op.insert("k", 0, &[None], None);
+        op.insert("k", 1500, &[None], None);
+        let fired = op.advance(5000);
+        assert_eq!(fired.len(), 2);
+        // 900 touches [0, 1000) and reaches [1500, 2500): one session of three.
+        assert_eq!(op.insert("k", 900, &[None], Some(5000)), Admitted::Counted);
+        let update = op.advance(5000);
+        assert_eq!(counts(&update), vec![(0, 2500, 3.0)]);
+        let mut replaced = update[0].replaces.clone();
+        replaced.sort();
+        assert_eq!(replaced, vec![Window { start: 0, end: 1000 }, Window { start: 1500, end: 2500 }]);
+    }
+
+    #[test]
+    fn percentiles_and_distinct_counts_skip_nulls() {
+        let aggs = vec![Agg::Count, Agg::CountDistinct, Agg::Percentile { basis_points: 5000 }, Agg::Min, Agg::Avg];
+        let mut op = WindowOperator::new(WindowSpec::Tumble { size: 1000, offset: 0 }, aggs, 0);
+        for v in [Some(10.0), Some(20.0), None, Some(10.0), Some(30.0)] {
+            op.insert("k", 1, &[v; 5], None);
+        }
+        let e = op.advance(999).remove(0);
+        assert_eq!(e.values[0], Some(5.0), "count(*) counts the null row");
+        assert_eq!(e.values[1], Some(3.0));
+        assert!((e.values[2].unwrap_or(0.0) - 10.0).abs() <= 0.1, "median of 10, 10, 20, 30 at rank 1");
+        assert_eq!((e.values[3], e.values[4]), (Some(10.0), Some(17.5)));
     }
 }
