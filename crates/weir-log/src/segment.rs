@@ -356,6 +356,36 @@ mod tests {
         assert_eq!(seg.read(9, 5).unwrap().len(), 1);
     }
 
+    proptest::proptest! {
+        /// Whatever prefix of the file a crash leaves (a cut anywhere, even inside a frame),
+        /// opening it keeps exactly the whole frames before the cut, and appends continue
+        /// from there.
+        #[test]
+        fn any_cut_keeps_exactly_the_whole_frames_before_it(
+            sizes in proptest::collection::vec(0usize..3000, 1..60), cut in 0.0f64..=1.0
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut seg = Segment::create(dir.path(), 0).unwrap();
+            let records: Vec<Record> =
+                sizes.iter().enumerate().map(|(i, n)| Record { key: None, value: vec![i as u8; *n], timestamp: i as i64 }).collect();
+            let mut ends = vec![];
+            for r in &records {
+                seg.append(std::slice::from_ref(r), 0).unwrap();
+                ends.push(seg.size);
+            }
+            let at = (cut * seg.size as f64) as u64;
+            OpenOptions::new().write(true).open(&seg.log_path).unwrap().set_len(at).unwrap();
+            let mut seg = Segment::open(dir.path(), 0).unwrap();
+            let whole = ends.iter().filter(|e| **e <= at).count();
+            proptest::prop_assert_eq!(seg.next, whole as u64);
+            let got = seg.read(0, usize::MAX).unwrap();
+            proptest::prop_assert_eq!(got.len(), whole);
+            proptest::prop_assert!(got.iter().zip(&records).all(|(g, r)| g.value == r.value));
+            seg.append(&records[..1], 0).unwrap();
+            proptest::prop_assert_eq!(seg.read(whole as u64, 1).unwrap()[0].offset, whole as u64);
+        }
+    }
+
     #[test]
     fn a_damaged_index_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
