@@ -27,6 +27,18 @@ pub fn project_dir(g: &Global) -> PathBuf {
     g.project_dir.clone().unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Stops a command run outside a project folder, saying how to get into one.
+pub fn require_project(dir: &Path) -> Result<(), Error> {
+    if dir.join("dbt_project.yml").exists() {
+        return Ok(());
+    }
+    Err(format!(
+        "no dbt_project.yml in {}: run weir inside a project folder, pass --project-dir, or create one with `weir init NAME`",
+        dir.display()
+    )
+    .into())
+}
+
 pub fn cli_vars(g: &Global) -> Result<Map<String, J>, Error> {
     let Some(text) = &g.vars else { return Ok(Map::new()) };
     let text = if text.trim_start().starts_with('{') || text.contains(':') { text.clone() } else { format!("{{{text}}}") };
@@ -42,13 +54,7 @@ impl Workspace {
     /// Loads and parses the project; warnings are printed, errors returned.
     pub fn load(g: &Global, out: &Output, flags: Flags) -> Result<Workspace, Error> {
         let dir = project_dir(g);
-        if !dir.join("dbt_project.yml").exists() {
-            return Err(format!(
-                "no dbt_project.yml in {}: run weir inside a project folder, pass --project-dir, or create one with `weir init NAME`",
-                dir.display()
-            )
-            .into());
-        }
+        require_project(&dir)?;
         let vars = cli_vars(g)?;
         let project = Project::load(&dir, vars.clone())?;
         let profile_name = project.root_package().settings.profile.clone().unwrap_or_else(|| project.name().to_string());

@@ -834,4 +834,10 @@ fn weir_log_produces_keyed_events_consumes_them_and_stops_at_a_bad_line() {
     std::fs::write(dir.path().join("streams/zz.yml"), "topics:\n  - name: views\n    partitons: 2\n").unwrap();
     let o = weir(dir.path(), &["log", "topics"]);
     assert!(!o.status.success() && text(&o).contains("error: streams/zz.yml:3:5: unknown key 'partitons'"), "{}", text(&o));
+
+    // Outside a project there is no log to read, and none is made.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = weir(elsewhere.path(), &["log", "topics"]);
+    assert!(!o.status.success() && text(&o).contains("no dbt_project.yml in"), "{}", text(&o));
+    assert!(!elsewhere.path().join(".weir").exists());
 }

@@ -13,13 +13,15 @@ use weir_log::{EmbeddedLog, Log, TopicInfo, TopicSpec};
 
 use crate::cli::{Global, LogCommand, LogFormat};
 use crate::output::Output;
-use crate::workspace::{Error, project_dir};
+use crate::workspace::{Error, project_dir, require_project};
 
 /// Events appended per write (each write is synced to disk once).
 const BATCH: usize = 10_000;
 
 pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error> {
     let root = project_dir(g);
+    // The log lives in the project (`.weir/log/`), as its topics do (`streams/*.yml`).
+    require_project(&root)?;
     let declared = read_topics(&root)?;
     let log = open_log(&root)?;
     match cmd {
