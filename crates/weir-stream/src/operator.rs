@@ -140,25 +140,25 @@ pub struct Emit<K> {
 
 /// The state of one windowed aggregation.
 pub struct WindowOperator<K> {
-    spec: WindowSpec,
-    aggs: Vec<Agg>,
-    allowed_lateness: Millis,
+    pub(crate) spec: WindowSpec,
+    pub(crate) aggs: Vec<Agg>,
+    pub(crate) allowed_lateness: Millis,
     /// Windows not yet purged, by key; each with its accumulators and whether it has fired.
-    state: HashMap<K, BTreeMap<Window, Slot>>,
+    pub(crate) state: HashMap<K, BTreeMap<Window, Slot>>,
     /// Windows changed since they fired, to emit again.
-    refire: Vec<(K, Window)>,
+    pub(crate) refire: Vec<(K, Window)>,
 }
 
-struct Slot {
-    accs: Vec<Acc>,
+pub(crate) struct Slot {
+    pub(crate) accs: Vec<Acc>,
     /// Closed and emitted.
-    fired: bool,
+    pub(crate) fired: bool,
     /// Emitted at all, early or at its close: a session absorbing it must retract it.
-    emitted: bool,
+    pub(crate) emitted: bool,
     /// Changed since it was last emitted.
-    dirty: bool,
+    pub(crate) dirty: bool,
     /// Emitted sessions this one absorbed, to retract when it is next emitted.
-    replaced: Vec<Window>,
+    pub(crate) replaced: Vec<Window>,
 }
 
 impl Slot {

@@ -57,6 +57,24 @@ impl Sketch {
         self.count += other.count;
     }
 
+    /// The sketch as a checkpoint keeps it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let buckets = |m: &BTreeMap<i32, u64>| m.iter().map(|(i, n)| serde_json::json!([i, n])).collect::<Vec<_>>();
+        serde_json::json!({"positive": buckets(&self.positive), "negative": buckets(&self.negative), "zeros": self.zeros, "count": self.count})
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Option<Sketch> {
+        let buckets = |k: &str| -> Option<BTreeMap<i32, u64>> {
+            v.get(k)?.as_array()?.iter().map(|b| Some((i32::try_from(b.get(0)?.as_i64()?).ok()?, b.get(1)?.as_u64()?))).collect()
+        };
+        Some(Sketch {
+            positive: buckets("positive")?,
+            negative: buckets("negative")?,
+            zeros: v.get("zeros")?.as_u64()?,
+            count: v.get("count")?.as_u64()?,
+        })
+    }
+
     /// The `q` quantile (0 to 1) of the values counted: the value at rank `q * (count - 1)`,
     /// within the relative error; `None` when nothing was counted.
     pub fn quantile(&self, q: f64) -> Option<f64> {

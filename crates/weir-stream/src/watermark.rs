@@ -81,6 +81,36 @@ impl Watermarks {
     }
 }
 
+impl Watermarks {
+    /// The tracker's state, for a checkpoint: each partition's greatest event time and when
+    /// it was last heard from, and the watermark reached.
+    pub fn checkpoint(&self) -> serde_json::Value {
+        serde_json::json!({
+            "current": self.current,
+            "partitions": self.partitions.iter().map(|p| serde_json::json!([p.max_event_time, p.last_seen])).collect::<Vec<_>>(),
+        })
+    }
+
+    /// A tracker for `spec` resuming from a checkpoint; a checkpoint of another partition
+    /// count is refused (the topic's partitions cannot change).
+    pub fn restore(spec: WatermarkSpec, doc: &serde_json::Value) -> Result<Watermarks, String> {
+        let parts = doc.get("partitions").and_then(serde_json::Value::as_array).ok_or("the checkpoint has no partitions")?;
+        let partitions = parts
+            .iter()
+            .map(|p| Some(Partition { max_event_time: p.get(0)?.as_i64(), last_seen: p.get(1)?.as_i64()? }))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("the checkpoint's partitions are damaged")?;
+        if partitions.is_empty() {
+            return Err("the checkpoint has no partitions".into());
+        }
+        Ok(Watermarks { spec, partitions, current: doc.get("current").and_then(serde_json::Value::as_i64) })
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.partitions.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +131,20 @@ mod tests {
         // It speaks again, far behind: the watermark does not go back.
         w.observe(1, 21_000, 12_000).unwrap();
         assert_eq!(w.current(12_000), Some(59_000));
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_the_same_watermark() {
+        let mut w = Watermarks::new(SPEC, 2, 0);
+        w.observe(0, 50_000, 0).unwrap();
+        w.observe(1, 20_000, 1000).unwrap();
+        assert_eq!(w.current(1000), Some(19_000));
+        let text = w.checkpoint().to_string();
+        let mut r = Watermarks::restore(SPEC, &serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!((r.partitions(), r.current(1000)), (2, Some(19_000)));
+        r.observe(1, 30_000, 2000).unwrap();
+        assert_eq!(r.current(2000), Some(29_000));
+        assert!(Watermarks::restore(SPEC, &serde_json::json!({"partitions": []})).is_err());
     }
 
     #[test]

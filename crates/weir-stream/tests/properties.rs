@@ -103,6 +103,36 @@ proptest! {
         prop_assert_eq!(sink, expected);
     }
 
+    /// A checkpoint taken anywhere, written out as text and read back into a new operator,
+    /// continues as if nothing had happened.
+    #[test]
+    fn a_restored_checkpoint_continues_as_the_uninterrupted_run(
+        spec in prop_oneof![spec(), (1i64..5000).prop_map(|gap| WindowSpec::Session { gap })],
+        lateness in 0i64..5000, delay in 0i64..3000, evs in events(), cut in 0.0f64..1.0, early in prop::option::of(1usize..5),
+    ) {
+        let (whole, _, _) = stream(spec, lateness, delay, &evs, early);
+        let at = (cut * evs.len() as f64) as usize;
+        let mut op = WindowOperator::new(spec, AGGS.to_vec(), lateness);
+        let mut sink = Sink::new();
+        let mut max_seen: Option<Millis> = None;
+        for (i, (key, ts, v)) in evs.iter().enumerate() {
+            if i == at {
+                let text = op.checkpoint().to_string();
+                op = WindowOperator::restore(spec, AGGS.to_vec(), lateness, &serde_json::from_str(&text).unwrap()).unwrap();
+            }
+            op.insert(*key, *ts, &[*v; 7], max_seen.map(|m| m - delay));
+            if early.is_some_and(|n| (i + 1) % n == 0) {
+                apply(&mut sink, op.emit_early());
+            }
+            max_seen = Some(max_seen.map_or(*ts, |m| m.max(*ts)));
+            apply(&mut sink, op.advance(max_seen.unwrap_or(0) - delay));
+        }
+        apply(&mut sink, op.advance(Millis::MAX / 4));
+        prop_assert_eq!(sink, whole);
+        let other = WindowOperator::<u8>::restore(spec, vec![Agg::Count], lateness, &op.checkpoint());
+        prop_assert!(other.is_err(), "state made for other aggregates is refused");
+    }
+
     #[test]
     fn sessions_equal_the_batch_whatever_the_order(gap in 1i64..5000, evs in events(), early in prop::option::of(1usize..5)) {
         // Lateness longer than any disorder: nothing is late, so the sessions are the batch's;
