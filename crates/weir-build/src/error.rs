@@ -20,14 +20,8 @@ pub enum BuildError {
     #[error("{0}")]
     Warehouse(#[from] weir_warehouse::WarehouseError),
 
-    #[error(transparent)]
-    Store(#[from] weir_store::StoreError),
-
     /// A node cannot be handed to its executor (a check without its dataset, a load without
     /// the metadata store), or the walk itself broke.
     #[error("{0}")]
     Walk(String),
-
-    #[error("{path}: {message}")]
-    Io { path: String, message: String },
 }

@@ -166,8 +166,7 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
         }
     };
     let (name, name_node) = text("name")?.ok_or_else(|| err(item, "a topic needs a `name`".into()))?;
-    let valid = !name.is_empty() && name.len() <= 249 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !valid || name == "." || name == ".." {
+    if !weir_log::valid_name(&name) {
         return Err(err(name_node, format!("topic name '{name}' may hold only letters, digits, '.', '_' and '-' (at most 249)")));
     }
     let partitions = match text("partitions")? {

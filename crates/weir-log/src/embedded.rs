@@ -94,6 +94,19 @@ impl EmbeddedLog {
         self
     }
 
+    /// The topics made, by name, from the folder alone.
+    fn topic_names(&self) -> Result<Vec<String>, LogError> {
+        let dir = self.root.join("topics");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(|e| LogError::io(&dir, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("topic.json").exists())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     fn topic_dir(&self, name: &str) -> PathBuf {
         self.root.join("topics").join(name)
     }
@@ -242,15 +255,7 @@ impl Log for EmbeddedLog {
     }
 
     fn topics(&self) -> Result<Vec<TopicInfo>, LogError> {
-        let dir = self.root.join("topics");
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| LogError::io(&dir, e))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("topic.json").exists())
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .collect();
-        names.sort();
-        names.iter().map(|n| self.describe(n)).collect()
+        self.topic_names()?.iter().map(|n| self.describe(n)).collect()
     }
 
     fn describe(&self, name: &str) -> Result<TopicInfo, LogError> {
@@ -346,11 +351,11 @@ impl Log for EmbeddedLog {
 
     fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let mut removed = 0;
-        for info in self.topics()? {
-            let topic = self.topic(&info.spec.name)?;
+        for name in self.topic_names()? {
+            let topic = self.topic(&name)?;
             let retention: Retention = topic.spec.lock().map_err(|_| poisoned())?.retention;
             for p in 0..topic.partitions.len() as u32 {
-                let mut h = self.handle(&topic, &info.spec.name, p)?;
+                let mut h = self.handle(&topic, &name, p)?;
                 let lock = h.locked()?;
                 removed += lock.handle.part.apply_retention(&retention, now_ms)?;
             }
@@ -448,14 +453,9 @@ fn read_spec(dir: &Path, name: &str) -> Result<Option<TopicSpec>, LogError> {
     }))
 }
 
-/// Names become file names: Kafka's rule (letters, digits, `.`, `_`, `-`; at most 249).
+/// A name that may not become a file name is refused, saying the rule.
 fn check_name(what: &str, name: &str) -> Result<(), LogError> {
-    let ok = !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if crate::valid_name(name) {
         Ok(())
     } else {
         Err(LogError::Invalid(format!("{what} name '{name}' may hold only letters, digits, '.', '_' and '-' (at most 249)")))

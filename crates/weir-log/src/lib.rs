@@ -129,6 +129,16 @@ pub trait Log: Send + Sync {
     fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError>;
 }
 
+/// Whether a topic or consumer group may be called `name`: Kafka's rule (letters, digits,
+/// `.`, `_`, `-`; at most 249; not `.` or `..`). Names become file names here.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// The partition a key goes to, as Kafka's default partitioner picks it (murmur2 of the key,
 /// positive, modulo the partitions), so a topic moved to Kafka keeps each key's partition.
 pub fn partition_for(key: &[u8], partitions: u32) -> u32 {

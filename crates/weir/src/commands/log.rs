@@ -209,22 +209,37 @@ fn consume(
 }
 
 fn topics(log: &EmbeddedLog, declared: &[Topic], out: &Output) -> Result<u8, Error> {
-    let existing = log.topics()?;
-    let mut rows: Vec<(String, Option<&TopicInfo>, Option<&Topic>)> = vec![];
-    for t in declared {
-        rows.push((t.name.clone(), existing.iter().find(|e| e.spec.name == t.name), Some(t)));
+    /// One topic's line: declared, made, or both.
+    struct Row {
+        name: String,
+        partitions: u32,
+        /// Events and bytes kept, once the topic is made.
+        kept: Option<(u64, u64)>,
+        declared_at: Option<String>,
     }
+    let existing = log.topics()?;
+    let kept = |i: &TopicInfo| (i.partitions.iter().map(|p| p.end - p.start).sum(), i.partitions.iter().map(|p| p.bytes).sum());
+    let mut rows: Vec<Row> = declared
+        .iter()
+        .map(|t| {
+            let info = existing.iter().find(|e| e.spec.name == t.name);
+            Row {
+                name: t.name.clone(),
+                partitions: info.map_or(t.partitions, |i| i.spec.partitions),
+                kept: info.map(kept),
+                declared_at: Some(t.location.to_string()),
+            }
+        })
+        .collect();
     for e in existing.iter().filter(|e| !declared.iter().any(|d| d.name == e.spec.name)) {
-        rows.push((e.spec.name.clone(), Some(e), None));
+        rows.push(Row { name: e.spec.name.clone(), partitions: e.spec.partitions, kept: Some(kept(e)), declared_at: None });
     }
     if out.format == LogFormat::Json {
         let docs: Vec<J> = rows
             .iter()
-            .map(|(name, info, decl)| {
-                json!({"topic": name, "declared_at": decl.map(|d| d.location.to_string()),
-                       "partitions": info.map(|i| i.spec.partitions).or(decl.map(|d| d.partitions)),
-                       "events": info.map(|i| i.partitions.iter().map(|p| p.end - p.start).sum::<u64>()),
-                       "bytes": info.map(|i| i.partitions.iter().map(|p| p.bytes).sum::<u64>())})
+            .map(|r| {
+                json!({"topic": r.name, "declared_at": r.declared_at, "partitions": r.partitions,
+                       "events": r.kept.map(|k| k.0), "bytes": r.kept.map(|k| k.1)})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&docs)?);
@@ -235,17 +250,10 @@ fn topics(log: &EmbeddedLog, declared: &[Topic], out: &Output) -> Result<u8, Err
         return Ok(0);
     }
     out.info(format!("{:<30} {:>10} {:>12} {:>12}  declared", "topic", "partitions", "events", "bytes"));
-    for (name, info, decl) in rows {
-        let partitions = info.map(|i| i.spec.partitions).or(decl.map(|d| d.partitions)).unwrap_or_default();
-        let (events, bytes) = match info {
-            Some(i) => (
-                i.partitions.iter().map(|p| p.end - p.start).sum::<u64>().to_string(),
-                i.partitions.iter().map(|p| p.bytes).sum::<u64>().to_string(),
-            ),
-            None => ("-".into(), "-".into()),
-        };
-        let at = decl.map(|d| d.location.to_string()).unwrap_or_else(|| "(not declared)".into());
-        out.info(format!("{name:<30} {partitions:>10} {events:>12} {bytes:>12}  {at}"));
+    for r in rows {
+        let (events, bytes) = r.kept.map_or(("-".into(), "-".into()), |(e, b)| (e.to_string(), b.to_string()));
+        let at = r.declared_at.unwrap_or_else(|| "(not declared)".into());
+        out.info(format!("{:<30} {:>10} {events:>12} {bytes:>12}  {at}", r.name, r.partitions));
     }
     Ok(0)
 }
