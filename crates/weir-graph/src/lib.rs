@@ -7,7 +7,8 @@
 //! ([`parse`]; [`loads`] and [`checks`] for Weir's own YAML), placed in the graph with its
 //! dependencies and the relation it writes. Its executor lives in a crate of its own
 //! (`weir-transform`, `weir-connect`, `weir-quality`), and `weir-build` hands each node to it.
-//! The event log's topics, declared in `streams/*.yml`, are read here too ([`streams`]).
+//! The event log's topics, declared in `streams/*.yml`, are read here too ([`streams`]), and
+//! the stream jobs of `streams/*.sql` ([`stream_jobs`]).
 //! This crate runs nothing and opens no connection: `weir parse`, `weir ls` and selection need
 //! nothing else.
 
@@ -20,6 +21,7 @@ pub mod node;
 pub mod parse;
 pub mod select;
 pub mod state;
+pub mod stream_jobs;
 pub mod streams;
 
 pub use dag::Graph;

@@ -1,0 +1,278 @@
+//! `streams/*.sql`: stream jobs, read and rendered as users write them. A job is one `select`
+//! in the warehouse's dialect over a topic named with `{{ stream('orders') }}` (as a model
+//! names a model with `ref()`), with its settings in `{{ config(...) }}`:
+//!
+//! ```sql
+//! {{ config(allowed_lateness='30 seconds', emit='every 10s') }}
+//! select country, window_start, window_end, count(*) as orders, sum(amount) as revenue
+//! from tumble({{ stream('orders') }}, ordered_at, interval '1 minute')
+//! group by country, window_start, window_end
+//! ```
+//!
+//! Rendering keeps the file's lines where they were (`config()` renders as nothing in place),
+//! so a place in the rendered SQL is a place in the file. What the SQL means is worked out by
+//! the stream executor (`weir-stream`); here the job is a declaration: its name, the topics it
+//! reads, the relation it writes and its settings, each mistake named with its place.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use minijinja::value::{Kwargs, Value};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+use weir_core::Location;
+
+use crate::GraphError;
+use crate::streams::interval_ms;
+
+/// One stream job of `streams/<name>.sql`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamJob {
+    /// The file's stem: how commands and the sink table name it.
+    pub name: String,
+    /// The file, from the project folder.
+    pub path: PathBuf,
+    /// The file as written, for snippets in errors.
+    pub text: String,
+    /// The SQL with the Jinja rendered, line for line.
+    pub sql: String,
+    /// Topics read through `stream()`, in the order named.
+    pub streams: Vec<String>,
+    pub config: JobConfig,
+}
+
+/// A job's settings, from `config()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobConfig {
+    /// The sink table's schema (the target's schema when unset) and name (the job's name).
+    pub schema: Option<String>,
+    pub alias: Option<String>,
+    /// How long after a window closes a late event still updates its result.
+    pub allowed_lateness_ms: i64,
+    /// Emit each window when it closes (`None`), or also its running result this often.
+    pub emit_every_ms: Option<i64>,
+    /// How often the window state and the input positions are written down.
+    pub checkpoint_interval_ms: i64,
+    /// After this long without events, a partition no longer holds the watermark back.
+    pub idle_timeout_ms: i64,
+    /// Events dated further than this past the wall clock are rejected.
+    pub max_future_ms: i64,
+    /// Whether `weir serve` starts it.
+    pub enabled: bool,
+    pub description: Option<String>,
+    /// Where `config()` was called, for mistakes in its values.
+    pub location: Location,
+}
+
+impl Default for JobConfig {
+    fn default() -> JobConfig {
+        JobConfig {
+            schema: None,
+            alias: None,
+            allowed_lateness_ms: 0,
+            emit_every_ms: None,
+            checkpoint_interval_ms: 5_000,
+            idle_timeout_ms: 30_000,
+            max_future_ms: 3_600_000,
+            enabled: true,
+            description: None,
+            location: Location::default(),
+        }
+    }
+}
+
+impl StreamJob {
+    /// The sink table's name.
+    pub fn table(&self) -> &str {
+        self.config.alias.as_deref().unwrap_or(&self.name)
+    }
+
+    /// A place in the rendered SQL (1-based line and column) as a place in the file. Lines
+    /// are the file's; a column after a `{{ ... }}` on the same line has moved, so the word
+    /// there is looked for in the file's line, from that column on.
+    pub fn at(&self, line: usize, col: usize, message: impl Into<String>) -> GraphError {
+        let col = match (self.sql.lines().nth(line.wrapping_sub(1)), self.text.lines().nth(line.wrapping_sub(1))) {
+            (Some(rendered), Some(written)) if rendered != written => {
+                let word: String = rendered.chars().skip(col.saturating_sub(1)).take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let from = written.char_indices().nth(col.saturating_sub(1)).map_or(written.len(), |(i, _)| i);
+                match (word.is_empty(), written[from..].find(&word)) {
+                    (false, Some(i)) => written[..from + i].chars().count() + 1,
+                    _ => col,
+                }
+            }
+            _ => col,
+        };
+        GraphError::at(Location::new(&self.path, line, col), message, Some(&self.text))
+    }
+}
+
+const CONFIG_KEYS: &[&str] = &[
+    "schema",
+    "alias",
+    "allowed_lateness",
+    "emit",
+    "checkpoint_interval",
+    "idle_timeout",
+    "max_future",
+    "enabled",
+    "description",
+    "sink",
+    "materialized",
+    "tags",
+];
+
+/// Every job under `<root>/streams/`, by file name.
+pub fn read_jobs(root: &Path) -> Result<Vec<StreamJob>, GraphError> {
+    let dir = root.join("streams");
+    let mut files = vec![];
+    if dir.is_dir() {
+        for e in std::fs::read_dir(&dir).map_err(|e| GraphError::io(&dir, e))? {
+            let path = e.map_err(|e| GraphError::io(&dir, e))?.path();
+            if path.extension().is_some_and(|x| x == "sql") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|e| GraphError::io(&path, e))?;
+            parse_job(path.strip_prefix(root).unwrap_or(&path), &text)
+        })
+        .collect()
+}
+
+/// Renders one job file.
+pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
+    let name = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    if !weir_log::valid_name(&name) {
+        return Err(GraphError::at(
+            Location::file(file),
+            format!("a stream job's name ('{name}', from its file) may hold only letters, digits, '.', '_' and '-'"),
+            None,
+        ));
+    }
+    let streams: Arc<Mutex<Vec<String>>> = Arc::default();
+    let configs: Arc<Mutex<Vec<Kwargs>>> = Arc::default();
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let seen = streams.clone();
+    env.add_function("stream", move |topic: String| -> Result<String, Error> {
+        if !weir_log::valid_name(&topic) {
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("'{topic}' is not a topic name")));
+        }
+        let mut s = seen.lock().map_err(|_| Error::new(ErrorKind::InvalidOperation, "poisoned"))?;
+        if !s.contains(&topic) {
+            s.push(topic.clone());
+        }
+        // A plain identifier when it is one, so the SQL reads as written.
+        Ok(if topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') { topic } else { format!("\"{topic}\"") })
+    });
+    let kept = configs.clone();
+    env.add_function("config", move |kwargs: Kwargs| -> Result<String, Error> {
+        kept.lock().map_err(|_| Error::new(ErrorKind::InvalidOperation, "poisoned"))?.push(kwargs);
+        Ok(String::new())
+    });
+    env.add_function("env_var", weir_project::jinja::env_var);
+    let rendered = env.render_str(text, ()).map_err(|e| {
+        let line = e.line().unwrap_or(0);
+        GraphError::at(Location::new(file, line, 1), e.detail().unwrap_or(&e.to_string()).to_string(), Some(text))
+    })?;
+    // Jinja drops the file's last newline; the lines are what matter.
+    let streams = streams.lock().map(|s| s.clone()).unwrap_or_default();
+    let config_at = config_location(file, text);
+    let mut config = JobConfig { location: config_at.clone(), ..JobConfig::default() };
+    let calls = configs.lock().map(|c| c.clone()).unwrap_or_default();
+    let err = |message: String| GraphError::at(config_at.clone(), message, Some(text));
+    for kwargs in &calls {
+        for key in kwargs.args() {
+            if !CONFIG_KEYS.contains(&key) {
+                let hint = weir_project::error::closest(key, CONFIG_KEYS.iter().copied())
+                    .map(|c| format!("; did you mean '{c}'?"))
+                    .unwrap_or_default();
+                return Err(err(format!("unknown setting '{key}' in config(){hint} (known: {})", CONFIG_KEYS.join(", "))));
+            }
+            let v: Value = kwargs.get(key).map_err(|e| err(e.to_string()))?;
+            let text_of = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            let time = |what: &str| -> Result<i64, GraphError> {
+                let t = text_of(&v);
+                interval_ms(&t).ok_or_else(|| err(format!("`{what}` '{t}' is not an amount of time ('30 seconds', '5s', '1 minute')")))
+            };
+            match key {
+                "schema" => config.schema = Some(text_of(&v)),
+                "alias" => config.alias = Some(text_of(&v)),
+                "description" => config.description = Some(text_of(&v)),
+                "allowed_lateness" => config.allowed_lateness_ms = time(key)?,
+                "checkpoint_interval" => config.checkpoint_interval_ms = time(key)?.max(100),
+                "idle_timeout" => config.idle_timeout_ms = time(key)?,
+                "max_future" => config.max_future_ms = time(key)?,
+                "enabled" => config.enabled = v.is_true(),
+                "emit" => {
+                    let t = text_of(&v);
+                    let lower = t.trim().to_ascii_lowercase();
+                    config.emit_every_ms = match lower.as_str() {
+                        "on close" | "on_close" | "close" => None,
+                        every => Some(
+                            every
+                                .strip_prefix("every")
+                                .and_then(|d| interval_ms(d.trim()))
+                                .filter(|ms| *ms > 0)
+                                .ok_or_else(|| err(format!("`emit` '{t}' is not 'on close' or 'every <time>' ('every 10s')")))?,
+                        ),
+                    };
+                }
+                "sink" | "materialized" => {
+                    let t = text_of(&v);
+                    if t != "table" {
+                        return Err(err(format!("`{key}` '{t}' is not a sink Weir writes yet (table)")));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(StreamJob { name, path: file.to_path_buf(), text: text.to_string(), sql: rendered, streams, config })
+}
+
+/// Where `config(` is called, for mistakes in its values; the file when it is not.
+fn config_location(file: &Path, text: &str) -> Location {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(col) = line.find("config(") {
+            return Location::new(file, i + 1, col + 1);
+        }
+    }
+    Location::file(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(text: &str) -> Result<StreamJob, String> {
+        parse_job(Path::new("streams/revenue.sql"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn renders_line_for_line_and_keeps_the_settings() {
+        let j = job("{{ config(allowed_lateness='30 seconds', emit='every 10s', alias='rev') }}\nselect *\nfrom {{ stream('orders') }}\n")
+            .unwrap();
+        assert_eq!(j.sql.lines().nth(2), Some("from orders"));
+        assert_eq!(j.sql.lines().count(), 3, "config() leaves its line in place");
+        assert_eq!(j.streams, vec!["orders".to_string()]);
+        assert_eq!((j.config.allowed_lateness_ms, j.config.emit_every_ms), (30_000, Some(10_000)));
+        assert_eq!((j.name.as_str(), j.table()), ("revenue", "rev"));
+        assert_eq!(job("select 1 from {{ stream('a-b') }}").unwrap().sql, "select 1 from \"a-b\"");
+    }
+
+    #[test]
+    fn mistakes_name_their_place() {
+        let e = job("\n{{ config(allowed_latenes='1s') }}\nselect 1").unwrap_err();
+        assert!(e.starts_with("streams/revenue.sql:2:4") && e.contains("did you mean 'allowed_lateness'"), "{e}");
+        let e = job("{{ config(emit='sometimes') }}").unwrap_err();
+        assert!(e.contains("'every <time>'"), "{e}");
+        let e = job("select 1\nfrom {{ strem('orders') }}").unwrap_err();
+        assert!(e.starts_with("streams/revenue.sql:2:"), "{e}");
+        let e = job("{{ config(sink='kafka') }}").unwrap_err();
+        assert!(e.contains("not a sink Weir writes yet"), "{e}");
+    }
+}
