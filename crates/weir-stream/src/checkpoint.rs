@@ -121,11 +121,13 @@ fn shape(spec: &WindowSpec, aggs: &[Agg], lateness: i64) -> J {
         WindowSpec::Tumble { size, offset } => json!({"tumble": {"size": size, "offset": offset}}),
         WindowSpec::Hop { size, slide, offset } => json!({"hop": {"size": size, "slide": slide, "offset": offset}}),
         WindowSpec::Session { gap } => json!({"session": {"gap": gap}}),
+        WindowSpec::Global => json!("global"),
     };
     let aggs: Vec<J> = aggs
         .iter()
         .map(|a| match a {
             Agg::Count => json!("count"),
+            Agg::CountValues => json!("count_values"),
             Agg::Sum => json!("sum"),
             Agg::Min => json!("min"),
             Agg::Max => json!("max"),
@@ -147,7 +149,7 @@ fn from_bits(v: &J) -> Option<f64> {
 
 fn acc_json(a: &Acc) -> J {
     match a {
-        Acc::Count(n) => json!(n),
+        Acc::Count(n) | Acc::CountValues(n) => json!(n),
         Acc::Sum(s) => bits(*s),
         Acc::Min(m) | Acc::Max(m) => m.map_or(J::Null, bits),
         Acc::Avg { sum, n } => json!([bits(*sum), n]),
@@ -163,6 +165,7 @@ fn acc_json(a: &Acc) -> J {
 fn acc_from_json(v: &J, agg: Agg) -> Option<Acc> {
     Some(match (Acc::new(agg), v) {
         (Acc::Count(_), v) => Acc::Count(v.as_u64()?),
+        (Acc::CountValues(_), v) => Acc::CountValues(v.as_u64()?),
         (Acc::Sum(_), v) => Acc::Sum(from_bits(v)?),
         (Acc::Min(_), J::Null) => Acc::Min(None),
         (Acc::Min(_), v) => Acc::Min(Some(from_bits(v)?)),

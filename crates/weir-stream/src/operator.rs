@@ -19,6 +19,8 @@ use crate::window::{Millis, Window, WindowSpec};
 pub enum Agg {
     /// `count(*)`: every event, nulls too.
     Count,
+    /// `count(x)`: the events whose value is not null.
+    CountValues,
     Sum,
     Min,
     Max,
@@ -35,6 +37,7 @@ pub enum Agg {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Acc {
     Count(u64),
+    CountValues(u64),
     Sum(f64),
     Min(Option<f64>),
     Max(Option<f64>),
@@ -55,6 +58,7 @@ impl Acc {
     pub fn new(agg: Agg) -> Acc {
         match agg {
             Agg::Count => Acc::Count(0),
+            Agg::CountValues => Acc::CountValues(0),
             Agg::Sum => Acc::Sum(0.0),
             Agg::Min => Acc::Min(None),
             Agg::Max => Acc::Max(None),
@@ -69,7 +73,7 @@ impl Acc {
     /// Adds a value (`None`: SQL's null, which only `count(*)` counts).
     pub fn add(&mut self, v: Option<f64>) {
         match (self, v) {
-            (Acc::Count(n), _) => *n += 1,
+            (Acc::Count(n), _) | (Acc::CountValues(n), Some(_)) => *n += 1,
             (Acc::Sum(s), Some(v)) => *s += v,
             (Acc::Min(m), Some(v)) => *m = Some(m.map_or(v, |m| m.min(v))),
             (Acc::Max(m), Some(v)) => *m = Some(m.map_or(v, |m| m.max(v))),
@@ -88,7 +92,7 @@ impl Acc {
     /// Folds another accumulator of the same aggregate in (sessions that merge).
     pub fn merge(&mut self, other: Acc) {
         match (self, other) {
-            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Count(a), Acc::Count(b)) | (Acc::CountValues(a), Acc::CountValues(b)) => *a += b,
             (Acc::Sum(a), Acc::Sum(b)) => *a += b,
             (Acc::Min(a), Acc::Min(b)) => *a = [*a, b].into_iter().flatten().reduce(f64::min),
             (Acc::Max(a), Acc::Max(b)) => *a = [*a, b].into_iter().flatten().reduce(f64::max),
@@ -105,7 +109,7 @@ impl Acc {
     /// The aggregate's value; `None` for SQL's null (the min of no values).
     pub fn value(&self) -> Option<f64> {
         match self {
-            Acc::Count(n) => Some(*n as f64),
+            Acc::Count(n) | Acc::CountValues(n) => Some(*n as f64),
             Acc::Sum(s) => Some(*s),
             Acc::Min(m) | Acc::Max(m) => *m,
             Acc::Avg { sum, n } => (*n > 0).then(|| sum / *n as f64),
@@ -136,6 +140,9 @@ pub struct Emit<K> {
     pub window: Window,
     pub values: Vec<Option<f64>>,
     pub replaces: Vec<Window>,
+    /// Emitted before (early, or at its close and now changed by a late event): the sink
+    /// replaces its row.
+    pub update: bool,
 }
 
 /// The state of one windowed aggregation.
@@ -167,9 +174,10 @@ impl Slot {
     }
 
     fn emit<K>(&mut self, key: K, window: Window) -> Emit<K> {
+        let update = self.emitted;
         self.emitted = true;
         self.dirty = false;
-        Emit { key, window, values: self.accs.iter().map(Acc::value).collect(), replaces: std::mem::take(&mut self.replaced) }
+        Emit { key, window, values: self.accs.iter().map(Acc::value).collect(), replaces: std::mem::take(&mut self.replaced), update }
     }
 }
 

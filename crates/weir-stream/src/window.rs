@@ -15,6 +15,9 @@ pub struct Window {
 }
 
 impl Window {
+    /// All of time: the window of [`WindowSpec::Global`].
+    pub const ALL: Window = Window { start: Millis::MIN, end: Millis::MAX };
+
     /// The last instant inside the window: it closes when the watermark reaches this.
     pub fn max_timestamp(&self) -> Millis {
         self.end - 1
@@ -34,9 +37,21 @@ impl Window {
 /// The kinds of window a job groups by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowSpec {
-    Tumble { size: Millis, offset: Millis },
-    Hop { size: Millis, slide: Millis, offset: Millis },
-    Session { gap: Millis },
+    Tumble {
+        size: Millis,
+        offset: Millis,
+    },
+    Hop {
+        size: Millis,
+        slide: Millis,
+        offset: Millis,
+    },
+    Session {
+        gap: Millis,
+    },
+    /// No window: one running result per key for all time (a `group by` without a window),
+    /// which never closes and is emitted whenever it changes.
+    Global,
 }
 
 impl WindowSpec {
@@ -74,6 +89,7 @@ impl WindowSpec {
                 out
             }
             WindowSpec::Session { gap } => vec![Window { start: ts, end: ts + gap }],
+            WindowSpec::Global => vec![Window::ALL],
         }
     }
 

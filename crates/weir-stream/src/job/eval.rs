@@ -1,0 +1,226 @@
+//! The stateless part of a job, per micro-batch: which events the filter keeps, each kept
+//! event's group key and aggregate arguments, or a projection's output row.
+//!
+//! When every key and argument is a bare column and nothing is filtered, they are read
+//! straight from the decoded rows. Anything else is SQL in the warehouse's dialect, so it is
+//! run by an in-process DuckDB over the batch: the rows are appended to a staging table of
+//! text columns, cast to the topic's declared types in a CTE named after nothing but the
+//! columns, and the job's expressions are selected from it.
+
+use duckdb::{Connection, appender_params_from_iter};
+
+use super::decode::{Cell, Kind, format_micros};
+use crate::plan::{Output, Plan, Shape};
+use crate::{Agg, StreamError};
+
+/// A row's values as text (`None` for null), as the sink writes them.
+pub type Row = Vec<Option<String>>;
+
+/// One kept event's place in the batch, group key and aggregate arguments.
+pub struct Keyed {
+    pub index: usize,
+    pub key: String,
+    pub args: Vec<Option<f64>>,
+}
+
+pub enum Evaluator {
+    Direct { keys: Vec<usize>, args: Vec<Option<usize>>, distinct: Vec<bool>, kinds: Vec<Kind> },
+    Sql(Box<SqlEval>),
+}
+
+pub struct SqlEval {
+    conn: Connection,
+    query: String,
+    width: usize,
+    kinds: Vec<Kind>,
+    distinct: Vec<bool>,
+    keys: usize,
+}
+
+impl Evaluator {
+    /// The evaluator of `plan` over rows of `plan.columns`; with the SQL types of its keys
+    /// (a stateful job) or of its output columns (a stateless one).
+    pub fn new(plan: &Plan) -> Result<(Evaluator, Vec<String>), StreamError> {
+        let kinds: Vec<Kind> = plan.columns.iter().map(|(_, t)| Kind::of(t)).collect();
+        let distinct: Vec<bool> = plan.aggs.iter().map(|a| a.agg == Agg::CountDistinct).collect();
+        let index = |c: &str| plan.columns.iter().position(|(n, _)| n == c);
+        if plan.is_direct() {
+            let keys: Vec<usize> = plan.keys.iter().filter_map(|k| k.column.as_deref().and_then(index)).collect();
+            let types = keys.iter().map(|i| plan.columns[*i].1.clone()).collect();
+            let args = plan.aggs.iter().map(|a| a.arg.as_ref().and_then(|s| s.column.as_deref()).and_then(index)).collect();
+            return Ok((Evaluator::Direct { keys, args, distinct, kinds }, types));
+        }
+        let conn = Connection::open_in_memory().map_err(sql_err)?;
+        let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+        let staged: Vec<String> = (0..plan.columns.len()).map(|i| format!("c{i} VARCHAR")).collect();
+        conn.execute_batch(&format!(
+            "CREATE TABLE __weir_raw (__i BIGINT{}{})",
+            if staged.is_empty() { "" } else { ", " },
+            staged.join(", ")
+        ))
+        .map_err(sql_err)?;
+        let cast: Vec<String> = plan.columns.iter().enumerate().map(|(i, (n, t))| format!("CAST(c{i} AS {t}) AS {}", quote(n))).collect();
+        let cte = format!("WITH events AS (SELECT __i{}{} FROM __weir_raw)", if cast.is_empty() { "" } else { ", " }, cast.join(", "));
+        let filter = plan.filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
+        let (exprs, typed): (Vec<String>, Vec<String>) = if plan.shape == Shape::Stateless {
+            let outs: Vec<String> =
+                plan.outputs.iter().filter_map(|(_, o)| if let Output::Expr(s) = o { Some(s.sql.clone()) } else { None }).collect();
+            (outs.iter().map(|e| format!("CAST(({e}) AS VARCHAR)")).collect(), outs)
+        } else {
+            let keys: Vec<String> = plan.keys.iter().map(|k| k.sql.clone()).collect();
+            let mut exprs: Vec<String> = keys.iter().map(|k| format!("CAST(({k}) AS VARCHAR)")).collect();
+            for (a, d) in plan.aggs.iter().zip(&distinct) {
+                exprs.push(match (&a.arg, d) {
+                    (None, _) => "CAST(NULL AS DOUBLE)".into(),
+                    (Some(s), true) => format!("CAST(({}) AS VARCHAR)", s.sql),
+                    (Some(s), false) => format!("CAST(({}) AS DOUBLE)", s.sql),
+                });
+            }
+            (exprs, keys)
+        };
+        // The SQL types of what is written: DuckDB says, from the expressions over the casts.
+        let mut types = vec![];
+        if !typed.is_empty() {
+            let probe = format!(
+                "{cte} SELECT {} FROM events",
+                typed.iter().enumerate().map(|(i, e)| format!("({e}) AS e{i}")).collect::<Vec<_>>().join(", ")
+            );
+            let mut stmt = conn.prepare(&format!("DESCRIBE {probe}")).map_err(sql_err)?;
+            let mut rows = stmt.query([]).map_err(sql_err)?;
+            while let Some(r) = rows.next().map_err(sql_err)? {
+                types.push(r.get::<_, String>(1).map_err(sql_err)?);
+            }
+        }
+        let query = format!("{cte} SELECT __i{}{} FROM events{filter}", if exprs.is_empty() { "" } else { ", " }, exprs.join(", "));
+        // Mistakes in the SQL show now, before any event is read.
+        conn.prepare(&query).map_err(sql_err)?;
+        let eval = SqlEval { conn, query, width: plan.columns.len(), kinds, distinct, keys: plan.keys.len() };
+        Ok((Evaluator::Sql(Box::new(eval)), types))
+    }
+
+    /// Each kept row's key and arguments.
+    pub fn keyed(&mut self, rows: &[&[Cell]]) -> Result<Vec<Keyed>, StreamError> {
+        match self {
+            Evaluator::Direct { keys, args, distinct, kinds } => Ok(rows
+                .iter()
+                .enumerate()
+                .map(|(index, row)| {
+                    let parts: Vec<Option<String>> = keys.iter().map(|k| text(&row[*k], kinds[*k])).collect();
+                    let args = args
+                        .iter()
+                        .zip(distinct.iter())
+                        .map(|(a, d)| a.and_then(|i| if *d { distinct_value(&row[i], kinds[i]) } else { number(&row[i]) }))
+                        .collect();
+                    Keyed { index, key: key_text(&parts), args }
+                })
+                .collect()),
+            Evaluator::Sql(e) => {
+                let (nkeys, distinct) = (e.keys, e.distinct.clone());
+                e.run(rows, |index, r| {
+                    let parts: Vec<Option<String>> = (0..nkeys).map(|i| r.get::<_, Option<String>>(i + 1)).collect::<Result<_, _>>()?;
+                    let mut args = vec![];
+                    for (j, d) in distinct.iter().enumerate() {
+                        let at = nkeys + 1 + j;
+                        args.push(if *d {
+                            r.get::<_, Option<String>>(at)?.map(|t| hashed(t.as_bytes()))
+                        } else {
+                            r.get::<_, Option<f64>>(at)?
+                        });
+                    }
+                    Ok(Keyed { index, key: key_text(&parts), args })
+                })
+            }
+        }
+    }
+
+    /// Each kept row's output values as text (a stateless job).
+    pub fn project(&mut self, rows: &[&[Cell]], width: usize) -> Result<Vec<(usize, Row)>, StreamError> {
+        match self {
+            Evaluator::Direct { .. } => Err(StreamError::Job("a projection always runs as SQL".into())),
+            Evaluator::Sql(e) => {
+                e.run(rows, |index, r| Ok((index, (0..width).map(|i| r.get::<_, Option<String>>(i + 1)).collect::<Result<_, _>>()?)))
+            }
+        }
+    }
+}
+
+impl SqlEval {
+    fn run<T>(&mut self, rows: &[&[Cell]], each: impl Fn(usize, &duckdb::Row) -> Result<T, duckdb::Error>) -> Result<Vec<T>, StreamError> {
+        {
+            let mut app = self.conn.appender("__weir_raw").map_err(sql_err)?;
+            for (i, row) in rows.iter().enumerate() {
+                let mut values: Vec<Option<String>> = Vec::with_capacity(self.width + 1);
+                values.push(Some(i.to_string()));
+                values.extend(row.iter().zip(&self.kinds).map(|(c, k)| text(c, *k)));
+                app.append_row(appender_params_from_iter(values)).map_err(sql_err)?;
+            }
+            app.flush().map_err(sql_err)?;
+        }
+        let mut out = vec![];
+        {
+            let mut stmt = self.conn.prepare_cached(&self.query).map_err(sql_err)?;
+            let mut result = stmt.query([]).map_err(sql_err)?;
+            while let Some(r) = result.next().map_err(sql_err)? {
+                let index: i64 = r.get(0).map_err(sql_err)?;
+                out.push(each(index as usize, r).map_err(sql_err)?);
+            }
+        }
+        self.conn.execute_batch("DELETE FROM __weir_raw").map_err(sql_err)?;
+        Ok(out)
+    }
+}
+
+fn sql_err(e: duckdb::Error) -> StreamError {
+    StreamError::Sql(e.to_string())
+}
+
+/// A cell as text: what a key holds and what the staging table takes.
+pub fn text(c: &Cell, kind: Kind) -> Option<String> {
+    match c {
+        Cell::Null => None,
+        Cell::Bool(b) => Some(b.to_string()),
+        Cell::Int(i) => Some(i.to_string()),
+        Cell::Float(f) => Some(f.to_string()),
+        Cell::Text(s) => Some(s.clone()),
+        Cell::Time(us) if kind == Kind::Date => Some(format_micros(*us)[..10].to_string()),
+        Cell::Time(us) => Some(format_micros(*us)),
+    }
+}
+
+fn number(c: &Cell) -> Option<f64> {
+    match c {
+        Cell::Int(i) => Some(*i as f64),
+        Cell::Float(f) => Some(*f),
+        Cell::Bool(b) => Some(f64::from(u8::from(*b))),
+        Cell::Time(us) => Some(*us as f64),
+        Cell::Null | Cell::Text(_) => None,
+    }
+}
+
+/// What `count(distinct x)` tells apart: numbers by value, anything else by a stable hash
+/// of its text (FNV-1a, the same in every build, since checkpoints keep it).
+fn distinct_value(c: &Cell, kind: Kind) -> Option<f64> {
+    match c {
+        Cell::Int(_) | Cell::Float(_) => number(c),
+        other => text(other, kind).map(|t| hashed(t.as_bytes())),
+    }
+}
+
+fn hashed(bytes: &[u8]) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    f64::from_bits(h)
+}
+
+/// A group key as the state holds it: the JSON array of its parts' texts.
+pub fn key_text(parts: &[Option<String>]) -> String {
+    serde_json::to_string(parts).unwrap_or_default()
+}
+
+/// A key's parts back from [`key_text`].
+pub fn key_parts(key: &str) -> Vec<Option<String>> {
+    serde_json::from_str(key).unwrap_or_default()
+}

@@ -1,0 +1,636 @@
+//! Running a stream job: read its topic from the event log in micro-batches, decode and
+//! check each event, evaluate the stateless part, fold the events into the window state,
+//! move the watermark, and write what closed to the warehouse sink with the input positions.
+//!
+//! **Exactly once.** Every sink transaction carries the positions it reached. A stateless job
+//! (a filter and projection) resumes from those positions, so each event's row is written
+//! once. A stateful job also writes its window state with the positions to
+//! `.weir/streams/<job>/checkpoint.json` every `checkpoint_interval`, after the sink holds
+//! everything up to them; after a crash it restores that state and reads again from its
+//! positions. What it emits again on the way is upserted over the same rows (a result
+//! emitted while replaying replaces its row), the late and rejected events past the
+//! checkpoint are forgotten before they are read again, and the counts come back with the
+//! state: the sink ends as one uninterrupted run leaves it.
+//!
+//! **Nothing dropped silently.** For every partition, events read = counted + late +
+//! rejected + filtered out by the job's `where`, committed with the positions.
+
+pub mod decode;
+pub mod eval;
+pub mod sink;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as J, json};
+use weir_core::Relation;
+use weir_graph::stream_jobs::StreamJob;
+use weir_graph::streams::Topic;
+use weir_log::Log;
+use weir_warehouse::Warehouse;
+
+use crate::plan::{Output, Plan, Shape};
+use crate::{Admitted, Agg, Emit, StreamError, WatermarkSpec, Watermarks, WindowOperator, WindowSpec};
+use decode::{Decoder, Kind, format_micros};
+use eval::{Evaluator, key_parts};
+use sink::{Aside, Batch, Counts, Layout, Sink};
+
+/// Events read from each partition per micro-batch.
+const READ_MAX: usize = 20_000;
+/// Events of one partition taken before the next partition's (and the watermark moved).
+const SLICE: usize = 512;
+/// How long results wait before they are written (the latency from a window's close).
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// How long to wait for new events once caught up.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A job ready to run: its declaration, its plan, its topic, where its checkpoints live and
+/// the table it writes.
+pub struct JobRun {
+    pub job: StreamJob,
+    pub plan: Plan,
+    pub topic: Topic,
+    /// `.weir/streams/<job>/`.
+    pub dir: PathBuf,
+    pub table: Relation,
+}
+
+/// What makes a run stop.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Set from outside (Ctrl-C, `weir serve` stopping): finish the batch, write, checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// Stop once every event the topic holds has been read (`--drain`).
+    pub drain: bool,
+}
+
+/// A job's progress, as `weir stream status` shows it and `status.json` keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub job: String,
+    pub state: String,
+    pub pid: u32,
+    pub started_at: i64,
+    pub updated_at: i64,
+    pub watermark: Option<i64>,
+    /// Per partition: the next offset to read and how many events are behind it.
+    pub positions: BTreeMap<u32, u64>,
+    pub lag: BTreeMap<u32, u64>,
+    pub counts: Counts,
+    pub windows_held: usize,
+    pub events_per_second: f64,
+    pub checkpointed_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl Status {
+    pub fn to_json(&self) -> J {
+        json!({
+            "job": self.job, "state": self.state, "pid": self.pid,
+            "started_at": self.started_at, "updated_at": self.updated_at,
+            "watermark": self.watermark,
+            "positions": self.positions.iter().map(|(p, o)| json!({"partition": p, "offset": o, "lag": self.lag.get(p).copied().unwrap_or(0)})).collect::<Vec<_>>(),
+            "events": {"read": self.counts.read, "counted": self.counts.counted, "late": self.counts.late, "rejected": self.counts.rejected, "filtered": self.counts.filtered},
+            "windows_held": self.windows_held, "events_per_second": self.events_per_second,
+            "checkpointed_at": self.checkpointed_at, "last_error": self.last_error,
+        })
+    }
+
+    pub fn from_json(v: &J) -> Status {
+        let n = |p: &[&str]| p.iter().try_fold(v, |v, k| v.get(k)).and_then(J::as_u64).unwrap_or(0);
+        let mut s = Status {
+            job: v.get("job").and_then(J::as_str).unwrap_or_default().to_string(),
+            state: v.get("state").and_then(J::as_str).unwrap_or_default().to_string(),
+            pid: n(&["pid"]) as u32,
+            started_at: v.get("started_at").and_then(J::as_i64).unwrap_or(0),
+            updated_at: v.get("updated_at").and_then(J::as_i64).unwrap_or(0),
+            watermark: v.get("watermark").and_then(J::as_i64),
+            counts: Counts {
+                read: n(&["events", "read"]),
+                counted: n(&["events", "counted"]),
+                late: n(&["events", "late"]),
+                rejected: n(&["events", "rejected"]),
+                filtered: n(&["events", "filtered"]),
+            },
+            windows_held: n(&["windows_held"]) as usize,
+            events_per_second: v.get("events_per_second").and_then(J::as_f64).unwrap_or(0.0),
+            checkpointed_at: v.get("checkpointed_at").and_then(J::as_i64),
+            last_error: v.get("last_error").and_then(J::as_str).map(str::to_string),
+            ..Status::default()
+        };
+        for p in v.get("positions").and_then(J::as_array).into_iter().flatten() {
+            let part = p.get("partition").and_then(J::as_u64).unwrap_or(0) as u32;
+            s.positions.insert(part, p.get("offset").and_then(J::as_u64).unwrap_or(0));
+            s.lag.insert(part, p.get("lag").and_then(J::as_u64).unwrap_or(0));
+        }
+        s
+    }
+
+    /// The status a job last wrote, if it ran here.
+    pub fn read(dir: &Path) -> Option<Status> {
+        let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
+        Some(Status::from_json(&serde_json::from_str(&text).ok()?))
+    }
+}
+
+/// Forgets a job's checkpoints and results: its state folder, its table, its positions and
+/// its late and rejected events. It starts again from the topic's first event.
+pub fn reset(run: &JobRun, wh: &dyn Warehouse) -> Result<(), StreamError> {
+    sink::Sink::reset(wh, &run.table, &run.job.name)?;
+    match std::fs::remove_dir_all(&run.dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StreamError::io(&run.dir, e)),
+    }
+}
+
+/// Runs a job until `control` stops it, calling `report` about once a second.
+pub fn run(
+    run: &JobRun,
+    log: &dyn Log,
+    wh: Arc<dyn Warehouse>,
+    control: &Control,
+    report: &mut dyn FnMut(&Status),
+) -> Result<Status, StreamError> {
+    Runner::start(run, log, wh)?.go(control, report)
+}
+
+struct Runner<'a> {
+    run: &'a JobRun,
+    log: &'a dyn Log,
+    decoder: Decoder,
+    evaluator: Evaluator,
+    sink: Sink,
+    op: WindowOperator<String>,
+    watermarks: Watermarks,
+    wm: Option<i64>,
+    positions: BTreeMap<u32, u64>,
+    counts: BTreeMap<u32, Counts>,
+    /// The watermark the sink's last write was made under: a window closed by then may
+    /// already be in the table (the job is reading again what it read before a crash).
+    replayed_watermark: Option<i64>,
+    pending: Batch,
+    status: Status,
+    fingerprint: String,
+    /// Per aggregate: whether its values are whole numbers (counts, sums of integers).
+    agg_int: Vec<bool>,
+}
+
+impl<'a> Runner<'a> {
+    fn start(run: &'a JobRun, log: &'a dyn Log, wh: Arc<dyn Warehouse>) -> Result<Runner<'a>, StreamError> {
+        let plan = &run.plan;
+        let lateness = run.job.config.allowed_lateness_ms;
+        let fingerprint = format!("{} lateness={lateness}", plan.fingerprint());
+        log.create_topic(&run.topic.spec())?;
+        let partitions = log.describe(&plan.topic)?.partitions.len() as u32;
+        let (evaluator, value_types) = Evaluator::new(plan)?;
+        let layout = layout(plan, &value_types);
+        let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.name, &plan.topic)?;
+        let (committed, committed_watermark) = sink.committed()?;
+        let spec = WatermarkSpec {
+            delay: run.topic.watermark.as_ref().map_or(0, |w| w.delay_ms),
+            idle_timeout: run.job.config.idle_timeout_ms,
+            max_future: run.job.config.max_future_ms,
+        };
+        let now = now_ms();
+        let checkpoint = read_checkpoint(&run.dir)?;
+        let mut op = WindowOperator::new(plan.window, plan.aggs.iter().map(|a| a.agg).collect(), lateness);
+        let mut watermarks = Watermarks::new(spec, partitions as usize, now);
+        let (mut positions, mut counts) = (BTreeMap::new(), BTreeMap::new());
+        match (&checkpoint, plan.shape) {
+            // A projection's rows and positions are in the sink together: resume from there.
+            (_, Shape::Stateless) => {
+                for (p, (o, c)) in &committed {
+                    positions.insert(*p, *o);
+                    counts.insert(*p, *c);
+                }
+            }
+            (Some(c), _) => {
+                if c.get("fingerprint").and_then(J::as_str) != Some(fingerprint.as_str()) {
+                    return Err(StreamError::Job(format!(
+                        "{}: the job's SQL or settings changed what its state means since its last checkpoint \
+                         (was: {}; now: {fingerprint}); run `weir stream run {} --reset` to start over from the first event",
+                        run.job.path.display(),
+                        c.get("fingerprint").and_then(J::as_str).unwrap_or("?"),
+                        run.job.name
+                    )));
+                }
+                let damaged = |m: String| StreamError::Job(format!("{}: {m}", run.dir.join("checkpoint.json").display()));
+                op = WindowOperator::restore(
+                    plan.window,
+                    plan.aggs.iter().map(|a| a.agg).collect(),
+                    lateness,
+                    c.get("operator").unwrap_or(&J::Null),
+                )
+                .map_err(damaged)?;
+                watermarks = Watermarks::restore(spec, c.get("watermarks").unwrap_or(&J::Null)).map_err(damaged)?;
+                for p in c.get("partitions").and_then(J::as_array).into_iter().flatten() {
+                    let n = |k: &str| p.get(k).and_then(J::as_u64).unwrap_or(0);
+                    positions.insert(n("partition") as u32, n("offset"));
+                    counts.insert(
+                        n("partition") as u32,
+                        Counts {
+                            read: n("read"),
+                            counted: n("counted"),
+                            late: n("late"),
+                            rejected: n("rejected"),
+                            filtered: n("filtered"),
+                        },
+                    );
+                }
+            }
+            (None, _) => {}
+        }
+        for p in 0..partitions {
+            positions.entry(p).or_insert(0);
+            counts.entry(p).or_default();
+        }
+        sink.forget_after(&positions)?;
+        let wm = watermarks.current(now);
+        let agg_int = plan
+            .aggs
+            .iter()
+            .map(|a| match a.agg {
+                Agg::Count | Agg::CountValues | Agg::CountDistinct => true,
+                Agg::Sum | Agg::Min | Agg::Max => a
+                    .arg
+                    .as_ref()
+                    .and_then(|s| s.column.as_ref())
+                    .and_then(|c| plan.columns.iter().find(|(n, _)| n == c))
+                    .is_some_and(|(_, t)| Kind::of(t) == Kind::Int),
+                _ => false,
+            })
+            .collect();
+        let status = Status {
+            job: run.job.name.clone(),
+            state: "running".into(),
+            pid: std::process::id(),
+            started_at: now,
+            updated_at: now,
+            checkpointed_at: checkpoint.as_ref().and_then(|c| c.get("written_at")).and_then(J::as_i64),
+            ..Status::default()
+        };
+        Ok(Runner {
+            run,
+            log,
+            decoder: Decoder::new(&plan.columns, plan.time_column.as_deref()),
+            evaluator,
+            sink,
+            op,
+            watermarks,
+            wm,
+            positions,
+            counts,
+            replayed_watermark: committed_watermark,
+            pending: Batch::default(),
+            status,
+            fingerprint,
+            agg_int,
+        })
+    }
+
+    fn go(mut self, control: &Control, report: &mut dyn FnMut(&Status)) -> Result<Status, StreamError> {
+        let config = &self.run.job.config;
+        let (mut last_commit, mut last_checkpoint, mut last_report, mut last_early) =
+            (Instant::now(), Instant::now(), Instant::now(), Instant::now());
+        let (mut rate_mark, mut rate_read) = (Instant::now(), self.total().read);
+        loop {
+            let stopping = control.stop.load(Ordering::Relaxed);
+            let read = if stopping { 0 } else { self.step()? };
+            let now = now_ms();
+            // Idle partitions stop holding the watermark back as time passes, events or not.
+            self.advance(now);
+            if let Some(every) = config.emit_every_ms
+                && last_early.elapsed() >= Duration::from_millis(every as u64)
+            {
+                let early = self.op.emit_early();
+                self.stage(early);
+                last_early = Instant::now();
+            }
+            let caught_up = read == 0;
+            let checkpoint_due = last_checkpoint.elapsed() >= Duration::from_millis(config.checkpoint_interval_ms as u64);
+            let finishing = stopping || (control.drain && caught_up);
+            if (!self.pending.is_empty() && (last_commit.elapsed() >= COMMIT_EVERY || caught_up)) || checkpoint_due || finishing {
+                self.commit(control)?;
+                last_commit = Instant::now();
+            }
+            if (checkpoint_due || finishing) && self.run.plan.shape != Shape::Stateless {
+                self.checkpoint()?;
+                last_checkpoint = Instant::now();
+            } else if checkpoint_due {
+                last_checkpoint = Instant::now();
+            }
+            if last_report.elapsed() >= Duration::from_secs(1) || finishing {
+                let total = self.total().read;
+                let secs = rate_mark.elapsed().as_secs_f64().max(1e-3);
+                self.status.events_per_second = (total - rate_read) as f64 / secs;
+                (rate_mark, rate_read) = (Instant::now(), total);
+                self.refresh_status(if finishing { "stopped" } else { "running" })?;
+                report(&self.status);
+                last_report = Instant::now();
+            }
+            if finishing {
+                return Ok(self.status);
+            }
+            if caught_up {
+                std::thread::sleep(POLL);
+            }
+        }
+    }
+
+    /// Reads one micro-batch from every partition and takes it in slices, partition after
+    /// partition, moving the watermark after each: no partition runs far ahead of the others
+    /// in event time, so what is late does not depend on how much the log held when read.
+    /// Returns the events read.
+    fn step(&mut self) -> Result<usize, StreamError> {
+        let topic = self.run.plan.topic.clone();
+        let mut batches = vec![];
+        for (p, from) in &self.positions {
+            let records = self.log.read(&topic, *p, *from, READ_MAX)?;
+            if !records.is_empty() {
+                batches.push((*p, records));
+            }
+        }
+        let total = batches.iter().map(|(_, r)| r.len()).sum();
+        let rounds = batches.iter().map(|(_, r)| r.len().div_ceil(SLICE)).max().unwrap_or(0);
+        for round in 0..rounds {
+            for (p, records) in &batches {
+                let slice = &records[(round * SLICE).min(records.len())..((round + 1) * SLICE).min(records.len())];
+                if !slice.is_empty() {
+                    self.take(*p, slice)?;
+                }
+            }
+        }
+        if self.run.plan.shape == Shape::Running {
+            let changed = self.op.emit_early();
+            self.stage(changed);
+        }
+        Ok(total)
+    }
+
+    /// Decodes, evaluates and folds in consecutive records of partition `p`.
+    fn take(&mut self, p: u32, records: &[weir_log::StoredRecord]) -> Result<(), StreamError> {
+        let plan = &self.run.plan;
+        let now = now_ms();
+        let mut c = Counts { read: records.len() as u64, ..Counts::default() };
+        let mut rows = Vec::with_capacity(records.len());
+        let mut meta = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            match self.decoder.decode(&r.value) {
+                Ok((cells, ts)) => {
+                    if plan.time_column.is_some()
+                        && let Err(crate::Refused::Future { by }) = self.watermarks.observe(p as usize, ts, now)
+                    {
+                        c.rejected += 1;
+                        self.pending.rejected.push(aside(p, r, format!("dated {by} ms past what max_future allows"), None));
+                        continue;
+                    }
+                    rows.push(cells);
+                    meta.push((i, ts));
+                }
+                Err(reason) => {
+                    c.rejected += 1;
+                    self.pending.rejected.push(aside(p, r, reason, None));
+                }
+            }
+        }
+        let refs: Vec<&[decode::Cell]> = rows.iter().map(Vec::as_slice).collect();
+        if plan.shape == Shape::Stateless {
+            let kept = self.evaluator.project(&refs, plan.outputs.len())?;
+            c.counted += kept.len() as u64;
+            c.filtered += (rows.len() - kept.len()) as u64;
+            self.pending.rows.extend(kept.into_iter().map(|(_, values)| (values, false)));
+        } else {
+            let kept = self.evaluator.keyed(&refs)?;
+            c.filtered += (rows.len() - kept.len()) as u64;
+            for k in kept {
+                let (at, ts) = meta[k.index];
+                match self.op.insert(k.key, ts, &k.args, self.wm) {
+                    Admitted::Counted => c.counted += 1,
+                    Admitted::Unwindowed => c.filtered += 1,
+                    Admitted::Late => {
+                        c.late += 1;
+                        let wm = self.wm.unwrap_or(i64::MIN);
+                        let reason = format!(
+                            "later than the allowed lateness ({} ms): every window it falls in closed before the watermark {}",
+                            self.run.job.config.allowed_lateness_ms,
+                            format_micros(wm.saturating_mul(1000))
+                        );
+                        self.pending.late.push(aside(p, &records[at], reason, Some((ts, wm))));
+                    }
+                }
+            }
+        }
+        if let Some(last) = records.last() {
+            self.positions.insert(p, last.offset + 1);
+        }
+        self.counts.entry(p).or_default().add(&c);
+        self.advance(now);
+        Ok(())
+    }
+
+    fn advance(&mut self, now: i64) {
+        if self.run.plan.time_column.is_none() {
+            return;
+        }
+        let wm = self.watermarks.current(now);
+        if wm != self.wm
+            && let Some(w) = wm
+        {
+            self.wm = wm;
+            let closed = self.op.advance(w);
+            self.stage(closed);
+        }
+    }
+
+    /// Results as rows of the sink.
+    fn stage(&mut self, emits: Vec<Emit<String>>) {
+        // Rows that may be in the table already: running results and early ones are written
+        // over and over; a window closed before a crash was written then.
+        let always = self.run.plan.shape == Shape::Running || self.run.job.config.emit_every_ms.is_some();
+        for e in emits {
+            let parts = key_parts(&e.key);
+            let row: Vec<Option<String>> = self
+                .run
+                .plan
+                .outputs
+                .iter()
+                .map(|(_, o)| match o {
+                    Output::Key(i) => parts.get(*i).cloned().flatten(),
+                    Output::WindowStart => Some(format_micros(e.window.start.saturating_mul(1000))),
+                    Output::WindowEnd => Some(format_micros(e.window.end.saturating_mul(1000))),
+                    Output::Agg(j) => e
+                        .values
+                        .get(*j)
+                        .copied()
+                        .flatten()
+                        .map(|v| if self.agg_int[*j] && v.fract() == 0.0 { format!("{}", v as i64) } else { v.to_string() }),
+                    Output::Expr(_) => None,
+                })
+                .collect();
+            let replayed = self.replayed_watermark.is_some_and(|w| e.window.max_timestamp() <= w);
+            let may_exist = always || e.update || !e.replaces.is_empty() || replayed;
+            self.pending.rows.push((row, may_exist));
+        }
+    }
+
+    /// Writes what is pending with the positions; retries a sink that fails, with backoff,
+    /// until it takes them or the job is stopped twice over.
+    fn commit(&mut self, control: &Control) -> Result<(), StreamError> {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let positions: BTreeMap<u32, (u64, Counts)> =
+                self.positions.iter().map(|(p, o)| (*p, (*o, self.counts.get(p).copied().unwrap_or_default()))).collect();
+            match self.sink.commit(&self.pending, &positions, self.wm, now_ms()) {
+                Ok(()) => {
+                    self.pending = Batch::default();
+                    self.status.last_error = None;
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.status.last_error = Some(format!("the sink refused a write, retrying in {:.1}s: {e}", delay.as_secs_f64()));
+                    self.refresh_status("retrying")?;
+                    if control.stop.load(Ordering::Relaxed) && control.drain {
+                        return Err(e);
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Writes the window state with the positions (everything up to them is in the sink).
+    fn checkpoint(&mut self) -> Result<(), StreamError> {
+        let now = now_ms();
+        let partitions: Vec<J> = self
+            .positions
+            .iter()
+            .map(|(p, o)| {
+                let c = self.counts.get(p).copied().unwrap_or_default();
+                json!({"partition": p, "offset": o, "read": c.read, "counted": c.counted, "late": c.late, "rejected": c.rejected, "filtered": c.filtered})
+            })
+            .collect();
+        let doc = json!({
+            "version": 1,
+            "job": self.run.job.name,
+            "fingerprint": self.fingerprint,
+            "written_at": now,
+            "partitions": partitions,
+            "watermarks": self.watermarks.checkpoint(),
+            "operator": self.op.checkpoint(),
+        });
+        write_atomically(&self.run.dir.join("checkpoint.json"), doc.to_string().as_bytes())?;
+        self.status.checkpointed_at = Some(now);
+        Ok(())
+    }
+
+    fn total(&self) -> Counts {
+        let mut t = Counts::default();
+        for c in self.counts.values() {
+            t.add(c);
+        }
+        t
+    }
+
+    fn refresh_status(&mut self, state: &str) -> Result<(), StreamError> {
+        let info = self.log.describe(&self.run.plan.topic)?;
+        self.status.state = state.to_string();
+        self.status.updated_at = now_ms();
+        self.status.watermark = self.wm;
+        self.status.positions = self.positions.clone();
+        self.status.lag = info
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.end.saturating_sub(self.positions.get(&p.partition).copied().unwrap_or(0))))
+            .collect();
+        self.status.counts = self.total();
+        self.status.windows_held = self.op.windows_held();
+        write_atomically(&self.run.dir.join("status.json"), self.status.to_json().to_string().as_bytes())
+    }
+}
+
+/// The sink table's columns and keys for `plan`; `value_types` are the SQL types of the
+/// keys (a stateful job) or of the outputs (a projection).
+fn layout(plan: &Plan, value_types: &[String]) -> Layout {
+    let mut columns = vec![];
+    let (mut keys, mut start, mut end) = (vec![], None, None);
+    let mut expr_i = 0;
+    for (i, (name, o)) in plan.outputs.iter().enumerate() {
+        let ty = match o {
+            Output::Key(k) => {
+                keys.push(i);
+                value_types.get(*k).cloned().unwrap_or_else(|| "VARCHAR".into())
+            }
+            Output::WindowStart => {
+                start = Some(i);
+                "TIMESTAMP".into()
+            }
+            Output::WindowEnd => {
+                end = Some(i);
+                "TIMESTAMP".into()
+            }
+            Output::Agg(j) => {
+                let a = &plan.aggs[*j];
+                let int_arg = a
+                    .arg
+                    .as_ref()
+                    .and_then(|s| s.column.as_ref())
+                    .and_then(|c| plan.columns.iter().find(|(n, _)| n == c))
+                    .is_some_and(|(_, t)| Kind::of(t) == Kind::Int);
+                match a.agg {
+                    Agg::Count | Agg::CountValues | Agg::CountDistinct => "BIGINT".into(),
+                    Agg::Sum | Agg::Min | Agg::Max if int_arg => "BIGINT".into(),
+                    _ => "DOUBLE".into(),
+                }
+            }
+            Output::Expr(_) => {
+                expr_i += 1;
+                value_types.get(expr_i - 1).cloned().unwrap_or_else(|| "VARCHAR".into())
+            }
+        };
+        columns.push((name.clone(), ty));
+    }
+    Layout {
+        columns,
+        keys,
+        window: start.zip(end),
+        session: matches!(plan.window, WindowSpec::Session { .. }),
+        append: plan.shape == Shape::Stateless,
+    }
+}
+
+fn aside(partition: u32, r: &weir_log::StoredRecord, reason: String, times: Option<(i64, i64)>) -> Aside {
+    Aside { partition, offset: r.offset, event: String::from_utf8_lossy(&r.value).into_owned(), reason, times }
+}
+
+fn read_checkpoint(dir: &Path) -> Result<Option<J>, StreamError> {
+    let path = dir.join("checkpoint.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| StreamError::Job(format!("{}: damaged: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StreamError::io(&path, e)),
+    }
+}
+
+/// Writes a file whole or not at all: a temporary beside it, synced, renamed over it.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StreamError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| StreamError::io(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| StreamError::io(&tmp, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| StreamError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StreamError::io(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,319 @@
+//! The warehouse sink: a job's results as a table of the project's warehouse (DuckDB or
+//! PostgreSQL), with the input positions, the late events and the rejected events written in
+//! the same transaction.
+//!
+//! A window's row is upserted on its key and window: a result that may already be there (an
+//! update within the lateness, a session that grew, anything emitted again while a restarted
+//! job replays from its checkpoint) deletes the row it replaces first; a first result is
+//! inserted. A session deletes every row of its key that it covers, so the sessions it
+//! absorbed go with it. Late and rejected events are keyed by their offset, and a restart
+//! forgets those past its checkpoint before reading them again, so none is kept twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use weir_core::{ColumnType, Relation};
+use weir_warehouse::{Connection, Warehouse, literal};
+
+use crate::StreamError;
+
+/// Per partition: events read, counted in windows (or written), late, rejected, filtered out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub read: u64,
+    pub counted: u64,
+    pub late: u64,
+    pub rejected: u64,
+    pub filtered: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.read += o.read;
+        self.counted += o.counted;
+        self.late += o.late;
+        self.rejected += o.rejected;
+        self.filtered += o.filtered;
+    }
+}
+
+/// Per partition: the next offset to read and the counts so far.
+pub type Positions = BTreeMap<u32, (u64, Counts)>;
+
+/// An event kept aside: late (with the watermark it missed) or rejected.
+#[derive(Debug, Clone)]
+pub struct Aside {
+    pub partition: u32,
+    pub offset: u64,
+    pub event: String,
+    pub reason: String,
+    /// Late events: their event time and the watermark, in milliseconds.
+    pub times: Option<(i64, i64)>,
+}
+
+/// One transaction's worth of writes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Rows to upsert (each value as text, in the table's column order), and whether a row
+    /// for its key and window may already be there.
+    pub rows: Vec<(Vec<Option<String>>, bool)>,
+    pub late: Vec<Aside>,
+    pub rejected: Vec<Aside>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.late.is_empty() && self.rejected.is_empty()
+    }
+}
+
+/// How a job's rows are keyed in its table.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Output columns and their SQL types (as DuckDB names them).
+    pub columns: Vec<(String, String)>,
+    /// The columns that are group keys.
+    pub keys: Vec<usize>,
+    /// The window's start and end columns, for a windowed job.
+    pub window: Option<(usize, usize)>,
+    /// Whether windows are sessions (a row may cover others).
+    pub session: bool,
+    /// Whether rows are only ever appended (a projection).
+    pub append: bool,
+}
+
+pub struct Sink {
+    wh: Arc<dyn Warehouse>,
+    conn: Box<dyn Connection>,
+    pub table: Relation,
+    layout: Layout,
+    types: Vec<String>,
+    job: String,
+    topic: String,
+    positions: Relation,
+    late: Relation,
+    rejected: Relation,
+}
+
+/// The bookkeeping tables beside a job's table, shared by every job of the schema.
+pub const POSITIONS: &str = "_weir_stream_positions";
+pub const LATE: &str = "_weir_late_events";
+pub const REJECTED: &str = "_weir_rejected_events";
+
+impl Sink {
+    /// Opens the sink, making its schema, its table and the bookkeeping tables when missing;
+    /// a table that exists with other columns is refused (the job's SQL changed them).
+    pub fn open(wh: Arc<dyn Warehouse>, table: Relation, layout: Layout, job: &str, topic: &str) -> Result<Sink, StreamError> {
+        let mut conn = wh.connect()?;
+        let beside = |name: &str| Relation::new(table.database.clone(), table.schema.clone(), name);
+        let (positions, late, rejected) = (beside(POSITIONS), beside(LATE), beside(REJECTED));
+        let types: Vec<String> = layout.columns.iter().map(|(_, t)| wh.type_sql(&ColumnType::parse(t))).collect();
+        conn.execute(&wh.create_schema_sql(&table.database, &table.schema))?;
+        let existing = conn.columns(&table).unwrap_or_default();
+        if existing.is_empty() {
+            let cols: Vec<String> = layout.columns.iter().zip(&types).map(|((n, _), t)| format!("{} {t}", wh.quote(n))).collect();
+            conn.execute(&format!("create table if not exists {} ({})", wh.render(&table), cols.join(", ")))?;
+        } else {
+            let have: Vec<String> = existing.iter().map(|c| c.name.to_ascii_lowercase()).collect();
+            let want: Vec<String> = layout.columns.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+            if have != want {
+                return Err(StreamError::Job(format!(
+                    "{} has columns ({}) but the job writes ({}): run `weir stream reset {job}` to start it over",
+                    wh.render(&table),
+                    have.join(", "),
+                    want.join(", ")
+                )));
+            }
+        }
+        let q = |s: &str| wh.quote(s);
+        let (part, off) = (q("partition"), q("offset"));
+        conn.execute(&format!(
+            "create table if not exists {} (job varchar, topic varchar, {part} integer, {off} bigint, events_read bigint, counted bigint, \
+             late bigint, rejected bigint, filtered bigint, watermark bigint, committed_at timestamp)",
+            wh.render(&positions)
+        ))?;
+        conn.execute(&format!(
+            "create table if not exists {} (job varchar, topic varchar, {part} integer, {off} bigint, event_time timestamp, \
+             watermark timestamp, reason varchar, event varchar, recorded_at timestamp)",
+            wh.render(&late)
+        ))?;
+        conn.execute(&format!(
+            "create table if not exists {} (job varchar, topic varchar, {part} integer, {off} bigint, reason varchar, event varchar, \
+             recorded_at timestamp)",
+            wh.render(&rejected)
+        ))?;
+        Ok(Sink { wh, conn, table, layout, types, job: job.to_string(), topic: topic.to_string(), positions, late, rejected })
+    }
+
+    /// The positions (and counts) last committed with the job's rows, by partition, and the
+    /// watermark they were committed under (every window closed by then may be in the table).
+    pub fn committed(&mut self) -> Result<(Positions, Option<i64>), StreamError> {
+        let q = |s: &str| self.wh.quote(s);
+        let sql = format!(
+            "select {}, {}, events_read, counted, late, rejected, filtered, watermark from {} where job = {} and topic = {}",
+            q("partition"),
+            q("offset"),
+            self.wh.render(&self.positions),
+            literal(&self.job),
+            literal(&self.topic)
+        );
+        let result = self.conn.query(&sql)?;
+        let (mut out, mut watermark) = (BTreeMap::new(), None);
+        for r in result.rows {
+            let n = |i: usize| r.get(i).and_then(|d| d.as_i64()).unwrap_or(0).max(0) as u64;
+            let counts = Counts { read: n(2), counted: n(3), late: n(4), rejected: n(5), filtered: n(6) };
+            out.insert(n(0) as u32, (n(1), counts));
+            watermark = watermark.max(r.get(7).and_then(|d| d.as_i64()));
+        }
+        Ok((out, watermark))
+    }
+
+    /// Forgets the late and rejected events at or past `positions`: a restarted job reads
+    /// them again from there.
+    pub fn forget_after(&mut self, positions: &BTreeMap<u32, u64>) -> Result<(), StreamError> {
+        let mut statements = vec![];
+        for rel in [&self.late, &self.rejected] {
+            for (p, o) in positions {
+                statements.push(format!(
+                    "delete from {} where job = {} and topic = {} and {} = {p} and {} >= {o}",
+                    self.wh.render(rel),
+                    literal(&self.job),
+                    literal(&self.topic),
+                    self.wh.quote("partition"),
+                    self.wh.quote("offset")
+                ));
+            }
+        }
+        self.conn.transaction(&statements)?;
+        Ok(())
+    }
+
+    /// Writes `batch` and moves the job's positions to `positions`, in one transaction.
+    pub fn commit(&mut self, batch: &Batch, positions: &Positions, watermark: Option<i64>, now_ms: i64) -> Result<(), StreamError> {
+        let mut statements = self.row_statements(batch);
+        let now = format!("cast({} as timestamp)", literal(&super::decode::format_micros(now_ms * 1000)));
+        let q = |s: &str| self.wh.quote(s);
+        let (job, topic) = (literal(&self.job), literal(&self.topic));
+        for (rel, asides, late) in [(&self.late, &batch.late, true), (&self.rejected, &batch.rejected, false)] {
+            for chunk in asides.chunks(500) {
+                let values: Vec<String> = chunk
+                    .iter()
+                    .map(|a| {
+                        let times = match (late, a.times) {
+                            (false, _) => String::new(),
+                            (true, Some((ts, wm))) => format!("{}, {}, ", time_literal(ts), time_literal(wm)),
+                            (true, None) => "null, null, ".to_string(),
+                        };
+                        format!(
+                            "({job}, {topic}, {}, {}, {times}{}, {}, {now})",
+                            a.partition,
+                            a.offset,
+                            literal(&a.reason),
+                            literal(&a.event)
+                        )
+                    })
+                    .collect();
+                let cols = if late { "event_time, watermark, reason, event, recorded_at" } else { "reason, event, recorded_at" };
+                statements.push(format!(
+                    "insert into {} (job, topic, {}, {}, {cols}) values {}",
+                    self.wh.render(rel),
+                    q("partition"),
+                    q("offset"),
+                    values.join(", ")
+                ));
+            }
+        }
+        statements.push(format!("delete from {} where job = {job} and topic = {topic}", self.wh.render(&self.positions)));
+        if !positions.is_empty() {
+            let values: Vec<String> = positions
+                .iter()
+                .map(|(p, (o, c))| {
+                    let wm = watermark.map_or("null".to_string(), |w| w.to_string());
+                    format!(
+                        "({job}, {topic}, {p}, {o}, {}, {}, {}, {}, {}, {wm}, {now})",
+                        c.read, c.counted, c.late, c.rejected, c.filtered
+                    )
+                })
+                .collect();
+            statements.push(format!(
+                "insert into {} (job, topic, {}, {}, events_read, counted, late, rejected, filtered, watermark, committed_at) values {}",
+                self.wh.render(&self.positions),
+                q("partition"),
+                q("offset"),
+                values.join(", ")
+            ));
+        }
+        self.conn.transaction(&statements)?;
+        Ok(())
+    }
+
+    /// The deletes and inserts that upsert `batch.rows`.
+    fn row_statements(&self, batch: &Batch) -> Vec<String> {
+        let table = self.wh.render(&self.table);
+        let cols: Vec<String> = self.layout.columns.iter().map(|(n, _)| self.wh.quote(n)).collect();
+        let value = |row: &[Option<String>], i: usize| match &row[i] {
+            Some(t) => format!("cast({} as {})", literal(t), self.types[i]),
+            None => "null".to_string(),
+        };
+        let mut statements = vec![];
+        let replacing: Vec<&Vec<Option<String>>> =
+            batch.rows.iter().filter(|(_, may)| *may && !self.layout.append).map(|(r, _)| r).collect();
+        if !replacing.is_empty() {
+            let mut on: Vec<usize> = self.layout.keys.clone();
+            if let Some((s, e)) = self.layout.window {
+                on.extend([s, e]);
+            }
+            if on.is_empty() {
+                // One running result for the whole stream: the table holds one row.
+                statements.push(format!("delete from {table}"));
+            } else {
+                for chunk in replacing.chunks(500) {
+                    let values: Vec<String> =
+                        chunk.iter().map(|r| format!("({})", on.iter().map(|i| value(r, *i)).collect::<Vec<_>>().join(", "))).collect();
+                    let names: Vec<String> = (0..on.len()).map(|i| format!("v{i}")).collect();
+                    let mut conds: Vec<String> =
+                        self.layout.keys.iter().enumerate().map(|(j, k)| format!("t.{} is not distinct from v.v{j}", cols[*k])).collect();
+                    if let Some((s, e)) = self.layout.window {
+                        let n = self.layout.keys.len();
+                        if self.layout.session {
+                            conds.push(format!("t.{} >= v.v{n} and t.{} <= v.v{}", cols[s], cols[e], n + 1));
+                        } else {
+                            conds.push(format!("t.{} = v.v{n} and t.{} = v.v{}", cols[s], cols[e], n + 1));
+                        }
+                    }
+                    statements.push(format!(
+                        "delete from {table} t where exists (select 1 from (values {}) as v({}) where {})",
+                        values.join(", "),
+                        names.join(", "),
+                        conds.join(" and ")
+                    ));
+                }
+            }
+        }
+        for chunk in batch.rows.chunks(1000) {
+            let values: Vec<String> =
+                chunk.iter().map(|(r, _)| format!("({})", (0..cols.len()).map(|i| value(r, i)).collect::<Vec<_>>().join(", "))).collect();
+            statements.push(format!("insert into {table} ({}) values {}", cols.join(", "), values.join(", ")));
+        }
+        statements
+    }
+
+    /// Drops the job's table and forgets its positions, late and rejected events.
+    pub fn reset(wh: &dyn Warehouse, table: &Relation, job: &str) -> Result<(), StreamError> {
+        let mut conn = wh.connect()?;
+        let beside = |name: &str| Relation::new(table.database.clone(), table.schema.clone(), name);
+        let mut statements = vec![format!("drop table if exists {}", wh.render(table))];
+        for name in [POSITIONS, LATE, REJECTED] {
+            let rel = beside(name);
+            if !conn.columns(&rel).unwrap_or_default().is_empty() {
+                statements.push(format!("delete from {} where job = {}", wh.render(&rel), literal(job)));
+            }
+        }
+        conn.transaction(&statements)?;
+        Ok(())
+    }
+}
+
+fn time_literal(ms: i64) -> String {
+    format!("cast({} as timestamp)", literal(&super::decode::format_micros(ms.saturating_mul(1000))))
+}

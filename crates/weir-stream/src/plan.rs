@@ -1,0 +1,648 @@
+//! What a stream job's SQL asks for, worked out before anything runs: the topic it reads, its
+//! window (`tumble`, `hop`, `session` as table functions over the stream, as Flink's window
+//! table functions are written), its filter, its group keys and aggregates, and the columns
+//! of its output in `select` order. Every mistake names its place in `streams/<job>.sql`.
+//!
+//! The plan splits the job in two. The stateless part (the filter, the group keys and the
+//! aggregates' arguments, any scalar expression) is SQL handed to DuckDB per micro-batch,
+//! or read straight from the events when each is a bare column. The stateful part (windows,
+//! accumulators, watermarks, lateness) is [`crate::operator`]'s.
+
+use sqlparser::ast::{
+    Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName, Query, SelectItem, SetExpr, Spanned,
+    Statement, TableFactor, Visit, Visitor,
+};
+use sqlparser::dialect::DuckDbDialect;
+use sqlparser::parser::Parser;
+use weir_graph::GraphError;
+use weir_graph::stream_jobs::StreamJob;
+use weir_graph::streams::{Topic, interval_ms};
+
+use crate::operator::Agg;
+use crate::window::WindowSpec;
+
+/// A job's SQL, understood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub topic: String,
+    pub shape: Shape,
+    /// The window of a windowed job; [`WindowSpec::Global`] for running aggregates and
+    /// projections.
+    pub window: WindowSpec,
+    /// The topic's event-time column, when it has one (required to window).
+    pub time_column: Option<String>,
+    /// The `where` clause, as SQL over the topic's columns.
+    pub filter: Option<String>,
+    /// The group keys other than `window_start` and `window_end`.
+    pub keys: Vec<Scalar>,
+    pub aggs: Vec<AggCall>,
+    /// The output's columns, in `select` order.
+    pub outputs: Vec<(String, Output)>,
+    /// The topic's columns the job reads, with their declared types, in the topic's order.
+    pub columns: Vec<(String, String)>,
+}
+
+/// What kind of state a job keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// `group by` a window: one result per key and window, emitted when the window closes.
+    Windowed,
+    /// `group by` without a window: one running result per key, upserted as it changes.
+    Running,
+    /// No `group by`: each event kept becomes a row (a filter and a projection).
+    Stateless,
+}
+
+/// An expression over one event: SQL, and the column it is when it is a bare column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar {
+    pub sql: String,
+    pub column: Option<String>,
+}
+
+/// One aggregate of the `select`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggCall {
+    pub agg: Agg,
+    /// `None` for `count(*)`.
+    pub arg: Option<Scalar>,
+}
+
+/// Where an output column comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Key(usize),
+    WindowStart,
+    WindowEnd,
+    Agg(usize),
+    /// A stateless job's expression.
+    Expr(Scalar),
+}
+
+impl Plan {
+    /// What the job's state means, to refuse a checkpoint made by other SQL: the topic, the
+    /// window, the filter, the keys and the aggregates.
+    pub fn fingerprint(&self) -> String {
+        let keys: Vec<&str> = self.keys.iter().map(|k| k.sql.as_str()).collect();
+        let aggs: Vec<String> = self.aggs.iter().map(|a| format!("{:?}({})", a.agg, a.arg.as_ref().map_or("*", |s| &s.sql))).collect();
+        format!(
+            "topic={} shape={:?} window={:?} filter={} keys=[{}] aggs=[{}]",
+            self.topic,
+            self.shape,
+            self.window,
+            self.filter.as_deref().unwrap_or("-"),
+            keys.join(", "),
+            aggs.join(", ")
+        )
+    }
+
+    /// Whether every key and argument is a bare column and nothing is filtered: the events
+    /// are then read straight into the operator, with no SQL to run per batch.
+    pub fn is_direct(&self) -> bool {
+        self.filter.is_none()
+            && self.shape != Shape::Stateless
+            && self.keys.iter().all(|k| k.column.is_some())
+            && self.aggs.iter().all(|a| a.arg.as_ref().is_none_or(|s| s.column.is_some()))
+    }
+}
+
+/// Works out `job`'s plan over the declared `topics`.
+pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
+    let at = |span: sqlparser::tokenizer::Span, message: String| {
+        let (line, col) = if span.start.line == 0 { (1, 1) } else { (span.start.line as usize, span.start.column as usize) };
+        job.at(line, col, message)
+    };
+    let statements = Parser::parse_sql(&DuckDbDialect {}, &job.sql).map_err(|e| parse_error(job, &e.to_string()))?;
+    let [Statement::Query(query)] = statements.as_slice() else {
+        return Err(job.at(1, 1, format!("a stream job is one `select` statement, not {} statement(s)", statements.len())));
+    };
+    let Query { body, order_by, limit_clause, with, .. } = query.as_ref();
+    if let Some(w) = with {
+        return Err(at(w.span(), "a stream job cannot use `with` yet: write the query without CTEs".into()));
+    }
+    if let Some(o) = order_by {
+        return Err(at(o.span(), "a stream has no end to sort by: drop the `order by` (sort in a model over the sink table)".into()));
+    }
+    if let Some(l) = limit_clause {
+        return Err(at(l.span(), "a stream has no end to limit: drop the `limit`".into()));
+    }
+    let SetExpr::Select(select) = body.as_ref() else {
+        return Err(at(body.span(), "a stream job is one plain `select` (no union, intersect or values)".into()));
+    };
+    if let Some(Distinct::Distinct | Distinct::On(_)) = &select.distinct {
+        return Err(at(select.span(), "`select distinct` over a stream is not supported: group by the columns instead".into()));
+    }
+    if let Some(h) = &select.having {
+        return Err(at(h.span(), "`having` is not supported in stream jobs yet: filter the sink table in a model".into()));
+    }
+    // FROM: one topic, plain or under a window function.
+    let [from] = select.from.as_slice() else {
+        return Err(at(select.span(), "a stream job reads exactly one stream: from {{ stream('topic') }}".into()));
+    };
+    if let Some(j) = from.joins.first() {
+        return Err(at(j.relation.span(), "joins in stream jobs are not supported yet".into()));
+    }
+    let (topic_name, window, window_col) = from_clause(job, &from.relation, &at)?;
+    let topic = topics.iter().find(|t| t.name == topic_name).ok_or_else(|| {
+        let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+        let hint =
+            weir_project::error::closest(&topic_name, names.iter().copied()).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default();
+        at(from.relation.span(), format!("no topic named '{topic_name}' is declared in streams/*.yml{hint}"))
+    })?;
+    if topic.columns.is_empty() {
+        return Err(at(
+            from.relation.span(),
+            format!(
+                "topic '{}' declares no columns: a job reads declared columns (columns: {{id: bigint, at: timestamp}}) at {}",
+                topic.name, topic.location
+            ),
+        ));
+    }
+    if let Some((col, span)) = &window_col {
+        match &topic.event_time {
+            Some(et) if et.eq_ignore_ascii_case(col) => {}
+            Some(et) => {
+                return Err(at(
+                    *span,
+                    format!("the window is over '{col}', but the topic's event time is '{et}': windows are over event time"),
+                ));
+            }
+            None => {
+                return Err(at(
+                    *span,
+                    format!("topic '{}' has no event_time: declare `event_time: {col}` and a watermark to window by it", topic.name),
+                ));
+            }
+        }
+    }
+    let column_of = |e: &Expr| -> Option<String> {
+        match e {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+            _ => None,
+        }
+    };
+    let scalar = |e: &Expr| Scalar { sql: e.to_string(), column: column_of(e).map(|c| canonical(topic, &c)) };
+
+    // Every column named must be the topic's.
+    let mut used: Vec<String> = vec![];
+    let mut check_columns = |e: &Expr| -> Result<(), GraphError> {
+        let mut v = Columns::default();
+        let _ = e.visit(&mut v);
+        for ident in v.found {
+            let name = &ident.value;
+            if matches!(name.to_ascii_lowercase().as_str(), "window_start" | "window_end") {
+                continue;
+            }
+            if !topic.columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(name)) {
+                let names: Vec<&str> = topic.columns.iter().map(|(c, _)| c.as_str()).collect();
+                let hint =
+                    weir_project::error::closest(name, names.iter().copied()).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default();
+                return Err(at(ident.span, format!("'{name}' is not a column of topic '{}' ({}){hint}", topic.name, names.join(", "))));
+            }
+            used.push(canonical(topic, name));
+        }
+        Ok(())
+    };
+
+    let filter = match &select.selection {
+        Some(w) => {
+            check_columns(w)?;
+            if let Some(span) = first_aggregate(w) {
+                return Err(at(span, "an aggregate cannot be in `where`".into()));
+            }
+            Some(w.to_string())
+        }
+        None => None,
+    };
+
+    let group: Vec<&Expr> = match &select.group_by {
+        GroupByExpr::Expressions(items, modifiers) if modifiers.is_empty() => items.iter().collect(),
+        GroupByExpr::Expressions(..) => {
+            return Err(at(select.span(), "`rollup`, `cube` and `grouping sets` are not supported in stream jobs".into()));
+        }
+        GroupByExpr::All(_) => return Err(at(select.span(), "`group by all` is not supported in stream jobs: name the keys".into())),
+    };
+    let is_window_col = |e: &Expr, which: &str| column_of(e).is_some_and(|c| c.eq_ignore_ascii_case(which));
+    let mut keys: Vec<Scalar> = vec![];
+    let (mut by_start, mut by_end) = (false, false);
+    for g in &group {
+        if is_window_col(g, "window_start") {
+            by_start = true;
+        } else if is_window_col(g, "window_end") {
+            by_end = true;
+        } else {
+            check_columns(g)?;
+            if let Some(span) = first_aggregate(g) {
+                return Err(at(span, "an aggregate cannot be a group key".into()));
+            }
+            keys.push(scalar(g));
+        }
+    }
+    let has_aggs = select.projection.iter().any(|p| match p {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => first_aggregate(e).is_some(),
+        _ => false,
+    });
+    let shape = match (&window, group.is_empty() && !has_aggs) {
+        (Some(_), true) => return Err(at(select.span(), "a windowed job groups by window_start and window_end (and its keys)".into())),
+        (Some(_), false) if !(by_start && by_end) => {
+            return Err(at(
+                select.span(),
+                "a windowed job must `group by window_start, window_end` (each window is a group, as in Flink's window aggregations)"
+                    .into(),
+            ));
+        }
+        (Some(_), false) => Shape::Windowed,
+        (None, _) if by_start || by_end => {
+            return Err(at(select.span(), "window_start and window_end exist only over tumble(), hop() or session()".into()));
+        }
+        (None, true) => Shape::Stateless,
+        (None, false) => Shape::Running,
+    };
+
+    let mut every_column = false;
+    let mut aggs: Vec<AggCall> = vec![];
+    let mut outputs: Vec<(String, Output)> = vec![];
+    for item in &select.projection {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (e, None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) if shape == Shape::Stateless => {
+                every_column = true;
+                for (c, _) in &topic.columns {
+                    outputs.push((c.clone(), Output::Expr(Scalar { sql: quote_ident(c), column: Some(c.clone()) })));
+                }
+                continue;
+            }
+            other => return Err(at(other.span(), "`*` selects a whole event: only a job without `group by` may use it".into())),
+        };
+        let named = |what: &str| -> Result<String, GraphError> {
+            alias.clone().or_else(|| column_of(expr)).ok_or_else(|| at(expr.span(), format!("name this {what}: `{expr} as <name>`")))
+        };
+        if shape == Shape::Stateless {
+            check_columns(expr)?;
+            let s = scalar(expr);
+            outputs.push((named("column")?, Output::Expr(s)));
+            continue;
+        }
+        if is_window_col(expr, "window_start") {
+            outputs.push((named("column")?, Output::WindowStart));
+        } else if is_window_col(expr, "window_end") {
+            outputs.push((named("column")?, Output::WindowEnd));
+        } else if let Some((call, arg_expr)) = aggregate(expr, &at)? {
+            if let (Some(a), Some(arg_expr)) = (&call.arg, arg_expr) {
+                check_columns(arg_expr)?;
+                if let Some(span) = first_aggregate(arg_expr) {
+                    return Err(at(span, "aggregates cannot be nested".into()));
+                }
+                if let (Agg::Sum | Agg::Avg | Agg::Min | Agg::Max | Agg::Percentile { .. }, Some(c)) = (call.agg, &a.column)
+                    && let Some((_, ty)) = topic.columns.iter().find(|(n, _)| n == c)
+                    && !is_numeric(ty)
+                {
+                    return Err(at(arg_expr.span(), format!("{:?} over '{c}', a {ty}: stream jobs aggregate numbers this way", call.agg)));
+                }
+            }
+            aggs.push(call);
+            outputs.push((named("aggregate")?, Output::Agg(aggs.len() - 1)));
+        } else if let Some(span) = first_aggregate(expr) {
+            return Err(at(
+                span,
+                "an aggregate must be a whole select item (`sum(amount) as revenue`); compute with it in a model over the sink table"
+                    .into(),
+            ));
+        } else {
+            let text = expr.to_string();
+            let Some(k) = keys.iter().position(|k| k.sql.eq_ignore_ascii_case(&text)) else {
+                return Err(at(expr.span(), format!("'{text}' is neither grouped by nor an aggregate: add it to `group by`")));
+            };
+            outputs.push((named("key")?, Output::Key(k)));
+        }
+    }
+    if shape == Shape::Windowed
+        && !(outputs.iter().any(|(_, o)| *o == Output::WindowStart) && outputs.iter().any(|(_, o)| *o == Output::WindowEnd))
+    {
+        return Err(at(select.span(), "select window_start and window_end: each window's row is kept and updated by them".into()));
+    }
+    let mut seen: Vec<&str> = vec![];
+    for (name, _) in &outputs {
+        if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            return Err(job.at(1, 1, format!("two output columns are named '{name}': give one an alias")));
+        }
+        seen.push(name);
+    }
+    if let Some(t) = &topic.event_time {
+        used.push(t.clone());
+    }
+    if every_column {
+        used.extend(topic.columns.iter().map(|(c, _)| c.clone()));
+    }
+    let columns = topic.columns.iter().filter(|(c, _)| used.contains(c)).cloned().collect();
+    Ok(Plan {
+        topic: topic.name.clone(),
+        shape,
+        window: window.unwrap_or(WindowSpec::Global),
+        time_column: topic.event_time.clone(),
+        filter,
+        keys,
+        aggs,
+        outputs,
+        columns,
+    })
+}
+
+/// The topic's own spelling of a column named in any case.
+fn canonical(topic: &Topic, name: &str) -> String {
+    topic.columns.iter().find(|(c, _)| c.eq_ignore_ascii_case(name)).map_or_else(|| name.to_string(), |(c, _)| c.clone())
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn is_numeric(ty: &str) -> bool {
+    let t = ty.trim().to_ascii_lowercase();
+    ["int", "bigint", "smallint", "tinyint", "integer", "hugeint", "double", "float", "real", "decimal", "numeric", "ubigint", "uinteger"]
+        .iter()
+        .any(|n| t.starts_with(n))
+}
+
+/// `FROM` as a window over a topic, or a topic: its name, window and the window's column.
+#[allow(clippy::type_complexity)]
+fn from_clause(
+    job: &StreamJob,
+    relation: &TableFactor,
+    at: &dyn Fn(sqlparser::tokenizer::Span, String) -> GraphError,
+) -> Result<(String, Option<WindowSpec>, Option<(String, sqlparser::tokenizer::Span)>), GraphError> {
+    let TableFactor::Table { name, args, .. } = relation else {
+        return Err(at(relation.span(), "a stream job reads from {{ stream('topic') }} or a window over it: tumble({{ stream('topic') }}, <time column>, interval '1 minute')".into()));
+    };
+    let plain = object_name(name);
+    let Some(args) = args else {
+        return match job.streams.iter().find(|s| **s == plain) {
+            Some(s) => Ok((s.clone(), None, None)),
+            None => Err(at(relation.span(), format!("'{plain}' is not a stream: read topics with {{{{ stream('{plain}') }}}}"))),
+        };
+    };
+    let function = plain.to_ascii_lowercase();
+    let exprs: Vec<&Expr> = args
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            other => Err(at(other.span(), format!("{function}() takes its arguments in order: the stream, the time column, intervals"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let usage = match function.as_str() {
+        "tumble" => "tumble({{ stream('topic') }}, <time column>, <size>[, <offset>])",
+        "hop" => "hop({{ stream('topic') }}, <time column>, <slide>, <size>[, <offset>])",
+        "session" => "session({{ stream('topic') }}, <time column>, <gap>)",
+        _ => {
+            return Err(at(
+                relation.span(),
+                format!("'{plain}' is not a window function: tumble(), hop() or session() over {{{{ stream('topic') }}}}"),
+            ));
+        }
+    };
+    let (want_min, want_max) = match function.as_str() {
+        "tumble" => (3, 4),
+        "hop" => (4, 5),
+        _ => (3, 3),
+    };
+    if exprs.len() < want_min || exprs.len() > want_max {
+        return Err(at(relation.span(), format!("{function}() takes {want_min} to {want_max} arguments: {usage}")));
+    }
+    let stream = match exprs[0] {
+        Expr::Identifier(i) if job.streams.contains(&i.value) => i.value.clone(),
+        other => return Err(at(other.span(), format!("the first argument of {function}() is a stream: {usage}"))),
+    };
+    let col = match exprs[1] {
+        Expr::Identifier(i) => (i.value.clone(), i.span),
+        other => return Err(at(other.span(), format!("the second argument of {function}() is the event-time column: {usage}"))),
+    };
+    let interval = |e: &Expr| -> Result<i64, GraphError> {
+        let text = e.to_string();
+        let body = text.trim();
+        let body = body.strip_prefix("INTERVAL").or_else(|| body.strip_prefix("interval")).unwrap_or(body);
+        let words: String = body.replace('\'', " ");
+        interval_ms(&words.split_whitespace().collect::<Vec<_>>().join(" "))
+            .ok_or_else(|| at(e.span(), format!("'{text}' is not an interval (interval '1 minute'): {usage}")))
+    };
+    let spec = match function.as_str() {
+        "tumble" => WindowSpec::Tumble { size: interval(exprs[2])?, offset: exprs.get(3).map(|e| interval(e)).transpose()?.unwrap_or(0) },
+        "hop" => WindowSpec::Hop {
+            slide: interval(exprs[2])?,
+            size: interval(exprs[3])?,
+            offset: exprs.get(4).map(|e| interval(e)).transpose()?.unwrap_or(0),
+        },
+        _ => WindowSpec::Session { gap: interval(exprs[2])? },
+    };
+    spec.check().map_err(|m| at(relation.span(), m))?;
+    Ok((stream, Some(spec), Some(col)))
+}
+
+fn object_name(name: &ObjectName) -> String {
+    name.0.iter().filter_map(|p| p.as_ident()).map(|i| i.value.clone()).collect::<Vec<_>>().join(".")
+}
+
+/// The aggregate `expr` is, if it is one, with its argument.
+fn aggregate<'e>(
+    expr: &'e Expr,
+    at: &dyn Fn(sqlparser::tokenizer::Span, String) -> GraphError,
+) -> Result<Option<(AggCall, Option<&'e Expr>)>, GraphError> {
+    let Expr::Function(f) = expr else { return Ok(None) };
+    let name = object_name(&f.name).to_ascii_lowercase();
+    if !matches!(name.as_str(), "count" | "sum" | "min" | "max" | "avg" | "mean" | "approx_quantile") {
+        return Ok(None);
+    }
+    if f.over.is_some() {
+        return Err(at(expr.span(), "window functions (`over (...)`) are not supported in stream jobs; group by a window instead".into()));
+    }
+    if f.filter.is_some() {
+        return Err(at(expr.span(), "an aggregate's `filter (where ...)` is not supported in stream jobs yet".into()));
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return Err(at(expr.span(), format!("{name}() needs an argument")));
+    };
+    let distinct = matches!(list.duplicate_treatment, Some(sqlparser::ast::DuplicateTreatment::Distinct));
+    let args: Vec<&FunctionArgExpr> = list
+        .args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(x) => Ok(x),
+            other => Err(at(other.span(), format!("{name}() takes its arguments in order"))),
+        })
+        .collect::<Result<_, _>>()?;
+    let column = |e: &Expr| match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+        _ => None,
+    };
+    let one = |e: &Expr| Scalar { sql: e.to_string(), column: column(e) };
+    let call = match (name.as_str(), args.as_slice(), distinct) {
+        ("count", [FunctionArgExpr::Wildcard], false) => AggCall { agg: Agg::Count, arg: None },
+        ("count", [FunctionArgExpr::Expr(e)], false) => AggCall { agg: Agg::CountValues, arg: Some(one(e)) },
+        ("count", [FunctionArgExpr::Expr(e)], true) => AggCall { agg: Agg::CountDistinct, arg: Some(one(e)) },
+        (_, _, true) => return Err(at(expr.span(), format!("`distinct` is supported in count() only, not {name}()"))),
+        ("sum", [FunctionArgExpr::Expr(e)], _) => AggCall { agg: Agg::Sum, arg: Some(one(e)) },
+        ("min", [FunctionArgExpr::Expr(e)], _) => AggCall { agg: Agg::Min, arg: Some(one(e)) },
+        ("max", [FunctionArgExpr::Expr(e)], _) => AggCall { agg: Agg::Max, arg: Some(one(e)) },
+        ("avg" | "mean", [FunctionArgExpr::Expr(e)], _) => AggCall { agg: Agg::Avg, arg: Some(one(e)) },
+        ("approx_quantile", [FunctionArgExpr::Expr(e), FunctionArgExpr::Expr(q)], _) => {
+            let q: f64 = q
+                .to_string()
+                .parse()
+                .ok()
+                .filter(|q| (0.0..=1.0).contains(q))
+                .ok_or_else(|| at(q.span(), format!("approx_quantile() takes a fraction from 0 to 1 (0.99), not {q}")))?;
+            AggCall { agg: Agg::Percentile { basis_points: (q * 10_000.0).round() as u16 }, arg: Some(one(e)) }
+        }
+        _ => return Err(at(expr.span(), format!("{name}() takes one argument here (approx_quantile(x, 0.99) two)"))),
+    };
+    let arg = match args.first() {
+        Some(FunctionArgExpr::Expr(e)) => Some(e),
+        _ => None,
+    };
+    Ok(Some((call, arg)))
+}
+
+/// Where the first aggregate call inside `expr` is.
+fn first_aggregate(expr: &Expr) -> Option<sqlparser::tokenizer::Span> {
+    struct Find(Option<sqlparser::tokenizer::Span>);
+    impl Visitor for Find {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
+            if let Expr::Function(f) = e
+                && matches!(
+                    object_name(&f.name).to_ascii_lowercase().as_str(),
+                    "count" | "sum" | "min" | "max" | "avg" | "mean" | "approx_quantile"
+                )
+                && f.over.is_none()
+            {
+                self.0 = Some(e.span());
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut f = Find(None);
+    let _ = expr.visit(&mut f);
+    f.0
+}
+
+/// The column names an expression mentions.
+#[derive(Default)]
+struct Columns {
+    found: Vec<Ident>,
+}
+
+impl Visitor for Columns {
+    type Break = ();
+    fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
+        match e {
+            Expr::Identifier(i) => self.found.push(i.clone()),
+            Expr::CompoundIdentifier(parts) => self.found.extend(parts.last().cloned()),
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// sqlparser's "... at Line: 3, Column: 7" as a place in the file.
+fn parse_error(job: &StreamJob, message: &str) -> GraphError {
+    let place = message.rsplit_once("Line: ").and_then(|(_, rest)| {
+        let (line, rest) = rest.split_once(", Column: ")?;
+        let col: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        Some((line.trim().parse().ok()?, col.parse().ok()?))
+    });
+    let (line, col) = place.unwrap_or((1, 1));
+    let text = message.strip_prefix("sql parser error: ").unwrap_or(message);
+    let text = text.split(" at Line: ").next().unwrap_or(text);
+    job.at(line, col, format!("not SQL Weir can read: {text}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use weir_graph::stream_jobs::parse_job;
+    use weir_graph::streams::parse_file;
+
+    fn topics() -> Vec<Topic> {
+        parse_file(
+            Path::new("streams/shop.yml"),
+            "topics:\n  - name: orders\n    columns: {order_id: bigint, country: varchar, amount: 'decimal(10,2)', user_id: varchar, ordered_at: timestamp}\n    \
+             watermark: ordered_at - interval '5 seconds'\n",
+        )
+        .unwrap()
+    }
+
+    fn planned(sql: &str) -> Result<Plan, String> {
+        let job = parse_job(Path::new("streams/j.sql"), sql).map_err(|e| e.to_string())?;
+        plan(&job, &topics()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_tumbling_count_per_key() {
+        let p = planned(
+            "select country, window_start, window_end, count(*) as orders, sum(amount) as revenue,\n  count(distinct user_id) as buyers, \
+             approx_quantile(amount, 0.99) as p99\nfrom tumble({{ stream('orders') }}, ordered_at, interval '1 minute')\ngroup by country, window_start, window_end",
+        )
+        .unwrap();
+        assert_eq!((p.shape, p.window), (Shape::Windowed, WindowSpec::Tumble { size: 60_000, offset: 0 }));
+        assert_eq!(p.keys, vec![Scalar { sql: "country".into(), column: Some("country".into()) }]);
+        let aggs: Vec<Agg> = p.aggs.iter().map(|a| a.agg).collect();
+        assert_eq!(aggs, vec![Agg::Count, Agg::Sum, Agg::CountDistinct, Agg::Percentile { basis_points: 9900 }]);
+        let names: Vec<&str> = p.outputs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["country", "window_start", "window_end", "orders", "revenue", "buyers", "p99"]);
+        assert!(p.is_direct());
+        let cols: Vec<&str> = p.columns.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(cols, ["country", "amount", "user_id", "ordered_at"], "only the columns read, in the topic's order");
+    }
+
+    #[test]
+    fn hops_sessions_running_and_stateless() {
+        let p = planned("select window_start, window_end, count(*) n from hop({{ stream('orders') }}, ordered_at, interval '1 minute', interval '5 minutes') group by window_start, window_end").unwrap();
+        assert_eq!(p.window, WindowSpec::Hop { size: 300_000, slide: 60_000, offset: 0 });
+        let p = planned(
+            "select user_id, window_start, window_end, count(*) n from session({{ stream('orders') }}, ordered_at, interval '30' second) group by 1 = 1, user_id, window_start, window_end",
+        );
+        assert!(p.is_ok(), "{p:?}");
+        let p = planned(
+            "select upper(country) as c, sum(amount) as total from {{ stream('orders') }} where amount > 10 group by upper(country)",
+        )
+        .unwrap();
+        assert_eq!((p.shape, p.window, p.filter.as_deref()), (Shape::Running, WindowSpec::Global, Some("amount > 10")));
+        assert!(!p.is_direct());
+        let p = planned("select order_id, amount * 2 as doubled from {{ stream('orders') }} where country = 'DE'").unwrap();
+        assert_eq!(p.shape, Shape::Stateless);
+        assert_eq!(p.outputs[1], ("doubled".to_string(), Output::Expr(Scalar { sql: "amount * 2".into(), column: None })));
+    }
+
+    #[test]
+    fn mistakes_name_their_place() {
+        let e = planned("select countr, count(*) n\nfrom {{ stream('orders') }}\ngroup by countr").unwrap_err();
+        assert!(e.starts_with("streams/j.sql:3:10") && e.contains("did you mean 'country'"), "{e}");
+        let e = planned(
+            "select count(*) n\nfrom tumble({{ stream('orders') }}, order_id, interval '1 minute')\ngroup by window_start, window_end",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("streams/j.sql:2:37") && e.contains("windows are over event time"), "{e}");
+        let e = planned("select count(*) n from tumble({{ stream('orders') }}, ordered_at, interval '1 minute')").unwrap_err();
+        assert!(e.contains("group by window_start, window_end"), "{e}");
+        let e = planned("select count(*) n from {{ stream('ordrs') }}").unwrap_err();
+        assert!(e.contains("did you mean 'orders'"), "{e}");
+        let e = planned("select country, sum(amount) / count(*) as avg from {{ stream('orders') }} group by country").unwrap_err();
+        assert!(e.contains("whole select item"), "{e}");
+        let e = planned("select country, order_id, count(*) n from {{ stream('orders') }} group by country").unwrap_err();
+        assert!(e.contains("'order_id' is neither grouped by nor an aggregate"), "{e}");
+        let e = planned("select country, sum(country) s from {{ stream('orders') }} group by country").unwrap_err();
+        assert!(e.contains("a varchar"), "{e}");
+        let e = planned("select country, count(*) from {{ stream('orders') }} group by country").unwrap_err();
+        assert!(e.contains("name this aggregate"), "{e}");
+        let e = planned("select from where").unwrap_err();
+        assert!(e.starts_with("streams/j.sql:1:") && e.contains("not SQL Weir can read"), "{e}");
+        let e = planned("select * from {{ stream('orders') }} order by amount").unwrap_err();
+        assert!(e.contains("no end to sort by"), "{e}");
+    }
+}
