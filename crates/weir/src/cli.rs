@@ -253,6 +253,12 @@ pub enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Stream jobs (`streams/*.sql`): windowed SQL over the event log's topics, written to
+    /// the warehouse exactly once.
+    Stream {
+        #[command(subcommand)]
+        command: StreamCommand,
+    },
     /// The metadata store: back it up, restore it, see where it is.
     Db {
         #[command(subcommand)]
@@ -362,6 +368,27 @@ pub enum SourceCommand {
 pub enum DocsCommand {
     /// Write target/manifest.json, target/catalog.json and target/index.html.
     Generate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StreamCommand {
+    /// Every job: its topic, window, sink table and state.
+    List,
+    /// Run a job in the foreground, with a live line of throughput, lag and watermark;
+    /// Ctrl-C stops it after a last write and checkpoint.
+    Run {
+        name: String,
+        /// Stop once every event the topic holds has been read, written and checkpointed.
+        #[arg(long)]
+        drain: bool,
+        /// Start over: forget the checkpoints, drop the sink table, read from the first event.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Where each job is: events read, counted, late, rejected; positions and lag per partition.
+    Status { name: Option<String> },
+    /// Forget a job's checkpoints, sink table and positions; it starts again from the first event.
+    Reset { name: String },
 }
 
 #[derive(Subcommand, Debug)]

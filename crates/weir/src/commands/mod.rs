@@ -17,6 +17,7 @@ mod serve;
 mod show;
 mod source;
 mod sql;
+mod stream;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Sql { sql, json_out } => sql::run(g, sql, json_out.as_deref(), out),
         Command::Serve { bind } => serve::run(g, bind.as_deref(), out),
         Command::Log { command } => log::run(g, command, out),
+        Command::Stream { command } => stream::run(g, command, out),
         Command::Db { command } => db::run(g, command, out),
     }
 }

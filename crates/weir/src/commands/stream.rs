@@ -1,0 +1,216 @@
+//! `weir stream list|run|status|reset`: the project's stream jobs (`streams/*.sql`) over the
+//! embedded event log, writing to the target's warehouse.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use weir_core::Relation;
+use weir_graph::stream_jobs::read_jobs;
+use weir_graph::streams::read_topics;
+use weir_stream::WindowSpec;
+use weir_stream::job::{self, Control, JobRun, Status};
+use weir_stream::plan::{Shape, plan};
+
+use crate::cli::{Global, LogFormat, StreamCommand};
+use crate::output::Output;
+use crate::workspace::{Error, Workspace, new_flags};
+
+pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Error> {
+    let ws = Workspace::load(g, out, new_flags("stream", false, false))?;
+    let root = ws.manifest.project.root.clone();
+    let runs = jobs(&ws, &root)?;
+    let find = |name: &str| -> Result<&JobRun, Error> {
+        runs.iter().find(|r| r.job.name == name).ok_or_else(|| {
+            let names: Vec<&str> = runs.iter().map(|r| r.job.name.as_str()).collect();
+            format!(
+                "no stream job named '{name}' in streams/*.sql (jobs: {})",
+                if names.is_empty() { "none".into() } else { names.join(", ") }
+            )
+            .into()
+        })
+    };
+    match cmd {
+        StreamCommand::List => {
+            list(&runs, out);
+            Ok(0)
+        }
+        StreamCommand::Status { name } => {
+            let chosen: Vec<&JobRun> = match name {
+                Some(n) => vec![find(n)?],
+                None => runs.iter().collect(),
+            };
+            status(&chosen, out);
+            Ok(0)
+        }
+        StreamCommand::Reset { name } => {
+            let r = find(name)?;
+            let wh = warehouse(&ws)?;
+            job::reset(r, wh.as_ref())?;
+            out.info(format!(
+                "Reset '{name}': its checkpoints, {} and its positions are gone; it starts again from the first event",
+                render(&r.table)
+            ));
+            Ok(0)
+        }
+        StreamCommand::Run { name, drain, reset } => {
+            let r = find(name)?;
+            let wh = warehouse(&ws)?;
+            if *reset {
+                job::reset(r, wh.as_ref())?;
+            }
+            let log = super::log::open_log(&root)?;
+            let control = Control { drain: *drain, ..Control::default() };
+            stop_on_signal(&control);
+            let live = std::io::stderr().is_terminal() && out.format == LogFormat::Text;
+            let started = Instant::now();
+            let mut last_line = Instant::now();
+            let mut report = |s: &Status| {
+                if live {
+                    eprint!("\r\x1b[2K{}", line(s));
+                    let _ = std::io::stderr().flush();
+                } else if last_line.elapsed() >= Duration::from_secs(10) {
+                    out.info(line(s));
+                    last_line = Instant::now();
+                }
+            };
+            out.info(format!("Running '{name}': {} -> {}", r.plan.topic, render(&r.table)));
+            let result = job::run(r, &log, wh, &control, &mut report);
+            if live {
+                eprintln!();
+            }
+            let s = result?;
+            match out.format {
+                LogFormat::Json => println!("{}", s.to_json()),
+                LogFormat::Text => out.info(format!("Stopped '{name}' after {:.1}s: {}", started.elapsed().as_secs_f64(), counts(&s))),
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Every job of the project, planned against its topics: a mistake in any stops here.
+fn jobs(ws: &Workspace, root: &Path) -> Result<Vec<JobRun>, Error> {
+    let topics = read_topics(root)?;
+    let target = &ws.manifest.target;
+    let mut runs = vec![];
+    for j in read_jobs(root)? {
+        let p = plan(&j, &topics)?;
+        let topic = topics.iter().find(|t| t.name == p.topic).cloned().ok_or_else(|| format!("no topic '{}'", p.topic))?;
+        let schema = j.config.schema.clone().unwrap_or_else(|| target.schema());
+        let table = Relation::new(target.database(), schema, j.table());
+        runs.push(JobRun { dir: root.join(".weir").join("streams").join(&j.name), job: j, plan: p, topic, table });
+    }
+    Ok(runs)
+}
+
+fn warehouse(ws: &Workspace) -> Result<Arc<dyn weir_warehouse::Warehouse>, Error> {
+    let t = &ws.manifest.target;
+    Ok(Arc::from(weir_warehouse::open(&t.adapter_type, &t.fields, &std::env::current_dir()?)?))
+}
+
+fn render(r: &Relation) -> String {
+    format!("{}.{}", r.schema, r.identifier)
+}
+
+fn window(w: &WindowSpec, shape: Shape) -> String {
+    let secs = |ms: i64| if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") };
+    match (shape, w) {
+        (Shape::Stateless, _) => "none (each event)".into(),
+        (_, WindowSpec::Tumble { size, .. }) => format!("tumble {}", secs(*size)),
+        (_, WindowSpec::Hop { size, slide, .. }) => format!("hop {} every {}", secs(*size), secs(*slide)),
+        (_, WindowSpec::Session { gap }) => format!("session gap {}", secs(*gap)),
+        (_, WindowSpec::Global) => "none (running per key)".into(),
+    }
+}
+
+fn list(runs: &[JobRun], out: &Output) {
+    if out.format == LogFormat::Json {
+        for r in runs {
+            let s = Status::read(&r.dir);
+            println!(
+                "{}",
+                json!({"name": r.job.name, "path": r.job.path, "topic": r.plan.topic, "window": window(&r.plan.window, r.plan.shape),
+                       "sink": render(&r.table), "state": s.map(|s| s.state), "enabled": r.job.config.enabled})
+            );
+        }
+        return;
+    }
+    if runs.is_empty() {
+        out.info("No stream jobs: write one as streams/<name>.sql");
+        return;
+    }
+    println!("{:<24} {:<16} {:<24} {:<28} state", "job", "topic", "window", "sink");
+    for r in runs {
+        let state = Status::read(&r.dir).map_or("never run".to_string(), |s| s.state);
+        println!("{:<24} {:<16} {:<24} {:<28} {}", r.job.name, r.plan.topic, window(&r.plan.window, r.plan.shape), render(&r.table), state);
+    }
+}
+
+fn status(runs: &[&JobRun], out: &Output) {
+    for r in runs {
+        let Some(s) = Status::read(&r.dir) else {
+            match out.format {
+                LogFormat::Json => println!("{}", json!({"job": r.job.name, "state": "never run"})),
+                LogFormat::Text => println!("{}: never run", r.job.name),
+            }
+            continue;
+        };
+        // A job that says it runs but has not written for a while has died.
+        let alive = s.state != "running" || chrono::Utc::now().timestamp_millis() - s.updated_at < 15_000;
+        let state = if alive { s.state.clone() } else { "died".into() };
+        match out.format {
+            LogFormat::Json => {
+                let mut v = s.to_json();
+                v["state"] = json!(state);
+                println!("{v}");
+            }
+            LogFormat::Text => {
+                println!("{} ({state}): {}", r.job.name, line(&s));
+                println!("  events: {}", counts(&s));
+                for (p, o) in &s.positions {
+                    println!("  partition {p}: offset {o}, lag {}", s.lag.get(p).copied().unwrap_or(0));
+                }
+                if let Some(e) = &s.last_error {
+                    println!("  last error: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn counts(s: &Status) -> String {
+    let c = &s.counts;
+    format!("{} read = {} counted + {} late + {} rejected + {} filtered out", c.read, c.counted, c.late, c.rejected, c.filtered)
+}
+
+fn line(s: &Status) -> String {
+    let lag: u64 = s.lag.values().sum();
+    let wm = s
+        .watermark
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or("none yet".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
+    format!(
+        "{} events, {:.0}/s, lag {lag}, watermark {wm}, {} windows open, {} late, {} rejected",
+        s.counts.read, s.events_per_second, s.windows_held, s.counts.late, s.counts.rejected
+    )
+}
+
+/// Ctrl-C or SIGTERM stops the job after its batch, with a last write and checkpoint.
+fn stop_on_signal(control: &Control) {
+    let stop = control.stop.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+}

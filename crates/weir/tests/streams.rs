@@ -1,0 +1,130 @@
+//! `weir stream` on temporary projects: a job run to the end of its topic, its status, its
+//! mistakes named with their place, and `kill -9` at random moments followed by restarts
+//! ending with the same table as one uninterrupted run.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{minimal, query, text, weir, weir_command};
+
+const TOPICS: &str = "topics:\n  - name: orders\n    partitions: 3\n    key: country\n    \
+    columns: {order_id: bigint, country: varchar, amount: double, ordered_at: timestamp}\n    \
+    watermark: ordered_at - interval '1 second'\n";
+
+const JOB: &str = "{{ config(checkpoint_interval='200ms', allowed_lateness='2 seconds') }}\n\
+    select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
+    from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds')\n\
+    group by country, window_start, window_end\n";
+
+fn project() -> tempfile::TempDir {
+    minimal(&[("streams/shop.yml", TOPICS), ("streams/revenue.sql", JOB)])
+}
+
+/// `n` orders from `from` on, 25 ms of event time apart, every 50th a little out of order
+/// and, from the 2,000th on, every 500th two minutes late.
+fn orders(from: usize, n: usize) -> String {
+    let countries = ["DE", "FR", "NL", "IT", "ES"];
+    let mut out = String::new();
+    for i in from..from + n {
+        let mut ms = 1_796_205_600_000i64 + i as i64 * 25;
+        if i % 50 == 7 {
+            ms -= 700;
+        }
+        if i % 500 == 499 && i >= 2_000 {
+            ms -= 120_000;
+        }
+        let at = chrono::DateTime::from_timestamp_millis(ms).unwrap().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        out.push_str(&format!(
+            "{{\"order_id\": {i}, \"country\": \"{}\", \"amount\": {}.5, \"ordered_at\": \"{at}\"}}\n",
+            countries[i % 5],
+            i % 17
+        ));
+    }
+    out
+}
+
+fn produce(dir: &Path, from: usize, n: usize) {
+    std::fs::write(dir.join("batch.jsonl"), orders(from, n)).unwrap();
+    let o = weir(dir, &["log", "produce", "orders", "-f", "batch.jsonl"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+fn table(dir: &Path) -> Vec<Vec<String>> {
+    query(&dir.join("t.duckdb"), "select country, window_start, orders, revenue from revenue order by 1, 2")
+}
+
+#[test]
+fn a_job_runs_to_the_end_of_its_topic_and_reports_every_event() {
+    let dir = project();
+    produce(dir.path(), 0, 3_000);
+    let o = weir(dir.path(), &["stream", "list"]);
+    assert!(text(&o).contains("revenue") && text(&o).contains("tumble 2s") && text(&o).contains("never run"), "{}", text(&o));
+    let o = weir(dir.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("3000 read = "), "{}", text(&o));
+    let rows = table(dir.path());
+    assert!(rows.len() > 100, "{rows:?}");
+    let late = query(&dir.path().join("t.duckdb"), "select count(*) from _weir_late_events where job = 'revenue'");
+    assert_eq!(late, [["2"]], "the orders two minutes behind");
+    let o = weir(dir.path(), &["--log-format", "json", "stream", "status", "revenue"]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((s["state"].as_str(), s["events"]["read"].as_u64(), s["events"]["late"].as_u64()), (Some("stopped"), Some(3_000), Some(2)));
+    let lag: u64 = s["positions"].as_array().unwrap().iter().map(|p| p["lag"].as_u64().unwrap()).sum();
+    assert_eq!(lag, 0);
+}
+
+#[test]
+fn mistakes_in_a_job_name_their_place() {
+    let dir = minimal(&[
+        ("streams/shop.yml", TOPICS),
+        (
+            "streams/bad.sql",
+            "select country, count(*) as n\nfrom tumble({{ stream('orders') }}, amount, interval '1 minute')\ngroup by country, window_start, window_end\n",
+        ),
+    ]);
+    let o = weir(dir.path(), &["stream", "run", "bad"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("streams/bad.sql:2:37") && text(&o).contains("windows are over event time"), "{}", text(&o));
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_and_repeats_nothing() {
+    let once = project();
+    produce(once.path(), 0, 12_000);
+    let o = weir(once.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let expected = table(once.path());
+
+    let killed = project();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut rng = seed | 1;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    for round in 0..8 {
+        produce(killed.path(), round * 1_500, 1_500);
+        let mut child = weir_command(killed.path())
+            .args(["stream", "run", "revenue"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50 + next(600)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let o = weir(killed.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success(), "seed {seed}: {}", text(&o));
+    assert!(text(&o).contains("12000 read = "), "seed {seed}: {}", text(&o));
+    assert_eq!(table(killed.path()), expected, "seed {seed}");
+    let late = query(
+        &killed.path().join("t.duckdb"),
+        "select count(*), count(distinct \"partition\" || '/' || \"offset\") from _weir_late_events",
+    );
+    assert_eq!(late[0][0], late[0][1], "seed {seed}: a late event kept twice");
+}
