@@ -111,6 +111,7 @@ impl<K: StateKey> WindowOperator<K> {
             op.refire.push((key, window(r, 1).ok_or_else(|| bad("a window to emit again"))?));
         }
         op.state = state;
+        op.rebuild_timers();
         Ok(op)
     }
 }

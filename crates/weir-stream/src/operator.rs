@@ -154,6 +154,10 @@ pub struct WindowOperator<K> {
     pub(crate) state: HashMap<K, BTreeMap<Window, Slot>>,
     /// Windows changed since they fired, to emit again.
     pub(crate) refire: Vec<(K, Window)>,
+    /// When each window next needs looking at (its close, then the end of its lateness),
+    /// with the keys holding it: a watermark's advance visits only the windows it reaches,
+    /// not every key's state.
+    pub(crate) timers: BTreeMap<(Millis, Window), Vec<K>>,
 }
 
 pub(crate) struct Slot {
@@ -183,7 +187,14 @@ impl Slot {
 
 impl<K: Clone + Eq + Hash> WindowOperator<K> {
     pub fn new(spec: WindowSpec, aggs: Vec<Agg>, allowed_lateness: Millis) -> WindowOperator<K> {
-        WindowOperator { spec, aggs, allowed_lateness: allowed_lateness.max(0), state: HashMap::new(), refire: vec![] }
+        WindowOperator {
+            spec,
+            aggs,
+            allowed_lateness: allowed_lateness.max(0),
+            state: HashMap::new(),
+            refire: vec![],
+            timers: BTreeMap::new(),
+        }
     }
 
     fn late(&self, w: &Window, watermark: Option<Millis>) -> bool {
@@ -205,9 +216,18 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
             return Admitted::Late;
         }
         let aggs = &self.aggs;
-        let slots = self.state.entry(key.clone()).or_default();
+        if !self.state.contains_key(&key) {
+            self.state.insert(key.clone(), BTreeMap::new());
+        }
+        let Some(slots) = self.state.get_mut(&key) else { return Admitted::Unwindowed };
         for w in live {
-            let slot = slots.entry(w).or_insert_with(|| Slot::new(aggs));
+            let slot = match slots.entry(w) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    self.timers.entry((w.max_timestamp(), w)).or_default().push(key.clone());
+                    v.insert(Slot::new(aggs))
+                }
+            };
             for (acc, v) in slot.accs.iter_mut().zip(values) {
                 acc.add(*v);
             }
@@ -245,6 +265,19 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         // passed it already (a late event within the lateness), else when it closes; it then
         // retracts the emitted sessions it absorbed.
         slots.insert(merged, slot);
+        // The absorbed sessions' timers go with them (a session growing event by event
+        // would otherwise leave one behind per event).
+        for w in &touching {
+            for at in [w.max_timestamp(), w.max_timestamp().saturating_add(self.allowed_lateness)] {
+                if let Some(keys) = self.timers.get_mut(&(at, *w)) {
+                    keys.retain(|k| *k != key);
+                    if keys.is_empty() {
+                        self.timers.remove(&(at, *w));
+                    }
+                }
+            }
+        }
+        self.timers.entry((merged.max_timestamp(), merged)).or_default().push(key);
         Admitted::Counted
     }
 
@@ -262,17 +295,41 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
             }
         }
         let lateness = self.allowed_lateness;
-        self.state.retain(|key, slots| {
-            slots.retain(|w, slot| {
+        let later = self.timers.split_off(&(watermark.saturating_add(1), Window { start: Millis::MIN, end: Millis::MIN }));
+        let due = std::mem::replace(&mut self.timers, later);
+        for ((_, w), keys) in due {
+            for key in keys {
+                // A session merged into a larger one is gone; its timer finds nothing.
+                let Some(slots) = self.state.get_mut(&key) else { continue };
+                let Some(slot) = slots.get_mut(&w) else { continue };
                 if !slot.fired && w.max_timestamp() <= watermark {
                     slot.fired = true;
-                    out.push(slot.emit(key.clone(), *w));
+                    out.push(slot.emit(key.clone(), w));
                 }
-                w.max_timestamp().saturating_add(lateness) > watermark
-            });
-            !slots.is_empty()
-        });
+                let purge_at = w.max_timestamp().saturating_add(lateness);
+                if purge_at <= watermark {
+                    slots.remove(&w);
+                    if slots.is_empty() {
+                        self.state.remove(&key);
+                    }
+                } else {
+                    self.timers.entry((purge_at, w)).or_default().push(key);
+                }
+            }
+        }
         out
+    }
+
+    /// The timers of restored state: a window that has not fired waits for its close, one
+    /// that has for the end of its lateness.
+    pub(crate) fn rebuild_timers(&mut self) {
+        self.timers.clear();
+        for (key, slots) in &self.state {
+            for (w, slot) in slots {
+                let at = if slot.fired { w.max_timestamp().saturating_add(self.allowed_lateness) } else { w.max_timestamp() };
+                self.timers.entry((at, *w)).or_default().push(key.clone());
+            }
+        }
     }
 
     /// `emit: every 10s`: the current results of the open windows changed since they were

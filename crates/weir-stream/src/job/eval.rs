@@ -7,6 +7,8 @@
 //! text columns, cast to the topic's declared types in a CTE named after nothing but the
 //! columns, and the job's expressions are selected from it.
 
+use std::borrow::Cow;
+
 use duckdb::{Connection, appender_params_from_iter};
 
 use super::decode::{Cell, Kind, format_micros};
@@ -105,7 +107,7 @@ impl Evaluator {
                 .iter()
                 .enumerate()
                 .map(|(index, row)| {
-                    let parts: Vec<Option<String>> = keys.iter().map(|k| text(&row[*k], kinds[*k])).collect();
+                    let parts: Vec<Option<Cow<str>>> = keys.iter().map(|k| text_ref(&row[*k], kinds[*k])).collect();
                     let args = args
                         .iter()
                         .zip(distinct.iter())
@@ -174,6 +176,14 @@ fn sql_err(e: duckdb::Error) -> StreamError {
     StreamError::Sql(e.to_string())
 }
 
+/// A cell as text, borrowed when it is text already.
+fn text_ref(c: &Cell, kind: Kind) -> Option<Cow<'_, str>> {
+    match c {
+        Cell::Text(s) => Some(Cow::Borrowed(s)),
+        other => text(other, kind).map(Cow::Owned),
+    }
+}
+
 /// A cell as text: what a key holds and what the staging table takes.
 pub fn text(c: &Cell, kind: Kind) -> Option<String> {
     match c {
@@ -216,7 +226,7 @@ fn hashed(bytes: &[u8]) -> f64 {
 }
 
 /// A group key as the state holds it: the JSON array of its parts' texts.
-pub fn key_text(parts: &[Option<String>]) -> String {
+pub fn key_text<T: serde::Serialize>(parts: &[Option<T>]) -> String {
     serde_json::to_string(parts).unwrap_or_default()
 }
 

@@ -86,6 +86,9 @@ pub struct Sink {
     wh: Arc<dyn Warehouse>,
     conn: Box<dyn Connection>,
     pub table: Relation,
+    /// DuckDB's: a temporary table of text columns the rows are appended to (DuckDB's
+    /// appender, no SQL text per row), then cast into the table by one statement.
+    stage: Option<Relation>,
     layout: Layout,
     types: Vec<String>,
     job: String,
@@ -142,7 +145,15 @@ impl Sink {
              recorded_at timestamp)",
             wh.render(&rejected)
         ))?;
-        Ok(Sink { wh, conn, table, layout, types, job: job.to_string(), topic: topic.to_string(), positions, late, rejected })
+        let stage = if wh.adapter_type() == "duckdb" {
+            let stage = Relation::new("temp", "main", format!("__weir_stage_{}", job.replace(['.', '-'], "_")));
+            let cols: Vec<String> = (0..types.len()).map(|i| format!("c{i} varchar")).collect();
+            conn.execute(&format!("create or replace temp table {} ({})", wh.quote(&stage.identifier), cols.join(", ")))?;
+            Some(stage)
+        } else {
+            None
+        };
+        Ok(Sink { wh, conn, table, stage, layout, types, job: job.to_string(), topic: topic.to_string(), positions, late, rejected })
     }
 
     /// The positions (and counts) last committed with the job's rows, by partition, and the
@@ -243,8 +254,7 @@ impl Sink {
                 values.join(", ")
             ));
         }
-        self.conn.transaction(&statements)?;
-        Ok(())
+        self.transaction(&batch.rows, &statements)
     }
 
     /// The deletes and inserts that upsert `batch.rows`.
@@ -290,12 +300,58 @@ impl Sink {
                 }
             }
         }
+        if let Some(stage) = &self.stage {
+            // The rows are in the staging table already (appended as text): one statement
+            // casts them in, however many there are.
+            if !batch.rows.is_empty() {
+                let cast: Vec<String> = self.types.iter().enumerate().map(|(i, t)| format!("cast(c{i} as {t})")).collect();
+                statements.push(format!(
+                    "insert into {table} ({}) select {} from {}",
+                    cols.join(", "),
+                    cast.join(", "),
+                    self.wh.render(stage)
+                ));
+                statements.push(format!("delete from {}", self.wh.render(stage)));
+            }
+            return statements;
+        }
         for chunk in batch.rows.chunks(1000) {
             let values: Vec<String> =
                 chunk.iter().map(|(r, _)| format!("({})", (0..cols.len()).map(|i| value(r, i)).collect::<Vec<_>>().join(", "))).collect();
             statements.push(format!("insert into {table} ({}) values {}", cols.join(", "), values.join(", ")));
         }
         statements
+    }
+
+    /// Runs `statements` in one transaction, after appending `rows` to the staging table in
+    /// it when there is one.
+    fn transaction(&mut self, rows: &[(Vec<Option<String>>, bool)], statements: &[String]) -> Result<(), StreamError> {
+        let Some(stage) = self.stage.clone().filter(|_| !rows.is_empty()) else {
+            self.conn.transaction(statements)?;
+            return Ok(());
+        };
+        let width = self.types.len();
+        let batch = {
+            use weir_warehouse::arrow::array::{ArrayRef, StringArray};
+            use weir_warehouse::arrow::datatypes::{DataType, Field, Schema};
+            let columns: Vec<ArrayRef> =
+                (0..width).map(|i| Arc::new(rows.iter().map(|(r, _)| r[i].as_deref()).collect::<StringArray>()) as ArrayRef).collect();
+            let schema = Schema::new((0..width).map(|i| Field::new(format!("c{i}"), DataType::Utf8, true)).collect::<Vec<_>>());
+            weir_warehouse::RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| StreamError::Job(e.to_string()))?
+        };
+        self.conn.execute("begin")?;
+        let mut feed = |each: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| each(&batch);
+        let result = self.conn.copy_in_batches(&stage, &mut feed).and_then(|_| {
+            for s in statements {
+                self.conn.execute(s)?;
+            }
+            self.conn.execute("commit")
+        });
+        if let Err(e) = result {
+            let _ = self.conn.execute("rollback");
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Drops the job's table and forgets its positions, late and rejected events.
