@@ -7,7 +7,9 @@
 //! operator with others is refused, since the state would mean something else (a job whose
 //! SQL changed its windows or aggregates starts again from scratch, when told to).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 use serde_json::{Value as J, json};

@@ -8,7 +8,11 @@
 //! merged with the sessions it touches. A late event is returned as such, never dropped here:
 //! the job keeps it with the reason.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+// hashbrown with foldhash: keys come from events, so a seeded hash, but a fast one (the
+// state is looked up once per event).
+use hashbrown::HashMap;
 use std::hash::Hash;
 
 use crate::sketch::Sketch;

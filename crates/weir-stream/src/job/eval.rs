@@ -26,8 +26,31 @@ pub struct Keyed {
 }
 
 pub enum Evaluator {
-    Direct { keys: Vec<usize>, args: Vec<Option<usize>>, distinct: Vec<bool>, kinds: Vec<Kind> },
+    Direct(Direct),
     Sql(Box<SqlEval>),
+}
+
+/// Keys and arguments read straight from the row's columns: needs nothing but the row, so
+/// it runs on the threads that decode.
+pub struct Direct {
+    keys: Vec<usize>,
+    args: Vec<Option<usize>>,
+    distinct: Vec<bool>,
+    kinds: Vec<Kind>,
+}
+
+impl Direct {
+    /// A row's group key and aggregate arguments.
+    pub fn key(&self, row: &[Cell]) -> (String, Vec<Option<f64>>) {
+        let parts: Vec<Option<Cow<str>>> = self.keys.iter().map(|k| text_ref(&row[*k], self.kinds[*k])).collect();
+        let args = self
+            .args
+            .iter()
+            .zip(&self.distinct)
+            .map(|(a, d)| a.and_then(|i| if *d { distinct_value(&row[i], self.kinds[i]) } else { number(&row[i]) }))
+            .collect();
+        (key_text(&parts), args)
+    }
 }
 
 pub struct SqlEval {
@@ -50,7 +73,7 @@ impl Evaluator {
             let keys: Vec<usize> = plan.keys.iter().filter_map(|k| k.column.as_deref().and_then(index)).collect();
             let types = keys.iter().map(|i| plan.columns[*i].1.clone()).collect();
             let args = plan.aggs.iter().map(|a| a.arg.as_ref().and_then(|s| s.column.as_deref()).and_then(index)).collect();
-            return Ok((Evaluator::Direct { keys, args, distinct, kinds }, types));
+            return Ok((Evaluator::Direct(Direct { keys, args, distinct, kinds }), types));
         }
         let conn = Connection::open_in_memory().map_err(sql_err)?;
         let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
@@ -100,20 +123,23 @@ impl Evaluator {
         Ok((Evaluator::Sql(Box::new(eval)), types))
     }
 
+    /// The direct reader of keys, when no SQL is needed.
+    pub fn direct(&self) -> Option<&Direct> {
+        match self {
+            Evaluator::Direct(d) => Some(d),
+            Evaluator::Sql(_) => None,
+        }
+    }
+
     /// Each kept row's key and arguments.
     pub fn keyed(&mut self, rows: &[&[Cell]]) -> Result<Vec<Keyed>, StreamError> {
         match self {
-            Evaluator::Direct { keys, args, distinct, kinds } => Ok(rows
+            Evaluator::Direct(d) => Ok(rows
                 .iter()
                 .enumerate()
                 .map(|(index, row)| {
-                    let parts: Vec<Option<Cow<str>>> = keys.iter().map(|k| text_ref(&row[*k], kinds[*k])).collect();
-                    let args = args
-                        .iter()
-                        .zip(distinct.iter())
-                        .map(|(a, d)| a.and_then(|i| if *d { distinct_value(&row[i], kinds[i]) } else { number(&row[i]) }))
-                        .collect();
-                    Keyed { index, key: key_text(&parts), args }
+                    let (key, args) = d.key(row);
+                    Keyed { index, key, args }
                 })
                 .collect()),
             Evaluator::Sql(e) => {
@@ -138,7 +164,7 @@ impl Evaluator {
     /// Each kept row's output values as text (a stateless job).
     pub fn project(&mut self, rows: &[&[Cell]], width: usize) -> Result<Vec<(usize, Row)>, StreamError> {
         match self {
-            Evaluator::Direct { .. } => Err(StreamError::Job("a projection always runs as SQL".into())),
+            Evaluator::Direct(_) => Err(StreamError::Job("a projection always runs as SQL".into())),
             Evaluator::Sql(e) => {
                 e.run(rows, |index, r| Ok((index, (0..width).map(|i| r.get::<_, Option<String>>(i + 1)).collect::<Result<_, _>>()?)))
             }

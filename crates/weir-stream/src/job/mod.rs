@@ -38,6 +38,10 @@ use decode::{Decoder, Kind, format_micros};
 use eval::{Evaluator, key_parts};
 use sink::{Aside, Batch, Counts, Layout, Sink};
 
+/// An event as a row, its event time and (when no SQL is needed for them) its group key and
+/// aggregate arguments; or why it is refused.
+type Decoded = Result<(Vec<decode::Cell>, i64, Option<(String, Vec<Option<f64>>)>), String>;
+
 /// Events read from each partition per micro-batch.
 const READ_MAX: usize = 20_000;
 /// Events of one partition taken before the next partition's (and the watermark moved).
@@ -188,6 +192,15 @@ impl<'a> Runner<'a> {
         let partitions = log.describe(&plan.topic)?.partitions.len() as u32;
         let (evaluator, value_types) = Evaluator::new(plan)?;
         let layout = layout(plan, &value_types);
+        let agg_int = plan
+            .outputs
+            .iter()
+            .zip(&layout.columns)
+            .filter_map(|((_, o), (_, ty))| if let Output::Agg(j) = o { Some((*j, ty == "BIGINT")) } else { None })
+            .fold(vec![false; plan.aggs.len()], |mut v, (j, int)| {
+                v[j] = int;
+                v
+            });
         let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.name, &plan.topic)?;
         let (committed, committed_watermark) = sink.committed()?;
         let spec = WatermarkSpec {
@@ -250,20 +263,6 @@ impl<'a> Runner<'a> {
         }
         sink.forget_after(&positions)?;
         let wm = watermarks.current(now);
-        let agg_int = plan
-            .aggs
-            .iter()
-            .map(|a| match a.agg {
-                Agg::Count | Agg::CountValues | Agg::CountDistinct => true,
-                Agg::Sum | Agg::Min | Agg::Max => a
-                    .arg
-                    .as_ref()
-                    .and_then(|s| s.column.as_ref())
-                    .and_then(|c| plan.columns.iter().find(|(n, _)| n == c))
-                    .is_some_and(|(_, t)| Kind::of(t) == Kind::Int),
-                _ => false,
-            })
-            .collect();
         let status = Status {
             job: run.job.name.clone(),
             state: "running".into(),
@@ -355,12 +354,13 @@ impl<'a> Runner<'a> {
             }
         }
         let total = batches.iter().map(|(_, r)| r.len()).sum();
+        let mut decoded = self.decode_all(&batches);
         let rounds = batches.iter().map(|(_, r)| r.len().div_ceil(SLICE)).max().unwrap_or(0);
         for round in 0..rounds {
-            for (p, records) in &batches {
-                let slice = &records[(round * SLICE).min(records.len())..((round + 1) * SLICE).min(records.len())];
-                if !slice.is_empty() {
-                    self.take(*p, slice)?;
+            for ((p, records), rows) in batches.iter().zip(decoded.iter_mut()) {
+                let range = (round * SLICE).min(records.len())..((round + 1) * SLICE).min(records.len());
+                if !range.is_empty() {
+                    self.take(*p, &records[range.clone()], &mut rows[range])?;
                 }
             }
         }
@@ -371,22 +371,55 @@ impl<'a> Runner<'a> {
         Ok(total)
     }
 
-    /// Decodes, evaluates and folds in consecutive records of partition `p`.
-    fn take(&mut self, p: u32, records: &[weir_log::StoredRecord]) -> Result<(), StreamError> {
+    /// Every record decoded, on as many threads as there are cores: decoding is most of an
+    /// event's cost and needs nothing but the event, while what follows (the watermark, the
+    /// window state) takes the events in order on one thread.
+    fn decode_all(&self, batches: &[(u32, Vec<weir_log::StoredRecord>)]) -> Vec<Vec<Decoded>> {
+        let values: Vec<&[u8]> = batches.iter().flat_map(|(_, r)| r.iter().map(|r| r.value.as_slice())).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(values.len() / 2048).max(1);
+        let (decoder, direct) = (&self.decoder, self.evaluator.direct());
+        let decode = move |v: &&[u8]| -> Decoded {
+            let (cells, ts) = decoder.decode(v)?;
+            let keyed = direct.map(|d| d.key(&cells));
+            Ok((cells, ts, keyed))
+        };
+        let mut flat: Vec<Decoded> = if threads == 1 {
+            values.iter().map(decode).collect()
+        } else {
+            let chunk = values.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = values.chunks(chunk).map(|c| scope.spawn(move || c.iter().map(decode).collect::<Vec<_>>())).collect();
+                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err("the decoder stopped".to_string()); chunk])).collect()
+            })
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for (_, records) in batches.iter().rev() {
+            out.push(flat.split_off(flat.len() - records.len()));
+        }
+        out.reverse();
+        out
+    }
+
+    /// Evaluates and folds in consecutive records of partition `p`, decoded as `decoded`.
+    fn take(&mut self, p: u32, records: &[weir_log::StoredRecord], decoded: &mut [Decoded]) -> Result<(), StreamError> {
         let plan = &self.run.plan;
         let now = now_ms();
         let mut c = Counts { read: records.len() as u64, ..Counts::default() };
         let mut rows = Vec::with_capacity(records.len());
         let mut meta = Vec::with_capacity(records.len());
-        for (i, r) in records.iter().enumerate() {
-            match self.decoder.decode(&r.value) {
-                Ok((cells, ts)) => {
+        let mut keyed = Vec::with_capacity(records.len());
+        for (i, (r, d)) in records.iter().zip(decoded.iter_mut()).enumerate() {
+            match std::mem::replace(d, Err(String::new())) {
+                Ok((cells, ts, key)) => {
                     if plan.time_column.is_some()
                         && let Err(crate::Refused::Future { by }) = self.watermarks.observe(p as usize, ts, now)
                     {
                         c.rejected += 1;
                         self.pending.rejected.push(aside(p, r, format!("dated {by} ms past what max_future allows"), None));
                         continue;
+                    }
+                    if let Some((key, args)) = key {
+                        keyed.push(eval::Keyed { index: rows.len(), key, args });
                     }
                     rows.push(cells);
                     meta.push((i, ts));
@@ -404,7 +437,8 @@ impl<'a> Runner<'a> {
             c.filtered += (rows.len() - kept.len()) as u64;
             self.pending.rows.extend(kept.into_iter().map(|(_, values)| (values, false)));
         } else {
-            let kept = self.evaluator.keyed(&refs)?;
+            // Keys read on the decoding threads, else evaluated now.
+            let kept = if self.evaluator.direct().is_some() { keyed } else { self.evaluator.keyed(&refs)? };
             c.filtered += (rows.len() - kept.len()) as u64;
             for k in kept {
                 let (at, ts) = meta[k.index];
@@ -478,7 +512,8 @@ impl<'a> Runner<'a> {
     }
 
     /// Writes what is pending with the positions; retries a sink that fails, with backoff,
-    /// until it takes them or the job is stopped twice over.
+    /// until it takes them or the job is told to stop (it then resumes from its last
+    /// checkpoint when started again: nothing is lost).
     fn commit(&mut self, control: &Control) -> Result<(), StreamError> {
         let mut delay = Duration::from_millis(500);
         loop {
@@ -493,7 +528,7 @@ impl<'a> Runner<'a> {
                 Err(e) => {
                     self.status.last_error = Some(format!("the sink refused a write, retrying in {:.1}s: {e}", delay.as_secs_f64()));
                     self.refresh_status("retrying")?;
-                    if control.stop.load(Ordering::Relaxed) && control.drain {
+                    if control.stop.load(Ordering::Relaxed) {
                         return Err(e);
                     }
                     std::thread::sleep(delay);
