@@ -258,6 +258,12 @@ impl Host for ExecHost {
     }
 
     fn get_relation(&self, relation: &Relation) -> Result<Option<RelationKind>, String> {
+        // A schema no run has listed yet (`weir show`, `weir sql`) is listed now, once.
+        let relations = &self.session.relations;
+        if !relations.listed(&relation.database, &relation.schema) {
+            let schema = [(relation.database.clone(), relation.schema.clone())];
+            with_conn(&self.session, &self.conn, |c| relations.load(c, &schema)).map_err(|e| e.to_string())?;
+        }
         Ok(self.session.cached(relation))
     }
 

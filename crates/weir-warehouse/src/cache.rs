@@ -4,7 +4,7 @@
 //! and kept up to date as nodes build and drop relations, so no node waits on an
 //! `information_schema` scan to learn whether its table exists.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use weir_core::{Relation, RelationKind};
@@ -15,6 +15,8 @@ use crate::{Connection, WarehouseError};
 #[derive(Debug, Default)]
 pub struct RelationCache {
     known: Mutex<HashMap<Key, (Relation, RelationKind)>>,
+    /// The case-folded (database, schema) pairs listed: what the cache can answer for.
+    listed: Mutex<HashSet<(String, String)>>,
 }
 
 /// A relation's case-folded (database, schema, identifier).
@@ -33,7 +35,16 @@ impl RelationCache {
                 known.insert(rel.key(), (rel, kind));
             }
         }
+        if let Ok(mut listed) = self.listed.lock() {
+            listed.extend(schemas.iter().map(|(d, s)| (d.to_lowercase(), s.to_lowercase())));
+        }
         Ok(())
+    }
+
+    /// Whether the relations of `database.schema` were listed: if not, the cache knows
+    /// nothing about that schema (a command that runs no selection, such as `weir show`).
+    pub fn listed(&self, database: &str, schema: &str) -> bool {
+        self.listed.lock().is_ok_and(|l| l.contains(&(database.to_lowercase(), schema.to_lowercase())))
     }
 
     /// What `r` is, if it exists.
