@@ -5,6 +5,11 @@
 # pipelines/daily.yml loads what is new from both into the raw layer, builds staging and marts
 # with their tests and checks, and reports the revenue, each task in order. Run it again: the
 # files and rows already loaded are not loaded twice, and no table changes.
+#
+# Then the real-time path: the order system's live events (scripts/generate_events.py) go to
+# the `order_events` topic of the project's event log, the stream jobs of streams/*.sql read
+# them to the end (revenue per country per minute, customer sessions), and the model
+# models/realtime/live_vs_daily.sql puts the live day beside the nightly marts.
 set -euo pipefail
 bash "$(dirname "$0")/install-clang.sh"
 source "$(dirname "$0")/env.sh"
@@ -24,3 +29,14 @@ fi
 "$WEIR" pipeline run daily "$@"
 echo
 "$WEIR" show --select daily_revenue --limit 5
+echo
+# The live events are sent once: the log keeps them, and the jobs remember where they are.
+if ! "$WEIR" --log-format json log describe order_events 2>/dev/null | grep -q '"end": *[1-9]'; then
+  python3 scripts/generate_events.py > events.jsonl
+  "$WEIR" log produce order_events -f events.jsonl
+fi
+"$WEIR" stream run live_revenue --drain
+"$WEIR" stream run customer_sessions --drain
+"$WEIR" stream status live_revenue
+"$WEIR" build --select path:models/realtime
+"$WEIR" show --select live_vs_daily --limit 5
