@@ -475,7 +475,9 @@ fn check_records(records: &[Record]) -> Result<(), LogError> {
 /// Writes a file so that it is either all there or not at all: a temporary file, synced,
 /// renamed over the old one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
-    let tmp = path.with_extension("tmp");
+    // A temporary of this process and call alone: two processes making the same topic at
+    // once must not rename each other's file away.
+    let tmp = path.with_extension(format!("{}.{:x}.tmp", std::process::id(), new_txn()));
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         std::io::Write::write_all(&mut f, bytes)?;

@@ -164,3 +164,32 @@ fn the_example_shop_runs_its_real_time_path_beside_the_nightly_one() {
     let o = weir(dir.path(), &["show", "--select", "live_vs_daily", "--limit", "3"]);
     assert!(o.status.success() && text(&o).contains("2026-12-02"), "{}", text(&o));
 }
+
+#[test]
+fn events_piped_in_live_are_appended_as_they_come() {
+    use std::io::Write;
+    let dir = project();
+    let mut child = weir_command(dir.path())
+        .args(["log", "produce", "orders"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(orders(0, 1).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    // The pipe stays open: the event must not wait for a batch to fill or the input to end.
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = String::from_utf8_lossy(&weir(dir.path(), &["log", "consume", "orders"]).stdout).to_string();
+        if !seen.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(stdin);
+    let done = child.wait_with_output().unwrap();
+    assert!(seen.contains("\"order_id\":0"), "{seen}: {}", text(&done));
+    assert!(done.status.success());
+}

@@ -41,7 +41,11 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
                 (None, Some(weir_graph::streams::Format::Raw)) => "raw",
                 (None, _) => "json",
             };
-            let produced = produce(&log, topic, BufReader::new(reader), &source, format, key.as_deref())?;
+            // Events piped in live (`tail -f ... | weir log produce`) are appended as soon as
+            // the pipe has nothing more to give, not held back until a batch is full.
+            let live = file.is_none() && !std::fs::metadata("/dev/stdin").is_ok_and(|m| m.is_file());
+            let input = BufReader::with_capacity(1 << 20, reader);
+            let produced = produce(&log, topic, input, &source, format, key.as_deref(), live)?;
             // Retention is applied where events arrive, as `weir serve` does once a minute.
             log.apply_retention(chrono::Utc::now().timestamp_millis())?;
             out.info(format!("Produced {produced} event{} to '{topic}'", if produced == 1 { "" } else { "s" }));
@@ -79,7 +83,15 @@ fn ensure_topic(log: &EmbeddedLog, decl: Option<&Topic>, name: &str, partitions:
 
 /// Appends every event of `input`; a line that is not an event stops it with its place,
 /// after the events before it were appended.
-fn produce(log: &EmbeddedLog, topic: &str, input: impl BufRead, source: &str, format: &str, key: Option<&str>) -> Result<u64, Error> {
+fn produce(
+    log: &EmbeddedLog,
+    topic: &str,
+    mut input: BufReader<Box<dyn Read>>,
+    source: &str,
+    format: &str,
+    key: Option<&str>,
+    live: bool,
+) -> Result<u64, Error> {
     let now = || chrono::Utc::now().timestamp_millis();
     let mut batch = Vec::with_capacity(BATCH);
     let mut produced = 0u64;
@@ -94,10 +106,25 @@ fn produce(log: &EmbeddedLog, topic: &str, input: impl BufRead, source: &str, fo
     let stopped = |line: usize, why: String, done: u64| -> Error {
         format!("{source}:{line}: {why}; the {done} event(s) before it were produced, this one and the rest were not").into()
     };
+    // The next line, after appending what is batched when reading it would wait.
+    let next_line = |input: &mut BufReader<Box<dyn Read>>,
+                     batch: &mut Vec<weir_log::Record>,
+                     flush: &mut dyn FnMut(&mut Vec<weir_log::Record>) -> Result<(), Error>|
+     -> Result<Option<String>, Error> {
+        if live && input.buffer().is_empty() {
+            flush(batch)?;
+        }
+        let mut line = String::new();
+        match input.read_line(&mut line).map_err(|e| format!("{source}: {e}"))? {
+            0 => Ok(None),
+            _ => Ok(Some(line.trim_end_matches(['\n', '\r']).to_string())),
+        }
+    };
     match format {
         "json" | "jsonl" => {
-            for (i, line) in input.lines().enumerate() {
-                let line = line.map_err(|e| format!("{source}: {e}"))?;
+            let mut i = 0;
+            while let Some(line) = next_line(&mut input, &mut batch, &mut flush)? {
+                i += 1;
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -105,7 +132,7 @@ fn produce(log: &EmbeddedLog, topic: &str, input: impl BufRead, source: &str, fo
                     Ok(v) => v,
                     Err(e) => {
                         flush(&mut batch)?;
-                        return Err(stopped(i + 1, format!("not JSON ({e})"), produced));
+                        return Err(stopped(i, format!("not JSON ({e})"), produced));
                     }
                 };
                 batch.push(event_record(&event, key, now()));
@@ -137,8 +164,7 @@ fn produce(log: &EmbeddedLog, topic: &str, input: impl BufRead, source: &str, fo
             }
         }
         "raw" => {
-            for line in input.lines() {
-                let line = line.map_err(|e| format!("{source}: {e}"))?;
+            while let Some(line) = next_line(&mut input, &mut batch, &mut flush)? {
                 batch.push(weir_log::Record { key: None, value: line.into_bytes(), timestamp: now() });
                 if batch.len() == BATCH {
                     flush(&mut batch)?;
