@@ -48,6 +48,8 @@ const READ_MAX: usize = 20_000;
 const SLICE: usize = 512;
 /// How long results wait before they are written (the latency from a window's close).
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// Result latencies kept for the status's percentiles.
+const LATENCIES_KEPT: usize = 10_000;
 /// How long to wait for new events once caught up.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -88,6 +90,9 @@ pub struct Status {
     pub events_per_second: f64,
     pub checkpointed_at: Option<i64>,
     pub last_error: Option<String>,
+    /// Median and 99th percentile of the last results' latency: from the append of the
+    /// event that closed their window to their commit in the sink (ms).
+    pub latency_ms: Option<(i64, i64)>,
 }
 
 impl Status {
@@ -100,6 +105,7 @@ impl Status {
             "events": {"read": self.counts.read, "counted": self.counts.counted, "late": self.counts.late, "rejected": self.counts.rejected, "filtered": self.counts.filtered},
             "windows_held": self.windows_held, "events_per_second": self.events_per_second,
             "checkpointed_at": self.checkpointed_at, "last_error": self.last_error,
+            "result_latency_ms": self.latency_ms.map(|(p50, p99)| json!({"p50": p50, "p99": p99})),
         })
     }
 
@@ -123,6 +129,7 @@ impl Status {
             events_per_second: v.get("events_per_second").and_then(J::as_f64).unwrap_or(0.0),
             checkpointed_at: v.get("checkpointed_at").and_then(J::as_i64),
             last_error: v.get("last_error").and_then(J::as_str).map(str::to_string),
+            latency_ms: v.get("result_latency_ms").and_then(|l| Some((l.get("p50")?.as_i64()?, l.get("p99")?.as_i64()?))),
             ..Status::default()
         };
         for p in v.get("positions").and_then(J::as_array).into_iter().flatten() {
@@ -181,6 +188,10 @@ struct Runner<'a> {
     fingerprint: String,
     /// Per aggregate: whether its values are whole numbers (counts, sums of integers).
     agg_int: Vec<bool>,
+    /// When the event that closed the pending results was appended to the log (ms).
+    closed_at: Option<i64>,
+    /// The last results' latencies: from the closing event's append to their commit (ms).
+    latencies: std::collections::VecDeque<i64>,
 }
 
 impl<'a> Runner<'a> {
@@ -288,6 +299,8 @@ impl<'a> Runner<'a> {
             status,
             fingerprint,
             agg_int,
+            closed_at: None,
+            latencies: std::collections::VecDeque::new(),
         })
     }
 
@@ -462,7 +475,14 @@ impl<'a> Runner<'a> {
             self.positions.insert(p, last.offset + 1);
         }
         self.counts.entry(p).or_default().add(&c);
+        let staged = self.pending.rows.len();
         self.advance(now);
+        if self.pending.rows.len() > staged
+            && self.closed_at.is_none()
+            && let Some(last) = records.last()
+        {
+            self.closed_at = Some(last.timestamp);
+        }
         Ok(())
     }
 
@@ -523,6 +543,12 @@ impl<'a> Runner<'a> {
                 Ok(()) => {
                     self.pending = Batch::default();
                     self.status.last_error = None;
+                    if let Some(at) = self.closed_at.take() {
+                        if self.latencies.len() == LATENCIES_KEPT {
+                            self.latencies.pop_front();
+                        }
+                        self.latencies.push_back((now_ms() - at).max(0));
+                    }
                     return Ok(());
                 }
                 Err(e) => {
@@ -584,6 +610,10 @@ impl<'a> Runner<'a> {
             .collect();
         self.status.counts = self.total();
         self.status.windows_held = self.op.windows_held();
+        let mut sorted: Vec<i64> = self.latencies.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied();
+        self.status.latency_ms = at(0.5).zip(at(0.99));
         write_atomically(&self.run.dir.join("status.json"), self.status.to_json().to_string().as_bytes())
     }
 }

@@ -174,6 +174,9 @@ fn status(runs: &[&JobRun], out: &Output) {
                 for (p, o) in &s.positions {
                     println!("  partition {p}: offset {o}, lag {}", s.lag.get(p).copied().unwrap_or(0));
                 }
+                if let Some((p50, p99)) = s.latency_ms {
+                    println!("  results committed {p50} ms (median), {p99} ms (p99) after the event that closed their window was appended");
+                }
                 if let Some(e) = &s.last_error {
                     println!("  last error: {e}");
                 }
