@@ -23,7 +23,7 @@ fn example_builds_and_a_rerun_changes_no_row() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap()).unwrap();
     let statuses: Vec<&str> = results["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses.len(), 17, "15 nodes and 2 check suites");
+    assert_eq!(statuses.len(), 18, "16 nodes and 2 check suites");
     assert!(statuses.iter().all(|s| *s == "success" || *s == "pass"), "{statuses:?}");
 }
 
@@ -39,7 +39,7 @@ fn selection_follows_dbt_syntax() {
     };
     // The load that writes the source stg_orders reads is upstream of it.
     assert_eq!(ls(&["+daily_revenue"]), ["load:shop.orders", "shop.marts.daily_revenue", "shop.staging.stg_orders"]);
-    assert_eq!(ls(&["stg_orders+"]), ["shop.marts.daily_revenue", "shop.staging.stg_orders"]);
+    assert_eq!(ls(&["stg_orders+"]), ["shop.marts.daily_revenue", "shop.realtime.live_vs_daily", "shop.staging.stg_orders"]);
     assert_eq!(ls(&["tag:marts"]), ["shop.marts.daily_revenue"]);
     assert_eq!(ls(&["path:models/staging", "resource_type:load"]), ["load:shop.orders", "shop.staging.stg_orders"]);
     assert_eq!(ls(&["+daily_revenue,config.materialized:view"]), ["shop.staging.stg_orders"]);
@@ -269,7 +269,10 @@ fn state_selection_finds_what_changed_since_an_earlier_manifest() {
     std::fs::write(dir.path().join("models/marts/new_mart.sql"), "select 1 as x\n").unwrap();
     assert_eq!(ls("state:new"), ["shop.marts.new_mart"]);
     assert_eq!(ls("state:modified"), ["shop.marts.new_mart", "shop.staging.stg_orders"]);
-    assert_eq!(ls("state:modified.body+"), ["shop.marts.daily_revenue", "shop.marts.new_mart", "shop.staging.stg_orders"]);
+    assert_eq!(
+        ls("state:modified.body+"),
+        ["shop.marts.daily_revenue", "shop.realtime.live_vs_daily", "shop.marts.new_mart", "shop.staging.stg_orders"]
+    );
     let o = weir(dir.path(), &["ls", "-s", "state:modified"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("pass --state DIR"), "{}", text(&o));

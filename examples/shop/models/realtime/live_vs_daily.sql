@@ -19,7 +19,7 @@ with live as (
         cast(null as varchar) as country_code,
         cast(null as date) as day,
         cast(null as bigint) as orders,
-        cast(null as double) as revenue,
+        cast(null as numeric) as revenue,
         cast(null as timestamp) as through
     where false
 {%- endif %}
