@@ -25,6 +25,9 @@ struct Fixture {
     dir: tempfile::TempDir,
     log: EmbeddedLog,
     wh: Arc<dyn Warehouse>,
+    /// Where the sink tables go: DuckDB's `wh.main`, or a PostgreSQL schema of the test's own.
+    database: String,
+    schema: String,
 }
 
 impl Fixture {
@@ -34,7 +37,20 @@ impl Fixture {
         let mut fields = Map::new();
         fields.insert("path".into(), J::String(dir.path().join("wh.duckdb").display().to_string()));
         let wh: Arc<dyn Warehouse> = Arc::from(weir_warehouse::open("duckdb", &fields, dir.path()).unwrap());
-        Fixture { dir, log, wh }
+        Fixture { dir, log, wh, database: "wh".into(), schema: "main".into() }
+    }
+
+    /// The local PostgreSQL's `test` database, in a schema dropped when the fixture goes.
+    fn postgres() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(&dir.path().join(".weir/log")).unwrap();
+        let mut fields = Map::new();
+        for (k, v) in [("host", "127.0.0.1"), ("port", "5432"), ("user", "postgres"), ("dbname", "test")] {
+            fields.insert(k.into(), v.into());
+        }
+        let wh: Arc<dyn Warehouse> = Arc::from(weir_warehouse::open("postgres", &fields, dir.path()).unwrap());
+        let schema = format!("weir_stream_test_{}", std::process::id());
+        Fixture { dir, log, wh, database: "test".into(), schema }
     }
 
     fn job(&self, name: &str, sql: &str) -> JobRun {
@@ -43,7 +59,7 @@ impl Fixture {
         let plan = plan(&job, &topics).unwrap();
         JobRun {
             dir: self.dir.path().join(".weir/streams").join(name),
-            table: Relation::new("wh", "main", name),
+            table: Relation::new(&self.database, &self.schema, name),
             topic: topics[0].clone(),
             job,
             plan,
@@ -63,6 +79,16 @@ impl Fixture {
 
     fn rows(&self, sql: &str) -> Vec<Vec<Datum>> {
         self.wh.connect().unwrap().query(sql).unwrap().rows
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if self.database == "test"
+            && let Ok(mut c) = self.wh.connect()
+        {
+            let _ = c.execute(&format!("drop schema if exists {} cascade", self.schema));
+        }
     }
 }
 
@@ -249,4 +275,28 @@ fn a_changed_job_refuses_its_old_state() {
     job::reset(&changed, f.wh.as_ref()).unwrap();
     let s = f.drain(&changed);
     assert_eq!(s.counts.read, 100);
+}
+
+#[test]
+fn a_postgresql_sink_holds_what_a_duckdb_sink_holds() {
+    let duck = Fixture::new();
+    duck.produce(&events());
+    duck.drain(&duck.job("revenue", TUMBLE));
+    let pg = Fixture::postgres();
+    pg.produce(&events());
+    let run = pg.job("revenue", TUMBLE);
+    let s = pg.drain(&run);
+    assert_eq!(s.counts.read, 2_002);
+    let sql =
+        |schema: &str| format!("select country, cast(window_start as varchar), orders, revenue, top from {schema}.revenue order by 1, 2");
+    let (a, b) = (duck.rows(&sql("main")), pg.rows(&sql(&pg.schema)));
+    let text =
+        |rows: Vec<Vec<Datum>>| -> Vec<Vec<String>> { rows.into_iter().map(|r| r.iter().map(|d| d.to_string()).collect()).collect() };
+    assert_eq!(text(b), text(a));
+    // Resumed on PostgreSQL too: more events, the same positions table, no row twice.
+    pg.produce(&events()[..10]);
+    let s = pg.drain(&run);
+    assert_eq!(s.counts.read, 2_012);
+    let late = pg.rows(&format!("select count(*) from {}._weir_late_events", pg.schema));
+    assert_eq!(late[0][0], Datum::Int(s.counts.late as i64));
 }
