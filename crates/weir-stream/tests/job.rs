@@ -300,3 +300,21 @@ fn a_postgresql_sink_holds_what_a_duckdb_sink_holds() {
     let late = pg.rows(&format!("select count(*) from {}._weir_late_events", pg.schema));
     assert_eq!(late[0][0], Datum::Int(s.counts.late as i64));
 }
+
+#[test]
+fn early_results_are_upserted_and_the_close_writes_the_final_one() {
+    let on_close = Fixture::new();
+    on_close.produce(&events());
+    on_close.drain(&on_close.job("revenue", TUMBLE));
+    let early = Fixture::new();
+    early.produce(&events());
+    early.drain(&early.job("revenue", &format!("{{{{ config(emit='every 1ms') }}}}\n{TUMBLE}")));
+    let closed = sink(&on_close, "revenue");
+    let all = sink(&early, "revenue");
+    // Every closed window holds its final result, once; the windows still open hold their
+    // running result.
+    assert!(closed.iter().all(|r| all.contains(r)), "a closed window's final result is missing");
+    assert!(all.len() > closed.len(), "no early result of an open window");
+    let twice = early.rows("select country, window_start from revenue group by all having count(*) > 1");
+    assert!(twice.is_empty(), "{twice:?}");
+}
