@@ -401,8 +401,14 @@ impl<'a> Runner<'a> {
         } else {
             let chunk = values.len().div_ceil(threads);
             std::thread::scope(|scope| {
-                let handles: Vec<_> = values.chunks(chunk).map(|c| scope.spawn(move || c.iter().map(decode).collect::<Vec<_>>())).collect();
-                handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err("the decoder stopped".to_string()); chunk])).collect()
+                let handles: Vec<_> =
+                    values.chunks(chunk).map(|c| (c.len(), scope.spawn(move || c.iter().map(decode).collect::<Vec<_>>()))).collect();
+                // A decoding thread that failed leaves its events refused with the reason,
+                // one for one, never dropped.
+                handles
+                    .into_iter()
+                    .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![Err("the decoder failed on this event's batch".to_string()); n]))
+                    .collect()
             })
         };
         let mut out = Vec::with_capacity(batches.len());
