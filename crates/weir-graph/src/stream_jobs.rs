@@ -178,7 +178,6 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
         let line = e.line().unwrap_or(0);
         GraphError::at(Location::new(file, line, 1), e.detail().unwrap_or(&e.to_string()).to_string(), Some(text))
     })?;
-    // Jinja drops the file's last newline; the lines are what matter.
     let streams = streams.lock().map(|s| s.clone()).unwrap_or_default();
     let config_at = config_location(file, text);
     let mut config = JobConfig { location: config_at.clone(), ..JobConfig::default() };
