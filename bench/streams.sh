@@ -11,8 +11,8 @@
 # --drain`, from the first event to the last, writing results to a DuckDB file with
 # checkpoints every 5 s. Flink (apache-flink from PyPI on the machine's Java) runs the same SQL
 # at parallelism 1 over the same file, into a blackhole sink. Jobs: a 1-second tumbling count
-# per key, a 5-minute hop sliding by 1 minute, a 30-second session per key; each with a
-# 1-second watermark. Times are wall-clock seconds of one run after a warm-up run; Weir's
+# per key, a 5-minute hop sliding by 1 minute, and per key a window that closes after a
+# 30-second gap between events; each with a 1-second watermark. Times are wall-clock seconds of one run after a warm-up run; Weir's
 # memory is the peak resident set (getrusage), Flink's the peak resident set of its JVM,
 # sampled every 0.2 s.
 REPEAT="${BENCH_REPEAT:-1}"

@@ -22,7 +22,7 @@ use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use weir_core::Location;
 
 use crate::GraphError;
-use crate::streams::interval_ms;
+use crate::streams::{interval_ms, stream_files};
 
 /// One stream job of `streams/<name>.sql`.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,18 +122,7 @@ const CONFIG_KEYS: &[&str] = &[
 
 /// Every job under `<root>/streams/`, by file name.
 pub fn read_jobs(root: &Path) -> Result<Vec<StreamJob>, GraphError> {
-    let dir = root.join("streams");
-    let mut files = vec![];
-    if dir.is_dir() {
-        for e in std::fs::read_dir(&dir).map_err(|e| GraphError::io(&dir, e))? {
-            let path = e.map_err(|e| GraphError::io(&dir, e))?.path();
-            if path.extension().is_some_and(|x| x == "sql") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
+    stream_files(root, &["sql"])?
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).map_err(|e| GraphError::io(&path, e))?;

@@ -113,17 +113,7 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Topic>, GraphError> {
 /// Every topic declared under `<root>/streams/`, in file order; a name declared in two
 /// files is an error naming both.
 pub fn read_topics(root: &Path) -> Result<Vec<Topic>, GraphError> {
-    let dir = root.join("streams");
-    let mut files = vec![];
-    if dir.is_dir() {
-        for e in std::fs::read_dir(&dir).map_err(|e| GraphError::io(&dir, e))? {
-            let path = e.map_err(|e| GraphError::io(&dir, e))?.path();
-            if path.extension().is_some_and(|x| x == "yml" || x == "yaml") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
+    let files = stream_files(root, &["yml", "yaml"])?;
     let mut out: Vec<Topic> = vec![];
     for path in files {
         let text = std::fs::read_to_string(&path).map_err(|e| GraphError::io(&path, e))?;
@@ -141,6 +131,23 @@ pub fn read_topics(root: &Path) -> Result<Vec<Topic>, GraphError> {
         }
     }
     Ok(out)
+}
+
+/// The files of `<root>/streams/` with one of `extensions`, sorted: the topics' YAML and the
+/// jobs' SQL live side by side there.
+pub(crate) fn stream_files(root: &Path, extensions: &[&str]) -> Result<Vec<std::path::PathBuf>, GraphError> {
+    let dir = root.join("streams");
+    let mut files = vec![];
+    if dir.is_dir() {
+        for e in std::fs::read_dir(&dir).map_err(|e| GraphError::io(&dir, e))? {
+            let path = e.map_err(|e| GraphError::io(&dir, e))?.path();
+            if path.extension().and_then(|x| x.to_str()).is_some_and(|x| extensions.contains(&x)) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 const KEYS: &[&str] =

@@ -473,8 +473,8 @@ fn check_records(records: &[Record]) -> Result<(), LogError> {
 }
 
 /// Writes a file so that it is either all there or not at all: a temporary file, synced,
-/// renamed over the old one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+/// renamed over the old one. Stream jobs write their checkpoints with it too.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     // A temporary of this process and call alone: two processes making the same topic at
     // once must not rename each other's file away.
     let tmp = path.with_extension(format!("{}.{:x}.tmp", std::process::id(), new_txn()));

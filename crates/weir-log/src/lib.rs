@@ -13,7 +13,7 @@ mod segment;
 
 use std::collections::BTreeMap;
 
-pub use embedded::EmbeddedLog;
+pub use embedded::{EmbeddedLog, write_atomically};
 
 /// The largest record value (and key) accepted: 16 MiB.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;

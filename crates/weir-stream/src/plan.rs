@@ -18,6 +18,7 @@ use weir_graph::GraphError;
 use weir_graph::stream_jobs::StreamJob;
 use weir_graph::streams::{Topic, interval_ms};
 
+use crate::job::decode::Kind;
 use crate::operator::Agg;
 use crate::window::WindowSpec;
 
@@ -297,7 +298,7 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
                 }
                 if let (Agg::Sum | Agg::Avg | Agg::Min | Agg::Max | Agg::Percentile { .. }, Some(c)) = (call.agg, &a.column)
                     && let Some((_, ty)) = topic.columns.iter().find(|(n, _)| n == c)
-                    && !is_numeric(ty)
+                    && !matches!(Kind::of(ty), Kind::Int | Kind::Float)
                 {
                     return Err(at(arg_expr.span(), format!("{:?} over '{c}', a {ty}: stream jobs aggregate numbers this way", call.agg)));
                 }
@@ -357,13 +358,6 @@ fn canonical(topic: &Topic, name: &str) -> String {
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn is_numeric(ty: &str) -> bool {
-    let t = ty.trim().to_ascii_lowercase();
-    ["int", "bigint", "smallint", "tinyint", "integer", "hugeint", "double", "float", "real", "decimal", "numeric", "ubigint", "uinteger"]
-        .iter()
-        .any(|n| t.starts_with(n))
 }
 
 /// `FROM` as a window over a topic, or a topic: its name, window and the window's column.

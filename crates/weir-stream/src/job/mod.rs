@@ -687,19 +687,11 @@ fn read_checkpoint(dir: &Path) -> Result<Option<J>, StreamError> {
     }
 }
 
-/// Writes a file whole or not at all: a temporary beside it, synced, renamed over it.
+/// Writes a file of the job's folder whole or not at all, making the folder on first use.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StreamError> {
-    use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| StreamError::io(dir, e))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| StreamError::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| StreamError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StreamError::io(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    Ok(weir_log::write_atomically(path, bytes)?)
 }
 
 fn now_ms() -> i64 {
