@@ -18,12 +18,19 @@ use crate::{BatchFeed, Connection, FileFormat, FileScan, RecordBatch, Result, Wa
 
 /// A DuckDB database opened once per process, on first use (so `weir compile` and `weir ls`
 /// never pay for opening it); connections are clones of it.
+///
+/// A DuckDB file has one writing process at a time. Processes take turns: one that finds
+/// the file held waits for it (up to the profile's `lock_timeout`, 60 s unless set), and a
+/// stream job lets go of it between writes ([`Warehouse::release`]).
 pub struct DuckDb {
     root: Mutex<Option<duckdb::Connection>>,
     path: Option<PathBuf>,
     database: String,
     /// `set key = value` statements from the profile's `settings`, run when it opens.
     settings: Vec<String>,
+    lock_timeout: std::time::Duration,
+    /// One clone per open connection: the database may be let go of when only this is left.
+    users: Arc<()>,
 }
 
 fn err(e: duckdb::Error, sql: &str) -> WarehouseError {
@@ -54,7 +61,14 @@ impl DuckDb {
                 settings.push(format!("set {k} = {value}"));
             }
         }
-        Ok(DuckDb { root: Mutex::new(None), path, database, settings })
+        let lock_timeout = match fields.get("lock_timeout") {
+            None | Some(J::Null) => std::time::Duration::from_secs(60),
+            Some(v) => v.as_f64().filter(|s| *s >= 0.0).map(std::time::Duration::from_secs_f64).ok_or_else(|| WarehouseError::Connect {
+                target: "duckdb".into(),
+                message: format!("`lock_timeout` must be a number of seconds, not {v}"),
+            })?,
+        };
+        Ok(DuckDb { root: Mutex::new(None), path, database, settings, lock_timeout, users: Arc::new(()) })
     }
 
     fn open_root(&self) -> Result<duckdb::Connection> {
@@ -63,8 +77,29 @@ impl DuckDb {
                 if let Some(parent) = full.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| WarehouseError::Io(format!("{}: {e}", parent.display())))?;
                 }
-                duckdb::Connection::open(full)
-                    .map_err(|e| WarehouseError::Connect { target: full.display().to_string(), message: e.to_string() })?
+                // Another process holds the file: wait for its turn to end.
+                let started = std::time::Instant::now();
+                let mut pause = std::time::Duration::from_millis(20);
+                loop {
+                    match duckdb::Connection::open(full) {
+                        Ok(c) => break c,
+                        Err(e) if e.to_string().contains("Could not set lock") && started.elapsed() < self.lock_timeout => {
+                            std::thread::sleep(pause.min(self.lock_timeout.saturating_sub(started.elapsed())));
+                            pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                        }
+                        Err(e) => {
+                            let waited = if e.to_string().contains("Could not set lock") {
+                                format!(
+                                    " (waited {:.0}s for it; the profile's `lock_timeout` sets how long)",
+                                    self.lock_timeout.as_secs_f64()
+                                )
+                            } else {
+                                String::new()
+                            };
+                            return Err(WarehouseError::Connect { target: full.display().to_string(), message: format!("{e}{waited}") });
+                        }
+                    }
+                }
             }
             None => duckdb::Connection::open_in_memory()
                 .map_err(|e| WarehouseError::Connect { target: ":memory:".into(), message: e.to_string() })?,
@@ -96,7 +131,20 @@ impl Warehouse for DuckDb {
         }
         let Some(root) = root.as_ref() else { return Err(WarehouseError::Io("duckdb did not open".into())) };
         let conn = root.try_clone().map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
-        Ok(Box::new(DuckDbConnection { conn }))
+        Ok(Box::new(DuckDbConnection { conn, _user: self.users.clone() }))
+    }
+
+    fn one_writer(&self) -> bool {
+        self.path.is_some()
+    }
+
+    fn release(&self) -> bool {
+        let Ok(mut root) = self.root.lock() else { return false };
+        if self.path.is_none() || root.is_none() || Arc::strong_count(&self.users) > 1 {
+            return false;
+        }
+        *root = None;
+        true
     }
 
     fn describe(&self) -> String {
@@ -259,12 +307,14 @@ impl Warehouse for DuckDb {
             "retries",
             "config_options",
             "is_ducklake",
+            "lock_timeout",
         ]
     }
 }
 
 struct DuckDbConnection {
     conn: duckdb::Connection,
+    _user: Arc<()>,
 }
 
 impl Connection for DuckDbConnection {
@@ -642,6 +692,30 @@ mod tests {
             vec!["drop table t".to_string(), "create table t as select 2 as x".to_string(), "select nonsense from nowhere".to_string()];
         assert!(c.transaction(&stmts).is_err());
         assert_eq!(c.query("select x from t").unwrap().scalar(), Some(&Datum::Int(1)));
+    }
+
+    #[test]
+    fn a_file_is_let_go_of_only_when_no_connection_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fields = Map::new();
+        fields.insert("path".into(), J::String("x.duckdb".into()));
+        let db = DuckDb::open(&fields, dir.path()).unwrap();
+        assert!(db.one_writer());
+        let mut c = db.connect().unwrap();
+        c.execute("create table t as select 1 as x").unwrap();
+        assert!(!db.release(), "a connection is open");
+        drop(c);
+        assert!(db.release());
+        assert!(!db.release(), "nothing left to let go of");
+        // The next connection opens the file again, with what was written.
+        let rows = db.connect().unwrap().query("select x from t").unwrap().rows;
+        assert_eq!(rows.len(), 1);
+        let m = memory();
+        drop(m.connect().unwrap());
+        assert!(!m.one_writer() && !m.release(), "an in-memory database is the process's own");
+        fields.insert("lock_timeout".into(), J::String("soon".into()));
+        let e = DuckDb::open(&fields, dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("`lock_timeout` must be a number of seconds"), "{e}");
     }
 
     #[test]

@@ -56,6 +56,21 @@ pub trait Warehouse: Send + Sync {
     /// A human description of where it connects (no secrets), for `weir debug`.
     fn describe(&self) -> String;
 
+    /// Whether one process at a time may write the database (a DuckDB file): a long-running
+    /// writer (a stream job) then closes its connections when idle and calls [`release`].
+    ///
+    /// [`release`]: Warehouse::release
+    fn one_writer(&self) -> bool {
+        false
+    }
+
+    /// Lets go of the database until the next `connect`, so other processes can take their
+    /// turn. Refused (false) while a connection of this process is open, and where there is
+    /// nothing to let go of.
+    fn release(&self) -> bool {
+        false
+    }
+
     /// An identifier quoted for this engine.
     fn quote(&self, ident: &str) -> String {
         quoted(ident)
