@@ -9,7 +9,8 @@
 # Then the real-time path: the order system's live events (scripts/generate_events.py) go to
 # the `order_events` topic of the project's event log, the stream jobs of streams/*.sql read
 # them to the end (revenue per country per minute, customer sessions), and the model
-# models/realtime/live_vs_daily.sql puts the live day beside the nightly marts.
+# models/realtime/live_vs_daily.sql puts the live day beside the nightly marts: one
+# `weir build`, as the stream jobs are nodes of the graph that models ref().
 set -euo pipefail
 bash "$(dirname "$0")/install-clang.sh"
 source "$(dirname "$0")/env.sh"
@@ -35,8 +36,6 @@ if ! "$WEIR" --log-format json log describe order_events 2>/dev/null | grep -q '
   python3 scripts/generate_events.py > events.jsonl
   "$WEIR" log produce order_events -f events.jsonl
 fi
-"$WEIR" stream run live_revenue --drain
-"$WEIR" stream run customer_sessions --drain
+"$WEIR" build --select resource_type:stream path:models/realtime
 "$WEIR" stream status live_revenue
-"$WEIR" build --select path:models/realtime
 "$WEIR" show --select live_vs_daily --limit 5

@@ -15,6 +15,9 @@ pub enum BuildError {
     Connect(#[from] weir_connect::ConnectError),
 
     #[error(transparent)]
+    Stream(#[from] weir_stream::StreamError),
+
+    #[error(transparent)]
     Project(#[from] weir_project::ProjectError),
 
     #[error("{0}")]

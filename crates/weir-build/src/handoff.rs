@@ -1,6 +1,7 @@
 //! One hand-off per node kind: each node the walk reaches goes to its executor (models,
 //! seeds, snapshots, data tests and unit tests to `weir-transform`, checks to `weir-quality`,
-//! loads to `weir-connect`), and what the executor says becomes the node's result.
+//! loads to `weir-connect`, stream jobs to `weir-stream`), and what the executor says becomes
+//! the node's result.
 //!
 //! This is the one place that knows every executor; they do not know each other. Where one
 //! kind needs another's service (a check's custom queries are rendered in its dataset's dbt
@@ -47,6 +48,7 @@ pub(crate) fn run_node(
     let outcome = match n.resource_type {
         ResourceType::Check => run_check(host, slot, n, &mut result),
         ResourceType::Load => run_load(host, n, load_progress, &mut result),
+        ResourceType::Stream => run_stream(host, n, &mut result),
         ResourceType::SavedQuery => {
             result.status = Status::NoOp;
             Ok(())
@@ -97,6 +99,44 @@ fn run_load(host: &ExecHost, n: &Node, progress: Option<&ProgressFn>, result: &m
     result.message = Some(report.summary());
     result.load = Some(Arc::new(report));
     Ok(())
+}
+
+/// Brings a stream job's sink table up to date: the job reads every event the log holds
+/// now, writes what closed, checkpoints and stops, as `weir stream run --drain` does
+/// (`--full-refresh` resets it first). A job running elsewhere (`weir serve`) keeps its
+/// table up to date itself: the node succeeds and says so.
+fn run_stream(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), BuildError> {
+    use weir_stream::job::{self, Control, JobRun};
+    let session = &host.session;
+    let root = &session.manifest.project.root;
+    let Some(j) = n.stream.as_deref() else { return Ok(()) };
+    let target = &session.manifest.target;
+    let topics = weir_graph::streams::read_topics(root)?;
+    // The table is also where a Redis or topic sink keeps its bookkeeping.
+    let run = JobRun::new(root, j.clone(), &topics, j.relation(&target.database(), &target.schema()))?;
+    let log = weir_log::EmbeddedLog::for_project(root).map_err(weir_stream::StreamError::from)?;
+    let drained = (|| {
+        if session.manifest.flags.full_refresh {
+            job::reset(&run, session.warehouse.as_ref())?;
+        }
+        job::run(&run, &log, session.warehouse.clone(), &Control { drain: true, ..Control::default() }, &mut |_| {})
+    })();
+    match drained {
+        Ok(s) => {
+            let c = &s.counts;
+            result.rows_affected = Some(s.read_this_run);
+            result.message = Some(format!(
+                "read {} new event(s) from '{}'; in all {} read = {} counted + {} late + {} rejected + {} filtered out",
+                s.read_this_run, run.plan.topic, c.read, c.counted, c.late, c.rejected, c.filtered
+            ));
+            Ok(())
+        }
+        Err(weir_stream::StreamError::Busy { pid, .. }) => {
+            result.message = Some(format!("kept up to date by its running job (process {pid})"));
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Measures a check node's suite on its dataset, records every value in the metadata store,

@@ -72,6 +72,7 @@ pub fn runnable(session: &Session, selected: &BTreeSet<String>, command: Command
                         | ResourceType::SavedQuery
                         | ResourceType::Check
                         | ResourceType::Load
+                        | ResourceType::Stream
                 ) && !n.is_ephemeral()
             }
         })

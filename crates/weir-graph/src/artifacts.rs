@@ -122,8 +122,9 @@ pub fn write_manifest(m: &Manifest, target_dir: &Path, render: &(dyn Fn(&weir_co
     let mut child_map: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     // Node documents are independent: build and serialize them on every core, then stitch
     // the pieces together (a 10,000-model manifest is most of `weir compile`'s time otherwise).
-    // Check and load nodes are Weir's own: dbt tools reading the manifest would not know them.
-    let all: Vec<&Node> = m.nodes.values().filter(|n| !matches!(n.resource_type, ResourceType::Check | ResourceType::Load)).collect();
+    // Check, load and stream nodes are Weir's own: dbt tools reading the manifest would not know them.
+    let all: Vec<&Node> =
+        m.nodes.values().filter(|n| !matches!(n.resource_type, ResourceType::Check | ResourceType::Load | ResourceType::Stream)).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = all.len().div_ceil(threads).max(1);
     let docs: Vec<Vec<u8>> = std::thread::scope(|scope| {

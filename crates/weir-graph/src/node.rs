@@ -21,6 +21,9 @@ pub enum ResourceType {
     Source,
     /// A suite of data-quality checks on one dataset (`checks/*.yml`).
     Check,
+    /// A stream job (`streams/*.sql`): its sink table is a relation models `ref()` and
+    /// checks check; `weir build` brings it up to date with the events the log holds.
+    Stream,
     /// An extract-and-load job writing a raw table (`loads/*.yml`).
     Load,
     /// A model's SQL run on fixed rows and compared to expected rows (`unit_tests:`).
@@ -39,6 +42,7 @@ impl ResourceType {
             ResourceType::Analysis => "analysis",
             ResourceType::Source => "source",
             ResourceType::Check => "check",
+            ResourceType::Stream => "stream",
             ResourceType::Load => "load",
             ResourceType::UnitTest => "unit_test",
             ResourceType::SavedQuery => "saved_query",
@@ -54,6 +58,7 @@ impl ResourceType {
             "analysis" => ResourceType::Analysis,
             "source" => ResourceType::Source,
             "check" => ResourceType::Check,
+            "stream" => ResourceType::Stream,
             "load" => ResourceType::Load,
             "unit_test" => ResourceType::UnitTest,
             "saved_query" => ResourceType::SavedQuery,
@@ -146,6 +151,8 @@ pub struct Node {
     pub check: Option<Arc<crate::checks::Suite>>,
     /// For loads: what it extracts and how it writes `relation`.
     pub load: Option<Arc<crate::loads::Load>>,
+    /// For stream jobs: the job, whose sink table is `relation`.
+    pub stream: Option<Arc<crate::stream_jobs::StreamJob>>,
     /// For unit tests: the test and the model it tests (`depends_on[0]`).
     pub unit: Option<Arc<weir_project::schema::UnitTestDef>>,
     /// For a versioned model: its version and its model's latest (`ref('m')` is the latest).
@@ -161,6 +168,7 @@ impl Node {
             ResourceType::Snapshot => "snapshot",
             ResourceType::Check => "check",
             ResourceType::Load => "load",
+            ResourceType::Stream => "stream",
             ResourceType::UnitTest => "unit",
             ResourceType::SavedQuery => "saved_query",
             _ => "view",
@@ -209,8 +217,10 @@ impl Node {
 
     /// Whether the node has a relation that tools can read (not a test or ephemeral).
     pub fn is_relational(&self) -> bool {
-        matches!(self.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot | ResourceType::Source)
-            && !self.is_ephemeral()
+        matches!(
+            self.resource_type,
+            ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot | ResourceType::Source | ResourceType::Stream
+        ) && !self.is_ephemeral()
     }
 
     /// `model` in Jinja: the node as dbt exposes it to macros.

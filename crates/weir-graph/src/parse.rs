@@ -61,7 +61,7 @@ impl Manifest {
         // `name` is `model` or, for a version, `model.v2`; a versioned model's plain name is
         // its latest version.
         let candidates = |pkg: &str| {
-            [ResourceType::Model, ResourceType::Seed, ResourceType::Snapshot]
+            [ResourceType::Model, ResourceType::Seed, ResourceType::Snapshot, ResourceType::Stream]
                 .into_iter()
                 .find_map(|t| self.nodes.get(&format!("{}.{}.{}", t.as_str(), pkg, name)))
                 .or_else(|| {
@@ -73,7 +73,11 @@ impl Manifest {
             Some(p) => candidates(p),
             None => candidates(from_package).or_else(|| candidates(self.project.name())).or_else(|| {
                 self.nodes.values().find(|n| {
-                    n.name == name && matches!(n.resource_type, ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot)
+                    n.name == name
+                        && matches!(
+                            n.resource_type,
+                            ResourceType::Model | ResourceType::Seed | ResourceType::Snapshot | ResourceType::Stream
+                        )
                 })
             }),
         }
@@ -307,9 +311,12 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 match resource_type {
                     ResourceType::Model | ResourceType::Analysis => &s.models,
                     ResourceType::Seed => &s.seeds,
-                    ResourceType::Test | ResourceType::UnitTest | ResourceType::SavedQuery | ResourceType::Check | ResourceType::Load => {
-                        &s.tests
-                    }
+                    ResourceType::Test
+                    | ResourceType::UnitTest
+                    | ResourceType::SavedQuery
+                    | ResourceType::Check
+                    | ResourceType::Load
+                    | ResourceType::Stream => &s.tests,
                     ResourceType::Snapshot => &s.snapshots,
                     ResourceType::Source => &s.sources,
                 }
@@ -357,6 +364,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                 source: None,
                 check: None,
                 load: None,
+                stream: None,
                 unit: None,
                 version: version.map(|(_, v, _)| v.v.clone()),
                 latest_version: version.map(|(_, _, latest)| latest.clone()),
@@ -491,6 +499,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
                         source: Some((src.name.clone(), t.name.clone())),
                         check: None,
                         load: None,
+                        stream: None,
                         unit: None,
                         version: None,
                         latest_version: None,
@@ -568,6 +577,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
         .cloned()
         .collect();
     let mut manifest = Manifest { project: project.clone(), target, jinja, nodes, warnings, flags, run_started_at };
+    add_streams(&mut manifest)?;
     resolve_dependencies(&mut manifest, &disabled)?;
     resolve_relations(&mut manifest, host)?;
     add_unit_tests(&mut manifest, unit_tests, &yaml)?;
@@ -747,6 +757,67 @@ fn add_loads(m: &mut Manifest) -> Result<(), GraphError> {
     Ok(())
 }
 
+/// The root project's `streams/*.sql`: one stream node per job, its relation the job's sink
+/// table, so models `ref()` it by the job's name and checks check it. A name a model, seed
+/// or snapshot has already is refused: `ref()` could not tell them apart.
+fn add_streams(m: &mut Manifest) -> Result<(), GraphError> {
+    let package = m.project.name().to_string();
+    for job in crate::stream_jobs::read_jobs(&m.project.root)? {
+        if let Some(other) = m.find_ref(Some(&package), &job.name, &package) {
+            return Err(GraphError::at(
+                Location::file(&job.path),
+                format!(
+                    "stream job '{}' has the name of {} {}; `ref()` could not tell them apart",
+                    job.name,
+                    other.resource_type.as_str(),
+                    other.original_file_path
+                ),
+                None,
+            ));
+        }
+        let rel = job.path.to_string_lossy().replace('\\', "/");
+        let mut node = own_node(ResourceType::Stream, &package, &job.name, &rel, &m.project.root.join(&job.path));
+        if job.config.sink == crate::stream_jobs::Sink::Table {
+            node.relation = Some(job.relation(&m.target.database(), &m.target.schema()));
+        }
+        node.raw_code = job.text.clone();
+        node.description = job.config.description.clone().unwrap_or_default();
+        node.config.insert("tags".into(), J::Array(job.config.tags.iter().map(|t| J::String(t.clone())).collect()));
+        node.config.insert("materialized".into(), J::String("stream".into()));
+        node.stream = Some(Arc::new(job));
+        m.nodes.insert(node.unique_id.clone(), node);
+    }
+    // Sources read what stream jobs write, as they read what loads write: a dbt project reads
+    // the job's table as a source and `weir build` catches the job up first.
+    let written: Vec<(Relation, String)> =
+        m.nodes.values().filter(|n| n.stream.is_some()).filter_map(|n| Some((n.relation.clone()?, n.unique_id.clone()))).collect();
+    for n in m.nodes.values_mut().filter(|n| n.resource_type == ResourceType::Source) {
+        for (rel, job) in &written {
+            if n.relation
+                .as_ref()
+                .is_some_and(|r| r.schema.eq_ignore_ascii_case(&rel.schema) && r.identifier.eq_ignore_ascii_case(&rel.identifier))
+            {
+                n.depends_on.push(job.clone());
+            }
+        }
+    }
+    // A job reading a topic another job writes runs after it (`weir build` catches the writer
+    // up first).
+    let writers: Vec<(String, String)> = m
+        .nodes
+        .values()
+        .filter_map(|n| match n.stream.as_ref().map(|j| &j.config.sink) {
+            Some(crate::stream_jobs::Sink::Topic { topic }) => Some((topic.clone(), n.unique_id.clone())),
+            _ => None,
+        })
+        .collect();
+    for n in m.nodes.values_mut() {
+        let reads = n.stream.as_ref().map(|j| j.streams.clone()).unwrap_or_default();
+        n.depends_on.extend(writers.iter().filter(|(t, w)| reads.contains(t) && *w != n.unique_id).map(|(_, w)| w.clone()));
+    }
+    Ok(())
+}
+
 /// The root project's `checks/*.yml`: one check node per checked dataset (suites for the
 /// same dataset in several files are merged, so they are measured in one scan), depending on
 /// the dataset and on every dataset its reference checks name.
@@ -838,6 +909,7 @@ fn own_node(kind: ResourceType, package: &str, name: &str, rel: &str, file: &Pat
         source: None,
         check: None,
         load: None,
+        stream: None,
         unit: None,
         version: None,
         latest_version: None,
@@ -1091,6 +1163,7 @@ fn build_test_node(
         source: None,
         check: None,
         load: None,
+        stream: None,
         unit: None,
         version: None,
         latest_version: None,
@@ -1124,6 +1197,24 @@ fn resolve_dependencies(m: &mut Manifest, disabled: &HashSet<String>) -> Result<
         let mut deps = n.depends_on.clone();
         for r in &n.refs {
             match m.find_ref(r.package.as_deref(), &r.name, &n.package) {
+                Some(target) if target.resource_type == ResourceType::Stream && target.relation.is_none() => {
+                    let text = std::fs::read_to_string(&n.file).unwrap_or_default();
+                    let (line, col) = find_call(&text, "ref", &r.name).unwrap_or((0, 0));
+                    return Err(GraphError::at(
+                        Location::new(&n.file, line, col),
+                        format!(
+                            "{} '{}' refers to stream job '{}', which writes {}, not a table",
+                            n.resource_type.as_str(),
+                            n.name,
+                            r.name,
+                            match target.stream.as_ref().map(|j| &j.config.sink) {
+                                Some(crate::stream_jobs::Sink::Topic { topic }) => format!("topic '{topic}'"),
+                                _ => "to Redis".to_string(),
+                            }
+                        ),
+                        Some(&text),
+                    ));
+                }
                 Some(target) => deps.push(target.unique_id.clone()),
                 None => {
                     let text = std::fs::read_to_string(&n.file).unwrap_or_default();

@@ -40,6 +40,21 @@ pub struct StreamJob {
     pub config: JobConfig,
 }
 
+/// Where a job's results go. The late and rejected events, the positions and the counts go
+/// to the warehouse whatever the sink.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Sink {
+    /// A table of the project's warehouse, upserted on the job's keys and window.
+    #[default]
+    Table,
+    /// A Redis hash per group key (`<key_prefix><key>[:<key>...]`), holding the output columns
+    /// of its latest window; expiring `ttl_ms` after its last write when set.
+    Redis { url: String, key_prefix: String, ttl_ms: Option<i64> },
+    /// A topic of the event log, its records committed with the input positions at each
+    /// checkpoint, so that jobs can read what other jobs write.
+    Topic { topic: String },
+}
+
 /// A job's settings, from `config()`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobConfig {
@@ -56,9 +71,13 @@ pub struct JobConfig {
     pub idle_timeout_ms: i64,
     /// Events dated further than this past the wall clock are rejected.
     pub max_future_ms: i64,
+    /// Where its results go: a warehouse table, or Redis as an online feature store.
+    pub sink: Sink,
     /// Whether `weir serve` starts it.
     pub enabled: bool,
     pub description: Option<String>,
+    /// For selection (`weir build --select tag:realtime`), as models have them.
+    pub tags: Vec<String>,
     /// Where `config()` was called, for mistakes in its values.
     pub location: Location,
 }
@@ -70,11 +89,13 @@ impl Default for JobConfig {
             alias: None,
             allowed_lateness_ms: 0,
             emit_every_ms: None,
+            sink: Sink::Table,
             checkpoint_interval_ms: 5_000,
             idle_timeout_ms: 30_000,
             max_future_ms: 3_600_000,
             enabled: true,
             description: None,
+            tags: vec![],
             location: Location::default(),
         }
     }
@@ -84,6 +105,12 @@ impl StreamJob {
     /// The sink table's name.
     pub fn table(&self) -> &str {
         self.config.alias.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The sink table: in `config(schema=...)` or the target's schema, named by `alias` or
+    /// the job.
+    pub fn relation(&self, database: &str, target_schema: &str) -> weir_core::Relation {
+        weir_core::Relation::new(database, self.config.schema.as_deref().unwrap_or(target_schema), self.table())
     }
 
     /// A place in the rendered SQL (1-based line and column) as a place in the file. Lines
@@ -117,6 +144,10 @@ const CONFIG_KEYS: &[&str] = &[
     "description",
     "sink",
     "materialized",
+    "redis_url",
+    "key_prefix",
+    "ttl",
+    "topic",
     "tags",
 ];
 
@@ -171,6 +202,7 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
     let config_at = config_location(file, text);
     let mut config = JobConfig { location: config_at.clone(), ..JobConfig::default() };
     let calls = configs.lock().map(|c| c.clone()).unwrap_or_default();
+    let (mut sink_kind, mut redis_url, mut key_prefix, mut ttl_ms, mut out_topic) = ("table", None, None, None, None);
     let err = |message: String| GraphError::at(config_at.clone(), message, Some(text));
     for kwargs in &calls {
         for key in kwargs.args() {
@@ -195,6 +227,12 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
                 "idle_timeout" => config.idle_timeout_ms = time(key)?,
                 "max_future" => config.max_future_ms = time(key)?,
                 "enabled" => config.enabled = v.is_true(),
+                "tags" => {
+                    config.tags = match v.try_iter() {
+                        Ok(items) if v.as_str().is_none() => items.map(|t| text_of(&t)).collect(),
+                        _ => vec![text_of(&v)],
+                    }
+                }
                 "emit" => {
                     let t = text_of(&v);
                     let lower = t.trim().to_ascii_lowercase();
@@ -211,14 +249,44 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
                 }
                 "sink" | "materialized" => {
                     let t = text_of(&v);
-                    if t != "table" {
-                        return Err(err(format!("`{key}` '{t}' is not a sink Weir writes yet (table)")));
-                    }
+                    sink_kind = match t.as_str() {
+                        "table" => "table",
+                        "redis" => "redis",
+                        "topic" => "topic",
+                        _ => return Err(err(format!("`{key}` '{t}' is not a sink Weir writes (table, redis, topic)"))),
+                    };
                 }
+                "redis_url" => redis_url = Some(text_of(&v)),
+                "topic" => {
+                    let t = text_of(&v);
+                    if !weir_log::valid_name(&t) {
+                        return Err(err(format!("`topic` '{t}' is not a topic name (letters, digits, '.', '_' and '-')")));
+                    }
+                    out_topic = Some(t);
+                }
+                "key_prefix" => key_prefix = Some(text_of(&v)),
+                "ttl" => ttl_ms = Some(time(key)?).filter(|ms| *ms > 0),
                 _ => {}
             }
         }
     }
+    config.sink = match sink_kind {
+        "redis" => Sink::Redis {
+            url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379".to_string()),
+            key_prefix: key_prefix.unwrap_or_else(|| format!("{name}:")),
+            ttl_ms,
+        },
+        _ if redis_url.is_some() || key_prefix.is_some() || ttl_ms.is_some() => {
+            return Err(err("`redis_url`, `key_prefix` and `ttl` are settings of `sink='redis'`".into()));
+        }
+        "topic" => match out_topic {
+            Some(t) if streams.contains(&t) => return Err(err(format!("the job reads topic '{t}': it cannot write it too"))),
+            Some(topic) => Sink::Topic { topic },
+            None => return Err(err("`sink='topic'` needs the topic to write: `topic='revenue_per_minute'`".into())),
+        },
+        _ if out_topic.is_some() => return Err(err("`topic` is a setting of `sink='topic'`".into())),
+        _ => Sink::Table,
+    };
     Ok(StreamJob { name, path: file.to_path_buf(), text: text.to_string(), sql: rendered, streams, config })
 }
 
@@ -261,6 +329,17 @@ mod tests {
         let e = job("select 1\nfrom {{ strem('orders') }}").unwrap_err();
         assert!(e.starts_with("streams/revenue.sql:2:"), "{e}");
         let e = job("{{ config(sink='kafka') }}").unwrap_err();
-        assert!(e.contains("not a sink Weir writes yet"), "{e}");
+        assert!(e.contains("not a sink Weir writes (table, redis, topic)"), "{e}");
+        let e = job("{{ config(sink='topic', topic='orders') }}\nselect 1 from {{ stream('orders') }}").unwrap_err();
+        assert!(e.contains("cannot write it too"), "{e}");
+        let j = job("{{ config(sink='topic', topic='revenue') }}\nselect 1 from {{ stream('orders') }}").unwrap();
+        assert_eq!(j.config.sink, Sink::Topic { topic: "revenue".into() });
+        let e = job("{{ config(ttl='1h') }}").unwrap_err();
+        assert!(e.contains("settings of `sink='redis'`"), "{e}");
+        let j = job("{{ config(sink='redis', ttl='1 hour') }}\nselect 1").unwrap();
+        assert_eq!(
+            j.config.sink,
+            Sink::Redis { url: "redis://127.0.0.1:6379".into(), key_prefix: "revenue:".into(), ttl_ms: Some(3_600_000) }
+        );
     }
 }

@@ -76,6 +76,12 @@ impl Drop for PartitionLock<'_> {
 
 impl EmbeddedLog {
     /// Opens (creating it if needed) the log in `root`, usually `<project>/.weir/log`.
+    /// A project's log, under `<project>/.weir/log/`: where `weir log`, `weir serve` and the
+    /// stream jobs all find it.
+    pub fn for_project(project: &Path) -> Result<EmbeddedLog, LogError> {
+        EmbeddedLog::open(&project.join(".weir").join("log"))
+    }
+
     pub fn open(root: &Path) -> Result<EmbeddedLog, LogError> {
         for dir in [root.join("topics"), root.join("groups")] {
             std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;

@@ -27,7 +27,7 @@ use crate::AppState;
 /// The OpenAPI 3.1 document of this API, served at `/api/v1/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Weir", description = "Pipelines, runs, task instances and logs of a Weir project; trigger runs, clear tasks, pause pipelines; send events to the event log."),
+    info(title = "Weir", description = "Pipelines, runs, task instances and logs of a Weir project; trigger runs, clear tasks, pause pipelines; send events to the event log; follow the stream jobs."),
     paths(
         health,
         openapi_json,
@@ -42,7 +42,9 @@ use crate::AppState;
         task_log,
         clear_task,
         list_workers,
-        produce_records
+        produce_records,
+        list_streams,
+        get_stream
     ),
     components(schemas(
         Health,
@@ -58,6 +60,10 @@ use crate::AppState;
         WorkerInfo,
         Produced,
         Placed,
+        StreamInfo,
+        StreamEvents,
+        PartitionProgress,
+        ResultLatency,
         ApiError
     )),
     modifiers(&BearerAuth, &Truthful),
@@ -81,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/clear", post(clear_task))
         .route("/api/v1/workers", get(list_workers))
         .route("/api/v1/topics/{topic}/records", post(produce_records))
+        .route("/api/v1/streams", get(list_streams))
+        .route("/api/v1/streams/{job}", get(get_stream))
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such endpoint; the API is described at /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(json_errors))
@@ -789,4 +797,125 @@ async fn produce_records(State(s): State<AppState>, Path(topic): Path<String>, b
     .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let offsets = placed.into_iter().map(|(partition, offset)| Placed { partition, offset }).collect();
     Ok(Json(Produced { topic: name, offsets }))
+}
+
+/// A stream job: what it reads and writes, whether `weir serve` runs it, and its progress.
+#[derive(Serialize, ToSchema)]
+pub struct StreamInfo {
+    pub name: String,
+    /// Its file, from the project folder.
+    pub path: String,
+    pub topic: String,
+    /// The table it writes (`schema.table`).
+    pub sink: String,
+    /// `tumble 60s`, `hop 300s every 60s`, `session gap 30s`, `none (each event)` or
+    /// `none (running per key)`.
+    pub window: String,
+    /// Whether `weir serve` runs it (`config(enabled=false)` leaves it to `weir stream run`).
+    pub enabled: bool,
+    /// `running`, `restarting` (after a failure, until `next_start_at`), `elsewhere`
+    /// (another process runs it), `disabled`, `stopped`, `died` (its last status is old
+    /// and says running) or `never run`.
+    pub state: String,
+    /// Times the supervisor started it again after a failure.
+    pub restarts: u32,
+    pub last_error: Option<String>,
+    pub next_start_at: Option<DateTime<Utc>>,
+    pub events: StreamEvents,
+    pub events_per_second: f64,
+    /// Events in the topic not read yet, over all partitions.
+    pub lag: u64,
+    pub watermark: Option<DateTime<Utc>>,
+    pub windows_held: u64,
+    pub partitions: Vec<PartitionProgress>,
+    pub checkpointed_at: Option<DateTime<Utc>>,
+    /// When its status was last written.
+    pub updated_at: Option<DateTime<Utc>>,
+    pub result_latency_ms: Option<ResultLatency>,
+}
+
+/// Where every event read went: read = counted + late + rejected + filtered.
+#[derive(Serialize, ToSchema, Default)]
+pub struct StreamEvents {
+    pub read: u64,
+    pub counted: u64,
+    pub late: u64,
+    pub rejected: u64,
+    pub filtered: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PartitionProgress {
+    pub partition: u32,
+    /// The next offset the job reads.
+    pub offset: u64,
+    pub lag: u64,
+}
+
+/// From the append of the event that closed a window to its result's commit in the sink.
+#[derive(Serialize, ToSchema)]
+pub struct ResultLatency {
+    pub p50: i64,
+    pub p99: i64,
+}
+
+fn stream_info(s: &crate::Streams, run: &weir_stream::job::JobRun) -> StreamInfo {
+    let supervised = s.states.lock().ok().and_then(|m| m.get(&run.job.name).cloned());
+    let status = weir_stream::job::Status::read(&run.dir);
+    let time = |ms: Option<i64>| ms.and_then(DateTime::<Utc>::from_timestamp_millis);
+    let now = Utc::now().timestamp_millis();
+    let written = status.as_ref().map(|st| if st.died(now) { "died".to_string() } else { st.state.clone() });
+    let state = match supervised.as_ref().map(|s| s.state.as_str()) {
+        // Another process runs it, or it is left to one: its own status says how it goes.
+        None | Some("elsewhere" | "disabled") => {
+            written.unwrap_or_else(|| if run.job.config.enabled { "never run" } else { "disabled" }.to_string())
+        }
+        Some(state) => state.to_string(),
+    };
+    let st = status.unwrap_or_default();
+    let c = &st.counts;
+    StreamInfo {
+        name: run.job.name.clone(),
+        path: run.job.path.display().to_string(),
+        topic: run.plan.topic.clone(),
+        sink: run.sink_text(),
+        window: run.plan.window_text(),
+        enabled: run.job.config.enabled,
+        state,
+        restarts: supervised.as_ref().map_or(0, |s| s.restarts),
+        last_error: supervised.as_ref().and_then(|s| s.last_error.clone()).or(st.last_error.clone()),
+        next_start_at: time(supervised.as_ref().and_then(|s| s.next_start_at)),
+        events: StreamEvents { read: c.read, counted: c.counted, late: c.late, rejected: c.rejected, filtered: c.filtered },
+        events_per_second: st.events_per_second,
+        lag: st.lag.values().sum(),
+        watermark: time(st.watermark),
+        windows_held: st.windows_held as u64,
+        partitions: st
+            .positions
+            .iter()
+            .map(|(p, o)| PartitionProgress { partition: *p, offset: *o, lag: st.lag.get(p).copied().unwrap_or(0) })
+            .collect(),
+        checkpointed_at: time(st.checkpointed_at),
+        updated_at: time(Some(st.updated_at).filter(|t| *t > 0)),
+        result_latency_ms: st.latency_ms.map(|(p50, p99)| ResultLatency { p50, p99 }),
+    }
+}
+
+/// Every stream job of the project (`streams/*.sql`), with its state and progress.
+#[utoipa::path(get, path = "/api/v1/streams", responses((status = 200, body = [StreamInfo])))]
+async fn list_streams(State(s): State<AppState>) -> Reply<Vec<StreamInfo>> {
+    let Some(streams) = s.streams.clone() else { return Ok(Json(vec![])) };
+    Ok(Json(streams.jobs.iter().map(|r| stream_info(&streams, r)).collect()))
+}
+
+/// One stream job, with its state and progress.
+#[utoipa::path(get, path = "/api/v1/streams/{job}", params(("job" = String, Path)),
+    responses((status = 200, body = StreamInfo), (status = 404, description = "No stream job of that name", body = ApiError)))]
+async fn get_stream(State(s): State<AppState>, Path(job): Path<String>) -> Reply<StreamInfo> {
+    let streams = s.streams.clone();
+    let found = streams.as_ref().and_then(|st| st.jobs.iter().find(|r| r.job.name == job).map(|r| stream_info(st, r)));
+    found.map(Json).ok_or_else(|| {
+        let known: Vec<String> = streams.iter().flat_map(|st| st.jobs.iter().map(|r| r.job.name.clone())).collect();
+        Failure(StatusCode::NOT_FOUND, format!("no stream job '{job}' in streams/*.sql (jobs: {})", known.join(", ")))
+    })
 }

@@ -1,5 +1,5 @@
-//! `weir serve`'s HTTP API: a JSON REST API over the metadata store, the scheduler and the
-//! event log, with its OpenAPI document at `/api/v1/openapi.json`.
+//! `weir serve`'s HTTP API: a JSON REST API over the metadata store, the scheduler, the
+//! event log and the stream jobs, with its OpenAPI document at `/api/v1/openapi.json`.
 //!
 //! Reads go straight to the store, so they show what every scheduler sharing it did.
 //! Writes change the store and wake the local scheduler: triggering queues a run (a
@@ -24,6 +24,7 @@ use weir_orchestrate::Executor;
 
 pub use api::{ApiDoc, router};
 pub use config::ServerConfig;
+pub use weir_stream::supervise::Supervisor;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,16 @@ pub struct AppState {
     pub worker_id: String,
     /// The project's event log, which `POST /api/v1/topics/{topic}/records` appends to.
     pub events: Option<Arc<Events>>,
+    /// The project's stream jobs, which `GET /api/v1/streams` shows.
+    pub streams: Option<Arc<Streams>>,
+}
+
+/// The project's stream jobs as `weir serve` runs them: each job's plan, what the supervisor
+/// knows of it, and (read from `.weir/streams/<job>/status.json` on each request) its
+/// progress, whoever runs it.
+pub struct Streams {
+    pub jobs: Vec<weir_stream::job::JobRun>,
+    pub states: Arc<std::sync::Mutex<std::collections::BTreeMap<String, weir_stream::supervise::Supervised>>>,
 }
 
 /// The event log and the topics `streams/*.yml` declares: a declared topic is made on its

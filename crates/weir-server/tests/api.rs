@@ -42,8 +42,20 @@ impl Server {
         let exec = Executor::new(settings, store, Pipelines::load(&pipelines).unwrap(), |_| {}).unwrap();
         let scheduler = Scheduler::new(exec.clone(), worker).unwrap();
         std::fs::create_dir_all(dir.path().join("streams")).unwrap();
-        std::fs::write(dir.path().join("streams/shop.yml"), "topics:\n  - name: orders\n    partitions: 2\n    key: customer_id\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("streams/shop.yml"),
+            "topics:\n  - name: orders\n    partitions: 2\n    key: customer_id\n    columns: {customer_id: bigint, amount: double}\n",
+        )
+        .unwrap();
+        // A stream job that never ran: the API shows it all the same.
+        let topics = weir_graph::streams::read_topics(dir.path()).unwrap();
+        let job = weir_graph::stream_jobs::parse_job(
+            std::path::Path::new("streams/spend.sql"),
+            "select customer_id, sum(amount) as spent from {{ stream('orders') }} group by customer_id",
+        )
+        .unwrap();
+        let run = weir_stream::job::JobRun::new(dir.path(), job, &topics, weir_core::Relation::new("t", "main", "spend")).unwrap();
+        let streams = weir_server::Streams { jobs: vec![run], states: Default::default() };
         let events = Events {
             log: weir_log::EmbeddedLog::open(&dir.path().join(".weir/log")).unwrap(),
             topics: weir_graph::streams::read_topics(dir.path()).unwrap(),
@@ -54,6 +66,7 @@ impl Server {
             wake: scheduler.waker(),
             worker_id: scheduler.worker_id().to_string(),
             events: Some(Arc::new(events)),
+            streams: Some(Arc::new(streams)),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -333,7 +346,14 @@ async fn the_document_says_what_the_server_does_and_every_error_is_json() {
             }
         }
     }
-    assert_eq!(guarded, 12);
+    assert_eq!(guarded, 14);
+    let (status, jobs) = s.get("/api/v1/streams").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(jobs[0]["name"], "spend", "{jobs}");
+    assert_eq!((jobs[0]["state"].as_str(), jobs[0]["window"].as_str()), (Some("never run"), Some("none (running per key)")), "{jobs}");
+    let (status, err) = s.get("/api/v1/streams/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(err["error"].as_str().unwrap_or_default().contains("(jobs: spend)"), "{err}");
 
     let mut bad = vec![];
     bad.push(s.get("/api/v1/pipelines/hello/runs?limit=many").await);

@@ -7,13 +7,15 @@
 //! its own (every call says what time it is), so every rule is tested against a batch
 //! computation of the same events in any order. Around it, [`plan`] works out what a job's
 //! SQL (`streams/*.sql`) asks for, and [`job`] runs it: the event log in, the stateless part
-//! on an in-process DuckDB, the warehouse sink out, with checkpoints for exactly-once results.
+//! on an in-process DuckDB, the warehouse sink out, with checkpoints for exactly-once results;
+//! [`supervise`] keeps a project's jobs running under `weir serve`.
 
 pub mod checkpoint;
 pub mod job;
 pub mod operator;
 pub mod plan;
 pub mod sketch;
+pub mod supervise;
 pub mod watermark;
 pub mod window;
 
@@ -37,6 +39,9 @@ pub enum StreamError {
     Sql(String),
     #[error("{0}")]
     Job(String),
+    /// Another process runs the job (`weir serve`, `weir stream run`): one runner at a time.
+    #[error("stream job '{job}' is running already (process {pid}); stop it first")]
+    Busy { job: String, pid: String },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }

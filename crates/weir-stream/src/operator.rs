@@ -285,6 +285,12 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         Admitted::Counted
     }
 
+    /// Whether late events within the lateness changed closed windows since the last advance:
+    /// their updates go out at the next one, the watermark moved or not.
+    pub fn has_updates(&self) -> bool {
+        !self.refire.is_empty()
+    }
+
     /// Emits the windows the watermark has closed (each once), the late updates of closed
     /// ones, and forgets windows past their lateness.
     pub fn advance(&mut self, watermark: Millis) -> Vec<Emit<K>> {

@@ -81,6 +81,19 @@ pub enum Output {
 }
 
 impl Plan {
+    /// The window in words, for `weir stream list` and the API: `tumble 60s`,
+    /// `hop 300s every 60s`, `session gap 30s`, `none (each event)`.
+    pub fn window_text(&self) -> String {
+        let secs = |ms: i64| if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") };
+        match (self.shape, &self.window) {
+            (Shape::Stateless, _) => "none (each event)".into(),
+            (_, WindowSpec::Tumble { size, .. }) => format!("tumble {}", secs(*size)),
+            (_, WindowSpec::Hop { size, slide, .. }) => format!("hop {} every {}", secs(*size), secs(*slide)),
+            (_, WindowSpec::Session { gap }) => format!("session gap {}", secs(*gap)),
+            (_, WindowSpec::Global) => "none (running per key)".into(),
+        }
+    }
+
     /// What the job's state means, to refuse a checkpoint made by other SQL: the topic, the
     /// window, the filter, the keys and the aggregates.
     pub fn fingerprint(&self) -> String {

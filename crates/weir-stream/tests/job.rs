@@ -12,7 +12,6 @@ use weir_graph::stream_jobs::parse_job;
 use weir_graph::streams::parse_file;
 use weir_log::{EmbeddedLog, Log, Record};
 use weir_stream::job::{self, Control, JobRun, Status};
-use weir_stream::plan::plan;
 use weir_warehouse::Warehouse;
 
 const TOPICS: &str = "topics:\n  - name: orders\n    partitions: 2\n    key: country\n    \
@@ -56,14 +55,7 @@ impl Fixture {
     fn job(&self, name: &str, sql: &str) -> JobRun {
         let topics = parse_file(Path::new("streams/shop.yml"), TOPICS).unwrap();
         let job = parse_job(Path::new(&format!("streams/{name}.sql")), sql).unwrap();
-        let plan = plan(&job, &topics).unwrap();
-        JobRun {
-            dir: self.dir.path().join(".weir/streams").join(name),
-            table: Relation::new(&self.database, &self.schema, name),
-            topic: topics[0].clone(),
-            job,
-            plan,
-        }
+        JobRun::new(self.dir.path(), job, &topics, Relation::new(&self.database, &self.schema, name)).unwrap()
     }
 
     fn produce(&self, events: &[J]) {
@@ -317,4 +309,147 @@ fn early_results_are_upserted_and_the_close_writes_the_final_one() {
     assert!(all.len() > closed.len(), "no early result of an open window");
     let twice = early.rows("select country, window_start from revenue group by all having count(*) > 1");
     assert!(twice.is_empty(), "{twice:?}");
+}
+
+/// Every hash under `prefix` as (key, fields), sorted; and the keys deleted after.
+fn redis_hashes(prefix: &str) -> Vec<(String, Vec<(String, String)>)> {
+    use redis::Commands;
+    let mut conn = redis::Client::open("redis://127.0.0.1:6379").unwrap().get_connection().unwrap();
+    let mut keys: Vec<String> = conn.scan_match::<_, String>(format!("{prefix}*")).unwrap().collect::<Result<_, _>>().unwrap();
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let mut fields: Vec<(String, String)> = conn.hgetall(&k).unwrap();
+            fields.sort();
+            (k, fields)
+        })
+        .collect()
+}
+
+#[test]
+fn a_redis_sink_holds_each_keys_latest_window_through_late_updates_and_a_crash() {
+    let prefix = format!("weir-test-{}:revenue:", std::process::id());
+    let sql = format!("{{{{ config(sink='redis', key_prefix='{prefix}', ttl='1 hour', allowed_lateness='2 minutes') }}}}\n{TUMBLE}");
+    let table = Fixture::new();
+    table.produce(&events());
+    let with_lateness = TUMBLE.replace("select", "{{ config(allowed_lateness='2 minutes') }}\nselect");
+    table.drain(&table.job("revenue", &with_lateness));
+    // Each country's latest window, as the table has it.
+    let latest = table.rows(
+        "select country, strftime(window_start, '%Y-%m-%d %H:%M:%S.%f'), orders, revenue from revenue \
+         qualify row_number() over (partition by country order by window_end desc) = 1 order by 1",
+    );
+
+    let f = Fixture::new();
+    let all = events();
+    f.produce(&all[..1_100]);
+    let run = f.job("revenue", &sql);
+    assert_eq!(run.sink_text(), format!("redis 127.0.0.1:6379 {prefix}*"));
+    f.drain(&run);
+    let saved = std::fs::read(f.dir.path().join(".weir/streams/revenue/checkpoint.json")).unwrap();
+    f.produce(&all[1_100..]);
+    f.drain(&run);
+    // A crash after Redis and the positions moved on: the old checkpoint replays its events,
+    // and every window written again is the same (or older, and refused by the script).
+    std::fs::write(f.dir.path().join(".weir/streams/revenue/checkpoint.json"), saved).unwrap();
+    let s = f.drain(&run);
+    assert_eq!(s.counts.read, 2_002);
+    assert_eq!(s.counts.late, 0, "within the lateness, the late events update their windows");
+    let hashes = redis_hashes(&prefix);
+    assert_eq!(hashes.len(), 4, "one hash per country: {hashes:?}");
+    for ((key, fields), row) in hashes.iter().zip(&latest) {
+        let field = |n: &str| fields.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default();
+        assert_eq!(key, &format!("{prefix}{}", field("country")));
+        assert_eq!(Datum::Text(field("country")), row[0]);
+        assert_eq!(Datum::Text(field("window_start")), row[1], "{key}: the latest window");
+        assert_eq!(Datum::Int(field("orders").parse().unwrap()), row[2]);
+        assert_eq!(Datum::Float(field("revenue").parse().unwrap()), row[3]);
+    }
+    // No table for the rows; the bookkeeping is in the warehouse.
+    assert!(f.wh.connect().unwrap().columns(&Relation::new("wh", "main", "revenue")).unwrap_or_default().is_empty());
+    let pos = f.rows("select sum(events_read)::bigint from _weir_stream_positions where job = 'revenue'");
+    assert_eq!(pos[0][0], Datum::Int(2_002));
+    // A late event within the lateness updates an older window of DE after its latest was
+    // written: the hash keeps the latest.
+    f.produce(&[json!({"order_id": 99_999, "country": "DE", "amount": 1.0, "ordered_at": ts(T0 + 30_000)})]);
+    let s = f.drain(&run);
+    assert_eq!((s.read_this_run, s.counts.late), (1, 0), "counted, not late: {s:?}");
+    assert_eq!(redis_hashes(&prefix), hashes);
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&hashes[0].0)
+        .query(&mut redis::Client::open("redis://127.0.0.1:6379").unwrap().get_connection().unwrap())
+        .unwrap();
+    assert!(ttl > 3_500_000 && ttl <= 3_600_000, "{ttl}");
+    job::reset(&run, f.wh.as_ref()).unwrap();
+    assert!(redis_hashes(&prefix).is_empty(), "reset deletes the job's keys");
+}
+
+/// Every record of a topic, as (key, value) JSON, sorted.
+fn topic_records(log: &EmbeddedLog, topic: &str) -> Vec<(J, J)> {
+    let mut out: Vec<(J, J)> = vec![];
+    for p in log.describe(topic).unwrap().partitions {
+        for r in log.read(topic, p.partition, 0, usize::MAX).unwrap() {
+            out.push((serde_json::from_slice(r.key.as_deref().unwrap()).unwrap(), serde_json::from_slice(&r.value).unwrap()));
+        }
+    }
+    out.sort_by_key(|(k, _)| k.to_string());
+    out
+}
+
+#[test]
+fn a_topic_sink_commits_its_records_with_the_positions_once_through_crashes() {
+    let table = Fixture::new();
+    table.produce(&events());
+    table.drain(&table.job("revenue", TUMBLE));
+    let as_json = |d: &Datum| match d {
+        Datum::Text(t) => J::from(t.clone()),
+        Datum::Int(i) => J::from(*i),
+        Datum::Float(x) => J::from(*x),
+        other => panic!("{other:?}"),
+    };
+    let expected: Vec<String> = table
+        .rows("select country, strftime(window_start, '%Y-%m-%dT%H:%M:%S.%fZ'), orders, revenue, top from revenue order by 1, 2")
+        .iter()
+        .map(|r| r.iter().map(as_json).map(|j| j.to_string()).collect::<Vec<_>>().join(" "))
+        .collect();
+
+    let f = Fixture::new();
+    let all = events();
+    let sql = format!("{{{{ config(sink='topic', topic='revenue_out', checkpoint_interval='100ms') }}}}\n{TUMBLE}");
+    let run = f.job("revenue", &sql);
+    assert_eq!(run.sink_text(), "topic revenue_out");
+    f.produce(&all[..1_100]);
+    f.drain(&run);
+    let dir = f.dir.path().join(".weir/streams/revenue");
+    let first = std::fs::read(dir.join("checkpoint.json")).unwrap();
+    f.produce(&all[1_100..]);
+    let s = f.drain(&run);
+    assert_eq!(s.counts.read, 2_002);
+    // A crash after the log took the last commit but before its checkpoint was renamed: the
+    // next checkpoint stands, as the log says, and nothing is written twice.
+    std::fs::rename(dir.join("checkpoint.json"), dir.join("checkpoint.next.json")).unwrap();
+    std::fs::write(dir.join("checkpoint.json"), &first).unwrap();
+    assert_eq!(f.drain(&run).read_this_run, 0);
+    assert!(!dir.join("checkpoint.next.json").exists());
+    // A crash before the log took a commit: that next checkpoint is dropped.
+    let mut stale: J = serde_json::from_slice(&first).unwrap();
+    stale["seq"] = json!(1);
+    std::fs::write(dir.join("checkpoint.next.json"), stale.to_string()).unwrap();
+    assert_eq!(f.drain(&run).counts.read, 2_002);
+    assert!(!dir.join("checkpoint.next.json").exists());
+
+    let got: Vec<String> = topic_records(&f.log, "revenue_out")
+        .into_iter()
+        .map(|(k, v)| {
+            assert_eq!(k, json!({"country": v["country"], "window_start": v["window_start"]}));
+            ["country", "window_start", "orders", "revenue", "top"].iter().map(|c| v[c].to_string()).collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "each window once, as the table sink has it");
+    // The late and rejected events are in the warehouse, once.
+    let late = f.rows("select count(*), count(distinct \"offset\" || '/' || \"partition\") from _weir_late_events where job = 'revenue'");
+    assert_eq!(late[0][0], Datum::Int(2));
+    assert_eq!(late[0][0], late[0][1]);
 }

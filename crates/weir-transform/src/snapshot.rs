@@ -371,6 +371,7 @@ mod tests {
             source: None,
             check: None,
             load: None,
+            stream: None,
             unit: None,
             version: None,
             latest_version: None,

@@ -197,6 +197,7 @@ pub fn describe(n: &Node) -> String {
         ResourceType::Test => format!("test {}", n.name),
         ResourceType::Check => format!("checks on {}", n.name),
         ResourceType::Load => format!("load {} -> {rel}", n.name),
+        ResourceType::Stream => format!("stream job {} -> {rel}", n.name),
         other => format!("{} {rel}", other.as_str()),
     }
 }
@@ -208,6 +209,11 @@ impl Reporter for Output {
         let (word, tag) = match (r.status, n.resource_type) {
             (Status::Success, ResourceType::Seed) => ("OK loaded".to_string(), format!("INSERT {}", r.rows_affected.unwrap_or(0))),
             (Status::Success, ResourceType::Load) => ("OK loaded".to_string(), format!("LOAD {}", r.rows_affected.unwrap_or(0))),
+            // A job another process runs keeps its table up to date itself.
+            (Status::Success, ResourceType::Stream) => match r.rows_affected {
+                Some(n) => ("OK caught up".to_string(), format!("EVENTS {n}")),
+                None => ("OK left to its running".to_string(), "RUNNING".to_string()),
+            },
             (Status::Success, ResourceType::Snapshot) => ("OK snapshotted".to_string(), format!("INSERT {}", r.rows_affected.unwrap_or(0))),
             (Status::Success, _) => {
                 let what = if n.materialized() == "incremental" && r.rows_affected.is_some() { "OK" } else { "OK created" };

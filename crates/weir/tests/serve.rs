@@ -205,3 +205,62 @@ fn events_posted_to_weir_serve_are_read_back_by_weir_log_while_it_runs() {
     assert_eq!(sorted, ["/a", "/b", "/c", "/d", "/e"], "every event once, none overwritten: {pages:?}");
     serve.terminate();
 }
+
+#[test]
+fn weir_serve_runs_the_stream_jobs_restarts_a_failing_one_and_takes_turns_with_builds() {
+    let topics = "topics:\n  - name: orders\n    partitions: 2\n    key: country\n    \
+        columns: {country: varchar, amount: double, ordered_at: timestamp}\n    \
+        watermark: ordered_at - interval '1 second'\n";
+    let revenue = "{{ config(checkpoint_interval='200ms') }}\n\
+        select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
+        from tumble({{ stream('orders') }}, ordered_at, interval '1 second')\n\
+        group by country, window_start, window_end\n";
+    let dir = minimal(&[
+        ("streams/shop.yml", topics),
+        ("streams/revenue.sql", revenue),
+        // Its table exists with other columns: it fails until reset, and is started again.
+        ("streams/broken.sql", "select country, amount from {{ stream('orders') }}\n"),
+        ("streams/quiet.sql", "{{ config(enabled=false) }}\nselect country from {{ stream('orders') }}\n"),
+        ("models/by_country.sql", "select country, sum(orders) as orders from {{ ref('revenue') }} group by country\n"),
+    ]);
+    let db = dir.path().join("t.duckdb");
+    query(&db, "create table broken (x integer)");
+    let serve = Serve::start(dir.path(), &[]);
+    let events: Vec<String> = (0..40)
+        .map(|i| format!(r#"{{"country": "{}", "amount": 2.5, "ordered_at": "2026-12-01T10:00:{:02}.000Z"}}"#, ["DE", "FR"][i % 2], i))
+        .collect();
+    let answer = serve.call("POST", "/api/v1/topics/orders/records", Some(&format!("[{}]", events.join(", ")))).unwrap();
+    assert_eq!(answer["offsets"].as_array().map(Vec::len), Some(40), "{answer}");
+
+    wait(Duration::from_secs(60), "revenue to read every event", || {
+        serve.call("GET", "/api/v1/streams/revenue", None).is_some_and(|j| j["events"]["read"] == 40 && j["state"] == "running")
+    });
+    let all = serve.call("GET", "/api/v1/streams", None).unwrap();
+    let by = |name: &str| all.as_array().unwrap().iter().find(|j| j["name"] == name).cloned().unwrap();
+    assert_eq!(by("revenue")["window"], "tumble 1s");
+    assert_eq!(by("revenue")["sink"], "main.revenue");
+    assert_eq!((by("quiet")["enabled"].clone(), by("quiet")["state"].clone()), (J::Bool(false), J::from("disabled")));
+    wait(Duration::from_secs(30), "broken to be started again", || {
+        serve.call("GET", "/api/v1/streams/broken", None).is_some_and(|j| j["restarts"].as_u64() >= Some(1))
+    });
+    let broken = serve.call("GET", "/api/v1/streams/broken", None).unwrap();
+    assert!(broken["last_error"].as_str().unwrap().contains("has columns (x)"), "{broken}");
+    let missing = serve.call("GET", "/api/v1/streams/nope", None).unwrap();
+    assert!(missing["error"].as_str().unwrap().contains("jobs: broken, quiet, revenue"), "{missing}");
+
+    // One runner per job: the server's.
+    let o = weir(dir.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(!o.status.success() && text(&o).contains("is running already (process"), "{}", text(&o));
+    // A build in another process takes its turn at the DuckDB file between the job's writes,
+    // leaves the job to the server and builds the model that refs its table.
+    let o = weir(dir.path(), &["build", "--select", "revenue", "by_country"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("OK left to its running stream job revenue") && text(&o).contains("[RUNNING"), "{}", text(&o));
+    let results = std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap();
+    assert!(results.contains("kept up to date by its running job (process"), "{results}");
+    serve.terminate();
+    let totals = query(&db, "select sum(orders)::bigint from by_country");
+    assert!(totals[0][0].parse::<u64>().unwrap() > 30, "{totals:?}");
+    let o = weir(dir.path(), &["stream", "status", "revenue"]);
+    assert!(text(&o).contains("revenue (stopped): ") && text(&o).contains("40 read = "), "{}", text(&o));
+}

@@ -142,10 +142,14 @@ fn the_example_shop_runs_its_real_time_path_beside_the_nightly_one() {
     std::fs::write(dir.path().join("events.jsonl"), &events.stdout).unwrap();
     let o = weir(dir.path(), &["log", "produce", "order_events", "-f", "events.jsonl"]);
     assert!(o.status.success() && text(&o).contains("Produced 6000 events"), "{}", text(&o));
-    for job in ["live_revenue", "customer_sessions"] {
-        let o = weir(dir.path(), &["stream", "run", job, "--drain"]);
-        assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
-    }
+    // The stream jobs are nodes of the graph: one build reads the new events into their tables
+    // and then builds the model that refs them.
+    let o = weir(dir.path(), &["build", "--select", "resource_type:stream", "path:models/realtime"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(text(&o).matches("OK caught up").count(), 2, "{}", text(&o));
+    assert!(text(&o).contains("EVENTS 6000"), "{}", text(&o));
+    let o = weir(dir.path(), &["stream", "status", "customer_sessions"]);
+    assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
     let rejected = query(&db, "select count(*), min(reason) from _weir_rejected_events where job = 'live_revenue'");
     assert_eq!(rejected[0][0], "1");
     assert!(rejected[0][1].contains("total_amount: expected decimal(12,2), got \"n/a\""), "{rejected:?}");
@@ -153,14 +157,15 @@ fn the_example_shop_runs_its_real_time_path_beside_the_nightly_one() {
     assert!(minutes[0][0].parse::<u32>().unwrap() > 100, "{minutes:?}");
     assert_eq!(minutes[0][1], "1 mins", "one-minute windows");
 
-    let o = weir(dir.path(), &["build", "--select", "path:models/realtime"]);
-    assert!(o.status.success(), "{}", text(&o));
     let live = query(&db, "select count(*), sum(orders)::bigint, min(day)::varchar from live_vs_daily");
     assert!(live[0][0].parse::<u32>().unwrap() >= 5, "{live:?}");
     assert_eq!(live[0][2], "2026-12-02");
     let counted = query(&db, "select sum(orders)::bigint from live_revenue");
     assert_eq!(live[0][1], counted[0][0], "the mart holds every order the job counted");
-    // `weir show` renders the model as a build does: its adapter.get_relation sees the table.
+    // A second build reads nothing new and changes nothing.
+    let o = weir(dir.path(), &["build", "--select", "resource_type:stream", "path:models/realtime"]);
+    assert!(o.status.success() && text(&o).matches("EVENTS 0").count() == 2, "{}", text(&o));
+    assert_eq!(query(&db, "select sum(orders)::bigint from live_revenue"), counted);
     let o = weir(dir.path(), &["show", "--select", "live_vs_daily", "--limit", "3"]);
     assert!(o.status.success() && text(&o).contains("2026-12-02"), "{}", text(&o));
 }
@@ -192,4 +197,48 @@ fn events_piped_in_live_are_appended_as_they_come() {
     let done = child.wait_with_output().unwrap();
     assert!(seen.contains("\"order_id\":0"), "{seen}: {}", text(&done));
     assert!(done.status.success());
+}
+
+#[test]
+fn a_job_reads_the_topic_another_job_writes_and_build_runs_them_in_order() {
+    let topics = format!(
+        "{TOPICS}  - name: revenue_per_window\n    partitions: 2\n    key: country\n    \
+         columns: {{country: varchar, window_start: timestamp, window_end: timestamp, orders: bigint, revenue: double}}\n    \
+         watermark: window_end - interval '0 seconds'\n"
+    );
+    let windows = "select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
+        from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds')\n\
+        group by country, window_start, window_end\n";
+    let dir = minimal(&[
+        ("streams/shop.yml", topics.as_str()),
+        (
+            "streams/per_window.sql",
+            &format!("{{{{ config(sink='topic', topic='revenue_per_window', checkpoint_interval='100ms') }}}}\n{windows}"),
+        ),
+        ("streams/as_table.sql", windows),
+        (
+            "streams/totals.sql",
+            "select country, sum(orders) as orders, sum(revenue) as revenue\nfrom {{ stream('revenue_per_window') }}\ngroup by country\n",
+        ),
+        (
+            "models/checked.sql",
+            "select t.country, t.orders, w.orders as windowed\nfrom {{ ref('totals') }} t\njoin (select country, sum(orders) as orders from {{ ref('as_table') }} group by country) w using (country)\n",
+        ),
+    ]);
+    produce(dir.path(), 0, 3_000);
+    let o = weir(dir.path(), &["ls", "--select", "+totals", "--output", "name"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().collect::<Vec<_>>(), ["per_window", "totals"], "{}", text(&o));
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = query(&dir.path().join("t.duckdb"), "select country, orders, windowed from checked order by 1");
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r[1], r[2], "the totals read from the topic are the windows' sums: {rows:?}");
+    }
+    let o = weir(dir.path(), &["log", "describe", "revenue_per_window"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A model cannot ref a job that writes a topic.
+    std::fs::write(dir.path().join("models/wrong.sql"), "select * from {{ ref('per_window') }}\n").unwrap();
+    let o = weir(dir.path(), &["ls"]);
+    assert!(text(&o).contains("refers to stream job 'per_window', which writes topic 'revenue_per_window', not a table"), "{}", text(&o));
 }

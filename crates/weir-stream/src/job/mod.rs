@@ -17,6 +17,7 @@
 
 pub mod decode;
 pub mod eval;
+pub mod redis;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -55,13 +56,64 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// A job ready to run: its declaration, its plan, its topic, where its checkpoints live and
 /// the table it writes.
+#[derive(Debug, Clone)]
 pub struct JobRun {
     pub job: StreamJob,
     pub plan: Plan,
     pub topic: Topic,
     /// `.weir/streams/<job>/`.
     pub dir: PathBuf,
+    /// The table it writes (with `sink='table'`); its schema holds the bookkeeping tables
+    /// whatever the sink.
     pub table: Relation,
+    /// The topic it writes, with `sink='topic'`: as `streams/*.yml` declares it, else with
+    /// the partitions of the topic it reads.
+    pub out_topic: Option<weir_log::TopicSpec>,
+}
+
+impl JobRun {
+    /// A job planned against the project's topics, its checkpoints under
+    /// `<project>/.weir/streams/<job>/`.
+    pub fn new(project: &Path, job: StreamJob, topics: &[Topic], table: Relation) -> Result<JobRun, StreamError> {
+        let plan = crate::plan::plan(&job, topics)?;
+        if matches!(job.config.sink, weir_graph::stream_jobs::Sink::Redis { .. }) && plan.shape == Shape::Stateless {
+            return Err(weir_graph::GraphError::at(
+                job.config.location.clone(),
+                "a Redis sink keeps one hash per group key: the job needs a `group by` (a window or running aggregates)",
+                Some(&job.text),
+            )
+            .into());
+        }
+        let topic = topics
+            .iter()
+            .find(|t| t.name == plan.topic)
+            .cloned()
+            .ok_or_else(|| StreamError::Job(format!("{}: no topic '{}' in streams/*.yml", job.path.display(), plan.topic)))?;
+        let out_topic = match &job.config.sink {
+            weir_graph::stream_jobs::Sink::Topic { topic: name } => {
+                Some(topics.iter().find(|t| &t.name == name).map_or_else(|| weir_log::TopicSpec::new(name, topic.partitions), Topic::spec))
+            }
+            _ => None,
+        };
+        Ok(JobRun { dir: project.join(".weir").join("streams").join(&job.name), job, plan, topic, table, out_topic })
+    }
+
+    /// Where its results go, in words: `main.revenue`, `redis redis://127.0.0.1:6379 revenue:*`.
+    pub fn sink_text(&self) -> String {
+        match &self.job.config.sink {
+            weir_graph::stream_jobs::Sink::Table => format!("{}.{}", self.table.schema, self.table.identifier),
+            weir_graph::stream_jobs::Sink::Redis { url, key_prefix, .. } => {
+                let host = url.rsplit('@').next().unwrap_or(url).trim_start_matches("redis://");
+                format!("redis {host} {key_prefix}*")
+            }
+            weir_graph::stream_jobs::Sink::Topic { topic } => format!("topic {topic}"),
+        }
+    }
+
+    /// The consumer group a topic sink commits its input positions in, with its outputs.
+    fn group(&self) -> String {
+        format!("weir-stream.{}", self.job.name)
+    }
 }
 
 /// What makes a run stop.
@@ -93,6 +145,8 @@ pub struct Status {
     /// Median and 99th percentile of the last results' latency: from the append of the
     /// event that closed their window to their commit in the sink (ms).
     pub latency_ms: Option<(i64, i64)>,
+    /// Events read since this run started (the rest were read by earlier runs).
+    pub read_this_run: u64,
 }
 
 impl Status {
@@ -140,6 +194,12 @@ impl Status {
         s
     }
 
+    /// Whether it says it runs but has not written for a while (a running job writes every
+    /// second): its process died.
+    pub fn died(&self, now_ms: i64) -> bool {
+        self.state == "running" && now_ms - self.updated_at >= 15_000
+    }
+
     /// The status a job last wrote, if it ran here.
     pub fn read(dir: &Path) -> Option<Status> {
         let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
@@ -150,12 +210,17 @@ impl Status {
 /// Forgets a job's checkpoints and results: its state folder, its table, its positions and
 /// its late and rejected events. It starts again from the topic's first event.
 pub fn reset(run: &JobRun, wh: &dyn Warehouse) -> Result<(), StreamError> {
-    sink::Sink::reset(wh, &run.table, &run.job.name)?;
-    match std::fs::remove_dir_all(&run.dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StreamError::io(&run.dir, e)),
+    let lock = JobLock::take(run)?;
+    sink::Sink::reset(wh, &run.table, &run.job.config.sink, &run.job.name)?;
+    // Everything but the lock, held until the folder's state is gone.
+    for entry in std::fs::read_dir(&run.dir).map_err(|e| StreamError::io(&run.dir, e))?.flatten() {
+        let path = entry.path();
+        if path != lock.path {
+            let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            gone.map_err(|e| StreamError::io(&path, e))?;
+        }
     }
+    Ok(())
 }
 
 /// Runs a job until `control` stops it, calling `report` about once a second.
@@ -166,7 +231,46 @@ pub fn run(
     control: &Control,
     report: &mut dyn FnMut(&Status),
 ) -> Result<Status, StreamError> {
+    let _lock = JobLock::take(run)?;
     Runner::start(run, log, wh)?.go(control, report)
+}
+
+/// A job's lock: one process runs a job at a time (its window state and positions are its
+/// own), and `reset` waits for none. The operating system lets go of it when the process
+/// ends, however it ends.
+struct JobLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl JobLock {
+    fn take(run: &JobRun) -> Result<JobLock, StreamError> {
+        use std::io::{Read, Seek, Write};
+        std::fs::create_dir_all(&run.dir).map_err(|e| StreamError::io(&run.dir, e))?;
+        let path = run.dir.join("lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StreamError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = if pid.trim().is_empty() { "unknown".to_string() } else { pid.trim().to_string() };
+                return Err(StreamError::Busy { job: run.job.name.clone(), pid });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StreamError::io(&path, e)),
+        }
+        let io = |e| StreamError::io(&path, e);
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(JobLock { _file: file, path })
+    }
 }
 
 struct Runner<'a> {
@@ -192,6 +296,13 @@ struct Runner<'a> {
     closed_at: Option<i64>,
     /// The last results' latencies: from the closing event's append to their commit (ms).
     latencies: std::collections::VecDeque<i64>,
+    /// The output columns and keys, for a topic sink's records.
+    layout: Layout,
+    /// A topic sink's last checkpoint's number, committed to the log with its records.
+    seq: u64,
+    /// A topic sink's pending late and rejected events and counts are in the warehouse
+    /// already (its log commit failed and is being retried).
+    aside_written: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -212,7 +323,7 @@ impl<'a> Runner<'a> {
                 v[j] = int;
                 v
             });
-        let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.name, &plan.topic)?;
+        let mut sink = Sink::open(wh, run.table.clone(), layout.clone(), &run.job.config.sink, &run.job.name, &plan.topic)?;
         let (committed, committed_watermark) = sink.committed()?;
         let spec = WatermarkSpec {
             delay: run.topic.watermark.as_ref().map_or(0, |w| w.delay_ms),
@@ -220,13 +331,17 @@ impl<'a> Runner<'a> {
             max_future: run.job.config.max_future_ms,
         };
         let now = now_ms();
+        if let Some(out) = &run.out_topic {
+            log.create_topic(out)?;
+            settle_checkpoint(run, log)?;
+        }
         let checkpoint = read_checkpoint(&run.dir)?;
         let mut op = WindowOperator::new(plan.window, plan.aggs.iter().map(|a| a.agg).collect(), lateness);
         let mut watermarks = Watermarks::new(spec, partitions as usize, now);
         let (mut positions, mut counts) = (BTreeMap::new(), BTreeMap::new());
         match (&checkpoint, plan.shape) {
             // A projection's rows and positions are in the sink together: resume from there.
-            (_, Shape::Stateless) => {
+            (_, Shape::Stateless) if run.out_topic.is_none() => {
                 for (p, (o, c)) in &committed {
                     positions.insert(*p, *o);
                     counts.insert(*p, *c);
@@ -301,6 +416,9 @@ impl<'a> Runner<'a> {
             agg_int,
             closed_at: None,
             latencies: std::collections::VecDeque::new(),
+            layout,
+            seq: checkpoint.as_ref().and_then(|c| c.get("seq")).and_then(J::as_u64).unwrap_or(0),
+            aside_written: false,
         })
     }
 
@@ -309,6 +427,7 @@ impl<'a> Runner<'a> {
         let (mut last_commit, mut last_checkpoint, mut last_report, mut last_early) =
             (Instant::now(), Instant::now(), Instant::now(), Instant::now());
         let (mut rate_mark, mut rate_read) = (Instant::now(), self.total().read);
+        let read_before = rate_read;
         loop {
             let stopping = control.stop.load(Ordering::Relaxed);
             let read = if stopping { 0 } else { self.step()? };
@@ -325,21 +444,37 @@ impl<'a> Runner<'a> {
             let caught_up = read == 0;
             let checkpoint_due = last_checkpoint.elapsed() >= Duration::from_millis(config.checkpoint_interval_ms as u64);
             let finishing = stopping || (control.drain && caught_up);
-            if (!self.pending.is_empty() && (last_commit.elapsed() >= COMMIT_EVERY || caught_up)) || checkpoint_due || finishing {
-                self.commit(control)?;
-                last_commit = Instant::now();
+            if self.run.out_topic.is_some() {
+                // A topic sink writes at checkpoints only: its records, the input positions
+                // and the state's number in one commit of the log.
+                if checkpoint_due || finishing {
+                    self.commit(control)?;
+                    last_checkpoint = Instant::now();
+                }
+            } else {
+                if (!self.pending.is_empty() && (last_commit.elapsed() >= COMMIT_EVERY || caught_up)) || checkpoint_due || finishing {
+                    self.commit(control)?;
+                    last_commit = Instant::now();
+                }
+                if (checkpoint_due || finishing) && self.run.plan.shape != Shape::Stateless {
+                    self.checkpoint("checkpoint.json")?;
+                    last_checkpoint = Instant::now();
+                } else if checkpoint_due {
+                    last_checkpoint = Instant::now();
+                }
             }
-            if (checkpoint_due || finishing) && self.run.plan.shape != Shape::Stateless {
-                self.checkpoint()?;
-                last_checkpoint = Instant::now();
-            } else if checkpoint_due {
-                last_checkpoint = Instant::now();
+            // Caught up with nothing to write: other processes may have the warehouse (a
+            // DuckDB file has one writer at a time) until there is something to write again.
+            // A job caught up inside another run (`weir build`) leaves it to that run.
+            if caught_up && self.pending.is_empty() && !control.drain {
+                self.sink.release();
             }
             if last_report.elapsed() >= Duration::from_secs(1) || finishing {
                 let total = self.total().read;
                 let secs = rate_mark.elapsed().as_secs_f64().max(1e-3);
                 self.status.events_per_second = (total - rate_read) as f64 / secs;
                 (rate_mark, rate_read) = (Instant::now(), total);
+                self.status.read_this_run = total - read_before;
                 self.refresh_status(if finishing { "stopped" } else { "running" })?;
                 report(&self.status);
                 last_report = Instant::now();
@@ -497,7 +632,8 @@ impl<'a> Runner<'a> {
             return;
         }
         let wm = self.watermarks.current(now);
-        if wm != self.wm
+        // Late updates go out at once, as Flink fires a late element within the lateness.
+        if (wm != self.wm || self.op.has_updates())
             && let Some(w) = wm
         {
             self.wm = wm;
@@ -545,7 +681,7 @@ impl<'a> Runner<'a> {
         loop {
             let positions: BTreeMap<u32, (u64, Counts)> =
                 self.positions.iter().map(|(p, o)| (*p, (*o, self.counts.get(p).copied().unwrap_or_default()))).collect();
-            match self.sink.commit(&self.pending, &positions, self.wm, now_ms()) {
+            match self.commit_once(&positions) {
                 Ok(()) => {
                     self.pending = Batch::default();
                     self.status.last_error = None;
@@ -570,8 +706,39 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Writes the window state with the positions (everything up to them is in the sink).
-    fn checkpoint(&mut self) -> Result<(), StreamError> {
+    /// One attempt at writing what is pending. With a topic sink: the state is written down
+    /// as the next checkpoint first, then the late and rejected events and the counts go to
+    /// the warehouse, then the records and the input positions to the log in one commit that
+    /// carries the checkpoint's number, and the next checkpoint becomes the checkpoint. After
+    /// a crash anywhere in between, [`settle_checkpoint`] keeps the checkpoint the log has.
+    fn commit_once(&mut self, positions: &sink::Positions) -> Result<(), StreamError> {
+        let Some(out) = &self.run.out_topic else {
+            return self.sink.commit(&self.pending, positions, self.wm, now_ms());
+        };
+        // Numbered by time, so no number of a job reset since comes back.
+        self.seq = (self.seq + 1).max(now_ms() as u64);
+        self.checkpoint(NEXT_CHECKPOINT)?;
+        if !self.aside_written {
+            self.sink.commit(&self.pending, positions, self.wm, now_ms())?;
+            self.aside_written = true;
+        }
+        let now = now_ms();
+        let records: Vec<weir_log::Record> = self.pending.rows.iter().map(|(row, _)| record(&self.layout, row, now)).collect();
+        let mut committed: weir_log::Positions = self.positions.iter().map(|(p, o)| ((self.run.plan.topic.clone(), *p), *o)).collect();
+        committed.insert((CHECKPOINT_SEQ.to_string(), 0), self.seq);
+        let commit = weir_log::Commit {
+            outputs: vec![weir_log::Output { topic: out.name.clone(), partition: None, records }],
+            positions: committed,
+        };
+        self.log.commit(&self.run.group(), &commit)?;
+        self.aside_written = false;
+        std::fs::rename(self.run.dir.join(NEXT_CHECKPOINT), self.run.dir.join("checkpoint.json"))
+            .map_err(|e| StreamError::io(&self.run.dir.join(NEXT_CHECKPOINT), e))
+    }
+
+    /// Writes the window state with the positions (everything up to them is in the sink) to
+    /// `file` of the job's folder.
+    fn checkpoint(&mut self, file: &str) -> Result<(), StreamError> {
         let now = now_ms();
         let partitions: Vec<J> = self
             .positions
@@ -589,8 +756,9 @@ impl<'a> Runner<'a> {
             "partitions": partitions,
             "watermarks": self.watermarks.checkpoint(),
             "operator": self.op.checkpoint(),
+            "seq": self.seq,
         });
-        write_atomically(&self.run.dir.join("checkpoint.json"), doc.to_string().as_bytes())?;
+        write_atomically(&self.run.dir.join(file), doc.to_string().as_bytes())?;
         self.status.checkpointed_at = Some(now);
         Ok(())
     }
@@ -678,8 +846,59 @@ fn aside(partition: u32, r: &weir_log::StoredRecord, reason: String, times: Opti
     Aside { partition, offset: r.offset, event: String::from_utf8_lossy(&r.value).into_owned(), reason, times }
 }
 
+/// A topic sink's checkpoint while its log commit is under way.
+const NEXT_CHECKPOINT: &str = "checkpoint.next.json";
+/// Where a topic sink's consumer group keeps its checkpoint's number, beside its positions.
+const CHECKPOINT_SEQ: &str = "_weir_checkpoint";
+
+/// Keeps the checkpoint that matches the log: after a crash between writing a topic sink's
+/// next checkpoint and renaming it, the log's commit says whether it happened (the group
+/// holds the next checkpoint's number: it stands) or not (it is dropped, and the job reads
+/// again from the checkpoint before it).
+fn settle_checkpoint(run: &JobRun, log: &dyn Log) -> Result<(), StreamError> {
+    let next = run.dir.join(NEXT_CHECKPOINT);
+    let Some(doc) = read_checkpoint_file(&next)? else { return Ok(()) };
+    let committed = log.positions(&run.group())?.get(&(CHECKPOINT_SEQ.to_string(), 0)).copied();
+    if committed.is_some() && committed == doc.get("seq").and_then(J::as_u64) {
+        std::fs::rename(&next, run.dir.join("checkpoint.json")).map_err(|e| StreamError::io(&next, e))
+    } else {
+        std::fs::remove_file(&next).map_err(|e| StreamError::io(&next, e))
+    }
+}
+
+/// A result row as a topic record: a JSON object of the output columns (numbers as numbers,
+/// times as ISO 8601 in UTC), keyed by the group keys and the window's start.
+fn record(layout: &Layout, row: &[Option<String>], now: i64) -> weir_log::Record {
+    let json_of = |ty: &str, v: Option<&str>| -> J {
+        let Some(v) = v else { return J::Null };
+        let ty = ty.to_ascii_uppercase();
+        let typed = match ty.as_str() {
+            "BIGINT" | "INTEGER" | "SMALLINT" | "TINYINT" | "HUGEINT" | "UBIGINT" | "UINTEGER" => v.parse::<i64>().ok().map(J::from),
+            t if t == "DOUBLE" || t == "FLOAT" || t == "REAL" || t.starts_with("DECIMAL") => {
+                v.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(J::Number)
+            }
+            "BOOLEAN" => v.parse::<bool>().ok().map(J::Bool),
+            // A timestamp without a time zone is UTC here (a `timestamptz` keeps its offset).
+            "TIMESTAMP" => Some(J::String(format!("{}Z", v.replacen(' ', "T", 1)))),
+            _ => None,
+        };
+        typed.unwrap_or_else(|| J::String(v.to_string()))
+    };
+    let object = |columns: &mut dyn Iterator<Item = usize>| -> serde_json::Map<String, J> {
+        columns.map(|i| (layout.columns[i].0.clone(), json_of(&layout.columns[i].1, row.get(i).and_then(|v| v.as_deref())))).collect()
+    };
+    let value = object(&mut (0..layout.columns.len()));
+    let key_columns: Vec<usize> = layout.keys.iter().copied().chain(layout.window.map(|(start, _)| start)).collect();
+    let key = (!key_columns.is_empty()).then(|| J::Object(object(&mut key_columns.into_iter())).to_string().into_bytes());
+    weir_log::Record { key, value: J::Object(value).to_string().into_bytes(), timestamp: now }
+}
+
 fn read_checkpoint(dir: &Path) -> Result<Option<J>, StreamError> {
-    let path = dir.join("checkpoint.json");
+    read_checkpoint_file(&dir.join("checkpoint.json"))
+}
+
+fn read_checkpoint_file(path: &Path) -> Result<Option<J>, StreamError> {
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| StreamError::Job(format!("{}: damaged: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -84,7 +84,9 @@ pub struct Layout {
 
 pub struct Sink {
     wh: Arc<dyn Warehouse>,
-    conn: Box<dyn Connection>,
+    /// Open while the job writes; closed when it is idle on a database one process writes at
+    /// a time, so `weir build` and others can take their turn.
+    conn: Option<Box<dyn Connection>>,
     pub table: Relation,
     /// DuckDB's: a temporary table of text columns the rows are appended to (DuckDB's
     /// appender, no SQL text per row), then cast into the table by one statement.
@@ -96,6 +98,16 @@ pub struct Sink {
     positions: Relation,
     late: Relation,
     rejected: Relation,
+    /// Where the rows go.
+    rows_to: RowsTo,
+}
+
+/// Where a job's rows go: the table, Redis (written here, before the transaction), or a
+/// topic (written by the job with its checkpoint, after the transaction).
+enum RowsTo {
+    Table,
+    Redis(Box<super::redis::RedisSink>),
+    Topic,
 }
 
 /// The bookkeeping tables beside a job's table, shared by every job of the schema.
@@ -106,17 +118,33 @@ pub const REJECTED: &str = "_weir_rejected_events";
 impl Sink {
     /// Opens the sink, making its schema, its table and the bookkeeping tables when missing;
     /// a table that exists with other columns is refused (the job's SQL changed them).
-    pub fn open(wh: Arc<dyn Warehouse>, table: Relation, layout: Layout, job: &str, topic: &str) -> Result<Sink, StreamError> {
+    pub fn open(
+        wh: Arc<dyn Warehouse>,
+        table: Relation,
+        layout: Layout,
+        results: &weir_graph::stream_jobs::Sink,
+        job: &str,
+        topic: &str,
+    ) -> Result<Sink, StreamError> {
+        let rows_to = match results {
+            weir_graph::stream_jobs::Sink::Table => RowsTo::Table,
+            weir_graph::stream_jobs::Sink::Redis { url, key_prefix, ttl_ms } => {
+                RowsTo::Redis(Box::new(super::redis::RedisSink::open(url, key_prefix, *ttl_ms, &layout)?))
+            }
+            weir_graph::stream_jobs::Sink::Topic { .. } => RowsTo::Topic,
+        };
+        let table_rows = matches!(rows_to, RowsTo::Table);
         let mut conn = wh.connect()?;
         let beside = |name: &str| Relation::new(table.database.clone(), table.schema.clone(), name);
         let (positions, late, rejected) = (beside(POSITIONS), beside(LATE), beside(REJECTED));
         let types: Vec<String> = layout.columns.iter().map(|(_, t)| wh.type_sql(&ColumnType::parse(t))).collect();
         conn.execute(&wh.create_schema_sql(&table.database, &table.schema))?;
-        let existing = conn.columns(&table).unwrap_or_default();
-        if existing.is_empty() {
+        // The rows' table, when they go to one; the bookkeeping tables below, whatever the sink.
+        let existing = if table_rows { conn.columns(&table).unwrap_or_default() } else { vec![] };
+        if table_rows && existing.is_empty() {
             let cols: Vec<String> = layout.columns.iter().zip(&types).map(|((n, _), t)| format!("{} {t}", wh.quote(n))).collect();
             conn.execute(&format!("create table if not exists {} ({})", wh.render(&table), cols.join(", ")))?;
-        } else {
+        } else if table_rows {
             let have: Vec<String> = existing.iter().map(|c| c.name.to_ascii_lowercase()).collect();
             let want: Vec<String> = layout.columns.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
             if have != want {
@@ -145,15 +173,52 @@ impl Sink {
              recorded_at timestamp)",
             wh.render(&rejected)
         ))?;
-        let stage = if wh.adapter_type() == "duckdb" {
-            let stage = Relation::new("temp", "main", format!("__weir_stage_{}", job.replace(['.', '-'], "_")));
-            let cols: Vec<String> = (0..types.len()).map(|i| format!("c{i} varchar")).collect();
-            conn.execute(&format!("create or replace temp table {} ({})", wh.quote(&stage.identifier), cols.join(", ")))?;
-            Some(stage)
-        } else {
-            None
+        let stage = (wh.adapter_type() == "duckdb" && table_rows)
+            .then(|| Relation::new("temp", "main", format!("__weir_stage_{}", job.replace(['.', '-'], "_"))));
+        let mut sink = Sink {
+            wh,
+            conn: None,
+            table,
+            stage,
+            layout,
+            types,
+            job: job.to_string(),
+            topic: topic.to_string(),
+            positions,
+            late,
+            rejected,
+            rows_to,
         };
-        Ok(Sink { wh, conn, table, stage, layout, types, job: job.to_string(), topic: topic.to_string(), positions, late, rejected })
+        sink.prepare(conn)?;
+        Ok(sink)
+    }
+
+    /// Closes the sink's connection and lets go of the database, where one process writes
+    /// it at a time; the next write opens it again (waiting its turn).
+    pub fn release(&mut self) {
+        if self.wh.one_writer() {
+            self.conn = None;
+            self.wh.release();
+        }
+    }
+
+    /// The open connection, opened again after [`Sink::release`].
+    fn conn(&mut self) -> Result<&mut Box<dyn Connection>, StreamError> {
+        if self.conn.is_none() {
+            let conn = self.wh.connect()?;
+            self.prepare(conn)?;
+        }
+        self.conn.as_mut().ok_or_else(|| StreamError::Job("the sink's connection did not open".into()))
+    }
+
+    /// Makes `conn` the sink's, with its staging table (temporary, so each connection's own).
+    fn prepare(&mut self, mut conn: Box<dyn Connection>) -> Result<(), StreamError> {
+        if let Some(stage) = &self.stage {
+            let cols: Vec<String> = (0..self.types.len()).map(|i| format!("c{i} varchar")).collect();
+            conn.execute(&format!("create or replace temp table {} ({})", self.wh.quote(&stage.identifier), cols.join(", ")))?;
+        }
+        self.conn = Some(conn);
+        Ok(())
     }
 
     /// The positions (and counts) last committed with the job's rows, by partition, and the
@@ -168,7 +233,7 @@ impl Sink {
             literal(&self.job),
             literal(&self.topic)
         );
-        let result = self.conn.query(&sql)?;
+        let result = self.conn()?.query(&sql)?;
         let (mut out, mut watermark) = (BTreeMap::new(), None);
         for r in result.rows {
             let n = |i: usize| r.get(i).and_then(|d| d.as_i64()).unwrap_or(0).max(0) as u64;
@@ -195,13 +260,23 @@ impl Sink {
                 ));
             }
         }
-        self.conn.transaction(&statements)?;
+        self.conn()?.transaction(&statements)?;
         Ok(())
     }
 
     /// Writes `batch` and moves the job's positions to `positions`, in one transaction.
+    /// With a Redis sink, the rows are written there first (idempotently); with a topic
+    /// sink, the job writes them after; the transaction holds the rest.
     pub fn commit(&mut self, batch: &Batch, positions: &Positions, watermark: Option<i64>, now_ms: i64) -> Result<(), StreamError> {
-        let mut statements = self.row_statements(batch);
+        let rows: &[(Vec<Option<String>>, bool)] = match &mut self.rows_to {
+            RowsTo::Redis(r) => {
+                r.write(&batch.rows)?;
+                &[]
+            }
+            RowsTo::Topic => &[],
+            RowsTo::Table => &batch.rows,
+        };
+        let mut statements = self.row_statements(rows);
         let now = format!("cast({} as timestamp)", literal(&super::decode::format_micros(now_ms * 1000)));
         let q = |s: &str| self.wh.quote(s);
         let (job, topic) = (literal(&self.job), literal(&self.topic));
@@ -254,11 +329,11 @@ impl Sink {
                 values.join(", ")
             ));
         }
-        self.transaction(&batch.rows, &statements)
+        self.transaction(rows, &statements)
     }
 
-    /// The deletes and inserts that upsert `batch.rows`.
-    fn row_statements(&self, batch: &Batch) -> Vec<String> {
+    /// The deletes and inserts that upsert `rows`.
+    fn row_statements(&self, rows: &[(Vec<Option<String>>, bool)]) -> Vec<String> {
         let table = self.wh.render(&self.table);
         let cols: Vec<String> = self.layout.columns.iter().map(|(n, _)| self.wh.quote(n)).collect();
         let value = |row: &[Option<String>], i: usize| match &row[i] {
@@ -266,8 +341,7 @@ impl Sink {
             None => "null".to_string(),
         };
         let mut statements = vec![];
-        let replacing: Vec<&Vec<Option<String>>> =
-            batch.rows.iter().filter(|(_, may)| *may && !self.layout.append).map(|(r, _)| r).collect();
+        let replacing: Vec<&Vec<Option<String>>> = rows.iter().filter(|(_, may)| *may && !self.layout.append).map(|(r, _)| r).collect();
         if !replacing.is_empty() {
             let mut on: Vec<usize> = self.layout.keys.clone();
             if let Some((s, e)) = self.layout.window {
@@ -303,7 +377,7 @@ impl Sink {
         if let Some(stage) = &self.stage {
             // The rows are in the staging table already (appended as text): one statement
             // casts them in, however many there are.
-            if !batch.rows.is_empty() {
+            if !rows.is_empty() {
                 let cast: Vec<String> = self.types.iter().enumerate().map(|(i, t)| format!("cast(c{i} as {t})")).collect();
                 statements.push(format!(
                     "insert into {table} ({}) select {} from {}",
@@ -315,7 +389,7 @@ impl Sink {
             }
             return statements;
         }
-        for chunk in batch.rows.chunks(1000) {
+        for chunk in rows.chunks(1000) {
             let values: Vec<String> =
                 chunk.iter().map(|(r, _)| format!("({})", (0..cols.len()).map(|i| value(r, i)).collect::<Vec<_>>().join(", "))).collect();
             statements.push(format!("insert into {table} ({}) values {}", cols.join(", "), values.join(", ")));
@@ -327,7 +401,7 @@ impl Sink {
     /// it when there is one.
     fn transaction(&mut self, rows: &[(Vec<Option<String>>, bool)], statements: &[String]) -> Result<(), StreamError> {
         let Some(stage) = self.stage.clone().filter(|_| !rows.is_empty()) else {
-            self.conn.transaction(statements)?;
+            self.conn()?.transaction(statements)?;
             return Ok(());
         };
         let width = self.types.len();
@@ -339,26 +413,36 @@ impl Sink {
             let schema = Schema::new((0..width).map(|i| Field::new(format!("c{i}"), DataType::Utf8, true)).collect::<Vec<_>>());
             weir_warehouse::RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| StreamError::Job(e.to_string()))?
         };
-        self.conn.execute("begin")?;
+        let conn = self.conn()?;
+        conn.execute("begin")?;
         let mut feed = |each: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| each(&batch);
-        let result = self.conn.copy_in_batches(&stage, &mut feed).and_then(|_| {
+        let result = conn.copy_in_batches(&stage, &mut feed).and_then(|_| {
             for s in statements {
-                self.conn.execute(s)?;
+                conn.execute(s)?;
             }
-            self.conn.execute("commit")
+            conn.execute("commit")
         });
         if let Err(e) = result {
-            let _ = self.conn.execute("rollback");
+            let _ = conn.execute("rollback");
+            // A connection whose transaction failed is opened afresh for the retry.
+            self.conn = None;
             return Err(e.into());
         }
         Ok(())
     }
 
-    /// Drops the job's table and forgets its positions, late and rejected events.
-    pub fn reset(wh: &dyn Warehouse, table: &Relation, job: &str) -> Result<(), StreamError> {
+    /// Drops the job's table (or its Redis keys) and forgets its positions, late and
+    /// rejected events.
+    pub fn reset(wh: &dyn Warehouse, table: &Relation, results: &weir_graph::stream_jobs::Sink, job: &str) -> Result<(), StreamError> {
+        if let weir_graph::stream_jobs::Sink::Redis { url, key_prefix, .. } = results {
+            super::redis::RedisSink::reset(url, key_prefix)?;
+        }
         let mut conn = wh.connect()?;
         let beside = |name: &str| Relation::new(table.database.clone(), table.schema.clone(), name);
-        let mut statements = vec![format!("drop table if exists {}", wh.render(table))];
+        let mut statements = vec![];
+        if *results == weir_graph::stream_jobs::Sink::Table {
+            statements.push(format!("drop table if exists {}", wh.render(table)));
+        }
         for name in [POSITIONS, LATE, REJECTED] {
             let rel = beside(name);
             if !conn.columns(&rel).unwrap_or_default().is_empty() {

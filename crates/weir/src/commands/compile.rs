@@ -76,6 +76,7 @@ pub fn inline_node(ws: &Workspace, sql: &str) -> Node {
         source: None,
         check: None,
         load: None,
+        stream: None,
         unit: None,
         version: None,
         latest_version: None,

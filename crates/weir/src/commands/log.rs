@@ -62,7 +62,7 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
 
 /// The project's embedded log.
 pub fn open_log(root: &Path) -> Result<EmbeddedLog, Error> {
-    Ok(EmbeddedLog::open(&root.join(".weir").join("log"))?)
+    Ok(EmbeddedLog::for_project(root)?)
 }
 
 /// Makes a topic on first use: as `streams/*.yml` declares it, else with `--partitions`.

@@ -40,6 +40,7 @@ pub fn run(g: &Global, s: &Selection, types: &[String], format: &str, intervals:
             _ => match n.resource_type {
                 ResourceType::Source => format!("source:{}", n.fqn.join(".")),
                 ResourceType::Load => format!("load:{}.{}", n.package, n.name),
+                ResourceType::Stream => format!("stream:{}.{}", n.package, n.name),
                 _ => n.fqn.join("."),
             },
         };

@@ -1,5 +1,6 @@
-//! `weir serve`: the scheduler and the REST API in one process, until Ctrl-C or SIGTERM
-//! (the first stops claiming runs and waits for those running; a second cancels them).
+//! `weir serve`: the scheduler, the REST API and the project's stream jobs in one process,
+//! until Ctrl-C or SIGTERM (the first stops claiming runs and waits for those running, and
+//! stops the stream jobs, each with a last write and checkpoint; a second cancels the runs).
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use tokio::sync::watch;
 use weir_graph::streams::read_topics;
 use weir_log::Log;
 use weir_orchestrate::{Pipelines, Scheduler, WorkerHandle};
-use weir_server::{AppState, Events, ServerConfig, ServerError};
+use weir_server::{AppState, Events, ServerConfig, ServerError, Streams, Supervisor};
 
 use crate::cli::Global;
 use crate::commands::log::open_log;
@@ -43,6 +44,15 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
             );
         }
         let events = Arc::new(Events { log: open_log(&root)?, topics: read_topics(&root)? });
+        let jobs = super::stream::jobs(&ws, &root)?;
+        let supervisor = if jobs.is_empty() {
+            None
+        } else {
+            let enabled = jobs.iter().filter(|r| r.job.config.enabled).count();
+            out.info(format!("Running {enabled} of {} stream job(s); GET /api/v1/streams shows them", jobs.len()));
+            Some(Supervisor::start(jobs.clone(), Arc::new(open_log(&root)?), super::stream::warehouse(&ws)?))
+        };
+        let streams = Arc::new(Streams { jobs, states: supervisor.as_ref().map(Supervisor::states).unwrap_or_default() });
         tokio::spawn(apply_retention(events.clone(), out.clone()));
         let state = AppState {
             exec,
@@ -50,6 +60,7 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
             wake: scheduler.waker(),
             worker_id: scheduler.worker_id().to_string(),
             events: Some(events),
+            streams: Some(streams),
         };
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
@@ -68,6 +79,9 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
             let _ = server_stop.wait_for(|s| *s).await;
         }));
         scheduler.run(stopped).await?;
+        if let Some(s) = supervisor {
+            tokio::task::spawn_blocking(move || s.stop()).await.map_err(|e| e.to_string())?;
+        }
         server.await.map_err(|e| e.to_string())?;
         Ok::<u8, Error>(0)
     })

@@ -8,12 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use weir_core::Relation;
 use weir_graph::stream_jobs::read_jobs;
 use weir_graph::streams::read_topics;
-use weir_stream::WindowSpec;
 use weir_stream::job::{self, Control, JobRun, Status};
-use weir_stream::plan::{Shape, plan};
 
 use crate::cli::{Global, LogFormat, StreamCommand};
 use crate::output::Output;
@@ -52,7 +49,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             job::reset(r, wh.as_ref())?;
             out.info(format!(
                 "Reset '{name}': its checkpoints, {} and its positions are gone; it starts again from the first event",
-                render(&r.table)
+                r.sink_text()
             ));
             Ok(0)
         }
@@ -77,7 +74,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
                     last_line = Instant::now();
                 }
             };
-            out.info(format!("Running '{name}': {} -> {}", r.plan.topic, render(&r.table)));
+            out.info(format!("Running '{name}': {} -> {}", r.plan.topic, r.sink_text()));
             let result = job::run(r, &log, wh, &control, &mut report);
             if live {
                 eprintln!();
@@ -93,38 +90,20 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
 }
 
 /// Every job of the project, planned against its topics: a mistake in any stops here.
-fn jobs(ws: &Workspace, root: &Path) -> Result<Vec<JobRun>, Error> {
+pub(crate) fn jobs(ws: &Workspace, root: &Path) -> Result<Vec<JobRun>, Error> {
     let topics = read_topics(root)?;
     let target = &ws.manifest.target;
     let mut runs = vec![];
     for j in read_jobs(root)? {
-        let p = plan(&j, &topics)?;
-        let topic = topics.iter().find(|t| t.name == p.topic).cloned().ok_or_else(|| format!("no topic '{}'", p.topic))?;
-        let schema = j.config.schema.clone().unwrap_or_else(|| target.schema());
-        let table = Relation::new(target.database(), schema, j.table());
-        runs.push(JobRun { dir: root.join(".weir").join("streams").join(&j.name), job: j, plan: p, topic, table });
+        let table = j.relation(&target.database(), &target.schema());
+        runs.push(JobRun::new(root, j, &topics, table)?);
     }
     Ok(runs)
 }
 
-fn warehouse(ws: &Workspace) -> Result<Arc<dyn weir_warehouse::Warehouse>, Error> {
+pub(crate) fn warehouse(ws: &Workspace) -> Result<Arc<dyn weir_warehouse::Warehouse>, Error> {
     let t = &ws.manifest.target;
     Ok(Arc::from(weir_warehouse::open(&t.adapter_type, &t.fields, &std::env::current_dir()?)?))
-}
-
-fn render(r: &Relation) -> String {
-    format!("{}.{}", r.schema, r.identifier)
-}
-
-fn window(w: &WindowSpec, shape: Shape) -> String {
-    let secs = |ms: i64| if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") };
-    match (shape, w) {
-        (Shape::Stateless, _) => "none (each event)".into(),
-        (_, WindowSpec::Tumble { size, .. }) => format!("tumble {}", secs(*size)),
-        (_, WindowSpec::Hop { size, slide, .. }) => format!("hop {} every {}", secs(*size), secs(*slide)),
-        (_, WindowSpec::Session { gap }) => format!("session gap {}", secs(*gap)),
-        (_, WindowSpec::Global) => "none (running per key)".into(),
-    }
 }
 
 fn list(runs: &[JobRun], out: &Output) {
@@ -133,8 +112,8 @@ fn list(runs: &[JobRun], out: &Output) {
             let s = Status::read(&r.dir);
             println!(
                 "{}",
-                json!({"name": r.job.name, "path": r.job.path, "topic": r.plan.topic, "window": window(&r.plan.window, r.plan.shape),
-                       "sink": render(&r.table), "state": s.map(|s| s.state), "enabled": r.job.config.enabled})
+                json!({"name": r.job.name, "path": r.job.path, "topic": r.plan.topic, "window": r.plan.window_text(),
+                       "sink": r.sink_text(), "state": s.map(|s| s.state), "enabled": r.job.config.enabled})
             );
         }
         return;
@@ -146,7 +125,7 @@ fn list(runs: &[JobRun], out: &Output) {
     println!("{:<24} {:<16} {:<24} {:<28} state", "job", "topic", "window", "sink");
     for r in runs {
         let state = Status::read(&r.dir).map_or("never run".to_string(), |s| s.state);
-        println!("{:<24} {:<16} {:<24} {:<28} {}", r.job.name, r.plan.topic, window(&r.plan.window, r.plan.shape), render(&r.table), state);
+        println!("{:<24} {:<16} {:<24} {:<28} {}", r.job.name, r.plan.topic, r.plan.window_text(), r.sink_text(), state);
     }
 }
 
@@ -159,9 +138,7 @@ fn status(runs: &[&JobRun], out: &Output) {
             }
             continue;
         };
-        // A job that says it runs but has not written for a while has died.
-        let alive = s.state != "running" || chrono::Utc::now().timestamp_millis() - s.updated_at < 15_000;
-        let state = if alive { s.state.clone() } else { "died".into() };
+        let state = if s.died(chrono::Utc::now().timestamp_millis()) { "died".into() } else { s.state.clone() };
         match out.format {
             LogFormat::Json => {
                 let mut v = s.to_json();
