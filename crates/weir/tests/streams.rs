@@ -242,3 +242,61 @@ fn a_job_reads_the_topic_another_job_writes_and_build_runs_them_in_order() {
     let o = weir(dir.path(), &["ls"]);
     assert!(text(&o).contains("refers to stream job 'per_window', which writes topic 'revenue_per_window', not a table"), "{}", text(&o));
 }
+
+/// Every record of a topic as (key, value) text, by partition and offset.
+fn records(dir: &Path, topic: &str) -> Vec<(String, String)> {
+    let o = weir(dir, &["log", "consume", topic]);
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            (r["key"].to_string(), r["value"].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_at_random_moments_writes_a_topic_sinks_records_once() {
+    let job = JOB.replace("{{ config(", "{{ config(sink='topic', topic='revenue_out', ");
+    let topic_project = || minimal(&[("streams/shop.yml", TOPICS), ("streams/revenue.sql", job.as_str())]);
+    let once = topic_project();
+    produce(once.path(), 0, 9_000);
+    let o = weir(once.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The last record per key (country and window) is the window's result.
+    let last = |records: Vec<(String, String)>| -> std::collections::BTreeMap<String, String> { records.into_iter().collect() };
+    let expected = last(records(once.path(), "revenue_out"));
+    assert!(expected.len() > 100, "{} windows", expected.len());
+
+    let killed = topic_project();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut rng = seed | 1;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    for round in 0..6 {
+        produce(killed.path(), round * 1_500, 1_500);
+        let mut child = weir_command(killed.path())
+            .args(["stream", "run", "revenue"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50 + next(600)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let o = weir(killed.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success() && text(&o).contains("9000 read = "), "seed {seed}: {}", text(&o));
+    let got = records(killed.path(), "revenue_out");
+    // Written once: no record twice (an update of a window changes its figures).
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &got {
+        assert!(seen.insert(r.clone()), "seed {seed}: written twice: {r:?}");
+    }
+    assert_eq!(last(got), expected, "seed {seed}");
+}
