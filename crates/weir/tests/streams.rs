@@ -89,6 +89,29 @@ fn mistakes_in_a_job_name_their_place() {
     assert!(text(&o).contains("streams/bad.sql:2:37") && text(&o).contains("windows are over event time"), "{}", text(&o));
 }
 
+/// `rounds` times: 1,500 more orders, then `weir stream run revenue` killed with -9 after a
+/// random moment. Returns the seed of the moments, for the failure messages.
+fn killed_at_random(dir: &Path, rounds: usize) -> u64 {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut rng = seed | 1;
+    for round in 0..rounds {
+        produce(dir, round * 1_500, 1_500);
+        let mut child = weir_command(dir)
+            .args(["stream", "run", "revenue"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(50 + rng % 600));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    seed
+}
+
 #[test]
 fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     let once = project();
@@ -98,26 +121,7 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     let expected = table(once.path());
 
     let killed = project();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let mut rng = seed | 1;
-    let mut next = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
-    for round in 0..8 {
-        produce(killed.path(), round * 1_500, 1_500);
-        let mut child = weir_command(killed.path())
-            .args(["stream", "run", "revenue"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(50 + next(600)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    let seed = killed_at_random(killed.path(), 8);
     let o = weir(killed.path(), &["stream", "run", "revenue", "--drain"]);
     assert!(o.status.success(), "seed {seed}: {}", text(&o));
     assert!(text(&o).contains("12000 read = "), "seed {seed}: {}", text(&o));
@@ -270,26 +274,7 @@ fn kill_9_at_random_moments_writes_a_topic_sinks_records_once() {
     assert!(expected.len() > 100, "{} windows", expected.len());
 
     let killed = topic_project();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let mut rng = seed | 1;
-    let mut next = move |bound: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % bound
-    };
-    for round in 0..6 {
-        produce(killed.path(), round * 1_500, 1_500);
-        let mut child = weir_command(killed.path())
-            .args(["stream", "run", "revenue"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(50 + next(600)));
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
+    let seed = killed_at_random(killed.path(), 6);
     let o = weir(killed.path(), &["stream", "run", "revenue", "--drain"]);
     assert!(o.status.success() && text(&o).contains("9000 read = "), "seed {seed}: {}", text(&o));
     let got = records(killed.path(), "revenue_out");
