@@ -453,3 +453,18 @@ fn a_topic_sink_commits_its_records_with_the_positions_once_through_crashes() {
     assert_eq!(late[0][0], Datum::Int(2));
     assert_eq!(late[0][0], late[0][1]);
 }
+
+#[test]
+fn jobs_started_at_once_share_the_bookkeeping_tables() {
+    let f = Fixture::new();
+    f.produce(&events()[..200]);
+    let runs: Vec<JobRun> = (0..6).map(|i| f.job(&format!("j{i}"), TUMBLE)).collect();
+    std::thread::scope(|s| {
+        for run in &runs {
+            let f = &f;
+            s.spawn(move || f.drain(run));
+        }
+    });
+    let read = f.rows("select count(distinct job), sum(events_read)::bigint from _weir_stream_positions");
+    assert_eq!(read[0], vec![Datum::Int(6), Datum::Int(6 * 200)]);
+}

@@ -134,6 +134,11 @@ impl Sink {
             weir_graph::stream_jobs::Sink::Topic { .. } => RowsTo::Topic,
         };
         let table_rows = matches!(rows_to, RowsTo::Table);
+        // Jobs opened at once in one process (`weir build`, `weir serve`) share the
+        // bookkeeping tables: one makes them while the others wait (DuckDB refuses two
+        // transactions creating the same table).
+        static DDL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _ddl = DDL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut conn = wh.connect()?;
         let beside = |name: &str| Relation::new(table.database.clone(), table.schema.clone(), name);
         let (positions, late, rejected) = (beside(POSITIONS), beside(LATE), beside(REJECTED));
