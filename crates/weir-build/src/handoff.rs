@@ -113,7 +113,8 @@ fn run_stream(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), 
     let target = &session.manifest.target;
     let topics = weir_graph::streams::read_topics(root)?;
     // The table is also where a Redis or topic sink keeps its bookkeeping.
-    let run = JobRun::new(root, j.clone(), &topics, j.relation(&target.database(), &target.schema()))?;
+    let tables = session.manifest.stream_tables(j)?;
+    let run = JobRun::new(root, j.clone(), &topics, j.relation(&target.database(), &target.schema()), tables)?;
     let log = weir_log::EmbeddedLog::for_project(root).map_err(weir_stream::StreamError::from)?;
     let drained = (|| {
         if session.manifest.flags.full_refresh {

@@ -83,6 +83,27 @@ impl Manifest {
         }
     }
 
+    /// Where the tables a stream job joins are (`ref()`, `source()` in its SQL), in order.
+    pub fn stream_tables(&self, job: &crate::stream_jobs::StreamJob) -> Result<Vec<Relation>, GraphError> {
+        let project = self.project.name();
+        job.tables
+            .iter()
+            .map(|t| {
+                let (node, what) = match t {
+                    crate::stream_jobs::TableRef::Ref { package, name } => {
+                        (self.find_ref(package.as_deref(), name, project), format!("ref('{name}')"))
+                    }
+                    crate::stream_jobs::TableRef::Source { source, table } => {
+                        (self.find_source(source, table), format!("source('{source}', '{table}')"))
+                    }
+                };
+                node.and_then(|n| n.relation.clone()).ok_or_else(|| {
+                    GraphError::at(Location::file(&job.path), format!("stream job '{}': {what} names no table", job.name), None)
+                })
+            })
+            .collect()
+    }
+
     pub fn find_source(&self, source: &str, table: &str) -> Option<&Node> {
         self.nodes.values().find(|n| n.source.as_ref().is_some_and(|(s, t)| s == source && t == table))
     }
@@ -784,6 +805,16 @@ fn add_streams(m: &mut Manifest) -> Result<(), GraphError> {
         node.description = job.config.description.clone().unwrap_or_default();
         node.config.insert("tags".into(), J::Array(job.config.tags.iter().map(|t| J::String(t.clone())).collect()));
         node.config.insert("materialized".into(), J::String("stream".into()));
+        // The tables it joins are upstream of it, resolved (and their mistakes named) as a
+        // model's refs and sources are.
+        for t in &job.tables {
+            match t {
+                crate::stream_jobs::TableRef::Ref { package, name } => {
+                    node.refs.push(RefCall { package: package.clone(), name: name.clone() })
+                }
+                crate::stream_jobs::TableRef::Source { source, table } => node.sources.push((source.clone(), table.clone())),
+            }
+        }
         node.stream = Some(Arc::new(job));
         m.nodes.insert(node.unique_id.clone(), node);
     }

@@ -37,7 +37,23 @@ pub struct StreamJob {
     pub sql: String,
     /// Topics read through `stream()`, in the order named.
     pub streams: Vec<String>,
+    /// Tables joined to the stream through `ref()` or `source()`, rendered as
+    /// `__weir_table_<i>` for the `i`th.
+    pub tables: Vec<TableRef>,
     pub config: JobConfig,
+}
+
+/// A warehouse table a job enriches its events from (a dimension), as named in the SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableRef {
+    Ref { package: Option<String>, name: String },
+    Source { source: String, table: String },
+}
+
+/// What `ref()` and `source()` render as in a job's SQL: a name the planner knows as the
+/// `i`th table.
+pub fn table_placeholder(i: usize) -> String {
+    format!("__weir_table_{i}")
 }
 
 /// Where a job's results go. The late and rejected events, the positions and the counts go
@@ -71,6 +87,8 @@ pub struct JobConfig {
     pub idle_timeout_ms: i64,
     /// Events dated further than this past the wall clock are rejected.
     pub max_future_ms: i64,
+    /// How often the tables joined to the stream are read again.
+    pub table_refresh_ms: i64,
     /// Where its results go: a warehouse table, or Redis as an online feature store.
     pub sink: Sink,
     /// Whether `weir serve` starts it.
@@ -93,6 +111,7 @@ impl Default for JobConfig {
             checkpoint_interval_ms: 5_000,
             idle_timeout_ms: 30_000,
             max_future_ms: 3_600_000,
+            table_refresh_ms: 60_000,
             enabled: true,
             description: None,
             tags: vec![],
@@ -148,6 +167,7 @@ const CONFIG_KEYS: &[&str] = &[
     "key_prefix",
     "ttl",
     "topic",
+    "table_refresh",
     "tags",
 ];
 
@@ -193,12 +213,29 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
         kept.lock().map_err(|_| Error::new(ErrorKind::InvalidOperation, "poisoned"))?.push(kwargs);
         Ok(String::new())
     });
+    let tables: Arc<Mutex<Vec<TableRef>>> = Arc::default();
+    let named = tables.clone();
+    let place = move |t: TableRef| -> Result<String, Error> {
+        let mut all = named.lock().map_err(|_| Error::new(ErrorKind::InvalidOperation, "poisoned"))?;
+        let i = all.iter().position(|x| *x == t).unwrap_or_else(|| {
+            all.push(t);
+            all.len() - 1
+        });
+        Ok(table_placeholder(i))
+    };
+    let place_ref = place.clone();
+    env.add_function("ref", move |a: String, b: Option<String>| match b {
+        Some(name) => place_ref(TableRef::Ref { package: Some(a), name }),
+        None => place_ref(TableRef::Ref { package: None, name: a }),
+    });
+    env.add_function("source", move |source: String, table: String| place(TableRef::Source { source, table }));
     env.add_function("env_var", weir_project::jinja::env_var);
     let rendered = env.render_str(text, ()).map_err(|e| {
         let line = e.line().unwrap_or(0);
         GraphError::at(Location::new(file, line, 1), e.detail().unwrap_or(&e.to_string()).to_string(), Some(text))
     })?;
     let streams = streams.lock().map(|s| s.clone()).unwrap_or_default();
+    let tables = tables.lock().map(|t| t.clone()).unwrap_or_default();
     let config_at = config_location(file, text);
     let mut config = JobConfig { location: config_at.clone(), ..JobConfig::default() };
     let calls = configs.lock().map(|c| c.clone()).unwrap_or_default();
@@ -226,6 +263,7 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
                 "checkpoint_interval" => config.checkpoint_interval_ms = time(key)?.max(100),
                 "idle_timeout" => config.idle_timeout_ms = time(key)?,
                 "max_future" => config.max_future_ms = time(key)?,
+                "table_refresh" => config.table_refresh_ms = time(key)?.max(100),
                 "enabled" => config.enabled = v.is_true(),
                 "tags" => {
                     config.tags = match v.try_iter() {
@@ -287,7 +325,7 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
         _ if out_topic.is_some() => return Err(err("`topic` is a setting of `sink='topic'`".into())),
         _ => Sink::Table,
     };
-    Ok(StreamJob { name, path: file.to_path_buf(), text: text.to_string(), sql: rendered, streams, config })
+    Ok(StreamJob { name, path: file.to_path_buf(), text: text.to_string(), sql: rendered, streams, tables, config })
 }
 
 /// Where `config(` is called, for mistakes in its values; the file when it is not.
@@ -315,6 +353,12 @@ mod tests {
         assert_eq!(j.sql.lines().nth(2), Some("from orders"));
         assert_eq!(j.sql.lines().count(), 3, "config() leaves its line in place");
         assert_eq!(j.streams, vec!["orders".to_string()]);
+        let joined = job(
+            "select * from {{ stream('orders') }} o join {{ ref('customers') }} c on o.c = c.id join {{ source('crm', 'x') }} x on true",
+        )
+        .unwrap();
+        assert_eq!(joined.sql, "select * from orders o join __weir_table_0 c on o.c = c.id join __weir_table_1 x on true");
+        assert_eq!(joined.tables[0], TableRef::Ref { package: None, name: "customers".into() });
         assert_eq!((j.config.allowed_lateness_ms, j.config.emit_every_ms), (30_000, Some(10_000)));
         assert_eq!((j.name.as_str(), j.table()), ("revenue", "rev"));
         assert_eq!(job("select 1 from {{ stream('a-b') }}").unwrap().sql, "select 1 from \"a-b\"");

@@ -54,7 +54,7 @@ impl Server {
             "select customer_id, sum(amount) as spent from {{ stream('orders') }} group by customer_id",
         )
         .unwrap();
-        let run = weir_stream::job::JobRun::new(dir.path(), job, &topics, weir_core::Relation::new("t", "main", "spend")).unwrap();
+        let run = weir_stream::job::JobRun::new(dir.path(), job, &topics, weir_core::Relation::new("t", "main", "spend"), vec![]).unwrap();
         let streams = weir_server::Streams { jobs: vec![run], states: Default::default() };
         let events = Events {
             log: weir_log::EmbeddedLog::open(&dir.path().join(".weir/log")).unwrap(),

@@ -41,6 +41,26 @@ pub struct Plan {
     pub outputs: Vec<(String, Output)>,
     /// The topic's columns the job reads, with their declared types, in the topic's order.
     pub columns: Vec<(String, String)>,
+    /// A table of the warehouse joined to each event (a dimension).
+    pub join: Option<TableJoin>,
+}
+
+/// A stream-table join: each event enriched with the row of a warehouse table that matches
+/// it (`from {{ stream('orders') }} o join {{ ref('customers') }} c on o.customer_id = c.id`).
+/// The table is read when the job starts and again every `table_refresh`, so it is joined as
+/// it is when the event is processed (Flink's lookup join).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableJoin {
+    /// Which of the job's `tables` it is.
+    pub table: usize,
+    /// How the SQL names the table and the stream (their aliases, else their names).
+    pub alias: String,
+    pub stream_alias: String,
+    /// `left join`: events without a match are kept, with nulls for the table's columns;
+    /// else they are filtered out.
+    pub left: bool,
+    /// The `on` condition, as written.
+    pub on: String,
 }
 
 /// What kind of state a job keeps.
@@ -100,13 +120,14 @@ impl Plan {
         let keys: Vec<&str> = self.keys.iter().map(|k| k.sql.as_str()).collect();
         let aggs: Vec<String> = self.aggs.iter().map(|a| format!("{:?}({})", a.agg, a.arg.as_ref().map_or("*", |s| &s.sql))).collect();
         format!(
-            "topic={} shape={:?} window={:?} filter={} keys=[{}] aggs=[{}]",
+            "topic={} shape={:?} window={:?} filter={} keys=[{}] aggs=[{}]{}",
             self.topic,
             self.shape,
             self.window,
             self.filter.as_deref().unwrap_or("-"),
             keys.join(", "),
-            aggs.join(", ")
+            aggs.join(", "),
+            self.join.as_ref().map(|j| format!(" join={}:{}", j.table, j.on)).unwrap_or_default()
         )
     }
 
@@ -114,6 +135,7 @@ impl Plan {
     /// are then read straight into the operator, with no SQL to run per batch.
     pub fn is_direct(&self) -> bool {
         self.filter.is_none()
+            && self.join.is_none()
             && self.shape != Shape::Stateless
             && self.keys.iter().all(|k| k.column.is_some())
             && self.aggs.iter().all(|a| a.arg.as_ref().is_none_or(|s| s.column.is_some()))
@@ -153,10 +175,14 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
     let [from] = select.from.as_slice() else {
         return Err(at(select.span(), "a stream job reads exactly one stream: from {{ stream('topic') }}".into()));
     };
-    if let Some(j) = from.joins.first() {
-        return Err(at(j.relation.span(), "joins in stream jobs are not supported yet".into()));
-    }
     let (topic_name, window, window_col) = from_clause(job, &from.relation, &at)?;
+    let join = match from.joins.as_slice() {
+        [] => None,
+        [j] => Some(table_join(job, &topic_name, &from.relation, j, &at)?),
+        [_, second, ..] => return Err(at(second.relation.span(), "a stream job joins one table to its stream".into())),
+    };
+    let dimension = join.as_ref().map(|j| j.alias.to_ascii_lowercase());
+    let stream_alias = join.as_ref().map(|j| j.stream_alias.to_ascii_lowercase());
     let topic = topics.iter().find(|t| t.name == topic_name).ok_or_else(|| {
         let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
         let hint =
@@ -189,9 +215,13 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
             }
         }
     }
+    // A column of the joined table is named with its alias (`c.segment`): not the topic's.
+    let of_table =
+        |qualifier: Option<&Ident>| qualifier.is_some_and(|q| dimension.as_deref() == Some(q.value.to_ascii_lowercase().as_str()));
     let column_of = |e: &Expr| -> Option<String> {
         match e {
             Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(parts) if of_table(parts.iter().rev().nth(1)) => None,
             Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
             _ => None,
         }
@@ -203,7 +233,15 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
     let mut check_columns = |e: &Expr| -> Result<(), GraphError> {
         let mut v = Columns::default();
         let _ = e.visit(&mut v);
-        for ident in v.found {
+        for (qualifier, ident) in v.found {
+            if of_table(qualifier.as_ref()) {
+                continue;
+            }
+            if let (Some(q), Some(alias)) = (&qualifier, &stream_alias)
+                && q.value.to_ascii_lowercase() != *alias
+            {
+                return Err(at(q.span, format!("'{}' names neither the stream ('{alias}') nor the table joined to it", q.value)));
+            }
             let name = &ident.value;
             if matches!(name.to_ascii_lowercase().as_str(), "window_start" | "window_end") {
                 continue;
@@ -219,6 +257,14 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
         Ok(())
     };
 
+    if let Some(j) = from.joins.first()
+        && let sqlparser::ast::JoinOperator::Join(sqlparser::ast::JoinConstraint::On(on))
+        | sqlparser::ast::JoinOperator::Inner(sqlparser::ast::JoinConstraint::On(on))
+        | sqlparser::ast::JoinOperator::Left(sqlparser::ast::JoinConstraint::On(on))
+        | sqlparser::ast::JoinOperator::LeftOuter(sqlparser::ast::JoinConstraint::On(on)) = &j.join_operator
+    {
+        check_columns(on)?;
+    }
     let filter = match &select.selection {
         Some(w) => {
             check_columns(w)?;
@@ -291,7 +337,13 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
             other => return Err(at(other.span(), "`*` selects a whole event: only a job without `group by` may use it".into())),
         };
         let named = |what: &str| -> Result<String, GraphError> {
-            alias.clone().or_else(|| column_of(expr)).ok_or_else(|| at(expr.span(), format!("name this {what}: `{expr} as <name>`")))
+            // A column is named by its own name, whichever side of a join it is from.
+            let own_name = match expr {
+                Expr::Identifier(i) => Some(i.value.clone()),
+                Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+                _ => None,
+            };
+            alias.clone().or(own_name).ok_or_else(|| at(expr.span(), format!("name this {what}: `{expr} as <name>`")))
         };
         if shape == Shape::Stateless {
             check_columns(expr)?;
@@ -361,7 +413,47 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
         aggs,
         outputs,
         columns,
+        join,
     })
+}
+
+/// The one join of a job: a table (`ref()` or `source()`) joined to the stream with `on`.
+fn table_join(
+    job: &StreamJob,
+    topic: &str,
+    stream: &TableFactor,
+    j: &sqlparser::ast::Join,
+    at: &dyn Fn(sqlparser::tokenizer::Span, String) -> GraphError,
+) -> Result<TableJoin, GraphError> {
+    use sqlparser::ast::{JoinConstraint, JoinOperator};
+    let (left, on) = match &j.join_operator {
+        JoinOperator::Join(JoinConstraint::On(on)) | JoinOperator::Inner(JoinConstraint::On(on)) => (false, on),
+        JoinOperator::Left(JoinConstraint::On(on)) | JoinOperator::LeftOuter(JoinConstraint::On(on)) => (true, on),
+        _ => {
+            return Err(at(
+                j.relation.span(),
+                "a table is joined to the stream with `join ... on` or `left join ... on` (a lookup of each event's row)".into(),
+            ));
+        }
+    };
+    let TableFactor::Table { name, alias, args: None, .. } = &j.relation else {
+        return Err(at(j.relation.span(), "join a table to the stream: join {{ ref('customers') }} c on ...".into()));
+    };
+    let plain = object_name(name);
+    let Some(table) = (0..job.tables.len()).find(|i| weir_graph::stream_jobs::table_placeholder(*i) == plain) else {
+        let message = if job.streams.contains(&plain) {
+            "joining two streams is not supported yet: join a table ({{ ref('customers') }}) to the stream".to_string()
+        } else {
+            format!("'{plain}' is not a table of the project: join {{{{ ref('model') }}}} or {{{{ source('src', 'table') }}}}")
+        };
+        return Err(at(j.relation.span(), message));
+    };
+    let stream_alias = match stream {
+        TableFactor::Table { alias: Some(a), .. } => a.name.value.clone(),
+        _ => topic.to_string(),
+    };
+    let alias = alias.as_ref().map_or_else(|| plain.clone(), |a| a.name.value.clone());
+    Ok(TableJoin { table, alias, stream_alias, left, on: on.to_string() })
 }
 
 /// The topic's own spelling of a column named in any case.
@@ -537,17 +629,22 @@ fn first_aggregate(expr: &Expr) -> Option<sqlparser::tokenizer::Span> {
 }
 
 /// The column names an expression mentions.
+/// The columns an expression names, each with what qualifies it (`o` of `o.amount`).
 #[derive(Default)]
 struct Columns {
-    found: Vec<Ident>,
+    found: Vec<(Option<Ident>, Ident)>,
 }
 
 impl Visitor for Columns {
     type Break = ();
     fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
         match e {
-            Expr::Identifier(i) => self.found.push(i.clone()),
-            Expr::CompoundIdentifier(parts) => self.found.extend(parts.last().cloned()),
+            Expr::Identifier(i) => self.found.push((None, i.clone())),
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last() {
+                    self.found.push((parts.iter().rev().nth(1).cloned(), last.clone()));
+                }
+            }
             _ => {}
         }
         std::ops::ControlFlow::Continue(())
@@ -651,5 +748,29 @@ mod tests {
         assert!(e.starts_with("streams/j.sql:1:") && e.contains("not SQL Weir can read"), "{e}");
         let e = planned("select * from {{ stream('orders') }} order by amount").unwrap_err();
         assert!(e.contains("no end to sort by"), "{e}");
+    }
+
+    #[test]
+    fn a_table_joined_to_the_stream() {
+        let p = planned(
+            "select c.segment, count(*) n\nfrom {{ stream('orders') }} o\nleft join {{ ref('customers') }} c on o.country = c.code\ngroup by c.segment",
+        )
+        .unwrap();
+        let j = p.join.as_ref().unwrap();
+        assert_eq!((j.table, j.alias.as_str(), j.stream_alias.as_str(), j.left), (0, "c", "o", true));
+        assert_eq!(p.keys[0].column, None, "a key from the table is no column of the topic");
+        assert!(!p.is_direct());
+        assert_eq!(p.outputs[0].0, "segment");
+        let e =
+            planned("select x.code, count(*) n from {{ stream('orders') }} o join {{ ref('c') }} c on o.country = c.code group by x.code")
+                .unwrap_err();
+        assert!(e.contains("'x' names neither the stream ('o') nor the table joined to it"), "{e}");
+        let e =
+            planned("select count(*) n from {{ stream('orders') }} o join {{ stream('orders') }} p on o.country = p.country").unwrap_err();
+        assert!(e.contains("joining two streams is not supported yet"), "{e}");
+        let e = planned("select count(*) n from {{ stream('orders') }} o cross join {{ ref('c') }} c").unwrap_err();
+        assert!(e.contains("`join ... on` or `left join ... on`"), "{e}");
+        let e = planned("select count(*) n from {{ stream('orders') }} o join {{ ref('c') }} c on o.cuntry = c.code").unwrap_err();
+        assert!(e.contains("did you mean 'country'"), "{e}");
     }
 }

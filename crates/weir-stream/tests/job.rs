@@ -55,7 +55,7 @@ impl Fixture {
     fn job(&self, name: &str, sql: &str) -> JobRun {
         let topics = parse_file(Path::new("streams/shop.yml"), TOPICS).unwrap();
         let job = parse_job(Path::new(&format!("streams/{name}.sql")), sql).unwrap();
-        JobRun::new(self.dir.path(), job, &topics, Relation::new(&self.database, &self.schema, name)).unwrap()
+        JobRun::new(self.dir.path(), job, &topics, Relation::new(&self.database, &self.schema, name), vec![]).unwrap()
     }
 
     fn produce(&self, events: &[J]) {
@@ -467,4 +467,67 @@ fn jobs_started_at_once_share_the_bookkeeping_tables() {
     });
     let read = f.rows("select count(distinct job), sum(events_read)::bigint from _weir_stream_positions");
     assert_eq!(read[0], vec![Datum::Int(6), Datum::Int(6 * 200)]);
+}
+
+/// `n` orders of `country` from `from_ms` of event time on, 100 ms apart.
+fn orders_of(country: &str, from_ms: i64, n: i64) -> Vec<J> {
+    (0..n).map(|i| json!({"order_id": 50_000 + i, "country": country, "amount": 2.0, "ordered_at": ts(from_ms + i * 100)})).collect()
+}
+
+#[test]
+fn events_are_enriched_from_a_table_and_see_it_change() {
+    let f = Fixture::new();
+    f.wh.connect()
+        .unwrap()
+        .execute("create table regions (code varchar, region varchar); insert into regions values ('DE', 'core'), ('FR', 'core'), ('NL', 'benelux')")
+        .unwrap();
+    let sql = "{{ config(table_refresh='100ms', idle_timeout='200ms') }}\n\
+        select r.region, window_start, window_end, count(*) as orders, sum(o.amount) as revenue\n\
+        from tumble({{ stream('orders') }}, ordered_at, interval '5 seconds') o\n\
+        join {{ ref('regions') }} r on o.country = r.code\n\
+        group by r.region, window_start, window_end";
+    let topics = parse_file(Path::new("streams/shop.yml"), TOPICS).unwrap();
+    let job = parse_job(Path::new("streams/by_region.sql"), sql).unwrap();
+    let table = Relation::new(&f.database, &f.schema, "by_region");
+    let run = JobRun::new(f.dir.path(), job, &topics, table, vec![Relation::new(&f.database, &f.schema, "regions")]).unwrap();
+    assert!(run.plan.fingerprint().contains("join=0:o.country = r.code"), "{}", run.plan.fingerprint());
+    f.produce(&events());
+    f.drain(&f.job("revenue", TUMBLE));
+
+    // Enriched while it runs; the table changes and the next events see the change.
+    let control = Control::default();
+    let stop = control.stop.clone();
+    std::thread::scope(|s| {
+        let running = s.spawn(|| job::run(&run, &f.log, f.wh.clone(), &control, &mut |_| {}).unwrap());
+        let wait_for = |read: u64| {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while Status::read(&run.dir).is_none_or(|s| s.counts.read < read) {
+                assert!(std::time::Instant::now() < until, "the job did not read {read} events");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        };
+        wait_for(2_002);
+        f.wh.connect().unwrap().execute("update regions set region = 'west' where code = 'FR'").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        f.produce(&orders_of("FR", T0 + 120_000, 100));
+        wait_for(2_102);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let s = running.join().unwrap();
+        let c = s.counts;
+        assert_eq!(c.read, c.counted + c.late + c.rejected + c.filtered, "{c:?}");
+        assert_eq!(c.filtered, 500, "Italy's orders have no region: {c:?}");
+    });
+    // The windows the plain job closed: its country totals, summed by the regions of then.
+    let expected = f.rows(
+        "select case country when 'NL' then 'benelux' else 'core' end, window_start, sum(orders)::bigint, sum(revenue) \
+         from revenue where country <> 'IT' group by all order by 1, 2",
+    );
+    let got = f.rows(
+        "select region, window_start, orders, revenue from by_region where window_start <= (select max(window_start) from revenue) order by 1, 2",
+    );
+    same(&got, &expected);
+    // After the change, France's orders are in the west.
+    let later =
+        f.rows("select region, sum(orders)::bigint from by_region where window_start >= timestamp '2026-12-02 10:02:00' group by 1");
+    assert_eq!(later, vec![vec![Datum::Text("west".into()), Datum::Int(50)]], "the second window of the 100 is still open");
 }

@@ -285,3 +285,33 @@ fn kill_9_at_random_moments_writes_a_topic_sinks_records_once() {
     }
     assert_eq!(last(got), expected, "seed {seed}");
 }
+
+#[test]
+fn a_job_joining_a_model_runs_after_it_and_names_a_missing_one() {
+    let job = "select r.region, window_start, window_end, count(*) as orders\n\
+        from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds') o\n\
+        join {{ ref('regions') }} r on o.country = r.code\n\
+        group by r.region, window_start, window_end\n";
+    let dir = minimal(&[
+        ("streams/shop.yml", TOPICS),
+        ("streams/by_region.sql", job),
+        ("models/regions.sql", "select * from (values ('DE', 'core'), ('FR', 'core'), ('NL', 'benelux')) as t(code, region)\n"),
+    ]);
+    produce(dir.path(), 0, 2_000);
+    let o = weir(dir.path(), &["ls", "--select", "+by_region", "--output", "name"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().collect::<Vec<_>>(), ["regions", "by_region"], "{}", text(&o));
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = query(&dir.path().join("t.duckdb"), "select region, sum(orders)::bigint from by_region group by 1 order by 1");
+    assert_eq!(rows.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["benelux", "core"], "{rows:?}");
+    let o = weir(dir.path(), &["stream", "status", "by_region"]);
+    assert!(text(&o).contains("2000 read = "), "{}", text(&o));
+
+    std::fs::write(dir.path().join("streams/by_region.sql"), job.replace("ref('regions')", "ref('region')")).unwrap();
+    let o = weir(dir.path(), &["stream", "list"]);
+    assert!(
+        !o.status.success() && text(&o).contains("streams/by_region.sql:3:") && text(&o).contains("did you mean 'regions'"),
+        "{}",
+        text(&o)
+    );
+}

@@ -5,7 +5,9 @@
 //! straight from the decoded rows. Anything else is SQL in the warehouse's dialect, so it is
 //! run by an in-process DuckDB over the batch: the rows are appended to a staging table of
 //! text columns, cast to the topic's declared types in a CTE named after nothing but the
-//! columns, and the job's expressions are selected from it.
+//! columns, and the job's expressions are selected from it. A table joined to the stream is
+//! held in that DuckDB too (`__weir_dim`), loaded from the warehouse and loaded again as it
+//! changes; each event takes its first matching row.
 
 use std::borrow::Cow;
 
@@ -65,7 +67,7 @@ pub struct SqlEval {
 impl Evaluator {
     /// The evaluator of `plan` over rows of `plan.columns`; with the SQL types of its keys
     /// (a stateful job) or of its output columns (a stateless one).
-    pub fn new(plan: &Plan) -> Result<(Evaluator, Vec<String>), StreamError> {
+    pub fn new(plan: &Plan, table: Option<&[(String, String)]>) -> Result<(Evaluator, Vec<String>), StreamError> {
         let kinds: Vec<Kind> = plan.columns.iter().map(|(_, t)| Kind::of(t)).collect();
         let distinct: Vec<bool> = plan.aggs.iter().map(|a| a.agg == Agg::CountDistinct).collect();
         let index = |c: &str| plan.columns.iter().position(|(n, _)| n == c);
@@ -87,6 +89,23 @@ impl Evaluator {
         let cast: Vec<String> = plan.columns.iter().enumerate().map(|(i, (n, t))| format!("CAST(c{i} AS {t}) AS {}", quote(n))).collect();
         let cte = format!("WITH events AS (SELECT __i{}{} FROM __weir_raw)", if cast.is_empty() { "" } else { ", " }, cast.join(", "));
         let filter = plan.filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
+        // The events, and the table joined to them: one row per event, its first match.
+        let (from, first_match) = match (&plan.join, table) {
+            (Some(j), Some(columns)) => {
+                let typed: Vec<String> = columns.iter().map(|(n, t)| format!("{} {t}", quote(n))).collect();
+                conn.execute_batch(&format!("CREATE TABLE __weir_dim ({})", typed.join(", "))).map_err(sql_err)?;
+                let s = quote(&j.stream_alias);
+                (
+                    format!("events AS {s} {}JOIN __weir_dim AS {} ON {}", if j.left { "LEFT " } else { "" }, quote(&j.alias), j.on),
+                    format!(" QUALIFY row_number() OVER (PARTITION BY {s}.__i) = 1"),
+                )
+            }
+            _ => ("events".to_string(), String::new()),
+        };
+        let index = match &plan.join {
+            Some(j) => format!("{}.__i", quote(&j.stream_alias)),
+            None => "__i".to_string(),
+        };
         let (exprs, typed): (Vec<String>, Vec<String>) = if plan.shape == Shape::Stateless {
             let outs: Vec<String> =
                 plan.outputs.iter().filter_map(|(_, o)| if let Output::Expr(s) = o { Some(s.sql.clone()) } else { None }).collect();
@@ -107,7 +126,7 @@ impl Evaluator {
         let mut types = vec![];
         if !typed.is_empty() {
             let probe = format!(
-                "{cte} SELECT {} FROM events",
+                "{cte} SELECT {} FROM {from}",
                 typed.iter().enumerate().map(|(i, e)| format!("({e}) AS e{i}")).collect::<Vec<_>>().join(", ")
             );
             let mut stmt = conn.prepare(&format!("DESCRIBE {probe}")).map_err(sql_err)?;
@@ -116,11 +135,43 @@ impl Evaluator {
                 types.push(r.get::<_, String>(1).map_err(sql_err)?);
             }
         }
-        let query = format!("{cte} SELECT __i{}{} FROM events{filter}", if exprs.is_empty() { "" } else { ", " }, exprs.join(", "));
+        let query = format!(
+            "{cte} SELECT {index}{}{} FROM {from}{filter}{first_match}",
+            if exprs.is_empty() { "" } else { ", " },
+            exprs.join(", ")
+        );
         // Mistakes in the SQL show now, before any event is read.
         conn.prepare(&query).map_err(sql_err)?;
         let eval = SqlEval { conn, query, width: plan.columns.len(), kinds, distinct, keys: plan.keys.len() };
         Ok((Evaluator::Sql(Box::new(eval)), types))
+    }
+
+    /// Replaces the joined table's rows (values as text, in its columns' order).
+    pub fn load_table(&mut self, rows: &[Vec<Option<String>>]) -> Result<(), StreamError> {
+        let Evaluator::Sql(e) = self else { return Ok(()) };
+        let conn = &e.conn;
+        let width = conn
+            .prepare("SELECT * FROM __weir_dim LIMIT 0")
+            .and_then(|mut st| {
+                st.execute([])?;
+                Ok(st.column_count())
+            })
+            .map_err(sql_err)?;
+        let staged: Vec<String> = (0..width).map(|i| format!("c{i} VARCHAR")).collect();
+        conn.execute_batch(&format!("CREATE OR REPLACE TEMP TABLE __weir_dim_raw ({})", staged.join(", "))).map_err(sql_err)?;
+        {
+            let mut app = conn.appender("__weir_dim_raw").map_err(sql_err)?;
+            for row in rows {
+                app.append_row(appender_params_from_iter(row.iter().take(width))).map_err(sql_err)?;
+            }
+            app.flush().map_err(sql_err)?;
+        }
+        let cast: Vec<String> = (0..width).map(|i| format!("c{i}")).collect();
+        conn.execute_batch(&format!(
+            "BEGIN; DELETE FROM __weir_dim; INSERT INTO __weir_dim SELECT {} FROM __weir_dim_raw; DROP TABLE __weir_dim_raw; COMMIT;",
+            cast.join(", ")
+        ))
+        .map_err(sql_err)
     }
 
     /// The direct reader of keys, when no SQL is needed.

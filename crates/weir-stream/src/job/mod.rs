@@ -69,12 +69,15 @@ pub struct JobRun {
     /// The topic it writes, with `sink='topic'`: as `streams/*.yml` declares it, else with
     /// the partitions of the topic it reads.
     pub out_topic: Option<weir_log::TopicSpec>,
+    /// The relations of the tables its SQL names (`ref()`, `source()`), in `job.tables` order.
+    pub tables: Vec<Relation>,
 }
 
 impl JobRun {
     /// A job planned against the project's topics, its checkpoints under
-    /// `<project>/.weir/streams/<job>/`.
-    pub fn new(project: &Path, job: StreamJob, topics: &[Topic], table: Relation) -> Result<JobRun, StreamError> {
+    /// `<project>/.weir/streams/<job>/`; `tables` are where the tables it joins are (see
+    /// `weir_graph::Manifest::stream_tables`).
+    pub fn new(project: &Path, job: StreamJob, topics: &[Topic], table: Relation, tables: Vec<Relation>) -> Result<JobRun, StreamError> {
         let plan = crate::plan::plan(&job, topics)?;
         if matches!(job.config.sink, weir_graph::stream_jobs::Sink::Redis { .. }) && plan.shape == Shape::Stateless {
             return Err(weir_graph::GraphError::at(
@@ -95,7 +98,7 @@ impl JobRun {
             }
             _ => None,
         };
-        Ok(JobRun { dir: project.join(".weir").join("streams").join(&job.name), job, plan, topic, table, out_topic })
+        Ok(JobRun { dir: project.join(".weir").join("streams").join(&job.name), job, plan, topic, table, out_topic, tables })
     }
 
     /// Where its results go, in words: `main.revenue`, `redis redis://127.0.0.1:6379 revenue:*`.
@@ -312,7 +315,14 @@ impl<'a> Runner<'a> {
         let fingerprint = format!("{} lateness={lateness}", plan.fingerprint());
         log.create_topic(&run.topic.spec())?;
         let partitions = log.describe(&plan.topic)?.partitions.len() as u32;
-        let (evaluator, value_types) = Evaluator::new(plan)?;
+        let joined = match &plan.join {
+            Some(j) => Some(read_table(run, j.table, wh.as_ref())?),
+            None => None,
+        };
+        let (mut evaluator, value_types) = Evaluator::new(plan, joined.as_ref().map(|(columns, _)| columns.as_slice()))?;
+        if let Some((_, rows)) = &joined {
+            evaluator.load_table(rows)?;
+        }
         let layout = layout(plan, &value_types);
         let agg_int = plan
             .outputs
@@ -428,7 +438,22 @@ impl<'a> Runner<'a> {
             (Instant::now(), Instant::now(), Instant::now(), Instant::now());
         let (mut rate_mark, mut rate_read) = (Instant::now(), self.total().read);
         let read_before = rate_read;
+        let mut last_table_read = Instant::now();
         loop {
+            // The joined table, read again: a table rebuilt meanwhile joins the next events.
+            if let Some(j) = &self.run.plan.join
+                && last_table_read.elapsed() >= Duration::from_millis(config.table_refresh_ms as u64)
+            {
+                match read_table(self.run, j.table, self.sink.warehouse()) {
+                    Ok((_, rows)) => {
+                        self.evaluator.load_table(&rows)?;
+                        self.status.last_error = None;
+                    }
+                    // The rows read before stay joined until the table can be read again.
+                    Err(e) => self.status.last_error = Some(format!("the joined table could not be read again: {e}")),
+                }
+                last_table_read = Instant::now();
+            }
             let stopping = control.stop.load(Ordering::Relaxed);
             let read = if stopping { 0 } else { self.step()? };
             let now = now_ms();
@@ -844,6 +869,40 @@ fn layout(plan: &Plan, value_types: &[String]) -> Layout {
 
 fn aside(partition: u32, r: &weir_log::StoredRecord, reason: String, times: Option<(i64, i64)>) -> Aside {
     Aside { partition, offset: r.offset, event: String::from_utf8_lossy(&r.value).into_owned(), reason, times }
+}
+
+/// The columns (with types DuckDB reads) and rows, as text, of the `i`th table a job joins.
+type TableRows = (Vec<(String, String)>, Vec<Vec<Option<String>>>);
+
+fn read_table(run: &JobRun, i: usize, wh: &dyn Warehouse) -> Result<TableRows, StreamError> {
+    let rel = run.tables.get(i).ok_or_else(|| StreamError::Job(format!("{}: the table it joins is not known", run.job.path.display())))?;
+    let mut conn = wh.connect()?;
+    let columns = conn.columns(rel)?;
+    if columns.is_empty() {
+        return Err(StreamError::Job(format!(
+            "{}: {} does not exist: build it first (`weir build --select +{}`)",
+            run.job.path.display(),
+            wh.render(rel),
+            run.job.name
+        )));
+    }
+    let names: Vec<String> = columns.iter().map(|c| wh.quote(&c.name)).collect();
+    let result = conn.query(&format!("select {} from {}", names.join(", "), wh.render(rel)))?;
+    let rows = result
+        .rows
+        .into_iter()
+        .map(|r| r.into_iter().map(|d| if d == weir_core::Datum::Null { None } else { Some(d.to_string()) }).collect())
+        .collect();
+    // Types DuckDB knows by the warehouse's names; anything else is read as text.
+    let typed = columns
+        .into_iter()
+        .map(|c| {
+            let t = c.data_type.to_ascii_uppercase();
+            let known = !t.is_empty() && !t.contains("USER-DEFINED") && !t.contains("ARRAY") && t != "JSONB";
+            (c.name, if known { c.data_type } else { "VARCHAR".into() })
+        })
+        .collect();
+    Ok((typed, rows))
 }
 
 /// A topic sink's checkpoint while its log commit is under way.

@@ -198,6 +198,11 @@ impl Sink {
         Ok(sink)
     }
 
+    /// The warehouse it writes to.
+    pub fn warehouse(&self) -> &dyn Warehouse {
+        self.wh.as_ref()
+    }
+
     /// Closes the sink's connection and lets go of the database, where one process writes
     /// it at a time; the next write opens it again (waiting its turn).
     pub fn release(&mut self) {

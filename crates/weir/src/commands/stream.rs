@@ -96,7 +96,8 @@ pub(crate) fn jobs(ws: &Workspace, root: &Path) -> Result<Vec<JobRun>, Error> {
     let mut runs = vec![];
     for j in read_jobs(root)? {
         let table = j.relation(&target.database(), &target.schema());
-        runs.push(JobRun::new(root, j, &topics, table)?);
+        let tables = ws.manifest.stream_tables(&j)?;
+        runs.push(JobRun::new(root, j, &topics, table, tables)?);
     }
     Ok(runs)
 }
