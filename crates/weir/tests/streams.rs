@@ -87,6 +87,12 @@ fn mistakes_in_a_job_name_their_place() {
     let o = weir(dir.path(), &["stream", "run", "bad"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("streams/bad.sql:2:37") && text(&o).contains("windows are over event time"), "{}", text(&o));
+    // A job and a model of one name: `ref()` could not tell them apart.
+    std::fs::write(dir.path().join("streams/bad.sql"), "select * from {{ stream('orders') }}\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    std::fs::write(dir.path().join("models/bad.sql"), "select 1 as x\n").unwrap();
+    let o = weir(dir.path(), &["ls"]);
+    assert!(!o.status.success() && text(&o).contains("stream job 'bad' has the name of model models/bad.sql"), "{}", text(&o));
 }
 
 /// `rounds` times: 1,500 more orders, then `weir stream run revenue` killed with -9 after a
