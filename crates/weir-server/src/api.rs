@@ -813,9 +813,10 @@ pub struct StreamInfo {
     pub window: String,
     /// Whether `weir serve` runs it (`config(enabled=false)` leaves it to `weir stream run`).
     pub enabled: bool,
-    /// `running`, `restarting` (after a failure, until `next_start_at`), `elsewhere`
-    /// (another process runs it), `disabled`, `stopped`, `died` (its last status is old
-    /// and says running) or `never run`.
+    /// `running`, `retrying` (its sink refuses writes; it retries with backoff),
+    /// `restarting` (after a failure, until `next_start_at`), `disabled`, `stopped`, `died`
+    /// (its last status is old and says running) or `never run`; a job another process runs
+    /// shows that process's state.
     pub state: String,
     /// Times the supervisor started it again after a failure.
     pub restarts: u32,
@@ -870,6 +871,8 @@ fn stream_info(s: &crate::Streams, run: &weir_stream::job::JobRun) -> StreamInfo
         None | Some("elsewhere" | "disabled") => {
             written.unwrap_or_else(|| if run.job.config.enabled { "never run" } else { "disabled" }.to_string())
         }
+        // Running here: its own status says when its sink refuses writes.
+        Some("running") if written.as_deref() == Some("retrying") => "retrying".to_string(),
         Some(state) => state.to_string(),
     };
     let st = status.unwrap_or_default();
@@ -883,7 +886,8 @@ fn stream_info(s: &crate::Streams, run: &weir_stream::job::JobRun) -> StreamInfo
         enabled: run.job.config.enabled,
         state,
         restarts: supervised.as_ref().map_or(0, |s| s.restarts),
-        last_error: supervised.as_ref().and_then(|s| s.last_error.clone()).or(st.last_error.clone()),
+        // The job's own error while it lasts, else why it was last started again.
+        last_error: st.last_error.clone().or(supervised.as_ref().and_then(|s| s.last_error.clone())),
         next_start_at: time(supervised.as_ref().and_then(|s| s.next_start_at)),
         events: StreamEvents { read: c.read, counted: c.counted, late: c.late, rejected: c.rejected, filtered: c.filtered },
         events_per_second: st.events_per_second,
