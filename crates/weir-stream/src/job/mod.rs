@@ -306,6 +306,8 @@ struct Runner<'a> {
     /// A topic sink's pending late and rejected events and counts are in the warehouse
     /// already (its log commit failed and is being retried).
     aside_written: bool,
+    /// The columns of the joined table as the job started with them.
+    table_columns: Vec<(String, String)>,
 }
 
 impl<'a> Runner<'a> {
@@ -429,6 +431,7 @@ impl<'a> Runner<'a> {
             layout,
             seq: checkpoint.as_ref().and_then(|c| c.get("seq")).and_then(J::as_u64).unwrap_or(0),
             aside_written: false,
+            table_columns: joined.map(|(columns, _)| columns).unwrap_or_default(),
         })
     }
 
@@ -445,9 +448,17 @@ impl<'a> Runner<'a> {
                 && last_table_read.elapsed() >= Duration::from_millis(config.table_refresh_ms as u64)
             {
                 match read_table(self.run, j.table, self.sink.warehouse()) {
-                    Ok((_, rows)) => {
+                    Ok((columns, rows)) if columns == self.table_columns => {
                         self.evaluator.load_table(&rows)?;
                         self.status.last_error = None;
+                    }
+                    Ok((columns, _)) => {
+                        let names = |c: &[(String, String)]| c.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+                        self.status.last_error = Some(format!(
+                            "the joined table's columns changed from ({}) to ({}): its rows of before stay joined until the job is started again",
+                            names(&self.table_columns),
+                            names(&columns)
+                        ));
                     }
                     // The rows read before stay joined until the table can be read again.
                     Err(e) => self.status.last_error = Some(format!("the joined table could not be read again: {e}")),
