@@ -10,6 +10,7 @@
 //! changes; each event takes its first matching row.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use duckdb::{Connection, appender_params_from_iter};
 
@@ -58,7 +59,7 @@ impl Direct {
 pub struct SqlEval {
     conn: Connection,
     query: String,
-    width: usize,
+    stages: Vec<Stage>,
     kinds: Vec<Kind>,
     distinct: Vec<bool>,
     keys: usize,
@@ -79,7 +80,10 @@ impl Evaluator {
         }
         let conn = Connection::open_in_memory().map_err(sql_err)?;
         let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
-        let staged: Vec<String> = (0..plan.columns.len()).map(|i| format!("c{i} VARCHAR")).collect();
+        // Each column staged in the type its cells hold; a decimal as its text, so that the
+        // cast to it is exact.
+        let stages: Vec<Stage> = plan.columns.iter().zip(&kinds).map(|((_, t), k)| Stage::of(t, *k)).collect();
+        let staged: Vec<String> = stages.iter().enumerate().map(|(i, st)| format!("c{i} {}", st.sql())).collect();
         conn.execute_batch(&format!(
             "CREATE TABLE __weir_raw (__i BIGINT{}{})",
             if staged.is_empty() { "" } else { ", " },
@@ -142,7 +146,7 @@ impl Evaluator {
         );
         // Mistakes in the SQL show now, before any event is read.
         conn.prepare(&query).map_err(sql_err)?;
-        let eval = SqlEval { conn, query, width: plan.columns.len(), kinds, distinct, keys: plan.keys.len() };
+        let eval = SqlEval { conn, query, stages, kinds, distinct, keys: plan.keys.len() };
         Ok((Evaluator::Sql(Box::new(eval)), types))
     }
 
@@ -226,13 +230,10 @@ impl Evaluator {
 impl SqlEval {
     fn run<T>(&mut self, rows: &[&[Cell]], each: impl Fn(usize, &duckdb::Row) -> Result<T, duckdb::Error>) -> Result<Vec<T>, StreamError> {
         {
+            // The batch goes in as typed columns, one Arrow batch: no text per value.
+            let batch = self.staged(rows)?;
             let mut app = self.conn.appender("__weir_raw").map_err(sql_err)?;
-            for (i, row) in rows.iter().enumerate() {
-                let mut values: Vec<Option<String>> = Vec::with_capacity(self.width + 1);
-                values.push(Some(i.to_string()));
-                values.extend(row.iter().zip(&self.kinds).map(|(c, k)| text(c, *k)));
-                app.append_row(appender_params_from_iter(values)).map_err(sql_err)?;
-            }
+            app.append_record_batch(batch).map_err(sql_err)?;
             app.flush().map_err(sql_err)?;
         }
         let mut out = vec![];
@@ -246,6 +247,71 @@ impl SqlEval {
         }
         self.conn.execute_batch("DELETE FROM __weir_raw").map_err(sql_err)?;
         Ok(out)
+    }
+}
+
+impl SqlEval {
+    /// `rows` as the staging table's columns.
+    fn staged(&self, rows: &[&[Cell]]) -> Result<duckdb::arrow::record_batch::RecordBatch, StreamError> {
+        use duckdb::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+        use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..rows.len() as i64))];
+        let mut fields = vec![Field::new("__i", DataType::Int64, false)];
+        for (i, (stage, kind)) in self.stages.iter().zip(&self.kinds).enumerate() {
+            let cells = rows.iter().map(|r| &r[i]);
+            let (array, ty): (ArrayRef, DataType) = match stage {
+                Stage::Int => {
+                    (Arc::new(cells.map(|c| if let Cell::Int(v) = c { Some(*v) } else { None }).collect::<Int64Array>()), DataType::Int64)
+                }
+                Stage::Float => (Arc::new(cells.map(number).collect::<Float64Array>()), DataType::Float64),
+                Stage::Bool => (
+                    Arc::new(cells.map(|c| if let Cell::Bool(b) = c { Some(*b) } else { None }).collect::<BooleanArray>()),
+                    DataType::Boolean,
+                ),
+                Stage::Time => (
+                    Arc::new(cells.map(|c| if let Cell::Time(us) = c { Some(*us) } else { None }).collect::<TimestampMicrosecondArray>()),
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                ),
+                Stage::Text => (Arc::new(cells.map(|c| text(c, *kind)).collect::<StringArray>()), DataType::Utf8),
+            };
+            columns.push(array);
+            fields.push(Field::new(format!("c{i}"), ty, true));
+        }
+        duckdb::arrow::record_batch::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| StreamError::Sql(format!("staging a batch: {e}")))
+    }
+}
+
+/// How a column is staged for DuckDB: in the type its cells hold.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    Int,
+    Float,
+    Bool,
+    Time,
+    Text,
+}
+
+impl Stage {
+    fn of(declared: &str, kind: Kind) -> Stage {
+        let decimal = matches!(declared.trim().to_ascii_lowercase().split('(').next(), Some("decimal" | "numeric"));
+        match kind {
+            Kind::Int => Stage::Int,
+            Kind::Float if !decimal => Stage::Float,
+            Kind::Bool => Stage::Bool,
+            Kind::Timestamp | Kind::Date => Stage::Time,
+            Kind::Float | Kind::Text | Kind::Any => Stage::Text,
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Stage::Int => "BIGINT",
+            Stage::Float => "DOUBLE",
+            Stage::Bool => "BOOLEAN",
+            Stage::Time => "TIMESTAMP",
+            Stage::Text => "VARCHAR",
+        }
     }
 }
 
