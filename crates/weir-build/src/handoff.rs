@@ -110,11 +110,8 @@ fn run_stream(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), 
     let session = &host.session;
     let root = &session.manifest.project.root;
     let Some(j) = n.stream.as_deref() else { return Ok(()) };
-    let target = &session.manifest.target;
     let topics = weir_graph::streams::read_topics(root)?;
-    // The table is also where a Redis or topic sink keeps its bookkeeping.
-    let tables = session.manifest.stream_tables(j)?;
-    let run = JobRun::new(root, j.clone(), &topics, j.relation(&target.database(), &target.schema()), tables)?;
+    let run = JobRun::in_project(&session.manifest, j.clone(), &topics)?;
     let log = weir_log::EmbeddedLog::for_project(root).map_err(weir_stream::StreamError::from)?;
     let drained = (|| {
         if session.manifest.flags.full_refresh {

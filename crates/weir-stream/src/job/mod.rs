@@ -109,6 +109,14 @@ impl JobRun {
         Ok(JobRun { dir: project.join(".weir").join("streams").join(&job.name), job, plan, topic, table, out_topic, tables })
     }
 
+    /// A job of the project `m` describes, its sink in the target's schema (or its own) and
+    /// the tables it joins resolved: what `weir stream`, `weir build` and `weir serve` run.
+    pub fn in_project(m: &weir_graph::Manifest, job: StreamJob, topics: &[Topic]) -> Result<JobRun, StreamError> {
+        let table = job.relation(&m.target.database(), &m.target.schema());
+        let tables = m.stream_tables(&job)?;
+        JobRun::new(&m.project.root, job, topics, table, tables)
+    }
+
     /// Where its results go, in words: `main.revenue`, `redis redis://127.0.0.1:6379 revenue:*`.
     pub fn sink_text(&self) -> String {
         match &self.job.config.sink {
@@ -307,8 +315,6 @@ struct Runner<'a> {
     closed_at: Option<i64>,
     /// The last results' latencies: from the closing event's append to their commit (ms).
     latencies: std::collections::VecDeque<i64>,
-    /// The output columns and keys, for a topic sink's records.
-    layout: Layout,
     /// A topic sink's last checkpoint's number, committed to the log with its records.
     seq: u64,
     /// A topic sink's pending late and rejected events and counts are in the warehouse
@@ -343,7 +349,7 @@ impl<'a> Runner<'a> {
                 v[j] = int;
                 v
             });
-        let mut sink = Sink::open(wh, run.table.clone(), layout.clone(), &run.job.config.sink, &run.job.name, &plan.topic)?;
+        let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.config.sink, &run.job.name, &plan.topic)?;
         let (committed, committed_watermark) = sink.committed()?;
         let spec = WatermarkSpec {
             delay: run.topic.watermark.as_ref().map_or(0, |w| w.delay_ms),
@@ -436,7 +442,6 @@ impl<'a> Runner<'a> {
             agg_int,
             closed_at: None,
             latencies: std::collections::VecDeque::new(),
-            layout,
             seq: checkpoint.as_ref().and_then(|c| c.get("seq")).and_then(J::as_u64).unwrap_or(0),
             aside_written: false,
             table_columns: joined.map(|(columns, _)| columns).unwrap_or_default(),
@@ -788,7 +793,7 @@ impl<'a> Runner<'a> {
             self.aside_written = true;
         }
         let now = now_ms();
-        let records: Vec<weir_log::Record> = self.pending.rows.iter().map(|(row, _)| record(&self.layout, row, now)).collect();
+        let records: Vec<weir_log::Record> = self.pending.rows.iter().map(|(row, _)| record(self.sink.layout(), row, now)).collect();
         let mut committed: weir_log::Positions = self.positions.iter().map(|(p, o)| ((self.run.plan.topic.clone(), *p), *o)).collect();
         committed.insert((CHECKPOINT_SEQ.to_string(), 0), self.seq);
         let commit = weir_log::Commit {

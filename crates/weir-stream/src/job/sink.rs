@@ -198,6 +198,11 @@ impl Sink {
         Ok(sink)
     }
 
+    /// The output columns and keys it writes.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// The warehouse it writes to.
     pub fn warehouse(&self) -> &dyn Warehouse {
         self.wh.as_ref()

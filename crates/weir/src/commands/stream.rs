@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use weir_graph::stream_jobs::read_jobs;
 use weir_graph::streams::read_topics;
 use weir_stream::job::{self, Control, JobRun, Status};
 
@@ -89,17 +88,13 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
     }
 }
 
-/// Every job of the project, planned against its topics: a mistake in any stops here.
+/// Every job of the project (as the manifest read them), planned against its topics: a
+/// mistake in any stops here.
 pub(crate) fn jobs(ws: &Workspace, root: &Path) -> Result<Vec<JobRun>, Error> {
     let topics = read_topics(root)?;
-    let target = &ws.manifest.target;
-    let mut runs = vec![];
-    for j in read_jobs(root)? {
-        let table = j.relation(&target.database(), &target.schema());
-        let tables = ws.manifest.stream_tables(&j)?;
-        runs.push(JobRun::new(root, j, &topics, table, tables)?);
-    }
-    Ok(runs)
+    let m = &ws.manifest;
+    let jobs = m.nodes.values().filter_map(|n| n.stream.as_deref());
+    Ok(jobs.map(|j| JobRun::in_project(m, j.clone(), &topics)).collect::<Result<_, _>>()?)
 }
 
 pub(crate) fn warehouse(ws: &Workspace) -> Result<Arc<dyn weir_warehouse::Warehouse>, Error> {
