@@ -7,8 +7,9 @@
 # files and rows already loaded are not loaded twice, and no table changes.
 #
 # Then the real-time path: the order system's live events (scripts/generate_events.py) go to
-# the `order_events` topic of the project's event log, the stream jobs of streams/*.sql read
-# them to the end (revenue per country per minute, customer sessions), and the model
+# the `order_events` topic of the project's event log and their payments to `payment_events`,
+# the stream jobs of streams/*.sql read them to the end (revenue per country per minute,
+# customer sessions, orders paired with their payments), and the model
 # models/realtime/live_vs_daily.sql puts the live day beside the nightly marts: one
 # `weir build`, as the stream jobs are nodes of the graph that models ref().
 set -euo pipefail
@@ -35,6 +36,8 @@ echo
 if ! "$WEIR" --log-format json log describe order_events 2>/dev/null | grep -q '"end": *[1-9]'; then
   python3 scripts/generate_events.py > events.jsonl
   "$WEIR" log produce order_events -f events.jsonl
+  python3 scripts/generate_events.py --payments > payments.jsonl
+  "$WEIR" log produce payment_events -f payments.jsonl
 fi
 "$WEIR" build --select resource_type:stream path:models/realtime
 "$WEIR" stream status live_revenue

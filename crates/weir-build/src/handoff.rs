@@ -125,7 +125,13 @@ fn run_stream(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), 
             result.rows_affected = Some(s.read_this_run);
             result.message = Some(format!(
                 "read {} new event(s) from '{}'; in all {} read = {} counted + {} late + {} rejected + {} filtered out",
-                s.read_this_run, run.plan.topic, c.read, c.counted, c.late, c.rejected, c.filtered
+                s.read_this_run,
+                run.topics_text(),
+                c.read,
+                c.counted,
+                c.late,
+                c.rejected,
+                c.filtered
             ));
             Ok(())
         }

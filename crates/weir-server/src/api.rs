@@ -806,10 +806,12 @@ pub struct StreamInfo {
     /// Its file, from the project folder.
     pub path: String,
     pub topic: String,
+    /// The topic of the stream joined to it, in an interval join of two streams.
+    pub joined_topic: Option<String>,
     /// The table it writes (`schema.table`).
     pub sink: String,
-    /// `tumble 60s`, `hop 300s every 60s`, `session gap 30s`, `none (each event)` or
-    /// `none (running per key)`.
+    /// `tumble 60s`, `hop 300s every 60s`, `session gap 30s`, `none (each event)`,
+    /// `none (running per key)` or `joined with payments from 0s to 3600s`.
     pub window: String,
     /// Whether `weir serve` runs it (`config(enabled=false)` leaves it to `weir stream run`).
     pub enabled: bool,
@@ -847,6 +849,8 @@ pub struct StreamEvents {
 
 #[derive(Serialize, ToSchema)]
 pub struct PartitionProgress {
+    /// The topic (a join of two streams reads two).
+    pub topic: String,
     pub partition: u32,
     /// The next offset the job reads.
     pub offset: u64,
@@ -881,6 +885,7 @@ fn stream_info(s: &crate::Streams, run: &weir_stream::job::JobRun) -> StreamInfo
         name: run.job.name.clone(),
         path: run.job.path.display().to_string(),
         topic: run.plan.topic.clone(),
+        joined_topic: run.joined.as_ref().map(|t| t.name.clone()),
         sink: run.sink_text(),
         window: run.plan.window_text(),
         enabled: run.job.config.enabled,
@@ -897,7 +902,12 @@ fn stream_info(s: &crate::Streams, run: &weir_stream::job::JobRun) -> StreamInfo
         partitions: st
             .positions
             .iter()
-            .map(|(p, o)| PartitionProgress { partition: *p, offset: *o, lag: st.lag.get(p).copied().unwrap_or(0) })
+            .map(|((t, p), o)| PartitionProgress {
+                topic: t.clone(),
+                partition: *p,
+                offset: *o,
+                lag: st.lag.get(&(t.clone(), *p)).copied().unwrap_or(0),
+            })
             .collect(),
         checkpointed_at: time(st.checkpointed_at),
         updated_at: time(Some(st.updated_at).filter(|t| *t > 0)),

@@ -1,7 +1,7 @@
 //! The stateful core of stream jobs, Weir's own code: event-time windows as Flink defines
 //! them ([`window`]), the watermark of a source read from several partitions
-//! ([`watermark`]), keyed window state with lateness and emission ([`operator`]), and
-//! their checkpoints, restored bit for bit ([`checkpoint`]).
+//! ([`watermark`]), keyed window state with lateness and emission ([`operator`]), the
+//! interval join of two streams ([`join`]), and their checkpoints, restored bit for bit ([`checkpoint`]).
 //!
 //! That core is plain data and arithmetic over event times and values: no I/O, no clock of
 //! its own (every call says what time it is), so every rule is tested against a batch
@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod job;
+pub mod join;
 pub mod operator;
 pub mod plan;
 pub mod sketch;
@@ -20,6 +21,7 @@ pub mod watermark;
 pub mod window;
 
 pub use checkpoint::StateKey;
+pub use join::{IntervalJoin, Side};
 pub use operator::{Acc, Admitted, Agg, Emit, WindowOperator};
 pub use sketch::Sketch;
 pub use watermark::{Refused, WatermarkSpec, Watermarks};

@@ -19,6 +19,7 @@ use weir_graph::stream_jobs::StreamJob;
 use weir_graph::streams::{Topic, interval_ms};
 
 use crate::job::decode::Kind;
+use crate::join::Side;
 use crate::operator::Agg;
 use crate::window::WindowSpec;
 
@@ -43,6 +44,33 @@ pub struct Plan {
     pub columns: Vec<(String, String)>,
     /// A table of the warehouse joined to each event (a dimension).
     pub join: Option<TableJoin>,
+    /// A second stream joined to the first within a time bound.
+    pub stream_join: Option<StreamJoin>,
+}
+
+/// An interval join of two streams (`from {{ stream('orders') }} o join {{ stream('payments') }}
+/// p on o.order_id = p.order_id and p.paid_at between o.ordered_at and o.ordered_at +
+/// interval '1 hour'`): each pair of events with equal keys whose times are within the
+/// bound is a row, found when the second of the two arrives (Flink's interval join).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamJoin {
+    /// The joined stream's topic, the columns of it the job reads (with their declared
+    /// types, in the topic's order) and its event-time column.
+    pub topic: String,
+    pub columns: Vec<(String, String)>,
+    pub time_column: String,
+    /// How the SQL names the joined stream and the stream of `from`.
+    pub alias: String,
+    pub stream_alias: String,
+    /// Columns that must be equal (the `from` stream's, the joined stream's): the key events
+    /// are held and looked up by.
+    pub keys: Vec<(String, String)>,
+    /// The bound on the joined event's time less the other's, in milliseconds, inclusive.
+    pub lower: i64,
+    pub upper: i64,
+    /// The `on` condition as written, checked on each pair found (with anything it says
+    /// beyond the keys and the bound).
+    pub on: String,
 }
 
 /// A stream-table join: each event enriched with the row of a warehouse table that matches
@@ -102,9 +130,13 @@ pub enum Output {
 
 impl Plan {
     /// The window in words, for `weir stream list` and the API: `tumble 60s`,
-    /// `hop 300s every 60s`, `session gap 30s`, `none (each event)`.
+    /// `hop 300s every 60s`, `session gap 30s`, `none (each event)`, `joined with payments
+    /// from 0s to 3600s`.
     pub fn window_text(&self) -> String {
         let secs = |ms: i64| if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") };
+        if let Some(j) = &self.stream_join {
+            return format!("joined with {} from {} to {}", j.topic, secs(j.lower), secs(j.upper));
+        }
         match (self.shape, &self.window) {
             (Shape::Stateless, _) => "none (each event)".into(),
             (_, WindowSpec::Tumble { size, .. }) => format!("tumble {}", secs(*size)),
@@ -128,7 +160,7 @@ impl Plan {
             keys.join(", "),
             aggs.join(", "),
             self.join.as_ref().map(|j| format!(" join={}:{}", j.table, j.on)).unwrap_or_default()
-        )
+        ) + &self.stream_join.as_ref().map(|j| format!(" stream_join={}:{}", j.topic, j.on)).unwrap_or_default()
     }
 
     /// Whether every key and argument is a bare column and nothing is filtered: the events
@@ -176,13 +208,38 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
         return Err(at(select.span(), "a stream job reads exactly one stream: from {{ stream('topic') }}".into()));
     };
     let (topic_name, window, window_col) = from_clause(job, &from.relation, &at)?;
-    let join = match from.joins.as_slice() {
-        [] => None,
-        [j] => Some(table_join(job, &topic_name, &from.relation, j, &at)?),
-        [_, second, ..] => return Err(at(second.relation.span(), "a stream job joins one table to its stream".into())),
+    let (join, joined_stream) = match from.joins.as_slice() {
+        [] => (None, None),
+        [j] if stream_of(job, &j.relation).is_some() => (None, Some(j)),
+        [j] => (Some(table_join(job, &topic_name, &from.relation, j, &at)?), None),
+        [_, second, ..] => return Err(at(second.relation.span(), "a stream job joins one table or one stream to its stream".into())),
     };
     let dimension = join.as_ref().map(|j| j.alias.to_ascii_lowercase());
-    let stream_alias = join.as_ref().map(|j| j.stream_alias.to_ascii_lowercase());
+    // The stream joined to the one of `from`: its topic and how each is named.
+    let other = match joined_stream {
+        Some(j) => {
+            let name = stream_of(job, &j.relation).unwrap_or_default();
+            let other = topics.iter().find(|t| t.name == name).ok_or_else(|| {
+                let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
+                let hint = weir_project::error::closest(&name, names.iter().copied())
+                    .map(|c| format!("; did you mean '{c}'?"))
+                    .unwrap_or_default();
+                at(j.relation.span(), format!("no topic named '{name}' is declared in streams/*.yml{hint}"))
+            })?;
+            let alias_of = |t: &TableFactor, name: &str| match t {
+                TableFactor::Table { alias: Some(a), .. } => a.name.value.clone(),
+                _ => name.to_string(),
+            };
+            let (left, right) = (alias_of(&from.relation, &topic_name), alias_of(&j.relation, &name));
+            if left.eq_ignore_ascii_case(&right) {
+                return Err(at(j.relation.span(), format!("both streams are named '{left}': give each an alias (o, p)")));
+            }
+            Some((other, left.to_ascii_lowercase(), right.to_ascii_lowercase()))
+        }
+        None => None,
+    };
+    let stream_alias =
+        join.as_ref().map(|j| j.stream_alias.to_ascii_lowercase()).or_else(|| other.as_ref().map(|(_, left, _)| left.clone()));
     let topic = topics.iter().find(|t| t.name == topic_name).ok_or_else(|| {
         let names: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
         let hint =
@@ -228,13 +285,47 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
     };
     let scalar = |e: &Expr| Scalar { sql: e.to_string(), column: column_of(e).map(|c| canonical(topic, &c)) };
 
-    // Every column named must be the topic's.
+    // Every column named must be the topic's (or, in a join of two streams, one of the two's).
     let mut used: Vec<String> = vec![];
+    let mut used_other: Vec<String> = vec![];
     let mut check_columns = |e: &Expr| -> Result<(), GraphError> {
         let mut v = Columns::default();
         let _ = e.visit(&mut v);
         for (qualifier, ident) in v.found {
             if of_table(qualifier.as_ref()) {
+                continue;
+            }
+            if let Some((other, left, right)) = &other {
+                let name = &ident.value;
+                let has = |t: &Topic| t.columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(name));
+                let not_in = |t: &Topic, alias: &str| {
+                    let names: Vec<&str> = t.columns.iter().map(|(c, _)| c.as_str()).collect();
+                    let hint = weir_project::error::closest(name, names.iter().copied())
+                        .map(|c| format!("; did you mean '{alias}.{c}'?"))
+                        .unwrap_or_default();
+                    at(ident.span, format!("'{name}' is not a column of topic '{}' ({}){hint}", t.name, names.join(", ")))
+                };
+                match qualifier.as_ref().map(|q| q.value.to_ascii_lowercase()) {
+                    Some(q) if q == *right && has(other) => used_other.push(canonical(other, name)),
+                    Some(q) if q == *right => return Err(not_in(other, right)),
+                    Some(q) if q == *left && has(topic) => used.push(canonical(topic, name)),
+                    Some(q) if q == *left => return Err(not_in(topic, left)),
+                    Some(_) => {
+                        let q = qualifier.as_ref().map_or(String::new(), |q| q.value.clone());
+                        return Err(at(ident.span, format!("'{q}' names neither stream of the join ('{left}', '{right}')")));
+                    }
+                    None => match (has(topic), has(other)) {
+                        (true, true) => {
+                            return Err(at(
+                                ident.span,
+                                format!("'{name}' is a column of both streams: say which ({left}.{name} or {right}.{name})"),
+                            ));
+                        }
+                        (true, false) => used.push(canonical(topic, name)),
+                        (false, true) => used_other.push(canonical(other, name)),
+                        (false, false) => return Err(not_in(topic, left)),
+                    },
+                }
                 continue;
             }
             if let (Some(q), Some(alias)) = (&qualifier, &stream_alias)
@@ -257,6 +348,7 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
         Ok(())
     };
 
+    let mut on_clause = None;
     if let Some(j) = from.joins.first()
         && let sqlparser::ast::JoinOperator::Join(sqlparser::ast::JoinConstraint::On(on))
         | sqlparser::ast::JoinOperator::Inner(sqlparser::ast::JoinConstraint::On(on))
@@ -264,6 +356,7 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
         | sqlparser::ast::JoinOperator::LeftOuter(sqlparser::ast::JoinConstraint::On(on)) = &j.join_operator
     {
         check_columns(on)?;
+        on_clause = Some(on);
     }
     let filter = match &select.selection {
         Some(w) => {
@@ -327,6 +420,12 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
         let (expr, alias) = match item {
             SelectItem::UnnamedExpr(e) => (e, None),
             SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) if other.is_some() => {
+                return Err(at(
+                    item.span(),
+                    "name the columns of a join of two streams (o.order_id, p.paid_at): `*` is not supported".into(),
+                ));
+            }
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) if shape == Shape::Stateless => {
                 every_column = true;
                 for (c, _) in &topic.columns {
@@ -402,6 +501,25 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
     if every_column {
         used.extend(topic.columns.iter().map(|(c, _)| c.clone()));
     }
+    let stream_join = match (joined_stream, &other) {
+        (Some(j), Some((other, left, right))) => {
+            if window.is_some() || shape != Shape::Stateless {
+                return Err(at(
+                    select.span(),
+                    "a join of two streams gives pairs of events, not groups: write them to a topic (`sink='topic'`) and window \
+                     that topic in a second job"
+                        .into(),
+                ));
+            }
+            let sides = Sides { left: (topic, left), right: (other, right) };
+            let mut sj = stream_join(&sides, j, on_clause, &at)?;
+            used.extend(topic.event_time.clone());
+            used_other.push(sj.time_column.clone());
+            sj.columns = other.columns.iter().filter(|(c, _)| used_other.contains(c)).cloned().collect();
+            Some(sj)
+        }
+        _ => None,
+    };
     let columns = topic.columns.iter().filter(|(c, _)| used.contains(c)).cloned().collect();
     Ok(Plan {
         topic: topic.name.clone(),
@@ -414,7 +532,185 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
         outputs,
         columns,
         join,
+        stream_join,
     })
+}
+
+/// The topic `relation` reads, when it is a plain `{{ stream('...') }}`.
+fn stream_of(job: &StreamJob, relation: &TableFactor) -> Option<String> {
+    let TableFactor::Table { name, args: None, .. } = relation else { return None };
+    let plain = object_name(name);
+    job.streams.contains(&plain).then_some(plain)
+}
+
+/// The two streams of a join: each topic with the name the SQL gives it (lower case).
+struct Sides<'t> {
+    left: (&'t Topic, &'t str),
+    right: (&'t Topic, &'t str),
+}
+
+impl Sides<'_> {
+    /// The stream a column reference is of, and the column's own spelling.
+    fn column(&self, e: &Expr) -> Option<(Side, String)> {
+        let (qualifier, name) = match e {
+            Expr::Identifier(i) => (None, &i.value),
+            Expr::CompoundIdentifier(parts) => (parts.iter().rev().nth(1).map(|q| q.value.to_ascii_lowercase()), &parts.last()?.value),
+            Expr::Nested(inner) => return self.column(inner),
+            _ => return None,
+        };
+        let has = |t: &Topic| t.columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(name));
+        let side = match qualifier.as_deref() {
+            Some(q) if q == self.right.1 => Side::Right,
+            Some(q) if q == self.left.1 => Side::Left,
+            Some(_) => return None,
+            None if has(self.left.0) => Side::Left,
+            None => Side::Right,
+        };
+        let topic = if side == Side::Left { self.left.0 } else { self.right.0 };
+        has(topic).then(|| (side, canonical(topic, name)))
+    }
+
+    /// A stream's event time, moved by an interval or not (`o.ordered_at + interval '1
+    /// hour'`): the stream and the milliseconds added.
+    fn time(&self, e: &Expr) -> Option<(Side, i64)> {
+        use sqlparser::ast::BinaryOperator::{Minus, Plus};
+        match e {
+            Expr::Nested(inner) => self.time(inner),
+            Expr::BinaryOp { left, op: op @ (Plus | Minus), right } => {
+                let (side, at) = self.time(left)?;
+                let ms = interval_literal(right)?;
+                Some((side, if *op == Plus { at.checked_add(ms)? } else { at.checked_sub(ms)? }))
+            }
+            _ => {
+                let (side, column) = self.column(e)?;
+                let topic = if side == Side::Left { self.left.0 } else { self.right.0 };
+                topic.event_time.as_ref().is_some_and(|t| t.eq_ignore_ascii_case(&column)).then_some((side, 0))
+            }
+        }
+    }
+}
+
+/// The interval join's keys and time bound, read from its `on`.
+fn stream_join(
+    sides: &Sides,
+    j: &sqlparser::ast::Join,
+    on: Option<&Expr>,
+    at: &dyn Fn(sqlparser::tokenizer::Span, String) -> GraphError,
+) -> Result<StreamJoin, GraphError> {
+    use sqlparser::ast::{BinaryOperator as Op, JoinConstraint, JoinOperator};
+    let (Some(on), JoinOperator::Join(JoinConstraint::On(_)) | JoinOperator::Inner(JoinConstraint::On(_))) = (on, &j.join_operator) else {
+        return Err(at(
+            j.relation.span(),
+            "two streams are joined with `join ... on` and a time bound (outer joins of streams are not supported)".into(),
+        ));
+    };
+    let ((left, left_alias), (right, right_alias)) = (sides.left, sides.right);
+    for (t, span) in [(left, j.relation.span()), (right, j.relation.span())] {
+        if t.event_time.is_none() {
+            return Err(at(span, format!("topic '{}' has no event_time: an interval join pairs events by their event times", t.name)));
+        }
+    }
+    let mut conjuncts = vec![];
+    and_terms(on, &mut conjuncts);
+    let (mut keys, mut lower, mut upper) = (vec![], None::<i64>, None::<i64>);
+    // `a op b`, each side a stream's time moved or not: a bound on right's time less left's.
+    let mut bound = |a: &Expr, op: &Op, b: &Expr| {
+        let (Some((sa, ca)), Some((sb, cb))) = (sides.time(a), sides.time(b)) else { return };
+        if sa == sb {
+            return;
+        }
+        // sa.t + ca op sb.t + cb, as right.t - left.t op k.
+        let (op, k) = match sa {
+            Side::Right => (op.clone(), cb - ca),
+            Side::Left => (
+                match op {
+                    Op::Gt => Op::Lt,
+                    Op::GtEq => Op::LtEq,
+                    Op::Lt => Op::Gt,
+                    Op::LtEq => Op::GtEq,
+                    other => other.clone(),
+                },
+                ca - cb,
+            ),
+        };
+        match op {
+            Op::Gt | Op::GtEq => lower = Some(lower.map_or(k, |l| l.max(k))),
+            Op::Lt | Op::LtEq => upper = Some(upper.map_or(k, |u| u.min(k))),
+            _ => {}
+        }
+    };
+    for c in conjuncts {
+        match c {
+            Expr::Between { expr, negated: false, low, high } => {
+                bound(expr, &Op::GtEq, low);
+                bound(expr, &Op::LtEq, high);
+            }
+            Expr::BinaryOp { left: a, op: op @ (Op::Gt | Op::GtEq | Op::Lt | Op::LtEq), right: b } => {
+                bound(a, op, b);
+            }
+            Expr::BinaryOp { left: a, op: Op::Eq, right: b } => match (sides.column(a), sides.column(b)) {
+                (Some((Side::Left, l)), Some((Side::Right, r))) | (Some((Side::Right, r)), Some((Side::Left, l))) => keys.push((l, r)),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    let (lt, rt) = (left.event_time.clone().unwrap_or_default(), right.event_time.clone().unwrap_or_default());
+    let (Some(lower), Some(upper)) = (lower, upper) else {
+        let missing = if lower.is_none() && upper.is_none() {
+            "a time bound"
+        } else if lower.is_none() {
+            "a lower time bound"
+        } else {
+            "an upper time bound"
+        };
+        return Err(at(
+            on.span(),
+            format!(
+                "a join of two streams needs {missing} in its `on`, over the topics' event times: \
+                 `{right_alias}.{rt} between {left_alias}.{lt} and {left_alias}.{lt} + interval '1 hour'` \
+                 (without one, every event would be held for ever)"
+            ),
+        ));
+    };
+    if lower > upper {
+        return Err(at(
+            on.span(),
+            format!("the time bound admits no pair: {right_alias}.{rt} less {left_alias}.{lt} from {lower} ms to {upper} ms"),
+        ));
+    }
+    Ok(StreamJoin {
+        topic: right.name.clone(),
+        columns: vec![],
+        time_column: rt,
+        alias: right_alias.to_string(),
+        stream_alias: left_alias.to_string(),
+        keys,
+        lower,
+        upper,
+        on: on.to_string(),
+    })
+}
+
+/// The terms of a conjunction (`a and (b and c)`: a, b, c).
+fn and_terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::BinaryOp { left, op: sqlparser::ast::BinaryOperator::And, right } => {
+            and_terms(left, out);
+            and_terms(right, out);
+        }
+        Expr::Nested(inner) => and_terms(inner, out),
+        other => out.push(other),
+    }
+}
+
+/// An interval literal's length (`interval '1 hour'`, `interval '30' second`).
+fn interval_literal(e: &Expr) -> Option<i64> {
+    let text = e.to_string();
+    let body = text.trim();
+    let body = body.strip_prefix("INTERVAL").or_else(|| body.strip_prefix("interval")).unwrap_or(body);
+    let words: String = body.replace('\'', " ");
+    interval_ms(&words.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 /// The one join of a job: a table (`ref()` or `source()`) joined to the stream with `on`.
@@ -441,12 +737,10 @@ fn table_join(
     };
     let plain = object_name(name);
     let Some(table) = (0..job.tables.len()).find(|i| weir_graph::stream_jobs::table_placeholder(*i) == plain) else {
-        let message = if job.streams.contains(&plain) {
-            "joining two streams is not supported yet: join a table ({{ ref('customers') }}) to the stream".to_string()
-        } else {
-            format!("'{plain}' is not a table of the project: join {{{{ ref('model') }}}} or {{{{ source('src', 'table') }}}}")
-        };
-        return Err(at(j.relation.span(), message));
+        return Err(at(
+            j.relation.span(),
+            format!("'{plain}' is not a table of the project: join {{{{ ref('model') }}}} or {{{{ source('src', 'table') }}}}"),
+        ));
     };
     let stream_alias = match stream {
         TableFactor::Table { alias: Some(a), .. } => a.name.value.clone(),
@@ -519,12 +813,7 @@ fn from_clause(
         other => return Err(at(other.span(), format!("the second argument of {function}() is the event-time column: {usage}"))),
     };
     let interval = |e: &Expr| -> Result<i64, GraphError> {
-        let text = e.to_string();
-        let body = text.trim();
-        let body = body.strip_prefix("INTERVAL").or_else(|| body.strip_prefix("interval")).unwrap_or(body);
-        let words: String = body.replace('\'', " ");
-        interval_ms(&words.split_whitespace().collect::<Vec<_>>().join(" "))
-            .ok_or_else(|| at(e.span(), format!("'{text}' is not an interval (interval '1 minute'): {usage}")))
+        interval_literal(e).ok_or_else(|| at(e.span(), format!("'{e}' is not an interval (interval '1 minute'): {usage}")))
     };
     let spec = match function.as_str() {
         "tumble" => WindowSpec::Tumble { size: interval(exprs[2])?, offset: exprs.get(3).map(|e| interval(e)).transpose()?.unwrap_or(0) },
@@ -676,7 +965,8 @@ mod tests {
         parse_file(
             Path::new("streams/shop.yml"),
             "topics:\n  - name: orders\n    columns: {order_id: bigint, country: varchar, amount: 'decimal(10,2)', user_id: varchar, ordered_at: timestamp}\n    \
-             watermark: ordered_at - interval '5 seconds'\n",
+             watermark: ordered_at - interval '5 seconds'\n  - name: payments\n    \
+             columns: {order_id: bigint, method: varchar, amount: double, paid_at: timestamp}\n    watermark: paid_at - interval '1 second'\n",
         )
         .unwrap()
     }
@@ -765,12 +1055,72 @@ mod tests {
             planned("select x.code, count(*) n from {{ stream('orders') }} o join {{ ref('c') }} c on o.country = c.code group by x.code")
                 .unwrap_err();
         assert!(e.contains("'x' names neither the stream ('o') nor the table joined to it"), "{e}");
-        let e =
-            planned("select count(*) n from {{ stream('orders') }} o join {{ stream('orders') }} p on o.country = p.country").unwrap_err();
-        assert!(e.contains("joining two streams is not supported yet"), "{e}");
         let e = planned("select count(*) n from {{ stream('orders') }} o cross join {{ ref('c') }} c").unwrap_err();
         assert!(e.contains("`join ... on` or `left join ... on`"), "{e}");
         let e = planned("select count(*) n from {{ stream('orders') }} o join {{ ref('c') }} c on o.cuntry = c.code").unwrap_err();
         assert!(e.contains("did you mean 'country'"), "{e}");
+    }
+
+    #[test]
+    fn two_streams_joined_within_a_time_bound() {
+        let p = planned(
+            "select o.order_id, o.amount, p.method, p.paid_at\nfrom {{ stream('orders') }} o\njoin {{ stream('payments') }} p\n  \
+             on o.order_id = p.order_id and p.paid_at between o.ordered_at and o.ordered_at + interval '1 hour'\nwhere method <> 'cash'",
+        )
+        .unwrap();
+        assert_eq!(p.shape, Shape::Stateless);
+        let j = p.stream_join.as_ref().unwrap();
+        assert_eq!((j.topic.as_str(), j.alias.as_str(), j.stream_alias.as_str()), ("payments", "p", "o"));
+        assert_eq!((j.keys.clone(), j.lower, j.upper), (vec![("order_id".to_string(), "order_id".to_string())], 0, 3_600_000));
+        let cols = |c: &[(String, String)]| c.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        assert_eq!(cols(&p.columns), ["order_id", "amount", "ordered_at"]);
+        assert_eq!(cols(&j.columns), ["order_id", "method", "paid_at"], "the joined stream's columns read, its event time too");
+        assert!(p.fingerprint().contains("stream_join=payments"));
+        assert_eq!(p.window_text(), "joined with payments from 0s to 3600s");
+        // The bound written the other way round, strict or not, the stream of `from` on the left.
+        let p = planned(
+            "select o.order_id, p.method from {{ stream('orders') }} o join {{ stream('payments') }} p on o.order_id = p.order_id \
+             and o.ordered_at >= p.paid_at - interval '10 minutes' and o.ordered_at < p.paid_at + interval '5' minute",
+        )
+        .unwrap();
+        let j = p.stream_join.unwrap();
+        assert_eq!((j.lower, j.upper), (-300_000, 600_000));
+    }
+
+    #[test]
+    fn a_join_of_two_streams_needs_a_time_bound_and_names_its_columns() {
+        let from = "from {{ stream('orders') }} o\njoin {{ stream('payments') }} p\n  on ";
+        let e = planned(&format!("select o.order_id, p.method\n{from}o.order_id = p.order_id")).unwrap_err();
+        assert!(
+            e.starts_with("streams/j.sql:4:6") && e.contains("needs a time bound") && e.contains("p.paid_at between o.ordered_at"),
+            "{e}"
+        );
+        let e = planned(&format!("select o.order_id\n{from}o.order_id = p.order_id and p.paid_at >= o.ordered_at")).unwrap_err();
+        assert!(e.contains("needs an upper time bound"), "{e}");
+        let e = planned(&format!("select order_id\n{from}o.order_id = p.order_id and p.paid_at between o.ordered_at and o.ordered_at"))
+            .unwrap_err();
+        assert!(e.starts_with("streams/j.sql:1:8") && e.contains("a column of both streams"), "{e}");
+        let e = planned(&format!("select o.method\n{from}o.order_id = p.order_id and p.paid_at between o.ordered_at and o.ordered_at"))
+            .unwrap_err();
+        assert!(e.contains("'method' is not a column of topic 'orders'"), "{e}");
+        let e =
+            planned(&format!("select *\n{from}o.order_id = p.order_id and p.paid_at between o.ordered_at and o.ordered_at")).unwrap_err();
+        assert!(e.contains("`*` is not supported"), "{e}");
+        let e = planned(&format!(
+            "select o.country, count(*) n\n{from}o.order_id = p.order_id and p.paid_at between o.ordered_at and o.ordered_at\ngroup by o.country"
+        ))
+        .unwrap_err();
+        assert!(e.contains("write them to a topic"), "{e}");
+        let e = planned(
+            "select o.order_id from {{ stream('orders') }} o left join {{ stream('payments') }} p on o.order_id = p.order_id \
+             and p.paid_at between o.ordered_at and o.ordered_at",
+        )
+        .unwrap_err();
+        assert!(e.contains("outer joins of streams are not supported"), "{e}");
+        let e = planned("select o.order_id from {{ stream('orders') }} join {{ stream('orders') }} on order_id = order_id").unwrap_err();
+        assert!(e.contains("give each an alias"), "{e}");
+        let e =
+            planned(&format!("select o.order_id\n{from}p.paid_at between o.ordered_at + interval '1 hour' and o.ordered_at")).unwrap_err();
+        assert!(e.contains("admits no pair"), "{e}");
     }
 }

@@ -106,6 +106,12 @@ impl Watermarks {
         Ok(Watermarks { spec, partitions, current: doc.get("current").and_then(serde_json::Value::as_i64) })
     }
 
+    /// Whether nothing has come from any partition and every one has been idle for the
+    /// timeout: a source that has never spoken does not hold back a join's watermark.
+    pub fn silent(&self, now: Millis) -> bool {
+        self.partitions.iter().all(|p| p.max_event_time.is_none() && now - p.last_seen >= self.spec.idle_timeout)
+    }
+
     pub fn partitions(&self) -> usize {
         self.partitions.len()
     }

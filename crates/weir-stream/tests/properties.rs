@@ -1,12 +1,14 @@
 //! Streaming against batch: events in random order through the watermark and the window
 //! state, their emitted results applied as a sink applies them (upsert on key and window,
 //! delete what a session replaces), must equal the same aggregation computed over all the
-//! events that were not late; and every event is counted, late or outside every window.
+//! events that were not late; and every event is counted, late or outside every window. An
+//! interval join of two streams finds, once each, the pairs a batch join finds among the events
+//! that were not late, and holds nothing once the watermark has passed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use weir_stream::{Acc, Admitted, Agg, Emit, Millis, Window, WindowOperator, WindowSpec};
+use weir_stream::{Acc, Admitted, Agg, Emit, IntervalJoin, Millis, Side, Window, WindowOperator, WindowSpec};
 
 const AGGS: [Agg; 7] = [Agg::Count, Agg::Sum, Agg::Min, Agg::Max, Agg::Avg, Agg::CountDistinct, Agg::Percentile { basis_points: 9000 }];
 
@@ -181,5 +183,51 @@ proptest! {
         prop_assert_eq!(counted + late, evs.len());
         let in_sink: f64 = sink.values().map(|v| v[0].unwrap_or(0.0)).sum();
         prop_assert_eq!(in_sink as usize, counted, "each counted event is in exactly one emitted session");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn an_interval_join_finds_what_a_batch_join_finds_among_the_events_on_time(
+        // Times and bounds in tenths of a second, so that events fall on the bounds often.
+        evs in prop::collection::vec((any::<bool>(), 0u8..3, (0i64..300).prop_map(|t| t * 100)), 0..160),
+        lower in (-50i64..50).prop_map(|t| t * 100),
+        width in (0i64..80).prop_map(|t| t * 100),
+        delay in (0i64..30).prop_map(|t| t * 100),
+        lateness in (0i64..20).prop_map(|t| t * 100),
+    ) {
+        let upper = lower + width;
+        let mut join: IntervalJoin<u8, usize> = IntervalJoin::new(lower, upper, lateness);
+        let (mut found, mut on_time) = (BTreeSet::new(), vec![]);
+        let mut max_seen: Option<Millis> = None;
+        for (i, (right, key, ts)) in evs.iter().enumerate() {
+            let wm = max_seen.map(|m| m - delay);
+            let side = if *right { Side::Right } else { Side::Left };
+            if !join.is_late(*ts, wm) {
+                on_time.push(i);
+                for other in join.meet(side, key, *ts) {
+                    let pair = if *right { (*other, i) } else { (i, *other) };
+                    prop_assert!(found.insert(pair), "{pair:?} found twice");
+                }
+                join.hold(side, *key, *ts, i);
+            }
+            max_seen = Some(max_seen.map_or(*ts, |m| m.max(*ts)));
+            join.advance(max_seen.unwrap_or(0) - delay);
+        }
+        // The batch join of the events on time.
+        let mut expected = BTreeSet::new();
+        for &l in &on_time {
+            for &r in &on_time {
+                let ((lr, lk, lt), (rr, rk, rt)) = (evs[l], evs[r]);
+                if !lr && rr && lk == rk && (lower..=upper).contains(&(rt - lt)) {
+                    expected.insert((l, r));
+                }
+            }
+        }
+        prop_assert_eq!(found, expected);
+        join.advance(Millis::MAX / 4);
+        prop_assert_eq!(join.held(), 0, "nothing is held once the watermark has passed");
     }
 }

@@ -23,7 +23,7 @@ fn example_builds_and_a_rerun_changes_no_row() {
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap()).unwrap();
     let statuses: Vec<&str> = results["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses.len(), 20, "16 nodes, 2 stream jobs and 2 check suites");
+    assert_eq!(statuses.len(), 21, "16 nodes, 3 stream jobs and 2 check suites");
     assert!(statuses.iter().all(|s| *s == "success" || *s == "pass"), "{statuses:?}");
 }
 

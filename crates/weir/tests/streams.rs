@@ -152,11 +152,17 @@ fn the_example_shop_runs_its_real_time_path_beside_the_nightly_one() {
     std::fs::write(dir.path().join("events.jsonl"), &events.stdout).unwrap();
     let o = weir(dir.path(), &["log", "produce", "order_events", "-f", "events.jsonl"]);
     assert!(o.status.success() && text(&o).contains("Produced 6000 events"), "{}", text(&o));
+    let payments =
+        std::process::Command::new("python3").args(["scripts/generate_events.py", "--payments"]).current_dir(dir.path()).output().unwrap();
+    assert!(payments.status.success(), "{}", text(&payments));
+    std::fs::write(dir.path().join("payments.jsonl"), &payments.stdout).unwrap();
+    let o = weir(dir.path(), &["log", "produce", "payment_events", "-f", "payments.jsonl"]);
+    assert!(o.status.success(), "{}", text(&o));
     // The stream jobs are nodes of the graph: one build reads the new events into their tables
     // and then builds the model that refs them.
     let o = weir(dir.path(), &["build", "--select", "resource_type:stream", "path:models/realtime"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(text(&o).matches("OK caught up").count(), 2, "{}", text(&o));
+    assert_eq!(text(&o).matches("OK caught up").count(), 3, "{}", text(&o));
     assert!(text(&o).contains("EVENTS 6000"), "{}", text(&o));
     let o = weir(dir.path(), &["stream", "status", "customer_sessions"]);
     assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
@@ -166,6 +172,20 @@ fn the_example_shop_runs_its_real_time_path_beside_the_nightly_one() {
     let minutes = query(&db, "select count(distinct window_start), min(window_end - window_start) from live_revenue");
     assert!(minutes[0][0].parse::<u32>().unwrap() > 100, "{minutes:?}");
     assert_eq!(minutes[0][1], "1 mins", "one-minute windows");
+    // Orders paired with their payments: within the half hour, most orders, each once.
+    let paid = query(
+        &db,
+        "select count(*), count(distinct order_id), min(seconds_to_pay), max(seconds_to_pay), \
+         (select count(*) filter (where (event::json->>'order_id')::bigint % 1500 = 1499) || '/' || count(*) \
+          from _weir_late_events where job = 'paid_orders') from paid_orders",
+    );
+    let pairs: u32 = paid[0][0].parse().unwrap();
+    assert!(pairs > 4_000 && paid[0][0] == paid[0][1], "{paid:?}");
+    assert!(paid[0][2].parse::<i64>().unwrap() >= 0 && paid[0][3].parse::<i64>().unwrap() <= 1800, "{paid:?}");
+    // Late for the join are orders twenty minutes behind (whether each is depends on how far the
+    // payments have got when it comes), kept, not joined.
+    let (behind, late) = paid[0][4].split_once('/').unwrap();
+    assert!(behind == late && late != "0", "{paid:?}");
 
     let live = query(&db, "select count(*), sum(orders)::bigint, min(day)::varchar from live_vs_daily");
     assert!(live[0][0].parse::<u32>().unwrap() >= 5, "{live:?}");
@@ -174,7 +194,7 @@ fn the_example_shop_runs_its_real_time_path_beside_the_nightly_one() {
     assert_eq!(live[0][1], counted[0][0], "the mart holds every order the job counted");
     // A second build reads nothing new and changes nothing.
     let o = weir(dir.path(), &["build", "--select", "resource_type:stream", "path:models/realtime"]);
-    assert!(o.status.success() && text(&o).matches("EVENTS 0").count() == 2, "{}", text(&o));
+    assert!(o.status.success() && text(&o).matches("EVENTS 0").count() == 3, "{}", text(&o));
     assert_eq!(query(&db, "select sum(orders)::bigint from live_revenue"), counted);
     let o = weir(dir.path(), &["show", "--select", "live_vs_daily", "--limit", "3"]);
     assert!(o.status.success() && text(&o).contains("2026-12-02"), "{}", text(&o));

@@ -69,7 +69,10 @@ impl Evaluator {
     /// The evaluator of `plan` over rows of `plan.columns`; with the SQL types of its keys
     /// (a stateful job) or of its output columns (a stateless one).
     pub fn new(plan: &Plan, table: Option<&[(String, String)]>) -> Result<(Evaluator, Vec<String>), StreamError> {
-        let kinds: Vec<Kind> = plan.columns.iter().map(|(_, t)| Kind::of(t)).collect();
+        // The rows are events, or in a join of two streams pairs: the first stream's columns
+        // then the second's.
+        let columns: Vec<(String, String)> = plan.columns.iter().chain(plan.stream_join.iter().flat_map(|j| &j.columns)).cloned().collect();
+        let kinds: Vec<Kind> = columns.iter().map(|(_, t)| Kind::of(t)).collect();
         let distinct: Vec<bool> = plan.aggs.iter().map(|a| a.agg == Agg::CountDistinct).collect();
         let index = |c: &str| plan.columns.iter().position(|(n, _)| n == c);
         if plan.is_direct() {
@@ -82,7 +85,7 @@ impl Evaluator {
         let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
         // Each column staged in the type its cells hold; a decimal as its text, so that the
         // cast to it is exact.
-        let stages: Vec<Stage> = plan.columns.iter().zip(&kinds).map(|((_, t), k)| Stage::of(t, *k)).collect();
+        let stages: Vec<Stage> = columns.iter().zip(&kinds).map(|((_, t), k)| Stage::of(t, *k)).collect();
         let staged: Vec<String> = stages.iter().enumerate().map(|(i, st)| format!("c{i} {}", st.sql())).collect();
         conn.execute_batch(&format!(
             "CREATE TABLE __weir_raw (__i BIGINT{}{})",
@@ -90,12 +93,29 @@ impl Evaluator {
             staged.join(", ")
         ))
         .map_err(sql_err)?;
-        let cast: Vec<String> = plan.columns.iter().enumerate().map(|(i, (n, t))| format!("CAST(c{i} AS {t}) AS {}", quote(n))).collect();
-        let cte = format!("WITH events AS (SELECT __i{}{} FROM __weir_raw)", if cast.is_empty() { "" } else { ", " }, cast.join(", "));
+        let casts = |range: std::ops::Range<usize>| -> String {
+            range.map(|i| format!(", CAST(c{i} AS {}) AS {}", columns[i].1, quote(&columns[i].0))).collect()
+        };
+        let n = plan.columns.len();
+        let cte = match &plan.stream_join {
+            Some(j) => format!(
+                "WITH {} AS (SELECT __i{} FROM __weir_raw), {} AS (SELECT __i{} FROM __weir_raw)",
+                quote(&j.stream_alias),
+                casts(0..n),
+                quote(&j.alias),
+                casts(n..columns.len())
+            ),
+            None => format!("WITH events AS (SELECT __i{} FROM __weir_raw)", casts(0..n)),
+        };
         let filter = plan.filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
-        // The events, and the table joined to them: one row per event, its first match.
-        let (from, first_match) = match (&plan.join, table) {
-            (Some(j), Some(columns)) => {
+        // The events, and the table joined to them: one row per event, its first match; or
+        // the pairs, each row its two events side by side, kept when the `on` holds.
+        let (from, first_match) = match (&plan.join, table, &plan.stream_join) {
+            (_, _, Some(j)) => {
+                let (l, r) = (quote(&j.stream_alias), quote(&j.alias));
+                (format!("{l} JOIN {r} ON {l}.__i = {r}.__i AND ({})", j.on), String::new())
+            }
+            (Some(j), Some(columns), None) => {
                 let typed: Vec<String> = columns.iter().map(|(n, t)| format!("{} {t}", quote(n))).collect();
                 conn.execute_batch(&format!("CREATE TABLE __weir_dim ({})", typed.join(", "))).map_err(sql_err)?;
                 let s = quote(&j.stream_alias);
@@ -106,9 +126,10 @@ impl Evaluator {
             }
             _ => ("events".to_string(), String::new()),
         };
-        let index = match &plan.join {
-            Some(j) => format!("{}.__i", quote(&j.stream_alias)),
-            None => "__i".to_string(),
+        let index = match (&plan.join, &plan.stream_join) {
+            (_, Some(j)) => format!("{}.__i", quote(&j.stream_alias)),
+            (Some(j), None) => format!("{}.__i", quote(&j.stream_alias)),
+            (None, None) => "__i".to_string(),
         };
         let (exprs, typed): (Vec<String>, Vec<String>) = if plan.shape == Shape::Stateless {
             let outs: Vec<String> =
@@ -320,7 +341,7 @@ fn sql_err(e: duckdb::Error) -> StreamError {
 }
 
 /// A cell as text, borrowed when it is text already.
-fn text_ref(c: &Cell, kind: Kind) -> Option<Cow<'_, str>> {
+pub(super) fn text_ref(c: &Cell, kind: Kind) -> Option<Cow<'_, str>> {
     match c {
         Cell::Text(s) => Some(Cow::Borrowed(s)),
         other => text(other, kind).map(Cow::Owned),

@@ -17,6 +17,7 @@
 
 pub mod decode;
 pub mod eval;
+mod pairs;
 pub mod redis;
 pub mod sink;
 
@@ -69,6 +70,8 @@ pub struct JobRun {
     pub job: StreamJob,
     pub plan: Plan,
     pub topic: Topic,
+    /// The topic of the stream joined to it, in a join of two streams.
+    pub joined: Option<Topic>,
     /// `.weir/streams/<job>/`.
     pub dir: PathBuf,
     /// The table it writes (with `sink='table'`); its schema holds the bookkeeping tables
@@ -95,18 +98,22 @@ impl JobRun {
             )
             .into());
         }
-        let topic = topics
-            .iter()
-            .find(|t| t.name == plan.topic)
-            .cloned()
-            .ok_or_else(|| StreamError::Job(format!("{}: no topic '{}' in streams/*.yml", job.path.display(), plan.topic)))?;
+        let find = |name: &str| {
+            topics
+                .iter()
+                .find(|t| t.name == name)
+                .cloned()
+                .ok_or_else(|| StreamError::Job(format!("{}: no topic '{name}' in streams/*.yml", job.path.display())))
+        };
+        let topic = find(&plan.topic)?;
+        let joined = plan.stream_join.as_ref().map(|j| find(&j.topic)).transpose()?;
         let out_topic = match &job.config.sink {
             weir_graph::stream_jobs::Sink::Topic { topic: name } => {
                 Some(topics.iter().find(|t| &t.name == name).map_or_else(|| weir_log::TopicSpec::new(name, topic.partitions), Topic::spec))
             }
             _ => None,
         };
-        Ok(JobRun { dir: project.join(".weir").join("streams").join(&job.name), job, plan, topic, table, out_topic, tables })
+        Ok(JobRun { dir: project.join(".weir").join("streams").join(&job.name), job, plan, topic, joined, table, out_topic, tables })
     }
 
     /// A job of the project `m` describes, its sink in the target's schema (or its own) and
@@ -127,6 +134,16 @@ impl JobRun {
             }
             weir_graph::stream_jobs::Sink::Topic { topic } => format!("topic {topic}"),
         }
+    }
+
+    /// The topics it reads: its stream's, and the joined stream's.
+    pub fn inputs(&self) -> Vec<&Topic> {
+        std::iter::once(&self.topic).chain(&self.joined).collect()
+    }
+
+    /// The topics it reads, in words: `orders`, `orders + payments`.
+    pub fn topics_text(&self) -> String {
+        self.inputs().iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(" + ")
     }
 
     /// The consumer group a topic sink commits its input positions in, with its outputs.
@@ -153,9 +170,9 @@ pub struct Status {
     pub started_at: i64,
     pub updated_at: i64,
     pub watermark: Option<i64>,
-    /// Per partition: the next offset to read and how many events are behind it.
-    pub positions: BTreeMap<u32, u64>,
-    pub lag: BTreeMap<u32, u64>,
+    /// Per topic and partition: the next offset to read and how many events are behind it.
+    pub positions: BTreeMap<(String, u32), u64>,
+    pub lag: BTreeMap<(String, u32), u64>,
     pub counts: Counts,
     pub windows_held: usize,
     pub events_per_second: f64,
@@ -174,7 +191,7 @@ impl Status {
             "job": self.job, "state": self.state, "pid": self.pid,
             "started_at": self.started_at, "updated_at": self.updated_at,
             "watermark": self.watermark,
-            "positions": self.positions.iter().map(|(p, o)| json!({"partition": p, "offset": o, "lag": self.lag.get(p).copied().unwrap_or(0)})).collect::<Vec<_>>(),
+            "positions": self.positions.iter().map(|((t, p), o)| json!({"topic": t, "partition": p, "offset": o, "lag": self.lag.get(&(t.clone(), *p)).copied().unwrap_or(0)})).collect::<Vec<_>>(),
             "events": {"read": self.counts.read, "counted": self.counts.counted, "late": self.counts.late, "rejected": self.counts.rejected, "filtered": self.counts.filtered},
             "windows_held": self.windows_held, "events_per_second": self.events_per_second,
             "checkpointed_at": self.checkpointed_at, "last_error": self.last_error,
@@ -206,9 +223,12 @@ impl Status {
             ..Status::default()
         };
         for p in v.get("positions").and_then(J::as_array).into_iter().flatten() {
-            let part = p.get("partition").and_then(J::as_u64).unwrap_or(0) as u32;
-            s.positions.insert(part, p.get("offset").and_then(J::as_u64).unwrap_or(0));
-            s.lag.insert(part, p.get("lag").and_then(J::as_u64).unwrap_or(0));
+            let at = (
+                p.get("topic").and_then(J::as_str).unwrap_or_default().to_string(),
+                p.get("partition").and_then(J::as_u64).unwrap_or(0) as u32,
+            );
+            s.positions.insert(at.clone(), p.get("offset").and_then(J::as_u64).unwrap_or(0));
+            s.lag.insert(at, p.get("lag").and_then(J::as_u64).unwrap_or(0));
         }
         s
     }
@@ -292,17 +312,28 @@ impl JobLock {
     }
 }
 
+/// One topic a job reads, and where it is in it.
+struct Input {
+    topic: String,
+    decoder: Decoder,
+    watermarks: Watermarks,
+    /// Per partition: the next offset to read, and the events read from it so far.
+    positions: BTreeMap<u32, u64>,
+    counts: BTreeMap<u32, Counts>,
+}
+
 struct Runner<'a> {
     run: &'a JobRun,
     log: &'a dyn Log,
-    decoder: Decoder,
+    /// Its stream, and the stream joined to it in a join of two streams.
+    inputs: Vec<Input>,
     evaluator: Evaluator,
     sink: Sink,
     op: WindowOperator<String>,
-    watermarks: Watermarks,
+    /// The state of a join of two streams.
+    join: Option<pairs::Joining>,
+    /// The least of the inputs' watermarks.
     wm: Option<i64>,
-    positions: BTreeMap<u32, u64>,
-    counts: BTreeMap<u32, Counts>,
     /// The watermark the sink's last write was made under: a window closed by then may
     /// already be in the table (the job is reading again what it read before a crash).
     replayed_watermark: Option<i64>,
@@ -329,8 +360,10 @@ impl<'a> Runner<'a> {
         let plan = &run.plan;
         let lateness = run.job.config.allowed_lateness_ms;
         let fingerprint = format!("{} lateness={lateness}", plan.fingerprint());
-        log.create_topic(&run.topic.spec())?;
-        let partitions = log.describe(&plan.topic)?.partitions.len() as u32;
+        let names: Vec<String> = run.inputs().iter().map(|t| t.name.clone()).collect();
+        for t in run.inputs() {
+            log.create_topic(&t.spec())?;
+        }
         let joined = match &plan.join {
             Some(j) => Some(read_table(run, j.table, wh.as_ref())?),
             None => None,
@@ -349,28 +382,45 @@ impl<'a> Runner<'a> {
                 v[j] = int;
                 v
             });
-        let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.config.sink, &run.job.name, &plan.topic)?;
+        let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.config.sink, &run.job.name, &names)?;
         let (committed, committed_watermark) = sink.committed()?;
-        let spec = WatermarkSpec {
-            delay: run.topic.watermark.as_ref().map_or(0, |w| w.delay_ms),
+        let spec = |t: &Topic| WatermarkSpec {
+            delay: t.watermark.as_ref().map_or(0, |w| w.delay_ms),
             idle_timeout: run.job.config.idle_timeout_ms,
             max_future: run.job.config.max_future_ms,
         };
         let now = now_ms();
+        let mut inputs = vec![];
+        for (i, t) in run.inputs().into_iter().enumerate() {
+            let partitions = log.describe(&t.name)?.partitions.len() as u32;
+            let decoder = match (&plan.stream_join, i) {
+                (Some(j), 1) => Decoder::new(&j.columns, Some(&j.time_column)),
+                _ => Decoder::new(&plan.columns, plan.time_column.as_deref()),
+            };
+            inputs.push(Input {
+                topic: t.name.clone(),
+                decoder,
+                watermarks: Watermarks::new(spec(t), partitions as usize, now),
+                positions: (0..partitions).map(|p| (p, 0)).collect(),
+                counts: (0..partitions).map(|p| (p, Counts::default())).collect(),
+            });
+        }
+        let input_of = |topic: &str| names.iter().position(|n| n == topic);
+        let mut join = plan.stream_join.as_ref().map(|j| pairs::Joining::new(plan, j, lateness));
         if let Some(out) = &run.out_topic {
             log.create_topic(out)?;
             settle_checkpoint(run, log)?;
         }
         let checkpoint = read_checkpoint(&run.dir)?;
         let mut op = WindowOperator::new(plan.window, plan.aggs.iter().map(|a| a.agg).collect(), lateness);
-        let mut watermarks = Watermarks::new(spec, partitions as usize, now);
-        let (mut positions, mut counts) = (BTreeMap::new(), BTreeMap::new());
         match (&checkpoint, plan.shape) {
             // A projection's rows and positions are in the sink together: resume from there.
-            (_, Shape::Stateless) if run.out_topic.is_none() => {
-                for (p, (o, c)) in &committed {
-                    positions.insert(*p, *o);
-                    counts.insert(*p, *c);
+            (_, Shape::Stateless) if run.out_topic.is_none() && join.is_none() => {
+                for ((topic, p), (o, c)) in &committed {
+                    if let Some(input) = input_of(topic).and_then(|i| inputs.get_mut(i)) {
+                        input.positions.insert(*p, *o);
+                        input.counts.insert(*p, *c);
+                    }
                 }
             }
             (Some(c), _) => {
@@ -391,11 +441,17 @@ impl<'a> Runner<'a> {
                     c.get("operator").unwrap_or(&J::Null),
                 )
                 .map_err(damaged)?;
-                watermarks = Watermarks::restore(spec, c.get("watermarks").unwrap_or(&J::Null)).map_err(damaged)?;
+                for (input, key) in inputs.iter_mut().zip(["watermarks", "watermarks_joined"]) {
+                    let t = if input.topic == run.topic.name { &run.topic } else { run.joined.as_ref().unwrap_or(&run.topic) };
+                    input.watermarks = Watermarks::restore(spec(t), c.get(key).unwrap_or(&J::Null)).map_err(damaged)?;
+                }
                 for p in c.get("partitions").and_then(J::as_array).into_iter().flatten() {
                     let n = |k: &str| p.get(k).and_then(J::as_u64).unwrap_or(0);
-                    positions.insert(n("partition") as u32, n("offset"));
-                    counts.insert(
+                    // Checkpoints of one topic name none.
+                    let i = p.get("topic").and_then(J::as_str).map_or(Some(0), input_of);
+                    let Some(input) = i.and_then(|i| inputs.get_mut(i)) else { continue };
+                    input.positions.insert(n("partition") as u32, n("offset"));
+                    input.counts.insert(
                         n("partition") as u32,
                         Counts {
                             read: n("read"),
@@ -406,15 +462,24 @@ impl<'a> Runner<'a> {
                         },
                     );
                 }
+                if let Some(j) = &mut join {
+                    j.restore(c.get("join").unwrap_or(&J::Null), &inputs.iter().map(|i| &i.decoder).collect::<Vec<_>>())
+                        .map_err(damaged)?;
+                }
             }
             (None, _) => {}
         }
-        for p in 0..partitions {
-            positions.entry(p).or_insert(0);
-            counts.entry(p).or_default();
+        // What a join found before the sink's last commit is in the table: found again on the
+        // way back from the checkpoint, it is not written twice. A topic sink's commits are
+        // its checkpoints: nothing is found twice.
+        if let Some(j) = &mut join
+            && run.out_topic.is_none()
+        {
+            j.written = committed.iter().filter_map(|((t, p), (o, _))| Some(((input_of(t)?, *p), *o))).collect();
         }
-        sink.forget_after(&positions)?;
-        let wm = watermarks.current(now);
+        let at: BTreeMap<(String, u32), u64> =
+            inputs.iter().flat_map(|i| i.positions.iter().map(|(p, o)| ((i.topic.clone(), *p), *o))).collect();
+        sink.forget_after(&at)?;
         let status = Status {
             job: run.job.name.clone(),
             state: "running".into(),
@@ -424,17 +489,15 @@ impl<'a> Runner<'a> {
             checkpointed_at: checkpoint.as_ref().and_then(|c| c.get("written_at")).and_then(J::as_i64),
             ..Status::default()
         };
-        Ok(Runner {
+        let mut runner = Runner {
             run,
             log,
-            decoder: Decoder::new(&plan.columns, plan.time_column.as_deref()),
+            inputs,
             evaluator,
             sink,
             op,
-            watermarks,
-            wm,
-            positions,
-            counts,
+            join,
+            wm: None,
             replayed_watermark: committed_watermark,
             pending: Batch::default(),
             status,
@@ -445,7 +508,9 @@ impl<'a> Runner<'a> {
             seq: checkpoint.as_ref().and_then(|c| c.get("seq")).and_then(J::as_u64).unwrap_or(0),
             aside_written: false,
             table_columns: joined.map(|(columns, _)| columns).unwrap_or_default(),
-        })
+        };
+        runner.wm = runner.watermark(now);
+        Ok(runner)
     }
 
     fn go(mut self, control: &Control, report: &mut dyn FnMut(&Status)) -> Result<Status, StreamError> {
@@ -505,7 +570,8 @@ impl<'a> Runner<'a> {
                     self.commit(control)?;
                     last_commit = Instant::now();
                 }
-                if (checkpoint_due || finishing) && self.run.plan.shape != Shape::Stateless {
+                // A projection's positions are in its sink; a join's held events are state.
+                if (checkpoint_due || finishing) && (self.run.plan.shape != Shape::Stateless || self.join.is_some()) {
                     self.checkpoint("checkpoint.json")?;
                     last_checkpoint = Instant::now();
                 } else if checkpoint_due {
@@ -542,71 +608,48 @@ impl<'a> Runner<'a> {
     /// in event time, so what is late does not depend on how much the log held when read.
     /// Returns the events read.
     fn step(&mut self) -> Result<usize, StreamError> {
-        let topic = self.run.plan.topic.clone();
-        let mut batches = vec![];
-        for (p, from) in &self.positions {
-            let records = self.log.read(&topic, *p, *from, READ_MAX)?;
-            if !records.is_empty() {
-                batches.push((*p, records));
+        // Per input and partition, in that order.
+        let mut batches: Vec<(usize, u32, Vec<weir_log::StoredRecord>)> = vec![];
+        for (i, input) in self.inputs.iter().enumerate() {
+            for (p, from) in &input.positions {
+                let records = self.log.read(&input.topic, *p, *from, READ_MAX)?;
+                if !records.is_empty() {
+                    batches.push((i, *p, records));
+                }
             }
         }
-        let total = batches.iter().map(|(_, r)| r.len()).sum();
-        let mut decoded = self.decode_all(&batches);
-        if self.evaluator.direct().is_none() {
+        let total = batches.iter().map(|(_, _, r)| r.len()).sum();
+        let mut decoded = vec![];
+        for (i, input) in self.inputs.iter().enumerate() {
+            let mine: Vec<&[weir_log::StoredRecord]> = batches.iter().filter(|(b, ..)| *b == i).map(|(.., r)| r.as_slice()).collect();
+            decoded.extend(decode_all(&input.decoder, self.evaluator.direct(), &mine));
+        }
+        // A join's rows are its pairs, evaluated once found.
+        if self.evaluator.direct().is_none() && self.join.is_none() {
             self.evaluate_all(&mut decoded)?;
         }
-        let rounds = batches.iter().map(|(_, r)| r.len().div_ceil(SLICE)).max().unwrap_or(0);
+        let rounds = batches.iter().map(|(.., r)| r.len().div_ceil(SLICE)).max().unwrap_or(0);
         for round in 0..rounds {
-            for ((p, records), rows) in batches.iter().zip(decoded.iter_mut()) {
+            for ((i, p, records), rows) in batches.iter().zip(decoded.iter_mut()) {
                 let range = (round * SLICE).min(records.len())..((round + 1) * SLICE).min(records.len());
-                if !range.is_empty() {
+                if range.is_empty() {
+                    continue;
+                }
+                if self.join.is_some() {
+                    self.take_pairs(*i, *p, &records[range.clone()], &mut rows[range])?;
+                } else {
                     self.take(*p, &records[range.clone()], &mut rows[range])?;
                 }
             }
+        }
+        if self.join.is_some() {
+            self.evaluate_pairs()?;
         }
         if self.run.plan.shape == Shape::Running {
             let changed = self.op.emit_early();
             self.stage(changed);
         }
         Ok(total)
-    }
-
-    /// Every record decoded, on as many threads as there are cores: decoding is most of an
-    /// event's cost and needs nothing but the event, while what follows (the watermark, the
-    /// window state) takes the events in order on one thread.
-    fn decode_all(&self, batches: &[(u32, Vec<weir_log::StoredRecord>)]) -> Vec<Vec<Decoded>> {
-        let values: Vec<&[u8]> = batches.iter().flat_map(|(_, r)| r.iter().map(|r| r.value.as_slice())).collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(values.len() / 2048).max(1);
-        let (decoder, direct) = (&self.decoder, self.evaluator.direct());
-        let decode = move |v: &&[u8]| -> Decoded {
-            let (cells, ts) = decoder.decode(v)?;
-            let keyed = direct.map(|d| {
-                let (key, args) = d.key(&cells);
-                Evaluated::Keyed(key, args)
-            });
-            Ok((cells, ts, keyed))
-        };
-        let mut flat: Vec<Decoded> = if threads == 1 {
-            values.iter().map(decode).collect()
-        } else {
-            let chunk = values.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> =
-                    values.chunks(chunk).map(|c| (c.len(), scope.spawn(move || c.iter().map(decode).collect::<Vec<_>>()))).collect();
-                // A decoding thread that failed leaves its events refused with the reason,
-                // one for one, never dropped.
-                handles
-                    .into_iter()
-                    .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![Err("the decoder failed on this event's batch".to_string()); n]))
-                    .collect()
-            })
-        };
-        let mut out = Vec::with_capacity(batches.len());
-        for (_, records) in batches.iter().rev() {
-            out.push(flat.split_off(flat.len() - records.len()));
-        }
-        out.reverse();
-        out
     }
 
     /// The stateless part of every event of a micro-batch, in one query: DuckDB's cost is
@@ -649,15 +692,15 @@ impl<'a> Runner<'a> {
                 Ok((_, ts, evaluated)) => (ts, evaluated),
                 Err(reason) => {
                     c.rejected += 1;
-                    self.pending.rejected.push(aside(p, r, reason, None));
+                    self.pending.rejected.push(aside(&plan.topic, p, r, reason, None));
                     continue;
                 }
             };
             if plan.time_column.is_some()
-                && let Err(crate::Refused::Future { by }) = self.watermarks.observe(p as usize, ts, now)
+                && let Err(crate::Refused::Future { by }) = self.inputs[0].watermarks.observe(p as usize, ts, now)
             {
                 c.rejected += 1;
-                self.pending.rejected.push(aside(p, r, format!("dated {by} ms past what max_future allows"), None));
+                self.pending.rejected.push(aside(&plan.topic, p, r, format!("dated {by} ms past what max_future allows"), None));
                 continue;
             }
             match evaluated {
@@ -677,15 +720,15 @@ impl<'a> Runner<'a> {
                             self.run.job.config.allowed_lateness_ms,
                             format_micros(wm.saturating_mul(1000))
                         );
-                        self.pending.late.push(aside(p, r, reason, Some((ts, wm))));
+                        self.pending.late.push(aside(&plan.topic, p, r, reason, Some((ts, wm))));
                     }
                 },
             }
         }
         if let Some(last) = records.last() {
-            self.positions.insert(p, last.offset + 1);
+            self.inputs[0].positions.insert(p, last.offset + 1);
         }
-        self.counts.entry(p).or_default().add(&c);
+        self.inputs[0].counts.entry(p).or_default().add(&c);
         let staged = self.pending.rows.len();
         self.advance(now);
         if self.pending.rows.len() > staged
@@ -701,7 +744,16 @@ impl<'a> Runner<'a> {
         if self.run.plan.time_column.is_none() {
             return;
         }
-        let wm = self.watermarks.current(now);
+        let wm = self.watermark(now);
+        if let Some(j) = &mut self.join {
+            if wm != self.wm
+                && let Some(w) = wm
+            {
+                self.wm = wm;
+                j.advance(w);
+            }
+            return;
+        }
         // Late updates go out at once, as Flink fires a late element within the lateness.
         if (wm != self.wm || self.op.has_updates())
             && let Some(w) = wm
@@ -710,6 +762,31 @@ impl<'a> Runner<'a> {
             let closed = self.op.advance(w);
             self.stage(closed);
         }
+    }
+
+    /// The least of the inputs' watermarks (a stream that has never had an event and has
+    /// been idle for the timeout holds nothing back). It never goes back.
+    fn watermark(&mut self, now: i64) -> Option<i64> {
+        let mut least: Option<i64> = None;
+        for input in &mut self.inputs {
+            match input.watermarks.current(now) {
+                Some(w) => least = Some(least.map_or(w, |l| l.min(w))),
+                None if input.watermarks.silent(now) => {}
+                None => return self.wm,
+            }
+        }
+        match (least, self.wm) {
+            (Some(l), Some(c)) => Some(l.max(c)),
+            (l, c) => l.or(c),
+        }
+    }
+
+    /// Per topic and partition: the next offset to read and the counts so far.
+    fn positions(&self) -> sink::Positions {
+        self.inputs
+            .iter()
+            .flat_map(|i| i.positions.iter().map(|(p, o)| ((i.topic.clone(), *p), (*o, i.counts.get(p).copied().unwrap_or_default()))))
+            .collect()
     }
 
     /// Results as rows of the sink.
@@ -749,8 +826,7 @@ impl<'a> Runner<'a> {
     fn commit(&mut self, control: &Control) -> Result<(), StreamError> {
         let mut delay = Duration::from_millis(500);
         loop {
-            let positions: BTreeMap<u32, (u64, Counts)> =
-                self.positions.iter().map(|(p, o)| (*p, (*o, self.counts.get(p).copied().unwrap_or_default()))).collect();
+            let positions = self.positions();
             match self.commit_once(&positions) {
                 Ok(()) => {
                     self.pending = Batch::default();
@@ -794,7 +870,7 @@ impl<'a> Runner<'a> {
         }
         let now = now_ms();
         let records: Vec<weir_log::Record> = self.pending.rows.iter().map(|(row, _)| record(self.sink.layout(), row, now)).collect();
-        let mut committed: weir_log::Positions = self.positions.iter().map(|(p, o)| ((self.run.plan.topic.clone(), *p), *o)).collect();
+        let mut committed: weir_log::Positions = positions.iter().map(|(at, (o, _))| (at.clone(), *o)).collect();
         committed.insert((CHECKPOINT_SEQ.to_string(), 0), self.seq);
         let commit = weir_log::Commit {
             outputs: vec![weir_log::Output { topic: out.name.clone(), partition: None, records }],
@@ -811,23 +887,26 @@ impl<'a> Runner<'a> {
     fn checkpoint(&mut self, file: &str) -> Result<(), StreamError> {
         let now = now_ms();
         let partitions: Vec<J> = self
-            .positions
+            .positions()
             .iter()
-            .map(|(p, o)| {
-                let c = self.counts.get(p).copied().unwrap_or_default();
-                json!({"partition": p, "offset": o, "read": c.read, "counted": c.counted, "late": c.late, "rejected": c.rejected, "filtered": c.filtered})
+            .map(|((t, p), (o, c))| {
+                json!({"topic": t, "partition": p, "offset": o, "read": c.read, "counted": c.counted, "late": c.late, "rejected": c.rejected, "filtered": c.filtered})
             })
             .collect();
-        let doc = json!({
+        let mut doc = json!({
             "version": 1,
             "job": self.run.job.name,
             "fingerprint": self.fingerprint,
             "written_at": now,
             "partitions": partitions,
-            "watermarks": self.watermarks.checkpoint(),
+            "watermarks": self.inputs[0].watermarks.checkpoint(),
             "operator": self.op.checkpoint(),
             "seq": self.seq,
         });
+        if let (Some(j), Some(joined)) = (&self.join, self.inputs.get(1)) {
+            doc["watermarks_joined"] = joined.watermarks.checkpoint();
+            doc["join"] = j.checkpoint();
+        }
         write_atomically(&self.run.dir.join(file), doc.to_string().as_bytes())?;
         self.status.checkpointed_at = Some(now);
         Ok(())
@@ -835,31 +914,69 @@ impl<'a> Runner<'a> {
 
     fn total(&self) -> Counts {
         let mut t = Counts::default();
-        for c in self.counts.values() {
+        for c in self.inputs.iter().flat_map(|i| i.counts.values()) {
             t.add(c);
         }
         t
     }
 
     fn refresh_status(&mut self, state: &str) -> Result<(), StreamError> {
-        let info = self.log.describe(&self.run.plan.topic)?;
+        self.status.lag.clear();
+        for input in &self.inputs {
+            for p in self.log.describe(&input.topic)?.partitions {
+                let behind = p.end.saturating_sub(input.positions.get(&p.partition).copied().unwrap_or(0));
+                self.status.lag.insert((input.topic.clone(), p.partition), behind);
+            }
+        }
         self.status.state = state.to_string();
         self.status.updated_at = now_ms();
         self.status.watermark = self.wm;
-        self.status.positions = self.positions.clone();
-        self.status.lag = info
-            .partitions
-            .iter()
-            .map(|p| (p.partition, p.end.saturating_sub(self.positions.get(&p.partition).copied().unwrap_or(0))))
-            .collect();
+        self.status.positions = self.positions().into_iter().map(|(at, (o, _))| (at, o)).collect();
         self.status.counts = self.total();
-        self.status.windows_held = self.op.windows_held();
+        self.status.windows_held = self.join.as_ref().map_or_else(|| self.op.windows_held(), pairs::Joining::held);
         let mut sorted: Vec<i64> = self.latencies.iter().copied().collect();
         sorted.sort_unstable();
         let at = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied();
         self.status.latency_ms = at(0.5).zip(at(0.99));
         write_atomically(&self.run.dir.join("status.json"), self.status.to_json().to_string().as_bytes())
     }
+}
+
+/// Every record decoded, on as many threads as there are cores: decoding is most of an
+/// event's cost and needs nothing but the event, while what follows (the watermark, the
+/// window state) takes the events in order on one thread.
+fn decode_all(decoder: &Decoder, direct: Option<&eval::Direct>, batches: &[&[weir_log::StoredRecord]]) -> Vec<Vec<Decoded>> {
+    let values: Vec<&[u8]> = batches.iter().flat_map(|r| r.iter().map(|r| r.value.as_slice())).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(values.len() / 2048).max(1);
+    let decode = move |v: &&[u8]| -> Decoded {
+        let (cells, ts) = decoder.decode(v)?;
+        let keyed = direct.map(|d| {
+            let (key, args) = d.key(&cells);
+            Evaluated::Keyed(key, args)
+        });
+        Ok((cells, ts, keyed))
+    };
+    let mut flat: Vec<Decoded> = if threads == 1 {
+        values.iter().map(decode).collect()
+    } else {
+        let chunk = values.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                values.chunks(chunk).map(|c| (c.len(), scope.spawn(move || c.iter().map(decode).collect::<Vec<_>>()))).collect();
+            // A decoding thread that failed leaves its events refused with the reason,
+            // one for one, never dropped.
+            handles
+                .into_iter()
+                .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![Err("the decoder failed on this event's batch".to_string()); n]))
+                .collect()
+        })
+    };
+    let mut out = Vec::with_capacity(batches.len());
+    for records in batches.iter().rev() {
+        out.push(flat.split_off(flat.len() - records.len()));
+    }
+    out.reverse();
+    out
 }
 
 /// The sink table's columns and keys for `plan`; `value_types` are the SQL types of the
@@ -912,8 +1029,8 @@ fn layout(plan: &Plan, value_types: &[String]) -> Layout {
     }
 }
 
-fn aside(partition: u32, r: &weir_log::StoredRecord, reason: String, times: Option<(i64, i64)>) -> Aside {
-    Aside { partition, offset: r.offset, event: String::from_utf8_lossy(&r.value).into_owned(), reason, times }
+fn aside(topic: &str, partition: u32, r: &weir_log::StoredRecord, reason: String, times: Option<(i64, i64)>) -> Aside {
+    Aside { topic: topic.to_string(), partition, offset: r.offset, event: String::from_utf8_lossy(&r.value).into_owned(), reason, times }
 }
 
 /// The columns (with types DuckDB reads) and rows, as text, of the `i`th table a job joins.

@@ -37,12 +37,13 @@ impl Counts {
     }
 }
 
-/// Per partition: the next offset to read and the counts so far.
-pub type Positions = BTreeMap<u32, (u64, Counts)>;
+/// Per topic and partition: the next offset to read and the counts so far.
+pub type Positions = BTreeMap<(String, u32), (u64, Counts)>;
 
 /// An event kept aside: late (with the watermark it missed) or rejected.
 #[derive(Debug, Clone)]
 pub struct Aside {
+    pub topic: String,
     pub partition: u32,
     pub offset: u64,
     pub event: String,
@@ -94,7 +95,8 @@ pub struct Sink {
     layout: Layout,
     types: Vec<String>,
     job: String,
-    topic: String,
+    /// The topics it reads (two for a join of streams).
+    topics: Vec<String>,
     positions: Relation,
     late: Relation,
     rejected: Relation,
@@ -124,7 +126,7 @@ impl Sink {
         layout: Layout,
         results: &weir_graph::stream_jobs::Sink,
         job: &str,
-        topic: &str,
+        topics: &[String],
     ) -> Result<Sink, StreamError> {
         let rows_to = match results {
             weir_graph::stream_jobs::Sink::Table => RowsTo::Table,
@@ -188,7 +190,7 @@ impl Sink {
             layout,
             types,
             job: job.to_string(),
-            topic: topic.to_string(),
+            topics: topics.to_vec(),
             positions,
             late,
             rejected,
@@ -236,40 +238,43 @@ impl Sink {
         Ok(())
     }
 
-    /// The positions (and counts) last committed with the job's rows, by partition, and the
-    /// watermark they were committed under (every window closed by then may be in the table).
+    /// The positions (and counts) last committed with the job's rows, by topic and
+    /// partition, and the watermark they were committed under (every window closed by then
+    /// may be in the table).
     pub fn committed(&mut self) -> Result<(Positions, Option<i64>), StreamError> {
         let q = |s: &str| self.wh.quote(s);
+        let topics: Vec<String> = self.topics.iter().map(|t| literal(t)).collect();
         let sql = format!(
-            "select {}, {}, events_read, counted, late, rejected, filtered, watermark from {} where job = {} and topic = {}",
+            "select topic, {}, {}, events_read, counted, late, rejected, filtered, watermark from {} where job = {} and topic in ({})",
             q("partition"),
             q("offset"),
             self.wh.render(&self.positions),
             literal(&self.job),
-            literal(&self.topic)
+            topics.join(", ")
         );
         let result = self.conn()?.query(&sql)?;
         let (mut out, mut watermark) = (BTreeMap::new(), None);
         for r in result.rows {
             let n = |i: usize| r.get(i).and_then(|d| d.as_i64()).unwrap_or(0).max(0) as u64;
-            let counts = Counts { read: n(2), counted: n(3), late: n(4), rejected: n(5), filtered: n(6) };
-            out.insert(n(0) as u32, (n(1), counts));
-            watermark = watermark.max(r.get(7).and_then(|d| d.as_i64()));
+            let counts = Counts { read: n(3), counted: n(4), late: n(5), rejected: n(6), filtered: n(7) };
+            let topic = r.first().map(|d| d.to_string()).unwrap_or_default();
+            out.insert((topic, n(1) as u32), (n(2), counts));
+            watermark = watermark.max(r.get(8).and_then(|d| d.as_i64()));
         }
         Ok((out, watermark))
     }
 
     /// Forgets the late and rejected events at or past `positions`: a restarted job reads
     /// them again from there.
-    pub fn forget_after(&mut self, positions: &BTreeMap<u32, u64>) -> Result<(), StreamError> {
+    pub fn forget_after(&mut self, positions: &BTreeMap<(String, u32), u64>) -> Result<(), StreamError> {
         let mut statements = vec![];
         for rel in [&self.late, &self.rejected] {
-            for (p, o) in positions {
+            for ((topic, p), o) in positions {
                 statements.push(format!(
                     "delete from {} where job = {} and topic = {} and {} = {p} and {} >= {o}",
                     self.wh.render(rel),
                     literal(&self.job),
-                    literal(&self.topic),
+                    literal(topic),
                     self.wh.quote("partition"),
                     self.wh.quote("offset")
                 ));
@@ -294,7 +299,7 @@ impl Sink {
         let mut statements = self.row_statements(rows);
         let now = format!("cast({} as timestamp)", literal(&super::decode::format_micros(now_ms * 1000)));
         let q = |s: &str| self.wh.quote(s);
-        let (job, topic) = (literal(&self.job), literal(&self.topic));
+        let job = literal(&self.job);
         for (rel, asides, late) in [(&self.late, &batch.late, true), (&self.rejected, &batch.rejected, false)] {
             for chunk in asides.chunks(500) {
                 let values: Vec<String> = chunk
@@ -306,7 +311,8 @@ impl Sink {
                             (true, None) => "null, null, ".to_string(),
                         };
                         format!(
-                            "({job}, {topic}, {}, {}, {times}{}, {}, {now})",
+                            "({job}, {}, {}, {}, {times}{}, {}, {now})",
+                            literal(&a.topic),
                             a.partition,
                             a.offset,
                             literal(&a.reason),
@@ -324,15 +330,20 @@ impl Sink {
                 ));
             }
         }
-        statements.push(format!("delete from {} where job = {job} and topic = {topic}", self.wh.render(&self.positions)));
+        statements.push(format!("delete from {} where job = {job}", self.wh.render(&self.positions)));
         if !positions.is_empty() {
             let values: Vec<String> = positions
                 .iter()
-                .map(|(p, (o, c))| {
+                .map(|((topic, p), (o, c))| {
                     let wm = watermark.map_or("null".to_string(), |w| w.to_string());
                     format!(
-                        "({job}, {topic}, {p}, {o}, {}, {}, {}, {}, {}, {wm}, {now})",
-                        c.read, c.counted, c.late, c.rejected, c.filtered
+                        "({job}, {}, {p}, {o}, {}, {}, {}, {}, {}, {wm}, {now})",
+                        literal(topic),
+                        c.read,
+                        c.counted,
+                        c.late,
+                        c.rejected,
+                        c.filtered
                     )
                 })
                 .collect();

@@ -73,7 +73,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
                     last_line = Instant::now();
                 }
             };
-            out.info(format!("Running '{name}': {} -> {}", r.plan.topic, r.sink_text()));
+            out.info(format!("Running '{name}': {} -> {}", r.topics_text(), r.sink_text()));
             let result = job::run(r, &log, wh, &control, &mut report);
             if live {
                 eprintln!();
@@ -108,7 +108,7 @@ fn list(runs: &[JobRun], out: &Output) {
             let s = Status::read(&r.dir);
             println!(
                 "{}",
-                json!({"name": r.job.name, "path": r.job.path, "topic": r.plan.topic, "window": r.plan.window_text(),
+                json!({"name": r.job.name, "path": r.job.path, "topic": r.plan.topic, "joined_topic": r.joined.as_ref().map(|t| &t.name), "window": r.plan.window_text(),
                        "sink": r.sink_text(), "state": s.map(|s| s.state), "enabled": r.job.config.enabled})
             );
         }
@@ -121,7 +121,7 @@ fn list(runs: &[JobRun], out: &Output) {
     println!("{:<24} {:<16} {:<24} {:<28} state", "job", "topic", "window", "sink");
     for r in runs {
         let state = Status::read(&r.dir).map_or("never run".to_string(), |s| s.state);
-        println!("{:<24} {:<16} {:<24} {:<28} {}", r.job.name, r.plan.topic, r.plan.window_text(), r.sink_text(), state);
+        println!("{:<24} {:<16} {:<24} {:<28} {}", r.job.name, r.topics_text(), r.plan.window_text(), r.sink_text(), state);
     }
 }
 
@@ -144,8 +144,8 @@ fn status(runs: &[&JobRun], out: &Output) {
             LogFormat::Text => {
                 println!("{} ({state}): {}", r.job.name, line(&s));
                 println!("  events: {}", counts(&s));
-                for (p, o) in &s.positions {
-                    println!("  partition {p}: offset {o}, lag {}", s.lag.get(p).copied().unwrap_or(0));
+                for ((t, p), o) in &s.positions {
+                    println!("  {t} partition {p}: offset {o}, lag {}", s.lag.get(&(t.clone(), *p)).copied().unwrap_or(0));
                 }
                 if let Some((p50, p99)) = s.latency_ms {
                     println!("  results committed {p50} ms (median), {p99} ms (p99) after the event that closed their window was appended");
