@@ -98,12 +98,17 @@ fn mistakes_in_a_job_name_their_place() {
 /// `rounds` times: 1,500 more orders, then `weir stream run revenue` killed with -9 after a
 /// random moment. Returns the seed of the moments, for the failure messages.
 fn killed_at_random(dir: &Path, rounds: usize) -> u64 {
+    killed_at_random_with(dir, rounds, "revenue", &|dir, from, n| produce(dir, from, n))
+}
+
+/// `rounds` times: `produce` 1,500 more orders, then `weir stream run <job>` killed with -9.
+fn killed_at_random_with(dir: &Path, rounds: usize, job: &str, produce: &dyn Fn(&Path, usize, usize)) -> u64 {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let mut rng = seed | 1;
     for round in 0..rounds {
         produce(dir, round * 1_500, 1_500);
         let mut child = weir_command(dir)
-            .args(["stream", "run", "revenue"])
+            .args(["stream", "run", job])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -271,6 +276,59 @@ fn a_job_reads_the_topic_another_job_writes_and_build_runs_them_in_order() {
     std::fs::write(dir.path().join("models/wrong.sql"), "select * from {{ ref('per_window') }}\n").unwrap();
     let o = weir(dir.path(), &["ls"]);
     assert!(text(&o).contains("refers to stream job 'per_window', which writes topic 'revenue_per_window', not a table"), "{}", text(&o));
+}
+
+const PAYMENTS: &str = "  - name: payments\n    partitions: 2\n    key: order_id\n    \
+    columns: {payment_id: bigint, order_id: bigint, paid_at: timestamp}\n    \
+    watermark: paid_at - interval '3 seconds'\n";
+
+const PAID: &str = "{{ config(checkpoint_interval='200ms') }}\n\
+    select o.order_id, o.country, p.payment_id, p.paid_at\n\
+    from {{ stream('orders') }} o join {{ stream('payments') }} p\n\
+    on o.order_id = p.order_id and p.paid_at between o.ordered_at and o.ordered_at + interval '2 seconds'\n";
+
+/// `n` orders from `from` on, and their payments: three in four orders paid, up to 2.4 s
+/// after (those after 2 s meet nothing), a few paid twice.
+fn orders_and_payments(dir: &Path, from: usize, n: usize) {
+    produce(dir, from, n);
+    let mut out = String::new();
+    for i in (from..from + n).filter(|i| i % 4 != 0) {
+        let mut ms = 1_796_205_600_000i64 + i as i64 * 25 + (i as i64 % 9) * 300;
+        if i % 500 == 499 && i >= 2_000 {
+            ms -= 120_000;
+        }
+        let at = chrono::DateTime::from_timestamp_millis(ms).unwrap().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        out.push_str(&format!("{{\"payment_id\": {i}, \"order_id\": {i}, \"paid_at\": \"{at}\"}}\n"));
+        if i % 7 == 0 {
+            out.push_str(&format!("{{\"payment_id\": {}, \"order_id\": {i}, \"paid_at\": \"{at}\"}}\n", 100_000 + i));
+        }
+    }
+    std::fs::write(dir.join("payments.jsonl"), out).unwrap();
+    let o = weir(dir, &["log", "produce", "payments", "-f", "payments.jsonl"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn kill_9_at_random_moments_pairs_two_streams_once() {
+    let topics = format!("{TOPICS}{PAYMENTS}");
+    let join_project = || minimal(&[("streams/shop.yml", topics.as_str()), ("streams/paid.sql", PAID)]);
+    let pairs = |dir: &Path| query(&dir.join("t.duckdb"), "select order_id, country, payment_id, paid_at from paid order by 1, 3");
+    let once = join_project();
+    orders_and_payments(once.path(), 0, 9_000);
+    let o = weir(once.path(), &["stream", "run", "paid", "--drain"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let expected = pairs(once.path());
+    assert!(expected.len() > 5_000, "{} pairs", expected.len());
+    let o = weir(once.path(), &["stream", "list"]);
+    assert!(text(&o).contains("orders + payments") && text(&o).contains("joined with payments from 0s to 2s"), "{}", text(&o));
+
+    let killed = join_project();
+    let seed = killed_at_random_with(killed.path(), 6, "paid", &orders_and_payments);
+    let o = weir(killed.path(), &["stream", "run", "paid", "--drain"]);
+    assert!(o.status.success(), "seed {seed}: {}", text(&o));
+    assert_eq!(pairs(killed.path()), expected, "seed {seed}: each pair once");
+    let o = weir(killed.path(), &["stream", "status", "paid"]);
+    assert!(text(&o).contains("payments partition 1: offset"), "{}", text(&o));
 }
 
 /// Every record of a topic as (key, value) text, by partition and offset.
