@@ -202,7 +202,7 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
     }
 
     fn late(&self, w: &Window, watermark: Option<Millis>) -> bool {
-        watermark.is_some_and(|wm| w.max_timestamp().saturating_add(self.allowed_lateness) <= wm)
+        late(w, self.allowed_lateness, watermark)
     }
 
     /// Folds an event (`values`, one per aggregate) of `key` at event time `ts` into its
@@ -215,15 +215,17 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         if self.spec.is_session() {
             return self.insert_session(key, windows[0], values, watermark);
         }
-        let live: Vec<Window> = windows.into_iter().filter(|w| !self.late(w, watermark)).collect();
-        if live.is_empty() {
+        if windows.iter().all(|w| self.late(w, watermark)) {
             return Admitted::Late;
         }
+        let lateness = self.allowed_lateness;
+        let live = windows.into_iter().filter(|w| !late(w, lateness, watermark));
         let aggs = &self.aggs;
-        if !self.state.contains_key(&key) {
-            self.state.insert(key.clone(), BTreeMap::new());
-        }
-        let Some(slots) = self.state.get_mut(&key) else { return Admitted::Unwindowed };
+        // One lookup for a key held already (nearly every event's).
+        let slots = match self.state.get_mut(&key) {
+            Some(slots) => slots,
+            None => self.state.entry(key.clone()).or_default(),
+        };
         for w in live {
             let slot = match slots.entry(w) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
@@ -358,6 +360,12 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
     pub fn windows_held(&self) -> usize {
         self.state.values().map(BTreeMap::len).sum()
     }
+}
+
+/// Flink's rule: a window takes no more events once the watermark has passed its last
+/// millisecond by the allowed lateness.
+fn late(w: &Window, allowed_lateness: Millis, watermark: Option<Millis>) -> bool {
+    watermark.is_some_and(|wm| w.max_timestamp().saturating_add(allowed_lateness) <= wm)
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ impl Kind {
 }
 
 /// A row and its event time (milliseconds), or why the event is refused.
+#[derive(Clone)]
 pub struct Decoder {
     names: Vec<String>,
     kinds: Vec<Kind>,
@@ -286,8 +287,8 @@ impl<'de> Visitor<'de> for Fields<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out: Vec<Option<Raw<'de>>> = (0..self.names.len()).map(|_| None).collect();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match self.names.iter().position(|n| *n == key) {
+        while let Some(field) = map.next_key_seed(Field { names: self.names })? {
+            match field {
                 Some(i) => out[i] = Some(map.next_value::<Raw<'de>>()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -295,6 +296,32 @@ impl<'de> Visitor<'de> for Fields<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+/// A field's name as the place of a column read, or none: matched where it lies in the
+/// event, never copied out of it.
+struct Field<'n> {
+    names: &'n [String],
+}
+
+impl<'de> DeserializeSeed<'de> for Field<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Field<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Option<usize>, E> {
+        Ok(self.names.iter().position(|n| n == name))
     }
 }
 

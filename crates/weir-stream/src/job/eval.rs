@@ -35,6 +35,7 @@ pub enum Evaluator {
 
 /// Keys and arguments read straight from the row's columns: needs nothing but the row, so
 /// it runs on the threads that decode.
+#[derive(Clone)]
 pub struct Direct {
     keys: Vec<usize>,
     args: Vec<Option<usize>>,

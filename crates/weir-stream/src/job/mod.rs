@@ -334,6 +334,8 @@ struct Runner<'a> {
     join: Option<pairs::Joining>,
     /// The least of the inputs' watermarks.
     wm: Option<i64>,
+    /// The next micro-batch, read and decoded while the last one was taken.
+    ahead: Option<MicroBatch>,
     /// The watermark the sink's last write was made under: a window closed by then may
     /// already be in the table (the job is reading again what it read before a crash).
     replayed_watermark: Option<i64>,
@@ -498,6 +500,7 @@ impl<'a> Runner<'a> {
             op,
             join,
             wm: None,
+            ahead: None,
             replayed_watermark: committed_watermark,
             pending: Batch::default(),
             status,
@@ -608,40 +611,50 @@ impl<'a> Runner<'a> {
     /// in event time, so what is late does not depend on how much the log held when read.
     /// Returns the events read.
     fn step(&mut self) -> Result<usize, StreamError> {
-        // Per input and partition, in that order.
-        let mut batches: Vec<(usize, u32, Vec<weir_log::StoredRecord>)> = vec![];
-        for (i, input) in self.inputs.iter().enumerate() {
-            for (p, from) in &input.positions {
-                let records = self.log.read(&input.topic, *p, *from, READ_MAX)?;
-                if !records.is_empty() {
-                    batches.push((i, *p, records));
-                }
-            }
-        }
+        let direct = self.evaluator.direct().cloned();
+        let here: Vec<Source> =
+            self.inputs.iter().map(|i| Source { topic: i.topic.clone(), decoder: i.decoder.clone(), from: i.positions.clone() }).collect();
+        let MicroBatch { read: batches, mut decoded } = match self.ahead.take() {
+            Some(ahead) => ahead,
+            None => fetch(self.log, &here, direct.as_ref())?,
+        };
         let total = batches.iter().map(|(_, _, r)| r.len()).sum();
-        let mut decoded = vec![];
-        for (i, input) in self.inputs.iter().enumerate() {
-            let mine: Vec<&[weir_log::StoredRecord]> = batches.iter().filter(|(b, ..)| *b == i).map(|(.., r)| r.as_slice()).collect();
-            decoded.extend(decode_all(&input.decoder, self.evaluator.direct(), &mine));
+        // Where the next micro-batch starts: after this one, which is taken whole.
+        let mut next = here;
+        for (i, p, records) in &batches {
+            if let Some(last) = records.last() {
+                next[*i].from.insert(*p, last.offset + 1);
+            }
         }
         // A join's rows are its pairs, evaluated once found.
         if self.evaluator.direct().is_none() && self.join.is_none() {
             self.evaluate_all(&mut decoded)?;
         }
-        let rounds = batches.iter().map(|(.., r)| r.len().div_ceil(SLICE)).max().unwrap_or(0);
-        for round in 0..rounds {
-            for ((i, p, records), rows) in batches.iter().zip(decoded.iter_mut()) {
-                let range = (round * SLICE).min(records.len())..((round + 1) * SLICE).min(records.len());
-                if range.is_empty() {
-                    continue;
-                }
-                if self.join.is_some() {
-                    self.take_pairs(*i, *p, &records[range.clone()], &mut rows[range])?;
-                } else {
-                    self.take(*p, &records[range.clone()], &mut rows[range])?;
+        let log = self.log;
+        // Events read say more may be waiting: they are read and decoded on other threads
+        // while these are taken. (Caught up, the next read waits for the poll.)
+        let more = !batches.is_empty();
+        self.ahead = std::thread::scope(|scope| -> Result<Option<MicroBatch>, StreamError> {
+            let ahead = more.then(|| scope.spawn(|| fetch(log, &next, direct.as_ref())));
+            let rounds = batches.iter().map(|(.., r)| r.len().div_ceil(SLICE)).max().unwrap_or(0);
+            for round in 0..rounds {
+                for ((i, p, records), rows) in batches.iter().zip(decoded.iter_mut()) {
+                    let range = (round * SLICE).min(records.len())..((round + 1) * SLICE).min(records.len());
+                    if range.is_empty() {
+                        continue;
+                    }
+                    if self.join.is_some() {
+                        self.take_pairs(*i, *p, &records[range.clone()], &mut rows[range])?;
+                    } else {
+                        self.take(*p, &records[range.clone()], &mut rows[range])?;
+                    }
                 }
             }
-        }
+            match ahead {
+                Some(h) => h.join().map_err(|_| StreamError::Job("reading the next micro-batch failed".into()))?.map(Some),
+                None => Ok(None),
+            }
+        })?;
         if self.join.is_some() {
             self.evaluate_pairs()?;
         }
@@ -942,6 +955,41 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// Where a micro-batch is read from: a topic, per partition the offset to read from, and how
+/// its events are decoded.
+#[derive(Clone)]
+struct Source {
+    topic: String,
+    decoder: Decoder,
+    from: BTreeMap<u32, u64>,
+}
+
+/// A micro-batch: per input and partition, in that order, the records read and what each
+/// became.
+struct MicroBatch {
+    read: Vec<(usize, u32, Vec<weir_log::StoredRecord>)>,
+    decoded: Vec<Vec<Decoded>>,
+}
+
+/// Reads a micro-batch of each source's partitions and decodes it.
+fn fetch(log: &dyn Log, sources: &[Source], direct: Option<&eval::Direct>) -> Result<MicroBatch, StreamError> {
+    let mut read = vec![];
+    for (i, source) in sources.iter().enumerate() {
+        for (p, from) in &source.from {
+            let records = log.read(&source.topic, *p, *from, READ_MAX)?;
+            if !records.is_empty() {
+                read.push((i, *p, records));
+            }
+        }
+    }
+    let mut decoded = vec![];
+    for (i, source) in sources.iter().enumerate() {
+        let mine: Vec<&[weir_log::StoredRecord]> = read.iter().filter(|(b, ..)| *b == i).map(|(.., r)| r.as_slice()).collect();
+        decoded.extend(decode_all(&source.decoder, direct, &mine));
+    }
+    Ok(MicroBatch { read, decoded })
+}
+
 /// Every record decoded, on as many threads as there are cores: decoding is most of an
 /// event's cost and needs nothing but the event, while what follows (the watermark, the
 /// window state) takes the events in order on one thread.
@@ -950,11 +998,15 @@ fn decode_all(decoder: &Decoder, direct: Option<&eval::Direct>, batches: &[&[wei
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(values.len() / 2048).max(1);
     let decode = move |v: &&[u8]| -> Decoded {
         let (cells, ts) = decoder.decode(v)?;
-        let keyed = direct.map(|d| {
-            let (key, args) = d.key(&cells);
-            Evaluated::Keyed(key, args)
-        });
-        Ok((cells, ts, keyed))
+        Ok(match direct {
+            // Read straight from the row: the row itself is let go here, on the thread that
+            // made it, not by the thread that takes the events.
+            Some(d) => {
+                let (key, args) = d.key(&cells);
+                (vec![], ts, Some(Evaluated::Keyed(key, args)))
+            }
+            None => (cells, ts, None),
+        })
     };
     let mut flat: Vec<Decoded> = if threads == 1 {
         values.iter().map(decode).collect()
