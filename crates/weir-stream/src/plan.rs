@@ -231,6 +231,12 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
                 _ => name.to_string(),
             };
             let (left, right) = (alias_of(&from.relation, &topic_name), alias_of(&j.relation, &name));
+            if name == topic_name {
+                return Err(at(
+                    j.relation.span(),
+                    format!("joining '{name}' to itself is not supported: a join pairs the events of two topics"),
+                ));
+            }
             if left.eq_ignore_ascii_case(&right) {
                 return Err(at(j.relation.span(), format!("both streams are named '{left}': give each an alias (o, p)")));
             }
@@ -1117,7 +1123,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("outer joins of streams are not supported"), "{e}");
-        let e = planned("select o.order_id from {{ stream('orders') }} join {{ stream('orders') }} on order_id = order_id").unwrap_err();
+        let e = planned("select o.order_id from {{ stream('orders') }} o join {{ stream('orders') }} p on o.order_id = p.order_id")
+            .unwrap_err();
+        assert!(e.contains("joining 'orders' to itself is not supported"), "{e}");
+        let e = planned("select o.order_id from {{ stream('orders') }} payments join {{ stream('payments') }} on 1 = 1").unwrap_err();
         assert!(e.contains("give each an alias"), "{e}");
         let e =
             planned(&format!("select o.order_id\n{from}p.paid_at between o.ordered_at + interval '1 hour' and o.ordered_at")).unwrap_err();
