@@ -826,9 +826,10 @@ pub struct StreamInfo {
     pub next_start_at: Option<DateTime<Utc>>,
     pub events: StreamEvents,
     pub events_per_second: f64,
-    /// Events in the topic not read yet, over all partitions.
+    /// Events not read yet, over all partitions (of both topics, for a join).
     pub lag: u64,
     pub watermark: Option<DateTime<Utc>>,
+    /// The windows its state holds open (for a join of two streams, the events it holds).
     pub windows_held: u64,
     pub partitions: Vec<PartitionProgress>,
     pub checkpointed_at: Option<DateTime<Utc>>,

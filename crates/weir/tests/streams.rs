@@ -328,7 +328,7 @@ fn kill_9_at_random_moments_pairs_two_streams_once() {
     assert!(o.status.success(), "seed {seed}: {}", text(&o));
     assert_eq!(pairs(killed.path()), expected, "seed {seed}: each pair once");
     let o = weir(killed.path(), &["stream", "status", "paid"]);
-    assert!(text(&o).contains("payments partition 1: offset"), "{}", text(&o));
+    assert!(text(&o).contains("payments partition 1: offset") && text(&o).contains(" events held, "), "{}", text(&o));
 }
 
 /// Every record of a topic as (key, value) text, by partition and offset.

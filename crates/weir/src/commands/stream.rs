@@ -66,10 +66,10 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let mut last_line = Instant::now();
             let mut report = |s: &Status| {
                 if live {
-                    eprint!("\r\x1b[2K{}", line(s));
+                    eprint!("\r\x1b[2K{}", line(r, s));
                     let _ = std::io::stderr().flush();
                 } else if last_line.elapsed() >= Duration::from_secs(10) {
-                    out.info(line(s));
+                    out.info(line(r, s));
                     last_line = Instant::now();
                 }
             };
@@ -142,7 +142,7 @@ fn status(runs: &[&JobRun], out: &Output) {
                 println!("{v}");
             }
             LogFormat::Text => {
-                println!("{} ({state}): {}", r.job.name, line(&s));
+                println!("{} ({state}): {}", r.job.name, line(r, &s));
                 println!("  events: {}", counts(&s));
                 for ((t, p), o) in &s.positions {
                     println!("  {t} partition {p}: offset {o}, lag {}", s.lag.get(&(t.clone(), *p)).copied().unwrap_or(0));
@@ -163,14 +163,16 @@ fn counts(s: &Status) -> String {
     format!("{} read = {} counted + {} late + {} rejected + {} filtered out", c.read, c.counted, c.late, c.rejected, c.filtered)
 }
 
-fn line(s: &Status) -> String {
+fn line(r: &JobRun, s: &Status) -> String {
+    // A join holds events, not windows.
+    let held = if r.plan.stream_join.is_some() { "events held" } else { "windows open" };
     let lag: u64 = s.lag.values().sum();
     let wm = s
         .watermark
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map_or("none yet".into(), |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string());
     format!(
-        "{} events, {:.0}/s, lag {lag}, watermark {wm}, {} windows open, {} late, {} rejected",
+        "{} events, {:.0}/s, lag {lag}, watermark {wm}, {} {held}, {} late, {} rejected",
         s.counts.read, s.events_per_second, s.windows_held, s.counts.late, s.counts.rejected
     )
 }
