@@ -655,3 +655,61 @@ fn two_streams_are_joined_as_a_batch_join_pairs_their_events_on_time() {
         vec![vec![Datum::Text("orders".into()), Datum::Int(2_002)], vec![Datum::Text("payments".into()), Datum::Int(money.len() as i64)]]
     );
 }
+
+/// Checkpoints kept in memory: a store other than the job's folder.
+#[derive(Debug, Default)]
+struct Memory(std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>);
+
+impl job::store::CheckpointStore for Memory {
+    fn location(&self, name: &str) -> String {
+        format!("memory:{name}")
+    }
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, weir_stream::StreamError> {
+        Ok(self.0.lock().unwrap().get(name).cloned())
+    }
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), weir_stream::StreamError> {
+        self.0.lock().unwrap().insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+    fn promote(&self, from: &str, to: &str) -> Result<(), weir_stream::StreamError> {
+        let mut docs = self.0.lock().unwrap();
+        if let Some(doc) = docs.remove(from) {
+            docs.insert(to.to_string(), doc);
+        }
+        Ok(())
+    }
+    fn delete(&self, name: &str) -> Result<(), weir_stream::StreamError> {
+        self.0.lock().unwrap().remove(name);
+        Ok(())
+    }
+}
+
+#[test]
+fn checkpoints_are_kept_by_the_store_the_job_is_given() {
+    use job::store::CheckpointStore;
+    let once = Fixture::new();
+    once.produce(&events());
+    once.drain(&once.job("revenue", TUMBLE));
+
+    let f = Fixture::new();
+    let store = Arc::new(Memory::default());
+    let run = || {
+        let mut run = f.job("revenue", TUMBLE);
+        run.checkpoints = store.clone();
+        run
+    };
+    let all = events();
+    f.produce(&all[..1_100]);
+    f.drain(&run());
+    assert!(!f.dir.path().join(".weir/streams/revenue/checkpoint.json").exists(), "nothing on the local disk");
+    let saved = store.get("checkpoint.json").unwrap().expect("the store holds the checkpoint");
+    f.produce(&all[1_100..]);
+    f.drain(&run());
+    // A crash after the sink moved on: the store's older checkpoint is restored.
+    store.put("checkpoint.json", &saved).unwrap();
+    let s = f.drain(&run());
+    assert_eq!(s.counts.read, 2_002);
+    same(&sink(&f, "revenue"), &sink(&once, "revenue"));
+    job::reset(&run(), f.wh.as_ref()).unwrap();
+    assert_eq!(store.get("checkpoint.json").unwrap(), None, "reset forgets the store's checkpoint");
+}

@@ -20,6 +20,7 @@ pub mod eval;
 mod pairs;
 pub mod redis;
 pub mod sink;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use crate::{Admitted, Agg, Emit, StreamError, WatermarkSpec, Watermarks, WindowO
 use decode::{Decoder, Kind, format_micros};
 use eval::{Evaluator, key_parts};
 use sink::{Aside, Batch, Counts, Layout, Sink};
+use store::{CheckpointStore, LocalDir};
 
 /// An event as a row, its event time and what the stateless part made of it (none: the
 /// job's `where`, or its join, filtered it out); or why it is refused.
@@ -72,8 +74,10 @@ pub struct JobRun {
     pub topic: Topic,
     /// The topic of the stream joined to it, in a join of two streams.
     pub joined: Option<Topic>,
-    /// `.weir/streams/<job>/`.
+    /// `.weir/streams/<job>/`: its lock and its status.
     pub dir: PathBuf,
+    /// Where its checkpoints are kept: `dir` unless set otherwise.
+    pub checkpoints: Arc<dyn CheckpointStore>,
     /// The table it writes (with `sink='table'`); its schema holds the bookkeeping tables
     /// whatever the sink.
     pub table: Relation,
@@ -113,7 +117,8 @@ impl JobRun {
             }
             _ => None,
         };
-        Ok(JobRun { dir: project.join(".weir").join("streams").join(&job.name), job, plan, topic, joined, table, out_topic, tables })
+        let dir = project.join(".weir").join("streams").join(&job.name);
+        Ok(JobRun { checkpoints: Arc::new(LocalDir::new(&dir)), dir, job, plan, topic, joined, table, out_topic, tables })
     }
 
     /// A job of the project `m` describes, its sink in the target's schema (or its own) and
@@ -251,6 +256,9 @@ impl Status {
 pub fn reset(run: &JobRun, wh: &dyn Warehouse) -> Result<(), StreamError> {
     let lock = JobLock::take(run)?;
     sink::Sink::reset(wh, &run.table, &run.job.config.sink, &run.job.name)?;
+    for name in [CHECKPOINT, NEXT_CHECKPOINT] {
+        run.checkpoints.delete(name)?;
+    }
     // Everything but the lock, held until the folder's state is gone.
     for entry in std::fs::read_dir(&run.dir).map_err(|e| StreamError::io(&run.dir, e))?.flatten() {
         let path = entry.path();
@@ -413,7 +421,7 @@ impl<'a> Runner<'a> {
             log.create_topic(out)?;
             settle_checkpoint(run, log)?;
         }
-        let checkpoint = read_checkpoint(&run.dir)?;
+        let checkpoint = read_checkpoint(run.checkpoints.as_ref(), CHECKPOINT)?;
         let mut op = WindowOperator::new(plan.window, plan.aggs.iter().map(|a| a.agg).collect(), lateness);
         match (&checkpoint, plan.shape) {
             // A projection's rows and positions are in the sink together: resume from there.
@@ -435,7 +443,7 @@ impl<'a> Runner<'a> {
                         run.job.name
                     )));
                 }
-                let damaged = |m: String| StreamError::Job(format!("{}: {m}", run.dir.join("checkpoint.json").display()));
+                let damaged = |m: String| StreamError::Job(format!("{}: {m}", run.checkpoints.location(CHECKPOINT)));
                 op = WindowOperator::restore(
                     plan.window,
                     plan.aggs.iter().map(|a| a.agg).collect(),
@@ -575,7 +583,7 @@ impl<'a> Runner<'a> {
                 }
                 // A projection's positions are in its sink; a join's held events are state.
                 if (checkpoint_due || finishing) && (self.run.plan.shape != Shape::Stateless || self.join.is_some()) {
-                    self.checkpoint("checkpoint.json")?;
+                    self.checkpoint(CHECKPOINT)?;
                     last_checkpoint = Instant::now();
                 } else if checkpoint_due {
                     last_checkpoint = Instant::now();
@@ -891,8 +899,7 @@ impl<'a> Runner<'a> {
         };
         self.log.commit(&self.run.group(), &commit)?;
         self.aside_written = false;
-        std::fs::rename(self.run.dir.join(NEXT_CHECKPOINT), self.run.dir.join("checkpoint.json"))
-            .map_err(|e| StreamError::io(&self.run.dir.join(NEXT_CHECKPOINT), e))
+        self.run.checkpoints.promote(NEXT_CHECKPOINT, CHECKPOINT)
     }
 
     /// Writes the window state with the positions (everything up to them is in the sink) to
@@ -920,7 +927,7 @@ impl<'a> Runner<'a> {
             doc["watermarks_joined"] = joined.watermarks.checkpoint();
             doc["join"] = j.checkpoint();
         }
-        write_atomically(&self.run.dir.join(file), doc.to_string().as_bytes())?;
+        self.run.checkpoints.put(file, doc.to_string().as_bytes())?;
         self.status.checkpointed_at = Some(now);
         Ok(())
     }
@@ -1121,6 +1128,8 @@ fn read_table(run: &JobRun, i: usize, wh: &dyn Warehouse) -> Result<TableRows, S
 
 /// A topic sink's checkpoint while its log commit is under way.
 const NEXT_CHECKPOINT: &str = "checkpoint.next.json";
+/// A job's checkpoint.
+const CHECKPOINT: &str = "checkpoint.json";
 /// Where a topic sink's consumer group keeps its checkpoint's number, beside its positions.
 const CHECKPOINT_SEQ: &str = "_weir_checkpoint";
 
@@ -1129,13 +1138,13 @@ const CHECKPOINT_SEQ: &str = "_weir_checkpoint";
 /// holds the next checkpoint's number: it stands) or not (it is dropped, and the job reads
 /// again from the checkpoint before it).
 fn settle_checkpoint(run: &JobRun, log: &dyn Log) -> Result<(), StreamError> {
-    let next = run.dir.join(NEXT_CHECKPOINT);
-    let Some(doc) = read_checkpoint_file(&next)? else { return Ok(()) };
+    let store = run.checkpoints.as_ref();
+    let Some(doc) = read_checkpoint(store, NEXT_CHECKPOINT)? else { return Ok(()) };
     let committed = log.positions(&run.group())?.get(&(CHECKPOINT_SEQ.to_string(), 0)).copied();
     if committed.is_some() && committed == doc.get("seq").and_then(J::as_u64) {
-        std::fs::rename(&next, run.dir.join("checkpoint.json")).map_err(|e| StreamError::io(&next, e))
+        store.promote(NEXT_CHECKPOINT, CHECKPOINT)
     } else {
-        std::fs::remove_file(&next).map_err(|e| StreamError::io(&next, e))
+        store.delete(NEXT_CHECKPOINT)
     }
 }
 
@@ -1166,17 +1175,10 @@ fn record(layout: &Layout, row: &[Option<String>], now: i64) -> weir_log::Record
     weir_log::Record { key, value: J::Object(value).to_string().into_bytes(), timestamp: now }
 }
 
-fn read_checkpoint(dir: &Path) -> Result<Option<J>, StreamError> {
-    read_checkpoint_file(&dir.join("checkpoint.json"))
-}
-
-fn read_checkpoint_file(path: &Path) -> Result<Option<J>, StreamError> {
-    let path = path.to_path_buf();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| StreamError::Job(format!("{}: damaged: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StreamError::io(&path, e)),
-    }
+/// The checkpoint document `name` of a store, if there is one.
+fn read_checkpoint(store: &dyn CheckpointStore, name: &str) -> Result<Option<J>, StreamError> {
+    let Some(bytes) = store.get(name)? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| StreamError::Job(format!("{}: damaged: {e}", store.location(name))))
 }
 
 /// Writes a file of the job's folder whole or not at all, making the folder on first use.
