@@ -622,9 +622,10 @@ impl<'a> Runner<'a> {
         let direct = self.evaluator.direct().cloned();
         let here: Vec<Source> =
             self.inputs.iter().map(|i| Source { topic: i.topic.clone(), decoder: i.decoder.clone(), from: i.positions.clone() }).collect();
+        // A micro-batch read ahead that found nothing is read again: events may have come since.
         let MicroBatch { read: batches, mut decoded } = match self.ahead.take() {
-            Some(ahead) => ahead,
-            None => fetch(self.log, &here, direct.as_ref())?,
+            Some(ahead) if !ahead.read.is_empty() => ahead,
+            _ => fetch(self.log, &here, direct.as_ref())?,
         };
         let total = batches.iter().map(|(_, _, r)| r.len()).sum();
         // Where the next micro-batch starts: after this one, which is taken whole.
