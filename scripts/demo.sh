@@ -33,9 +33,12 @@ echo
 "$WEIR" show --select daily_revenue --limit 5
 echo
 # The live events are sent once: the log keeps them, and the jobs remember where they are.
-if ! "$WEIR" --log-format json log describe order_events 2>/dev/null | grep -q '"end": *[1-9]'; then
+sent() { "$WEIR" --log-format json log describe "$1" 2>/dev/null | grep -q '"end": *[1-9]'; }
+if ! sent order_events; then
   python3 scripts/generate_events.py > events.jsonl
   "$WEIR" log produce order_events -f events.jsonl
+fi
+if ! sent payment_events; then
   python3 scripts/generate_events.py --payments > payments.jsonl
   "$WEIR" log produce payment_events -f payments.jsonl
 fi

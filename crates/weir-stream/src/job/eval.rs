@@ -127,11 +127,9 @@ impl Evaluator {
             }
             _ => ("events".to_string(), String::new()),
         };
-        let index = match (&plan.join, &plan.stream_join) {
-            (_, Some(j)) => format!("{}.__i", quote(&j.stream_alias)),
-            (Some(j), None) => format!("{}.__i", quote(&j.stream_alias)),
-            (None, None) => "__i".to_string(),
-        };
+        // Each row's place in the batch, from the stream's side of a join.
+        let stream_alias = plan.stream_join.as_ref().map(|j| &j.stream_alias).or(plan.join.as_ref().map(|j| &j.stream_alias));
+        let index = stream_alias.map_or_else(|| "__i".to_string(), |a| format!("{}.__i", quote(a)));
         let (exprs, typed): (Vec<String>, Vec<String>) = if plan.shape == Shape::Stateless {
             let outs: Vec<String> =
                 plan.outputs.iter().filter_map(|(_, o)| if let Output::Expr(s) = o { Some(s.sql.clone()) } else { None }).collect();

@@ -451,8 +451,7 @@ impl<'a> Runner<'a> {
                     c.get("operator").unwrap_or(&J::Null),
                 )
                 .map_err(damaged)?;
-                for (input, key) in inputs.iter_mut().zip(["watermarks", "watermarks_joined"]) {
-                    let t = if input.topic == run.topic.name { &run.topic } else { run.joined.as_ref().unwrap_or(&run.topic) };
+                for ((input, t), key) in inputs.iter_mut().zip(run.inputs()).zip(["watermarks", "watermarks_joined"]) {
                     input.watermarks = Watermarks::restore(spec(t), c.get(key).unwrap_or(&J::Null)).map_err(damaged)?;
                 }
                 for p in c.get("partitions").and_then(J::as_array).into_iter().flatten() {
