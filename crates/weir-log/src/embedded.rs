@@ -24,7 +24,9 @@ use serde_json::{Value as J, json};
 
 use crate::partition::Partition;
 use crate::segment::{self, sync_dir};
-use crate::{Commit, Log, LogError, PartitionInfo, Positions, Record, Retention, StoredRecord, TopicInfo, TopicSpec, partition_for};
+use crate::{
+    Commit, Log, LogError, PartitionInfo, Positions, Record, Records, Retention, StoredRecord, TopicInfo, TopicSpec, partition_for,
+};
 
 /// Segments are rolled at this size, so retention frees space a segment at a time.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -294,6 +296,10 @@ impl Log for EmbeddedLog {
     }
 
     fn read(&self, name: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredRecord>, LogError> {
+        Ok(self.read_records(name, partition, offset, max)?.to_stored())
+    }
+
+    fn read_records(&self, name: &str, partition: u32, offset: u64, max: usize) -> Result<Records, LogError> {
         let topic = self.topic(name)?;
         let mut h = self.handle(&topic, name, partition)?;
         if h.part.stale()? {

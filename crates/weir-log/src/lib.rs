@@ -9,11 +9,13 @@
 
 mod embedded;
 mod partition;
+mod records;
 mod segment;
 
 use std::collections::BTreeMap;
 
 pub use embedded::{EmbeddedLog, write_atomically};
+pub use records::{RecordRef, Records};
 
 /// The largest record value (and key) accepted: 16 MiB.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
@@ -114,6 +116,12 @@ pub trait Log: Send + Sync {
 
     /// Up to `max` records of a partition from `offset` on.
     fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<StoredRecord>, LogError>;
+
+    /// The same records as [`Log::read`], in one buffer: what stream jobs read, micro-batch
+    /// after micro-batch. A backend that can fill one buffer straight from its storage does.
+    fn read_records(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Records, LogError> {
+        Ok(Records::from(self.read(topic, partition, offset, max)?))
+    }
 
     /// The consumer groups that committed positions, by name.
     fn groups(&self) -> Result<Vec<String>, LogError>;

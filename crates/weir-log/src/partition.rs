@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::segment::Segment;
-use crate::{LogError, Record, Retention, StoredRecord};
+use crate::{LogError, Record, Records, Retention};
 
 #[derive(Debug)]
 pub struct Partition {
@@ -86,8 +86,8 @@ impl Partition {
 
     /// Up to `max` records from `offset` on. An offset below [`Partition::start`] (deleted
     /// by retention) reads from the start.
-    pub fn read(&self, offset: u64, max: usize) -> Result<Vec<StoredRecord>, LogError> {
-        let mut out = vec![];
+    pub fn read(&self, offset: u64, max: usize) -> Result<Records, LogError> {
+        let mut out = Records::default();
         let mut at = offset.max(self.start());
         for seg in &self.segments {
             if out.len() >= max {
@@ -96,11 +96,11 @@ impl Partition {
             if seg.next <= at {
                 continue;
             }
-            let got = seg.read(at, max - out.len())?;
-            if let Some(last) = got.last() {
-                at = last.offset + 1;
+            seg.read_into(at, max - out.len(), &mut out)?;
+            match out.last() {
+                Some(last) => at = last.offset + 1,
+                None => continue,
             }
-            out.extend(got);
         }
         Ok(out)
     }
@@ -158,7 +158,7 @@ mod tests {
         assert!(p.segments.len() > 5, "{} segments", p.segments.len());
         let all = p.read(0, usize::MAX).unwrap();
         assert_eq!(all.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..1000).collect::<Vec<_>>());
-        assert_eq!(p.read(950, 10).unwrap()[0].offset, 950);
+        assert_eq!(p.read(950, 10).unwrap().to_stored()[0].offset, 950);
 
         let p2 = Partition::open(dir.path()).unwrap();
         assert_eq!((p2.start(), p2.end(), p2.size()), (0, 1000, p.size()));
@@ -167,7 +167,7 @@ mod tests {
         let removed = p.apply_retention(&Retention { ms: Some(5000), bytes: None }, 9500).unwrap();
         assert!(removed > 0);
         assert!(p.start() > 0 && p.start() <= 500, "start {}", p.start());
-        assert_eq!(p.read(0, 1).unwrap()[0].offset, p.start(), "a read below the start begins at the start");
+        assert_eq!(p.read(0, 1).unwrap().to_stored()[0].offset, p.start(), "a read below the start begins at the start");
         p.apply_retention(&Retention { ms: None, bytes: Some(1) }, 9500).unwrap();
         assert_eq!(p.segments.len(), 1, "the segment taking appends stays");
         assert_eq!(p.end(), 1000);

@@ -16,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::{LogError, Record, StoredRecord};
+use crate::{LogError, Record, Records, StoredRecord};
 
 /// Bytes of log between two index entries.
 pub const INDEX_EVERY: u64 = 64 * 1024;
@@ -24,6 +24,8 @@ pub const INDEX_EVERY: u64 = 64 * 1024;
 const HEADER: usize = 8;
 const FIXED_BODY: usize = 8 + 8 + 8 + 4 + 4;
 const INDEX_ENTRY: usize = 24;
+/// Bytes read from the file at a time by [`Segment::read_into`].
+const READ_CHUNK: usize = 256 * 1024;
 
 /// One segment, open for reading and (the last one of a partition) appending.
 #[derive(Debug)]
@@ -152,23 +154,57 @@ impl Segment {
         Ok(())
     }
 
-    /// Up to `max` records from `offset` on (which must be in this segment).
-    pub fn read(&self, offset: u64, max: usize) -> Result<Vec<StoredRecord>, LogError> {
-        let mut out = vec![];
+    /// Up to `max` records from `offset` on (which must be in this segment), appended to
+    /// `out`: the file is read in large chunks straight into `out`'s buffer, and each frame
+    /// is checked where it lies.
+    pub fn read_into(&self, offset: u64, max: usize, out: &mut Records) -> Result<(), LogError> {
         if offset >= self.next || max == 0 {
-            return Ok(out);
+            return Ok(());
         }
         let start = self.index.iter().rev().find(|e| e.offset <= offset).map_or(0, |e| e.position);
         let mut file = File::open(&self.log_path).map_err(|e| LogError::io(&self.log_path, e))?;
         file.seek(SeekFrom::Start(start)).map_err(|e| LogError::io(&self.log_path, e))?;
-        let mut reader = BufReader::with_capacity(256 * 1024, file.take(self.size - start));
-        while out.len() < max {
-            let Some((_, rec)) = read_frame(&mut reader)? else { break };
-            if rec.offset >= offset {
-                out.push(rec);
+        // Bytes of valid log not yet read, and where the next frame starts in the buffer.
+        let mut left = self.size - start;
+        let mut at = out.bytes_len();
+        let mut taken = 0;
+        while taken < max {
+            let pending = out.bytes_from(at);
+            let need = match frame_len(pending) {
+                Some(len) if pending.len() >= HEADER + len => {
+                    let (header, rest) = pending.split_at(HEADER);
+                    let body = &rest[..len];
+                    if crc32fast::hash(body) != u32::from_le_bytes([header[4], header[5], header[6], header[7]]) {
+                        break;
+                    }
+                    let Some(f) = fields(body) else { break };
+                    if f.offset >= offset {
+                        let base = at + HEADER;
+                        out.push(f.offset, f.timestamp, f.txn, f.key.map(|(k, n)| (base + k, n)), (base + f.value.0, f.value.1));
+                        taken += 1;
+                    }
+                    at += HEADER + len;
+                    continue;
+                }
+                Some(len) => HEADER + len - pending.len(),
+                None if pending.len() < HEADER => HEADER - pending.len(),
+                // Not a frame: the end of the valid log.
+                None => break,
+            };
+            if left == 0 {
+                break;
             }
+            let want = (need.max(READ_CHUNK) as u64).min(left) as usize;
+            let spare = out.spare(want);
+            let got = read_up_to(&mut file, spare).map_err(|e| LogError::io(&self.log_path, e))?;
+            out.filled(want, got);
+            if got == 0 {
+                break;
+            }
+            left -= got as u64;
         }
-        Ok(out)
+        out.truncate_bytes(at);
+        Ok(())
     }
 
     /// The log file's length on disk: more than [`Segment::size`] when another process
@@ -247,12 +283,8 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<(u64, StoredRecord)>, LogE
     if !read_full(r, &mut header)? {
         return Ok(None);
     }
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let Some(len) = frame_len(&header) else { return Ok(None) };
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    // A key and a value of at most MAX_RECORD_BYTES each: anything longer is not a frame.
-    if !(FIXED_BODY..=2 * crate::MAX_RECORD_BYTES + FIXED_BODY).contains(&len) {
-        return Ok(None);
-    }
     let mut body = vec![0u8; len];
     if !read_full(r, &mut body)? || crc32fast::hash(&body) != crc {
         return Ok(None);
@@ -261,6 +293,22 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<(u64, StoredRecord)>, LogE
 }
 
 fn decode(body: &[u8]) -> Option<StoredRecord> {
+    let f = fields(body)?;
+    let key = f.key.map(|(at, n)| body[at..at + n].to_vec());
+    let value = body[f.value.0..f.value.0 + f.value.1].to_vec();
+    Some(StoredRecord { offset: f.offset, timestamp: f.timestamp, txn: f.txn, key, value })
+}
+
+/// A frame's body read: its fixed fields, and where its key and value lie in it.
+struct Fields {
+    offset: u64,
+    timestamp: i64,
+    txn: u64,
+    key: Option<(usize, usize)>,
+    value: (usize, usize),
+}
+
+fn fields(body: &[u8]) -> Option<Fields> {
     let u64_at = |i: usize| body.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     let u32_at = |i: usize| body.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
     let offset = u64_at(0)?;
@@ -271,28 +319,42 @@ fn decode(body: &[u8]) -> Option<StoredRecord> {
     let key = if key_len == u32::MAX {
         None
     } else {
-        let k = body.get(at..at + key_len as usize)?.to_vec();
-        at += key_len as usize;
-        Some(k)
+        let n = key_len as usize;
+        body.get(at..at + n)?;
+        at += n;
+        Some((at - n, n))
     };
     let value_len = u32_at(at)? as usize;
     at += 4;
-    let value = body.get(at..at + value_len)?.to_vec();
-    Some(StoredRecord { offset, timestamp, txn, key, value })
+    body.get(at..at + value_len)?;
+    Some(Fields { offset, timestamp, txn, key, value: (at, value_len) })
+}
+
+/// The body length a frame's header gives, when the header is whole and the length is one a
+/// frame can have (a key and a value of at most `MAX_RECORD_BYTES` each).
+fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    (FIXED_BODY..=2 * crate::MAX_RECORD_BYTES + FIXED_BODY).contains(&len).then_some(len)
+}
+
+/// Reads as much of `buf` as the file gives before it ends.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Fills `buf`; `false` when the input ends first (a clean end or a torn frame).
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<bool, LogError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(LogError::Io { path: String::new(), message: e.to_string() }),
-        }
-    }
-    Ok(true)
+    let n = read_up_to(r, buf).map_err(|e| LogError::Io { path: String::new(), message: e.to_string() })?;
+    Ok(n == buf.len())
 }
 
 /// Makes a directory's entries (a new or renamed file) durable.
@@ -312,6 +374,32 @@ mod tests {
         }
     }
 
+    fn read(seg: &Segment, offset: u64, max: usize) -> Vec<StoredRecord> {
+        let mut out = Records::default();
+        seg.read_into(offset, max, &mut out).unwrap();
+        out.to_stored()
+    }
+
+    #[test]
+    fn reads_take_frames_across_chunks_and_larger_than_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), 0).unwrap();
+        let mut records: Vec<Record> = (0..3000).map(rec).collect();
+        // A value longer than a chunk, in the middle.
+        records[1500].value = vec![b'v'; READ_CHUNK * 2 + 17];
+        seg.append(&records, 0).unwrap();
+        let got = read(&seg, 0, usize::MAX);
+        assert_eq!(got.len(), 3000);
+        for (i, r) in got.iter().enumerate() {
+            assert_eq!((r.offset, &r.key, &r.value), (i as u64, &records[i].key, &records[i].value), "record {i}");
+        }
+        // Appended to what a reader holds already, from another segment's records.
+        let mut out = Records::from(vec![StoredRecord { offset: 0, timestamp: 0, key: None, value: b"before".to_vec(), txn: 0 }]);
+        seg.read_into(1499, 3, &mut out).unwrap();
+        let values: Vec<usize> = out.iter().map(|r| r.value.len()).collect();
+        assert_eq!(values, vec![6, records[1499].value.len(), READ_CHUNK * 2 + 17, records[1501].value.len()]);
+    }
+
     #[test]
     fn frames_round_trip_and_reads_start_anywhere() {
         let dir = tempfile::tempdir().unwrap();
@@ -321,11 +409,11 @@ mod tests {
         seg.append(&records[2500..], 7).unwrap();
         assert_eq!(seg.next, 5100);
         assert!(!seg.index.is_empty(), "a segment this size has index entries");
-        let got = seg.read(4321, 3).unwrap();
+        let got = read(&seg, 4321, 3);
         assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4321, 4322, 4323]);
         assert_eq!(got[0].value, rec(4221).value);
         assert_eq!(got[0].txn, 7);
-        assert_eq!(seg.read(100, 1).unwrap()[0].key, None);
+        assert_eq!(read(&seg, 100, 1)[0].key, None);
         let reopened = Segment::open(dir.path(), 100).unwrap();
         assert_eq!((reopened.next, reopened.size, reopened.max_timestamp), (seg.next, seg.size, seg.max_timestamp));
     }
@@ -353,7 +441,7 @@ mod tests {
         std::fs::write(&seg.log_path, bytes).unwrap();
         let seg = Segment::open(dir.path(), 0).unwrap();
         assert_eq!(seg.next, 10);
-        assert_eq!(seg.read(9, 5).unwrap().len(), 1);
+        assert_eq!(read(&seg, 9, 5).len(), 1);
     }
 
     proptest::proptest! {
@@ -378,11 +466,11 @@ mod tests {
             let mut seg = Segment::open(dir.path(), 0).unwrap();
             let whole = ends.iter().filter(|e| **e <= at).count();
             proptest::prop_assert_eq!(seg.next, whole as u64);
-            let got = seg.read(0, usize::MAX).unwrap();
+            let got = read(&seg, 0, usize::MAX);
             proptest::prop_assert_eq!(got.len(), whole);
             proptest::prop_assert!(got.iter().zip(&records).all(|(g, r)| g.value == r.value));
             seg.append(&records[..1], 0).unwrap();
-            proptest::prop_assert_eq!(seg.read(whole as u64, 1).unwrap()[0].offset, whole as u64);
+            proptest::prop_assert_eq!(read(&seg, whole as u64, 1)[0].offset, whole as u64);
         }
     }
 
@@ -394,7 +482,7 @@ mod tests {
         std::fs::write(&seg.index_path, vec![0xffu8; 50]).unwrap();
         let seg = Segment::open(dir.path(), 0).unwrap();
         assert_eq!(seg.next, 20_000);
-        assert_eq!(seg.read(12_345, 1).unwrap()[0].value, rec(12_345).value);
+        assert_eq!(read(&seg, 12_345, 1)[0].value, rec(12_345).value);
         // An entry pointing into the middle of a frame: ignored, not followed.
         let mut entry = vec![];
         entry.extend(15_000u64.to_le_bytes());

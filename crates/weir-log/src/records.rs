@@ -1,0 +1,157 @@
+//! Records read in one go: their bytes in one buffer, each record a view into it. A stream
+//! job reads tens of thousands of records per micro-batch; one allocation for all of them,
+//! rather than one or two per record, is most of what reading them costs.
+
+use crate::StoredRecord;
+
+/// Consecutive records of one partition, in offset order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Records {
+    data: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+/// A record of [`Records`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    /// The atomic commit that wrote it (0 for a plain append).
+    pub txn: u64,
+}
+
+/// Where one record lies in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    offset: u64,
+    timestamp: i64,
+    txn: u64,
+    /// Start and length of the key in the buffer.
+    key: Option<(usize, usize)>,
+    value: (usize, usize),
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<RecordRef<'_>> {
+        self.spans.get(i).map(|s| self.view(s))
+    }
+
+    pub fn last(&self) -> Option<RecordRef<'_>> {
+        self.spans.last().map(|s| self.view(s))
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RecordRef<'_>> + '_ {
+        self.slice(0..self.len())
+    }
+
+    /// The records of `range` (which must lie within).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> impl ExactSizeIterator<Item = RecordRef<'_>> + '_ {
+        self.spans[range].iter().map(|s| self.view(s))
+    }
+
+    /// The records as owned values.
+    pub fn to_stored(&self) -> Vec<StoredRecord> {
+        self.iter().map(|r| r.to_stored()).collect()
+    }
+
+    /// Room for `bytes` more of raw frames: a backend reads into the returned slice, then
+    /// says with [`Records::filled`] how much of it it filled.
+    pub(crate) fn spare(&mut self, bytes: usize) -> &mut [u8] {
+        let at = self.data.len();
+        self.data.resize(at + bytes, 0);
+        &mut self.data[at..]
+    }
+
+    /// Keeps `filled` bytes of the last [`Records::spare`] and drops the rest.
+    pub(crate) fn filled(&mut self, spare: usize, filled: usize) {
+        self.data.truncate(self.data.len() - spare + filled);
+    }
+
+    /// The buffer's bytes from `at` on (frames not yet taken).
+    pub(crate) fn bytes_from(&self, at: usize) -> &[u8] {
+        self.data.get(at..).unwrap_or_default()
+    }
+
+    /// Drops the buffer's bytes from `at` on (a frame read past what was asked for).
+    pub(crate) fn truncate_bytes(&mut self, at: usize) {
+        self.data.truncate(at);
+    }
+
+    pub(crate) fn bytes_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Takes a record whose key and value lie at these places of the buffer.
+    pub(crate) fn push(&mut self, offset: u64, timestamp: i64, txn: u64, key: Option<(usize, usize)>, value: (usize, usize)) {
+        self.spans.push(Span { offset, timestamp, txn, key, value });
+    }
+
+    fn view(&self, s: &Span) -> RecordRef<'_> {
+        RecordRef {
+            offset: s.offset,
+            timestamp: s.timestamp,
+            txn: s.txn,
+            key: s.key.map(|(at, n)| &self.data[at..at + n]),
+            value: &self.data[s.value.0..s.value.0 + s.value.1],
+        }
+    }
+}
+
+impl From<Vec<StoredRecord>> for Records {
+    /// Owned records packed into one buffer (a backend that reads records one by one).
+    fn from(records: Vec<StoredRecord>) -> Records {
+        let mut out = Records { data: Vec::with_capacity(records.iter().map(|r| r.value.len()).sum()), spans: vec![] };
+        for r in records {
+            let key = r.key.map(|k| {
+                out.data.extend_from_slice(&k);
+                (out.data.len() - k.len(), k.len())
+            });
+            out.data.extend_from_slice(&r.value);
+            let value = (out.data.len() - r.value.len(), r.value.len());
+            out.push(r.offset, r.timestamp, r.txn, key, value);
+        }
+        out
+    }
+}
+
+impl RecordRef<'_> {
+    pub fn to_stored(&self) -> StoredRecord {
+        StoredRecord {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.to_vec(),
+            txn: self.txn,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_records_pack_and_come_back() {
+        let owned = vec![
+            StoredRecord { offset: 4, timestamp: 10, key: Some(b"k".to_vec()), value: b"one".to_vec(), txn: 0 },
+            StoredRecord { offset: 5, timestamp: 11, key: None, value: vec![], txn: 3 },
+            StoredRecord { offset: 6, timestamp: 12, key: Some(vec![]), value: b"three".to_vec(), txn: 0 },
+        ];
+        let packed = Records::from(owned.clone());
+        assert_eq!(packed.len(), 3);
+        assert_eq!(packed.get(1).map(|r| (r.key, r.value, r.txn)), Some((None, &b""[..], 3)));
+        assert_eq!(packed.last().map(|r| r.offset), Some(6));
+        assert_eq!(packed.to_stored(), owned);
+        assert!(packed.get(3).is_none());
+    }
+}
