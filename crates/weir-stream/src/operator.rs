@@ -8,6 +8,7 @@
 //! merged with the sessions it touches. A late event is returned as such, never dropped here:
 //! the job keeps it with the reason.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashSet};
 
 // hashbrown with foldhash: keys come from events, so a seeded hash, but a fast one (the
@@ -206,8 +207,13 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
     }
 
     /// Folds an event (`values`, one per aggregate) of `key` at event time `ts` into its
-    /// windows, judged against the watermark it arrived under.
-    pub fn insert(&mut self, key: K, ts: Millis, values: &[Option<f64>], watermark: Option<Millis>) -> Admitted {
+    /// windows, judged against the watermark it arrived under. The key is borrowed: it is
+    /// copied only when the state has no window of it yet.
+    pub fn insert<Q>(&mut self, key: &Q, ts: Millis, values: &[Option<f64>], watermark: Option<Millis>) -> Admitted
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let windows = self.spec.assign(ts);
         if windows.is_empty() {
             return Admitted::Unwindowed;
@@ -222,15 +228,15 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         let live = windows.into_iter().filter(|w| !late(w, lateness, watermark));
         let aggs = &self.aggs;
         // One lookup for a key held already (nearly every event's).
-        let slots = match self.state.get_mut(&key) {
+        let slots = match self.state.get_mut(key) {
             Some(slots) => slots,
-            None => self.state.entry(key.clone()).or_default(),
+            None => self.state.entry(key.to_owned()).or_default(),
         };
         for w in live {
             let slot = match slots.entry(w) {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    self.timers.entry((w.max_timestamp(), w)).or_default().push(key.clone());
+                    self.timers.entry((w.max_timestamp(), w)).or_default().push(key.to_owned());
                     v.insert(Slot::new(aggs))
                 }
             };
@@ -239,14 +245,21 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
             }
             slot.dirty = true;
             if slot.fired {
-                self.refire.push((key.clone(), w));
+                self.refire.push((key.to_owned(), w));
             }
         }
         Admitted::Counted
     }
 
-    fn insert_session(&mut self, key: K, own: Window, values: &[Option<f64>], watermark: Option<Millis>) -> Admitted {
-        let slots = self.state.entry(key.clone()).or_default();
+    fn insert_session<Q>(&mut self, key: &Q, own: Window, values: &[Option<f64>], watermark: Option<Millis>) -> Admitted
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let slots = match self.state.get_mut(key) {
+            Some(slots) => slots,
+            None => self.state.entry(key.to_owned()).or_default(),
+        };
         let touching: Vec<Window> = slots.keys().filter(|w| w.meets(&own)).copied().collect();
         let merged = touching.iter().fold(own, |acc, w| acc.cover(w));
         if watermark.is_some_and(|wm| merged.max_timestamp().saturating_add(self.allowed_lateness) <= wm) {
@@ -276,14 +289,14 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         for w in &touching {
             for at in [w.max_timestamp(), w.max_timestamp().saturating_add(self.allowed_lateness)] {
                 if let Some(keys) = self.timers.get_mut(&(at, *w)) {
-                    keys.retain(|k| *k != key);
+                    keys.retain(|k| k.borrow() != key);
                     if keys.is_empty() {
                         self.timers.remove(&(at, *w));
                     }
                 }
             }
         }
-        self.timers.entry((merged.max_timestamp(), merged)).or_default().push(key);
+        self.timers.entry((merged.max_timestamp(), merged)).or_default().push(key.to_owned());
         Admitted::Counted
     }
 
@@ -374,7 +387,7 @@ mod tests {
 
     use super::*;
 
-    fn counts(emits: &[Emit<&'static str>]) -> Vec<(Millis, Millis, f64)> {
+    fn counts(emits: &[Emit<String>]) -> Vec<(Millis, Millis, f64)> {
         emits.iter().map(|e| (e.window.start, e.window.end, e.values[0].unwrap_or(-1.0))).collect()
     }
 

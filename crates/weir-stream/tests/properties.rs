@@ -58,7 +58,7 @@ fn stream(
     for (key, ts, v) in evs {
         let wm = max_seen.map(|m| m - delay);
         marks.push(wm);
-        admitted.push(op.insert(*key, *ts, &[*v; 7], wm));
+        admitted.push(op.insert(key, *ts, &[*v; 7], wm));
         if early.is_some_and(|n| admitted.len() % n == 0) {
             apply(&mut sink, op.emit_early());
         }
@@ -122,7 +122,7 @@ proptest! {
                 let text = op.checkpoint().to_string();
                 op = WindowOperator::restore(spec, AGGS.to_vec(), lateness, &serde_json::from_str(&text).unwrap()).unwrap();
             }
-            op.insert(*key, *ts, &[*v; 7], max_seen.map(|m| m - delay));
+            op.insert(key, *ts, &[*v; 7], max_seen.map(|m| m - delay));
             if early.is_some_and(|n| (i + 1) % n == 0) {
                 apply(&mut sink, op.emit_early());
             }

@@ -81,27 +81,45 @@ impl Decoder {
 
     /// The row of `value` and its event time (0 when the job reads no event time).
     pub fn decode(&self, value: &[u8]) -> Result<(Vec<Cell>, i64), String> {
+        let mut scratch = Scratch::default();
+        let ts = self.decode_into(value, &mut scratch)?;
+        Ok((scratch.cells, ts))
+    }
+
+    /// As [`Decoder::decode`], the row left in `scratch.cells`: a decoder taking event after
+    /// event of one buffer reuses the same room for each.
+    pub fn decode_into<'de>(&self, value: &'de [u8], scratch: &mut Scratch<'de>) -> Result<i64, String> {
         let mut de = serde_json::Deserializer::from_slice(value);
-        let raw = Fields { names: &self.names }.deserialize(&mut de).map_err(|e| format!("not a JSON object: {e}"))?;
+        scratch.raw.clear();
+        scratch.raw.resize_with(self.names.len(), || None);
+        Fields { names: &self.names, out: &mut scratch.raw }.deserialize(&mut de).map_err(|e| format!("not a JSON object: {e}"))?;
         de.end().map_err(|e| format!("not one JSON object: {e}"))?;
-        let mut cells = Vec::with_capacity(raw.len());
-        for (i, v) in raw.into_iter().enumerate() {
-            let cell = match v {
+        let cells = &mut scratch.cells;
+        cells.clear();
+        for (i, v) in scratch.raw.iter_mut().enumerate() {
+            let cell = match v.take() {
                 None | Some(Raw::Null) => Cell::Null,
                 Some(v) => cell(&v, self.kinds[i])
                     .ok_or_else(|| format!("{}: expected {}, got {}", self.names[i], self.types[i], short(&v.json())))?,
             };
             cells.push(cell);
         }
-        let ts = match self.time {
-            None => 0,
+        match self.time {
+            None => Ok(0),
             Some(t) => match cells[t] {
-                Cell::Time(us) => us.div_euclid(1000),
-                _ => return Err(format!("no event time: '{}' is missing or null", self.names[t])),
+                Cell::Time(us) => Ok(us.div_euclid(1000)),
+                _ => Err(format!("no event time: '{}' is missing or null", self.names[t])),
             },
-        };
-        Ok((cells, ts))
+        }
     }
+}
+
+/// Room a decoder reuses from one event to the next: the fields as parsed (borrowed from the
+/// events' buffer, `'de`) and the row.
+#[derive(Default)]
+pub struct Scratch<'de> {
+    raw: Vec<Option<Raw<'de>>>,
+    pub cells: Vec<Cell>,
 }
 
 /// `v` read as `kind`, if it is one.
@@ -265,37 +283,38 @@ fn short(v: &J) -> String {
     if t.chars().count() > 60 { format!("{}...", t.chars().take(60).collect::<String>()) } else { t }
 }
 
-/// The named fields of one JSON object, in the order named; the rest skipped.
-struct Fields<'n> {
+/// The named fields of one JSON object, in the order named, into `out` (one place per
+/// name); the rest skipped.
+struct Fields<'n, 's, 'de> {
     names: &'n [String],
+    out: &'s mut Vec<Option<Raw<'de>>>,
 }
 
-impl<'de> DeserializeSeed<'de> for Fields<'_> {
-    type Value = Vec<Option<Raw<'de>>>;
+impl<'de> DeserializeSeed<'de> for Fields<'_, '_, 'de> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for Fields<'_> {
-    type Value = Vec<Option<Raw<'de>>>;
+impl<'de> Visitor<'de> for Fields<'_, '_, 'de> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out: Vec<Option<Raw<'de>>> = (0..self.names.len()).map(|_| None).collect();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(field) = map.next_key_seed(Field { names: self.names })? {
             match field {
-                Some(i) => out[i] = Some(map.next_value::<Raw<'de>>()?),
+                Some(i) => self.out[i] = Some(map.next_value::<Raw<'de>>()?),
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -46,14 +46,42 @@ pub struct Direct {
 impl Direct {
     /// A row's group key and aggregate arguments.
     pub fn key(&self, row: &[Cell]) -> (String, Vec<Option<f64>>) {
-        let parts: Vec<Option<Cow<str>>> = self.keys.iter().map(|k| text_ref(&row[*k], self.kinds[*k])).collect();
-        let args = self
-            .args
-            .iter()
-            .zip(&self.distinct)
-            .map(|(a, d)| a.and_then(|i| if *d { distinct_value(&row[i], self.kinds[i]) } else { number(&row[i]) }))
-            .collect();
-        (key_text(&parts), args)
+        let (mut key, mut args) = (vec![], vec![]);
+        self.key_into(row, &mut key, &mut args);
+        (String::from_utf8(key).unwrap_or_default(), args)
+    }
+
+    /// As [`Direct::key`], the key's text (as [`key_text`] writes it) appended to `key` and
+    /// the arguments to `args`: nothing allocated per row.
+    pub fn key_into(&self, row: &[Cell], key: &mut Vec<u8>, args: &mut Vec<Option<f64>>) {
+        key.push(b'[');
+        for (n, k) in self.keys.iter().enumerate() {
+            if n > 0 {
+                key.push(b',');
+            }
+            match text_ref(&row[*k], self.kinds[*k]) {
+                // Writing to a vector does not fail.
+                Some(t) => serde_json::to_writer(&mut *key, t.as_ref()).unwrap_or_default(),
+                None => key.extend_from_slice(b"null"),
+            }
+        }
+        key.push(b']');
+        args.extend(
+            self.args
+                .iter()
+                .zip(&self.distinct)
+                .map(|(a, d)| a.and_then(|i| if *d { distinct_value(&row[i], self.kinds[i]) } else { number(&row[i]) })),
+        );
+    }
+
+    /// Arguments per row.
+    pub fn width(&self) -> usize {
+        self.args.len()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn of(keys: Vec<usize>, args: Vec<Option<usize>>, kinds: Vec<Kind>) -> Direct {
+        Direct { distinct: vec![false; args.len()], keys, args, kinds }
     }
 }
 
@@ -396,4 +424,30 @@ pub fn key_text<T: serde::Serialize>(parts: &[Option<T>]) -> String {
 /// A key's parts back from [`key_text`].
 pub fn key_parts(key: &str) -> Vec<Option<String>> {
     serde_json::from_str(key).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_written_in_place_is_the_key_text() {
+        let d = Direct {
+            keys: vec![0, 1, 2],
+            args: vec![Some(1), None],
+            distinct: vec![false, false],
+            kinds: vec![Kind::Text, Kind::Int, Kind::Date],
+        };
+        for row in [
+            vec![Cell::Text("k1".into()), Cell::Int(7), Cell::Time(86_400_000_000)],
+            vec![Cell::Text("quo\"te \\ é \n".into()), Cell::Null, Cell::Null],
+            vec![Cell::Null, Cell::Int(-3), Cell::Time(0)],
+        ] {
+            let parts: Vec<Option<Cow<str>>> = d.keys.iter().map(|k| text_ref(&row[*k], d.kinds[*k])).collect();
+            let (key, args) = d.key(&row);
+            assert_eq!(key, key_text(&parts));
+            assert_eq!(key_parts(&key).len(), 3);
+            assert_eq!(args, vec![number(&row[1]), None]);
+        }
+    }
 }

@@ -17,6 +17,7 @@
 
 pub mod decode;
 pub mod eval;
+mod keyed;
 mod pairs;
 pub mod redis;
 pub mod sink;
@@ -25,20 +26,22 @@ pub mod store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as J, json};
 use weir_core::Relation;
 use weir_graph::stream_jobs::StreamJob;
 use weir_graph::streams::Topic;
-use weir_log::Log;
+use weir_log::{Log, RecordRef, Records};
 use weir_warehouse::Warehouse;
 
 use crate::plan::{Output, Plan, Shape};
 use crate::{Admitted, Agg, Emit, StreamError, WatermarkSpec, Watermarks, WindowOperator, WindowSpec};
 use decode::{Decoder, Kind, format_micros};
 use eval::{Evaluator, key_parts};
+use keyed::KeyedEvents;
 use sink::{Aside, Batch, Counts, Layout, Sink};
 use store::{CheckpointStore, LocalDir};
 
@@ -52,6 +55,32 @@ type Decoded = Result<(Vec<decode::Cell>, i64, Option<Evaluated>), String>;
 enum Evaluated {
     Keyed(String, Vec<Option<f64>>),
     Row(eval::Row),
+}
+
+/// A partition's micro-batch decoded: as rows, for SQL to evaluate or a join to pair; or, for
+/// a job whose keys and arguments are the events' columns, straight into them.
+enum Events {
+    Rows(Vec<Decoded>),
+    Keyed(KeyedEvents),
+}
+
+impl Events {
+    /// `other`'s events after these (the next chunk of the same batch, decoded alike).
+    fn append(&mut self, other: Events) {
+        match (self, other) {
+            (Events::Rows(a), Events::Rows(b)) => a.extend(b),
+            (Events::Keyed(a), Events::Keyed(b)) => a.append(b),
+            _ => {}
+        }
+    }
+}
+
+/// What one event is to the state: nothing (the job's `where` left it out), a projection's
+/// row, or a group key and the aggregates' arguments.
+enum Taken<'a> {
+    Filtered,
+    Row(eval::Row),
+    Keyed(&'a str, &'a [Option<f64>]),
 }
 
 /// Events read from each partition per micro-batch.
@@ -624,7 +653,7 @@ impl<'a> Runner<'a> {
         // A micro-batch read ahead that found nothing is read again: events may have come since.
         let MicroBatch { read: batches, mut decoded } = match self.ahead.take() {
             Some(ahead) if !ahead.read.is_empty() => ahead,
-            _ => fetch(self.log, &here, direct.as_ref())?,
+            _ => fetch_while(self.log, &here, direct.as_ref(), || ()).0?,
         };
         let total = batches.iter().map(|(_, _, r)| r.len()).sum();
         // Where the next micro-batch starts: after this one, which is taken whole.
@@ -640,29 +669,32 @@ impl<'a> Runner<'a> {
         }
         let log = self.log;
         // Events read say more may be waiting: they are read and decoded on other threads
-        // while these are taken. (Caught up, the next read waits for the poll.)
+        // while these are taken, and this thread helps decode them once it is done. (Caught
+        // up, the next read waits for the poll.)
         let more = !batches.is_empty();
-        self.ahead = std::thread::scope(|scope| -> Result<Option<MicroBatch>, StreamError> {
-            let ahead = more.then(|| scope.spawn(|| fetch(log, &next, direct.as_ref())));
+        let mut take_all = |runner: &mut Runner| -> Result<(), StreamError> {
             let rounds = batches.iter().map(|(.., r)| r.len().div_ceil(SLICE)).max().unwrap_or(0);
             for round in 0..rounds {
-                for ((i, p, records), rows) in batches.iter().zip(decoded.iter_mut()) {
+                for ((i, p, records), events) in batches.iter().zip(decoded.iter_mut()) {
                     let range = (round * SLICE).min(records.len())..((round + 1) * SLICE).min(records.len());
                     if range.is_empty() {
                         continue;
                     }
-                    if self.join.is_some() {
-                        self.take_pairs(*i, *p, &records[range.clone()], &mut rows[range])?;
-                    } else {
-                        self.take(*p, &records[range.clone()], &mut rows[range])?;
+                    match events {
+                        Events::Rows(rows) if runner.join.is_some() => runner.take_pairs(*i, *p, records, range, rows)?,
+                        _ => runner.take(*p, records, range, events)?,
                     }
                 }
             }
-            match ahead {
-                Some(h) => h.join().map_err(|_| StreamError::Job("reading the next micro-batch failed".into()))?.map(Some),
-                None => Ok(None),
-            }
-        })?;
+            Ok(())
+        };
+        if more {
+            let (ahead, taken) = fetch_while(log, &next, direct.as_ref(), || take_all(self));
+            taken?;
+            self.ahead = Some(ahead?);
+        } else {
+            take_all(self)?;
+        }
         if self.join.is_some() {
             self.evaluate_pairs()?;
         }
@@ -675,11 +707,12 @@ impl<'a> Runner<'a> {
 
     /// The stateless part of every event of a micro-batch, in one query: DuckDB's cost is
     /// mostly per query, so a batch of 40,000 events costs about what one of 500 does.
-    fn evaluate_all(&mut self, decoded: &mut [Vec<Decoded>]) -> Result<(), StreamError> {
+    fn evaluate_all(&mut self, decoded: &mut [Events]) -> Result<(), StreamError> {
         let mut at: Vec<(usize, usize)> = vec![];
         let results: Vec<(usize, Evaluated)> = {
             let mut refs: Vec<&[decode::Cell]> = vec![];
-            for (b, rows) in decoded.iter().enumerate() {
+            for (b, events) in decoded.iter().enumerate() {
+                let Events::Rows(rows) = events else { continue };
                 for (i, d) in rows.iter().enumerate() {
                     if let Ok((cells, _, _)) = d {
                         at.push((b, i));
@@ -696,57 +729,45 @@ impl<'a> Runner<'a> {
         };
         for (i, e) in results {
             let (b, r) = at[i];
-            if let Some(Ok((_, _, slot))) = decoded.get_mut(b).and_then(|rows| rows.get_mut(r)) {
+            if let Some(Events::Rows(rows)) = decoded.get_mut(b)
+                && let Some(Ok((_, _, slot))) = rows.get_mut(r)
+            {
                 *slot = Some(e);
             }
         }
         Ok(())
     }
 
-    /// Folds in consecutive records of partition `p`, decoded and evaluated as `decoded`.
-    fn take(&mut self, p: u32, records: &[weir_log::StoredRecord], decoded: &mut [Decoded]) -> Result<(), StreamError> {
-        let plan = &self.run.plan;
+    /// Folds in the records `range` of partition `p`, decoded (and evaluated) as `events`.
+    fn take(&mut self, p: u32, records: &Records, range: std::ops::Range<usize>, events: &mut Events) -> Result<(), StreamError> {
         let now = now_ms();
-        let mut c = Counts { read: records.len() as u64, ..Counts::default() };
-        for (r, d) in records.iter().zip(decoded.iter_mut()) {
-            let (ts, evaluated) = match std::mem::replace(d, Err(String::new())) {
-                Ok((_, ts, evaluated)) => (ts, evaluated),
-                Err(reason) => {
-                    c.rejected += 1;
-                    self.pending.rejected.push(aside(&plan.topic, p, r, reason, None));
-                    continue;
+        let mut c = Counts { read: range.len() as u64, ..Counts::default() };
+        match events {
+            Events::Rows(rows) => {
+                for (r, d) in records.slice(range.clone()).zip(&mut rows[range.clone()]) {
+                    let taken = match d {
+                        Err(reason) => Err(std::mem::take(reason)),
+                        Ok((_, ts, evaluated)) => Ok((
+                            *ts,
+                            match evaluated {
+                                None => Taken::Filtered,
+                                Some(Evaluated::Row(row)) => Taken::Row(std::mem::take(row)),
+                                Some(Evaluated::Keyed(key, args)) => Taken::Keyed(key.as_str(), args.as_slice()),
+                            },
+                        )),
+                    };
+                    self.take_one(p, r, taken, now, &mut c);
                 }
-            };
-            if plan.time_column.is_some()
-                && let Err(crate::Refused::Future { by }) = self.inputs[0].watermarks.observe(p as usize, ts, now)
-            {
-                c.rejected += 1;
-                self.pending.rejected.push(aside(&plan.topic, p, r, format!("dated {by} ms past what max_future allows"), None));
-                continue;
             }
-            match evaluated {
-                None => c.filtered += 1,
-                Some(Evaluated::Row(values)) => {
-                    c.counted += 1;
-                    self.pending.rows.push((values, false));
+            Events::Keyed(keyed) => {
+                for (r, e) in records.slice(range.clone()).zip(keyed.events(range.clone())) {
+                    let taken = e.map(|(key, ts, args)| (ts, Taken::Keyed(key, args))).map_err(str::to_string);
+                    self.take_one(p, r, taken, now, &mut c);
                 }
-                Some(Evaluated::Keyed(key, args)) => match self.op.insert(key, ts, &args, self.wm) {
-                    Admitted::Counted => c.counted += 1,
-                    Admitted::Unwindowed => c.filtered += 1,
-                    Admitted::Late => {
-                        c.late += 1;
-                        let wm = self.wm.unwrap_or(i64::MIN);
-                        let reason = format!(
-                            "later than the allowed lateness ({} ms): every window it falls in closed before the watermark {}",
-                            self.run.job.config.allowed_lateness_ms,
-                            format_micros(wm.saturating_mul(1000))
-                        );
-                        self.pending.late.push(aside(&plan.topic, p, r, reason, Some((ts, wm))));
-                    }
-                },
             }
         }
-        if let Some(last) = records.last() {
+        let last = range.end.checked_sub(1).and_then(|i| records.get(i));
+        if let Some(last) = last {
             self.inputs[0].positions.insert(p, last.offset + 1);
         }
         self.inputs[0].counts.entry(p).or_default().add(&c);
@@ -754,11 +775,52 @@ impl<'a> Runner<'a> {
         self.advance(now);
         if self.pending.rows.len() > staged
             && self.closed_at.is_none()
-            && let Some(last) = records.last()
+            && let Some(last) = last
         {
             self.closed_at = Some(last.timestamp);
         }
         Ok(())
+    }
+
+    /// One event of partition `p`, or why it is refused, into the state.
+    fn take_one(&mut self, p: u32, r: RecordRef, taken: Result<(i64, Taken), String>, now: i64, c: &mut Counts) {
+        let plan = &self.run.plan;
+        let (ts, taken) = match taken {
+            Ok(t) => t,
+            Err(reason) => {
+                c.rejected += 1;
+                self.pending.rejected.push(aside(&plan.topic, p, r, reason, None));
+                return;
+            }
+        };
+        if plan.time_column.is_some()
+            && let Err(crate::Refused::Future { by }) = self.inputs[0].watermarks.observe(p as usize, ts, now)
+        {
+            c.rejected += 1;
+            self.pending.rejected.push(aside(&plan.topic, p, r, format!("dated {by} ms past what max_future allows"), None));
+            return;
+        }
+        match taken {
+            Taken::Filtered => c.filtered += 1,
+            Taken::Row(values) => {
+                c.counted += 1;
+                self.pending.rows.push((values, false));
+            }
+            Taken::Keyed(key, args) => match self.op.insert(key, ts, args, self.wm) {
+                Admitted::Counted => c.counted += 1,
+                Admitted::Unwindowed => c.filtered += 1,
+                Admitted::Late => {
+                    c.late += 1;
+                    let wm = self.wm.unwrap_or(i64::MIN);
+                    let reason = format!(
+                        "later than the allowed lateness ({} ms): every window it falls in closed before the watermark {}",
+                        self.run.job.config.allowed_lateness_ms,
+                        format_micros(wm.saturating_mul(1000))
+                    );
+                    self.pending.late.push(aside(&plan.topic, p, r, reason, Some((ts, wm))));
+                }
+            },
+        }
     }
 
     fn advance(&mut self, now: i64) {
@@ -974,68 +1036,135 @@ struct Source {
 /// A micro-batch: per input and partition, in that order, the records read and what each
 /// became.
 struct MicroBatch {
-    read: Vec<(usize, u32, Vec<weir_log::StoredRecord>)>,
-    decoded: Vec<Vec<Decoded>>,
+    read: Vec<(usize, u32, Records)>,
+    decoded: Vec<Events>,
 }
 
-/// Reads a micro-batch of each source's partitions and decodes it.
-fn fetch(log: &dyn Log, sources: &[Source], direct: Option<&eval::Direct>) -> Result<MicroBatch, StreamError> {
+/// Reads a micro-batch of each source's partitions and decodes it, on other threads while
+/// `meanwhile` runs on this one; this thread then helps decode what is left. Decoding is
+/// most of an event's cost and needs nothing but the event, while what follows (the
+/// watermark, the window state) takes the events in order on one thread: with the work cut
+/// in pieces that any free thread takes, every core stays busy whichever part is slower.
+fn fetch_while<T>(
+    log: &dyn Log,
+    sources: &[Source],
+    direct: Option<&eval::Direct>,
+    meanwhile: impl FnOnce() -> T,
+) -> (Result<MicroBatch, StreamError>, T) {
+    let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1);
+    let work: OnceLock<Work> = OnceLock::new();
+    let (ready, wait) = std::sync::mpsc::channel::<()>();
+    let (read, out) = std::thread::scope(|scope| {
+        let work = &work;
+        let reader = scope.spawn(move || -> Result<(), StreamError> {
+            let read = read_batch(log, sources)?;
+            let work = work.get_or_init(|| Work::new(read));
+            let _ = ready.send(());
+            let others: Vec<_> = (1..helpers).map(|_| scope.spawn(move || work.help(sources, direct))).collect();
+            work.help(sources, direct);
+            // A helper that failed leaves its piece undone: its events are refused.
+            for h in others {
+                let _ = h.join();
+            }
+            Ok(())
+        });
+        let out = meanwhile();
+        // Nothing comes when the reader failed or died: it says why when joined.
+        if wait.recv().is_ok()
+            && let Some(work) = work.get()
+        {
+            work.help(sources, direct);
+        }
+        let read = match reader.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StreamError::Job("reading the next micro-batch failed".into())),
+        };
+        (read, out)
+    });
+    let batch =
+        read.and_then(|()| work.into_inner().map(|w| w.finish(direct)).ok_or_else(|| StreamError::Job("no micro-batch was read".into())));
+    (batch, out)
+}
+
+/// Per source and partition with events, the records read.
+fn read_batch(log: &dyn Log, sources: &[Source]) -> Result<Vec<(usize, u32, Records)>, StreamError> {
     let mut read = vec![];
     for (i, source) in sources.iter().enumerate() {
         for (p, from) in &source.from {
-            let records = log.read(&source.topic, *p, *from, READ_MAX)?;
+            let records = log.read_records(&source.topic, *p, *from, READ_MAX)?;
             if !records.is_empty() {
                 read.push((i, *p, records));
             }
         }
     }
-    let mut decoded = vec![];
-    for (i, source) in sources.iter().enumerate() {
-        let mine: Vec<&[weir_log::StoredRecord]> = read.iter().filter(|(b, ..)| *b == i).map(|(.., r)| r.as_slice()).collect();
-        decoded.extend(decode_all(&source.decoder, direct, &mine));
-    }
-    Ok(MicroBatch { read, decoded })
+    Ok(read)
 }
 
-/// Every record decoded, on as many threads as there are cores: decoding is most of an
-/// event's cost and needs nothing but the event, while what follows (the watermark, the
-/// window state) takes the events in order on one thread.
-fn decode_all(decoder: &Decoder, direct: Option<&eval::Direct>, batches: &[&[weir_log::StoredRecord]]) -> Vec<Vec<Decoded>> {
-    let values: Vec<&[u8]> = batches.iter().flat_map(|r| r.iter().map(|r| r.value.as_slice())).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(values.len() / 2048).max(1);
-    let decode = move |v: &&[u8]| -> Decoded {
-        let (cells, ts) = decoder.decode(v)?;
-        Ok(match direct {
-            // Read straight from the row: the row itself is let go here, on the thread that
-            // made it, not by the thread that takes the events.
-            Some(d) => {
-                let (key, args) = d.key(&cells);
-                (vec![], ts, Some(Evaluated::Keyed(key, args)))
-            }
-            None => (cells, ts, None),
-        })
-    };
-    let mut flat: Vec<Decoded> = if threads == 1 {
-        values.iter().map(decode).collect()
-    } else {
-        let chunk = values.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                values.chunks(chunk).map(|c| (c.len(), scope.spawn(move || c.iter().map(decode).collect::<Vec<_>>()))).collect();
-            // A decoding thread that failed leaves its events refused with the reason,
-            // one for one, never dropped.
-            handles
-                .into_iter()
-                .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![Err("the decoder failed on this event's batch".to_string()); n]))
-                .collect()
-        })
-    };
-    let mut out = Vec::with_capacity(batches.len());
-    for records in batches.iter().rev() {
-        out.push(flat.split_off(flat.len() - records.len()));
+/// Events a decoding thread takes at a time: small enough that the threads finish together.
+const PIECE: usize = 2048;
+
+/// A micro-batch read, being decoded piece by piece by whichever threads are free.
+struct Work {
+    read: Vec<(usize, u32, Records)>,
+    /// Per piece: the batch of `read` and the records of it.
+    pieces: Vec<(usize, std::ops::Range<usize>)>,
+    /// The next piece to take.
+    next: AtomicUsize,
+    done: Mutex<Vec<Option<Events>>>,
+}
+
+impl Work {
+    fn new(read: Vec<(usize, u32, Records)>) -> Work {
+        let mut pieces = vec![];
+        for (b, (.., records)) in read.iter().enumerate() {
+            pieces.extend((0..records.len()).step_by(PIECE).map(|at| (b, at..(at + PIECE).min(records.len()))));
+        }
+        let done = Mutex::new((0..pieces.len()).map(|_| None).collect());
+        Work { read, pieces, next: AtomicUsize::new(0), done }
     }
-    out.reverse();
-    out
+
+    /// Decodes pieces until none is left to take.
+    fn help(&self, sources: &[Source], direct: Option<&eval::Direct>) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some((b, range)) = self.pieces.get(i) else { return };
+            let (input, _, records) = &self.read[*b];
+            let decoder = &sources[*input].decoder;
+            let events = match direct {
+                Some(d) => Events::Keyed(KeyedEvents::decode(decoder, d, records, range.clone())),
+                None => Events::Rows(
+                    records.slice(range.clone()).map(|r| decoder.decode(r.value).map(|(cells, ts)| (cells, ts, None))).collect(),
+                ),
+            };
+            if let Ok(mut done) = self.done.lock() {
+                done[i] = Some(events);
+            }
+        }
+    }
+
+    /// The micro-batch, each partition's pieces put back together. A piece a failed thread
+    /// left undone has its events refused with the reason, one for one, never dropped.
+    fn finish(self, direct: Option<&eval::Direct>) -> MicroBatch {
+        let done = self.done.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut decoded: Vec<Events> = vec![];
+        let mut last = None;
+        for ((b, range), events) in self.pieces.iter().zip(done) {
+            let events = events.unwrap_or_else(|| {
+                let reason = "the decoder failed on this event's batch";
+                match direct {
+                    Some(d) => Events::Keyed(KeyedEvents::refused(range.len(), d.width(), reason)),
+                    None => Events::Rows(vec![Err(reason.to_string()); range.len()]),
+                }
+            });
+            match decoded.last_mut() {
+                Some(prev) if last == Some(*b) => prev.append(events),
+                _ => decoded.push(events),
+            }
+            last = Some(*b);
+        }
+        MicroBatch { read: self.read, decoded }
+    }
 }
 
 /// The sink table's columns and keys for `plan`; `value_types` are the SQL types of the
@@ -1088,8 +1217,8 @@ fn layout(plan: &Plan, value_types: &[String]) -> Layout {
     }
 }
 
-fn aside(topic: &str, partition: u32, r: &weir_log::StoredRecord, reason: String, times: Option<(i64, i64)>) -> Aside {
-    Aside { topic: topic.to_string(), partition, offset: r.offset, event: String::from_utf8_lossy(&r.value).into_owned(), reason, times }
+fn aside(topic: &str, partition: u32, r: RecordRef, reason: String, times: Option<(i64, i64)>) -> Aside {
+    Aside { topic: topic.to_string(), partition, offset: r.offset, event: String::from_utf8_lossy(r.value).into_owned(), reason, times }
 }
 
 /// The columns (with types DuckDB reads) and rows, as text, of the `i`th table a job joins.

@@ -111,15 +111,16 @@ impl Runner<'_> {
         &mut self,
         i: usize,
         p: u32,
-        records: &[weir_log::StoredRecord],
+        records: &weir_log::Records,
+        range: std::ops::Range<usize>,
         decoded: &mut [Decoded],
     ) -> Result<(), StreamError> {
         let now = now_ms();
         let (side, other) = if i == 0 { (Side::Left, 1) } else { (Side::Right, 0) };
         let topic = self.inputs[i].topic.clone();
-        let mut c = Counts { read: records.len() as u64, ..Counts::default() };
+        let mut c = Counts { read: range.len() as u64, ..Counts::default() };
         let Some(join) = self.join.as_mut() else { return Ok(()) };
-        for (r, d) in records.iter().zip(decoded.iter_mut()) {
+        for (r, d) in records.slice(range.clone()).zip(&mut decoded[range.clone()]) {
             let (cells, ts) = match std::mem::replace(d, Err(String::new())) {
                 Ok((cells, ts, _)) => (cells, ts),
                 Err(reason) => {
@@ -158,9 +159,9 @@ impl Runner<'_> {
                 found.push(left.iter().chain(right.iter()).cloned().collect());
             }
             join.found.extend(found);
-            join.op.hold(side, key, ts, Held { partition: p, offset: r.offset, event: r.value.as_slice().into(), cells });
+            join.op.hold(side, key, ts, Held { partition: p, offset: r.offset, event: r.value.into(), cells });
         }
-        if let Some(last) = records.last() {
+        if let Some(last) = range.end.checked_sub(1).and_then(|l| records.get(l)) {
             self.inputs[i].positions.insert(p, last.offset + 1);
         }
         self.inputs[i].counts.entry(p).or_default().add(&c);
