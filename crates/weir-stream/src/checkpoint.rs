@@ -105,7 +105,8 @@ impl<K: StateKey> WindowOperator<K> {
                 .map(|r| window(r, 0))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| bad("a replaced window"))?;
-            let slot = Slot { accs, fired: flag("fired")?, emitted: flag("emitted")?, dirty: flag("dirty")?, replaced };
+            // Its timer is set when the timers are rebuilt.
+            let slot = Slot { accs, fired: flag("fired")?, emitted: flag("emitted")?, dirty: flag("dirty")?, replaced, timer: None };
             state.entry(key).or_default().insert(range, slot);
         }
         for r in doc.get("refire").and_then(J::as_array).ok_or_else(|| bad("no refire list"))? {

@@ -161,7 +161,7 @@ pub struct WindowOperator<K> {
     pub(crate) refire: Vec<(K, Window)>,
     /// When each window next needs looking at (its close, then the end of its lateness),
     /// with the keys holding it: a watermark's advance visits only the windows it reaches,
-    /// not every key's state.
+    /// not every key's state. Each window has one timer, named by its [`Slot::timer`].
     pub(crate) timers: BTreeMap<(Millis, Window), Vec<K>>,
 }
 
@@ -175,11 +175,16 @@ pub(crate) struct Slot {
     pub(crate) dirty: bool,
     /// Emitted sessions this one absorbed, to retract when it is next emitted.
     pub(crate) replaced: Vec<Window>,
+    /// The timer that stands for this window: its own; or, for a session that grew, the one
+    /// of the session it grew from, which comes due first and is then moved to the grown
+    /// session's end. (A session grows with nearly every event of its key; moving its timer
+    /// each time was most of what a session event cost.)
+    pub(crate) timer: Option<(Millis, Window)>,
 }
 
 impl Slot {
-    fn new(aggs: &[Agg]) -> Slot {
-        Slot { accs: aggs.iter().map(|a| Acc::new(*a)).collect(), fired: false, emitted: false, dirty: true, replaced: vec![] }
+    pub(crate) fn new(aggs: &[Agg]) -> Slot {
+        Slot { accs: aggs.iter().map(|a| Acc::new(*a)).collect(), fired: false, emitted: false, dirty: true, replaced: vec![], timer: None }
     }
 
     fn emit<K>(&mut self, key: K, window: Window) -> Emit<K> {
@@ -237,7 +242,7 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
                 std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::btree_map::Entry::Vacant(v) => {
                     self.timers.entry((w.max_timestamp(), w)).or_default().push(key.to_owned());
-                    v.insert(Slot::new(aggs))
+                    v.insert(Slot { timer: Some((w.max_timestamp(), w)), ..Slot::new(aggs) })
                 }
             };
             for (acc, v) in slot.accs.iter_mut().zip(values) {
@@ -265,7 +270,25 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         if watermark.is_some_and(|wm| merged.max_timestamp().saturating_add(self.allowed_lateness) <= wm) {
             return Admitted::Late;
         }
+        // Nearly every event grows the one open session its key has: the session keeps its
+        // state and its timer.
+        if let [w] = touching[..]
+            && slots.get(&w).is_some_and(|s| !s.fired)
+            && let Some(mut slot) = slots.remove(&w)
+        {
+            if slot.emitted {
+                slot.replaced.push(w);
+            }
+            slot.emitted = false;
+            slot.dirty = true;
+            for (acc, v) in slot.accs.iter_mut().zip(values) {
+                acc.add(*v);
+            }
+            slots.insert(merged, slot);
+            return Admitted::Counted;
+        }
         let mut slot = Slot::new(&self.aggs);
+        let mut gone = vec![];
         for w in &touching {
             if let Some(old) = slots.remove(w) {
                 for (acc, o) in slot.accs.iter_mut().zip(old.accs) {
@@ -275,6 +298,7 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
                     slot.replaced.push(*w);
                 }
                 slot.replaced.extend(old.replaced);
+                gone.extend(old.timer);
             }
         }
         for (acc, v) in slot.accs.iter_mut().zip(values) {
@@ -283,20 +307,19 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         // The merged session fires as a new one: at the next advance when the watermark has
         // passed it already (a late event within the lateness), else when it closes; it then
         // retracts the emitted sessions it absorbed.
+        let at = (merged.max_timestamp(), merged);
+        slot.timer = Some(at);
         slots.insert(merged, slot);
-        // The absorbed sessions' timers go with them (a session growing event by event
-        // would otherwise leave one behind per event).
-        for w in &touching {
-            for at in [w.max_timestamp(), w.max_timestamp().saturating_add(self.allowed_lateness)] {
-                if let Some(keys) = self.timers.get_mut(&(at, *w)) {
-                    keys.retain(|k| k.borrow() != key);
-                    if keys.is_empty() {
-                        self.timers.remove(&(at, *w));
-                    }
+        // The absorbed sessions' timers go with them.
+        for t in gone {
+            if let Some(keys) = self.timers.get_mut(&t) {
+                keys.retain(|k| k.borrow() != key);
+                if keys.is_empty() {
+                    self.timers.remove(&t);
                 }
             }
         }
-        self.timers.entry((merged.max_timestamp(), merged)).or_default().push(key.to_owned());
+        self.timers.entry(at).or_default().push(key.to_owned());
         Admitted::Counted
     }
 
@@ -322,12 +345,27 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
         let lateness = self.allowed_lateness;
         let later = self.timers.split_off(&(watermark.saturating_add(1), Window { start: Millis::MIN, end: Millis::MIN }));
         let due = std::mem::replace(&mut self.timers, later);
-        for ((_, w), keys) in due {
+        for ((at, w), keys) in due {
             for key in keys {
-                // A session merged into a larger one is gone; its timer finds nothing.
                 let Some(slots) = self.state.get_mut(&key) else { continue };
+                // The window the timer stands for: its own, or the session that grew from
+                // it. A timer no window names any more (a session merged away) finds none.
+                let timer = Some((at, w));
+                let w = match slots.get(&w) {
+                    Some(slot) if slot.timer == timer => w,
+                    _ => match slots.iter().find(|(_, slot)| slot.timer == timer) {
+                        Some((grown, _)) => *grown,
+                        None => continue,
+                    },
+                };
                 let Some(slot) = slots.get_mut(&w) else { continue };
-                if !slot.fired && w.max_timestamp() <= watermark {
+                if w.max_timestamp() > watermark {
+                    // A session that grew since: its timer moves to its end.
+                    slot.timer = Some((w.max_timestamp(), w));
+                    self.timers.entry((w.max_timestamp(), w)).or_default().push(key);
+                    continue;
+                }
+                if !slot.fired {
                     slot.fired = true;
                     out.push(slot.emit(key.clone(), w));
                 }
@@ -338,6 +376,7 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
                         self.state.remove(&key);
                     }
                 } else {
+                    slot.timer = Some((purge_at, w));
                     self.timers.entry((purge_at, w)).or_default().push(key);
                 }
             }
@@ -349,9 +388,10 @@ impl<K: Clone + Eq + Hash> WindowOperator<K> {
     /// that has for the end of its lateness.
     pub(crate) fn rebuild_timers(&mut self) {
         self.timers.clear();
-        for (key, slots) in &self.state {
-            for (w, slot) in slots {
+        for (key, slots) in &mut self.state {
+            for (w, slot) in slots.iter_mut() {
                 let at = if slot.fired { w.max_timestamp().saturating_add(self.allowed_lateness) } else { w.max_timestamp() };
+                slot.timer = Some((at, *w));
                 self.timers.entry((at, *w)).or_default().push(key.clone());
             }
         }

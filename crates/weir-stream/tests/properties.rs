@@ -43,7 +43,8 @@ fn events() -> impl Strategy<Value = Vec<(u8, Millis, Option<f64>)>> {
 
 /// Runs the events through a watermark trailing the greatest time seen by `delay`, advancing
 /// after each (and emitting open windows early after every `early`-th event, when given);
-/// returns the sink, each event's admission, and the watermark each arrived under.
+/// returns the sink, each event's admission, and the watermark each arrived under. An
+/// advance emits only windows the watermark has passed.
 fn stream(
     spec: WindowSpec,
     lateness: Millis,
@@ -63,7 +64,11 @@ fn stream(
             apply(&mut sink, op.emit_early());
         }
         max_seen = Some(max_seen.map_or(*ts, |m| m.max(*ts)));
-        apply(&mut sink, op.advance(max_seen.unwrap_or(0) - delay));
+        let now = max_seen.unwrap_or(0) - delay;
+        let closed = op.advance(now);
+        let early: Vec<&Emit<u8>> = closed.iter().filter(|e| e.window.max_timestamp() > now).collect();
+        assert!(early.is_empty(), "emitted before the watermark passed its end ({now}): {early:?}");
+        apply(&mut sink, closed);
     }
     apply(&mut sink, op.advance(Millis::MAX / 4));
     assert_eq!(op.windows_held(), 0, "every window is forgotten once past its lateness");
