@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use duckdb::vtab::arrow::{ArrowBatchRegistration, ArrowVTab};
 use duckdb::{Connection, appender_params_from_iter};
 
 use super::decode::{Cell, Kind, format_micros};
@@ -115,26 +116,21 @@ impl Evaluator {
         // Each column staged in the type its cells hold; a decimal as its text, so that the
         // cast to it is exact.
         let stages: Vec<Stage> = columns.iter().zip(&kinds).map(|((_, t), k)| Stage::of(t, *k)).collect();
-        let staged: Vec<String> = stages.iter().enumerate().map(|(i, st)| format!("c{i} {}", st.sql())).collect();
-        conn.execute_batch(&format!(
-            "CREATE TABLE __weir_raw (__i BIGINT{}{})",
-            if staged.is_empty() { "" } else { ", " },
-            staged.join(", ")
-        ))
-        .map_err(sql_err)?;
+        // Each micro-batch is scanned where it lies, an Arrow batch passed to `arrow(?)`.
+        conn.register_table_function::<ArrowVTab>("arrow").map_err(sql_err)?;
         let casts = |range: std::ops::Range<usize>| -> String {
             range.map(|i| format!(", CAST(c{i} AS {}) AS {}", columns[i].1, quote(&columns[i].0))).collect()
         };
         let n = plan.columns.len();
         let cte = match &plan.stream_join {
             Some(j) => format!(
-                "WITH {} AS (SELECT __i{} FROM __weir_raw), {} AS (SELECT __i{} FROM __weir_raw)",
+                "WITH __weir_raw AS (SELECT * FROM arrow(?)), {} AS (SELECT __i{} FROM __weir_raw), {} AS (SELECT __i{} FROM __weir_raw)",
                 quote(&j.stream_alias),
                 casts(0..n),
                 quote(&j.alias),
                 casts(n..columns.len())
             ),
-            None => format!("WITH events AS (SELECT __i{} FROM __weir_raw)", casts(0..n)),
+            None => format!("WITH events AS (SELECT __i{} FROM arrow(?))", casts(0..n)),
         };
         let filter = plan.filter.as_ref().map(|f| format!(" WHERE {f}")).unwrap_or_default();
         // The events, and the table joined to them: one row per event, its first match; or
@@ -182,7 +178,8 @@ impl Evaluator {
                 typed.iter().enumerate().map(|(i, e)| format!("({e}) AS e{i}")).collect::<Vec<_>>().join(", ")
             );
             let mut stmt = conn.prepare(&format!("DESCRIBE {probe}")).map_err(sql_err)?;
-            let mut rows = stmt.query([]).map_err(sql_err)?;
+            let none = ArrowBatchRegistration::new(staged(&stages, &kinds, &[])?);
+            let mut rows = stmt.query([&none]).map_err(sql_err)?;
             while let Some(r) = rows.next().map_err(sql_err)? {
                 types.push(r.get::<_, String>(1).map_err(sql_err)?);
             }
@@ -277,57 +274,48 @@ impl Evaluator {
 
 impl SqlEval {
     fn run<T>(&mut self, rows: &[&[Cell]], each: impl Fn(usize, &duckdb::Row) -> Result<T, duckdb::Error>) -> Result<Vec<T>, StreamError> {
-        {
-            // The batch goes in as typed columns, one Arrow batch: no text per value.
-            let batch = self.staged(rows)?;
-            let mut app = self.conn.appender("__weir_raw").map_err(sql_err)?;
-            app.append_record_batch(batch).map_err(sql_err)?;
-            app.flush().map_err(sql_err)?;
-        }
+        // The batch goes in as typed columns, one Arrow batch: no text per value, and no
+        // table to write it to and empty again.
+        let batch = ArrowBatchRegistration::new(staged(&self.stages, &self.kinds, rows)?);
         let mut out = vec![];
-        {
-            let mut stmt = self.conn.prepare_cached(&self.query).map_err(sql_err)?;
-            let mut result = stmt.query([]).map_err(sql_err)?;
-            while let Some(r) = result.next().map_err(sql_err)? {
-                let index: i64 = r.get(0).map_err(sql_err)?;
-                out.push(each(index as usize, r).map_err(sql_err)?);
-            }
+        let mut stmt = self.conn.prepare_cached(&self.query).map_err(sql_err)?;
+        let mut result = stmt.query([&batch]).map_err(sql_err)?;
+        while let Some(r) = result.next().map_err(sql_err)? {
+            let index: i64 = r.get(0).map_err(sql_err)?;
+            out.push(each(index as usize, r).map_err(sql_err)?);
         }
-        self.conn.execute_batch("DELETE FROM __weir_raw").map_err(sql_err)?;
         Ok(out)
     }
 }
 
-impl SqlEval {
-    /// `rows` as the staging table's columns.
-    fn staged(&self, rows: &[&[Cell]]) -> Result<duckdb::arrow::record_batch::RecordBatch, StreamError> {
-        use duckdb::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
-        use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..rows.len() as i64))];
-        let mut fields = vec![Field::new("__i", DataType::Int64, false)];
-        for (i, (stage, kind)) in self.stages.iter().zip(&self.kinds).enumerate() {
-            let cells = rows.iter().map(|r| &r[i]);
-            let (array, ty): (ArrayRef, DataType) = match stage {
-                Stage::Int => {
-                    (Arc::new(cells.map(|c| if let Cell::Int(v) = c { Some(*v) } else { None }).collect::<Int64Array>()), DataType::Int64)
-                }
-                Stage::Float => (Arc::new(cells.map(number).collect::<Float64Array>()), DataType::Float64),
-                Stage::Bool => (
-                    Arc::new(cells.map(|c| if let Cell::Bool(b) = c { Some(*b) } else { None }).collect::<BooleanArray>()),
-                    DataType::Boolean,
-                ),
-                Stage::Time => (
-                    Arc::new(cells.map(|c| if let Cell::Time(us) = c { Some(*us) } else { None }).collect::<TimestampMicrosecondArray>()),
-                    DataType::Timestamp(TimeUnit::Microsecond, None),
-                ),
-                Stage::Text => (Arc::new(cells.map(|c| text(c, *kind)).collect::<StringArray>()), DataType::Utf8),
-            };
-            columns.push(array);
-            fields.push(Field::new(format!("c{i}"), ty, true));
-        }
-        duckdb::arrow::record_batch::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| StreamError::Sql(format!("staging a batch: {e}")))
+/// `rows` as the Arrow batch the query scans: `__i` (each row's place), then per column its
+/// cells in the type they are staged in.
+fn staged(stages: &[Stage], kinds: &[Kind], rows: &[&[Cell]]) -> Result<duckdb::arrow::record_batch::RecordBatch, StreamError> {
+    use duckdb::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use duckdb::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..rows.len() as i64))];
+    let mut fields = vec![Field::new("__i", DataType::Int64, false)];
+    for (i, (stage, kind)) in stages.iter().zip(kinds).enumerate() {
+        let cells = rows.iter().map(|r| &r[i]);
+        let (array, ty): (ArrayRef, DataType) = match stage {
+            Stage::Int => {
+                (Arc::new(cells.map(|c| if let Cell::Int(v) = c { Some(*v) } else { None }).collect::<Int64Array>()), DataType::Int64)
+            }
+            Stage::Float => (Arc::new(cells.map(number).collect::<Float64Array>()), DataType::Float64),
+            Stage::Bool => {
+                (Arc::new(cells.map(|c| if let Cell::Bool(b) = c { Some(*b) } else { None }).collect::<BooleanArray>()), DataType::Boolean)
+            }
+            Stage::Time => (
+                Arc::new(cells.map(|c| if let Cell::Time(us) = c { Some(*us) } else { None }).collect::<TimestampMicrosecondArray>()),
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+            ),
+            Stage::Text => (Arc::new(cells.map(|c| text(c, *kind)).collect::<StringArray>()), DataType::Utf8),
+        };
+        columns.push(array);
+        fields.push(Field::new(format!("c{i}"), ty, true));
     }
+    duckdb::arrow::record_batch::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| StreamError::Sql(format!("staging a batch: {e}")))
 }
 
 /// How a column is staged for DuckDB: in the type its cells hold.
@@ -349,16 +337,6 @@ impl Stage {
             Kind::Bool => Stage::Bool,
             Kind::Timestamp | Kind::Date => Stage::Time,
             Kind::Float | Kind::Text | Kind::Any => Stage::Text,
-        }
-    }
-
-    fn sql(self) -> &'static str {
-        match self {
-            Stage::Int => "BIGINT",
-            Stage::Float => "DOUBLE",
-            Stage::Bool => "BOOLEAN",
-            Stage::Time => "TIMESTAMP",
-            Stage::Text => "VARCHAR",
         }
     }
 }

@@ -663,16 +663,16 @@ impl<'a> Runner<'a> {
                 next[*i].from.insert(*p, last.offset + 1);
             }
         }
-        // A join's rows are its pairs, evaluated once found.
-        if self.evaluator.direct().is_none() && self.join.is_none() {
-            self.evaluate_all(&mut decoded)?;
-        }
         let log = self.log;
         // Events read say more may be waiting: they are read and decoded on other threads
         // while these are taken, and this thread helps decode them once it is done. (Caught
         // up, the next read waits for the poll.)
         let more = !batches.is_empty();
         let mut take_all = |runner: &mut Runner| -> Result<(), StreamError> {
+            // A join's rows are its pairs, evaluated once found.
+            if runner.evaluator.direct().is_none() && runner.join.is_none() {
+                runner.evaluate_all(&mut decoded)?;
+            }
             let rounds = batches.iter().map(|(.., r)| r.len().div_ceil(SLICE)).max().unwrap_or(0);
             for round in 0..rounds {
                 for ((i, p, records), events) in batches.iter().zip(decoded.iter_mut()) {
