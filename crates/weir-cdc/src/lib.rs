@@ -1,0 +1,11 @@
+//! Change data capture: reading a database's own change log rather than querying its tables,
+//! so that deletes and every intermediate state of a row are seen, and the source is not
+//! scanned again and again.
+//!
+//! [`pgoutput`] decodes PostgreSQL's logical replication messages (the `pgoutput` plugin,
+//! protocol versions 1 and 2, streamed in-progress transactions included), whatever carries
+//! them: the streaming replication protocol, or `pg_logical_slot_get_binary_changes()`.
+
+pub mod pgoutput;
+
+pub use pgoutput::{Column, Decoder, Lsn, Message, OldRow, PgOutputError, Relation, ReplicaIdentity, Tuple, Value};
