@@ -22,15 +22,15 @@ pub struct RecordRef<'a> {
     pub txn: u64,
 }
 
-/// Where one record lies in the buffer.
+/// A record's fixed fields, and where its key and value lie in a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    offset: u64,
-    timestamp: i64,
-    txn: u64,
-    /// Start and length of the key in the buffer.
-    key: Option<(usize, usize)>,
-    value: (usize, usize),
+pub(crate) struct Span {
+    pub(crate) offset: u64,
+    pub(crate) timestamp: i64,
+    pub(crate) txn: u64,
+    /// Start and length of the key.
+    pub(crate) key: Option<(usize, usize)>,
+    pub(crate) value: (usize, usize),
 }
 
 impl Records {
@@ -91,9 +91,9 @@ impl Records {
         self.data.len()
     }
 
-    /// Takes a record whose key and value lie at these places of the buffer.
-    pub(crate) fn push(&mut self, offset: u64, timestamp: i64, txn: u64, key: Option<(usize, usize)>, value: (usize, usize)) {
-        self.spans.push(Span { offset, timestamp, txn, key, value });
+    /// Takes a record whose key and value lie at the span's places of the buffer.
+    pub(crate) fn push(&mut self, span: Span) {
+        self.spans.push(span);
     }
 
     fn view(&self, s: &Span) -> RecordRef<'_> {
@@ -118,7 +118,7 @@ impl From<Vec<StoredRecord>> for Records {
             });
             out.data.extend_from_slice(&r.value);
             let value = (out.data.len() - r.value.len(), r.value.len());
-            out.push(r.offset, r.timestamp, r.txn, key, value);
+            out.push(Span { offset: r.offset, timestamp: r.timestamp, txn: r.txn, key, value });
         }
         out
     }

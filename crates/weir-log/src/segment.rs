@@ -16,6 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::records::Span;
 use crate::{LogError, Record, Records, StoredRecord};
 
 /// Bytes of log between two index entries.
@@ -180,7 +181,7 @@ impl Segment {
                     let Some(f) = fields(body) else { break };
                     if f.offset >= offset {
                         let base = at + HEADER;
-                        out.push(f.offset, f.timestamp, f.txn, f.key.map(|(k, n)| (base + k, n)), (base + f.value.0, f.value.1));
+                        out.push(Span { key: f.key.map(|(k, n)| (base + k, n)), value: (base + f.value.0, f.value.1), ..f });
                         taken += 1;
                     }
                     at += HEADER + len;
@@ -300,15 +301,7 @@ fn decode(body: &[u8]) -> Option<StoredRecord> {
 }
 
 /// A frame's body read: its fixed fields, and where its key and value lie in it.
-struct Fields {
-    offset: u64,
-    timestamp: i64,
-    txn: u64,
-    key: Option<(usize, usize)>,
-    value: (usize, usize),
-}
-
-fn fields(body: &[u8]) -> Option<Fields> {
+fn fields(body: &[u8]) -> Option<Span> {
     let u64_at = |i: usize| body.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
     let u32_at = |i: usize| body.get(i..i + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
     let offset = u64_at(0)?;
@@ -327,7 +320,7 @@ fn fields(body: &[u8]) -> Option<Fields> {
     let value_len = u32_at(at)? as usize;
     at += 4;
     body.get(at..at + value_len)?;
-    Some(Fields { offset, timestamp, txn, key, value: (at, value_len) })
+    Some(Span { offset, timestamp, txn, key, value: (at, value_len) })
 }
 
 /// The body length a frame's header gives, when the header is whole and the length is one a
