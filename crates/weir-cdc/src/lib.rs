@@ -5,7 +5,11 @@
 //! [`pgoutput`] decodes PostgreSQL's logical replication messages (the `pgoutput` plugin,
 //! protocol versions 1 and 2, streamed in-progress transactions included), whatever carries
 //! them: the streaming replication protocol, or `pg_logical_slot_get_binary_changes()`.
+//! [`replication`] is that protocol: a replication connection, its slot commands, and the
+//! stream of WAL data with the status updates that let the server free what Weir holds.
 
 pub mod pgoutput;
+pub mod replication;
 
 pub use pgoutput::{Column, Decoder, Lsn, Message, OldRow, PgOutputError, Relation, ReplicaIdentity, Tuple, Value};
+pub use replication::{ChangeSource, Config, Connection, ReplicationError, SlotCreated, WalData, WalStream};
