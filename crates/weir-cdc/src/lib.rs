@@ -5,9 +5,11 @@
 //! [`pgoutput`] decodes PostgreSQL's logical replication messages (the `pgoutput` plugin,
 //! protocol versions 1 and 2, streamed in-progress transactions included), whatever carries
 //! them: the streaming replication protocol, or `pg_logical_slot_get_binary_changes()`.
-//! [`replication`] is that protocol: a replication connection, its slot commands, and the
+//! [`changes`] collapses a micro-batch of them to the last state of each row, what a mirror
+//! table merges. [`replication`] is that protocol: a replication connection, its slot commands, and the
 //! stream of WAL data with the status updates that let the server free what Weir holds.
 
+pub mod changes;
 pub mod pgoutput;
 pub mod replication;
 

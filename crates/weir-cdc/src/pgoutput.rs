@@ -173,7 +173,7 @@ pub enum OldRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tuple(pub Vec<Value>);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Value {
     Null,
     /// A TOAST value the change left as it was: it is not sent, and must be taken from the

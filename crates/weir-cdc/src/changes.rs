@@ -1,0 +1,320 @@
+//! The committed changes of a micro-batch of pgoutput messages, collapsed per table to the
+//! last state of each row by its key: what a mirror table merges in one transaction.
+//!
+//! Only committed work counts. A transaction's changes are held until its commit; a large
+//! one streamed in progress is held by its transaction id across blocks, the changes of a
+//! subtransaction that rolls back are dropped, and all of it is dropped when the whole
+//! transaction aborts. A change's row is known by its relation's replica identity columns:
+//! an update that moves a row to another key deletes the old key. A TOAST value an update
+//! left unchanged is filled from the row's earlier change in the batch when there is one;
+//! otherwise it stays [`Value::Unchanged`], for the merge to keep the mirror's value, never
+//! to write a null. A truncate empties the table and what the batch held for it before.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::pgoutput::{Lsn, Message, Relation, Tuple, Value};
+
+/// A row's key: its replica identity columns' values, in column order.
+pub type Key = Vec<Value>;
+
+/// What became of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowChange {
+    /// The row as it now stands. `fill_from` is the key whose row, as the mirror held it
+    /// before the batch, gives the values still [`Value::Unchanged`] (the row's own key,
+    /// unless an update moved it).
+    Upsert {
+        values: Vec<Value>,
+        fill_from: Key,
+    },
+    Delete,
+}
+
+/// One table's changes in the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChanges {
+    pub relation: Relation,
+    /// Emptied first (a truncate), then `rows` applied.
+    pub truncated: bool,
+    /// The last change of each row, by key, in the order the keys were first changed.
+    pub rows: Vec<(Key, RowChange)>,
+}
+
+/// Why a change cannot be collapsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("a change to relation {0} came before the relation was described")]
+    UnknownRelation(u32),
+    #[error("{0} has no replica identity: give it a primary key, or set REPLICA IDENTITY FULL, so that its rows can be matched")]
+    NoKey(String),
+    #[error("{table}: a row of {got} values, where the table has {want} columns")]
+    Width { table: String, got: usize, want: usize },
+}
+
+/// Messages in, committed changes out.
+#[derive(Debug, Default)]
+pub struct Collapser {
+    relations: HashMap<u32, Relation>,
+    /// The transaction being read (between begin and commit), and its changes.
+    open: Vec<Change>,
+    /// Streamed transactions not yet ended, by their id: each change with the
+    /// (sub)transaction it belongs to.
+    streamed: HashMap<u32, Vec<(u32, Change)>>,
+    /// The top-level transaction of the open streamed block.
+    block: Option<u32>,
+    tables: BTreeMap<u32, Table>,
+    /// The end of the last commit taken: where the batch ends.
+    end: Option<Lsn>,
+}
+
+/// A change to one row, or to a whole table.
+#[derive(Debug, Clone)]
+enum Change {
+    Row { relation: u32, old_key: Option<Key>, new: Option<Vec<Value>> },
+    Truncate(Vec<u32>),
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    truncated: bool,
+    rows: HashMap<Key, (usize, RowChange)>,
+    next: usize,
+}
+
+impl Collapser {
+    pub fn new() -> Collapser {
+        Collapser::default()
+    }
+
+    /// Takes the next message of the stream.
+    pub fn take(&mut self, message: Message) -> Result<(), ChangeError> {
+        match message {
+            Message::Relation(r) => {
+                self.relations.insert(r.oid, r);
+            }
+            Message::Begin { .. } => self.open.clear(),
+            Message::Commit { end_lsn, .. } => {
+                for c in std::mem::take(&mut self.open) {
+                    self.apply(c)?;
+                }
+                self.end = Some(end_lsn);
+            }
+            Message::StreamStart { xid, .. } => self.block = Some(xid),
+            Message::StreamStop => self.block = None,
+            Message::StreamCommit { xid, end_lsn, .. } => {
+                for (_, c) in self.streamed.remove(&xid).unwrap_or_default() {
+                    self.apply(c)?;
+                }
+                self.end = Some(end_lsn);
+            }
+            Message::StreamAbort { xid, subxid } => {
+                if xid == subxid {
+                    self.streamed.remove(&xid);
+                } else if let Some(changes) = self.streamed.get_mut(&xid) {
+                    changes.retain(|(of, _)| *of != subxid);
+                }
+            }
+            Message::Insert { xid, relation, new } => self.hold(xid, Change::Row { relation, old_key: None, new: Some(new.0) })?,
+            Message::Update { xid, relation, old, new } => {
+                let old_key = match old {
+                    Some((_, old)) => Some(self.key_of(relation, &old)?),
+                    None => None,
+                };
+                self.hold(xid, Change::Row { relation, old_key, new: Some(new.0) })?;
+            }
+            Message::Delete { xid, relation, old: (_, old) } => {
+                let old_key = Some(self.key_of(relation, &old)?);
+                self.hold(xid, Change::Row { relation, old_key, new: None })?;
+            }
+            Message::Truncate { xid, relations, .. } => self.hold(xid, Change::Truncate(relations))?,
+            Message::Type { .. } | Message::Origin { .. } | Message::Message { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Where the changes taken so far end: the end of the last commit.
+    pub fn end(&self) -> Option<Lsn> {
+        self.end
+    }
+
+    /// Whether changes are held for transactions not yet committed (a batch cut here is
+    /// still whole: they wait for their commit).
+    pub fn in_transaction(&self) -> bool {
+        !self.open.is_empty() || !self.streamed.is_empty()
+    }
+
+    /// The committed changes so far, per table, and forgets them (what is held for open
+    /// transactions stays).
+    pub fn drain(&mut self) -> Vec<TableChanges> {
+        let mut out = vec![];
+        for (oid, table) in std::mem::take(&mut self.tables) {
+            let Some(relation) = self.relations.get(&oid).cloned() else { continue };
+            let mut rows: Vec<(usize, Key, RowChange)> = table.rows.into_iter().map(|(k, (at, c))| (at, k, c)).collect();
+            rows.sort_by_key(|(at, ..)| *at);
+            out.push(TableChanges { relation, truncated: table.truncated, rows: rows.into_iter().map(|(_, k, c)| (k, c)).collect() });
+        }
+        self.end = None;
+        out
+    }
+
+    fn hold(&mut self, xid: Option<u32>, change: Change) -> Result<(), ChangeError> {
+        match (self.block, xid) {
+            (Some(top), Some(of)) => self.streamed.entry(top).or_default().push((of, change)),
+            _ => self.open.push(change),
+        }
+        Ok(())
+    }
+
+    fn relation(&self, oid: u32) -> Result<&Relation, ChangeError> {
+        self.relations.get(&oid).ok_or(ChangeError::UnknownRelation(oid))
+    }
+
+    /// The key of `row` (an old row: its key columns, or all of it): its replica identity's
+    /// columns.
+    fn key_of(&self, oid: u32, row: &Tuple) -> Result<Key, ChangeError> {
+        let r = self.relation(oid)?;
+        key(r, &row.0)
+    }
+
+    fn apply(&mut self, change: Change) -> Result<(), ChangeError> {
+        match change {
+            Change::Truncate(oids) => {
+                for oid in oids {
+                    let t = self.tables.entry(oid).or_default();
+                    t.truncated = true;
+                    t.rows.clear();
+                }
+            }
+            Change::Row { relation, old_key, new } => {
+                let r = self.relation(relation)?.clone();
+                let table = self.tables.entry(relation).or_default();
+                let new_key = new.as_ref().map(|v| key(&r, v)).transpose()?;
+                let moved = old_key.as_ref().filter(|old| new_key.as_ref() != Some(old));
+                match new {
+                    Some(mut values) => {
+                        if values.len() != r.columns.len() {
+                            return Err(ChangeError::Width { table: name(&r), got: values.len(), want: r.columns.len() });
+                        }
+                        let new_key = new_key.unwrap_or_default();
+                        // The row as it stood: its own key's earlier change, or (moved) the
+                        // old key's.
+                        let from = moved.cloned().unwrap_or_else(|| new_key.clone());
+                        let mut fill_from = from.clone();
+                        if let Some((_, RowChange::Upsert { values: before, fill_from: earlier })) = table.rows.get(&from) {
+                            for (v, b) in values.iter_mut().zip(before) {
+                                if *v == Value::Unchanged {
+                                    *v = b.clone();
+                                }
+                            }
+                            fill_from = earlier.clone();
+                        }
+                        if let Some(old) = moved {
+                            table.set(old.clone(), RowChange::Delete);
+                        }
+                        table.set(new_key, RowChange::Upsert { values, fill_from });
+                    }
+                    None => {
+                        if let Some(old) = old_key {
+                            table.set(old, RowChange::Delete);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Table {
+    fn set(&mut self, key: Key, change: RowChange) {
+        match self.rows.get_mut(&key) {
+            Some((_, c)) => *c = change,
+            None => {
+                self.rows.insert(key, (self.next, change));
+                self.next += 1;
+            }
+        }
+    }
+}
+
+fn key(r: &Relation, values: &[Value]) -> Result<Key, ChangeError> {
+    let key: Key = r.columns.iter().zip(values).filter(|(c, _)| c.key).map(|(_, v)| v.clone()).collect();
+    if key.is_empty() {
+        return Err(ChangeError::NoKey(name(r)));
+    }
+    Ok(key)
+}
+
+fn name(r: &Relation) -> String {
+    format!("{}.{}", r.namespace, r.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgoutput::{Column, OldRow, ReplicaIdentity};
+
+    fn relation() -> Relation {
+        let col = |name: &str, key: bool| Column { key, name: name.into(), type_oid: 25, type_modifier: -1 };
+        Relation {
+            xid: None,
+            oid: 1,
+            namespace: "public".into(),
+            name: "t".into(),
+            replica_identity: ReplicaIdentity::Default,
+            columns: vec![col("id", true), col("big", false)],
+        }
+    }
+
+    fn t(s: &str) -> Value {
+        Value::Text(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_row_without_a_key_is_refused_with_what_to_change() {
+        let mut c = Collapser::new();
+        let mut r = relation();
+        r.columns.iter_mut().for_each(|c| c.key = false);
+        c.take(Message::Relation(r)).unwrap();
+        c.take(Message::Begin { final_lsn: Lsn(1), commit_time: 0, xid: 5 }).unwrap();
+        let err = c.take(Message::Delete { xid: None, relation: 1, old: (OldRow::Full, Tuple(vec![t("1"), t("x")])) }).unwrap_err();
+        assert!(err.to_string().contains("public.t has no replica identity"), "{err}");
+        assert_eq!(c.take(Message::Insert { xid: None, relation: 9, new: Tuple(vec![]) }).map(|_| ()), Ok(()), "held until the commit");
+        assert_eq!(c.take(Message::Commit { commit_lsn: Lsn(1), end_lsn: Lsn(2), commit_time: 0 }), Err(ChangeError::UnknownRelation(9)));
+    }
+
+    #[test]
+    fn an_unchanged_value_is_filled_from_the_rows_earlier_change_and_follows_a_moved_row() {
+        let mut c = Collapser::new();
+        c.take(Message::Relation(relation())).unwrap();
+        c.take(Message::Begin { final_lsn: Lsn(1), commit_time: 0, xid: 5 }).unwrap();
+        c.take(Message::Insert { xid: None, relation: 1, new: Tuple(vec![t("1"), t("large")]) }).unwrap();
+        c.take(Message::Update {
+            xid: None,
+            relation: 1,
+            old: Some((OldRow::Key, Tuple(vec![t("1"), Value::Null]))),
+            new: Tuple(vec![t("2"), Value::Unchanged]),
+        })
+        .unwrap();
+        c.take(Message::Update {
+            xid: None,
+            relation: 1,
+            old: Some((OldRow::Key, Tuple(vec![t("7"), Value::Null]))),
+            new: Tuple(vec![t("8"), Value::Unchanged]),
+        })
+        .unwrap();
+        c.take(Message::Commit { commit_lsn: Lsn(1), end_lsn: Lsn(3), commit_time: 0 }).unwrap();
+        assert_eq!(c.end(), Some(Lsn(3)));
+        let tables = c.drain();
+        assert_eq!(
+            tables[0].rows,
+            vec![
+                (vec![t("1")], RowChange::Delete),
+                (vec![t("2")], RowChange::Upsert { values: vec![t("2"), t("large")], fill_from: vec![t("1")] }),
+                (vec![t("7")], RowChange::Delete),
+                // Moved from a row the batch never saw: the mirror's row 7 fills it.
+                (vec![t("8")], RowChange::Upsert { values: vec![t("8"), Value::Unchanged], fill_from: vec![t("7")] }),
+            ]
+        );
+    }
+}
