@@ -2,15 +2,21 @@
 //! so that deletes and every intermediate state of a row are seen, and the source is not
 //! scanned again and again.
 //!
-//! [`pgoutput`] decodes PostgreSQL's logical replication messages (the `pgoutput` plugin,
-//! protocol versions 1 and 2, streamed in-progress transactions included), whatever carries
-//! them: the streaming replication protocol, or `pg_logical_slot_get_binary_changes()`.
-//! [`changes`] collapses a micro-batch of them to the last state of each row, what a mirror
-//! table merges, and [`mirror`] merges them into the warehouse with the position they end
-//! at. [`replication`] is that protocol: a replication connection, its slot commands, and the
-//! stream of WAL data with the status updates that let the server free what Weir holds.
+//! How the pieces fit, from the server to the warehouse:
+//!
+//! - [`replication`]: PostgreSQL's streaming replication protocol: a replication
+//!   connection, its slot commands, and the stream of WAL data, with the status updates that
+//!   let the server free what Weir has made durable.
+//! - [`pgoutput`]: the logical replication messages in that stream (protocol versions 1
+//!   and 2, streamed in-progress transactions included), decoded.
+//! - [`changes`]: a micro-batch of them collapsed to each row's last committed state.
+//! - [`mirror`]: merged into mirror tables with the position the batch ends at, in one
+//!   transaction.
+//! - [`follow`]: all of it in a loop, confirming a position to the server only once the
+//!   mirror holds it.
 
 pub mod changes;
+pub mod follow;
 pub mod mirror;
 pub mod pgoutput;
 pub mod replication;

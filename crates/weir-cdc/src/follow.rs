@@ -1,0 +1,89 @@
+//! Following a slot into mirror tables: the stream read from where the mirror's last batch
+//! ended, cut into micro-batches (by changes or by time, always at a commit), each merged
+//! with its position in one warehouse transaction, and only then confirmed to the server.
+//!
+//! Exactly once: the server is told a position only once the mirror holds everything up to
+//! it, and a restart asks for the stream from the mirror's own position, so a transaction
+//! merged before a crash is skipped by the server even when the crash came before the
+//! confirmation.
+
+use std::time::{Duration, Instant};
+
+use crate::changes::{ChangeError, Collapser};
+use crate::mirror::{Applied, Mirror, MirrorError};
+use crate::pgoutput::{Decoder, Lsn, PgOutputError};
+use crate::replication::{ChangeSource, Config, Connection, ReplicationError};
+
+/// What to follow and how often to merge.
+#[derive(Debug, Clone)]
+pub struct Follow {
+    pub slot: String,
+    pub publication: String,
+    /// A batch is merged once it holds this many messages...
+    pub batch_messages: usize,
+    /// ...or has waited this long since the last merge.
+    pub batch_wait: Duration,
+}
+
+/// How far a follower has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The position the mirror holds everything up to.
+    pub position: Option<Lsn>,
+    pub batches: u64,
+    pub applied: Applied,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error(transparent)]
+    Decode(#[from] PgOutputError),
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+}
+
+/// Follows `follow.slot` into `mirror` until `stop` says so (asked after every merge and
+/// whenever the stream is quiet).
+pub fn follow(
+    config: &Config,
+    follow: &Follow,
+    mirror: &mut Mirror,
+    stop: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Progress, FollowError> {
+    let from = mirror.position()?.unwrap_or_default();
+    let options = [("proto_version", "2"), ("publication_names", follow.publication.as_str()), ("streaming", "on"), ("messages", "true")];
+    let mut stream = Connection::connect(config)?.start(&follow.slot, from, &options)?;
+    let (mut decoder, mut collapser) = (Decoder::new(), Collapser::new());
+    let mut progress = Progress { position: Some(from).filter(|l| l.0 > 0), ..Progress::default() };
+    let (mut pending, mut last_merge) = (0usize, Instant::now());
+    loop {
+        let wait = follow.batch_wait.saturating_sub(last_merge.elapsed()).max(Duration::from_millis(1));
+        if let Some(wal) = stream.recv(wait)? {
+            collapser.take(decoder.decode(&wal.data)?)?;
+            pending += 1;
+        }
+        let due = pending >= follow.batch_messages || last_merge.elapsed() >= follow.batch_wait;
+        if due && let Some(end) = collapser.end() {
+            let applied = mirror.apply(&collapser.drain(), end)?;
+            stream.confirm(end)?;
+            progress.position = Some(end);
+            progress.batches += 1;
+            progress.applied.upserted += applied.upserted;
+            progress.applied.deleted += applied.deleted;
+            progress.applied.truncated += applied.truncated;
+            (pending, last_merge) = (0, Instant::now());
+            if stop(&progress) {
+                return Ok(progress);
+            }
+        } else if due {
+            last_merge = Instant::now();
+            if !collapser.in_transaction() && stop(&progress) {
+                return Ok(progress);
+            }
+        }
+    }
+}
