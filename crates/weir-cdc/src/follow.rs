@@ -1,5 +1,5 @@
-//! Following a slot into mirror tables: the stream read from where the mirror's last batch
-//! ended, cut into micro-batches (by changes or by time, always at a commit), each merged
+//! Following a slot into mirror tables: a new mirror first takes the slot's snapshot, then
+//! the stream is read from where the mirror's last batch ended, cut into micro-batches (by changes or by time, always at a commit), each merged
 //! with its position in one warehouse transaction, and only then confirmed to the server.
 //!
 //! Exactly once: the server is told a position only once the mirror holds everything up to
@@ -13,6 +13,7 @@ use crate::changes::{ChangeError, Collapser};
 use crate::mirror::{Applied, Mirror, MirrorError};
 use crate::pgoutput::{Decoder, Lsn, PgOutputError};
 use crate::replication::{ChangeSource, Config, Connection, ReplicationError};
+use crate::snapshot::{self, SnapshotError};
 
 /// What to follow and how often to merge.
 #[derive(Debug, Clone)]
@@ -44,19 +45,32 @@ pub enum FollowError {
     Change(#[from] ChangeError),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 /// Follows `follow.slot` into `mirror` until `stop` says so (asked after every merge and
-/// whenever the stream is quiet).
+/// whenever the stream is quiet). A mirror with no position yet begins with a new slot and
+/// the snapshot it exports; a slot of that name left from a snapshot never finished is
+/// dropped first.
 pub fn follow(
     config: &Config,
     follow: &Follow,
     mirror: &mut Mirror,
     stop: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Progress, FollowError> {
-    let from = mirror.position()?.unwrap_or_default();
+    let mut conn = Connection::connect(config)?;
+    let from = match mirror.position()? {
+        Some(p) => p,
+        None => {
+            conn.drop_slot_if_exists(&follow.slot)?;
+            let slot = conn.create_slot(&follow.slot)?;
+            snapshot::copy(config, &follow.publication, &slot, mirror)?;
+            slot.consistent_point
+        }
+    };
     let options = [("proto_version", "2"), ("publication_names", follow.publication.as_str()), ("streaming", "on"), ("messages", "true")];
-    let mut stream = Connection::connect(config)?.start(&follow.slot, from, &options)?;
+    let mut stream = conn.start(&follow.slot, from, &options)?;
     let (mut decoder, mut collapser) = (Decoder::new(), Collapser::new());
     let mut progress = Progress { position: Some(from).filter(|l| l.0 > 0), ..Progress::default() };
     let (mut pending, mut last_merge) = (0usize, Instant::now());

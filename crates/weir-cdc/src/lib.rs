@@ -12,6 +12,8 @@
 //! - [`changes`]: a micro-batch of them collapsed to each row's last committed state.
 //! - [`mirror`]: merged into mirror tables with the position the batch ends at, in one
 //!   transaction.
+//! - [`snapshot`]: a new slot's exported snapshot copied into the mirrors, so streaming
+//!   goes on from exactly where the copy stands.
 //! - [`follow`]: all of it in a loop, confirming a position to the server only once the
 //!   mirror holds it.
 
@@ -20,6 +22,7 @@ pub mod follow;
 pub mod mirror;
 pub mod pgoutput;
 pub mod replication;
+pub mod snapshot;
 
 pub use pgoutput::{Column, Decoder, Lsn, Message, OldRow, PgOutputError, Relation, ReplicaIdentity, Tuple, Value};
 pub use replication::{ChangeSource, Config, Connection, ReplicationError, SlotCreated, WalData, WalStream};

@@ -73,12 +73,7 @@ impl Mirror {
 
     /// Merges `tables` and moves the position to `end`, in one transaction.
     pub fn apply(&mut self, tables: &[TableChanges], end: Lsn) -> Result<Applied, MirrorError> {
-        let mut applied = Applied::default();
-        let mut statements = vec![];
-        for t in tables {
-            self.ensure(&t.relation)?;
-            statements.extend(self.merge(t, &mut applied));
-        }
+        let (mut statements, applied) = self.merges(tables)?;
         let changes = applied.upserted + applied.deleted;
         let positions = self.wh.render(&self.positions);
         statements.push(format!("delete from {positions} where source = {}", literal(&self.source)));
@@ -90,6 +85,24 @@ impl Mirror {
         ));
         self.conn.transaction(&statements)?;
         Ok(applied)
+    }
+
+    /// Merges `tables` in one transaction, leaving the position as it is (a snapshot's
+    /// chunks: the position comes once all of it is in).
+    pub fn load(&mut self, tables: &[TableChanges]) -> Result<Applied, MirrorError> {
+        let (statements, applied) = self.merges(tables)?;
+        self.conn.transaction(&statements)?;
+        Ok(applied)
+    }
+
+    fn merges(&mut self, tables: &[TableChanges]) -> Result<(Vec<String>, Applied), MirrorError> {
+        let mut applied = Applied::default();
+        let mut statements = vec![];
+        for t in tables {
+            self.ensure(&t.relation)?;
+            statements.extend(self.merge(t, &mut applied));
+        }
+        Ok((statements, applied))
     }
 
     /// Makes the mirror table, or adds the columns the source has gained.

@@ -119,6 +119,15 @@ impl Connection {
         Ok(SlotCreated { name: field(0).unwrap_or_else(|| name.to_string()), consistent_point, snapshot: field(2) })
     }
 
+    /// Drops the slot `name` when there is one.
+    pub fn drop_slot_if_exists(&mut self, name: &str) -> Result<(), ReplicationError> {
+        let found = self.command(&format!("select 1 from pg_replication_slots where slot_name = '{}'", name.replace('\'', "''")))?;
+        if !found.is_empty() {
+            self.command(&format!("DROP_REPLICATION_SLOT {} WAIT", quote_ident(name)))?;
+        }
+        Ok(())
+    }
+
     /// Runs a replication command (or, in a database connection, SQL) and returns its rows as
     /// text.
     pub fn command(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {

@@ -1,0 +1,132 @@
+//! The initial snapshot: a new slot's exported snapshot read table by table into the mirrors,
+//! so that the mirrors hold exactly the source as it stood at the slot's consistent point,
+//! and streaming goes on from exactly there.
+//!
+//! The tables are the publication's. Each is read in one repeatable-read transaction that
+//! takes the slot's snapshot (the replication connection that made the slot runs nothing
+//! else meanwhile, which keeps the snapshot valid), as PostgreSQL's text of each value, and
+//! merged into its mirror in chunks. The position is stored only once every table is in:
+//! a snapshot cut short by a crash is taken again from the start, over emptied mirrors.
+
+use postgres::{Client, NoTls};
+
+use crate::changes::{Key, RowChange, TableChanges};
+use crate::mirror::{Mirror, MirrorError};
+use crate::pgoutput::{Column, Relation, ReplicaIdentity, Value};
+use crate::replication::{Config, SlotCreated};
+
+/// Rows merged into a mirror at a time.
+const CHUNK: usize = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("reading the snapshot of {at}: {message}")]
+    Source { at: String, message: String },
+    #[error("{0} has no primary key: give it one so that its mirror's rows can be matched")]
+    NoKey(String),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+}
+
+/// What the snapshot copied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// Per table (`schema.table`), its rows.
+    pub tables: Vec<(String, u64)>,
+}
+
+/// Copies `publication`'s tables at `slot`'s exported snapshot into `mirror`, then stores the
+/// slot's consistent point as the mirror's position.
+pub fn copy(config: &Config, publication: &str, slot: &SlotCreated, mirror: &mut Mirror) -> Result<Copied, SnapshotError> {
+    let at = format!("postgres://{}@{}:{}/{}", config.user, config.host, config.port, config.database);
+    let err = |e: postgres::Error| SnapshotError::Source { at: at.clone(), message: e.to_string() };
+    let Some(snapshot) = &slot.snapshot else {
+        return Err(SnapshotError::Source { at, message: format!("slot '{}' exported no snapshot", slot.name) });
+    };
+    let mut pg = postgres::Config::new();
+    pg.host(&config.host).port(config.port).user(&config.user).dbname(&config.database).application_name("weir snapshot");
+    if let Some(p) = &config.password {
+        pg.password(p);
+    }
+    let mut client = pg.connect(NoTls).map_err(err)?;
+    let tables = client
+        .query("select c.oid, n.nspname, c.relname from pg_publication_tables p join pg_namespace n on n.nspname = p.schemaname join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename where p.pubname = $1 order by 2, 3", &[&publication])
+        .map_err(err)?;
+    let mut copied = Copied::default();
+    for t in tables {
+        let relation = describe(&mut client, t.get::<_, u32>(0), t.get(1), t.get(2)).map_err(err)?;
+        let name = format!("{}.{}", relation.namespace, relation.name);
+        if !relation.columns.iter().any(|c| c.key) {
+            return Err(SnapshotError::NoKey(name));
+        }
+        let rows = read(&mut client, snapshot, &relation, mirror).map_err(|e| match e {
+            ReadError::Source(e) => err(e),
+            ReadError::Mirror(e) => SnapshotError::Mirror(e),
+        })?;
+        copied.tables.push((name, rows));
+    }
+    mirror.apply(&[], slot.consistent_point)?;
+    Ok(copied)
+}
+
+enum ReadError {
+    Source(postgres::Error),
+    Mirror(MirrorError),
+}
+
+/// Reads one table at the snapshot into its mirror, emptied first.
+fn read(client: &mut Client, snapshot: &str, relation: &Relation, mirror: &mut Mirror) -> Result<u64, ReadError> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(ReadError::Source)?;
+    tx.batch_execute(&format!("set transaction snapshot '{}'", snapshot.replace('\'', "''"))).map_err(ReadError::Source)?;
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let columns: Vec<String> = relation.columns.iter().map(|c| format!("{}::text", quote(&c.name))).collect();
+    let sql = format!("select {} from {}.{}", columns.join(", "), quote(&relation.namespace), quote(&relation.name));
+    let mut rows = tx.query_raw(&sql, std::iter::empty::<&str>()).map_err(ReadError::Source)?;
+    let mut chunk: Vec<(Key, RowChange)> = vec![];
+    let (mut total, mut first) = (0u64, true);
+    loop {
+        let row = fallible_iterator::FallibleIterator::next(&mut rows).map_err(ReadError::Source)?;
+        if let Some(row) = &row {
+            let values: Vec<Value> = (0..relation.columns.len())
+                .map(|i| row.get::<_, Option<String>>(i).map_or(Value::Null, |s| Value::Text(s.into_bytes())))
+                .collect();
+            let key: Key = relation.columns.iter().zip(&values).filter(|(c, _)| c.key).map(|(_, v)| v.clone()).collect();
+            chunk.push((key.clone(), RowChange::Upsert { values, fill_from: key }));
+            total += 1;
+        }
+        if chunk.len() >= CHUNK || (row.is_none() && (first || !chunk.is_empty())) {
+            let changes = TableChanges { relation: relation.clone(), truncated: first, rows: std::mem::take(&mut chunk) };
+            mirror.load(&[changes]).map_err(ReadError::Mirror)?;
+            first = false;
+        }
+        if row.is_none() {
+            break;
+        }
+    }
+    drop(rows);
+    tx.commit().map_err(ReadError::Source)?;
+    Ok(total)
+}
+
+/// A table as the catalog describes it, keyed by its primary key.
+fn describe(client: &mut Client, oid: u32, namespace: String, name: String) -> Result<Relation, postgres::Error> {
+    let rows = client.query(
+        "select a.attname::text, a.atttypid, a.atttypmod, coalesce(a.attnum = any(i.indkey), false)
+         from pg_attribute a left join pg_index i on i.indrelid = a.attrelid and i.indisprimary
+         where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped order by a.attnum",
+        &[&oid],
+    )?;
+    let columns = rows.iter().map(|r| Column { name: r.get(0), type_oid: r.get(1), type_modifier: r.get(2), key: r.get(3) }).collect();
+    Ok(Relation { xid: None, oid, namespace, name, replica_identity: ReplicaIdentity::Default, columns })
+}
+
+impl Copied {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|(_, n)| n).sum()
+    }
+}
