@@ -80,6 +80,7 @@ pub struct Connection {
     stream: TcpStream,
     read: BytesMut,
     at: String,
+    user: String,
 }
 
 impl Connection {
@@ -87,7 +88,7 @@ impl Connection {
         let at = format!("postgres://{}@{}:{}/{} (replication)", config.user, config.host, config.port, config.database);
         let stream = TcpStream::connect((config.host.as_str(), config.port)).map_err(|e| io(&at, e))?;
         stream.set_nodelay(true).map_err(|e| io(&at, e))?;
-        let mut conn = Connection { stream, read: BytesMut::with_capacity(64 * 1024), at };
+        let mut conn = Connection { stream, read: BytesMut::with_capacity(64 * 1024), at, user: config.user.clone() };
         let mut out = BytesMut::new();
         let params = [
             ("user", config.user.as_str()),
@@ -294,6 +295,7 @@ impl Connection {
                 _ => {}
             }
         }
+        let hint = hint.or_else(|| what_to_change(&code, &message, &self.user));
         ReplicationError::Server { at: self.at.clone(), code, message, hint }
     }
 
@@ -387,6 +389,24 @@ enum Frame {
     Message(backend::Message),
     /// `CopyBothResponse`: the stream has begun.
     CopyBoth,
+}
+
+/// What to change for the mistakes nearly everyone makes once setting up logical
+/// replication, when the server does not say it itself.
+fn what_to_change(code: &str, message: &str, user: &str) -> Option<String> {
+    match code {
+        "55000" if message.contains("wal_level") => {
+            Some("set wal_level = logical (ALTER SYSTEM SET wal_level = logical) and restart the server".into())
+        }
+        "42501" if message.contains("replication") => {
+            Some(format!("let the user replicate: ALTER ROLE {} WITH REPLICATION", quote_ident(user)))
+        }
+        "42704" if message.contains("publication") => {
+            Some("create it for the tables to capture: CREATE PUBLICATION name FOR TABLE schema.table, ...".into())
+        }
+        "53400" if message.contains("replication slots") => Some("raise max_replication_slots, or drop a slot no longer used".into()),
+        _ => None,
+    }
 }
 
 /// A name quoted as an SQL identifier.

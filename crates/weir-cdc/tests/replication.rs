@@ -82,3 +82,16 @@ fn a_missing_slot_is_named_in_the_servers_words() {
     assert!(matches!(&err, ReplicationError::Server { code, .. } if code == "42704"), "{err}");
     assert!(err.to_string().contains("no_such_slot"), "{err}");
 }
+
+#[test]
+fn setup_mistakes_say_what_to_change() {
+    let pg = PrivatePostgres::start(&["wal_level=replica"]);
+    let mut conn = Connection::connect(&config(&pg)).unwrap();
+    let err = conn.create_slot("weir_slot").unwrap_err();
+    assert!(err.to_string().contains("wal_level = logical"), "{err}");
+
+    pg.connect().batch_execute("create role plain login").unwrap();
+    let plain = Config { user: "plain".into(), ..config(&pg) };
+    let err = Connection::connect(&plain).err().unwrap();
+    assert!(err.to_string().contains("ALTER ROLE \"plain\" WITH REPLICATION"), "{err}");
+}
