@@ -373,7 +373,9 @@ impl ChangeSource for WalStream {
             if left.is_zero() {
                 return Ok(None);
             }
-            self.conn.stream.set_read_timeout(Some(left.min(self.status_every))).map_err(|e| io(&self.conn.at, e))?;
+            // A zero timeout is refused by the socket: at least a millisecond.
+            let timeout = left.min(self.status_every).max(Duration::from_millis(1));
+            self.conn.stream.set_read_timeout(Some(timeout)).map_err(|e| io(&self.conn.at, e))?;
             self.conn.fill()?;
         }
     }
