@@ -2,6 +2,9 @@
 //! the stream is read from where the mirror's last batch ended, cut into micro-batches (by changes or by time, always at a commit), each merged
 //! with its position in one warehouse transaction, and only then confirmed to the server.
 //!
+//! While the source's tables are quiet, the position follows what the server has read (its
+//! keepalives say), so a slot does not hold back WAL that only other tables wrote.
+//!
 //! Exactly once: the server is told a position only once the mirror holds everything up to
 //! it, and a restart asks for the stream from the mirror's own position, so a transaction
 //! merged before a crash is skipped by the server even when the crash came before the
@@ -95,8 +98,19 @@ pub fn follow(
             }
         } else if due {
             last_merge = Instant::now();
-            if !collapser.in_transaction() && stop(&progress) {
-                return Ok(progress);
+            if !collapser.in_transaction() {
+                // Nothing of ours held: the position moves to what the server has read, so
+                // a slot whose tables are quiet keeps no WAL that only other tables wrote.
+                let sent = stream.sent();
+                if sent.0 > 0 && progress.position.is_none_or(|p| sent > p) {
+                    mirror.apply(&[], sent)?;
+                    stream.confirm(sent)?;
+                    progress.position = Some(sent);
+                }
+                stream.ask()?;
+                if stop(&progress) {
+                    return Ok(progress);
+                }
             }
         }
     }

@@ -54,6 +54,15 @@ pub trait ChangeSource {
 
     /// Everything up to `lsn` is durable on Weir's side: the server may let go of it.
     fn confirm(&mut self, lsn: Lsn) -> Result<(), ReplicationError>;
+
+    /// How far the server has decoded the WAL for this stream, as its last keepalive said:
+    /// everything of ours before it has been sent. With nothing held, a follower may
+    /// confirm it, so that a slot whose tables are quiet does not keep WAL that only other
+    /// tables wrote.
+    fn sent(&self) -> Lsn;
+
+    /// Asks the server for a keepalive (so that [`ChangeSource::sent`] is fresh).
+    fn ask(&mut self) -> Result<(), ReplicationError>;
 }
 
 /// One XLogData message: a logical decoding message (see [`crate::pgoutput`]) and where it
@@ -178,7 +187,7 @@ impl Connection {
                 _ => {}
             }
         }
-        Ok(WalStream { conn: self, flushed: from, last_status: Instant::now(), status_every: Duration::from_secs(10) })
+        Ok(WalStream { conn: self, flushed: from, sent: from, last_status: Instant::now(), status_every: Duration::from_secs(10) })
     }
 
     fn authenticate(&mut self, config: &Config) -> Result<(), ReplicationError> {
@@ -309,6 +318,8 @@ pub struct WalStream {
     conn: Connection,
     /// What Weir has made durable: reported in every status update.
     flushed: Lsn,
+    /// What the server's last keepalive said it had sent up to.
+    sent: Lsn,
     last_status: Instant,
     status_every: Duration,
 }
@@ -356,6 +367,8 @@ impl ChangeSource for WalStream {
                         }
                         // A keepalive; one asking for a reply gets the position at once.
                         Some(b'k') if data.len() >= 18 => {
+                            let end = Lsn(u64::from_be_bytes(data[1..9].try_into().unwrap_or_default()));
+                            self.sent = self.sent.max(end);
                             if data[17] == 1 {
                                 self.status(false)?;
                             }
@@ -383,6 +396,14 @@ impl ChangeSource for WalStream {
     fn confirm(&mut self, lsn: Lsn) -> Result<(), ReplicationError> {
         self.flushed = self.flushed.max(lsn);
         self.status(false)
+    }
+
+    fn sent(&self) -> Lsn {
+        self.sent
+    }
+
+    fn ask(&mut self) -> Result<(), ReplicationError> {
+        self.status(true)
     }
 }
 

@@ -84,3 +84,49 @@ fn a_new_mirror_takes_the_snapshot_then_a_follower_started_again_goes_on_from_it
     let confirmed: String = db.query_one("select confirmed_flush_lsn::text from pg_replication_slots", &[]).unwrap().get(0);
     assert!(confirmed.parse::<Lsn>().unwrap() <= mirror.position().unwrap().unwrap());
 }
+
+#[test]
+fn a_quiet_table_keeps_its_slot_moving_while_other_tables_write() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = pg.connect();
+    db.batch_execute("create table orders (id int primary key); create table clicks (id int primary key, at timestamp)").unwrap();
+    db.batch_execute("create publication weir_pub for table orders").unwrap();
+    let config = Config { host: "127.0.0.1".into(), port: pg.port, user: "postgres".into(), password: None, database: "postgres".into() };
+    let dir = tempfile::tempdir().unwrap();
+    let mut fields = Map::new();
+    fields.insert("path".into(), J::String(dir.path().join("wh.duckdb").display().to_string()));
+    let wh: Arc<dyn Warehouse> = Arc::from(weir_warehouse::open("duckdb", &fields, dir.path()).unwrap());
+    let settings =
+        Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(100) };
+    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main").unwrap();
+    let start = follow(&config, &settings, &mut mirror, &mut |_| true).unwrap().position.unwrap();
+
+    // Another table, not captured, writes a good deal of WAL.
+    for i in 0..200 {
+        db.batch_execute(&format!("insert into clicks select g, now() from generate_series({}, {}) g", i * 100, i * 100 + 99)).unwrap();
+    }
+    let written: String = db.query_one("select pg_current_wal_lsn()::text", &[]).unwrap().get(0);
+    let written: Lsn = written.parse().unwrap();
+    assert!(written.0 - start.0 > 1_000_000, "{start} to {written}");
+    let began = std::time::Instant::now();
+    let mut reached =
+        |p: &weir_cdc::follow::Progress| p.position.is_some_and(|l| l >= written) || began.elapsed() > Duration::from_secs(20);
+    let moved = follow(&config, &settings, &mut mirror, &mut reached).unwrap();
+    assert!(
+        moved.position.unwrap() >= written,
+        "the position stayed at {:?}, the server wrote up to {written}",
+        moved.position.map(|l| l.to_string())
+    );
+    assert_eq!(moved.batches, 0, "nothing of the captured table was merged");
+    // The server takes the last status update as it sees the connection go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let confirmed: String = db.query_one("select confirmed_flush_lsn::text from pg_replication_slots", &[]).unwrap().get(0);
+        if confirmed.parse::<Lsn>().unwrap() >= written {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot's confirmed position stayed at {confirmed}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(mirror.position().unwrap(), moved.position);
+}
