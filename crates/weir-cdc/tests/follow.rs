@@ -14,6 +14,17 @@ use weir_cdc::mirror::Mirror;
 use weir_cdc::{Config, Connection, Lsn};
 use weir_warehouse::Warehouse;
 
+fn config(pg: &PrivatePostgres) -> Config {
+    Config { host: "127.0.0.1".into(), port: pg.port, user: "postgres".into(), password: None, database: "postgres".into() }
+}
+
+/// A DuckDB file warehouse in `dir`.
+fn duckdb(dir: &std::path::Path) -> Arc<dyn Warehouse> {
+    let mut fields = Map::new();
+    fields.insert("path".into(), J::String(dir.join("wh.duckdb").display().to_string()));
+    Arc::from(weir_warehouse::open("duckdb", &fields, dir).unwrap())
+}
+
 fn count(wh: &Arc<dyn Warehouse>, sql: &str) -> i64 {
     wh.connect().unwrap().query(sql).unwrap().scalar().and_then(|d| d.as_i64()).unwrap_or(-1)
 }
@@ -25,15 +36,13 @@ fn a_new_mirror_takes_the_snapshot_then_a_follower_started_again_goes_on_from_it
     db.batch_execute("create table orders (id int primary key, note text, big text)").unwrap();
     db.batch_execute("alter table orders alter column big set storage external").unwrap();
     db.batch_execute("create publication weir_pub for table orders").unwrap();
-    let config = Config { host: "127.0.0.1".into(), port: pg.port, user: "postgres".into(), password: None, database: "postgres".into() };
+    let config = config(&pg);
     // A slot left by a snapshot that never finished: made again.
     Connection::connect(&config).unwrap().create_slot("weir_slot").unwrap();
     db.batch_execute("insert into orders select g, 'before', repeat('y', 3000) from generate_series(1000, 1099) g").unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut fields = Map::new();
-    fields.insert("path".into(), J::String(dir.path().join("wh.duckdb").display().to_string()));
-    let wh: Arc<dyn Warehouse> = Arc::from(weir_warehouse::open("duckdb", &fields, dir.path()).unwrap());
+    let wh = duckdb(dir.path());
     let settings =
         Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(200) };
 
@@ -91,11 +100,9 @@ fn a_quiet_table_keeps_its_slot_moving_while_other_tables_write() {
     let mut db = pg.connect();
     db.batch_execute("create table orders (id int primary key); create table clicks (id int primary key, at timestamp)").unwrap();
     db.batch_execute("create publication weir_pub for table orders").unwrap();
-    let config = Config { host: "127.0.0.1".into(), port: pg.port, user: "postgres".into(), password: None, database: "postgres".into() };
+    let config = config(&pg);
     let dir = tempfile::tempdir().unwrap();
-    let mut fields = Map::new();
-    fields.insert("path".into(), J::String(dir.path().join("wh.duckdb").display().to_string()));
-    let wh: Arc<dyn Warehouse> = Arc::from(weir_warehouse::open("duckdb", &fields, dir.path()).unwrap());
+    let wh = duckdb(dir.path());
     let settings =
         Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(100) };
     let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main").unwrap();
