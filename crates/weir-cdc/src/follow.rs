@@ -42,8 +42,8 @@ pub struct Progress {
 pub enum FollowError {
     #[error(transparent)]
     Replication(#[from] ReplicationError),
-    #[error(transparent)]
-    Decode(#[from] PgOutputError),
+    #[error("the change at WAL position {at}: {source}")]
+    Decode { at: Lsn, source: PgOutputError },
     #[error(transparent)]
     Change(#[from] ChangeError),
     #[error(transparent)]
@@ -80,7 +80,8 @@ pub fn follow(
     loop {
         let wait = follow.batch_wait.saturating_sub(last_merge.elapsed()).max(Duration::from_millis(1));
         if let Some(wal) = stream.recv(wait)? {
-            collapser.take(decoder.decode(&wal.data)?)?;
+            let message = decoder.decode(&wal.data).map_err(|source| FollowError::Decode { at: wal.start, source })?;
+            collapser.take(message)?;
             pending += 1;
         }
         let due = pending >= follow.batch_messages || last_merge.elapsed() >= follow.batch_wait;

@@ -11,6 +11,7 @@
 //! warehouse. A value the source left unchanged (a TOAST value an update did not touch) is
 //! taken from the mirror's row as it stood before the batch, never written as a null.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use weir_core::{Datum, Relation};
@@ -42,6 +43,9 @@ pub struct Mirror {
     database: String,
     schema: String,
     positions: Relation,
+    /// The columns each mirror table is known to have (by its rendered name): a batch asks
+    /// the catalog only about a table it has not seen, or one whose source gained columns.
+    known: HashMap<String, Vec<String>>,
 }
 
 impl Mirror {
@@ -54,7 +58,15 @@ impl Mirror {
             "create table if not exists {} (source varchar, lsn varchar, lsn_number bigint, changes bigint, updated_at timestamp)",
             wh.render(&positions)
         ))?;
-        Ok(Mirror { wh, conn, source: source.to_string(), database: database.to_string(), schema: schema.to_string(), positions })
+        Ok(Mirror {
+            wh,
+            conn,
+            source: source.to_string(),
+            database: database.to_string(),
+            schema: schema.to_string(),
+            positions,
+            known: HashMap::new(),
+        })
     }
 
     /// Where the last batch merged ended: the position to stream from again.
@@ -109,23 +121,28 @@ impl Mirror {
     fn ensure(&mut self, t: &SourceTable) -> Result<(), MirrorError> {
         let rel = self.table_of(t);
         let name = self.wh.render(&rel);
+        if self.known.get(&name).is_some_and(|have| t.columns.iter().all(|c| have.contains(&c.name))) {
+            return Ok(());
+        }
         // A table not made yet has no columns (some engines say so with an error).
-        let have = self.conn.columns(&rel).unwrap_or_default();
+        let mut have: Vec<String> = self.conn.columns(&rel).unwrap_or_default().into_iter().map(|c| c.name).collect();
         if have.is_empty() {
             let columns: Vec<String> =
                 t.columns.iter().map(|c| format!("{} {}", self.wh.quote(&c.name), sql_type(c.type_oid, c.type_modifier))).collect();
             self.conn.execute(&format!("create table if not exists {name} ({})", columns.join(", ")))?;
-            return Ok(());
+            have = t.columns.iter().map(|c| c.name.clone()).collect();
         }
         for c in &t.columns {
-            if !have.iter().any(|h| h.name == c.name) {
+            if !have.contains(&c.name) {
                 self.conn.execute(&format!(
                     "alter table {name} add column {} {}",
                     self.wh.quote(&c.name),
                     sql_type(c.type_oid, c.type_modifier)
                 ))?;
+                have.push(c.name.clone());
             }
         }
+        self.known.insert(name, have);
         Ok(())
     }
 

@@ -124,9 +124,3 @@ fn describe(client: &mut Client, oid: u32, namespace: String, name: String) -> R
     let columns = rows.iter().map(|r| Column { name: r.get(0), type_oid: r.get(1), type_modifier: r.get(2), key: r.get(3) }).collect();
     Ok(Relation { xid: None, oid, namespace, name, replica_identity: ReplicaIdentity::Default, columns })
 }
-
-impl Copied {
-    pub fn rows(&self) -> u64 {
-        self.tables.iter().map(|(_, n)| n).sum()
-    }
-}
