@@ -18,6 +18,9 @@ pub enum BuildError {
     Stream(#[from] weir_stream::StreamError),
 
     #[error(transparent)]
+    Cdc(#[from] weir_cdc::source::SourceError),
+
+    #[error(transparent)]
     Project(#[from] weir_project::ProjectError),
 
     #[error("{0}")]

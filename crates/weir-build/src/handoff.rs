@@ -85,6 +85,9 @@ fn run_transform(host: &ExecHost, slot: &ConnSlot, n: &Node, exec: &ExecOptions,
 fn run_load(host: &ExecHost, n: &Node, progress: Option<&ProgressFn>, result: &mut NodeResult) -> Result<(), BuildError> {
     let session = &host.session;
     let m = &session.manifest;
+    if let Some(load) = n.load.as_deref().filter(|l| l.cdc().is_some()) {
+        return run_cdc(host, load, result);
+    }
     let (Some(load), Some(relation)) = (n.load.as_deref(), n.relation.as_ref()) else { return Ok(()) };
     let store = session.store.as_deref().ok_or_else(|| BuildError::Walk(format!("{} needs the metadata store", n.unique_id)))?;
     let opts = weir_connect::LoadOptions {
@@ -99,6 +102,39 @@ fn run_load(host: &ExecHost, n: &Node, progress: Option<&ProgressFn>, result: &m
     result.message = Some(report.summary());
     result.load = Some(Arc::new(report));
     Ok(())
+}
+
+/// Brings a cdc source's mirrors up to the source's WAL position as the node starts (a new
+/// mirror first takes its snapshot), as `weir cdc run` would and then stops;
+/// `--full-refresh` takes a new snapshot. A follower running elsewhere (`weir cdc run`,
+/// `weir serve`) keeps the mirrors up to date itself: the node succeeds and says so.
+fn run_cdc(host: &ExecHost, load: &weir_graph::loads::Load, result: &mut NodeResult) -> Result<(), BuildError> {
+    let session = &host.session;
+    let source = weir_cdc::source::CdcSource::from_load(load, &session.manifest.target.database())?;
+    if session.manifest.flags.full_refresh {
+        source.forget(session.warehouse.clone())?;
+    }
+    match source.catch_up(session.warehouse.clone()) {
+        Ok(p) => {
+            let a = p.applied;
+            result.rows_affected = Some(p.snapshot_rows + a.upserted + a.deleted);
+            let snapshot = if p.snapshotted { format!("snapshot of {} row(s), then ", p.snapshot_rows) } else { String::new() };
+            result.message = Some(format!(
+                "{snapshot}{} upserted, {} deleted, {} truncate(s) in {} batch(es); mirrors at {}",
+                a.upserted,
+                a.deleted,
+                a.truncated,
+                p.batches,
+                p.position.map_or("-".into(), |l| l.to_string())
+            ));
+            Ok(())
+        }
+        Err(e) if e.slot_in_use() => {
+            result.message = Some(format!("kept up to date by its running follower (slot '{}' is in use)", source.cdc.slot));
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Brings a stream job's sink table up to date: the job reads every event the log holds

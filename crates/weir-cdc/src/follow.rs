@@ -36,6 +36,9 @@ pub struct Progress {
     pub position: Option<Lsn>,
     pub batches: u64,
     pub applied: Applied,
+    /// Whether this run began with a snapshot, and the rows it copied.
+    pub snapshotted: bool,
+    pub snapshot_rows: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,19 +66,25 @@ pub fn follow(
     stop: &mut dyn FnMut(&Progress) -> bool,
 ) -> Result<Progress, FollowError> {
     let mut conn = Connection::connect(config)?;
+    let mut copied = None;
     let from = match mirror.position()? {
         Some(p) => p,
         None => {
             conn.drop_slot_if_exists(&follow.slot)?;
             let slot = conn.create_slot(&follow.slot)?;
-            snapshot::copy(config, &follow.publication, &slot, mirror)?;
+            copied = Some(snapshot::copy(config, &follow.publication, &slot, mirror)?);
             slot.consistent_point
         }
     };
     let options = [("proto_version", "2"), ("publication_names", follow.publication.as_str()), ("streaming", "on"), ("messages", "true")];
     let mut stream = conn.start(&follow.slot, from, &options)?;
     let (mut decoder, mut collapser) = (Decoder::new(), Collapser::new());
-    let mut progress = Progress { position: Some(from).filter(|l| l.0 > 0), ..Progress::default() };
+    let mut progress = Progress {
+        position: Some(from).filter(|l| l.0 > 0),
+        snapshotted: copied.is_some(),
+        snapshot_rows: copied.map_or(0, |c| c.tables.iter().map(|(_, n)| n).sum()),
+        ..Progress::default()
+    };
     let (mut pending, mut last_merge) = (0usize, Instant::now());
     loop {
         let wait = follow.batch_wait.saturating_sub(last_merge.elapsed()).max(Duration::from_millis(1));

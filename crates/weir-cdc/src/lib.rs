@@ -16,6 +16,8 @@
 //!   goes on from exactly where the copy stands.
 //! - [`follow`]: all of it in a loop, confirming a position to the server only once the
 //!   mirror holds it.
+//! - [`source`]: a `mode: cdc` load of the project: its publication made or checked, caught
+//!   up or followed, its slot reported and dropped.
 
 pub mod changes;
 pub mod follow;
@@ -23,6 +25,7 @@ pub mod mirror;
 pub mod pgoutput;
 pub mod replication;
 pub mod snapshot;
+pub mod source;
 
 pub use pgoutput::{Column, Decoder, Lsn, Message, OldRow, PgOutputError, Relation, ReplicaIdentity, Tuple, Value};
 pub use replication::{ChangeSource, Config, Connection, ReplicationError, SlotCreated, WalData, WalStream};

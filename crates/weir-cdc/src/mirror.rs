@@ -10,12 +10,18 @@
 //! Values arrive in PostgreSQL's text form and are cast by the
 //! warehouse. A value the source left unchanged (a TOAST value an update did not touch) is
 //! taken from the mirror's row as it stood before the batch, never written as a null.
+//!
+//! Each row also carries `_weir_loaded_at`, when the batch that wrote it was merged (so a
+//! source's freshness is measured as for loads), and with soft deletes `_weir_deleted`: a
+//! row deleted at the source stays, with its last values, marked deleted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use weir_core::{Datum, Relation};
-use weir_warehouse::{Connection, Warehouse, WarehouseError, literal};
+use weir_warehouse::arrow::array::{ArrayRef, BooleanBuilder, StringBuilder};
+use weir_warehouse::arrow::datatypes::{Field, Schema};
+use weir_warehouse::{Connection, RecordBatch, Warehouse, WarehouseError, literal};
 
 use crate::changes::{RowChange, TableChanges};
 use crate::pgoutput::{Lsn, Relation as SourceTable, Value};
@@ -25,7 +31,25 @@ use crate::pgoutput::{Lsn, Relation as SourceTable, Value};
 pub enum MirrorError {
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    #[error(
+        "{source_table} has new columns ({columns}) and its mirror {mirror} is frozen (schema_contract: freeze): add them to the mirror, or let it evolve"
+    )]
+    Frozen { source_table: String, mirror: String, columns: String },
 }
+
+/// How the mirrors are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MirrorOptions {
+    /// A deleted row stays, marked `_weir_deleted`, instead of going.
+    pub soft_deletes: bool,
+    /// A column the source gains stops the follower instead of being added.
+    pub freeze: bool,
+}
+
+/// The column with the time the batch that wrote a row was merged.
+pub const LOADED_AT: &str = "_weir_loaded_at";
+/// The column marking a row deleted at the source (soft deletes).
+pub const DELETED: &str = "_weir_deleted";
 
 /// What a batch did to the mirrors.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +59,17 @@ pub struct Applied {
     pub truncated: u64,
 }
 
+/// Where the mirrors stand: their position, when it was stored (UTC), and the seconds since.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Standing {
+    pub position: Option<Lsn>,
+    pub stored_at: Option<String>,
+    pub seconds_since: Option<f64>,
+}
+
+/// A table's changes staged as Arrow, and the stage table's columns with their types.
+type Stage = (RecordBatch, Vec<(String, &'static str)>);
+
 /// The mirrors of one CDC source, in `schema` of the warehouse.
 pub struct Mirror {
     wh: Arc<dyn Warehouse>,
@@ -43,6 +78,7 @@ pub struct Mirror {
     database: String,
     schema: String,
     positions: Relation,
+    options: MirrorOptions,
     /// The columns each mirror table is known to have (by its rendered name): a batch asks
     /// the catalog only about a table it has not seen, or one whose source gained columns.
     known: HashMap<String, Vec<String>>,
@@ -50,7 +86,7 @@ pub struct Mirror {
 
 impl Mirror {
     /// The mirrors of `source` in `database.schema`, with the positions table beside them.
-    pub fn open(wh: Arc<dyn Warehouse>, source: &str, database: &str, schema: &str) -> Result<Mirror, MirrorError> {
+    pub fn open(wh: Arc<dyn Warehouse>, source: &str, database: &str, schema: &str, options: MirrorOptions) -> Result<Mirror, MirrorError> {
         let mut conn = wh.connect()?;
         conn.execute(&wh.create_schema_sql(database, schema))?;
         let positions = Relation::new(database, schema, "_weir_cdc_positions");
@@ -65,6 +101,7 @@ impl Mirror {
             database: database.to_string(),
             schema: schema.to_string(),
             positions,
+            options,
             known: HashMap::new(),
         })
     }
@@ -79,42 +116,77 @@ impl Mirror {
     /// The mirror of a source table: `schema.table`, or `schema.namespace_table` outside
     /// `public`.
     pub fn table_of(&self, t: &SourceTable) -> Relation {
-        let name = if t.namespace == "public" { t.name.clone() } else { format!("{}_{}", t.namespace, t.name) };
-        Relation::new(&self.database, &self.schema, name)
+        Relation::new(&self.database, &self.schema, weir_graph::loads::mirror_table(&t.namespace, &t.name))
+    }
+
+    /// Forgets the position (the next follower takes a new snapshot); true if there was one.
+    pub fn forget(&mut self) -> Result<bool, MirrorError> {
+        let had = self.position()?.is_some();
+        self.conn.execute(&format!("delete from {} where source = {}", self.wh.render(&self.positions), literal(&self.source)))?;
+        Ok(had)
+    }
+
+    /// The position, when it was stored (UTC), and the seconds since.
+    pub fn standing(&mut self) -> Result<Standing, MirrorError> {
+        let sql = format!(
+            "select lsn_number, cast(updated_at as varchar) from {} where source = {}",
+            self.wh.render(&self.positions),
+            literal(&self.source)
+        );
+        let result = self.conn.query(&sql)?;
+        let Some(row) = result.rows.first() else { return Ok(Standing::default()) };
+        let position = row.first().and_then(Datum::as_i64).map(|n| Lsn(n as u64));
+        let at = match row.get(1) {
+            Some(Datum::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let since = at
+            .as_deref()
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").ok())
+            .map(|t| (chrono::Utc::now().naive_utc() - t).num_milliseconds() as f64 / 1000.0);
+        Ok(Standing { position, stored_at: at, seconds_since: since })
     }
 
     /// Merges `tables` and moves the position to `end`, in one transaction.
     pub fn apply(&mut self, tables: &[TableChanges], end: Lsn) -> Result<Applied, MirrorError> {
-        let (mut statements, applied) = self.merges(tables)?;
-        let changes = applied.upserted + applied.deleted;
-        let positions = self.wh.render(&self.positions);
-        statements.push(format!("delete from {positions} where source = {}", literal(&self.source)));
-        statements.push(format!(
-            "insert into {positions} values ({}, {}, {}, {changes}, current_timestamp)",
-            literal(&self.source),
-            literal(&end.to_string()),
-            end.0 as i64
-        ));
-        self.conn.transaction(&statements)?;
-        Ok(applied)
+        self.write(tables, Some(end))
     }
 
     /// Merges `tables` in one transaction, leaving the position as it is (a snapshot's
     /// chunks: the position comes once all of it is in).
     pub fn load(&mut self, tables: &[TableChanges]) -> Result<Applied, MirrorError> {
-        let (statements, applied) = self.merges(tables)?;
-        self.conn.transaction(&statements)?;
-        Ok(applied)
+        self.write(tables, None)
     }
 
-    fn merges(&mut self, tables: &[TableChanges]) -> Result<(Vec<String>, Applied), MirrorError> {
-        let mut applied = Applied::default();
-        let mut statements = vec![];
+    fn write(&mut self, tables: &[TableChanges], end: Option<Lsn>) -> Result<Applied, MirrorError> {
         for t in tables {
             self.ensure(&t.relation)?;
-            statements.extend(self.merge(t, &mut applied));
         }
-        Ok((statements, applied))
+        let mut applied = Applied::default();
+        self.conn.execute("begin")?;
+        let outcome = (|| {
+            for t in tables {
+                self.merge(t, &mut applied)?;
+            }
+            if let Some(end) = end {
+                let changes = applied.upserted + applied.deleted;
+                let positions = self.wh.render(&self.positions);
+                self.conn.execute(&format!("delete from {positions} where source = {}", literal(&self.source)))?;
+                self.conn.execute(&format!(
+                    "insert into {positions} values ({}, {}, {}, {changes}, {})",
+                    literal(&self.source),
+                    literal(&end.to_string()),
+                    end.0 as i64,
+                    now()
+                ))?;
+            }
+            self.conn.execute("commit")
+        })();
+        if let Err(e) = outcome {
+            let _ = self.conn.execute("rollback");
+            return Err(e.into());
+        }
+        Ok(applied)
     }
 
     /// Makes the mirror table, or adds the columns the source has gained.
@@ -127,10 +199,27 @@ impl Mirror {
         // A table not made yet has no columns (some engines say so with an error).
         let mut have: Vec<String> = self.conn.columns(&rel).unwrap_or_default().into_iter().map(|c| c.name).collect();
         if have.is_empty() {
-            let columns: Vec<String> =
+            let mut columns: Vec<String> =
                 t.columns.iter().map(|c| format!("{} {}", self.wh.quote(&c.name), sql_type(c.type_oid, c.type_modifier))).collect();
+            columns.push(format!("{} timestamp", self.wh.quote(LOADED_AT)));
+            if self.options.soft_deletes {
+                columns.push(format!("{} boolean", self.wh.quote(DELETED)));
+            }
             self.conn.execute(&format!("create table if not exists {name} ({})", columns.join(", ")))?;
             have = t.columns.iter().map(|c| c.name.clone()).collect();
+            have.push(LOADED_AT.to_string());
+            have.extend(self.options.soft_deletes.then(|| DELETED.to_string()));
+        }
+        // Mirrors made before soft deletes were asked for: every row there is not deleted.
+        for (column, ty) in [(LOADED_AT, "timestamp"), (DELETED, "boolean default false")] {
+            if !have.iter().any(|h| h == column) && (column == LOADED_AT || self.options.soft_deletes) {
+                self.conn.execute(&format!("alter table {name} add column {} {ty}", self.wh.quote(column)))?;
+                have.push(column.to_string());
+            }
+        }
+        let new: Vec<&str> = t.columns.iter().filter(|c| !have.contains(&c.name)).map(|c| c.name.as_str()).collect();
+        if self.options.freeze && !new.is_empty() {
+            return Err(MirrorError::Frozen { source_table: format!("{}.{}", t.namespace, t.name), mirror: name, columns: new.join(", ") });
         }
         for c in &t.columns {
             if !have.contains(&c.name) {
@@ -146,45 +235,55 @@ impl Mirror {
         Ok(())
     }
 
-    /// The statements merging one table's changes: rows filled from the mirror as it stood,
-    /// then every changed key deleted, then the rows inserted.
-    fn merge(&self, t: &TableChanges, applied: &mut Applied) -> Vec<String> {
+    /// Merges one table's changes: they are staged as text through the warehouse's binary
+    /// bulk path (no SQL text per row), the rows that keep a value the source left unchanged
+    /// are filled from the mirror as it stood, then every changed key goes (with soft
+    /// deletes, a deleted key's row stays, marked) and the rows the batch leaves come back.
+    fn merge(&mut self, t: &TableChanges, applied: &mut Applied) -> Result<(), WarehouseError> {
         let q = |s: &str| self.wh.quote(s);
         let name = self.wh.render(&self.table_of(&t.relation));
         let cols = &t.relation.columns;
         let typed = |c: &crate::pgoutput::Column| sql_type(c.type_oid, c.type_modifier);
         let keys: Vec<&crate::pgoutput::Column> = cols.iter().filter(|c| c.key).collect();
-        let mut out = vec![];
+        let (soft, loaded_at, deleted) = (self.options.soft_deletes, q(LOADED_AT), q(DELETED));
+        let now = now();
         if t.truncated {
-            out.push(format!("delete from {name}"));
+            self.conn.execute(&if soft {
+                format!("update {name} set {deleted} = true, {loaded_at} = {now} where {deleted} is not true")
+            } else {
+                format!("delete from {name}")
+            })?;
             applied.truncated += 1;
         }
-        let upserts: Vec<(&Vec<Value>, &Vec<Value>)> = t
-            .rows
-            .iter()
-            .filter_map(|(_, c)| if let RowChange::Upsert { values, fill_from } = c { Some((values, fill_from)) } else { None })
-            .collect();
-        let (rows, filled) = (q(&format!("_weir_cdc_rows_{}", t.relation.oid)), q(&format!("_weir_cdc_filled_{}", t.relation.oid)));
-        if !upserts.is_empty() {
-            // Each row's values as text, which were left unchanged, and the key whose row in
-            // the mirror holds those.
-            let mut staged: Vec<String> = cols.iter().map(|c| format!("{} varchar", q(&format!("v_{}", c.name)))).collect();
-            staged.extend(cols.iter().map(|c| format!("{} boolean", q(&format!("u_{}", c.name)))));
-            staged.extend(keys.iter().map(|k| format!("{} varchar", q(&format!("f_{}", k.name)))));
-            out.push(format!("drop table if exists {rows}"));
-            out.push(format!("create temporary table {rows} ({})", staged.join(", ")));
-            for chunk in upserts.chunks(500) {
-                let values: Vec<String> = chunk
-                    .iter()
-                    .map(|(values, fill_from)| {
-                        let mut fields: Vec<String> = values.iter().map(text_literal).collect();
-                        fields.extend(values.iter().map(|v| (*v == Value::Unchanged).to_string()));
-                        fields.extend(fill_from.iter().map(text_literal));
-                        format!("({})", fields.join(", "))
-                    })
-                    .collect();
-                out.push(format!("insert into {rows} values {}", values.join(", ")));
-            }
+        if t.rows.is_empty() {
+            return Ok(());
+        }
+        let stage_rel = Relation::new(&self.database, &self.schema, format!("_weir_cdc_stage_{}_{}", self.source, t.relation.oid));
+        let stage = self.wh.render(&stage_rel);
+        let (batch, columns) = staged(t)?;
+        self.conn.execute(&format!("drop table if exists {stage}"))?;
+        self.conn.execute(&format!(
+            "create table {stage} ({})",
+            columns.iter().map(|(n, ty)| format!("{} {ty}", q(n))).collect::<Vec<_>>().join(", ")
+        ))?;
+        let mut once = Some(batch);
+        self.conn.copy_in_batches(&stage_rel, &mut |sink| match once.take() {
+            Some(b) => sink(&b),
+            None => Ok(()),
+        })?;
+        let key_match = |table: &str, prefix: &str| -> String {
+            keys.iter()
+                .map(|k| format!("{table}.{} = cast(s.{} as {})", q(&k.name), q(&format!("{prefix}{}", k.name)), typed(k)))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        };
+        let upserts = t.rows.iter().filter(|(_, c)| matches!(c, RowChange::Upsert { .. })).count() as u64;
+        let unchanged = t.rows.iter().any(|(_, c)| matches!(c, RowChange::Upsert { values, .. } if values.contains(&Value::Unchanged)));
+        let filled =
+            self.wh.render(&Relation::new(&self.database, &self.schema, format!("_weir_cdc_filled_{}_{}", self.source, t.relation.oid)));
+        if unchanged {
+            // Each row's values, an unchanged one taken from the mirror's row (by the key the
+            // change says holds it), as the mirror stood before this batch.
             let select: Vec<String> = cols
                 .iter()
                 .map(|c| {
@@ -192,52 +291,116 @@ impl Mirror {
                     format!("case when s.{u} then m.{m} else cast(s.{v} as {}) end as {m}", typed(c))
                 })
                 .collect();
-            let on: Vec<String> =
-                keys.iter().map(|k| format!("m.{} = cast(s.{} as {})", q(&k.name), q(&format!("f_{}", k.name)), typed(k))).collect();
-            out.push(format!("drop table if exists {filled}"));
-            out.push(format!(
-                "create temporary table {filled} as select {} from {rows} s left join {name} m on {}",
+            self.conn.execute(&format!("drop table if exists {filled}"))?;
+            self.conn.execute(&format!(
+                "create table {filled} as select {} from {stage} s left join {name} m on {} where not s.d",
                 select.join(", "),
-                on.join(" and ")
-            ));
+                key_match("m", "f_")
+            ))?;
         }
-        // Every key the batch changed goes; then the rows it now has come back.
-        let names: Vec<String> = keys.iter().map(|k| q(&format!("k_{}", k.name))).collect();
-        let matches: Vec<String> = keys.iter().zip(&names).map(|(k, n)| format!("{name}.{} = v.{n}", q(&k.name))).collect();
-        for chunk in t.rows.chunks(500) {
-            let list: Vec<String> = chunk
-                .iter()
-                .map(|(key, _)| {
-                    let typed_key: Vec<String> =
-                        key.iter().zip(&keys).map(|(v, k)| format!("cast({} as {})", text_literal(v), typed(k))).collect();
-                    format!("({})", typed_key.join(", "))
-                })
-                .collect();
-            out.push(format!(
-                "delete from {name} where exists (select 1 from (values {}) as v({}) where {})",
-                list.join(", "),
-                names.join(", "),
-                matches.join(" and ")
-            ));
+        let gone = if soft { " and not s.d" } else { "" };
+        self.conn.execute(&format!("delete from {name} where exists (select 1 from {stage} s where {}{gone})", key_match(&name, "k_")))?;
+        if soft {
+            self.conn.execute(&format!(
+                "update {name} set {deleted} = true, {loaded_at} = {now} where exists (select 1 from {stage} s where {} and s.d)",
+                key_match(&name, "k_")
+            ))?;
         }
-        applied.deleted += t.rows.iter().filter(|(_, c)| *c == RowChange::Delete).count() as u64;
-        if !upserts.is_empty() {
+        applied.deleted += t.rows.len() as u64 - upserts;
+        if upserts > 0 {
             let list: Vec<String> = cols.iter().map(|c| q(&c.name)).collect();
-            out.push(format!("insert into {name} ({}) select {} from {filled}", list.join(", "), list.join(", ")));
-            out.push(format!("drop table {filled}"));
-            out.push(format!("drop table {rows}"));
-            applied.upserted += upserts.len() as u64;
+            let (mut into, mut from) = (list.clone(), vec![]);
+            if unchanged {
+                from.extend(list.iter().cloned());
+            } else {
+                from.extend(cols.iter().map(|c| format!("cast({} as {})", q(&format!("v_{}", c.name)), typed(c))));
+            }
+            into.push(loaded_at.clone());
+            from.push(now.clone());
+            if soft {
+                into.push(deleted.clone());
+                from.push("false".into());
+            }
+            let rows = if unchanged { filled.clone() } else { format!("{stage} where not d") };
+            self.conn.execute(&format!("insert into {name} ({}) select {} from {rows}", into.join(", "), from.join(", ")))?;
+            applied.upserted += upserts;
         }
-        out
+        if unchanged {
+            self.conn.execute(&format!("drop table {filled}"))?;
+        }
+        self.conn.execute(&format!("drop table {stage}"))?;
+        Ok(())
     }
 }
 
-/// A value as an SQL literal of its text (null for a null or an unchanged value).
-fn text_literal(v: &Value) -> String {
-    match v {
-        Value::Text(b) | Value::Binary(b) => literal(&String::from_utf8_lossy(b)),
-        Value::Null | Value::Unchanged => "null".to_string(),
+/// One table's changes as an Arrow batch of text for the stage, and the stage's columns:
+/// each row's key (`k_`), whether it is deleted (`d`), its values (`v_`), which the source
+/// left unchanged (`u_`), and the key whose mirror row holds those (`f_`).
+fn staged(t: &TableChanges) -> Result<Stage, WarehouseError> {
+    let cols = &t.relation.columns;
+    let keys: Vec<&str> = cols.iter().filter(|c| c.key).map(|c| c.name.as_str()).collect();
+    let n = t.rows.len();
+    let text = |v: &Value, b: &mut StringBuilder| match v {
+        Value::Text(x) | Value::Binary(x) => b.append_value(String::from_utf8_lossy(x)),
+        Value::Null | Value::Unchanged => b.append_null(),
+    };
+    let mut k: Vec<StringBuilder> = keys.iter().map(|_| StringBuilder::with_capacity(n, n * 8)).collect();
+    let mut d = BooleanBuilder::with_capacity(n);
+    let mut v: Vec<StringBuilder> = cols.iter().map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
+    let mut u: Vec<BooleanBuilder> = cols.iter().map(|_| BooleanBuilder::with_capacity(n)).collect();
+    let mut f: Vec<StringBuilder> = keys.iter().map(|_| StringBuilder::with_capacity(n, n * 8)).collect();
+    for (key, change) in &t.rows {
+        for (b, x) in k.iter_mut().zip(key) {
+            text(x, b);
+        }
+        match change {
+            RowChange::Upsert { values, fill_from } => {
+                d.append_value(false);
+                for ((b, x), un) in v.iter_mut().zip(values).zip(u.iter_mut()) {
+                    text(x, b);
+                    un.append_value(*x == Value::Unchanged);
+                }
+                for (b, x) in f.iter_mut().zip(fill_from) {
+                    text(x, b);
+                }
+            }
+            RowChange::Delete => {
+                d.append_value(true);
+                v.iter_mut().for_each(|b| b.append_null());
+                u.iter_mut().for_each(|b| b.append_value(false));
+                f.iter_mut().for_each(|b| b.append_null());
+            }
+        }
     }
+    let mut fields = vec![];
+    let mut arrays: Vec<ArrayRef> = vec![];
+    let mut columns = vec![];
+    let mut add = |name: String, array: ArrayRef, ty: &'static str| {
+        fields.push(Field::new(name.clone(), array.data_type().clone(), true));
+        arrays.push(array);
+        columns.push((name, ty));
+    };
+    for (name, mut b) in keys.iter().zip(k) {
+        add(format!("k_{name}"), Arc::new(b.finish()), "varchar");
+    }
+    add("d".into(), Arc::new(d.finish()), "boolean");
+    for (c, mut b) in cols.iter().zip(v) {
+        add(format!("v_{}", c.name), Arc::new(b.finish()), "varchar");
+    }
+    for (c, mut b) in cols.iter().zip(u) {
+        add(format!("u_{}", c.name), Arc::new(b.finish()), "boolean");
+    }
+    for (name, mut b) in keys.iter().zip(f) {
+        add(format!("f_{name}"), Arc::new(b.finish()), "varchar");
+    }
+    let batch =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| WarehouseError::Io(format!("staging changes: {e}")))?;
+    Ok((batch, columns))
+}
+
+/// Now, as a timestamp literal in UTC (the same on every engine).
+fn now() -> String {
+    format!("cast('{}' as timestamp)", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f"))
 }
 
 /// The warehouse type of a PostgreSQL type (by its OID), or text.

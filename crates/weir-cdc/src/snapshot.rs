@@ -16,13 +16,13 @@ use crate::pgoutput::{Column, Relation, ReplicaIdentity, Value};
 use crate::replication::{Config, SlotCreated};
 
 /// Rows merged into a mirror at a time.
-const CHUNK: usize = 5_000;
+const CHUNK: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("reading the snapshot of {at}: {message}")]
     Source { at: String, message: String },
-    #[error("{0} has no primary key: give it one so that its mirror's rows can be matched")]
+    #[error("{0} has no primary key: give it one (or REPLICA IDENTITY FULL) so that its mirror's rows can be matched")]
     NoKey(String),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
@@ -113,11 +113,17 @@ fn read(client: &mut Client, snapshot: &str, relation: &Relation, mirror: &mut M
     Ok(total)
 }
 
-/// A table as the catalog describes it, keyed by its primary key.
+/// A table as the catalog describes it, keyed as pgoutput keys its changes: by its replica
+/// identity (the primary key by default, another unique index, or every column when FULL).
 fn describe(client: &mut Client, oid: u32, namespace: String, name: String) -> Result<Relation, postgres::Error> {
     let rows = client.query(
-        "select a.attname::text, a.atttypid, a.atttypmod, coalesce(a.attnum = any(i.indkey), false)
-         from pg_attribute a left join pg_index i on i.indrelid = a.attrelid and i.indisprimary
+        "select a.attname::text, a.atttypid, a.atttypmod,
+                case c.relreplident when 'f' then true
+                                    when 'i' then coalesce(a.attnum = any(ri.indkey), false)
+                                    else coalesce(a.attnum = any(pk.indkey), false) end
+         from pg_attribute a join pg_class c on c.oid = a.attrelid
+         left join pg_index pk on pk.indrelid = a.attrelid and pk.indisprimary
+         left join pg_index ri on ri.indrelid = a.attrelid and ri.indisreplident
          where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped order by a.attnum",
         &[&oid],
     )?;

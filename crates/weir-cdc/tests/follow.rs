@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value as J};
 use support::PrivatePostgres;
 use weir_cdc::follow::{Follow, follow};
-use weir_cdc::mirror::Mirror;
+use weir_cdc::mirror::{Mirror, MirrorOptions};
 use weir_cdc::{Config, Connection, Lsn};
 use weir_warehouse::Warehouse;
 
@@ -46,7 +46,7 @@ fn a_new_mirror_takes_the_snapshot_then_a_follower_started_again_goes_on_from_it
     let settings =
         Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(200) };
 
-    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main").unwrap();
+    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
     let snapshot = follow(&config, &settings, &mut mirror, &mut |_| true).unwrap();
     assert_eq!(count(&wh, "select count(*) from orders"), 100, "the rows there before the slot come from its snapshot");
     let consistent = snapshot.position.unwrap();
@@ -73,7 +73,7 @@ fn a_new_mirror_takes_the_snapshot_then_a_follower_started_again_goes_on_from_it
         .unwrap();
     db.batch_execute("insert into orders values (100000, 'done', null)").unwrap();
 
-    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main").unwrap();
+    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
     assert_eq!(mirror.position().unwrap(), Some(held));
     let second =
         follow(&config, &settings, &mut mirror, &mut |_| count(&wh, "select count(*) from orders where id = 100000") == 1).unwrap();
@@ -105,7 +105,7 @@ fn a_quiet_table_keeps_its_slot_moving_while_other_tables_write() {
     let wh = duckdb(dir.path());
     let settings =
         Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(100) };
-    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main").unwrap();
+    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
     let start = follow(&config, &settings, &mut mirror, &mut |_| true).unwrap().position.unwrap();
 
     // Another table, not captured, writes a good deal of WAL.

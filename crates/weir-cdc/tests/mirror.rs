@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value as J};
 use support::PrivatePostgres;
 use weir_cdc::changes::Collapser;
-use weir_cdc::mirror::Mirror;
+use weir_cdc::mirror::{Mirror, MirrorOptions};
 use weir_cdc::{ChangeSource, Config, Connection, Decoder, Lsn, Message};
 use weir_warehouse::Warehouse;
 
@@ -71,7 +71,7 @@ fn mirror_equals_source(wh: Arc<dyn Warehouse>, database: &str, schema: &str) {
         db.batch_execute(sql).unwrap();
     }
 
-    let mut mirror = Mirror::open(wh.clone(), "shop", database, schema).unwrap();
+    let mut mirror = Mirror::open(wh.clone(), "shop", database, schema, MirrorOptions::default()).unwrap();
     assert_eq!(mirror.position().unwrap(), None);
 
     let mut stream = conn

@@ -741,14 +741,20 @@ fn add_loads(m: &mut Manifest) -> Result<(), GraphError> {
                     Some(&text),
                 ));
             }
-            let relation = Relation::new(&database, &load.schema, &load.table);
-            let writer = added.values().find(|n| n.relation.as_ref().is_some_and(|r| r.key() == relation.key()));
-            if let Some(w) = writer {
-                return Err(GraphError::at(
-                    load.location.clone(),
-                    format!("load '{}' writes {}.{}, which load '{}' writes already", load.name, load.schema, load.table, w.name),
-                    Some(&text),
-                ));
+            let writes = load.writes(&database);
+            for relation in &writes {
+                let writer =
+                    added.values().find(|n| n.load.as_ref().is_some_and(|l| l.writes(&database).iter().any(|r| r.key() == relation.key())));
+                if let Some(w) = writer {
+                    return Err(GraphError::at(
+                        load.location.clone(),
+                        format!(
+                            "load '{}' writes {}.{}, which load '{}' writes already",
+                            load.name, relation.schema, relation.identifier, w.name
+                        ),
+                        Some(&text),
+                    ));
+                }
             }
             let mut config = ConfigMap::new();
             config.insert("tags".into(), J::Array(load.tags.iter().map(|t| J::String(t.clone())).collect()));
@@ -757,20 +763,22 @@ fn add_loads(m: &mut Manifest) -> Result<(), GraphError> {
             let mut node = own_node(ResourceType::Load, &package, &load.name, &rel, &path);
             node.config = config;
             node.description = load.description.clone().unwrap_or_default();
-            node.relation = Some(relation);
+            // A cdc source writes several mirror tables: it has no one relation.
+            node.relation = if load.cdc().is_some() { None } else { writes.into_iter().next() };
             node.load = Some(Arc::new(load));
             added.insert(unique_id, node);
         }
     }
     // Sources read what loads write: (schema, table) match, whatever the database is called.
     for load in added.values() {
-        let Some(written) = &load.relation else { continue };
-        for n in m.nodes.values_mut().filter(|n| n.resource_type == ResourceType::Source) {
-            if n.relation
-                .as_ref()
-                .is_some_and(|r| r.schema.eq_ignore_ascii_case(&written.schema) && r.identifier.eq_ignore_ascii_case(&written.identifier))
-            {
-                n.depends_on.push(load.unique_id.clone());
+        let Some(l) = &load.load else { continue };
+        for written in l.writes(&database) {
+            for n in m.nodes.values_mut().filter(|n| n.resource_type == ResourceType::Source) {
+                if n.relation.as_ref().is_some_and(|r| {
+                    r.schema.eq_ignore_ascii_case(&written.schema) && r.identifier.eq_ignore_ascii_case(&written.identifier)
+                }) {
+                    n.depends_on.push(load.unique_id.clone());
+                }
             }
         }
     }

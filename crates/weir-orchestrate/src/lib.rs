@@ -18,6 +18,7 @@ pub mod run_id;
 pub mod schedule;
 pub mod scheduler;
 pub mod spec;
+pub mod supervise;
 mod template;
 pub mod worker;
 

@@ -24,7 +24,7 @@ use weir_orchestrate::Executor;
 
 pub use api::{ApiDoc, router};
 pub use config::ServerConfig;
-pub use weir_stream::supervise::Supervisor;
+pub use weir_orchestrate::supervise::{Ended, Supervisor, Work};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub struct AppState {
 /// progress, whoever runs it.
 pub struct Streams {
     pub jobs: Vec<weir_stream::job::JobRun>,
-    pub states: Arc<std::sync::Mutex<std::collections::BTreeMap<String, weir_stream::supervise::Supervised>>>,
+    pub states: Arc<std::sync::Mutex<std::collections::BTreeMap<String, weir_orchestrate::supervise::Supervised>>>,
 }
 
 /// The event log and the topics `streams/*.yml` declares: a declared topic is made on its

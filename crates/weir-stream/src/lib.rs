@@ -8,7 +8,6 @@
 //! computation of the same events in any order. Around it, [`plan`] works out what a job's
 //! SQL (`streams/*.sql`) asks for, and [`job`] runs it: the event log in, the stateless part
 //! on an in-process DuckDB, the warehouse sink out, with checkpoints for exactly-once results;
-//! [`supervise`] keeps a project's jobs running under `weir serve`.
 
 pub mod checkpoint;
 pub mod job;
@@ -16,7 +15,6 @@ pub mod join;
 pub mod operator;
 pub mod plan;
 pub mod sketch;
-pub mod supervise;
 pub mod watermark;
 pub mod window;
 

@@ -259,6 +259,12 @@ pub enum Command {
         #[command(subcommand)]
         command: StreamCommand,
     },
+    /// Change data capture (`mode: cdc` loads): follow a database's change log into mirror
+    /// tables, see how far each source is, drop what Weir made on the server.
+    Cdc {
+        #[command(subcommand)]
+        command: CdcCommand,
+    },
     /// The metadata store: back it up, restore it, see where it is.
     Db {
         #[command(subcommand)]
@@ -368,6 +374,28 @@ pub enum SourceCommand {
 pub enum DocsCommand {
     /// Write target/manifest.json, target/catalog.json and target/index.html.
     Generate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CdcCommand {
+    /// Every cdc source: its database, slot and mirror tables.
+    List,
+    /// Follow a source in the foreground (a new mirror first takes a snapshot), with a live
+    /// line of changes and position; Ctrl-C stops it after its merge.
+    Run {
+        name: String,
+        /// Start over: forget the mirrors' position, drop the slot, take a new snapshot.
+        #[arg(long)]
+        full_refresh: bool,
+        /// Merge at least this often (milliseconds) while changes arrive.
+        #[arg(long, default_value_t = 500)]
+        batch_wait_ms: u64,
+    },
+    /// Where each source is: the slot, its lag in bytes and seconds, the WAL it retains.
+    Status { name: Option<String> },
+    /// Drop the slot, the publication Weir made and the mirrors' position (the mirror tables
+    /// stay; the next run takes a new snapshot).
+    Drop { name: String },
 }
 
 #[derive(Subcommand, Debug)]

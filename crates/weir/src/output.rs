@@ -188,6 +188,11 @@ pub fn check_lines(suite: &weir_quality::SuiteOutcome, samples: bool) -> Vec<Str
     out
 }
 
+/// Whether a node is a change data capture source (its mirrors caught up, not loaded).
+fn is_cdc(n: &Node) -> bool {
+    n.load.as_deref().is_some_and(|l| l.cdc().is_some())
+}
+
 /// "sql table model main.orders", "seed file main.raw_orders", "test not_null_orders_id".
 pub fn describe(n: &Node) -> String {
     let rel = n.relation.as_ref().map(|r| format!("{}.{}", r.schema, r.identifier)).unwrap_or_else(|| n.name.clone());
@@ -196,7 +201,10 @@ pub fn describe(n: &Node) -> String {
         ResourceType::Seed => format!("seed file {rel}"),
         ResourceType::Test => format!("test {}", n.name),
         ResourceType::Check => format!("checks on {}", n.name),
-        ResourceType::Load => format!("load {} -> {rel}", n.name),
+        ResourceType::Load => match n.load.as_deref().and_then(|l| Some((l, l.cdc()?))) {
+            Some((l, cdc)) => format!("cdc load {} -> {}.{{{}}}", n.name, l.schema, cdc.mirror_tables().join(", ")),
+            None => format!("load {} -> {rel}", n.name),
+        },
         ResourceType::Stream => format!("stream job {} -> {rel}", n.name),
         other => format!("{} {rel}", other.as_str()),
     }
@@ -208,6 +216,10 @@ impl Reporter for Output {
     fn finished(&self, n: &Node, r: &NodeResult, index: usize, total: usize) {
         let (word, tag) = match (r.status, n.resource_type) {
             (Status::Success, ResourceType::Seed) => ("OK loaded".to_string(), format!("INSERT {}", r.rows_affected.unwrap_or(0))),
+            (Status::Success, ResourceType::Load) if is_cdc(n) => match r.rows_affected {
+                Some(n) => ("OK caught up".to_string(), format!("CHANGES {n}")),
+                None => ("OK left to its running".to_string(), "RUNNING".to_string()),
+            },
             (Status::Success, ResourceType::Load) => ("OK loaded".to_string(), format!("LOAD {}", r.rows_affected.unwrap_or(0))),
             // A job another process runs keeps its table up to date itself.
             (Status::Success, ResourceType::Stream) => match r.rows_affected {
@@ -249,6 +261,12 @@ impl Reporter for Output {
                     for line in check_lines(suite, false) {
                         println!("{}      {line}", now());
                     }
+                }
+                if is_cdc(n)
+                    && r.status == Status::Success
+                    && let Some(m) = &r.message
+                {
+                    println!("{}      {m}", now());
                 }
                 if let Some(load) = &r.load {
                     println!("{}      {}", now(), load.summary());

@@ -41,6 +41,24 @@ pub struct Load {
     pub tags: Vec<String>,
 }
 
+impl Load {
+    /// The change data capture options, when the load is a cdc source.
+    pub fn cdc(&self) -> Option<&Cdc> {
+        match &self.source {
+            Source::Database(d) => d.cdc.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The tables the load writes in `database`: its destination, or a cdc source's mirrors.
+    pub fn writes(&self, database: &str) -> Vec<weir_core::Relation> {
+        match self.cdc() {
+            Some(cdc) => cdc.mirror_tables().iter().map(|t| weir_core::Relation::new(database, &self.schema, t)).collect(),
+            None => vec![weir_core::Relation::new(database, &self.schema, &self.table)],
+        }
+    }
+}
+
 /// Where a load reads from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
@@ -60,6 +78,52 @@ pub struct DatabaseSource {
     pub url: String,
     pub table: Option<String>,
     pub query: Option<String>,
+    /// `mode: cdc`: the tables are followed through the database's own change log into
+    /// mirror tables, instead of being queried.
+    pub cdc: Option<Cdc>,
+}
+
+/// A change data capture source: which tables, through which publication and slot, and how
+/// their mirrors are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cdc {
+    /// The source tables (`schema.table`; `public` when no schema is written), each kept in
+    /// a mirror table named by [`mirror_table`].
+    pub tables: Vec<String>,
+    /// The publication naming the tables (default `weir_<load>`), made by Weir when the
+    /// database has none of that name.
+    pub publication: String,
+    /// The replication slot (default `weir_<load>`), made by Weir with the first snapshot.
+    pub slot: String,
+    /// What a delete at the source does to the mirror's row.
+    pub deletes: Deletes,
+    /// Retained WAL past which a slot is reported as a danger to the source's disk.
+    pub max_retained_wal: u64,
+}
+
+/// A delete at the source removes the mirror's row, or keeps it with `_weir_deleted` set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletes {
+    Hard,
+    Soft,
+}
+
+/// The mirror of source table `namespace.name`: `name`, or `namespace_name` outside `public`
+/// (so `public.orders` and `sales.orders` do not meet).
+pub fn mirror_table(namespace: &str, name: &str) -> String {
+    if namespace == "public" { name.to_string() } else { format!("{namespace}_{name}") }
+}
+
+impl Cdc {
+    /// Each source table as (schema, table).
+    pub fn source_tables(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tables.iter().map(|t| t.split_once('.').unwrap_or(("public", t.as_str())))
+    }
+
+    /// The mirror tables' names, in the order of `tables`.
+    pub fn mirror_tables(&self) -> Vec<String> {
+        self.source_tables().map(|(s, t)| mirror_table(s, t)).collect()
+    }
 }
 
 /// The database engines a load reads from.
@@ -245,6 +309,7 @@ impl Parser<'_> {
             "schema_on_read",
             "preserve_order",
             "tags",
+            "deletes",
         ];
         let entries = self.map(item, "a load", KEYS)?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
@@ -255,6 +320,12 @@ impl Parser<'_> {
         }
         let source_node = get("source").ok_or_else(|| self.err(item, format!("load '{name}' needs a `source`")))?;
         let source = self.source(source_node)?;
+        if let Source::Database(DatabaseSource { cdc: Some(_), .. }) = &source {
+            return self.cdc_load(item, name, source);
+        }
+        if let Some(n) = get("deletes") {
+            return Err(self.err(n, "`deletes` is for change data capture (`mode: cdc` on a postgres source)"));
+        }
         let (schema, table) = match get("destination") {
             None => ("raw".to_string(), name.clone()),
             Some(d) => {
@@ -413,7 +484,8 @@ impl Parser<'_> {
         }
         let engine = if kind.starts_with("postgres") { Engine::Postgres } else { Engine::Mysql };
         let what = format!("a {kind} source");
-        let entries = self.map(node, &what, &["kind", "url", "table", "query"])?;
+        let entries =
+            self.map(node, &what, &["kind", "url", "table", "query", "mode", "tables", "publication", "slot", "max_retained_wal"])?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
         let example = match engine {
             Engine::Postgres => "postgresql://user@host:port/db",
@@ -426,10 +498,143 @@ impl Parser<'_> {
             .ok_or_else(|| self.err(node, format!("{what} needs a `url` ({example}; use {{{{ env_var('...') }}}} for secrets)")))?;
         let table = get("table").map(|n| self.text(n, "table")).transpose()?;
         let query = get("query").map(|n| self.text(n, "query")).transpose()?;
+        let mode = get("mode").map(|n| Ok::<_, GraphError>((n, self.text(n, "mode")?))).transpose()?;
+        let cdc_keys = ["tables", "publication", "slot", "max_retained_wal"];
+        match mode.as_ref().map(|(n, m)| (*n, m.as_str())) {
+            None | Some((_, "query")) => {
+                if let Some((k, _)) = entries.iter().find(|(k, _)| cdc_keys.contains(&k.key_text().unwrap_or_default().as_str())) {
+                    return Err(self.err(k, "this key is for change data capture: add `mode: cdc` to the source"));
+                }
+            }
+            Some((n, "cdc")) => {
+                if engine == Engine::Mysql {
+                    return Err(self
+                        .err(n, "change data capture reads PostgreSQL's logical replication; MySQL and MariaDB binlogs are not read yet"));
+                }
+                if let Some(t) = get("table").or(get("query")) {
+                    return Err(
+                        self.err(t, "a cdc source follows `tables: [schema.table, ...]`; `table` and `query` are for queried loads")
+                    );
+                }
+                let tables_node = get("tables").ok_or_else(|| self.err(node, "a cdc source needs `tables: [schema.table, ...]`"))?;
+                let tables = self.texts(tables_node, "tables")?;
+                if tables.is_empty() {
+                    return Err(self.err(tables_node, "`tables` names at least one table"));
+                }
+                for t in &tables {
+                    if t.is_empty() || t.split('.').count() > 2 || t.split('.').any(str::is_empty) {
+                        return Err(self.err(tables_node, format!("table '{t}' must be `schema.table` or `table`")));
+                    }
+                }
+                let max_retained_wal = match get("max_retained_wal") {
+                    None => 1 << 30,
+                    Some(n) => {
+                        let text = self.text(n, "max_retained_wal")?;
+                        bytes(&text)
+                            .ok_or_else(|| self.err(n, format!("max_retained_wal '{text}' is not a size (1GB, 512MB, 100000000)")))?
+                    }
+                };
+                let cdc = Cdc {
+                    tables,
+                    publication: get("publication").map(|n| self.text(n, "publication")).transpose()?.unwrap_or_default(),
+                    slot: get("slot").map(|n| self.text(n, "slot")).transpose()?.unwrap_or_default(),
+                    deletes: Deletes::Hard,
+                    max_retained_wal,
+                };
+                return Ok(Source::Database(DatabaseSource { engine, url, table: None, query: None, cdc: Some(cdc) }));
+            }
+            Some((n, other)) => return Err(self.err(n, format!("mode '{other}' is not one of query, cdc"))),
+        }
         if table.is_some() == query.is_some() {
             return Err(self.err(node, format!("{what} needs exactly one of `table` and `query`")));
         }
-        Ok(Source::Database(DatabaseSource { engine, url, table, query }))
+        Ok(Source::Database(DatabaseSource { engine, url, table, query, cdc: None }))
+    }
+
+    /// A change data capture load: its mirrors go to the schema `destination` names (default
+    /// `raw`), one per source table; the queried loads' write options do not apply.
+    fn cdc_load(&self, item: &Node, name: String, mut source: Source) -> Result<Load, GraphError> {
+        let entries = item.as_map().unwrap_or_default();
+        let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
+        for key in ["write_disposition", "primary_key", "incremental", "schema_on_read", "preserve_order"] {
+            if let Some(n) = get(key) {
+                return Err(self.err(
+                    n,
+                    format!("`{key}` does not apply to a cdc source: its mirrors are merged on each table's primary key as changes arrive"),
+                ));
+            }
+        }
+        let schema = match get("destination") {
+            None => "raw".to_string(),
+            Some(d) => {
+                let text = self.text(d, "destination")?;
+                if text.is_empty() || text.contains('.') {
+                    return Err(self.err(d, format!("a cdc source's destination is the schema of its mirror tables, not '{text}'")));
+                }
+                text
+            }
+        };
+        let mut mirrors = vec![];
+        if let Source::Database(DatabaseSource { cdc: Some(cdc), .. }) = &mut source {
+            self.cdc_options(item, &name, cdc)?;
+            mirrors = cdc.mirror_tables();
+        }
+        let mut seen = std::collections::HashSet::new();
+        for m in mirrors {
+            if !seen.insert(m.clone()) {
+                return Err(self.err(item, format!("load '{name}': two of its tables would both be mirrored as {schema}.{m}")));
+            }
+        }
+        let schema_contract = match get("schema_contract") {
+            None => SchemaContract::Evolve,
+            Some(n) => match self.text(n, "schema_contract")?.as_str() {
+                "evolve" => SchemaContract::Evolve,
+                "freeze" => SchemaContract::Freeze,
+                other => return Err(self.err(n, format!("a cdc source's schema_contract is evolve or freeze, not '{other}'"))),
+            },
+        };
+        Ok(Load {
+            description: get("description").map(|n| self.text(n, "description")).transpose()?,
+            location: item.location(self.file),
+            tags: get("tags").map(|n| self.texts(n, "tags")).transpose()?.unwrap_or_default(),
+            table: String::new(),
+            name,
+            source,
+            schema,
+            write_disposition: WriteDisposition::Merge,
+            primary_key: vec![],
+            incremental: None,
+            schema_contract,
+            schema_on_read: None,
+            preserve_order: false,
+        })
+    }
+
+    /// The load-level options of a cdc source, and the defaults named after the load.
+    fn cdc_options(&self, item: &Node, name: &str, cdc: &mut Cdc) -> Result<(), GraphError> {
+        let get = |k: &str| item.get(k);
+        let lower = name.to_ascii_lowercase();
+        if cdc.publication.is_empty() {
+            cdc.publication = format!("weir_{lower}");
+        }
+        if cdc.slot.is_empty() {
+            cdc.slot = format!("weir_{lower}");
+        }
+        if !cdc.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || cdc.slot.len() > 63 {
+            let at = item.get("source").and_then(|s| s.get("slot")).unwrap_or(item);
+            return Err(self.err(
+                at,
+                format!("slot '{}': PostgreSQL names slots with lower-case letters, digits and underscores (63 at most)", cdc.slot),
+            ));
+        }
+        if let Some(n) = get("deletes") {
+            cdc.deletes = match self.text(n, "deletes")?.as_str() {
+                "hard" => Deletes::Hard,
+                "soft" => Deletes::Soft,
+                other => return Err(self.err(n, format!("deletes '{other}' is not one of hard, soft"))),
+            };
+        }
+        Ok(())
     }
 
     fn incremental(&self, node: &Node) -> Result<Incremental, GraphError> {
@@ -446,6 +651,22 @@ impl Parser<'_> {
             param: get("param").map(|n| self.text(n, "param")).transpose()?,
         })
     }
+}
+
+/// `1GB`, `512 MB`, `64kB` (PostgreSQL's units: powers of 1024) or a number of bytes.
+fn bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = (t[..split].parse::<u64>().ok()?, t[split..].trim().to_ascii_uppercase());
+    let shift = match unit.as_str() {
+        "" | "B" => 0,
+        "KB" | "K" => 10,
+        "MB" | "M" => 20,
+        "GB" | "G" => 30,
+        "TB" | "T" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 #[cfg(test)]
@@ -489,6 +710,63 @@ mod tests {
         assert!(e.contains("needs a `url`"), "{e}");
         let e = names("maybe").unwrap_err();
         assert!(e.starts_with("loads/x.yml:5:14") && e.contains("enabled must be true or false, not 'maybe'"), "{e}");
+    }
+
+    #[test]
+    fn reads_a_cdc_source_with_defaults_named_after_the_load() {
+        let loads = parse(
+            "loads:\n  - name: Shop\n    source:\n      kind: postgres\n      url: postgresql://u@h/db\n      mode: cdc\n      tables: [public.orders, sales.orders, customers]\n      max_retained_wal: 512MB\n    destination: raw_shop\n    deletes: soft\n",
+        )
+        .unwrap();
+        let Source::Database(d) = &loads[0].source else { panic!("database") };
+        let cdc = d.cdc.as_ref().unwrap();
+        assert_eq!((cdc.publication.as_str(), cdc.slot.as_str()), ("weir_shop", "weir_shop"));
+        assert_eq!((cdc.deletes, cdc.max_retained_wal), (Deletes::Soft, 512 << 20));
+        assert_eq!(cdc.mirror_tables(), vec!["orders", "sales_orders", "customers"]);
+        assert_eq!(loads[0].schema, "raw_shop");
+        let defaults = parse("loads:\n  - name: s\n    source: {kind: postgres, url: x, mode: cdc, tables: t, slot: mine}\n").unwrap();
+        let Source::Database(d) = &defaults[0].source else { panic!("database") };
+        let cdc = d.cdc.as_ref().unwrap();
+        assert_eq!((cdc.slot.as_str(), cdc.deletes, cdc.max_retained_wal), ("mine", Deletes::Hard, 1 << 30));
+        assert_eq!(defaults[0].schema, "raw");
+    }
+
+    #[test]
+    fn cdc_mistakes_say_what_applies() {
+        let cdc = |rest: &str| parse(&format!("loads:\n  - name: s\n    source: {{kind: postgres, url: x, mode: cdc{rest}\n"));
+        let e = cdc("}").unwrap_err();
+        assert!(e.contains("needs `tables:"), "{e}");
+        let e = cdc(", tables: [a.b.c]}").unwrap_err();
+        assert!(e.contains("'a.b.c' must be `schema.table`"), "{e}");
+        let e = cdc(", tables: [t], table: t}").unwrap_err();
+        assert!(e.contains("`table` and `query` are for queried loads"), "{e}");
+        let e = cdc(", tables: [t]}\n    write_disposition: append").unwrap_err();
+        assert!(e.starts_with("loads/x.yml:4:24") && e.contains("does not apply to a cdc source"), "{e}");
+        let e = cdc(", tables: [t]}\n    destination: raw.t").unwrap_err();
+        assert!(e.contains("the schema of its mirror tables"), "{e}");
+        let e = cdc(", tables: [t, public.t]}").unwrap_err();
+        assert!(e.contains("both be mirrored as raw.t"), "{e}");
+        let e = cdc(", tables: [t], slot: My-Slot}").unwrap_err();
+        assert!(e.starts_with("loads/x.yml:3:") && e.contains("lower-case letters"), "{e}");
+        let e = cdc(", tables: [t], max_retained_wal: lots}").unwrap_err();
+        assert!(e.contains("is not a size"), "{e}");
+        let e = cdc(", tables: [t]}\n    deletes: maybe").unwrap_err();
+        assert!(e.contains("not one of hard, soft"), "{e}");
+        let e = parse("loads:\n  - name: s\n    source: {kind: postgres, url: x, table: t, tables: [t]}\n").unwrap_err();
+        assert!(e.contains("add `mode: cdc`"), "{e}");
+        let e = parse("loads:\n  - name: s\n    source: {kind: csv, path: x}\n    deletes: soft\n").unwrap_err();
+        assert!(e.contains("`deletes` is for change data capture"), "{e}");
+        let e = parse("loads:\n  - name: s\n    source: {kind: mysql, url: x, mode: cdc, tables: [t]}\n").unwrap_err();
+        assert!(e.contains("binlogs are not read yet"), "{e}");
+    }
+
+    #[test]
+    fn sizes_read_as_postgres_writes_them() {
+        assert_eq!(bytes("1GB"), Some(1 << 30));
+        assert_eq!(bytes("64 kB"), Some(64 << 10));
+        assert_eq!(bytes("1000"), Some(1000));
+        assert_eq!(bytes("1.5GB"), None);
+        assert_eq!(bytes("GB"), None);
     }
 
     #[test]

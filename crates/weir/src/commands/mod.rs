@@ -1,6 +1,7 @@
 //! One module per command; each returns the process exit code (0 ok, 1 a node failed).
 
 mod build;
+mod cdc;
 mod check;
 mod clean;
 mod compile;
@@ -55,6 +56,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Serve { bind } => serve::run(g, bind.as_deref(), out),
         Command::Log { command } => log::run(g, command, out),
         Command::Stream { command } => stream::run(g, command, out),
+        Command::Cdc { command } => cdc::run(g, command, out),
         Command::Db { command } => db::run(g, command, out),
     }
 }

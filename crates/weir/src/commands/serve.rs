@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use weir_graph::streams::read_topics;
 use weir_log::Log;
 use weir_orchestrate::{Pipelines, Scheduler, WorkerHandle};
-use weir_server::{AppState, Events, ServerConfig, ServerError, Streams, Supervisor};
+use weir_server::{AppState, Ended, Events, ServerConfig, ServerError, Streams, Supervisor, Work};
 
 use crate::cli::Global;
 use crate::commands::log::open_log;
@@ -50,7 +50,16 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
         } else {
             let enabled = jobs.iter().filter(|r| r.job.config.enabled).count();
             out.info(format!("Running {enabled} of {} stream job(s); GET /api/v1/streams shows them", jobs.len()));
-            Some(Supervisor::start(jobs.clone(), Arc::new(open_log(&root)?), super::stream::warehouse(&ws)?))
+            let (log, wh): (Arc<dyn weir_log::Log>, _) = (Arc::new(open_log(&root)?), super::stream::warehouse(&ws)?);
+            Some(Supervisor::start("stream", jobs.iter().map(|r| stream_work(r.clone(), log.clone(), wh.clone())).collect()))
+        };
+        let sources = super::cdc::sources(&ws)?;
+        let followers = if sources.is_empty() {
+            None
+        } else {
+            out.info(format!("Following {} cdc source(s) into their mirrors", sources.len()));
+            let wh = super::stream::warehouse(&ws)?;
+            Some(Supervisor::start("cdc", sources.into_iter().map(|s| super::cdc::work(s, wh.clone(), out.clone())).collect()))
         };
         let streams = Arc::new(Streams { jobs, states: supervisor.as_ref().map(Supervisor::states).unwrap_or_default() });
         tokio::spawn(apply_retention(events.clone(), out.clone()));
@@ -79,12 +88,34 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
             let _ = server_stop.wait_for(|s| *s).await;
         }));
         scheduler.run(stopped).await?;
-        if let Some(s) = supervisor {
+        for s in [supervisor, followers].into_iter().flatten() {
             tokio::task::spawn_blocking(move || s.stop()).await.map_err(|e| e.to_string())?;
         }
         server.await.map_err(|e| e.to_string())?;
         Ok::<u8, Error>(0)
     })
+}
+
+/// A stream job as supervised work: run until stopped; a job another process runs is left
+/// to it.
+fn stream_work(run: weir_stream::job::JobRun, log: Arc<dyn weir_log::Log>, wh: Arc<dyn weir_warehouse::Warehouse>) -> Work {
+    Work {
+        name: run.job.name.clone(),
+        enabled: run.job.config.enabled,
+        run: Box::new(move |stop| {
+            let control = weir_stream::job::Control { stop: stop.clone(), drain: false };
+            let outcome = weir_stream::job::run(&run, log.as_ref(), wh.clone(), &control, &mut |_| {});
+            // Whatever it ended in, its connections are closed: other processes may have the
+            // database (a DuckDB file) while it waits.
+            wh.release();
+            match outcome {
+                Err(weir_stream::StreamError::Busy { pid, .. }) => Ended::Elsewhere(format!("process {pid} runs it")),
+                Err(e) => Ended::Failed(e.to_string()),
+                Ok(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => Ended::Stopped,
+                Ok(_) => Ended::Failed("it stopped by itself".into()),
+            }
+        }),
+    }
 }
 
 /// Deletes, once a minute, the old segments the topics' retention no longer keeps.

@@ -60,7 +60,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             }
             let log = super::log::open_log(&root)?;
             let control = Control { drain: *drain, ..Control::default() };
-            stop_on_signal(&control);
+            stop_on_signal(&control.stop);
             let live = std::io::stderr().is_terminal() && out.format == LogFormat::Text;
             let started = Instant::now();
             let mut last_line = Instant::now();
@@ -177,9 +177,10 @@ fn line(r: &JobRun, s: &Status) -> String {
     )
 }
 
-/// Ctrl-C or SIGTERM stops the job after its batch, with a last write and checkpoint.
-fn stop_on_signal(control: &Control) {
-    let stop = control.stop.clone();
+/// Ctrl-C or SIGTERM sets `stop`: a job stops after its batch, with a last write and
+/// checkpoint; a cdc follower after its merge.
+pub(crate) fn stop_on_signal(stop: &Arc<std::sync::atomic::AtomicBool>) {
+    let stop = stop.clone();
     std::thread::spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async {

@@ -1,22 +1,17 @@
-//! Running a project's stream jobs for as long as `weir serve` runs: each enabled job on a
-//! thread of its own, started again after it fails, with a pause that doubles from one
-//! second up to a minute (and is one second again once the job has run a minute without
-//! failing), as Flink's restart strategy does. A job that another process runs already
-//! (`weir stream run`) is left to it and looked at again every ten seconds.
+//! Running a project's long-lived work (stream jobs, cdc followers) for as long as `weir
+//! serve` runs: each enabled piece on a thread of its own, started again after it fails,
+//! with a pause that doubles from one second up to a minute (and is one second again once it
+//! has run a minute without failing), as Flink's restart strategy does. Work that another
+//! process does already (`weir stream run`, `weir cdc run`) is left to it and looked at again
+//! every ten seconds.
 //!
-//! What each job is doing is kept where the API reads it: [`Supervisor::states`].
+//! What each piece is doing is kept where the API reads it: [`Supervisor::states`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use weir_log::Log;
-use weir_warehouse::Warehouse;
-
-use crate::StreamError;
-use crate::job::{self, Control, JobRun};
 
 /// The first pause before a failed job starts again, and the longest.
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
@@ -26,11 +21,32 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// How often a job that another process runs is looked at again.
 const ELSEWHERE_CHECK: Duration = Duration::from_secs(10);
 
-/// What the supervisor knows of one job.
+/// How a run of a piece of work ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// It was asked to stop, and did.
+    Stopped,
+    /// Another process does it (who, for the state's message).
+    Elsewhere(String),
+    /// It failed (or stopped without being asked): why.
+    Failed(String),
+}
+
+/// One run of a piece of work: it goes on until the flag it is given is set.
+pub type Run = Box<dyn FnMut(&Arc<AtomicBool>) -> Ended + Send>;
+
+/// One piece of work to keep running.
+pub struct Work {
+    pub name: String,
+    pub enabled: bool,
+    pub run: Run,
+}
+
+/// What the supervisor knows of one piece of work.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Supervised {
     /// `running`, `restarting` (waiting to start again after a failure), `elsewhere` (another
-    /// process runs it), `disabled` (`config(enabled=false)`) or `stopped`.
+    /// process runs it), `disabled` or `stopped`.
     pub state: String,
     /// How many times it was started again after failing.
     pub restarts: u32,
@@ -39,7 +55,7 @@ pub struct Supervised {
     pub next_start_at: Option<i64>,
 }
 
-/// The project's jobs, running.
+/// The project's long-lived work, running.
 pub struct Supervisor {
     states: Arc<Mutex<BTreeMap<String, Supervised>>>,
     stop: Arc<AtomicBool>,
@@ -47,22 +63,21 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts every enabled job of `runs`; the disabled ones are only listed.
-    pub fn start(runs: Vec<JobRun>, log: Arc<dyn Log>, wh: Arc<dyn Warehouse>) -> Supervisor {
+    /// Starts every enabled piece of `work` (`kind` names their threads); the disabled ones
+    /// are only listed.
+    pub fn start(kind: &str, work: Vec<Work>) -> Supervisor {
         let states: Arc<Mutex<BTreeMap<String, Supervised>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = vec![];
-        for run in runs {
-            let name = run.job.name.clone();
-            let enabled = run.job.config.enabled;
-            set(&states, &name, |s| s.state = if enabled { "running" } else { "disabled" }.into());
-            if !enabled {
+        for mut w in work {
+            let name = w.name.clone();
+            set(&states, &name, |s| s.state = if w.enabled { "running" } else { "disabled" }.into());
+            if !w.enabled {
                 continue;
             }
-            let (shared, halt, log, wh) = (states.clone(), stop.clone(), log.clone(), wh.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("stream {name}"))
-                .spawn(move || keep_running(&run, log.as_ref(), wh, &shared, &halt));
+            let (shared, halt) = (states.clone(), stop.clone());
+            let spawned =
+                std::thread::Builder::new().name(format!("{kind} {name}")).spawn(move || keep_running(&w.name, &mut w.run, &shared, &halt));
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => set(&states, &name, |s| {
@@ -74,12 +89,13 @@ impl Supervisor {
         Supervisor { states, stop, threads }
     }
 
-    /// Each job's state, by name: what `GET /api/v1/streams` shows beside its status.
+    /// Each piece's state, by name: what the API shows beside its status.
     pub fn states(&self) -> Arc<Mutex<BTreeMap<String, Supervised>>> {
         self.states.clone()
     }
 
-    /// Stops every job (each writes what it has and checkpoints) and waits for them.
+    /// Stops every piece (each finishes what it holds: a job checkpoints, a follower merges)
+    /// and waits for them.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
@@ -95,8 +111,7 @@ fn set(states: &Mutex<BTreeMap<String, Supervised>>, name: &str, change: impl Fn
 }
 
 /// Runs `run` until `stop`, starting it again after each failure.
-fn keep_running(run: &JobRun, log: &dyn Log, wh: Arc<dyn Warehouse>, states: &Mutex<BTreeMap<String, Supervised>>, stop: &Arc<AtomicBool>) {
-    let name = &run.job.name;
+fn keep_running(name: &str, run: &mut Run, states: &Mutex<BTreeMap<String, Supervised>>, stop: &Arc<AtomicBool>) {
     let mut pause = FIRST_PAUSE;
     while !stop.load(Ordering::Relaxed) {
         set(states, name, |s| {
@@ -104,25 +119,21 @@ fn keep_running(run: &JobRun, log: &dyn Log, wh: Arc<dyn Warehouse>, states: &Mu
             s.next_start_at = None;
         });
         let started = Instant::now();
-        let control = Control { stop: stop.clone(), drain: false };
-        let outcome = job::run(run, log, wh.clone(), &control, &mut |_| {});
-        // Whatever it ended in, its connections are closed: other processes may have the
-        // database (a DuckDB file) while it waits.
-        wh.release();
+        let outcome = run(stop);
         if stop.load(Ordering::Relaxed) {
             set(states, name, |s| {
                 s.state = "stopped".into();
-                if let Err(e) = &outcome {
-                    s.last_error = Some(e.to_string());
+                if let Ended::Failed(e) = &outcome {
+                    s.last_error = Some(e.clone());
                 }
             });
             return;
         }
         let wait = match outcome {
-            Err(StreamError::Busy { pid, .. }) => {
+            Ended::Elsewhere(who) => {
                 set(states, name, |s| {
                     s.state = "elsewhere".into();
-                    s.last_error = Some(format!("process {pid} runs it"));
+                    s.last_error = Some(who);
                 });
                 ELSEWHERE_CHECK
             }
@@ -131,8 +142,8 @@ fn keep_running(run: &JobRun, log: &dyn Log, wh: Arc<dyn Warehouse>, states: &Mu
                     pause = FIRST_PAUSE;
                 }
                 let error = match other {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "it stopped by itself".to_string(),
+                    Ended::Failed(e) => e,
+                    _ => "it stopped by itself".to_string(),
                 };
                 let wait = pause;
                 set(states, name, |s| {

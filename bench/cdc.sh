@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Change data capture from PostgreSQL into DuckDB mirrors. Anyone can run it:
+#
+#   bash bench/cdc.sh                                              # 1M rows, 10,000 transactions
+#   BENCH_CDC_ROWS=10000000 BENCH_CDC_TRANSACTIONS=50000 bash bench/cdc.sh
+#
+# A private PostgreSQL (initdb + pg_ctl on a free loopback port, wal_level=logical, fsync off)
+# holds `accounts` (id bigint primary key, customer, balance numeric(12,2), status, note,
+# updated_at timestamptz) with BENCH_CDC_ROWS rows; a project mirrors it with a `mode: cdc`
+# load into a DuckDB file.
+#
+# 1. Snapshot: `weir load bench` on a new mirror (the slot's exported snapshot copied in).
+# 2. Throughput: with no follower running, pgbench runs BENCH_CDC_TRANSACTIONS transactions
+#    from two clients, each updating 60 rows, deleting 20 and inserting 20; then `weir load
+#    bench` catches the mirror up. Changes are the row changes the server counted
+#    (pg_stat_user_tables: inserted + updated + deleted); the rate is changes over the
+#    catch-up's wall time. The mirror is then compared with the source (count, sum of balance).
+# 3. Latency: `weir cdc run bench --batch-wait-ms 200` follows while pgbench writes 50
+#    transactions a second of 100 updated rows each (5,000 changes/s) for BENCH_CDC_SECONDS;
+#    each row's latency is its mirror `_weir_loaded_at` (taken when its batch is cut, before
+#    the merge's own time) minus the `updated_at` its transaction wrote (clock_timestamp()).
+REPEAT=1
+source "$(dirname "$0")/common.sh"
+ROWS="${BENCH_CDC_ROWS:-1000000}"
+TRANSACTIONS="${BENCH_CDC_TRANSACTIONS:-10000}"
+SECONDS_LIVE="${BENCH_CDC_SECONDS:-30}"
+dir="$BENCH_DIR/cdc"
+rm -rf "$dir"
+mkdir -p "$dir/loads"
+PGBIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres: "$dir"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_pg "$PGBIN/initdb" -D "$dir/pg" -A trust -U postgres --no-sync -E UTF8 >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w start \
+  -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c wal_level=logical -c fsync=off -c max_wal_size=8GB -c shared_buffers=512MB" >/dev/null
+trap 'as_pg "$PGBIN/pg_ctl" -D "$dir/pg" -m immediate stop >/dev/null 2>&1 || true' EXIT
+psql() { "$PGBIN/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d postgres "$@"; }
+pgbench() { "$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n "$@" postgres; }
+
+psql -c "create table accounts (id bigint primary key, customer int, balance numeric(12,2), status text, note text, updated_at timestamptz);
+         insert into accounts select g, g % 1000, (g % 10000) / 100.0, 'open', md5(g::text), now() from generate_series(1, $ROWS) g;
+         create sequence new_ids start $((ROWS + 1)); vacuum analyze accounts;"
+duckdb_project "$dir" cdc_bench
+cat > "$dir/loads/bench.yml" <<YML
+loads:
+  - name: bench
+    source: {kind: postgres, url: "postgresql://postgres@127.0.0.1:$port/postgres", mode: cdc, tables: [accounts]}
+YML
+changes() { psql -c "select n_tup_ins + n_tup_upd + n_tup_del from pg_stat_user_tables where relname = 'accounts'"; }
+mirror() { (cd "$dir" && "$WEIR" --log-format json sql "$1") | python3 -c "import json, sys; print(*json.load(sys.stdin)['rows'][0])"; }
+
+start=$(date +%s%N)
+(cd "$dir" && "$WEIR" load bench >/dev/null)
+snap=$(seconds "$start" "$(date +%s%N)")
+echo "| snapshot | $ROWS rows | ${snap} s | $(python3 -c "print(f'{$ROWS / $snap:,.0f}')") rows/s |"
+
+cat > "$dir/mixed.sql" <<SQL
+\set id random(1, $ROWS - 100)
+begin;
+update accounts set balance = balance + 1, status = 'active', updated_at = clock_timestamp() where id between :id and :id + 59;
+delete from accounts where id between :id + 60 and :id + 79;
+insert into accounts select nextval('new_ids'), 1, 0, 'new', 'inserted', clock_timestamp() from generate_series(1, 20);
+commit;
+SQL
+before=$(changes)
+pgbench -c 2 -j 2 -t $((TRANSACTIONS / 2)) -f "$dir/mixed.sql" >/dev/null
+sleep 2
+made=$(( $(changes) - before ))
+wal=$(psql -c "select pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)) from pg_replication_slots")
+start=$(date +%s%N)
+summary=$(cd "$dir" && "$WEIR" load bench 2>&1 | grep -o '[0-9]* upserted, [0-9]* deleted.*batch(es)' || true)
+catch=$(seconds "$start" "$(date +%s%N)")
+echo "| catch-up | $made changes ($wal of WAL) | ${catch} s | $(python3 -c "print(f'{$made / $catch:,.0f}')") changes/s | $summary |"
+src=$(psql -c "select count(*), sum(balance) from accounts" | tr '|' ' ')
+dst=$(mirror "select count(*), sum(balance) from raw.accounts")
+[ "$src" = "$dst" ] && echo "mirror = source: $src" || echo "MIRROR DIFFERS: source $src, mirror $dst"
+
+cat > "$dir/live.sql" <<SQL
+\set id random(1, $ROWS - 100)
+update accounts set balance = balance + 1, updated_at = clock_timestamp() where id between :id and :id + 99;
+SQL
+(cd "$dir" && exec "$WEIR" cdc run bench --batch-wait-ms 200 >"$dir/follow.log" 2>&1) &
+follower=$!
+sleep 2
+live_start=$(psql -c "select now()")
+pgbench -c 2 -j 2 --rate 50 -T "$SECONDS_LIVE" -f "$dir/live.sql" >/dev/null
+sleep 2
+kill -TERM "$follower"; wait "$follower" || true
+read -r n p50 p99 max < <(mirror "select count(*), round(quantile_cont(ms, 0.5)), round(quantile_cont(ms, 0.99)), round(max(ms))
+  from (select (epoch(_weir_loaded_at) - epoch(updated_at)) * 1000 as ms from raw.accounts where updated_at >= cast('$live_start' as timestamptz))")
+echo "| latency at 5,000 changes/s | $n rows | p50 ${p50} ms | p99 ${p99} ms | max ${max} ms |"

@@ -1,0 +1,415 @@
+//! A CDC source as the project declares it (`mode: cdc` in `loads/*.yml`): the publication
+//! made or checked, the slot followed into the mirrors, caught up once or followed until
+//! stopped, its standing reported, and what Weir made dropped again.
+//!
+//! Everything the server is asked outside the replication stream (the publication, the
+//! tables' keys, the slot's retained WAL) goes over an ordinary connection of the `postgres`
+//! client; the stream itself is [`crate::follow`].
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postgres::{Client, NoTls};
+use weir_graph::loads::{Cdc, Deletes, Load, SchemaContract};
+use weir_warehouse::Warehouse;
+
+use crate::follow::{Follow, FollowError, Progress, follow};
+use crate::mirror::{Mirror, MirrorError, MirrorOptions};
+use crate::pgoutput::Lsn;
+use crate::replication::{Config, Connection, ReplicationError};
+
+/// The comment that marks a publication as Weir's own: kept in step with `tables`, and
+/// dropped by [`CdcSource::drop`]. A publication without it is the user's and is only read.
+const MADE_BY_WEIR: &str = "made by weir";
+
+/// Why a CDC source could not be prepared, followed or reported.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("load '{0}' is not a cdc source (`mode: cdc` on a postgres source)")]
+    NotCdc(String),
+    #[error("{load}: url: {message}")]
+    Url { load: String, message: String },
+    #[error("{at}: {message}")]
+    Postgres { at: String, message: String },
+    /// A mistake in the source database's setup, with what to change.
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Follow(#[from] FollowError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+}
+
+impl SourceError {
+    /// The slot is being read by another process (only one may): a follower runs elsewhere.
+    pub fn slot_in_use(&self) -> bool {
+        matches!(self, SourceError::Follow(FollowError::Replication(ReplicationError::Server { code, .. })) if code == "55006")
+    }
+}
+
+/// One cdc load, ready to run against the warehouse.
+#[derive(Debug, Clone)]
+pub struct CdcSource {
+    pub name: String,
+    pub cdc: Cdc,
+    pub config: Config,
+    /// The warehouse database and schema its mirrors are in.
+    pub database: String,
+    pub schema: String,
+    pub options: MirrorOptions,
+    /// Where the source is, its password hidden.
+    pub shown: String,
+}
+
+/// How a follower stands, for `weir cdc status`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlotStatus {
+    pub slot: String,
+    /// Whether the slot exists on the server.
+    pub exists: bool,
+    /// The process streaming from it, if one is.
+    pub active_pid: Option<i32>,
+    /// The server's WAL position now.
+    pub server_position: Option<Lsn>,
+    /// What the slot has confirmed: the server keeps WAL from `restart` on.
+    pub confirmed: Option<Lsn>,
+    /// Bytes of WAL written since the confirmed position.
+    pub lag_bytes: Option<i64>,
+    /// Bytes of WAL the slot keeps on the server's disk.
+    pub retained_bytes: Option<i64>,
+    /// PostgreSQL's `wal_status`: reserved, extended, unreserved or lost.
+    pub wal_status: Option<String>,
+    /// The mirror's position and when it last moved.
+    pub mirror_position: Option<Lsn>,
+    pub mirror_updated_at: Option<String>,
+    /// Seconds since the mirror last moved, when the server has written since.
+    pub lag_seconds: Option<f64>,
+}
+
+/// What `drop` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub slot: bool,
+    pub publication: bool,
+    pub position: bool,
+}
+
+impl CdcSource {
+    /// The cdc source a load declares, its mirrors in `database`.
+    pub fn from_load(load: &Load, database: &str) -> Result<CdcSource, SourceError> {
+        let (Some(cdc), weir_graph::loads::Source::Database(d)) = (load.cdc(), &load.source) else {
+            return Err(SourceError::NotCdc(load.name.clone()));
+        };
+        let url_err = |message: String| SourceError::Url { load: load.name.clone(), message };
+        let pg = postgres::Config::from_str(&d.url).map_err(|e| url_err(e.to_string()))?;
+        let host = match pg.get_hosts().first() {
+            None => "localhost".to_string(),
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(postgres::config::Host::Unix(p)) => {
+                return Err(url_err(format!("change data capture connects over TCP, not the socket {}", p.display())));
+            }
+        };
+        let port = pg.get_ports().first().copied().unwrap_or(5432);
+        let user = pg.get_user().map(str::to_string).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "postgres".into());
+        let password = pg.get_password().map(|p| String::from_utf8_lossy(p).into_owned());
+        let dbname = pg.get_dbname().map(str::to_string).unwrap_or_else(|| user.clone());
+        let shown = format!("postgres://{user}@{host}:{port}/{dbname}");
+        Ok(CdcSource {
+            name: load.name.clone(),
+            cdc: cdc.clone(),
+            config: Config { host, port, user, password, database: dbname },
+            database: database.to_string(),
+            schema: load.schema.clone(),
+            options: MirrorOptions { soft_deletes: cdc.deletes == Deletes::Soft, freeze: load.schema_contract == SchemaContract::Freeze },
+            shown,
+        })
+    }
+
+    /// The source's mirrors in `wh`.
+    pub fn mirror(&self, wh: Arc<dyn Warehouse>) -> Result<Mirror, MirrorError> {
+        Mirror::open(wh, &self.name, &self.database, &self.schema, self.options.clone())
+    }
+
+    /// Makes sure the tables can be captured and the publication names them: Weir's own
+    /// publication is made or brought in step with `tables`; the user's must hold them.
+    pub fn prepare(&self) -> Result<(), SourceError> {
+        let mut client = self.client()?;
+        let err = |e: postgres::Error| self.pg_error(e);
+        for (schema, table) in self.cdc.source_tables() {
+            let row = client
+                .query_opt(
+                    "select c.relreplident::text, exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary)
+                     from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p')",
+                    &[&schema, &table],
+                )
+                .map_err(err)?;
+            let Some(row) = row else {
+                return Err(SourceError::Setup(format!("{}: there is no table {schema}.{table} in {}", self.name, self.shown)));
+            };
+            let (identity, primary): (String, bool) = (row.get(0), row.get(1));
+            let q = format!("{}.{}", quote(schema), quote(table));
+            match identity.as_str() {
+                "n" => {
+                    return Err(SourceError::Setup(format!(
+                        "{}: {schema}.{table} has REPLICA IDENTITY NOTHING, so its updates and deletes cannot be captured: ALTER TABLE {q} REPLICA IDENTITY DEFAULT (with a primary key)",
+                        self.name
+                    )));
+                }
+                "d" if !primary => {
+                    return Err(SourceError::Setup(format!(
+                        "{}: {schema}.{table} has no primary key, so its mirror's rows cannot be matched: add one (ALTER TABLE {q} ADD PRIMARY KEY (...)), or ALTER TABLE {q} REPLICA IDENTITY FULL",
+                        self.name
+                    )));
+                }
+                _ => {}
+            }
+        }
+        let wanted: Vec<String> = self.cdc.source_tables().map(|(s, t)| format!("{s}.{t}")).collect();
+        let publication = client
+            .query_opt(
+                "select coalesce(obj_description(oid, 'pg_publication'), ''), puballtables from pg_publication where pubname = $1",
+                &[&self.cdc.publication],
+            )
+            .map_err(err)?;
+        let list = self.cdc.source_tables().map(|(s, t)| format!("{}.{}", quote(s), quote(t))).collect::<Vec<_>>().join(", ");
+        let p = quote(&self.cdc.publication);
+        match publication {
+            None => {
+                client
+                    .batch_execute(&format!("create publication {p} for table {list}; comment on publication {p} is '{MADE_BY_WEIR}'"))
+                    .map_err(|e| {
+                    let mut e = self.pg_error(e);
+                    if let SourceError::Postgres { message, .. } = &mut e
+                        && message.contains("must be owner")
+                    {
+                        message.push_str(&format!(
+                            "; creating a publication needs the tables' owner: have it run CREATE PUBLICATION {p} FOR TABLE {list}"
+                        ));
+                    }
+                    e
+                })?;
+            }
+            Some(row) => {
+                let (comment, all): (String, bool) = (row.get(0), row.get(1));
+                let has: Vec<String> = client
+                    .query("select schemaname || '.' || tablename from pg_publication_tables where pubname = $1", &[&self.cdc.publication])
+                    .map_err(err)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                let same = wanted.len() == has.len() && wanted.iter().all(|w| has.contains(w));
+                if comment == MADE_BY_WEIR && !same && !all {
+                    client.batch_execute(&format!("alter publication {p} set table {list}")).map_err(err)?;
+                } else if comment != MADE_BY_WEIR {
+                    let missing: Vec<&String> = wanted.iter().filter(|w| !has.contains(w)).collect();
+                    if !missing.is_empty() {
+                        let names = missing.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+                        return Err(SourceError::Setup(format!(
+                            "{}: publication '{}' does not publish {names}: ALTER PUBLICATION {p} ADD TABLE {names}",
+                            self.name, self.cdc.publication
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the mirrors up to the source's WAL position as it stands now (a new mirror
+    /// first takes a snapshot), then stops: what `weir load` and `weir build` do.
+    pub fn catch_up(&self, wh: Arc<dyn Warehouse>) -> Result<Progress, SourceError> {
+        self.prepare()?;
+        let target = Connection::connect(&self.config)?.identify_system()?;
+        let mut mirror = self.mirror(wh)?;
+        let settings = self.follow_settings(Duration::from_millis(100));
+        follow(&self.config, &settings, &mut mirror, &mut |p| p.position.is_some_and(|at| at >= target)).map_err(|e| self.follow_error(e))
+    }
+
+    /// Follows the source until `stop` says so (asked after each merge, and at least every
+    /// `batch_wait` while the source is quiet).
+    pub fn run(
+        &self,
+        wh: Arc<dyn Warehouse>,
+        batch_wait: Duration,
+        stop: &mut dyn FnMut(&Progress) -> bool,
+    ) -> Result<Progress, SourceError> {
+        self.prepare()?;
+        let mut mirror = self.mirror(wh)?;
+        follow(&self.config, &self.follow_settings(batch_wait), &mut mirror, stop).map_err(|e| self.follow_error(e))
+    }
+
+    /// Forgets the mirrors' position, so the next run drops the slot and takes a new
+    /// snapshot (over the mirrors as they are: each table is emptied as its copy begins).
+    pub fn forget(&self, wh: Arc<dyn Warehouse>) -> Result<bool, SourceError> {
+        Ok(self.mirror(wh)?.forget()?)
+    }
+
+    /// The slot on the server and the mirrors' position in the warehouse.
+    pub fn status(&self, wh: Arc<dyn Warehouse>) -> Result<SlotStatus, SourceError> {
+        let mut mirror = self.mirror(wh)?;
+        let standing = mirror.standing()?;
+        let (mirror_position, mirror_updated_at, since) = (standing.position, standing.stored_at, standing.seconds_since);
+        let mut client = self.client()?;
+        let row = client
+            .query_opt(
+                "select active_pid, confirmed_flush_lsn::text, pg_current_wal_lsn()::text,
+                        pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+                        pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status
+                 from pg_replication_slots where slot_name = $1",
+                &[&self.cdc.slot],
+            )
+            .map_err(|e| self.pg_error(e))?;
+        let mut s = SlotStatus { slot: self.cdc.slot.clone(), mirror_position, mirror_updated_at, ..SlotStatus::default() };
+        let lsn = |t: Option<String>| t.and_then(|t| t.parse::<Lsn>().ok());
+        if let Some(r) = row {
+            s.exists = true;
+            s.active_pid = r.get(0);
+            s.confirmed = lsn(r.get(1));
+            s.server_position = lsn(r.get(2));
+            s.lag_bytes = r.get(3);
+            s.retained_bytes = r.get(4);
+            s.wal_status = r.get(5);
+        } else {
+            let now: String = client.query_one("select pg_current_wal_lsn()::text", &[]).map_err(|e| self.pg_error(e))?.get(0);
+            s.server_position = now.parse().ok();
+        }
+        let behind = match (s.server_position, s.mirror_position) {
+            (Some(server), Some(m)) => server > m,
+            _ => false,
+        };
+        s.lag_seconds = if behind { since } else { s.mirror_position.map(|_| 0.0) };
+        Ok(s)
+    }
+
+    /// The retained WAL when it is past `max_retained_wal`: the slot is holding the source's
+    /// disk hostage (nothing reads it, or the mirror cannot keep up).
+    pub fn retained_warning(&self) -> Result<Option<String>, SourceError> {
+        let mut client = self.client()?;
+        let row = client
+            .query_opt(
+                "select pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint from pg_replication_slots where slot_name = $1",
+                &[&self.cdc.slot],
+            )
+            .map_err(|e| self.pg_error(e))?;
+        let retained: Option<i64> = row.and_then(|r| r.get(0));
+        Ok(retained.filter(|r| *r as u64 > self.cdc.max_retained_wal).map(|r| {
+            format!(
+                "slot '{}' keeps {} of WAL on {} (max_retained_wal {}): the mirror is behind, and the server's disk fills until it catches up or the slot is dropped (`weir cdc drop {}`)",
+                self.cdc.slot,
+                size(r as u64),
+                self.shown,
+                size(self.cdc.max_retained_wal),
+                self.name
+            )
+        }))
+    }
+
+    /// Drops the slot, the publication if Weir made it, and the mirrors' position (the
+    /// mirror tables stay; the next run takes a new snapshot into them).
+    pub fn drop(&self, wh: Arc<dyn Warehouse>) -> Result<Dropped, SourceError> {
+        let mut client = self.client()?;
+        let err = |e: postgres::Error| self.pg_error(e);
+        let mut dropped = Dropped::default();
+        if let Some(r) =
+            client.query_opt("select active_pid from pg_replication_slots where slot_name = $1", &[&self.cdc.slot]).map_err(err)?
+        {
+            if let Some(pid) = r.get::<_, Option<i32>>(0) {
+                return Err(SourceError::Setup(format!(
+                    "slot '{}' is in use by process {pid} on the server: stop the follower (`weir cdc run {}`, or `weir serve`) first",
+                    self.cdc.slot, self.name
+                )));
+            }
+            client.execute("select pg_drop_replication_slot($1)", &[&self.cdc.slot]).map_err(err)?;
+            dropped.slot = true;
+        }
+        let comment: Option<String> = client
+            .query_opt("select obj_description(oid, 'pg_publication') from pg_publication where pubname = $1", &[&self.cdc.publication])
+            .map_err(err)?
+            .and_then(|r| r.get(0));
+        if comment.as_deref() == Some(MADE_BY_WEIR) {
+            client.batch_execute(&format!("drop publication {}", quote(&self.cdc.publication))).map_err(err)?;
+            dropped.publication = true;
+        }
+        dropped.position = self.forget(wh)?;
+        Ok(dropped)
+    }
+
+    fn follow_settings(&self, batch_wait: Duration) -> Follow {
+        Follow { slot: self.cdc.slot.clone(), publication: self.cdc.publication.clone(), batch_messages: 50_000, batch_wait }
+    }
+
+    fn client(&self) -> Result<Client, SourceError> {
+        let mut pg = postgres::Config::new();
+        pg.host(&self.config.host)
+            .port(self.config.port)
+            .user(&self.config.user)
+            .dbname(&self.config.database)
+            .application_name("weir cdc")
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(p) = &self.config.password {
+            pg.password(p);
+        }
+        pg.connect(NoTls).map_err(|e| self.pg_error(e))
+    }
+
+    fn pg_error(&self, e: postgres::Error) -> SourceError {
+        let message = match e.as_db_error() {
+            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+            None => e.to_string(),
+        };
+        SourceError::Postgres { at: self.shown.clone(), message }
+    }
+
+    /// A slot that is gone says how to start over.
+    fn follow_error(&self, e: FollowError) -> SourceError {
+        if let FollowError::Replication(ReplicationError::Server { code, message, .. }) = &e
+            && (code == "42704" && message.contains("replication slot") || code == "55000" && message.contains("no longer"))
+        {
+            return SourceError::Setup(format!(
+                "{e}; the slot is gone (dropped, or invalidated after it kept more WAL than max_slot_wal_keep_size), so changes since the mirror's position are lost: take the mirrors again with `weir load {} --full-refresh`",
+                self.name
+            ));
+        }
+        SourceError::Follow(e)
+    }
+}
+
+/// Waits out `every` between checks of something slow (the retained WAL), from a loop that
+/// runs far more often.
+#[derive(Debug)]
+pub struct Every {
+    every: Duration,
+    last: Option<Instant>,
+}
+
+impl Every {
+    pub fn new(every: Duration) -> Every {
+        Every { every, last: None }
+    }
+
+    /// True the first time, then once `every` has passed since it last was.
+    pub fn due(&mut self) -> bool {
+        if self.last.is_some_and(|l| l.elapsed() < self.every) {
+            return false;
+        }
+        self.last = Some(Instant::now());
+        true
+    }
+}
+
+/// A size as people read it (`1.5 GiB`).
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

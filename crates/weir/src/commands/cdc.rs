@@ -1,0 +1,239 @@
+//! `weir cdc list|run|status|drop`: the project's change data capture sources (`mode: cdc`
+//! loads in `loads/*.yml`), followed into their mirror tables in the target's warehouse.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use weir_cdc::follow::Progress;
+use weir_cdc::source::{CdcSource, Every, SlotStatus, size};
+
+use crate::cli::{CdcCommand, Global, LogFormat};
+use crate::output::Output;
+use crate::workspace::{Error, Workspace, new_flags};
+
+pub fn run(g: &Global, cmd: &CdcCommand, out: &Arc<Output>) -> Result<u8, Error> {
+    let ws = Workspace::load(g, out, new_flags("cdc", false, false))?;
+    let sources = sources(&ws)?;
+    let find = |name: &str| -> Result<&CdcSource, Error> {
+        sources.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+            format!(
+                "no cdc source named '{name}' in loads/*.yml (cdc sources: {})",
+                if names.is_empty() { "none; add `mode: cdc` to a postgres load".into() } else { names.join(", ") }
+            )
+            .into()
+        })
+    };
+    let wh = super::stream::warehouse(&ws)?;
+    match cmd {
+        CdcCommand::List => {
+            list(&sources, out);
+            Ok(0)
+        }
+        CdcCommand::Status { name } => {
+            let chosen: Vec<&CdcSource> = match name {
+                Some(n) => vec![find(n)?],
+                None => sources.iter().collect(),
+            };
+            for s in chosen {
+                let st = s.status(wh.clone())?;
+                status(s, &st, out);
+            }
+            Ok(0)
+        }
+        CdcCommand::Drop { name } => {
+            let s = find(name)?;
+            let d = s.drop(wh)?;
+            let mut what = vec![];
+            if d.slot {
+                what.push(format!("slot '{}'", s.cdc.slot));
+            }
+            if d.publication {
+                what.push(format!("publication '{}'", s.cdc.publication));
+            }
+            if d.position {
+                what.push("the mirrors' position".to_string());
+            }
+            if what.is_empty() {
+                out.info(format!("Nothing to drop for '{name}': no slot, no publication of Weir's, no position"));
+            } else {
+                out.info(format!("Dropped {} of '{name}'; the mirror tables stay, and the next run takes a new snapshot", what.join(", ")));
+            }
+            Ok(0)
+        }
+        CdcCommand::Run { name, full_refresh, batch_wait_ms } => {
+            let s = find(name)?;
+            if *full_refresh && s.forget(wh.clone())? {
+                out.info(format!("Forgot the mirrors' position of '{name}': a new snapshot is taken"));
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            super::stream::stop_on_signal(&stop);
+            let live = std::io::stderr().is_terminal() && out.format == LogFormat::Text;
+            let started = Instant::now();
+            let (mut every_line, mut every_check) = (Every::new(Duration::from_secs(10)), Every::new(Duration::from_secs(30)));
+            let mut report = |p: &Progress| {
+                let text = line(p, started.elapsed());
+                if live {
+                    eprint!("\r\x1b[2K{text}");
+                    let _ = std::io::stderr().flush();
+                } else if every_line.due() {
+                    out.info(&text);
+                }
+                if every_check.due() {
+                    match s.retained_warning() {
+                        Ok(Some(w)) => out.warn(w),
+                        Ok(None) => {}
+                        Err(e) => out.warn(format!("could not read slot '{}' on the server: {e}", s.cdc.slot)),
+                    }
+                }
+                stop.load(Ordering::Relaxed)
+            };
+            out.info(format!(
+                "Following '{name}': {} ({}) through slot '{}' -> {}.{}",
+                s.shown,
+                s.cdc.tables.join(", "),
+                s.cdc.slot,
+                s.database,
+                s.schema
+            ));
+            let result = s.run(wh, Duration::from_millis(*batch_wait_ms), &mut report);
+            if live {
+                eprintln!();
+            }
+            let p = result?;
+            match out.format {
+                LogFormat::Json => println!("{}", progress_json(&p)),
+                LogFormat::Text => {
+                    out.info(format!("Stopped '{name}' after {:.1}s: {}", started.elapsed().as_secs_f64(), line(&p, started.elapsed())))
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Every cdc source of the project, as its loads declare them.
+pub(crate) fn sources(ws: &Workspace) -> Result<Vec<CdcSource>, Error> {
+    let m = &ws.manifest;
+    let database = m.target.database();
+    let loads = m.nodes.values().filter_map(|n| n.load.as_deref()).filter(|l| l.cdc().is_some());
+    Ok(loads.map(|l| CdcSource::from_load(l, &database)).collect::<Result<_, _>>()?)
+}
+
+fn list(sources: &[CdcSource], out: &Output) {
+    if out.format == LogFormat::Json {
+        for s in sources {
+            println!(
+                "{}",
+                json!({"name": s.name, "source": s.shown, "tables": s.cdc.tables, "publication": s.cdc.publication, "slot": s.cdc.slot,
+                       "mirrors": s.cdc.mirror_tables().iter().map(|t| format!("{}.{t}", s.schema)).collect::<Vec<_>>()})
+            );
+        }
+        return;
+    }
+    if sources.is_empty() {
+        out.info("No cdc sources: add `mode: cdc` to a postgres load in loads/*.yml (see docs/cdc.md)");
+        return;
+    }
+    println!("{:<16} {:<40} {:<20} mirrors", "source", "database", "slot");
+    for s in sources {
+        let mirrors: Vec<String> = s.cdc.mirror_tables().iter().map(|t| format!("{}.{t}", s.schema)).collect();
+        println!("{:<16} {:<40} {:<20} {}", s.name, s.shown, s.cdc.slot, mirrors.join(", "));
+    }
+}
+
+fn status(s: &CdcSource, st: &SlotStatus, out: &Output) {
+    let lsn = |l: Option<weir_cdc::Lsn>| l.map_or("-".to_string(), |l| l.to_string());
+    let retained_over = st.retained_bytes.is_some_and(|r| r as u64 > s.cdc.max_retained_wal);
+    if out.format == LogFormat::Json {
+        println!(
+            "{}",
+            json!({"source": s.name, "slot": st.slot, "slot_exists": st.exists, "active_pid": st.active_pid,
+                   "server_position": st.server_position.map(|l| l.to_string()), "confirmed": st.confirmed.map(|l| l.to_string()),
+                   "mirror_position": st.mirror_position.map(|l| l.to_string()), "mirror_updated_at": st.mirror_updated_at,
+                   "lag_bytes": st.lag_bytes, "lag_seconds": st.lag_seconds, "retained_wal_bytes": st.retained_bytes,
+                   "wal_status": st.wal_status, "retained_wal_over_limit": retained_over})
+        );
+        return;
+    }
+    let state = match (st.exists, st.active_pid, st.mirror_position) {
+        (false, _, None) => "never run".to_string(),
+        (false, _, Some(_)) => "slot missing: take a new snapshot with `weir load NAME --full-refresh`".replace("NAME", &s.name),
+        (true, Some(pid), _) => format!("following (server process {pid})"),
+        (true, None, _) => "stopped".to_string(),
+    };
+    println!("{} ({state})", s.name);
+    println!("  slot {} on {}, publication {}", st.slot, s.shown, s.cdc.publication);
+    println!(
+        "  server at {}, slot confirmed {}, mirrors at {} (stored {})",
+        lsn(st.server_position),
+        lsn(st.confirmed),
+        lsn(st.mirror_position),
+        st.mirror_updated_at.as_deref().unwrap_or("never")
+    );
+    if st.exists {
+        let lag = st.lag_bytes.map_or("-".into(), |b| size(b.max(0) as u64));
+        let secs = st.lag_seconds.map_or("-".into(), |s| format!("{s:.1} s"));
+        println!("  lag {lag} ({secs} since the mirrors last moved)");
+        let retained = st.retained_bytes.map_or("-".into(), |b| size(b.max(0) as u64));
+        println!(
+            "  retained WAL {retained} (limit {}){}{}",
+            size(s.cdc.max_retained_wal),
+            st.wal_status.as_deref().map(|w| format!(", wal_status {w}")).unwrap_or_default(),
+            if retained_over {
+                "  WARNING: past the limit; the server's disk fills until the mirrors catch up or the slot is dropped"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+fn line(p: &Progress, elapsed: Duration) -> String {
+    let a = p.applied;
+    let changes = a.upserted + a.deleted;
+    let rate = changes as f64 / elapsed.as_secs_f64().max(0.001);
+    let snapshot = if p.snapshotted { format!("snapshot {} rows; ", p.snapshot_rows) } else { String::new() };
+    format!(
+        "{snapshot}{changes} changes ({} upserted, {} deleted, {} truncates) in {} batches, {rate:.0}/s; mirrors at {}",
+        a.upserted,
+        a.deleted,
+        a.truncated,
+        p.batches,
+        p.position.map_or("-".into(), |l| l.to_string())
+    )
+}
+
+fn progress_json(p: &Progress) -> serde_json::Value {
+    json!({"position": p.position.map(|l| l.to_string()), "batches": p.batches, "upserted": p.applied.upserted,
+           "deleted": p.applied.deleted, "truncated": p.applied.truncated, "snapshot_rows": p.snapshot_rows})
+}
+
+/// A cdc source as work `weir serve` supervises: followed until stopped, warning while its
+/// slot retains too much WAL; a slot another process reads is left to it.
+pub(crate) fn work(s: CdcSource, wh: Arc<dyn weir_warehouse::Warehouse>, out: Arc<Output>) -> weir_server::Work {
+    weir_server::Work {
+        name: s.name.clone(),
+        enabled: true,
+        run: Box::new(move |stop| {
+            let mut check = Every::new(Duration::from_secs(30));
+            let outcome = s.run(wh.clone(), Duration::from_millis(500), &mut |_| {
+                if check.due()
+                    && let Ok(Some(w)) = s.retained_warning()
+                {
+                    out.warn(w);
+                }
+                stop.load(Ordering::Relaxed)
+            });
+            wh.release();
+            match outcome {
+                Ok(_) => weir_server::Ended::Stopped,
+                Err(e) if e.slot_in_use() => weir_server::Ended::Elsewhere(format!("slot '{}' is read by another process", s.cdc.slot)),
+                Err(e) => weir_server::Ended::Failed(e.to_string()),
+            }
+        }),
+    }
+}

@@ -1,0 +1,256 @@
+//! Change data capture from the command line, against a private PostgreSQL with
+//! `wal_level=logical`: a `mode: cdc` load is a node of the graph (`weir build` snapshots,
+//! then catches its mirrors up before the models on them), `weir cdc status` reports the
+//! slot, `weir cdc drop` removes what Weir made, and setup mistakes say what to change.
+
+mod common;
+#[path = "../../weir-cdc/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+
+use common::{minimal, query, text, weir};
+use support::PrivatePostgres;
+
+fn loads(port: u16, extra: &str) -> String {
+    format!(
+        "loads:\n  - name: shop\n    source:\n      kind: postgres\n      url: postgresql://postgres@127.0.0.1:{port}/postgres\n      \
+         mode: cdc\n      tables: [public.orders, crm.customers]\n    destination: raw_shop\n{extra}"
+    )
+}
+
+const SOURCES: &str = "version: 2\nsources:\n  - name: raw_shop\n    tables:\n      - name: orders\n      - name: crm_customers\n";
+
+const MODEL: &str = "select c.name, count(*) as orders, sum(o.amount) as revenue\n\
+    from {{ source('raw_shop', 'orders') }} o join {{ source('raw_shop', 'crm_customers') }} c on c.id = o.customer_id\n\
+    where not coalesce(o._weir_deleted, false)\n\
+    group by c.name\n";
+
+fn project(port: u16) -> tempfile::TempDir {
+    minimal(&[("loads/shop.yml", &loads(port, "    deletes: soft\n")), ("models/sources.yml", SOURCES), ("models/revenue.sql", MODEL)])
+}
+
+fn source_db(pg: &PrivatePostgres) -> postgres::Client {
+    let mut db = pg.connect();
+    db.batch_execute(
+        "create schema crm;
+         create table crm.customers (id int primary key, name text);
+         create table orders (id int primary key, customer_id int, amount numeric(10,2), note text);
+         insert into crm.customers values (1, 'Ada'), (2, 'Grace');
+         insert into orders select g, 1 + g % 2, g, 'first' from generate_series(1, 10) g;",
+    )
+    .unwrap();
+    db
+}
+
+fn revenue(dir: &Path) -> Vec<Vec<String>> {
+    query(&dir.join("t.duckdb"), "select name, orders, revenue from revenue order by name")
+}
+
+#[test]
+fn build_snapshots_the_source_then_catches_its_mirrors_up_before_the_models_on_them() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = source_db(&pg);
+    let dir = project(pg.port);
+
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("snapshot of 12 row(s)"), "{out}");
+    assert_eq!(revenue(dir.path()), vec![vec!["Ada", "5", "30.00"], vec!["Grace", "5", "25.00"]]);
+    let made: i64 = db.query_one("select count(*) from pg_publication where pubname = 'weir_shop'", &[]).unwrap().get(0);
+    assert_eq!(made, 1, "Weir made the publication");
+
+    // Changes while nothing follows: an update, a delete (soft: the row stays, marked), a
+    // key moved, and a column added at the source.
+    db.batch_execute(
+        "update orders set amount = amount * 10 where id = 2;
+         delete from orders where id = 3;
+         update orders set id = 100 where id = 4;
+         alter table crm.customers add column tier text;
+         insert into crm.customers values (3, 'Edsger', 'gold');
+         insert into orders values (11, 3, 7.5, 'new');",
+    )
+    .unwrap();
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!text(&o).contains("snapshot of"), "{}", text(&o));
+    assert_eq!(revenue(dir.path()), vec![vec!["Ada", "5", "48.00"], vec!["Edsger", "1", "7.50"], vec!["Grace", "4", "22.00"]]);
+    let mirror = |sql: &str| query(&dir.path().join("t.duckdb"), sql);
+    // A moved key leaves its old row behind, deleted (Debezium too sends a delete for it).
+    assert_eq!(
+        mirror("select id, _weir_deleted from raw_shop.orders where id in (3, 4, 100) order by id"),
+        vec![vec!["3", "true"], vec!["4", "true"], vec!["100", "false"]]
+    );
+    assert_eq!(mirror("select tier from raw_shop.crm_customers where id = 3"), vec![vec!["gold"]]);
+    assert_eq!(mirror("select count(*) from raw_shop.orders where _weir_loaded_at is null"), vec![vec!["0"]]);
+
+    // Nothing new: the catch-up finds the mirrors where the server is and stops.
+    let o = weir(dir.path(), &["load", "shop"]);
+    assert!(o.status.success() && text(&o).contains("0 upserted, 0 deleted"), "{}", text(&o));
+
+    let o = weir(dir.path(), &["cdc", "status", "shop"]);
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("shop (stopped)") && out.contains("retained WAL"), "{out}");
+    let o = weir(dir.path(), &["--log-format", "json", "cdc", "status"]);
+    let status: serde_json::Value = serde_json::from_str(text(&o).trim()).unwrap();
+    assert_eq!((status["slot"].as_str(), status["lag_bytes"].as_i64()), (Some("weir_shop"), Some(0)), "{status}");
+    assert_eq!(status["mirror_position"], status["confirmed"], "{status}");
+
+    let o = weir(dir.path(), &["cdc", "drop", "shop"]);
+    assert!(o.status.success() && text(&o).contains("Dropped slot 'weir_shop', publication 'weir_shop'"), "{}", text(&o));
+    let left: i64 =
+        db.query_one("select (select count(*) from pg_replication_slots) + (select count(*) from pg_publication)", &[]).unwrap().get(0);
+    assert_eq!(left, 0, "the slot and the publication are gone");
+
+    // Dropped, the next build starts over with a new snapshot, over the mirrors as they are.
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success() && text(&o).contains("snapshot of 13 row(s)"), "{}", text(&o));
+    assert_eq!(mirror("select count(*) from raw_shop.orders where not _weir_deleted"), vec![vec!["10"]]);
+    assert_eq!(mirror("select count(*) from raw_shop.orders where _weir_deleted"), vec![vec!["2"]]);
+}
+
+#[test]
+fn setup_mistakes_say_what_to_change() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = source_db(&pg);
+    db.batch_execute("alter table orders drop constraint orders_pkey").unwrap();
+    let dir = minimal(&[("loads/shop.yml", &loads(pg.port, ""))]);
+    let o = weir(dir.path(), &["load", "shop"]);
+    let out = text(&o);
+    assert!(!o.status.success() && out.contains("public.orders has no primary key") && out.contains("REPLICA IDENTITY FULL"), "{out}");
+
+    // REPLICA IDENTITY FULL: every column is the key.
+    db.batch_execute("alter table orders replica identity full; delete from orders where id > 2").unwrap();
+    let o = weir(dir.path(), &["load", "shop"]);
+    assert!(o.status.success(), "{}", text(&o));
+    db.batch_execute("update orders set note = 'changed' where id = 1").unwrap();
+    let o = weir(dir.path(), &["load", "shop"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        query(&dir.path().join("t.duckdb"), "select id, note from raw_shop.orders order by id"),
+        vec![vec!["1", "changed"], vec!["2", "first"]]
+    );
+
+    // A publication of the user's that lacks a table is not changed: the error says how.
+    let user = minimal(&[("loads/shop.yml", &loads(pg.port, "").replace("mode: cdc", "mode: cdc\n      publication: mine"))]);
+    db.batch_execute("create publication mine for table orders").unwrap();
+    let o = weir(user.path(), &["load", "shop"]);
+    let out = text(&o);
+    assert!(!o.status.success() && out.contains("ALTER PUBLICATION \"mine\" ADD TABLE crm.customers"), "{out}");
+
+    let o = weir(dir.path(), &["cdc", "run", "nope"]);
+    assert!(!o.status.success() && text(&o).contains("no cdc source named 'nope' in loads/*.yml (cdc sources: shop)"), "{}", text(&o));
+}
+
+/// A small deterministic generator (xorshift), so a failing run can be replayed by its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One random transaction: inserts, updates (some moving a key, some leaving the large
+/// value unchanged), deletes; some roll back, some are large enough to be streamed before
+/// their commit. (No truncate: one would hide every change lost before it.)
+fn random_transaction(db: &mut postgres::Client, rng: &mut Rng, next_id: &mut i64) {
+    let mut sql = String::from("begin;");
+    let statements = 1 + rng.below(6);
+    for _ in 0..statements {
+        let id = rng.below(400) as i64;
+        match rng.below(20) {
+            0..=5 => {
+                sql.push_str(&format!(
+                    "insert into items values ({next}, {n}, repeat('p{n}', 1500)) on conflict (id) do nothing;",
+                    next = *next_id,
+                    n = rng.below(1000)
+                ));
+                *next_id += 1;
+            }
+            6..=10 => sql.push_str(&format!("update items set n = n + 1 where id between {id} and {};", id + 20)),
+            11 => sql.push_str(&format!("update items set payload = repeat('q', 3000 + {id}) where id = {id};")),
+            12 => sql.push_str(&format!("update items set id = id + 100000 where id = {id};")),
+            13..=16 => sql.push_str(&format!("delete from items where id between {id} and {};", id + 3)),
+            17 => {
+                sql.push_str(&format!(
+                    "insert into items select g, g % 7, repeat('b', 200) from generate_series({next}, {}) g;",
+                    *next_id + 2000,
+                    next = *next_id
+                ));
+                *next_id += 2001;
+            }
+            18 => sql.push_str("savepoint s; delete from items where n % 2 = 0; rollback to savepoint s;"),
+            _ => sql.push_str(&format!("update items set n = -n where id = {id};")),
+        }
+    }
+    sql.push_str(if rng.below(8) == 0 { "rollback;" } else { "commit;" });
+    db.batch_execute(&sql).unwrap();
+}
+
+#[test]
+fn a_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source() {
+    // A small decoding memory streams large transactions while they are in progress.
+    let pg = PrivatePostgres::start(&["logical_decoding_work_mem=64kB"]);
+    let mut db = pg.connect();
+    db.batch_execute(
+        "create table items (id bigint primary key, n int, payload text);
+         alter table items alter column payload set storage external;
+         insert into items select g, g, repeat('s', 3000) from generate_series(1, 300) g;",
+    )
+    .unwrap();
+    let file = format!(
+        "loads:\n  - name: shop\n    source:\n      kind: postgres\n      url: postgresql://postgres@127.0.0.1:{}/postgres\n      \
+         mode: cdc\n      tables: [items]\n",
+        pg.port
+    );
+    let dir = minimal(&[("loads/shop.yml", &file)]);
+    let seed = std::env::var("WEIR_CDC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cdc0_u64);
+    let mut rng = Rng(seed);
+    let mut next_id = 1_000_000i64;
+    for round in 0..8 {
+        let mut follower = common::weir_command(dir.path())
+            .args(["cdc", "run", "shop", "--batch-wait-ms", "30"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Writes begin while it starts (or takes its snapshot) and go on, a few milliseconds
+        // apart, while it follows; it is killed at any point of that.
+        let writes = 10 + rng.below(40);
+        let kill_at = rng.below(writes);
+        for i in 0..writes {
+            if i == kill_at {
+                follower.kill().unwrap();
+            }
+            random_transaction(&mut db, &mut rng, &mut next_id);
+            std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(40)));
+        }
+        follower.wait().unwrap();
+        eprintln!("round {round}: {writes} transactions, killed after {kill_at}");
+    }
+    let o = weir(dir.path(), &["load", "shop"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let source: Vec<Vec<String>> = db
+        .query("select id::text, n::text, md5(payload) from items order by items.id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| vec![r.get(0), r.get(1), r.get(2)])
+        .collect();
+    let mirror = query(&dir.path().join("t.duckdb"), "select id, n, md5(payload) from raw.items order by id");
+    let only =
+        |a: &[Vec<String>], b: &[Vec<String>]| -> Vec<Vec<String>> { a.iter().filter(|r| !b.contains(r)).take(5).cloned().collect() };
+    assert!(
+        mirror == source,
+        "seed {seed}: the mirror ({} rows) differs from the source ({} rows); only in the source: {:?}; only in the mirror: {:?}",
+        mirror.len(),
+        source.len(),
+        only(&source, &mirror),
+        only(&mirror, &source)
+    );
+    assert!(source.len() > 100, "the test still has rows to compare ({})", source.len());
+}
