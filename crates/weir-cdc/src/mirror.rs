@@ -152,8 +152,9 @@ impl Mirror {
         self.write(tables, Some(end))
     }
 
-    /// Merges `tables` in one transaction, leaving the position as it is (a snapshot's
-    /// chunks: the position comes once all of it is in).
+    /// Adds a snapshot's chunk in one transaction, leaving the position as it is (it comes
+    /// once all of the snapshot is in). The first chunk of each table is marked truncated,
+    /// so with hard deletes the table is empty and every key new: its rows are only inserted.
     pub fn load(&mut self, tables: &[TableChanges]) -> Result<Applied, MirrorError> {
         self.write(tables, None)
     }
@@ -166,7 +167,9 @@ impl Mirror {
         self.conn.execute("begin")?;
         let outcome = (|| {
             for t in tables {
-                self.merge(t, &mut applied)?;
+                // A snapshot's rows meet no row of theirs unless soft deletes kept it.
+                let fresh = end.is_none() && !self.options.soft_deletes;
+                self.merge(t, fresh, &mut applied)?;
             }
             if let Some(end) = end {
                 let changes = applied.upserted + applied.deleted;
@@ -235,11 +238,12 @@ impl Mirror {
         Ok(())
     }
 
-    /// Merges one table's changes: they are staged as text through the warehouse's binary
+    /// Merges one table's changes (`fresh`: keys the mirror does not hold, only inserted):
+    /// they are staged as text through the warehouse's binary
     /// bulk path (no SQL text per row), the rows that keep a value the source left unchanged
     /// are filled from the mirror as it stood, then every changed key goes (with soft
     /// deletes, a deleted key's row stays, marked) and the rows the batch leaves come back.
-    fn merge(&mut self, t: &TableChanges, applied: &mut Applied) -> Result<(), WarehouseError> {
+    fn merge(&mut self, t: &TableChanges, fresh: bool, applied: &mut Applied) -> Result<(), WarehouseError> {
         let q = |s: &str| self.wh.quote(s);
         let name = self.wh.render(&self.table_of(&t.relation));
         let cols = &t.relation.columns;
@@ -299,7 +303,10 @@ impl Mirror {
             ))?;
         }
         let gone = if soft { " and not s.d" } else { "" };
-        self.conn.execute(&format!("delete from {name} where exists (select 1 from {stage} s where {}{gone})", key_match(&name, "k_")))?;
+        if !fresh {
+            self.conn
+                .execute(&format!("delete from {name} where exists (select 1 from {stage} s where {}{gone})", key_match(&name, "k_")))?;
+        }
         if soft {
             self.conn.execute(&format!(
                 "update {name} set {deleted} = true, {loaded_at} = {now} where exists (select 1 from {stage} s where {} and s.d)",
