@@ -18,10 +18,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use weir_core::{Datum, Relation};
-use weir_warehouse::arrow::array::{ArrayRef, BooleanBuilder, StringBuilder};
-use weir_warehouse::arrow::datatypes::{Field, Schema};
-use weir_warehouse::{Connection, RecordBatch, Warehouse, WarehouseError, literal};
+use weir_core::{ColumnType, Datum, Relation};
+use weir_warehouse::arrow::array::{ArrayRef, BooleanBuilder, StringBuilder, TimestampMicrosecondArray};
+use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use weir_warehouse::{BatchFeed, Connection, RecordBatch, Warehouse, WarehouseError, literal};
 
 use crate::changes::{RowChange, TableChanges};
 use crate::pgoutput::{Lsn, Relation as SourceTable, Value};
@@ -152,6 +152,49 @@ impl Mirror {
         self.write(tables, Some(end))
     }
 
+    /// Replaces the mirror of `t` with the rows `fill` hands over, as typed Arrow batches of
+    /// `t`'s columns ([`column_type`]), through the warehouse's binary bulk path, in one
+    /// transaction: a snapshot with hard deletes. Returns None, doing nothing, when the
+    /// mirror's columns are not `t`'s in order (a mirror that has gained or kept other
+    /// columns takes the merging path, [`Mirror::load`]).
+    pub fn replace(&mut self, t: &SourceTable, fill: &mut BatchFeed<'_>) -> Result<Option<u64>, MirrorError> {
+        if self.options.soft_deletes {
+            return Ok(None);
+        }
+        self.ensure(t)?;
+        let rel = self.table_of(t);
+        let have: Vec<String> = self.conn.columns(&rel)?.into_iter().map(|c| c.name).collect();
+        let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).chain([LOADED_AT]).collect();
+        if have.len() != want.len() || have.iter().zip(&want).any(|(h, w)| h != w) {
+            return Ok(None);
+        }
+        let loaded_at = chrono::Utc::now().naive_utc().and_utc().timestamp_micros();
+        let name = self.wh.render(&rel);
+        self.conn.execute("begin")?;
+        let outcome = (|| {
+            self.conn.execute(&format!("delete from {name}"))?;
+            self.conn.copy_in_batches(&rel, &mut |sink| {
+                fill(&mut |batch| {
+                    let mut columns = batch.columns().to_vec();
+                    columns.push(Arc::new(TimestampMicrosecondArray::from(vec![loaded_at; batch.num_rows()])));
+                    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+                    fields.push(Field::new(LOADED_AT, DataType::Timestamp(TimeUnit::Microsecond, None), true));
+                    let with =
+                        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| WarehouseError::Io(e.to_string()))?;
+                    sink(&with)
+                })
+            })
+        })();
+        let rows = match outcome.and_then(|rows| self.conn.execute("commit").map(|_| rows)) {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = self.conn.execute("rollback");
+                return Err(e.into());
+            }
+        };
+        Ok(Some(rows))
+    }
+
     /// Adds a snapshot's chunk in one transaction, leaving the position as it is (it comes
     /// once all of the snapshot is in). The first chunk of each table is marked truncated,
     /// so with hard deletes the table is empty and every key new: its rows are only inserted.
@@ -202,8 +245,11 @@ impl Mirror {
         // A table not made yet has no columns (some engines say so with an error).
         let mut have: Vec<String> = self.conn.columns(&rel).unwrap_or_default().into_iter().map(|c| c.name).collect();
         if have.is_empty() {
-            let mut columns: Vec<String> =
-                t.columns.iter().map(|c| format!("{} {}", self.wh.quote(&c.name), sql_type(c.type_oid, c.type_modifier))).collect();
+            let mut columns: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", self.wh.quote(&c.name), self.wh.type_sql(&column_type(c.type_oid, c.type_modifier))))
+                .collect();
             columns.push(format!("{} timestamp", self.wh.quote(LOADED_AT)));
             if self.options.soft_deletes {
                 columns.push(format!("{} boolean", self.wh.quote(DELETED)));
@@ -229,7 +275,7 @@ impl Mirror {
                 self.conn.execute(&format!(
                     "alter table {name} add column {} {}",
                     self.wh.quote(&c.name),
-                    sql_type(c.type_oid, c.type_modifier)
+                    self.wh.type_sql(&column_type(c.type_oid, c.type_modifier))
                 ))?;
                 have.push(c.name.clone());
             }
@@ -247,7 +293,7 @@ impl Mirror {
         let q = |s: &str| self.wh.quote(s);
         let name = self.wh.render(&self.table_of(&t.relation));
         let cols = &t.relation.columns;
-        let typed = |c: &crate::pgoutput::Column| sql_type(c.type_oid, c.type_modifier);
+        let typed = |c: &crate::pgoutput::Column| self.wh.type_sql(&column_type(c.type_oid, c.type_modifier));
         let keys: Vec<&crate::pgoutput::Column> = cols.iter().filter(|c| c.key).collect();
         let (soft, loaded_at, deleted) = (self.options.soft_deletes, q(LOADED_AT), q(DELETED));
         let now = now();
@@ -410,25 +456,26 @@ fn now() -> String {
     format!("cast('{}' as timestamp)", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f"))
 }
 
-/// The warehouse type of a PostgreSQL type (by its OID), or text.
-fn sql_type(oid: u32, modifier: i32) -> String {
+/// The column type a mirror gives a PostgreSQL type (by its OID and modifier), as the loads
+/// type what they read from PostgreSQL; anything else is kept as its text.
+pub fn column_type(oid: u32, modifier: i32) -> ColumnType {
     match oid {
-        16 => "boolean".into(),
-        20 => "bigint".into(),
-        21 => "smallint".into(),
-        23 => "integer".into(),
-        700 => "real".into(),
-        701 => "double precision".into(),
+        16 => ColumnType::Boolean,
+        20 => ColumnType::BigInt,
+        21 | 23 => ColumnType::Integer,
+        700 | 701 => ColumnType::Double,
         1700 if modifier >= 4 => {
             let m = modifier - 4;
-            format!("decimal({}, {})", (m >> 16) & 0xffff, m & 0xffff)
+            let (precision, scale) = (((m >> 16) & 0xffff) as u8, (m & 0xffff) as u8);
+            // Wider than the warehouses' decimals: its text.
+            if precision <= 38 && scale <= precision { ColumnType::Decimal { precision, scale } } else { ColumnType::Varchar }
         }
-        1700 => "decimal(38, 10)".into(),
-        1082 => "date".into(),
-        1114 => "timestamp".into(),
-        1184 => "timestamptz".into(),
-        1083 => "time".into(),
-        2950 => "uuid".into(),
-        _ => "varchar".into(),
+        1700 => ColumnType::Decimal { precision: 38, scale: 10 },
+        1082 => ColumnType::Date,
+        1114 => ColumnType::Timestamp,
+        1184 => ColumnType::TimestampTz,
+        1083 => ColumnType::Time,
+        2950 => ColumnType::Uuid,
+        _ => ColumnType::Varchar,
     }
 }

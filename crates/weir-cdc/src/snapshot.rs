@@ -4,14 +4,23 @@
 //!
 //! The tables are the publication's. Each is read in one repeatable-read transaction that
 //! takes the slot's snapshot (the replication connection that made the slot runs nothing
-//! else meanwhile, which keeps the snapshot valid), as PostgreSQL's text of each value, and
-//! merged into its mirror in chunks. The position is stored only once every table is in:
-//! a snapshot cut short by a crash is taken again from the start, over emptied mirrors.
+//! else meanwhile, which keeps the snapshot valid). A mirror with hard deletes whose columns
+//! are the table's is replaced in one transaction by the loads' path: PostgreSQL's binary
+//! `COPY` decoded into typed Arrow batches for the warehouse's bulk path. Otherwise (soft
+//! deletes keep rows the source no longer has; a mirror with columns of its own) the table is
+//! read as PostgreSQL's text of each value and merged in chunks. The position is stored only
+//! once every table is in: a snapshot cut short by a crash is taken again from the start.
 
 use postgres::{Client, NoTls};
 
+use postgres::types::Type;
+use weir_core::ColumnType;
+use weir_warehouse::batches::ReadError as CopyError;
+use weir_warehouse::pgcopy;
+use weir_warehouse::{RecordBatch, WarehouseError};
+
 use crate::changes::{Key, RowChange, TableChanges};
-use crate::mirror::{Mirror, MirrorError};
+use crate::mirror::{Mirror, MirrorError, column_type};
 use crate::pgoutput::{Column, Relation, ReplicaIdentity, Value};
 use crate::replication::{Config, SlotCreated};
 
@@ -59,14 +68,71 @@ pub fn copy(config: &Config, publication: &str, slot: &SlotCreated, mirror: &mut
         if !relation.columns.iter().any(|c| c.key) {
             return Err(SnapshotError::NoKey(name));
         }
-        let rows = read(&mut client, snapshot, &relation, mirror).map_err(|e| match e {
-            ReadError::Source(e) => err(e),
-            ReadError::Mirror(e) => SnapshotError::Mirror(e),
-        })?;
+        let binary = mirror.replace(&relation, &mut |sink| copy_binary(config, snapshot, &relation, sink))?;
+        let rows = match binary {
+            Some(rows) => rows,
+            None => read(&mut client, snapshot, &relation, mirror).map_err(|e| match e {
+                ReadError::Source(e) => err(e),
+                ReadError::Mirror(e) => SnapshotError::Mirror(e),
+            })?,
+        };
         copied.tables.push((name, rows));
     }
     mirror.apply(&[], slot.consistent_point)?;
     Ok(copied)
+}
+
+/// Reads one table at the snapshot as PostgreSQL's binary `COPY`, decoded into typed Arrow
+/// batches of the mirror's column types (the loads' path), handing each to `sink`. A column
+/// the mirror keeps as text crosses as the server's text of it.
+fn copy_binary(
+    config: &Config,
+    snapshot: &str,
+    relation: &Relation,
+    sink: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
+) -> weir_warehouse::Result<()> {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let typed: Vec<(String, ColumnType)> =
+        relation.columns.iter().map(|c| (c.name.clone(), column_type(c.type_oid, c.type_modifier))).collect();
+    let types: Vec<Type> = relation
+        .columns
+        .iter()
+        .zip(&typed)
+        .map(|(c, (_, t))| if *t == ColumnType::Varchar { Type::TEXT } else { Type::from_oid(c.type_oid).unwrap_or(Type::TEXT) })
+        .collect();
+    let columns: Vec<String> =
+        typed.iter().map(|(name, t)| if *t == ColumnType::Varchar { format!("{}::text", quote(name)) } else { quote(name) }).collect();
+    let plan = pgcopy::plan(&types, &typed);
+    let copy = format!(
+        "copy (select {} from {}.{}) to stdout (format binary)",
+        columns.join(", "),
+        quote(&relation.namespace),
+        quote(&relation.name)
+    );
+    let setup =
+        format!("begin transaction isolation level repeatable read read only; set transaction snapshot '{}'", snapshot.replace('\'', "''"));
+    let at = format!("{}.{}", relation.namespace, relation.name);
+    pgcopy::read(&url(config), &setup, &copy, &plan, &mut |_, _| {}, sink).map(|_| ()).map_err(|e| match e {
+        CopyError::Sink(e) => e,
+        CopyError::Start(m) | CopyError::Value(m) => WarehouseError::Io(format!("reading {at} at the snapshot: {m}")),
+        CopyError::Lost { rows, message } => WarehouseError::Io(format!("reading {at} at the snapshot, after {rows} rows: {message}")),
+    })
+}
+
+/// The connection string of `config` for tokio-postgres (`key=value` pairs, quoted).
+fn url(config: &Config) -> String {
+    let v = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut url = format!(
+        "host={} port={} user={} dbname={} application_name='weir snapshot'",
+        v(&config.host),
+        config.port,
+        v(&config.user),
+        v(&config.database)
+    );
+    if let Some(p) = &config.password {
+        url.push_str(&format!(" password={}", v(p)));
+    }
+    url
 }
 
 enum ReadError {

@@ -137,3 +137,46 @@ fn a_quiet_table_keeps_its_slot_moving_while_other_tables_write() {
     }
     assert_eq!(mirror.position().unwrap(), moved.position);
 }
+
+#[test]
+fn a_row_from_the_snapshot_and_the_same_row_streamed_are_the_same_in_the_mirror() {
+    // The snapshot reads PostgreSQL's binary COPY, the stream its text: every type a mirror
+    // holds must come out the same either way.
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = pg.connect();
+    db.batch_execute(
+        "create type mood as enum ('ok', 'sad');
+         create table t (id int primary key, b boolean, s smallint, i int, g bigint, r real, d double precision,
+                         n numeric(12,3), nn numeric, wide numeric(50,2), dt date, tm time, ts timestamp, tz timestamptz,
+                         u uuid, tx text, vc varchar(10), js jsonb, m mood, a int[], by bytea, iv interval);
+         create publication weir_pub for table t;",
+    )
+    .unwrap();
+    let row = |id: i32| {
+        format!(
+            "insert into t values ({id}, true, -3, 7, 9000000000, 1.5, 2.25, 12345.678, 3.14159, 123456789012345678901234567890.12,
+             '2024-02-29', '13:14:15.5', '2024-02-29 13:14:15.123456', '2024-02-29 13:14:15.5+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+             'it''s', 'short', '{{\"k\": [1, 2]}}', 'sad', '{{1,2,3}}', '\\xdeadbeef', '1 day 02:03:04');
+             insert into t (id) values ({});",
+            id + 1
+        )
+    };
+    db.batch_execute(&row(1)).unwrap();
+    let config = config(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let wh = duckdb(dir.path());
+    let settings =
+        Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(100) };
+    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
+    follow(&config, &settings, &mut mirror, &mut |_| true).unwrap();
+    db.batch_execute(&row(11)).unwrap();
+    follow(&config, &settings, &mut mirror, &mut |_| count(&wh, "select count(*) from t") == 4).unwrap();
+    let rows = wh.connect().unwrap().query("select * exclude (id, _weir_loaded_at) from t order by id").unwrap();
+    let text = |r: &Vec<weir_core::Datum>| r.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    assert_eq!(rows.rows.len(), 4);
+    assert_eq!(text(&rows.rows[0]), text(&rows.rows[2]), "a full row");
+    assert_eq!(text(&rows.rows[1]), text(&rows.rows[3]), "a row of nulls");
+    let types: Vec<String> = rows.columns.iter().map(|c| c.data_type.to_lowercase()).collect();
+    assert_eq!(types[..3], ["boolean", "integer", "integer"]);
+    assert!(types[6].starts_with("decimal(12,3)") && types[8] == "varchar", "{types:?}");
+}

@@ -11,12 +11,10 @@
 //! recorded in `_weir_loads`. The metadata store then learns the new high-water mark and the
 //! files read; a run killed in between is settled from `_weir_loads` on the next run.
 
-mod batches;
 pub mod files;
 pub mod http;
 pub mod load;
 mod mysql;
-mod pgcopy;
 pub mod quotes;
 
 pub use load::{LoadOptions, LoadReport, Progress, ProgressFn, prepare_destination, run_load};

@@ -14,12 +14,12 @@ use weir_warehouse::postgres::pg_message;
 use weir_warehouse::{Connection, FileFormat, FileScan, RecordBatch, Warehouse, WarehouseError, literal};
 
 use crate::ConnectError;
-use crate::batches::ReadError;
 use crate::files::{self, Rejected};
 use crate::http::{self, HttpSource};
 use crate::mysql::{self as my, MysqlSource};
-use crate::pgcopy::{self, undomained};
 use crate::quotes;
+use weir_warehouse::batches::ReadError;
+use weir_warehouse::pgcopy::{self, undomained};
 
 /// The columns every loaded row gets.
 pub const LOAD_ID: &str = "_weir_load_id";
@@ -835,7 +835,7 @@ impl Job<'_> {
         let plan = pgcopy::plan(&types, &typed);
         self.create_stage(&plan.stage)?;
         let copy = format!("copy ({}) to stdout with (format binary)", plan.select(&sql));
-        self.stage_batches(url, &sql, |tell, emit| pgcopy::read(url, &copy, &plan, tell, emit).map(|_| vec![]))
+        self.stage_batches(url, &sql, |tell, emit| pgcopy::read(url, "", &copy, &plan, tell, emit).map(|_| vec![]))
     }
 
     /// Stages the record batches `read` decodes from the source at `url` (running `sql`)

@@ -20,8 +20,8 @@ use weir_warehouse::arrow::array::{
 };
 use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::batches::{self, BATCH_ROWS, Decoded, ReadError};
 use crate::files::Rejected;
+use weir_warehouse::batches::{self, BATCH_ROWS, Decoded, ReadError};
 
 /// An open connection to the source, its session set to UTC.
 pub struct MysqlSource {

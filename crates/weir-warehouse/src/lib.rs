@@ -4,8 +4,10 @@
 //! dialect; code above this crate never names an engine. Engine-specific SQL lives in the
 //! adapters ([`duckdb`], [`postgres`]), the way dbt's `adapter.dispatch` keeps it per adapter.
 
+pub mod batches;
 mod cache;
 pub mod duckdb;
+pub mod pgcopy;
 pub mod postgres;
 
 pub use cache::RelationCache;

@@ -7,17 +7,17 @@
 
 use std::sync::mpsc::{SyncSender, sync_channel};
 
-use weir_warehouse::RecordBatch;
+use crate::RecordBatch;
 
 /// Rows per record batch: a few megabytes, whatever the table's size.
-pub(crate) const BATCH_ROWS: usize = 65_536;
+pub const BATCH_ROWS: usize = 65_536;
 
 /// A decoded batch with the rows and bytes read up to its end.
-pub(crate) type Decoded = (RecordBatch, u64, u64);
+pub type Decoded = (RecordBatch, u64, u64);
 
 /// Why reading stopped.
 #[derive(Debug)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     /// The read could not start (a bad query, a refused connection).
     Start(String),
     /// The source went away after `rows` rows.
@@ -25,17 +25,17 @@ pub(crate) enum ReadError {
     /// A value the destination's column cannot hold, named with its column.
     Value(String),
     /// The destination refused a batch.
-    Sink(weir_warehouse::WarehouseError),
+    Sink(crate::WarehouseError),
 }
 
 /// Runs `decode` on a thread of its own, handing each batch it sends to `emit` in order and
 /// telling `tell` the rows and bytes read so far. `decode` returns the rows and bytes it read
 /// and what else it found; it stops early, without an error, when a send fails (the
 /// destination refused a batch, whose error is the one returned).
-pub(crate) fn ahead<T: Send>(
+pub fn ahead<T: Send>(
     decode: impl FnOnce(&SyncSender<Decoded>) -> Result<(u64, u64, T), ReadError> + Send,
     tell: &mut dyn FnMut(u64, u64),
-    emit: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
+    emit: &mut dyn FnMut(&RecordBatch) -> crate::Result<()>,
 ) -> Result<(u64, T), ReadError> {
     let (sender, batches) = sync_channel::<Decoded>(AHEAD);
     std::thread::scope(|scope| {

@@ -11,36 +11,36 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures_util::{StreamExt, pin_mut};
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
-use tokio_postgres::types::{FromSql, Kind as PgKind, Type};
-use weir_core::ColumnType;
-use weir_warehouse::RecordBatch;
-use weir_warehouse::arrow::array::{
+use crate::RecordBatch;
+use crate::arrow::array::{
     ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float64Builder,
     Int32Builder, Int64Builder, IntervalMonthDayNanoBuilder, ListBuilder, StringBuilder, Time64MicrosecondBuilder,
     TimestampMicrosecondBuilder,
 };
-use weir_warehouse::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, Schema, SchemaRef, TimeUnit};
-use weir_warehouse::postgres::pg_message;
+use crate::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, IntervalUnit, Schema, SchemaRef, TimeUnit};
+use crate::postgres::pg_message;
+use futures_util::{StreamExt, pin_mut};
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::{FromSql, Kind as PgKind, Type};
+use weir_core::ColumnType;
 
 use crate::batches::{self, BATCH_ROWS, Decoded, ReadError};
 
 /// How each column of a query crosses: its PostgreSQL type and the Arrow column it becomes.
-pub(crate) struct Plan {
+pub struct Plan {
     /// The types as they cross: `text` for a column cast to text.
     types: Vec<Type>,
     kinds: Vec<Kind>,
     schema: SchemaRef,
     /// The stage's columns: the source's, but text for a column that crosses as its text.
-    pub(crate) stage: Vec<(String, ColumnType)>,
+    pub stage: Vec<(String, ColumnType)>,
     /// Whether the server casts each column to text.
     as_text: Vec<bool>,
 }
 
 impl Plan {
     /// `sql` (the extraction's query) with the columns that cross as text cast to it.
-    pub(crate) fn select(&self, sql: &str) -> String {
+    pub fn select(&self, sql: &str) -> String {
         if !self.as_text.contains(&true) {
             return sql.to_string();
         }
@@ -91,7 +91,7 @@ const ARROW_UUID: &str = "arrow.uuid";
 /// The binary plan for columns of PostgreSQL types `types` that the stage would receive as
 /// `typed`. A column whose type has no binary reader here crosses as its text, into a text
 /// column of the stage.
-pub(crate) fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Plan {
+pub fn plan(types: &[Type], typed: &[(String, ColumnType)]) -> Plan {
     let mut plan = Plan { types: vec![], kinds: vec![], schema: Arc::new(Schema::empty()), stage: vec![], as_text: vec![] };
     let mut fields = vec![];
     for (ty, (name, ct)) in types.iter().zip(typed) {
@@ -158,7 +158,7 @@ fn binary_twin(ty: &Type, ct: &ColumnType) -> Option<(Kind, DataType)> {
 }
 
 /// The type a domain is over, through domains over domains; any other type as it is.
-pub(crate) fn undomained(ty: &Type) -> &Type {
+pub fn undomained(ty: &Type) -> &Type {
     match ty.kind() {
         PgKind::Domain(base) => undomained(base),
         _ => ty,
@@ -166,21 +166,25 @@ pub(crate) fn undomained(ty: &Type) -> &Type {
 }
 
 /// Runs `copy` (a `COPY (...) TO STDOUT (FORMAT binary)` of the plan's columns) on a
-/// connection of its own, decoding ahead of `emit` ([`batches::ahead`]), which gets its rows
-/// as record batches; `tell` hears the rows and bytes read so far. Returns the rows read.
-pub(crate) fn read(
+/// connection of its own, after `setup` (statements run first on that connection: a
+/// snapshot's transaction, say; empty for none), decoding ahead of `emit`
+/// ([`batches::ahead`]), which gets its rows as record batches; `tell` hears the rows and
+/// bytes read so far. Returns the rows read.
+pub fn read(
     url: &str,
+    setup: &str,
     copy: &str,
     plan: &Plan,
     tell: &mut dyn FnMut(u64, u64),
-    emit: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
+    emit: &mut dyn FnMut(&RecordBatch) -> crate::Result<()>,
 ) -> Result<u64, ReadError> {
-    batches::ahead(|sender| decode(url, copy, plan, sender).map(|(rows, bytes)| (rows, bytes, ())), tell, emit).map(|(rows, ())| rows)
+    batches::ahead(|sender| decode(url, setup, copy, plan, sender).map(|(rows, bytes)| (rows, bytes, ())), tell, emit)
+        .map(|(rows, ())| rows)
 }
 
 /// The decoding side of [`read`]: reads the copy and sends its batches until the rows end,
 /// something fails, or the receiver is gone. Returns the rows and bytes read.
-fn decode(url: &str, copy: &str, plan: &Plan, sender: &std::sync::mpsc::SyncSender<Decoded>) -> Result<(u64, u64), ReadError> {
+fn decode(url: &str, setup: &str, copy: &str, plan: &Plan, sender: &std::sync::mpsc::SyncSender<Decoded>) -> Result<(u64, u64), ReadError> {
     let start = |e: tokio_postgres::Error| ReadError::Start(pg_message(&e));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ReadError::Start(e.to_string()))?;
     rt.block_on(async {
@@ -190,6 +194,9 @@ fn decode(url: &str, copy: &str, plan: &Plan, sender: &std::sync::mpsc::SyncSend
         });
         // Times in UTC and ISO dates, as the query's own casts and comparisons expect.
         client.batch_execute("set timezone = 'UTC'; set datestyle = 'ISO, YMD'").await.map_err(start)?;
+        if !setup.is_empty() {
+            client.batch_execute(setup).await.map_err(start)?;
+        }
         let stream = client.copy_out(copy).await.map_err(start)?;
         let rows = BinaryCopyOutStream::new(stream, &plan.types);
         pin_mut!(rows);
@@ -509,8 +516,8 @@ mod tests {
         let plan = plan(&[Type::INT8], &[("g".to_string(), ColumnType::BigInt)]);
         let copy = "copy (select g from generate_series(1::bigint, 200000) g) to stdout (format binary)";
         let (mut told, mut seen) = (vec![], vec![]);
-        let rows = read(PG, copy, &plan, &mut |n, _| told.push(n), &mut |b| {
-            let g = b.column(0).as_any().downcast_ref::<weir_warehouse::arrow::array::Int64Array>().unwrap();
+        let rows = read(PG, "", copy, &plan, &mut |n, _| told.push(n), &mut |b| {
+            let g = b.column(0).as_any().downcast_ref::<crate::arrow::array::Int64Array>().unwrap();
             seen.push((g.value(0), b.num_rows()));
             Ok(())
         });
@@ -520,14 +527,14 @@ mod tests {
 
         // The destination refuses the second batch: its error comes back, nothing hangs.
         let mut batches = 0;
-        let refused = read(PG, copy, &plan, &mut |_, _| {}, &mut |_| {
+        let refused = read(PG, "", copy, &plan, &mut |_, _| {}, &mut |_| {
             batches += 1;
-            if batches == 2 { Err(weir_warehouse::WarehouseError::query("refused".to_string(), "append")) } else { Ok(()) }
+            if batches == 2 { Err(crate::WarehouseError::query("refused".to_string(), "append")) } else { Ok(()) }
         });
         assert!(matches!(refused, Err(ReadError::Sink(_))));
         assert_eq!(batches, 2);
 
-        let bad = read(PG, "copy (select * from no_such_table) to stdout (format binary)", &plan, &mut |_, _| {}, &mut |_| Ok(()));
+        let bad = read(PG, "", "copy (select * from no_such_table) to stdout (format binary)", &plan, &mut |_, _| {}, &mut |_| Ok(()));
         assert!(matches!(bad, Err(ReadError::Start(m)) if m.contains("no_such_table")));
     }
 
@@ -577,12 +584,12 @@ mod tests {
         let copy = "copy (select '0b3ad1c4-6c4e-4c1a-9f5e-2d3c4b5a6f70'::uuid, '{\"b\": 1,  \"a\": [true]}'::jsonb, '{\"b\": 1,  \"a\": [true]}'::json,
                       interval '1 year 2 mons 3 days 04:05:06.789' union all select null, null, null, null) to stdout (format binary)";
         let seen = batches(copy, &plan);
-        use weir_warehouse::arrow::array::{Array, AsArray};
+        use crate::arrow::array::{Array, AsArray};
         let b = &seen[0];
         assert_eq!(b.column(0).as_fixed_size_binary().value(0), hex("0b3ad1c46c4e4c1a9f5e2d3c4b5a6f70"));
         assert_eq!(b.column(1).as_string::<i32>().value(0), r#"{"a": [true], "b": 1}"#, "jsonb's text, as the server keeps it");
         assert_eq!(b.column(2).as_string::<i32>().value(0), r#"{"b": 1,  "a": [true]}"#, "json's text, as written");
-        let i = b.column(3).as_primitive::<weir_warehouse::arrow::datatypes::IntervalMonthDayNanoType>().value(0);
+        let i = b.column(3).as_primitive::<crate::arrow::datatypes::IntervalMonthDayNanoType>().value(0);
         assert_eq!((i.months, i.days, i.nanoseconds), (14, 3, 14_706_789_000_000));
         assert!((0..4).all(|i| b.column(i).is_null(1)));
         assert!(jsonb(&[2, b'1']).unwrap_err().contains("version 2"));
@@ -602,8 +609,8 @@ mod tests {
         let copy = "copy (select '{1,NULL,3}'::int4[], '{a,\"b c\"}'::text[], '{1.005,-2}'::numeric[]
                       union all select '[0:1]={7,8}'::int4[], '{}'::text[], null) to stdout (format binary)";
         let seen = batches(copy, &plan);
-        use weir_warehouse::arrow::array::{Array, AsArray};
-        use weir_warehouse::arrow::datatypes::{Decimal128Type, Int32Type};
+        use crate::arrow::array::{Array, AsArray};
+        use crate::arrow::datatypes::{Decimal128Type, Int32Type};
         let b = &seen[0];
         let n = b.column(0).as_list::<i32>();
         let ints = |i: usize| n.value(i).as_primitive::<Int32Type>().iter().collect::<Vec<_>>();
@@ -617,6 +624,7 @@ mod tests {
 
         let deep = read(
             PG,
+            "",
             "copy (select '{{1,2},{3,4}}'::int4[], '{}'::text[], null::numeric[]) to stdout (format binary)",
             &plan,
             &mut |_, _| {},
@@ -629,7 +637,7 @@ mod tests {
     /// Every batch `copy` yields under `plan`, on the shared server.
     fn batches(copy: &str, plan: &Plan) -> Vec<RecordBatch> {
         let mut seen = vec![];
-        read(PG, copy, plan, &mut |_, _| {}, &mut |b| {
+        read(PG, "", copy, plan, &mut |_, _| {}, &mut |b| {
             seen.push(b.clone());
             Ok(())
         })
