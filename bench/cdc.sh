@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Change data capture from PostgreSQL into DuckDB mirrors. Anyone can run it:
 #
-#   bash bench/cdc.sh                                              # 1M rows, 10,000 transactions
-#   BENCH_CDC_ROWS=10000000 BENCH_CDC_TRANSACTIONS=50000 bash bench/cdc.sh
+#   bash bench/cdc.sh                                              # 10M rows, 10,000 transactions
+#   BENCH_CDC_ROWS=1000000 BENCH_CDC_SECONDS=10 bash bench/cdc.sh  # smaller, shorter
 #
 # A private PostgreSQL (initdb + pg_ctl on a free loopback port, wal_level=logical, fsync off)
 # holds `accounts` (id bigint primary key, customer, balance numeric(12,2), status, note,
 # updated_at timestamp, in UTC) with BENCH_CDC_ROWS rows; a project mirrors it with a `mode: cdc`
 # load into a DuckDB file.
 #
-# 1. Snapshot: `weir load bench` on a new mirror (the slot's exported snapshot copied in).
+# 1. Snapshot: `weir load bench` on a new mirror (the slot's exported snapshot copied in),
+#    beside a plain `weir load` of the same table (the loads' rate on the same rows).
 # 2. Throughput: with no follower running, pgbench runs BENCH_CDC_TRANSACTIONS transactions
 #    from two clients, each updating 60 rows, deleting 20 and inserting 20; then `weir load
 #    bench` catches the mirror up. Changes are the row changes the server counted
@@ -23,7 +24,7 @@
 #    the merge's own time) minus the `updated_at` its transaction wrote (clock_timestamp()).
 REPEAT=1
 source "$(dirname "$0")/common.sh"
-ROWS="${BENCH_CDC_ROWS:-1000000}"
+ROWS="${BENCH_CDC_ROWS:-10000000}"
 TRANSACTIONS="${BENCH_CDC_TRANSACTIONS:-10000}"
 SECONDS_LIVE="${BENCH_CDC_SECONDS:-30}"
 dir="$BENCH_DIR/cdc"
@@ -59,6 +60,17 @@ start=$(date +%s%N)
 (cd "$dir" && "$WEIR" load bench >/dev/null)
 snap=$(seconds "$start" "$(date +%s%N)")
 echo "| snapshot | $ROWS rows | ${snap} s | $(python3 -c "print(f'{$ROWS / $snap:,.0f}')") rows/s |"
+# The same table read by a plain load, for the loads' rate on the same rows.
+cat > "$dir/loads/copy.yml" <<YML
+loads:
+  - name: copy
+    source: {kind: postgres, url: "postgresql://postgres@127.0.0.1:$port/postgres", table: accounts}
+YML
+start=$(date +%s%N)
+(cd "$dir" && "$WEIR" load copy >/dev/null)
+plain=$(seconds "$start" "$(date +%s%N)")
+rm "$dir/loads/copy.yml"
+echo "| plain load of the same table | $ROWS rows | ${plain} s | $(python3 -c "print(f'{$ROWS / $plain:,.0f}')") rows/s |"
 
 cat > "$dir/mixed.sql" <<SQL
 \set id random(1, $ROWS - 100)
