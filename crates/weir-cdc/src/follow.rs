@@ -118,6 +118,8 @@ pub fn follow(
                     progress.position = Some(sent);
                 }
                 stream.ask()?;
+                // Quiet: other processes may have a DuckDB file until changes come again.
+                mirror.release();
                 if stop(&progress) {
                     return Ok(progress);
                 }

@@ -73,7 +73,9 @@ type Stage = (RecordBatch, Vec<(String, &'static str)>);
 /// The mirrors of one CDC source, in `schema` of the warehouse.
 pub struct Mirror {
     wh: Arc<dyn Warehouse>,
-    conn: Box<dyn Connection>,
+    /// Open while it writes; let go of between batches while the source is quiet
+    /// ([`Mirror::release`]), so other processes may write a DuckDB file too.
+    conn: Option<Box<dyn Connection>>,
     source: String,
     database: String,
     schema: String,
@@ -96,7 +98,7 @@ impl Mirror {
         ))?;
         Ok(Mirror {
             wh,
-            conn,
+            conn: Some(conn),
             source: source.to_string(),
             database: database.to_string(),
             schema: schema.to_string(),
@@ -109,7 +111,7 @@ impl Mirror {
     /// Where the last batch merged ended: the position to stream from again.
     pub fn position(&mut self) -> Result<Option<Lsn>, MirrorError> {
         let sql = format!("select lsn_number from {} where source = {}", self.wh.render(&self.positions), literal(&self.source));
-        let result = self.conn.query(&sql)?;
+        let result = open(&mut self.conn, &self.wh)?.query(&sql)?;
         Ok(result.scalar().and_then(Datum::as_i64).map(|n| Lsn(n as u64)))
     }
 
@@ -119,10 +121,23 @@ impl Mirror {
         Relation::new(&self.database, &self.schema, weir_graph::loads::mirror_table(&t.namespace, &t.name))
     }
 
+    /// Closes the connection and lets go of the database where one process writes it at a
+    /// time (a DuckDB file); the next write opens it again, waiting its turn.
+    pub fn release(&mut self) {
+        if self.wh.one_writer() {
+            self.conn = None;
+            self.wh.release();
+        }
+    }
+
     /// Forgets the position (the next follower takes a new snapshot); true if there was one.
     pub fn forget(&mut self) -> Result<bool, MirrorError> {
         let had = self.position()?.is_some();
-        self.conn.execute(&format!("delete from {} where source = {}", self.wh.render(&self.positions), literal(&self.source)))?;
+        open(&mut self.conn, &self.wh)?.execute(&format!(
+            "delete from {} where source = {}",
+            self.wh.render(&self.positions),
+            literal(&self.source)
+        ))?;
         Ok(had)
     }
 
@@ -133,7 +148,7 @@ impl Mirror {
             self.wh.render(&self.positions),
             literal(&self.source)
         );
-        let result = self.conn.query(&sql)?;
+        let result = open(&mut self.conn, &self.wh)?.query(&sql)?;
         let Some(row) = result.rows.first() else { return Ok(Standing::default()) };
         let position = row.first().and_then(Datum::as_i64).map(|n| Lsn(n as u64));
         let at = match row.get(1) {
@@ -163,17 +178,17 @@ impl Mirror {
         }
         self.ensure(t)?;
         let rel = self.table_of(t);
-        let have: Vec<String> = self.conn.columns(&rel)?.into_iter().map(|c| c.name).collect();
+        let have: Vec<String> = open(&mut self.conn, &self.wh)?.columns(&rel)?.into_iter().map(|c| c.name).collect();
         let want: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).chain([LOADED_AT]).collect();
         if have.len() != want.len() || have.iter().zip(&want).any(|(h, w)| h != w) {
             return Ok(None);
         }
         let loaded_at = chrono::Utc::now().naive_utc().and_utc().timestamp_micros();
         let name = self.wh.render(&rel);
-        self.conn.execute("begin")?;
+        open(&mut self.conn, &self.wh)?.execute("begin")?;
         let outcome = (|| {
-            self.conn.execute(&format!("delete from {name}"))?;
-            self.conn.copy_in_batches(&rel, &mut |sink| {
+            open(&mut self.conn, &self.wh)?.execute(&format!("delete from {name}"))?;
+            open(&mut self.conn, &self.wh)?.copy_in_batches(&rel, &mut |sink| {
                 fill(&mut |batch| {
                     let mut columns = batch.columns().to_vec();
                     columns.push(Arc::new(TimestampMicrosecondArray::from(vec![loaded_at; batch.num_rows()])));
@@ -185,10 +200,12 @@ impl Mirror {
                 })
             })
         })();
-        let rows = match outcome.and_then(|rows| self.conn.execute("commit").map(|_| rows)) {
+        let rows = match outcome.and_then(|rows| open(&mut self.conn, &self.wh)?.execute("commit").map(|_| rows)) {
             Ok(rows) => rows,
             Err(e) => {
-                let _ = self.conn.execute("rollback");
+                if let Some(c) = self.conn.as_mut() {
+                    let _ = c.execute("rollback");
+                }
                 return Err(e.into());
             }
         };
@@ -207,7 +224,7 @@ impl Mirror {
             self.ensure(&t.relation)?;
         }
         let mut applied = Applied::default();
-        self.conn.execute("begin")?;
+        open(&mut self.conn, &self.wh)?.execute("begin")?;
         let outcome = (|| {
             for t in tables {
                 // A snapshot's rows meet no row of theirs unless soft deletes kept it.
@@ -217,8 +234,8 @@ impl Mirror {
             if let Some(end) = end {
                 let changes = applied.upserted + applied.deleted;
                 let positions = self.wh.render(&self.positions);
-                self.conn.execute(&format!("delete from {positions} where source = {}", literal(&self.source)))?;
-                self.conn.execute(&format!(
+                open(&mut self.conn, &self.wh)?.execute(&format!("delete from {positions} where source = {}", literal(&self.source)))?;
+                open(&mut self.conn, &self.wh)?.execute(&format!(
                     "insert into {positions} values ({}, {}, {}, {changes}, {})",
                     literal(&self.source),
                     literal(&end.to_string()),
@@ -226,10 +243,12 @@ impl Mirror {
                     now()
                 ))?;
             }
-            self.conn.execute("commit")
+            open(&mut self.conn, &self.wh)?.execute("commit")
         })();
         if let Err(e) = outcome {
-            let _ = self.conn.execute("rollback");
+            if let Some(c) = self.conn.as_mut() {
+                let _ = c.execute("rollback");
+            }
             return Err(e.into());
         }
         Ok(applied)
@@ -243,7 +262,7 @@ impl Mirror {
             return Ok(());
         }
         // A table not made yet has no columns (some engines say so with an error).
-        let mut have: Vec<String> = self.conn.columns(&rel).unwrap_or_default().into_iter().map(|c| c.name).collect();
+        let mut have: Vec<String> = open(&mut self.conn, &self.wh)?.columns(&rel).unwrap_or_default().into_iter().map(|c| c.name).collect();
         if have.is_empty() {
             let mut columns: Vec<String> = t
                 .columns
@@ -254,7 +273,7 @@ impl Mirror {
             if self.options.soft_deletes {
                 columns.push(format!("{} boolean", self.wh.quote(DELETED)));
             }
-            self.conn.execute(&format!("create table if not exists {name} ({})", columns.join(", ")))?;
+            open(&mut self.conn, &self.wh)?.execute(&format!("create table if not exists {name} ({})", columns.join(", ")))?;
             have = t.columns.iter().map(|c| c.name.clone()).collect();
             have.push(LOADED_AT.to_string());
             have.extend(self.options.soft_deletes.then(|| DELETED.to_string()));
@@ -262,7 +281,7 @@ impl Mirror {
         // Mirrors made before soft deletes were asked for: every row there is not deleted.
         for (column, ty) in [(LOADED_AT, "timestamp"), (DELETED, "boolean default false")] {
             if !have.iter().any(|h| h == column) && (column == LOADED_AT || self.options.soft_deletes) {
-                self.conn.execute(&format!("alter table {name} add column {} {ty}", self.wh.quote(column)))?;
+                open(&mut self.conn, &self.wh)?.execute(&format!("alter table {name} add column {} {ty}", self.wh.quote(column)))?;
                 have.push(column.to_string());
             }
         }
@@ -272,7 +291,7 @@ impl Mirror {
         }
         for c in &t.columns {
             if !have.contains(&c.name) {
-                self.conn.execute(&format!(
+                open(&mut self.conn, &self.wh)?.execute(&format!(
                     "alter table {name} add column {} {}",
                     self.wh.quote(&c.name),
                     self.wh.type_sql(&column_type(c.type_oid, c.type_modifier))
@@ -298,7 +317,7 @@ impl Mirror {
         let (soft, loaded_at, deleted) = (self.options.soft_deletes, q(LOADED_AT), q(DELETED));
         let now = now();
         if t.truncated {
-            self.conn.execute(&if soft {
+            open(&mut self.conn, &self.wh)?.execute(&if soft {
                 format!("update {name} set {deleted} = true, {loaded_at} = {now} where {deleted} is not true")
             } else {
                 format!("delete from {name}")
@@ -311,13 +330,13 @@ impl Mirror {
         let stage_rel = Relation::new(&self.database, &self.schema, format!("_weir_cdc_stage_{}_{}", self.source, t.relation.oid));
         let stage = self.wh.render(&stage_rel);
         let (batch, columns) = staged(t)?;
-        self.conn.execute(&format!("drop table if exists {stage}"))?;
-        self.conn.execute(&format!(
+        open(&mut self.conn, &self.wh)?.execute(&format!("drop table if exists {stage}"))?;
+        open(&mut self.conn, &self.wh)?.execute(&format!(
             "create table {stage} ({})",
             columns.iter().map(|(n, ty)| format!("{} {ty}", q(n))).collect::<Vec<_>>().join(", ")
         ))?;
         let mut once = Some(batch);
-        self.conn.copy_in_batches(&stage_rel, &mut |sink| match once.take() {
+        open(&mut self.conn, &self.wh)?.copy_in_batches(&stage_rel, &mut |sink| match once.take() {
             Some(b) => sink(&b),
             None => Ok(()),
         })?;
@@ -335,8 +354,8 @@ impl Mirror {
                     format!("case when s.{u} then m.{m} else cast(s.{v} as {}) end as {m}", typed(c))
                 })
                 .collect();
-            self.conn.execute(&format!("drop table if exists {filled}"))?;
-            self.conn.execute(&format!(
+            open(&mut self.conn, &self.wh)?.execute(&format!("drop table if exists {filled}"))?;
+            open(&mut self.conn, &self.wh)?.execute(&format!(
                 "create table {filled} as select {} from {stage} s left join {name} m on {} where not s.d",
                 select.join(", "),
                 keys.iter()
@@ -354,10 +373,11 @@ impl Mirror {
         );
         let gone = if soft { " where not d" } else { "" };
         if !fresh {
-            self.conn.execute(&format!("delete from {name} where {mirror_key} in (select {stage_key} from {stage}{gone})"))?;
+            open(&mut self.conn, &self.wh)?
+                .execute(&format!("delete from {name} where {mirror_key} in (select {stage_key} from {stage}{gone})"))?;
         }
         if soft {
-            self.conn.execute(&format!(
+            open(&mut self.conn, &self.wh)?.execute(&format!(
                 "update {name} set {deleted} = true, {loaded_at} = {now} where {mirror_key} in (select {stage_key} from {stage} where d)"
             ))?;
         }
@@ -377,13 +397,17 @@ impl Mirror {
                 from.push("false".into());
             }
             let rows = if unchanged { filled.clone() } else { format!("{stage} where not d") };
-            self.conn.execute(&format!("insert into {name} ({}) select {} from {rows}", into.join(", "), from.join(", ")))?;
+            open(&mut self.conn, &self.wh)?.execute(&format!(
+                "insert into {name} ({}) select {} from {rows}",
+                into.join(", "),
+                from.join(", ")
+            ))?;
             applied.upserted += upserts;
         }
         if unchanged {
-            self.conn.execute(&format!("drop table {filled}"))?;
+            open(&mut self.conn, &self.wh)?.execute(&format!("drop table {filled}"))?;
         }
-        self.conn.execute(&format!("drop table {stage}"))?;
+        open(&mut self.conn, &self.wh)?.execute(&format!("drop table {stage}"))?;
         Ok(())
     }
 }
@@ -451,6 +475,14 @@ fn staged(t: &TableChanges) -> Result<Stage, WarehouseError> {
     let batch =
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| WarehouseError::Io(format!("staging changes: {e}")))?;
     Ok((batch, columns))
+}
+
+/// The mirror's connection, opened again after [`Mirror::release`].
+fn open<'a>(conn: &'a mut Option<Box<dyn Connection>>, wh: &Arc<dyn Warehouse>) -> Result<&'a mut Box<dyn Connection>, WarehouseError> {
+    if conn.is_none() {
+        *conn = Some(wh.connect()?);
+    }
+    conn.as_mut().ok_or_else(|| WarehouseError::Io("no connection to the warehouse".into()))
 }
 
 /// Now, as a timestamp literal in UTC (the same on every engine).

@@ -254,3 +254,60 @@ fn a_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source(
     );
     assert!(source.len() > 100, "the test still has rows to compare ({})", source.len());
 }
+
+#[test]
+fn weir_serve_follows_the_source_and_takes_turns_with_builds() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = source_db(&pg);
+    let dir = minimal(&[
+        ("loads/shop.yml", &loads(pg.port, "")),
+        ("models/sources.yml", SOURCES),
+        ("models/revenue.sql", &MODEL.replace("where not coalesce(o._weir_deleted, false)\n", "")),
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = common::weir_command(dir.path())
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env("WEIR_API_TOKEN", "cdc-test-token")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let db_file = dir.path().join("t.duckdb");
+    let mirrored = |sql: &str| -> Option<String> {
+        if !db_file.exists() {
+            return None;
+        }
+        query(&db_file, sql).first().and_then(|r| r.first().cloned())
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ok() {
+            let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+            assert!(std::time::Instant::now() < until, "waited a minute for {what}; the server said:\n{log}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    // The tables exist once the snapshot is in.
+    wait("the snapshot", &|| {
+        mirrored("select count(*) from information_schema.tables where table_name = '_weir_cdc_positions'").as_deref() == Some("1")
+            && mirrored("select count(*) from raw_shop._weir_cdc_positions").as_deref() == Some("1")
+    });
+    db.batch_execute("insert into orders values (50, 2, 100, 'live'); delete from orders where id = 1;").unwrap();
+    wait("the live changes", &|| {
+        mirrored("select string_agg(cast(id as varchar), ',') from raw_shop.orders where id in (1, 50)").as_deref() == Some("50")
+    });
+
+    // A build in another process leaves the source to the server's follower and builds on
+    // what the mirrors hold.
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("OK left to its running") && text(&o).contains("[RUNNING"), "{}", text(&o));
+    assert_eq!(revenue(dir.path()), vec![vec!["Ada", "5", "30.00"], vec!["Grace", "5", "124.00"]]);
+
+    let _ = std::process::Command::new("kill").args(["-TERM", &serve.id().to_string()]).status();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while serve.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < until, "weir serve did not stop on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
