@@ -70,7 +70,7 @@ pub fn follow(
     let from = match mirror.position()? {
         Some(p) => p,
         None => {
-            conn.drop_slot_if_exists(&follow.slot)?;
+            conn.drop_slot_if_exists(&follow.slot, Duration::from_secs(10))?;
             let slot = conn.create_slot(&follow.slot)?;
             copied = Some(snapshot::copy(config, &follow.publication, &slot, mirror)?);
             slot.consistent_point

@@ -129,13 +129,24 @@ impl Connection {
         Ok(SlotCreated { name: field(0).unwrap_or_else(|| name.to_string()), consistent_point, snapshot: field(2) })
     }
 
-    /// Drops the slot `name` when there is one.
-    pub fn drop_slot_if_exists(&mut self, name: &str) -> Result<(), ReplicationError> {
-        let found = self.command(&format!("select 1 from pg_replication_slots where slot_name = '{}'", name.replace('\'', "''")))?;
-        if !found.is_empty() {
-            self.command(&format!("DROP_REPLICATION_SLOT {} WAIT", quote_ident(name)))?;
+    /// Drops the slot `name` when there is one. A slot another connection reads is waited for
+    /// up to `patience` (the server lets go of a slot soon after its reader dies), then
+    /// refused with the server's "is active" error (SQLSTATE 55006): a live reader elsewhere
+    /// keeps its slot, where `WAIT` would hang until it stops.
+    pub fn drop_slot_if_exists(&mut self, name: &str, patience: Duration) -> Result<(), ReplicationError> {
+        let started = Instant::now();
+        loop {
+            let found = self.command(&format!("select 1 from pg_replication_slots where slot_name = '{}'", name.replace('\'', "''")))?;
+            if found.is_empty() {
+                return Ok(());
+            }
+            match self.command(&format!("DROP_REPLICATION_SLOT {}", quote_ident(name))) {
+                Err(ReplicationError::Server { code, .. }) if code == "55006" && started.elapsed() < patience => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other.map(|_| ()),
+            }
         }
-        Ok(())
     }
 
     /// Runs a replication command (or, in a database connection, SQL) and returns its rows as

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
+use weir_core::size::human;
 use weir_graph::loads::{Cdc, Deletes, Load, SchemaContract};
 use weir_warehouse::Warehouse;
 
@@ -299,9 +300,9 @@ impl CdcSource {
             format!(
                 "slot '{}' keeps {} of WAL on {} (max_retained_wal {}): the mirror is behind, and the server's disk fills until it catches up or the slot is dropped (`weir cdc drop {}`)",
                 self.cdc.slot,
-                size(r as u64),
+                human(r as u64),
                 self.shown,
-                size(self.cdc.max_retained_wal),
+                human(self.cdc.max_retained_wal),
                 self.name
             )
         }))
@@ -397,16 +398,6 @@ impl Every {
         }
         self.last = Some(Instant::now());
         true
-    }
-}
-
-/// A size as people read it (`1.5 GiB`).
-pub fn size(bytes: u64) -> String {
-    match bytes {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
     }
 }
 

@@ -25,6 +25,18 @@ fn duckdb(dir: &std::path::Path) -> Arc<dyn Warehouse> {
     Arc::from(weir_warehouse::open("duckdb", &fields, dir).unwrap())
 }
 
+/// What a test follows with: the private server's settings, a DuckDB warehouse in a folder
+/// of its own, the slot `weir_slot` of publication `weir_pub` merged every 100 ms, and the
+/// mirror of source `shop`.
+fn follower(pg: &PrivatePostgres) -> (Config, tempfile::TempDir, Arc<dyn Warehouse>, Follow, Mirror) {
+    let dir = tempfile::tempdir().unwrap();
+    let wh = duckdb(dir.path());
+    let settings =
+        Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(100) };
+    let mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
+    (config(pg), dir, wh, settings, mirror)
+}
+
 fn count(wh: &Arc<dyn Warehouse>, sql: &str) -> i64 {
     wh.connect().unwrap().query(sql).unwrap().scalar().and_then(|d| d.as_i64()).unwrap_or(-1)
 }
@@ -100,12 +112,7 @@ fn a_quiet_table_keeps_its_slot_moving_while_other_tables_write() {
     let mut db = pg.connect();
     db.batch_execute("create table orders (id int primary key); create table clicks (id int primary key, at timestamp)").unwrap();
     db.batch_execute("create publication weir_pub for table orders").unwrap();
-    let config = config(&pg);
-    let dir = tempfile::tempdir().unwrap();
-    let wh = duckdb(dir.path());
-    let settings =
-        Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(100) };
-    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
+    let (config, _dir, _wh, settings, mut mirror) = follower(&pg);
     let start = follow(&config, &settings, &mut mirror, &mut |_| true).unwrap().position.unwrap();
 
     // Another table, not captured, writes a good deal of WAL.
@@ -162,12 +169,7 @@ fn a_row_from_the_snapshot_and_the_same_row_streamed_are_the_same_in_the_mirror(
         )
     };
     db.batch_execute(&row(1)).unwrap();
-    let config = config(&pg);
-    let dir = tempfile::tempdir().unwrap();
-    let wh = duckdb(dir.path());
-    let settings =
-        Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(100) };
-    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
+    let (config, _dir, wh, settings, mut mirror) = follower(&pg);
     follow(&config, &settings, &mut mirror, &mut |_| true).unwrap();
     db.batch_execute(&row(11)).unwrap();
     follow(&config, &settings, &mut mirror, &mut |_| count(&wh, "select count(*) from t") == 4).unwrap();

@@ -11,6 +11,7 @@ pub mod files;
 mod location;
 mod relation;
 mod result;
+pub mod size;
 mod types;
 
 pub use error::error_chain;

@@ -397,8 +397,8 @@ impl Log {
             self.cap = u64::MAX;
             self.note(&format!(
                 "{} of output were not kept: a log is limited to {} (max_log_bytes in weir.yml)",
-                human_bytes(dropped),
-                human_bytes(cap)
+                weir_core::size::human(dropped),
+                weir_core::size::human(cap)
             ));
         }
     }
@@ -650,15 +650,6 @@ pub(crate) fn clip(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
-    }
-}
-
-pub(crate) fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
     }
 }
 

@@ -914,8 +914,8 @@ impl TaskRun {
                 return Outcome::Failed {
                     message: format!(
                         "the value '{name}' is {} as JSON; values passed between tasks are limited to {} (xcom_max_bytes in weir.yml): write large data to a table or a file and pass its name",
-                        crate::attempt::human_bytes(json.len() as u64),
-                        crate::attempt::human_bytes(limit as u64)
+                        weir_core::size::human(json.len() as u64),
+                        weir_core::size::human(limit as u64)
                     ),
                     exit_code: None,
                 };

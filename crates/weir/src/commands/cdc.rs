@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weir_cdc::follow::Progress;
-use weir_cdc::source::{CdcSource, Every, SlotStatus, size};
+use weir_cdc::source::{CdcSource, Every, SlotStatus};
+use weir_core::size::human;
 
 use crate::cli::{CdcCommand, Global, LogFormat};
 use crate::output::Output;
@@ -175,13 +176,13 @@ fn status(s: &CdcSource, st: &SlotStatus, out: &Output) {
         st.mirror_updated_at.as_deref().unwrap_or("never")
     );
     if st.exists {
-        let lag = st.lag_bytes.map_or("-".into(), |b| size(b.max(0) as u64));
+        let lag = st.lag_bytes.map_or("-".into(), |b| human(b.max(0) as u64));
         let secs = st.lag_seconds.map_or("-".into(), |s| format!("{s:.1} s"));
         println!("  lag {lag} ({secs} since the mirrors last moved)");
-        let retained = st.retained_bytes.map_or("-".into(), |b| size(b.max(0) as u64));
+        let retained = st.retained_bytes.map_or("-".into(), |b| human(b.max(0) as u64));
         println!(
             "  retained WAL {retained} (limit {}){}{}",
-            size(s.cdc.max_retained_wal),
+            human(s.cdc.max_retained_wal),
             st.wal_status.as_deref().map(|w| format!(", wal_status {w}")).unwrap_or_default(),
             if retained_over {
                 "  WARNING: past the limit; the server's disk fills until the mirrors catch up or the slot is dropped"
