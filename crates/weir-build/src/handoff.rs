@@ -116,17 +116,8 @@ fn run_cdc(host: &ExecHost, load: &weir_graph::loads::Load, result: &mut NodeRes
     }
     match source.catch_up(session.warehouse.clone()) {
         Ok(p) => {
-            let a = p.applied;
-            result.rows_affected = Some(p.snapshot_rows + a.upserted + a.deleted);
-            let snapshot = if p.snapshotted { format!("snapshot of {} row(s), then ", p.snapshot_rows) } else { String::new() };
-            result.message = Some(format!(
-                "{snapshot}{} upserted, {} deleted, {} truncate(s) in {} batch(es); mirrors at {}",
-                a.upserted,
-                a.deleted,
-                a.truncated,
-                p.batches,
-                p.position.map_or("-".into(), |l| l.to_string())
-            ));
+            result.rows_affected = Some(p.snapshot_rows + p.applied.upserted + p.applied.deleted);
+            result.message = Some(p.summary());
             Ok(())
         }
         Err(e) if e.slot_in_use() => {

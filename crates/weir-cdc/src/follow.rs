@@ -41,6 +41,22 @@ pub struct Progress {
     pub snapshot_rows: u64,
 }
 
+impl Progress {
+    /// One line for people: the snapshot, what was merged, and where the mirrors stand.
+    pub fn summary(&self) -> String {
+        let a = self.applied;
+        let snapshot = if self.snapshotted { format!("snapshot of {} row(s), then ", self.snapshot_rows) } else { String::new() };
+        format!(
+            "{snapshot}{} upserted, {} deleted, {} truncate(s) in {} batch(es); mirrors at {}",
+            a.upserted,
+            a.deleted,
+            a.truncated,
+            self.batches,
+            self.position.map_or("-".into(), |l| l.to_string())
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     #[error(transparent)]

@@ -18,7 +18,7 @@ use weir_warehouse::Warehouse;
 use crate::follow::{Follow, FollowError, Progress, follow};
 use crate::mirror::{Mirror, MirrorError, MirrorOptions};
 use crate::pgoutput::Lsn;
-use crate::replication::{Config, Connection, ReplicationError};
+use crate::replication::{Config, ReplicationError};
 
 /// The comment that marks a publication as Weir's own: kept in step with `tables`, and
 /// dropped by [`CdcSource::drop`]. A publication without it is the user's and is only read.
@@ -136,7 +136,8 @@ impl CdcSource {
 
     /// Makes sure the tables can be captured and the publication names them: Weir's own
     /// publication is made or brought in step with `tables`; the user's must hold them.
-    pub fn prepare(&self) -> Result<(), SourceError> {
+    /// Returns where the server's WAL is flushed to now (what a catch-up follows up to).
+    pub fn prepare(&self) -> Result<Lsn, SourceError> {
         let mut client = self.client()?;
         let err = |e: postgres::Error| self.pg_error(e);
         for (schema, table) in self.cdc.source_tables() {
@@ -216,14 +217,14 @@ impl CdcSource {
                 }
             }
         }
-        Ok(())
+        let flushed: String = client.query_one("select pg_current_wal_flush_lsn()::text", &[]).map_err(err)?.get(0);
+        flushed.parse().map_err(|m: String| SourceError::Postgres { at: self.shown.clone(), message: m })
     }
 
     /// Brings the mirrors up to the source's WAL position as it stands now (a new mirror
     /// first takes a snapshot), then stops: what `weir load` and `weir build` do.
     pub fn catch_up(&self, wh: Arc<dyn Warehouse>) -> Result<Progress, SourceError> {
-        self.prepare()?;
-        let target = Connection::connect(&self.config)?.identify_system()?;
+        let target = self.prepare()?;
         let mut mirror = self.mirror(wh)?;
         let settings = self.follow_settings(Duration::from_millis(100));
         follow(&self.config, &settings, &mut mirror, &mut |p| p.position.is_some_and(|at| at >= target)).map_err(|e| self.follow_error(e))

@@ -194,18 +194,8 @@ fn status(s: &CdcSource, st: &SlotStatus, out: &Output) {
 }
 
 fn line(p: &Progress, elapsed: Duration) -> String {
-    let a = p.applied;
-    let changes = a.upserted + a.deleted;
-    let rate = changes as f64 / elapsed.as_secs_f64().max(0.001);
-    let snapshot = if p.snapshotted { format!("snapshot {} rows; ", p.snapshot_rows) } else { String::new() };
-    format!(
-        "{snapshot}{changes} changes ({} upserted, {} deleted, {} truncates) in {} batches, {rate:.0}/s; mirrors at {}",
-        a.upserted,
-        a.deleted,
-        a.truncated,
-        p.batches,
-        p.position.map_or("-".into(), |l| l.to_string())
-    )
+    let changes = p.applied.upserted + p.applied.deleted;
+    format!("{}, {:.0} changes/s", p.summary(), changes as f64 / elapsed.as_secs_f64().max(0.001))
 }
 
 fn progress_json(p: &Progress) -> serde_json::Value {
