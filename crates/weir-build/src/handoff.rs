@@ -104,7 +104,7 @@ fn run_load(host: &ExecHost, n: &Node, progress: Option<&ProgressFn>, result: &m
     Ok(())
 }
 
-/// Brings a cdc source's mirrors up to the source's WAL position as the node starts (a new
+/// Brings a cdc source's mirrors up to the source's log position as the node starts (a new
 /// mirror first takes its snapshot), as `weir cdc run` would and then stops;
 /// `--full-refresh` takes a new snapshot. A follower running elsewhere (`weir cdc run`,
 /// `weir serve`) keeps the mirrors up to date itself: the node succeeds and says so.
@@ -121,7 +121,11 @@ fn run_cdc(host: &ExecHost, load: &weir_graph::loads::Load, result: &mut NodeRes
             Ok(())
         }
         Err(e) if e.slot_in_use() => {
-            result.message = Some(format!("kept up to date by its running follower (slot '{}' is in use)", source.cdc.slot));
+            let held = match source.origin {
+                weir_cdc::source::Origin::Postgres(_) => format!("slot '{}' is in use", source.cdc.slot),
+                weir_cdc::source::Origin::Mariadb(_) => "it holds the source's lock".to_string(),
+            };
+            result.message = Some(format!("kept up to date by its running follower ({held})"));
             Ok(())
         }
         Err(e) => Err(e.into()),

@@ -11,6 +11,7 @@
 //! to write a null. A truncate empties the table and what the batch held for it before.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::pgoutput::{Lsn, Message, Relation, Tuple, Value};
 
@@ -54,7 +55,7 @@ pub enum ChangeError {
 /// Messages in, committed changes out.
 #[derive(Debug, Default)]
 pub struct Collapser {
-    relations: HashMap<u32, Relation>,
+    relations: HashMap<u32, Arc<Relation>>,
     /// The transaction being read (between begin and commit), and its changes.
     open: Vec<Change>,
     /// Streamed transactions not yet ended, by their id: each change with the
@@ -70,7 +71,13 @@ pub struct Collapser {
 /// A change to one row, or to a whole table.
 #[derive(Debug, Clone)]
 enum Change {
-    Row { relation: u32, old_key: Option<Key>, new: Option<Vec<Value>> },
+    /// `shape`: the relation as it was described when the new row came.
+    Row {
+        relation: u32,
+        shape: Option<Arc<Relation>>,
+        old_key: Option<Key>,
+        new: Option<Vec<Value>>,
+    },
     Truncate(Vec<u32>),
 }
 
@@ -90,7 +97,7 @@ impl Collapser {
     pub fn take(&mut self, message: Message) -> Result<(), ChangeError> {
         match message {
             Message::Relation(r) => {
-                self.relations.insert(r.oid, r);
+                self.relations.insert(r.oid, Arc::new(r));
             }
             Message::Begin { .. } => self.open.clear(),
             Message::Commit { end_lsn, .. } => {
@@ -114,17 +121,21 @@ impl Collapser {
                     changes.retain(|(of, _)| *of != subxid);
                 }
             }
-            Message::Insert { xid, relation, new } => self.hold(xid, Change::Row { relation, old_key: None, new: Some(new.0) })?,
+            Message::Insert { xid, relation, new } => {
+                let shape = self.relations.get(&relation).cloned();
+                self.hold(xid, Change::Row { relation, shape, old_key: None, new: Some(new.0) })?
+            }
             Message::Update { xid, relation, old, new } => {
                 let old_key = match old {
                     Some((_, old)) => Some(self.key_of(relation, &old)?),
                     None => None,
                 };
-                self.hold(xid, Change::Row { relation, old_key, new: Some(new.0) })?;
+                let shape = self.relations.get(&relation).cloned();
+                self.hold(xid, Change::Row { relation, shape, old_key, new: Some(new.0) })?;
             }
             Message::Delete { xid, relation, old: (_, old) } => {
                 let old_key = Some(self.key_of(relation, &old)?);
-                self.hold(xid, Change::Row { relation, old_key, new: None })?;
+                self.hold(xid, Change::Row { relation, shape: None, old_key, new: None })?;
             }
             Message::Truncate { xid, relations, .. } => self.hold(xid, Change::Truncate(relations))?,
             Message::Type { .. } | Message::Origin { .. } | Message::Message { .. } => {}
@@ -148,7 +159,7 @@ impl Collapser {
     pub fn drain(&mut self) -> Vec<TableChanges> {
         let mut out = vec![];
         for (oid, table) in std::mem::take(&mut self.tables) {
-            let Some(relation) = self.relations.get(&oid).cloned() else { continue };
+            let Some(relation) = self.relations.get(&oid).map(|r| r.as_ref().clone()) else { continue };
             let mut rows: Vec<(usize, Key, RowChange)> = table.rows.into_iter().map(|(k, (at, c))| (at, k, c)).collect();
             rows.sort_by_key(|(at, ..)| *at);
             out.push(TableChanges { relation, truncated: table.truncated, rows: rows.into_iter().map(|(_, k, c)| (k, c)).collect() });
@@ -165,7 +176,7 @@ impl Collapser {
         Ok(())
     }
 
-    fn relation(&self, oid: u32) -> Result<&Relation, ChangeError> {
+    fn relation(&self, oid: u32) -> Result<&Arc<Relation>, ChangeError> {
         self.relations.get(&oid).ok_or(ChangeError::UnknownRelation(oid))
     }
 
@@ -185,8 +196,26 @@ impl Collapser {
                     t.rows.clear();
                 }
             }
-            Change::Row { relation, old_key, new } => {
+            Change::Row { relation, shape, old_key, new } => {
                 let r = self.relation(relation)?.clone();
+                // Described again since (a column added or dropped in the same transaction):
+                // the values are placed by name, a column the row did not have is null.
+                let new = match (new, shape) {
+                    (Some(values), Some(shape)) if !Arc::ptr_eq(&shape, &r) => Some(
+                        r.columns
+                            .iter()
+                            .map(|c| {
+                                shape
+                                    .columns
+                                    .iter()
+                                    .position(|s| s.name == c.name)
+                                    .and_then(|i| values.get(i).cloned())
+                                    .unwrap_or(Value::Null)
+                            })
+                            .collect(),
+                    ),
+                    (new, _) => new,
+                };
                 let table = self.tables.entry(relation).or_default();
                 let new_key = new.as_ref().map(|v| key(&r, v)).transpose()?;
                 let moved = old_key.as_ref().filter(|old| new_key.as_ref() != Some(old));
@@ -255,7 +284,8 @@ mod tests {
     use crate::pgoutput::{Column, OldRow, ReplicaIdentity};
 
     fn relation() -> Relation {
-        let col = |name: &str, key: bool| Column { key, name: name.into(), type_oid: 25, type_modifier: -1 };
+        let col =
+            |name: &str, key: bool| Column { key, name: name.into(), type_oid: 25, type_modifier: -1, ty: weir_core::ColumnType::Varchar };
         Relation {
             xid: None,
             oid: 1,

@@ -12,10 +12,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::binlog::{self, BinlogError, Position, Read, Server};
 use crate::changes::{ChangeError, Collapser};
 use crate::mirror::{Applied, Mirror, MirrorError};
-use crate::pgoutput::{Decoder, Lsn, PgOutputError};
-use crate::replication::{ChangeSource, Config, Connection, ReplicationError};
+use crate::pgoutput::{Decoder, Lsn, Message, PgOutputError};
+use crate::replication::{ChangeSource, Config, Connection, ReplicationError, WalStream};
 use crate::snapshot::{self, SnapshotError};
 
 /// What to follow and how often to merge.
@@ -29,11 +30,24 @@ pub struct Follow {
     pub batch_wait: Duration,
 }
 
+/// What to follow from a MariaDB binlog, and how often to merge.
+#[derive(Debug, Clone)]
+pub struct BinlogFollow {
+    /// The name of the lock a follower holds while it runs.
+    pub lock: String,
+    /// The captured tables, as (database, table).
+    pub tables: Vec<(String, String)>,
+    pub batch_messages: usize,
+    pub batch_wait: Duration,
+}
+
 /// How far a follower has come.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {
-    /// The position the mirror holds everything up to.
+    /// The position the mirror holds everything up to (PostgreSQL's WAL)...
     pub position: Option<Lsn>,
+    /// ...or a MariaDB binlog's.
+    pub binlog: Option<Position>,
     pub batches: u64,
     pub applied: Applied,
     /// Whether this run began with a snapshot, and the rows it copied.
@@ -42,6 +56,11 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Where the mirrors stand, as the source writes positions.
+    pub fn at(&self) -> Option<String> {
+        self.position.map(|l| l.to_string()).or_else(|| self.binlog.as_ref().map(Position::to_string))
+    }
+
     /// One line for people: the snapshot, what was merged, and where the mirrors stand.
     pub fn summary(&self) -> String {
         let a = self.applied;
@@ -52,7 +71,7 @@ impl Progress {
             a.deleted,
             a.truncated,
             self.batches,
-            self.position.map_or("-".into(), |l| l.to_string())
+            self.at().unwrap_or_else(|| "-".into())
         )
     }
 }
@@ -69,6 +88,8 @@ pub enum FollowError {
     Mirror(#[from] MirrorError),
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Binlog(#[from] BinlogError),
 }
 
 /// Follows `follow.slot` into `mirror` until `stop` says so (asked after every merge and
@@ -106,18 +127,20 @@ pub fn follow(
         let wait = follow.batch_wait.saturating_sub(last_merge.elapsed()).max(Duration::from_millis(1));
         if let Some(wal) = stream.recv(wait)? {
             let message = decoder.decode(&wal.data).map_err(|source| FollowError::Decode { at: wal.start, source })?;
+            // A table described again (a column added or dropped): what was collapsed under
+            // its old columns is merged first.
+            if matches!(message, Message::Relation(_))
+                && let Some(end) = collapser.end()
+            {
+                merge_wal(mirror, &mut collapser, &mut stream, end, &mut progress)?;
+                (pending, last_merge) = (0, Instant::now());
+            }
             collapser.take(message)?;
             pending += 1;
         }
         let due = pending >= follow.batch_messages || last_merge.elapsed() >= follow.batch_wait;
         if due && let Some(end) = collapser.end() {
-            let applied = mirror.apply(&collapser.drain(), end)?;
-            stream.confirm(end)?;
-            progress.position = Some(end);
-            progress.batches += 1;
-            progress.applied.upserted += applied.upserted;
-            progress.applied.deleted += applied.deleted;
-            progress.applied.truncated += applied.truncated;
+            merge_wal(mirror, &mut collapser, &mut stream, end, &mut progress)?;
             (pending, last_merge) = (0, Instant::now());
             if stop(&progress) {
                 return Ok(progress);
@@ -142,4 +165,114 @@ pub fn follow(
             }
         }
     }
+}
+
+/// Merges what `collapser` holds committed with the WAL position it ends at, then confirms
+/// that position to the server.
+fn merge_wal(
+    mirror: &mut Mirror,
+    collapser: &mut Collapser,
+    stream: &mut WalStream,
+    end: Lsn,
+    progress: &mut Progress,
+) -> Result<(), FollowError> {
+    let applied = mirror.apply(&collapser.drain(), end)?;
+    stream.confirm(end)?;
+    progress.position = Some(end);
+    count(progress, applied);
+    Ok(())
+}
+
+fn count(progress: &mut Progress, applied: Applied) {
+    progress.batches += 1;
+    progress.applied.upserted += applied.upserted;
+    progress.applied.deleted += applied.deleted;
+    progress.applied.truncated += applied.truncated;
+}
+
+/// Follows a MariaDB binlog into `mirror` as [`follow`] does a slot: a mirror with no
+/// position first takes a consistent snapshot; then each micro-batch of committed changes is
+/// merged with the binlog position it ends at, in one transaction, and a restart reads again
+/// from there. `stop` is asked once before reading, after every merge, and while quiet.
+pub fn follow_binlog(
+    server: &Server,
+    follow: &BinlogFollow,
+    mirror: &mut Mirror,
+    stop: &mut dyn FnMut(&Progress) -> bool,
+) -> Result<Progress, FollowError> {
+    // Held until this returns: a second follower of the source finds it taken.
+    let _lock = server.lock(&follow.lock)?;
+    let mut progress = Progress::default();
+    let from = match mirror.position_text()? {
+        Some(text) => text.parse::<Position>().map_err(|m| BinlogError::Setup(format!("the mirrors' stored position: {m}")))?,
+        None => {
+            let (copied, at) = snapshot::copy_binlog(server, &follow.tables, mirror)?;
+            progress.snapshotted = true;
+            progress.snapshot_rows = copied.tables.iter().map(|(_, n)| n).sum();
+            at
+        }
+    };
+    progress.binlog = Some(from.clone());
+    if stop(&progress) {
+        return Ok(progress);
+    }
+    let receiver = server.read(&from, &follow.tables)?;
+    let mut collapser = Collapser::new();
+    // The end of the last transaction taken, and where the stream stood when last quiet.
+    let (mut last, mut quiet): (Option<Position>, Option<Position>) = (None, None);
+    let (mut pending, mut last_merge) = (0usize, Instant::now());
+    loop {
+        let wait = follow.batch_wait.saturating_sub(last_merge.elapsed()).max(Duration::from_millis(1));
+        match binlog::receive(&receiver, wait)? {
+            Some(Read::Message(message)) => {
+                // A table's columns changed: what was collapsed under the old ones goes first.
+                if matches!(message, Message::Relation(_))
+                    && let Some(end) = last.take()
+                {
+                    merge(mirror, &mut collapser, end, &mut progress)?;
+                    (pending, last_merge) = (0, Instant::now());
+                }
+                collapser.take(message)?;
+                pending += 1;
+            }
+            Some(Read::Commit(at)) => {
+                collapser.take(Message::Commit { commit_lsn: Lsn(0), end_lsn: Lsn(0), commit_time: 0 })?;
+                last = Some(at);
+                pending += 1;
+            }
+            Some(Read::Quiet(at)) => quiet = Some(at),
+            None => {}
+        }
+        let due = pending >= follow.batch_messages || last_merge.elapsed() >= follow.batch_wait;
+        if due && let Some(end) = last.take() {
+            merge(mirror, &mut collapser, end, &mut progress)?;
+            (pending, last_merge) = (0, Instant::now());
+            if stop(&progress) {
+                return Ok(progress);
+            }
+        } else if due {
+            last_merge = Instant::now();
+            if !collapser.in_transaction() {
+                // Nothing of ours held: the position moves to where the server's binlog ends.
+                if let Some(at) = quiet.take()
+                    && progress.binlog.as_ref().is_none_or(|p| !p.reached(&at))
+                {
+                    mirror.apply_at(&[], &at.to_string())?;
+                    progress.binlog = Some(at);
+                }
+                mirror.release();
+                if stop(&progress) {
+                    return Ok(progress);
+                }
+            }
+        }
+    }
+}
+
+/// Merges what `collapser` holds committed, with the position it ends at.
+fn merge(mirror: &mut Mirror, collapser: &mut Collapser, end: Position, progress: &mut Progress) -> Result<(), FollowError> {
+    let applied = mirror.apply_at(&collapser.drain(), &end.to_string())?;
+    progress.binlog = Some(end);
+    count(progress, applied);
+    Ok(())
 }

@@ -19,6 +19,7 @@
 //! - [`source`]: a `mode: cdc` load of the project: its publication made or checked, caught
 //!   up or followed, its slot reported and dropped.
 
+pub mod binlog;
 pub mod changes;
 pub mod follow;
 pub mod mirror;

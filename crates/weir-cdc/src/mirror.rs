@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use weir_core::{ColumnType, Datum, Relation};
+use weir_core::{Datum, Relation};
 use weir_warehouse::arrow::array::{ArrayRef, BooleanBuilder, StringBuilder, TimestampMicrosecondArray};
 use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use weir_warehouse::{BatchFeed, Connection, RecordBatch, Warehouse, WarehouseError, literal};
@@ -63,6 +63,8 @@ pub struct Applied {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Standing {
     pub position: Option<Lsn>,
+    /// The position as stored (a binlog's `file:offset`, or the LSN).
+    pub text: Option<String>,
     pub stored_at: Option<String>,
     pub seconds_since: Option<f64>,
 }
@@ -73,6 +75,8 @@ type Stage = (RecordBatch, Vec<(String, &'static str)>);
 /// The mirrors of one CDC source, in `schema` of the warehouse.
 pub struct Mirror {
     wh: Arc<dyn Warehouse>,
+    /// The source's schema whose tables' mirrors take the tables' own names.
+    home: String,
     /// Open while it writes; let go of between batches while the source is quiet
     /// ([`Mirror::release`]), so other processes may write a DuckDB file too.
     conn: Option<Box<dyn Connection>>,
@@ -97,6 +101,7 @@ impl Mirror {
             wh.render(&positions)
         ))?;
         Ok(Mirror {
+            home: "public".into(),
             wh,
             conn: Some(conn),
             source: source.to_string(),
@@ -108,6 +113,23 @@ impl Mirror {
         })
     }
 
+    /// The mirrors of tables in `home` take the tables' own names (`public` unless set).
+    pub fn with_home(mut self, home: &str) -> Mirror {
+        self.home = home.to_string();
+        self
+    }
+
+    /// Where the last batch merged ended, as the source writes it (a binlog position): the
+    /// position to stream from again.
+    pub fn position_text(&mut self) -> Result<Option<String>, MirrorError> {
+        let sql = format!("select lsn from {} where source = {}", self.wh.render(&self.positions), literal(&self.source));
+        let result = open(&mut self.conn, &self.wh)?.query(&sql)?;
+        Ok(result.scalar().and_then(|d| match d {
+            Datum::Text(t) => Some(t.clone()),
+            _ => None,
+        }))
+    }
+
     /// Where the last batch merged ended: the position to stream from again.
     pub fn position(&mut self) -> Result<Option<Lsn>, MirrorError> {
         let sql = format!("select lsn_number from {} where source = {}", self.wh.render(&self.positions), literal(&self.source));
@@ -115,10 +137,11 @@ impl Mirror {
         Ok(result.scalar().and_then(Datum::as_i64).map(|n| Lsn(n as u64)))
     }
 
-    /// The mirror of a source table: `schema.table`, or `schema.namespace_table` outside
-    /// `public`.
+    /// The mirror of a source table: `schema.table`, or `schema.namespace_table` outside the
+    /// source's home schema.
     pub fn table_of(&self, t: &SourceTable) -> Relation {
-        Relation::new(&self.database, &self.schema, weir_graph::loads::mirror_table(&t.namespace, &t.name))
+        let name = if t.namespace == self.home { t.name.clone() } else { format!("{}_{}", t.namespace, t.name) };
+        Relation::new(&self.database, &self.schema, name)
     }
 
     /// Closes the connection and lets go of the database where one process writes it at a
@@ -132,7 +155,7 @@ impl Mirror {
 
     /// Forgets the position (the next follower takes a new snapshot); true if there was one.
     pub fn forget(&mut self) -> Result<bool, MirrorError> {
-        let had = self.position()?.is_some();
+        let had = self.position_text()?.is_some();
         open(&mut self.conn, &self.wh)?.execute(&format!(
             "delete from {} where source = {}",
             self.wh.render(&self.positions),
@@ -144,7 +167,7 @@ impl Mirror {
     /// The position, when it was stored (UTC), and the seconds since.
     pub fn standing(&mut self) -> Result<Standing, MirrorError> {
         let sql = format!(
-            "select lsn_number, cast(updated_at as varchar) from {} where source = {}",
+            "select lsn_number, cast(updated_at as varchar), lsn from {} where source = {}",
             self.wh.render(&self.positions),
             literal(&self.source)
         );
@@ -155,20 +178,30 @@ impl Mirror {
             Some(Datum::Text(t)) => Some(t.clone()),
             _ => None,
         };
+        let text = match row.get(2) {
+            Some(Datum::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
         let since = at
             .as_deref()
             .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f").ok())
             .map(|t| (chrono::Utc::now().naive_utc() - t).num_milliseconds() as f64 / 1000.0);
-        Ok(Standing { position, stored_at: at, seconds_since: since })
+        Ok(Standing { position, text, stored_at: at, seconds_since: since })
     }
 
     /// Merges `tables` and moves the position to `end`, in one transaction.
     pub fn apply(&mut self, tables: &[TableChanges], end: Lsn) -> Result<Applied, MirrorError> {
-        self.write(tables, Some(end))
+        self.write(tables, Some((end.to_string(), Some(end.0 as i64))))
+    }
+
+    /// Merges `tables` and moves the position to `end` as the source writes it (a binlog
+    /// position), in one transaction.
+    pub fn apply_at(&mut self, tables: &[TableChanges], end: &str) -> Result<Applied, MirrorError> {
+        self.write(tables, Some((end.to_string(), None)))
     }
 
     /// Replaces the mirror of `t` with the rows `fill` hands over, as typed Arrow batches of
-    /// `t`'s columns ([`column_type`]), through the warehouse's binary bulk path, in one
+    /// `t`'s columns (their `ty`), through the warehouse's binary bulk path, in one
     /// transaction: a snapshot with hard deletes. Returns None, doing nothing, when the
     /// mirror's columns are not `t`'s in order (a mirror that has gained or kept other
     /// columns takes the merging path, [`Mirror::load`]).
@@ -219,7 +252,7 @@ impl Mirror {
         self.write(tables, None)
     }
 
-    fn write(&mut self, tables: &[TableChanges], end: Option<Lsn>) -> Result<Applied, MirrorError> {
+    fn write(&mut self, tables: &[TableChanges], end: Option<(String, Option<i64>)>) -> Result<Applied, MirrorError> {
         for t in tables {
             self.ensure(&t.relation)?;
         }
@@ -231,15 +264,15 @@ impl Mirror {
                 let fresh = end.is_none() && !self.options.soft_deletes;
                 self.merge(t, fresh, &mut applied)?;
             }
-            if let Some(end) = end {
+            if let Some((text, number)) = &end {
                 let changes = applied.upserted + applied.deleted;
                 let positions = self.wh.render(&self.positions);
                 open(&mut self.conn, &self.wh)?.execute(&format!("delete from {positions} where source = {}", literal(&self.source)))?;
                 open(&mut self.conn, &self.wh)?.execute(&format!(
                     "insert into {positions} values ({}, {}, {}, {changes}, {})",
                     literal(&self.source),
-                    literal(&end.to_string()),
-                    end.0 as i64,
+                    literal(text),
+                    number.map_or("null".into(), |n| n.to_string()),
                     now()
                 ))?;
             }
@@ -264,11 +297,8 @@ impl Mirror {
         // A table not made yet has no columns (some engines say so with an error).
         let mut have: Vec<String> = open(&mut self.conn, &self.wh)?.columns(&rel).unwrap_or_default().into_iter().map(|c| c.name).collect();
         if have.is_empty() {
-            let mut columns: Vec<String> = t
-                .columns
-                .iter()
-                .map(|c| format!("{} {}", self.wh.quote(&c.name), self.wh.type_sql(&column_type(c.type_oid, c.type_modifier))))
-                .collect();
+            let mut columns: Vec<String> =
+                t.columns.iter().map(|c| format!("{} {}", self.wh.quote(&c.name), self.wh.type_sql(&c.ty))).collect();
             columns.push(format!("{} timestamp", self.wh.quote(LOADED_AT)));
             if self.options.soft_deletes {
                 columns.push(format!("{} boolean", self.wh.quote(DELETED)));
@@ -294,7 +324,7 @@ impl Mirror {
                 open(&mut self.conn, &self.wh)?.execute(&format!(
                     "alter table {name} add column {} {}",
                     self.wh.quote(&c.name),
-                    self.wh.type_sql(&column_type(c.type_oid, c.type_modifier))
+                    self.wh.type_sql(&c.ty)
                 ))?;
                 have.push(c.name.clone());
             }
@@ -312,7 +342,7 @@ impl Mirror {
         let q = |s: &str| self.wh.quote(s);
         let name = self.wh.render(&self.table_of(&t.relation));
         let cols = &t.relation.columns;
-        let typed = |c: &crate::pgoutput::Column| self.wh.type_sql(&column_type(c.type_oid, c.type_modifier));
+        let typed = |c: &crate::pgoutput::Column| self.wh.type_sql(&c.ty);
         let keys: Vec<&crate::pgoutput::Column> = cols.iter().filter(|c| c.key).collect();
         let (soft, loaded_at, deleted) = (self.options.soft_deletes, q(LOADED_AT), q(DELETED));
         let now = now();
@@ -488,28 +518,4 @@ fn open<'a>(conn: &'a mut Option<Box<dyn Connection>>, wh: &Arc<dyn Warehouse>) 
 /// Now, as a timestamp literal in UTC (the same on every engine).
 fn now() -> String {
     format!("cast('{}' as timestamp)", chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f"))
-}
-
-/// The column type a mirror gives a PostgreSQL type (by its OID and modifier), as the loads
-/// type what they read from PostgreSQL; anything else is kept as its text.
-pub fn column_type(oid: u32, modifier: i32) -> ColumnType {
-    match oid {
-        16 => ColumnType::Boolean,
-        20 => ColumnType::BigInt,
-        21 | 23 => ColumnType::Integer,
-        700 | 701 => ColumnType::Double,
-        1700 if modifier >= 4 => {
-            let m = modifier - 4;
-            let (precision, scale) = (((m >> 16) & 0xffff) as u8, (m & 0xffff) as u8);
-            // Wider than the warehouses' decimals: its text.
-            if precision <= 38 && scale <= precision { ColumnType::Decimal { precision, scale } } else { ColumnType::Varchar }
-        }
-        1700 => ColumnType::Decimal { precision: 38, scale: 10 },
-        1082 => ColumnType::Date,
-        1114 => ColumnType::Timestamp,
-        1184 => ColumnType::TimestampTz,
-        1083 => ColumnType::Time,
-        2950 => ColumnType::Uuid,
-        _ => ColumnType::Varchar,
-    }
 }

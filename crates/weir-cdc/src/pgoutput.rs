@@ -15,6 +15,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use weir_core::ColumnType;
+
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
@@ -158,6 +160,8 @@ pub struct Column {
     pub name: String,
     pub type_oid: u32,
     pub type_modifier: i32,
+    /// The type its mirror column has in the warehouse.
+    pub ty: ColumnType,
 }
 
 /// Which old values an update or delete carries.
@@ -251,12 +255,8 @@ impl Decoder {
                 for _ in 0..n {
                     let key = r.u8("a column's flags")? & 1 == 1;
                     let name = r.string("a column's name")?;
-                    columns.push(Column {
-                        key,
-                        name,
-                        type_oid: r.u32("a column's type")?,
-                        type_modifier: r.i32("a column's type modifier")?,
-                    });
+                    let (type_oid, type_modifier) = (r.u32("a column's type")?, r.i32("a column's type modifier")?);
+                    columns.push(Column { key, name, type_oid, type_modifier, ty: column_type(type_oid, type_modifier) });
                 }
                 Message::Relation(Relation { xid, oid, namespace, name, replica_identity, columns })
             }
@@ -430,6 +430,30 @@ impl<'a> Reader<'a> {
 
     fn invalid(&self, at: usize, what: String) -> PgOutputError {
         PgOutputError::Invalid { kind: self.kind, at, what }
+    }
+}
+
+/// The column type a mirror gives a PostgreSQL type (by its OID and modifier), as the loads
+/// type what they read from PostgreSQL; anything else is kept as its text.
+pub fn column_type(oid: u32, modifier: i32) -> ColumnType {
+    match oid {
+        16 => ColumnType::Boolean,
+        20 => ColumnType::BigInt,
+        21 | 23 => ColumnType::Integer,
+        700 | 701 => ColumnType::Double,
+        1700 if modifier >= 4 => {
+            let m = modifier - 4;
+            let (precision, scale) = (((m >> 16) & 0xffff) as u8, (m & 0xffff) as u8);
+            // Wider than the warehouses' decimals: its text.
+            if precision <= 38 && scale <= precision { ColumnType::Decimal { precision, scale } } else { ColumnType::Varchar }
+        }
+        1700 => ColumnType::Decimal { precision: 38, scale: 10 },
+        1082 => ColumnType::Date,
+        1114 => ColumnType::Timestamp,
+        1184 => ColumnType::TimestampTz,
+        1083 => ColumnType::Time,
+        2950 => ColumnType::Uuid,
+        _ => ColumnType::Varchar,
     }
 }
 

@@ -19,9 +19,10 @@ use weir_warehouse::batches::ReadError as CopyError;
 use weir_warehouse::pgcopy;
 use weir_warehouse::{RecordBatch, WarehouseError};
 
+use crate::binlog::{self, BinlogError, Position, Server};
 use crate::changes::{Key, RowChange, TableChanges};
-use crate::mirror::{Mirror, MirrorError, column_type};
-use crate::pgoutput::{Column, Relation, ReplicaIdentity, Value};
+use crate::mirror::{Mirror, MirrorError};
+use crate::pgoutput::{Column, Relation, ReplicaIdentity, Value, column_type};
 use crate::replication::{Config, SlotCreated};
 
 /// Rows merged into a mirror at a time.
@@ -35,6 +36,8 @@ pub enum SnapshotError {
     NoKey(String),
     #[error(transparent)]
     Mirror(#[from] MirrorError),
+    #[error(transparent)]
+    Binlog(#[from] BinlogError),
 }
 
 /// What the snapshot copied.
@@ -92,8 +95,7 @@ fn copy_binary(
     sink: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
 ) -> weir_warehouse::Result<()> {
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let typed: Vec<(String, ColumnType)> =
-        relation.columns.iter().map(|c| (c.name.clone(), column_type(c.type_oid, c.type_modifier))).collect();
+    let typed: Vec<(String, ColumnType)> = relation.columns.iter().map(|c| (c.name.clone(), c.ty.clone())).collect();
     let types: Vec<Type> = relation
         .columns
         .iter()
@@ -179,6 +181,54 @@ fn read(client: &mut Client, snapshot: &str, relation: &Relation, mirror: &mut M
     Ok(total)
 }
 
+/// Copies `tables` from a MariaDB server's consistent snapshot into `mirror` (over the text
+/// protocol, in chunks merged as a snapshot's), then stores the binlog position the snapshot
+/// stands at as the mirror's, and returns it: the stream goes on from exactly there.
+pub fn copy_binlog(server: &Server, tables: &[(String, String)], mirror: &mut Mirror) -> Result<(Copied, Position), SnapshotError> {
+    use mysql::prelude::Queryable;
+    let (mut conn, at) = server.snapshot()?;
+    let err = |e: mysql::Error| SnapshotError::Source { at: server.shown.clone(), message: e.to_string() };
+    let mut copied = Copied::default();
+    for (i, (schema, table)) in tables.iter().enumerate() {
+        let mapped = server.describe(&mut conn, i as u32 + 1, schema, table)?;
+        let relation = &mapped.relation;
+        let quote = |s: &str| format!("`{}`", s.replace('`', "``"));
+        let columns: Vec<String> = relation.columns.iter().map(|c| quote(&c.name)).collect();
+        let sql = format!("select {} from {}.{}", columns.join(", "), quote(schema), quote(table));
+        let keys: Vec<usize> = relation.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+        let (mut chunk, mut total, mut first) = (Vec::<(Key, RowChange)>::new(), 0u64, true);
+        let mut result = conn.query_iter(sql).map_err(err)?;
+        let mut rows = result.iter().into_iter().flatten();
+        loop {
+            let row = rows.next().transpose().map_err(err)?;
+            if let Some(row) = row {
+                let values: Vec<Value> = row.unwrap().into_iter().enumerate().map(|(i, v)| binlog::text(&mapped, i, v)).collect();
+                let key: Key = keys.iter().map(|&k| values[k].clone()).collect();
+                chunk.push((key.clone(), RowChange::Upsert { values, fill_from: key }));
+                total += 1;
+                if chunk.len() < CHUNK {
+                    continue;
+                }
+            }
+            let done = chunk.len() < CHUNK;
+            if first || !chunk.is_empty() {
+                let changes = TableChanges { relation: relation.clone(), truncated: first, rows: std::mem::take(&mut chunk) };
+                mirror.load(&[changes])?;
+                first = false;
+            }
+            if done {
+                break;
+            }
+        }
+        drop(rows);
+        drop(result);
+        copied.tables.push((format!("{schema}.{table}"), total));
+    }
+    conn.query_drop("commit").map_err(err)?;
+    mirror.apply_at(&[], &at.to_string())?;
+    Ok((copied, at))
+}
+
 /// A table as the catalog describes it, keyed as pgoutput keys its changes: by its replica
 /// identity (the primary key by default, another unique index, or every column when FULL).
 fn describe(client: &mut Client, oid: u32, namespace: String, name: String) -> Result<Relation, postgres::Error> {
@@ -193,6 +243,12 @@ fn describe(client: &mut Client, oid: u32, namespace: String, name: String) -> R
          where a.attrelid = $1 and a.attnum > 0 and not a.attisdropped order by a.attnum",
         &[&oid],
     )?;
-    let columns = rows.iter().map(|r| Column { name: r.get(0), type_oid: r.get(1), type_modifier: r.get(2), key: r.get(3) }).collect();
+    let columns = rows
+        .iter()
+        .map(|r| {
+            let (type_oid, type_modifier) = (r.get(1), r.get(2));
+            Column { name: r.get(0), type_oid, type_modifier, key: r.get(3), ty: column_type(type_oid, type_modifier) }
+        })
+        .collect();
     Ok(Relation { xid: None, oid, namespace, name, replica_identity: ReplicaIdentity::Default, columns })
 }

@@ -2,9 +2,10 @@
 //! made or checked, the slot followed into the mirrors, caught up once or followed until
 //! stopped, its standing reported, and what Weir made dropped again.
 //!
-//! Everything the server is asked outside the replication stream (the publication, the
-//! tables' keys, the slot's retained WAL) goes over an ordinary connection of the `postgres`
-//! client; the stream itself is [`crate::follow`].
+//! On PostgreSQL, everything the server is asked outside the replication stream (the
+//! publication, the tables' keys, the slot's retained WAL) goes over an ordinary connection
+//! of the `postgres` client; the stream itself is [`crate::follow`]. On MariaDB the binlog
+//! has no slot or publication: [`crate::binlog`] checks the server's settings and reads it.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 use weir_core::size::human;
-use weir_graph::loads::{Cdc, Deletes, Load, SchemaContract};
+use weir_graph::loads::{Cdc, Deletes, Engine, Load, SchemaContract};
 use weir_warehouse::Warehouse;
 
-use crate::follow::{Follow, FollowError, Progress, follow};
+use crate::binlog::{BinlogError, Position, Server};
+use crate::follow::{BinlogFollow, Follow, FollowError, Progress, follow, follow_binlog};
 use crate::mirror::{Mirror, MirrorError, MirrorOptions};
 use crate::pgoutput::Lsn;
 use crate::replication::{Config, ReplicationError};
@@ -42,13 +44,29 @@ pub enum SourceError {
     Mirror(#[from] MirrorError),
     #[error(transparent)]
     Replication(#[from] ReplicationError),
+    #[error(transparent)]
+    Binlog(#[from] BinlogError),
 }
 
 impl SourceError {
-    /// The slot is being read by another process (only one may): a follower runs elsewhere.
+    /// The slot (or a MariaDB source's lock) is held by another process (only one may read
+    /// it): a follower runs elsewhere.
     pub fn slot_in_use(&self) -> bool {
-        matches!(self, SourceError::Follow(FollowError::Replication(ReplicationError::Server { code, .. })) if code == "55006")
+        match self {
+            SourceError::Follow(FollowError::Replication(ReplicationError::Server { code, .. })) => code == "55006",
+            SourceError::Follow(FollowError::Binlog(BinlogError::InUse(_))) => true,
+            _ => false,
+        }
     }
+}
+
+/// Where the changes come from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// PostgreSQL's logical replication, through a slot and a publication.
+    Postgres(Config),
+    /// A MariaDB server's binlog.
+    Mariadb(Server),
 }
 
 /// One cdc load, ready to run against the warehouse.
@@ -56,7 +74,7 @@ impl SourceError {
 pub struct CdcSource {
     pub name: String,
     pub cdc: Cdc,
-    pub config: Config,
+    pub origin: Origin,
     /// The warehouse database and schema its mirrors are in.
     pub database: String,
     pub schema: String,
@@ -90,6 +108,24 @@ pub struct SlotStatus {
     pub lag_seconds: Option<f64>,
 }
 
+/// How a MariaDB source stands, for `weir cdc status`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BinlogStatus {
+    /// Where the server's binlog ends now.
+    pub server: Option<Position>,
+    /// The mirrors' position, and when it was stored (UTC).
+    pub mirror: Option<Position>,
+    pub mirror_updated_at: Option<String>,
+    /// Bytes of binlog written since the mirrors' position.
+    pub lag_bytes: Option<u64>,
+    /// Seconds since the mirrors last moved, when the server has written since.
+    pub lag_seconds: Option<f64>,
+    /// The server's connection id of the follower holding the source's lock, if one runs.
+    pub follower: Option<u64>,
+    /// False when the mirrors' binlog file is no longer on the server: changes were lost.
+    pub file_kept: bool,
+}
+
 /// What `drop` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dropped {
@@ -105,6 +141,19 @@ impl CdcSource {
             return Err(SourceError::NotCdc(load.name.clone()));
         };
         let url_err = |message: String| SourceError::Url { load: load.name.clone(), message };
+        let options = MirrorOptions { soft_deletes: cdc.deletes == Deletes::Soft, freeze: load.schema_contract == SchemaContract::Freeze };
+        if d.engine == Engine::Mysql {
+            let server = Server::from_url(&d.url, server_id(&load.name)).map_err(url_err)?;
+            return Ok(CdcSource {
+                name: load.name.clone(),
+                cdc: cdc.clone(),
+                shown: server.shown.clone(),
+                origin: Origin::Mariadb(server),
+                database: database.to_string(),
+                schema: load.schema.clone(),
+                options,
+            });
+        }
         let pg = postgres::Config::from_str(&d.url).map_err(|e| url_err(e.to_string()))?;
         let host = match pg.get_hosts().first() {
             None => "localhost".to_string(),
@@ -121,23 +170,31 @@ impl CdcSource {
         Ok(CdcSource {
             name: load.name.clone(),
             cdc: cdc.clone(),
-            config: Config { host, port, user, password, database: dbname },
+            origin: Origin::Postgres(Config { host, port, user, password, database: dbname }),
             database: database.to_string(),
             schema: load.schema.clone(),
-            options: MirrorOptions { soft_deletes: cdc.deletes == Deletes::Soft, freeze: load.schema_contract == SchemaContract::Freeze },
+            options,
             shown,
         })
     }
 
     /// The source's mirrors in `wh`.
     pub fn mirror(&self, wh: Arc<dyn Warehouse>) -> Result<Mirror, MirrorError> {
-        Mirror::open(wh, &self.name, &self.database, &self.schema, self.options.clone())
+        Ok(Mirror::open(wh, &self.name, &self.database, &self.schema, self.options.clone())?.with_home(&self.cdc.home))
+    }
+
+    /// The captured tables as (schema, table).
+    fn tables(&self) -> Vec<(String, String)> {
+        self.cdc.source_tables().map(|(s, t)| (s.to_string(), t.to_string())).collect()
     }
 
     /// Makes sure the tables can be captured and the publication names them: Weir's own
     /// publication is made or brought in step with `tables`; the user's must hold them.
     /// Returns where the server's WAL is flushed to now (what a catch-up follows up to).
     pub fn prepare(&self) -> Result<Lsn, SourceError> {
+        if let Origin::Mariadb(server) = &self.origin {
+            return Err(SourceError::Setup(format!("{}: {} is MariaDB, which has no publication to prepare", self.name, server.shown)));
+        }
         let mut client = self.client()?;
         let err = |e: postgres::Error| self.pg_error(e);
         for (schema, table) in self.cdc.source_tables() {
@@ -224,10 +281,21 @@ impl CdcSource {
     /// Brings the mirrors up to the source's WAL position as it stands now (a new mirror
     /// first takes a snapshot), then stops: what `weir load` and `weir build` do.
     pub fn catch_up(&self, wh: Arc<dyn Warehouse>) -> Result<Progress, SourceError> {
-        let target = self.prepare()?;
-        let mut mirror = self.mirror(wh)?;
-        let settings = self.follow_settings(Duration::from_millis(100));
-        follow(&self.config, &settings, &mut mirror, &mut |p| p.position.is_some_and(|at| at >= target)).map_err(|e| self.follow_error(e))
+        let wait = Duration::from_millis(100);
+        match &self.origin {
+            Origin::Postgres(config) => {
+                let target = self.prepare()?;
+                let mut mirror = self.mirror(wh)?;
+                follow(config, &self.follow_settings(wait), &mut mirror, &mut |p| p.position.is_some_and(|at| at >= target))
+                    .map_err(|e| self.follow_error(e))
+            }
+            Origin::Mariadb(server) => {
+                let target = server.prepare(&self.name, &self.tables())?;
+                let mut mirror = self.mirror(wh)?;
+                let reached = |p: &Progress| p.binlog.as_ref().is_some_and(|at| at.reached(&target));
+                Ok(follow_binlog(server, &self.binlog_settings(wait), &mut mirror, &mut |p| reached(p))?)
+            }
+        }
     }
 
     /// Follows the source until `stop` says so (asked after each merge, and at least every
@@ -238,15 +306,62 @@ impl CdcSource {
         batch_wait: Duration,
         stop: &mut dyn FnMut(&Progress) -> bool,
     ) -> Result<Progress, SourceError> {
-        self.prepare()?;
-        let mut mirror = self.mirror(wh)?;
-        follow(&self.config, &self.follow_settings(batch_wait), &mut mirror, stop).map_err(|e| self.follow_error(e))
+        match &self.origin {
+            Origin::Postgres(config) => {
+                self.prepare()?;
+                let mut mirror = self.mirror(wh)?;
+                follow(config, &self.follow_settings(batch_wait), &mut mirror, stop).map_err(|e| self.follow_error(e))
+            }
+            Origin::Mariadb(server) => {
+                server.prepare(&self.name, &self.tables())?;
+                let mut mirror = self.mirror(wh)?;
+                Ok(follow_binlog(server, &self.binlog_settings(batch_wait), &mut mirror, stop)?)
+            }
+        }
     }
 
     /// Forgets the mirrors' position, so the next run drops the slot and takes a new
     /// snapshot (over the mirrors as they are: each table is emptied as its copy begins).
     pub fn forget(&self, wh: Arc<dyn Warehouse>) -> Result<bool, SourceError> {
         Ok(self.mirror(wh)?.forget()?)
+    }
+
+    /// A MariaDB source's binlog and the mirrors' position in the warehouse.
+    pub fn binlog_status(&self, wh: Arc<dyn Warehouse>) -> Result<BinlogStatus, SourceError> {
+        use mysql::prelude::Queryable;
+        let Origin::Mariadb(server) = &self.origin else {
+            return Err(SourceError::Setup(format!("{}: {} has no binlog", self.name, self.shown)));
+        };
+        let standing = self.mirror(wh)?.standing()?;
+        let mirror: Option<Position> = standing.text.as_deref().and_then(|t| t.parse().ok());
+        let mut conn = server.connect()?;
+        let err = |e: mysql::Error| SourceError::Binlog(BinlogError::Server { at: self.shown.clone(), message: e.to_string() });
+        let files: Vec<(String, u64)> = conn
+            .query_map("show binary logs", |row: mysql::Row| (row.get(0).unwrap_or_default(), row.get(1).unwrap_or_default()))
+            .map_err(err)?;
+        let follower: Option<Option<u64>> =
+            conn.exec_first("select is_used_lock(?)", (format!("weir_cdc.{}", self.cdc.slot),)).map_err(err)?;
+        let server_at = files.last().map(|(file, size)| Position { file: file.clone(), offset: *size, gtid: String::new() });
+        let mut s = BinlogStatus {
+            server: server_at.clone(),
+            mirror_updated_at: standing.stored_at,
+            follower: follower.flatten(),
+            file_kept: mirror.as_ref().is_none_or(|m| files.iter().any(|(f, _)| *f == m.file)),
+            ..BinlogStatus::default()
+        };
+        if let Some(m) = &mirror
+            && s.file_kept
+        {
+            let lag: u64 = files
+                .iter()
+                .filter(|(f, _)| *f >= m.file)
+                .map(|(f, size)| if *f == m.file { size.saturating_sub(m.offset) } else { *size })
+                .sum();
+            s.lag_bytes = Some(lag);
+            s.lag_seconds = if lag > 0 { standing.seconds_since } else { Some(0.0) };
+        }
+        s.mirror = mirror;
+        Ok(s)
     }
 
     /// The slot on the server and the mirrors' position in the warehouse.
@@ -289,6 +404,10 @@ impl CdcSource {
     /// The retained WAL when it is past `max_retained_wal`: the slot is holding the source's
     /// disk hostage (nothing reads it, or the mirror cannot keep up).
     pub fn retained_warning(&self) -> Result<Option<String>, SourceError> {
+        if matches!(self.origin, Origin::Mariadb(_)) {
+            // No slot: the server keeps its binlog for its own expiry, read or not.
+            return Ok(None);
+        }
         let mut client = self.client()?;
         let row = client
             .query_opt(
@@ -312,6 +431,16 @@ impl CdcSource {
     /// Drops the slot, the publication if Weir made it, and the mirrors' position (the
     /// mirror tables stay; the next run takes a new snapshot into them).
     pub fn drop(&self, wh: Arc<dyn Warehouse>) -> Result<Dropped, SourceError> {
+        if let Origin::Mariadb(server) = &self.origin {
+            // Nothing on the server is Weir's; a running follower keeps its lock.
+            drop(server.lock(&self.cdc.slot).map_err(|e| match e {
+                BinlogError::InUse(m) => {
+                    SourceError::Setup(format!("{m}: stop the follower (`weir cdc run {}`, or `weir serve`) first", self.name))
+                }
+                e => e.into(),
+            })?);
+            return Ok(Dropped { position: self.forget(wh)?, ..Dropped::default() });
+        }
         let mut client = self.client()?;
         let err = |e: postgres::Error| self.pg_error(e);
         let mut dropped = Dropped::default();
@@ -339,19 +468,26 @@ impl CdcSource {
         Ok(dropped)
     }
 
+    fn binlog_settings(&self, batch_wait: Duration) -> BinlogFollow {
+        BinlogFollow { lock: self.cdc.slot.clone(), tables: self.tables(), batch_messages: 50_000, batch_wait }
+    }
+
     fn follow_settings(&self, batch_wait: Duration) -> Follow {
         Follow { slot: self.cdc.slot.clone(), publication: self.cdc.publication.clone(), batch_messages: 50_000, batch_wait }
     }
 
     fn client(&self) -> Result<Client, SourceError> {
+        let Origin::Postgres(config) = &self.origin else {
+            return Err(SourceError::Setup(format!("{}: {} is not PostgreSQL", self.name, self.shown)));
+        };
         let mut pg = postgres::Config::new();
-        pg.host(&self.config.host)
-            .port(self.config.port)
-            .user(&self.config.user)
-            .dbname(&self.config.database)
+        pg.host(&config.host)
+            .port(config.port)
+            .user(&config.user)
+            .dbname(&config.database)
             .application_name("weir cdc")
             .connect_timeout(Duration::from_secs(10));
-        if let Some(p) = &self.config.password {
+        if let Some(p) = &config.password {
             pg.password(p);
         }
         pg.connect(NoTls).map_err(|e| self.pg_error(e))
@@ -400,6 +536,12 @@ impl Every {
         self.last = Some(Instant::now());
         true
     }
+}
+
+/// The replica id a MariaDB source is read as: one per load, in a range of its own.
+fn server_id(load: &str) -> u32 {
+    let hash = load.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    0x5745_0000 | (hash & 0xffff)
 }
 
 fn quote(name: &str) -> String {

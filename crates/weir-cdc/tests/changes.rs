@@ -13,7 +13,8 @@ use weir_cdc::{Column, Lsn, Message, OldRow, Relation, ReplicaIdentity, Tuple, V
 type Rows = BTreeMap<i64, String>;
 
 fn relation() -> Relation {
-    let col = |name: &str, key: bool| Column { key, name: name.into(), type_oid: 25, type_modifier: -1 };
+    let col =
+        |name: &str, key: bool| Column { key, name: name.into(), type_oid: 25, type_modifier: -1, ty: weir_core::ColumnType::Varchar };
     Relation {
         xid: None,
         oid: 7,

@@ -107,6 +107,42 @@ fn a_new_mirror_takes_the_snapshot_then_a_follower_started_again_goes_on_from_it
 }
 
 #[test]
+fn a_column_added_between_changes_of_one_batch_reaches_the_mirror() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = pg.connect();
+    db.batch_execute("create table people (id int primary key, name text); insert into people values (1, 'ann')").unwrap();
+    db.batch_execute("create publication weir_pub for table people").unwrap();
+    let (config, _dir, wh, settings, mut mirror) = follower(&pg);
+    follow(&config, &settings, &mut mirror, &mut |_| true).unwrap();
+    // One batch: a transaction under the old columns, then one that writes a row, adds a
+    // column and writes rows under the new ones.
+    db.batch_execute("insert into people values (2, 'bob')").unwrap();
+    db.batch_execute(
+        "begin;
+         insert into people values (4, 'dee');
+         alter table people add column city text;
+         insert into people values (3, 'cy', 'oslo');
+         update people set city = 'rome' where id = 1;
+         commit;",
+    )
+    .unwrap();
+    let written: String = db.query_one("select pg_current_wal_flush_lsn()::text", &[]).unwrap().get(0);
+    let written: Lsn = written.parse().unwrap();
+    let slow = Follow { batch_wait: Duration::from_secs(3), batch_messages: 100_000, ..settings };
+    follow(&config, &slow, &mut mirror, &mut |p| p.position.is_some_and(|l| l >= written)).unwrap();
+    let rows: Vec<String> = wh
+        .connect()
+        .unwrap()
+        .query("select id || ':' || name || ':' || coalesce(city, '-') from people order by id")
+        .unwrap()
+        .rows
+        .iter()
+        .map(|r| r[0].to_string())
+        .collect();
+    assert_eq!(rows, ["1:ann:rome", "2:bob:-", "3:cy:oslo", "4:dee:-"]);
+}
+
+#[test]
 fn a_quiet_table_keeps_its_slot_moving_while_other_tables_write() {
     let pg = PrivatePostgres::start(&[]);
     let mut db = pg.connect();

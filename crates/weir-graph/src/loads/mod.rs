@@ -87,13 +87,17 @@ pub struct DatabaseSource {
 /// their mirrors are kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cdc {
-    /// The source tables (`schema.table`; `public` when no schema is written), each kept in
-    /// a mirror table named by [`mirror_table`].
+    /// The source tables (`schema.table`; [`Cdc::home`] when no schema is written), each
+    /// kept in a mirror table named by [`Cdc::mirror_of`].
     pub tables: Vec<String>,
+    /// The schema a table named without one is in, whose mirrors take the table's own name:
+    /// `public` on PostgreSQL, the URL's database on MySQL and MariaDB.
+    pub home: String,
     /// The publication naming the tables (default `weir_<load>`), made by Weir when the
-    /// database has none of that name.
+    /// database has none of that name (PostgreSQL only).
     pub publication: String,
-    /// The replication slot (default `weir_<load>`), made by Weir with the first snapshot.
+    /// The replication slot (default `weir_<load>`), made by Weir with the first snapshot; on
+    /// MySQL and MariaDB, which have no slots, the name of the lock a follower holds.
     pub slot: String,
     /// What a delete at the source does to the mirror's row.
     pub deletes: Deletes,
@@ -108,22 +112,29 @@ pub enum Deletes {
     Soft,
 }
 
-/// The mirror of source table `namespace.name`: `name`, or `namespace_name` outside `public`
-/// (so `public.orders` and `sales.orders` do not meet).
-pub fn mirror_table(namespace: &str, name: &str) -> String {
-    if namespace == "public" { name.to_string() } else { format!("{namespace}_{name}") }
-}
-
 impl Cdc {
     /// Each source table as (schema, table).
     pub fn source_tables(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.tables.iter().map(|t| t.split_once('.').unwrap_or(("public", t.as_str())))
+        self.tables.iter().map(|t| t.split_once('.').unwrap_or((self.home.as_str(), t.as_str())))
     }
 
     /// The mirror tables' names, in the order of `tables`.
     pub fn mirror_tables(&self) -> Vec<String> {
-        self.source_tables().map(|(s, t)| mirror_table(s, t)).collect()
+        self.source_tables().map(|(s, t)| self.mirror_of(s, t)).collect()
     }
+
+    /// The mirror of source table `namespace.name`: `name` in the home schema, else
+    /// `namespace_name` (so `public.orders` and `sales.orders` do not meet).
+    pub fn mirror_of(&self, namespace: &str, name: &str) -> String {
+        if namespace == self.home { name.to_string() } else { format!("{namespace}_{name}") }
+    }
+}
+
+/// The database a MySQL URL names (`mysql://user@host:3306/shop?...` -> `shop`), or "".
+fn url_database(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    path.split(['?', '#']).next().unwrap_or_default().trim_matches('/').to_string()
 }
 
 /// The database engines a load reads from.
@@ -506,11 +517,21 @@ impl Parser<'_> {
                     return Err(self.err(k, "this key is for change data capture: add `mode: cdc` to the source"));
                 }
             }
-            Some((n, "cdc")) => {
-                if engine == Engine::Mysql {
-                    return Err(self
-                        .err(n, "change data capture reads PostgreSQL's logical replication; MySQL and MariaDB binlogs are not read yet"));
-                }
+            Some((_, "cdc")) => {
+                let home = match engine {
+                    Engine::Postgres => "public".to_string(),
+                    Engine::Mysql => {
+                        for key in ["publication", "slot", "max_retained_wal"] {
+                            if let Some(k) = entries.iter().find(|(k, _)| k.key_text().as_deref() == Some(key)).map(|(k, _)| k) {
+                                return Err(self.err(
+                                    k,
+                                    format!("`{key}` is for PostgreSQL's logical replication; a MySQL or MariaDB source reads the binlog"),
+                                ));
+                            }
+                        }
+                        url_database(&url)
+                    }
+                };
                 if let Some(t) = get("table").or(get("query")) {
                     return Err(
                         self.err(t, "a cdc source follows `tables: [schema.table, ...]`; `table` and `query` are for queried loads")
@@ -525,6 +546,11 @@ impl Parser<'_> {
                     if t.is_empty() || t.split('.').count() > 2 || t.split('.').any(str::is_empty) {
                         return Err(self.err(tables_node, format!("table '{t}' must be `schema.table` or `table`")));
                     }
+                    if home.is_empty() && !t.contains('.') {
+                        return Err(
+                            self.err(tables_node, format!("table '{t}' names no database, and the url names none: write `database.{t}`"))
+                        );
+                    }
                 }
                 let max_retained_wal = match get("max_retained_wal") {
                     None => 1 << 30,
@@ -536,6 +562,7 @@ impl Parser<'_> {
                 };
                 let cdc = Cdc {
                     tables,
+                    home,
                     publication: get("publication").map(|n| self.text(n, "publication")).transpose()?.unwrap_or_default(),
                     slot: get("slot").map(|n| self.text(n, "slot")).transpose()?.unwrap_or_default(),
                     deletes: Deletes::Hard,
@@ -575,8 +602,8 @@ impl Parser<'_> {
             }
         };
         let mut mirrors = vec![];
-        if let Source::Database(DatabaseSource { cdc: Some(cdc), .. }) = &mut source {
-            self.cdc_options(item, &name, cdc)?;
+        if let Source::Database(DatabaseSource { cdc: Some(cdc), engine, .. }) = &mut source {
+            self.cdc_options(item, &name, *engine, cdc)?;
             mirrors = cdc.mirror_tables();
         }
         let mut seen = std::collections::HashSet::new();
@@ -611,7 +638,7 @@ impl Parser<'_> {
     }
 
     /// The load-level options of a cdc source, and the defaults named after the load.
-    fn cdc_options(&self, item: &Node, name: &str, cdc: &mut Cdc) -> Result<(), GraphError> {
+    fn cdc_options(&self, item: &Node, name: &str, engine: Engine, cdc: &mut Cdc) -> Result<(), GraphError> {
         let get = |k: &str| item.get(k);
         let lower = name.to_ascii_lowercase();
         if cdc.publication.is_empty() {
@@ -620,7 +647,8 @@ impl Parser<'_> {
         if cdc.slot.is_empty() {
             cdc.slot = format!("weir_{lower}");
         }
-        if !cdc.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') || cdc.slot.len() > 63 {
+        let slot_name = cdc.slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && cdc.slot.len() <= 63;
+        if engine == Engine::Postgres && !slot_name {
             let at = item.get("source").and_then(|s| s.get("slot")).unwrap_or(item);
             return Err(self.err(
                 at,
@@ -740,8 +768,23 @@ mod tests {
         assert!(e.contains("add `mode: cdc`"), "{e}");
         let e = parse("loads:\n  - name: s\n    source: {kind: csv, path: x}\n    deletes: soft\n").unwrap_err();
         assert!(e.contains("`deletes` is for change data capture"), "{e}");
-        let e = parse("loads:\n  - name: s\n    source: {kind: mysql, url: x, mode: cdc, tables: [t]}\n").unwrap_err();
-        assert!(e.contains("binlogs are not read yet"), "{e}");
+        let e = parse("loads:\n  - name: s\n    source: {kind: mysql, url: 'mysql://u@h', mode: cdc, tables: [t]}\n").unwrap_err();
+        assert!(e.contains("names no database, and the url names none: write `database.t`"), "{e}");
+        let e = parse("loads:\n  - name: s\n    source: {kind: mysql, url: 'mysql://u@h/shop', mode: cdc, tables: [t], slot: s}\n")
+            .unwrap_err();
+        assert!(e.contains("`slot` is for PostgreSQL's logical replication"), "{e}");
+    }
+
+    #[test]
+    fn a_mysql_cdc_source_mirrors_its_urls_database_under_the_tables_own_names() {
+        let loads =
+            parse("loads:\n  - name: Shop\n    source: {kind: mariadb, url: 'mysql://u:p@h:3306/shop?x=1', mode: cdc, tables: [orders, crm.people]}\n")
+                .unwrap();
+        let cdc = loads[0].cdc().unwrap();
+        assert_eq!(cdc.home, "shop");
+        assert_eq!(cdc.source_tables().collect::<Vec<_>>(), vec![("shop", "orders"), ("crm", "people")]);
+        assert_eq!(cdc.mirror_tables(), vec!["orders", "crm_people"]);
+        assert_eq!(url_database("mysql://u@h:3306/"), "");
     }
 
     #[test]

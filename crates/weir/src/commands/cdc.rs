@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weir_cdc::follow::Progress;
-use weir_cdc::source::{CdcSource, Every, SlotStatus};
+use weir_cdc::source::{BinlogStatus, CdcSource, Every, Origin, SlotStatus};
 use weir_core::size::human;
 
 use crate::cli::{CdcCommand, Global, LogFormat};
@@ -23,7 +23,7 @@ pub fn run(g: &Global, cmd: &CdcCommand, out: &Arc<Output>) -> Result<u8, Error>
             let names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
             format!(
                 "no cdc source named '{name}' in loads/*.yml (cdc sources: {})",
-                if names.is_empty() { "none; add `mode: cdc` to a postgres load".into() } else { names.join(", ") }
+                if names.is_empty() { "none; add `mode: cdc` to a postgres or mariadb load".into() } else { names.join(", ") }
             )
             .into()
         })
@@ -40,8 +40,10 @@ pub fn run(g: &Global, cmd: &CdcCommand, out: &Arc<Output>) -> Result<u8, Error>
                 None => sources.iter().collect(),
             };
             for s in chosen {
-                let st = s.status(wh.clone())?;
-                status(s, &st, out);
+                match s.origin {
+                    Origin::Postgres(_) => status(s, &s.status(wh.clone())?, out),
+                    Origin::Mariadb(_) => binlog_status(s, &s.binlog_status(wh.clone())?, out),
+                }
             }
             Ok(0)
         }
@@ -92,11 +94,14 @@ pub fn run(g: &Global, cmd: &CdcCommand, out: &Arc<Output>) -> Result<u8, Error>
                 }
                 stop.load(Ordering::Relaxed)
             };
+            let through = match s.origin {
+                Origin::Postgres(_) => format!("slot '{}'", s.cdc.slot),
+                Origin::Mariadb(_) => "the binlog".to_string(),
+            };
             out.info(format!(
-                "Following '{name}': {} ({}) through slot '{}' -> {}.{}",
+                "Following '{name}': {} ({}) through {through} -> {}.{}",
                 s.shown,
                 s.cdc.tables.join(", "),
-                s.cdc.slot,
                 s.database,
                 s.schema
             ));
@@ -136,7 +141,7 @@ fn list(sources: &[CdcSource], out: &Output) {
         return;
     }
     if sources.is_empty() {
-        out.info("No cdc sources: add `mode: cdc` to a postgres load in loads/*.yml (see docs/cdc.md)");
+        out.info("No cdc sources: add `mode: cdc` to a postgres or mariadb load in loads/*.yml (see docs/cdc.md)");
         return;
     }
     println!("{:<16} {:<40} {:<20} mirrors", "source", "database", "slot");
@@ -193,13 +198,45 @@ fn status(s: &CdcSource, st: &SlotStatus, out: &Output) {
     }
 }
 
+fn binlog_status(s: &CdcSource, st: &BinlogStatus, out: &Output) {
+    let at = |p: &Option<weir_cdc::binlog::Position>| p.as_ref().map_or("-".to_string(), |p| p.to_string());
+    if out.format == LogFormat::Json {
+        println!(
+            "{}",
+            json!({"source": s.name, "server_position": st.server.as_ref().map(|p| p.to_string()),
+                   "mirror_position": st.mirror.as_ref().map(|p| p.to_string()), "mirror_updated_at": st.mirror_updated_at,
+                   "lag_bytes": st.lag_bytes, "lag_seconds": st.lag_seconds, "follower_connection": st.follower,
+                   "binlog_file_kept": st.file_kept})
+        );
+        return;
+    }
+    let state = match (&st.mirror, st.file_kept, st.follower) {
+        (None, ..) => "never run".to_string(),
+        (Some(_), false, _) => format!("binlog purged past the mirrors: take a new snapshot with `weir load {} --full-refresh`", s.name),
+        (Some(_), true, Some(id)) => format!("following (server connection {id})"),
+        (Some(_), true, None) => "stopped".to_string(),
+    };
+    println!("{} ({state})", s.name);
+    println!("  binlog of {}", s.shown);
+    println!(
+        "  server at {}, mirrors at {} (stored {})",
+        at(&st.server),
+        at(&st.mirror),
+        st.mirror_updated_at.as_deref().unwrap_or("never")
+    );
+    if let Some(lag) = st.lag_bytes {
+        let secs = st.lag_seconds.map_or("-".into(), |s| format!("{s:.1} s"));
+        println!("  lag {} ({secs} since the mirrors last moved)", human(lag));
+    }
+}
+
 fn line(p: &Progress, elapsed: Duration) -> String {
     let changes = p.applied.upserted + p.applied.deleted;
     format!("{}, {:.0} changes/s", p.summary(), changes as f64 / elapsed.as_secs_f64().max(0.001))
 }
 
 fn progress_json(p: &Progress) -> serde_json::Value {
-    json!({"position": p.position.map(|l| l.to_string()), "batches": p.batches, "upserted": p.applied.upserted,
+    json!({"position": p.at(), "batches": p.batches, "upserted": p.applied.upserted,
            "deleted": p.applied.deleted, "truncated": p.applied.truncated, "snapshot_rows": p.snapshot_rows})
 }
 
@@ -222,7 +259,7 @@ pub(crate) fn work(s: CdcSource, wh: Arc<dyn weir_warehouse::Warehouse>, out: Ar
             wh.release();
             match outcome {
                 Ok(_) => weir_server::Ended::Stopped,
-                Err(e) if e.slot_in_use() => weir_server::Ended::Elsewhere(format!("slot '{}' is read by another process", s.cdc.slot)),
+                Err(e) if e.slot_in_use() => weir_server::Ended::Elsewhere(format!("'{}' is read by another process", s.cdc.slot)),
                 Err(e) => weir_server::Ended::Failed(e.to_string()),
             }
         }),

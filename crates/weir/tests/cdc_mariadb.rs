@@ -1,0 +1,172 @@
+//! Change data capture from MariaDB's binlog on the command line, against a private server
+//! with the row binlog: a `mode: cdc` load on a `mariadb` source is a node of the graph like
+//! PostgreSQL's, `weir cdc status` reports the binlog, and a follower killed with -9 at random
+//! moments ends with its mirror equal to the source.
+
+mod common;
+#[path = "../../weir-cdc/tests/support/mariadb.rs"]
+mod mariadb;
+
+use common::{minimal, query, text, weir};
+use mariadb::PrivateMariadb;
+use mysql::prelude::Queryable;
+
+fn loads(port: u16, tables: &str, extra: &str) -> String {
+    format!(
+        "loads:\n  - name: shop\n    source:\n      kind: mariadb\n      url: mysql://root@127.0.0.1:{port}/shop\n      \
+         mode: cdc\n      tables: [{tables}]\n    destination: raw_shop\n{extra}"
+    )
+}
+
+const SOURCES: &str = "version: 2\nsources:\n  - name: raw_shop\n    tables:\n      - name: orders\n      - name: crm_customers\n";
+
+const MODEL: &str = "select c.name, count(*) as orders, sum(o.amount) as revenue\n\
+    from {{ source('raw_shop', 'orders') }} o join {{ source('raw_shop', 'crm_customers') }} c on c.id = o.customer_id\n\
+    where not coalesce(o._weir_deleted, false)\n\
+    group by c.name\n";
+
+#[test]
+fn build_snapshots_a_mariadb_source_catches_it_up_and_status_reports_the_binlog() {
+    let db = PrivateMariadb::start();
+    let mut c = db.connect();
+    for sql in [
+        "create database crm",
+        "create table crm.customers (id int primary key, name varchar(20))",
+        "create table orders (id int primary key, customer_id int, amount decimal(10,2), note text)",
+        "insert into crm.customers values (1, 'Ada'), (2, 'Grace')",
+        "insert into orders select seq, 1 + seq % 2, seq, 'first' from seq_1_to_10",
+    ] {
+        c.query_drop(sql).unwrap();
+    }
+    let dir = minimal(&[
+        ("loads/shop.yml", &loads(db.port, "orders, crm.customers", "    deletes: soft\n")),
+        ("models/sources.yml", SOURCES),
+        ("models/revenue.sql", MODEL),
+    ]);
+    let revenue = || query(&dir.path().join("t.duckdb"), "select name, orders, revenue from revenue order by name");
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success() && text(&o).contains("snapshot of 12 row(s)"), "{}", text(&o));
+    assert_eq!(revenue(), vec![vec!["Ada", "5", "30.00"], vec!["Grace", "5", "25.00"]]);
+
+    for sql in [
+        "update orders set amount = amount * 10 where id = 2",
+        "delete from orders where id = 3",
+        "update orders set id = 100 where id = 4",
+        "alter table crm.customers add column tier varchar(10)",
+        "insert into crm.customers values (3, 'Edsger', 'gold')",
+        "insert into orders values (11, 3, 7.5, 'new')",
+    ] {
+        c.query_drop(sql).unwrap();
+    }
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success() && !text(&o).contains("snapshot of"), "{}", text(&o));
+    assert_eq!(revenue(), vec![vec!["Ada", "5", "48.00"], vec!["Edsger", "1", "7.50"], vec!["Grace", "4", "22.00"]]);
+    let mirror = |sql: &str| query(&dir.path().join("t.duckdb"), sql);
+    assert_eq!(
+        mirror("select id, _weir_deleted from raw_shop.orders where id in (3, 4, 100) order by id"),
+        vec![vec!["3", "true"], vec!["4", "true"], vec!["100", "false"]]
+    );
+    assert_eq!(mirror("select tier from raw_shop.crm_customers where id = 3"), vec![vec!["gold"]]);
+
+    let o = weir(dir.path(), &["cdc", "status", "shop"]);
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("shop (stopped)") && out.contains("binlog of mysql://root@127.0.0.1"), "{out}");
+    let o = weir(dir.path(), &["--log-format", "json", "cdc", "status"]);
+    let status: serde_json::Value = serde_json::from_str(text(&o).trim()).unwrap();
+    assert_eq!((status["lag_bytes"].as_i64(), status["binlog_file_kept"].as_bool()), (Some(0), Some(true)), "{status}");
+    assert!(status["mirror_position"].as_str().is_some_and(|p| p.contains(" gtid 0-1-")), "{status}");
+
+    let o = weir(dir.path(), &["cdc", "drop", "shop"]);
+    assert!(o.status.success() && text(&o).contains("Dropped the mirrors' position"), "{}", text(&o));
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success() && text(&o).contains("snapshot of 13 row(s)"), "{}", text(&o));
+    assert_eq!(mirror("select count(*) from raw_shop.orders where not _weir_deleted"), vec![vec!["10"]]);
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One random transaction of inserts, updates (some moving a key), deletes and a large
+/// insert; some roll back.
+fn random_transaction(c: &mut mysql::Conn, rng: &mut Rng, next_id: &mut u64) {
+    c.query_drop("start transaction").unwrap();
+    for _ in 0..1 + rng.below(6) {
+        let id = rng.below(400);
+        let sql = match rng.below(20) {
+            0..=5 => {
+                *next_id += 1;
+                format!("insert ignore into items values ({}, {}, repeat('p', {}))", *next_id, rng.below(1000), 10 + rng.below(3000))
+            }
+            6..=10 => format!("update items set n = n + 1 where id between {id} and {}", id + 20),
+            11 => format!("update items set payload = repeat('q', 3000 + {id}) where id = {id}"),
+            12 => format!("update items set id = id + 100000 where id = {id}"),
+            13..=16 => format!("delete from items where id between {id} and {}", id + 3),
+            17 => {
+                let from = *next_id + 1;
+                *next_id += 2001;
+                format!("insert into items select seq, seq % 7, repeat('b', 200) from seq_{from}_to_{}", *next_id)
+            }
+            _ => format!("update items set n = -n where id = {id}"),
+        };
+        c.query_drop(sql).unwrap();
+    }
+    c.query_drop(if rng.below(8) == 0 { "rollback" } else { "commit" }).unwrap();
+}
+
+#[test]
+fn a_mariadb_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source() {
+    let db = PrivateMariadb::start();
+    let mut c = db.connect();
+    c.query_drop("create table items (id bigint primary key, n int, payload text)").unwrap();
+    c.query_drop("insert into items select seq, seq, repeat('s', 3000) from seq_1_to_300").unwrap();
+    let dir = minimal(&[("loads/shop.yml", &loads(db.port, "items", ""))]);
+    let seed = std::env::var("WEIR_CDC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cdc0_u64);
+    let mut rng = Rng(seed);
+    let mut next_id = 1_000_000u64;
+    for round in 0..8 {
+        let mut follower = common::weir_command(dir.path())
+            .args(["cdc", "run", "shop", "--batch-wait-ms", "30"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let writes = 10 + rng.below(40);
+        let kill_at = rng.below(writes);
+        for i in 0..writes {
+            if i == kill_at {
+                follower.kill().unwrap();
+            }
+            random_transaction(&mut c, &mut rng, &mut next_id);
+            std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(40)));
+        }
+        follower.wait().unwrap();
+        eprintln!("round {round}: {writes} transactions, killed after {kill_at}");
+    }
+    let o = weir(dir.path(), &["load", "shop"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let source: Vec<Vec<String>> = c
+        .query_map("select id, n, md5(payload) from items order by id", |(id, n, md5): (u64, i64, String)| {
+            vec![id.to_string(), n.to_string(), md5]
+        })
+        .unwrap();
+    let mirror = query(&dir.path().join("t.duckdb"), "select id, n, md5(payload) from raw_shop.items order by id");
+    let only =
+        |a: &[Vec<String>], b: &[Vec<String>]| -> Vec<Vec<String>> { a.iter().filter(|r| !b.contains(r)).take(5).cloned().collect() };
+    assert!(
+        mirror == source,
+        "seed {seed}: the mirror ({} rows) differs from the source ({} rows); only in the source: {:?}; only in the mirror: {:?}",
+        mirror.len(),
+        source.len(),
+        only(&source, &mirror),
+        only(&mirror, &source)
+    );
+    assert!(source.len() > 100, "the test still has rows to compare ({})", source.len());
+}
