@@ -14,8 +14,8 @@
 #    plain `weir load` of the same table (the loads' rate on the same rows).
 # 2. Throughput: with no follower running, two `mariadb` clients run BENCH_CDC_TRANSACTIONS
 #    transactions, each updating 60 rows, deleting 20 and inserting 20; then `weir load bench`
-#    catches the mirror up. Changes are the row changes the server counted (Innodb_rows_
-#    inserted + updated + deleted); the rate is changes over the catch-up's wall time. The mirror is then compared with the
+#    catches the mirror up. Changes are the row changes the server counted (Handler_write +
+#    Handler_update + Handler_delete); the rate is changes over the catch-up's wall time. The mirror is then compared with the
 #    source (count, sum of balance).
 # 3. Latency: `weir cdc run bench --batch-wait-ms 200` follows while one client updates a
 #    range of 100 rows, then sleeps 20 ms, 50 times per BENCH_CDC_SECONDS (the rate printed
@@ -83,14 +83,14 @@ for _ in range(count):
     print("commit;")
 PY
 }
-changes() { sql -e "select sum(variable_value) from information_schema.global_status where variable_name in ('INNODB_ROWS_INSERTED', 'INNODB_ROWS_UPDATED', 'INNODB_ROWS_DELETED')"; }
+changes() { sql -e "select sum(variable_value) from information_schema.global_status where variable_name in ('HANDLER_WRITE', 'HANDLER_UPDATE', 'HANDLER_DELETE')"; }
 binlog_bytes() { sql -e "show binary logs" | awk '{ s += $2 } END { print s }'; }
 before=$(binlog_bytes)
 rows_before=$(changes)
 writer 0 $((TRANSACTIONS / 2)) | sql &
+other=$!
 writer 1 $((TRANSACTIONS / 2)) | sql
-wait %1 2>/dev/null || true
-wait
+wait "$other"
 binlog=$(( $(binlog_bytes) - before ))
 made=$(( $(changes) - rows_before ))
 start=$(date +%s%N)

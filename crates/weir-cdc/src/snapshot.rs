@@ -14,8 +14,16 @@
 use postgres::{Client, NoTls};
 
 use postgres::types::Type;
+use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 use weir_core::ColumnType;
-use weir_warehouse::batches::ReadError as CopyError;
+
+use weir_warehouse::arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use weir_warehouse::batches::{self, ReadError as CopyError};
 use weir_warehouse::pgcopy;
 use weir_warehouse::{RecordBatch, WarehouseError};
 
@@ -186,47 +194,286 @@ fn read(client: &mut Client, snapshot: &str, relation: &Relation, mirror: &mut M
 /// stands at as the mirror's, and returns it: the stream goes on from exactly there.
 pub fn copy_binlog(server: &Server, tables: &[(String, String)], mirror: &mut Mirror) -> Result<(Copied, Position), SnapshotError> {
     use mysql::prelude::Queryable;
-    let (mut conn, at) = server.snapshot()?;
-    let err = |e: mysql::Error| SnapshotError::Source { at: server.shown.clone(), message: e.to_string() };
+    let (conn, at) = server.snapshot()?;
+    let mut conn = Some(conn);
+    let shown = server.shown.clone();
     let mut copied = Copied::default();
     for (i, (schema, table)) in tables.iter().enumerate() {
-        let mapped = server.describe(&mut conn, i as u32 + 1, schema, table)?;
-        let relation = &mapped.relation;
-        let quote = |s: &str| format!("`{}`", s.replace('`', "``"));
-        let columns: Vec<String> = relation.columns.iter().map(|c| quote(&c.name)).collect();
-        let sql = format!("select {} from {}.{}", columns.join(", "), quote(schema), quote(table));
-        let keys: Vec<usize> = relation.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
-        let (mut chunk, mut total, mut first) = (Vec::<(Key, RowChange)>::new(), 0u64, true);
-        let mut result = conn.query_iter(sql).map_err(err)?;
-        let mut rows = result.iter().into_iter().flatten();
-        loop {
-            let row = rows.next().transpose().map_err(err)?;
-            if let Some(row) = row {
-                let values: Vec<Value> = row.unwrap().into_iter().enumerate().map(|(i, v)| binlog::text(&mapped, i, v)).collect();
-                let key: Key = keys.iter().map(|&k| values[k].clone()).collect();
-                chunk.push((key.clone(), RowChange::Upsert { values, fill_from: key }));
-                total += 1;
-                if chunk.len() < CHUNK {
-                    continue;
+        let c = conn
+            .as_mut()
+            .ok_or_else(|| SnapshotError::Source { at: shown.clone(), message: "the snapshot's connection was lost".into() })?;
+        let mapped = server.describe(c, i as u32 + 1, schema, table)?;
+        let mut rows = 0u64;
+        // The loads' path: typed Arrow batches appended to the emptied mirror in one
+        // transaction, decoded on a thread of their own ahead of the append.
+        let binary = mirror.replace(&mapped.relation, &mut |sink| {
+            let Some(c) = conn.take() else { return Err(WarehouseError::Io("the snapshot's connection was lost".into())) };
+            let read = batches::ahead(|sender| typed(c, &mapped, schema, table, sender), &mut |_, _| {}, sink);
+            match read {
+                Ok((n, back)) => {
+                    (rows, conn) = (n, Some(back));
+                    Ok(())
+                }
+                Err(CopyError::Sink(e)) => Err(e),
+                Err(CopyError::Start(m) | CopyError::Value(m)) => {
+                    Err(WarehouseError::Io(format!("reading {schema}.{table} at the snapshot: {m}")))
+                }
+                Err(CopyError::Lost { rows, message }) => {
+                    Err(WarehouseError::Io(format!("reading {schema}.{table} at the snapshot, after {rows} rows: {message}")))
                 }
             }
-            let done = chunk.len() < CHUNK;
-            if first || !chunk.is_empty() {
-                let changes = TableChanges { relation: relation.clone(), truncated: first, rows: std::mem::take(&mut chunk) };
-                mirror.load(&[changes])?;
-                first = false;
+        })?;
+        let c =
+            conn.take().ok_or_else(|| SnapshotError::Source { at: shown.clone(), message: "the snapshot's connection was lost".into() })?;
+        conn = Some(match binary {
+            Some(_) => c,
+            // Soft deletes, or a mirror with columns of its own: merged in chunks instead.
+            None => {
+                let (c, n) = merged(c, &mapped, schema, table, mirror)?;
+                rows = n;
+                c
             }
-            if done {
+        });
+        copied.tables.push((format!("{schema}.{table}"), rows));
+    }
+    if let Some(mut c) = conn {
+        c.query_drop("commit").map_err(|e| SnapshotError::Source { at: shown.clone(), message: e.to_string() })?;
+    }
+    mirror.apply_at(&[], &at.to_string())?;
+    Ok((copied, at))
+}
+
+/// The select that reads a table's columns in the mirror's order.
+fn select(mapped: &binlog::Mapped, schema: &str, table: &str) -> String {
+    let quote = |s: &str| format!("`{}`", s.replace('`', "``"));
+    let columns: Vec<String> = mapped.relation.columns.iter().map(|c| quote(&c.name)).collect();
+    format!("select {} from {}.{}", columns.join(", "), quote(schema), quote(table))
+}
+
+/// Reads one table over the text protocol into record batches of its mirror's column types
+/// (each value first as the text the stream gives it, [`binlog::text`]); returns the rows,
+/// the bytes and the connection.
+fn typed(
+    mut conn: mysql::Conn,
+    mapped: &binlog::Mapped,
+    schema: &str,
+    table: &str,
+    sender: &SyncSender<batches::Decoded>,
+) -> Result<(u64, u64, mysql::Conn), CopyError> {
+    use mysql::prelude::Queryable;
+    let columns = &mapped.relation.columns;
+    let schema_ref = Arc::new(Schema::new(columns.iter().map(|c| Field::new(&c.name, arrow_type(&c.ty), true)).collect::<Vec<_>>()));
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    {
+        let mut result = conn.query_iter(select(mapped, schema, table)).map_err(|e| CopyError::Start(e.to_string()))?;
+        let mut builders: Vec<Builder> = columns.iter().map(|c| Builder::new(&c.ty)).collect();
+        let mut in_batch = 0;
+        for row in result.iter().into_iter().flatten() {
+            let row = row.map_err(|e| CopyError::Lost { rows, message: e.to_string() })?;
+            for (i, (v, b)) in row.unwrap().into_iter().zip(builders.iter_mut()).enumerate() {
+                let text = binlog::text(mapped, i, v);
+                if let Value::Text(t) = &text {
+                    bytes += t.len() as u64;
+                }
+                b.push(&text).map_err(|why| CopyError::Value(format!("{schema}.{table}.{}: {why}", columns[i].name)))?;
+            }
+            rows += 1;
+            in_batch += 1;
+            if in_batch == batches::BATCH_ROWS {
+                let batch = finish(&schema_ref, &mut builders)?;
+                in_batch = 0;
+                if sender.send((batch, rows, bytes)).is_err() {
+                    // The mirror refused a batch; its error is the one reported.
+                    break;
+                }
+            }
+        }
+        if in_batch > 0 {
+            let _ = sender.send((finish(&schema_ref, &mut builders)?, rows, bytes));
+        }
+    }
+    Ok((rows, bytes, conn))
+}
+
+fn finish(schema: &Arc<Schema>, builders: &mut [Builder]) -> Result<RecordBatch, CopyError> {
+    let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
+    RecordBatch::try_new(schema.clone(), arrays).map_err(|e| CopyError::Value(e.to_string()))
+}
+
+/// The Arrow type a mirror column of `ty` is appended as.
+fn arrow_type(ty: &ColumnType) -> DataType {
+    match ty {
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Integer => DataType::Int32,
+        ColumnType::BigInt => DataType::Int64,
+        ColumnType::Double => DataType::Float64,
+        ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale as i8),
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        ColumnType::Time => DataType::Time64(TimeUnit::Microsecond),
+        _ => DataType::Utf8,
+    }
+}
+
+/// One column's values on their way into an Arrow array.
+enum Builder {
+    Bool(BooleanBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Double(Float64Builder),
+    Decimal(Decimal128Builder, u8, u8),
+    Date(Date32Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Time(Time64MicrosecondBuilder),
+    Text(StringBuilder),
+}
+
+impl Builder {
+    fn new(ty: &ColumnType) -> Builder {
+        match ty {
+            ColumnType::Boolean => Builder::Bool(BooleanBuilder::new()),
+            ColumnType::Integer => Builder::Int32(Int32Builder::new()),
+            ColumnType::BigInt => Builder::Int64(Int64Builder::new()),
+            ColumnType::Double => Builder::Double(Float64Builder::new()),
+            ColumnType::Decimal { precision, scale } => Builder::Decimal(
+                Decimal128Builder::new().with_precision_and_scale(*precision, *scale as i8).unwrap_or_default(),
+                *precision,
+                *scale,
+            ),
+            ColumnType::Date => Builder::Date(Date32Builder::new()),
+            ColumnType::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::new()),
+            ColumnType::Time => Builder::Time(Time64MicrosecondBuilder::new()),
+            _ => Builder::Text(StringBuilder::new()),
+        }
+    }
+
+    /// Appends a value given as the text the warehouse would cast, or says why it is not one.
+    fn push(&mut self, value: &Value) -> Result<(), String> {
+        let Value::Text(raw) = value else {
+            self.append_null();
+            return Ok(());
+        };
+        if let Builder::Text(b) = self {
+            b.append_value(String::from_utf8_lossy(raw));
+            return Ok(());
+        }
+        let text = std::str::from_utf8(raw).map_err(|e| format!("is not UTF-8 text ({e})"))?;
+        let not = |what: &str| format!("'{text}' is not {what}");
+        match self {
+            Builder::Bool(b) => b.append_value(matches!(text, "1" | "true")),
+            Builder::Int32(b) => b.append_value(text.parse().map_err(|_| not("an integer"))?),
+            Builder::Int64(b) => b.append_value(text.parse().map_err(|_| not("a bigint"))?),
+            Builder::Double(b) => b.append_value(text.parse().map_err(|_| not("a number"))?),
+            Builder::Decimal(b, precision, scale) => b.append_value(batches::decimal(text, *precision, *scale)?),
+            Builder::Date(b) => b.append_value(batches::days(text).ok_or_else(|| not("a date"))?),
+            Builder::Timestamp(b) => {
+                let micros =
+                    text.split_once(' ').and_then(|(d, t)| Some(i64::from(batches::days(d)?) * 86_400_000_000 + batches::time_of_day(t)?));
+                b.append_value(micros.ok_or_else(|| not("a timestamp"))?)
+            }
+            Builder::Time(b) => {
+                b.append_value(batches::time_of_day(text).ok_or_else(|| not("a time of day (a TIME past 24 hours or negative has none)"))?)
+            }
+            Builder::Text(_) => {}
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Builder::Bool(b) => b.append_null(),
+            Builder::Int32(b) => b.append_null(),
+            Builder::Int64(b) => b.append_null(),
+            Builder::Double(b) => b.append_null(),
+            Builder::Decimal(b, ..) => b.append_null(),
+            Builder::Date(b) => b.append_null(),
+            Builder::Timestamp(b) => b.append_null(),
+            Builder::Time(b) => b.append_null(),
+            Builder::Text(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Double(b) => Arc::new(b.finish()),
+            Builder::Decimal(b, ..) => Arc::new(b.finish()),
+            Builder::Date(b) => Arc::new(b.finish()),
+            Builder::Timestamp(b) => Arc::new(b.finish()),
+            Builder::Time(b) => Arc::new(b.finish()),
+            Builder::Text(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Reads one table as text into the mirror in merged chunks (soft deletes, or a mirror with
+/// columns of its own), the reading on a thread of its own; returns the connection and the
+/// rows read.
+fn merged(
+    conn: mysql::Conn,
+    mapped: &binlog::Mapped,
+    schema: &str,
+    table: &str,
+    mirror: &mut Mirror,
+) -> Result<(mysql::Conn, u64), SnapshotError> {
+    let (sender, chunks) = std::sync::mpsc::sync_channel::<Vec<(Key, RowChange)>>(1);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| read_rows(conn, mapped, schema, table, sender));
+        let mut first = true;
+        for rows in chunks.iter() {
+            let changes = TableChanges { relation: mapped.relation.clone(), truncated: first, rows };
+            if let Err(e) = mirror.load(&[changes]) {
+                drop(chunks);
+                let _ = reader.join();
+                return Err(SnapshotError::Mirror(e));
+            }
+            first = false;
+        }
+        let (conn, total) = reader
+            .join()
+            .map_err(|_| SnapshotError::Source { at: format!("{schema}.{table}"), message: "the snapshot reader stopped".into() })??;
+        if first {
+            // An empty table: its mirror is emptied all the same.
+            mirror.load(&[TableChanges { relation: mapped.relation.clone(), truncated: true, rows: vec![] }])?;
+        }
+        Ok((conn, total))
+    })
+}
+
+/// Reads one table over the text protocol in the snapshot's transaction, sending its rows in
+/// chunks of [`CHUNK`] as upserts; returns the connection and the rows read.
+fn read_rows(
+    mut conn: mysql::Conn,
+    mapped: &binlog::Mapped,
+    schema: &str,
+    table: &str,
+    chunks: std::sync::mpsc::SyncSender<Vec<(Key, RowChange)>>,
+) -> Result<(mysql::Conn, u64), SnapshotError> {
+    use mysql::prelude::Queryable;
+    let err = |e: mysql::Error| SnapshotError::Source { at: format!("{schema}.{table}"), message: e.to_string() };
+    let relation = &mapped.relation;
+    let sql = select(mapped, schema, table);
+    let keys: Vec<usize> = relation.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
+    let (mut chunk, mut total) = (Vec::with_capacity(CHUNK), 0u64);
+    {
+        let mut result = conn.query_iter(sql).map_err(err)?;
+        for row in result.iter().into_iter().flatten() {
+            let values: Vec<Value> = row.map_err(err)?.unwrap().into_iter().enumerate().map(|(i, v)| binlog::text(mapped, i, v)).collect();
+            let key: Key = keys.iter().filter_map(|&k| values.get(k).cloned()).collect();
+            chunk.push((key.clone(), RowChange::Upsert { values, fill_from: key }));
+            total += 1;
+            if chunk.len() == CHUNK && chunks.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+                // The mirror failed; its error is the one to report.
                 break;
             }
         }
-        drop(rows);
-        drop(result);
-        copied.tables.push((format!("{schema}.{table}"), total));
     }
-    conn.query_drop("commit").map_err(err)?;
-    mirror.apply_at(&[], &at.to_string())?;
-    Ok((copied, at))
+    if !chunk.is_empty() {
+        let _ = chunks.send(chunk);
+    }
+    Ok((conn, total))
 }
 
 /// A table as the catalog describes it, keyed as pgoutput keys its changes: by its replica

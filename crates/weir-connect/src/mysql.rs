@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
-use chrono::{Datelike, NaiveDate};
 use mysql::consts::{ColumnFlags, ColumnType as My};
 use mysql::prelude::Queryable;
 use weir_core::ColumnType;
@@ -21,7 +20,7 @@ use weir_warehouse::arrow::array::{
 use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::files::Rejected;
-use weir_warehouse::batches::{self, BATCH_ROWS, Decoded, ReadError};
+use weir_warehouse::batches::{self, BATCH_ROWS, Decoded, ReadError, days, decimal, time_of_day};
 
 /// An open connection to the source, its session set to UTC.
 pub struct MysqlSource {
@@ -231,68 +230,6 @@ impl Cell {
             Cell::Text | Cell::Bit | Cell::Hex => Parsed::Text,
         })
     }
-}
-
-/// MySQL's `YYYY-MM-DD` as days from 1970-01-01, if it is a date of the calendar. Read by
-/// hand: a general date parser costs more than the rest of a row.
-fn days(text: &str) -> Option<i32> {
-    let b = text.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let date = NaiveDate::from_ymd_opt(digits(&b[..4])? as i32, digits(&b[5..7])?, digits(&b[8..])?)?;
-    // 719,163 days from 0001-01-01 (day 1) to 1970-01-01.
-    Some(date.num_days_from_ce() - 719_163)
-}
-
-/// MySQL's `HH:MM:SS[.ffffff]` as microseconds since midnight, if it is a time of day.
-fn time_of_day(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() < 8 || b[2] != b':' || b[5] != b':' {
-        return None;
-    }
-    let (h, m, s) = (digits(&b[..2])?, digits(&b[3..5])?, digits(&b[6..8])?);
-    if h > 23 || m > 59 || s > 59 {
-        return None;
-    }
-    let micros = match &b[8..] {
-        [] => 0,
-        [b'.', fraction @ ..] if (1..=6).contains(&fraction.len()) => digits(fraction)? * 10u32.pow(6 - fraction.len() as u32),
-        _ => return None,
-    };
-    Some((i64::from(h) * 3600 + i64::from(m) * 60 + i64::from(s)) * 1_000_000 + i64::from(micros))
-}
-
-/// ASCII digits as a number (at most 9 of them).
-fn digits(b: &[u8]) -> Option<u32> {
-    b.iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-}
-
-/// A decimal's text (`-123.45`) as the unscaled integer of a `decimal(precision, scale)`,
-/// rounded half away from zero where it has more digits than the scale.
-fn decimal(text: &str, precision: u8, scale: u8) -> Result<i128, String> {
-    let bad = || format!("'{text}' is not a decimal");
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    if (whole.is_empty() && fraction.is_empty()) || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let too_big = || format!("'{text}' does not fit decimal({precision},{scale})");
-    let scale = usize::from(scale);
-    let mut value: i128 = 0;
-    for b in whole.bytes().chain(fraction.bytes().chain(std::iter::repeat(b'0')).take(scale)) {
-        value = value.checked_mul(10).and_then(|v| v.checked_add(i128::from(b - b'0'))).ok_or_else(too_big)?;
-    }
-    if fraction.as_bytes().get(scale).is_some_and(|b| *b >= b'5') {
-        value += 1;
-    }
-    if value >= 10i128.pow(u32::from(precision)) {
-        return Err(too_big());
-    }
-    Ok(if negative { -value } else { value })
 }
 
 /// The Arrow builders of one batch, a column each.
