@@ -135,8 +135,9 @@ type CatalogColumn = (String, String, String, Option<u64>, Option<u64>, String);
 #[derive(Debug)]
 pub enum Read {
     Message(Message),
-    /// A transaction ended here (its changes, if any, were the messages before).
-    Commit(Position),
+    /// A transaction ended here, committed at this time (microseconds since 1970, UTC; the
+    /// binlog keeps seconds); its changes, if any, were the messages before.
+    Commit(Position, i64),
     /// Nothing to read: the server has sent everything up to here.
     Quiet(Position),
 }
@@ -354,6 +355,7 @@ impl Server {
             in_group: false,
             standalone: false,
             described: false,
+            time: 0,
             side: None,
         };
         std::thread::Builder::new()
@@ -511,6 +513,8 @@ struct Reader {
     /// Whether the stream's format description has come (until then, events keep their
     /// checksums).
     described: bool,
+    /// When the event read last was written (microseconds since 1970, UTC).
+    time: i64,
     /// A connection for describing a table the stream truncates before it mapped it.
     side: Option<Conn>,
 }
@@ -518,6 +522,9 @@ struct Reader {
 impl Reader {
     fn take(&mut self, event: &mysql::binlog::events::Event, sender: &SyncSender<Result<Read, BinlogError>>) -> Result<(), BinlogError> {
         let header = event.header();
+        if header.timestamp() > 0 {
+            self.time = i64::from(header.timestamp()) * 1_000_000;
+        }
         let kind = header.event_type_raw();
         let send = |r: Read| sender.send(Ok(r)).map_err(|_| BinlogError::InUse(String::new()));
         let next = u64::from(header.log_pos());
@@ -687,7 +694,7 @@ impl Reader {
         self.moved(next)?;
         self.at.gtid = self.gtid();
         (self.in_group, self.standalone) = (false, false);
-        send(Read::Commit(self.at.clone()))
+        send(Read::Commit(self.at.clone(), self.time))
     }
 
     fn gtid(&self) -> String {

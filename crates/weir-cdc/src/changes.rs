@@ -39,6 +39,25 @@ pub struct TableChanges {
     pub truncated: bool,
     /// The last change of each row, by key, in the order the keys were first changed.
     pub rows: Vec<(Key, RowChange)>,
+    /// Every committed change, in commit order, when a history is kept.
+    pub history: Vec<HistoryRow>,
+}
+
+/// One committed change as the history table keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// Debezium's operation: `c` insert, `u` update, `d` delete, `t` truncate.
+    pub op: char,
+    /// The row after the change; for a delete, the row before it as the source sent it (only
+    /// its key under PostgreSQL's default replica identity). A value still
+    /// [`Value::Unchanged`] is the mirror's, as it stood before the batch, at `fill_from`.
+    pub values: Vec<Value>,
+    pub fill_from: Key,
+    /// Where the change's transaction committed, when (microseconds since 1970, UTC), and the
+    /// change's place in it (from 1).
+    pub position: String,
+    pub commit_time: i64,
+    pub seq: u32,
 }
 
 /// Why a change cannot be collapsed.
@@ -66,17 +85,25 @@ pub struct Collapser {
     tables: BTreeMap<u32, Table>,
     /// The end of the last commit taken: where the batch ends.
     end: Option<Lsn>,
+    /// Whether every committed change is kept for the history table, and the commit being
+    /// applied (its position and time) with the changes of it applied so far.
+    history: bool,
+    commit: (String, i64),
+    seq: u32,
 }
 
 /// A change to one row, or to a whole table.
 #[derive(Debug, Clone)]
 enum Change {
-    /// `shape`: the relation as it was described when the new row came.
+    /// `shape`: the relation as it was described when the new row came; `op`: Debezium's
+    /// `c`, `u` or `d`; `old`: a deleted row's values, kept for the history.
     Row {
         relation: u32,
+        op: char,
         shape: Option<Arc<Relation>>,
         old_key: Option<Key>,
         new: Option<Vec<Value>>,
+        old: Option<Vec<Value>>,
     },
     Truncate(Vec<u32>),
 }
@@ -86,11 +113,32 @@ struct Table {
     truncated: bool,
     rows: HashMap<Key, (usize, RowChange)>,
     next: usize,
+    history: Vec<HistoryRow>,
 }
+
+/// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+const PG_EPOCH: i64 = 946_684_800_000_000;
 
 impl Collapser {
     pub fn new() -> Collapser {
         Collapser::default()
+    }
+
+    /// A collapser that also keeps every committed change, in order ([`TableChanges::history`]).
+    pub fn with_history() -> Collapser {
+        Collapser { history: true, ..Collapser::default() }
+    }
+
+    /// Ends the transaction being read at `position`, committed at `time` (microseconds since
+    /// 1970, UTC), for sources whose commits are not messages of their own (a binlog).
+    pub fn commit_at(&mut self, position: String, time: i64) -> Result<(), ChangeError> {
+        self.commit = (position, time);
+        self.seq = 0;
+        for c in std::mem::take(&mut self.open) {
+            self.apply(c)?;
+        }
+        self.end = Some(Lsn(0));
+        Ok(())
     }
 
     /// Takes the next message of the stream.
@@ -100,7 +148,8 @@ impl Collapser {
                 self.relations.insert(r.oid, Arc::new(r));
             }
             Message::Begin { .. } => self.open.clear(),
-            Message::Commit { end_lsn, .. } => {
+            Message::Commit { end_lsn, commit_time, .. } => {
+                (self.commit, self.seq) = ((end_lsn.to_string(), commit_time + PG_EPOCH), 0);
                 for c in std::mem::take(&mut self.open) {
                     self.apply(c)?;
                 }
@@ -108,7 +157,8 @@ impl Collapser {
             }
             Message::StreamStart { xid, .. } => self.block = Some(xid),
             Message::StreamStop => self.block = None,
-            Message::StreamCommit { xid, end_lsn, .. } => {
+            Message::StreamCommit { xid, end_lsn, commit_time, .. } => {
+                (self.commit, self.seq) = ((end_lsn.to_string(), commit_time + PG_EPOCH), 0);
                 for (_, c) in self.streamed.remove(&xid).unwrap_or_default() {
                     self.apply(c)?;
                 }
@@ -123,7 +173,7 @@ impl Collapser {
             }
             Message::Insert { xid, relation, new } => {
                 let shape = self.relations.get(&relation).cloned();
-                self.hold(xid, Change::Row { relation, shape, old_key: None, new: Some(new.0) })?
+                self.hold(xid, Change::Row { relation, op: 'c', shape, old_key: None, new: Some(new.0), old: None })?
             }
             Message::Update { xid, relation, old, new } => {
                 let old_key = match old {
@@ -131,11 +181,12 @@ impl Collapser {
                     None => None,
                 };
                 let shape = self.relations.get(&relation).cloned();
-                self.hold(xid, Change::Row { relation, shape, old_key, new: Some(new.0) })?;
+                self.hold(xid, Change::Row { relation, op: 'u', shape, old_key, new: Some(new.0), old: None })?;
             }
             Message::Delete { xid, relation, old: (_, old) } => {
                 let old_key = Some(self.key_of(relation, &old)?);
-                self.hold(xid, Change::Row { relation, shape: None, old_key, new: None })?;
+                let old = self.history.then_some(old.0);
+                self.hold(xid, Change::Row { relation, op: 'd', shape: None, old_key, new: None, old })?;
             }
             Message::Truncate { xid, relations, .. } => self.hold(xid, Change::Truncate(relations))?,
             Message::Type { .. } | Message::Origin { .. } | Message::Message { .. } => {}
@@ -162,7 +213,12 @@ impl Collapser {
             let Some(relation) = self.relations.get(&oid).map(|r| r.as_ref().clone()) else { continue };
             let mut rows: Vec<(usize, Key, RowChange)> = table.rows.into_iter().map(|(k, (at, c))| (at, k, c)).collect();
             rows.sort_by_key(|(at, ..)| *at);
-            out.push(TableChanges { relation, truncated: table.truncated, rows: rows.into_iter().map(|(_, k, c)| (k, c)).collect() });
+            out.push(TableChanges {
+                relation,
+                truncated: table.truncated,
+                rows: rows.into_iter().map(|(_, k, c)| (k, c)).collect(),
+                history: table.history,
+            });
         }
         self.end = None;
         out
@@ -191,12 +247,24 @@ impl Collapser {
         match change {
             Change::Truncate(oids) => {
                 for oid in oids {
+                    let width = self.relations.get(&oid).map_or(0, |r| r.columns.len());
                     let t = self.tables.entry(oid).or_default();
                     t.truncated = true;
                     t.rows.clear();
+                    if self.history {
+                        self.seq += 1;
+                        t.history.push(HistoryRow {
+                            op: 't',
+                            values: vec![Value::Null; width],
+                            fill_from: vec![],
+                            position: self.commit.0.clone(),
+                            commit_time: self.commit.1,
+                            seq: self.seq,
+                        });
+                    }
                 }
             }
-            Change::Row { relation, shape, old_key, new } => {
+            Change::Row { relation, op, shape, old_key, new, old } => {
                 let r = self.relation(relation)?.clone();
                 // Described again since (a column added or dropped in the same transaction):
                 // the values are placed by name, a column the row did not have is null.
@@ -240,9 +308,33 @@ impl Collapser {
                         if let Some(old) = moved {
                             table.set(old.clone(), RowChange::Delete);
                         }
+                        if self.history {
+                            self.seq += 1;
+                            table.history.push(HistoryRow {
+                                op,
+                                values: values.clone(),
+                                fill_from: fill_from.clone(),
+                                position: self.commit.0.clone(),
+                                commit_time: self.commit.1,
+                                seq: self.seq,
+                            });
+                        }
                         table.set(new_key, RowChange::Upsert { values, fill_from });
                     }
                     None => {
+                        if self.history {
+                            self.seq += 1;
+                            let width = r.columns.len();
+                            let values = old.filter(|o| o.len() == width).unwrap_or_else(|| vec![Value::Null; width]);
+                            table.history.push(HistoryRow {
+                                op,
+                                values,
+                                fill_from: vec![],
+                                position: self.commit.0.clone(),
+                                commit_time: self.commit.1,
+                                seq: self.seq,
+                            });
+                        }
                         if let Some(old) = old_key {
                             table.set(old, RowChange::Delete);
                         }
@@ -344,6 +436,36 @@ mod tests {
                 (vec![t("7")], RowChange::Delete),
                 // Moved from a row the batch never saw: the mirror's row 7 fills it.
                 (vec![t("8")], RowChange::Upsert { values: vec![t("8"), Value::Unchanged], fill_from: vec![t("7")] }),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_history_keeps_every_committed_change_in_order_with_its_commit() {
+        let mut c = Collapser::with_history();
+        c.take(Message::Relation(relation())).unwrap();
+        c.take(Message::Begin { final_lsn: Lsn(1), commit_time: 0, xid: 5 }).unwrap();
+        c.take(Message::Insert { xid: None, relation: 1, new: Tuple(vec![t("1"), t("a")]) }).unwrap();
+        c.take(Message::Update { xid: None, relation: 1, old: None, new: Tuple(vec![t("1"), Value::Unchanged]) }).unwrap();
+        c.take(Message::Commit { commit_lsn: Lsn(1), end_lsn: Lsn(16), commit_time: 1_000_000 }).unwrap();
+        c.take(Message::Begin { final_lsn: Lsn(17), commit_time: 0, xid: 6 }).unwrap();
+        c.take(Message::Delete { xid: None, relation: 1, old: (OldRow::Key, Tuple(vec![t("2"), Value::Null])) }).unwrap();
+        c.take(Message::Begin { final_lsn: Lsn(17), commit_time: 0, xid: 7 }).unwrap();
+        c.take(Message::Delete { xid: None, relation: 1, old: (OldRow::Key, Tuple(vec![t("1"), Value::Null])) }).unwrap();
+        c.take(Message::Truncate { xid: None, relations: vec![1], cascade: false, restart_identity: false }).unwrap();
+        c.commit_at("bin.000001:900".into(), 42).unwrap();
+        let h: Vec<(char, Vec<Value>, String, i64, u32)> =
+            c.drain().remove(0).history.into_iter().map(|h| (h.op, h.values, h.position, h.commit_time, h.seq)).collect();
+        let at = |p: &str| p.to_string();
+        assert_eq!(
+            h,
+            vec![
+                ('c', vec![t("1"), t("a")], at("0/10"), 1_000_000 + PG_EPOCH, 1),
+                // Filled from the row's earlier change in the batch.
+                ('u', vec![t("1"), t("a")], at("0/10"), 1_000_000 + PG_EPOCH, 2),
+                // The transaction begun again (xid 6 never committed) is not there.
+                ('d', vec![t("1"), Value::Null], at("bin.000001:900"), 42, 1),
+                ('t', vec![Value::Null, Value::Null], at("bin.000001:900"), 42, 2),
             ]
         );
     }

@@ -115,7 +115,7 @@ pub fn follow(
     };
     let options = [("proto_version", "2"), ("publication_names", follow.publication.as_str()), ("streaming", "on"), ("messages", "true")];
     let mut stream = conn.start(&follow.slot, from, &options)?;
-    let (mut decoder, mut collapser) = (Decoder::new(), Collapser::new());
+    let (mut decoder, mut collapser) = (Decoder::new(), collapser(mirror));
     let mut progress = Progress {
         position: Some(from).filter(|l| l.0 > 0),
         snapshotted: copied.is_some(),
@@ -165,6 +165,11 @@ pub fn follow(
             }
         }
     }
+}
+
+/// A collapser for `mirror`, keeping every change when the mirror keeps a history.
+fn collapser(mirror: &Mirror) -> Collapser {
+    if mirror.keeps_history() { Collapser::with_history() } else { Collapser::new() }
 }
 
 /// Merges what `collapser` holds committed with the WAL position it ends at, then confirms
@@ -217,7 +222,7 @@ pub fn follow_binlog(
         return Ok(progress);
     }
     let receiver = server.read(&from, &follow.tables)?;
-    let mut collapser = Collapser::new();
+    let mut collapser = collapser(mirror);
     // The end of the last transaction taken, and where the stream stood when last quiet.
     let (mut last, mut quiet): (Option<Position>, Option<Position>) = (None, None);
     let (mut pending, mut last_merge) = (0usize, Instant::now());
@@ -235,8 +240,8 @@ pub fn follow_binlog(
                 collapser.take(message)?;
                 pending += 1;
             }
-            Some(Read::Commit(at)) => {
-                collapser.take(Message::Commit { commit_lsn: Lsn(0), end_lsn: Lsn(0), commit_time: 0 })?;
+            Some(Read::Commit(at, time)) => {
+                collapser.commit_at(at.to_string(), time)?;
                 last = Some(at);
                 pending += 1;
             }

@@ -44,10 +44,23 @@ pub struct MirrorOptions {
     pub soft_deletes: bool,
     /// A column the source gains stops the follower instead of being added.
     pub freeze: bool,
+    /// Every change is also appended to `<mirror>_history`.
+    pub history: bool,
 }
 
 /// The column with the time the batch that wrote a row was merged.
 pub const LOADED_AT: &str = "_weir_loaded_at";
+/// The columns a history table adds to the source's: Debezium's operation (`c`, `u`, `d`,
+/// `t`), the commit's position and time, the change's place in its transaction, and when
+/// it was written.
+const HISTORY_COLUMNS: [(&str, &str); 5] = [
+    ("_weir_op", "varchar"),
+    ("_weir_position", "varchar"),
+    ("_weir_commit_time", "timestamp"),
+    ("_weir_seq", "bigint"),
+    (LOADED_AT, "timestamp"),
+];
+
 /// The column marking a row deleted at the source (soft deletes).
 pub const DELETED: &str = "_weir_deleted";
 
@@ -262,6 +275,10 @@ impl Mirror {
             for t in tables {
                 // A snapshot's rows meet no row of theirs unless soft deletes kept it.
                 let fresh = end.is_none() && !self.options.soft_deletes;
+                // The history first: its unchanged values come from the mirror before the merge.
+                if !t.history.is_empty() {
+                    self.record(t)?;
+                }
                 self.merge(t, fresh, &mut applied)?;
             }
             if let Some((text, number)) = &end {
@@ -329,7 +346,132 @@ impl Mirror {
                 have.push(c.name.clone());
             }
         }
+        if self.options.history {
+            self.ensure_history(t)?;
+        }
         self.known.insert(name, have);
+        Ok(())
+    }
+
+    /// Whether each change is also kept in a history table.
+    pub fn keeps_history(&self) -> bool {
+        self.options.history
+    }
+
+    /// The history table of a mirror: `<mirror>_history` beside it.
+    fn history_of(&self, t: &SourceTable) -> Relation {
+        let mirror = self.table_of(t);
+        Relation::new(&self.database, &self.schema, format!("{}_history", mirror.identifier))
+    }
+
+    /// Makes the history table of `t`'s mirror, or adds the columns the source has gained.
+    fn ensure_history(&mut self, t: &SourceTable) -> Result<(), MirrorError> {
+        let rel = self.history_of(t);
+        let name = self.wh.render(&rel);
+        let have: Vec<String> = open(&mut self.conn, &self.wh)?.columns(&rel).unwrap_or_default().into_iter().map(|c| c.name).collect();
+        let column = |c: &crate::pgoutput::Column| format!("{} {}", self.wh.quote(&c.name), self.wh.type_sql(&c.ty));
+        if have.is_empty() {
+            let mut columns: Vec<String> = t.columns.iter().map(column).collect();
+            columns.extend(HISTORY_COLUMNS.iter().map(|(n, ty)| format!("{} {ty}", self.wh.quote(n))));
+            let sql = format!("create table if not exists {name} ({})", columns.join(", "));
+            open(&mut self.conn, &self.wh)?.execute(&sql)?;
+            return Ok(());
+        }
+        for c in t.columns.iter().filter(|c| !have.contains(&c.name)) {
+            let sql = format!("alter table {name} add column {}", column(c));
+            open(&mut self.conn, &self.wh)?.execute(&sql)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `t`'s changes to its history table in commit order, each row whole: a value the
+    /// source left unchanged (a TOAST value) is the mirror's as it stands before this batch.
+    fn record(&mut self, t: &TableChanges) -> Result<(), WarehouseError> {
+        let q = |s: &str| self.wh.quote(s);
+        let name = self.wh.render(&self.table_of(&t.relation));
+        let history = self.wh.render(&self.history_of(&t.relation));
+        let cols = &t.relation.columns;
+        let keys: Vec<&crate::pgoutput::Column> = cols.iter().filter(|c| c.key).collect();
+        let n = t.history.len();
+        let mut v: Vec<StringBuilder> = cols.iter().map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
+        let mut u: Vec<BooleanBuilder> = cols.iter().map(|_| BooleanBuilder::with_capacity(n)).collect();
+        let mut f: Vec<StringBuilder> = keys.iter().map(|_| StringBuilder::with_capacity(n, n * 8)).collect();
+        let (mut op, mut position) = (StringBuilder::with_capacity(n, n), StringBuilder::with_capacity(n, n * 16));
+        let (mut at, mut seq) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for h in &t.history {
+            for ((b, x), un) in v.iter_mut().zip(&h.values).zip(u.iter_mut()) {
+                match x {
+                    Value::Text(x) | Value::Binary(x) => b.append_value(String::from_utf8_lossy(x)),
+                    Value::Null | Value::Unchanged => b.append_null(),
+                }
+                un.append_value(*x == Value::Unchanged);
+            }
+            for (i, b) in f.iter_mut().enumerate() {
+                match h.fill_from.get(i) {
+                    Some(Value::Text(x) | Value::Binary(x)) => b.append_value(String::from_utf8_lossy(x)),
+                    _ => b.append_null(),
+                }
+            }
+            op.append_value(h.op.to_string());
+            position.append_value(&h.position);
+            at.push(h.commit_time);
+            seq.push(i64::from(h.seq));
+        }
+        let (mut fields, mut arrays, mut columns): (Vec<Field>, Vec<ArrayRef>, Vec<(String, &str)>) = (vec![], vec![], vec![]);
+        let mut add = |name: String, array: ArrayRef, ty: &'static str| {
+            fields.push(Field::new(name.clone(), array.data_type().clone(), true));
+            arrays.push(array);
+            columns.push((name, ty));
+        };
+        for (c, mut b) in cols.iter().zip(v) {
+            add(format!("v_{}", c.name), Arc::new(b.finish()), "varchar");
+        }
+        for (c, mut b) in cols.iter().zip(u) {
+            add(format!("u_{}", c.name), Arc::new(b.finish()), "boolean");
+        }
+        for (k, mut b) in keys.iter().zip(f) {
+            add(format!("f_{}", k.name), Arc::new(b.finish()), "varchar");
+        }
+        add("op".into(), Arc::new(op.finish()), "varchar");
+        add("position".into(), Arc::new(position.finish()), "varchar");
+        add("at".into(), Arc::new(TimestampMicrosecondArray::from(at)), "timestamp");
+        add("seq".into(), Arc::new(weir_warehouse::arrow::array::Int64Array::from(seq)), "bigint");
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            .map_err(|e| WarehouseError::Io(format!("staging the history: {e}")))?;
+        let stage_rel = Relation::new(&self.database, &self.schema, format!("_weir_cdc_history_{}_{}", self.source, t.relation.oid));
+        let stage = self.wh.render(&stage_rel);
+        open(&mut self.conn, &self.wh)?.execute(&format!("drop table if exists {stage}"))?;
+        open(&mut self.conn, &self.wh)?.execute(&format!(
+            "create table {stage} ({})",
+            columns.iter().map(|(n, ty)| format!("{} {ty}", q(n))).collect::<Vec<_>>().join(", ")
+        ))?;
+        let mut once = Some(batch);
+        open(&mut self.conn, &self.wh)?.copy_in_batches(&stage_rel, &mut |sink| match once.take() {
+            Some(b) => sink(&b),
+            None => Ok(()),
+        })?;
+        let typed = |c: &crate::pgoutput::Column| self.wh.type_sql(&c.ty);
+        let mut into: Vec<String> = cols.iter().map(|c| q(&c.name)).collect();
+        let mut from: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                let (v, u, m) = (q(&format!("v_{}", c.name)), q(&format!("u_{}", c.name)), q(&c.name));
+                format!("case when s.{u} then m.{m} else cast(s.{v} as {}) end", typed(c))
+            })
+            .collect();
+        into.extend(HISTORY_COLUMNS.iter().map(|(c, _)| q(c)));
+        from.extend(["s.op".to_string(), "s.position".into(), "s.at".into(), "s.seq".into(), now()]);
+        let join = keys
+            .iter()
+            .map(|k| format!("m.{} = cast(s.{} as {})", q(&k.name), q(&format!("f_{}", k.name)), typed(k)))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        open(&mut self.conn, &self.wh)?.execute(&format!(
+            "insert into {history} ({}) select {} from {stage} s left join {name} m on {join}",
+            into.join(", "),
+            from.join(", ")
+        ))?;
+        open(&mut self.conn, &self.wh)?.execute(&format!("drop table {stage}"))?;
         Ok(())
     }
 

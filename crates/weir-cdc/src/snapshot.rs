@@ -176,7 +176,7 @@ fn read(client: &mut Client, snapshot: &str, relation: &Relation, mirror: &mut M
             total += 1;
         }
         if chunk.len() >= CHUNK || (row.is_none() && (first || !chunk.is_empty())) {
-            let changes = TableChanges { relation: relation.clone(), truncated: first, rows: std::mem::take(&mut chunk) };
+            let changes = TableChanges { relation: relation.clone(), truncated: first, rows: std::mem::take(&mut chunk), history: vec![] };
             mirror.load(&[changes]).map_err(ReadError::Mirror)?;
             first = false;
         }
@@ -423,7 +423,7 @@ fn merged(
         let reader = scope.spawn(|| read_rows(conn, mapped, schema, table, sender));
         let mut first = true;
         for rows in chunks.iter() {
-            let changes = TableChanges { relation: mapped.relation.clone(), truncated: first, rows };
+            let changes = TableChanges { relation: mapped.relation.clone(), truncated: first, rows, history: vec![] };
             if let Err(e) = mirror.load(&[changes]) {
                 drop(chunks);
                 let _ = reader.join();
@@ -436,7 +436,7 @@ fn merged(
             .map_err(|_| SnapshotError::Source { at: format!("{schema}.{table}"), message: "the snapshot reader stopped".into() })??;
         if first {
             // An empty table: its mirror is emptied all the same.
-            mirror.load(&[TableChanges { relation: mapped.relation.clone(), truncated: true, rows: vec![] }])?;
+            mirror.load(&[TableChanges { relation: mapped.relation.clone(), truncated: true, rows: vec![], history: vec![] }])?;
         }
         Ok((conn, total))
     })

@@ -141,7 +141,11 @@ impl CdcSource {
             return Err(SourceError::NotCdc(load.name.clone()));
         };
         let url_err = |message: String| SourceError::Url { load: load.name.clone(), message };
-        let options = MirrorOptions { soft_deletes: cdc.deletes == Deletes::Soft, freeze: load.schema_contract == SchemaContract::Freeze };
+        let options = MirrorOptions {
+            soft_deletes: cdc.deletes == Deletes::Soft,
+            freeze: load.schema_contract == SchemaContract::Freeze,
+            history: cdc.history,
+        };
         if d.engine == Engine::Mysql {
             let server = Server::from_url(&d.url, server_id(&load.name)).map_err(url_err)?;
             return Ok(CdcSource {

@@ -70,9 +70,12 @@ fn random_changes_stopped_and_started_again_leave_the_mirror_equal_to_the_source
     let follow = settings(&["orders"]);
     let dir = tempfile::tempdir().unwrap();
     let wh = duckdb(dir.path());
-    let mut m = mirror(&wh);
+    let options = MirrorOptions { history: true, ..MirrorOptions::default() };
+    let mut m = Mirror::open(wh.clone(), "shop", "wh", "main", options).unwrap().with_home("shop");
     let first = follow_binlog(&server, &follow, &mut m, &mut |_| true).unwrap();
     assert!(first.snapshotted && first.snapshot_rows == 50, "{first:?}");
+    // The rows each committed transaction changed: the history holds each change once.
+    let mut changes = 0;
     let stored: Position = m.position_text().unwrap().unwrap().parse().unwrap();
     assert!(!stored.gtid.is_empty(), "the snapshot's position carries the GTID state: {stored}");
 
@@ -87,6 +90,7 @@ fn random_changes_stopped_and_started_again_leave_the_mirror_equal_to_the_source
     for round in 0..6 {
         for _ in 0..15 {
             c.query_drop("start transaction").unwrap();
+            let mut changed = 0;
             for _ in 0..1 + next(8) {
                 let id = next(120);
                 match next(10) {
@@ -100,9 +104,16 @@ fn random_changes_stopped_and_started_again_leave_the_mirror_equal_to_the_source
                     7 => c.exec_drop("update ignore orders set id = id + 1000 where id = ?", (id,)).unwrap(),
                     _ => c.exec_drop("delete from orders where id = ?", (id,)).unwrap(),
                 }
+                // An upsert that updated says 2.
+                changed += c.affected_rows().min(1);
                 c.query_drop("insert into noise (v) values (1)").unwrap();
             }
-            if next(6) == 0 { c.query_drop("rollback").unwrap() } else { c.query_drop("commit").unwrap() }
+            if next(6) == 0 {
+                c.query_drop("rollback").unwrap()
+            } else {
+                c.query_drop("commit").unwrap();
+                changes += changed;
+            }
         }
         if round == 3 {
             // The server starts a new file: the stored GTID state finds the stream again.
@@ -119,6 +130,8 @@ fn random_changes_stopped_and_started_again_leave_the_mirror_equal_to_the_source
     let got = rows(&wh, "select id, note, cast(amount as varchar), qty from orders order by id");
     assert_eq!(got, want, "seed {seed}");
     assert!(want.len() > 20);
+    let history = rows(&wh, "select count(*), count(distinct (_weir_position, _weir_seq)) from orders_history");
+    assert_eq!(history, [[changes.to_string(), changes.to_string()]], "seed {seed}: every change in the history, once");
 }
 
 #[test]

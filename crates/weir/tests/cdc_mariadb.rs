@@ -95,9 +95,10 @@ impl Rng {
 }
 
 /// One random transaction of inserts, updates (some moving a key), deletes and a large
-/// insert; some roll back.
-fn random_transaction(c: &mut mysql::Conn, rng: &mut Rng, next_id: &mut u64) {
+/// insert; some roll back. Returns the rows it changed, once committed.
+fn random_transaction(c: &mut mysql::Conn, rng: &mut Rng, next_id: &mut u64) -> u64 {
     c.query_drop("start transaction").unwrap();
+    let mut changed = 0;
     for _ in 0..1 + rng.below(6) {
         let id = rng.below(400);
         let sql = match rng.below(20) {
@@ -117,8 +118,14 @@ fn random_transaction(c: &mut mysql::Conn, rng: &mut Rng, next_id: &mut u64) {
             _ => format!("update items set n = -n where id = {id}"),
         };
         c.query_drop(sql).unwrap();
+        changed += c.affected_rows();
     }
-    c.query_drop(if rng.below(8) == 0 { "rollback" } else { "commit" }).unwrap();
+    if rng.below(8) == 0 {
+        c.query_drop("rollback").unwrap();
+        return 0;
+    }
+    c.query_drop("commit").unwrap();
+    changed
 }
 
 #[test]
@@ -127,7 +134,11 @@ fn a_mariadb_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the
     let mut c = db.connect();
     c.query_drop("create table items (id bigint primary key, n int, payload text)").unwrap();
     c.query_drop("insert into items select seq, seq, repeat('s', 3000) from seq_1_to_300").unwrap();
-    let dir = minimal(&[("loads/shop.yml", &loads(db.port, "items", ""))]);
+    let dir = minimal(&[("loads/shop.yml", &loads(db.port, "items", "    history: true\n"))]);
+    // The snapshot first: every change after it is in the history once.
+    let o = weir(dir.path(), &["load", "shop"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut changes = 0;
     let seed = std::env::var("WEIR_CDC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cdc0_u64);
     let mut rng = Rng(seed);
     let mut next_id = 1_000_000u64;
@@ -144,7 +155,7 @@ fn a_mariadb_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the
             if i == kill_at {
                 follower.kill().unwrap();
             }
-            random_transaction(&mut c, &mut rng, &mut next_id);
+            changes += random_transaction(&mut c, &mut rng, &mut next_id);
             std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(40)));
         }
         follower.wait().unwrap();
@@ -169,4 +180,7 @@ fn a_mariadb_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the
         only(&mirror, &source)
     );
     assert!(source.len() > 100, "the test still has rows to compare ({})", source.len());
+    let history =
+        query(&dir.path().join("t.duckdb"), "select count(*), count(distinct (_weir_position, _weir_seq)) from raw_shop.items_history");
+    assert_eq!(history, vec![vec![changes.to_string(), changes.to_string()]], "seed {seed}: every change in the history, once");
 }

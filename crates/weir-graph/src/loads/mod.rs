@@ -50,10 +50,16 @@ impl Load {
         }
     }
 
-    /// The tables the load writes in `database`: its destination, or a cdc source's mirrors.
+    /// The tables the load writes in `database`: its destination, or a cdc source's mirrors
+    /// (and their history tables).
     pub fn writes(&self, database: &str) -> Vec<weir_core::Relation> {
         match self.cdc() {
-            Some(cdc) => cdc.mirror_tables().iter().map(|t| weir_core::Relation::new(database, &self.schema, t)).collect(),
+            Some(cdc) => cdc
+                .mirror_tables()
+                .iter()
+                .flat_map(|t| std::iter::once(t.clone()).chain(cdc.history.then(|| format!("{t}_history"))))
+                .map(|t| weir_core::Relation::new(database, &self.schema, t))
+                .collect(),
             None => vec![weir_core::Relation::new(database, &self.schema, &self.table)],
         }
     }
@@ -101,6 +107,9 @@ pub struct Cdc {
     pub slot: String,
     /// What a delete at the source does to the mirror's row.
     pub deletes: Deletes,
+    /// Every change is also kept, in order, in a history table beside each mirror
+    /// (`<mirror>_history`).
+    pub history: bool,
     /// Retained WAL past which a slot is reported as a danger to the source's disk.
     pub max_retained_wal: u64,
 }
@@ -321,6 +330,7 @@ impl Parser<'_> {
             "preserve_order",
             "tags",
             "deletes",
+            "history",
         ];
         let entries = self.map(item, "a load", KEYS)?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
@@ -334,8 +344,10 @@ impl Parser<'_> {
         if let Source::Database(DatabaseSource { cdc: Some(_), .. }) = &source {
             return self.cdc_load(item, name, source);
         }
-        if let Some(n) = get("deletes") {
-            return Err(self.err(n, "`deletes` is for change data capture (`mode: cdc` on a postgres source)"));
+        for key in ["deletes", "history"] {
+            if let Some(n) = get(key) {
+                return Err(self.err(n, format!("`{key}` is for change data capture (`mode: cdc` on a postgres or mariadb source)")));
+            }
         }
         let (schema, table) = match get("destination") {
             None => ("raw".to_string(), name.clone()),
@@ -566,6 +578,7 @@ impl Parser<'_> {
                     publication: get("publication").map(|n| self.text(n, "publication")).transpose()?.unwrap_or_default(),
                     slot: get("slot").map(|n| self.text(n, "slot")).transpose()?.unwrap_or_default(),
                     deletes: Deletes::Hard,
+                    history: false,
                     max_retained_wal,
                 };
                 return Ok(Source::Database(DatabaseSource { engine, url, table: None, query: None, cdc: Some(cdc) }));
@@ -654,6 +667,9 @@ impl Parser<'_> {
                 at,
                 format!("slot '{}': PostgreSQL names slots with lower-case letters, digits and underscores (63 at most)", cdc.slot),
             ));
+        }
+        if let Some(n) = get("history") {
+            cdc.history = self.flag(n, "history")?;
         }
         if let Some(n) = get("deletes") {
             cdc.deletes = match self.text(n, "deletes")?.as_str() {
@@ -768,6 +784,8 @@ mod tests {
         assert!(e.contains("add `mode: cdc`"), "{e}");
         let e = parse("loads:\n  - name: s\n    source: {kind: csv, path: x}\n    deletes: soft\n").unwrap_err();
         assert!(e.contains("`deletes` is for change data capture"), "{e}");
+        let e = parse("loads:\n  - name: s\n    source: {kind: csv, path: x}\n    history: true\n").unwrap_err();
+        assert!(e.contains("`history` is for change data capture"), "{e}");
         let e = parse("loads:\n  - name: s\n    source: {kind: mysql, url: 'mysql://u@h', mode: cdc, tables: [t]}\n").unwrap_err();
         assert!(e.contains("names no database, and the url names none: write `database.t`"), "{e}");
         let e = parse("loads:\n  - name: s\n    source: {kind: mysql, url: 'mysql://u@h/shop', mode: cdc, tables: [t], slot: s}\n")
