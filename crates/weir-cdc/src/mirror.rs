@@ -353,6 +353,22 @@ impl Mirror {
         Ok(())
     }
 
+    /// Makes the stage table `name` beside the mirrors with `columns` and fills it with
+    /// `batch` through the warehouse's bulk path; returns its rendered name.
+    fn stage(&mut self, name: &str, batch: RecordBatch, columns: &[(String, &str)]) -> Result<String, WarehouseError> {
+        let rel = Relation::new(&self.database, &self.schema, name);
+        let stage = self.wh.render(&rel);
+        let list = columns.iter().map(|(n, ty)| format!("{} {ty}", self.wh.quote(n))).collect::<Vec<_>>().join(", ");
+        open(&mut self.conn, &self.wh)?.execute(&format!("drop table if exists {stage}"))?;
+        open(&mut self.conn, &self.wh)?.execute(&format!("create table {stage} ({list})"))?;
+        let mut once = Some(batch);
+        open(&mut self.conn, &self.wh)?.copy_in_batches(&rel, &mut |sink| match once.take() {
+            Some(b) => sink(&b),
+            None => Ok(()),
+        })?;
+        Ok(stage)
+    }
+
     /// Whether each change is also kept in a history table.
     pub fn keeps_history(&self) -> bool {
         self.options.history
@@ -387,7 +403,8 @@ impl Mirror {
     /// Appends `t`'s changes to its history table in commit order, each row whole: a value the
     /// source left unchanged (a TOAST value) is the mirror's as it stands before this batch.
     fn record(&mut self, t: &TableChanges) -> Result<(), WarehouseError> {
-        let q = |s: &str| self.wh.quote(s);
+        let wh = self.wh.clone();
+        let q = |s: &str| wh.quote(s);
         let name = self.wh.render(&self.table_of(&t.relation));
         let history = self.wh.render(&self.history_of(&t.relation));
         let cols = &t.relation.columns;
@@ -438,19 +455,8 @@ impl Mirror {
         add("seq".into(), Arc::new(weir_warehouse::arrow::array::Int64Array::from(seq)), "bigint");
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
             .map_err(|e| WarehouseError::Io(format!("staging the history: {e}")))?;
-        let stage_rel = Relation::new(&self.database, &self.schema, format!("_weir_cdc_history_{}_{}", self.source, t.relation.oid));
-        let stage = self.wh.render(&stage_rel);
-        open(&mut self.conn, &self.wh)?.execute(&format!("drop table if exists {stage}"))?;
-        open(&mut self.conn, &self.wh)?.execute(&format!(
-            "create table {stage} ({})",
-            columns.iter().map(|(n, ty)| format!("{} {ty}", q(n))).collect::<Vec<_>>().join(", ")
-        ))?;
-        let mut once = Some(batch);
-        open(&mut self.conn, &self.wh)?.copy_in_batches(&stage_rel, &mut |sink| match once.take() {
-            Some(b) => sink(&b),
-            None => Ok(()),
-        })?;
-        let typed = |c: &crate::pgoutput::Column| self.wh.type_sql(&c.ty);
+        let stage = self.stage(&format!("_weir_cdc_history_{}_{}", self.source, t.relation.oid), batch, &columns)?;
+        let typed = |c: &crate::pgoutput::Column| wh.type_sql(&c.ty);
         let mut into: Vec<String> = cols.iter().map(|c| q(&c.name)).collect();
         let mut from: Vec<String> = cols
             .iter()
@@ -481,10 +487,11 @@ impl Mirror {
     /// are filled from the mirror as it stood, then every changed key goes (with soft
     /// deletes, a deleted key's row stays, marked) and the rows the batch leaves come back.
     fn merge(&mut self, t: &TableChanges, fresh: bool, applied: &mut Applied) -> Result<(), WarehouseError> {
-        let q = |s: &str| self.wh.quote(s);
+        let wh = self.wh.clone();
+        let q = |s: &str| wh.quote(s);
         let name = self.wh.render(&self.table_of(&t.relation));
         let cols = &t.relation.columns;
-        let typed = |c: &crate::pgoutput::Column| self.wh.type_sql(&c.ty);
+        let typed = |c: &crate::pgoutput::Column| wh.type_sql(&c.ty);
         let keys: Vec<&crate::pgoutput::Column> = cols.iter().filter(|c| c.key).collect();
         let (soft, loaded_at, deleted) = (self.options.soft_deletes, q(LOADED_AT), q(DELETED));
         let now = now();
@@ -499,19 +506,8 @@ impl Mirror {
         if t.rows.is_empty() {
             return Ok(());
         }
-        let stage_rel = Relation::new(&self.database, &self.schema, format!("_weir_cdc_stage_{}_{}", self.source, t.relation.oid));
-        let stage = self.wh.render(&stage_rel);
         let (batch, columns) = staged(t)?;
-        open(&mut self.conn, &self.wh)?.execute(&format!("drop table if exists {stage}"))?;
-        open(&mut self.conn, &self.wh)?.execute(&format!(
-            "create table {stage} ({})",
-            columns.iter().map(|(n, ty)| format!("{} {ty}", q(n))).collect::<Vec<_>>().join(", ")
-        ))?;
-        let mut once = Some(batch);
-        open(&mut self.conn, &self.wh)?.copy_in_batches(&stage_rel, &mut |sink| match once.take() {
-            Some(b) => sink(&b),
-            None => Ok(()),
-        })?;
+        let stage = self.stage(&format!("_weir_cdc_stage_{}_{}", self.source, t.relation.oid), batch, &columns)?;
         let upserts = t.rows.iter().filter(|(_, c)| matches!(c, RowChange::Upsert { .. })).count() as u64;
         let unchanged = t.rows.iter().any(|(_, c)| matches!(c, RowChange::Upsert { values, .. } if values.contains(&Value::Unchanged)));
         let filled =

@@ -9,7 +9,7 @@ mod support;
 
 use std::path::Path;
 
-use common::{minimal, query, text, weir};
+use common::{Rng, minimal, query, text, weir};
 use support::PrivatePostgres;
 
 fn loads(port: u16, extra: &str) -> String {
@@ -144,17 +144,6 @@ fn setup_mistakes_say_what_to_change() {
 }
 
 /// A small deterministic generator (xorshift), so a failing run can be replayed by its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// One random transaction: inserts, updates (some moving a key, some leaving the large
 /// value unchanged), deletes; some roll back, some are large enough to be streamed before
 /// their commit. (No truncate: one would hide every change lost before it.)

@@ -7,7 +7,7 @@ mod common;
 #[path = "../../weir-cdc/tests/support/mariadb.rs"]
 mod mariadb;
 
-use common::{minimal, query, text, weir};
+use common::{Rng, minimal, query, text, weir};
 use mariadb::PrivateMariadb;
 use mysql::prelude::Queryable;
 
@@ -81,17 +81,6 @@ fn build_snapshots_a_mariadb_source_catches_it_up_and_status_reports_the_binlog(
     let o = weir(dir.path(), &["build"]);
     assert!(o.status.success() && text(&o).contains("snapshot of 13 row(s)"), "{}", text(&o));
     assert_eq!(mirror("select count(*) from raw_shop.orders where not _weir_deleted"), vec![vec!["10"]]);
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// One random transaction of inserts, updates (some moving a key), deletes and a large

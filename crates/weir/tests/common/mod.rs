@@ -72,3 +72,16 @@ pub fn minimal(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// A small xorshift generator for the random tests, seeded so a failure can be run again.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
