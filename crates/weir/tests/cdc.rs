@@ -201,27 +201,7 @@ fn a_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source(
     let seed = std::env::var("WEIR_CDC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cdc0_u64);
     let mut rng = Rng(seed);
     let mut next_id = 1_000_000i64;
-    for round in 0..8 {
-        let mut follower = common::weir_command(dir.path())
-            .args(["cdc", "run", "shop", "--batch-wait-ms", "30"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Writes begin while it starts (or takes its snapshot) and go on, a few milliseconds
-        // apart, while it follows; it is killed at any point of that.
-        let writes = 10 + rng.below(40);
-        let kill_at = rng.below(writes);
-        for i in 0..writes {
-            if i == kill_at {
-                follower.kill().unwrap();
-            }
-            random_transaction(&mut db, &mut rng, &mut next_id);
-            std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(40)));
-        }
-        follower.wait().unwrap();
-        eprintln!("round {round}: {writes} transactions, killed after {kill_at}");
-    }
+    common::follow_and_kill(dir.path(), &mut rng, 8, &mut |rng| random_transaction(&mut db, rng, &mut next_id));
     let o = weir(dir.path(), &["load", "shop"]);
     assert!(o.status.success(), "{}", text(&o));
     let source: Vec<Vec<String>> = db
@@ -231,17 +211,7 @@ fn a_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source(
         .map(|r| vec![r.get(0), r.get(1), r.get(2)])
         .collect();
     let mirror = query(&dir.path().join("t.duckdb"), "select id, n, md5(payload) from raw.items order by id");
-    let only =
-        |a: &[Vec<String>], b: &[Vec<String>]| -> Vec<Vec<String>> { a.iter().filter(|r| !b.contains(r)).take(5).cloned().collect() };
-    assert!(
-        mirror == source,
-        "seed {seed}: the mirror ({} rows) differs from the source ({} rows); only in the source: {:?}; only in the mirror: {:?}",
-        mirror.len(),
-        source.len(),
-        only(&source, &mirror),
-        only(&mirror, &source)
-    );
-    assert!(source.len() > 100, "the test still has rows to compare ({})", source.len());
+    common::assert_same_rows(seed, &source, &mirror);
 }
 
 #[test]

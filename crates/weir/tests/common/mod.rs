@@ -85,3 +85,43 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// Runs `weir cdc run shop` in `dir` for `rounds` rounds while `write` runs 10 to 50
+/// transactions a few milliseconds apart, killing the follower with -9 at a random one of
+/// them (while it starts, takes its snapshot or follows).
+pub fn follow_and_kill(dir: &Path, rng: &mut Rng, rounds: u32, write: &mut dyn FnMut(&mut Rng)) {
+    for round in 0..rounds {
+        let mut follower = weir_command(dir)
+            .args(["cdc", "run", "shop", "--batch-wait-ms", "30"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let writes = 10 + rng.below(40);
+        let kill_at = rng.below(writes);
+        for i in 0..writes {
+            if i == kill_at {
+                follower.kill().unwrap();
+            }
+            write(rng);
+            std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(40)));
+        }
+        follower.wait().unwrap();
+        eprintln!("round {round}: {writes} transactions, killed after {kill_at}");
+    }
+}
+
+/// Asserts that the mirror's rows equal the source's, showing a few of each side's own.
+pub fn assert_same_rows(seed: u64, source: &[Vec<String>], mirror: &[Vec<String>]) {
+    let only =
+        |a: &[Vec<String>], b: &[Vec<String>]| -> Vec<Vec<String>> { a.iter().filter(|r| !b.contains(r)).take(5).cloned().collect() };
+    assert!(
+        mirror == source,
+        "seed {seed}: the mirror ({} rows) differs from the source ({} rows); only in the source: {:?}; only in the mirror: {:?}",
+        mirror.len(),
+        source.len(),
+        only(source, mirror),
+        only(mirror, source)
+    );
+    assert!(source.len() > 100, "the test still has rows to compare ({})", source.len());
+}
