@@ -153,8 +153,7 @@ impl Mirror {
     /// The mirror of a source table: `schema.table`, or `schema.namespace_table` outside the
     /// source's home schema.
     pub fn table_of(&self, t: &SourceTable) -> Relation {
-        let name = if t.namespace == self.home { t.name.clone() } else { format!("{}_{}", t.namespace, t.name) };
-        Relation::new(&self.database, &self.schema, name)
+        Relation::new(&self.database, &self.schema, weir_graph::loads::mirror_table(&self.home, &t.namespace, &t.name))
     }
 
     /// Closes the connection and lets go of the database where one process writes it at a

@@ -132,11 +132,17 @@ impl Cdc {
         self.source_tables().map(|(s, t)| self.mirror_of(s, t)).collect()
     }
 
-    /// The mirror of source table `namespace.name`: `name` in the home schema, else
-    /// `namespace_name` (so `public.orders` and `sales.orders` do not meet).
+    /// The mirror of source table `namespace.name` ([`mirror_table`]).
     pub fn mirror_of(&self, namespace: &str, name: &str) -> String {
-        if namespace == self.home { name.to_string() } else { format!("{namespace}_{name}") }
+        mirror_table(&self.home, namespace, name)
     }
+}
+
+/// The mirror of source table `namespace.name` of a source whose home schema is `home`:
+/// `name` in the home schema, else `namespace_name` (so `public.orders` and `sales.orders`
+/// do not meet).
+pub fn mirror_table(home: &str, namespace: &str, name: &str) -> String {
+    if namespace == home { name.to_string() } else { format!("{namespace}_{name}") }
 }
 
 /// The database a MySQL URL names (`mysql://user@host:3306/shop?...` -> `shop`), or "".
