@@ -54,23 +54,8 @@ loads:
     source: {kind: postgres, url: "postgresql://postgres@127.0.0.1:$port/postgres", mode: cdc, tables: [accounts]}
 YML
 changes() { psql -c "select n_tup_ins + n_tup_upd + n_tup_del from pg_stat_user_tables where relname = 'accounts'"; }
-mirror() { (cd "$dir" && "$WEIR" --log-format json sql "$1") | python3 -c "import json, sys; print(*json.load(sys.stdin)['rows'][0])"; }
 
-start=$(date +%s%N)
-(cd "$dir" && "$WEIR" load bench >/dev/null)
-snap=$(seconds "$start" "$(date +%s%N)")
-echo "| snapshot | $ROWS rows | ${snap} s | $(python3 -c "print(f'{$ROWS / $snap:,.0f}')") rows/s |"
-# The same table read by a plain load, for the loads' rate on the same rows.
-cat > "$dir/loads/copy.yml" <<YML
-loads:
-  - name: copy
-    source: {kind: postgres, url: "postgresql://postgres@127.0.0.1:$port/postgres", table: accounts}
-YML
-start=$(date +%s%N)
-(cd "$dir" && "$WEIR" load copy >/dev/null)
-plain=$(seconds "$start" "$(date +%s%N)")
-rm "$dir/loads/copy.yml"
-echo "| plain load of the same table | $ROWS rows | ${plain} s | $(python3 -c "print(f'{$ROWS / $plain:,.0f}')") rows/s |"
+snapshot_and_plain_load postgres "postgresql://postgres@127.0.0.1:$port/postgres" accounts
 
 cat > "$dir/mixed.sql" <<SQL
 \set id random(1, $ROWS - 100)

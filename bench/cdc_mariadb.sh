@@ -15,8 +15,8 @@
 # 2. Throughput: with no follower running, two `mariadb` clients run BENCH_CDC_TRANSACTIONS
 #    transactions, each updating 60 rows, deleting 20 and inserting 20; then `weir load bench`
 #    catches the mirror up. Changes are the row changes the server counted (Handler_write +
-#    Handler_update + Handler_delete); the rate is changes over the catch-up's wall time. The mirror is then compared with the
-#    source (count, sum of balance).
+#    Handler_update + Handler_delete); the rate is changes over the catch-up's wall time.
+#    The mirror is then compared with the source (count, sum of balance).
 # 3. Latency: `weir cdc run bench --batch-wait-ms 200` follows while one client updates a
 #    range of 100 rows, then sleeps 20 ms, 50 times per BENCH_CDC_SECONDS (the rate printed
 #    is those changes over the time they took); each row's latency is its mirror `_weir_loaded_at`
@@ -49,22 +49,8 @@ loads:
   - name: bench
     source: {kind: mariadb, url: "mysql://root@127.0.0.1:$port/shop", mode: cdc, tables: [accounts]}
 YML
-mirror() { (cd "$dir" && "$WEIR" --log-format json sql "$1") | python3 -c "import json, sys; print(*json.load(sys.stdin)['rows'][0])"; }
 
-start=$(date +%s%N)
-(cd "$dir" && "$WEIR" load bench >/dev/null)
-snap=$(seconds "$start" "$(date +%s%N)")
-echo "| snapshot | $ROWS rows | ${snap} s | $(python3 -c "print(f'{$ROWS / $snap:,.0f}')") rows/s |"
-cat > "$dir/loads/copy.yml" <<YML
-loads:
-  - name: copy
-    source: {kind: mariadb, url: "mysql://root@127.0.0.1:$port/shop", table: accounts}
-YML
-start=$(date +%s%N)
-(cd "$dir" && "$WEIR" load copy >/dev/null)
-plain=$(seconds "$start" "$(date +%s%N)")
-rm "$dir/loads/copy.yml"
-echo "| plain load of the same table | $ROWS rows | ${plain} s | $(python3 -c "print(f'{$ROWS / $plain:,.0f}')") rows/s |"
+snapshot_and_plain_load mariadb "mysql://root@127.0.0.1:$port/shop" accounts
 
 # Two writers, each its own half of the ids and of the new ids.
 writer() {

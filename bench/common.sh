@@ -29,3 +29,22 @@ duckdb_project() {
   printf 'name: %s\nprofile: %s\n' "$2" "$2" > "$1/dbt_project.yml"
   printf '%s:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: bench.duckdb\n      threads: 2\n' "$2" > "$1/profiles.yml"
 }
+
+# Change data capture (bench/cdc.sh, bench/cdc_mariadb.sh), in the project $dir.
+# The first row of a query's result on the project's warehouse, space-separated.
+mirror() { (cd "$dir" && "$WEIR" --log-format json sql "$1") | python3 -c "import json, sys; print(*json.load(sys.stdin)['rows'][0])"; }
+# Times `weir load bench` on a new mirror (the snapshot), then a plain load of table $3 from
+# source kind $1 at URL $2 (the loads' rate on the same rows); prints a table row for each.
+snapshot_and_plain_load() {
+  local start snap plain
+  start=$(date +%s%N)
+  (cd "$dir" && "$WEIR" load bench >/dev/null)
+  snap=$(seconds "$start" "$(date +%s%N)")
+  echo "| snapshot | $ROWS rows | ${snap} s | $(python3 -c "print(f'{$ROWS / $snap:,.0f}')") rows/s |"
+  printf 'loads:\n  - name: copy\n    source: {kind: %s, url: "%s", table: %s}\n' "$1" "$2" "$3" > "$dir/loads/copy.yml"
+  start=$(date +%s%N)
+  (cd "$dir" && "$WEIR" load copy >/dev/null)
+  plain=$(seconds "$start" "$(date +%s%N)")
+  rm "$dir/loads/copy.yml"
+  echo "| plain load of the same table | $ROWS rows | ${plain} s | $(python3 -c "print(f'{$ROWS / $plain:,.0f}')") rows/s |"
+}

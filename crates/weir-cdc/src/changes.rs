@@ -88,8 +88,7 @@ pub struct Collapser {
     /// Whether every committed change is kept for the history table, and the commit being
     /// applied (its position and time) with the changes of it applied so far.
     history: bool,
-    commit: (String, i64),
-    seq: u32,
+    commit: Commit,
 }
 
 /// A change to one row, or to a whole table.
@@ -116,6 +115,24 @@ struct Table {
     history: Vec<HistoryRow>,
 }
 
+/// The transaction whose changes are being applied, for their history rows.
+#[derive(Debug, Default)]
+struct Commit {
+    position: String,
+    /// Microseconds since 1970, UTC.
+    time: i64,
+    /// The changes of it recorded so far.
+    seq: u32,
+}
+
+impl Commit {
+    /// The history row of the transaction's next change.
+    fn next(&mut self, op: char, values: Vec<Value>, fill_from: Key) -> HistoryRow {
+        self.seq += 1;
+        HistoryRow { op, values, fill_from, position: self.position.clone(), commit_time: self.time, seq: self.seq }
+    }
+}
+
 /// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
 const PG_EPOCH: i64 = 946_684_800_000_000;
 
@@ -132,8 +149,7 @@ impl Collapser {
     /// Ends the transaction being read at `position`, committed at `time` (microseconds since
     /// 1970, UTC), for sources whose commits are not messages of their own (a binlog).
     pub fn commit_at(&mut self, position: String, time: i64) -> Result<(), ChangeError> {
-        self.commit = (position, time);
-        self.seq = 0;
+        self.commit = Commit { position, time, seq: 0 };
         for c in std::mem::take(&mut self.open) {
             self.apply(c)?;
         }
@@ -149,7 +165,7 @@ impl Collapser {
             }
             Message::Begin { .. } => self.open.clear(),
             Message::Commit { end_lsn, commit_time, .. } => {
-                (self.commit, self.seq) = ((end_lsn.to_string(), commit_time + PG_EPOCH), 0);
+                self.commit = Commit { position: end_lsn.to_string(), time: commit_time + PG_EPOCH, seq: 0 };
                 for c in std::mem::take(&mut self.open) {
                     self.apply(c)?;
                 }
@@ -158,7 +174,7 @@ impl Collapser {
             Message::StreamStart { xid, .. } => self.block = Some(xid),
             Message::StreamStop => self.block = None,
             Message::StreamCommit { xid, end_lsn, commit_time, .. } => {
-                (self.commit, self.seq) = ((end_lsn.to_string(), commit_time + PG_EPOCH), 0);
+                self.commit = Commit { position: end_lsn.to_string(), time: commit_time + PG_EPOCH, seq: 0 };
                 for (_, c) in self.streamed.remove(&xid).unwrap_or_default() {
                     self.apply(c)?;
                 }
@@ -252,15 +268,7 @@ impl Collapser {
                     t.truncated = true;
                     t.rows.clear();
                     if self.history {
-                        self.seq += 1;
-                        t.history.push(HistoryRow {
-                            op: 't',
-                            values: vec![Value::Null; width],
-                            fill_from: vec![],
-                            position: self.commit.0.clone(),
-                            commit_time: self.commit.1,
-                            seq: self.seq,
-                        });
+                        t.history.push(self.commit.next('t', vec![Value::Null; width], vec![]));
                     }
                 }
             }
@@ -309,31 +317,15 @@ impl Collapser {
                             table.set(old.clone(), RowChange::Delete);
                         }
                         if self.history {
-                            self.seq += 1;
-                            table.history.push(HistoryRow {
-                                op,
-                                values: values.clone(),
-                                fill_from: fill_from.clone(),
-                                position: self.commit.0.clone(),
-                                commit_time: self.commit.1,
-                                seq: self.seq,
-                            });
+                            table.history.push(self.commit.next(op, values.clone(), fill_from.clone()));
                         }
                         table.set(new_key, RowChange::Upsert { values, fill_from });
                     }
                     None => {
                         if self.history {
-                            self.seq += 1;
                             let width = r.columns.len();
                             let values = old.filter(|o| o.len() == width).unwrap_or_else(|| vec![Value::Null; width]);
-                            table.history.push(HistoryRow {
-                                op,
-                                values,
-                                fill_from: vec![],
-                                position: self.commit.0.clone(),
-                                commit_time: self.commit.1,
-                                seq: self.seq,
-                            });
+                            table.history.push(self.commit.next(op, values, vec![]));
                         }
                         if let Some(old) = old_key {
                             table.set(old, RowChange::Delete);
