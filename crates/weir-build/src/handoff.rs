@@ -110,7 +110,8 @@ fn run_load(host: &ExecHost, n: &Node, progress: Option<&ProgressFn>, result: &m
 /// `weir serve`) keeps the mirrors up to date itself: the node succeeds and says so.
 fn run_cdc(host: &ExecHost, load: &weir_graph::loads::Load, result: &mut NodeResult) -> Result<(), BuildError> {
     let session = &host.session;
-    let source = weir_cdc::source::CdcSource::from_load(load, &session.manifest.target.database())?;
+    let root = &session.manifest.project.root;
+    let source = weir_cdc::source::CdcSource::in_project(load, &session.manifest.target.database(), root)?;
     if session.manifest.flags.full_refresh {
         source.forget(session.warehouse.clone())?;
     }

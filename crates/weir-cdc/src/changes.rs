@@ -46,13 +46,17 @@ pub struct TableChanges {
 /// One committed change as the history table keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRow {
-    /// Debezium's operation: `c` insert, `u` update, `d` delete, `t` truncate.
+    /// Debezium's operation: `c` insert, `u` update, `d` delete, `t` truncate. An update that
+    /// moves a row to another key is a `d` of the old key and a `c` of the new one.
     pub op: char,
     /// The row after the change; for a delete, the row before it as the source sent it (only
     /// its key under PostgreSQL's default replica identity). A value still
     /// [`Value::Unchanged`] is the mirror's, as it stood before the batch, at `fill_from`.
     pub values: Vec<Value>,
     pub fill_from: Key,
+    /// An update's row before it, when the source sent one (MariaDB's full row images;
+    /// PostgreSQL's old key, or the whole row under REPLICA IDENTITY FULL).
+    pub before: Option<Vec<Value>>,
     /// Where the change's transaction committed, when (microseconds since 1970, UTC), and the
     /// change's place in it (from 1).
     pub position: String,
@@ -95,7 +99,7 @@ pub struct Collapser {
 #[derive(Debug, Clone)]
 enum Change {
     /// `shape`: the relation as it was described when the new row came; `op`: Debezium's
-    /// `c`, `u` or `d`; `old`: a deleted row's values, kept for the history.
+    /// `c`, `u` or `d`; `old`: an updated or deleted row's old values, kept for the history.
     Row {
         relation: u32,
         op: char,
@@ -127,14 +131,11 @@ struct Commit {
 
 impl Commit {
     /// The history row of the transaction's next change.
-    fn next(&mut self, op: char, values: Vec<Value>, fill_from: Key) -> HistoryRow {
+    fn next(&mut self, op: char, values: Vec<Value>, fill_from: Key, before: Option<Vec<Value>>) -> HistoryRow {
         self.seq += 1;
-        HistoryRow { op, values, fill_from, position: self.position.clone(), commit_time: self.time, seq: self.seq }
+        HistoryRow { op, values, fill_from, before, position: self.position.clone(), commit_time: self.time, seq: self.seq }
     }
 }
-
-/// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
-const PG_EPOCH: i64 = 946_684_800_000_000;
 
 impl Collapser {
     pub fn new() -> Collapser {
@@ -165,7 +166,7 @@ impl Collapser {
             }
             Message::Begin { .. } => self.open.clear(),
             Message::Commit { end_lsn, commit_time, .. } => {
-                self.commit = Commit { position: end_lsn.to_string(), time: commit_time + PG_EPOCH, seq: 0 };
+                self.commit = Commit { position: end_lsn.to_string(), time: commit_time, seq: 0 };
                 for c in std::mem::take(&mut self.open) {
                     self.apply(c)?;
                 }
@@ -174,7 +175,7 @@ impl Collapser {
             Message::StreamStart { xid, .. } => self.block = Some(xid),
             Message::StreamStop => self.block = None,
             Message::StreamCommit { xid, end_lsn, commit_time, .. } => {
-                self.commit = Commit { position: end_lsn.to_string(), time: commit_time + PG_EPOCH, seq: 0 };
+                self.commit = Commit { position: end_lsn.to_string(), time: commit_time, seq: 0 };
                 for (_, c) in self.streamed.remove(&xid).unwrap_or_default() {
                     self.apply(c)?;
                 }
@@ -192,12 +193,12 @@ impl Collapser {
                 self.hold(xid, Change::Row { relation, op: 'c', shape, old_key: None, new: Some(new.0), old: None })?
             }
             Message::Update { xid, relation, old, new } => {
-                let old_key = match old {
-                    Some((_, old)) => Some(self.key_of(relation, &old)?),
-                    None => None,
+                let (old_key, old) = match old {
+                    Some((_, old)) => (Some(self.key_of(relation, &old)?), self.history.then_some(old.0)),
+                    None => (None, None),
                 };
                 let shape = self.relations.get(&relation).cloned();
-                self.hold(xid, Change::Row { relation, op: 'u', shape, old_key, new: Some(new.0), old: None })?;
+                self.hold(xid, Change::Row { relation, op: 'u', shape, old_key, new: Some(new.0), old })?;
             }
             Message::Delete { xid, relation, old: (_, old) } => {
                 let old_key = Some(self.key_of(relation, &old)?);
@@ -268,7 +269,7 @@ impl Collapser {
                     t.truncated = true;
                     t.rows.clear();
                     if self.history {
-                        t.history.push(self.commit.next('t', vec![Value::Null; width], vec![]));
+                        t.history.push(self.commit.next('t', vec![Value::Null; width], vec![], None));
                     }
                 }
             }
@@ -316,8 +317,21 @@ impl Collapser {
                         if let Some(old) = moved {
                             table.set(old.clone(), RowChange::Delete);
                         }
-                        if self.history {
-                            table.history.push(self.commit.next(op, values.clone(), fill_from.clone()));
+                        let before = old.filter(|o| o.len() == values.len());
+                        if self.history && moved.is_some() {
+                            // A row moved to another key is a delete of the old key and an
+                            // insert of the new one, as Debezium sends it.
+                            let gone = before.clone().unwrap_or_else(|| {
+                                let mut keys = moved.into_iter().flatten();
+                                r.columns
+                                    .iter()
+                                    .map(|c| if c.key { keys.next().cloned().unwrap_or(Value::Null) } else { Value::Null })
+                                    .collect()
+                            });
+                            table.history.push(self.commit.next('d', gone, vec![], None));
+                            table.history.push(self.commit.next('c', values.clone(), fill_from.clone(), None));
+                        } else if self.history {
+                            table.history.push(self.commit.next(op, values.clone(), fill_from.clone(), before));
                         }
                         table.set(new_key, RowChange::Upsert { values, fill_from });
                     }
@@ -325,7 +339,7 @@ impl Collapser {
                         if self.history {
                             let width = r.columns.len();
                             let values = old.filter(|o| o.len() == width).unwrap_or_else(|| vec![Value::Null; width]);
-                            table.history.push(self.commit.next(op, values, vec![]));
+                            table.history.push(self.commit.next(op, values, vec![], None));
                         }
                         if let Some(old) = old_key {
                             table.set(old, RowChange::Delete);
@@ -433,6 +447,18 @@ mod tests {
     }
 
     #[test]
+    fn a_row_moved_to_another_key_is_a_delete_and_an_insert_in_the_history() {
+        let mut c = Collapser::with_history();
+        c.take(Message::Relation(relation())).unwrap();
+        c.take(Message::Begin { final_lsn: Lsn(1), commit_time: 0, xid: 5 }).unwrap();
+        let old = Some((OldRow::Key, Tuple(vec![t("1"), Value::Null])));
+        c.take(Message::Update { xid: None, relation: 1, old, new: Tuple(vec![t("2"), t("x")]) }).unwrap();
+        c.take(Message::Commit { commit_lsn: Lsn(1), end_lsn: Lsn(16), commit_time: 0 }).unwrap();
+        let h: Vec<(char, Vec<Value>, u32)> = c.drain().remove(0).history.into_iter().map(|h| (h.op, h.values, h.seq)).collect();
+        assert_eq!(h, vec![('d', vec![t("1"), Value::Null], 1), ('c', vec![t("2"), t("x")], 2)]);
+    }
+
+    #[test]
     fn the_history_keeps_every_committed_change_in_order_with_its_commit() {
         let mut c = Collapser::with_history();
         c.take(Message::Relation(relation())).unwrap();
@@ -452,9 +478,9 @@ mod tests {
         assert_eq!(
             h,
             vec![
-                ('c', vec![t("1"), t("a")], at("0/10"), 1_000_000 + PG_EPOCH, 1),
+                ('c', vec![t("1"), t("a")], at("0/10"), 1_000_000, 1),
                 // Filled from the row's earlier change in the batch.
-                ('u', vec![t("1"), t("a")], at("0/10"), 1_000_000 + PG_EPOCH, 2),
+                ('u', vec![t("1"), t("a")], at("0/10"), 1_000_000, 2),
                 // The transaction begun again (xid 6 never committed) is not there.
                 ('d', vec![t("1"), Value::Null], at("bin.000001:900"), 42, 1),
                 ('t', vec![Value::Null, Value::Null], at("bin.000001:900"), 42, 2),

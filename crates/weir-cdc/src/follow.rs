@@ -167,9 +167,10 @@ pub fn follow(
     }
 }
 
-/// A collapser for `mirror`, keeping every change when the mirror keeps a history.
+/// A collapser for `mirror`, keeping every change when the mirror keeps a history or
+/// publishes events.
 fn collapser(mirror: &Mirror) -> Collapser {
-    if mirror.keeps_history() { Collapser::with_history() } else { Collapser::new() }
+    if mirror.wants_every_change() { Collapser::with_history() } else { Collapser::new() }
 }
 
 /// Merges what `collapser` holds committed with the WAL position it ends at, then confirms

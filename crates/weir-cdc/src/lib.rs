@@ -12,6 +12,8 @@
 //! - [`changes`]: a micro-batch of them collapsed to each row's last committed state.
 //! - [`mirror`]: merged into mirror tables with the position the batch ends at, in one
 //!   transaction.
+//! - [`events`]: and, when asked, every change published to the event log first, in
+//!   Debezium's envelope.
 //! - [`snapshot`]: a new slot's exported snapshot copied into the mirrors, so streaming
 //!   goes on from exactly where the copy stands.
 //! - [`follow`]: all of it in a loop, confirming a position to the server only once the
@@ -21,6 +23,7 @@
 
 pub mod binlog;
 pub mod changes;
+pub mod events;
 pub mod follow;
 pub mod mirror;
 pub mod pgoutput;

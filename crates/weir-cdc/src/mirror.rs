@@ -23,7 +23,8 @@ use weir_warehouse::arrow::array::{ArrayRef, BooleanBuilder, StringBuilder, Time
 use weir_warehouse::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use weir_warehouse::{BatchFeed, Connection, RecordBatch, Warehouse, WarehouseError, literal};
 
-use crate::changes::{RowChange, TableChanges};
+use crate::changes::{Key, RowChange, TableChanges};
+use crate::events::{EventsError, Publisher};
 use crate::pgoutput::{Lsn, Relation as SourceTable, Value};
 
 /// Why a batch could not be merged.
@@ -31,6 +32,8 @@ use crate::pgoutput::{Lsn, Relation as SourceTable, Value};
 pub enum MirrorError {
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
+    #[error(transparent)]
+    Events(#[from] EventsError),
     #[error(
         "{source_table} has new columns ({columns}) and its mirror {mirror} is frozen (schema_contract: freeze): add them to the mirror, or let it evolve"
     )]
@@ -101,6 +104,8 @@ pub struct Mirror {
     /// The columns each mirror table is known to have (by its rendered name): a batch asks
     /// the catalog only about a table it has not seen, or one whose source gained columns.
     known: HashMap<String, Vec<String>>,
+    /// Where every change is also published as an event, when the source asks for events.
+    events: Option<Publisher>,
 }
 
 impl Mirror {
@@ -123,6 +128,7 @@ impl Mirror {
             positions,
             options,
             known: HashMap::new(),
+            events: None,
         })
     }
 
@@ -130,6 +136,28 @@ impl Mirror {
     pub fn with_home(mut self, home: &str) -> Mirror {
         self.home = home.to_string();
         self
+    }
+
+    /// Every change merged is first published as an event through `events`.
+    pub fn with_events(mut self, events: Publisher) -> Mirror {
+        self.events = Some(events);
+        self
+    }
+
+    /// A snapshot begins at `position` (as the source writes it): its rows are published as
+    /// events of that position.
+    pub fn snapshot_at(&mut self, position: &str) {
+        if let Some(p) = self.events.as_mut() {
+            p.snapshot_at(position);
+        }
+    }
+
+    /// The snapshot's copy of `t` begins: its events start again from it.
+    pub fn snapshot_table(&mut self, t: &SourceTable) -> Result<(), MirrorError> {
+        if let Some(p) = self.events.as_mut() {
+            p.snapshot_table(t)?;
+        }
+        Ok(())
     }
 
     /// Where the last batch merged ended, as the source writes it (a binlog position): the
@@ -233,8 +261,12 @@ impl Mirror {
         open(&mut self.conn, &self.wh)?.execute("begin")?;
         let outcome = (|| {
             open(&mut self.conn, &self.wh)?.execute(&format!("delete from {name}"))?;
+            let events = &mut self.events;
             open(&mut self.conn, &self.wh)?.copy_in_batches(&rel, &mut |sink| {
                 fill(&mut |batch| {
+                    if let Some(p) = events.as_mut() {
+                        p.snapshot_batch(t, batch).map_err(|e| WarehouseError::Io(e.to_string()))?;
+                    }
                     let mut columns = batch.columns().to_vec();
                     columns.push(Arc::new(TimestampMicrosecondArray::from(vec![loaded_at; batch.num_rows()])));
                     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -268,6 +300,20 @@ impl Mirror {
         for t in tables {
             self.ensure(&t.relation)?;
         }
+        // The events go first: a crash before the merge's commit leaves them published and the
+        // batch to merge again, and the publisher skips what the log already holds.
+        if self.events.is_some() {
+            if end.is_some() {
+                let unchanged = tables.iter().map(|t| self.unchanged(t)).collect::<Result<Vec<_>, _>>()?;
+                if let Some(p) = self.events.as_mut() {
+                    p.publish(tables, &unchanged)?;
+                }
+            } else if let Some(p) = self.events.as_mut() {
+                for t in tables {
+                    p.snapshot_rows(&t.relation, &t.rows)?;
+                }
+            }
+        }
         let mut applied = Applied::default();
         open(&mut self.conn, &self.wh)?.execute("begin")?;
         let outcome = (|| {
@@ -275,7 +321,7 @@ impl Mirror {
                 // A snapshot's rows meet no row of theirs unless soft deletes kept it.
                 let fresh = end.is_none() && !self.options.soft_deletes;
                 // The history first: its unchanged values come from the mirror before the merge.
-                if !t.history.is_empty() {
+                if self.options.history && !t.history.is_empty() {
                     self.record(t)?;
                 }
                 self.merge(t, fresh, &mut applied)?;
@@ -368,9 +414,48 @@ impl Mirror {
         Ok(stage)
     }
 
-    /// Whether each change is also kept in a history table.
-    pub fn keeps_history(&self) -> bool {
-        self.options.history
+    /// Whether every change is wanted, not only each row's last: for a history table, or
+    /// for events.
+    pub fn wants_every_change(&self) -> bool {
+        self.options.history || self.events.is_some()
+    }
+
+    /// The mirror's values, as text, of the rows whose values `t`'s history left unchanged
+    /// (TOAST values an update did not touch), by the key holding them: what the mirror holds
+    /// before `t` is merged.
+    fn unchanged(&mut self, t: &TableChanges) -> Result<HashMap<Key, Vec<Option<String>>>, WarehouseError> {
+        let mut found = HashMap::new();
+        let wanted = t.history.iter().filter(|h| h.values.contains(&Value::Unchanged)).map(|h| &h.fill_from);
+        let cols = &t.relation.columns;
+        let name = self.wh.render(&self.table_of(&t.relation));
+        for key in wanted {
+            if found.contains_key(key) {
+                continue;
+            }
+            let select: Vec<String> = cols.iter().map(|c| format!("cast({} as varchar)", self.wh.quote(&c.name))).collect();
+            let mut conditions = vec![];
+            for (c, v) in cols.iter().filter(|c| c.key).zip(key) {
+                let (Value::Text(v) | Value::Binary(v)) = v else { continue };
+                let lit = literal(&String::from_utf8_lossy(v));
+                conditions.push(format!("{} = cast({lit} as {})", self.wh.quote(&c.name), self.wh.type_sql(&c.ty)));
+            }
+            if conditions.is_empty() {
+                continue;
+            }
+            let sql = format!("select {} from {name} where {}", select.join(", "), conditions.join(" and "));
+            let result = open(&mut self.conn, &self.wh)?.query(&sql)?;
+            if let Some(row) = result.rows.first() {
+                let values = row
+                    .iter()
+                    .map(|d| match d {
+                        Datum::Text(t) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                found.insert(key.clone(), values);
+            }
+        }
+        Ok(found)
     }
 
     /// The history table of a mirror: `<mirror>_history` beside it.

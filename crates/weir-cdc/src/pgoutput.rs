@@ -53,6 +53,7 @@ pub enum Message {
     Begin {
         /// The position of the transaction's commit record.
         final_lsn: Lsn,
+        /// Microseconds since 1970, UTC (the wire's count from 2000, moved).
         commit_time: i64,
         xid: u32,
     },
@@ -61,6 +62,7 @@ pub enum Message {
         /// Where the commit record ends: the position a consumer confirms once the
         /// transaction is durable on its side.
         end_lsn: Lsn,
+        /// Microseconds since 1970, UTC.
         commit_time: i64,
     },
     /// The transaction came from another node (replicated to this one).

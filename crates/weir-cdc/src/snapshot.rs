@@ -69,6 +69,7 @@ pub fn copy(config: &Config, publication: &str, slot: &SlotCreated, mirror: &mut
         pg.password(p);
     }
     let mut client = pg.connect(NoTls).map_err(err)?;
+    mirror.snapshot_at(&slot.consistent_point.to_string());
     let tables = client
         .query("select c.oid, n.nspname, c.relname from pg_publication_tables p join pg_namespace n on n.nspname = p.schemaname join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename where p.pubname = $1 order by 2, 3", &[&publication])
         .map_err(err)?;
@@ -79,6 +80,7 @@ pub fn copy(config: &Config, publication: &str, slot: &SlotCreated, mirror: &mut
         if !relation.columns.iter().any(|c| c.key) {
             return Err(SnapshotError::NoKey(name));
         }
+        mirror.snapshot_table(&relation)?;
         let binary = mirror.replace(&relation, &mut |sink| copy_binary(config, snapshot, &relation, sink))?;
         let rows = match binary {
             Some(rows) => rows,
@@ -195,6 +197,7 @@ fn read(client: &mut Client, snapshot: &str, relation: &Relation, mirror: &mut M
 pub fn copy_binlog(server: &Server, tables: &[(String, String)], mirror: &mut Mirror) -> Result<(Copied, Position), SnapshotError> {
     use mysql::prelude::Queryable;
     let (conn, at) = server.snapshot()?;
+    mirror.snapshot_at(&at.to_string());
     let mut conn = Some(conn);
     let shown = server.shown.clone();
     let mut copied = Copied::default();
@@ -203,6 +206,7 @@ pub fn copy_binlog(server: &Server, tables: &[(String, String)], mirror: &mut Mi
             .as_mut()
             .ok_or_else(|| SnapshotError::Source { at: shown.clone(), message: "the snapshot's connection was lost".into() })?;
         let mapped = server.describe(c, i as u32 + 1, schema, table)?;
+        mirror.snapshot_table(&mapped.relation)?;
         let mut rows = 0u64;
         // The loads' path: typed Arrow batches appended to the emptied mirror in one
         // transaction, decoded on a thread of their own ahead of the append.

@@ -7,6 +7,7 @@
 //! of the `postgres` client; the stream itself is [`crate::follow`]. On MariaDB the binlog
 //! has no slot or publication: [`crate::binlog`] checks the server's settings and reads it.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use weir_graph::loads::{Cdc, Deletes, Engine, Load, SchemaContract};
 use weir_warehouse::Warehouse;
 
 use crate::binlog::{BinlogError, Position, Server};
+use crate::events::{Connector, Publisher};
 use crate::follow::{BinlogFollow, Follow, FollowError, Progress, follow, follow_binlog};
 use crate::mirror::{Mirror, MirrorError, MirrorOptions};
 use crate::pgoutput::Lsn;
@@ -46,6 +48,8 @@ pub enum SourceError {
     Replication(#[from] ReplicationError),
     #[error(transparent)]
     Binlog(#[from] BinlogError),
+    #[error("{load}: the event log for its change events: {message}")]
+    Events { load: String, message: String },
 }
 
 impl SourceError {
@@ -81,6 +85,24 @@ pub struct CdcSource {
     pub options: MirrorOptions,
     /// Where the source is, its password hidden.
     pub shown: String,
+    /// Where its change events go (`events: true`).
+    pub events: Option<EventLog>,
+}
+
+/// The event log a source publishes its change events to, with the topics `streams/*.yml`
+/// declares (made with their partitions and retention).
+#[derive(Clone)]
+pub struct EventLog {
+    pub log: Arc<dyn weir_log::Log>,
+    pub declared: Vec<weir_log::TopicSpec>,
+    /// The project, where each topic is described for the stream jobs that read it.
+    pub root: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog").field("declared", &self.declared).finish_non_exhaustive()
+    }
 }
 
 /// How a follower stands, for `weir cdc status`.
@@ -156,6 +178,7 @@ impl CdcSource {
                 database: database.to_string(),
                 schema: load.schema.clone(),
                 options,
+                events: None,
             });
         }
         let pg = postgres::Config::from_str(&d.url).map_err(|e| url_err(e.to_string()))?;
@@ -179,12 +202,37 @@ impl CdcSource {
             schema: load.schema.clone(),
             options,
             shown,
+            events: None,
         })
     }
 
-    /// The source's mirrors in `wh`.
+    /// The cdc source a load of the project in `root` declares, its mirrors in `database`;
+    /// with `events: true`, publishing to the project's event log.
+    pub fn in_project(load: &Load, database: &str, root: &Path) -> Result<CdcSource, SourceError> {
+        let mut source = CdcSource::from_load(load, database)?;
+        if source.cdc.events {
+            let err = |message: String| SourceError::Events { load: load.name.clone(), message };
+            let log = weir_log::EmbeddedLog::for_project(root).map_err(|e| err(e.to_string()))?;
+            let declared = weir_graph::streams::read_topics(root).map_err(|e| err(e.to_string()))?;
+            source.events =
+                Some(EventLog { log: Arc::new(log), declared: declared.iter().map(|t| t.spec()).collect(), root: root.to_path_buf() });
+        }
+        Ok(source)
+    }
+
+    /// The source's mirrors in `wh`, publishing its events first when it has an event log.
     pub fn mirror(&self, wh: Arc<dyn Warehouse>) -> Result<Mirror, MirrorError> {
-        Ok(Mirror::open(wh, &self.name, &self.database, &self.schema, self.options.clone())?.with_home(&self.cdc.home))
+        let mirror = Mirror::open(wh, &self.name, &self.database, &self.schema, self.options.clone())?.with_home(&self.cdc.home);
+        Ok(match &self.events {
+            Some(e) => {
+                let connector = match &self.origin {
+                    Origin::Postgres(config) => Connector::Postgres { database: config.database.clone() },
+                    Origin::Mariadb(_) => Connector::Mariadb,
+                };
+                mirror.with_events(Publisher::new(e.log.clone(), &self.name, connector, e.declared.clone()).describing_in(&e.root))
+            }
+            None => mirror,
+        })
     }
 
     /// The captured tables as (schema, table).

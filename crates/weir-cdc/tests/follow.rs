@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value as J};
 use support::PrivatePostgres;
+use weir_cdc::events::{Connector, Publisher};
 use weir_cdc::follow::{Follow, follow};
 use weir_cdc::mirror::{Mirror, MirrorOptions};
 use weir_cdc::{Config, Connection, Lsn};
+use weir_log::Log;
 use weir_warehouse::Warehouse;
 
 fn config(pg: &PrivatePostgres) -> Config {
@@ -142,12 +144,13 @@ fn a_column_added_between_changes_of_one_batch_reaches_the_mirror() {
     assert_eq!(rows, ["1:ann:rome", "2:bob:-", "3:cy:oslo", "4:dee:-"]);
 }
 
+/// The history table and the change events keep every change whole, with its commit.
 #[test]
-fn the_history_keeps_each_change_whole_with_its_commit() {
+fn the_history_and_the_events_keep_each_change_whole_with_its_commit() {
     let pg = PrivatePostgres::start(&[]);
     let mut db = pg.connect();
     db.batch_execute(
-        "create table docs (id int primary key, note text, big text);
+        "create table docs (id int primary key, note text, big text, at timestamptz default '2026-12-03 11:00:00+01');
          alter table docs alter column big set storage external;
          insert into docs values (1, 'first', repeat('x', 5000));
          create publication weir_pub for table docs",
@@ -155,7 +158,9 @@ fn the_history_keeps_each_change_whole_with_its_commit() {
     .unwrap();
     let (config, dir, wh, settings, _) = follower(&pg);
     let options = MirrorOptions { history: true, ..MirrorOptions::default() };
-    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", options).unwrap();
+    let log = Arc::new(weir_log::EmbeddedLog::open(&dir.path().join("log")).unwrap());
+    let publisher = Publisher::new(log.clone(), "shop", Connector::Postgres { database: "postgres".into() }, vec![]);
+    let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", options).unwrap().with_events(publisher);
     follow(&config, &settings, &mut mirror, &mut |_| true).unwrap();
     // The large value is not sent again by an update that leaves it: the history takes the
     // mirror's. Two batches: the second update finds it only in the mirror.
@@ -181,6 +186,58 @@ fn the_history_keeps_each_change_whole_with_its_commit() {
         .map(|r| r[0].to_string())
         .collect();
     assert_eq!(rows, ["u 1 second 5000 1", "c 2 other 5 2", "u 1 third 5000 1", "d 2 - - 2"]);
+
+    let events: Vec<J> =
+        log.read("shop.public.docs", 0, 0, 100).unwrap().iter().map(|r| serde_json::from_slice(&r.value).unwrap()).collect();
+    let row = |e: &J, side: &str| {
+        let r = &e[side];
+        if r.is_null() {
+            return "-".to_string();
+        }
+        format!("{} {} {}", r["id"], r["note"].as_str().unwrap_or("-"), r["big"].as_str().map_or(0, str::len))
+    };
+    let seen: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {} / {} / {}", e["op"].as_str().unwrap(), row(e, "before"), row(e, "after"), e["transaction"]["total_order"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "r - / 1 first 5000 / null",
+            // The large value left unchanged is the mirror's, in the event too.
+            "u - / 1 second 5000 / 1",
+            "c - / 2 other 5 / 2",
+            "u - / 1 third 5000 / 1",
+            // Under the default replica identity a delete names its key only.
+            "d 2 - 0 / - / 2",
+        ]
+    );
+    // The snapshot's typed values as the stream's: a time with a zone in UTC.
+    assert_eq!(
+        (events[0]["after"]["at"].as_str(), events[1]["after"]["at"].as_str()),
+        (Some("2026-12-03T10:00:00Z"), Some("2026-12-03T10:00:00Z"))
+    );
+    // Committed a moment ago, in the events and in the history.
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(events[1]["source"]["ts_ms"].as_i64().is_some_and(|ms| (now - ms).abs() < 60_000), "{}", events[1]["source"]);
+    let ages = wh
+        .connect()
+        .unwrap()
+        .query("select cast(max(abs(epoch(now()::timestamp) - epoch(_weir_commit_time))) as bigint) from docs_history")
+        .unwrap();
+    assert!(ages.scalar().and_then(|d| d.as_i64()).is_some_and(|s| s < 60), "{:?}", ages.rows);
+    let (first, last) = (&events[1], &events[4]);
+    assert_eq!((first["source"]["connector"].as_str(), first["source"]["table"].as_str()), (Some("postgresql"), Some("docs")));
+    assert_eq!(first["source"]["snapshot"].as_str(), Some("false"));
+    let lsn: Lsn = last["transaction"]["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(last["source"]["lsn"].as_u64(), Some(lsn.0), "the event names the commit's position");
+    let keys: Vec<String> = log
+        .read("shop.public.docs", 0, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap_or(b"")).into_owned())
+        .collect();
+    assert_eq!(keys, [r#"{"id":1}"#, r#"{"id":1}"#, r#"{"id":2}"#, r#"{"id":1}"#, r#"{"id":2}"#]);
     drop(dir);
 }
 

@@ -604,6 +604,7 @@ pub fn parse(project: Project, target: Target, flags: Flags) -> Result<Manifest,
     add_unit_tests(&mut manifest, unit_tests, &yaml)?;
     add_saved_queries(&mut manifest, &semantic, &yaml)?;
     add_loads(&mut manifest)?;
+    add_changelog_readers(&mut manifest)?;
     add_checks(&mut manifest)?;
     warn_unused_config_paths(&mut manifest, &disabled_fqns);
     Ok(manifest)
@@ -853,6 +854,54 @@ fn add_streams(m: &mut Manifest) -> Result<(), GraphError> {
     for n in m.nodes.values_mut() {
         let reads = n.stream.as_ref().map(|j| j.streams.clone()).unwrap_or_default();
         n.depends_on.extend(writers.iter().filter(|(t, w)| reads.contains(t) && *w != n.unique_id).map(|(_, w)| w.clone()));
+    }
+    Ok(())
+}
+
+/// A stream job reading a cdc source's change events (`cdc('shop', 'public.orders')`) runs
+/// after the load that publishes them; a load that is not there, or publishes none, is named
+/// with its place in the job.
+fn add_changelog_readers(m: &mut Manifest) -> Result<(), GraphError> {
+    let mut publishers: Vec<(String, String)> = vec![];
+    for n in m.nodes.values().filter(|n| n.stream.is_some()) {
+        let Some(job) = n.stream.as_deref() else { continue };
+        for (load, topic) in &job.changelogs {
+            let at = |message: String| {
+                let (line, col) = job
+                    .text
+                    .find(&format!("'{load}'"))
+                    .map(|i| {
+                        let before = &job.text[..i];
+                        (before.lines().count().max(1), before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
+                    })
+                    .unwrap_or((1, 1));
+                GraphError::at(Location::new(&job.path, line, col), message, Some(&job.text))
+            };
+            let found = m.nodes.values().find(|l| l.load.as_deref().is_some_and(|l| l.name == *load));
+            let Some(l) = found.and_then(|f| f.load.as_deref()) else {
+                return Err(at(format!("cdc('{load}', ...): no load named '{load}' in loads/*.yml")));
+            };
+            let Some(cdc) = l.cdc() else {
+                return Err(at(format!("cdc('{load}', ...): load '{load}' is not a cdc source (`mode: cdc`)")));
+            };
+            if !cdc.events {
+                return Err(at(format!(
+                    "cdc('{load}', ...): load '{load}' publishes no change events: add `events: true` to it in loads/*.yml"
+                )));
+            }
+            if !cdc.topics(&l.name).contains(topic) {
+                let tables = cdc.source_tables().map(|(s, t)| format!("{s}.{t}")).collect::<Vec<_>>().join(", ");
+                return Err(at(format!("cdc('{load}', ...): '{load}' captures {tables}, so no topic '{topic}'")));
+            }
+            if let Some(f) = found {
+                publishers.push((n.unique_id.clone(), f.unique_id.clone()));
+            }
+        }
+    }
+    for (job, load) in publishers {
+        if let Some(n) = m.nodes.get_mut(&job) {
+            n.depends_on.push(load);
+        }
     }
     Ok(())
 }

@@ -35,8 +35,11 @@ pub struct StreamJob {
     pub text: String,
     /// The SQL with the Jinja rendered, line for line.
     pub sql: String,
-    /// Topics read through `stream()`, in the order named.
+    /// Topics read through `stream()` or `cdc()`, in the order named.
     pub streams: Vec<String>,
+    /// The topics of change events read through `cdc('load', 'schema.table')`, as a
+    /// changelog: (the cdc load, the topic).
+    pub changelogs: Vec<(String, String)>,
     /// Tables joined to the stream through `ref()` or `source()`, rendered as
     /// `__weir_table_<i>` for the `i`th.
     pub tables: Vec<TableRef>,
@@ -208,6 +211,30 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
         // A plain identifier when it is one, so the SQL reads as written.
         Ok(if topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') { topic } else { format!("\"{topic}\"") })
     });
+    let changelogs: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let (seen, read) = (streams.clone(), changelogs.clone());
+    env.add_function("cdc", move |load: String, table: String| -> Result<String, Error> {
+        let Some((schema, name)) = table.split_once('.').filter(|(s, t)| !s.is_empty() && !t.is_empty() && !t.contains('.')) else {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("cdc('{load}', '{table}'): name the table with its schema, as the change events' topic does ('public.{table}')"),
+            ));
+        };
+        let topic = crate::loads::Cdc::topic_of(&load, schema, name);
+        if !weir_log::valid_name(&topic) {
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("'{topic}' is not a topic name")));
+        }
+        let poisoned = || Error::new(ErrorKind::InvalidOperation, "poisoned");
+        let mut s = seen.lock().map_err(|_| poisoned())?;
+        if !s.contains(&topic) {
+            s.push(topic.clone());
+        }
+        let mut r = read.lock().map_err(|_| poisoned())?;
+        if !r.iter().any(|(_, t)| *t == topic) {
+            r.push((load, topic.clone()));
+        }
+        Ok(format!("\"{topic}\""))
+    });
     let kept = configs.clone();
     env.add_function("config", move |kwargs: Kwargs| -> Result<String, Error> {
         kept.lock().map_err(|_| Error::new(ErrorKind::InvalidOperation, "poisoned"))?.push(kwargs);
@@ -235,6 +262,7 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
         GraphError::at(Location::new(file, line, 1), e.detail().unwrap_or(&e.to_string()).to_string(), Some(text))
     })?;
     let streams = streams.lock().map(|s| s.clone()).unwrap_or_default();
+    let changelogs = changelogs.lock().map(|s| s.clone()).unwrap_or_default();
     let tables = tables.lock().map(|t| t.clone()).unwrap_or_default();
     let config_at = config_location(file, text);
     let mut config = JobConfig { location: config_at.clone(), ..JobConfig::default() };
@@ -325,7 +353,7 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
         _ if out_topic.is_some() => return Err(err("`topic` is a setting of `sink='topic'`".into())),
         _ => Sink::Table,
     };
-    Ok(StreamJob { name, path: file.to_path_buf(), text: text.to_string(), sql: rendered, streams, tables, config })
+    Ok(StreamJob { name, path: file.to_path_buf(), text: text.to_string(), sql: rendered, streams, changelogs, tables, config })
 }
 
 /// Where `config(` is called, for mistakes in its values; the file when it is not.
@@ -362,6 +390,12 @@ mod tests {
         assert_eq!((j.config.allowed_lateness_ms, j.config.emit_every_ms), (30_000, Some(10_000)));
         assert_eq!((j.name.as_str(), j.table()), ("revenue", "rev"));
         assert_eq!(job("select 1 from {{ stream('a-b') }}").unwrap().sql, "select 1 from \"a-b\"");
+        let changes = job("select status, count(*) from {{ cdc('shop', 'public.orders') }} group by status").unwrap();
+        assert_eq!(changes.sql, "select status, count(*) from \"shop.public.orders\" group by status");
+        assert_eq!(changes.changelogs, vec![("shop".to_string(), "shop.public.orders".to_string())]);
+        assert_eq!(changes.streams, vec!["shop.public.orders".to_string()]);
+        let e = job("select 1 from {{ cdc('shop', 'orders') }}").unwrap_err();
+        assert!(e.contains("name the table with its schema"), "{e}");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Topic {
     /// How long records are kept (milliseconds), and how many bytes a partition keeps.
     pub retention_ms: Option<i64>,
     pub retention_bytes: Option<u64>,
+    /// A changelog's primary key: the columns each row is known by.
+    pub primary_key: Vec<String>,
 }
 
 /// How events are written in the log.
@@ -50,6 +52,9 @@ pub enum Format {
     Json,
     /// Bytes as they came.
     Raw,
+    /// A table's change events in Debezium's envelope (`before`, `after`, `op`), keyed by the
+    /// row's primary key, as a cdc source publishes them: read as a changelog.
+    Changelog,
 }
 
 /// `watermark: <column> - interval '<amount>'`.
@@ -108,6 +113,56 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Topic>, GraphError> {
         }
     }
     Ok(topics)
+}
+
+/// Where a cdc source's follower describes the topic of a table's change events: its columns
+/// and their types, its primary key and partitions, as the table last stood. Stream jobs that
+/// read the topic with `cdc()` are planned against it.
+pub fn changelog_file(root: &Path, topic: &str) -> std::path::PathBuf {
+    root.join(".weir").join("cdc").join("topics").join(format!("{topic}.json"))
+}
+
+/// The description [`changelog_file`] holds: `columns` (name, SQL type) in the table's order,
+/// the `key` columns and the topic's `partitions`.
+pub fn changelog_json(topic: &str, partitions: u32, columns: &[(String, String)], key: &[String]) -> serde_json::Value {
+    serde_json::json!({"topic": topic, "partitions": partitions, "columns": columns, "key": key})
+}
+
+/// The topic of a table's change events, as its follower last described it; `None` when no
+/// follower has published any yet. `declared`, when `streams/*.yml` declares the topic,
+/// gives its partitions and retention.
+pub fn read_changelog(root: &Path, topic: &str, declared: Option<&Topic>) -> Result<Option<Topic>, GraphError> {
+    let path = changelog_file(root, topic);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(GraphError::io(&path, e)),
+    };
+    let damaged =
+        || GraphError::at(Location::file(&path), "not a description of a changelog topic: run the cdc load again to write it", None);
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| damaged())?;
+    let texts = |v: &serde_json::Value| -> Option<Vec<String>> { v.as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect() };
+    let columns: Vec<(String, String)> = v["columns"]
+        .as_array()
+        .ok_or_else(damaged)?
+        .iter()
+        .map(|c| Some((c.get(0)?.as_str()?.to_string(), c.get(1)?.as_str()?.to_string())))
+        .collect::<Option<_>>()
+        .ok_or_else(damaged)?;
+    Ok(Some(Topic {
+        name: topic.to_string(),
+        description: declared.and_then(|d| d.description.clone()),
+        location: declared.map_or_else(|| Location::file(&path), |d| d.location.clone()),
+        partitions: v["partitions"].as_u64().map_or(1, |p| p as u32),
+        key: None,
+        format: Format::Changelog,
+        columns,
+        event_time: None,
+        watermark: None,
+        retention_ms: declared.and_then(|d| d.retention_ms),
+        retention_bytes: declared.and_then(|d| d.retention_bytes),
+        primary_key: texts(&v["key"]).ok_or_else(damaged)?,
+    }))
 }
 
 /// Every topic declared under `<root>/streams/`, in file order; a name declared in two
@@ -272,6 +327,7 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
         watermark,
         retention_ms,
         retention_bytes,
+        primary_key: vec![],
     })
 }
 

@@ -46,6 +46,9 @@ pub struct Plan {
     pub join: Option<TableJoin>,
     /// A second stream joined to the first within a time bound.
     pub stream_join: Option<StreamJoin>,
+    /// When the stream is a table's change events (`cdc()`), the table's primary key: each
+    /// change replaces what the row contributed before ([`crate::job::changelog`]).
+    pub changelog: Option<Vec<String>>,
 }
 
 /// An interval join of two streams (`from {{ stream('orders') }} o join {{ stream('payments') }}
@@ -138,6 +141,8 @@ impl Plan {
             return format!("joined with {} from {} to {}", j.topic, secs(j.lower), secs(j.upper));
         }
         match (self.shape, &self.window) {
+            (Shape::Stateless, _) if self.changelog.is_some() => "none (each row of the table)".into(),
+            (Shape::Running, _) if self.changelog.is_some() => "none (running per key, over the table)".into(),
             (Shape::Stateless, _) => "none (each event)".into(),
             (_, WindowSpec::Tumble { size, .. }) => format!("tumble {}", secs(*size)),
             (_, WindowSpec::Hop { size, slide, .. }) => format!("hop {} every {}", secs(*size), secs(*slide)),
@@ -252,6 +257,22 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
             weir_project::error::closest(&topic_name, names.iter().copied()).map(|c| format!("; did you mean '{c}'?")).unwrap_or_default();
         at(from.relation.span(), format!("no topic named '{topic_name}' is declared in streams/*.yml{hint}"))
     })?;
+    let changelog = (topic.format == weir_graph::streams::Format::Changelog).then(|| topic.primary_key.clone());
+    if changelog.is_some() {
+        let refused = if window.is_some() {
+            Some(
+                "a window over cdc() is not supported: a changelog's rows change after their time has passed; group by the \
+                  columns for running results (a model over the mirror's history windows every change)",
+            )
+        } else if !from.joins.is_empty() {
+            Some("a join with cdc() is not supported yet: join the mirror tables in a model")
+        } else {
+            None
+        };
+        if let Some(message) = refused {
+            return Err(at(from.relation.span(), message.into()));
+        }
+    }
     if topic.columns.is_empty() {
         return Err(at(
             from.relation.span(),
@@ -494,6 +515,22 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
     {
         return Err(at(select.span(), "select window_start and window_end: each window's row is kept and updated by them".into()));
     }
+    if let Some(key) = &changelog {
+        if let Some(i) = aggs.iter().position(|a| matches!(a.agg, Agg::Percentile { .. })) {
+            let name = outputs.iter().find(|(_, o)| *o == Output::Agg(i)).map_or("", |(n, _)| n.as_str());
+            return Err(at(
+                select.span(),
+                format!("'{name}': approx_quantile() over cdc() is not supported: a sketch cannot take back a changed row's value"),
+            ));
+        }
+        let selected = |k: &String| outputs.iter().any(|(_, o)| matches!(o, Output::Expr(s) if s.column.as_ref() == Some(k)));
+        if shape == Shape::Stateless && !key.iter().all(selected) {
+            return Err(at(
+                select.span(),
+                format!("select the table's key ({}) as it is: each row of cdc() is updated and deleted in place by it", key.join(", ")),
+            ));
+        }
+    }
     let mut seen: Vec<&str> = vec![];
     for (name, _) in &outputs {
         if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
@@ -539,6 +576,7 @@ pub fn plan(job: &StreamJob, topics: &[Topic]) -> Result<Plan, GraphError> {
         columns,
         join,
         stream_join,
+        changelog,
     })
 }
 

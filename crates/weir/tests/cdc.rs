@@ -110,6 +110,63 @@ fn build_snapshots_the_source_then_catches_its_mirrors_up_before_the_models_on_t
     assert_eq!(mirror("select count(*) from raw_shop.orders where _weir_deleted"), vec![vec!["2"]]);
 }
 
+/// A stream job over the change events follows the source table: `weir build` catches the
+/// mirrors and the events up, then the job, and the job's table is the query over the mirror.
+#[test]
+fn a_stream_job_over_the_change_events_follows_the_source_table() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = source_db(&pg);
+    let job = "select customer_id, count(*) as orders, sum(amount) as revenue\n\
+               from {{ cdc('shop', 'public.orders') }}\nwhere note <> 'test'\ngroup by customer_id\n";
+    let dir = minimal(&[("loads/shop.yml", &loads(pg.port, "    events: true\n")), ("streams/by_customer.sql", job)]);
+    let o = weir(dir.path(), &["cdc", "list"]);
+    assert!(o.status.success() && text(&o).contains("topic shop.public.orders"), "{}", text(&o));
+    let by_customer = || query(&dir.path().join("t.duckdb"), "select customer_id, orders, revenue from by_customer order by 1");
+    let mirror = || {
+        query(
+            &dir.path().join("t.duckdb"),
+            "select customer_id, count(*), cast(sum(amount) as double) from raw_shop.orders where note <> 'test' group by 1 order by 1",
+        )
+    };
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(by_customer(), vec![vec!["1", "5", "30"], vec!["2", "5", "25"]]);
+
+    // An update moving an order to another customer, one leaving the job's `where`, a delete
+    // that empties a customer, a new one.
+    db.batch_execute(
+        "update orders set customer_id = 2 where id = 2;
+         update orders set note = 'test' where id = 3;
+         delete from orders where customer_id = 1;
+         insert into orders values (11, 3, 7.5, 'new');",
+    )
+    .unwrap();
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(by_customer(), mirror());
+    assert_eq!(by_customer(), vec![vec!["2", "5", "24"], vec!["3", "1", "7.5"]]);
+
+    // The events themselves, in Debezium's envelope.
+    let o = weir(dir.path(), &["log", "consume", "shop.public.orders"]);
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["value"].clone())
+        .collect();
+    let ops: String = events.iter().map(|e| e["op"].as_str().unwrap_or("?")).collect();
+    assert_eq!(ops, "rrrrrrrrrruuddddc", "{events:?}");
+    assert_eq!(events[10]["after"]["customer_id"], 2);
+    assert_eq!((events[16]["after"]["amount"].as_str(), events[16]["source"]["table"].as_str()), (Some("7.50"), Some("orders")));
+
+    // A job over a load that publishes nothing is named with its place.
+    std::fs::write(dir.path().join("streams/by_customer.sql"), job.replace("'shop'", "'shop2'")).unwrap();
+    let o = weir(dir.path(), &["build"]);
+    assert!(
+        !o.status.success() && text(&o).contains("streams/by_customer.sql:2:13: cdc('shop2', ...): no load named 'shop2'"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn setup_mistakes_say_what_to_change() {
     let pg = PrivatePostgres::start(&[]);
@@ -194,7 +251,7 @@ fn a_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source(
     .unwrap();
     let file = format!(
         "loads:\n  - name: shop\n    source:\n      kind: postgres\n      url: postgresql://postgres@127.0.0.1:{}/postgres\n      \
-         mode: cdc\n      tables: [items]\n",
+         mode: cdc\n      tables: [items]\n    events: true\n",
         pg.port
     );
     let dir = minimal(&[("loads/shop.yml", &file)]);
@@ -212,6 +269,19 @@ fn a_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source(
         .collect();
     let mirror = query(&dir.path().join("t.duckdb"), "select id, n, md5(payload) from raw.items order by id");
     common::assert_same_rows(seed, &source, &mirror);
+    // Every change published once: the events replayed by key give the source again.
+    let lengths: Vec<Vec<String>> = db
+        .query("select id::text, n::text, length(payload)::text from items order by items.id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| vec![r.get(0), r.get(1), r.get(2)])
+        .collect();
+    let mut replayed: Vec<Vec<String>> = common::replay(dir.path(), "shop.public.items")
+        .values()
+        .map(|a| vec![a["id"].to_string(), a["n"].to_string(), a["payload"].as_str().map_or(0, str::len).to_string()])
+        .collect();
+    replayed.sort_by_key(|r| r[0].parse::<i64>().unwrap_or(0));
+    common::assert_same_rows(seed, &lengths, &replayed);
 }
 
 #[test]

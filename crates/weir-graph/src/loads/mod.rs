@@ -110,6 +110,9 @@ pub struct Cdc {
     /// Every change is also kept, in order, in a history table beside each mirror
     /// (`<mirror>_history`).
     pub history: bool,
+    /// Every change is also published to the event log, in Debezium's envelope, on the topic
+    /// `<load>.<schema>.<table>` ([`Cdc::topic_of`]).
+    pub events: bool,
     /// Retained WAL past which a slot is reported as a danger to the source's disk.
     pub max_retained_wal: u64,
 }
@@ -125,6 +128,21 @@ impl Cdc {
     /// Each source table as (schema, table).
     pub fn source_tables(&self) -> impl Iterator<Item = (&str, &str)> {
         self.tables.iter().map(|t| t.split_once('.').unwrap_or((self.home.as_str(), t.as_str())))
+    }
+
+    /// The topic of a source table's change events (`schema.table`): `<load>.<schema>.<table>`,
+    /// as Debezium names its topics with the load as the prefix.
+    pub fn topic_of(load: &str, namespace: &str, table: &str) -> String {
+        format!("{load}.{namespace}.{table}")
+    }
+
+    /// The topics of the change events, in the order of `tables`, when the load publishes
+    /// them.
+    pub fn topics(&self, load: &str) -> Vec<String> {
+        if !self.events {
+            return vec![];
+        }
+        self.source_tables().map(|(s, t)| Cdc::topic_of(load, s, t)).collect()
     }
 
     /// The mirror tables' names, in the order of `tables`.
@@ -337,6 +355,7 @@ impl Parser<'_> {
             "tags",
             "deletes",
             "history",
+            "events",
         ];
         let entries = self.map(item, "a load", KEYS)?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
@@ -350,7 +369,7 @@ impl Parser<'_> {
         if let Source::Database(DatabaseSource { cdc: Some(_), .. }) = &source {
             return self.cdc_load(item, name, source);
         }
-        for key in ["deletes", "history"] {
+        for key in ["deletes", "history", "events"] {
             if let Some(n) = get(key) {
                 return Err(self.err(n, format!("`{key}` is for change data capture (`mode: cdc` on a postgres or mariadb source)")));
             }
@@ -585,6 +604,7 @@ impl Parser<'_> {
                     slot: get("slot").map(|n| self.text(n, "slot")).transpose()?.unwrap_or_default(),
                     deletes: Deletes::Hard,
                     history: false,
+                    events: false,
                     max_retained_wal,
                 };
                 return Ok(Source::Database(DatabaseSource { engine, url, table: None, query: None, cdc: Some(cdc) }));
@@ -676,6 +696,9 @@ impl Parser<'_> {
         }
         if let Some(n) = get("history") {
             cdc.history = self.flag(n, "history")?;
+        }
+        if let Some(n) = get("events") {
+            cdc.events = self.flag(n, "events")?;
         }
         if let Some(n) = get("deletes") {
             cdc.deletes = match self.text(n, "deletes")?.as_str() {

@@ -15,6 +15,7 @@
 //! **Nothing dropped silently.** For every partition, events read = counted + late +
 //! rejected + filtered out by the job's `where`, committed with the positions.
 
+mod changelog;
 pub mod decode;
 pub mod eval;
 mod keyed;
@@ -131,6 +132,14 @@ impl JobRun {
             )
             .into());
         }
+        if plan.changelog.is_some() && job.config.sink != weir_graph::stream_jobs::Sink::Table {
+            return Err(weir_graph::GraphError::at(
+                job.config.location.clone(),
+                "a job over cdc() writes a table: its rows are updated and deleted as the source's change",
+                Some(&job.text),
+            )
+            .into());
+        }
         let find = |name: &str| {
             topics
                 .iter()
@@ -155,7 +164,8 @@ impl JobRun {
     pub fn in_project(m: &weir_graph::Manifest, job: StreamJob, topics: &[Topic]) -> Result<JobRun, StreamError> {
         let table = job.relation(&m.target.database(), &m.target.schema());
         let tables = m.stream_tables(&job)?;
-        JobRun::new(&m.project.root, job, topics, table, tables)
+        let topics = with_changelogs(&m.project.root, &job, topics)?;
+        JobRun::new(&m.project.root, job, &topics, table, tables)
     }
 
     /// Where its results go, in words: `main.revenue`, `redis redis://127.0.0.1:6379 revenue:*`.
@@ -184,6 +194,26 @@ impl JobRun {
     fn group(&self) -> String {
         format!("weir-stream.{}", self.job.name)
     }
+}
+
+/// `topics` with the topics of the change events `job` reads with `cdc()`, as their cdc
+/// source's follower last described them (`streams/*.yml` may declare one for its partitions
+/// and retention).
+fn with_changelogs(root: &Path, job: &StreamJob, topics: &[Topic]) -> Result<Vec<Topic>, StreamError> {
+    let mut all: Vec<Topic> = topics.iter().filter(|t| !job.changelogs.iter().any(|(_, c)| *c == t.name)).cloned().collect();
+    for (load, topic) in &job.changelogs {
+        let declared = topics.iter().find(|t| t.name == *topic);
+        match weir_graph::streams::read_changelog(root, topic, declared)? {
+            Some(t) => all.push(t),
+            None => {
+                return Err(StreamError::Job(format!(
+                    "{}: no change events of '{topic}' yet: run its cdc source first (`weir load {load}`, or `weir build`, which runs it before the job)",
+                    job.path.display()
+                )));
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// What makes a run stop.
@@ -308,6 +338,9 @@ pub fn run(
     report: &mut dyn FnMut(&Status),
 ) -> Result<Status, StreamError> {
     let _lock = JobLock::take(run)?;
+    if run.plan.changelog.is_some() {
+        return changelog::run(run, log, wh, control, report);
+    }
     Runner::start(run, log, wh)?.go(control, report)
 }
 
@@ -412,15 +445,7 @@ impl<'a> Runner<'a> {
             evaluator.load_table(rows)?;
         }
         let layout = layout(plan, &value_types);
-        let agg_int = plan
-            .outputs
-            .iter()
-            .zip(&layout.columns)
-            .filter_map(|((_, o), (_, ty))| if let Output::Agg(j) = o { Some((*j, ty == "BIGINT")) } else { None })
-            .fold(vec![false; plan.aggs.len()], |mut v, (j, int)| {
-                v[j] = int;
-                v
-            });
+        let agg_int = agg_int(plan, &layout);
         let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.config.sink, &run.job.name, &names)?;
         let (committed, committed_watermark) = sink.committed()?;
         let spec = |t: &Topic| WatermarkSpec {
@@ -554,10 +579,8 @@ impl<'a> Runner<'a> {
 
     fn go(mut self, control: &Control, report: &mut dyn FnMut(&Status)) -> Result<Status, StreamError> {
         let config = &self.run.job.config;
-        let (mut last_commit, mut last_checkpoint, mut last_report, mut last_early) =
-            (Instant::now(), Instant::now(), Instant::now(), Instant::now());
-        let (mut rate_mark, mut rate_read) = (Instant::now(), self.total().read);
-        let read_before = rate_read;
+        let (mut last_commit, mut last_checkpoint, mut last_early) = (Instant::now(), Instant::now(), Instant::now());
+        let mut reporting = Reporting::new(self.total().read);
         let mut last_table_read = Instant::now();
         loop {
             // The joined table, read again: a table rebuilt meanwhile joins the next events.
@@ -623,15 +646,11 @@ impl<'a> Runner<'a> {
             if caught_up && self.pending.is_empty() && !control.drain {
                 self.sink.release();
             }
-            if last_report.elapsed() >= Duration::from_secs(1) || finishing {
+            if reporting.due(finishing) {
                 let total = self.total().read;
-                let secs = rate_mark.elapsed().as_secs_f64().max(1e-3);
-                self.status.events_per_second = (total - rate_read) as f64 / secs;
-                (rate_mark, rate_read) = (Instant::now(), total);
-                self.status.read_this_run = total - read_before;
+                reporting.mark(&mut self.status, total);
                 self.refresh_status(if finishing { "stopped" } else { "running" })?;
                 report(&self.status);
-                last_report = Instant::now();
             }
             if finishing {
                 return Ok(self.status);
@@ -879,24 +898,7 @@ impl<'a> Runner<'a> {
         let always = self.run.plan.shape == Shape::Running || self.run.job.config.emit_every_ms.is_some();
         for e in emits {
             let parts = key_parts(&e.key);
-            let row: Vec<Option<String>> = self
-                .run
-                .plan
-                .outputs
-                .iter()
-                .map(|(_, o)| match o {
-                    Output::Key(i) => parts.get(*i).cloned().flatten(),
-                    Output::WindowStart => Some(format_micros(e.window.start.saturating_mul(1000))),
-                    Output::WindowEnd => Some(format_micros(e.window.end.saturating_mul(1000))),
-                    Output::Agg(j) => e
-                        .values
-                        .get(*j)
-                        .copied()
-                        .flatten()
-                        .map(|v| if self.agg_int[*j] && v.fract() == 0.0 { format!("{}", v as i64) } else { v.to_string() }),
-                    Output::Expr(_) => None,
-                })
-                .collect();
+            let row = result_row(&self.run.plan, &parts, &e.values, Some(e.window), &self.agg_int);
             let replayed = self.replayed_watermark.is_some_and(|w| e.window.max_timestamp() <= w);
             let may_exist = always || e.update || !e.replaces.is_empty() || replayed;
             self.pending.rows.push((row, may_exist));
@@ -1021,6 +1023,32 @@ impl<'a> Runner<'a> {
         let at = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied();
         self.status.latency_ms = at(0.5).zip(at(0.99));
         write_atomically(&self.run.dir.join("status.json"), self.status.to_json().to_string().as_bytes())
+    }
+}
+
+/// When a run reports (every second, and as it stops) and how fast it has read since the
+/// last report.
+struct Reporting {
+    last: Instant,
+    /// The events read in all at the last report, and at the start of this run.
+    read_then: u64,
+    read_before: u64,
+}
+
+impl Reporting {
+    fn new(read: u64) -> Reporting {
+        Reporting { last: Instant::now(), read_then: read, read_before: read }
+    }
+
+    fn due(&self, finishing: bool) -> bool {
+        finishing || self.last.elapsed() >= Duration::from_secs(1)
+    }
+
+    /// Sets `status`'s rate and events read this run, `total` having been read in all.
+    fn mark(&mut self, status: &mut Status, total: u64) {
+        status.events_per_second = total.saturating_sub(self.read_then) as f64 / self.last.elapsed().as_secs_f64().max(1e-3);
+        status.read_this_run = total.saturating_sub(self.read_before);
+        (self.last, self.read_then) = (Instant::now(), total);
     }
 }
 
@@ -1215,6 +1243,35 @@ fn layout(plan: &Plan, value_types: &[String]) -> Layout {
         session: matches!(plan.window, WindowSpec::Session { .. }),
         append: plan.shape == Shape::Stateless,
     }
+}
+
+/// Per aggregate: whether its values are whole numbers (counts, sums of integers), as the
+/// sink's column for it says.
+fn agg_int(plan: &Plan, layout: &Layout) -> Vec<bool> {
+    let mut int = vec![false; plan.aggs.len()];
+    for ((_, o), (_, ty)) in plan.outputs.iter().zip(&layout.columns) {
+        if let Output::Agg(j) = o {
+            int[*j] = ty == "BIGINT";
+        }
+    }
+    int
+}
+
+/// A group's result as a row of the sink: its key's `parts`, the window's bounds and the
+/// aggregates' `values`, each as text, in the outputs' order.
+fn result_row(plan: &Plan, parts: &[Option<String>], values: &[Option<f64>], window: Option<crate::Window>, agg_int: &[bool]) -> eval::Row {
+    plan.outputs
+        .iter()
+        .map(|(_, o)| match o {
+            Output::Key(i) => parts.get(*i).cloned().flatten(),
+            Output::WindowStart => window.map(|w| format_micros(w.start.saturating_mul(1000))),
+            Output::WindowEnd => window.map(|w| format_micros(w.end.saturating_mul(1000))),
+            Output::Agg(j) => values.get(*j).copied().flatten().map(|v| {
+                if agg_int.get(*j).copied().unwrap_or(false) && v.fract() == 0.0 { format!("{}", v as i64) } else { v.to_string() }
+            }),
+            Output::Expr(_) => None,
+        })
+        .collect()
 }
 
 fn aside(topic: &str, partition: u32, r: RecordRef, reason: String, times: Option<(i64, i64)>) -> Aside {

@@ -58,13 +58,16 @@ pub struct Batch {
     /// Rows to upsert (each value as text, in the table's column order), and whether a row
     /// for its key and window may already be there.
     pub rows: Vec<(Vec<Option<String>>, bool)>,
+    /// Rows to delete, by their key columns (the others are not read): a changelog's rows
+    /// gone at the source, or groups left empty.
+    pub deleted: Vec<Vec<Option<String>>>,
     pub late: Vec<Aside>,
     pub rejected: Vec<Aside>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.late.is_empty() && self.rejected.is_empty()
+        self.rows.is_empty() && self.deleted.is_empty() && self.late.is_empty() && self.rejected.is_empty()
     }
 }
 
@@ -296,7 +299,11 @@ impl Sink {
             RowsTo::Topic => &[],
             RowsTo::Table => &batch.rows,
         };
-        let mut statements = self.row_statements(rows);
+        let mut statements = vec![];
+        if matches!(self.rows_to, RowsTo::Table) {
+            statements.extend(self.delete_statements(batch.deleted.iter()));
+        }
+        statements.extend(self.row_statements(rows));
         let now = format!("cast({} as timestamp)", literal(&super::decode::format_micros(now_ms * 1000)));
         let q = |s: &str| self.wh.quote(s);
         let job = literal(&self.job);
@@ -358,6 +365,51 @@ impl Sink {
         self.transaction(rows, &statements)
     }
 
+    /// The deletes of the rows with the keys (and windows) of `rows`.
+    fn delete_statements<'r>(&self, rows: impl Iterator<Item = &'r Vec<Option<String>>>) -> Vec<String> {
+        let rows: Vec<&Vec<Option<String>>> = rows.collect();
+        if rows.is_empty() {
+            return vec![];
+        }
+        let table = self.wh.render(&self.table);
+        let cols: Vec<String> = self.layout.columns.iter().map(|(n, _)| self.wh.quote(n)).collect();
+        let value = |row: &[Option<String>], i: usize| match &row[i] {
+            Some(t) => format!("cast({} as {})", literal(t), self.types[i]),
+            None => "null".to_string(),
+        };
+        let mut on: Vec<usize> = self.layout.keys.clone();
+        if let Some((s, e)) = self.layout.window {
+            on.extend([s, e]);
+        }
+        if on.is_empty() {
+            // One running result for the whole stream: the table holds one row.
+            return vec![format!("delete from {table}")];
+        }
+        let mut statements = vec![];
+        for chunk in rows.chunks(500) {
+            let values: Vec<String> =
+                chunk.iter().map(|r| format!("({})", on.iter().map(|i| value(r, *i)).collect::<Vec<_>>().join(", "))).collect();
+            let names: Vec<String> = (0..on.len()).map(|i| format!("v{i}")).collect();
+            let mut conds: Vec<String> =
+                self.layout.keys.iter().enumerate().map(|(j, k)| format!("t.{} is not distinct from v.v{j}", cols[*k])).collect();
+            if let Some((s, e)) = self.layout.window {
+                let n = self.layout.keys.len();
+                if self.layout.session {
+                    conds.push(format!("t.{} >= v.v{n} and t.{} <= v.v{}", cols[s], cols[e], n + 1));
+                } else {
+                    conds.push(format!("t.{} = v.v{n} and t.{} = v.v{}", cols[s], cols[e], n + 1));
+                }
+            }
+            statements.push(format!(
+                "delete from {table} t where exists (select 1 from (values {}) as v({}) where {})",
+                values.join(", "),
+                names.join(", "),
+                conds.join(" and ")
+            ));
+        }
+        statements
+    }
+
     /// The deletes and inserts that upsert `rows`.
     fn row_statements(&self, rows: &[(Vec<Option<String>>, bool)]) -> Vec<String> {
         let table = self.wh.render(&self.table);
@@ -366,40 +418,8 @@ impl Sink {
             Some(t) => format!("cast({} as {})", literal(t), self.types[i]),
             None => "null".to_string(),
         };
-        let mut statements = vec![];
-        let replacing: Vec<&Vec<Option<String>>> = rows.iter().filter(|(_, may)| *may && !self.layout.append).map(|(r, _)| r).collect();
-        if !replacing.is_empty() {
-            let mut on: Vec<usize> = self.layout.keys.clone();
-            if let Some((s, e)) = self.layout.window {
-                on.extend([s, e]);
-            }
-            if on.is_empty() {
-                // One running result for the whole stream: the table holds one row.
-                statements.push(format!("delete from {table}"));
-            } else {
-                for chunk in replacing.chunks(500) {
-                    let values: Vec<String> =
-                        chunk.iter().map(|r| format!("({})", on.iter().map(|i| value(r, *i)).collect::<Vec<_>>().join(", "))).collect();
-                    let names: Vec<String> = (0..on.len()).map(|i| format!("v{i}")).collect();
-                    let mut conds: Vec<String> =
-                        self.layout.keys.iter().enumerate().map(|(j, k)| format!("t.{} is not distinct from v.v{j}", cols[*k])).collect();
-                    if let Some((s, e)) = self.layout.window {
-                        let n = self.layout.keys.len();
-                        if self.layout.session {
-                            conds.push(format!("t.{} >= v.v{n} and t.{} <= v.v{}", cols[s], cols[e], n + 1));
-                        } else {
-                            conds.push(format!("t.{} = v.v{n} and t.{} = v.v{}", cols[s], cols[e], n + 1));
-                        }
-                    }
-                    statements.push(format!(
-                        "delete from {table} t where exists (select 1 from (values {}) as v({}) where {})",
-                        values.join(", "),
-                        names.join(", "),
-                        conds.join(" and ")
-                    ));
-                }
-            }
-        }
+        let replacing = rows.iter().filter(|(_, may)| *may && !self.layout.append).map(|(r, _)| r);
+        let mut statements = self.delete_statements(replacing);
         if let Some(stage) = &self.stage {
             // The rows are in the staging table already (appended as text): one statement
             // casts them in, however many there are.

@@ -126,7 +126,7 @@ pub(crate) fn sources(ws: &Workspace) -> Result<Vec<CdcSource>, Error> {
     let m = &ws.manifest;
     let database = m.target.database();
     let loads = m.nodes.values().filter_map(|n| n.load.as_deref()).filter(|l| l.cdc().is_some());
-    Ok(loads.map(|l| CdcSource::from_load(l, &database)).collect::<Result<_, _>>()?)
+    Ok(loads.map(|l| CdcSource::in_project(l, &database, &m.project.root)).collect::<Result<_, _>>()?)
 }
 
 fn list(sources: &[CdcSource], out: &Output) {
@@ -135,7 +135,8 @@ fn list(sources: &[CdcSource], out: &Output) {
             println!(
                 "{}",
                 json!({"name": s.name, "source": s.shown, "tables": s.cdc.tables, "publication": s.cdc.publication, "slot": s.cdc.slot,
-                       "mirrors": s.cdc.mirror_tables().iter().map(|t| format!("{}.{t}", s.schema)).collect::<Vec<_>>()})
+                       "mirrors": s.cdc.mirror_tables().iter().map(|t| format!("{}.{t}", s.schema)).collect::<Vec<_>>(),
+                       "topics": s.cdc.topics(&s.name)})
             );
         }
         return;
@@ -144,9 +145,10 @@ fn list(sources: &[CdcSource], out: &Output) {
         out.info("No cdc sources: add `mode: cdc` to a postgres or mariadb load in loads/*.yml (see docs/cdc.md)");
         return;
     }
-    println!("{:<16} {:<40} {:<20} mirrors", "source", "database", "slot");
+    println!("{:<16} {:<40} {:<20} writes", "source", "database", "slot");
     for s in sources {
-        let mirrors: Vec<String> = s.cdc.mirror_tables().iter().map(|t| format!("{}.{t}", s.schema)).collect();
+        let mut mirrors: Vec<String> = s.cdc.mirror_tables().iter().map(|t| format!("{}.{t}", s.schema)).collect();
+        mirrors.extend(s.cdc.topics(&s.name).into_iter().map(|t| format!("topic {t}")));
         println!("{:<16} {:<40} {:<20} {}", s.name, s.shown, s.cdc.slot, mirrors.join(", "));
     }
 }

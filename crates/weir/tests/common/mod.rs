@@ -125,3 +125,34 @@ pub fn assert_same_rows(seed: u64, source: &[Vec<String>], mirror: &[Vec<String>
     );
     assert!(source.len() > 100, "the test still has rows to compare ({})", source.len());
 }
+
+/// Replays a topic of change events (Debezium's envelope) by key onto an empty table, as a
+/// reader of the topic would: each row's last `after`, deleted rows gone, a truncate emptying
+/// it. Asserts that no committed change was published twice (each transaction's changes are
+/// there once). Returns the rows by their key's text.
+pub fn replay(dir: &Path, topic: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let o = weir(dir, &["log", "consume", topic]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut rows = std::collections::BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        let v = &e["value"];
+        let key = e["key"].as_str().unwrap_or_default().to_string();
+        if let Some(txn) = v["transaction"].as_object() {
+            let change = (txn["id"].to_string(), txn["total_order"].to_string());
+            assert!(seen.insert(change.clone()), "the change {change:?} was published twice: {line}");
+        }
+        match v["op"].as_str() {
+            Some("c" | "u" | "r") => {
+                rows.insert(key, v["after"].clone());
+            }
+            Some("d") => {
+                rows.remove(&key);
+            }
+            Some("t") => rows.clear(),
+            other => panic!("an event with op {other:?}: {line}"),
+        }
+    }
+    rows
+}

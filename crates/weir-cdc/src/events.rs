@@ -1,0 +1,603 @@
+//! Change events on the event log, in Debezium's envelope: every committed change of a
+//! captured table as one event on the topic `<load>.<schema>.<table>`, so stream jobs and
+//! other readers see each change, not only the mirror's last state.
+//!
+//! An event's key is the row's primary key as a JSON object (`{"id": 7}`); its value is
+//! Debezium's envelope without the schema part (`before`, `after`, `source`, `op`, `ts_ms`,
+//! `transaction`), as Debezium's JSON converter writes it with `schemas.enable=false`. Values
+//! are JSON numbers for integers and floats, booleans for booleans, and text for the rest:
+//! decimals as their digits (Debezium's `decimal.handling.mode=string`), times as ISO 8601
+//! (UTC with `Z` for `timestamptz`), JSON as its text. The snapshot's rows are `r` events.
+//!
+//! **Exactly once.** The events of a micro-batch are appended to all their topics in one
+//! atomic commit of the log, before the mirrors' warehouse transaction. Each event names
+//! the position its transaction committed at; a follower starting again reads the last
+//! event of each topic and skips every transaction at or before the latest of them, so a
+//! batch merged again after a crash is not published twice. A snapshot broken off is taken
+//! again from the start, and its `r` events published again, as Debezium does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Map, Value as J, json};
+use weir_core::ColumnType;
+use weir_log::{Commit, Log, LogError, Output, Record, TopicSpec};
+use weir_warehouse::RecordBatch;
+use weir_warehouse::arrow::array::ArrayRef;
+use weir_warehouse::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::binlog::Position;
+use crate::changes::{HistoryRow, Key, RowChange, TableChanges};
+use crate::pgoutput::{Lsn, Relation, Value};
+
+/// Why change events could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("publishing change events to '{topic}': {source}")]
+    Log { topic: String, source: LogError },
+    #[error("formatting the snapshot's rows of {table} as events: {message}")]
+    Format { table: String, message: String },
+}
+
+/// Which database the events come from: Debezium's connector name and how a position is
+/// written in `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connector {
+    /// `connector: postgresql`, `db`: the database; positions are WAL positions (`lsn`).
+    Postgres { database: String },
+    /// `connector: mariadb`; positions are binlog `file`, `pos` and `gtid`.
+    Mariadb,
+}
+
+/// A source's change events, published to its topics on `log`.
+pub struct Publisher {
+    log: Arc<dyn Log>,
+    /// The load: the topics' prefix and `source.name`.
+    name: String,
+    connector: Connector,
+    /// Topics declared in `streams/*.yml`, made with their partitions and retention.
+    declared: Vec<TopicSpec>,
+    /// Topics known to exist, with their partitions.
+    made: HashMap<String, u32>,
+    /// The position of the last transaction on the log: `None` until the log is read, then
+    /// `Some(None)` when it holds none.
+    last: Option<Option<At>>,
+    /// Where the snapshot being taken stands, for its `r` events.
+    snapshot: Option<String>,
+    /// The project whose `.weir/cdc/topics/` describes each topic for the stream jobs that
+    /// read it, and the columns last described per topic.
+    root: Option<std::path::PathBuf>,
+    described: HashMap<String, Vec<(String, String)>>,
+}
+
+/// A position as the source orders them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum At {
+    Lsn(Lsn),
+    Binlog(Position),
+}
+
+impl At {
+    /// Whether this position is at or past `other`.
+    fn reached(&self, other: &At) -> bool {
+        match (self, other) {
+            (At::Lsn(a), At::Lsn(b)) => a >= b,
+            (At::Binlog(a), At::Binlog(b)) => a.reached(b),
+            _ => false,
+        }
+    }
+}
+
+impl Publisher {
+    pub fn new(log: Arc<dyn Log>, name: &str, connector: Connector, declared: Vec<TopicSpec>) -> Publisher {
+        Publisher {
+            log,
+            name: name.to_string(),
+            connector,
+            declared,
+            made: HashMap::new(),
+            last: None,
+            snapshot: None,
+            root: None,
+            described: HashMap::new(),
+        }
+    }
+
+    /// Each topic's columns, key and partitions are also described in the project at `root`
+    /// ([`weir_graph::streams::changelog_file`]), for stream jobs that read it with `cdc()`.
+    pub fn describing_in(mut self, root: &std::path::Path) -> Publisher {
+        self.root = Some(root.to_path_buf());
+        self
+    }
+
+    /// A snapshot begins at `position`: the source's events start again with its rows, and
+    /// what the log holds from before is not compared with what follows.
+    pub fn snapshot_at(&mut self, position: &str) {
+        self.snapshot = Some(position.to_string());
+        self.last = Some(None);
+    }
+
+    /// Publishes a snapshot's rows of `t` as `r` events; `rows` are the source's text of each
+    /// value, in `t`'s column order.
+    pub fn snapshot_rows(&mut self, t: &Relation, rows: &[(Key, RowChange)]) -> Result<(), EventsError> {
+        let values = rows.iter().filter_map(|(_, c)| match c {
+            RowChange::Upsert { values, .. } => Some(values.iter().map(text).collect::<Vec<_>>()),
+            RowChange::Delete => None,
+        });
+        let records: Vec<Record> = values.map(|v| self.read_event(t, &v)).collect();
+        self.append(t, records)
+    }
+
+    /// Publishes a snapshot's batch of `t`'s rows (typed Arrow, in `t`'s column order) as `r`
+    /// events.
+    pub fn snapshot_batch(&mut self, t: &Relation, batch: &RecordBatch) -> Result<(), EventsError> {
+        let format = |e: weir_warehouse::arrow::error::ArrowError| EventsError::Format { table: table_name(t), message: e.to_string() };
+        let options = FormatOptions::default();
+        let columns: Vec<ArrayRef> = batch.columns().iter().map(without_zone).collect();
+        let formatters =
+            columns.iter().map(|a| ArrayFormatter::try_new(a.as_ref(), &options)).collect::<Result<Vec<_>, _>>().map_err(format)?;
+        let mut records = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let values: Vec<Option<String>> =
+                columns.iter().zip(&formatters).map(|(a, f)| (!a.is_null(row)).then(|| f.value(row).to_string())).collect();
+            records.push(self.read_event(t, &values));
+        }
+        self.append(t, records)
+    }
+
+    /// Publishes the committed changes of a micro-batch, every table's in one atomic commit,
+    /// skipping the transactions the log already holds. `unchanged` gives the values the
+    /// source left unchanged (TOAST), as the mirror holds them, by table and key. Returns the
+    /// events published.
+    pub fn publish(&mut self, tables: &[TableChanges], unchanged: &[HashMap<Key, Vec<Option<String>>>]) -> Result<u64, EventsError> {
+        let last = self.last()?;
+        let processed = now_ms();
+        let mut outputs = vec![];
+        let mut newest: Option<At> = None;
+        for (i, t) in tables.iter().enumerate() {
+            let (topic, partitions) = self.ensure(&t.relation)?;
+            // Each record placed here, so that a truncate goes to every partition in its turn.
+            let mut records: Vec<Vec<Record>> = vec![vec![]; partitions as usize];
+            // Debezium's `data_collection_order`: the change's place among its table's in
+            // its transaction.
+            let mut order: BTreeMap<&str, u64> = BTreeMap::new();
+            for h in &t.history {
+                let at = self.at(&h.position);
+                if let (Some(last), Some(at)) = (&last, &at)
+                    && last.reached(at)
+                {
+                    continue;
+                }
+                let place = order.entry(h.position.as_str()).or_insert(0);
+                *place += 1;
+                let filled = unchanged.get(i).and_then(|m| m.get(&h.fill_from));
+                let record = self.change_event(&t.relation, h, filled, *place, processed);
+                match &record.key {
+                    Some(key) => records[weir_log::partition_for(key, partitions) as usize].push(record),
+                    None => records.iter_mut().for_each(|r| r.push(record.clone())),
+                }
+                if let Some(at) = at
+                    && newest.as_ref().is_none_or(|n| at.reached(n))
+                {
+                    newest = Some(at);
+                }
+            }
+            for (p, records) in records.into_iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+                outputs.push(Output { topic: topic.clone(), partition: Some(p as u32), records });
+            }
+        }
+        let count = outputs.iter().map(|o| o.records.len() as u64).sum();
+        if count == 0 {
+            return Ok(0);
+        }
+        let group = format!("cdc.{}", self.name);
+        self.log
+            .commit(&group, &Commit { outputs, positions: Default::default() })
+            .map_err(|source| EventsError::Log { topic: format!("{}.*", self.name), source })?;
+        if newest.is_some() {
+            self.last = Some(newest);
+        }
+        Ok(count)
+    }
+
+    /// The position of the last transaction on the log: the latest position named by the
+    /// last event of each of the source's topics.
+    fn last(&mut self) -> Result<Option<At>, EventsError> {
+        if let Some(last) = &self.last {
+            return Ok(last.clone());
+        }
+        let prefix = format!("{}.", self.name);
+        let topics = self.log.topics().map_err(|source| EventsError::Log { topic: format!("{prefix}*"), source })?;
+        let mut latest: Option<At> = None;
+        for info in topics.iter().filter(|t| t.spec.name.starts_with(&prefix)) {
+            for p in info.partitions.iter().filter(|p| p.end > p.start) {
+                let records = self
+                    .log
+                    .read(&info.spec.name, p.partition, p.end - 1, 1)
+                    .map_err(|source| EventsError::Log { topic: info.spec.name.clone(), source })?;
+                let at = records.first().and_then(|r| self.position_of(&r.value));
+                if let Some(at) = at
+                    && latest.as_ref().is_none_or(|l| at.reached(l))
+                {
+                    latest = Some(at);
+                }
+            }
+        }
+        self.last = Some(latest.clone());
+        Ok(latest)
+    }
+
+    /// Makes `t`'s topic if it does not exist yet, and describes it as `t` stands; returns
+    /// its name and partitions.
+    fn ensure(&mut self, t: &Relation) -> Result<(String, u32), EventsError> {
+        let topic = weir_graph::loads::Cdc::topic_of(&self.name, &t.namespace, &t.name);
+        if let Some(partitions) = self.made.get(&topic).copied() {
+            self.describe(t, &topic, partitions)?;
+            return Ok((topic, partitions));
+        }
+        let err = |source| EventsError::Log { topic: topic.clone(), source };
+        let info = match self.log.describe(&topic) {
+            Ok(info) => info,
+            Err(LogError::UnknownTopic(_)) => {
+                let spec = self.declared.iter().find(|s| s.name == topic).cloned().unwrap_or_else(|| TopicSpec::new(&topic, 1));
+                self.log.create_topic(&spec).map_err(err)?
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let partitions = (info.partitions.len() as u32).max(1);
+        self.made.insert(topic.clone(), partitions);
+        self.describe(t, &topic, partitions)?;
+        Ok((topic, partitions))
+    }
+
+    /// Writes the description of `topic` when `t`'s columns are not the ones last described.
+    fn describe(&mut self, t: &Relation, topic: &str, partitions: u32) -> Result<(), EventsError> {
+        let Some(root) = &self.root else { return Ok(()) };
+        let columns: Vec<(String, String)> = t.columns.iter().map(|c| (c.name.clone(), c.ty.to_string())).collect();
+        if self.described.get(topic) == Some(&columns) {
+            return Ok(());
+        }
+        let key: Vec<String> = t.columns.iter().filter(|c| c.key).map(|c| c.name.clone()).collect();
+        let path = weir_graph::streams::changelog_file(root, topic);
+        let text = weir_graph::streams::changelog_json(topic, partitions, &columns, &key).to_string();
+        let failed = |e: String| EventsError::Log {
+            topic: topic.to_string(),
+            source: LogError::Io { path: path.display().to_string(), message: e },
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+        }
+        weir_log::write_atomically(&path, text.as_bytes()).map_err(|e| failed(e.to_string()))?;
+        self.described.insert(topic.to_string(), columns);
+        Ok(())
+    }
+
+    /// A snapshot's copy of `t` begins. A topic that already holds events gets a `t` event
+    /// in each partition: the table starts again from this snapshot, so a reader replaying
+    /// the topic by key drops the rows the snapshot no longer has.
+    pub fn snapshot_table(&mut self, t: &Relation) -> Result<(), EventsError> {
+        let (topic, partitions) = self.ensure(t)?;
+        let err = |source| EventsError::Log { topic: topic.clone(), source };
+        let info = self.log.describe(&topic).map_err(err)?;
+        if info.partitions.iter().any(|p| p.end > 0) {
+            let restart = [self.restart_event(t)];
+            for p in 0..partitions {
+                self.log.append(&topic, Some(p), &restart).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a snapshot's `records` to `t`'s topic (they need no commit of their own, being
+    /// published again if the snapshot is).
+    fn append(&mut self, t: &Relation, records: Vec<Record>) -> Result<(), EventsError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (topic, _) = self.ensure(t)?;
+        self.log.append(&topic, None, &records).map_err(|source| EventsError::Log { topic, source })?;
+        Ok(())
+    }
+
+    fn at(&self, position: &str) -> Option<At> {
+        match self.connector {
+            Connector::Postgres { .. } => position.parse().ok().map(At::Lsn),
+            Connector::Mariadb => position.parse().ok().map(At::Binlog),
+        }
+    }
+
+    /// The position an event's `source` names.
+    fn position_of(&self, value: &[u8]) -> Option<At> {
+        let event: J = serde_json::from_slice(value).ok()?;
+        let source = event.get("source")?;
+        match self.connector {
+            Connector::Postgres { .. } => source.get("lsn")?.as_u64().map(|n| At::Lsn(Lsn(n))),
+            Connector::Mariadb => Some(At::Binlog(Position {
+                file: source.get("file")?.as_str()?.to_string(),
+                offset: source.get("pos")?.as_u64()?,
+                gtid: source.get("gtid").and_then(J::as_str).unwrap_or_default().to_string(),
+            })),
+        }
+    }
+
+    /// Debezium's `source` block for a change of `t` at `position`, committed at `ts_ms`.
+    fn source(&self, t: &Relation, position: Option<&str>, ts_ms: i64, snapshot: bool) -> J {
+        let mut s = Map::new();
+        s.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        let snapshot = json!(if snapshot { "true" } else { "false" });
+        match &self.connector {
+            Connector::Postgres { database } => {
+                s.insert("connector".into(), json!("postgresql"));
+                s.insert("name".into(), json!(self.name));
+                s.insert("ts_ms".into(), json!(ts_ms));
+                s.insert("snapshot".into(), snapshot);
+                s.insert("db".into(), json!(database));
+                s.insert("schema".into(), json!(t.namespace));
+                s.insert("table".into(), json!(t.name));
+                let lsn = position.and_then(|p| p.parse::<Lsn>().ok()).map(|l| l.0);
+                s.insert("lsn".into(), json!(lsn));
+            }
+            Connector::Mariadb => {
+                s.insert("connector".into(), json!("mariadb"));
+                s.insert("name".into(), json!(self.name));
+                s.insert("ts_ms".into(), json!(ts_ms));
+                s.insert("snapshot".into(), snapshot);
+                s.insert("db".into(), json!(t.namespace));
+                s.insert("table".into(), json!(t.name));
+                let at = position.and_then(|p| p.parse::<Position>().ok());
+                s.insert("file".into(), json!(at.as_ref().map(|a| a.file.clone())));
+                s.insert("pos".into(), json!(at.as_ref().map(|a| a.offset)));
+                s.insert("gtid".into(), json!(at.as_ref().map(|a| a.gtid.clone()).filter(|g| !g.is_empty())));
+            }
+        }
+        J::Object(s)
+    }
+
+    /// A snapshot row's `r` event.
+    fn read_event(&self, t: &Relation, values: &[Option<String>]) -> Record {
+        let now = now_ms();
+        let after = row(t, values);
+        let value = json!({
+            "before": null,
+            "after": after,
+            "source": self.source(t, self.snapshot.as_deref(), now, true),
+            "op": "r",
+            "ts_ms": now,
+            "transaction": null,
+        });
+        Record { key: Some(key(t, values)), value: value.to_string().into_bytes(), timestamp: now }
+    }
+
+    /// The `t` event a snapshot taken again begins a topic with.
+    fn restart_event(&self, t: &Relation) -> Record {
+        let now = now_ms();
+        let value = json!({
+            "before": null,
+            "after": null,
+            "source": self.source(t, self.snapshot.as_deref(), now, true),
+            "op": "t",
+            "ts_ms": now,
+            "transaction": null,
+        });
+        Record { key: None, value: value.to_string().into_bytes(), timestamp: now }
+    }
+
+    /// A committed change's event; `filled`: the mirror's values where the source left the
+    /// change's unchanged.
+    fn change_event(&self, t: &Relation, h: &HistoryRow, filled: Option<&Vec<Option<String>>>, place: u64, processed: i64) -> Record {
+        let ts_ms = h.commit_time.div_euclid(1000);
+        let values: Vec<Option<String>> = h
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Unchanged => filled.and_then(|f| f.get(i).cloned().flatten()).or_else(|| Some(UNAVAILABLE.to_string())),
+                v => text(v),
+            })
+            .collect();
+        let before_values: Option<Vec<Option<String>>> = h.before.as_ref().map(|b| b.iter().map(text).collect());
+        let (before, after) = match h.op {
+            'd' => (row(t, &values), J::Null),
+            't' => (J::Null, J::Null),
+            _ => (before_values.as_deref().map_or(J::Null, |b| row(t, b)), row(t, &values)),
+        };
+        let value = json!({
+            "before": before,
+            "after": after,
+            "source": self.source(t, Some(&h.position), ts_ms, false),
+            "op": h.op.to_string(),
+            "ts_ms": processed,
+            "transaction": {"id": h.position, "total_order": h.seq, "data_collection_order": place},
+        });
+        let key = (h.op != 't').then(|| key(t, &values));
+        Record { key, value: value.to_string().into_bytes(), timestamp: ts_ms }
+    }
+}
+
+/// What Debezium writes for a value the source did not send and Weir could not find (a TOAST
+/// value of a row the mirror does not hold).
+pub const UNAVAILABLE: &str = "__debezium_unavailable_value";
+
+/// A row's values as a JSON object of its columns.
+fn row(t: &Relation, values: &[Option<String>]) -> J {
+    let mut m = Map::new();
+    for (c, v) in t.columns.iter().zip(values) {
+        m.insert(c.name.clone(), v.as_deref().map_or(J::Null, |v| json_value(&c.ty, v)));
+    }
+    J::Object(m)
+}
+
+/// A row's key as the event's key: its key columns as a JSON object.
+fn key(t: &Relation, values: &[Option<String>]) -> Vec<u8> {
+    let mut m = Map::new();
+    for (c, v) in t.columns.iter().zip(values).filter(|(c, _)| c.key) {
+        m.insert(c.name.clone(), v.as_deref().map_or(J::Null, |v| json_value(&c.ty, v)));
+    }
+    J::Object(m).to_string().into_bytes()
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Text(x) | Value::Binary(x) => Some(String::from_utf8_lossy(x).into_owned()),
+        Value::Null | Value::Unchanged => None,
+    }
+}
+
+/// A timestamp column with a time zone as the same instants without one (in UTC), which Arrow
+/// formats without knowing the zone's rules; any other column as it is.
+fn without_zone(a: &ArrayRef) -> ArrayRef {
+    use weir_warehouse::arrow::array::{
+        AsArray, TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
+    };
+    use weir_warehouse::arrow::datatypes::{
+        DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    match a.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
+            Arc::new(TimestampMicrosecondArray::clone(a.as_primitive::<TimestampMicrosecondType>()).with_timezone_opt(None::<String>))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, Some(_)) => {
+            Arc::new(TimestampMillisecondArray::clone(a.as_primitive::<TimestampMillisecondType>()).with_timezone_opt(None::<String>))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, Some(_)) => {
+            Arc::new(TimestampNanosecondArray::clone(a.as_primitive::<TimestampNanosecondType>()).with_timezone_opt(None::<String>))
+        }
+        DataType::Timestamp(TimeUnit::Second, Some(_)) => {
+            Arc::new(TimestampSecondArray::clone(a.as_primitive::<TimestampSecondType>()).with_timezone_opt(None::<String>))
+        }
+        _ => a.clone(),
+    }
+}
+
+fn table_name(t: &Relation) -> String {
+    format!("{}.{}", t.namespace, t.name)
+}
+
+/// A value's JSON, from the source's text of it (PostgreSQL's text output, MariaDB's values
+/// as [`crate::binlog`] writes them, or Arrow's display of a snapshot's): numbers and
+/// booleans as JSON's own, times in ISO 8601, the rest as text.
+pub fn json_value(ty: &ColumnType, text: &str) -> J {
+    match ty {
+        ColumnType::Integer | ColumnType::BigInt => text.parse::<i64>().map_or_else(|_| json!(text), |n| json!(n)),
+        ColumnType::Double => match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => json!(f),
+            _ => json!(text),
+        },
+        ColumnType::Boolean => match text {
+            "t" | "true" | "1" => J::Bool(true),
+            "f" | "false" | "0" => J::Bool(false),
+            _ => json!(text),
+        },
+        ColumnType::Timestamp => json!(text.replacen(' ', "T", 1)),
+        ColumnType::TimestampTz => json!(utc(text).unwrap_or_else(|| text.to_string())),
+        _ => json!(text),
+    }
+}
+
+/// A time with a zone (`2026-12-02 10:00:00.5+01`, `2026-12-02T09:00:00.5Z`) in UTC, as
+/// `2026-12-02T09:00:00.5Z`; a time without one is taken as UTC.
+fn utc(text: &str) -> Option<String> {
+    let t = text.replacen(' ', "T", 1);
+    let parsed = chrono::DateTime::parse_from_rfc3339(&t)
+        .or_else(|_| chrono::DateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f%#z"))
+        .map(|d| d.naive_utc())
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f"))
+        .ok()?;
+    Some(format!("{}Z", parsed.format("%Y-%m-%dT%H:%M:%S%.f")))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgoutput::{Column, ReplicaIdentity};
+    use weir_log::EmbeddedLog;
+
+    fn relation() -> Relation {
+        let col = |name: &str, key: bool, ty: ColumnType| Column { key, name: name.into(), type_oid: 0, type_modifier: -1, ty };
+        Relation {
+            xid: None,
+            oid: 1,
+            namespace: "public".into(),
+            name: "orders".into(),
+            replica_identity: ReplicaIdentity::Default,
+            columns: vec![col("id", true, ColumnType::Integer), col("note", false, ColumnType::Varchar)],
+        }
+    }
+
+    fn t(s: &str) -> Value {
+        Value::Text(s.as_bytes().to_vec())
+    }
+
+    /// A batch of one transaction at `position`: an insert of row `id`.
+    fn batch(position: &str, id: &str) -> Vec<TableChanges> {
+        let h = HistoryRow {
+            op: 'c',
+            values: vec![t(id), t("n")],
+            fill_from: vec![t(id)],
+            before: None,
+            position: position.into(),
+            commit_time: 1_000_000,
+            seq: 1,
+        };
+        vec![TableChanges { relation: relation(), truncated: false, rows: vec![], history: vec![h] }]
+    }
+
+    fn events(log: &EmbeddedLog) -> Vec<J> {
+        log.read("shop.public.orders", 0, 0, 100).unwrap().iter().map(|r| serde_json::from_slice(&r.value).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_batch_merged_again_is_not_published_again_even_by_a_new_publisher() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+        let pg = || Connector::Postgres { database: "shop".into() };
+        let mut p = Publisher::new(log.clone(), "shop", pg(), vec![]);
+        assert_eq!(p.publish(&batch("0/10", "1"), &[]).unwrap(), 1);
+        assert_eq!(p.publish(&batch("0/10", "1"), &[]).unwrap(), 0, "the same transaction again");
+        // A follower started again after a crash between the log's commit and the merge's.
+        let mut again = Publisher::new(log.clone(), "shop", pg(), vec![]);
+        assert_eq!(again.publish(&batch("0/10", "1"), &[]).unwrap(), 0);
+        assert_eq!(again.publish(&batch("0/20", "2"), &[]).unwrap(), 1);
+        let e = events(&log);
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[1]["after"], json!({"id": 2, "note": "n"}));
+        assert_eq!((e[1]["op"].as_str(), e[1]["source"]["lsn"].as_u64()), (Some("c"), Some(0x20)));
+        assert_eq!(e[1]["transaction"], json!({"id": "0/20", "total_order": 1, "data_collection_order": 1}));
+        // A new snapshot starts the events again.
+        again.snapshot_at("0/30");
+        assert_eq!(again.publish(&batch("0/10", "3"), &[]).unwrap(), 1);
+    }
+
+    #[test]
+    fn binlog_positions_are_read_back_from_the_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+        let mut p = Publisher::new(log.clone(), "shop", Connector::Mariadb, vec![]);
+        assert_eq!(p.publish(&batch("bin.000002:400 gtid 0-1-7", "1"), &[]).unwrap(), 1);
+        let mut again = Publisher::new(log.clone(), "shop", Connector::Mariadb, vec![]);
+        assert_eq!(again.publish(&batch("bin.000002:400 gtid 0-1-7", "1"), &[]).unwrap(), 0);
+        assert_eq!(again.publish(&batch("bin.000001:900", "1"), &[]).unwrap(), 0, "an earlier file");
+        assert_eq!(again.publish(&batch("bin.000003:4", "2"), &[]).unwrap(), 1);
+        let e = events(&log);
+        assert_eq!((e[0]["source"]["file"].as_str(), e[0]["source"]["pos"].as_u64()), (Some("bin.000002"), Some(400)));
+        assert_eq!(e[0]["source"]["gtid"].as_str(), Some("0-1-7"));
+    }
+
+    #[test]
+    fn values_become_json_as_debeziums_string_modes_write_them() {
+        assert_eq!(json_value(&ColumnType::BigInt, "42"), json!(42));
+        assert_eq!(json_value(&ColumnType::Double, "1.5"), json!(1.5));
+        assert_eq!(json_value(&ColumnType::Double, "NaN"), json!("NaN"));
+        assert_eq!(json_value(&ColumnType::Boolean, "t"), json!(true));
+        assert_eq!(json_value(&ColumnType::Boolean, "false"), json!(false));
+        assert_eq!(json_value(&ColumnType::Decimal { precision: 10, scale: 2 }, "12.50"), json!("12.50"));
+        assert_eq!(json_value(&ColumnType::Timestamp, "2026-12-02 10:00:00.25"), json!("2026-12-02T10:00:00.25"));
+        assert_eq!(json_value(&ColumnType::TimestampTz, "2026-12-02 10:00:00.25+01"), json!("2026-12-02T09:00:00.250Z"));
+        assert_eq!(json_value(&ColumnType::TimestampTz, "2026-12-02T10:00:00Z"), json!("2026-12-02T10:00:00Z"));
+        assert_eq!(json_value(&ColumnType::TimestampTz, "infinity"), json!("infinity"));
+    }
+}
