@@ -190,9 +190,8 @@ impl Publisher {
         if count == 0 {
             return Ok(0);
         }
-        let group = format!("cdc.{}", self.name);
         self.log
-            .commit(&group, &Commit { outputs, positions: Default::default() })
+            .commit(&self.group(), &Commit { outputs, positions: Default::default() })
             .map_err(|source| EventsError::Log { topic: format!("{}.*", self.name), source })?;
         if newest.is_some() {
             self.last = Some(newest);
@@ -206,6 +205,9 @@ impl Publisher {
         if let Some(last) = &self.last {
             return Ok(last.clone());
         }
+        // A commit a crash broke off is finished first (its journal applied): its events are
+        // on the log, and count.
+        self.log.positions(&self.group()).map_err(|source| EventsError::Log { topic: format!("{}.*", self.name), source })?;
         let prefix = format!("{}.", self.name);
         let topics = self.log.topics().map_err(|source| EventsError::Log { topic: format!("{prefix}*"), source })?;
         let mut latest: Option<At> = None;
@@ -225,6 +227,12 @@ impl Publisher {
         }
         self.last = Some(latest.clone());
         Ok(latest)
+    }
+
+    /// The consumer group the source's commits to the log are made in (with no positions: the
+    /// events name theirs).
+    fn group(&self) -> String {
+        format!("cdc.{}", self.name)
     }
 
     /// Makes `t`'s topic if it does not exist yet, and describes it as `t` stands; returns
@@ -570,6 +578,59 @@ mod tests {
         // A new snapshot starts the events again.
         again.snapshot_at("0/30");
         assert_eq!(again.publish(&batch("0/10", "3"), &[]).unwrap(), 1);
+    }
+
+    /// A log whose commits a crash breaks off after their journal is written: they are
+    /// finished only when the group is next touched, as the embedded log recovers them.
+    struct Interrupted {
+        inner: EmbeddedLog,
+        broken: std::sync::Mutex<Vec<(String, Commit)>>,
+    }
+
+    impl Log for Interrupted {
+        fn create_topic(&self, spec: &TopicSpec) -> Result<weir_log::TopicInfo, LogError> {
+            self.inner.create_topic(spec)
+        }
+        fn topics(&self) -> Result<Vec<weir_log::TopicInfo>, LogError> {
+            self.inner.topics()
+        }
+        fn describe(&self, topic: &str) -> Result<weir_log::TopicInfo, LogError> {
+            self.inner.describe(topic)
+        }
+        fn append(&self, topic: &str, partition: Option<u32>, records: &[Record]) -> Result<Vec<(u32, u64)>, LogError> {
+            self.inner.append(topic, partition, records)
+        }
+        fn read(&self, topic: &str, partition: u32, offset: u64, max: usize) -> Result<Vec<weir_log::StoredRecord>, LogError> {
+            self.inner.read(topic, partition, offset, max)
+        }
+        fn groups(&self) -> Result<Vec<String>, LogError> {
+            self.inner.groups()
+        }
+        fn positions(&self, group: &str) -> Result<weir_log::Positions, LogError> {
+            for (g, c) in std::mem::take(&mut *self.broken.lock().unwrap()) {
+                self.inner.commit(&g, &c)?;
+            }
+            self.inner.positions(group)
+        }
+        fn commit(&self, group: &str, commit: &Commit) -> Result<(), LogError> {
+            self.broken.lock().unwrap().push((group.to_string(), commit.clone()));
+            Err(LogError::Invalid("killed".into()))
+        }
+        fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+            self.inner.apply_retention(now_ms)
+        }
+    }
+
+    #[test]
+    fn a_commit_a_crash_broke_off_is_finished_before_the_log_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Interrupted { inner: EmbeddedLog::open(dir.path()).unwrap(), broken: Default::default() });
+        let pg = || Connector::Postgres { database: "shop".into() };
+        assert!(Publisher::new(log.clone(), "shop", pg(), vec![]).publish(&batch("0/10", "1"), &[]).is_err());
+        // Started again: the broken commit is there once finished, so it is not made twice.
+        let mut again = Publisher::new(log.clone(), "shop", pg(), vec![]);
+        assert_eq!(again.publish(&batch("0/10", "1"), &[]).unwrap(), 0);
+        assert_eq!(events(&log.inner).len(), 1);
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub struct Plan {
     /// A second stream joined to the first within a time bound.
     pub stream_join: Option<StreamJoin>,
     /// When the stream is a table's change events (`cdc()`), the table's primary key: each
-    /// change replaces what the row contributed before ([`crate::job::changelog`]).
+    /// change replaces what the row contributed before (the job runs as a changelog).
     pub changelog: Option<Vec<String>>,
 }
 

@@ -135,7 +135,7 @@ impl JobRun {
         if plan.changelog.is_some() && job.config.sink != weir_graph::stream_jobs::Sink::Table {
             return Err(weir_graph::GraphError::at(
                 job.config.location.clone(),
-                "a job over cdc() writes a table: its rows are updated and deleted as the source's change",
+                "a job over cdc() writes a table: its rows are updated and deleted as the source's rows change",
                 Some(&job.text),
             )
             .into());
