@@ -496,10 +496,40 @@ pub fn json_value(ty: &ColumnType, text: &str) -> J {
             "f" | "false" | "0" => J::Bool(false),
             _ => json!(text),
         },
-        ColumnType::Timestamp => json!(text.replacen(' ', "T", 1)),
-        ColumnType::TimestampTz => json!(utc(text).unwrap_or_else(|| text.to_string())),
+        // Written to the scale the column has in the mirror, as Arrow shows a snapshot's value
+        // (an unconstrained numeric's `3.14159` as the mirror's `3.1415900000`).
+        ColumnType::Decimal { scale, .. } => json!(to_scale(text, usize::from(*scale))),
+        ColumnType::Timestamp => json!(whole_fraction(&text.replacen(' ', "T", 1))),
+        ColumnType::TimestampTz => json!(whole_fraction(&utc(text).unwrap_or_else(|| text.to_string()))),
+        ColumnType::Time => json!(whole_fraction(text)),
+        // Arrow shows a snapshot's UUID as its 32 hex digits; the server writes it with dashes.
+        ColumnType::Uuid if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            json!(format!("{}-{}-{}-{}-{}", &text[..8], &text[8..12], &text[12..16], &text[16..20], &text[20..]))
+        }
         _ => json!(text),
     }
+}
+
+/// A decimal's digits with `scale` of them after the point, zeros added where it has fewer
+/// (never cut: a value with more is written as it is).
+fn to_scale(text: &str, scale: usize) -> String {
+    if scale == 0 || !text.bytes().all(|b| b.is_ascii_digit() || b == b'.' || b == b'-') {
+        return text.to_string();
+    }
+    let have = text.find('.').map_or(0, |dot| text.len() - dot - 1);
+    let point = if text.contains('.') { "" } else { "." };
+    format!("{text}{point}{}", "0".repeat(scale.saturating_sub(have)))
+}
+
+/// A time's fraction of a second without its trailing zeros (`10:00:00.120` as `10:00:00.12`,
+/// `.000` gone), so a snapshot's value (Arrow writes three, six or nine digits) and the
+/// stream's (the server writes what it needs) are the same text, as are their keys.
+fn whole_fraction(text: &str) -> String {
+    let Some(dot) = text.find('.') else { return text.to_string() };
+    let digits = text[dot + 1..].bytes().take_while(u8::is_ascii_digit).count();
+    let kept = text[dot + 1..dot + 1 + digits].trim_end_matches('0');
+    let point = if kept.is_empty() { "" } else { "." };
+    format!("{}{point}{kept}{}", &text[..dot], &text[dot + 1 + digits..])
 }
 
 /// A time with a zone (`2026-12-02 10:00:00.5+01`, `2026-12-02T09:00:00.5Z`) in UTC, as
@@ -656,8 +686,23 @@ mod tests {
         assert_eq!(json_value(&ColumnType::Boolean, "t"), json!(true));
         assert_eq!(json_value(&ColumnType::Boolean, "false"), json!(false));
         assert_eq!(json_value(&ColumnType::Decimal { precision: 10, scale: 2 }, "12.50"), json!("12.50"));
+        assert_eq!(json_value(&ColumnType::Decimal { precision: 38, scale: 4 }, "3.14"), json!("3.1400"));
+        assert_eq!(json_value(&ColumnType::Decimal { precision: 38, scale: 2 }, "-7"), json!("-7.00"));
+        assert_eq!(json_value(&ColumnType::Decimal { precision: 38, scale: 2 }, "NaN"), json!("NaN"));
         assert_eq!(json_value(&ColumnType::Timestamp, "2026-12-02 10:00:00.25"), json!("2026-12-02T10:00:00.25"));
-        assert_eq!(json_value(&ColumnType::TimestampTz, "2026-12-02 10:00:00.25+01"), json!("2026-12-02T09:00:00.250Z"));
+        assert_eq!(json_value(&ColumnType::TimestampTz, "2026-12-02 10:00:00.25+01"), json!("2026-12-02T09:00:00.25Z"));
+        // A snapshot's values as Arrow shows them, and the stream's as the server writes them:
+        // the same text, so a row's key is the same in both.
+        assert_eq!(
+            json_value(&ColumnType::Timestamp, "2026-12-02T10:00:00.120"),
+            json_value(&ColumnType::Timestamp, "2026-12-02 10:00:00.12")
+        );
+        assert_eq!(json_value(&ColumnType::Timestamp, "2026-12-02T10:00:00.000"), json!("2026-12-02T10:00:00"));
+        assert_eq!(json_value(&ColumnType::Time, "10:00:00.500000"), json!("10:00:00.5"));
+        assert_eq!(
+            json_value(&ColumnType::Uuid, "0123456789abcdef0123456789abcdef"),
+            json_value(&ColumnType::Uuid, "01234567-89ab-cdef-0123-456789abcdef")
+        );
         assert_eq!(json_value(&ColumnType::TimestampTz, "2026-12-02T10:00:00Z"), json!("2026-12-02T10:00:00Z"));
         assert_eq!(json_value(&ColumnType::TimestampTz, "infinity"), json!("infinity"));
     }

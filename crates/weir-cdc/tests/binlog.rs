@@ -13,8 +13,10 @@ use mariadb::PrivateMariadb;
 use mysql::prelude::Queryable;
 use serde_json::{Map, Value as J};
 use weir_cdc::binlog::{BinlogError, Position, Server};
+use weir_cdc::events::{Connector, Publisher};
 use weir_cdc::follow::{BinlogFollow, FollowError, Progress, follow_binlog};
 use weir_cdc::mirror::{Mirror, MirrorOptions};
+use weir_log::Log;
 use weir_warehouse::Warehouse;
 
 /// A DuckDB file warehouse in `dir`.
@@ -157,11 +159,22 @@ fn every_type_crosses_the_same_by_the_snapshot_and_by_the_stream() {
     let follow = settings(&["kinds"]);
     let dir = tempfile::tempdir().unwrap();
     let wh = duckdb(dir.path());
-    let mut m = mirror(&wh);
+    let log = Arc::new(weir_log::EmbeddedLog::open(&dir.path().join("log")).unwrap());
+    let mut m = mirror(&wh).with_events(Publisher::new(log.clone(), "shop", Connector::Mariadb, vec![]));
     follow_binlog(&server, &follow, &mut m, &mut |_| true).unwrap();
     c.query_drop(format!("insert into kinds values (11, {values})")).unwrap();
     c.query_drop("insert into kinds (id) values (12)").unwrap();
     catch_up(&server, &follow, &mut m);
+    // In the change events too: the snapshot's `r` and the binlog's `c` of the same row.
+    let events: Vec<J> = log.read("shop.shop.kinds", 0, 0, 10).unwrap().iter().map(|r| serde_json::from_slice(&r.value).unwrap()).collect();
+    let after = |i: usize| {
+        let mut a = events[i]["after"].clone();
+        a.as_object_mut().unwrap().remove("id");
+        a
+    };
+    assert_eq!(events.iter().map(|e| e["op"].as_str().unwrap()).collect::<String>(), "rrcc");
+    assert_eq!(after(0), after(2), "a full row");
+    assert_eq!(after(1), after(3), "a row of nulls");
     let all = "select * exclude (id, _weir_loaded_at) from kinds";
     let snapshot = rows(&wh, &format!("{all} where id < 10 order by id"));
     let streamed = rows(&wh, &format!("{all} where id > 10 order by id"));
