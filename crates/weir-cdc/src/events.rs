@@ -6,15 +6,17 @@
 //! Debezium's envelope without the schema part (`before`, `after`, `source`, `op`, `ts_ms`,
 //! `transaction`), as Debezium's JSON converter writes it with `schemas.enable=false`. Values
 //! are JSON numbers for integers and floats, booleans for booleans, and text for the rest:
-//! decimals as their digits (Debezium's `decimal.handling.mode=string`), times as ISO 8601
-//! (UTC with `Z` for `timestamptz`), JSON as its text. The snapshot's rows are `r` events.
+//! decimals as their digits at the mirror's scale (Debezium's `decimal.handling.mode=string`),
+//! times as ISO 8601 (UTC with `Z` for `timestamptz`), JSON as its text: the same text for a
+//! row read by the snapshot (Arrow) as by the stream. The snapshot's rows are `r` events.
 //!
 //! **Exactly once.** The events of a micro-batch are appended to all their topics in one
 //! atomic commit of the log, before the mirrors' warehouse transaction. Each event names
-//! the position its transaction committed at; a follower starting again reads the last
-//! event of each topic and skips every transaction at or before the latest of them, so a
-//! batch merged again after a crash is not published twice. A snapshot broken off is taken
-//! again from the start, and its `r` events published again, as Debezium does.
+//! the position its transaction committed at; a follower starting again finishes a commit a
+//! crash broke off, reads the last event of each topic and skips every transaction at or
+//! before the latest of them, so a batch merged again after a crash is not published twice.
+//! A snapshot broken off is taken again from the start and its `r` events published again, as
+//! Debezium does; a snapshot taken again begins each topic that holds events with a `t`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

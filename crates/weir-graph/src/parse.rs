@@ -872,7 +872,7 @@ fn add_changelog_readers(m: &mut Manifest) -> Result<(), GraphError> {
                     .find(&format!("'{load}'"))
                     .map(|i| {
                         let before = &job.text[..i];
-                        (before.lines().count().max(1), before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
+                        (before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
                     })
                     .unwrap_or((1, 1));
                 GraphError::at(Location::new(&job.path, line, col), message, Some(&job.text))

@@ -167,6 +167,25 @@ fn a_stream_job_over_the_change_events_follows_the_source_table() {
     );
 }
 
+/// What a job over change events needs of its load is named with the place in the job,
+/// before anything connects.
+#[test]
+fn a_job_over_change_events_names_what_its_load_lacks() {
+    let job = "select status, count(*) as n\nfrom {{ cdc('shop', 'public.orders') }}\ngroup by status\n";
+    let ls = |load: &str| {
+        let dir = minimal(&[("loads/shop.yml", load), ("streams/j.sql", job)]);
+        text(&weir(dir.path(), &["ls"]))
+    };
+    let out = ls(&loads(5432, ""));
+    assert!(out.contains("streams/j.sql:2:13: cdc('shop', ...): load 'shop' publishes no change events: add `events: true`"), "{out}");
+    let out = ls(&loads(5432, "    events: true\n").replace("tables: [public.orders, crm.customers]", "tables: [crm.customers]"));
+    assert!(out.contains("'shop' captures crm.customers, so no topic 'shop.public.orders'"), "{out}");
+    let out = ls("loads:\n  - name: shop\n    source: {kind: csv, path: x.csv}\n");
+    assert!(out.contains("load 'shop' is not a cdc source"), "{out}");
+    let out = ls(&loads(5432, "    events: true\n"));
+    assert!(out.contains("stream:t.j"), "{out}");
+}
+
 #[test]
 fn setup_mistakes_say_what_to_change() {
     let pg = PrivatePostgres::start(&[]);
