@@ -157,8 +157,9 @@ pub struct Dropped {
 }
 
 impl CdcSource {
-    /// The cdc source a load declares, its mirrors in `database`.
-    pub fn from_load(load: &Load, database: &str) -> Result<CdcSource, SourceError> {
+    /// The cdc source a load declares, its mirrors in `database`, without its event log
+    /// ([`CdcSource::in_project`] attaches it: no caller can leave `events: true` unpublished).
+    fn from_load(load: &Load, database: &str) -> Result<CdcSource, SourceError> {
         let (Some(cdc), weir_graph::loads::Source::Database(d)) = (load.cdc(), &load.source) else {
             return Err(SourceError::NotCdc(load.name.clone()));
         };
