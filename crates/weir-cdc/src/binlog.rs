@@ -701,8 +701,13 @@ impl Reader {
         self.domains.iter().map(|(_, g)| g.as_str()).collect::<Vec<_>>().join(",")
     }
 
+    /// A table's number in the stream: its place among the captured tables (from 1), as the
+    /// snapshots number it, so that a chunk read apart from the stream is the same relation.
     fn id(&mut self, schema: &str, table: &str) -> u32 {
-        let next = self.ids.len() as u32 + 1;
+        if let Some(i) = self.tables.iter().position(|(s, t)| s == schema && t == table) {
+            return i as u32 + 1;
+        }
+        let next = (self.tables.len() + self.ids.len()) as u32 + 1;
         *self.ids.entry((schema.to_string(), table.to_string())).or_insert(next)
     }
 

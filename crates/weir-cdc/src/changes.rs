@@ -211,6 +211,77 @@ impl Collapser {
         Ok(())
     }
 
+    /// Applies rows read from `relation` by a snapshot (each row whole, in `relation`'s column
+    /// order) as if committed at `position`: an incremental snapshot's chunk, placed in the
+    /// stream where it stands. They are `r` changes in the history (kept for the events, never
+    /// for the history table). The values are placed by name into the table's columns as the
+    /// stream last described them, when it has.
+    pub fn take_read(&mut self, relation: &Relation, rows: Vec<Vec<Value>>, position: &str) -> Result<(), ChangeError> {
+        let r = self.relations.entry(relation.oid).or_insert_with(|| Arc::new(relation.clone())).clone();
+        let same = r.columns.len() == relation.columns.len() && r.columns.iter().zip(&relation.columns).all(|(a, b)| a.name == b.name);
+        let places: Vec<Option<usize>> = r.columns.iter().map(|c| relation.columns.iter().position(|from| from.name == c.name)).collect();
+        self.commit = Commit { position: position.to_string(), time: chrono::Utc::now().timestamp_micros(), seq: 0 };
+        let table = self.tables.entry(relation.oid).or_default();
+        for row in rows {
+            let values: Vec<Value> =
+                if same { row } else { places.iter().map(|p| p.and_then(|i| row.get(i).cloned()).unwrap_or(Value::Null)).collect() };
+            let k = key(&r, &values)?;
+            if self.history {
+                table.history.push(self.commit.next('r', values.clone(), k.clone(), None));
+            }
+            table.set(k.clone(), RowChange::Upsert { values, fill_from: k });
+        }
+        Ok(())
+    }
+
+    /// Deletes the rows of `relation` with `keys` (rows an incremental snapshot found gone
+    /// from the table): from the mirror only, as no change at the source made them go.
+    pub fn take_gone(&mut self, relation: &Relation, keys: Vec<Key>) {
+        if keys.is_empty() {
+            return;
+        }
+        self.relations.entry(relation.oid).or_insert_with(|| Arc::new(relation.clone()));
+        let table = self.tables.entry(relation.oid).or_default();
+        for k in keys {
+            table.set(k, RowChange::Delete);
+        }
+    }
+
+    /// What the transaction about to commit does to `relation`: the keys its changes name (old
+    /// and new), and whether it truncates the table. `streamed`: a streamed transaction's id;
+    /// None for the one read between begin and commit.
+    pub fn touched(&self, streamed: Option<u32>, relation: u32) -> (Vec<Key>, bool) {
+        let held: Vec<&Change> = match streamed {
+            Some(xid) => self.streamed.get(&xid).map(|c| c.iter().map(|(_, c)| c).collect()).unwrap_or_default(),
+            None => self.open.iter().collect(),
+        };
+        let (mut keys, mut truncated) = (vec![], false);
+        for change in held {
+            match change {
+                Change::Truncate(oids) => truncated |= oids.contains(&relation),
+                Change::Row { relation: of, shape, old_key, new, .. } if *of == relation => {
+                    keys.extend(old_key.iter().cloned());
+                    let shape = shape.as_ref().or_else(|| self.relations.get(of));
+                    if let (Some(values), Some(shape)) = (new, shape)
+                        && let Ok(k) = key(shape, values)
+                    {
+                        keys.push(k);
+                    }
+                }
+                Change::Row { .. } => {}
+            }
+        }
+        (keys, truncated)
+    }
+
+    /// Moves the end of the batch to `end` (where an incremental snapshot placed its chunk),
+    /// unless it is there already.
+    pub fn mark(&mut self, end: Lsn) {
+        if self.end.is_none_or(|e| e < end) {
+            self.end = Some(end);
+        }
+    }
+
     /// Where the changes taken so far end: the end of the last commit.
     pub fn end(&self) -> Option<Lsn> {
         self.end

@@ -331,10 +331,10 @@ impl Publisher {
     }
 
     /// Debezium's `source` block for a change of `t` at `position`, committed at `ts_ms`.
-    fn source(&self, t: &Relation, position: Option<&str>, ts_ms: i64, snapshot: bool) -> J {
+    fn source(&self, t: &Relation, position: Option<&str>, ts_ms: i64, snapshot: &str) -> J {
         let mut s = Map::new();
         s.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-        let snapshot = json!(if snapshot { "true" } else { "false" });
+        let snapshot = json!(snapshot);
         match &self.connector {
             Connector::Postgres { database } => {
                 s.insert("connector".into(), json!("postgresql"));
@@ -370,7 +370,7 @@ impl Publisher {
         let value = json!({
             "before": null,
             "after": after,
-            "source": self.source(t, self.snapshot.as_deref(), now, true),
+            "source": self.source(t, self.snapshot.as_deref(), now, "true"),
             "op": "r",
             "ts_ms": now,
             "transaction": null,
@@ -384,7 +384,7 @@ impl Publisher {
         let value = json!({
             "before": null,
             "after": null,
-            "source": self.source(t, self.snapshot.as_deref(), now, true),
+            "source": self.source(t, self.snapshot.as_deref(), now, "true"),
             "op": "t",
             "ts_ms": now,
             "transaction": null,
@@ -414,10 +414,12 @@ impl Publisher {
         let value = json!({
             "before": before,
             "after": after,
-            "source": self.source(t, Some(&h.position), ts_ms, false),
+            // A row an incremental snapshot read, as Debezium marks it.
+            "source": self.source(t, Some(&h.position), ts_ms, if h.op == 'r' { "incremental" } else { "false" }),
             "op": h.op.to_string(),
             "ts_ms": processed,
-            "transaction": {"id": h.position, "total_order": h.seq, "data_collection_order": place},
+            // A row read by an incremental snapshot belongs to no transaction of the source.
+            "transaction": if h.op == 'r' { J::Null } else { json!({"id": h.position, "total_order": h.seq, "data_collection_order": place}) },
         });
         let key = (h.op != 't').then(|| key(t, &values));
         Record { key, value: value.to_string().into_bytes(), timestamp: ts_ms }

@@ -10,17 +10,19 @@
 //! merged before a crash is skipped by the server even when the crash came before the
 //! confirmation.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::binlog::{self, BinlogError, Position, Read, Server};
 use crate::changes::{ChangeError, Collapser};
+use crate::incremental::{self, Incremental, IncrementalError};
 use crate::mirror::{Applied, Mirror, MirrorError};
 use crate::pgoutput::{Decoder, Lsn, Message, PgOutputError};
 use crate::replication::{ChangeSource, Config, Connection, ReplicationError, WalStream};
 use crate::snapshot::{self, SnapshotError};
 
 /// What to follow and how often to merge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Follow {
     pub slot: String,
     pub publication: String,
@@ -28,10 +30,17 @@ pub struct Follow {
     pub batch_messages: usize,
     /// ...or has waited this long since the last merge.
     pub batch_wait: Duration,
+    /// The captured tables, as (schema, table): one whose mirror does not exist yet is
+    /// snapshotted incrementally.
+    pub tables: Vec<(String, String)>,
+    /// Where `weir cdc snapshot` leaves its requests, if anywhere.
+    pub requests: Option<PathBuf>,
+    /// Rows an incremental snapshot reads per chunk (0: [`incremental::CHUNK_ROWS`]).
+    pub chunk_rows: usize,
 }
 
 /// What to follow from a MariaDB binlog, and how often to merge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BinlogFollow {
     /// The name of the lock a follower holds while it runs.
     pub lock: String,
@@ -39,6 +48,10 @@ pub struct BinlogFollow {
     pub tables: Vec<(String, String)>,
     pub batch_messages: usize,
     pub batch_wait: Duration,
+    /// Where `weir cdc snapshot` leaves its requests, if anywhere.
+    pub requests: Option<PathBuf>,
+    /// Rows an incremental snapshot reads per chunk (0: [`incremental::CHUNK_ROWS`]).
+    pub chunk_rows: usize,
 }
 
 /// How far a follower has come.
@@ -53,6 +66,10 @@ pub struct Progress {
     /// Whether this run began with a snapshot, and the rows it copied.
     pub snapshotted: bool,
     pub snapshot_rows: u64,
+    /// Tables an incremental snapshot still has to read (the first one under way), and the
+    /// rows it has placed in this run.
+    pub incremental_tables: usize,
+    pub incremental_rows: u64,
 }
 
 impl Progress {
@@ -65,8 +82,13 @@ impl Progress {
     pub fn summary(&self) -> String {
         let a = self.applied;
         let snapshot = if self.snapshotted { format!("snapshot of {} row(s), then ", self.snapshot_rows) } else { String::new() };
+        let incremental = match (self.incremental_tables, self.incremental_rows) {
+            (0, 0) => String::new(),
+            (0, rows) => format!("; incremental snapshot done, {rows} row(s) read"),
+            (tables, rows) => format!("; incremental snapshot: {rows} row(s) read, {tables} table(s) to go"),
+        };
         format!(
-            "{snapshot}{} upserted, {} deleted, {} truncate(s) in {} batch(es); mirrors at {}",
+            "{snapshot}{} upserted, {} deleted, {} truncate(s) in {} batch(es); mirrors at {}{incremental}",
             a.upserted,
             a.deleted,
             a.truncated,
@@ -90,6 +112,8 @@ pub enum FollowError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Binlog(#[from] BinlogError),
+    #[error(transparent)]
+    Incremental(#[from] IncrementalError),
 }
 
 /// Follows `follow.slot` into `mirror` until `stop` says so (asked after every merge and
@@ -113,6 +137,7 @@ pub fn follow(
             slot.consistent_point
         }
     };
+    let mut incremental = resume(mirror, follow.requests.clone(), follow.chunk_rows, &follow.tables, copied.is_none())?;
     let options = [("proto_version", "2"), ("publication_names", follow.publication.as_str()), ("streaming", "on"), ("messages", "true")];
     let mut stream = conn.start(&follow.slot, from, &options)?;
     let (mut decoder, mut collapser) = (Decoder::new(), collapser(mirror));
@@ -120,13 +145,57 @@ pub fn follow(
         position: Some(from).filter(|l| l.0 > 0),
         snapshotted: copied.is_some(),
         snapshot_rows: copied.map_or(0, |c| c.tables.iter().map(|(_, n)| n).sum()),
+        incremental_tables: incremental.state().len(),
         ..Progress::default()
     };
     let (mut pending, mut last_merge) = (0usize, Instant::now());
+    // The connection chunks are read over, and the transaction being read.
+    let (mut reader, mut xid): (Option<postgres::Client>, u32) = (None, 0);
+    let at = format!("postgres://{}@{}:{}/{}", config.user, config.host, config.port, config.database);
     loop {
+        take_requests(&mut incremental, mirror, &follow.tables)?;
+        if let Some(t) = incremental.next().cloned() {
+            let client = match &mut reader {
+                Some(c) => c,
+                None => reader.insert(snapshot::client(config).map_err(|e| IncrementalError::Source {
+                    table: t.name(),
+                    at: at.clone(),
+                    message: e.to_string(),
+                })?),
+            };
+            let id = incremental.watermark_id(&follow.slot);
+            let chunk = incremental::read_postgres(client, &t, incremental.chunk_rows(), id, &at)?;
+            // Read too early (see `Incremental::read`), it is read again shortly.
+            incremental.read(chunk);
+        }
         let wait = follow.batch_wait.saturating_sub(last_merge.elapsed()).max(Duration::from_millis(1));
         if let Some(wal) = stream.recv(wait)? {
             let message = decoder.decode(&wal.data).map_err(|source| FollowError::Decode { at: wal.start, source })?;
+            // An incremental snapshot's chunk takes its place in the stream.
+            let placed = match &message {
+                Message::Begin { xid: x, .. } => {
+                    xid = *x;
+                    0
+                }
+                Message::Commit { end_lsn, .. } => {
+                    incremental.committed(xid);
+                    incremental.before_commit(&mut collapser, xid, None, &end_lsn.to_string())?
+                }
+                Message::StreamCommit { xid: x, end_lsn, .. } => {
+                    incremental.committed(*x);
+                    incremental.before_commit(&mut collapser, *x, Some(*x), &end_lsn.to_string())?
+                }
+                Message::Message { prefix, content, lsn, .. } => {
+                    let before = incremental.placed();
+                    if incremental.at_message(&mut collapser, mirror, prefix, content, *lsn)? {
+                        mirror.stage_incremental(incremental.state());
+                    }
+                    incremental.placed() - before
+                }
+                _ => 0,
+            };
+            pending += placed as usize;
+            (progress.incremental_tables, progress.incremental_rows) = (incremental.state().len(), incremental.placed());
             // A table described again (a column added or dropped): what was collapsed under
             // its old columns is merged first.
             if matches!(message, Message::Relation(_))
@@ -218,7 +287,9 @@ pub fn follow_binlog(
             at
         }
     };
+    let mut incremental = resume(mirror, follow.requests.clone(), follow.chunk_rows, &follow.tables, !progress.snapshotted)?;
     progress.binlog = Some(from.clone());
+    progress.incremental_tables = incremental.state().len();
     if stop(&progress) {
         return Ok(progress);
     }
@@ -226,8 +297,22 @@ pub fn follow_binlog(
     let mut collapser = collapser(mirror);
     // The end of the last transaction taken, and where the stream stood when last quiet.
     let (mut last, mut quiet): (Option<Position>, Option<Position>) = (None, None);
+    // Where the stream has been read to: the end of the last transaction, or quiet there.
+    let mut read_to = from.clone();
     let (mut pending, mut last_merge) = (0usize, Instant::now());
     loop {
+        take_requests(&mut incremental, mirror, &follow.tables)?;
+        if let Some(t) = incremental.next().cloned() {
+            // The table's number in the stream: its place among the captured tables.
+            let id = follow.tables.iter().position(|(s, n)| *s == t.schema && *n == t.table).map_or(0, |i| i as u32 + 1);
+            incremental.read(incremental::read_binlog(server, id, &t, incremental.chunk_rows())?);
+            // The stream may stand at the chunk's place already.
+            if incremental.due_before(&read_to, true) {
+                pending += incremental.place(&mut collapser, mirror, &read_to.to_string())? as usize;
+                mirror.stage_incremental(incremental.state());
+                last = Some(read_to.clone());
+            }
+        }
         let wait = follow.batch_wait.saturating_sub(last_merge.elapsed()).max(Duration::from_millis(1));
         match binlog::receive(&receiver, wait)? {
             Some(Read::Message(message)) => {
@@ -242,13 +327,33 @@ pub fn follow_binlog(
                 pending += 1;
             }
             Some(Read::Commit(at, time)) => {
+                // A chunk read before this transaction committed goes first.
+                if incremental.due_before(&at, false) {
+                    pending += incremental.place(&mut collapser, mirror, &read_to.to_string())? as usize;
+                    mirror.stage_incremental(incremental.state());
+                }
                 collapser.commit_at(at.to_string(), time)?;
+                // ...or right after it, read where it ends.
+                if incremental.due_before(&at, true) {
+                    pending += incremental.place(&mut collapser, mirror, &at.to_string())? as usize;
+                    mirror.stage_incremental(incremental.state());
+                }
+                read_to = at.clone();
                 last = Some(at);
                 pending += 1;
             }
-            Some(Read::Quiet(at)) => quiet = Some(at),
+            Some(Read::Quiet(at)) => {
+                if incremental.due_before(&at, true) {
+                    pending += incremental.place(&mut collapser, mirror, &at.to_string())? as usize;
+                    mirror.stage_incremental(incremental.state());
+                    last = Some(at.clone());
+                }
+                read_to = at.clone();
+                quiet = Some(at);
+            }
             None => {}
         }
+        (progress.incremental_tables, progress.incremental_rows) = (incremental.state().len(), incremental.placed());
         let due = pending >= follow.batch_messages || last_merge.elapsed() >= follow.batch_wait;
         if due && let Some(end) = last.take() {
             merge(mirror, &mut collapser, end, &mut progress)?;
@@ -273,6 +378,50 @@ pub fn follow_binlog(
             }
         }
     }
+}
+
+/// The incremental snapshots a follower goes on with: those the mirrors store as under way,
+/// and (`known`: the mirrors had a position, so every table was snapshotted once) each of
+/// `tables` whose mirror does not exist, stored as under way now.
+fn resume(
+    mirror: &mut Mirror,
+    requests: Option<PathBuf>,
+    chunk_rows: usize,
+    tables: &[(String, String)],
+    known: bool,
+) -> Result<Incremental, FollowError> {
+    let mut incremental = Incremental::new(mirror.incremental()?, requests);
+    if chunk_rows > 0 {
+        incremental = incremental.chunks_of(chunk_rows);
+    }
+    if known {
+        let mut missing = vec![];
+        for (schema, table) in tables {
+            if !mirror.has_mirror(schema, table)? {
+                missing.push((schema.clone(), table.clone()));
+            }
+        }
+        let added = incremental.add(&missing);
+        mirror.add_incremental(&added)?;
+    }
+    // Requests left while no follower ran count from the start.
+    take_requests(&mut incremental, mirror, tables)?;
+    Ok(incremental)
+}
+
+/// Takes the requests `weir cdc snapshot` left (of `tables`, the captured ones): stored as
+/// under way, then their files removed.
+fn take_requests(incremental: &mut Incremental, mirror: &mut Mirror, tables: &[(String, String)]) -> Result<(), FollowError> {
+    let asked = incremental.asked()?;
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let wanted: Vec<(String, String)> = asked.iter().flat_map(|(_, t)| t.iter().filter(|t| tables.contains(t)).cloned()).collect();
+    let added = incremental.add(&wanted);
+    mirror.add_incremental(&added)?;
+    mirror.stage_incremental(incremental.state());
+    incremental.taken(&asked.into_iter().map(|(f, _)| f).collect::<Vec<_>>())?;
+    Ok(())
 }
 
 /// Merges what `collapser` holds committed, with the position it ends at.

@@ -16,6 +16,8 @@
 //!   Debezium's envelope.
 //! - [`snapshot`]: a new slot's exported snapshot copied into the mirrors, so streaming
 //!   goes on from exactly where the copy stands.
+//! - [`incremental`]: a table read again in chunks while the stream goes on, each chunk
+//!   placed where it stands in the stream (DBLog's watermarks).
 //! - [`follow`]: all of it in a loop, confirming a position to the server only once the
 //!   mirror holds it.
 //! - [`source`]: a `mode: cdc` load of the project: its publication made or checked, caught
@@ -25,6 +27,7 @@ pub mod binlog;
 pub mod changes;
 pub mod events;
 pub mod follow;
+pub mod incremental;
 pub mod mirror;
 pub mod pgoutput;
 pub mod replication;

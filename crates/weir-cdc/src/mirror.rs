@@ -25,6 +25,7 @@ use weir_warehouse::{BatchFeed, Connection, RecordBatch, Warehouse, WarehouseErr
 
 use crate::changes::{Key, RowChange, TableChanges};
 use crate::events::{EventsError, Publisher};
+use crate::incremental::TableSnapshot;
 use crate::pgoutput::{Lsn, Relation as SourceTable, Value};
 
 /// Why a batch could not be merged.
@@ -85,6 +86,61 @@ pub struct Standing {
     pub seconds_since: Option<f64>,
 }
 
+impl crate::incremental::Held for Mirror {
+    /// Only for keys of integers, which order alike in every engine (text keys order by each
+    /// engine's collation, which the warehouse does not share): none otherwise.
+    fn keys_between(&mut self, t: &SourceTable, after: Option<&[String]>, upto: Option<&[String]>) -> Result<Vec<Key>, MirrorError> {
+        let keys: Vec<&crate::pgoutput::Column> = t.columns.iter().filter(|c| c.key).collect();
+        // A bound of integers (None: no bound), or None when one is not an integer.
+        let numbers = |bound: Option<&[String]>| -> Option<Option<Vec<i64>>> {
+            match bound {
+                None => Some(None),
+                Some(b) => b.iter().map(|v| v.parse::<i64>().ok()).collect::<Option<Vec<i64>>>().map(Some),
+            }
+        };
+        let integers =
+            !keys.is_empty() && keys.iter().all(|c| matches!(c.ty, weir_core::ColumnType::Integer | weir_core::ColumnType::BigInt));
+        let (Some(after), Some(upto), true) = (numbers(after), numbers(upto), integers) else { return Ok(vec![]) };
+        let rel = self.table_of(t);
+        if open(&mut self.conn, &self.wh)?.columns(&rel).unwrap_or_default().is_empty() {
+            return Ok(vec![]);
+        }
+        let names: Vec<String> = keys.iter().map(|c| self.wh.quote(&c.name)).collect();
+        // `(k1, k2) > (v1, v2)` spelled out: k1 > v1, or k1 = v1 and k2 > v2.
+        let greater = |values: &[i64]| -> String {
+            let terms: Vec<String> = (0..names.len().min(values.len()))
+                .map(|i| {
+                    let mut t: Vec<String> = (0..i).map(|j| format!("{} = {}", names[j], values[j])).collect();
+                    t.push(format!("{} > {}", names[i], values[i]));
+                    format!("({})", t.join(" and "))
+                })
+                .collect();
+            format!("({})", terms.join(" or "))
+        };
+        let mut filter = vec!["true".to_string()];
+        filter.extend(after.as_deref().map(greater));
+        filter.extend(upto.as_deref().map(|u| format!("not {}", greater(u))));
+        if self.options.soft_deletes {
+            filter.push(format!("not coalesce({}, false)", self.wh.quote(DELETED)));
+        }
+        let select: Vec<String> = names.iter().map(|n| format!("cast({n} as varchar)")).collect();
+        let sql = format!("select {} from {} where {}", select.join(", "), self.wh.render(&rel), filter.join(" and "));
+        let result = open(&mut self.conn, &self.wh)?.query(&sql)?;
+        Ok(result
+            .rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|d| match d {
+                        Datum::Text(t) => Value::Text(t.clone().into_bytes()),
+                        other => Value::Text(other.to_string().into_bytes()),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 /// A table's changes staged as Arrow, and the stage table's columns with their types.
 type Stage = (RecordBatch, Vec<(String, &'static str)>);
 
@@ -100,6 +156,11 @@ pub struct Mirror {
     database: String,
     schema: String,
     positions: Relation,
+    /// The incremental snapshots under way: each table's last key placed, stored with the
+    /// position.
+    snapshots: Relation,
+    /// What the next batch stores there (the tables as its chunks leave them).
+    staged: Option<Vec<TableSnapshot>>,
     options: MirrorOptions,
     /// The columns each mirror table is known to have (by its rendered name): a batch asks
     /// the catalog only about a table it has not seen, or one whose source gained columns.
@@ -118,6 +179,11 @@ impl Mirror {
             "create table if not exists {} (source varchar, lsn varchar, lsn_number bigint, changes bigint, updated_at timestamp)",
             wh.render(&positions)
         ))?;
+        let snapshots = Relation::new(database, schema, "_weir_cdc_snapshots");
+        conn.execute(&format!(
+            "create table if not exists {} (source varchar, place bigint, table_schema varchar, table_name varchar, after_key varchar, rows_placed bigint, updated_at timestamp)",
+            wh.render(&snapshots)
+        ))?;
         Ok(Mirror {
             home: "public".into(),
             wh,
@@ -126,6 +192,8 @@ impl Mirror {
             database: database.to_string(),
             schema: schema.to_string(),
             positions,
+            snapshots,
+            staged: None,
             options,
             known: HashMap::new(),
             events: None,
@@ -193,15 +261,82 @@ impl Mirror {
         }
     }
 
-    /// Forgets the position (the next follower takes a new snapshot); true if there was one.
+    /// Forgets the position (the next follower takes a new snapshot of every table, so the
+    /// incremental snapshots under way go too); true if there was one.
     pub fn forget(&mut self) -> Result<bool, MirrorError> {
         let had = self.position_text()?.is_some();
-        open(&mut self.conn, &self.wh)?.execute(&format!(
-            "delete from {} where source = {}",
-            self.wh.render(&self.positions),
-            literal(&self.source)
-        ))?;
+        for table in [&self.positions, &self.snapshots] {
+            open(&mut self.conn, &self.wh)?.execute(&format!(
+                "delete from {} where source = {}",
+                self.wh.render(table),
+                literal(&self.source)
+            ))?;
+        }
         Ok(had)
+    }
+
+    /// The incremental snapshots under way, in the order they were asked for, as the last
+    /// batch merged left them.
+    pub fn incremental(&mut self) -> Result<Vec<TableSnapshot>, MirrorError> {
+        let sql = format!(
+            "select table_schema, table_name, after_key, rows_placed from {} where source = {} order by place",
+            self.wh.render(&self.snapshots),
+            literal(&self.source)
+        );
+        let result = open(&mut self.conn, &self.wh)?.query(&sql)?;
+        let text = |d: Option<&Datum>| match d {
+            Some(Datum::Text(t)) => Some(t.clone()),
+            _ => None,
+        };
+        Ok(result
+            .rows
+            .iter()
+            .map(|r| TableSnapshot {
+                schema: text(r.first()).unwrap_or_default(),
+                table: text(r.get(1)).unwrap_or_default(),
+                after: text(r.get(2)).and_then(|k| serde_json::from_str(&k).ok()),
+                rows: r.get(3).and_then(Datum::as_i64).unwrap_or(0) as u64,
+            })
+            .collect())
+    }
+
+    /// Queues `tables` for an incremental snapshot, in a transaction of their own, after
+    /// those under way.
+    pub fn add_incremental(&mut self, tables: &[TableSnapshot]) -> Result<(), MirrorError> {
+        let have = self.incremental()?;
+        let start = have.len();
+        let fresh: Vec<&TableSnapshot> =
+            tables.iter().filter(|t| !have.iter().any(|h| h.schema == t.schema && h.table == t.table)).collect();
+        for (i, t) in fresh.into_iter().enumerate() {
+            let sql = self.snapshot_row(start + i, t);
+            open(&mut self.conn, &self.wh)?.execute(&sql)?;
+        }
+        Ok(())
+    }
+
+    /// The incremental snapshots as the next batch leaves them: stored in its transaction.
+    pub fn stage_incremental(&mut self, tables: Vec<TableSnapshot>) {
+        self.staged = Some(tables);
+    }
+
+    /// Whether the mirror of the source's `schema.table` exists.
+    pub fn has_mirror(&mut self, schema: &str, table: &str) -> Result<bool, MirrorError> {
+        let rel = Relation::new(&self.database, &self.schema, weir_graph::loads::mirror_table(&self.home, schema, table));
+        // A table not made yet has no columns (some engines say so with an error).
+        Ok(!open(&mut self.conn, &self.wh)?.columns(&rel).unwrap_or_default().is_empty())
+    }
+
+    fn snapshot_row(&self, place: usize, t: &TableSnapshot) -> String {
+        let after = t.after.as_ref().map_or("null".to_string(), |k| literal(&serde_json::json!(k).to_string()));
+        format!(
+            "insert into {} values ({}, {place}, {}, {}, {after}, {}, {})",
+            self.wh.render(&self.snapshots),
+            literal(&self.source),
+            literal(&t.schema),
+            literal(&t.table),
+            t.rows,
+            now()
+        )
     }
 
     /// The position, when it was stored (UTC), and the seconds since.
@@ -314,6 +449,12 @@ impl Mirror {
                 }
             }
         }
+        // The incremental snapshots as this batch leaves them, stored with its position.
+        let mut snapshots = vec![];
+        if let (Some(tables), Some(_)) = (&self.staged, &end) {
+            snapshots.push(format!("delete from {} where source = {}", self.wh.render(&self.snapshots), literal(&self.source)));
+            snapshots.extend(tables.iter().enumerate().map(|(i, t)| self.snapshot_row(i, t)));
+        }
         let mut applied = Applied::default();
         open(&mut self.conn, &self.wh)?.execute("begin")?;
         let outcome = (|| {
@@ -321,7 +462,7 @@ impl Mirror {
                 // A snapshot's rows meet no row of theirs unless soft deletes kept it.
                 let fresh = end.is_none() && !self.options.soft_deletes;
                 // The history first: its unchanged values come from the mirror before the merge.
-                if self.options.history && !t.history.is_empty() {
+                if self.options.history && t.history.iter().any(|h| h.op != 'r') {
                     self.record(t)?;
                 }
                 self.merge(t, fresh, &mut applied)?;
@@ -337,6 +478,9 @@ impl Mirror {
                     number.map_or("null".into(), |n| n.to_string()),
                     now()
                 ))?;
+                for sql in &snapshots {
+                    open(&mut self.conn, &self.wh)?.execute(sql)?;
+                }
             }
             open(&mut self.conn, &self.wh)?.execute("commit")
         })();
@@ -345,6 +489,9 @@ impl Mirror {
                 let _ = c.execute("rollback");
             }
             return Err(e.into());
+        }
+        if end.is_some() {
+            self.staged = None;
         }
         Ok(applied)
     }
@@ -493,13 +640,15 @@ impl Mirror {
         let history = self.wh.render(&self.history_of(&t.relation));
         let cols = &t.relation.columns;
         let keys: Vec<&crate::pgoutput::Column> = cols.iter().filter(|c| c.key).collect();
-        let n = t.history.len();
+        // A snapshot's reads are not changes: they go to the events only.
+        let changes: Vec<&crate::changes::HistoryRow> = t.history.iter().filter(|h| h.op != 'r').collect();
+        let n = changes.len();
         let mut v: Vec<StringBuilder> = cols.iter().map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
         let mut u: Vec<BooleanBuilder> = cols.iter().map(|_| BooleanBuilder::with_capacity(n)).collect();
         let mut f: Vec<StringBuilder> = keys.iter().map(|_| StringBuilder::with_capacity(n, n * 8)).collect();
         let (mut op, mut position) = (StringBuilder::with_capacity(n, n), StringBuilder::with_capacity(n, n * 16));
         let (mut at, mut seq) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for h in &t.history {
+        for h in changes {
             for ((b, x), un) in v.iter_mut().zip(&h.values).zip(u.iter_mut()) {
                 match x {
                     Value::Text(x) | Value::Binary(x) => b.append_value(String::from_utf8_lossy(x)),

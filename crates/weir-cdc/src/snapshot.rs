@@ -6,7 +6,9 @@
 //! takes the slot's snapshot (the replication connection that made the slot runs nothing
 //! else meanwhile, which keeps the snapshot valid). A mirror with hard deletes whose columns
 //! are the table's is replaced in one transaction by the loads' path: PostgreSQL's binary
-//! `COPY` decoded into typed Arrow batches for the warehouse's bulk path. Otherwise (soft
+//! `COPY` decoded into typed Arrow batches for the warehouse's bulk path, a table with an
+//! integer key read over two connections at once (each a range of the key, each taking the
+//! snapshot: an exported snapshot can be taken by many). Otherwise (soft
 //! deletes keep rows the source no longer has; a mirror with columns of its own) the table is
 //! read as PostgreSQL's text of each value and merged in chunks. The position is stored only
 //! once every table is in: a snapshot cut short by a crash is taken again from the start.
@@ -36,6 +38,12 @@ use crate::replication::{Config, SlotCreated};
 /// Rows merged into a mirror at a time.
 const CHUNK: usize = 50_000;
 
+/// Connections a table's snapshot is read over at once, each a range of its key.
+const READERS: i64 = 2;
+
+/// Tables with fewer keys than this between their least and greatest are read whole.
+const SPLIT_FROM: i64 = 100_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("reading the snapshot of {at}: {message}")]
@@ -63,12 +71,7 @@ pub fn copy(config: &Config, publication: &str, slot: &SlotCreated, mirror: &mut
     let Some(snapshot) = &slot.snapshot else {
         return Err(SnapshotError::Source { at, message: format!("slot '{}' exported no snapshot", slot.name) });
     };
-    let mut pg = postgres::Config::new();
-    pg.host(&config.host).port(config.port).user(&config.user).dbname(&config.database).application_name("weir snapshot");
-    if let Some(p) = &config.password {
-        pg.password(p);
-    }
-    let mut client = pg.connect(NoTls).map_err(err)?;
+    let mut client = client(config).map_err(err)?;
     mirror.snapshot_at(&slot.consistent_point.to_string());
     let tables = client
         .query("select c.oid, n.nspname, c.relname from pg_publication_tables p join pg_namespace n on n.nspname = p.schemaname join pg_class c on c.relnamespace = n.oid and c.relname = p.tablename where p.pubname = $1 order by 2, 3", &[&publication])
@@ -81,7 +84,8 @@ pub fn copy(config: &Config, publication: &str, slot: &SlotCreated, mirror: &mut
             return Err(SnapshotError::NoKey(name));
         }
         mirror.snapshot_table(&relation)?;
-        let binary = mirror.replace(&relation, &mut |sink| copy_binary(config, snapshot, &relation, sink))?;
+        let ranges = ranges(&mut client, &relation).map_err(err)?;
+        let binary = mirror.replace(&relation, &mut |sink| copy_ranges(config, snapshot, &relation, &ranges, sink))?;
         let rows = match binary {
             Some(rows) => rows,
             None => read(&mut client, snapshot, &relation, mirror).map_err(|e| match e {
@@ -95,13 +99,100 @@ pub fn copy(config: &Config, publication: &str, slot: &SlotCreated, mirror: &mut
     Ok(copied)
 }
 
-/// Reads one table at the snapshot as PostgreSQL's binary `COPY`, decoded into typed Arrow
-/// batches of the mirror's column types (the loads' path), handing each to `sink`. A column
-/// the mirror keeps as text crosses as the server's text of it.
+/// An ordinary connection to the source (not a replication one), to read its tables.
+pub(crate) fn client(config: &Config) -> Result<Client, postgres::Error> {
+    let mut pg = postgres::Config::new();
+    pg.host(&config.host).port(config.port).user(&config.user).dbname(&config.database).application_name("weir snapshot");
+    if let Some(p) = &config.password {
+        pg.password(p);
+    }
+    pg.connect(NoTls)
+}
+
+/// The ranges of `relation`'s key its snapshot is read in, each as a `where` clause (empty:
+/// the whole table): a key of one integer column is split evenly between its least and
+/// greatest value (the first and last ranges open, so bounds read outside the snapshot miss
+/// no row of it); any other key, or a small table, is one range.
+fn ranges(client: &mut Client, relation: &Relation) -> Result<Vec<String>, postgres::Error> {
+    let keys: Vec<&Column> = relation.columns.iter().filter(|c| c.key).collect();
+    let [key] = keys.as_slice() else { return Ok(vec![String::new()]) };
+    if !matches!(key.ty, ColumnType::Integer | ColumnType::BigInt) {
+        return Ok(vec![String::new()]);
+    }
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let k = quote(&key.name);
+    let row = client.query_one(
+        &format!("select min({k})::bigint, max({k})::bigint from {}.{}", quote(&relation.namespace), quote(&relation.name)),
+        &[],
+    )?;
+    let (Some(least), Some(greatest)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
+        return Ok(vec![String::new()]);
+    };
+    let span = i128::from(greatest) - i128::from(least);
+    if span < i128::from(SPLIT_FROM) {
+        return Ok(vec![String::new()]);
+    }
+    let bounds: Vec<i64> = (1..READERS).map(|i| (i128::from(least) + span * i128::from(i) / i128::from(READERS)) as i64).collect();
+    let mut out = vec![format!("{k} < {}", bounds[0])];
+    out.extend(bounds.windows(2).map(|w| format!("{k} >= {} and {k} < {}", w[0], w[1])));
+    out.push(format!("{k} >= {}", bounds[bounds.len() - 1]));
+    Ok(out)
+}
+
+/// Reads one table at the snapshot over one connection per range (see [`ranges`]), at once,
+/// handing every batch to `sink` on this thread.
+fn copy_ranges(
+    config: &Config,
+    snapshot: &str,
+    relation: &Relation,
+    ranges: &[String],
+    sink: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
+) -> weir_warehouse::Result<()> {
+    if ranges.len() <= 1 {
+        return copy_binary(config, snapshot, relation, ranges.first().map_or("", String::as_str), sink);
+    }
+    let (sender, batches) = std::sync::mpsc::sync_channel::<RecordBatch>(ranges.len() * 2);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = ranges
+            .iter()
+            .map(|range| {
+                let sender = sender.clone();
+                scope.spawn(move || {
+                    let mut send =
+                        |b: &RecordBatch| sender.send(b.clone()).map_err(|_| WarehouseError::Io("the mirror stopped taking rows".into()));
+                    copy_binary(config, snapshot, relation, range, &mut send)
+                })
+            })
+            .collect();
+        drop(sender);
+        let mut outcome = Ok(());
+        for batch in batches.iter() {
+            if let Err(e) = sink(&batch) {
+                outcome = Err(e);
+                break;
+            }
+        }
+        // The readers find the channel closed and stop; the mirror's error is the one told.
+        drop(batches);
+        for reader in readers {
+            let read = reader.join().unwrap_or_else(|_| Err(WarehouseError::Io("a snapshot reader stopped".into())));
+            if outcome.is_ok() {
+                outcome = read;
+            }
+        }
+        outcome
+    })
+}
+
+/// Reads one table (the rows `range` selects, all when empty) at the snapshot as
+/// PostgreSQL's binary `COPY`, decoded into typed Arrow batches of the mirror's column types
+/// (the loads' path), handing each to `sink`. A column the mirror keeps as text crosses as
+/// the server's text of it.
 fn copy_binary(
     config: &Config,
     snapshot: &str,
     relation: &Relation,
+    range: &str,
     sink: &mut dyn FnMut(&RecordBatch) -> weir_warehouse::Result<()>,
 ) -> weir_warehouse::Result<()> {
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
@@ -115,8 +206,9 @@ fn copy_binary(
     let columns: Vec<String> =
         typed.iter().map(|(name, t)| if *t == ColumnType::Varchar { format!("{}::text", quote(name)) } else { quote(name) }).collect();
     let plan = pgcopy::plan(&types, &typed);
+    let filter = if range.is_empty() { String::new() } else { format!(" where {range}") };
     let copy = format!(
-        "copy (select {} from {}.{}) to stdout (format binary)",
+        "copy (select {} from {}.{}{filter}) to stdout (format binary)",
         columns.join(", "),
         quote(&relation.namespace),
         quote(&relation.name)
@@ -482,7 +574,7 @@ fn read_rows(
 
 /// A table as the catalog describes it, keyed as pgoutput keys its changes: by its replica
 /// identity (the primary key by default, another unique index, or every column when FULL).
-fn describe(client: &mut Client, oid: u32, namespace: String, name: String) -> Result<Relation, postgres::Error> {
+pub(crate) fn describe(client: &mut Client, oid: u32, namespace: String, name: String) -> Result<Relation, postgres::Error> {
     let rows = client.query(
         "select a.attname::text, a.atttypid, a.atttypmod,
                 case c.relreplident when 'f' then true

@@ -20,6 +20,7 @@ use weir_warehouse::Warehouse;
 use crate::binlog::{BinlogError, Position, Server};
 use crate::events::{Connector, Publisher};
 use crate::follow::{BinlogFollow, Follow, FollowError, Progress, follow, follow_binlog};
+use crate::incremental::{self, IncrementalError, TableSnapshot};
 use crate::mirror::{Mirror, MirrorError, MirrorOptions};
 use crate::pgoutput::Lsn;
 use crate::replication::{Config, ReplicationError};
@@ -50,6 +51,8 @@ pub enum SourceError {
     Binlog(#[from] BinlogError),
     #[error("{load}: the event log for its change events: {message}")]
     Events { load: String, message: String },
+    #[error(transparent)]
+    Incremental(#[from] IncrementalError),
 }
 
 impl SourceError {
@@ -87,6 +90,8 @@ pub struct CdcSource {
     pub shown: String,
     /// Where its change events go (`events: true`).
     pub events: Option<EventLog>,
+    /// The project, where `weir cdc snapshot` leaves requests for its follower.
+    pub root: Option<std::path::PathBuf>,
 }
 
 /// The event log a source publishes its change events to, with the topics `streams/*.yml`
@@ -180,6 +185,7 @@ impl CdcSource {
                 schema: load.schema.clone(),
                 options,
                 events: None,
+                root: None,
             });
         }
         let pg = postgres::Config::from_str(&d.url).map_err(|e| url_err(e.to_string()))?;
@@ -204,6 +210,7 @@ impl CdcSource {
             options,
             shown,
             events: None,
+            root: None,
         })
     }
 
@@ -211,6 +218,7 @@ impl CdcSource {
     /// with `events: true`, publishing to the project's event log.
     pub fn in_project(load: &Load, database: &str, root: &Path) -> Result<CdcSource, SourceError> {
         let mut source = CdcSource::from_load(load, database)?;
+        source.root = Some(root.to_path_buf());
         if source.cdc.events {
             let err = |message: String| SourceError::Events { load: load.name.clone(), message };
             let log = weir_log::EmbeddedLog::for_project(root).map_err(|e| err(e.to_string()))?;
@@ -339,13 +347,14 @@ impl CdcSource {
             Origin::Postgres(config) => {
                 let target = self.prepare()?;
                 let mut mirror = self.mirror(wh)?;
-                follow(config, &self.follow_settings(wait), &mut mirror, &mut |p| p.position.is_some_and(|at| at >= target))
-                    .map_err(|e| self.follow_error(e))
+                // An incremental snapshot under way (a table added since) is finished too.
+                let done = |p: &Progress| p.position.is_some_and(|at| at >= target) && p.incremental_tables == 0;
+                follow(config, &self.follow_settings(wait), &mut mirror, &mut |p| done(p)).map_err(|e| self.follow_error(e))
             }
             Origin::Mariadb(server) => {
                 let target = server.prepare(&self.name, &self.tables())?;
                 let mut mirror = self.mirror(wh)?;
-                let reached = |p: &Progress| p.binlog.as_ref().is_some_and(|at| at.reached(&target));
+                let reached = |p: &Progress| p.binlog.as_ref().is_some_and(|at| at.reached(&target)) && p.incremental_tables == 0;
                 Ok(follow_binlog(server, &self.binlog_settings(wait), &mut mirror, &mut |p| reached(p))?)
             }
         }
@@ -371,6 +380,64 @@ impl CdcSource {
                 Ok(follow_binlog(server, &self.binlog_settings(batch_wait), &mut mirror, stop)?)
             }
         }
+    }
+
+    /// The captured table `name` names (`schema.table`, or a table of the source's home
+    /// schema), as (schema, table).
+    pub fn captured(&self, name: &str) -> Option<(String, String)> {
+        let (schema, table) = name.split_once('.').unwrap_or((self.cdc.home.as_str(), name));
+        self.cdc.source_tables().find(|(s, t)| *s == schema && *t == table).map(|(s, t)| (s.to_string(), t.to_string()))
+    }
+
+    /// Asks the source's follower to read `tables` again (an incremental snapshot): a request
+    /// a running follower takes within a second, or the next one when it starts. Returns the
+    /// request's file, removed once taken.
+    pub fn request_snapshot(&self, tables: &[(String, String)]) -> Result<std::path::PathBuf, SourceError> {
+        let Some(dir) = self.requests() else {
+            return Err(SourceError::Setup(format!("{}: a source outside a project takes no snapshot requests", self.name)));
+        };
+        let names: Vec<String> = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+        Ok(incremental::request(&dir, &names)?)
+    }
+
+    /// Whether a follower of the source runs now, in any process: its slot is active, or the
+    /// binlog lock is held.
+    pub fn follower_running(&self) -> Result<bool, SourceError> {
+        match &self.origin {
+            Origin::Postgres(_) => {
+                let mut client = self.client()?;
+                let row = client
+                    .query_opt("select active from pg_replication_slots where slot_name = $1", &[&self.cdc.slot])
+                    .map_err(|e| self.pg_error(e))?;
+                Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
+            }
+            Origin::Mariadb(server) => {
+                use mysql::prelude::Queryable;
+                let mut conn = server.connect()?;
+                let used: Option<Option<u64>> = conn
+                    .exec_first("select is_used_lock(?)", (format!("weir_cdc.{}", self.cdc.slot),))
+                    .map_err(|e| SourceError::Binlog(BinlogError::Server { at: self.shown.clone(), message: e.to_string() }))?;
+                Ok(used.flatten().is_some())
+            }
+        }
+    }
+
+    /// The incremental snapshots under way, as the mirrors store them, and the tables asked
+    /// for that no follower has taken yet.
+    pub fn incremental(&self, wh: Arc<dyn Warehouse>) -> Result<(Vec<TableSnapshot>, Vec<String>), SourceError> {
+        let under_way = self.mirror(wh)?.incremental()?;
+        let mut asked = vec![];
+        if let Some(dir) = self.requests() {
+            for (_, tables) in incremental::Incremental::new(vec![], Some(dir)).asked()? {
+                asked.extend(tables.into_iter().map(|(s, t)| format!("{s}.{t}")));
+            }
+        }
+        Ok((under_way, asked))
+    }
+
+    /// Where `weir cdc snapshot` leaves requests for the source's follower.
+    fn requests(&self) -> Option<std::path::PathBuf> {
+        self.root.as_ref().map(|root| incremental::requests_dir(root, &self.name))
     }
 
     /// Forgets the mirrors' position, so the next run drops the slot and takes a new
@@ -522,11 +589,26 @@ impl CdcSource {
     }
 
     fn binlog_settings(&self, batch_wait: Duration) -> BinlogFollow {
-        BinlogFollow { lock: self.cdc.slot.clone(), tables: self.tables(), batch_messages: 50_000, batch_wait }
+        BinlogFollow {
+            lock: self.cdc.slot.clone(),
+            tables: self.tables(),
+            batch_messages: 50_000,
+            batch_wait,
+            requests: self.requests(),
+            chunk_rows: self.cdc.snapshot_chunk,
+        }
     }
 
     fn follow_settings(&self, batch_wait: Duration) -> Follow {
-        Follow { slot: self.cdc.slot.clone(), publication: self.cdc.publication.clone(), batch_messages: 50_000, batch_wait }
+        Follow {
+            slot: self.cdc.slot.clone(),
+            publication: self.cdc.publication.clone(),
+            batch_messages: 50_000,
+            batch_wait,
+            tables: self.tables(),
+            requests: self.requests(),
+            chunk_rows: self.cdc.snapshot_chunk,
+        }
     }
 
     fn client(&self) -> Result<Client, SourceError> {

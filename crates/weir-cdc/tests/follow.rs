@@ -35,8 +35,13 @@ fn duckdb(dir: &std::path::Path) -> Arc<dyn Warehouse> {
 fn follower(pg: &PrivatePostgres) -> (Config, tempfile::TempDir, Arc<dyn Warehouse>, Follow, Mirror) {
     let dir = tempfile::tempdir().unwrap();
     let wh = duckdb(dir.path());
-    let settings =
-        Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(100) };
+    let settings = Follow {
+        slot: "weir_slot".into(),
+        publication: "weir_pub".into(),
+        batch_messages: 30,
+        batch_wait: Duration::from_millis(100),
+        ..Follow::default()
+    };
     let mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
     (config(pg), dir, wh, settings, mirror)
 }
@@ -59,8 +64,13 @@ fn a_new_mirror_takes_the_snapshot_then_a_follower_started_again_goes_on_from_it
 
     let dir = tempfile::tempdir().unwrap();
     let wh = duckdb(dir.path());
-    let settings =
-        Follow { slot: "weir_slot".into(), publication: "weir_pub".into(), batch_messages: 30, batch_wait: Duration::from_millis(200) };
+    let settings = Follow {
+        slot: "weir_slot".into(),
+        publication: "weir_pub".into(),
+        batch_messages: 30,
+        batch_wait: Duration::from_millis(200),
+        ..Follow::default()
+    };
 
     let mut mirror = Mirror::open(wh.clone(), "shop", "wh", "main", MirrorOptions::default()).unwrap();
     let snapshot = follow(&config, &settings, &mut mirror, &mut |_| true).unwrap();
@@ -323,4 +333,36 @@ fn a_row_from_the_snapshot_and_the_same_row_streamed_are_the_same_in_the_mirror(
     let types: Vec<String> = rows.columns.iter().map(|c| c.data_type.to_lowercase()).collect();
     assert_eq!(types[..3], ["boolean", "integer", "integer"]);
     assert!(types[6].starts_with("decimal(12,3)") && types[8] == "varchar", "{types:?}");
+}
+
+#[test]
+fn a_table_with_a_wide_integer_key_is_snapshotted_over_two_connections_whole() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = pg.connect();
+    // Keys from -300,000 to 297,000: split at their middle; negative ones and the bounds too.
+    db.batch_execute(
+        "create table wide (id bigint primary key, v text);
+         insert into wide select g * 100, 'v' || g from generate_series(-3000, 2970) g;
+         create publication weir_pub for table wide",
+    )
+    .unwrap();
+    let (config, _dir, wh, settings, mut mirror) = follower(&pg);
+    let p = follow(&config, &settings, &mut mirror, &mut |_| true).unwrap();
+    assert_eq!(p.snapshot_rows, 5971);
+    let source: Vec<Vec<String>> = db
+        .query("select count(*)::text, count(distinct id)::text, sum(id)::text, md5(string_agg(v, ',' order by id)) from wide", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (0..4).map(|i| r.get::<_, String>(i)).collect())
+        .collect();
+    let mirrored: Vec<Vec<String>> = wh
+        .connect()
+        .unwrap()
+        .query("select cast(count(*) as varchar), cast(count(distinct id) as varchar), cast(sum(id) as varchar), md5(string_agg(v, ',' order by id)) from wide")
+        .unwrap()
+        .rows
+        .iter()
+        .map(|r| r.iter().map(|d| d.to_string()).collect())
+        .collect();
+    assert_eq!(mirrored, source);
 }

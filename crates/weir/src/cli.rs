@@ -391,8 +391,21 @@ pub enum CdcCommand {
         #[arg(long, default_value_t = 500)]
         batch_wait_ms: u64,
     },
-    /// Where each source is: the slot, its lag in bytes and seconds, the WAL it retains.
+    /// Where each source is: the slot, its lag in bytes and seconds, the WAL it retains, and
+    /// the incremental snapshots under way.
     Status { name: Option<String> },
+    /// Read tables of a source again while it streams: an incremental snapshot, in chunks
+    /// by key, with no lock and no pause. A running follower takes the request; otherwise
+    /// the source is followed here until the tables are read.
+    Snapshot {
+        name: String,
+        /// The tables (`schema.table`, or a table of the source's home schema).
+        #[arg(required = true)]
+        tables: Vec<String>,
+        /// Merge at least this often (milliseconds) while changes arrive.
+        #[arg(long, default_value_t = 500)]
+        batch_wait_ms: u64,
+    },
     /// Drop the slot, the publication Weir made and the mirrors' position (the mirror tables
     /// stay; the next run takes a new snapshot).
     Drop { name: String },

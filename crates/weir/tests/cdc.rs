@@ -110,6 +110,55 @@ fn build_snapshots_the_source_then_catches_its_mirrors_up_before_the_models_on_t
     assert_eq!(mirror("select count(*) from raw_shop.orders where _weir_deleted"), vec![vec!["2"]]);
 }
 
+#[test]
+fn cdc_snapshot_reads_a_table_again_and_a_table_added_to_the_load_is_filled_by_the_next_load() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = source_db(&pg);
+    let dir = minimal(&[("loads/shop.yml", &loads(pg.port, ""))]);
+    let o = weir(dir.path(), &["load", "shop"]);
+    assert!(o.status.success() && text(&o).contains("snapshot of 12 row(s)"), "{}", text(&o));
+    let mirror = |sql: &str| query(&dir.path().join("t.duckdb"), sql);
+
+    // The mirror drifts; `weir cdc snapshot` (no follower running) follows the source until
+    // the table is read again, changes and all.
+    mirror("delete from raw_shop.orders where id > 5");
+    mirror("update raw_shop.orders set note = 'stale'");
+    db.batch_execute("update orders set note = 'changed' where id = 9").unwrap();
+    let o = weir(dir.path(), &["cdc", "snapshot", "shop", "orders"]);
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("Read 10 row(s) of public.orders again"), "{out}");
+    let notes = mirror("select note, count(*) from raw_shop.orders group by note order by note");
+    assert_eq!(notes, vec![vec!["changed", "1"], vec!["first", "9"]]);
+    let requests = dir.path().join(".weir/cdc/requests/shop");
+    assert_eq!(std::fs::read_dir(&requests).unwrap().count(), 0, "the request was taken");
+
+    let o = weir(dir.path(), &["cdc", "snapshot", "shop", "public.items"]);
+    assert!(
+        !o.status.success() && text(&o).contains("'shop' does not capture public.items: its tables are public.orders, crm.customers"),
+        "{}",
+        text(&o)
+    );
+
+    // A request left while nothing follows waits in `weir cdc status`, and the next follower
+    // takes it.
+    std::fs::write(requests.join("1-1.json"), r#"{"tables": ["crm.customers"]}"#).unwrap();
+    let o = weir(dir.path(), &["cdc", "status", "shop"]);
+    assert!(text(&o).contains("incremental snapshot asked for, not yet taken by a follower: crm.customers"), "{}", text(&o));
+
+    // A table joins the load's tables: the next load fills its mirror with the rows it had,
+    // without a new snapshot of the others.
+    db.batch_execute(
+        "create table items (sku text primary key, qty int); insert into items select 'sku-' || g, g from generate_series(1, 25) g",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("loads/shop.yml"), loads(pg.port, "").replace("crm.customers]", "crm.customers, items]")).unwrap();
+    let o = weir(dir.path(), &["load", "shop"]);
+    let out = text(&o);
+    assert!(o.status.success() && !out.contains("snapshot of") && out.contains("incremental snapshot done, 27 row(s) read"), "{out}");
+    assert_eq!(mirror("select count(*), sum(qty) from raw_shop.items"), vec![vec!["25", "325"]]);
+    assert_eq!(std::fs::read_dir(&requests).unwrap().count(), 0);
+}
+
 /// A stream job over the change events follows the source table: `weir build` catches the
 /// mirrors and the events up, then the job, and the job's table is the query over the mirror.
 #[test]
@@ -270,14 +319,22 @@ fn a_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source(
     .unwrap();
     let file = format!(
         "loads:\n  - name: shop\n    source:\n      kind: postgres\n      url: postgresql://postgres@127.0.0.1:{}/postgres\n      \
-         mode: cdc\n      tables: [items]\n    events: true\n",
+         mode: cdc\n      tables: [items]\n      snapshot_chunk: 150\n    events: true\n",
         pg.port
     );
     let dir = minimal(&[("loads/shop.yml", &file)]);
     let seed = std::env::var("WEIR_CDC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_cdc0_u64);
     let mut rng = Rng(seed);
     let mut next_id = 1_000_000i64;
-    common::follow_and_kill(dir.path(), &mut rng, 8, &mut |rng| random_transaction(&mut db, rng, &mut next_id));
+    // Now and then the table is asked to be read again (an incremental snapshot, 150 rows a
+    // chunk), so that kills land in the middle of those too.
+    let requests = dir.path().join(".weir/cdc/requests/shop");
+    common::follow_and_kill(dir.path(), &mut rng, 8, &mut |rng| {
+        if rng.below(12) == 0 {
+            weir_cdc::incremental::request(&requests, &["public.items".into()]).unwrap();
+        }
+        random_transaction(&mut db, rng, &mut next_id)
+    });
     let o = weir(dir.path(), &["load", "shop"]);
     assert!(o.status.success(), "{}", text(&o));
     let source: Vec<Vec<String>> = db
@@ -301,6 +358,8 @@ fn a_follower_killed_at_random_moments_ends_with_the_mirror_equal_to_the_source(
         .collect();
     replayed.sort_by_key(|r| r[0].parse::<i64>().unwrap_or(0));
     common::assert_same_rows(seed, &lengths, &replayed);
+    let events = weir(dir.path(), &["log", "consume", "shop.public.items"]);
+    assert!(text(&events).contains(r#""snapshot":"incremental""#), "the table was read again along the way");
 }
 
 #[test]

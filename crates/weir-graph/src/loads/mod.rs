@@ -115,6 +115,8 @@ pub struct Cdc {
     pub events: bool,
     /// Retained WAL past which a slot is reported as a danger to the source's disk.
     pub max_retained_wal: u64,
+    /// Rows an incremental snapshot reads per chunk (0: Weir's default).
+    pub snapshot_chunk: usize,
 }
 
 /// A delete at the source removes the mirror's row, or keeps it with `_weir_deleted` set.
@@ -532,8 +534,11 @@ impl Parser<'_> {
         }
         let engine = if kind.starts_with("postgres") { Engine::Postgres } else { Engine::Mysql };
         let what = format!("a {kind} source");
-        let entries =
-            self.map(node, &what, &["kind", "url", "table", "query", "mode", "tables", "publication", "slot", "max_retained_wal"])?;
+        let entries = self.map(
+            node,
+            &what,
+            &["kind", "url", "table", "query", "mode", "tables", "publication", "slot", "max_retained_wal", "snapshot_chunk"],
+        )?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
         let example = match engine {
             Engine::Postgres => "postgresql://user@host:port/db",
@@ -547,7 +552,7 @@ impl Parser<'_> {
         let table = get("table").map(|n| self.text(n, "table")).transpose()?;
         let query = get("query").map(|n| self.text(n, "query")).transpose()?;
         let mode = get("mode").map(|n| Ok::<_, GraphError>((n, self.text(n, "mode")?))).transpose()?;
-        let cdc_keys = ["tables", "publication", "slot", "max_retained_wal"];
+        let cdc_keys = ["tables", "publication", "slot", "max_retained_wal", "snapshot_chunk"];
         match mode.as_ref().map(|(n, m)| (*n, m.as_str())) {
             None | Some((_, "query")) => {
                 if let Some((k, _)) = entries.iter().find(|(k, _)| cdc_keys.contains(&k.key_text().unwrap_or_default().as_str())) {
@@ -597,6 +602,20 @@ impl Parser<'_> {
                             .ok_or_else(|| self.err(n, format!("max_retained_wal '{text}' is not a size (1GB, 512MB, 100000000)")))?
                     }
                 };
+                let snapshot_chunk = match get("snapshot_chunk") {
+                    None => 0,
+                    Some(n) => {
+                        let text = self.text(n, "snapshot_chunk")?;
+                        text.parse::<usize>().ok().filter(|&rows| rows > 0).ok_or_else(|| {
+                            self.err(
+                                n,
+                                format!(
+                                    "snapshot_chunk '{text}' is not a number of rows (an incremental snapshot reads this many at a time)"
+                                ),
+                            )
+                        })?
+                    }
+                };
                 let cdc = Cdc {
                     tables,
                     home,
@@ -606,6 +625,7 @@ impl Parser<'_> {
                     history: false,
                     events: false,
                     max_retained_wal,
+                    snapshot_chunk,
                 };
                 return Ok(Source::Database(DatabaseSource { engine, url, table: None, query: None, cdc: Some(cdc) }));
             }
@@ -772,19 +792,19 @@ mod tests {
     #[test]
     fn reads_a_cdc_source_with_defaults_named_after_the_load() {
         let loads = parse(
-            "loads:\n  - name: Shop\n    source:\n      kind: postgres\n      url: postgresql://u@h/db\n      mode: cdc\n      tables: [public.orders, sales.orders, customers]\n      max_retained_wal: 512MB\n    destination: raw_shop\n    deletes: soft\n",
+            "loads:\n  - name: Shop\n    source:\n      kind: postgres\n      url: postgresql://u@h/db\n      mode: cdc\n      tables: [public.orders, sales.orders, customers]\n      max_retained_wal: 512MB\n      snapshot_chunk: 5000\n    destination: raw_shop\n    deletes: soft\n",
         )
         .unwrap();
         let Source::Database(d) = &loads[0].source else { panic!("database") };
         let cdc = d.cdc.as_ref().unwrap();
         assert_eq!((cdc.publication.as_str(), cdc.slot.as_str()), ("weir_shop", "weir_shop"));
-        assert_eq!((cdc.deletes, cdc.max_retained_wal), (Deletes::Soft, 512 << 20));
+        assert_eq!((cdc.deletes, cdc.max_retained_wal, cdc.snapshot_chunk), (Deletes::Soft, 512 << 20, 5000));
         assert_eq!(cdc.mirror_tables(), vec!["orders", "sales_orders", "customers"]);
         assert_eq!(loads[0].schema, "raw_shop");
         let defaults = parse("loads:\n  - name: s\n    source: {kind: postgres, url: x, mode: cdc, tables: t, slot: mine}\n").unwrap();
         let Source::Database(d) = &defaults[0].source else { panic!("database") };
         let cdc = d.cdc.as_ref().unwrap();
-        assert_eq!((cdc.slot.as_str(), cdc.deletes, cdc.max_retained_wal), ("mine", Deletes::Hard, 1 << 30));
+        assert_eq!((cdc.slot.as_str(), cdc.deletes, cdc.max_retained_wal, cdc.snapshot_chunk), ("mine", Deletes::Hard, 1 << 30, 0));
         assert_eq!(defaults[0].schema, "raw");
     }
 
@@ -807,6 +827,8 @@ mod tests {
         assert!(e.starts_with("loads/x.yml:3:") && e.contains("lower-case letters"), "{e}");
         let e = cdc(", tables: [t], max_retained_wal: lots}").unwrap_err();
         assert!(e.contains("is not a size"), "{e}");
+        let e = cdc(", tables: [t], snapshot_chunk: 0}").unwrap_err();
+        assert!(e.starts_with("loads/x.yml:3:") && e.contains("snapshot_chunk '0' is not a number of rows"), "{e}");
         let e = cdc(", tables: [t]}\n    deletes: maybe").unwrap_err();
         assert!(e.contains("not one of hard, soft"), "{e}");
         let e = parse("loads:\n  - name: s\n    source: {kind: postgres, url: x, table: t, tables: [t]}\n").unwrap_err();

@@ -1,5 +1,6 @@
-//! `weir cdc list|run|status|drop`: the project's change data capture sources (`mode: cdc`
-//! loads in `loads/*.yml`), followed into their mirror tables in the target's warehouse.
+//! `weir cdc list|run|status|snapshot|drop`: the project's change data capture sources
+//! (`mode: cdc` loads in `loads/*.yml`), followed into their mirror tables in the target's
+//! warehouse.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weir_cdc::follow::Progress;
+use weir_cdc::incremental::TableSnapshot;
 use weir_cdc::source::{BinlogStatus, CdcSource, Every, Origin, SlotStatus};
 use weir_core::size::human;
 
@@ -40,10 +42,48 @@ pub fn run(g: &Global, cmd: &CdcCommand, out: &Arc<Output>) -> Result<u8, Error>
                 None => sources.iter().collect(),
             };
             for s in chosen {
+                let incremental = s.incremental(wh.clone())?;
                 match s.origin {
-                    Origin::Postgres(_) => status(s, &s.status(wh.clone())?, out),
-                    Origin::Mariadb(_) => binlog_status(s, &s.binlog_status(wh.clone())?, out),
+                    Origin::Postgres(_) => status(s, &s.status(wh.clone())?, &incremental, out),
+                    Origin::Mariadb(_) => binlog_status(s, &s.binlog_status(wh.clone())?, &incremental, out),
                 }
+            }
+            Ok(0)
+        }
+        CdcCommand::Snapshot { name, tables, batch_wait_ms } => {
+            let s = find(name)?;
+            let mut chosen = vec![];
+            for t in tables {
+                let table = s.captured(t).ok_or_else(|| {
+                    format!("'{name}' does not capture {t}: its tables are {} (add it to `tables` first)", s.cdc.tables.join(", "))
+                })?;
+                if !chosen.contains(&table) {
+                    chosen.push(table);
+                }
+            }
+            let names = chosen.iter().map(|(s, t)| format!("{s}.{t}")).collect::<Vec<_>>().join(", ");
+            let file = s.request_snapshot(&chosen)?;
+            if s.follower_running()? {
+                let asked = Instant::now();
+                while file.exists() && asked.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                out.info(if file.exists() {
+                    format!("Asked the follower of '{name}' (running elsewhere) to read {names} again: it takes the request after its current batch")
+                } else {
+                    format!("The follower of '{name}' (running elsewhere) reads {names} again while it streams; `weir cdc status {name}` shows how far")
+                });
+                return Ok(0);
+            }
+            out.info(format!("Reading {names} of '{name}' again while following it (an incremental snapshot, by key)"));
+            let p = follow_live(s, wh, *batch_wait_ms, out, &|p: &Progress| p.incremental_tables == 0)?;
+            match out.format {
+                LogFormat::Json => println!("{}", progress_json(&p)),
+                LogFormat::Text => out.info(format!(
+                    "Read {} row(s) of {names} again; mirrors at {}",
+                    p.incremental_rows,
+                    p.at().unwrap_or_else(|| "-".into())
+                )),
             }
             Ok(0)
         }
@@ -72,28 +112,6 @@ pub fn run(g: &Global, cmd: &CdcCommand, out: &Arc<Output>) -> Result<u8, Error>
             if *full_refresh && s.forget(wh.clone())? {
                 out.info(format!("Forgot the mirrors' position of '{name}': a new snapshot is taken"));
             }
-            let stop = Arc::new(AtomicBool::new(false));
-            super::stream::stop_on_signal(&stop);
-            let live = std::io::stderr().is_terminal() && out.format == LogFormat::Text;
-            let started = Instant::now();
-            let (mut every_line, mut every_check) = (Every::new(Duration::from_secs(10)), Every::new(Duration::from_secs(30)));
-            let mut report = |p: &Progress| {
-                let text = line(p, started.elapsed());
-                if live {
-                    eprint!("\r\x1b[2K{text}");
-                    let _ = std::io::stderr().flush();
-                } else if every_line.due() {
-                    out.info(&text);
-                }
-                if every_check.due() {
-                    match s.retained_warning() {
-                        Ok(Some(w)) => out.warn(w),
-                        Ok(None) => {}
-                        Err(e) => out.warn(format!("could not read slot '{}' on the server: {e}", s.cdc.slot)),
-                    }
-                }
-                stop.load(Ordering::Relaxed)
-            };
             let through = match s.origin {
                 Origin::Postgres(_) => format!("slot '{}'", s.cdc.slot),
                 Origin::Mariadb(_) => "the binlog".to_string(),
@@ -105,11 +123,8 @@ pub fn run(g: &Global, cmd: &CdcCommand, out: &Arc<Output>) -> Result<u8, Error>
                 s.database,
                 s.schema
             ));
-            let result = s.run(wh, Duration::from_millis(*batch_wait_ms), &mut report);
-            if live {
-                eprintln!();
-            }
-            let p = result?;
+            let started = Instant::now();
+            let p = follow_live(s, wh, *batch_wait_ms, out, &|_: &Progress| false)?;
             match out.format {
                 LogFormat::Json => println!("{}", progress_json(&p)),
                 LogFormat::Text => {
@@ -119,6 +134,44 @@ pub fn run(g: &Global, cmd: &CdcCommand, out: &Arc<Output>) -> Result<u8, Error>
             Ok(0)
         }
     }
+}
+
+/// Follows `s` in the foreground with a live line (on a terminal; a line every 10 s
+/// otherwise) and the slot's retained WAL checked, until `done` says so or Ctrl-C.
+fn follow_live(
+    s: &CdcSource,
+    wh: Arc<dyn weir_warehouse::Warehouse>,
+    batch_wait_ms: u64,
+    out: &Output,
+    done: &dyn Fn(&Progress) -> bool,
+) -> Result<Progress, Error> {
+    let stop = Arc::new(AtomicBool::new(false));
+    super::stream::stop_on_signal(&stop);
+    let live = std::io::stderr().is_terminal() && out.format == LogFormat::Text;
+    let started = Instant::now();
+    let (mut every_line, mut every_check) = (Every::new(Duration::from_secs(10)), Every::new(Duration::from_secs(30)));
+    let mut report = |p: &Progress| {
+        let text = line(p, started.elapsed());
+        if live {
+            eprint!("\r\x1b[2K{text}");
+            let _ = std::io::stderr().flush();
+        } else if every_line.due() {
+            out.info(&text);
+        }
+        if every_check.due() {
+            match s.retained_warning() {
+                Ok(Some(w)) => out.warn(w),
+                Ok(None) => {}
+                Err(e) => out.warn(format!("could not read slot '{}' on the server: {e}", s.cdc.slot)),
+            }
+        }
+        stop.load(Ordering::Relaxed) || done(p)
+    };
+    let result = s.run(wh, Duration::from_millis(batch_wait_ms), &mut report);
+    if live {
+        eprintln!();
+    }
+    Ok(result?)
 }
 
 /// Every cdc source of the project, as its loads declare them.
@@ -153,7 +206,27 @@ fn list(sources: &[CdcSource], out: &Output) {
     }
 }
 
-fn status(s: &CdcSource, st: &SlotStatus, out: &Output) {
+/// The incremental snapshots under way and asked for: (tables under way, tables asked for
+/// that no follower has taken yet).
+type Incremental = (Vec<TableSnapshot>, Vec<String>);
+
+fn incremental_json(i: &Incremental) -> serde_json::Value {
+    json!({"under_way": i.0.iter().map(|t| json!({"table": t.name(), "rows_read": t.rows, "after_key": t.after})).collect::<Vec<_>>(),
+           "asked": i.1})
+}
+
+fn print_incremental(i: &Incremental) {
+    for (n, t) in i.0.iter().enumerate() {
+        let state = if n == 0 { "under way" } else { "waiting" };
+        let after = t.after.as_ref().map(|k| format!(", after key ({})", k.join(", "))).unwrap_or_default();
+        println!("  incremental snapshot of {} {state}: {} row(s) read{after}", t.name(), t.rows);
+    }
+    if !i.1.is_empty() {
+        println!("  incremental snapshot asked for, not yet taken by a follower: {}", i.1.join(", "));
+    }
+}
+
+fn status(s: &CdcSource, st: &SlotStatus, incremental: &Incremental, out: &Output) {
     let lsn = |l: Option<weir_cdc::Lsn>| l.map_or("-".to_string(), |l| l.to_string());
     let retained_over = st.retained_bytes.is_some_and(|r| r as u64 > s.cdc.max_retained_wal);
     if out.format == LogFormat::Json {
@@ -163,7 +236,8 @@ fn status(s: &CdcSource, st: &SlotStatus, out: &Output) {
                    "server_position": st.server_position.map(|l| l.to_string()), "confirmed": st.confirmed.map(|l| l.to_string()),
                    "mirror_position": st.mirror_position.map(|l| l.to_string()), "mirror_updated_at": st.mirror_updated_at,
                    "lag_bytes": st.lag_bytes, "lag_seconds": st.lag_seconds, "retained_wal_bytes": st.retained_bytes,
-                   "wal_status": st.wal_status, "retained_wal_over_limit": retained_over})
+                   "wal_status": st.wal_status, "retained_wal_over_limit": retained_over,
+                   "incremental_snapshots": incremental_json(incremental)})
         );
         return;
     }
@@ -198,9 +272,10 @@ fn status(s: &CdcSource, st: &SlotStatus, out: &Output) {
             }
         );
     }
+    print_incremental(incremental);
 }
 
-fn binlog_status(s: &CdcSource, st: &BinlogStatus, out: &Output) {
+fn binlog_status(s: &CdcSource, st: &BinlogStatus, incremental: &Incremental, out: &Output) {
     let at = |p: &Option<weir_cdc::binlog::Position>| p.as_ref().map_or("-".to_string(), |p| p.to_string());
     if out.format == LogFormat::Json {
         println!(
@@ -208,7 +283,7 @@ fn binlog_status(s: &CdcSource, st: &BinlogStatus, out: &Output) {
             json!({"source": s.name, "server_position": st.server.as_ref().map(|p| p.to_string()),
                    "mirror_position": st.mirror.as_ref().map(|p| p.to_string()), "mirror_updated_at": st.mirror_updated_at,
                    "lag_bytes": st.lag_bytes, "lag_seconds": st.lag_seconds, "follower_connection": st.follower,
-                   "binlog_file_kept": st.file_kept})
+                   "binlog_file_kept": st.file_kept, "incremental_snapshots": incremental_json(incremental)})
         );
         return;
     }
@@ -230,6 +305,7 @@ fn binlog_status(s: &CdcSource, st: &BinlogStatus, out: &Output) {
         let secs = st.lag_seconds.map_or("-".into(), |s| format!("{s:.1} s"));
         println!("  lag {} ({secs} since the mirrors last moved)", human(lag));
     }
+    print_incremental(incremental);
 }
 
 fn line(p: &Progress, elapsed: Duration) -> String {
@@ -239,7 +315,8 @@ fn line(p: &Progress, elapsed: Duration) -> String {
 
 fn progress_json(p: &Progress) -> serde_json::Value {
     json!({"position": p.at(), "batches": p.batches, "upserted": p.applied.upserted,
-           "deleted": p.applied.deleted, "truncated": p.applied.truncated, "snapshot_rows": p.snapshot_rows})
+           "deleted": p.applied.deleted, "truncated": p.applied.truncated, "snapshot_rows": p.snapshot_rows,
+           "incremental_rows": p.incremental_rows, "incremental_tables": p.incremental_tables})
 }
 
 /// A cdc source as work `weir serve` supervises: followed until stopped, warning while its
