@@ -61,6 +61,13 @@ loads:
     source: {kind: postgres, url: "postgresql://postgres@127.0.0.1:$port/postgres", mode: cdc, tables: [accounts]}
 YML
 changes() { psql -c "select n_tup_ins + n_tup_upd + n_tup_del from pg_stat_user_tables where relname = 'accounts'"; }
+# The mirror against the source: row count and sum of balance.
+compare() {
+  local src dst
+  src=$(psql -c "select count(*), sum(balance) from accounts" | tr '|' ' ')
+  dst=$(mirror "select count(*), sum(balance) from raw.accounts")
+  [ "$src" = "$dst" ] && echo "mirror = source: $src" || echo "MIRROR DIFFERS: source $src, mirror $dst"
+}
 
 snapshot_and_plain_load postgres "postgresql://postgres@127.0.0.1:$port/postgres" accounts
 
@@ -81,9 +88,7 @@ start=$(date +%s%N)
 summary=$(cd "$dir" && "$WEIR" load bench 2>&1 | grep -o '[0-9]* upserted, [0-9]* deleted.*batch(es)' || true)
 catch=$(seconds "$start" "$(date +%s%N)")
 echo "| catch-up | $made changes ($wal of WAL) | ${catch} s | $(python3 -c "print(f'{$made / $catch:,.0f}')") changes/s | $summary |"
-src=$(psql -c "select count(*), sum(balance) from accounts" | tr '|' ' ')
-dst=$(mirror "select count(*), sum(balance) from raw.accounts")
-[ "$src" = "$dst" ] && echo "mirror = source: $src" || echo "MIRROR DIFFERS: source $src, mirror $dst"
+compare
 
 cat > "$dir/live.sql" <<SQL
 \set id random(1, $ROWS - 100)
@@ -138,18 +143,23 @@ echo "| job over the events | $events events | ${job} s | $(python3 -c "print(f'
 #    the rate is the table's rows over the command's wall time. Then the mirror is caught up
 #    and compared with the source.
 sed -i '/events: true/d' "$dir/loads/bench.yml"
+rm -rf "$dir/streams"
+compare
 (cd "$dir" && "$WEIR" sql "delete from raw.accounts where id % 10 = 3" && "$WEIR" sql "update raw.accounts set balance = -1 where id % 10 = 7") >/dev/null
 before=$(changes)
-pgbench -c 2 -j 2 --rate 50 -T 3600 -f "$dir/live.sql" >/dev/null 2>&1 &
+# The program itself in the background (not the function), for `kill` to reach it.
+"$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -n -c 2 -j 2 --rate 50 -T 3600 -f "$dir/live.sql" postgres >/dev/null 2>&1 &
 writers=$!
 start=$(date +%s%N)
 (cd "$dir" && "$WEIR" cdc snapshot bench accounts >"$dir/snapshot.log" 2>&1)
 took=$(seconds "$start" "$(date +%s%N)")
 kill "$writers" 2>/dev/null; wait "$writers" 2>/dev/null || true
+# A statement pgbench left running still commits (its backend finds the client gone only
+# after): the catch-up below starts once none is left.
+while [ "$(psql -c "select count(*) from pg_stat_activity where application_name = 'pgbench' and state <> 'idle'")" != 0 ]; do sleep 0.2; done
+sleep 1
 rate=$(python3 -c "print(round(($(changes) - $before) / $took))")
 rows=$(psql -c "select count(*) from accounts")
 echo "| incremental snapshot while writing ($rate changes/s) | $rows rows | ${took} s | $(python3 -c "print(f'{$rows / $took:,.0f}')") rows/s | |"
 (cd "$dir" && "$WEIR" load bench >/dev/null 2>&1)
-src=$(psql -c "select count(*), sum(balance) from accounts" | tr '|' ' ')
-dst=$(mirror "select count(*), sum(balance) from raw.accounts")
-[ "$src" = "$dst" ] && echo "mirror = source: $src" || echo "MIRROR DIFFERS: source $src, mirror $dst"
+compare

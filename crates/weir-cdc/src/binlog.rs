@@ -265,6 +265,14 @@ impl Server {
         Ok(conn)
     }
 
+    /// The server connection holding the follower's lock `name` ([`Server::lock`]), if one does.
+    pub fn lock_holder(&self, name: &str) -> Result<Option<u64>, BinlogError> {
+        let mut conn = self.connect()?;
+        let held: Option<Option<u64>> =
+            conn.exec_first("select is_used_lock(?)", (format!("weir_cdc.{name}"),)).map_err(|e| self.error(e))?;
+        Ok(held.flatten())
+    }
+
     /// Opens a consistent snapshot and the binlog position it stands at: MariaDB gives both
     /// without locking the tables (`binlog_snapshot_file` and `_position`).
     pub fn snapshot(&self) -> Result<(Conn, Position), BinlogError> {

@@ -411,14 +411,7 @@ impl CdcSource {
                     .map_err(|e| self.pg_error(e))?;
                 Ok(row.is_some_and(|r| r.get::<_, bool>(0)))
             }
-            Origin::Mariadb(server) => {
-                use mysql::prelude::Queryable;
-                let mut conn = server.connect()?;
-                let used: Option<Option<u64>> = conn
-                    .exec_first("select is_used_lock(?)", (format!("weir_cdc.{}", self.cdc.slot),))
-                    .map_err(|e| SourceError::Binlog(BinlogError::Server { at: self.shown.clone(), message: e.to_string() }))?;
-                Ok(used.flatten().is_some())
-            }
+            Origin::Mariadb(server) => Ok(server.lock_holder(&self.cdc.slot)?.is_some()),
         }
     }
 
@@ -459,13 +452,11 @@ impl CdcSource {
         let files: Vec<(String, u64)> = conn
             .query_map("show binary logs", |row: mysql::Row| (row.get(0).unwrap_or_default(), row.get(1).unwrap_or_default()))
             .map_err(err)?;
-        let follower: Option<Option<u64>> =
-            conn.exec_first("select is_used_lock(?)", (format!("weir_cdc.{}", self.cdc.slot),)).map_err(err)?;
         let server_at = files.last().map(|(file, size)| Position { file: file.clone(), offset: *size, gtid: String::new() });
         let mut s = BinlogStatus {
             server: server_at.clone(),
             mirror_updated_at: standing.stored_at,
-            follower: follower.flatten(),
+            follower: server.lock_holder(&self.cdc.slot)?,
             file_kept: mirror.as_ref().is_none_or(|m| files.iter().any(|(f, _)| *f == m.file)),
             ..BinlogStatus::default()
         };
