@@ -159,6 +159,53 @@ fn cdc_snapshot_reads_a_table_again_and_a_table_added_to_the_load_is_filled_by_t
     assert_eq!(std::fs::read_dir(&requests).unwrap().count(), 0);
 }
 
+#[test]
+fn cdc_snapshot_leaves_the_request_to_a_running_follower() {
+    let pg = PrivatePostgres::start(&[]);
+    let _db = source_db(&pg);
+    let dir = minimal(&[("loads/shop.yml", &loads(pg.port, ""))]);
+    let o = weir(dir.path(), &["load", "shop"]);
+    assert!(o.status.success(), "{}", text(&o));
+    query(&dir.path().join("t.duckdb"), "delete from raw_shop.orders where id > 3");
+    let mut follower = common::weir_command(dir.path())
+        .args(["cdc", "run", "shop", "--batch-wait-ms", "100"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || -> serde_json::Value {
+        let o = weir(dir.path(), &["--log-format", "json", "cdc", "status", "shop"]);
+        serde_json::from_str(text(&o).trim()).unwrap_or_default()
+    };
+    let started = std::time::Instant::now();
+    while status()["active_pid"].is_null() {
+        assert!(started.elapsed().as_secs() < 30, "the follower did not start");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let o = weir(dir.path(), &["cdc", "snapshot", "shop", "public.orders"]);
+    assert!(
+        o.status.success() && text(&o).contains("The follower of 'shop' (running elsewhere) reads public.orders again"),
+        "{}",
+        text(&o)
+    );
+    // The follower reads the table while it runs: the mirror has every row again.
+    let started = std::time::Instant::now();
+    loop {
+        let s = status();
+        let snapshots = &s["incremental_snapshots"];
+        let idle =
+            snapshots["under_way"].as_array().is_some_and(|u| u.is_empty()) && snapshots["asked"].as_array().is_some_and(|a| a.is_empty());
+        if idle {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 30, "the snapshot did not end: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert_eq!(query(&dir.path().join("t.duckdb"), "select count(*) from raw_shop.orders"), vec![vec!["10"]]);
+}
+
 /// A stream job over the change events follows the source table: `weir build` catches the
 /// mirrors and the events up, then the job, and the job's table is the query over the mirror.
 #[test]
