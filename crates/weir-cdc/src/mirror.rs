@@ -300,8 +300,8 @@ impl Mirror {
             .collect())
     }
 
-    /// Queues `tables` for an incremental snapshot, in a transaction of their own, after
-    /// those under way.
+    /// Queues `tables` for an incremental snapshot after those under way, stored at once
+    /// rather than with a batch (a request taken is not lost to a crash before the next one).
     pub fn add_incremental(&mut self, tables: &[TableSnapshot]) -> Result<(), MirrorError> {
         let have = self.incremental()?;
         let start = have.len();
