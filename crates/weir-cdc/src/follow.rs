@@ -145,7 +145,7 @@ pub fn follow(
         position: Some(from).filter(|l| l.0 > 0),
         snapshotted: copied.is_some(),
         snapshot_rows: copied.map_or(0, |c| c.tables.iter().map(|(_, n)| n).sum()),
-        incremental_tables: incremental.state().len(),
+        incremental_tables: incremental.left(),
         ..Progress::default()
     };
     let (mut pending, mut last_merge) = (0usize, Instant::now());
@@ -195,7 +195,7 @@ pub fn follow(
                 _ => 0,
             };
             pending += placed as usize;
-            (progress.incremental_tables, progress.incremental_rows) = (incremental.state().len(), incremental.placed());
+            (progress.incremental_tables, progress.incremental_rows) = (incremental.left(), incremental.placed());
             // A table described again (a column added or dropped): what was collapsed under
             // its old columns is merged first.
             if matches!(message, Message::Relation(_))
@@ -289,7 +289,7 @@ pub fn follow_binlog(
     };
     let mut incremental = resume(mirror, follow.requests.clone(), follow.chunk_rows, &follow.tables, !progress.snapshotted)?;
     progress.binlog = Some(from.clone());
-    progress.incremental_tables = incremental.state().len();
+    progress.incremental_tables = incremental.left();
     if stop(&progress) {
         return Ok(progress);
     }
@@ -353,7 +353,7 @@ pub fn follow_binlog(
             }
             None => {}
         }
-        (progress.incremental_tables, progress.incremental_rows) = (incremental.state().len(), incremental.placed());
+        (progress.incremental_tables, progress.incremental_rows) = (incremental.left(), incremental.placed());
         let due = pending >= follow.batch_messages || last_merge.elapsed() >= follow.batch_wait;
         if due && let Some(end) = last.take() {
             merge(mirror, &mut collapser, end, &mut progress)?;

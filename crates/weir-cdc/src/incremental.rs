@@ -230,9 +230,9 @@ impl Incremental {
         self.chunk_rows
     }
 
-    /// Whether no table is waiting.
-    pub fn is_idle(&self) -> bool {
-        self.queue.is_empty()
+    /// How many tables are waiting (the first one under way).
+    pub fn left(&self) -> usize {
+        self.queue.len()
     }
 
     /// The tables waiting (the first one under way), as they stand after the last chunk
@@ -692,7 +692,7 @@ mod tests {
         let after = Some(vec!["3".to_string()]);
         inc.read(Chunk::new(relation(), after, vec![row("4", "x", "y")], true, Watermark::Wal { id: "w2".into(), snapshot }));
         inc.place(&mut c, &mut held, "0/20").unwrap();
-        assert!(inc.is_idle());
+        assert_eq!(inc.left(), 0);
     }
 
     #[test]
