@@ -14,6 +14,7 @@
 # `weir build`, as the stream jobs are nodes of the graph that models ref().
 set -euo pipefail
 bash "$(dirname "$0")/install-clang.sh"
+bash "$(dirname "$0")/install-libs.sh"
 source "$(dirname "$0")/env.sh"
 cd "$WEIR_ROOT"
 # --all-targets resolves dependencies exactly as the tests do, so both share one build.

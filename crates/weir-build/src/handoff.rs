@@ -144,12 +144,13 @@ fn run_stream(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), 
     let Some(j) = n.stream.as_deref() else { return Ok(()) };
     let topics = weir_graph::streams::read_topics(root)?;
     let run = JobRun::in_project(&session.manifest, j.clone(), &topics)?;
-    let log = weir_log::EmbeddedLog::for_project(root).map_err(weir_stream::StreamError::from)?;
+    let logs = weir_graph::logs::project_logs(root, &topics)?;
+    let log = logs.for_topics(&run.topic_names()).map_err(weir_stream::StreamError::from)?;
     let drained = (|| {
         if session.manifest.flags.full_refresh {
             job::reset(&run, session.warehouse.as_ref())?;
         }
-        job::run(&run, &log, session.warehouse.clone(), &Control { drain: true, ..Control::default() }, &mut |_| {})
+        job::run(&run, log.as_ref(), session.warehouse.clone(), &Control { drain: true, ..Control::default() }, &mut |_| {})
     })();
     match drained {
         Ok(s) => {

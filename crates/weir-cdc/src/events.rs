@@ -207,19 +207,31 @@ impl Publisher {
         if let Some(last) = &self.last {
             return Ok(last.clone());
         }
-        // A commit a crash broke off is finished first (its journal applied): its events are
-        // on the log, and count.
-        self.log.positions(&self.group()).map_err(|source| EventsError::Log { topic: format!("{}.*", self.name), source })?;
+        // A commit a crash broke off is settled first (its journal applied, or its Kafka
+        // transaction aborted): what it wrote is on the log and counts, or is gone.
+        let group_err = |source| EventsError::Log { topic: format!("{}.*", self.name), source };
+        self.log.claim(&self.group()).map_err(group_err)?;
+        self.log.positions(&self.group()).map_err(group_err)?;
         let prefix = format!("{}.", self.name);
         let topics = self.log.topics().map_err(|source| EventsError::Log { topic: format!("{prefix}*"), source })?;
         let mut latest: Option<At> = None;
         for info in topics.iter().filter(|t| t.spec.name.starts_with(&prefix)) {
             for p in info.partitions.iter().filter(|p| p.end > p.start) {
-                let records = self
-                    .log
-                    .read(&info.spec.name, p.partition, p.end - 1, 1)
-                    .map_err(|source| EventsError::Log { topic: info.spec.name.clone(), source })?;
-                let at = records.first().and_then(|r| self.position_of(&r.value));
+                // The last offsets may hold no event (Kafka's transaction markers): look
+                // further back until one is found.
+                let mut back = 1;
+                let last = loop {
+                    let from = p.end.saturating_sub(back).max(p.start);
+                    let records = self
+                        .log
+                        .read(&info.spec.name, p.partition, from, back as usize)
+                        .map_err(|source| EventsError::Log { topic: info.spec.name.clone(), source })?;
+                    if records.last().is_some() || from == p.start {
+                        break records.into_iter().next_back();
+                    }
+                    back *= 4;
+                };
+                let at = last.and_then(|r| self.position_of(&r.value));
                 if let Some(at) = at
                     && latest.as_ref().is_none_or(|l| at.reached(l))
                 {

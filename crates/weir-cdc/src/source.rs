@@ -221,10 +221,14 @@ impl CdcSource {
         source.root = Some(root.to_path_buf());
         if source.cdc.events {
             let err = |message: String| SourceError::Events { load: load.name.clone(), message };
-            let log = weir_log::EmbeddedLog::for_project(root).map_err(|e| err(e.to_string()))?;
             let declared = weir_graph::streams::read_topics(root).map_err(|e| err(e.to_string()))?;
-            source.events =
-                Some(EventLog { log: Arc::new(log), declared: declared.iter().map(|t| t.spec()).collect(), root: root.to_path_buf() });
+            // Its topics are `<load>.<schema>.<table>`: on Kafka when streams/*.yml declares
+            // them there.
+            let prefix = format!("{}.", load.name);
+            let mine: Vec<&str> = declared.iter().map(|t| t.name.as_str()).filter(|t| t.starts_with(&prefix)).collect();
+            let logs = weir_graph::logs::project_logs(root, &declared).map_err(|e| err(e.to_string()))?;
+            let log = logs.for_topics(&mine).map_err(|e| err(e.to_string()))?;
+            source.events = Some(EventLog { log, declared: declared.iter().map(|t| t.spec()).collect(), root: root.to_path_buf() });
         }
         Ok(source)
     }

@@ -17,6 +17,7 @@ pub mod checks;
 pub mod dag;
 pub mod error;
 pub mod loads;
+pub mod logs;
 pub mod node;
 pub mod parse;
 pub mod select;

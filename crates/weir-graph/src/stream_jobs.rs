@@ -94,6 +94,8 @@ pub struct JobConfig {
     pub table_refresh_ms: i64,
     /// Where its results go: a warehouse table, or Redis as an online feature store.
     pub sink: Sink,
+    /// Where a job that has never run (or was reset) starts reading its topics.
+    pub start_from: StartFrom,
     /// Whether `weir serve` starts it.
     pub enabled: bool,
     pub description: Option<String>,
@@ -115,12 +117,28 @@ impl Default for JobConfig {
             idle_timeout_ms: 30_000,
             max_future_ms: 3_600_000,
             table_refresh_ms: 60_000,
+            start_from: StartFrom::Earliest,
             enabled: true,
             description: None,
             tags: vec![],
             location: Location::default(),
         }
     }
+}
+
+/// `config(start_from=...)`: where a job with no positions of its own starts reading, as a
+/// Kafka consumer's `auto.offset.reset` and Flink's `scan.startup.mode` say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// Each partition's first event kept.
+    Earliest,
+    /// Only events appended after it starts.
+    Latest,
+    /// The offsets the job's consumer group (`weir-stream.<job>`) committed, where it has
+    /// some; the first event kept elsewhere.
+    Committed,
+    /// The first event appended at or after this time (milliseconds since the epoch).
+    Time(i64),
 }
 
 impl StreamJob {
@@ -172,6 +190,7 @@ const CONFIG_KEYS: &[&str] = &[
     "topic",
     "table_refresh",
     "tags",
+    "start_from",
 ];
 
 /// Every job under `<root>/streams/`, by file name.
@@ -293,6 +312,19 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
                 "max_future" => config.max_future_ms = time(key)?,
                 "table_refresh" => config.table_refresh_ms = time(key)?.max(100),
                 "enabled" => config.enabled = v.is_true(),
+                "start_from" => {
+                    let t = text_of(&v);
+                    config.start_from = match t.trim().to_ascii_lowercase().as_str() {
+                        "earliest" => StartFrom::Earliest,
+                        "latest" => StartFrom::Latest,
+                        "committed" => StartFrom::Committed,
+                        _ => StartFrom::Time(start_time(&t).ok_or_else(|| {
+                            err(format!(
+                                "`start_from` '{t}' is not earliest, latest, committed or a time ('2026-12-01 00:00:00', '2026-12-01T00:00:00Z')"
+                            ))
+                        })?),
+                    };
+                }
                 "tags" => {
                     config.tags = match v.try_iter() {
                         Ok(items) if v.as_str().is_none() => items.map(|t| text_of(&t)).collect(),
@@ -356,6 +388,21 @@ pub fn parse_job(file: &Path, text: &str) -> Result<StreamJob, GraphError> {
     Ok(StreamJob { name, path: file.to_path_buf(), text: text.to_string(), sql: rendered, streams, changelogs, tables, config })
 }
 
+/// A time as `start_from` takes it, in milliseconds since the epoch: RFC 3339 with its
+/// offset, or a date and time (or a date) in UTC.
+fn start_time(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Some(at.timestamp_millis());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        if let Ok(at) = chrono::NaiveDateTime::parse_from_str(t, format) {
+            return Some(at.and_utc().timestamp_millis());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|at| at.and_utc().timestamp_millis())
+}
+
 /// Where `config(` is called, for mistakes in its values; the file when it is not.
 fn config_location(file: &Path, text: &str) -> Location {
     for (i, line) in text.lines().enumerate() {
@@ -372,6 +419,21 @@ mod tests {
 
     fn job(text: &str) -> Result<StreamJob, String> {
         parse_job(Path::new("streams/revenue.sql"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn start_from_takes_a_mode_or_a_time() {
+        let from = |v: &str| {
+            job(&format!("{{{{ config(start_from='{v}') }}}}\nselect * from {{{{ stream('orders') }}}}\n")).map(|j| j.config.start_from)
+        };
+        assert_eq!(from("latest"), Ok(StartFrom::Latest));
+        assert_eq!(from("Committed"), Ok(StartFrom::Committed));
+        assert_eq!(from("2026-12-01T00:00:00+01:00"), Ok(StartFrom::Time(1_796_079_600_000)));
+        assert_eq!(from("2026-12-01 01:00:00"), Ok(StartFrom::Time(1_796_086_800_000)));
+        assert_eq!(from("2026-12-01"), Ok(StartFrom::Time(1_796_083_200_000)));
+        let e = from("yesterday").unwrap_err();
+        assert!(e.contains("streams/revenue.sql:1:4") && e.contains("'yesterday' is not earliest, latest"), "{e}");
+        assert_eq!(job("select * from {{ stream('orders') }}\n").unwrap().config.start_from, StartFrom::Earliest);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!     event_time: ordered_at
 //!     watermark: ordered_at - interval '5 seconds'
 //!     retention: 7d
+//!     log: kafka            # on the cluster weir.yml's `kafka:` names; embedded by default
 //! ```
 
 use std::path::Path;
@@ -43,6 +44,8 @@ pub struct Topic {
     pub retention_bytes: Option<u64>,
     /// A changelog's primary key: the columns each row is known by.
     pub primary_key: Vec<String>,
+    /// Which event log holds it.
+    pub log: weir_log::Backend,
 }
 
 /// How events are written in the log.
@@ -162,6 +165,7 @@ pub fn read_changelog(root: &Path, topic: &str, declared: Option<&Topic>) -> Res
         retention_ms: declared.and_then(|d| d.retention_ms),
         retention_bytes: declared.and_then(|d| d.retention_bytes),
         primary_key: texts(&v["key"]).ok_or_else(damaged)?,
+        log: declared.map_or(weir_log::Backend::Embedded, |d| d.log),
     }))
 }
 
@@ -206,7 +210,7 @@ pub(crate) fn stream_files(root: &Path, extensions: &[&str]) -> Result<Vec<std::
 }
 
 const KEYS: &[&str] =
-    &["name", "description", "partitions", "key", "format", "columns", "event_time", "watermark", "retention", "retention_bytes"];
+    &["name", "description", "partitions", "key", "format", "columns", "event_time", "watermark", "retention", "retention_bytes", "log"];
 
 fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) -> Result<Topic, GraphError> {
     let entries = item.as_map().ok_or_else(|| err(item, "a topic is a mapping with at least a `name`".into()))?;
@@ -245,6 +249,14 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
             "json" => Format::Json,
             "raw" | "bytes" => Format::Raw,
             other => return Err(err(n, format!("format '{other}' is not one of json, raw"))),
+        },
+    };
+    let log = match text("log")? {
+        None => weir_log::Backend::Embedded,
+        Some((t, n)) => match t.as_str() {
+            "embedded" => weir_log::Backend::Embedded,
+            "kafka" => weir_log::Backend::Kafka,
+            other => return Err(err(n, format!("log '{other}' is not one of embedded, kafka"))),
         },
     };
     let mut columns = vec![];
@@ -328,6 +340,7 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
         retention_ms,
         retention_bytes,
         primary_key: vec![],
+        log,
     })
 }
 
@@ -392,14 +405,19 @@ mod tests {
     fn reads_a_topic_with_its_time_and_defaults() {
         let t = parse(
             "topics:\n  - name: orders\n    partitions: 4\n    key: customer_id\n    columns: {customer_id: bigint, ordered_at: timestamp}\n    \
-             watermark: ordered_at - interval '5 seconds'\n    retention: 7d\n  - name: clicks\n",
+             watermark: ordered_at - interval '5 seconds'\n    retention: 7d\n    log: kafka\n  - name: clicks\n",
         )
         .unwrap();
         assert_eq!((t[0].partitions, t[0].key.as_deref(), t[0].format), (4, Some("customer_id"), Format::Json));
         assert_eq!(t[0].watermark, Some(Watermark { column: "ordered_at".into(), delay_ms: 5000 }));
         assert_eq!(t[0].event_time.as_deref(), Some("ordered_at"), "the watermark's column is the event time");
         assert_eq!(t[0].retention_ms, Some(7 * 86_400_000));
-        assert_eq!((t[1].partitions, t[1].location.line), (1, 8));
+        assert_eq!((t[1].partitions, t[1].location.line), (1, 9));
+        assert_eq!(
+            (t[0].log, t[1].log),
+            (weir_log::Backend::Kafka, weir_log::Backend::Embedded),
+            "topics are on the embedded log unless declared on Kafka"
+        );
     }
 
     #[test]

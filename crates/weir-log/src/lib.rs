@@ -5,9 +5,12 @@
 //! [`Log`] is the seam every reader and writer of events uses; a stream job never knows which
 //! backend is behind it. [`EmbeddedLog`] keeps topics as append-only segment files under
 //! `.weir/log/`, read in-process, with no server: one laptop runs a real-time pipeline with
-//! no services at all. A Kafka backend implements the same trait.
+//! no services at all. [`KafkaLog`] puts the same topics on a Kafka cluster, a commit being
+//! one Kafka transaction; [`Logs`] says which topic is where.
 
 mod embedded;
+mod kafka;
+mod logs;
 mod partition;
 mod records;
 mod segment;
@@ -15,6 +18,8 @@ mod segment;
 use std::collections::BTreeMap;
 
 pub use embedded::{EmbeddedLog, write_atomically};
+pub use kafka::{KafkaConfig, KafkaLog};
+pub use logs::{Backend, Logs};
 pub use records::{RecordRef, Records};
 
 /// The largest record value (and key) accepted: 16 MiB.
@@ -123,14 +128,44 @@ pub trait Log: Send + Sync {
         Ok(Records::from(self.read(topic, partition, offset, max)?))
     }
 
+    /// The first offset of a partition whose record was appended at or after `time_ms` (the
+    /// partition's end when none was): where a reader that starts from a time begins.
+    fn offset_for_time(&self, topic: &str, partition: u32, time_ms: i64) -> Result<u64, LogError> {
+        let info = self.describe(topic)?;
+        let p = info.partitions.get(partition as usize).ok_or_else(|| LogError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+            partitions: info.partitions.len() as u32,
+        })?;
+        let mut at = p.start;
+        while at < p.end {
+            let records = self.read_records(topic, partition, at, 10_000)?;
+            let Some(last) = records.last() else { break };
+            if let Some(r) = records.iter().find(|r| r.timestamp >= time_ms) {
+                return Ok(r.offset);
+            }
+            at = last.offset + 1;
+        }
+        Ok(p.end)
+    }
+
     /// The consumer groups that committed positions, by name.
     fn groups(&self) -> Result<Vec<String>, LogError>;
 
     /// The positions a consumer group committed last.
     fn positions(&self, group: &str) -> Result<Positions, LogError>;
 
+    /// Takes over `group`'s commits: whatever a process that held it before left half done
+    /// is settled (an open transaction aborted), and that process can no longer commit for
+    /// it. A job claims its group before it reads its positions.
+    fn claim(&self, _group: &str) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// Appends `commit.outputs` and moves `group` to `commit.positions`, all or nothing: after
     /// a crash at any moment, either both are there or neither is, and never twice.
+    /// Positions may name things that are not topics (a committer's own marks): they are
+    /// kept and given back by [`Log::positions`] all the same.
     fn commit(&self, group: &str, commit: &Commit) -> Result<(), LogError>;
 
     /// Deletes what each topic's retention no longer keeps; returns segments deleted.
@@ -198,6 +233,8 @@ pub enum LogError {
     UnknownPartition { topic: String, partition: u32, partitions: u32 },
     #[error("{0}")]
     Invalid(String),
+    #[error("kafka ({servers}): {what}: {message}")]
+    Kafka { servers: String, what: String, message: String },
 }
 
 impl LogError {

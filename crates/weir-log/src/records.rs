@@ -112,15 +112,37 @@ impl From<Vec<StoredRecord>> for Records {
     fn from(records: Vec<StoredRecord>) -> Records {
         let mut out = Records { data: Vec::with_capacity(records.iter().map(|r| r.value.len()).sum()), spans: vec![] };
         for r in records {
-            let key = r.key.map(|k| {
-                out.data.extend_from_slice(&k);
-                (out.data.len() - k.len(), k.len())
-            });
-            out.data.extend_from_slice(&r.value);
-            let value = (out.data.len() - r.value.len(), r.value.len());
-            out.push(Span { offset: r.offset, timestamp: r.timestamp, txn: r.txn, key, value });
+            out.push_copy(r.offset, r.timestamp, r.key.as_deref(), &r.value, r.txn);
         }
         out
+    }
+}
+
+impl Records {
+    /// Appends a record, its key and value copied into the buffer: what a backend handed
+    /// records one at a time (by a client library) does.
+    pub(crate) fn push_copy(&mut self, offset: u64, timestamp: i64, key: Option<&[u8]>, value: &[u8], txn: u64) {
+        let key = key.map(|k| {
+            self.data.extend_from_slice(k);
+            (self.data.len() - k.len(), k.len())
+        });
+        self.data.extend_from_slice(value);
+        let value = (self.data.len() - value.len(), value.len());
+        self.spans.push(Span { offset, timestamp, txn, key, value });
+    }
+
+    /// The first `n` records taken out; the rest stay.
+    pub(crate) fn take_front(&mut self, n: usize) -> Records {
+        if n >= self.len() {
+            return std::mem::take(self);
+        }
+        let (mut front, mut back) = (Records::default(), Records::default());
+        for (i, r) in self.iter().enumerate() {
+            let into = if i < n { &mut front } else { &mut back };
+            into.push_copy(r.offset, r.timestamp, r.key, r.value, r.txn);
+        }
+        *self = back;
+        front
     }
 }
 
@@ -153,5 +175,10 @@ mod tests {
         assert_eq!(packed.last().map(|r| r.offset), Some(6));
         assert_eq!(packed.to_stored(), owned);
         assert!(packed.get(3).is_none());
+        let mut rest = packed.clone();
+        let front = rest.take_front(2);
+        assert_eq!((front.to_stored(), rest.to_stored()), (owned[..2].to_vec(), owned[2..].to_vec()));
+        assert_eq!(rest.take_front(5).to_stored(), owned[2..].to_vec());
+        assert!(rest.is_empty());
     }
 }

@@ -17,7 +17,6 @@ use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutError;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, OpenApi, ToSchema};
-use weir_log::Log;
 use weir_orchestrate::schedule::parse_time;
 use weir_orchestrate::{DataInterval, Pipeline, RunRequest, TaskKind};
 use weir_store::{PipelineRun, Store};
@@ -767,7 +766,7 @@ async fn produce_records(State(s): State<AppState>, Path(topic): Path<String>, b
     let declared = events.topics.iter().find(|t| t.name == topic).cloned();
     let name = topic.clone();
     let placed = tokio::task::spawn_blocking(move || -> Result<Vec<(u32, u64)>, Failure> {
-        let log = &events.log;
+        let log = events.logs.for_topic(&topic).map_err(|e| Failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         match &declared {
             Some(t) => {
                 log.create_topic(&t.spec()).map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;

@@ -59,10 +59,11 @@ pub struct Streams {
     pub states: Arc<std::sync::Mutex<std::collections::BTreeMap<String, weir_orchestrate::supervise::Supervised>>>,
 }
 
-/// The event log and the topics `streams/*.yml` declares: a declared topic is made on its
-/// first event, with its partitions and retention, and its events are keyed by its key column.
+/// The event logs and the topics `streams/*.yml` declares: a declared topic is made on its
+/// first event, with its partitions and retention, on the log it is declared on, and its
+/// events are keyed by its key column.
 pub struct Events {
-    pub log: weir_log::EmbeddedLog,
+    pub logs: weir_log::Logs,
     pub topics: Vec<weir_graph::streams::Topic>,
 }
 

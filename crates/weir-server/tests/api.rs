@@ -57,7 +57,7 @@ impl Server {
         let run = weir_stream::job::JobRun::new(dir.path(), job, &topics, weir_core::Relation::new("t", "main", "spend"), vec![]).unwrap();
         let streams = weir_server::Streams { jobs: vec![run], states: Default::default() };
         let events = Events {
-            log: weir_log::EmbeddedLog::open(&dir.path().join(".weir/log")).unwrap(),
+            logs: weir_log::Logs::new(dir.path().join(".weir/log"), None, Default::default()),
             topics: weir_graph::streams::read_topics(dir.path()).unwrap(),
         };
         let state = AppState {

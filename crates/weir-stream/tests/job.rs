@@ -713,3 +713,60 @@ fn checkpoints_are_kept_by_the_store_the_job_is_given() {
     job::reset(&run(), f.wh.as_ref()).unwrap();
     assert_eq!(store.get("checkpoint.json").unwrap(), None, "reset forgets the store's checkpoint");
 }
+
+#[test]
+fn a_new_job_starts_where_start_from_says() {
+    let f = Fixture::new();
+    let topics = parse_file(Path::new("streams/shop.yml"), TOPICS).unwrap();
+    f.log.create_topic(&topics[0].spec()).unwrap();
+    // Appended at 1,000 ms + 10 ms per order.
+    let append = |ids: std::ops::Range<i64>| {
+        let records: Vec<Record> = ids
+            .map(|i| {
+                let country = ["DE", "FR", "NL"][(i % 3) as usize];
+                let e = json!({"order_id": i, "country": country, "amount": 1.0, "ordered_at": ts(T0)});
+                weir_graph::streams::event_record(&e, Some("country"), 1_000 + i * 10)
+            })
+            .collect();
+        f.log.append("orders", None, &records).unwrap();
+    };
+    append(0..100);
+    let ids = |table: &str| -> Vec<i64> {
+        f.rows(&format!("select order_id from wh.main.{table} order by 1"))
+            .into_iter()
+            .map(|r| match &r[0] {
+                Datum::Int(i) => *i,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let job = |name: &str, from: &str| {
+        f.job(name, &format!("{{{{ config(start_from='{from}') }}}}\nselect order_id from {{{{ stream('orders') }}}}"))
+    };
+    // The offsets the job's group committed: 10 of partition 0, none of partition 1.
+    let mut positions = weir_log::Positions::new();
+    positions.insert(("orders".to_string(), 0), 10);
+    f.log.commit("weir-stream.committed", &weir_log::Commit { outputs: vec![], positions }).unwrap();
+    let (earliest, latest, timed, committed) =
+        (job("earliest", "earliest"), job("latest", "latest"), job("timed", "1970-01-01 00:00:01.5"), job("committed", "committed"));
+    for run in [&earliest, &latest, &timed, &committed] {
+        f.drain(run);
+    }
+    append(100..110);
+    for run in [&earliest, &latest, &timed, &committed] {
+        f.drain(run);
+    }
+    assert_eq!(ids("earliest"), (0..110).collect::<Vec<_>>());
+    assert_eq!(ids("latest"), (100..110).collect::<Vec<_>>(), "only what came after it started");
+    assert_eq!(ids("timed"), (50..110).collect::<Vec<_>>(), "from the first appended at 1.5 s");
+    let in_p0: Vec<i64> = f
+        .log
+        .read("orders", 0, 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice::<J>(&r.value).unwrap()["order_id"].as_i64().unwrap())
+        .collect();
+    let mut expected: Vec<i64> = (0..110).filter(|i| !in_p0[..10].contains(i)).collect();
+    expected.sort();
+    assert_eq!(ids("committed"), expected, "partition 0 from its committed offset, partition 1 from its first");
+}

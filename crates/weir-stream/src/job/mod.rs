@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as J, json};
 use weir_core::Relation;
-use weir_graph::stream_jobs::StreamJob;
+use weir_graph::stream_jobs::{StartFrom, StreamJob};
 use weir_graph::streams::Topic;
 use weir_log::{Log, RecordRef, Records};
 use weir_warehouse::Warehouse;
@@ -132,6 +132,14 @@ impl JobRun {
             )
             .into());
         }
+        if plan.changelog.is_some() && job.config.start_from != StartFrom::Earliest {
+            return Err(weir_graph::GraphError::at(
+                job.config.location.clone(),
+                "a job over cdc() reads its changelog from the first event: `start_from` is for stream() topics",
+                Some(&job.text),
+            )
+            .into());
+        }
         if plan.changelog.is_some() && job.config.sink != weir_graph::stream_jobs::Sink::Table {
             return Err(weir_graph::GraphError::at(
                 job.config.location.clone(),
@@ -183,6 +191,11 @@ impl JobRun {
     /// The topics it reads: its stream's, and the joined stream's.
     pub fn inputs(&self) -> Vec<&Topic> {
         std::iter::once(&self.topic).chain(&self.joined).collect()
+    }
+
+    /// Every topic it reads or writes: all on one event log, as its commits are.
+    pub fn topic_names(&self) -> Vec<&str> {
+        self.inputs().into_iter().map(|t| t.name.as_str()).chain(self.out_topic.as_ref().map(|t| t.name.as_str())).collect()
     }
 
     /// The topics it reads, in words: `orders`, `orders + payments`.
@@ -473,10 +486,20 @@ impl<'a> Runner<'a> {
         let mut join = plan.stream_join.as_ref().map(|j| pairs::Joining::new(plan, j, lateness));
         if let Some(out) = &run.out_topic {
             log.create_topic(out)?;
+            // What an earlier run of the job left half committed is settled, and that run,
+            // should it still be alive somewhere, can no longer commit.
+            log.claim(&run.group())?;
             settle_checkpoint(run, log)?;
         }
         let checkpoint = read_checkpoint(run.checkpoints.as_ref(), CHECKPOINT)?;
         let mut op = WindowOperator::new(plan.window, plan.aggs.iter().map(|a| a.agg).collect(), lateness);
+        let resumed = match (&checkpoint, plan.shape) {
+            (_, Shape::Stateless) if run.out_topic.is_none() && join.is_none() => !committed.is_empty(),
+            (checkpoint, _) => checkpoint.is_some(),
+        };
+        if !resumed {
+            start_positions(run, log, &mut inputs)?;
+        }
         match (&checkpoint, plan.shape) {
             // A projection's rows and positions are in the sink together: resume from there.
             (_, Shape::Stateless) if run.out_topic.is_none() && join.is_none() => {
@@ -574,6 +597,15 @@ impl<'a> Runner<'a> {
             table_columns: joined.map(|(columns, _)| columns).unwrap_or_default(),
         };
         runner.wm = runner.watermark(now);
+        if !resumed && run.job.config.start_from != StartFrom::Earliest {
+            // Where a job starts is written down at once: started again before its first
+            // checkpoint, it goes on from there, not from a later end or another time.
+            let positions = runner.positions();
+            runner.commit_once(&positions)?;
+            if run.out_topic.is_none() && (plan.shape != Shape::Stateless || runner.join.is_some()) {
+                runner.checkpoint(CHECKPOINT)?;
+            }
+        }
         Ok(runner)
     }
 
@@ -1113,6 +1145,25 @@ fn fetch_while<T>(
     let batch =
         read.and_then(|()| work.into_inner().map(|w| w.finish(direct)).ok_or_else(|| StreamError::Job("no micro-batch was read".into())));
     (batch, out)
+}
+
+/// Where a job with no positions of its own starts reading each partition, as its
+/// `start_from` says.
+fn start_positions(run: &JobRun, log: &dyn Log, inputs: &mut [Input]) -> Result<(), StreamError> {
+    let from = run.job.config.start_from;
+    let committed = if from == StartFrom::Committed { log.positions(&run.group())? } else { weir_log::Positions::new() };
+    for input in inputs {
+        for p in log.describe(&input.topic)?.partitions {
+            let at = match from {
+                StartFrom::Earliest => p.start,
+                StartFrom::Latest => p.end,
+                StartFrom::Committed => committed.get(&(input.topic.clone(), p.partition)).copied().unwrap_or(p.start),
+                StartFrom::Time(ms) => log.offset_for_time(&input.topic, p.partition, ms)?,
+            };
+            input.positions.insert(p.partition, at);
+        }
+    }
+    Ok(())
 }
 
 /// Per source and partition with events, the records read.

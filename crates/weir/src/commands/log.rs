@@ -1,15 +1,15 @@
-//! `weir log topics|describe|produce|consume`: the project's event log (`.weir/log/`) for
-//! people. Topics declared in `streams/*.yml` are made on first use with their partitions
-//! and retention; produce reads JSON lines or CSV from a file or stdin.
+//! `weir log topics|describe|produce|consume`: the project's event logs for people, the
+//! embedded one (`.weir/log/`) and the Kafka cluster of topics declared `log: kafka`.
+//! Topics declared in `streams/*.yml` are made on first use with their partitions and
+//! retention; produce reads JSON lines or CSV from a file or stdin.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value as J, json};
 use weir_graph::streams::{Topic, event_record, read_topics};
-use weir_log::{EmbeddedLog, Log, TopicInfo, TopicSpec};
+use weir_log::{Backend, Log, Logs, TopicInfo, TopicSpec};
 
 use crate::cli::{Global, LogCommand, LogFormat};
 use crate::output::Output;
@@ -23,13 +23,15 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
     // The log lives in the project (`.weir/log/`), as its topics do (`streams/*.yml`).
     require_project(&root)?;
     let declared = read_topics(&root)?;
-    let log = open_log(&root)?;
+    let logs = weir_graph::logs::project_logs(&root, &declared)?;
     match cmd {
-        LogCommand::Topics => topics(&log, &declared, out),
-        LogCommand::Describe { topic } => describe(&log, &declared, topic, out),
+        LogCommand::Topics => topics(&logs, &declared, out),
+        LogCommand::Describe { topic } => describe(logs.for_topic(topic)?.as_ref(), &declared, topic, out),
         LogCommand::Produce { topic, file, format, key, partitions } => {
+            let log = logs.for_topic(topic)?;
+            let log = log.as_ref();
             let decl = declared.iter().find(|t| t.name == *topic);
-            ensure_topic(&log, decl, topic, *partitions)?;
+            ensure_topic(log, decl, topic, *partitions)?;
             let key = key.clone().or_else(|| decl.and_then(|t| t.key.clone()));
             let (source, reader): (String, Box<dyn Read>) = match file {
                 Some(f) => (f.display().to_string(), Box::new(std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?)),
@@ -45,28 +47,24 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
             // the pipe has nothing more to give, not held back until a batch is full.
             let live = file.is_none() && !std::fs::metadata("/dev/stdin").is_ok_and(|m| m.is_file());
             let input = BufReader::with_capacity(1 << 20, reader);
-            let produced = produce(&log, topic, input, &source, format, key.as_deref(), live)?;
+            let produced = produce(log, topic, input, &source, format, key.as_deref(), live)?;
             // Retention is applied where events arrive, as `weir serve` does once a minute.
             log.apply_retention(chrono::Utc::now().timestamp_millis())?;
             out.info(format!("Produced {produced} event{} to '{topic}'", if produced == 1 { "" } else { "s" }));
             Ok(0)
         }
         LogCommand::Consume { topic, partition, offset, from_end, max, follow } => {
+            let log = logs.for_topic(topic)?;
             if let Some(t) = declared.iter().find(|t| t.name == *topic) {
                 log.create_topic(&t.spec())?;
             }
-            consume(&log, topic, *partition, (*offset, *from_end), *max, *follow)
+            consume(log.as_ref(), topic, *partition, (*offset, *from_end), *max, *follow)
         }
     }
 }
 
-/// The project's embedded log.
-pub fn open_log(root: &Path) -> Result<EmbeddedLog, Error> {
-    Ok(EmbeddedLog::for_project(root)?)
-}
-
 /// Makes a topic on first use: as `streams/*.yml` declares it, else with `--partitions`.
-fn ensure_topic(log: &EmbeddedLog, decl: Option<&Topic>, name: &str, partitions: Option<u32>) -> Result<(), Error> {
+fn ensure_topic(log: &dyn Log, decl: Option<&Topic>, name: &str, partitions: Option<u32>) -> Result<(), Error> {
     match (decl, partitions) {
         (Some(t), Some(p)) if p != t.partitions => {
             Err(format!("topic '{name}' is declared with {} partition(s) at {}, not {p}", t.partitions, t.location).into())
@@ -84,7 +82,7 @@ fn ensure_topic(log: &EmbeddedLog, decl: Option<&Topic>, name: &str, partitions:
 /// Appends every event of `input`; a line that is not an event stops it with its place,
 /// after the events before it were appended.
 fn produce(
-    log: &EmbeddedLog,
+    log: &dyn Log,
     topic: &str,
     mut input: BufReader<Box<dyn Read>>,
     source: &str,
@@ -179,7 +177,7 @@ fn produce(
 
 /// Prints events as JSON lines, partition by partition (or as they arrive, with `follow`).
 fn consume(
-    log: &EmbeddedLog,
+    log: &dyn Log,
     topic: &str,
     partition: Option<u32>,
     (offset, from_end): (Option<u64>, bool),
@@ -234,38 +232,47 @@ fn consume(
     }
 }
 
-fn topics(log: &EmbeddedLog, declared: &[Topic], out: &Output) -> Result<u8, Error> {
+fn topics(logs: &Logs, declared: &[Topic], out: &Output) -> Result<u8, Error> {
     /// One topic's line: declared, made, or both.
     struct Row {
         name: String,
+        log: Backend,
         partitions: u32,
-        /// Events and bytes kept, once the topic is made.
-        kept: Option<(u64, u64)>,
+        /// Events and bytes kept, once the topic is made (bytes: on the embedded log).
+        kept: Option<(u64, Option<u64>)>,
         declared_at: Option<String>,
     }
-    let existing = log.topics()?;
-    let kept = |i: &TopicInfo| (i.partitions.iter().map(|p| p.end - p.start).sum(), i.partitions.iter().map(|p| p.bytes).sum());
+    let mut existing: Vec<(Backend, TopicInfo)> = logs.embedded()?.topics()?.into_iter().map(|t| (Backend::Embedded, t)).collect();
+    if logs.uses_kafka() {
+        existing.extend(logs.kafka()?.topics()?.into_iter().map(|t| (Backend::Kafka, t)));
+    }
+    let kept = |b: Backend, i: &TopicInfo| {
+        let bytes = (b == Backend::Embedded).then(|| i.partitions.iter().map(|p| p.bytes).sum());
+        (i.partitions.iter().map(|p| p.end - p.start).sum(), bytes)
+    };
     let mut rows: Vec<Row> = declared
         .iter()
         .map(|t| {
-            let info = existing.iter().find(|e| e.spec.name == t.name);
+            let info = existing.iter().find(|(b, e)| *b == t.log && e.spec.name == t.name);
             Row {
                 name: t.name.clone(),
-                partitions: info.map_or(t.partitions, |i| i.spec.partitions),
-                kept: info.map(kept),
+                log: t.log,
+                partitions: info.map_or(t.partitions, |(_, i)| i.spec.partitions),
+                kept: info.map(|(b, i)| kept(*b, i)),
                 declared_at: Some(t.location.to_string()),
             }
         })
         .collect();
-    for e in existing.iter().filter(|e| !declared.iter().any(|d| d.name == e.spec.name)) {
-        rows.push(Row { name: e.spec.name.clone(), partitions: e.spec.partitions, kept: Some(kept(e)), declared_at: None });
+    for (b, e) in existing.iter().filter(|(b, e)| !declared.iter().any(|d| d.log == *b && d.name == e.spec.name)) {
+        rows.push(Row { name: e.spec.name.clone(), log: *b, partitions: e.spec.partitions, kept: Some(kept(*b, e)), declared_at: None });
     }
+    let log_name = |b: Backend| if b == Backend::Kafka { "kafka" } else { "embedded" };
     if out.format == LogFormat::Json {
         let docs: Vec<J> = rows
             .iter()
             .map(|r| {
-                json!({"topic": r.name, "declared_at": r.declared_at, "partitions": r.partitions,
-                       "events": r.kept.map(|k| k.0), "bytes": r.kept.map(|k| k.1)})
+                json!({"topic": r.name, "log": log_name(r.log), "declared_at": r.declared_at, "partitions": r.partitions,
+                       "events": r.kept.map(|k| k.0), "bytes": r.kept.and_then(|k| k.1)})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&docs)?);
@@ -275,16 +282,17 @@ fn topics(log: &EmbeddedLog, declared: &[Topic], out: &Output) -> Result<u8, Err
         out.info("No topics: declare them in streams/*.yml (see docs/streams.md), or produce with --partitions.");
         return Ok(0);
     }
-    out.info(format!("{:<30} {:>10} {:>12} {:>12}  declared", "topic", "partitions", "events", "bytes"));
+    out.info(format!("{:<30} {:<8} {:>10} {:>12} {:>12}  declared", "topic", "log", "partitions", "events", "bytes"));
     for r in rows {
-        let (events, bytes) = r.kept.map_or(("-".into(), "-".into()), |(e, b)| (e.to_string(), b.to_string()));
+        let (events, bytes) =
+            r.kept.map_or(("-".into(), "-".into()), |(e, b)| (e.to_string(), b.map_or_else(|| "-".into(), |b| b.to_string())));
         let at = r.declared_at.unwrap_or_else(|| "(not declared)".into());
-        out.info(format!("{:<30} {:>10} {events:>12} {bytes:>12}  {at}", r.name, r.partitions));
+        out.info(format!("{:<30} {:<8} {:>10} {events:>12} {bytes:>12}  {at}", r.name, log_name(r.log), r.partitions));
     }
     Ok(0)
 }
 
-fn describe(log: &EmbeddedLog, declared: &[Topic], topic: &str, out: &Output) -> Result<u8, Error> {
+fn describe(log: &dyn Log, declared: &[Topic], topic: &str, out: &Output) -> Result<u8, Error> {
     if let Some(t) = declared.iter().find(|t| t.name == topic) {
         log.create_topic(&t.spec())?;
     }

@@ -11,7 +11,6 @@ use weir_orchestrate::{Pipelines, Scheduler, WorkerHandle};
 use weir_server::{AppState, Ended, Events, ServerConfig, ServerError, Streams, Supervisor, Work};
 
 use crate::cli::Global;
-use crate::commands::log::open_log;
 use crate::commands::pipeline::{executor, runtime};
 use crate::output::Output;
 use crate::workspace::{Error, Workspace, new_flags};
@@ -43,15 +42,20 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
                 "no API token is configured ($WEIR_API_TOKEN or server.token in weir.yml): the API answers only /health and /openapi.json",
             );
         }
-        let events = Arc::new(Events { log: open_log(&root)?, topics: read_topics(&root)? });
+        let topics = read_topics(&root)?;
+        let events = Arc::new(Events { logs: weir_graph::logs::project_logs(&root, &topics)?, topics });
         let jobs = super::stream::jobs(&ws, &root)?;
         let supervisor = if jobs.is_empty() {
             None
         } else {
             let enabled = jobs.iter().filter(|r| r.job.config.enabled).count();
             out.info(format!("Running {enabled} of {} stream job(s); GET /api/v1/streams shows them", jobs.len()));
-            let (log, wh): (Arc<dyn weir_log::Log>, _) = (Arc::new(open_log(&root)?), super::stream::warehouse(&ws)?);
-            Some(Supervisor::start("stream", jobs.iter().map(|r| stream_work(r.clone(), log.clone(), wh.clone())).collect()))
+            let wh = super::stream::warehouse(&ws)?;
+            let mut work = vec![];
+            for r in &jobs {
+                work.push(stream_work(r.clone(), events.logs.for_topics(&r.topic_names())?, wh.clone()));
+            }
+            Some(Supervisor::start("stream", work))
         };
         let sources = super::cdc::sources(&ws)?;
         let followers = if sources.is_empty() {
@@ -124,7 +128,8 @@ async fn apply_retention(events: Arc<Events>, out: Arc<Output>) {
     loop {
         tick.tick().await;
         let events = events.clone();
-        let done = tokio::task::spawn_blocking(move || events.log.apply_retention(chrono::Utc::now().timestamp_millis())).await;
+        let done =
+            tokio::task::spawn_blocking(move || events.logs.embedded()?.apply_retention(chrono::Utc::now().timestamp_millis())).await;
         if let Ok(Err(e)) = done {
             out.warn(format!("event log retention: {e}"));
         }

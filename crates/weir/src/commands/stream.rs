@@ -1,5 +1,5 @@
 //! `weir stream list|run|status|reset`: the project's stream jobs (`streams/*.sql`) over the
-//! embedded event log, writing to the target's warehouse.
+//! event log their topics are on (embedded or Kafka), writing to the target's warehouse.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -58,7 +58,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             if *reset {
                 job::reset(r, wh.as_ref())?;
             }
-            let log = super::log::open_log(&root)?;
+            let log = logs(&root)?.for_topics(&r.topic_names())?;
             let control = Control { drain: *drain, ..Control::default() };
             stop_on_signal(&control.stop);
             let live = std::io::stderr().is_terminal() && out.format == LogFormat::Text;
@@ -74,7 +74,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
                 }
             };
             out.info(format!("Running '{name}': {} -> {}", r.topics_text(), r.sink_text()));
-            let result = job::run(r, &log, wh, &control, &mut report);
+            let result = job::run(r, log.as_ref(), wh, &control, &mut report);
             if live {
                 eprintln!();
             }
@@ -95,6 +95,11 @@ pub(crate) fn jobs(ws: &Workspace, root: &Path) -> Result<Vec<JobRun>, Error> {
     let m = &ws.manifest;
     let jobs = m.nodes.values().filter_map(|n| n.stream.as_deref());
     Ok(jobs.map(|j| JobRun::in_project(m, j.clone(), &topics)).collect::<Result<_, _>>()?)
+}
+
+/// The project's event logs, as `streams/*.yml` and `weir.yml` place its topics.
+pub(crate) fn logs(root: &Path) -> Result<weir_log::Logs, Error> {
+    Ok(weir_graph::logs::project_logs(root, &read_topics(root)?)?)
 }
 
 pub(crate) fn warehouse(ws: &Workspace) -> Result<Arc<dyn weir_warehouse::Warehouse>, Error> {

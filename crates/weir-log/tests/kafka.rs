@@ -1,0 +1,257 @@
+//! The Kafka backend against a real Kafka-protocol broker (noida-db, started per test on a
+//! free loopback port), with confluent-kafka (Python) as the client on the other side.
+
+mod support;
+
+use std::time::Duration;
+
+use support::kafka::{Broker, READ_COMMITTED};
+use weir_log::{Commit, KafkaConfig, KafkaLog, Log, LogError, Output, Positions, Record, TopicSpec, partition_for};
+
+fn connect(broker: &Broker) -> KafkaLog {
+    let mut config = KafkaConfig::new(broker.servers());
+    config.timeout = Duration::from_secs(20);
+    KafkaLog::connect(config).unwrap()
+}
+
+/// A record stamped now (a broker deletes records older than its retention, 7 days).
+fn record(key: &str, value: &str) -> Record {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    Record { key: Some(key.as_bytes().to_vec()), value: value.as_bytes().to_vec(), timestamp: now }
+}
+
+/// Records of a partition from `offset` on, polled for until some come (a read gives what
+/// the consumer has fetched so far, or nothing).
+fn read(log: &KafkaLog, topic: &str, partition: u32, offset: u64, max: usize) -> Vec<weir_log::StoredRecord> {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let records = log.read(topic, partition, offset, max).unwrap();
+        if !records.is_empty() || std::time::Instant::now() > until {
+            return records;
+        }
+    }
+}
+
+/// Every record of every partition, as `(partition, key, value)`.
+fn everything(log: &KafkaLog, topic: &str) -> Vec<(u32, String, String)> {
+    let info = log.describe(topic).unwrap();
+    let mut out = vec![];
+    for p in &info.partitions {
+        let mut at = p.start;
+        while at < p.end {
+            let records = read(log, topic, p.partition, at, 1000);
+            let Some(last) = records.last() else { break };
+            at = last.offset + 1;
+            for r in records {
+                let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or(b"-")).into_owned();
+                out.push((p.partition, key, String::from_utf8_lossy(&r.value).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn records_cross_between_weir_and_a_client_written_by_others() {
+    records_cross(&Broker::start(), true);
+}
+
+/// The same on a second implementation of the protocol, which keeps no topic settings.
+#[test]
+fn records_cross_on_a_second_broker() {
+    records_cross(&Broker::start_tansu(), false);
+}
+
+fn records_cross(broker: &Broker, settings: bool) {
+    let log = connect(broker);
+    let info = log
+        .create_topic(&TopicSpec { retention: weir_log::Retention { ms: Some(86_400_000), bytes: None }, ..TopicSpec::new("events", 3) })
+        .unwrap();
+    assert_eq!(info.partitions.len(), 3);
+    if settings {
+        assert_eq!(info.spec.retention.ms, Some(86_400_000), "the topic is made with its retention");
+    }
+    // Made again with the same partitions: nothing changes; with others: refused.
+    assert_eq!(log.create_topic(&TopicSpec::new("events", 3)).unwrap().partitions.len(), 3);
+    let e = log.create_topic(&TopicSpec::new("events", 5)).unwrap_err().to_string();
+    assert!(e.contains("has 3 partition(s)") && e.contains("not 5"), "{e}");
+
+    // Weir appends; the other client reads each key in the partition Kafka's own clients
+    // (murmur2) put it in.
+    let records: Vec<Record> = (0..60).map(|i| record(&format!("k{i}"), &format!("{{\"n\":{i}}}"))).collect();
+    let placed = log.append("events", None, &records).unwrap();
+    assert_eq!(placed.len(), 60);
+    for (i, (p, _)) in placed.iter().enumerate() {
+        assert_eq!(*p, partition_for(format!("k{i}").as_bytes(), 3), "record {i}");
+    }
+    let seen = broker.python(&format!("{READ_COMMITTED}\nread('events')\n"));
+    assert_eq!(seen.lines().count(), 60, "{seen}");
+    for line in seen.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f[0].parse::<u32>().unwrap(), partition_for(f[2].as_bytes(), 3), "{line}");
+    }
+
+    // The other client produces (with Java's partitioner); Weir reads every record.
+    broker.python(
+        r#"
+import os
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": os.environ["BOOTSTRAP"], "partitioner": "murmur2_random"})
+for i in range(60, 100):
+    p.produce("events", key=f"k{i}", value='{"n":%d}' % i)
+p.flush()
+"#,
+    );
+    let all = everything(&log, "events");
+    assert_eq!(all.len(), 100);
+    for (p, key, _) in &all {
+        assert_eq!(*p, partition_for(key.as_bytes(), 3), "{key}");
+    }
+    let mut ns: Vec<i64> =
+        all.iter().map(|(_, _, v)| serde_json::from_str::<serde_json::Value>(v).unwrap()["n"].as_i64().unwrap()).collect();
+    ns.sort();
+    assert_eq!(ns, (0..100).collect::<Vec<_>>());
+
+    // Reads go on from any offset, backwards too.
+    let p0 = log.describe("events").unwrap().partitions[0];
+    assert!(p0.end >= 4, "{p0:?}");
+    let from_2 = read(&log, "events", 0, 2, 2);
+    assert_eq!(from_2.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![2, 3]);
+    let from_0 = read(&log, "events", 0, 0, 1);
+    assert_eq!(from_0.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(read(&log, "events", 0, 1, 1)[0].offset, 1);
+    assert!(log.read("events", 0, p0.end, 10).unwrap().is_empty(), "nothing past the end");
+    let e = log.describe("nope").unwrap_err();
+    assert!(matches!(e, LogError::UnknownTopic(_)), "{e}");
+    assert!(log.topics().unwrap().iter().any(|t| t.spec.name == "events"));
+}
+
+#[test]
+fn a_commit_is_one_transaction_with_the_group_positions_and_marks() {
+    let broker = Broker::start();
+    let log = connect(&broker);
+    log.create_topic(&TopicSpec::new("in", 2)).unwrap();
+    log.create_topic(&TopicSpec::new("out", 2)).unwrap();
+    log.append("in", None, &(0..10).map(|i| record(&format!("k{i}"), "x")).collect::<Vec<_>>()).unwrap();
+    log.claim("job").unwrap();
+    let mut positions = Positions::new();
+    positions.insert(("in".into(), 0), 3);
+    positions.insert(("in".into(), 1), 4);
+    // Not a topic: a committer's own mark, kept with the offsets.
+    positions.insert(("_weir_checkpoint".into(), 0), 7);
+    let commit = Commit {
+        outputs: vec![Output { topic: "out".into(), partition: None, records: vec![record("a", "1"), record("b", "2")] }],
+        positions: positions.clone(),
+    };
+    log.commit("job", &commit).unwrap();
+    assert_eq!(log.positions("job").unwrap(), positions);
+    assert!(log.groups().unwrap().contains(&"job".to_string()));
+    let seen = broker.python(&format!("{READ_COMMITTED}\nread('out')\n"));
+    let mut values: Vec<&str> = seen.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
+    values.sort();
+    assert_eq!(values, vec!["1", "2"], "{seen}");
+
+    // Positions of no topic cannot ride alone.
+    let mut alone = Positions::new();
+    alone.insert(("_weir_checkpoint".into(), 0), 8);
+    let e = log.commit("job", &Commit { outputs: vec![], positions: alone }).unwrap_err().to_string();
+    assert!(e.contains("_weir_checkpoint"), "{e}");
+    assert_eq!(log.positions("job").unwrap(), positions, "a refused commit changes nothing");
+}
+
+#[test]
+fn a_claim_aborts_what_a_killed_holder_left_open_and_fences_a_live_one() {
+    let broker = Broker::start();
+    let log = connect(&broker);
+    log.create_topic(&TopicSpec::new("in", 1)).unwrap();
+    log.create_topic(&TopicSpec::new("out", 1)).unwrap();
+    log.append("in", None, &[record("k", "x"), record("k", "y")]).unwrap();
+    log.claim("job").unwrap();
+    let mut first = Positions::new();
+    first.insert(("in".into(), 0), 1);
+    log.commit(
+        "job",
+        &Commit {
+            outputs: vec![Output { topic: "out".into(), partition: None, records: vec![record("k", "first")] }],
+            positions: first.clone(),
+        },
+    )
+    .unwrap();
+
+    // A holder of the group's transactional id is killed in the middle of a transaction
+    // (its records sent, its offsets too, never committed).
+    broker.python(
+        r#"
+import os
+from confluent_kafka import Producer, Consumer, TopicPartition
+p = Producer({"bootstrap.servers": os.environ["BOOTSTRAP"], "transactional.id": "weir.job"})
+p.init_transactions(10)
+p.begin_transaction()
+p.produce("out", key="k", value="half")
+c = Consumer({"bootstrap.servers": os.environ["BOOTSTRAP"], "group.id": "job"})
+p.send_offsets_to_transaction([TopicPartition("in", 0, 2)], c.consumer_group_metadata(), 10)
+p.flush(10)
+os._exit(0)
+"#,
+    );
+    // The old holder here was fenced by it; a new one claims the group: the open
+    // transaction is aborted, so neither its record nor its offsets count.
+    let e = log.commit("job", &Commit { outputs: vec![], positions: first.clone() }).unwrap_err().to_string();
+    assert!(e.contains("committing group 'job'"), "{e}");
+    let again = connect(&broker);
+    again.claim("job").unwrap();
+    assert_eq!(again.positions("job").unwrap(), first);
+    // Aborted, not merely left open: a record appended after it is visible to
+    // read_committed consumers (an open transaction would hold them all back).
+    again.append("out", None, &[record("k", "after")]).unwrap();
+    let seen = broker.python(&format!("{READ_COMMITTED}\nread('out')\n"));
+    assert_eq!(seen.lines().map(|l| l.rsplit(' ').next().unwrap()).collect::<Vec<_>>(), vec!["first", "after"], "{seen}");
+
+    // The fenced holder may not commit again, even once its producer would start anew.
+    let e = log.commit("job", &Commit { outputs: vec![], positions: first.clone() }).unwrap_err().to_string();
+    assert!(e.contains("took over group 'job'"), "{e}");
+    let mut second = Positions::new();
+    second.insert(("in".into(), 0), 2);
+    again
+        .commit(
+            "job",
+            &Commit {
+                outputs: vec![Output { topic: "out".into(), partition: None, records: vec![record("k", "second")] }],
+                positions: second.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(again.positions("job").unwrap(), second);
+}
+
+#[test]
+fn a_broker_restarted_under_a_writer_is_waited_out() {
+    let mut broker = Broker::start();
+    let log = connect(&broker);
+    log.create_topic(&TopicSpec::new("events", 1)).unwrap();
+    log.append("events", None, &[record("a", "1")]).unwrap();
+    assert_eq!(read(&log, "events", 0, 0, 10).len(), 1);
+    broker.down();
+    let port = broker.port;
+    let restart = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        broker.up();
+        broker
+    });
+    // Appended while the broker is down: delivered once it is back.
+    log.append("events", None, &[record("b", "2")]).unwrap();
+    let broker = restart.join().unwrap();
+    assert_eq!(broker.port, port);
+    let mut values: Vec<Vec<u8>> = vec![];
+    while values.len() < 2 {
+        let got = read(&log, "events", 0, values.len() as u64, 10);
+        assert!(
+            !got.is_empty(),
+            "record {} never came; the broker has: {}",
+            values.len(),
+            broker.python(&format!("{READ_COMMITTED}\nread('events')\n"))
+        );
+        values.extend(got.into_iter().map(|r| r.value));
+    }
+    assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec()]);
+}

@@ -1,0 +1,176 @@
+//! Stream jobs over Kafka, end to end with the real binary: a private broker (noida-db) per
+//! project, events produced by confluent-kafka (Python), results read back by it with
+//! `read_committed`; `kill -9` at random moments writes each result once.
+
+#[allow(dead_code)]
+#[path = "../../weir-log/tests/support/kafka.rs"]
+mod broker;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use broker::{Broker, READ_COMMITTED};
+use common::{Rng, minimal, query, text, weir, weir_command};
+
+const JOB: &str = "{{ config(sink='topic', topic='revenue_out', checkpoint_interval='200ms', allowed_lateness='2 seconds') }}\n\
+    select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
+    from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds')\n\
+    group by country, window_start, window_end\n";
+
+/// A project whose `orders` topic is on the broker: one line, `log: kafka`, moves it there
+/// (the sink topic, not declared, goes where the job's input is).
+fn project(broker: &Broker) -> tempfile::TempDir {
+    let topics = "topics:\n  - name: orders\n    log: kafka\n    partitions: 3\n    key: country\n    \
+        columns: {order_id: bigint, country: varchar, amount: double, ordered_at: timestamp}\n    \
+        watermark: ordered_at - interval '1 second'\n";
+    let weir_yml = format!("kafka:\n  bootstrap_servers: {}\n  timeout: 20s\n", broker.servers());
+    let dir = minimal(&[("weir.yml", weir_yml.as_str()), ("streams/shop.yml", topics), ("streams/revenue.sql", JOB)]);
+    // The topic made as declared before anyone produces (a broker makes a topic it does not
+    // know with one partition).
+    let o = weir(dir.path(), &["log", "describe", "orders"]);
+    assert!(o.status.success() && text(&o).contains("3 partition(s)"), "{}", text(&o));
+    dir
+}
+
+/// Produces `n` orders from `from` on with confluent-kafka, keyed by country (Java's
+/// partitioner), 25 ms of event time apart, every 50th a little out of order.
+fn produce(broker: &Broker, from: usize, n: usize) {
+    broker.python(&format!(
+        r#"
+import os, json, datetime
+from confluent_kafka import Producer
+p = Producer({{"bootstrap.servers": os.environ["BOOTSTRAP"], "partitioner": "murmur2_random", "linger.ms": 5}})
+countries = ["DE", "FR", "NL", "IT", "ES"]
+for i in range({from}, {from} + {n}):
+    ms = 1796205600000 + i * 25 - (700 if i % 50 == 7 else 0)
+    at = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    c = countries[i % 5]
+    p.produce("orders", key=c, value=json.dumps({{"order_id": i, "country": c, "amount": i % 17 + 0.5, "ordered_at": at}}))
+    p.poll(0)
+p.flush()
+"#
+    ));
+}
+
+/// The sink topic's records as `read_committed` consumers see them: (key, value) by
+/// partition and offset.
+fn results(broker: &Broker) -> Vec<(String, String)> {
+    let out = broker.python(&format!("{READ_COMMITTED}\nread('revenue_out')\n"));
+    out.lines()
+        .map(|l| {
+            let mut f = l.splitn(4, ' ');
+            let (_, _, key, value) = (f.next(), f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+            (key.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_reads_and_writes_kafka_exactly_once_through_kill_9() {
+    // One uninterrupted run.
+    let once_broker = Broker::start();
+    let once = project(&once_broker);
+    produce(&once_broker, 0, 6_000);
+    let o = weir(once.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
+    let last = |records: Vec<(String, String)>| -> BTreeMap<String, String> { records.into_iter().collect() };
+    let expected = last(results(&once_broker));
+    assert!(expected.len() > 100, "{} windows", expected.len());
+
+    // Killed with -9 at random moments, each time after more orders came.
+    let broker = Broker::start();
+    let killed = project(&broker);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut rng = Rng(seed | 1);
+    for round in 0..4 {
+        produce(&broker, round * 1_500, 1_500);
+        let mut child = weir_command(killed.path())
+            .args(["stream", "run", "revenue"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1_200)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let o = weir(killed.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success() && text(&o).contains("6000 read = "), "seed {seed}: {}", text(&o));
+    let got = results(&broker);
+    let mut seen = BTreeSet::new();
+    for r in &got {
+        assert!(seen.insert(r.clone()), "seed {seed}: written twice: {r:?}");
+    }
+    assert_eq!(last(got), expected, "seed {seed}");
+
+    // The job's consumer group holds its positions: no lag left.
+    let o = weir(killed.path(), &["--log-format", "json", "log", "describe", "orders"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let group = d["groups"].as_array().unwrap().iter().find(|g| g["group"] == "weir-stream.revenue").expect("the job's group");
+    let lag: u64 = group["positions"].as_array().unwrap().iter().map(|p| p["lag"].as_u64().unwrap()).sum();
+    assert_eq!((d["partitions"].as_array().unwrap().len(), lag), (3, 0), "{d}");
+}
+
+#[test]
+fn log_commands_and_a_warehouse_sink_work_on_kafka_and_a_poison_message_is_kept() {
+    let broker = Broker::start();
+    let dir = project(&broker);
+    std::fs::write(dir.path().join("streams/revenue.sql"), JOB.replace("sink='topic', topic='revenue_out', ", "")).unwrap();
+    // Weir produces; the topic is made on the broker with its declared partitions.
+    let lines: String = (0..500)
+        .map(|i| {
+            format!(
+                "{{\"order_id\": {i}, \"country\": \"{}\", \"amount\": 1.5, \"ordered_at\": \"2026-12-01T10:00:{:02}Z\"}}\n",
+                ["DE", "FR", "NL", "IT", "ES"][i % 5],
+                i / 10
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("batch.jsonl"), lines).unwrap();
+    let o = weir(dir.path(), &["log", "produce", "orders", "-f", "batch.jsonl"]);
+    assert!(o.status.success() && text(&o).contains("Produced 500 events to 'orders'"), "{}", text(&o));
+    // A message that is not an event, from another client.
+    broker.python(
+        r#"
+import os
+from confluent_kafka import Producer
+p = Producer({"bootstrap.servers": os.environ["BOOTSTRAP"], "partitioner": "murmur2_random"})
+p.produce("orders", key="DE", value=b"\xff not json")
+p.flush()
+"#,
+    );
+    let o = weir(dir.path(), &["log", "topics"]);
+    let line = text(&o).lines().find(|l| l.contains(" orders ")).unwrap_or_default().to_string();
+    assert!(line.contains("kafka") && line.contains(" 3 ") && line.contains(" 501 "), "{}", text(&o));
+    let o = weir(dir.path(), &["log", "consume", "orders", "--max", "3"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3, "{}", text(&o));
+
+    let o = weir(dir.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success() && text(&o).contains("501 read = 500 counted + 0 late + 1 rejected"), "{}", text(&o));
+    // Ten orders a second, five countries: each closed 2-second window holds four of each.
+    let rows = query(&dir.path().join("t.duckdb"), "select count(*), min(orders), max(orders) from revenue");
+    assert!(rows[0][0].parse::<u32>().unwrap() >= 100 && rows[0][1] == "4" && rows[0][2] == "4", "{rows:?}");
+    let rejected = query(&dir.path().join("t.duckdb"), "select topic, reason like '%JSON%' from _weir_rejected_events");
+    assert_eq!(rejected, [["orders", "true"]]);
+}
+
+#[test]
+fn a_project_without_a_cluster_is_told_where_to_name_one() {
+    let dir = minimal(&[
+        ("streams/shop.yml", "topics:\n  - name: orders\n    log: kafka\n"),
+        ("streams/all.sql", "select * from {{ stream('orders') }}\n"),
+    ]);
+    let o = weir(dir.path(), &["log", "consume", "orders"]);
+    assert!(!o.status.success() && text(&o).contains("weir.yml has no `kafka:` section"), "{}", text(&o));
+    std::fs::write(dir.path().join("streams/shop.yml"), "topics:\n  - name: orders\n    log: kafak\n").unwrap();
+    let o = weir(dir.path(), &["log", "topics"]);
+    assert!(
+        !o.status.success() && text(&o).contains("streams/shop.yml:3:10") && text(&o).contains("not one of embedded, kafka"),
+        "{}",
+        text(&o)
+    );
+    assert!(Path::new(dir.path()).exists());
+}
