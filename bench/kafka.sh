@@ -76,7 +76,7 @@ echo "events: $EVENTS, $(head -1 "$dir/events.jsonl" | wc -c) bytes each with th
 (cd "$dir" && "$WEIR" log produce events -f /dev/null >/dev/null && "$WEIR" log produce embedded_events -f events.jsonl >/dev/null)
 
 rate() { python3 -c "print(f'{$EVENTS / $1:,.0f}')"; }
-printf '| what | seconds | events/s |\n|---|---|---|\n'
+printf '| what | seconds | events/s | peak MB |\n|---|---|---|---|\n'
 produced=$("$PY" - "$dir/events.jsonl" <<'PY'
 import json, os, sys, time
 from confluent_kafka import Producer
@@ -96,13 +96,13 @@ p.flush()
 print(f"{time.time() - start:.3f}")
 PY
 )
-printf '| confluent-kafka producer | %s | %s |\n' "$produced" "$(rate "$produced")"
+printf '| confluent-kafka producer | %s | %s | |\n' "$produced" "$(rate "$produced")"
 consumed() {
   taskset -c 0 "$PY" - <<'PY'
 import os, time
 from confluent_kafka import Consumer, TopicPartition
 c = Consumer({"bootstrap.servers": os.environ["BOOTSTRAP"], "group.id": "bench", "isolation.level": "read_committed",
-              "enable.auto.commit": False, "enable.partition.eof": True})
+              "enable.auto.commit": False, "enable.partition.eof": True, "receive.message.max.bytes": 1000000000})
 c.assign([TopicPartition("events", p, 0) for p in (0, 1)])
 start, n, ended = time.time(), 0, set()
 while len(ended) < 2:
@@ -116,7 +116,7 @@ PY
 }
 consumed >/dev/null
 t=$(consumed)
-printf '| confluent-kafka consumer, one core | %s | %s |\n' "$t" "$(rate "$t")"
+printf '| confluent-kafka consumer, one core | %s | %s | |\n' "$t" "$(rate "$t")"
 for run in "tumble:one core:taskset -c 0" "tumble:two cores:" "embedded:two cores:" "embedded:one core:taskset -c 0" "to_topic:two cores:"; do
   IFS=: read -r name cores pin <<<"$run"
   read -r wt wm < <(cd "$dir" && python3 "$WEIR_ROOT/bench/timeit.py" "$REPEAT" --fresh .weir/streams --fresh bench.duckdb --fresh bench.duckdb.wal \
@@ -126,7 +126,7 @@ for run in "tumble:one core:taskset -c 0" "tumble:two cores:" "embedded:two core
     embedded) what="Weir job over the embedded log into DuckDB, $cores" ;;
     to_topic) what="Weir job over Kafka into a Kafka topic (transactions), $cores" ;;
   esac
-  printf '| %s | %s | %s |\n' "$what" "$wt" "$(rate "$wt")"
+  printf '| %s | %s | %s | %s |\n' "$what" "$wt" "$(rate "$wt")" "$wm"
 done
 
 # Latency over live traffic.

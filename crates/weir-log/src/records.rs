@@ -131,17 +131,28 @@ impl Records {
         self.spans.push(Span { offset, timestamp, txn, key, value });
     }
 
-    /// The first `n` records taken out; the rest stay.
+    /// The first `n` records taken out; the rest stay. What they leave behind in the buffer
+    /// is reclaimed once it is most of it, so taking a little at a time from a large batch
+    /// costs the records taken, not the ones left.
     pub(crate) fn take_front(&mut self, n: usize) -> Records {
         if n >= self.len() {
             return std::mem::take(self);
         }
-        let (mut front, mut back) = (Records::default(), Records::default());
-        for (i, r) in self.iter().enumerate() {
-            let into = if i < n { &mut front } else { &mut back };
-            into.push_copy(r.offset, r.timestamp, r.key, r.value, r.txn);
+        let mut front = Records::default();
+        for r in self.slice(0..n) {
+            front.push_copy(r.offset, r.timestamp, r.key, r.value, r.txn);
         }
-        *self = back;
+        self.spans.drain(..n);
+        let dead = self.spans.first().map_or(self.data.len(), |s| s.key.map_or(s.value.0, |k| k.0.min(s.value.0)));
+        if dead > self.data.len() / 2 {
+            self.data.drain(..dead);
+            for s in &mut self.spans {
+                s.value.0 -= dead;
+                if let Some(k) = &mut s.key {
+                    k.0 -= dead;
+                }
+            }
+        }
         front
     }
 }
@@ -175,10 +186,14 @@ mod tests {
         assert_eq!(packed.last().map(|r| r.offset), Some(6));
         assert_eq!(packed.to_stored(), owned);
         assert!(packed.get(3).is_none());
-        let mut rest = packed.clone();
-        let front = rest.take_front(2);
-        assert_eq!((front.to_stored(), rest.to_stored()), (owned[..2].to_vec(), owned[2..].to_vec()));
-        assert_eq!(rest.take_front(5).to_stored(), owned[2..].to_vec());
-        assert!(rest.is_empty());
+        for first in 0..=3 {
+            let mut rest = packed.clone();
+            let front = rest.take_front(first);
+            assert_eq!((front.to_stored(), rest.to_stored()), (owned[..first].to_vec(), owned[first..].to_vec()), "{first}");
+            let second = rest.take_front(1);
+            assert_eq!(second.to_stored(), owned[first..(first + 1).min(3)].to_vec());
+            assert_eq!(rest.take_front(5).to_stored(), owned[(first + 1).min(3)..].to_vec());
+            assert!(rest.is_empty());
+        }
     }
 }

@@ -3,6 +3,9 @@
 //! then catches its mirrors up before the models on them), `weir cdc status` reports the
 //! slot, `weir cdc drop` removes what Weir made, and setup mistakes say what to change.
 
+#[allow(dead_code)]
+#[path = "../../weir-log/tests/support/kafka.rs"]
+mod broker;
 mod common;
 #[path = "../../weir-cdc/tests/support/mod.rs"]
 mod support;
@@ -261,6 +264,44 @@ fn a_stream_job_over_the_change_events_follows_the_source_table() {
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn change_events_go_to_kafka_and_a_job_reads_them_there() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = source_db(&pg);
+    let kafka = broker::Broker::start();
+    let job = "select customer_id, count(*) as orders, sum(amount) as revenue\n\
+               from {{ cdc('shop', 'public.orders') }}\ngroup by customer_id\n";
+    // One line per topic moves the change events to the cluster.
+    let topics = "topics:\n  - name: shop.public.orders\n    log: kafka\n  - name: shop.crm.customers\n    log: kafka\n";
+    let weir_yml = format!("kafka:\n  bootstrap_servers: {}\n  timeout: 20s\n", kafka.servers());
+    let dir = minimal(&[
+        ("loads/shop.yml", &loads(pg.port, "    events: true\n")),
+        ("streams/by_customer.sql", job),
+        ("streams/topics.yml", topics),
+        ("weir.yml", &weir_yml),
+    ]);
+    let by_customer = || query(&dir.path().join("t.duckdb"), "select customer_id, orders, revenue from by_customer order by 1");
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(by_customer(), vec![vec!["1", "5", "30"], vec!["2", "5", "25"]]);
+    db.batch_execute(
+        "update orders set customer_id = 2 where id = 2; delete from orders where id = 1; insert into orders values (11, 3, 7.5, 'new');",
+    )
+    .unwrap();
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(by_customer(), vec![vec!["1", "4", "28"], vec!["2", "5", "26"], vec!["3", "1", "7.5"]]);
+    // On the broker, in Debezium's envelope, for any read_committed consumer; nothing on the
+    // embedded log.
+    let seen = kafka.python(&format!("{}\nread('shop.public.orders')\n", broker::READ_COMMITTED));
+    let ops: String = seen
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l.splitn(4, ' ').nth(3).unwrap()).unwrap()["op"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ops, "rrrrrrrrrrudc", "{seen}");
+    assert!(!dir.path().join(".weir/log/topics/shop.public.orders").exists());
 }
 
 /// What a job over change events needs of its load is named with the place in the job,
