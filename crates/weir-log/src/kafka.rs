@@ -445,14 +445,20 @@ impl Log for KafkaLog {
             }
         })();
         let Err(e) = result else { return Ok(()) };
-        // Fenced by a newer holder of the group, or broken: never started again here.
-        let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+        // Fenced by a newer holder of the group: never started again here. Broken otherwise
+        // (fatal): started anew at the next commit.
+        let fenced = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+        );
+        let fatal = fenced || matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
         let aborted = !fatal && producer.abort_transaction(timeout).is_ok();
-        if fatal {
-            g.fenced = true;
-        }
         if !aborted {
             g.producer = None;
+        }
+        if fenced {
+            g.fenced = true;
+            return Err(LogError::Fenced { servers: self.config.bootstrap_servers.clone(), group: group.to_string() });
         }
         Err(self.err(&what, e))
     }
@@ -478,10 +484,7 @@ impl Group {
     /// The transactional producer, started (and earlier holders fenced) on first use.
     fn producer(&mut self, config: &KafkaConfig) -> Result<&BaseProducer<Deliveries>, LogError> {
         if self.fenced {
-            return Err(LogError::Invalid(format!(
-                "another process took over group '{}' on {}: this one may no longer commit for it",
-                self.name, config.bootstrap_servers
-            )));
+            return Err(LogError::Fenced { servers: config.bootstrap_servers.clone(), group: self.name.clone() });
         }
         if self.producer.is_none() {
             let id = format!("weir.{}", self.name);

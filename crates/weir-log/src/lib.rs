@@ -235,6 +235,10 @@ pub enum LogError {
     Invalid(String),
     #[error("kafka ({servers}): {what}: {message}")]
     Kafka { servers: String, what: String, message: String },
+    /// Another process claimed the group ([`Log::claim`]): this one may not commit for it
+    /// again, however often it tries.
+    #[error("kafka ({servers}): another process took over group '{group}': this one may no longer commit for it")]
+    Fenced { servers: String, group: String },
 }
 
 impl LogError {

@@ -174,3 +174,39 @@ fn a_project_without_a_cluster_is_told_where_to_name_one() {
     );
     assert!(Path::new(dir.path()).exists());
 }
+
+#[test]
+fn a_running_job_waits_out_a_broker_restart_and_loses_nothing() {
+    let mut broker = Broker::start();
+    let dir = project(&broker);
+    produce(&broker, 0, 3_000);
+    let mut job = weir_command(dir.path())
+        .args(["stream", "run", "revenue"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // The broker goes away under the running job (its reads and checkpoint commits fail
+    // meanwhile) and comes back on the same port and data.
+    broker.down();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.up();
+    produce(&broker, 3_000, 3_000);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(job.try_wait().unwrap().is_none(), "the job kept running");
+    std::process::Command::new("kill").args(["-TERM", &job.id().to_string()]).status().unwrap();
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let o = weir(dir.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
+    let got = results(&broker);
+    let mut seen = BTreeSet::new();
+    for r in &got {
+        assert!(seen.insert(r.clone()), "written twice: {r:?}");
+    }
+    // Every window closed by the 6,000 orders is there: 2-second windows of 80 orders.
+    let windows: BTreeMap<String, String> = got.into_iter().collect();
+    let counted: i64 = windows.values().map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap()["orders"].as_i64().unwrap()).sum();
+    assert!(windows.len() >= 70 * 5 && counted >= 5_600, "{} windows, {counted} orders", windows.len());
+}

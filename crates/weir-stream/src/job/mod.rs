@@ -956,6 +956,8 @@ impl<'a> Runner<'a> {
                     }
                     return Ok(());
                 }
+                // Another run of the job took over: trying again cannot succeed.
+                Err(e @ StreamError::Log(weir_log::LogError::Fenced { .. })) => return Err(e),
                 Err(e) => {
                     self.status.last_error = Some(format!("the sink refused a write, retrying in {:.1}s: {e}", delay.as_secs_f64()));
                     self.refresh_status("retrying")?;
