@@ -116,8 +116,19 @@ fn a_job_reads_and_writes_kafka_exactly_once_through_kill_9() {
 
 #[test]
 fn log_commands_and_a_warehouse_sink_work_on_kafka_and_a_poison_message_is_kept() {
-    let broker = Broker::start();
-    let dir = project(&broker);
+    log_commands_and_a_warehouse_sink(&Broker::start(), true);
+}
+
+/// The same on a second implementation of the protocol: nothing here needs transactions.
+/// Its ListOffsets answers a partition's end as 1 whatever it holds, so the counts of
+/// `weir log topics` are not checked there.
+#[test]
+fn log_commands_and_a_warehouse_sink_work_on_a_second_broker() {
+    log_commands_and_a_warehouse_sink(&Broker::start_tansu(), false);
+}
+
+fn log_commands_and_a_warehouse_sink(broker: &Broker, offsets: bool) {
+    let dir = project(broker);
     std::fs::write(dir.path().join("streams/revenue.sql"), JOB.replace("sink='topic', topic='revenue_out', ", "")).unwrap();
     // Weir produces; the topic is made on the broker with its declared partitions.
     let lines: String = (0..500)
@@ -144,7 +155,7 @@ p.flush()
     );
     let o = weir(dir.path(), &["log", "topics"]);
     let line = text(&o).lines().find(|l| l.contains(" orders ")).unwrap_or_default().to_string();
-    assert!(line.contains("kafka") && line.contains(" 3 ") && line.contains(" 501 "), "{}", text(&o));
+    assert!(line.contains("kafka") && line.contains(" 3 ") && (line.contains(" 501 ") || !offsets), "{}", text(&o));
     let o = weir(dir.path(), &["log", "consume", "orders", "--max", "3"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3, "{}", text(&o));
 
