@@ -248,7 +248,7 @@ fn topics(logs: &Logs, declared: &[Topic], out: &Output) -> Result<u8, Error> {
     }
     let kept = |b: Backend, i: &TopicInfo| {
         let bytes = (b == Backend::Embedded).then(|| i.partitions.iter().map(|p| p.bytes).sum());
-        (i.partitions.iter().map(|p| p.end - p.start).sum(), bytes)
+        (i.partitions.iter().map(|p| p.end.saturating_sub(p.start)).sum(), bytes)
     };
     let mut rows: Vec<Row> = declared
         .iter()
