@@ -105,3 +105,24 @@ impl Logs {
         names.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_used_together_share_the_log_their_declarations_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let declared = HashMap::from([("orders".to_string(), Backend::Kafka), ("clicks".to_string(), Backend::Embedded)]);
+        let logs = Logs::new(dir.path().to_path_buf(), None, declared);
+        assert!(logs.uses_kafka());
+        // Undeclared: alone on the embedded log, or with the declared ones it is used with.
+        assert!(logs.for_topics(&["scratch"]).is_ok());
+        assert!(logs.for_topics(&["clicks", "scratch"]).is_ok());
+        let e = logs.for_topics(&["orders", "clicks"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("orders on Kafka and clicks on the embedded log"), "{e}");
+        // Kafka wanted, no cluster named: said so, naming the topics declared there.
+        let e = logs.for_topics(&["orders", "revenue_out"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("orders are declared with `log: kafka`") && e.contains("weir.yml has no `kafka:` section"), "{e}");
+    }
+}
