@@ -80,8 +80,8 @@ pub fn kafka_config(root: &Path) -> Result<Option<KafkaConfig>, GraphError> {
             }
             "timeout" => {
                 let t = render(v, &key)?;
-                let ms =
-                    crate::streams::interval_ms(&t).filter(|ms| *ms > 0).or_else(|| t.parse::<f64>().ok().map(|s| (s * 1000.0) as i64));
+                // `30s`, `2 minutes`, or a bare number of seconds.
+                let ms = crate::streams::interval_ms(&t).or_else(|| t.parse::<f64>().ok().map(|s| (s * 1000.0) as i64));
                 config.timeout = ms
                     .filter(|ms| *ms > 0)
                     .map(|ms| Duration::from_millis(ms as u64))

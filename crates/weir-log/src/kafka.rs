@@ -92,6 +92,8 @@ pub struct KafkaLog {
     known: Mutex<HashSet<String>>,
     /// The cluster did not answer a DescribeConfigs request: retention is not shown.
     no_configs: AtomicBool,
+    /// Each topic's retention, once read.
+    retentions: Mutex<HashMap<String, Retention>>,
 }
 
 /// Prefix of the metadata that carries a commit's marks (positions of no topic).
@@ -146,6 +148,7 @@ impl KafkaLog {
             groups: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),
             no_configs: AtomicBool::new(false),
+            retentions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -182,26 +185,31 @@ impl KafkaLog {
         Ok(out)
     }
 
-    /// Each topic's retention settings, as the cluster holds them. Best effort: a broker
-    /// that does not answer DescribeConfigs (some Kafka-protocol brokers) is asked once.
+    /// Each topic's retention settings, as the cluster held them when first asked: a running
+    /// job describes its topics every second for its lag, and asks for their settings once.
+    /// Best effort: a broker that does not answer DescribeConfigs (some Kafka-protocol
+    /// brokers) is asked once.
     fn retention(&self, topics: &[&str]) -> HashMap<String, Retention> {
-        let mut out = HashMap::new();
-        if self.no_configs.load(Ordering::Relaxed) {
-            return out;
+        let mut known = lock(&self.retentions);
+        let missing: Vec<&str> = topics.iter().copied().filter(|t| !known.contains_key(*t)).collect();
+        if !missing.is_empty() && !self.no_configs.load(Ordering::Relaxed) {
+            let specs: Vec<ResourceSpecifier> = missing.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+            let opts = AdminOptions::new().request_timeout(Some(self.config.timeout.min(CONFIGS_TIMEOUT)));
+            match futures_executor::block_on(self.admin.describe_configs(&specs, &opts)) {
+                Ok(results) => {
+                    for (topic, r) in missing.iter().zip(results) {
+                        let Ok(resource) = r else { continue };
+                        let number = |key: &str| {
+                            resource.get(key).and_then(|e| e.value.as_deref()).and_then(|v| v.parse::<i64>().ok()).filter(|v| *v >= 0)
+                        };
+                        let retention = Retention { ms: number("retention.ms"), bytes: number("retention.bytes").map(|b| b as u64) };
+                        known.insert(topic.to_string(), retention);
+                    }
+                }
+                Err(_) => self.no_configs.store(true, Ordering::Relaxed),
+            }
         }
-        let specs: Vec<ResourceSpecifier> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
-        let opts = AdminOptions::new().request_timeout(Some(self.config.timeout.min(CONFIGS_TIMEOUT)));
-        let Ok(results) = futures_executor::block_on(self.admin.describe_configs(&specs, &opts)) else {
-            self.no_configs.store(true, Ordering::Relaxed);
-            return out;
-        };
-        for (topic, r) in topics.iter().zip(results) {
-            let Ok(resource) = r else { continue };
-            let number =
-                |key: &str| resource.get(key).and_then(|e| e.value.as_deref()).and_then(|v| v.parse::<i64>().ok()).filter(|v| *v >= 0);
-            out.insert(topic.to_string(), Retention { ms: number("retention.ms"), bytes: number("retention.bytes").map(|b| b as u64) });
-        }
-        out
+        topics.iter().filter_map(|t| known.get(*t).map(|r| (t.to_string(), *r))).collect()
     }
 
     fn info(&self, topic: &str, partitions: u32, retention: Retention) -> Result<TopicInfo, LogError> {
