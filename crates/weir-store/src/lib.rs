@@ -10,6 +10,7 @@ mod checks;
 mod intervals;
 mod loads;
 mod pipelines;
+mod streams;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -226,6 +227,13 @@ const MIGRATIONS: &[&str] = &[
     alter table weir_task_attempts add column worker text;
     alter table weir_task_attempts add column pid bigint",
     "alter table weir_load_files rename column sha256 to content_hash",
+    "create table weir_stream_checkpoints (
+        job text not null,
+        name text not null,
+        document text not null,
+        written_at text not null,
+        primary key (job, name)
+    )",
 ];
 
 impl Store {
@@ -275,7 +283,19 @@ impl Store {
         // Several processes (a backfill and a scheduler) may share the file: wait for
         // each other's writes rather than fail, and let readers run beside a writer.
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "wal").map_err(err)?;
+        // Switching a new file to WAL takes it whole, and SQLite answers "locked" at once
+        // (not after the busy timeout) while another process opens it too: asked again.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match conn.pragma_update(None, "journal_mode", "wal") {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < until =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other.map_err(err)?,
+            }
+        }
         conn.pragma_update(None, "synchronous", synchronous).map_err(err)?;
         let store = Store { backend: Mutex::new(Backend::Sqlite { conn, path: shown.clone() }), description: format!("sqlite:{shown}") };
         store.migrate()?;
@@ -686,6 +706,20 @@ mod tests {
         assert_eq!(store.intervals("a").unwrap().len(), 1);
         assert_eq!(store.forget_intervals("a", None).unwrap(), 1);
         assert_eq!(store.intervals("b").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn processes_opening_a_new_file_at_once_all_get_it() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("w.db");
+            let opened: Vec<Result<Store, StoreError>> = std::thread::scope(|s| {
+                (0..6).map(|_| s.spawn(|| Store::sqlite(&path))).collect::<Vec<_>>().into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for store in opened {
+                assert_eq!(store.unwrap().schema_version().unwrap(), MIGRATIONS.len());
+            }
+        }
     }
 
     #[test]
