@@ -14,11 +14,15 @@
 //! aborts whatever transaction an earlier holder left open and fences that holder: its next
 //! commit fails, and it is never started again behind the new one's back.
 //!
+//! **Workers** ([`Log::join_group`]) subscribe to a group's topics and are dealt its partitions by
+//! the brokers; each commits under `transactional.id` = `weir.<group>.<member>` with the
+//! group's generation, so a member that missed a rebalance has its offsets refused.
+//!
 //! Positions under names that are not topics of the cluster (a job's checkpoint number)
 //! cannot be Kafka offsets: they ride in the metadata of the group's committed offsets, in
 //! the same transaction, and come back with [`Log::positions`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -232,9 +236,9 @@ impl KafkaLog {
         }
         let consumer =
             client_config(&self.config, &[("group.id", group), ("enable.auto.commit", "false"), ("isolation.level", "read_committed")])
-                .create()
+                .create_with_context(Membership::default())
                 .map_err(|e| self.err(format!("joining group '{group}'"), e))?;
-        let g = Arc::new(Mutex::new(Group { name: group.to_string(), consumer, producer: None, fenced: false }));
+        let g = Arc::new(Mutex::new(Group { name: group.to_string(), consumer, producer: None, fenced: false, member: None }));
         groups.insert(group.to_string(), g.clone());
         Ok(g)
     }
@@ -390,6 +394,42 @@ impl Log for KafkaLog {
         g.producer(&self.config).map(|_| ())
     }
 
+    fn join_group(&self, group: &str, topics: &[String], member: &str) -> Result<(), LogError> {
+        let what = format!("joining group '{group}' as '{member}'");
+        // Partitions move off a dead worker after the session timeout; a worker that died
+        // inside a commit has its transaction aborted after the transaction timeout (or at
+        // once, when it comes back under its name). Both can be set in `properties`.
+        // A rebalance waits up to `max.poll.interval.ms` for every member to join again; a
+        // member that died meanwhile holds it that long on some brokers. A worker asks at
+        // least once a second, so a short interval costs nothing.
+        let defaults = [("session.timeout.ms", "10000"), ("heartbeat.interval.ms", "1000"), ("max.poll.interval.ms", "20000")];
+        let consumer: BaseConsumer<Membership> = client_config_over(
+            &self.config,
+            &defaults,
+            &[("group.id", group), ("enable.auto.commit", "false"), ("isolation.level", "read_committed")],
+        )
+        .create_with_context(Membership::default())
+        .map_err(|e| self.err(&what, e))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names).map_err(|e| self.err(&what, e))?;
+        let g = self.group(group)?;
+        let mut g = lock(&g);
+        g.consumer = consumer;
+        g.member = Some(member.to_string());
+        g.producer = None;
+        g.fenced = false;
+        g.producer(&self.config).map(|_| ())
+    }
+
+    fn owned(&self, group: &str) -> Result<Option<Vec<(String, u32)>>, LogError> {
+        let g = self.group(group)?;
+        let g = lock(&g);
+        if g.member.is_none() {
+            return Err(LogError::Invalid(format!("group '{group}' was not joined")));
+        }
+        Ok(g.serve().map(|set| set.into_iter().collect()))
+    }
+
     fn commit(&self, group: &str, commit: &Commit) -> Result<(), LogError> {
         let g = self.group(group)?;
         let mut g = lock(&g);
@@ -407,6 +447,18 @@ impl Log for KafkaLog {
                 "group '{group}' commits positions of {} to Kafka without reading any topic there: they can only ride with offsets of its topics",
                 marks.iter().map(|(t, ..)| t.as_str()).collect::<Vec<_>>().join(", ")
             )));
+        }
+        // A worker commits for the partitions it owns, as the group says at this moment (a
+        // worker that stopped asking for too long was dropped from it, and learns so here).
+        if g.member.is_some() {
+            let owned = g.serve().unwrap_or_default();
+            if let Some((topic, p, _)) = offsets.iter().find(|(t, p, _)| !owned.contains(&(t.to_string(), *p))) {
+                return Err(LogError::Rebalanced {
+                    servers: self.config.bootstrap_servers.clone(),
+                    group: group.to_string(),
+                    message: format!("{topic}[{p}] is not this worker's now"),
+                });
+            }
         }
         let what = format!("committing group '{group}'");
         let timeout = self.config.timeout;
@@ -468,6 +520,22 @@ impl Log for KafkaLog {
             g.fenced = true;
             return Err(LogError::Fenced { servers: self.config.bootstrap_servers.clone(), group: group.to_string() });
         }
+        let dealt_again = matches!(
+            e.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::IllegalGeneration
+                    | RDKafkaErrorCode::UnknownMemberId
+                    | RDKafkaErrorCode::RebalanceInProgress
+                    | RDKafkaErrorCode::FencedInstanceId
+            )
+        );
+        if dealt_again && g.member.is_some() {
+            return Err(LogError::Rebalanced {
+                servers: self.config.bootstrap_servers.clone(),
+                group: group.to_string(),
+                message: e.to_string(),
+            });
+        }
         Err(self.err(&what, e))
     }
 
@@ -482,23 +550,78 @@ impl Log for KafkaLog {
 /// producer its commits go through.
 struct Group {
     name: String,
-    consumer: BaseConsumer,
+    /// Subscribed to the group's topics once joined as a worker: its metadata then carries
+    /// the group's generation, and the brokers refuse the offsets of a member that missed a
+    /// rebalance (KIP-447), so a worker that lost a partition cannot commit for it.
+    consumer: BaseConsumer<Membership>,
     producer: Option<BaseProducer<Deliveries>>,
     /// Another process claimed the group: this one may not commit for it again.
     fenced: bool,
+    /// The name this process works under, once it joined the group as one of its workers.
+    member: Option<String>,
+}
+
+/// What a member of a group owns, as the group's rebalances say.
+#[derive(Default)]
+struct Membership {
+    /// `None` between a revocation and the next assignment.
+    owned: Mutex<Option<BTreeSet<(String, u32)>>>,
+}
+
+impl ClientContext for Membership {}
+
+impl ConsumerContext for Membership {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            *lock(&self.owned) = None;
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // The member's tasks read with positions of their own: this consumer only keeps
+            // the membership, and fetches nothing.
+            let _ = consumer.pause(tpl);
+            *lock(&self.owned) = Some(tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition() as u32)).collect());
+        }
+    }
 }
 
 impl Group {
+    /// Serves the group's rebalances and says what this member owns (`None` while they are
+    /// dealt). Its partitions are paused, so what little was fetched before the pause is
+    /// dropped (tasks read with positions of their own); errors (a broker away) are the
+    /// reader's to wait out.
+    fn serve(&self) -> Option<BTreeSet<(String, u32)>> {
+        for _ in 0..DRAIN_MAX {
+            if self.consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+        lock(&self.consumer.context().owned).clone()
+    }
+
     /// The transactional producer, started (and earlier holders fenced) on first use.
     fn producer(&mut self, config: &KafkaConfig) -> Result<&BaseProducer<Deliveries>, LogError> {
         if self.fenced {
             return Err(LogError::Fenced { servers: config.bootstrap_servers.clone(), group: self.name.clone() });
         }
         if self.producer.is_none() {
-            let id = format!("weir.{}", self.name);
-            let producer: BaseProducer<Deliveries> = client_config(config, &[("transactional.id", &id), ("partitioner", "murmur2_random")])
-                .create_with_context(Deliveries::default())
-                .map_err(|e| kafka_error(config, format!("starting the producer of group '{}'", self.name), e))?;
+            // A worker commits for its partitions only, under a name of its own.
+            let id = match &self.member {
+                Some(member) => format!("weir.{}.{member}", self.name),
+                None => format!("weir.{}", self.name),
+            };
+            // What a holder killed inside a commit left open blocks `read_committed` readers
+            // until the brokers abort it: soon (librdkafka wants it past the socket timeout).
+            let txn_timeout = (config.timeout.as_millis() + 100).max(10_000).to_string();
+            let producer: BaseProducer<Deliveries> = client_config_over(
+                config,
+                &[("transaction.timeout.ms", &txn_timeout)],
+                &[("transactional.id", &id), ("partitioner", "murmur2_random")],
+            )
+            .create_with_context(Deliveries::default())
+            .map_err(|e| kafka_error(config, format!("starting the producer of group '{}'", self.name), e))?;
             producer
                 .init_transactions(config.timeout)
                 .map_err(|e| kafka_error(config, format!("starting the transactions of group '{}'", self.name), e))?;
@@ -697,7 +820,15 @@ fn send(producer: &BaseProducer<Deliveries>, mut record: BaseRecord<'_, [u8], [u
 
 /// A client configuration: the cluster's settings, then `extra`.
 fn client_config(config: &KafkaConfig, extra: &[(&str, &str)]) -> ClientConfig {
+    client_config_over(config, &[], extra)
+}
+
+/// A client configuration: `defaults`, then the cluster's settings, then `extra`.
+fn client_config_over(config: &KafkaConfig, defaults: &[(&str, &str)], extra: &[(&str, &str)]) -> ClientConfig {
     let mut c = ClientConfig::new();
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
     c.set("bootstrap.servers", &config.bootstrap_servers);
     c.set("socket.timeout.ms", config.timeout.as_millis().max(10).to_string());
     for (k, v) in &config.properties {

@@ -162,6 +162,25 @@ pub trait Log: Send + Sync {
         Ok(())
     }
 
+    /// Joins `group` as one of the workers that share the partitions of `topics`, under the
+    /// name `member` (stable across restarts of the same worker, so that one restarted
+    /// settles what it left half done): the partitions are dealt out among the members and
+    /// dealt again when one joins, leaves or dies. Commits for the group are then this
+    /// member's, and refused ([`LogError::Rebalanced`]) once the group has dealt its
+    /// partitions again. Only a log that many processes reach can share a job.
+    fn join_group(&self, group: &str, _topics: &[String], _member: &str) -> Result<(), LogError> {
+        Err(LogError::Invalid(format!(
+            "group '{group}': workers share a job's partitions through Kafka's consumer groups; \
+             this event log is one process's: declare the job's topics with `log: kafka`"
+        )))
+    }
+
+    /// The partitions this member of `group` owns now, or `None` while the group is dealing
+    /// them out. Asked often: it also tells the group this member is alive.
+    fn owned(&self, group: &str) -> Result<Option<Vec<(String, u32)>>, LogError> {
+        Err(LogError::Invalid(format!("group '{group}' was not joined")))
+    }
+
     /// Appends `commit.outputs` and moves `group` to `commit.positions`, all or nothing: after
     /// a crash at any moment, either both are there or neither is, and never twice.
     /// Positions may name things that are not topics (a committer's own marks): they are
@@ -239,6 +258,10 @@ pub enum LogError {
     /// again, however often it tries.
     #[error("kafka ({servers}): another process took over group '{group}': this one may no longer commit for it")]
     Fenced { servers: String, group: String },
+    /// The group dealt its partitions again since this member's commit began: the commit was
+    /// refused, and the partitions may be another member's now.
+    #[error("kafka ({servers}): group '{group}' dealt its partitions again: {message}")]
+    Rebalanced { servers: String, group: String, message: String },
 }
 
 impl LogError {

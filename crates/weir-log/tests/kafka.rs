@@ -264,3 +264,74 @@ fn a_broker_restarted_under_a_writer_is_waited_out() {
     }
     assert_eq!(values, vec![b"1".to_vec(), b"2".to_vec()]);
 }
+
+/// What `member` owns of `group` once the group has settled on `want` partitions for it,
+/// asking until it has (the others are asked meanwhile, so that they stay alive).
+fn owned_until(logs: &[&KafkaLog], group: &str, want: &[usize]) -> Vec<Vec<(String, u32)>> {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let owned: Vec<Option<Vec<(String, u32)>>> = logs.iter().map(|l| l.owned(group).unwrap()).collect();
+        let counts: Vec<usize> = owned.iter().map(|o| o.as_ref().map_or(usize::MAX, Vec::len)).collect();
+        if counts == want {
+            return owned.into_iter().map(Option::unwrap_or_default).collect();
+        }
+        assert!(std::time::Instant::now() < until, "the group never dealt {want:?}: {owned:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn workers_share_a_groups_partitions_and_one_that_missed_a_rebalance_cannot_commit() {
+    let broker = Broker::start();
+    // The first worker is dropped from the group when it stops asking for 6 s.
+    let mut config = KafkaConfig::new(broker.servers());
+    config.timeout = Duration::from_secs(20);
+    for k in ["max.poll.interval.ms", "session.timeout.ms"] {
+        config.properties.insert(k.into(), "6000".into());
+    }
+    let (a, b) = (KafkaLog::connect(config).unwrap(), connect(&broker));
+    a.create_topic(&TopicSpec::new("in", 4)).unwrap();
+    a.create_topic(&TopicSpec::new("out", 1)).unwrap();
+    a.append("in", None, &(0..20).map(|i| record(&format!("k{i}"), "x")).collect::<Vec<_>>()).unwrap();
+    let topics = ["in".to_string()];
+
+    a.join_group("job", &topics, "a").unwrap();
+    let alone = owned_until(&[&a], "job", &[4]);
+    assert_eq!(alone[0], (0..4).map(|p| ("in".to_string(), p)).collect::<Vec<_>>());
+
+    // A second worker: two partitions each, none owned twice.
+    b.join_group("job", &topics, "b").unwrap();
+    let shared = owned_until(&[&a, &b], "job", &[2, 2]);
+    let mut all: Vec<(String, u32)> = shared.concat();
+    all.sort();
+    assert_eq!(all, (0..4).map(|p| ("in".to_string(), p)).collect::<Vec<_>>());
+
+    // Each commits for what it owns, each under its own producer.
+    for (log, mine) in [(&a, &shared[0]), (&b, &shared[1])] {
+        let positions: Positions = mine.iter().map(|(t, p)| ((t.clone(), *p), 1)).collect();
+        let commit = Commit { outputs: vec![Output { topic: "out".into(), partition: None, records: vec![record("k", "1")] }], positions };
+        log.commit("job", &commit).unwrap();
+    }
+    assert_eq!(a.positions("job").unwrap().values().copied().collect::<Vec<_>>(), vec![1, 1, 1, 1]);
+
+    // The second leaves: the first is dealt everything again.
+    drop(b);
+    owned_until(&[&a], "job", &[4]);
+    let everything: Positions = (0..4).map(|p| (("in".to_string(), p), 2)).collect();
+    a.commit("job", &Commit { outputs: vec![], positions: everything.clone() }).unwrap();
+    assert_eq!(a.positions("job").unwrap(), everything);
+
+    // A third joins while the first has stopped asking (a worker paused, or cut off): the
+    // group goes on without it, and its next commit, made as the member it was, is refused.
+    let c = connect(&broker);
+    c.join_group("job", &topics, "c").unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while c.owned("job").unwrap().is_none_or(|o| o.len() < 4) {
+        assert!(std::time::Instant::now() < until, "the third worker was never dealt partitions");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let later: Positions = (0..4).map(|p| (("in".to_string(), p), 3)).collect();
+    let e = a.commit("job", &Commit { outputs: vec![], positions: later }).unwrap_err();
+    assert!(matches!(e, LogError::Rebalanced { .. }), "{e}");
+    assert_eq!(c.positions("job").unwrap(), everything, "the refused commit moved nothing");
+}
