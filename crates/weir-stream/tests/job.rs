@@ -682,6 +682,10 @@ impl job::store::CheckpointStore for Memory {
         self.0.lock().unwrap().remove(name);
         Ok(())
     }
+    fn clear(&self) -> Result<(), weir_stream::StreamError> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
 }
 
 #[test]

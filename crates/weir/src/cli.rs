@@ -425,6 +425,11 @@ pub enum StreamCommand {
         /// Start over: forget the checkpoints, drop the sink table, read from the first event.
         #[arg(long)]
         reset: bool,
+        /// Run as one of the job's workers: start as many as wanted, on this machine or
+        /// others; the job's Kafka partitions are dealt among them and move when one joins,
+        /// leaves or dies, each with its window state (kept in the metadata store).
+        #[arg(long, conflicts_with = "reset")]
+        worker: bool,
     },
     /// Where each job is: events read, counted, late, rejected; positions and lag per partition.
     Status { name: Option<String> },

@@ -223,3 +223,107 @@ fn a_running_job_waits_out_a_broker_restart_and_loses_nothing() {
     let counted: i64 = windows.values().map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap()["orders"].as_i64().unwrap()).sum();
     assert!(windows.len() >= 70 * 5 && counted >= 5_600, "{} windows, {counted} orders", windows.len());
 }
+
+/// A worker of the `revenue` job, running until stopped.
+fn worker(dir: &Path) -> std::process::Child {
+    weir_command(dir)
+        .args(["stream", "run", "revenue", "--worker"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The events of `orders` the job's consumer group has committed past, over its three
+/// partitions.
+fn committed(dir: &Path) -> u64 {
+    let o = weir(dir, &["--log-format", "json", "log", "describe", "orders"]);
+    let Ok(d) = serde_json::from_slice::<serde_json::Value>(&o.stdout) else { return 0 };
+    let group = d["groups"].as_array().into_iter().flatten().find(|g| g["group"] == "weir-stream.revenue");
+    group.and_then(|g| g["positions"].as_array()).into_iter().flatten().filter_map(|p| p["offset"].as_u64()).sum()
+}
+
+/// Waits until the job's group has committed past `n` events of `orders`.
+fn all_committed(dir: &Path, n: u64) {
+    let until = std::time::Instant::now() + Duration::from_secs(150);
+    while committed(dir) != n {
+        if std::time::Instant::now() > until {
+            let status = text(&weir(dir, &["stream", "status", "revenue"]));
+            panic!("the workers never committed {n} events: {}\n{status}", committed(dir));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn stop(child: std::process::Child) {
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "a worker stopped badly: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Workers joining, a worker leaving, and rebalances with windows open, on the broker with
+/// transactions; each partition moves with its window state.
+#[test]
+fn workers_share_a_job_through_joins_leaves_and_rebalances_mid_window() {
+    // One uninterrupted run in one process.
+    let once_broker = Broker::start();
+    let once = project(&once_broker);
+    produce(&once_broker, 0, 6_000);
+    let o = weir(once.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
+    let expected: BTreeMap<String, String> = results(&once_broker).into_iter().collect();
+    drop(once_broker);
+
+    // Two workers share it; a third joins while windows are open; the first goes and
+    // another takes its place; the partitions move with their window state each time.
+    let broker = Broker::start();
+    let dir = project(&broker);
+    produce(&broker, 0, 2_000);
+    let (a, b) = (worker(dir.path()), worker(dir.path()));
+    std::thread::sleep(Duration::from_secs(4));
+    produce(&broker, 2_000, 2_000);
+    let c = worker(dir.path());
+    std::thread::sleep(Duration::from_secs(3));
+    // The first stops (and leaves the group; neither test broker deals a dead member's
+    // partitions again reliably, so a worker killed with -9 is not part of this test).
+    stop(a);
+    produce(&broker, 4_000, 2_000);
+    let d = worker(dir.path());
+    all_committed(dir.path(), 6_000);
+    let o = weir(dir.path(), &["stream", "status", "revenue"]);
+    assert!(o.status.success() && text(&o).contains("workers: "), "{}", text(&o));
+    for w in [b, c, d] {
+        stop(w);
+    }
+
+    let got = results(&broker);
+    assert_once(&got, "workers");
+    let got: BTreeMap<String, String> = got.into_iter().collect();
+    // Every window of the run in one process, with the same figures. (A worker's watermark
+    // is its partition's own, ahead of the least over all partitions: it may close a last
+    // window or two that the run in one process still held open.)
+    for (window, figures) in &expected {
+        assert_eq!(got.get(window), Some(figures), "window {window}");
+    }
+    assert!(got.len() <= expected.len() + 10, "{} windows against {}", got.len(), expected.len());
+}
+
+#[test]
+fn a_job_workers_cannot_share_is_refused_with_the_reason() {
+    let dir = minimal(&[
+        ("weir.yml", "kafka:\n  bootstrap_servers: 127.0.0.1:1\n"),
+        (
+            "streams/shop.yml",
+            "topics:\n  - name: orders\n    log: kafka\n    partitions: 3\n    key: order_id\n    \
+             columns: {order_id: bigint, country: varchar, amount: double, ordered_at: timestamp}\n    \
+             watermark: ordered_at - interval '1 second'\n",
+        ),
+        ("streams/revenue.sql", JOB),
+    ]);
+    let o = weir(dir.path(), &["stream", "run", "revenue", "--worker"]);
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("groups by country") && t.contains("keyed by 'order_id'"), "{t}");
+    std::fs::write(dir.path().join("streams/revenue.sql"), JOB.replace("sink='topic', topic='revenue_out', ", "")).unwrap();
+    let o = weir(dir.path(), &["stream", "run", "revenue", "--worker"]);
+    assert!(!o.status.success() && text(&o).contains("workers write a topic"), "{}", text(&o));
+}

@@ -23,6 +23,7 @@ mod pairs;
 pub mod redis;
 pub mod sink;
 pub mod store;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -260,6 +261,8 @@ pub struct Status {
     pub latency_ms: Option<(i64, i64)>,
     /// Events read since this run started (the rest were read by earlier runs).
     pub read_this_run: u64,
+    /// The workers sharing the job (none when it runs in one process).
+    pub workers: Vec<String>,
 }
 
 impl Status {
@@ -273,6 +276,7 @@ impl Status {
             "windows_held": self.windows_held, "events_per_second": self.events_per_second,
             "checkpointed_at": self.checkpointed_at, "last_error": self.last_error,
             "result_latency_ms": self.latency_ms.map(|(p50, p99)| json!({"p50": p50, "p99": p99})),
+            "workers": self.workers,
         })
     }
 
@@ -297,6 +301,7 @@ impl Status {
             checkpointed_at: v.get("checkpointed_at").and_then(J::as_i64),
             last_error: v.get("last_error").and_then(J::as_str).map(str::to_string),
             latency_ms: v.get("result_latency_ms").and_then(|l| Some((l.get("p50")?.as_i64()?, l.get("p99")?.as_i64()?))),
+            workers: v.get("workers").and_then(J::as_array).into_iter().flatten().filter_map(J::as_str).map(str::to_string).collect(),
             ..Status::default()
         };
         for p in v.get("positions").and_then(J::as_array).into_iter().flatten() {
@@ -316,10 +321,43 @@ impl Status {
         self.state == "running" && now_ms - self.updated_at >= 15_000
     }
 
-    /// The status a job last wrote, if it ran here.
+    /// The status a job last wrote, if it ran here: as one process, or (when they wrote
+    /// since) as the workers sharing it, together.
     pub fn read(dir: &Path) -> Option<Status> {
-        let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
-        Some(Status::from_json(&serde_json::from_str(&text).ok()?))
+        let file =
+            |path: &Path| -> Option<Status> { Some(Status::from_json(&serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?)) };
+        let one = file(&dir.join("status.json"));
+        let mut workers: Vec<Status> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("worker-") && e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| file(&e.path()))
+            .collect();
+        let newest = workers.iter().map(|w| w.updated_at).max();
+        if newest.is_none_or(|n| one.as_ref().is_some_and(|o| o.updated_at >= n)) {
+            return one;
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let live = |w: &Status| w.state == "running" && !w.died(now);
+        // The live workers' partitions; when none is live, where the last ones left them.
+        if workers.iter().any(live) {
+            workers.retain(live);
+        }
+        workers.sort_by_key(|w| w.updated_at);
+        let mut all = workers.pop()?;
+        for w in workers {
+            all.positions.extend(w.positions);
+            all.lag.extend(w.lag);
+            all.counts.add(&w.counts);
+            all.windows_held += w.windows_held;
+            all.events_per_second += w.events_per_second;
+            all.read_this_run += w.read_this_run;
+            all.watermark = all.watermark.min(w.watermark).or(all.watermark).or(w.watermark);
+            all.workers.extend(w.workers);
+        }
+        all.workers.sort();
+        Some(all)
     }
 }
 
@@ -328,9 +366,7 @@ impl Status {
 pub fn reset(run: &JobRun, wh: &dyn Warehouse) -> Result<(), StreamError> {
     let lock = JobLock::take(run)?;
     sink::Sink::reset(wh, &run.table, &run.job.config.sink, &run.job.name)?;
-    for name in [CHECKPOINT, NEXT_CHECKPOINT] {
-        run.checkpoints.delete(name)?;
-    }
+    run.checkpoints.clear()?;
     // Everything but the lock, held until the folder's state is gone.
     for entry in std::fs::read_dir(&run.dir).map_err(|e| StreamError::io(&run.dir, e))?.flatten() {
         let path = entry.path();
@@ -354,7 +390,7 @@ pub fn run(
     if run.plan.changelog.is_some() {
         return changelog::run(run, log, wh, control, report);
     }
-    Runner::start(run, log, wh)?.go(control, report)
+    Runner::start(run, log, wh, None)?.go(control, report)
 }
 
 /// A job's lock: one process runs a job at a time (its window state and positions are its
@@ -367,9 +403,14 @@ struct JobLock {
 
 impl JobLock {
     fn take(run: &JobRun) -> Result<JobLock, StreamError> {
+        JobLock::take_file(run, "lock")
+    }
+
+    /// The lock file `name` of the job's folder, taken alone.
+    fn take_file(run: &JobRun, name: &str) -> Result<JobLock, StreamError> {
         use std::io::{Read, Seek, Write};
         std::fs::create_dir_all(&run.dir).map_err(|e| StreamError::io(&run.dir, e))?;
-        let path = run.dir.join("lock");
+        let path = run.dir.join(name);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -438,11 +479,68 @@ struct Runner<'a> {
     aside_written: bool,
     /// The columns of the joined table as the job started with them.
     table_columns: Vec<(String, String)>,
+    /// The one partition it runs, as a worker's task; `None`: the whole job.
+    part: Option<u32>,
+    /// What its checkpoints and their number are called.
+    names: Names,
+    /// When it last wrote, checkpointed, emitted early, reread the joined table, reported.
+    clock: Clock,
+}
+
+/// When a runner last did what it does every so often.
+struct Clock {
+    commit: Instant,
+    checkpoint: Instant,
+    early: Instant,
+    table_read: Instant,
+    reporting: Reporting,
+}
+
+/// What one turn of a runner did.
+pub(crate) struct Turn {
+    /// It read nothing: the partitions it reads are caught up.
+    pub caught_up: bool,
+    /// It has written what it holds and stopped (told to, or drained).
+    pub finished: bool,
+}
+
+/// What a runner's checkpoint documents and checkpoint number are called: the job's, or (a
+/// worker's task) its partition's, so that each partition's state is its own and moves to
+/// whichever worker is dealt the partition.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    pub checkpoint: String,
+    partition: Option<u32>,
+    /// The position the checkpoint's number is committed under, beside the offsets.
+    mark: (String, u32),
+}
+
+impl Names {
+    fn whole() -> Names {
+        Names { checkpoint: CHECKPOINT.to_string(), partition: None, mark: (CHECKPOINT_SEQ.to_string(), 0) }
+    }
+
+    pub(crate) fn partition(p: u32) -> Names {
+        Names { checkpoint: format!("partition-{p}.json"), partition: Some(p), mark: (PARTITION_SEQ.to_string(), p) }
+    }
+
+    /// The next checkpoint while the commit numbered `seq` is under way. A task's is named
+    /// by its number: a worker that lost the partition and has not noticed yet cannot write
+    /// over the next owner's.
+    pub(crate) fn next(&self, seq: u64) -> String {
+        match self.partition {
+            None => NEXT_CHECKPOINT.to_string(),
+            Some(p) => format!("partition-{p}.next-{seq}.json"),
+        }
+    }
 }
 
 impl<'a> Runner<'a> {
-    fn start(run: &'a JobRun, log: &'a dyn Log, wh: Arc<dyn Warehouse>) -> Result<Runner<'a>, StreamError> {
+    /// A runner of the whole job, or (`part`) of one partition of its input, as a worker's
+    /// task: that partition's positions, watermark, state and checkpoint only.
+    fn start(run: &'a JobRun, log: &'a dyn Log, wh: Arc<dyn Warehouse>, part: Option<u32>) -> Result<Runner<'a>, StreamError> {
         let plan = &run.plan;
+        let naming = part.map_or_else(Names::whole, Names::partition);
         let lateness = run.job.config.allowed_lateness_ms;
         let fingerprint = format!("{} lateness={lateness}", plan.fingerprint());
         let names: Vec<String> = run.inputs().iter().map(|t| t.name.clone()).collect();
@@ -470,6 +568,10 @@ impl<'a> Runner<'a> {
         let mut inputs = vec![];
         for (i, t) in run.inputs().into_iter().enumerate() {
             let partitions = log.describe(&t.name)?.partitions.len() as u32;
+            let parts: Vec<u32> = match part {
+                Some(p) => vec![p],
+                None => (0..partitions).collect(),
+            };
             let decoder = match (&plan.stream_join, i) {
                 (Some(j), 1) => Decoder::new(&j.columns, Some(&j.time_column)),
                 _ => Decoder::new(&plan.columns, plan.time_column.as_deref()),
@@ -477,9 +579,9 @@ impl<'a> Runner<'a> {
             inputs.push(Input {
                 topic: t.name.clone(),
                 decoder,
-                watermarks: Watermarks::new(spec(t), partitions as usize, now),
-                positions: (0..partitions).map(|p| (p, 0)).collect(),
-                counts: (0..partitions).map(|p| (p, Counts::default())).collect(),
+                watermarks: Watermarks::new(spec(t), parts.len(), now),
+                positions: parts.iter().map(|p| (*p, 0)).collect(),
+                counts: parts.iter().map(|p| (*p, Counts::default())).collect(),
             });
         }
         let input_of = |topic: &str| names.iter().position(|n| n == topic);
@@ -487,23 +589,26 @@ impl<'a> Runner<'a> {
         if let Some(out) = &run.out_topic {
             log.create_topic(out)?;
             // What an earlier run of the job left half committed is settled, and that run,
-            // should it still be alive somewhere, can no longer commit.
-            log.claim(&run.group())?;
-            settle_checkpoint(run, log)?;
+            // should it still be alive somewhere, can no longer commit. (A worker claimed its
+            // own name when it joined the group; a task settles its partition's checkpoint.)
+            if part.is_none() {
+                log.claim(&run.group())?;
+            }
+            settle_checkpoint(run, log, &naming)?;
         }
-        let checkpoint = read_checkpoint(run.checkpoints.as_ref(), CHECKPOINT)?;
+        let checkpoint = read_checkpoint(run.checkpoints.as_ref(), &naming.checkpoint)?;
         let mut op = WindowOperator::new(plan.window, plan.aggs.iter().map(|a| a.agg).collect(), lateness);
         let resumed = match (&checkpoint, plan.shape) {
             (_, Shape::Stateless) if run.out_topic.is_none() && join.is_none() => !committed.is_empty(),
             (checkpoint, _) => checkpoint.is_some(),
         };
         if !resumed {
-            start_positions(run, log, &mut inputs)?;
+            start_positions(run, log, &mut inputs, part)?;
         }
         match (&checkpoint, plan.shape) {
             // A projection's rows and positions are in the sink together: resume from there.
             (_, Shape::Stateless) if run.out_topic.is_none() && join.is_none() => {
-                for ((topic, p), (o, c)) in &committed {
+                for ((topic, p), (o, c)) in committed.iter().filter(|((_, p), _)| part.is_none_or(|mine| mine == *p)) {
                     if let Some(input) = input_of(topic).and_then(|i| inputs.get_mut(i)) {
                         input.positions.insert(*p, *o);
                         input.counts.insert(*p, *c);
@@ -520,7 +625,7 @@ impl<'a> Runner<'a> {
                         run.job.name
                     )));
                 }
-                let damaged = |m: String| StreamError::Job(format!("{}: {m}", run.checkpoints.location(CHECKPOINT)));
+                let damaged = |m: String| StreamError::Job(format!("{}: {m}", run.checkpoints.location(&naming.checkpoint)));
                 op = WindowOperator::restore(
                     plan.window,
                     plan.aggs.iter().map(|a| a.agg).collect(),
@@ -575,6 +680,9 @@ impl<'a> Runner<'a> {
             checkpointed_at: checkpoint.as_ref().and_then(|c| c.get("written_at")).and_then(J::as_i64),
             ..Status::default()
         };
+        let reporting = Reporting::new(inputs.iter().flat_map(|i| i.counts.values()).map(|c| c.read).sum());
+        let clock =
+            Clock { commit: Instant::now(), checkpoint: Instant::now(), early: Instant::now(), table_read: Instant::now(), reporting };
         let mut runner = Runner {
             run,
             log,
@@ -595,6 +703,9 @@ impl<'a> Runner<'a> {
             seq: checkpoint.as_ref().and_then(|c| c.get("seq")).and_then(J::as_u64).unwrap_or(0),
             aside_written: false,
             table_columns: joined.map(|(columns, _)| columns).unwrap_or_default(),
+            part,
+            names: naming,
+            clock,
         };
         runner.wm = runner.watermark(now);
         if !resumed && run.job.config.start_from != StartFrom::Earliest {
@@ -603,94 +714,98 @@ impl<'a> Runner<'a> {
             let positions = runner.positions();
             runner.commit_once(&positions)?;
             if run.out_topic.is_none() && (plan.shape != Shape::Stateless || runner.join.is_some()) {
-                runner.checkpoint(CHECKPOINT)?;
+                runner.checkpoint(None)?;
             }
         }
         Ok(runner)
     }
 
     fn go(mut self, control: &Control, report: &mut dyn FnMut(&Status)) -> Result<Status, StreamError> {
-        let config = &self.run.job.config;
-        let (mut last_commit, mut last_checkpoint, mut last_early) = (Instant::now(), Instant::now(), Instant::now());
-        let mut reporting = Reporting::new(self.total().read);
-        let mut last_table_read = Instant::now();
         loop {
-            // The joined table, read again: a table rebuilt meanwhile joins the next events.
-            if let Some(j) = &self.run.plan.join
-                && last_table_read.elapsed() >= Duration::from_millis(config.table_refresh_ms as u64)
-            {
-                match read_table(self.run, j.table, self.sink.warehouse()) {
-                    Ok((columns, rows)) if columns == self.table_columns => {
-                        self.evaluator.load_table(&rows)?;
-                        self.status.last_error = None;
-                    }
-                    Ok((columns, _)) => {
-                        let names = |c: &[(String, String)]| c.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
-                        self.status.last_error = Some(format!(
-                            "the joined table's columns changed from ({}) to ({}): its rows of before stay joined until the job is started again",
-                            names(&self.table_columns),
-                            names(&columns)
-                        ));
-                    }
-                    // The rows read before stay joined until the table can be read again.
-                    Err(e) => self.status.last_error = Some(format!("the joined table could not be read again: {e}")),
-                }
-                last_table_read = Instant::now();
-            }
-            let stopping = control.stop.load(Ordering::Relaxed);
-            let read = if stopping { 0 } else { self.step()? };
-            let now = now_ms();
-            // Idle partitions stop holding the watermark back as time passes, events or not.
-            self.advance(now);
-            if let Some(every) = config.emit_every_ms
-                && last_early.elapsed() >= Duration::from_millis(every as u64)
-            {
-                let early = self.op.emit_early();
-                self.stage(early);
-                last_early = Instant::now();
-            }
-            let caught_up = read == 0;
-            let checkpoint_due = last_checkpoint.elapsed() >= Duration::from_millis(config.checkpoint_interval_ms as u64);
-            let finishing = stopping || (control.drain && caught_up);
-            if self.run.out_topic.is_some() {
-                // A topic sink writes at checkpoints only: its records, the input positions
-                // and the state's number in one commit of the log.
-                if checkpoint_due || finishing {
-                    self.commit(control)?;
-                    last_checkpoint = Instant::now();
-                }
-            } else {
-                if (!self.pending.is_empty() && (last_commit.elapsed() >= COMMIT_EVERY || caught_up)) || checkpoint_due || finishing {
-                    self.commit(control)?;
-                    last_commit = Instant::now();
-                }
-                // A projection's positions are in its sink; a join's held events are state.
-                if (checkpoint_due || finishing) && (self.run.plan.shape != Shape::Stateless || self.join.is_some()) {
-                    self.checkpoint(CHECKPOINT)?;
-                    last_checkpoint = Instant::now();
-                } else if checkpoint_due {
-                    last_checkpoint = Instant::now();
-                }
-            }
-            // Caught up with nothing to write: other processes may have the warehouse (a
-            // DuckDB file has one writer at a time) until there is something to write again.
-            // A job caught up inside another run (`weir build`) leaves it to that run.
-            if caught_up && self.pending.is_empty() && !control.drain {
-                self.sink.release();
-            }
-            if reporting.due(finishing) {
-                let total = self.total().read;
-                reporting.mark(&mut self.status, total);
-                self.refresh_status(if finishing { "stopped" } else { "running" })?;
-                report(&self.status);
-            }
-            if finishing {
+            let turn = self.turn(control, report)?;
+            if turn.finished {
                 return Ok(self.status);
             }
-            if caught_up {
+            if turn.caught_up {
                 std::thread::sleep(POLL);
             }
         }
+    }
+
+    /// One turn: a micro-batch read and taken, the watermark moved, and what is due
+    /// written, checkpointed and reported.
+    fn turn(&mut self, control: &Control, report: &mut dyn FnMut(&Status)) -> Result<Turn, StreamError> {
+        let config = &self.run.job.config;
+        // The joined table, read again: a table rebuilt meanwhile joins the next events.
+        if let Some(j) = &self.run.plan.join
+            && self.clock.table_read.elapsed() >= Duration::from_millis(config.table_refresh_ms as u64)
+        {
+            match read_table(self.run, j.table, self.sink.warehouse()) {
+                Ok((columns, rows)) if columns == self.table_columns => {
+                    self.evaluator.load_table(&rows)?;
+                    self.status.last_error = None;
+                }
+                Ok((columns, _)) => {
+                    let names = |c: &[(String, String)]| c.iter().map(|(n, t)| format!("{n} {t}")).collect::<Vec<_>>().join(", ");
+                    self.status.last_error = Some(format!(
+                        "the joined table's columns changed from ({}) to ({}): its rows of before stay joined until the job is started again",
+                        names(&self.table_columns),
+                        names(&columns)
+                    ));
+                }
+                // The rows read before stay joined until the table can be read again.
+                Err(e) => self.status.last_error = Some(format!("the joined table could not be read again: {e}")),
+            }
+            self.clock.table_read = Instant::now();
+        }
+        let stopping = control.stop.load(Ordering::Relaxed);
+        let read = if stopping { 0 } else { self.step()? };
+        let now = now_ms();
+        // Idle partitions stop holding the watermark back as time passes, events or not.
+        self.advance(now);
+        if let Some(every) = config.emit_every_ms
+            && self.clock.early.elapsed() >= Duration::from_millis(every as u64)
+        {
+            let early = self.op.emit_early();
+            self.stage(early);
+            self.clock.early = Instant::now();
+        }
+        let caught_up = read == 0;
+        let checkpoint_due = self.clock.checkpoint.elapsed() >= Duration::from_millis(config.checkpoint_interval_ms as u64);
+        let finishing = stopping || (control.drain && caught_up);
+        if self.run.out_topic.is_some() {
+            // A topic sink writes at checkpoints only: its records, the input positions
+            // and the state's number in one commit of the log.
+            if checkpoint_due || finishing {
+                self.commit(control)?;
+                self.clock.checkpoint = Instant::now();
+            }
+        } else {
+            if (!self.pending.is_empty() && (self.clock.commit.elapsed() >= COMMIT_EVERY || caught_up)) || checkpoint_due || finishing {
+                self.commit(control)?;
+                self.clock.commit = Instant::now();
+            }
+            // A projection's positions are in its sink; a join's held events are state.
+            if (checkpoint_due || finishing) && (self.run.plan.shape != Shape::Stateless || self.join.is_some()) {
+                self.checkpoint(None)?;
+                self.clock.checkpoint = Instant::now();
+            } else if checkpoint_due {
+                self.clock.checkpoint = Instant::now();
+            }
+        }
+        // Caught up with nothing to write: other processes may have the warehouse (a
+        // DuckDB file has one writer at a time) until there is something to write again.
+        // A job caught up inside another run (`weir build`) leaves it to that run.
+        if caught_up && self.pending.is_empty() && !control.drain {
+            self.sink.release();
+        }
+        if self.clock.reporting.due(finishing) {
+            let total = self.total().read;
+            self.clock.reporting.mark(&mut self.status, total);
+            self.refresh_status(if finishing { "stopped" } else { "running" })?;
+            report(&self.status);
+        }
+        Ok(Turn { caught_up, finished: finishing })
     }
 
     /// Reads one micro-batch from every partition and takes it in slices, partition after
@@ -844,8 +959,10 @@ impl<'a> Runner<'a> {
                 return;
             }
         };
+        // A task's one partition is its watermark's only one.
+        let slot = if self.part.is_some() { 0 } else { p as usize };
         if plan.time_column.is_some()
-            && let Err(crate::Refused::Future { by }) = self.inputs[0].watermarks.observe(p as usize, ts, now)
+            && let Err(crate::Refused::Future { by }) = self.inputs[0].watermarks.observe(slot, ts, now)
         {
             c.rejected += 1;
             self.pending.rejected.push(aside(&plan.topic, p, r, format!("dated {by} ms past what max_future allows"), None));
@@ -946,6 +1063,10 @@ impl<'a> Runner<'a> {
             let positions = self.positions();
             match self.commit_once(&positions) {
                 Ok(()) => {
+                    // A worker's tasks let other workers write the warehouse between commits.
+                    if self.part.is_some() {
+                        self.sink.release();
+                    }
                     self.pending = Batch::default();
                     self.status.last_error = None;
                     if let Some(at) = self.closed_at.take() {
@@ -956,8 +1077,12 @@ impl<'a> Runner<'a> {
                     }
                     return Ok(());
                 }
-                // Another run of the job took over: trying again cannot succeed.
-                Err(e @ StreamError::Log(weir_log::LogError::Fenced { .. })) => return Err(e),
+                // Another run of the job took over, or (a worker's task) the partition was
+                // dealt to another worker: trying again cannot succeed.
+                Err(e @ StreamError::Log(weir_log::LogError::Fenced { .. } | weir_log::LogError::Rebalanced { .. })) => return Err(e),
+                // A worker's task does not wait here: its worker keeps the group's membership
+                // alive meanwhile, and starts the task again from its checkpoint.
+                Err(e) if self.part.is_some() => return Err(e),
                 Err(e) => {
                     self.status.last_error = Some(format!("the sink refused a write, retrying in {:.1}s: {e}", delay.as_secs_f64()));
                     self.refresh_status("retrying")?;
@@ -982,7 +1107,8 @@ impl<'a> Runner<'a> {
         };
         // Numbered by time, so no number of a job reset since comes back.
         self.seq = (self.seq + 1).max(now_ms() as u64);
-        self.checkpoint(NEXT_CHECKPOINT)?;
+        let next = self.names.next(self.seq);
+        self.checkpoint(Some(&next))?;
         if !self.aside_written {
             self.sink.commit(&self.pending, positions, self.wm, now_ms())?;
             self.aside_written = true;
@@ -990,19 +1116,19 @@ impl<'a> Runner<'a> {
         let now = now_ms();
         let records: Vec<weir_log::Record> = self.pending.rows.iter().map(|(row, _)| record(self.sink.layout(), row, now)).collect();
         let mut committed: weir_log::Positions = positions.iter().map(|(at, (o, _))| (at.clone(), *o)).collect();
-        committed.insert((CHECKPOINT_SEQ.to_string(), 0), self.seq);
+        committed.insert(self.names.mark.clone(), self.seq);
         let commit = weir_log::Commit {
             outputs: vec![weir_log::Output { topic: out.name.clone(), partition: None, records }],
             positions: committed,
         };
         self.log.commit(&self.run.group(), &commit)?;
         self.aside_written = false;
-        self.run.checkpoints.promote(NEXT_CHECKPOINT, CHECKPOINT)
+        self.run.checkpoints.promote(&next, &self.names.checkpoint)
     }
 
-    /// Writes the window state with the positions (everything up to them is in the sink) to
-    /// `file` of the job's folder.
-    fn checkpoint(&mut self, file: &str) -> Result<(), StreamError> {
+    /// Writes the window state with the positions (everything up to them is in the sink) as
+    /// the checkpoint, or as the document `next`.
+    fn checkpoint(&mut self, next: Option<&str>) -> Result<(), StreamError> {
         let now = now_ms();
         let partitions: Vec<J> = self
             .positions()
@@ -1025,7 +1151,7 @@ impl<'a> Runner<'a> {
             doc["watermarks_joined"] = joined.watermarks.checkpoint();
             doc["join"] = j.checkpoint();
         }
-        self.run.checkpoints.put(file, doc.to_string().as_bytes())?;
+        self.run.checkpoints.put(next.unwrap_or(&self.names.checkpoint), doc.to_string().as_bytes())?;
         self.status.checkpointed_at = Some(now);
         Ok(())
     }
@@ -1041,7 +1167,7 @@ impl<'a> Runner<'a> {
     fn refresh_status(&mut self, state: &str) -> Result<(), StreamError> {
         self.status.lag.clear();
         for input in &self.inputs {
-            for p in self.log.describe(&input.topic)?.partitions {
+            for p in self.log.describe(&input.topic)?.partitions.into_iter().filter(|p| input.positions.contains_key(&p.partition)) {
                 let behind = p.end.saturating_sub(input.positions.get(&p.partition).copied().unwrap_or(0));
                 self.status.lag.insert((input.topic.clone(), p.partition), behind);
             }
@@ -1056,6 +1182,10 @@ impl<'a> Runner<'a> {
         sorted.sort_unstable();
         let at = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied();
         self.status.latency_ms = at(0.5).zip(at(0.99));
+        // A worker's tasks are reported by the worker, together.
+        if self.part.is_some() {
+            return Ok(());
+        }
         write_atomically(&self.run.dir.join("status.json"), self.status.to_json().to_string().as_bytes())
     }
 }
@@ -1151,11 +1281,11 @@ fn fetch_while<T>(
 
 /// Where a job with no positions of its own starts reading each partition, as its
 /// `start_from` says.
-fn start_positions(run: &JobRun, log: &dyn Log, inputs: &mut [Input]) -> Result<(), StreamError> {
+fn start_positions(run: &JobRun, log: &dyn Log, inputs: &mut [Input], part: Option<u32>) -> Result<(), StreamError> {
     let from = run.job.config.start_from;
     let committed = if from == StartFrom::Committed { log.positions(&run.group())? } else { weir_log::Positions::new() };
     for input in inputs {
-        for p in log.describe(&input.topic)?.partitions {
+        for p in log.describe(&input.topic)?.partitions.into_iter().filter(|p| part.is_none_or(|mine| mine == p.partition)) {
             let at = match from {
                 StartFrom::Earliest => p.start,
                 StartFrom::Latest => p.end,
@@ -1371,19 +1501,22 @@ const NEXT_CHECKPOINT: &str = "checkpoint.next.json";
 const CHECKPOINT: &str = "checkpoint.json";
 /// Where a topic sink's consumer group keeps its checkpoint's number, beside its positions.
 const CHECKPOINT_SEQ: &str = "_weir_checkpoint";
+/// The same for each partition's checkpoint, when workers share the job.
+const PARTITION_SEQ: &str = "_weir_partition_checkpoint";
 
 /// Keeps the checkpoint that matches the log: after a crash between writing a topic sink's
 /// next checkpoint and renaming it, the log's commit says whether it happened (the group
 /// holds the next checkpoint's number: it stands) or not (it is dropped, and the job reads
 /// again from the checkpoint before it).
-fn settle_checkpoint(run: &JobRun, log: &dyn Log) -> Result<(), StreamError> {
+fn settle_checkpoint(run: &JobRun, log: &dyn Log, names: &Names) -> Result<(), StreamError> {
     let store = run.checkpoints.as_ref();
-    let Some(doc) = read_checkpoint(store, NEXT_CHECKPOINT)? else { return Ok(()) };
-    let committed = log.positions(&run.group())?.get(&(CHECKPOINT_SEQ.to_string(), 0)).copied();
+    let committed = log.positions(&run.group())?.get(&names.mark).copied();
+    let next = names.next(committed.unwrap_or(0));
+    let Some(doc) = read_checkpoint(store, &next)? else { return Ok(()) };
     if committed.is_some() && committed == doc.get("seq").and_then(J::as_u64) {
-        store.promote(NEXT_CHECKPOINT, CHECKPOINT)
+        store.promote(&next, &names.checkpoint)
     } else {
-        store.delete(NEXT_CHECKPOINT)
+        store.delete(&next)
     }
 }
 
@@ -1429,4 +1562,47 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StreamError> {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(member: &str, state: &str, updated_at: i64, partitions: &[(u32, u64)], read: u64) -> Status {
+        Status {
+            job: "revenue".into(),
+            state: state.into(),
+            updated_at,
+            positions: partitions.iter().map(|(p, o)| (("orders".to_string(), *p), *o)).collect(),
+            lag: partitions.iter().map(|(p, _)| (("orders".to_string(), *p), 1)).collect(),
+            counts: Counts { read, ..Counts::default() },
+            watermark: Some(updated_at),
+            workers: vec![member.into()],
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn the_status_of_workers_is_read_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, s: &Status| std::fs::write(dir.path().join(name), s.to_json().to_string()).unwrap();
+        let now = now_ms();
+        // Run in one process once, long ago.
+        write("status.json", &worker("", "stopped", now - 60_000, &[(0, 5), (1, 5), (2, 5)], 15));
+        assert!(Status::read(dir.path()).unwrap().workers.is_empty(), "only the run in one process");
+        // Two live workers, and one that died with partitions the others took since.
+        write("worker-0.json", &worker("h-0", "running", now, &[(0, 40)], 40));
+        write("worker-1.json", &worker("h-1", "running", now - 1_000, &[(1, 30), (2, 20)], 50));
+        write("worker-2.json", &worker("h-2", "running", now - 30_000, &[(2, 9)], 9));
+        let s = Status::read(dir.path()).unwrap();
+        assert_eq!(s.workers, vec!["h-0", "h-1"]);
+        assert_eq!(s.positions.values().copied().collect::<Vec<_>>(), vec![40, 30, 20]);
+        assert_eq!((s.counts.read, s.lag.len(), s.watermark), (90, 3, Some(now - 1_000)));
+        // None live: where the last ones left them.
+        for (name, member) in [("worker-0.json", "h-0"), ("worker-1.json", "h-1")] {
+            write(name, &worker(member, "stopped", now - 20_000, &[(0, 41)], 41));
+        }
+        let s = Status::read(dir.path()).unwrap();
+        assert_eq!((s.state.as_str(), s.workers.len()), ("stopped", 3), "{s:?}");
+    }
 }

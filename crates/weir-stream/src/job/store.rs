@@ -21,6 +21,8 @@ pub trait CheckpointStore: std::fmt::Debug + Send + Sync {
     fn promote(&self, from: &str, to: &str) -> Result<(), StreamError>;
     /// Forgets the document `name`, if there is one.
     fn delete(&self, name: &str) -> Result<(), StreamError>;
+    /// Forgets every document (the job is reset).
+    fn clear(&self) -> Result<(), StreamError>;
 }
 
 /// Checkpoints as files of a local folder (`.weir/streams/<job>/`), written to a temporary
@@ -68,6 +70,21 @@ impl CheckpointStore for LocalDir {
             Err(e) => Err(StreamError::io(&path, e)),
         }
     }
+
+    fn clear(&self) -> Result<(), StreamError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StreamError::io(&self.dir, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("checkpoint") || name.starts_with("partition-") {
+                self.delete(&name)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +105,11 @@ mod tests {
         store.delete("checkpoint.json").unwrap();
         store.delete("checkpoint.json").unwrap();
         assert_eq!(store.get("checkpoint.json").unwrap(), None);
+        store.put("partition-3.json", b"three").unwrap();
+        store.put("status.json", b"{}").unwrap();
+        store.clear().unwrap();
+        assert_eq!(store.get("partition-3.json").unwrap(), None);
+        assert!(store.get("status.json").unwrap().is_some(), "only checkpoints are forgotten");
         assert!(store.location("checkpoint.json").ends_with("streams/job/checkpoint.json"));
     }
 }

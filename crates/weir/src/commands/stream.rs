@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use weir_graph::streams::read_topics;
+use weir_stream::StreamError;
+use weir_stream::job::store::CheckpointStore;
 use weir_stream::job::{self, Control, JobRun, Status};
 
 use crate::cli::{Global, LogFormat, StreamCommand};
@@ -46,18 +48,39 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let r = find(name)?;
             let wh = warehouse(&ws)?;
             job::reset(r, wh.as_ref())?;
+            // Its workers' checkpoints too.
+            StoreCheckpoints::of(&ws, r)?.clear()?;
             out.info(format!(
                 "Reset '{name}': its checkpoints, {} and its positions are gone; it starts again from the first event",
                 r.sink_text()
             ));
             Ok(0)
         }
-        StreamCommand::Run { name, drain, reset } => {
+        StreamCommand::Run { name, drain, reset, worker } => {
             let r = find(name)?;
             let wh = warehouse(&ws)?;
             if *reset {
                 job::reset(r, wh.as_ref())?;
+                StoreCheckpoints::of(&ws, r)?.clear()?;
             }
+            // A worker's checkpoints are where every worker reaches them.
+            let shared;
+            let stored = StoreCheckpoints::of(&ws, r)?;
+            let r = if *worker {
+                shared = JobRun { checkpoints: Arc::new(stored), ..r.clone() };
+                &shared
+            } else {
+                // Workers' state is one checkpoint per partition: one process would start over.
+                if stored.get("partition-0.json")?.is_some() {
+                    return Err(format!(
+                        "stream job '{name}' ran as workers, and its state is one checkpoint per partition in {}: \
+                         run it with --worker, or `weir stream reset {name}` to start it over in one process",
+                        stored.store.description()
+                    )
+                    .into());
+                }
+                r
+            };
             let log = logs(&root)?.for_topics(&r.topic_names())?;
             let control = Control { drain: *drain, ..Control::default() };
             stop_on_signal(&control.stop);
@@ -73,8 +96,12 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
                     last_line = Instant::now();
                 }
             };
-            out.info(format!("Running '{name}': {} -> {}", r.topics_text(), r.sink_text()));
-            let result = job::run(r, log.as_ref(), wh, &control, &mut report);
+            out.info(format!("Running '{name}'{}: {} -> {}", if *worker { " as a worker" } else { "" }, r.topics_text(), r.sink_text()));
+            let result = if *worker {
+                job::workers::run_worker(r, log.as_ref(), wh, &control, &mut report)
+            } else {
+                job::run(r, log.as_ref(), wh, &control, &mut report)
+            };
             if live {
                 eprintln!();
             }
@@ -149,6 +176,9 @@ fn status(runs: &[&JobRun], out: &Output) {
             LogFormat::Text => {
                 println!("{} ({state}): {}", r.job.name, line(r, &s));
                 println!("  events: {}", counts(&s));
+                if !s.workers.is_empty() {
+                    println!("  workers: {}", s.workers.join(", "));
+                }
                 for ((t, p), o) in &s.positions {
                     println!("  {t} partition {p}: offset {o}, lag {}", s.lag.get(&(t.clone(), *p)).copied().unwrap_or(0));
                 }
@@ -197,4 +227,60 @@ pub(crate) fn stop_on_signal(stop: &Arc<std::sync::atomic::AtomicBool>) {
         });
         stop.store(true, Ordering::Relaxed);
     });
+}
+
+/// A job's checkpoints in the metadata store, where every worker of the job reaches them (all
+/// machines' on PostgreSQL, one machine's on SQLite).
+struct StoreCheckpoints {
+    store: Arc<weir_store::Store>,
+    job: String,
+}
+
+impl std::fmt::Debug for StoreCheckpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCheckpoints").field("store", &self.store.description()).field("job", &self.job).finish()
+    }
+}
+
+impl StoreCheckpoints {
+    fn of(ws: &Workspace, run: &JobRun) -> Result<StoreCheckpoints, Error> {
+        Ok(StoreCheckpoints { store: ws.store()?, job: run.job.name.clone() })
+    }
+}
+
+impl CheckpointStore for StoreCheckpoints {
+    fn location(&self, name: &str) -> String {
+        format!("{} (stream checkpoint '{name}' of job '{}')", self.store.description(), self.job)
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, StreamError> {
+        Ok(self.store.checkpoint_document(&self.job, name).map_err(|e| self.error(name, e))?.map(String::into_bytes))
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), StreamError> {
+        let document = std::str::from_utf8(bytes).map_err(|e| StreamError::Job(format!("{}: {e}", self.location(name))))?;
+        self.store.put_checkpoint_document(&self.job, name, document).map_err(|e| self.error(name, e))
+    }
+
+    fn promote(&self, from: &str, to: &str) -> Result<(), StreamError> {
+        if self.store.promote_checkpoint_document(&self.job, from, to).map_err(|e| self.error(from, e))? {
+            Ok(())
+        } else {
+            Err(StreamError::Job(format!("{}: gone before it became the checkpoint", self.location(from))))
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<(), StreamError> {
+        self.store.delete_checkpoint_documents(&self.job, Some(name)).map(drop).map_err(|e| self.error(name, e))
+    }
+
+    fn clear(&self) -> Result<(), StreamError> {
+        self.store.delete_checkpoint_documents(&self.job, None).map(drop).map_err(|e| self.error("*", e))
+    }
+}
+
+impl StoreCheckpoints {
+    fn error(&self, name: &str, e: weir_store::StoreError) -> StreamError {
+        StreamError::Job(format!("{}: {e}", self.location(name)))
+    }
 }
