@@ -403,11 +403,12 @@ struct JobLock {
 
 impl JobLock {
     fn take(run: &JobRun) -> Result<JobLock, StreamError> {
-        JobLock::take_file(run, "lock")
+        JobLock::take_file(run, "lock", false)
     }
 
-    /// The lock file `name` of the job's folder, taken alone.
-    fn take_file(run: &JobRun, name: &str) -> Result<JobLock, StreamError> {
+    /// The lock file `name` of the job's folder: taken alone, with the holder's pid written
+    /// in it, or (`shared`) beside the job's other workers.
+    fn take_file(run: &JobRun, name: &str, shared: bool) -> Result<JobLock, StreamError> {
         use std::io::{Read, Seek, Write};
         std::fs::create_dir_all(&run.dir).map_err(|e| StreamError::io(&run.dir, e))?;
         let path = run.dir.join(name);
@@ -418,7 +419,8 @@ impl JobLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| StreamError::io(&path, e))?;
-        match file.try_lock() {
+        match if shared { file.try_lock_shared() } else { file.try_lock() } {
+            Ok(()) if shared => return Ok(JobLock { _file: file, path }),
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
@@ -1577,7 +1579,7 @@ mod tests {
             lag: partitions.iter().map(|(p, _)| (("orders".to_string(), *p), 1)).collect(),
             counts: Counts { read, ..Counts::default() },
             watermark: Some(updated_at),
-            workers: vec![member.into()],
+            workers: if member.is_empty() { vec![] } else { vec![member.into()] },
             ..Status::default()
         }
     }

@@ -17,7 +17,6 @@
 //! one sink whose commit can carry the offsets of the partitions one worker owns.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -62,7 +61,7 @@ pub fn run_worker(
     // from its checkpoint after a pause that doubles, while the others go on.
     let mut failing: BTreeMap<u32, (Instant, Duration)> = BTreeMap::new();
     let mut last_error: Option<String> = None;
-    // Tasks that finished (drained, or stopped): not turned again.
+    // Tasks that finished (drained, or stopped): kept for the status, not turned again.
     let mut done: BTreeSet<u32> = BTreeSet::new();
     let mut last_report: Option<Instant> = None;
     // Since when the group has been dealing its partitions.
@@ -88,7 +87,7 @@ pub fn run_worker(
         tasks.retain(|p, _| mine.contains(p));
         done.retain(|p| mine.contains(p));
         if !stopping {
-            let dealt: Vec<u32> = mine.iter().copied().filter(|p| !tasks.contains_key(p) && !done.contains(p)).collect();
+            let dealt: Vec<u32> = mine.iter().copied().filter(|p| !tasks.contains_key(p)).collect();
             for p in dealt {
                 if failing.get(&p).is_some_and(|(at, pause)| at.elapsed() < *pause) {
                     continue;
@@ -105,13 +104,14 @@ pub fn run_worker(
         }
         let mut caught_up = true;
         let mut dropped = vec![];
-        for (p, task) in tasks.iter_mut() {
+        let mut finished_now = vec![];
+        for (p, task) in tasks.iter_mut().filter(|(p, _)| !done.contains(p)) {
             match task.turn(control, &mut |_| {}) {
                 Ok(turn) => {
                     caught_up &= turn.caught_up;
                     failing.remove(p);
                     if turn.finished {
-                        done.insert(*p);
+                        finished_now.push(*p);
                     }
                 }
                 Err(e) => {
@@ -128,8 +128,8 @@ pub fn run_worker(
         for p in dropped {
             tasks.remove(&p);
         }
-        tasks.retain(|p, _| !done.contains(p));
-        let finished = stopping || (control.drain && owned.is_some() && tasks.is_empty());
+        done.extend(finished_now);
+        let finished = stopping || (control.drain && owned.is_some() && mine.iter().all(|p| done.contains(p)));
         if finished || last_report.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             if failing.is_empty() {
                 last_error = None;
@@ -202,7 +202,7 @@ fn shareable(run: &JobRun) -> Result<(), StreamError> {
 /// settles at once what it left half done) and its locks. Workers share the job's lock,
 /// which keeps out a run of the job in one process and `reset`.
 struct WorkerSlot {
-    _job: File,
+    _job: JobLock,
     _mine: JobLock,
     member: String,
     /// This worker's status, beside the others'.
@@ -211,24 +211,7 @@ struct WorkerSlot {
 
 impl WorkerSlot {
     fn take(run: &JobRun) -> Result<WorkerSlot, StreamError> {
-        std::fs::create_dir_all(&run.dir).map_err(|e| StreamError::io(&run.dir, e))?;
-        let path = run.dir.join("lock");
-        let job = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| StreamError::io(&path, e))?;
-        match job.try_lock_shared() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = std::fs::read_to_string(&path).unwrap_or_default();
-                let pid = if pid.trim().is_empty() { "unknown".to_string() } else { pid.trim().to_string() };
-                return Err(StreamError::Busy { job: run.job.name.clone(), pid });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(StreamError::io(&path, e)),
-        }
+        let job = JobLock::take_file(run, "lock", true)?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .or_else(|| std::env::var("HOSTNAME").ok())
@@ -237,7 +220,7 @@ impl WorkerSlot {
             .unwrap_or_else(|| "localhost".into());
         let mut n = 0;
         loop {
-            match JobLock::take_file(run, &format!("worker-{n}.lock")) {
+            match JobLock::take_file(run, &format!("worker-{n}.lock"), false) {
                 Ok(mine) => {
                     let path = run.dir.join(format!("worker-{n}.json"));
                     return Ok(WorkerSlot { _job: job, _mine: mine, member: format!("{host}-{n}"), path });
