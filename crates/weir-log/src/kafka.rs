@@ -396,12 +396,10 @@ impl Log for KafkaLog {
 
     fn join_group(&self, group: &str, topics: &[String], member: &str) -> Result<(), LogError> {
         let what = format!("joining group '{group}' as '{member}'");
-        // Partitions move off a dead worker after the session timeout; a worker that died
-        // inside a commit has its transaction aborted after the transaction timeout (or at
-        // once, when it comes back under its name). Both can be set in `properties`.
-        // A rebalance waits up to `max.poll.interval.ms` for every member to join again; a
-        // member that died meanwhile holds it that long on some brokers. A worker asks at
-        // least once a second, so a short interval costs nothing.
+        // Partitions move off a dead worker after the session timeout. A rebalance waits up
+        // to `max.poll.interval.ms` for every member to join again (a member that died
+        // meanwhile holds it that long on some brokers); a worker asks at least once a
+        // second, so a short one costs nothing. All can be set in `properties`.
         let defaults = [("session.timeout.ms", "10000"), ("heartbeat.interval.ms", "1000"), ("max.poll.interval.ms", "20000")];
         let consumer: BaseConsumer<Membership> = client_config_over(
             &self.config,

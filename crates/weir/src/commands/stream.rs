@@ -49,7 +49,9 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let wh = warehouse(&ws)?;
             job::reset(r, wh.as_ref())?;
             // Its workers' checkpoints too.
-            StoreCheckpoints::of(&ws, r)?.clear()?;
+            if shareable(r) {
+                StoreCheckpoints::of(&ws, r)?.clear()?;
+            }
             out.info(format!(
                 "Reset '{name}': its checkpoints, {} and its positions are gone; it starts again from the first event",
                 r.sink_text()
@@ -61,16 +63,18 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let wh = warehouse(&ws)?;
             if *reset {
                 job::reset(r, wh.as_ref())?;
-                StoreCheckpoints::of(&ws, r)?.clear()?;
+                if shareable(r) {
+                    StoreCheckpoints::of(&ws, r)?.clear()?;
+                }
             }
             // A worker's checkpoints are where every worker reaches them.
             let shared;
-            let stored = StoreCheckpoints::of(&ws, r)?;
             let r = if *worker {
-                shared = JobRun { checkpoints: Arc::new(stored), ..r.clone() };
+                shared = JobRun { checkpoints: Arc::new(StoreCheckpoints::of(&ws, r)?), ..r.clone() };
                 &shared
-            } else {
+            } else if shareable(r) {
                 // Workers' state is one checkpoint per partition: one process would start over.
+                let stored = StoreCheckpoints::of(&ws, r)?;
                 if stored.get("partition-0.json")?.is_some() {
                     return Err(format!(
                         "stream job '{name}' ran as workers, and its state is one checkpoint per partition in {}: \
@@ -79,6 +83,8 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
                     )
                     .into());
                 }
+                r
+            } else {
                 r
             };
             let log = logs(&root)?.for_topics(&r.topic_names())?;
@@ -227,6 +233,12 @@ pub(crate) fn stop_on_signal(stop: &Arc<std::sync::atomic::AtomicBool>) {
         });
         stop.store(true, Ordering::Relaxed);
     });
+}
+
+/// Whether workers may have run `run` (they need its topic on Kafka and a topic sink): only
+/// then is the metadata store asked for their checkpoints.
+fn shareable(run: &JobRun) -> bool {
+    run.topic.log == weir_log::Backend::Kafka && run.out_topic.is_some()
 }
 
 /// A job's checkpoints in the metadata store, where every worker of the job reaches them (all
