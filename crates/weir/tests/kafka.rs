@@ -75,16 +75,25 @@ fn assert_once(records: &[(String, String)], context: &str) {
     }
 }
 
+/// The last result of each window when the job reads 6,000 orders in one uninterrupted run
+/// in one process, on a broker of its own.
+fn uninterrupted() -> BTreeMap<String, String> {
+    let broker = Broker::start();
+    let dir = project(&broker);
+    produce(&broker, 0, 6_000);
+    let o = weir(dir.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
+    last(results(&broker))
+}
+
+/// Each window's last result.
+fn last(records: Vec<(String, String)>) -> BTreeMap<String, String> {
+    records.into_iter().collect()
+}
+
 #[test]
 fn a_job_reads_and_writes_kafka_exactly_once_through_kill_9() {
-    // One uninterrupted run.
-    let once_broker = Broker::start();
-    let once = project(&once_broker);
-    produce(&once_broker, 0, 6_000);
-    let o = weir(once.path(), &["stream", "run", "revenue", "--drain"]);
-    assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
-    let last = |records: Vec<(String, String)>| -> BTreeMap<String, String> { records.into_iter().collect() };
-    let expected = last(results(&once_broker));
+    let expected = uninterrupted();
     assert!(expected.len() > 100, "{} windows", expected.len());
 
     // Killed with -9 at random moments, each time after more orders came.
@@ -265,14 +274,7 @@ fn stop(child: std::process::Child) {
 /// transactions; each partition moves with its window state.
 #[test]
 fn workers_share_a_job_through_joins_leaves_and_rebalances_mid_window() {
-    // One uninterrupted run in one process.
-    let once_broker = Broker::start();
-    let once = project(&once_broker);
-    produce(&once_broker, 0, 6_000);
-    let o = weir(once.path(), &["stream", "run", "revenue", "--drain"]);
-    assert!(o.status.success() && text(&o).contains("6000 read = "), "{}", text(&o));
-    let expected: BTreeMap<String, String> = results(&once_broker).into_iter().collect();
-    drop(once_broker);
+    let expected = uninterrupted();
 
     // Two workers share it; a third joins while windows are open; the first goes and
     // another takes its place; the partitions move with their window state each time.
@@ -298,7 +300,7 @@ fn workers_share_a_job_through_joins_leaves_and_rebalances_mid_window() {
 
     let got = results(&broker);
     assert_once(&got, "workers");
-    let got: BTreeMap<String, String> = got.into_iter().collect();
+    let got = last(got);
     // Every window of the run in one process, with the same figures. (A worker's watermark
     // is its partition's own, ahead of the least over all partitions: it may close a last
     // window or two that the run in one process still held open.)

@@ -49,7 +49,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let wh = warehouse(&ws)?;
             job::reset(r, wh.as_ref())?;
             // Its workers' checkpoints too.
-            if shareable(r) {
+            if workers_may_have_run(r) {
                 StoreCheckpoints::of(&ws, r)?.clear()?;
             }
             out.info(format!(
@@ -63,7 +63,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let wh = warehouse(&ws)?;
             if *reset {
                 job::reset(r, wh.as_ref())?;
-                if shareable(r) {
+                if workers_may_have_run(r) {
                     StoreCheckpoints::of(&ws, r)?.clear()?;
                 }
             }
@@ -72,7 +72,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let r = if *worker {
                 shared = JobRun { checkpoints: Arc::new(StoreCheckpoints::of(&ws, r)?), ..r.clone() };
                 &shared
-            } else if shareable(r) {
+            } else if workers_may_have_run(r) {
                 // Workers' state is one checkpoint per partition: one process would start over.
                 let stored = StoreCheckpoints::of(&ws, r)?;
                 if stored.get("partition-0.json")?.is_some() {
@@ -237,7 +237,7 @@ pub(crate) fn stop_on_signal(stop: &Arc<std::sync::atomic::AtomicBool>) {
 
 /// Whether workers may have run `run` (they need its topic on Kafka and a topic sink): only
 /// then is the metadata store asked for their checkpoints.
-fn shareable(run: &JobRun) -> bool {
+fn workers_may_have_run(run: &JobRun) -> bool {
     run.topic.log == weir_log::Backend::Kafka && run.out_topic.is_some()
 }
 
