@@ -10,6 +10,7 @@ mod checks;
 mod intervals;
 mod loads;
 mod pipelines;
+mod registry;
 mod streams;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ pub use checks::CheckRecord;
 pub use intervals::{Interval, merge, missing};
 pub use loads::{LoadRun, LoadedFile};
 pub use pipelines::{AlertDelivery, PipelineRun, TaskAttempt, TaskInstance, Worker};
+pub use registry::{NewSchema, Placement, RegistryReference, RegistryTx, StoredSchema, SubjectVersion};
 
 /// Why the store could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +235,37 @@ const MIGRATIONS: &[&str] = &[
         document text not null,
         written_at text not null,
         primary key (job, name)
+    )",
+    "create table weir_registry_schemas (
+        id bigint primary key,
+        schema_type text not null,
+        fingerprint text not null,
+        schema_text text not null,
+        refs text not null,
+        registered_at text not null
+    );
+    create index weir_registry_schemas_fingerprint on weir_registry_schemas (fingerprint);
+    create table weir_registry_versions (
+        subject text not null,
+        version bigint not null,
+        schema_id bigint not null,
+        deleted bigint not null,
+        registered_at text not null,
+        primary key (subject, version)
+    );
+    create index weir_registry_versions_schema on weir_registry_versions (schema_id);
+    create table weir_registry_references (
+        schema_id bigint not null,
+        name text not null,
+        subject text not null,
+        version bigint not null
+    );
+    create index weir_registry_references_target on weir_registry_references (subject, version);
+    create table weir_registry_settings (
+        subject text not null,
+        name text not null,
+        value text not null,
+        primary key (subject, name)
     )",
 ];
 
