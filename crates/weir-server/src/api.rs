@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/topics/{topic}/records", post(produce_records))
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{job}", get(get_stream))
+        .nest_service("/registry", crate::registry::routes(&state))
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such endpoint; the API is described at /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(json_errors))
@@ -133,7 +134,10 @@ impl utoipa::Modify for Truthful {
 async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    let is_json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json") || v.as_bytes() == crate::registry::CONTENT_TYPE.as_bytes());
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -187,32 +191,49 @@ impl From<weir_orchestrate::OrchestrateError> for Failure {
 
 type Reply<T> = Result<Json<T>, Failure>;
 
-/// Open: `health` and the document. Reads: open with `open_reads`, else the token.
+/// Open: `health` and the documents. Reads: open with `open_reads`, else the token.
 /// Writes: the token, which must be configured.
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path == "/api/v1/health" || path == "/api/v1/openapi.json" {
+    if path == "/api/v1/health" || path == "/api/v1/openapi.json" || path == "/registry/openapi.json" {
         return next.run(req).await;
     }
-    if s.config.open_reads && (req.method() == Method::GET || req.method() == Method::HEAD) {
+    let registry = path == "/registry" || path.starts_with("/registry/");
+    if s.config.open_reads
+        && (req.method() == Method::GET || req.method() == Method::HEAD || (registry && crate::registry::is_read(req.method(), path)))
+    {
         return next.run(req).await;
     }
+    let refuse = |status: StatusCode, message: &str| {
+        if registry { crate::registry::refusal(status, message) } else { Failure(status, message.into()).into_response() }
+    };
     let Some(expected) = s.config.token.as_deref() else {
         let m = "this server has no API token configured: set $WEIR_API_TOKEN, or server.token in weir.yml";
-        return Failure(StatusCode::FORBIDDEN, m.into()).into_response();
+        return refuse(StatusCode::FORBIDDEN, m);
     };
-    // The scheme is case-insensitive (RFC 9110): `bearer x` is `Bearer x`.
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token));
-    match given {
-        None => Failure(StatusCode::UNAUTHORIZED, "missing token: send Authorization: Bearer <token>".into()).into_response(),
+    match presented_token(&req, registry) {
+        None => refuse(StatusCode::UNAUTHORIZED, "missing token: send Authorization: Bearer <token>"),
         Some(g) if bool::from(g.trim().as_bytes().ct_eq(expected.as_bytes())) => next.run(req).await,
-        Some(_) => Failure(StatusCode::UNAUTHORIZED, "wrong token".into()).into_response(),
+        Some(_) => refuse(StatusCode::UNAUTHORIZED, "wrong token"),
     }
+}
+
+/// The token a request presents: `Authorization: Bearer <token>`, or for the registry, whose
+/// clients often know only basic authentication, `Basic` with the token as the password.
+fn presented_token(req: &Request, registry: bool) -> Option<String> {
+    use base64::Engine;
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    // The scheme is case-insensitive (RFC 9110): `bearer x` is `Bearer x`.
+    let (scheme, credentials) = value.trim_start().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.to_string());
+    }
+    if registry && scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        return text.split_once(':').map(|(_, password)| password.to_string());
+    }
+    None
 }
 
 /// The server is up, as which worker, on which kind of store. Open to anyone, so it names

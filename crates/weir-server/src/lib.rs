@@ -13,6 +13,7 @@
 
 mod api;
 mod config;
+mod registry;
 
 use std::sync::Arc;
 

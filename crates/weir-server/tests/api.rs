@@ -445,12 +445,25 @@ async fn events_sent_over_http_land_in_the_log_keyed_and_durable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_answer_that_disagrees_with_the_document() {
+    let s = Server::start(guarded()).await;
+    schemathesis(&s, "/api/v1/openapi.json", "/api/v1/openapi.json").await;
+}
+
+/// The same for the schema registry's document, whose paths are under `/registry`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_answer_that_disagrees_with_the_registry_document() {
+    let s = Server::start(guarded()).await;
+    schemathesis(&s, "/registry/openapi.json", "/registry").await;
+}
+
+/// Runs schemathesis with every check on the document at `doc`, sending requests to `base`
+/// (a path on the server), and fails with its report if it finds anything.
+async fn schemathesis(s: &Server, doc: &str, base: &str) {
     let venv = std::env::var("WEIR_SCHEMATHESIS_VENV")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/weir/schemathesis-venv"));
     let st = venv.join("bin/st");
     assert!(st.exists(), "schemathesis is not installed at {}; run scripts/install-schemathesis.sh", st.display());
-    let s = Server::start(guarded()).await;
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
     // More examples find more (WEIR_SCHEMATHESIS_EXAMPLES=1000 for a long run); 40 keeps the
     // suite quick and still covers every operation, link and check.
@@ -458,21 +471,13 @@ async fn schemathesis_finds_no_answer_that_disagrees_with_the_document() {
     // A fixed seed keeps the suite's requests the same from run to run; set
     // WEIR_SCHEMATHESIS_SEED (with more examples) to explore others.
     let seed = std::env::var("WEIR_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261202".into());
-    let out = tokio::process::Command::new(&st)
-        .arg("--config-file")
-        .arg(&config)
-        .args([
-            "run",
-            &format!("{}/api/v1/openapi.json", s.base),
-            "--checks",
-            "all",
-            "--max-examples",
-            &examples,
-            "--seed",
-            &seed,
-            "--workers",
-            "1",
-        ])
+    let mut run = tokio::process::Command::new(&st);
+    run.arg("--config-file").arg(&config).args(["run", &format!("{}{doc}", s.base), "--checks", "all", "--max-examples", &examples]);
+    if base != doc {
+        run.args(["--url", &format!("{}{base}", s.base)]);
+    }
+    let out = run
+        .args(["--seed", &seed, "--workers", "1"])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .env("NO_COLOR", "1")
         .current_dir(s.path())
