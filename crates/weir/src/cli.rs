@@ -265,6 +265,12 @@ pub enum Command {
         #[command(subcommand)]
         command: CdcCommand,
     },
+    /// The schema registry (served by `weir serve` under /registry): subjects, their
+    /// schemas, compatibility checks and registrations, from the metadata store.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// The metadata store: back it up, restore it, see where it is.
     Db {
         #[command(subcommand)]
@@ -435,6 +441,55 @@ pub enum StreamCommand {
     Status { name: Option<String> },
     /// Forget a job's checkpoints, sink table and positions; it starts again from the first event.
     Reset { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RegistryCommand {
+    /// Every subject with its versions, latest schema id and compatibility level.
+    Subjects {
+        /// Only subjects starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Soft-deleted subjects too.
+        #[arg(long)]
+        deleted: bool,
+    },
+    /// A subject's schema (the latest version, or --version), or a schema by --id.
+    Show {
+        subject: Option<String>,
+        #[arg(long, short = 'v')]
+        version: Option<String>,
+        #[arg(long, conflicts_with = "version")]
+        id: Option<i64>,
+    },
+    /// Whether a schema file may become the subject's next version under its compatibility
+    /// level (against one --version only, if given); exits 1 with the reasons if not.
+    Check {
+        subject: String,
+        #[command(flatten)]
+        schema: SchemaFile,
+        #[arg(long, short = 'v')]
+        version: Option<String>,
+    },
+    /// Register a schema file under a subject (its next version, if it is compatible).
+    Register {
+        subject: String,
+        #[command(flatten)]
+        schema: SchemaFile,
+    },
+}
+
+/// A schema file and how to read it.
+#[derive(clap::Args, Debug)]
+pub struct SchemaFile {
+    /// The schema: .avsc (Avro), .proto (Protobuf) or .json (JSON Schema).
+    pub file: PathBuf,
+    /// avro, json or protobuf, when the extension does not say.
+    #[arg(long = "type")]
+    pub schema_type: Option<String>,
+    /// A schema it refers to, as NAME=SUBJECT:VERSION (repeatable).
+    #[arg(long = "reference")]
+    pub references: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

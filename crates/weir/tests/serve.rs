@@ -5,81 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value as J;
-
-const TOKEN: &str = "serve-test-token";
-
-/// A `weir serve` child process on a free port.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    fn start(dir: &Path, env: &[(&str, &str)]) -> Serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::fs::File::create(dir.join(format!("serve-{port}.log"))).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
-        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .current_dir(dir)
-            .env("WEIR_API_TOKEN", TOKEN)
-            .env_remove("DBT_PROFILES_DIR")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let s = Serve { child: cmd.spawn().unwrap(), base: format!("http://127.0.0.1:{port}") };
-        wait(Duration::from_secs(60), "the server to answer", || s.call("GET", "/api/v1/health", None).is_some());
-        s
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Option<J> {
-        let http = reqwest::blocking::Client::new();
-        let url = format!("{}{path}", self.base);
-        let req = if method == "POST" { http.post(url).body(body.unwrap_or("").to_string()) } else { http.get(url) };
-        let resp = req.bearer_auth(TOKEN).timeout(Duration::from_secs(10)).send().ok()?;
-        resp.json().ok()
-    }
-
-    /// Stops it as an operator would (SIGTERM) and waits for it to exit.
-    fn terminate(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let until = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < until {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("weir serve did not stop on SIGTERM");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 /// Whether a process runs (a zombie, dead but not yet reaped by whoever adopted it, does not).
 fn alive(pid: &str) -> bool {

@@ -14,6 +14,7 @@ mod load;
 pub mod log;
 mod ls;
 pub mod pipeline;
+mod registry;
 mod serve;
 mod show;
 mod source;
@@ -57,6 +58,7 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Log { command } => log::run(g, command, out),
         Command::Stream { command } => stream::run(g, command, out),
         Command::Cdc { command } => cdc::run(g, command, out),
+        Command::Registry { command } => registry::run(g, command, out),
         Command::Db { command } => db::run(g, command, out),
     }
 }
