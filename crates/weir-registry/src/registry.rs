@@ -238,7 +238,7 @@ impl Registry {
         };
         let chosen: Vec<&SubjectVersion> = match at {
             Some(at) => vec![pick(subject, &versions, at)?],
-            None => versions.iter().collect(),
+            None => checked_against(level, &versions),
         };
         let mut previous = vec![];
         for v in chosen {
@@ -489,7 +489,7 @@ fn register_in(
     }
     if level != Level::None {
         let mut previous = vec![];
-        for v in versions.iter().filter(|v| !v.deleted) {
+        for v in checked_against(level, &versions) {
             let stored = tx.schema(v.schema_id)?.ok_or_else(|| Error::SchemaNotFound(v.schema_id.to_string()))?;
             // Inside the write the store is held: references are read through it.
             let mut lookup = |subject: &str, version: i64| -> Result<Option<StoredSchema>, Error> {
@@ -573,6 +573,13 @@ fn render(at: VersionRef) -> String {
         VersionRef::Latest => "latest".into(),
         VersionRef::Number(n) => n.to_string(),
     }
+}
+
+/// The live versions a level checks a new schema against: all of them if it is
+/// transitive, else the latest (only those are parsed again).
+fn checked_against(level: Level, versions: &[SubjectVersion]) -> Vec<&SubjectVersion> {
+    let live = versions.iter().filter(|v| !v.deleted);
+    if level.transitive() { live.collect() } else { live.last().into_iter().collect() }
 }
 
 fn non_transitive(level: Level) -> Level {
