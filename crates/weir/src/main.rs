@@ -19,6 +19,13 @@ use clap::Parser;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`weir registry show x | head`) ends the
+    // process quietly, as for any Unix tool, instead of a failed print panicking.
+    #[cfg(unix)]
+    // SAFETY: called first, before any other thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cli::Cli::parse();
     let out = std::sync::Arc::new(output::Output::new(cli.global.log_format));
     match commands::dispatch(&cli, &out) {
