@@ -7,7 +7,7 @@
 //!   - name: orders
 //!     partitions: 4
 //!     key: customer_id
-//!     format: json
+//!     format: json          # or raw, or avro (Confluent's wire format, the schema registry)
 //!     columns: {order_id: bigint, customer_id: bigint, amount: 'decimal(10,2)', ordered_at: timestamp}
 //!     event_time: ordered_at
 //!     watermark: ordered_at - interval '5 seconds'
@@ -55,6 +55,10 @@ pub enum Format {
     Json,
     /// Bytes as they came.
     Raw,
+    /// Avro records in Confluent's wire format, each with the id of its schema in the
+    /// project's schema registry; read by the topic's column names, written under the
+    /// topic's subject (`<topic>-value`).
+    Avro,
     /// A table's change events in Debezium's envelope (`before`, `after`, `op`), keyed by the
     /// row's primary key, as a cdc source publishes them: read as a changelog.
     Changelog,
@@ -248,7 +252,8 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
         Some((t, n)) => match t.as_str() {
             "json" => Format::Json,
             "raw" | "bytes" => Format::Raw,
-            other => return Err(err(n, format!("format '{other}' is not one of json, raw"))),
+            "avro" => Format::Avro,
+            other => return Err(err(n, format!("format '{other}' is not one of json, raw, avro"))),
         },
     };
     let log = match text("log")? {

@@ -7,6 +7,7 @@
 //! The HTTP API (`weir serve`) and `weir registry` are thin layers over [`Registry`].
 
 mod avro;
+pub mod avro_codec;
 mod json;
 mod proto;
 mod registry;

@@ -15,6 +15,12 @@ pub struct Registry {
     store: Arc<Store>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").field("store", &self.store.description()).finish()
+    }
+}
+
 /// A schema as clients send it to register, look up or check.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -165,6 +171,11 @@ impl Registry {
         let deps = dependencies(&r.references, &mut |s, v| self.stored(s, v), &mut vec![])?;
         let (parsed, _) = Parsed::parse(r.schema_type, &r.schema, &deps).map_err(|e| Error::InvalidSchema(e.message))?;
         Ok(parsed.serialized().unwrap_or_else(|| r.schema.clone()))
+    }
+
+    /// The texts of the schemas `r` refers to, and theirs, dependencies first (name, text).
+    pub fn references_of(&self, r: &Registered) -> Result<Vec<(String, String)>, Error> {
+        dependencies(&r.references, &mut |s, v| self.stored(s, v), &mut vec![])
     }
 
     /// The subjects and versions that name schema `id`.
@@ -578,8 +589,8 @@ fn render(at: VersionRef) -> String {
 /// The live versions a level checks a new schema against: all of them if it is
 /// transitive, else the latest (only those are parsed again).
 fn checked_against(level: Level, versions: &[SubjectVersion]) -> Vec<&SubjectVersion> {
-    let live = versions.iter().filter(|v| !v.deleted);
-    if level.transitive() { live.collect() } else { live.last().into_iter().collect() }
+    let mut live = versions.iter().filter(|v| !v.deleted);
+    if level.transitive() { live.collect() } else { live.next_back().into_iter().collect() }
 }
 
 fn non_transitive(level: Level) -> Level {

@@ -100,7 +100,7 @@ impl Workspace {
 
     /// Opens the warehouse (relative DuckDB paths are taken from the working folder, as
     /// dbt-duckdb takes them), with the metadata store when `ids` holds a microbatch model, a
-    /// check or a load.
+    /// check, a load or a stream job (whose `format: avro` topics use the schema registry).
     pub fn session(&self, out: &Arc<Output>, ids: &BTreeSet<String>) -> Result<Arc<Session>, Error> {
         let t = &self.manifest.target;
         let cwd = std::env::current_dir()?;
@@ -112,7 +112,7 @@ impl Workspace {
         if ids
             .iter()
             .filter_map(|id| self.manifest.node(id))
-            .any(|n| n.is_microbatch() || matches!(n.resource_type, ResourceType::Check | ResourceType::Load))
+            .any(|n| n.is_microbatch() || n.stream.is_some() || matches!(n.resource_type, ResourceType::Check | ResourceType::Load))
         {
             session = session.with_store(self.store()?);
         }

@@ -329,3 +329,103 @@ fn a_job_workers_cannot_share_is_refused_with_the_reason() {
     let o = weir(dir.path(), &["stream", "run", "revenue", "--worker"]);
     assert!(!o.status.success() && text(&o).contains("workers write a topic"), "{}", text(&o));
 }
+
+/// Avro both ways: Confluent's AvroSerializer writes the events (registering their schema
+/// with `weir serve`'s registry), `weir serve` runs the job over the `format: avro` topic and
+/// writes its results as Avro under the schema it registers for its sink topic, and
+/// Confluent's AvroDeserializer reads them with `read_committed`. A change of the job's output
+/// that readers of the topic could not follow then stops the job, naming the rule it breaks.
+#[test]
+fn avro_topics_are_read_and_written_through_the_schema_registry() {
+    let broker = Broker::start();
+    let topics = "topics:\n  - name: orders\n    log: kafka\n    partitions: 2\n    key: country\n    format: avro\n    \
+        columns: {order_id: bigint, country: varchar, amount: double, ordered_at: timestamp}\n    \
+        watermark: ordered_at - interval '1 second'\n  - name: totals\n    log: kafka\n    partitions: 2\n    format: avro\n";
+    let job = "{{ config(sink='topic', topic='totals', checkpoint_interval='200ms') }}\n\
+        select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
+        from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds')\n\
+        group by country, window_start, window_end\n";
+    let weir_yml = format!("kafka:\n  bootstrap_servers: {}\n  timeout: 20s\n", broker.servers());
+    let dir = minimal(&[("weir.yml", weir_yml.as_str()), ("streams/shop.yml", topics), ("streams/totals.sql", job)]);
+    let o = weir(dir.path(), &["log", "describe", "orders"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = weir(dir.path(), &["log", "produce", "orders", "-f", "/dev/null"]);
+    assert!(!o.status.success() && text(&o).contains("is `format: avro`"), "JSON lines are refused: {}", text(&o));
+
+    let serve = common::Serve::start(dir.path(), &[]);
+    let client = format!(
+        "from confluent_kafka.schema_registry import SchemaRegistryClient\n\
+         from confluent_kafka.schema_registry.avro import AvroSerializer, AvroDeserializer\n\
+         from confluent_kafka.serialization import SerializationContext, MessageField\n\
+         client = SchemaRegistryClient({{'url': '{}/registry', 'basic.auth.user.info': 'weir:{}'}})\n",
+        serve.base,
+        common::TOKEN
+    );
+    // 300 orders 20 ms apart (three 2-second windows of 100), then one 20 s later that
+    // closes them.
+    let check = broker.python(&format!(
+        r#"{client}
+import datetime, json, os, time
+from confluent_kafka import Consumer, Producer, TopicPartition
+schema = json.dumps({{"type": "record", "name": "Order", "namespace": "shop", "fields": [
+    {{"name": "order_id", "type": "long"}}, {{"name": "country", "type": "string"}}, {{"name": "amount", "type": "double"}},
+    {{"name": "ordered_at", "type": {{"type": "long", "logicalType": "timestamp-millis"}}}}]}})
+ser = AvroSerializer(client, schema)
+p = Producer({{"bootstrap.servers": os.environ["BOOTSTRAP"], "partitioner": "murmur2_random"}})
+ctx = SerializationContext("orders", MessageField.VALUE)
+base = 1796205600000
+expected = {{}}
+for i in range(301):
+    ms = base + i * 20 if i < 300 else base + 20000
+    c = ["DE", "FR", "NL"][i % 3]
+    at = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+    p.produce("orders", key=c, value=ser({{"order_id": i, "country": c, "amount": i % 7 + 0.5, "ordered_at": at}}, ctx))
+    if i < 300:
+        start = datetime.datetime.fromtimestamp((ms // 2000) * 2, datetime.timezone.utc)
+        n, s = expected.get((c, start), (0, 0.0))
+        expected[(c, start)] = (n + 1, s + i % 7 + 0.5)
+p.flush()
+de = AvroDeserializer(client)
+def read():
+    c = Consumer({{"bootstrap.servers": os.environ["BOOTSTRAP"], "group.id": "checker", "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True}})
+    md = c.list_topics("totals", timeout=10).topics.get("totals")
+    if md is None or not md.partitions:
+        return []
+    c.assign([TopicPartition("totals", q, 0) for q in md.partitions])
+    out, ended = [], set()
+    while len(ended) < len(md.partitions):
+        m = c.poll(10)
+        if m is None:
+            break
+        if m.error():
+            ended.add(m.partition())
+            continue
+        out.append(de(m.value(), SerializationContext("totals", MessageField.VALUE)))
+    c.close()
+    return out
+until = time.time() + 90
+got = read()
+while len(got) < len(expected) and time.time() < until:
+    time.sleep(1)
+    got = read()
+results = {{(r["country"], r["window_start"]): (r["orders"], r["revenue"]) for r in got}}
+assert len(got) == len(expected) == 9, (len(got), got)
+assert results == expected, (results, expected)
+print("ok", len(got))
+"#
+    ));
+    assert!(check.contains("ok 9"), "{check}");
+    let subjects = weir(dir.path(), &["registry", "subjects"]);
+    assert!(text(&subjects).contains("orders-value") && text(&subjects).contains("totals-value"), "{}", text(&subjects));
+    serve.terminate();
+
+    // `revenue` now a count (a long): readers of `totals` could not read the doubles already
+    // written with it.
+    let changed = job.replace("sum(amount) as revenue", "count(amount) as revenue");
+    std::fs::write(dir.path().join("streams/totals.sql"), changed).unwrap();
+    let o = weir(dir.path(), &["stream", "run", "totals", "--drain"]);
+    let said = text(&o);
+    assert!(!o.status.success(), "{said}");
+    assert!(said.contains("does not fit subject 'totals-value'") && said.contains("/fields/revenue"), "{said}");
+}

@@ -278,6 +278,46 @@ fn a_job_reads_the_topic_another_job_writes_and_build_runs_them_in_order() {
     assert!(text(&o).contains("refers to stream job 'per_window', which writes topic 'revenue_per_window', not a table"), "{}", text(&o));
 }
 
+/// The same chain with the middle topic in Avro (`format: avro`): the first job registers
+/// its output's schema in the project's registry and writes records in Confluent's wire
+/// format; the second reads them back by the id each carries. `weir build` runs both.
+#[test]
+fn a_job_reads_the_avro_topic_another_job_writes() {
+    let topics = format!(
+        "{TOPICS}  - name: revenue_per_window\n    partitions: 2\n    format: avro\n    \
+         columns: {{country: varchar, window_start: timestamp, window_end: timestamp, orders: bigint, revenue: double}}\n    \
+         watermark: window_end - interval '0 seconds'\n"
+    );
+    let windows = "select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
+        from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds')\n\
+        group by country, window_start, window_end\n";
+    let dir = minimal(&[
+        ("streams/shop.yml", topics.as_str()),
+        ("streams/per_window.sql", &format!("{{{{ config(sink='topic', topic='revenue_per_window') }}}}\n{windows}")),
+        ("streams/as_table.sql", windows),
+        (
+            "streams/totals.sql",
+            "select country, sum(orders) as orders, sum(revenue) as revenue\nfrom {{ stream('revenue_per_window') }}\ngroup by country\n",
+        ),
+    ]);
+    produce(dir.path(), 0, 3_000);
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows = query(
+        &dir.path().join("t.duckdb"),
+        "select t.country, t.orders, w.orders, round(t.revenue - w.revenue, 6) from totals t \
+         join (select country, sum(orders) as orders, sum(revenue) as revenue from as_table group by country) w using (country) order by 1",
+    );
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for r in &rows {
+        assert_eq!((&r[1], r[3].as_str()), (&r[2], "0"), "the windows read back from Avro add up: {rows:?}");
+    }
+    let o = weir(dir.path(), &["registry", "show", "revenue_per_window-value"]);
+    assert!(text(&o).contains("\"timestamp-micros\""), "{}", text(&o));
+    let o = weir(dir.path(), &["log", "consume", "revenue_per_window", "-n", "1", "--log-format", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 const PAYMENTS: &str = "  - name: payments\n    partitions: 2\n    key: order_id\n    \
     columns: {payment_id: bigint, order_id: bigint, paid_at: timestamp}\n    \
     watermark: paid_at - interval '3 seconds'\n";

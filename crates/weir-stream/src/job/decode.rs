@@ -7,6 +7,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
+
+use apache_avro::types::Value as AvroValue;
+use weir_registry::avro_codec::AvroReader;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde::Deserialize;
@@ -62,6 +66,8 @@ pub struct Decoder {
     kinds: Vec<Kind>,
     types: Vec<String>,
     time: Option<usize>,
+    /// Events are Avro records in the wire format (`format: avro`), not JSON.
+    avro: Option<Arc<AvroReader>>,
 }
 
 impl Decoder {
@@ -72,7 +78,14 @@ impl Decoder {
             kinds: columns.iter().map(|(_, t)| Kind::of(t)).collect(),
             types: columns.iter().map(|(_, t)| t.clone()).collect(),
             time: time.and_then(|t| columns.iter().position(|(n, _)| n == t)),
+            avro: None,
         }
+    }
+
+    /// The same decoder for Avro events, their schemas read from the registry.
+    pub fn with_avro(mut self, reader: Arc<AvroReader>) -> Decoder {
+        self.avro = Some(reader);
+        self
     }
 
     pub fn kinds(&self) -> &[Kind] {
@@ -89,6 +102,9 @@ impl Decoder {
     /// As [`Decoder::decode`], the row left in `scratch.cells`: a decoder taking event after
     /// event of one buffer reuses the same room for each.
     pub fn decode_into<'de>(&self, value: &'de [u8], scratch: &mut Scratch<'de>) -> Result<i64, String> {
+        if let Some(avro) = &self.avro {
+            return self.decode_avro(avro, value, &mut scratch.cells);
+        }
         let mut de = serde_json::Deserializer::from_slice(value);
         scratch.raw.clear();
         scratch.raw.resize_with(self.names.len(), || None);
@@ -112,6 +128,68 @@ impl Decoder {
             },
         }
     }
+}
+
+impl Decoder {
+    /// An Avro record's fields as the row of the columns read, by name; a field the record
+    /// lacks is null, as a JSON event's missing field is.
+    fn decode_avro(&self, avro: &AvroReader, value: &[u8], cells: &mut Vec<Cell>) -> Result<i64, String> {
+        let fields = avro.read(value)?;
+        cells.clear();
+        for (i, name) in self.names.iter().enumerate() {
+            let v = fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+            let cell = match v.map(unwrap_union) {
+                None | Some(AvroValue::Null) => Cell::Null,
+                Some(v) => avro_cell(v, self.kinds[i]).ok_or_else(|| format!("{name}: expected {}, got {v:?}", self.types[i]))?,
+            };
+            cells.push(cell);
+        }
+        match self.time {
+            None => Ok(0),
+            Some(t) => match cells[t] {
+                Cell::Time(us) => Ok(us.div_euclid(1000)),
+                _ => Err(format!("no event time: '{}' is missing or null", self.names[t])),
+            },
+        }
+    }
+}
+
+fn unwrap_union(v: &AvroValue) -> &AvroValue {
+    match v {
+        AvroValue::Union(_, inner) => unwrap_union(inner),
+        other => other,
+    }
+}
+
+/// An Avro value read as `kind`, if it is one.
+fn avro_cell(v: &AvroValue, kind: Kind) -> Option<Cell> {
+    const DAY_US: i64 = 86_400_000_000;
+    Some(match (kind, v) {
+        (Kind::Int, AvroValue::Int(n)) => Cell::Int(i64::from(*n)),
+        (Kind::Int, AvroValue::Long(n)) => Cell::Int(*n),
+        (Kind::Float, AvroValue::Int(n)) => Cell::Float(f64::from(*n)),
+        (Kind::Float, AvroValue::Long(n)) => Cell::Float(*n as f64),
+        (Kind::Float, AvroValue::Float(f)) => Cell::Float(f64::from(*f)),
+        (Kind::Float, AvroValue::Double(f)) => Cell::Float(*f),
+        (Kind::Text, AvroValue::String(s) | AvroValue::Enum(_, s)) => Cell::Text(s.clone()),
+        (Kind::Text, AvroValue::Uuid(u)) => Cell::Text(u.to_string()),
+        (Kind::Text, AvroValue::Int(n)) => Cell::Text(n.to_string()),
+        (Kind::Text, AvroValue::Long(n)) => Cell::Text(n.to_string()),
+        (Kind::Bool, AvroValue::Boolean(b)) => Cell::Bool(*b),
+        (Kind::Timestamp | Kind::Date, AvroValue::TimestampMicros(us) | AvroValue::LocalTimestampMicros(us)) => Cell::Time(*us),
+        (Kind::Timestamp | Kind::Date, AvroValue::TimestampMillis(ms) | AvroValue::LocalTimestampMillis(ms)) => {
+            Cell::Time(ms.checked_mul(1000)?)
+        }
+        (Kind::Timestamp | Kind::Date, AvroValue::TimestampNanos(ns) | AvroValue::LocalTimestampNanos(ns)) => {
+            Cell::Time(ns.div_euclid(1000))
+        }
+        (Kind::Timestamp | Kind::Date, AvroValue::Date(d)) => Cell::Time(i64::from(*d).checked_mul(DAY_US)?),
+        // A plain long as a time is milliseconds since the epoch, as a JSON number is.
+        (Kind::Timestamp | Kind::Date, AvroValue::Long(ms)) => Cell::Time(ms.checked_mul(1000)?),
+        (Kind::Timestamp | Kind::Date, AvroValue::String(s)) => Cell::Time(parse_timestamp(s)?),
+        (Kind::Any, v) => Cell::Text(format!("{v:?}")),
+        _ => return None,
+    })
 }
 
 /// Room a decoder reuses from one event to the next: the fields as parsed (borrowed from the

@@ -32,11 +32,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use apache_avro::types::Value as AvroValue;
 use serde_json::{Value as J, json};
 use weir_core::Relation;
 use weir_graph::stream_jobs::{StartFrom, StreamJob};
-use weir_graph::streams::Topic;
+use weir_graph::streams::{Format, Topic};
 use weir_log::{Log, RecordRef, Records};
+use weir_registry::avro_codec::{AvroReader, AvroWriter};
 use weir_warehouse::Warehouse;
 
 use crate::plan::{Output, Plan, Shape};
@@ -117,6 +119,10 @@ pub struct JobRun {
     pub out_topic: Option<weir_log::TopicSpec>,
     /// The relations of the tables its SQL names (`ref()`, `source()`), in `job.tables` order.
     pub tables: Vec<Relation>,
+    /// How its sink topic's records are written (`format:` of its declaration; JSON if none).
+    pub out_format: Format,
+    /// The project's schema registry, for topics of `format: avro`.
+    pub registry: Option<weir_registry::Registry>,
 }
 
 impl JobRun {
@@ -164,8 +170,42 @@ impl JobRun {
             }
             _ => None,
         };
+        let out_format = match &job.config.sink {
+            weir_graph::stream_jobs::Sink::Topic { topic: name } => {
+                topics.iter().find(|t| &t.name == name).map_or(Format::Json, |t| t.format)
+            }
+            _ => Format::Json,
+        };
         let dir = project.join(".weir").join("streams").join(&job.name);
-        Ok(JobRun { checkpoints: Arc::new(LocalDir::new(&dir)), dir, job, plan, topic, joined, table, out_topic, tables })
+        Ok(JobRun {
+            checkpoints: Arc::new(LocalDir::new(&dir)),
+            dir,
+            job,
+            plan,
+            topic,
+            joined,
+            table,
+            out_topic,
+            tables,
+            out_format,
+            registry: None,
+        })
+    }
+
+    /// The same job, reading and writing `format: avro` topics through `registry`.
+    pub fn with_registry(mut self, registry: weir_registry::Registry) -> JobRun {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The registry, which a job over or into a `format: avro` topic needs.
+    fn avro_registry(&self, topic: &str) -> Result<&weir_registry::Registry, StreamError> {
+        self.registry.as_ref().ok_or_else(|| {
+            StreamError::Job(format!(
+                "{}: topic '{topic}' is `format: avro`, which needs the project's schema registry: run the job with `weir stream run` or `weir serve`",
+                self.job.path.display()
+            ))
+        })
     }
 
     /// A job of the project `m` describes, its sink in the target's schema (or its own) and
@@ -451,6 +491,8 @@ struct Input {
 struct Runner<'a> {
     run: &'a JobRun,
     log: &'a dyn Log,
+    /// A `format: avro` sink topic's writer, under the schema registered for it.
+    avro_out: Option<AvroWriter>,
     /// Its stream, and the stream joined to it in a join of two streams.
     inputs: Vec<Input>,
     evaluator: Evaluator,
@@ -574,10 +616,13 @@ impl<'a> Runner<'a> {
                 Some(p) => vec![p],
                 None => (0..partitions).collect(),
             };
-            let decoder = match (&plan.stream_join, i) {
+            let mut decoder = match (&plan.stream_join, i) {
                 (Some(j), 1) => Decoder::new(&j.columns, Some(&j.time_column)),
                 _ => Decoder::new(&plan.columns, plan.time_column.as_deref()),
             };
+            if t.format == Format::Avro {
+                decoder = decoder.with_avro(Arc::new(AvroReader::new(run.avro_registry(&t.name)?.clone())));
+            }
             inputs.push(Input {
                 topic: t.name.clone(),
                 decoder,
@@ -598,6 +643,22 @@ impl<'a> Runner<'a> {
             }
             settle_checkpoint(run, log, &naming)?;
         }
+        // An Avro sink's schema is the job's output columns, registered under the topic's
+        // subject: a change its readers could not follow stops the job here, with the rules
+        // it breaks.
+        let avro_out = match (&run.out_topic, run.out_format) {
+            (Some(out), Format::Avro) => {
+                let subject = format!("{}-value", out.name);
+                let registry = run.avro_registry(&out.name)?;
+                Some(AvroWriter::register(registry, &subject, &out.name, &sink.layout().columns).map_err(|e| {
+                    StreamError::Job(format!(
+                        "{}: its output does not fit subject '{subject}' of the schema registry: {e}",
+                        run.job.path.display()
+                    ))
+                })?)
+            }
+            _ => None,
+        };
         let checkpoint = read_checkpoint(run.checkpoints.as_ref(), &naming.checkpoint)?;
         let mut op = WindowOperator::new(plan.window, plan.aggs.iter().map(|a| a.agg).collect(), lateness);
         let resumed = match (&checkpoint, plan.shape) {
@@ -688,6 +749,7 @@ impl<'a> Runner<'a> {
         let mut runner = Runner {
             run,
             log,
+            avro_out,
             inputs,
             evaluator,
             sink,
@@ -1116,7 +1178,13 @@ impl<'a> Runner<'a> {
             self.aside_written = true;
         }
         let now = now_ms();
-        let records: Vec<weir_log::Record> = self.pending.rows.iter().map(|(row, _)| record(self.sink.layout(), row, now)).collect();
+        let records: Vec<weir_log::Record> = self
+            .pending
+            .rows
+            .iter()
+            .map(|(row, _)| record(self.sink.layout(), row, now, self.avro_out.as_ref()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StreamError::Job(format!("{}: a result does not fit its Avro schema: {e}", self.run.job.path.display())))?;
         let mut committed: weir_log::Positions = positions.iter().map(|(at, (o, _))| (at.clone(), *o)).collect();
         committed.insert(self.names.mark.clone(), self.seq);
         let commit = weir_log::Commit {
@@ -1460,7 +1528,18 @@ fn result_row(plan: &Plan, parts: &[Option<String>], values: &[Option<f64>], win
 }
 
 fn aside(topic: &str, partition: u32, r: RecordRef, reason: String, times: Option<(i64, i64)>) -> Aside {
-    Aside { topic: topic.to_string(), partition, offset: r.offset, event: String::from_utf8_lossy(r.value).into_owned(), reason, times }
+    Aside { topic: topic.to_string(), partition, offset: r.offset, event: event_text(r.value), reason, times }
+}
+
+/// An event as the text kept beside its reason: itself when it is text, else (binary, such
+/// as Avro, or holding NUL bytes, which the warehouse's text cannot) `base64:` and its bytes
+/// in base64, so that nothing of it is lost and the row can be written.
+fn event_text(value: &[u8]) -> String {
+    use base64::Engine;
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.contains('\0') => text.to_string(),
+        _ => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(value)),
+    }
 }
 
 /// The columns (with types DuckDB reads) and rows, as text, of the `i`th table a job joins.
@@ -1523,8 +1602,9 @@ fn settle_checkpoint(run: &JobRun, log: &dyn Log, names: &Names) -> Result<(), S
 }
 
 /// A result row as a topic record: a JSON object of the output columns (numbers as numbers,
-/// times as ISO 8601 in UTC), keyed by the group keys and the window's start.
-fn record(layout: &Layout, row: &[Option<String>], now: i64) -> weir_log::Record {
+/// times as ISO 8601 in UTC), or with `avro` an Avro record in the wire format, keyed by the
+/// group keys and the window's start (as JSON).
+fn record(layout: &Layout, row: &[Option<String>], now: i64, avro: Option<&AvroWriter>) -> Result<weir_log::Record, String> {
     let json_of = |ty: &str, v: Option<&str>| -> J {
         let Some(v) = v else { return J::Null };
         let ty = ty.to_ascii_uppercase();
@@ -1543,10 +1623,41 @@ fn record(layout: &Layout, row: &[Option<String>], now: i64) -> weir_log::Record
     let object = |columns: &mut dyn Iterator<Item = usize>| -> serde_json::Map<String, J> {
         columns.map(|i| (layout.columns[i].0.clone(), json_of(&layout.columns[i].1, row.get(i).and_then(|v| v.as_deref())))).collect()
     };
-    let value = object(&mut (0..layout.columns.len()));
     let key_columns: Vec<usize> = layout.keys.iter().copied().chain(layout.window.map(|(start, _)| start)).collect();
     let key = (!key_columns.is_empty()).then(|| J::Object(object(&mut key_columns.into_iter())).to_string().into_bytes());
-    weir_log::Record { key, value: J::Object(value).to_string().into_bytes(), timestamp: now }
+    let value = match avro {
+        Some(w) => w.write(avro_fields(layout, row)?)?,
+        None => J::Object(object(&mut (0..layout.columns.len()))).to_string().into_bytes(),
+    };
+    Ok(weir_log::Record { key, value, timestamp: now })
+}
+
+/// A result row as the fields of its Avro record (see `weir_registry::avro_codec::record_schema`):
+/// each value in the union's second branch, or null.
+fn avro_fields(layout: &Layout, row: &[Option<String>]) -> Result<Vec<(String, AvroValue)>, String> {
+    let mut fields = Vec::with_capacity(layout.columns.len());
+    for (i, (name, ty)) in layout.columns.iter().enumerate() {
+        let value = match row.get(i).and_then(|v| v.as_deref()) {
+            None => AvroValue::Union(0, Box::new(AvroValue::Null)),
+            Some(v) => {
+                let bad = || format!("{name}: '{v}' is not a {ty}");
+                let inner = match weir_registry::avro_codec::avro_type(ty) {
+                    J::String(t) if t == "long" => AvroValue::Long(v.parse().map_err(|_| bad())?),
+                    J::String(t) if t == "double" => AvroValue::Double(v.parse().map_err(|_| bad())?),
+                    J::String(t) if t == "boolean" => AvroValue::Boolean(v.parse().map_err(|_| bad())?),
+                    J::Object(o) if o.get("logicalType").and_then(J::as_str) == Some("date") => {
+                        let day = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| bad())?;
+                        AvroValue::Date((day - chrono::NaiveDate::default()).num_days() as i32)
+                    }
+                    J::Object(_) => AvroValue::TimestampMicros(decode::parse_timestamp(v).ok_or_else(bad)?),
+                    _ => AvroValue::String(v.to_string()),
+                };
+                AvroValue::Union(1, Box::new(inner))
+            }
+        };
+        fields.push((weir_registry::avro_codec::avro_name(name), value));
+    }
+    Ok(fields)
 }
 
 /// The checkpoint document `name` of a store, if there is one.
@@ -1569,6 +1680,19 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event the warehouse's text cannot hold (a NUL byte, binary) is kept in base64,
+    /// not lost, nor left to fail the rejected table's write again and again.
+    #[test]
+    fn events_that_are_not_text_are_kept_whole() {
+        use base64::Engine;
+        assert_eq!(event_text(b"{\"a\": 1}"), "{\"a\": 1}");
+        for bytes in [&b"a\0b"[..], &[0, 0, 0, 0, 1, 2, 0xff][..]] {
+            let kept = event_text(bytes);
+            let b64 = kept.strip_prefix("base64:").unwrap();
+            assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), bytes);
+        }
+    }
 
     fn worker(member: &str, state: &str, updated_at: i64, partitions: &[(u32, u64)], read: u64) -> Status {
         Status {

@@ -31,6 +31,12 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
             let log = logs.for_topic(topic)?;
             let log = log.as_ref();
             let decl = declared.iter().find(|t| t.name == *topic);
+            if decl.is_some_and(|t| t.format == weir_graph::streams::Format::Avro) {
+                return Err(format!(
+                    "topic '{topic}' is `format: avro`: its events are Avro records in Confluent's wire format, written by an Avro serializer (or a stream job), not JSON lines"
+                )
+                .into());
+            }
             ensure_topic(log, decl, topic, *partitions)?;
             let key = key.clone().or_else(|| decl.and_then(|t| t.key.clone()));
             let (source, reader): (String, Box<dyn Read>) = match file {
