@@ -19,7 +19,7 @@ pub struct Avro {
 /// dependencies first), and gives its normalised text: the JSON without layout.
 pub fn parse(text: &str, references: &[&str]) -> Result<(Avro, String), Invalid> {
     let json: serde_json::Value = crate::json_text(text)?;
-    let (schema, refs) = Schema::parse_str_with_list(text, references).map_err(|e| Invalid::new(chain(&e)))?;
+    let (schema, refs) = Schema::parse_str_with_list(text, references).map_err(|e| Invalid::new(weir_core::error_chain(&e)))?;
     let mut names = HashMap::new();
     for s in refs.iter().chain([&schema]) {
         collect_names(s, &mut names);
@@ -218,16 +218,4 @@ fn collect_names(s: &Schema, names: &mut HashMap<String, Schema>) {
         Schema::Union(u) => u.variants().iter().for_each(|v| collect_names(v, names)),
         _ => {}
     }
-}
-
-/// An error with its causes, as one line: apache-avro puts the useful part in the source.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -334,14 +334,27 @@ impl Registry {
     /// The compatibility level of `subject` (the global one with `None`); a subject with
     /// none of its own answers 40408 unless `default_to_global`.
     pub fn compatibility(&self, subject: Option<&str>, default_to_global: bool) -> Result<Level, Error> {
+        let value = self.setting(subject, COMPATIBILITY, default_to_global, Error::NoSubjectCompatibility)?;
+        Ok(value.and_then(|l| Level::parse(&l)).unwrap_or_default())
+    }
+
+    /// A setting of `subject`, else (with `default_to_global`, or for the global one) the
+    /// global one; `None` when neither is set. A subject without its own answers `missing`.
+    fn setting(
+        &self,
+        subject: Option<&str>,
+        name: &str,
+        default_to_global: bool,
+        missing: fn(String) -> Error,
+    ) -> Result<Option<String>, Error> {
         if let Some(s) = subject {
-            match self.store.registry_setting(Some(s), COMPATIBILITY)? {
-                Some(l) => return Ok(Level::parse(&l).unwrap_or_default()),
-                None if !default_to_global => return Err(Error::NoSubjectCompatibility(s.to_string())),
+            match self.store.registry_setting(Some(s), name)? {
+                Some(v) => return Ok(Some(v)),
+                None if !default_to_global => return Err(missing(s.to_string())),
                 None => {}
             }
         }
-        Ok(self.store.registry_setting(None, COMPATIBILITY)?.and_then(|l| Level::parse(&l)).unwrap_or_default())
+        Ok(self.store.registry_setting(None, name)?)
     }
 
     pub fn set_compatibility(&self, subject: Option<&str>, level: &str) -> Result<Level, Error> {
@@ -365,14 +378,8 @@ impl Registry {
     /// The mode of `subject` (the global one with `None`); 40409 for a subject with none
     /// of its own unless `default_to_global`.
     pub fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<Mode, Error> {
-        if let Some(s) = subject {
-            match self.store.registry_setting(Some(s), MODE)? {
-                Some(m) => return Ok(Mode::parse(&m).unwrap_or_default()),
-                None if !default_to_global => return Err(Error::NoSubjectMode(s.to_string())),
-                None => {}
-            }
-        }
-        Ok(self.store.registry_setting(None, MODE)?.and_then(|m| Mode::parse(&m)).unwrap_or_default())
+        let value = self.setting(subject, MODE, default_to_global, Error::NoSubjectMode)?;
+        Ok(value.and_then(|m| Mode::parse(&m)).unwrap_or_default())
     }
 
     /// Sets a mode; IMPORT only on an empty registry (or subject) unless `force`.

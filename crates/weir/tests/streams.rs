@@ -234,27 +234,27 @@ fn events_piped_in_live_are_appended_as_they_come() {
     assert!(done.status.success());
 }
 
+/// The windows of `orders` (a job writing a topic, or a table to check it against), the
+/// declared columns of the topic it writes, and a job totalling that topic by country.
+const WINDOWS: &str = "select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
+    from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds')\n\
+    group by country, window_start, window_end\n";
+const PER_WINDOW_COLUMNS: &str = "    columns: {country: varchar, window_start: timestamp, window_end: timestamp, orders: bigint, revenue: double}\n    \
+    watermark: window_end - interval '0 seconds'\n";
+const TOTALS: &str =
+    "select country, sum(orders) as orders, sum(revenue) as revenue\nfrom {{ stream('revenue_per_window') }}\ngroup by country\n";
+
 #[test]
 fn a_job_reads_the_topic_another_job_writes_and_build_runs_them_in_order() {
-    let topics = format!(
-        "{TOPICS}  - name: revenue_per_window\n    partitions: 2\n    key: country\n    \
-         columns: {{country: varchar, window_start: timestamp, window_end: timestamp, orders: bigint, revenue: double}}\n    \
-         watermark: window_end - interval '0 seconds'\n"
-    );
-    let windows = "select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
-        from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds')\n\
-        group by country, window_start, window_end\n";
+    let topics = format!("{TOPICS}  - name: revenue_per_window\n    partitions: 2\n    key: country\n{PER_WINDOW_COLUMNS}");
     let dir = minimal(&[
         ("streams/shop.yml", topics.as_str()),
         (
             "streams/per_window.sql",
-            &format!("{{{{ config(sink='topic', topic='revenue_per_window', checkpoint_interval='100ms') }}}}\n{windows}"),
+            &format!("{{{{ config(sink='topic', topic='revenue_per_window', checkpoint_interval='100ms') }}}}\n{WINDOWS}"),
         ),
-        ("streams/as_table.sql", windows),
-        (
-            "streams/totals.sql",
-            "select country, sum(orders) as orders, sum(revenue) as revenue\nfrom {{ stream('revenue_per_window') }}\ngroup by country\n",
-        ),
+        ("streams/as_table.sql", WINDOWS),
+        ("streams/totals.sql", TOTALS),
         (
             "models/checked.sql",
             "select t.country, t.orders, w.orders as windowed\nfrom {{ ref('totals') }} t\njoin (select country, sum(orders) as orders from {{ ref('as_table') }} group by country) w using (country)\n",
@@ -283,22 +283,12 @@ fn a_job_reads_the_topic_another_job_writes_and_build_runs_them_in_order() {
 /// format; the second reads them back by the id each carries. `weir build` runs both.
 #[test]
 fn a_job_reads_the_avro_topic_another_job_writes() {
-    let topics = format!(
-        "{TOPICS}  - name: revenue_per_window\n    partitions: 2\n    format: avro\n    \
-         columns: {{country: varchar, window_start: timestamp, window_end: timestamp, orders: bigint, revenue: double}}\n    \
-         watermark: window_end - interval '0 seconds'\n"
-    );
-    let windows = "select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
-        from tumble({{ stream('orders') }}, ordered_at, interval '2 seconds')\n\
-        group by country, window_start, window_end\n";
+    let topics = format!("{TOPICS}  - name: revenue_per_window\n    partitions: 2\n    format: avro\n{PER_WINDOW_COLUMNS}");
     let dir = minimal(&[
         ("streams/shop.yml", topics.as_str()),
-        ("streams/per_window.sql", &format!("{{{{ config(sink='topic', topic='revenue_per_window') }}}}\n{windows}")),
-        ("streams/as_table.sql", windows),
-        (
-            "streams/totals.sql",
-            "select country, sum(orders) as orders, sum(revenue) as revenue\nfrom {{ stream('revenue_per_window') }}\ngroup by country\n",
-        ),
+        ("streams/per_window.sql", &format!("{{{{ config(sink='topic', topic='revenue_per_window') }}}}\n{WINDOWS}")),
+        ("streams/as_table.sql", WINDOWS),
+        ("streams/totals.sql", TOTALS),
     ]);
     produce(dir.path(), 0, 3_000);
     let o = weir(dir.path(), &["build"]);

@@ -120,6 +120,13 @@ impl Decoder {
             };
             cells.push(cell);
         }
+        self.event_time(cells)
+    }
+}
+
+impl Decoder {
+    /// A decoded row's event time in milliseconds (0 when the job reads none), or why it has none.
+    fn event_time(&self, cells: &[Cell]) -> Result<i64, String> {
         match self.time {
             None => Ok(0),
             Some(t) => match cells[t] {
@@ -128,9 +135,7 @@ impl Decoder {
             },
         }
     }
-}
 
-impl Decoder {
     /// An Avro record's fields as the row of the columns read, by name; a field the record
     /// lacks is null, as a JSON event's missing field is.
     fn decode_avro(&self, avro: &AvroReader, value: &[u8], cells: &mut Vec<Cell>) -> Result<i64, String> {
@@ -144,13 +149,7 @@ impl Decoder {
             };
             cells.push(cell);
         }
-        match self.time {
-            None => Ok(0),
-            Some(t) => match cells[t] {
-                Cell::Time(us) => Ok(us.div_euclid(1000)),
-                _ => Err(format!("no event time: '{}' is missing or null", self.names[t])),
-            },
-        }
+        self.event_time(cells)
     }
 }
 
