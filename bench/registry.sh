@@ -99,7 +99,7 @@ run_on() {
 }
 
 schema="weir_registry_bench_$$"
-trap 'kill "${server:-}" 2>/dev/null; psql -q -h 127.0.0.1 -U postgres -d test -c "drop schema if exists $schema cascade" >/dev/null 2>&1 || true' EXIT
+trap 'kill "${server:-}" 2>/dev/null || true; psql -q -h 127.0.0.1 -U postgres -d test -c "drop schema if exists $schema cascade" >/dev/null 2>&1 || true' EXIT
 printf '| store | what | requests | seconds | requests/s |\n|---|---|---|---|---|\n'
 run_on SQLite ""
 run_on PostgreSQL "$(printf 'metadata_store:\n  url: postgresql://postgres@127.0.0.1:5432/test\n  schema: %s\n' "$schema")"
