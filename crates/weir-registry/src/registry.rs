@@ -223,16 +223,12 @@ impl Registry {
         let versions = self.live(subject, deleted)?;
         let kind = schema_type(req)?;
         let (_, new) = self.prepare(kind, req)?;
-        for v in versions.iter().rev() {
-            if let Some(s) = self.store.registry_schema_any(v.schema_id)?
-                && s.fingerprint == new.fingerprint
-                && s.schema_type == new.schema_type
-                && s.references == new.references
-            {
-                return Ok(registered(v, s));
-            }
-        }
-        Err(Error::SchemaNotFound("not found under this subject:".to_string() + " " + subject))
+        let ids = self.store.registry_ids_of(&new)?;
+        let Some(v) = versions.iter().rev().find(|v| ids.contains(&v.schema_id)) else {
+            return Err(Error::SchemaNotFound(format!("not found under this subject: {subject}")));
+        };
+        let s = self.store.registry_schema_any(v.schema_id)?.ok_or_else(|| Error::SchemaNotFound(v.schema_id.to_string()))?;
+        Ok(registered(v, s))
     }
 
     /// Whether the schema passes the subject's level against one version (or, with `None`,

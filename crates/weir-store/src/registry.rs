@@ -120,6 +120,12 @@ impl crate::Store {
         schema(&mut |s, p, c| self.select(s, p, c), id, false)
     }
 
+    /// The ids of the schemas with `new`'s type, text and references, oldest first (one,
+    /// unless IMPORT mode brought the same schema under several ids).
+    pub fn registry_ids_of(&self, new: &NewSchema) -> Result<Vec<i64>, StoreError> {
+        ids_of(&mut |s, p, c| self.select(s, p, c), new)
+    }
+
     /// The ids of the schemas whose references name `subject` version `version`, while a
     /// version not soft-deleted names them.
     pub fn registry_referenced_by(&self, subject: &str, version: i64) -> Result<Vec<i64>, StoreError> {
@@ -145,12 +151,7 @@ impl RegistryTx<'_> {
 
     /// The id of the schema with `new`'s type, text and references, if it has one.
     pub fn find(&mut self, new: &NewSchema) -> Result<Option<i64>, StoreError> {
-        let rows = self.tx.select(
-            "select id, schema_type, fingerprint, schema_text, refs from weir_registry_schemas where fingerprint = $1 order by id",
-            &[text(&new.fingerprint)],
-            SCHEMA_COLS,
-        )?;
-        Ok(rows.iter().map(|r| schema_row(r)).find(|s| s.schema_type == new.schema_type && s.references == new.references).map(|s| s.id))
+        Ok(ids_of(&mut |s, p, c| self.tx.select(s, p, c), new)?.first().copied())
     }
 
     /// Whether any subject has a version, deleted or not (IMPORT mode wants an empty registry).
@@ -255,6 +256,20 @@ fn versions(select: &mut Select<'_>, subject: &str) -> Result<Vec<SubjectVersion
         VERSION_COLS,
     )?;
     Ok(rows.iter().map(|r| version_row(r)).collect())
+}
+
+fn ids_of(select: &mut Select<'_>, new: &NewSchema) -> Result<Vec<i64>, StoreError> {
+    let rows = select(
+        "select id, schema_type, fingerprint, schema_text, refs from weir_registry_schemas where fingerprint = $1 order by id",
+        &[text(&new.fingerprint)],
+        SCHEMA_COLS,
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| schema_row(r))
+        .filter(|s| s.schema_type == new.schema_type && s.references == new.references)
+        .map(|s| s.id)
+        .collect())
 }
 
 fn schema(select: &mut Select<'_>, id: i64, named: bool) -> Result<Option<StoredSchema>, StoreError> {
