@@ -144,9 +144,9 @@ fn run_stream(host: &ExecHost, n: &Node, result: &mut NodeResult) -> Result<(), 
     let Some(j) = n.stream.as_deref() else { return Ok(()) };
     let topics = weir_graph::streams::read_topics(root)?;
     let mut run = JobRun::in_project(&session.manifest, j.clone(), &topics)?;
-    // Its `format: avro` topics are read and written through the registry in the store.
+    // Topics of the registry's formats are read and written through the registry in the store.
     if let Some(store) = &session.store {
-        run = run.with_registry(weir_registry::Registry::new(store.clone()));
+        run = run.with_registry(weir_registry::Registry::new(store.clone()), session.manifest.target.auto_register_schemas());
     }
     let logs = weir_graph::logs::project_logs(root, &topics)?;
     let log = logs.for_topics(&run.topic_names()).map_err(weir_stream::StreamError::from)?;

@@ -7,7 +7,9 @@
 //!   - name: orders
 //!     partitions: 4
 //!     key: customer_id
-//!     format: json          # or raw, or avro (Confluent's wire format, the schema registry)
+//!     format: json          # or raw; avro, json_schema, protobuf: Confluent's wire format
+//!     subject_strategy: topic   # or record, topic_record: where those formats' schemas go
+//!     auto_register: true   # register a sink's schema (off by default on prod targets)
 //!     columns: {order_id: bigint, customer_id: bigint, amount: 'decimal(10,2)', ordered_at: timestamp}
 //!     event_time: ordered_at
 //!     watermark: ordered_at - interval '5 seconds'
@@ -20,6 +22,8 @@ use std::path::Path;
 use weir_core::Location;
 use weir_core::duration::parse_duration;
 use weir_project::yaml::{self, Node, Value};
+use weir_registry::SchemaType;
+use weir_registry::codec::SubjectNaming;
 
 use crate::GraphError;
 
@@ -33,6 +37,11 @@ pub struct Topic {
     /// The column whose value keys each event: events with the same key keep their order.
     pub key: Option<String>,
     pub format: Format,
+    /// Where the schemas of a registry format's messages are registered: Confluent's subject
+    /// name strategies (`topic`, `record`, `topic_record`).
+    pub subject_strategy: SubjectNaming,
+    /// Whether a job writing the topic registers its schema (`None`: as the target says).
+    pub auto_register: Option<bool>,
     /// Columns and their SQL types, when declared: events are JSON objects with them.
     pub columns: Vec<(String, String)>,
     /// The column holding each event's time.
@@ -59,9 +68,37 @@ pub enum Format {
     /// project's schema registry; read by the topic's column names, written under the
     /// topic's subject (`<topic>-value`).
     Avro,
+    /// JSON objects in Confluent's wire format, their schemas JSON Schemas in the registry.
+    JsonSchema,
+    /// Protobuf messages in Confluent's wire format (schema id, message indexes).
+    Protobuf,
     /// A table's change events in Debezium's envelope (`before`, `after`, `op`), keyed by the
     /// row's primary key, as a cdc source publishes them: read as a changelog.
     Changelog,
+}
+
+impl Format {
+    /// The schema type a format's messages carry, if they carry one.
+    pub fn schema_type(self) -> Option<SchemaType> {
+        match self {
+            Format::Avro => Some(SchemaType::Avro),
+            Format::JsonSchema => Some(SchemaType::Json),
+            Format::Protobuf => Some(SchemaType::Protobuf),
+            Format::Json | Format::Raw | Format::Changelog => None,
+        }
+    }
+
+    /// The name `format:` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Raw => "raw",
+            Format::Avro => "avro",
+            Format::JsonSchema => "json_schema",
+            Format::Protobuf => "protobuf",
+            Format::Changelog => "changelog",
+        }
+    }
 }
 
 /// `watermark: <column> - interval '<amount>'`.
@@ -163,6 +200,8 @@ pub fn read_changelog(root: &Path, topic: &str, declared: Option<&Topic>) -> Res
         partitions: v["partitions"].as_u64().map_or(1, |p| p as u32),
         key: None,
         format: Format::Changelog,
+        subject_strategy: SubjectNaming::Topic,
+        auto_register: None,
         columns,
         event_time: None,
         watermark: None,
@@ -213,8 +252,21 @@ pub(crate) fn stream_files(root: &Path, extensions: &[&str]) -> Result<Vec<std::
     Ok(files)
 }
 
-const KEYS: &[&str] =
-    &["name", "description", "partitions", "key", "format", "columns", "event_time", "watermark", "retention", "retention_bytes", "log"];
+const KEYS: &[&str] = &[
+    "name",
+    "description",
+    "partitions",
+    "key",
+    "format",
+    "subject_strategy",
+    "auto_register",
+    "columns",
+    "event_time",
+    "watermark",
+    "retention",
+    "retention_bytes",
+    "log",
+];
 
 fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) -> Result<Topic, GraphError> {
     let entries = item.as_map().ok_or_else(|| err(item, "a topic is a mapping with at least a `name`".into()))?;
@@ -253,9 +305,31 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
             "json" => Format::Json,
             "raw" | "bytes" => Format::Raw,
             "avro" => Format::Avro,
-            other => return Err(err(n, format!("format '{other}' is not one of json, raw, avro"))),
+            "json_schema" | "jsonschema" => Format::JsonSchema,
+            "protobuf" | "proto" => Format::Protobuf,
+            other => return Err(err(n, format!("format '{other}' is not one of json, raw, avro, json_schema, protobuf"))),
         },
     };
+    let subject_strategy = match text("subject_strategy")? {
+        None => SubjectNaming::Topic,
+        Some((t, n)) => {
+            SubjectNaming::parse(&t).ok_or_else(|| err(n, format!("subject_strategy '{t}' is not one of topic, record, topic_record")))?
+        }
+    };
+    let auto_register = match item.get("auto_register") {
+        None => None,
+        Some(n) => match &n.value {
+            Value::Bool(b) => Some(*b),
+            _ => return Err(err(n, "`auto_register` is true or false".into())),
+        },
+    };
+    if format.schema_type().is_none() && (item.get("subject_strategy").is_some() || auto_register.is_some()) {
+        let n = item.get("subject_strategy").or_else(|| item.get("auto_register")).unwrap_or(item);
+        return Err(err(
+            n,
+            format!("topic '{name}' is `format: {}`: its messages carry no schema (use avro, json_schema or protobuf)", format.name()),
+        ));
+    }
     let log = match text("log")? {
         None => weir_log::Backend::Embedded,
         Some((t, n)) => match t.as_str() {
@@ -339,6 +413,8 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
         partitions,
         key,
         format,
+        subject_strategy,
+        auto_register,
         columns,
         event_time: event_time.or_else(|| watermark.as_ref().map(|w| w.column.clone())),
         watermark,
@@ -462,5 +538,31 @@ mod tests {
         assert!(e.contains("may hold only letters"), "{e}");
         let e = parse("topics:\n  - name: o\n    partitions: 0\n").unwrap_err();
         assert!(e.contains("from 1 to 10000, not '0'"), "{e}");
+        let e = parse("topics:\n  - name: o\n    format: thrift\n").unwrap_err();
+        assert!(e.starts_with("streams/shop.yml:3:13") && e.contains("json_schema, protobuf"), "{e}");
+        let e = parse("topics:\n  - name: o\n    format: protobuf\n    subject_strategy: by_record\n").unwrap_err();
+        assert!(e.starts_with("streams/shop.yml:4:") && e.contains("topic, record, topic_record"), "{e}");
+        let e = parse("topics:\n  - name: o\n    auto_register: false\n").unwrap_err();
+        assert!(e.contains("`format: json`: its messages carry no schema"), "{e}");
+        let e = parse("topics:\n  - name: o\n    format: avro\n    auto_register: 'no'\n").unwrap_err();
+        assert!(e.contains("`auto_register` is true or false"), "{e}");
+    }
+
+    #[test]
+    fn registry_formats_name_their_subjects_and_registration() {
+        let t = parse(
+            "topics:\n  - name: a\n    format: json_schema\n  - name: b\n    format: protobuf\n    subject_strategy: TopicRecordNameStrategy\n    \
+             auto_register: false\n  - name: c\n    format: avro\n    subject_strategy: record\n",
+        )
+        .unwrap();
+        let got: Vec<_> = t.iter().map(|t| (t.format.schema_type(), t.subject_strategy, t.auto_register)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(SchemaType::Json), SubjectNaming::Topic, None),
+                (Some(SchemaType::Protobuf), SubjectNaming::TopicRecord, Some(false)),
+                (Some(SchemaType::Avro), SubjectNaming::Record, None),
+            ]
+        );
     }
 }

@@ -33,6 +33,18 @@ impl Target {
         }
     }
 
+    /// Whether stream jobs register their sink topics' schemas in the schema registry when
+    /// a subject lacks them: the target's `auto_register_schemas`, else on, except on a
+    /// target named `prod` or `production`, where schemas are registered on purpose
+    /// (`weir registry register`) and a job whose output does not match one stops.
+    pub fn auto_register_schemas(&self) -> bool {
+        match self.fields.get("auto_register_schemas") {
+            Some(J::Bool(b)) => *b,
+            Some(J::String(s)) => !matches!(s.to_ascii_lowercase().as_str(), "false" | "no" | "off" | "0"),
+            _ => !matches!(self.name.to_ascii_lowercase().as_str(), "prod" | "production"),
+        }
+    }
+
     /// The default schema models are built in.
     pub fn schema(&self) -> String {
         self.field("schema").unwrap_or_else(|| if self.adapter_type == "duckdb" { "main".into() } else { "public".into() })

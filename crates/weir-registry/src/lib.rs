@@ -7,7 +7,7 @@
 //! The HTTP API (`weir serve`) and `weir registry` are thin layers over [`Registry`].
 
 mod avro;
-pub mod avro_codec;
+pub mod codec;
 mod json;
 mod proto;
 mod registry;

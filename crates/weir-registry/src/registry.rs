@@ -105,6 +105,11 @@ pub enum Error {
     NotPermitted(String),
     #[error("One or more references exist to the schema {{subject={0}, version={1}}}: schemas {2:?}")]
     ReferenceExists(String, i64, Vec<i64>),
+    #[error(
+        "subject '{subject}' has no version with the schema written, and auto-registration is off: register it \
+         (`weir registry register {subject} FILE`) or turn `auto_register` on; the schema: {schema}"
+    )]
+    NotRegistered { subject: String, schema: String },
     #[error("Error in the backend data store: {0}")]
     Store(#[from] StoreError),
 }
@@ -115,7 +120,7 @@ impl Error {
         match self {
             Error::SubjectNotFound(_) => 40401,
             Error::VersionNotFound(..) => 40402,
-            Error::SchemaNotFound(_) => 40403,
+            Error::SchemaNotFound(_) | Error::NotRegistered { .. } => 40403,
             Error::SubjectSoftDeleted(_) => 40404,
             Error::SubjectNotSoftDeleted(_) => 40405,
             Error::VersionSoftDeleted(..) => 40406,
@@ -151,14 +156,16 @@ impl Registry {
     }
 
     /// The schema with `id`, while some version (deleted or not) names it; with `subject`,
-    /// only if that subject has it.
+    /// described as that subject's version when it has one.
     pub fn schema(&self, id: i64, subject: Option<&str>) -> Result<Registered, Error> {
         let s = self.store.registry_schema(id)?.ok_or_else(|| Error::SchemaNotFound(id.to_string()))?;
         let uses = self.store.registry_schema_versions(id)?;
-        let version = match subject {
-            Some(subject) => uses.iter().find(|v| v.subject == subject).ok_or_else(|| Error::SchemaNotFound(id.to_string()))?,
-            None => uses.first().ok_or_else(|| Error::SchemaNotFound(id.to_string()))?,
-        };
+        // A subject names where to look, as Confluent's does (its context): an id is global,
+        // so a deserializer whose subject strategy differs from the writer's still finds it.
+        let version = subject
+            .and_then(|subject| uses.iter().find(|v| v.subject == subject))
+            .or_else(|| uses.first())
+            .ok_or_else(|| Error::SchemaNotFound(id.to_string()))?;
         Ok(registered(version, s))
     }
 

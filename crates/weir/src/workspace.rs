@@ -50,16 +50,23 @@ pub fn cli_vars(g: &Global) -> Result<Map<String, J>, Error> {
     }
 }
 
+/// The project's settings and the target `--target` (or the profile) picks, without
+/// parsing its models: for commands that need only where things are.
+pub fn project_and_target(g: &Global) -> Result<(Project, profiles::Target), Error> {
+    let dir = project_dir(g);
+    require_project(&dir)?;
+    let vars = cli_vars(g)?;
+    let project = Project::load(&dir, vars.clone())?;
+    let profile_name = project.root_package().settings.profile.clone().unwrap_or_else(|| project.name().to_string());
+    let dirs = profiles::profiles_dirs(g.profiles_dir.as_deref(), &project.root);
+    let target = profiles::load_target(&dirs, &profile_name, g.target.as_deref(), &vars)?;
+    Ok((project, target))
+}
+
 impl Workspace {
     /// Loads and parses the project; warnings are printed, errors returned.
     pub fn load(g: &Global, out: &Output, flags: Flags) -> Result<Workspace, Error> {
-        let dir = project_dir(g);
-        require_project(&dir)?;
-        let vars = cli_vars(g)?;
-        let project = Project::load(&dir, vars.clone())?;
-        let profile_name = project.root_package().settings.profile.clone().unwrap_or_else(|| project.name().to_string());
-        let dirs = profiles::profiles_dirs(g.profiles_dir.as_deref(), &project.root);
-        let target = profiles::load_target(&dirs, &profile_name, g.target.as_deref(), &vars)?;
+        let (project, target) = project_and_target(g)?;
         let threads = g.threads.unwrap_or(target.threads).max(1);
         let target_dir = project.target_dir();
         let manifest = weir_graph::parse(project, target, flags)?;

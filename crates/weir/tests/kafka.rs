@@ -297,6 +297,13 @@ fn workers_share_a_job_through_joins_leaves_and_rebalances_mid_window() {
     for w in [b, c, d] {
         stop(w);
     }
+    // Each partition's task keeps its own positions and counts beside the others'.
+    let positions = query(
+        &dir.path().join("t.duckdb"),
+        "select \"partition\", \"offset\" from _weir_stream_positions where job = 'revenue' order by 1",
+    );
+    let offsets: u64 = positions.iter().map(|r| r[1].parse::<u64>().unwrap()).sum();
+    assert_eq!((positions.len(), offsets), (3, 6_000), "{positions:?}");
 
     let got = results(&broker);
     assert_once(&got, "workers");
@@ -349,8 +356,6 @@ fn avro_topics_are_read_and_written_through_the_schema_registry() {
     let dir = minimal(&[("weir.yml", weir_yml.as_str()), ("streams/shop.yml", topics), ("streams/totals.sql", job)]);
     let o = weir(dir.path(), &["log", "describe", "orders"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = weir(dir.path(), &["log", "produce", "orders", "-f", "/dev/null"]);
-    assert!(!o.status.success() && text(&o).contains("is `format: avro`"), "JSON lines are refused: {}", text(&o));
 
     let serve = common::Serve::start(dir.path(), &[]);
     let client = format!(
@@ -419,6 +424,28 @@ print("ok", len(got))
     let subjects = weir(dir.path(), &["registry", "subjects"]);
     assert!(text(&subjects).contains("orders-value") && text(&subjects).contains("totals-value"), "{}", text(&subjects));
     serve.terminate();
+    // `weir log consume` prints the messages decoded with their schemas.
+    let o = weir(dir.path(), &["log", "consume", "totals", "--max", "1"]);
+    let line: serde_json::Value = serde_json::from_str(text(&o).lines().next().unwrap_or("")).unwrap_or_default();
+    assert!(line["value"]["orders"].is_i64() && line["value"]["window_start"].is_string(), "{}", text(&o));
+    // JSON lines for `orders` are written under the schema of its declared columns, which
+    // the subject (holding the Python producer's `shop.Order`) refuses: nothing is produced.
+    let o = weir_command(dir.path())
+        .args(["log", "produce", "orders"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"{\"order_id\": 1, \"country\": \"DE\", \"amount\": 1.5, \"ordered_at\": \"2026-12-01 10:00:00\"}\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(!o.status.success() && text(&o).contains("orders-value"), "{}", text(&o));
 
     // `revenue` now a count (a long): readers of `totals` could not read the doubles already
     // written with it.
@@ -427,5 +454,159 @@ print("ok", len(got))
     let o = weir(dir.path(), &["stream", "run", "totals", "--drain"]);
     let said = text(&o);
     assert!(!o.status.success(), "{said}");
-    assert!(said.contains("does not fit subject 'totals-value'") && said.contains("/fields/revenue"), "{said}");
+    assert!(said.contains("do not fit topic 'totals'") && said.contains("\"totals-value\"") && said.contains("/fields/revenue"), "{said}");
+}
+
+/// JSON Schema and Protobuf both ways, crossed: Confluent's `JSONSerializer` writes orders
+/// to a `json_schema` topic and its `ProtobufSerializer` (a message type with a
+/// `google.protobuf.Timestamp`, built at run time) the same orders to a `protobuf` topic;
+/// `weir serve` runs a job over each, the first writing Protobuf, the second JSON Schema; and
+/// Confluent's deserializers read both jobs' windows, keys and values, with `read_committed`.
+#[test]
+fn json_schema_and_protobuf_topics_are_read_and_written_with_confluents_serializers() {
+    let broker = Broker::start();
+    let columns = "columns: {order_id: bigint, country: varchar, amount: double, ordered_at: timestamp}\n    \
+        watermark: ordered_at - interval '1 second'\n";
+    let topics = format!(
+        "topics:\n  - name: orders_j\n    log: kafka\n    format: json_schema\n    {columns}  - name: orders_p\n    log: kafka\n    \
+         format: protobuf\n    {columns}  - name: totals_p\n    log: kafka\n    format: protobuf\n  - name: totals_j\n    log: kafka\n    \
+         format: json_schema\n    subject_strategy: topic_record\n"
+    );
+    let job = |from: &str, to: &str| {
+        format!(
+            "{{{{ config(sink='topic', topic='{to}', checkpoint_interval='200ms') }}}}\n\
+             select country, window_start, window_end, count(*) as orders, sum(amount) as revenue\n\
+             from tumble({{{{ stream('{from}') }}}}, ordered_at, interval '2 seconds')\n\
+             group by country, window_start, window_end\n"
+        )
+    };
+    let (to_proto, to_json) = (job("orders_j", "totals_p"), job("orders_p", "totals_j"));
+    let weir_yml = format!("kafka:\n  bootstrap_servers: {}\n  timeout: 20s\n", broker.servers());
+    let dir = minimal(&[
+        ("weir.yml", weir_yml.as_str()),
+        ("streams/shop.yml", topics.as_str()),
+        ("streams/to_proto.sql", to_proto.as_str()),
+        ("streams/to_json.sql", to_json.as_str()),
+    ]);
+    for t in ["orders_j", "orders_p"] {
+        let o = weir(dir.path(), &["log", "describe", t]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let serve = common::Serve::start(dir.path(), &[]);
+    let check = broker.python(&format!(
+        r#"
+import datetime, json, os, time, base64
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.json_schema import JSONSerializer, JSONDeserializer
+from confluent_kafka.schema_registry.protobuf import ProtobufSerializer, ProtobufDeserializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+client = SchemaRegistryClient({{'url': '{base}/registry', 'basic.auth.user.info': 'weir:{token}'}})
+
+order_schema = json.dumps({{"$schema": "http://json-schema.org/draft-07/schema#", "title": "Order", "type": "object",
+    "properties": {{"order_id": {{"type": "integer"}}, "country": {{"type": "string"}}, "amount": {{"type": "number"}},
+                    "ordered_at": {{"type": "string", "format": "date-time"}}}}, "required": ["order_id", "country"]}})
+to_json = JSONSerializer(order_schema, client)
+
+pool = descriptor_pool.DescriptorPool()
+pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+fdp = descriptor_pb2.FileDescriptorProto(name="shop/order.proto", package="shop", syntax="proto3",
+                                         dependency=["google/protobuf/timestamp.proto"])
+m = fdp.message_type.add(name="Order")
+m.field.add(name="order_id", number=1, type=3, label=1)
+m.field.add(name="country", number=2, type=9, label=1)
+m.field.add(name="amount", number=3, type=1, label=1)
+m.field.add(name="ordered_at", number=4, type=11, label=1, type_name=".google.protobuf.Timestamp")
+pool.Add(fdp)
+Order = message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
+to_proto = ProtobufSerializer(Order, client, {{"use.deprecated.format": False}})
+
+p = Producer({{"bootstrap.servers": os.environ["BOOTSTRAP"]}})
+base = 1796205600000
+expected = {{}}
+for i in range(301):
+    ms = base + i * 20 if i < 300 else base + 20000
+    c = ["DE", "FR", "NL"][i % 3]
+    at = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+    amount = i % 7 + 0.5
+    p.produce("orders_j", value=to_json({{"order_id": i, "country": c, "amount": amount,
+        "ordered_at": at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}}, SerializationContext("orders_j", MessageField.VALUE)))
+    o = Order(order_id=i, country=c, amount=amount)
+    o.ordered_at.FromMilliseconds(ms)
+    p.produce("orders_p", value=to_proto(o, SerializationContext("orders_p", MessageField.VALUE)))
+    if i < 300:
+        start = datetime.datetime.fromtimestamp((ms // 2000) * 2, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        n, s = expected.get((c, start), (0, 0.0))
+        expected[(c, start)] = (n + 1, s + amount)
+p.flush()
+
+def message_class(topic, suffix):
+    # Weir's schema, as Confluent's deserializers take it: built from the registered file.
+    latest = client.get_latest_version(topic + "-" + suffix)
+    raw = client.get_schema(latest.schema_id, fmt="serialized")
+    f = descriptor_pb2.FileDescriptorProto.FromString(base64.b64decode(raw.schema_str))
+    f.name = topic + "-" + suffix + ".proto"
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("weir." + f.message_type[0].name))
+
+def read(topic, value_de, key_de):
+    c = Consumer({{"bootstrap.servers": os.environ["BOOTSTRAP"], "group.id": "checker-" + topic, "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True}})
+    md = c.list_topics(topic, timeout=10).topics.get(topic)
+    if md is None or not md.partitions:
+        return []
+    c.assign([TopicPartition(topic, q, 0) for q in md.partitions])
+    out, ended = [], set()
+    while len(ended) < len(md.partitions):
+        msg = c.poll(10)
+        if msg is None:
+            break
+        if msg.error():
+            ended.add(msg.partition())
+            continue
+        ctx = lambda f: SerializationContext(topic, f)
+        out.append((key_de(msg.key(), ctx(MessageField.KEY)), value_de(msg.value(), ctx(MessageField.VALUE))))
+    c.close()
+    return out
+
+def wait(topic, value_de, key_de):
+    until = time.time() + 90
+    got = read(topic, value_de, key_de)
+    while len(got) < len(expected) and time.time() < until:
+        time.sleep(1)
+        got = read(topic, value_de, key_de)
+    return got
+
+# Protobuf written by Weir: values and keys of its registered messages.
+while True:
+    try:
+        Totals, TotalsKey = message_class("totals_p", "value"), message_class("totals_p", "key")
+        break
+    except Exception:
+        time.sleep(0.5)
+got = wait("totals_p", ProtobufDeserializer(Totals, {{"use.deprecated.format": False}}, client),
+           ProtobufDeserializer(TotalsKey, {{"use.deprecated.format": False}}, client))
+proto = {{(v.country, v.window_start.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")): (v.orders, v.revenue) for _, v in got}}
+assert len(got) == 9 and proto == expected, (len(got), proto, expected)
+assert all(k.country == v.country and k.window_start == v.window_start for k, v in got), got[:2]
+
+# JSON Schema written by Weir, its writer schema fetched by id and validated against.
+de = JSONDeserializer(None, schema_registry_client=client)
+got = wait("totals_j", de, de)
+js = {{(v["country"], v["window_start"]): (v["orders"], v["revenue"]) for _, v in got}}
+assert len(got) == 9 and js == expected, (len(got), js, expected)
+assert all(k == {{"country": v["country"], "window_start": v["window_start"]}} for k, v in got), got[:2]
+print("ok", len(got))
+"#,
+        base = serve.base,
+        token = common::TOKEN
+    ));
+    assert!(check.contains("ok 9"), "{check}");
+    serve.terminate();
+    let subjects = text(&weir(dir.path(), &["registry", "subjects"]));
+    for s in ["orders_j-value", "orders_p-value", "totals_p-value", "totals_p-key", "totals_j-weir.totals_j", "totals_j-weir.totals_j_key"]
+    {
+        assert!(subjects.contains(s), "{s}: {subjects}");
+    }
 }

@@ -282,29 +282,71 @@ fn a_job_reads_the_topic_another_job_writes_and_build_runs_them_in_order() {
 /// its output's schema in the project's registry and writes records in Confluent's wire
 /// format; the second reads them back by the id each carries. `weir build` runs both.
 #[test]
-fn a_job_reads_the_avro_topic_another_job_writes() {
-    let topics = format!("{TOPICS}  - name: revenue_per_window\n    partitions: 2\n    format: avro\n{PER_WINDOW_COLUMNS}");
+fn jobs_read_the_topics_other_jobs_write_in_each_registry_format() {
+    for format in ["avro", "json_schema", "protobuf"] {
+        // The orders too are in the format: `weir log produce` writes each JSON line as a
+        // message of the schema of the topic's columns.
+        let topics = format!(
+            "{}  - name: revenue_per_window\n    partitions: 2\n    format: {format}\n{PER_WINDOW_COLUMNS}",
+            TOPICS.replace("    key: country\n", &format!("    key: country\n    format: {format}\n"))
+        );
+        let dir = minimal(&[
+            ("streams/shop.yml", topics.as_str()),
+            ("streams/per_window.sql", &format!("{{{{ config(sink='topic', topic='revenue_per_window') }}}}\n{WINDOWS}")),
+            ("streams/as_table.sql", WINDOWS),
+            ("streams/totals.sql", TOTALS),
+        ]);
+        produce(dir.path(), 0, 3_000);
+        let o = weir(dir.path(), &["build"]);
+        assert!(o.status.success(), "{format}: {}", text(&o));
+        let rows = query(
+            &dir.path().join("t.duckdb"),
+            "select t.country, t.orders, w.orders, round(t.revenue - w.revenue, 6) from totals t \
+             join (select country, sum(orders) as orders, sum(revenue) as revenue from as_table group by country) w using (country) order by 1",
+        );
+        assert_eq!(rows.len(), 5, "{format}: {rows:?}");
+        for r in &rows {
+            assert_eq!((&r[1], r[3].as_str()), (&r[2], "0"), "{format}: the windows read back add up: {rows:?}");
+        }
+        let o = weir(dir.path(), &["registry", "subjects"]);
+        for subject in ["orders-value", "revenue_per_window-value", "revenue_per_window-key"] {
+            assert!(text(&o).contains(subject), "{format}: {subject}: {}", text(&o));
+        }
+        let o = weir(dir.path(), &["log", "consume", "revenue_per_window", "-n", "1"]);
+        let line: serde_json::Value = serde_json::from_str(text(&o).lines().next().unwrap_or("")).unwrap_or_default();
+        assert!(line["value"]["orders"].is_i64() && line["value"]["window_start"].is_string(), "{format}: {}", text(&o));
+        // A value that does not fit its column stops the produce at its line, naming it.
+        std::fs::write(dir.path().join("bad.jsonl"), "{\"order_id\": 1, \"country\": \"DE\", \"amount\": \"lots\"}\n").unwrap();
+        let o = weir(dir.path(), &["log", "produce", "orders", "-f", "bad.jsonl"]);
+        assert!(!o.status.success() && text(&o).contains("bad.jsonl:1: amount: expected double, got \"lots\""), "{format}: {}", text(&o));
+    }
+}
+
+/// On a target named `prod`, jobs do not register their sink topics' schemas: one whose
+/// schema is not registered stops, saying which subject lacks it; a topic's
+/// `auto_register: true` (or the target's `auto_register_schemas`) lets it register.
+#[test]
+fn production_targets_write_only_schemas_registered_before() {
+    let topics = format!("{TOPICS}  - name: revenue_per_window\n    partitions: 2\n    format: protobuf\n");
     let dir = minimal(&[
         ("streams/shop.yml", topics.as_str()),
         ("streams/per_window.sql", &format!("{{{{ config(sink='topic', topic='revenue_per_window') }}}}\n{WINDOWS}")),
-        ("streams/as_table.sql", WINDOWS),
-        ("streams/totals.sql", TOTALS),
+        ("profiles.yml", "t:\n  target: prod\n  outputs:\n    prod:\n      type: duckdb\n      path: t.duckdb\n"),
     ]);
-    produce(dir.path(), 0, 3_000);
-    let o = weir(dir.path(), &["build"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let rows = query(
-        &dir.path().join("t.duckdb"),
-        "select t.country, t.orders, w.orders, round(t.revenue - w.revenue, 6) from totals t \
-         join (select country, sum(orders) as orders, sum(revenue) as revenue from as_table group by country) w using (country) order by 1",
+    produce(dir.path(), 0, 300);
+    let o = weir(dir.path(), &["stream", "run", "per_window", "--drain"]);
+    let said = text(&o);
+    assert!(
+        !o.status.success() && said.contains("subject 'revenue_per_window-value'") && said.contains("auto-registration is off"),
+        "{said}"
     );
-    assert_eq!(rows.len(), 5, "{rows:?}");
-    for r in &rows {
-        assert_eq!((&r[1], r[3].as_str()), (&r[2], "0"), "the windows read back from Avro add up: {rows:?}");
-    }
-    let o = weir(dir.path(), &["registry", "show", "revenue_per_window-value"]);
-    assert!(text(&o).contains("\"timestamp-micros\""), "{}", text(&o));
-    let o = weir(dir.path(), &["log", "consume", "revenue_per_window", "-n", "1", "--log-format", "json"]);
+    assert!(!text(&weir(dir.path(), &["registry", "subjects"])).contains("revenue_per_window"), "nothing was registered");
+    std::fs::write(dir.path().join("streams/shop.yml"), format!("{topics}    auto_register: true\n")).unwrap();
+    let o = weir(dir.path(), &["stream", "run", "per_window", "--drain"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Registered now, the schema is found with registration off again.
+    std::fs::write(dir.path().join("streams/shop.yml"), &topics).unwrap();
+    let o = weir(dir.path(), &["stream", "run", "per_window", "--drain"]);
     assert!(o.status.success(), "{}", text(&o));
 }
 

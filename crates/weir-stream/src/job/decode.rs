@@ -10,7 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use apache_avro::types::Value as AvroValue;
-use weir_registry::avro_codec::AvroReader;
+use weir_registry::SchemaType;
+use weir_registry::codec::{Read, Reader};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde::Deserialize;
@@ -66,8 +67,9 @@ pub struct Decoder {
     kinds: Vec<Kind>,
     types: Vec<String>,
     time: Option<usize>,
-    /// Events are Avro records in the wire format (`format: avro`), not JSON.
-    avro: Option<Arc<AvroReader>>,
+    /// Events are in Confluent's wire format (`format: avro`, `json_schema`, `protobuf`),
+    /// read with the schemas their ids name.
+    registry: Option<(Arc<Reader>, SchemaType)>,
 }
 
 impl Decoder {
@@ -78,13 +80,13 @@ impl Decoder {
             kinds: columns.iter().map(|(_, t)| Kind::of(t)).collect(),
             types: columns.iter().map(|(_, t)| t.clone()).collect(),
             time: time.and_then(|t| columns.iter().position(|(n, _)| n == t)),
-            avro: None,
+            registry: None,
         }
     }
 
-    /// The same decoder for Avro events, their schemas read from the registry.
-    pub fn with_avro(mut self, reader: Arc<AvroReader>) -> Decoder {
-        self.avro = Some(reader);
+    /// The same decoder for events of a registry format, their schemas read by `reader`.
+    pub fn with_registry(mut self, reader: Arc<Reader>, format: SchemaType) -> Decoder {
+        self.registry = Some((reader, format));
         self
     }
 
@@ -102,9 +104,12 @@ impl Decoder {
     /// As [`Decoder::decode`], the row left in `scratch.cells`: a decoder taking event after
     /// event of one buffer reuses the same room for each.
     pub fn decode_into<'de>(&self, value: &'de [u8], scratch: &mut Scratch<'de>) -> Result<i64, String> {
-        if let Some(avro) = &self.avro {
-            return self.decode_avro(avro, value, &mut scratch.cells);
-        }
+        let value = match &self.registry {
+            // A JSON Schema message's payload is the JSON object: read as any other.
+            Some((_, SchemaType::Json)) => weir_registry::wire::split(value).map_err(|e| e.to_string())?.1,
+            Some((reader, _)) => return self.decode_read(reader.read(value)?, &mut scratch.cells),
+            None => value,
+        };
         let mut de = serde_json::Deserializer::from_slice(value);
         scratch.raw.clear();
         scratch.raw.resize_with(self.names.len(), || None);
@@ -136,18 +141,32 @@ impl Decoder {
         }
     }
 
-    /// An Avro record's fields as the row of the columns read, by name; a field the record
-    /// lacks is null, as a JSON event's missing field is.
-    fn decode_avro(&self, avro: &AvroReader, value: &[u8], cells: &mut Vec<Cell>) -> Result<i64, String> {
-        let fields = avro.read(value)?;
+    /// A decoded message's fields as the row of the columns read, by name; a field the
+    /// message lacks is null, as a JSON event's missing field is.
+    fn decode_read(&self, read: Read, cells: &mut Vec<Cell>) -> Result<i64, String> {
         cells.clear();
-        for (i, name) in self.names.iter().enumerate() {
-            let v = fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-            let cell = match v.map(unwrap_union) {
-                None | Some(AvroValue::Null) => Cell::Null,
-                Some(v) => avro_cell(v, self.kinds[i]).ok_or_else(|| format!("{name}: expected {}, got {v:?}", self.types[i]))?,
-            };
-            cells.push(cell);
+        match read {
+            Read::Avro(fields) => {
+                for (i, name) in self.names.iter().enumerate() {
+                    let v = fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+                    let cell = match v.map(unwrap_union) {
+                        None | Some(AvroValue::Null) => Cell::Null,
+                        Some(v) => avro_cell(v, self.kinds[i]).ok_or_else(|| format!("{name}: expected {}, got {v:?}", self.types[i]))?,
+                    };
+                    cells.push(cell);
+                }
+            }
+            Read::Json(J::Object(fields)) => {
+                for (i, name) in self.names.iter().enumerate() {
+                    let cell = match fields.get(name).map(Raw::of) {
+                        None | Some(Raw::Null) => Cell::Null,
+                        Some(v) => cell(&v, self.kinds[i])
+                            .ok_or_else(|| format!("{name}: expected {}, got {}", self.types[i], short(&v.json())))?,
+                    };
+                    cells.push(cell);
+                }
+            }
+            Read::Json(other) => return Err(format!("not an object: {}", short(&other))),
         }
         self.event_time(cells)
     }
@@ -235,7 +254,20 @@ enum Raw<'de> {
     Other(J),
 }
 
-impl Raw<'_> {
+impl<'a> Raw<'a> {
+    /// A parsed JSON value, its text borrowed.
+    fn of(v: &'a J) -> Raw<'a> {
+        match v {
+            J::Null => Raw::Null,
+            J::Bool(b) => Raw::Bool(*b),
+            J::Number(n) => {
+                n.as_i64().map(Raw::I64).or_else(|| n.as_u64().map(Raw::U64)).unwrap_or(Raw::F64(n.as_f64().unwrap_or(f64::NAN)))
+            }
+            J::String(s) => Raw::Str(Cow::Borrowed(s)),
+            other => Raw::Other(other.clone()),
+        }
+    }
+
     fn json(&self) -> J {
         match self {
             Raw::Null => J::Null,

@@ -32,13 +32,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value as AvroValue;
 use serde_json::{Value as J, json};
 use weir_core::Relation;
 use weir_graph::stream_jobs::{StartFrom, StreamJob};
 use weir_graph::streams::{Format, Topic};
 use weir_log::{Log, RecordRef, Records};
-use weir_registry::avro_codec::{AvroReader, AvroWriter};
+use weir_registry::codec::{Field, Reader, Target, Writer};
 use weir_warehouse::Warehouse;
 
 use crate::plan::{Output, Plan, Shape};
@@ -121,8 +120,14 @@ pub struct JobRun {
     pub tables: Vec<Relation>,
     /// How its sink topic's records are written (`format:` of its declaration; JSON if none).
     pub out_format: Format,
-    /// The project's schema registry, for topics of `format: avro`.
+    /// Its sink topic's declaration in `streams/*.yml`, if it has one.
+    pub out_declared: Option<Topic>,
+    /// The project's schema registry, for topics of the registry's formats (`avro`,
+    /// `json_schema`, `protobuf`).
     pub registry: Option<weir_registry::Registry>,
+    /// Whether a sink topic's schema is registered by the job when its subject lacks it,
+    /// unless the topic's declaration says (the target's setting: off on production targets).
+    pub auto_register: bool,
 }
 
 impl JobRun {
@@ -170,12 +175,11 @@ impl JobRun {
             }
             _ => None,
         };
-        let out_format = match &job.config.sink {
-            weir_graph::stream_jobs::Sink::Topic { topic: name } => {
-                topics.iter().find(|t| &t.name == name).map_or(Format::Json, |t| t.format)
-            }
-            _ => Format::Json,
+        let out_declared = match &job.config.sink {
+            weir_graph::stream_jobs::Sink::Topic { topic: name } => topics.iter().find(|t| &t.name == name).cloned(),
+            _ => None,
         };
+        let out_format = out_declared.as_ref().map_or(Format::Json, |t| t.format);
         let dir = project.join(".weir").join("streams").join(&job.name);
         Ok(JobRun {
             checkpoints: Arc::new(LocalDir::new(&dir)),
@@ -188,22 +192,29 @@ impl JobRun {
             out_topic,
             tables,
             out_format,
+            out_declared,
             registry: None,
+            auto_register: true,
         })
     }
 
-    /// The same job, reading and writing `format: avro` topics through `registry`.
-    pub fn with_registry(mut self, registry: weir_registry::Registry) -> JobRun {
+    /// The same job, reading and writing the registry's formats through `registry`, and
+    /// registering its sink topic's schema when `auto_register` (and the topic's
+    /// declaration does not say otherwise).
+    pub fn with_registry(mut self, registry: weir_registry::Registry, auto_register: bool) -> JobRun {
         self.registry = Some(registry);
+        self.auto_register = auto_register;
         self
     }
 
-    /// The registry, which a job over or into a `format: avro` topic needs.
-    fn avro_registry(&self, topic: &str) -> Result<&weir_registry::Registry, StreamError> {
+    /// The registry, which a job over or into a topic of a registry format needs.
+    fn registry_for(&self, topic: &Topic) -> Result<&weir_registry::Registry, StreamError> {
         self.registry.as_ref().ok_or_else(|| {
             StreamError::Job(format!(
-                "{}: topic '{topic}' is `format: avro`, which needs the project's schema registry: run the job with `weir stream run` or `weir serve`",
-                self.job.path.display()
+                "{}: topic '{}' is `format: {}`, which needs the project's schema registry: run the job with `weir stream run` or `weir serve`",
+                self.job.path.display(),
+                topic.name,
+                topic.format.name()
             ))
         })
     }
@@ -491,8 +502,8 @@ struct Input {
 struct Runner<'a> {
     run: &'a JobRun,
     log: &'a dyn Log,
-    /// A `format: avro` sink topic's writer, under the schema registered for it.
-    avro_out: Option<AvroWriter>,
+    /// A sink topic's writers (values, keys) when it is of a registry format.
+    out_writers: Option<(Writer, Option<Writer>)>,
     /// Its stream, and the stream joined to it in a join of two streams.
     inputs: Vec<Input>,
     evaluator: Evaluator,
@@ -602,6 +613,7 @@ impl<'a> Runner<'a> {
         let layout = layout(plan, &value_types);
         let agg_int = agg_int(plan, &layout);
         let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.config.sink, &run.job.name, &names)?;
+        sink.partition = part;
         let (committed, committed_watermark) = sink.committed()?;
         let spec = |t: &Topic| WatermarkSpec {
             delay: t.watermark.as_ref().map_or(0, |w| w.delay_ms),
@@ -620,8 +632,8 @@ impl<'a> Runner<'a> {
                 (Some(j), 1) => Decoder::new(&j.columns, Some(&j.time_column)),
                 _ => Decoder::new(&plan.columns, plan.time_column.as_deref()),
             };
-            if t.format == Format::Avro {
-                decoder = decoder.with_avro(Arc::new(AvroReader::new(run.avro_registry(&t.name)?.clone())));
+            if let Some(ty) = t.format.schema_type() {
+                decoder = decoder.with_registry(Arc::new(Reader::new(run.registry_for(t)?.clone())), ty);
             }
             inputs.push(Input {
                 topic: t.name.clone(),
@@ -643,20 +655,15 @@ impl<'a> Runner<'a> {
             }
             settle_checkpoint(run, log, &naming)?;
         }
-        // An Avro sink's schema is the job's output columns, registered under the topic's
-        // subject: a change its readers could not follow stops the job here, with the rules
+        // A sink topic of a registry format: its schema is the job's output columns (and its
+        // keys'), registered under the topic's subjects (or, without registration, found
+        // there); a change its readers could not follow stops the job here, with the rules
         // it breaks.
-        let avro_out = match (&run.out_topic, run.out_format) {
-            (Some(out), Format::Avro) => {
-                let subject = format!("{}-value", out.name);
-                let registry = run.avro_registry(&out.name)?;
-                Some(AvroWriter::register(registry, &subject, &out.name, &sink.layout().columns).map_err(|e| {
-                    StreamError::Job(format!(
-                        "{}: its output does not fit subject '{subject}' of the schema registry: {e}",
-                        run.job.path.display()
-                    ))
-                })?)
-            }
+        let out_writers = match (&run.out_topic, &run.out_declared) {
+            (Some(out), Some(decl)) => match decl.format.schema_type() {
+                Some(format) => Some(out_writers(run, out, decl, format, sink.layout())?),
+                None => None,
+            },
             _ => None,
         };
         let checkpoint = read_checkpoint(run.checkpoints.as_ref(), &naming.checkpoint)?;
@@ -749,7 +756,7 @@ impl<'a> Runner<'a> {
         let mut runner = Runner {
             run,
             log,
-            avro_out,
+            out_writers,
             inputs,
             evaluator,
             sink,
@@ -1182,9 +1189,9 @@ impl<'a> Runner<'a> {
             .pending
             .rows
             .iter()
-            .map(|(row, _)| record(self.sink.layout(), row, now, self.avro_out.as_ref()))
+            .map(|(row, _)| record(self.sink.layout(), row, now, self.out_writers.as_ref()))
             .collect::<Result<_, _>>()
-            .map_err(|e| StreamError::Job(format!("{}: a result does not fit its Avro schema: {e}", self.run.job.path.display())))?;
+            .map_err(|e| StreamError::Job(format!("{}: a result does not fit its topic's schema: {e}", self.run.job.path.display())))?;
         let mut committed: weir_log::Positions = positions.iter().map(|(at, (o, _))| (at.clone(), *o)).collect();
         committed.insert(self.names.mark.clone(), self.seq);
         let commit = weir_log::Commit {
@@ -1602,9 +1609,14 @@ fn settle_checkpoint(run: &JobRun, log: &dyn Log, names: &Names) -> Result<(), S
 }
 
 /// A result row as a topic record: a JSON object of the output columns (numbers as numbers,
-/// times as ISO 8601 in UTC), or with `avro` an Avro record in the wire format, keyed by the
-/// group keys and the window's start (as JSON).
-fn record(layout: &Layout, row: &[Option<String>], now: i64, avro: Option<&AvroWriter>) -> Result<weir_log::Record, String> {
+/// times as ISO 8601 in UTC), or with `writers` a message of the topic's registry format,
+/// keyed by the group keys and the window's start (as JSON, or in that format too).
+fn record(
+    layout: &Layout,
+    row: &[Option<String>],
+    now: i64,
+    writers: Option<&(Writer, Option<Writer>)>,
+) -> Result<weir_log::Record, String> {
     let json_of = |ty: &str, v: Option<&str>| -> J {
         let Some(v) = v else { return J::Null };
         let ty = ty.to_ascii_uppercase();
@@ -1623,39 +1635,77 @@ fn record(layout: &Layout, row: &[Option<String>], now: i64, avro: Option<&AvroW
     let object = |columns: &mut dyn Iterator<Item = usize>| -> serde_json::Map<String, J> {
         columns.map(|i| (layout.columns[i].0.clone(), json_of(&layout.columns[i].1, row.get(i).and_then(|v| v.as_deref())))).collect()
     };
-    let key_columns: Vec<usize> = layout.keys.iter().copied().chain(layout.window.map(|(start, _)| start)).collect();
-    let key = (!key_columns.is_empty()).then(|| J::Object(object(&mut key_columns.into_iter())).to_string().into_bytes());
-    let value = match avro {
-        Some(w) => w.write(avro_fields(layout, row)?)?,
-        None => J::Object(object(&mut (0..layout.columns.len()))).to_string().into_bytes(),
+    let key_columns = key_columns(layout);
+    let Some((values, keys)) = writers else {
+        let key = (!key_columns.is_empty()).then(|| J::Object(object(&mut key_columns.into_iter())).to_string().into_bytes());
+        let value = J::Object(object(&mut (0..layout.columns.len()))).to_string().into_bytes();
+        return Ok(weir_log::Record { key, value, timestamp: now });
     };
-    Ok(weir_log::Record { key, value, timestamp: now })
+    let fields = fields_of(layout, row)?;
+    let names: Vec<&str> = layout.columns.iter().map(|(n, _)| n.as_str()).collect();
+    let key = match keys {
+        Some(k) => {
+            let pick = |i: &usize| (names[*i], fields[*i].clone());
+            let (key_names, key_fields): (Vec<&str>, Vec<Field>) = key_columns.iter().map(pick).unzip();
+            Some(k.write(&key_names, &key_fields)?)
+        }
+        None => None,
+    };
+    Ok(weir_log::Record { key, value: values.write(&names, &fields)?, timestamp: now })
 }
 
-/// A result row as the fields of its Avro record (see `weir_registry::avro_codec::record_schema`):
-/// each value in the union's second branch, or null.
-fn avro_fields(layout: &Layout, row: &[Option<String>]) -> Result<Vec<(String, AvroValue)>, String> {
+/// The columns a result's record is keyed by: the group keys and the window's start.
+fn key_columns(layout: &Layout) -> Vec<usize> {
+    layout.keys.iter().copied().chain(layout.window.map(|(start, _)| start)).collect()
+}
+
+/// A sink topic's writers: its values' (the output columns) and, when results have keys,
+/// its keys', both under the subjects the topic's strategy names.
+fn out_writers(
+    run: &JobRun,
+    out: &weir_log::TopicSpec,
+    decl: &Topic,
+    format: weir_registry::SchemaType,
+    layout: &Layout,
+) -> Result<(Writer, Option<Writer>), StreamError> {
+    let registry = run.registry_for(decl)?;
+    let register = decl.auto_register.unwrap_or(run.auto_register);
+    let open = |record: &str, key: bool, columns: &[(String, String)]| {
+        let target = Target { format, naming: decl.subject_strategy, topic: &out.name, record, key, register };
+        Writer::open(registry, &target, columns).map_err(|e| {
+            StreamError::Job(format!("{}: its results do not fit topic '{}' of the schema registry: {e}", run.job.path.display(), out.name))
+        })
+    };
+    let values = open(&out.name, false, &layout.columns)?;
+    let key_columns: Vec<(String, String)> = key_columns(layout).into_iter().map(|i| layout.columns[i].clone()).collect();
+    let keys = if key_columns.is_empty() { None } else { Some(open(&format!("{}_key", out.name), true, &key_columns)?) };
+    Ok((values, keys))
+}
+
+/// A result row's values typed by their columns' SQL types (see
+/// `weir_registry::codec::Kind`).
+fn fields_of<'r>(layout: &Layout, row: &'r [Option<String>]) -> Result<Vec<Field<'r>>, String> {
+    use weir_registry::codec::Kind as K;
     let mut fields = Vec::with_capacity(layout.columns.len());
     for (i, (name, ty)) in layout.columns.iter().enumerate() {
-        let value = match row.get(i).and_then(|v| v.as_deref()) {
-            None => AvroValue::Union(0, Box::new(AvroValue::Null)),
+        let field = match row.get(i).and_then(|v| v.as_deref()) {
+            None => Field::Null,
             Some(v) => {
                 let bad = || format!("{name}: '{v}' is not a {ty}");
-                let inner = match weir_registry::avro_codec::avro_type(ty) {
-                    J::String(t) if t == "long" => AvroValue::Long(v.parse().map_err(|_| bad())?),
-                    J::String(t) if t == "double" => AvroValue::Double(v.parse().map_err(|_| bad())?),
-                    J::String(t) if t == "boolean" => AvroValue::Boolean(v.parse().map_err(|_| bad())?),
-                    J::Object(o) if o.get("logicalType").and_then(J::as_str) == Some("date") => {
+                match K::of(ty) {
+                    K::Int => Field::Int(v.parse().map_err(|_| bad())?),
+                    K::Float => Field::Float(v.parse().map_err(|_| bad())?),
+                    K::Bool => Field::Bool(v.parse().map_err(|_| bad())?),
+                    K::Date => {
                         let day = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| bad())?;
-                        AvroValue::Date((day - chrono::NaiveDate::default()).num_days() as i32)
+                        Field::Date((day - chrono::NaiveDate::default()).num_days() as i32)
                     }
-                    J::Object(_) => AvroValue::TimestampMicros(decode::parse_timestamp(v).ok_or_else(bad)?),
-                    _ => AvroValue::String(v.to_string()),
-                };
-                AvroValue::Union(1, Box::new(inner))
+                    K::Timestamp => Field::Micros(decode::parse_timestamp(v).ok_or_else(bad)?),
+                    K::Text => Field::Text(v),
+                }
             }
         };
-        fields.push((weir_registry::avro_codec::avro_name(name), value));
+        fields.push(field);
     }
     Ok(fields)
 }

@@ -105,6 +105,9 @@ pub struct Sink {
     rejected: Relation,
     /// Where the rows go.
     rows_to: RowsTo,
+    /// The one partition it commits positions for, when it is a worker's task (the job's
+    /// other partitions' are other tasks').
+    pub partition: Option<u32>,
 }
 
 /// Where a job's rows go: the table, Redis (written here, before the transaction), or a
@@ -198,6 +201,7 @@ impl Sink {
             late,
             rejected,
             rows_to,
+            partition: None,
         };
         sink.prepare(conn)?;
         Ok(sink)
@@ -337,7 +341,8 @@ impl Sink {
                 ));
             }
         }
-        statements.push(format!("delete from {} where job = {job}", self.wh.render(&self.positions)));
+        let only = self.partition.map_or(String::new(), |p| format!(" and {} = {p}", q("partition")));
+        statements.push(format!("delete from {} where job = {job}{only}", self.wh.render(&self.positions)));
         if !positions.is_empty() {
             let values: Vec<String> = positions
                 .iter()

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde_json::{Map, Value as J, json};
 use weir_graph::streams::{Topic, event_record, read_topics};
 use weir_log::{Backend, Log, Logs, TopicInfo, TopicSpec};
+use weir_registry::codec::{Field, Kind, Reader, Target, Writer};
+use weir_registry::{Registry, SchemaType};
 
 use crate::cli::{Global, LogCommand, LogFormat};
 use crate::output::Output;
@@ -31,14 +33,21 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
             let log = logs.for_topic(topic)?;
             let log = log.as_ref();
             let decl = declared.iter().find(|t| t.name == *topic);
-            if decl.is_some_and(|t| t.format == weir_graph::streams::Format::Avro) {
-                return Err(format!(
-                    "topic '{topic}' is `format: avro`: its events are Avro records in Confluent's wire format, written by an Avro serializer (or a stream job), not JSON lines"
-                )
-                .into());
-            }
             ensure_topic(log, decl, topic, *partitions)?;
             let key = key.clone().or_else(|| decl.and_then(|t| t.key.clone()));
+            // A topic of a registry format takes the same JSON lines (or CSV), each written
+            // as a message of the schema of the topic's columns, registered as a job's would be.
+            let writer = match decl.and_then(|t| t.format.schema_type().map(|f| (t, f))) {
+                Some((t, format)) => Some(EventWriter::open(g, t, format)?),
+                None => None,
+            };
+            let encode = |event: &J, now: i64| -> Result<weir_log::Record, String> {
+                let record = event_record(event, key.as_deref(), now);
+                match &writer {
+                    Some(w) => Ok(weir_log::Record { value: w.write(event)?, ..record }),
+                    None => Ok(record),
+                }
+            };
             let (source, reader): (String, Box<dyn Read>) = match file {
                 Some(f) => (f.display().to_string(), Box::new(std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?)),
                 None => ("stdin".to_string(), Box::new(std::io::stdin())),
@@ -49,11 +58,14 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
                 (None, Some(weir_graph::streams::Format::Raw)) => "raw",
                 (None, _) => "json",
             };
+            if writer.is_some() && format == "raw" {
+                return Err("--format raw: the topic's messages are written under its schema, from JSON lines or CSV".into());
+            }
             // Events piped in live (`tail -f ... | weir log produce`) are appended as soon as
             // the pipe has nothing more to give, not held back until a batch is full.
             let live = file.is_none() && !std::fs::metadata("/dev/stdin").is_ok_and(|m| m.is_file());
             let input = BufReader::with_capacity(1 << 20, reader);
-            let produced = produce(log, topic, input, &source, format, key.as_deref(), live)?;
+            let produced = produce(log, topic, input, &source, (format, key.as_deref()), &encode, live)?;
             // Retention is applied where events arrive, as `weir serve` does once a minute.
             log.apply_retention(chrono::Utc::now().timestamp_millis())?;
             out.info(format!("Produced {produced} event{} to '{topic}'", if produced == 1 { "" } else { "s" }));
@@ -64,7 +76,15 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
             if let Some(t) = declared.iter().find(|t| t.name == *topic) {
                 log.create_topic(&t.spec())?;
             }
-            consume(log.as_ref(), topic, *partition, (*offset, *from_end), *max, *follow)
+            // A registry format's messages are printed decoded, with the schemas their ids name.
+            let reader = match declared.iter().find(|t| t.name == *topic && t.format.schema_type().is_some()) {
+                Some(_) => {
+                    let (url, schema) = crate::workspace::store_settings(&root)?;
+                    Some(Reader::new(Registry::new(Arc::new(weir_store::Store::open(&url, &root, schema.as_deref())?))))
+                }
+                None => None,
+            };
+            consume(log.as_ref(), topic, *partition, (*offset, *from_end), *max, *follow, reader.as_ref())
         }
     }
 }
@@ -92,8 +112,8 @@ fn produce(
     topic: &str,
     mut input: BufReader<Box<dyn Read>>,
     source: &str,
-    format: &str,
-    key: Option<&str>,
+    (format, key): (&str, Option<&str>),
+    encode: &dyn Fn(&J, i64) -> Result<weir_log::Record, String>,
     live: bool,
 ) -> Result<u64, Error> {
     let now = || chrono::Utc::now().timestamp_millis();
@@ -139,7 +159,13 @@ fn produce(
                         return Err(stopped(i, format!("not JSON ({e})"), produced));
                     }
                 };
-                batch.push(event_record(&event, key, now()));
+                match encode(&event, now()) {
+                    Ok(r) => batch.push(r),
+                    Err(why) => {
+                        flush(&mut batch)?;
+                        return Err(stopped(i, why, produced));
+                    }
+                }
                 if batch.len() == BATCH {
                     flush(&mut batch)?;
                 }
@@ -161,7 +187,13 @@ fn produce(
                     }
                 };
                 let event: Map<String, J> = header.iter().cloned().zip(row.iter().map(|v| J::String(v.to_string()))).collect();
-                batch.push(event_record(&J::Object(event), key, now()));
+                match encode(&J::Object(event), now()) {
+                    Ok(r) => batch.push(r),
+                    Err(why) => {
+                        flush(&mut batch)?;
+                        return Err(stopped(row.position().map_or(0, |p| p.line() as usize), why, produced));
+                    }
+                }
                 if batch.len() == BATCH {
                     flush(&mut batch)?;
                 }
@@ -181,6 +213,69 @@ fn produce(
     Ok(produced)
 }
 
+/// Writes JSON events as messages of a registry format: each event's values, typed by the
+/// topic's declared columns, under the schema of those columns.
+struct EventWriter {
+    writer: Writer,
+    columns: Vec<(String, String, Kind)>,
+}
+
+impl EventWriter {
+    /// Registers (or, with registration off for the topic or the target, finds) the schema
+    /// of `t`'s columns under its subject.
+    fn open(g: &Global, t: &Topic, format: SchemaType) -> Result<EventWriter, Error> {
+        if t.columns.is_empty() {
+            return Err(format!(
+                "topic '{}' ({}) is `format: {}` and declares no `columns`: its schema is made from them",
+                t.name,
+                t.location,
+                t.format.name()
+            )
+            .into());
+        }
+        let (project, target) = crate::workspace::project_and_target(g)?;
+        let (url, schema) = crate::workspace::store_settings(&project.root)?;
+        let registry = Registry::new(Arc::new(weir_store::Store::open(&url, &project.root, schema.as_deref())?));
+        let register = t.auto_register.unwrap_or_else(|| target.auto_register_schemas());
+        let columns: Vec<(String, String)> = t.columns.clone();
+        let to = Target { format, naming: t.subject_strategy, topic: &t.name, record: &t.name, key: false, register };
+        let writer = Writer::open(&registry, &to, &columns).map_err(|e| format!("topic '{}': {e}", t.name))?;
+        Ok(EventWriter { writer, columns: columns.into_iter().map(|(n, ty)| (n, ty.clone(), Kind::of(&ty))).collect() })
+    }
+
+    fn write(&self, event: &J) -> Result<Vec<u8>, String> {
+        let J::Object(event) = event else { return Err(format!("not a JSON object: {event}")) };
+        let mut fields = Vec::with_capacity(self.columns.len());
+        for (name, ty, kind) in &self.columns {
+            let v = event.get(name).unwrap_or(&J::Null);
+            let bad = || format!("{name}: expected {ty}, got {v}");
+            let blank = v.as_str().is_some_and(|s| s.trim().is_empty());
+            fields.push(match (kind, v) {
+                (_, J::Null) => Field::Null,
+                (Kind::Text, J::String(s)) => Field::Text(s),
+                // An empty CSV cell is a null.
+                (_, J::String(_)) if blank => Field::Null,
+                (Kind::Int, J::Number(n)) => Field::Int(n.as_i64().ok_or_else(bad)?),
+                (Kind::Int, J::String(s)) => Field::Int(s.trim().parse().map_err(|_| bad())?),
+                (Kind::Float, J::Number(n)) => Field::Float(n.as_f64().ok_or_else(bad)?),
+                (Kind::Float, J::String(s)) => Field::Float(s.trim().parse().map_err(|_| bad())?),
+                (Kind::Bool, J::Bool(b)) => Field::Bool(*b),
+                (Kind::Bool, J::String(s)) => Field::Bool(s.trim().parse().map_err(|_| bad())?),
+                (Kind::Date, J::String(s)) => {
+                    let day = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| bad())?;
+                    Field::Date((day - chrono::NaiveDate::default()).num_days() as i32)
+                }
+                (Kind::Timestamp, J::String(s)) => Field::Micros(weir_stream::job::decode::parse_timestamp(s).ok_or_else(bad)?),
+                // Numbers as times are milliseconds since the epoch, as stream jobs read them.
+                (Kind::Timestamp, J::Number(n)) => Field::Micros(n.as_i64().and_then(|ms| ms.checked_mul(1000)).ok_or_else(bad)?),
+                _ => return Err(bad()),
+            });
+        }
+        let names: Vec<&str> = self.columns.iter().map(|(n, _, _)| n.as_str()).collect();
+        self.writer.write(&names, &fields)
+    }
+}
+
 /// Prints events as JSON lines, partition by partition (or as they arrive, with `follow`).
 fn consume(
     log: &dyn Log,
@@ -189,6 +284,7 @@ fn consume(
     (offset, from_end): (Option<u64>, bool),
     max: Option<usize>,
     follow: bool,
+    reader: Option<&Reader>,
 ) -> Result<u8, Error> {
     let info = log.describe(topic)?;
     let parts: Vec<u32> = match partition {
@@ -217,10 +313,21 @@ fn consume(
                 next[i] = last.offset + 1;
                 got_any = true;
                 for r in &records {
-                    let value =
-                        serde_json::from_slice::<J>(&r.value).unwrap_or_else(|_| J::String(String::from_utf8_lossy(&r.value).into()));
-                    let key = r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
-                    let line = json!({"partition": p, "offset": r.offset, "timestamp": r.timestamp, "key": key, "value": value});
+                    let text = || J::String(String::from_utf8_lossy(&r.value).into());
+                    let (value, error) = match reader.map(|d| d.read(&r.value)) {
+                        Some(Ok(m)) => (weir_registry::codec::to_json(m), None),
+                        Some(Err(why)) => (text(), Some(why)),
+                        None => (serde_json::from_slice::<J>(&r.value).unwrap_or_else(|_| text()), None),
+                    };
+                    // Keys a job wrote in the topic's format are decoded too; others are text.
+                    let key = r.key.as_ref().map(|k| match reader.and_then(|d| d.read(k).ok()) {
+                        Some(m) => weir_registry::codec::to_json(m),
+                        None => J::String(String::from_utf8_lossy(k).into_owned()),
+                    });
+                    let mut line = json!({"partition": p, "offset": r.offset, "timestamp": r.timestamp, "key": key, "value": value});
+                    if let Some(why) = error {
+                        line["error"] = J::String(why);
+                    }
                     if writeln!(w, "{line}").is_err() {
                         // The reader went away (`| head`): nothing more to do.
                         return Ok(0);

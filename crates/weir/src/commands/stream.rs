@@ -127,15 +127,15 @@ pub(crate) fn jobs(ws: &Workspace, root: &Path) -> Result<Vec<JobRun>, Error> {
     let topics = read_topics(root)?;
     let m = &ws.manifest;
     let jobs = m.nodes.values().filter_map(|n| n.stream.as_deref());
-    // Jobs over or into `format: avro` topics read and register schemas in the project's
-    // registry (the metadata store), opened only when one does.
-    let avro = topics.iter().any(|t| t.format == weir_graph::streams::Format::Avro);
-    let registry = if avro { Some(weir_registry::Registry::new(ws.store()?)) } else { None };
+    // Jobs over or into topics of the registry's formats read and register schemas in the
+    // project's registry (the metadata store), opened only when one does.
+    let registered = topics.iter().any(|t| t.format.schema_type().is_some());
+    let registry = if registered { Some(weir_registry::Registry::new(ws.store()?)) } else { None };
     let mut runs = vec![];
     for j in jobs {
         let run = JobRun::in_project(m, j.clone(), &topics)?;
         runs.push(match &registry {
-            Some(r) => run.with_registry(r.clone()),
+            Some(r) => run.with_registry(r.clone(), m.target.auto_register_schemas()),
             None => run,
         });
     }
