@@ -22,8 +22,13 @@ use crate::{BatchFeed, Connection, FileFormat, FileScan, RecordBatch, Result, Wa
 /// A DuckDB file has one writing process at a time. Processes take turns: one that finds
 /// the file held waits for it (up to the profile's `lock_timeout`, 60 s unless set), and a
 /// stream job lets go of it between writes ([`Warehouse::release`]).
+///
+/// Weir's processes take their turn on a lock file beside the database (`<file>.lock`)
+/// before DuckDB opens it, and keep it while it is open: DuckDB reads a file's headers
+/// before it takes its own lock, so a process opening the file while another checkpoints it
+/// could start from headers that no longer hold (and write blocks the other one uses).
 pub struct DuckDb {
-    root: Mutex<Option<duckdb::Connection>>,
+    root: Mutex<Option<Root>>,
     path: Option<PathBuf>,
     database: String,
     /// `set key = value` statements from the profile's `settings`, run when it opens.
@@ -31,6 +36,67 @@ pub struct DuckDb {
     lock_timeout: std::time::Duration,
     /// One clone per open connection: the database may be let go of when only this is left.
     users: Arc<()>,
+}
+
+/// The open database and the process's turn at its file (dropped in that order: DuckDB
+/// closes the file before the turn ends).
+struct Root {
+    conn: duckdb::Connection,
+    _turn: Option<Arc<Turn>>,
+}
+
+/// A process's turn at a DuckDB file: an exclusive lock on `<file>.lock`, shared by every
+/// [`DuckDb`] of the process on that file (as DuckDB's own lock is per process).
+struct Turn {
+    _file: std::fs::File,
+}
+
+impl Turn {
+    /// Takes the turn at `db`, waiting for another process's to end for up to `timeout`.
+    fn take(db: &Path, timeout: std::time::Duration) -> Result<Arc<Turn>> {
+        static TURNS: Mutex<Vec<(PathBuf, std::sync::Weak<Turn>)>> = Mutex::new(Vec::new());
+        // Held while waiting: another thread of this process wanting the same file waits for
+        // this one's turn, then shares it.
+        let mut turns = TURNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        turns.retain(|(_, t)| t.strong_count() > 0);
+        if let Some(t) = turns.iter().find(|(p, _)| p == db).and_then(|(_, t)| t.upgrade()) {
+            return Ok(t);
+        }
+        let mut name = db.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| WarehouseError::Io(format!("{}: {e}", path.display())))?;
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(20);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < timeout => {
+                    std::thread::sleep(pause.min(timeout.saturating_sub(started.elapsed())));
+                    pause = (pause * 2).min(std::time::Duration::from_millis(500));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(WarehouseError::Connect {
+                        target: db.display().to_string(),
+                        message: format!(
+                            "another process has held it for {:.0}s (its turn: {}); the profile's `lock_timeout` sets how long to wait",
+                            timeout.as_secs_f64(),
+                            path.display()
+                        ),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(WarehouseError::Io(format!("{}: {e}", path.display()))),
+            }
+        }
+        let turn = Arc::new(Turn { _file: file });
+        turns.push((db.to_path_buf(), Arc::downgrade(&turn)));
+        Ok(turn)
+    }
 }
 
 fn err(e: duckdb::Error, sql: &str) -> WarehouseError {
@@ -71,18 +137,19 @@ impl DuckDb {
         Ok(DuckDb { root: Mutex::new(None), path, database, settings, lock_timeout, users: Arc::new(()) })
     }
 
-    fn open_root(&self) -> Result<duckdb::Connection> {
-        let conn = match &self.path {
+    fn open_root(&self) -> Result<Root> {
+        let started = std::time::Instant::now();
+        let (conn, turn) = match &self.path {
             Some(full) => {
                 if let Some(parent) = full.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| WarehouseError::Io(format!("{}: {e}", parent.display())))?;
                 }
-                // Another process holds the file: wait for its turn to end.
-                let started = std::time::Instant::now();
+                let turn = Turn::take(full, self.lock_timeout)?;
+                // Another process (not Weir's) holds the file: wait for its turn to end.
                 let mut pause = std::time::Duration::from_millis(20);
                 loop {
                     match duckdb::Connection::open(full) {
-                        Ok(c) => break c,
+                        Ok(c) => break (c, Some(turn)),
                         Err(e) if e.to_string().contains("Could not set lock") && started.elapsed() < self.lock_timeout => {
                             std::thread::sleep(pause.min(self.lock_timeout.saturating_sub(started.elapsed())));
                             pause = (pause * 2).min(std::time::Duration::from_millis(500));
@@ -101,13 +168,16 @@ impl DuckDb {
                     }
                 }
             }
-            None => duckdb::Connection::open_in_memory()
-                .map_err(|e| WarehouseError::Connect { target: ":memory:".into(), message: e.to_string() })?,
+            None => (
+                duckdb::Connection::open_in_memory()
+                    .map_err(|e| WarehouseError::Connect { target: ":memory:".into(), message: e.to_string() })?,
+                None,
+            ),
         };
         for sql in &self.settings {
             conn.execute_batch(sql).map_err(|e| err(e, sql))?;
         }
-        Ok(conn)
+        Ok(Root { conn, _turn: turn })
     }
 
     pub fn database(&self) -> &str {
@@ -130,7 +200,7 @@ impl Warehouse for DuckDb {
             *root = Some(self.open_root()?);
         }
         let Some(root) = root.as_ref() else { return Err(WarehouseError::Io("duckdb did not open".into())) };
-        let conn = root.try_clone().map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
+        let conn = root.conn.try_clone().map_err(|e| WarehouseError::Connect { target: self.describe(), message: e.to_string() })?;
         Ok(Box::new(DuckDbConnection { conn, _user: self.users.clone() }))
     }
 
@@ -716,6 +786,29 @@ mod tests {
         fields.insert("lock_timeout".into(), J::String("soon".into()));
         let e = DuckDb::open(&fields, dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("`lock_timeout` must be a number of seconds"), "{e}");
+    }
+
+    #[test]
+    fn processes_take_turns_on_the_lock_file_before_duckdb_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fields = Map::new();
+        fields.insert("path".into(), J::String("x.duckdb".into()));
+        fields.insert("lock_timeout".into(), J::from(0.3));
+        // Two of the process's databases on one file share its turn.
+        let (a, b) = (DuckDb::open(&fields, dir.path()).unwrap(), DuckDb::open(&fields, dir.path()).unwrap());
+        let held = a.connect().unwrap();
+        drop(b.connect().unwrap());
+        drop(held);
+        assert!(a.release() && b.release());
+        // Another process's turn (a lock of its own on the file) is waited for, then named.
+        let other = std::fs::File::open(dir.path().join("x.duckdb.lock")).unwrap();
+        other.lock().unwrap();
+        let started = std::time::Instant::now();
+        let e = a.connect().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("another process has held it") && e.contains("x.duckdb.lock"), "{e}");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(300), "it waited for `lock_timeout`");
+        other.unlock().unwrap();
+        a.connect().unwrap().execute("create table t as select 1 as x").unwrap();
     }
 
     #[test]
