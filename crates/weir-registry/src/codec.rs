@@ -13,7 +13,8 @@ use apache_avro::schema::ResolvedSchema;
 use apache_avro::types::Value as AvroValue;
 use apache_avro::writer::datum::GenericDatumWriter;
 use prost::Message as _;
-use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions, Value as ProtoValue};
+pub use prost_reflect::{DynamicMessage, Value as ProtoValue};
+use prost_reflect::{MessageDescriptor, ReflectMessage, SerializeOptions};
 use serde_json::{Value as J, json};
 
 use crate::{Error, Parsed, Registered, Registry, SchemaRequest, SchemaType, VersionRef};
@@ -237,11 +238,13 @@ impl Writer {
     }
 }
 
-/// A message read: an Avro record's fields by name, or (JSON Schema, Protobuf) a JSON object.
+/// A message read: an Avro record's fields by name, a JSON Schema message's object, or a
+/// Protobuf message (its fields read by name without going through JSON).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Read {
     Avro(Vec<(String, AvroValue)>),
     Json(J),
+    Protobuf(DynamicMessage),
 }
 
 /// A message read, as JSON: an Avro record's unions unwrapped, its dates and times as text
@@ -263,7 +266,48 @@ pub fn to_json(read: Read) -> J {
     match read {
         Read::Avro(fields) => avro(AvroValue::Record(fields)),
         Read::Json(j) => j,
+        Read::Protobuf(m) => {
+            let options = SerializeOptions::new().stringify_64_bit_integers(false).use_proto_field_name(true);
+            let mut json = m.serialize_with_options(serde_json::value::Serializer, &options).unwrap_or(J::Null);
+            // A scalar without presence that holds its default is left out on the wire and
+            // in JSON: it is that default, not missing (an `optional` one is).
+            if let J::Object(fields) = &mut json {
+                for f in m.descriptor().fields().filter(|f| !f.supports_presence() && !f.is_list() && !f.is_map()) {
+                    let default = match f.kind() {
+                        prost_reflect::Kind::Bool => J::Bool(false),
+                        prost_reflect::Kind::String | prost_reflect::Kind::Bytes => J::String(String::new()),
+                        prost_reflect::Kind::Message(_) => continue,
+                        prost_reflect::Kind::Enum(e) => e.default_value().name().into(),
+                        prost_reflect::Kind::Double | prost_reflect::Kind::Float => json!(0.0),
+                        _ => json!(0),
+                    };
+                    fields.entry(f.name().to_string()).or_insert(default);
+                }
+            }
+            json
+        }
     }
+}
+
+/// A Protobuf field as its value, `None` when the message lacks it: an unset field with
+/// presence (`optional`, a message), or no field of that name. A field without presence
+/// has its default when unset, as the wire format means.
+pub fn proto_field(m: &DynamicMessage, name: &str) -> Option<ProtoValue> {
+    let f = m.descriptor().get_field_by_name(name)?;
+    if f.supports_presence() && !m.has_field(&f) {
+        return None;
+    }
+    Some(m.get_field(&f).into_owned())
+}
+
+/// Microseconds since the epoch of a `google.protobuf.Timestamp`, if `m` is one.
+pub fn proto_micros(m: &DynamicMessage) -> Option<i64> {
+    if m.descriptor().full_name() != "google.protobuf.Timestamp" {
+        return None;
+    }
+    let seconds = m.get_field_by_name("seconds")?.as_i64()?;
+    let nanos = m.get_field_by_name("nanos")?.as_i32()?;
+    seconds.checked_mul(1_000_000)?.checked_add(i64::from(nanos) / 1000)
 }
 
 /// Reads messages of any of the formats, each with the schema its id names (compiled once
@@ -303,25 +347,7 @@ impl Reader {
             Compiled::Protobuf(file) => {
                 let (indexes, payload) = crate::wire::split_indexes(payload).map_err(|e| e.to_string())?;
                 let message = message_at(file, &indexes).ok_or_else(|| format!("schema {id} has no message at indexes {indexes:?}"))?;
-                let m = DynamicMessage::decode(message.clone(), payload).map_err(|e| format!("not Protobuf of schema {id}: {e}"))?;
-                let options = SerializeOptions::new().stringify_64_bit_integers(false).use_proto_field_name(true);
-                let mut json = m.serialize_with_options(serde_json::value::Serializer, &options).map_err(|e| e.to_string())?;
-                // A scalar without presence that holds its default is left out on the wire
-                // and in JSON: it is that default, not missing (an `optional` one is null).
-                if let J::Object(fields) = &mut json {
-                    for f in message.fields().filter(|f| !f.supports_presence() && !f.is_list() && !f.is_map()) {
-                        let default = match f.kind() {
-                            prost_reflect::Kind::Bool => J::Bool(false),
-                            prost_reflect::Kind::String | prost_reflect::Kind::Bytes => J::String(String::new()),
-                            prost_reflect::Kind::Message(_) => continue,
-                            prost_reflect::Kind::Enum(e) => e.default_value().name().into(),
-                            prost_reflect::Kind::Double | prost_reflect::Kind::Float => json!(0.0),
-                            _ => json!(0),
-                        };
-                        fields.entry(f.name().to_string()).or_insert(default);
-                    }
-                }
-                Ok(Read::Json(json))
+                DynamicMessage::decode(message, payload).map(Read::Protobuf).map_err(|e| format!("not Protobuf of schema {id}: {e}"))
             }
         }
     }
@@ -578,10 +604,14 @@ mod tests {
                     );
                 }
                 (SchemaType::Json, Read::Json(j)) => assert_eq!(j, expected),
-                (SchemaType::Protobuf, Read::Json(j)) => {
+                (SchemaType::Protobuf, m @ Read::Protobuf(_)) => {
                     // Field names as Protobuf takes them; an unset optional field is absent.
+                    let Read::Protobuf(msg) = &m else { unreachable!() };
+                    assert_eq!(proto_field(msg, "n"), None);
+                    let at = proto_field(msg, "window_start");
+                    assert_eq!(at.as_ref().and_then(|v| v.as_message()).and_then(proto_micros), Some(1_500_000));
                     assert_eq!(
-                        j,
+                        to_json(m),
                         json!({"k": "a", "window_start": "1970-01-01T00:00:01.500Z", "avg": 2.5, "ok": true, "day": "1970-01-02"})
                     );
                 }
@@ -648,7 +678,7 @@ mod tests {
         let latest = registry.version("counts-value", VersionRef::Latest, false).unwrap();
         assert!(latest.schema.contains("optional int64 d = 4;"), "a dropped column's number is not given again: {}", latest.schema);
         let bytes = w.write(&["c", "b", "d"], &[Field::Float(1.0), Field::Text("x"), Field::Int(7)]).unwrap();
-        assert_eq!(Reader::new(registry).read(&bytes).unwrap(), Read::Json(json!({"b": "x", "c": 1.0, "d": 7})));
+        assert_eq!(to_json(Reader::new(registry).read(&bytes).unwrap()), json!({"b": "x", "c": 1.0, "d": 7}));
     }
 
     #[test]
@@ -660,7 +690,9 @@ mod tests {
         // An empty payload: every field at its default.
         let bytes = crate::wire::header(id, Some(&[0]));
         let got = Reader::new(registry.clone()).read(&bytes).unwrap();
-        assert_eq!(got, Read::Json(json!({"id": 0, "item": ""})), "zeros are zeros, an unset optional is absent");
+        let Read::Protobuf(m) = &got else { panic!("{got:?}") };
+        assert_eq!((proto_field(m, "id"), proto_field(m, "n")), (Some(ProtoValue::I64(0)), None));
+        assert_eq!(to_json(got), json!({"id": 0, "item": ""}), "zeros are zeros, an unset optional is absent");
         let avro = Read::Avro(vec![
             ("at".into(), AvroValue::Union(1, Box::new(AvroValue::TimestampMillis(1_500)))),
             ("day".into(), AvroValue::Date(365)),

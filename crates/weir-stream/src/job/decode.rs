@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use apache_avro::types::Value as AvroValue;
 use weir_registry::SchemaType;
-use weir_registry::codec::{Read, Reader};
+use weir_registry::codec::{ProtoValue, Read, Reader};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde::Deserialize;
@@ -167,9 +167,49 @@ impl Decoder {
                 }
             }
             Read::Json(other) => return Err(format!("not an object: {}", short(&other))),
+            Read::Protobuf(m) => {
+                for (i, name) in self.names.iter().enumerate() {
+                    let cell = match weir_registry::codec::proto_field(&m, name) {
+                        None => Cell::Null,
+                        Some(v) => proto_cell(&v, self.kinds[i]).ok_or_else(|| format!("{name}: expected {}, got {v:?}", self.types[i]))?,
+                    };
+                    cells.push(cell);
+                }
+            }
         }
         self.event_time(cells)
     }
+}
+
+/// A Protobuf value read as `kind`, if it is one.
+fn proto_cell(v: &ProtoValue, kind: Kind) -> Option<Cell> {
+    let int = |v: &ProtoValue| match v {
+        ProtoValue::I32(n) => Some(i64::from(*n)),
+        ProtoValue::I64(n) => Some(*n),
+        ProtoValue::U32(n) => Some(i64::from(*n)),
+        ProtoValue::U64(n) => i64::try_from(*n).ok(),
+        ProtoValue::EnumNumber(n) => Some(i64::from(*n)),
+        _ => None,
+    };
+    Some(match (kind, v) {
+        (Kind::Int, v) => Cell::Int(int(v)?),
+        (Kind::Float, ProtoValue::F64(f)) => Cell::Float(*f),
+        (Kind::Float, ProtoValue::F32(f)) => Cell::Float(f64::from(*f)),
+        (Kind::Float, v) => Cell::Float(int(v)? as f64),
+        (Kind::Bool, ProtoValue::Bool(b)) => Cell::Bool(*b),
+        (Kind::Text, ProtoValue::String(s)) => Cell::Text(s.clone()),
+        (Kind::Text, ProtoValue::Bool(b)) => Cell::Text(b.to_string()),
+        (Kind::Text, ProtoValue::F64(f)) => Cell::Text(f.to_string()),
+        (Kind::Text, v) => Cell::Text(int(v)?.to_string()),
+        (Kind::Timestamp | Kind::Date, ProtoValue::Message(m)) => Cell::Time(weir_registry::codec::proto_micros(m)?),
+        (Kind::Timestamp, ProtoValue::String(s)) => Cell::Time(parse_timestamp(s)?),
+        (Kind::Date, ProtoValue::String(s)) => {
+            Cell::Time(NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros())
+        }
+        (Kind::Timestamp | Kind::Date, v) => Cell::Time(int(v)?.checked_mul(1000)?),
+        (Kind::Any, ProtoValue::Message(m)) => Cell::Text(weir_registry::codec::to_json(Read::Protobuf(m.clone())).to_string()),
+        _ => return None,
+    })
 }
 
 fn unwrap_union(v: &AvroValue) -> &AvroValue {
