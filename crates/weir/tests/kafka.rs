@@ -337,6 +337,41 @@ fn a_job_workers_cannot_share_is_refused_with_the_reason() {
     assert!(!o.status.success() && text(&o).contains("workers write a topic"), "{}", text(&o));
 }
 
+/// Python for the tests' checks: `wait(topic, n, value_de, key_de)` reads a topic from its
+/// start with `read_committed`, deserializing keys and values, until it holds `n` records
+/// (90 s at most); a `None` deserializer leaves the bytes as they are.
+const DESERIALIZED: &str = r#"
+import os, time
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.serialization import SerializationContext, MessageField
+def read(topic, value_de, key_de):
+    c = Consumer({"bootstrap.servers": os.environ["BOOTSTRAP"], "group.id": "checker-" + topic, "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "enable.partition.eof": True})
+    md = c.list_topics(topic, timeout=10).topics.get(topic)
+    if md is None or not md.partitions:
+        return []
+    c.assign([TopicPartition(topic, q, 0) for q in md.partitions])
+    out, ended = [], set()
+    while len(ended) < len(md.partitions):
+        msg = c.poll(10)
+        if msg is None:
+            break
+        if msg.error():
+            ended.add(msg.partition())
+            continue
+        de = lambda d, b, f: d(b, SerializationContext(topic, f)) if d else b
+        out.append((de(key_de, msg.key(), MessageField.KEY), de(value_de, msg.value(), MessageField.VALUE)))
+    c.close()
+    return out
+def wait(topic, n, value_de, key_de=None):
+    until = time.time() + 90
+    got = read(topic, value_de, key_de)
+    while len(got) < n and time.time() < until:
+        time.sleep(1)
+        got = read(topic, value_de, key_de)
+    return got
+"#;
+
 /// Avro both ways: Confluent's AvroSerializer writes the events (registering their schema
 /// with `weir serve`'s registry), `weir serve` runs the job over the `format: avro` topic and
 /// writes its results as Avro under the schema it registers for its sink topic, and
@@ -369,7 +404,7 @@ fn avro_topics_are_read_and_written_through_the_schema_registry() {
     // 300 orders 20 ms apart (three 2-second windows of 100), then one 20 s later that
     // closes them.
     let check = broker.python(&format!(
-        r#"{client}
+        r#"{client}{deserialized}
 import datetime, json, os, time
 from confluent_kafka import Consumer, Producer, TopicPartition
 schema = json.dumps({{"type": "record", "name": "Order", "namespace": "shop", "fields": [
@@ -390,35 +425,13 @@ for i in range(301):
         n, s = expected.get((c, start), (0, 0.0))
         expected[(c, start)] = (n + 1, s + i % 7 + 0.5)
 p.flush()
-de = AvroDeserializer(client)
-def read():
-    c = Consumer({{"bootstrap.servers": os.environ["BOOTSTRAP"], "group.id": "checker", "enable.auto.commit": False,
-                  "isolation.level": "read_committed", "enable.partition.eof": True}})
-    md = c.list_topics("totals", timeout=10).topics.get("totals")
-    if md is None or not md.partitions:
-        return []
-    c.assign([TopicPartition("totals", q, 0) for q in md.partitions])
-    out, ended = [], set()
-    while len(ended) < len(md.partitions):
-        m = c.poll(10)
-        if m is None:
-            break
-        if m.error():
-            ended.add(m.partition())
-            continue
-        out.append(de(m.value(), SerializationContext("totals", MessageField.VALUE)))
-    c.close()
-    return out
-until = time.time() + 90
-got = read()
-while len(got) < len(expected) and time.time() < until:
-    time.sleep(1)
-    got = read()
+got = [v for _, v in wait("totals", len(expected), AvroDeserializer(client))]
 results = {{(r["country"], r["window_start"]): (r["orders"], r["revenue"]) for r in got}}
 assert len(got) == len(expected) == 9, (len(got), got)
 assert results == expected, (results, expected)
 print("ok", len(got))
-"#
+"#,
+        deserialized = DESERIALIZED
     ));
     assert!(check.contains("ok 9"), "{check}");
     let subjects = weir(dir.path(), &["registry", "subjects"]);
@@ -494,7 +507,7 @@ fn json_schema_and_protobuf_topics_are_read_and_written_with_confluents_serializ
     }
     let serve = common::Serve::start(dir.path(), &[]);
     let check = broker.python(&format!(
-        r#"
+        r#"{deserialized}
 import datetime, json, os, time, base64
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -550,34 +563,6 @@ def message_class(topic, suffix):
     pool.Add(f)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("weir." + f.message_type[0].name))
 
-def read(topic, value_de, key_de):
-    c = Consumer({{"bootstrap.servers": os.environ["BOOTSTRAP"], "group.id": "checker-" + topic, "enable.auto.commit": False,
-                  "isolation.level": "read_committed", "enable.partition.eof": True}})
-    md = c.list_topics(topic, timeout=10).topics.get(topic)
-    if md is None or not md.partitions:
-        return []
-    c.assign([TopicPartition(topic, q, 0) for q in md.partitions])
-    out, ended = [], set()
-    while len(ended) < len(md.partitions):
-        msg = c.poll(10)
-        if msg is None:
-            break
-        if msg.error():
-            ended.add(msg.partition())
-            continue
-        ctx = lambda f: SerializationContext(topic, f)
-        out.append((key_de(msg.key(), ctx(MessageField.KEY)), value_de(msg.value(), ctx(MessageField.VALUE))))
-    c.close()
-    return out
-
-def wait(topic, value_de, key_de):
-    until = time.time() + 90
-    got = read(topic, value_de, key_de)
-    while len(got) < len(expected) and time.time() < until:
-        time.sleep(1)
-        got = read(topic, value_de, key_de)
-    return got
-
 # Protobuf written by Weir: values and keys of its registered messages.
 while True:
     try:
@@ -585,7 +570,7 @@ while True:
         break
     except Exception:
         time.sleep(0.5)
-got = wait("totals_p", ProtobufDeserializer(Totals, {{"use.deprecated.format": False}}, client),
+got = wait("totals_p", len(expected), ProtobufDeserializer(Totals, {{"use.deprecated.format": False}}, client),
            ProtobufDeserializer(TotalsKey, {{"use.deprecated.format": False}}, client))
 proto = {{(v.country, v.window_start.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ")): (v.orders, v.revenue) for _, v in got}}
 assert len(got) == 9 and proto == expected, (len(got), proto, expected)
@@ -593,12 +578,13 @@ assert all(k.country == v.country and k.window_start == v.window_start for k, v 
 
 # JSON Schema written by Weir, its writer schema fetched by id and validated against.
 de = JSONDeserializer(None, schema_registry_client=client)
-got = wait("totals_j", de, de)
+got = wait("totals_j", len(expected), de, de)
 js = {{(v["country"], v["window_start"]): (v["orders"], v["revenue"]) for _, v in got}}
 assert len(got) == 9 and js == expected, (len(got), js, expected)
 assert all(k == {{"country": v["country"], "window_start": v["window_start"]}} for k, v in got), got[:2]
 print("ok", len(got))
 "#,
+        deserialized = DESERIALIZED,
         base = serve.base,
         token = common::TOKEN
     ));
