@@ -7,7 +7,7 @@
 //!   - name: orders
 //!     partitions: 4
 //!     key: customer_id
-//!     format: json          # or raw; avro, json_schema, protobuf: Confluent's wire format
+//!     format: json          # or csv, raw; avro, json_schema, protobuf: Confluent's wire format
 //!     subject_strategy: topic   # or record, topic_record: where those formats' schemas go
 //!     auto_register: true   # register a sink's schema (off by default on prod targets)
 //!     columns: {order_id: bigint, customer_id: bigint, amount: 'decimal(10,2)', ordered_at: timestamp}
@@ -64,6 +64,9 @@ pub enum Format {
     Json,
     /// Bytes as they came.
     Raw,
+    /// One CSV line per record (no header): the topic's columns in their declared order, an
+    /// empty field a null.
+    Csv,
     /// Avro records in Confluent's wire format, each with the id of its schema in the
     /// project's schema registry; read by the topic's column names, written under the
     /// topic's subject (`<topic>-value`).
@@ -84,7 +87,7 @@ impl Format {
             Format::Avro => Some(SchemaType::Avro),
             Format::JsonSchema => Some(SchemaType::Json),
             Format::Protobuf => Some(SchemaType::Protobuf),
-            Format::Json | Format::Raw | Format::Changelog => None,
+            Format::Json | Format::Raw | Format::Csv | Format::Changelog => None,
         }
     }
 
@@ -93,6 +96,7 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::Raw => "raw",
+            Format::Csv => "csv",
             Format::Avro => "avro",
             Format::JsonSchema => "json_schema",
             Format::Protobuf => "protobuf",
@@ -304,10 +308,11 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
         Some((t, n)) => match t.as_str() {
             "json" => Format::Json,
             "raw" | "bytes" => Format::Raw,
+            "csv" => Format::Csv,
             "avro" => Format::Avro,
             "json_schema" | "jsonschema" => Format::JsonSchema,
             "protobuf" | "proto" => Format::Protobuf,
-            other => return Err(err(n, format!("format '{other}' is not one of json, raw, avro, json_schema, protobuf"))),
+            other => return Err(err(n, format!("format '{other}' is not one of json, csv, raw, avro, json_schema, protobuf"))),
         },
     };
     let subject_strategy = match text("subject_strategy")? {

@@ -322,6 +322,60 @@ fn jobs_read_the_topics_other_jobs_write_in_each_registry_format() {
     }
 }
 
+/// CSV topics: a file with a header (columns in another order than declared) produced into
+/// one, lines read by the declared order, a field that does not fit its column rejected
+/// with the reason, and a job's results written as lines another job reads back.
+#[test]
+fn csv_topics_are_read_by_their_columns_order_and_written_as_lines() {
+    let topics = format!(
+        "{}  - name: revenue_per_window\n    partitions: 2\n    format: csv\n{PER_WINDOW_COLUMNS}",
+        TOPICS.replace("    key: country\n", "    key: country\n    format: csv\n")
+    );
+    let dir = minimal(&[
+        ("streams/shop.yml", topics.as_str()),
+        ("streams/per_window.sql", &format!("{{{{ config(sink='topic', topic='revenue_per_window') }}}}\n{WINDOWS}")),
+        ("streams/as_table.sql", WINDOWS),
+        ("streams/totals.sql", TOTALS),
+    ]);
+    let mut file = String::from("amount,order_id,ordered_at,country\n");
+    for line in orders(0, 3_000).lines() {
+        let o: serde_json::Value = serde_json::from_str(line).unwrap();
+        file.push_str(&format!(
+            "{},{},{},{}\n",
+            o["amount"],
+            o["order_id"],
+            o["ordered_at"].as_str().unwrap(),
+            o["country"].as_str().unwrap()
+        ));
+    }
+    std::fs::write(dir.path().join("orders.csv"), file).unwrap();
+    let o = weir(dir.path(), &["log", "produce", "orders", "-f", "orders.csv"]);
+    assert!(o.status.success() && text(&o).contains("Produced 3000 events"), "{}", text(&o));
+    std::fs::write(dir.path().join("bad.csv"), "9999,DE,lots,2026-12-01T10:00:00Z\n").unwrap();
+    let o = weir(dir.path(), &["log", "produce", "orders", "--format", "raw", "-f", "bad.csv"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = weir(dir.path(), &["log", "consume", "orders", "-n", "1"]);
+    let line: serde_json::Value = serde_json::from_str(text(&o).lines().next().unwrap_or("")).unwrap_or_default();
+    let fields: Vec<&str> = line["value"].as_str().unwrap_or("").split(',').collect();
+    assert!(fields.len() == 4 && fields[1].len() == 2 && fields[3].starts_with("2026-"), "lines in the declared order: {}", text(&o));
+
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let db = dir.path().join("t.duckdb");
+    let rows = query(
+        &db,
+        "select t.country, t.orders, w.orders, round(t.revenue - w.revenue, 6) from totals t \
+         join (select country, sum(orders) as orders, sum(revenue) as revenue from as_table group by country) w using (country) order by 1",
+    );
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    for r in &rows {
+        assert_eq!((&r[1], r[3].as_str()), (&r[2], "0"), "the windows read back from CSV add up: {rows:?}");
+    }
+    let rejected = query(&db, "select count(*), min(reason) from _weir_rejected_events where job = 'as_table'");
+    assert_eq!(rejected[0][0], "1", "{rejected:?}");
+    assert!(rejected[0][1].contains("amount: expected double, got 'lots'"), "{rejected:?}");
+}
+
 /// On a target named `prod`, jobs do not register their sink topics' schemas: one whose
 /// schema is not registered stops, saying which subject lacks it; a topic's
 /// `auto_register: true` (or the target's `auto_register_schemas`) lets it register.

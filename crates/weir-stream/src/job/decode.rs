@@ -70,6 +70,9 @@ pub struct Decoder {
     /// Events are in Confluent's wire format (`format: avro`, `json_schema`, `protobuf`),
     /// read with the schemas their ids name.
     registry: Option<(Arc<Reader>, SchemaType)>,
+    /// Events are CSV lines (`format: csv`): where each column read is among a line's
+    /// fields (the topic's declared columns, in order).
+    csv: Option<Vec<Option<usize>>>,
 }
 
 impl Decoder {
@@ -81,7 +84,15 @@ impl Decoder {
             types: columns.iter().map(|(_, t)| t.clone()).collect(),
             time: time.and_then(|t| columns.iter().position(|(n, _)| n == t)),
             registry: None,
+            csv: None,
         }
+    }
+
+    /// The same decoder for CSV lines whose fields are `declared` (the topic's columns, in
+    /// order); a column read that is not declared is null.
+    pub fn with_csv(mut self, declared: &[(String, String)]) -> Decoder {
+        self.csv = Some(self.names.iter().map(|n| declared.iter().position(|(d, _)| d == n)).collect());
+        self
     }
 
     /// The same decoder for events of a registry format, their schemas read by `reader`.
@@ -104,6 +115,9 @@ impl Decoder {
     /// As [`Decoder::decode`], the row left in `scratch.cells`: a decoder taking event after
     /// event of one buffer reuses the same room for each.
     pub fn decode_into<'de>(&self, value: &'de [u8], scratch: &mut Scratch<'de>) -> Result<i64, String> {
+        if let Some(at) = &self.csv {
+            return self.decode_csv(at, value, &mut scratch.cells);
+        }
         let value = match &self.registry {
             // A JSON Schema message's payload is the JSON object: read as any other.
             Some((_, SchemaType::Json)) => weir_registry::wire::split(value).map_err(|e| e.to_string())?.1,
@@ -139,6 +153,28 @@ impl Decoder {
                 _ => Err(format!("no event time: '{}' is missing or null", self.names[t])),
             },
         }
+    }
+
+    /// A CSV line's fields as the row of the columns read; an empty field is null.
+    fn decode_csv(&self, at: &[Option<usize>], value: &[u8], cells: &mut Vec<Cell>) -> Result<i64, String> {
+        let mut reader =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(value.len().max(64)).from_reader(value);
+        let mut record = csv::ByteRecord::new();
+        if !reader.read_byte_record(&mut record).map_err(|e| format!("not a CSV line: {e}"))? {
+            return Err("an empty line, not a CSV line".into());
+        }
+        cells.clear();
+        for (i, p) in at.iter().enumerate() {
+            let field = p.and_then(|p| record.get(p)).unwrap_or_default();
+            let cell = match std::str::from_utf8(field) {
+                Ok("") => Cell::Null,
+                Ok(text) => text_cell(text, self.kinds[i])
+                    .ok_or_else(|| format!("{}: expected {}, got '{}'", self.names[i], self.types[i], text))?,
+                Err(_) => return Err(format!("{}: not UTF-8 text", self.names[i])),
+            };
+            cells.push(cell);
+        }
+        self.event_time(cells)
     }
 
     /// A decoded message's fields as the row of the columns read, by name; a field the
@@ -179,6 +215,24 @@ impl Decoder {
         }
         self.event_time(cells)
     }
+}
+
+/// A CSV field's text read as `kind`, if it is one (times as text or milliseconds since
+/// the epoch, as JSON events' are).
+fn text_cell(text: &str, kind: Kind) -> Option<Cell> {
+    let t = text.trim();
+    Some(match kind {
+        Kind::Int => Cell::Int(t.parse().ok()?),
+        Kind::Float => Cell::Float(t.parse().ok()?),
+        Kind::Bool => Cell::Bool(match t.to_ascii_lowercase().as_str() {
+            "true" | "t" | "1" | "yes" => true,
+            "false" | "f" | "0" | "no" => false,
+            _ => return None,
+        }),
+        Kind::Text | Kind::Any => Cell::Text(text.to_string()),
+        Kind::Timestamp => Cell::Time(parse_timestamp(t).or_else(|| t.parse::<i64>().ok()?.checked_mul(1000))?),
+        Kind::Date => Cell::Time(NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros()),
+    })
 }
 
 /// A Protobuf value read as `kind`, if it is one.
@@ -525,6 +579,24 @@ mod tests {
         assert!(d.decode(br#"[1, 2]"#).unwrap_err().starts_with("not a JSON object"));
         assert!(d.decode(br#"{"at": "yesterday"}"#).unwrap_err().contains("expected timestamp"));
         assert!(d.decode(br#"{"at": "2026-13-02 10:00:00"}"#).is_err(), "month 13");
+    }
+
+    #[test]
+    fn csv_lines_are_read_by_the_declared_order() {
+        // Declared in another order than read, with a column the job does not read.
+        let declared: Vec<(String, String)> = [("at", "timestamp"), ("skip", "varchar"), ("country", "varchar"), ("id", "bigint")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let d = decoder().with_csv(&declared);
+        let (cells, ts) = d.decode(b"2026-12-02T10:00:01.5Z,x,\"Bonn, DE\",7").unwrap();
+        assert_eq!(cells, vec![Cell::Int(7), Cell::Null, Cell::Text("Bonn, DE".into()), Cell::Time(1_796_205_601_500_000)]);
+        assert_eq!(ts, 1_796_205_601_500);
+        let (cells, _) = d.decode(b"1796205601500,,,").unwrap();
+        assert_eq!(cells, vec![Cell::Null, Cell::Null, Cell::Null, Cell::Time(1_796_205_601_500_000)], "empty fields are nulls");
+        assert_eq!(d.decode(b"2026-12-02 10:00:00,,DE,seven").unwrap_err(), "id: expected bigint, got 'seven'");
+        assert!(d.decode(b"").unwrap_err().contains("empty line"));
+        assert!(d.decode(b",x,DE,1").unwrap_err().contains("no event time"));
     }
 
     #[test]

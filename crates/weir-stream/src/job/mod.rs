@@ -503,7 +503,7 @@ struct Runner<'a> {
     run: &'a JobRun,
     log: &'a dyn Log,
     /// A sink topic's writers (values, keys) when it is of a registry format.
-    out_writers: Option<(Writer, Option<Writer>)>,
+    out: Out,
     /// Its stream, and the stream joined to it in a join of two streams.
     inputs: Vec<Input>,
     evaluator: Evaluator,
@@ -635,6 +635,17 @@ impl<'a> Runner<'a> {
             if let Some(ty) = t.format.schema_type() {
                 decoder = decoder.with_registry(Arc::new(Reader::new(run.registry_for(t)?.clone())), ty);
             }
+            if t.format == Format::Csv {
+                if t.columns.is_empty() {
+                    return Err(StreamError::Job(format!(
+                        "{}: topic '{}' ({}) is `format: csv` and declares no `columns`: they name a line's fields, in order",
+                        run.job.path.display(),
+                        t.name,
+                        t.location
+                    )));
+                }
+                decoder = decoder.with_csv(&t.columns);
+            }
             inputs.push(Input {
                 topic: t.name.clone(),
                 decoder,
@@ -659,12 +670,13 @@ impl<'a> Runner<'a> {
         // keys'), registered under the topic's subjects (or, without registration, found
         // there); a change its readers could not follow stops the job here, with the rules
         // it breaks.
-        let out_writers = match (&run.out_topic, &run.out_declared) {
+        let out = match (&run.out_topic, &run.out_declared) {
             (Some(out), Some(decl)) => match decl.format.schema_type() {
-                Some(format) => Some(out_writers(run, out, decl, format, sink.layout())?),
-                None => None,
+                Some(format) => Out::Registry(Box::new(out_writers(run, out, decl, format, sink.layout())?)),
+                None if decl.format == Format::Csv => Out::Csv,
+                None => Out::Json,
             },
-            _ => None,
+            _ => Out::Json,
         };
         let checkpoint = read_checkpoint(run.checkpoints.as_ref(), &naming.checkpoint)?;
         let mut op = WindowOperator::new(plan.window, plan.aggs.iter().map(|a| a.agg).collect(), lateness);
@@ -756,7 +768,7 @@ impl<'a> Runner<'a> {
         let mut runner = Runner {
             run,
             log,
-            out_writers,
+            out,
             inputs,
             evaluator,
             sink,
@@ -1189,7 +1201,7 @@ impl<'a> Runner<'a> {
             .pending
             .rows
             .iter()
-            .map(|(row, _)| record(self.sink.layout(), row, now, self.out_writers.as_ref()))
+            .map(|(row, _)| record(self.sink.layout(), row, now, &self.out))
             .collect::<Result<_, _>>()
             .map_err(|e| StreamError::Job(format!("{}: a result does not fit its topic's schema: {e}", self.run.job.path.display())))?;
         let mut committed: weir_log::Positions = positions.iter().map(|(at, (o, _))| (at.clone(), *o)).collect();
@@ -1609,14 +1621,9 @@ fn settle_checkpoint(run: &JobRun, log: &dyn Log, names: &Names) -> Result<(), S
 }
 
 /// A result row as a topic record: a JSON object of the output columns (numbers as numbers,
-/// times as ISO 8601 in UTC), or with `writers` a message of the topic's registry format,
-/// keyed by the group keys and the window's start (as JSON, or in that format too).
-fn record(
-    layout: &Layout,
-    row: &[Option<String>],
-    now: i64,
-    writers: Option<&(Writer, Option<Writer>)>,
-) -> Result<weir_log::Record, String> {
+/// times as ISO 8601 in UTC), a CSV line of them, or a message of the topic's registry
+/// format, keyed by the group keys and the window's start (in the same form).
+fn record(layout: &Layout, row: &[Option<String>], now: i64, out: &Out) -> Result<weir_log::Record, String> {
     let json_of = |ty: &str, v: Option<&str>| -> J {
         let Some(v) = v else { return J::Null };
         let ty = ty.to_ascii_uppercase();
@@ -1636,10 +1643,18 @@ fn record(
         columns.map(|i| (layout.columns[i].0.clone(), json_of(&layout.columns[i].1, row.get(i).and_then(|v| v.as_deref())))).collect()
     };
     let key_columns = key_columns(layout);
-    let Some((values, keys)) = writers else {
-        let key = (!key_columns.is_empty()).then(|| J::Object(object(&mut key_columns.into_iter())).to_string().into_bytes());
-        let value = J::Object(object(&mut (0..layout.columns.len()))).to_string().into_bytes();
-        return Ok(weir_log::Record { key, value, timestamp: now });
+    let (values, keys) = match out {
+        Out::Json => {
+            let key = (!key_columns.is_empty()).then(|| J::Object(object(&mut key_columns.into_iter())).to_string().into_bytes());
+            let value = J::Object(object(&mut (0..layout.columns.len()))).to_string().into_bytes();
+            return Ok(weir_log::Record { key, value, timestamp: now });
+        }
+        Out::Csv => {
+            let line = |columns: &mut dyn Iterator<Item = usize>| csv_line(columns.map(|i| row.get(i).and_then(|v| v.as_deref())));
+            let key = if key_columns.is_empty() { None } else { Some(line(&mut key_columns.into_iter())?) };
+            return Ok(weir_log::Record { key, value: line(&mut (0..layout.columns.len()))?, timestamp: now });
+        }
+        Out::Registry(w) => (&w.0, &w.1),
     };
     let fields = fields_of(layout, row)?;
     let names: Vec<&str> = layout.columns.iter().map(|(n, _)| n.as_str()).collect();
@@ -1652,6 +1667,24 @@ fn record(
         None => None,
     };
     Ok(weir_log::Record { key, value: values.write(&names, &fields)?, timestamp: now })
+}
+
+/// How a sink topic's records are written (its `format:`).
+enum Out {
+    Json,
+    Csv,
+    /// The registry's formats: values' writer and, when results have keys, keys'.
+    Registry(Box<(Writer, Option<Writer>)>),
+}
+
+/// Values as one CSV line (quoted where they need it; a null as an empty field): a record of
+/// a `format: csv` topic.
+pub fn csv_line<'v>(values: impl Iterator<Item = Option<&'v str>>) -> Result<Vec<u8>, String> {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(vec![]);
+    w.write_record(values.map(|v| v.unwrap_or(""))).map_err(|e| e.to_string())?;
+    let mut line = w.into_inner().map_err(|e| e.to_string())?;
+    line.pop();
+    Ok(line)
 }
 
 /// The columns a result's record is keyed by: the group keys and the window's start.

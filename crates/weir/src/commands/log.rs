@@ -41,8 +41,20 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
                 Some((t, format)) => Some(EventWriter::open(g, t, format)?),
                 None => None,
             };
+            // A CSV topic takes each event's values as one line, in its columns' order.
+            let csv_columns: Option<Vec<String>> =
+                decl.filter(|t| t.format == weir_graph::streams::Format::Csv).map(|t| t.columns.iter().map(|(c, _)| c.clone()).collect());
             let encode = |event: &J, now: i64| -> Result<weir_log::Record, String> {
                 let record = event_record(event, key.as_deref(), now);
+                if let Some(columns) = &csv_columns {
+                    let text = |c: &String| match event.get(c) {
+                        None | Some(J::Null) => None,
+                        Some(J::String(s)) => Some(s.clone()),
+                        Some(other) => Some(other.to_string()),
+                    };
+                    let values: Vec<Option<String>> = columns.iter().map(text).collect();
+                    return Ok(weir_log::Record { value: weir_stream::job::csv_line(values.iter().map(|v| v.as_deref()))?, ..record });
+                }
                 match &writer {
                     Some(w) => Ok(weir_log::Record { value: w.write(event)?, ..record }),
                     None => Ok(record),
@@ -56,6 +68,8 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
             let format = match (format.as_deref(), decl.map(|t| t.format)) {
                 (Some(f), _) => f,
                 (None, Some(weir_graph::streams::Format::Raw)) => "raw",
+                // A CSV topic's file has a header naming its columns.
+                (None, Some(weir_graph::streams::Format::Csv)) => "csv",
                 (None, _) => "json",
             };
             if writer.is_some() && format == "raw" {
