@@ -882,7 +882,8 @@ impl<'a> Runner<'a> {
         if caught_up && self.pending.is_empty() && !control.drain {
             self.sink.release();
         }
-        if self.clock.reporting.due(finishing) {
+        // A worker's tasks are reported by the worker, together.
+        if self.part.is_none() && self.clock.reporting.due(finishing) {
             let total = self.total().read;
             self.clock.reporting.mark(&mut self.status, total);
             self.refresh_status(if finishing { "stopped" } else { "running" })?;
@@ -1254,9 +1255,20 @@ impl<'a> Runner<'a> {
     }
 
     fn refresh_status(&mut self, state: &str) -> Result<(), StreamError> {
+        let mut described = BTreeMap::new();
+        for input in &self.inputs {
+            described.insert(input.topic.clone(), self.log.describe(&input.topic)?);
+        }
+        self.refresh_status_from(state, &described)
+    }
+
+    /// As [`Runner::refresh_status`], with the topics' partitions as `described` (a worker
+    /// describes its topic once for all its tasks); a topic missing there has no lag.
+    fn refresh_status_from(&mut self, state: &str, described: &BTreeMap<String, weir_log::TopicInfo>) -> Result<(), StreamError> {
         self.status.lag.clear();
         for input in &self.inputs {
-            for p in self.log.describe(&input.topic)?.partitions.into_iter().filter(|p| input.positions.contains_key(&p.partition)) {
+            let Some(info) = described.get(&input.topic) else { continue };
+            for p in info.partitions.iter().filter(|p| input.positions.contains_key(&p.partition)) {
                 let behind = p.end.saturating_sub(input.positions.get(&p.partition).copied().unwrap_or(0));
                 self.status.lag.insert((input.topic.clone(), p.partition), behind);
             }

@@ -134,7 +134,7 @@ pub fn run_worker(
             if failing.is_empty() {
                 last_error = None;
             }
-            let status = slot.report(run, &mut tasks, started, if finished { "stopped" } else { "running" }, last_error.clone())?;
+            let status = slot.report(run, log, &mut tasks, started, if finished { "stopped" } else { "running" }, last_error.clone())?;
             report(&status);
             last_report = Some(Instant::now());
             if finished {
@@ -235,6 +235,7 @@ impl WorkerSlot {
     fn report(
         &self,
         run: &JobRun,
+        log: &dyn Log,
         tasks: &mut BTreeMap<u32, Runner>,
         started: i64,
         state: &str,
@@ -252,13 +253,19 @@ impl WorkerSlot {
             ..Status::default()
         };
         let mut latencies = vec![];
+        // The topic's ends, asked once for every task. Its lag is not known while the
+        // brokers are away: the status says why.
+        let mut described = BTreeMap::new();
+        match log.describe(&run.topic.name) {
+            Ok(info) => {
+                described.insert(run.topic.name.clone(), info);
+            }
+            Err(e) => s.last_error = Some(format!("reading the lag: {e}")),
+        }
         for task in tasks.values_mut() {
             let total = task.total().read;
             task.clock.reporting.mark(&mut task.status, total);
-            // Its lag is not known while the brokers are away: the status says why.
-            if let Err(e) = task.refresh_status(state) {
-                s.last_error = Some(format!("reading the lag: {e}"));
-            }
+            task.refresh_status_from(state, &described)?;
             let t = &task.status;
             s.positions.extend(t.positions.clone());
             s.lag.extend(t.lag.clone());
