@@ -118,9 +118,8 @@ pub struct JobRun {
     pub out_topic: Option<weir_log::TopicSpec>,
     /// The relations of the tables its SQL names (`ref()`, `source()`), in `job.tables` order.
     pub tables: Vec<Relation>,
-    /// How its sink topic's records are written (`format:` of its declaration; JSON if none).
-    pub out_format: Format,
-    /// Its sink topic's declaration in `streams/*.yml`, if it has one.
+    /// Its sink topic's declaration in `streams/*.yml`, if it has one: its `format:` says how
+    /// the records are written (JSON if none).
     pub out_declared: Option<Topic>,
     /// The project's schema registry, for topics of the registry's formats (`avro`,
     /// `json_schema`, `protobuf`).
@@ -179,7 +178,6 @@ impl JobRun {
             weir_graph::stream_jobs::Sink::Topic { topic: name } => topics.iter().find(|t| &t.name == name).cloned(),
             _ => None,
         };
-        let out_format = out_declared.as_ref().map_or(Format::Json, |t| t.format);
         let dir = project.join(".weir").join("streams").join(&job.name);
         Ok(JobRun {
             checkpoints: Arc::new(LocalDir::new(&dir)),
@@ -191,7 +189,6 @@ impl JobRun {
             table,
             out_topic,
             tables,
-            out_format,
             out_declared,
             registry: None,
             auto_register: true,
@@ -502,7 +499,7 @@ struct Input {
 struct Runner<'a> {
     run: &'a JobRun,
     log: &'a dyn Log,
-    /// A sink topic's writers (values, keys) when it is of a registry format.
+    /// How its sink topic's records are written.
     out: Out,
     /// Its stream, and the stream joined to it in a join of two streams.
     inputs: Vec<Input>,

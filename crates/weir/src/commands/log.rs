@@ -44,6 +44,13 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
             // A CSV topic takes each event's values as one line, in its columns' order.
             let csv_columns: Option<Vec<String>> =
                 decl.filter(|t| t.format == weir_graph::streams::Format::Csv).map(|t| t.columns.iter().map(|(c, _)| c.clone()).collect());
+            if let (Some(t), Some(&[])) = (decl, csv_columns.as_deref()) {
+                return Err(format!(
+                    "topic '{topic}' ({}) is `format: csv` and declares no `columns`: they name a line's fields, in order",
+                    t.location
+                )
+                .into());
+            }
             let encode = |event: &J, now: i64| -> Result<weir_log::Record, String> {
                 let record = event_record(event, key.as_deref(), now);
                 if let Some(columns) = &csv_columns {
