@@ -108,13 +108,22 @@ pub fn json_of(field: &Field) -> J {
 pub struct Writer {
     pub id: u32,
     pub subject: String,
+    /// The columns' names, as written to JSON and in messages.
+    columns: Vec<String>,
     encoder: Encoder,
 }
 
+/// A format's writer, with each column's place in the schema found once.
 enum Encoder {
-    Avro(Box<AvroCompiledWriter>),
+    /// The record's field names (the columns' as Avro takes them).
+    Avro(Box<AvroCompiledWriter>, Vec<String>),
     Json,
-    Protobuf { indexes: Vec<i32>, message: MessageDescriptor },
+    /// The message and each column's field.
+    Protobuf {
+        indexes: Vec<i32>,
+        message: MessageDescriptor,
+        fields: Vec<Option<prost_reflect::FieldDescriptor>>,
+    },
 }
 
 impl std::fmt::Debug for Writer {
@@ -168,24 +177,25 @@ impl Writer {
         let encoder = match Parsed::parse(target.format, &text, &[]).map_err(|e| Error::InvalidSchema(e.message))?.0 {
             Parsed::Avro(_) => {
                 let schema = Schema::parse_str(&text).map_err(|e| Error::InvalidSchema(e.to_string()))?;
-                Encoder::Avro(Box::new(
-                    AvroCompiledWriter::try_new((schema, vec![]), writer_of).map_err(|e| Error::InvalidSchema(e.to_string()))?,
-                ))
+                let writer = AvroCompiledWriter::try_new((schema, vec![]), writer_of).map_err(|e| Error::InvalidSchema(e.to_string()))?;
+                Encoder::Avro(Box::new(writer), columns.iter().map(|(n, _)| avro_name(n)).collect())
             }
             Parsed::Json(_) => Encoder::Json,
             Parsed::Protobuf(p) => {
                 let message = p.file.messages().next().ok_or_else(|| Error::InvalidSchema("no message".into()))?;
-                Encoder::Protobuf { indexes: vec![0], message }
+                let fields = columns.iter().map(|(n, _)| message.get_field_by_name(&proto_name(n))).collect();
+                Encoder::Protobuf { indexes: vec![0], message, fields }
             }
         };
-        Ok(Writer { id: done.id as u32, subject, encoder })
+        let columns = columns.iter().map(|(n, _)| n.clone()).collect();
+        Ok(Writer { id: done.id as u32, subject, columns, encoder })
     }
 
-    /// A message: the wire header and the row of `fields`, one per column (in the columns'
-    /// order, named as `names`).
-    pub fn write(&self, names: &[&str], fields: &[Field]) -> Result<Vec<u8>, String> {
+    /// A message: the wire header and the row of `fields`, one per column, in the order of
+    /// the columns the writer was opened with.
+    pub fn write(&self, fields: &[Field]) -> Result<Vec<u8>, String> {
         match &self.encoder {
-            Encoder::Avro(w) => {
+            Encoder::Avro(w, names) => {
                 let mut out = crate::wire::header(self.id, None);
                 let record = names
                     .iter()
@@ -195,7 +205,7 @@ impl Writer {
                             Field::Null => AvroValue::Union(0, Box::new(AvroValue::Null)),
                             f => AvroValue::Union(1, Box::new(avro_of(f))),
                         };
-                        (avro_name(n), v)
+                        (n.clone(), v)
                     })
                     .collect();
                 let datum = w.borrow_dependent().write_value_to_vec(AvroValue::Record(record)).map_err(|e| e.to_string())?;
@@ -204,15 +214,15 @@ impl Writer {
             }
             Encoder::Json => {
                 let mut out = crate::wire::header(self.id, None);
-                let object: serde_json::Map<String, J> = names.iter().zip(fields).map(|(n, f)| (n.to_string(), json_of(f))).collect();
+                let object: serde_json::Map<String, J> = self.columns.iter().zip(fields).map(|(n, f)| (n.clone(), json_of(f))).collect();
                 serde_json::to_writer(&mut out, &object).map_err(|e| e.to_string())?;
                 Ok(out)
             }
-            Encoder::Protobuf { indexes, message } => {
+            Encoder::Protobuf { indexes, message, fields: columns } => {
                 let mut out = crate::wire::header(self.id, Some(indexes));
                 let mut m = DynamicMessage::new(message.clone());
-                for (n, f) in names.iter().zip(fields) {
-                    let Some(field) = message.get_field_by_name(&proto_name(n)) else { continue };
+                for ((n, field), f) in self.columns.iter().zip(columns).zip(fields) {
+                    let Some(field) = field else { continue };
                     let value = match f {
                         Field::Null => continue,
                         Field::Int(v) => ProtoValue::I64(*v),
@@ -229,7 +239,7 @@ impl Writer {
                             ProtoValue::Message(t)
                         }
                     };
-                    m.try_set_field(&field, value).map_err(|e| format!("{n}: {e}"))?;
+                    m.try_set_field(field, value).map_err(|e| format!("{n}: {e}"))?;
                 }
                 m.encode(&mut out).map_err(|e| e.to_string())?;
                 Ok(out)
@@ -576,7 +586,6 @@ mod tests {
     fn rows_round_trip_in_every_format() {
         let (_dir, registry) = registry();
         let cols = columns(COLUMNS);
-        let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
         let reader = Reader::new(registry.clone());
         let expected =
             json!({"k": "a", "window start": "1970-01-01T00:00:01.500Z", "n": null, "avg": 2.5, "ok": true, "day": "1970-01-02"});
@@ -585,7 +594,7 @@ mod tests {
             let t = Target { topic: &topic, ..target(format) };
             let w = Writer::open(&registry, &t, &cols).unwrap();
             assert_eq!(w.subject, format!("{topic}-value"));
-            let bytes = w.write(&names, &row()).unwrap();
+            let bytes = w.write(&row()).unwrap();
             assert_eq!(&bytes[..5], &[0, 0, 0, 0, w.id as u8][..], "{format:?}");
             match (format, reader.read(&bytes).unwrap()) {
                 (SchemaType::Avro, Read::Avro(fields)) => {
@@ -677,7 +686,7 @@ mod tests {
         let w = Writer::open(&registry, &t, &columns(&[("c", "DOUBLE"), ("b", "VARCHAR"), ("d", "BIGINT")])).unwrap();
         let latest = registry.version("counts-value", VersionRef::Latest, false).unwrap();
         assert!(latest.schema.contains("optional int64 d = 4;"), "a dropped column's number is not given again: {}", latest.schema);
-        let bytes = w.write(&["c", "b", "d"], &[Field::Float(1.0), Field::Text("x"), Field::Int(7)]).unwrap();
+        let bytes = w.write(&[Field::Float(1.0), Field::Text("x"), Field::Int(7)]).unwrap();
         assert_eq!(to_json(Reader::new(registry).read(&bytes).unwrap()), json!({"b": "x", "c": 1.0, "d": 7}));
     }
 

@@ -1666,16 +1666,11 @@ fn record(layout: &Layout, row: &[Option<String>], now: i64, out: &Out) -> Resul
         Out::Registry(w) => (&w.0, &w.1),
     };
     let fields = fields_of(layout, row)?;
-    let names: Vec<&str> = layout.columns.iter().map(|(n, _)| n.as_str()).collect();
     let key = match keys {
-        Some(k) => {
-            let pick = |i: &usize| (names[*i], fields[*i].clone());
-            let (key_names, key_fields): (Vec<&str>, Vec<Field>) = key_columns.iter().map(pick).unzip();
-            Some(k.write(&key_names, &key_fields)?)
-        }
+        Some(k) => Some(k.write(&key_columns.iter().map(|i| fields[*i].clone()).collect::<Vec<Field>>())?),
         None => None,
     };
-    Ok(weir_log::Record { key, value: values.write(&names, &fields)?, timestamp: now })
+    Ok(weir_log::Record { key, value: values.write(&fields)?, timestamp: now })
 }
 
 /// How a sink topic's records are written (its `format:`).

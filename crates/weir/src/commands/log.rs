@@ -292,8 +292,7 @@ impl EventWriter {
                 _ => return Err(bad()),
             });
         }
-        let names: Vec<&str> = self.columns.iter().map(|(n, _, _)| n.as_str()).collect();
-        self.writer.write(&names, &fields)
+        self.writer.write(&fields)
     }
 }
 
