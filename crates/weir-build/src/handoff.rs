@@ -88,13 +88,23 @@ fn run_load(host: &ExecHost, n: &Node, progress: Option<&ProgressFn>, result: &m
     if let Some(load) = n.load.as_deref().filter(|l| l.cdc().is_some()) {
         return run_cdc(host, load, result);
     }
-    let (Some(load), Some(relation)) = (n.load.as_deref(), n.relation.as_ref()) else { return Ok(()) };
-    let store = session.store.as_deref().ok_or_else(|| BuildError::Walk(format!("{} needs the metadata store", n.unique_id)))?;
+    let Some(load) = n.load.as_deref() else { return Ok(()) };
+    let store = session.store.as_ref().ok_or_else(|| BuildError::Walk(format!("{} needs the metadata store", n.unique_id)))?;
+    // A load into a topic writes it on the event log `streams/*.yml` puts it on, and its
+    // registry formats through the registry in the store, as a stream job would.
+    let topic = match &load.topic {
+        Some(name) => Some(Arc::new(
+            weir_connect::topic::TopicOut::in_project(&m.project.root, name)?
+                .with_registry(weir_registry::Registry::new(store.clone()), m.target.auto_register_schemas()),
+        )),
+        None => None,
+    };
     let opts = weir_connect::LoadOptions {
         root: m.project.root.clone(),
-        database: relation.database.clone(),
+        database: n.relation.as_ref().map_or_else(|| m.target.database(), |r| r.database.clone()),
         full_refresh: m.flags.full_refresh,
         progress: progress.cloned(),
+        topic,
     };
     let report = weir_connect::run_load(session.warehouse.as_ref(), load, store, &opts)?;
     result.rows_affected = Some(report.rows_loaded);

@@ -135,7 +135,7 @@ impl Publisher {
     pub fn snapshot_batch(&mut self, t: &Relation, batch: &RecordBatch) -> Result<(), EventsError> {
         let format = |e: weir_warehouse::arrow::error::ArrowError| EventsError::Format { table: table_name(t), message: e.to_string() };
         let options = FormatOptions::default();
-        let columns: Vec<ArrayRef> = batch.columns().iter().map(without_zone).collect();
+        let columns: Vec<ArrayRef> = batch.columns().iter().map(weir_warehouse::batches::without_zone).collect();
         let formatters =
             columns.iter().map(|a| ArrayFormatter::try_new(a.as_ref(), &options)).collect::<Result<Vec<_>, _>>().map_err(format)?;
         let mut records = Vec::with_capacity(batch.num_rows());
@@ -464,32 +464,6 @@ fn text(v: &Value) -> Option<String> {
     match v {
         Value::Text(x) | Value::Binary(x) => Some(String::from_utf8_lossy(x).into_owned()),
         Value::Null | Value::Unchanged => None,
-    }
-}
-
-/// A timestamp column with a time zone as the same instants without one (in UTC), which Arrow
-/// formats without knowing the zone's rules; any other column as it is.
-fn without_zone(a: &ArrayRef) -> ArrayRef {
-    use weir_warehouse::arrow::array::{
-        AsArray, TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
-    };
-    use weir_warehouse::arrow::datatypes::{
-        DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-    };
-    match a.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
-            Arc::new(TimestampMicrosecondArray::clone(a.as_primitive::<TimestampMicrosecondType>()).with_timezone_opt(None::<String>))
-        }
-        DataType::Timestamp(TimeUnit::Millisecond, Some(_)) => {
-            Arc::new(TimestampMillisecondArray::clone(a.as_primitive::<TimestampMillisecondType>()).with_timezone_opt(None::<String>))
-        }
-        DataType::Timestamp(TimeUnit::Nanosecond, Some(_)) => {
-            Arc::new(TimestampNanosecondArray::clone(a.as_primitive::<TimestampNanosecondType>()).with_timezone_opt(None::<String>))
-        }
-        DataType::Timestamp(TimeUnit::Second, Some(_)) => {
-            Arc::new(TimestampSecondArray::clone(a.as_primitive::<TimestampSecondType>()).with_timezone_opt(None::<String>))
-        }
-        _ => a.clone(),
     }
 }
 

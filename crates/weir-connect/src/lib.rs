@@ -9,13 +9,15 @@
 //! schema evolves under the load's contract, rows that do not fit go to `_weir_rejected` with the reason, the rows are
 //! appended, replaced or merged with `_weir_load_id` and `_weir_loaded_at`, and the load is
 //! recorded in `_weir_loads`. The metadata store then learns the new high-water mark and the
-//! files read; a run killed in between is settled from `_weir_loads` on the next run.
+//! files read; a run killed in between is settled from `_weir_loads` on the next run. A load
+//! with `to: topic` publishes the staged rows as events instead ([`topic`]).
 
 pub mod files;
 pub mod http;
 pub mod load;
 mod mysql;
 pub mod quotes;
+pub mod topic;
 
 pub use load::{LoadOptions, LoadReport, Progress, ProgressFn, prepare_destination, run_load};
 use weir_core::Location;
@@ -41,4 +43,7 @@ pub enum ConnectError {
     Declaration(#[from] weir_graph::GraphError),
     #[error(transparent)]
     Store(#[from] weir_store::StoreError),
+    /// The topic a load publishes to (`to: topic`) could not take its events.
+    #[error("topic '{topic}': {message}")]
+    Topic { topic: String, message: String },
 }

@@ -18,6 +18,7 @@ use crate::files::{self, Rejected};
 use crate::http::{self, HttpSource};
 use crate::mysql::{self as my, MysqlSource};
 use crate::quotes;
+use crate::topic::{self, Encoder, TopicOut};
 use weir_warehouse::batches::ReadError;
 use weir_warehouse::pgcopy::{self, undomained};
 
@@ -44,6 +45,8 @@ pub struct LoadOptions {
     pub full_refresh: bool,
     /// Told what the load is doing, for progress bars.
     pub progress: Option<ProgressFn>,
+    /// Where a load with `to: topic` publishes its rows.
+    pub topic: Option<Arc<TopicOut>>,
 }
 
 /// What a running load reports as it goes.
@@ -76,6 +79,9 @@ pub struct LoadReport {
     pub load: String,
     pub load_id: String,
     pub destination: Relation,
+    /// The topic the rows were published to, for a load with `to: topic` (its destination
+    /// is then only where its stage and rejected rows were).
+    pub topic: Option<String>,
     /// Rows the source gave (loaded + rejected).
     pub rows_read: u64,
     pub rows_loaded: u64,
@@ -100,7 +106,10 @@ pub struct LoadReport {
 impl LoadReport {
     /// One line for people: what was read, loaded and rejected, and what changed.
     pub fn summary(&self) -> String {
-        let table = format!("{}.{}", self.destination.schema, self.destination.identifier);
+        let table = match &self.topic {
+            Some(topic) => format!("topic '{topic}'"),
+            None => format!("{}.{}", self.destination.schema, self.destination.identifier),
+        };
         let over = if self.started_over { format!("; started over: {table} was not in the destination") } else { String::new() };
         if self.up_to_date {
             return format!(
@@ -109,7 +118,8 @@ impl LoadReport {
                 plural(self.files_skipped)
             );
         }
-        let mut s = format!("{} row{} into {table}", self.rows_loaded, plural(self.rows_loaded as usize));
+        let what = if self.topic.is_some() { "event" } else { "row" };
+        let mut s = format!("{} {what}{} into {table}", self.rows_loaded, plural(self.rows_loaded as usize));
         if self.files_loaded > 0 {
             s.push_str(&format!(" from {} file{}", self.files_loaded, plural(self.files_loaded)));
         }
@@ -141,11 +151,25 @@ fn plural(n: usize) -> &'static str {
 pub fn run_load(wh: &dyn Warehouse, load: &Load, store: &Store, opts: &LoadOptions) -> Result<LoadReport, ConnectError> {
     let started = Instant::now();
     let target = Relation::new(&opts.database, &load.schema, &load.table);
-    let key = wh.render(&target);
+    let topic = match (&load.topic, &opts.topic) {
+        (None, _) => None,
+        (Some(name), Some(out)) if *name == out.name => Some(out.as_ref()),
+        (Some(name), _) => {
+            return Err(ConnectError::Topic {
+                topic: name.clone(),
+                message: format!("load '{}' was run without its topic's event log", load.name),
+            });
+        }
+    };
+    // The store's records of a topic load are the topic's, not a table's.
+    let key = topic.map_or_else(|| wh.render(&target), |t| t.destination());
     let wh_err = |source: WarehouseError| ConnectError::Warehouse { load: load.name.clone(), source };
     let mut conn = wh.connect().map_err(wh_err)?;
     conn.execute(&wh.create_schema_sql(&opts.database, &load.schema)).map_err(wh_err)?;
-    settle(wh, conn.as_mut(), load, &target, store)?;
+    match topic {
+        Some(out) => settle_published(out, load, &key, store)?,
+        None => settle(wh, conn.as_mut(), load, &target, store)?,
+    }
     if opts.full_refresh {
         store.reset_load_state(&key)?;
     }
@@ -175,6 +199,9 @@ pub fn run_load(wh: &dyn Warehouse, load: &Load, store: &Store, opts: &LoadOptio
         loaded_at: run.started_at.naive_utc(),
         stage_has_meta: false,
         target_existed: false,
+        topic,
+        key: &key,
+        run: &run,
     };
     let outcome = job.run(store);
     job.progress(Progress::Done);
@@ -240,6 +267,24 @@ fn bookkeeping_sql(wh: &dyn Warehouse, database: &str, schema: &str) -> [String;
     ]
 }
 
+/// Settles the runs of a load into a topic that a killed process left unsettled: committed
+/// (with what it had prepared) if the topic's log holds its mark, failed otherwise.
+fn settle_published(out: &TopicOut, load: &Load, key: &str, store: &Store) -> Result<(), ConnectError> {
+    for id in store.unsettled_loads(key)? {
+        let run = match store.prepared_load(&id)? {
+            Some((run, files)) if topic::published(out, &load.name, &id)? => {
+                let message = format!("settled from topic '{}' after an interrupted run", out.name);
+                let run = LoadRun { status: "committed".into(), finished_at: Some(Utc::now()), message: Some(message), ..run };
+                store.finish_load(&run, &files)?;
+                continue;
+            }
+            _ => LoadRun::failed(&id, &load.name, key, "interrupted before it published: none of its events were kept"),
+        };
+        store.finish_load(&run, &[])?;
+    }
+    Ok(())
+}
+
 /// Settles runs a killed process left `running`: committed if the destination recorded
 /// them in its transaction, failed (having written nothing) otherwise.
 fn settle(wh: &dyn Warehouse, conn: &mut dyn Connection, load: &Load, target: &Relation, store: &Store) -> Result<(), ConnectError> {
@@ -264,19 +309,7 @@ fn settle(wh: &dyn Warehouse, conn: &mut dyn Connection, load: &Load, target: &R
         } else {
             None
         };
-        let mut run = LoadRun {
-            load_id: id.clone(),
-            load_name: load.name.clone(),
-            destination: key.clone(),
-            status: "failed".into(),
-            started_at: Utc::now(),
-            finished_at: Some(Utc::now()),
-            rows_read: None,
-            rows_loaded: None,
-            rows_rejected: None,
-            cursor: None,
-            message: Some("interrupted before it committed: nothing of it was kept".into()),
-        };
+        let mut run = LoadRun::failed(&id, &load.name, &key, "interrupted before it committed: nothing of it was kept");
         let mut files = vec![];
         if let Some(row) = row {
             let n = |d: &Datum| d.to_string().parse::<u64>().ok();
@@ -286,7 +319,7 @@ fn settle(wh: &dyn Warehouse, conn: &mut dyn Connection, load: &Load, target: &R
             run.rows_loaded = n(&row[1]);
             run.rows_rejected = n(&row[2]);
             run.cursor = (!matches!(row[3], Datum::Null)).then(|| row[3].to_string());
-            files = parse_files(&row[4].to_string());
+            files = LoadedFile::parse_list(&row[4].to_string()).unwrap_or_default();
         }
         store.finish_load(&run, &files)?;
     }
@@ -309,6 +342,11 @@ struct Job<'a> {
     /// Whether the destination table was there when the run started (nothing but the run's
     /// own transaction creates it).
     target_existed: bool,
+    /// Where a load with `to: topic` publishes, instead of writing the destination table.
+    topic: Option<&'a TopicOut>,
+    /// What the store keeps the load's state under.
+    key: &'a str,
+    run: &'a LoadRun,
 }
 
 /// What extraction put in the stage table.
@@ -337,12 +375,14 @@ impl Extracted {
 impl Job<'_> {
     fn run(&mut self, store: &Store) -> Result<(LoadReport, Vec<LoadedFile>), ConnectError> {
         self.exec(&self.wh.drop_relation_sql(self.stage, RelationKind::Table))?;
-        let key = self.wh.render(self.target);
-        self.target_existed = relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))?;
+        let key = self.key.to_string();
+        self.target_existed = self.topic.is_none() && relation_exists(self.conn, self.target).map_err(|e| self.wh_err(e))?;
         // The store's state (files loaded, the high-water mark) describes rows in the
         // destination table. With the table gone, it would make the run skip everything and
-        // call the missing table up to date; the run starts over instead.
-        let started_over = !self.target_existed
+        // call the missing table up to date; the run starts over instead. A topic keeps its
+        // events whatever happens to tables.
+        let started_over = self.topic.is_none()
+            && !self.target_existed
             && !self.opts.full_refresh
             && (store.load_cursor(&key)?.is_some() || !store.loaded_files(&key)?.is_empty());
         if started_over {
@@ -355,6 +395,7 @@ impl Job<'_> {
         // CSV's load against 0.5-0.7 s in the scan; 660 MB against 220 MB at the peak of a
         // 10M-row PostgreSQL load, in the same time.
         self.stage_has_meta = self.wh.adapter_type() == "duckdb"
+            && self.topic.is_none()
             && self.load.schema_on_read.is_none()
             && self.load.write_disposition != WriteDisposition::Merge
             && (self.load.write_disposition == WriteDisposition::Replace || self.opts.full_refresh || !self.target_existed);
@@ -368,6 +409,7 @@ impl Job<'_> {
             load: self.load.name.clone(),
             load_id: self.load_id.to_string(),
             destination: self.target.clone(),
+            topic: self.topic.map(|t| t.name.clone()),
             rows_read: 0,
             rows_loaded: 0,
             rows_rejected: 0,
@@ -383,6 +425,9 @@ impl Job<'_> {
         if extracted.nothing {
             report.cursor = store.load_cursor(&key)?;
             return Ok((report, extracted.refresh));
+        }
+        if let Some(out) = self.topic {
+            return self.publish(out, extracted, report, store);
         }
         if extracted.empty {
             // No rows, so no columns to stage: the destination keeps its columns and loses its
@@ -548,6 +593,135 @@ impl Job<'_> {
         self.conn.transaction(&statements).map_err(|e| self.wh_err(e))?;
         let mut files = extracted.files;
         files.extend(extracted.refresh);
+        Ok((report, files))
+    }
+
+    /// Publishes the stage's rows as events of the topic ([`topic`]): the topic's declared
+    /// columns (else the source's) keyed by the primary key (else the topic's key), the
+    /// newest row of each key under `merge`. Rows that do not fit go to the rejected table
+    /// first; the store learns what the run is about to commit; the events then go to the
+    /// topic in one commit with the run's mark.
+    fn publish(
+        &mut self,
+        out: &TopicOut,
+        extracted: Extracted,
+        mut report: LoadReport,
+        store: &Store,
+    ) -> Result<(LoadReport, Vec<LoadedFile>), ConnectError> {
+        let mut files = extracted.files;
+        files.extend(extracted.refresh);
+        let mut rejected = extracted.rejected;
+        if extracted.empty {
+            report.cursor = store.load_cursor(self.key)?;
+            return Ok((report, files));
+        }
+        let stage_cols = self.conn.columns(self.stage).map_err(|e| self.wh_err(e))?;
+        // DuckDB's structs, lists and maps are read as their JSON.
+        let duck = self.wh.adapter_type() == "duckdb";
+        let nested = |ty: &str| {
+            let t = ty.to_ascii_uppercase();
+            duck && (t.starts_with("STRUCT") || t.starts_with("MAP") || t.starts_with("UNION") || t.ends_with(']'))
+        };
+        let select = |c: &weir_core::Column| {
+            let q = self.wh.quote(&c.name);
+            if nested(&c.data_type) { format!("cast(to_json({q}) as varchar)") } else { q }
+        };
+        let declared = out.declared.as_ref().map(|t| t.columns.as_slice()).unwrap_or_default();
+        let mut columns: Vec<(String, String, bool)> = vec![];
+        let mut exprs: Vec<String> = vec![];
+        if declared.is_empty() {
+            for c in stage_cols.iter().filter(|c| c.name != SOURCE_FILE) {
+                columns.push((c.name.clone(), c.data_type.clone(), nested(&c.data_type)));
+                exprs.push(select(c));
+            }
+        } else {
+            for (name, ty) in declared {
+                let c = stage_cols.iter().find(|c| c.name.eq_ignore_ascii_case(name)).ok_or_else(|| ConnectError::Topic {
+                    topic: out.name.clone(),
+                    message: format!(
+                        "it declares column '{name}', which the source does not have (it has {})",
+                        names_of_columns(&stage_cols)
+                    ),
+                })?;
+                columns.push((name.clone(), ty.clone(), nested(&c.data_type)));
+                exprs.push(select(c));
+            }
+        }
+        let keys = match (&self.load.primary_key[..], out.declared.as_ref().and_then(|t| t.key.clone())) {
+            ([], Some(k)) => vec![k],
+            (keys, _) => keys.to_vec(),
+        };
+        let source_rows = if self.load.write_disposition == WriteDisposition::Merge {
+            self.dedupe("true")?
+        } else {
+            format!("select * from {} as s", self.stage_rows())
+        };
+        let staged = self.count(&format!("select count(*) from {}", self.wh.render(self.stage)))?;
+        report.rows_read = staged + rejected.len() as u64;
+        self.progress(Progress::Writing { rows: staged });
+        let mut encoder = Encoder::open(out, columns, &keys)?;
+        let sql = format!("select {} from ({source_rows}) as s", exprs.join(", "));
+        let mut row = 0u64;
+        if duck {
+            let mut failed = None;
+            let read = self.conn.for_each_batch(&sql, &mut |batch| match encoder.add(batch, row) {
+                Ok(bad) => {
+                    rejected.extend(bad);
+                    row += batch.num_rows() as u64;
+                    Ok(())
+                }
+                Err(e) => {
+                    failed = Some(e.clone());
+                    Err(WarehouseError::query(e, &sql))
+                }
+            });
+            if let Some(message) = failed {
+                return Err(ConnectError::Topic { topic: out.name.clone(), message });
+            }
+            read.map_err(|e| self.wh_err(e))?;
+        } else {
+            let result = self.conn.query(&sql).map_err(|e| self.wh_err(e))?;
+            for values in result.rows {
+                let texts: Vec<Option<String>> = values.iter().map(|d| (!matches!(d, Datum::Null)).then(|| d.to_string())).collect();
+                rejected.extend(encoder.add_row(&texts, row));
+                row += 1;
+            }
+        }
+        report.rows_rejected = rejected.len() as u64;
+        rejected.iter().take(5).for_each(|r| report.rejected_sample.push(r.clone()));
+        report.cursor = match &self.load.incremental {
+            Some(inc) => {
+                let q = format!("select cast(max({}) as varchar) from ({source_rows}) as s", self.wh.quote(&inc.cursor));
+                match self.conn.query(&q).map_err(|e| self.wh_err(e))?.scalar() {
+                    Some(Datum::Null) | None => store.load_cursor(self.key)?,
+                    Some(d) => Some(d.to_string()),
+                }
+            }
+            None => None,
+        };
+        // Rejected rows are kept before anything is published: a run that fails after this
+        // keeps them under its id, and the next run reads their rows again.
+        if !rejected.is_empty() {
+            let mut statements = self.bookkeeping_tables().to_vec();
+            statements.extend(self.rejected_rows(&rejected));
+            self.conn.transaction(&statements).map_err(|e| self.wh_err(e))?;
+        }
+        let (commit, published) = encoder.commit(out, self.load_id)?;
+        report.rows_loaded = published;
+        if published == 0 {
+            return Ok((report, files));
+        }
+        let prepared = LoadRun {
+            rows_read: Some(report.rows_read),
+            rows_loaded: Some(report.rows_loaded),
+            rows_rejected: Some(report.rows_rejected),
+            cursor: report.cursor.clone(),
+            ..self.run.clone()
+        };
+        store.prepare_load(&prepared, &files)?;
+        out.log
+            .commit(&topic::group(&self.load.name), &commit)
+            .map_err(|e| ConnectError::Topic { topic: out.name.clone(), message: e.to_string() })?;
         Ok((report, files))
     }
 
@@ -1238,12 +1412,6 @@ impl Job<'_> {
     }
 
     fn record_load(&self, r: &LoadReport, files: &[LoadedFile]) -> String {
-        let files_json = serde_json::Value::Array(
-            files
-                .iter()
-                .map(|f| serde_json::json!({"path": f.path, "size": f.size, "modified": f.modified, "content_hash": f.content_hash}))
-                .collect(),
-        );
         format!(
             "insert into {} values ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
             self.wh.render(&self.target.with_identifier(LOADS_TABLE)),
@@ -1255,7 +1423,7 @@ impl Job<'_> {
             r.rows_loaded,
             r.rows_rejected,
             r.cursor.as_deref().map(literal).unwrap_or_else(|| "null".into()),
-            literal(&files_json.to_string()),
+            literal(&LoadedFile::list_json(files)),
             literal(&r.schema_changes.join("; ")),
             literal(&now_text()),
         )
@@ -1318,24 +1486,12 @@ fn relation_exists(conn: &mut dyn Connection, r: &Relation) -> Result<bool, Ware
         .any(|(x, _)| x.identifier.eq_ignore_ascii_case(&r.identifier)))
 }
 
-fn parse_files(json: &str) -> Vec<LoadedFile> {
-    let Ok(serde_json::Value::Array(items)) = serde_json::from_str(json) else { return vec![] };
-    items
-        .iter()
-        .filter_map(|f| {
-            Some(LoadedFile {
-                path: f.get("path")?.as_str()?.to_string(),
-                size: f.get("size")?.as_u64()?,
-                modified: f.get("modified")?.as_str()?.to_string(),
-                // Recorded as `sha256` by older Weir.
-                content_hash: f.get("content_hash").or_else(|| f.get("sha256"))?.as_str()?.to_string(),
-            })
-        })
-        .collect()
-}
-
 fn names(cols: &[(String, String)]) -> String {
     cols.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn names_of_columns(cols: &[weir_core::Column]) -> String {
+    cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 fn names_of(cols: &[(String, ColumnType)]) -> String {

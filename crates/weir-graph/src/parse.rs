@@ -782,6 +782,12 @@ fn add_loads(m: &mut Manifest) -> Result<(), GraphError> {
                 }
             }
         }
+        // Stream jobs read what loads publish (`to: topic`): `weir build` loads first.
+        if let Some(topic) = &l.topic {
+            for n in m.nodes.values_mut().filter(|n| n.stream.as_ref().is_some_and(|j| j.streams.contains(topic))) {
+                n.depends_on.push(load.unique_id.clone());
+            }
+        }
     }
     m.nodes.extend(added);
     Ok(())

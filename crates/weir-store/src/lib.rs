@@ -267,6 +267,7 @@ const MIGRATIONS: &[&str] = &[
         value text not null,
         primary key (subject, name)
     )",
+    "alter table weir_load_runs add column pending_files text",
 ];
 
 impl Store {

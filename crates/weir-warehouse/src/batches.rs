@@ -14,6 +14,32 @@ use crate::RecordBatch;
 /// Rows per record batch: a few megabytes, whatever the table's size.
 pub const BATCH_ROWS: usize = 65_536;
 
+/// A timestamp column with a time zone as the same instants without one (in UTC), which Arrow
+/// formats without knowing the zone's rules; any other column as it is.
+pub fn without_zone(a: &crate::arrow::array::ArrayRef) -> crate::arrow::array::ArrayRef {
+    use crate::arrow::array::{
+        AsArray, TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray, TimestampSecondArray,
+    };
+    use crate::arrow::datatypes::{
+        DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    match a.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => std::sync::Arc::new(
+            TimestampMicrosecondArray::clone(a.as_primitive::<TimestampMicrosecondType>()).with_timezone_opt(None::<String>),
+        ),
+        DataType::Timestamp(TimeUnit::Millisecond, Some(_)) => std::sync::Arc::new(
+            TimestampMillisecondArray::clone(a.as_primitive::<TimestampMillisecondType>()).with_timezone_opt(None::<String>),
+        ),
+        DataType::Timestamp(TimeUnit::Nanosecond, Some(_)) => std::sync::Arc::new(
+            TimestampNanosecondArray::clone(a.as_primitive::<TimestampNanosecondType>()).with_timezone_opt(None::<String>),
+        ),
+        DataType::Timestamp(TimeUnit::Second, Some(_)) => {
+            std::sync::Arc::new(TimestampSecondArray::clone(a.as_primitive::<TimestampSecondType>()).with_timezone_opt(None::<String>))
+        }
+        _ => a.clone(),
+    }
+}
+
 /// A decoded batch with the rows and bytes read up to its end.
 pub type Decoded = (RecordBatch, u64, u64);
 

@@ -203,7 +203,10 @@ pub fn describe(n: &Node) -> String {
         ResourceType::Check => format!("checks on {}", n.name),
         ResourceType::Load => match n.load.as_deref().and_then(|l| Some((l, l.cdc()?))) {
             Some((l, cdc)) => format!("cdc load {} -> {}.{{{}}}", n.name, l.schema, cdc.mirror_tables().join(", ")),
-            None => format!("load {} -> {rel}", n.name),
+            None => match n.load.as_deref().and_then(|l| l.topic.as_deref()) {
+                Some(topic) => format!("load {} -> topic {topic}", n.name),
+                None => format!("load {} -> {rel}", n.name),
+            },
         },
         ResourceType::Stream => format!("stream job {} -> {rel}", n.name),
         other => format!("{} {rel}", other.as_str()),

@@ -182,6 +182,43 @@ p.flush()
     assert_eq!(rejected, [["orders", "true"]]);
 }
 
+/// A load publishes a CSV file's rows to a Kafka topic (`to: topic`) in one transaction:
+/// confluent-kafka's `read_committed` consumer reads each row once, keyed by the topic's key,
+/// a second run publishes nothing, and the job reading the topic counts every order.
+#[test]
+fn a_load_publishes_a_files_rows_to_a_kafka_topic_once() {
+    let broker = Broker::start();
+    let dir = project(&broker);
+    let mut csv = String::from("order_id,country,amount,ordered_at\n");
+    let countries = ["DE", "FR", "NL", "IT", "ES"];
+    for i in 0..600 {
+        csv.push_str(&format!("{i},{},{}.5,2026-12-01T10:00:{:02}.000Z\n", countries[i % 5], i % 17, i % 60));
+    }
+    std::fs::write(dir.path().join("orders.csv"), csv).unwrap();
+    std::fs::create_dir_all(dir.path().join("loads")).unwrap();
+    std::fs::write(
+        dir.path().join("loads/shop.yml"),
+        "loads:\n  - name: orders_in\n    source: {kind: csv, path: orders.csv}\n    to: topic\n    topic: orders\n",
+    )
+    .unwrap();
+    let o = weir(dir.path(), &["load"]);
+    assert!(o.status.success() && text(&o).contains("600 events into topic 'orders'"), "{}", text(&o));
+    let read = broker.python(&format!("{READ_COMMITTED}\nread('orders')\n"));
+    let mut ids = BTreeSet::new();
+    for line in read.lines() {
+        let mut f = line.splitn(4, ' ');
+        let (_, _, key, value) = (f.next(), f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        let v: serde_json::Value = serde_json::from_str(value).unwrap_or_default();
+        assert_eq!(Some(key), v["country"].as_str(), "keyed by country: {line}");
+        assert!(ids.insert(v["order_id"].as_i64().unwrap_or(-1)), "published twice: {line}");
+    }
+    assert_eq!(ids, (0..600).collect::<BTreeSet<i64>>());
+    let o = weir(dir.path(), &["load"]);
+    assert!(o.status.success() && text(&o).contains("up to date"), "{}", text(&o));
+    let o = weir(dir.path(), &["stream", "run", "revenue", "--drain"]);
+    assert!(o.status.success() && text(&o).contains("600 read = "), "{}", text(&o));
+}
+
 #[test]
 fn a_project_without_a_cluster_is_told_where_to_name_one() {
     let dir = minimal(&[

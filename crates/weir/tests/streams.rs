@@ -376,6 +376,60 @@ fn csv_topics_are_read_by_their_columns_order_and_written_as_lines() {
     assert!(rejected[0][1].contains("amount: expected double, got 'lots'"), "{rejected:?}");
 }
 
+/// A load publishes a folder of CSV files to a topic (`to: topic`) in the topic's format and
+/// a job reads it; `weir build` runs the load first. A file already loaded is not published
+/// again, and a row that does not fit the topic's columns is rejected with the reason.
+#[test]
+fn loads_publish_files_to_a_topic_a_job_reads() {
+    const RUNNING: &str = "select country, count(*) as orders, sum(amount) as revenue\nfrom {{ stream('orders') }}\ngroup by country\n";
+    let csv = |from: usize, n: usize| {
+        let mut file = String::from("order_id,country,amount,ordered_at,note\n");
+        for line in orders(from, n).lines() {
+            let o: serde_json::Value = serde_json::from_str(line).unwrap();
+            file.push_str(&format!(
+                "{},{},{},{},-\n",
+                o["order_id"],
+                o["country"].as_str().unwrap(),
+                o["amount"],
+                o["ordered_at"].as_str().unwrap()
+            ));
+        }
+        file
+    };
+    for format in ["json", "avro", "csv", "protobuf"] {
+        let topics = TOPICS.replace("    key: country\n", &format!("    key: country\n    format: {format}\n"));
+        let dir = minimal(&[
+            ("streams/shop.yml", topics.as_str()),
+            ("streams/totals.sql", RUNNING),
+            (
+                "loads/shop.yml",
+                "loads:\n  - name: orders_in\n    source: {kind: csv, path: 'drop/*.csv'}\n    to: topic\n    topic: orders\n",
+            ),
+            ("drop/a.csv", &format!("{}9999,DE,lots,2026-12-01T10:00:00Z,-\n", csv(0, 1_000))),
+        ]);
+        let o = weir(dir.path(), &["build"]);
+        assert!(o.status.success(), "{format}: {}", text(&o));
+        assert!(text(&o).contains("1000 events into topic 'orders'") && text(&o).contains("1 rejected"), "{format}: {}", text(&o));
+        let db = dir.path().join("t.duckdb");
+        let sums = "select sum(orders), cast(round(sum(revenue), 1) as varchar) from totals";
+        let expected: f64 = (0..1_000).map(|i| (i % 17) as f64 + 0.5).sum();
+        assert_eq!(query(&db, sums), [["1000".to_string(), format!("{expected:.1}")]], "{format}");
+        let rejected = query(&db, "select reason from raw._weir_rejected");
+        assert_eq!(rejected, [["column amount: 'lots' is not a double"]], "{format}");
+
+        // Built again, nothing is published twice; a new file is published alone.
+        assert!(weir(dir.path(), &["build"]).status.success());
+        assert_eq!(query(&db, "select sum(orders) from totals"), [["1000"]], "{format}");
+        std::fs::write(dir.path().join("drop/b.csv"), csv(1_000, 500)).unwrap();
+        let o = weir(dir.path(), &["build"]);
+        assert!(o.status.success() && text(&o).contains("500 events into topic 'orders'"), "{format}: {}", text(&o));
+        assert_eq!(query(&db, "select sum(orders) from totals"), [["1500"]], "{format}");
+        let o = weir(dir.path(), &["log", "consume", "orders", "-n", "1"]);
+        let line: serde_json::Value = serde_json::from_str(text(&o).lines().next().unwrap_or("")).unwrap_or_default();
+        assert!(["DE", "FR", "NL", "IT", "ES"].contains(&line["key"].as_str().unwrap_or("")), "{format}: keyed by country: {}", text(&o));
+    }
+}
+
 /// On a target named `prod`, jobs do not register their sink topics' schemas: one whose
 /// schema is not registered stops, saying which subject lacks it; a topic's
 /// `auto_register: true` (or the target's `auto_register_schemas`) lets it register.

@@ -55,7 +55,8 @@ impl Project {
     }
 
     pub fn run(&self, load: &Load, full_refresh: bool) -> Result<LoadReport, ConnectError> {
-        let opts = LoadOptions { root: self.root().to_path_buf(), database: self.database.clone(), full_refresh, progress: None };
+        let opts =
+            LoadOptions { root: self.root().to_path_buf(), database: self.database.clone(), full_refresh, progress: None, topic: None };
         run_load(self.wh.as_ref(), load, &self.store, &opts)
     }
 

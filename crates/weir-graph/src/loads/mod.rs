@@ -39,6 +39,9 @@ pub struct Load {
     /// table again when it is made durable.
     pub preserve_order: bool,
     pub tags: Vec<String>,
+    /// `to: topic`: the rows become events of this topic (declared in `streams/*.yml`, or
+    /// made on the embedded log) instead of rows of a table.
+    pub topic: Option<String>,
 }
 
 impl Load {
@@ -51,8 +54,11 @@ impl Load {
     }
 
     /// The tables the load writes in `database`: its destination, or a cdc source's mirrors
-    /// (and their history tables).
+    /// (and their history tables); none when it writes a topic.
     pub fn writes(&self, database: &str) -> Vec<weir_core::Relation> {
+        if self.topic.is_some() {
+            return vec![];
+        }
         match self.cdc() {
             Some(cdc) => cdc
                 .mirror_tables()
@@ -358,6 +364,8 @@ impl Parser<'_> {
             "deletes",
             "history",
             "events",
+            "to",
+            "topic",
         ];
         let entries = self.map(item, "a load", KEYS)?;
         let get = |k: &str| entries.iter().find(|(key, _)| key.key_text().as_deref() == Some(k)).map(|(_, v)| v);
@@ -376,7 +384,7 @@ impl Parser<'_> {
                 return Err(self.err(n, format!("`{key}` is for change data capture (`mode: cdc` on a postgres or mariadb source)")));
             }
         }
-        let (schema, table) = match get("destination") {
+        let (mut schema, mut table) = match get("destination") {
             None => ("raw".to_string(), name.clone()),
             Some(d) => {
                 let text = self.text(d, "destination")?;
@@ -454,7 +462,39 @@ impl Parser<'_> {
         if let (Some(_), Some(n)) = (&schema_on_read, get("schema_contract")) {
             return Err(self.err(n, "a schema-on-read load keeps every record whole: `schema_contract` does not apply"));
         }
+        let topic = self.topic(&name, &get)?;
+        if topic.is_some() {
+            // What only a table has.
+            let table_only = [
+                ("schema_on_read", "keeps records in a table"),
+                ("schema_contract", "compares rows with a table's columns; a topic's declared `columns` type its events"),
+                ("preserve_order", "is how a table stores rows; events keep the source's order"),
+            ];
+            for (key, why) in table_only {
+                if let Some(n) = get(key) {
+                    return Err(self.err(n, format!("load '{name}' writes a topic (`to: topic`): `{key}` {why}")));
+                }
+            }
+            // Its `destination` is the schema of its stage and rejected rows.
+            if let Some(d) = get("destination") {
+                let text = self.text(d, "destination")?;
+                if text.is_empty() || text.contains('.') {
+                    return Err(self.err(
+                        d,
+                        format!("load '{name}' writes a topic (`to: topic`): its destination is the schema of its stage and rejected rows, not '{text}'"),
+                    ));
+                }
+                (schema, table) = (text, name.clone());
+            }
+            if write_disposition == WriteDisposition::Replace {
+                return Err(self.err(
+                    get("write_disposition").unwrap_or(item),
+                    format!("load '{name}' writes a topic, which keeps every event it was given: `write_disposition` is append or merge (events keyed by `primary_key`, the newest of each key)"),
+                ));
+            }
+        }
         Ok(Load {
+            topic,
             description: get("description").map(|n| self.text(n, "description")).transpose()?,
             schema_on_read,
             preserve_order: get("preserve_order").map(|n| self.flag(n, "preserve_order")).transpose()?.unwrap_or(false),
@@ -469,6 +509,26 @@ impl Parser<'_> {
             incremental,
             schema_contract,
         })
+    }
+
+    /// `to: topic` (with `topic: name`, default the load's name), or `to: table` (the
+    /// default); `topic:` alone says `to: topic`.
+    fn topic<'n>(&self, name: &str, get: &dyn Fn(&str) -> Option<&'n Node>) -> Result<Option<String>, GraphError> {
+        let to = get("to").map(|n| Ok::<_, GraphError>((n, self.text(n, "to")?))).transpose()?;
+        let topic = get("topic").map(|n| Ok::<_, GraphError>((n, self.text(n, "topic")?))).transpose()?;
+        match (to, topic) {
+            (Some((n, to)), _) if to != "table" && to != "topic" => Err(self.err(n, format!("`to: {to}` is not `table` or `topic`"))),
+            (Some((_, to)), Some((n, _))) if to == "table" => {
+                Err(self.err(n, format!("load '{name}' has `to: table`: `topic` is for `to: topic`")))
+            }
+            (Some((_, to)), None) if to == "table" => Ok(None),
+            (None, None) => Ok(None),
+            (_, Some((n, topic))) if !weir_log::valid_name(&topic) => {
+                Err(self.err(n, format!("topic '{topic}' must be letters, digits, '.', '_' or '-' (at most 249)")))
+            }
+            (_, Some((_, topic))) => Ok(Some(topic)),
+            (Some(_), None) => Ok(Some(name.to_string())),
+        }
     }
 
     fn source(&self, node: &Node) -> Result<Source, GraphError> {
@@ -650,6 +710,14 @@ impl Parser<'_> {
                 ));
             }
         }
+        for key in ["to", "topic"] {
+            if let Some(n) = get(key) {
+                return Err(self.err(
+                    n,
+                    format!("`{key}`: a cdc source publishes its changes to topics `{name}.<schema>.<table>` with `events: true`"),
+                ));
+            }
+        }
         let schema = match get("destination") {
             None => "raw".to_string(),
             Some(d) => {
@@ -693,6 +761,7 @@ impl Parser<'_> {
             schema_contract,
             schema_on_read: None,
             preserve_order: false,
+            topic: None,
         })
     }
 
@@ -770,6 +839,31 @@ mod tests {
         assert_eq!(loads[1].primary_key, vec!["id".to_string()]);
         assert_eq!(loads[1].incremental.as_ref().and_then(|i| i.lookback.as_deref()), Some("1 hour"));
         assert_eq!(loads[1].location.line, 9);
+    }
+
+    #[test]
+    fn a_load_may_write_a_topic_instead_of_a_table() {
+        let load = |rest: &str| parse(&format!("loads:\n  - name: orders\n    source: {{kind: csv, path: x.csv}}\n{rest}"));
+        let l = load("    to: topic\n").unwrap();
+        assert_eq!(l[0].topic.as_deref(), Some("orders"), "the load's name by default");
+        assert!(l[0].writes("db").is_empty(), "no table");
+        let l = load("    topic: shop.orders\n    primary_key: id\n    write_disposition: merge\n").unwrap();
+        assert_eq!(l[0].topic.as_deref(), Some("shop.orders"), "`topic` alone says `to: topic`");
+        assert_eq!(load("    to: table\n").unwrap()[0].topic, None);
+        let e = load("    to: kafka\n").unwrap_err();
+        assert!(e.starts_with("loads/x.yml:4:9") && e.contains("is not `table` or `topic`"), "{e}");
+        let e = load("    to: table\n    topic: t\n").unwrap_err();
+        assert!(e.contains("`topic` is for `to: topic`"), "{e}");
+        let e = load("    topic: 'a b'\n").unwrap_err();
+        assert!(e.contains("topic 'a b' must be letters"), "{e}");
+        let e = load("    to: topic\n    destination: raw.o\n").unwrap_err();
+        assert!(e.starts_with("loads/x.yml:5:") && e.contains("the schema of its stage and rejected rows, not 'raw.o'"), "{e}");
+        let l = load("    to: topic\n    destination: landing\n").unwrap();
+        assert_eq!((l[0].schema.as_str(), l[0].table.as_str()), ("landing", "orders"));
+        let e = load("    to: topic\n    write_disposition: replace\n").unwrap_err();
+        assert!(e.contains("append or merge"), "{e}");
+        let e = parse("loads:\n  - name: s\n    source: {kind: postgres, url: x, mode: cdc, tables: [t]}\n    to: topic\n").unwrap_err();
+        assert!(e.contains("with `events: true`"), "{e}");
     }
 
     #[test]

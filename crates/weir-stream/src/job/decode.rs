@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use apache_avro::types::Value as AvroValue;
 use weir_registry::SchemaType;
-use weir_registry::codec::{ProtoValue, Read, Reader};
+use weir_registry::codec::{ProtoValue, Read, Reader, parse_timestamp};
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use chrono::{DateTime, NaiveDate};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value as J;
@@ -421,58 +421,6 @@ impl<'de> Deserialize<'de> for Raw<'de> {
     }
 }
 
-/// An ISO 8601 / RFC 3339 time (`2026-12-02T10:00:00Z`, `2026-12-02 10:00:00.250`, with or
-/// without a zone; without one it is UTC), in microseconds.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Some(us) = iso_utc(s.as_bytes()) {
-        return Some(us);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.timestamp_micros());
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
-            return Some(t.and_utc().timestamp_micros());
-        }
-        if let Ok(t) = DateTime::parse_from_str(s, f) {
-            return Some(t.timestamp_micros());
-        }
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros())
-}
-
-/// The shape nearly every event has, `YYYY-MM-DD[T ]HH:MM:SS[.f...][Z]` in UTC, read digit by
-/// digit: chrono's general parser costs more than the rest of an event's decoding. Anything
-/// else (an offset, a date alone) is left to chrono.
-fn iso_utc(b: &[u8]) -> Option<i64> {
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        b.get(r)?.iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-    };
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let date = NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)?;
-    let (h, m, sec) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    let mut rest = &b[19..];
-    let mut micros = 0u32;
-    if let Some((b'.', frac)) = rest.split_first() {
-        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 {
-            return None;
-        }
-        for (i, c) in frac[..n].iter().enumerate().take(6) {
-            micros += u32::from(c - b'0') * 10u32.pow(5 - i as u32);
-        }
-        rest = &frac[n..];
-    }
-    if !(rest.is_empty() || rest == b"Z") {
-        return None;
-    }
-    let t = date.and_hms_micro_opt(h, m, sec, micros)?;
-    Some(t.and_utc().timestamp_micros())
-}
-
 /// Microseconds as `2026-12-02 10:00:00.250000`, the text both warehouses cast to a timestamp.
 pub fn format_micros(us: i64) -> String {
     match DateTime::from_timestamp_micros(us) {
@@ -597,21 +545,5 @@ mod tests {
         assert_eq!(d.decode(b"2026-12-02 10:00:00,,DE,seven").unwrap_err(), "id: expected bigint, got 'seven'");
         assert!(d.decode(b"").unwrap_err().contains("empty line"));
         assert!(d.decode(b",x,DE,1").unwrap_err().contains("no event time"));
-    }
-
-    #[test]
-    fn the_fast_path_reads_times_as_chrono_does() {
-        for t in ["2026-12-02 10:00:00", "2026-12-02T10:00:00.5Z", "2026-12-02 10:00:00.123456789", "1969-12-31T23:59:59.999Z"] {
-            let fast = iso_utc(t.as_bytes()).unwrap();
-            let slow = NaiveDateTime::parse_from_str(t.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
-                .or_else(|_| NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f"))
-                .unwrap()
-                .and_utc()
-                .timestamp_micros();
-            assert_eq!(fast, slow, "{t}");
-        }
-        assert_eq!(iso_utc(b"2026-12-02T10:00:00+01:00"), None, "offsets go to chrono");
-        assert_eq!(parse_timestamp("2026-12-02T10:00:00+01:00"), parse_timestamp("2026-12-02 09:00:00"));
-        assert_eq!(iso_utc(b"2026-12-02 10:00:00."), None);
     }
 }

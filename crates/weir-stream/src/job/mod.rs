@@ -37,7 +37,7 @@ use weir_core::Relation;
 use weir_graph::stream_jobs::{StartFrom, StreamJob};
 use weir_graph::streams::{Format, Topic};
 use weir_log::{Log, RecordRef, Records};
-use weir_registry::codec::{Field, Reader, Target, Writer};
+use weir_registry::codec::{Field, Reader, Target, Writer, csv_line};
 use weir_warehouse::Warehouse;
 
 use crate::plan::{Output, Plan, Shape};
@@ -1681,16 +1681,6 @@ enum Out {
     Registry(Box<(Writer, Option<Writer>)>),
 }
 
-/// Values as one CSV line (quoted where they need it; a null as an empty field): a record of
-/// a `format: csv` topic.
-pub fn csv_line<'v>(values: impl Iterator<Item = Option<&'v str>>) -> Result<Vec<u8>, String> {
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(vec![]);
-    w.write_record(values.map(|v| v.unwrap_or(""))).map_err(|e| e.to_string())?;
-    let mut line = w.into_inner().map_err(|e| e.to_string())?;
-    line.pop();
-    Ok(line)
-}
-
 /// The columns a result's record is keyed by: the group keys and the window's start.
 fn key_columns(layout: &Layout) -> Vec<usize> {
     layout.keys.iter().copied().chain(layout.window.map(|(start, _)| start)).collect()
@@ -1722,27 +1712,13 @@ fn out_writers(
 /// A result row's values typed by their columns' SQL types (see
 /// `weir_registry::codec::Kind`).
 fn fields_of<'r>(layout: &Layout, row: &'r [Option<String>]) -> Result<Vec<Field<'r>>, String> {
-    use weir_registry::codec::Kind as K;
     let mut fields = Vec::with_capacity(layout.columns.len());
     for (i, (name, ty)) in layout.columns.iter().enumerate() {
-        let field = match row.get(i).and_then(|v| v.as_deref()) {
+        fields.push(match row.get(i).and_then(|v| v.as_deref()) {
             None => Field::Null,
-            Some(v) => {
-                let bad = || format!("{name}: '{v}' is not a {ty}");
-                match K::of(ty) {
-                    K::Int => Field::Int(v.parse().map_err(|_| bad())?),
-                    K::Float => Field::Float(v.parse().map_err(|_| bad())?),
-                    K::Bool => Field::Bool(v.parse().map_err(|_| bad())?),
-                    K::Date => {
-                        let day = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| bad())?;
-                        Field::Date((day - chrono::NaiveDate::default()).num_days() as i32)
-                    }
-                    K::Timestamp => Field::Micros(decode::parse_timestamp(v).ok_or_else(bad)?),
-                    K::Text => Field::Text(v),
-                }
-            }
-        };
-        fields.push(field);
+            Some(v) => weir_registry::codec::field_of(weir_registry::codec::Kind::of(ty), v)
+                .ok_or_else(|| format!("{name}: '{v}' is not a {ty}"))?,
+        });
     }
     Ok(fields)
 }

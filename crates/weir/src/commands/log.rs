@@ -60,7 +60,7 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
                         Some(other) => Some(other.to_string()),
                     };
                     let values: Vec<Option<String>> = columns.iter().map(text).collect();
-                    return Ok(weir_log::Record { value: weir_stream::job::csv_line(values.iter().map(|v| v.as_deref()))?, ..record });
+                    return Ok(weir_log::Record { value: weir_registry::codec::csv_line(values.iter().map(|v| v.as_deref()))?, ..record });
                 }
                 match &writer {
                     Some(w) => Ok(weir_log::Record { value: w.write(event)?, ..record }),
@@ -286,7 +286,7 @@ impl EventWriter {
                     let day = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| bad())?;
                     Field::Date((day - chrono::NaiveDate::default()).num_days() as i32)
                 }
-                (Kind::Timestamp, J::String(s)) => Field::Micros(weir_stream::job::decode::parse_timestamp(s).ok_or_else(bad)?),
+                (Kind::Timestamp, J::String(s)) => Field::Micros(weir_registry::codec::parse_timestamp(s).ok_or_else(bad)?),
                 // Numbers as times are milliseconds since the epoch, as stream jobs read them.
                 (Kind::Timestamp, J::Number(n)) => Field::Micros(n.as_i64().and_then(|ms| ms.checked_mul(1000)).ok_or_else(bad)?),
                 _ => return Err(bad()),
