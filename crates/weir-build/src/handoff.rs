@@ -121,7 +121,11 @@ fn run_load(host: &ExecHost, n: &Node, progress: Option<&ProgressFn>, result: &m
 fn run_cdc(host: &ExecHost, load: &weir_graph::loads::Load, result: &mut NodeResult) -> Result<(), BuildError> {
     let session = &host.session;
     let root = &session.manifest.project.root;
-    let source = weir_cdc::source::CdcSource::in_project(load, &session.manifest.target.database(), root)?;
+    let mut source = weir_cdc::source::CdcSource::in_project(load, &session.manifest.target.database(), root)?;
+    // Change events of `format: avro` topics are written through the registry in the store.
+    if let Some(store) = &session.store {
+        source = source.with_registry(weir_registry::Registry::new(store.clone()), session.manifest.target.auto_register_schemas());
+    }
     if session.manifest.flags.full_refresh {
         source.forget(session.warehouse.clone())?;
     }

@@ -17,6 +17,14 @@
 //! before the latest of them, so a batch merged again after a crash is not published twice.
 //! A snapshot broken off is taken again from the start and its `r` events published again, as
 //! Debezium does; a snapshot taken again begins each topic that holds events with a `t`.
+//!
+//! **Avro.** A topic declared `format: avro` holds the same envelope as Avro messages in
+//! Confluent's wire format, under schemas made from the table (`<topic>-value`: `Envelope`
+//! with `before` and `after` of the record `Value`, Debezium's `Source` block and
+//! `transaction`; `<topic>-key`: the record `Key` of the key columns), registered in the
+//! project's schema registry and evolving with the table under the subject's compatibility
+//! level: a change of the table that readers could not follow stops the follower with the
+//! rule it breaks.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,6 +32,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value as J, json};
 use weir_core::ColumnType;
 use weir_log::{Commit, Log, LogError, Output, Record, TopicSpec};
+use weir_registry::Registry;
+use weir_registry::codec::{DocumentWriter, Reader, avro_name, to_json};
 use weir_warehouse::RecordBatch;
 use weir_warehouse::arrow::array::ArrayRef;
 use weir_warehouse::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -39,6 +49,10 @@ pub enum EventsError {
     Log { topic: String, source: LogError },
     #[error("formatting the snapshot's rows of {table} as events: {message}")]
     Format { table: String, message: String },
+    /// An Avro topic's events do not fit the schema registry: a schema it refuses (a change
+    /// readers could not follow), or one not registered while registration is off.
+    #[error("change events of '{topic}' in the schema registry: {message}")]
+    Schema { topic: String, message: String },
 }
 
 /// Which database the events come from: Debezium's connector name and how a position is
@@ -70,7 +84,22 @@ pub struct Publisher {
     /// read it, and the columns last described per topic.
     root: Option<std::path::PathBuf>,
     described: HashMap<String, Vec<(String, String)>>,
+    /// Topics written as Avro through the schema registry.
+    avro: Option<AvroEvents>,
 }
+
+/// Change events written as Avro, for topics declared `format: avro`.
+struct AvroEvents {
+    registry: Registry,
+    reader: Reader,
+    /// The topics, and whether their schemas are registered (else they must be already).
+    topics: HashMap<String, bool>,
+    /// Each topic's writers of values and keys, with the columns they were made for.
+    writers: HashMap<String, TopicWriters>,
+}
+
+/// A topic's writers of values and keys, and the columns (name, type) they were made for.
+type TopicWriters = (Vec<(String, String)>, DocumentWriter, DocumentWriter);
 
 /// A position as the source orders them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +131,18 @@ impl Publisher {
             snapshot: None,
             root: None,
             described: HashMap::new(),
+            avro: None,
         }
+    }
+
+    /// Writes the events of `topics` (with whether each registers its schemas) as Avro
+    /// through `registry`.
+    pub fn with_avro(mut self, registry: Registry, topics: Vec<(String, bool)>) -> Publisher {
+        if !topics.is_empty() {
+            let reader = Reader::new(registry.clone());
+            self.avro = Some(AvroEvents { registry, reader, topics: topics.into_iter().collect(), writers: HashMap::new() });
+        }
+        self
     }
 
     /// Each topic's columns, key and partitions are also described in the project at `root`
@@ -174,6 +214,7 @@ impl Publisher {
                 *place += 1;
                 let filled = unchanged.get(i).and_then(|m| m.get(&h.fill_from));
                 let record = self.change_event(&t.relation, h, filled, *place, processed);
+                let record = self.encoded(&t.relation, &topic, record)?;
                 match &record.key {
                     Some(key) => records[weir_log::partition_for(key, partitions) as usize].push(record),
                     None => records.iter_mut().for_each(|r| r.push(record.clone())),
@@ -302,7 +343,8 @@ impl Publisher {
         let err = |source| EventsError::Log { topic: topic.clone(), source };
         let info = self.log.describe(&topic).map_err(err)?;
         if info.partitions.iter().any(|p| p.end > 0) {
-            let restart = [self.restart_event(t)];
+            let restart = self.restart_event(t);
+            let restart = [self.encoded(t, &topic, restart)?];
             for p in 0..partitions {
                 self.log.append(&topic, Some(p), &restart).map_err(err)?;
             }
@@ -317,8 +359,34 @@ impl Publisher {
             return Ok(());
         }
         let (topic, _) = self.ensure(t)?;
+        let records = records.into_iter().map(|r| self.encoded(t, &topic, r)).collect::<Result<Vec<_>, _>>()?;
         self.log.append(&topic, None, &records).map_err(|source| EventsError::Log { topic, source })?;
         Ok(())
+    }
+
+    /// A record of `t`'s `topic` as the topic holds them: as it is (JSON), or its key and
+    /// value written as Avro under the schemas of `t` as it stands now (registered when the
+    /// table changed since the last event).
+    fn encoded(&mut self, t: &Relation, topic: &str, record: Record) -> Result<Record, EventsError> {
+        let Some(avro) = &mut self.avro else { return Ok(record) };
+        let Some(&register) = avro.topics.get(topic) else { return Ok(record) };
+        let err = |message: String| EventsError::Schema { topic: topic.to_string(), message };
+        let columns: Vec<(String, String)> = t.columns.iter().map(|c| (c.name.clone(), c.ty.to_string())).collect();
+        if avro.writers.get(topic).is_none_or(|(made_for, ..)| *made_for != columns) {
+            let (value, key) = envelope_schemas(&self.connector, topic, t).map_err(err)?;
+            let value =
+                DocumentWriter::open(&avro.registry, &format!("{topic}-value"), &value, register).map_err(|e| err(e.to_string()))?;
+            let key = DocumentWriter::open(&avro.registry, &format!("{topic}-key"), &key, register).map_err(|e| err(e.to_string()))?;
+            avro.writers.insert(topic.to_string(), (columns, value, key));
+        }
+        let Some((_, values, keys)) = avro.writers.get(topic) else { return Ok(record) };
+        let json = |bytes: &[u8]| serde_json::from_slice::<J>(bytes).map_err(|e| err(e.to_string()));
+        let value = values.write(&json(&record.value)?).map_err(err)?;
+        let key = match &record.key {
+            Some(k) => Some(keys.write(&json(k)?).map_err(err)?),
+            None => None,
+        };
+        Ok(Record { key, value, timestamp: record.timestamp })
     }
 
     fn at(&self, position: &str) -> Option<At> {
@@ -330,7 +398,11 @@ impl Publisher {
 
     /// The position an event's `source` names.
     fn position_of(&self, value: &[u8]) -> Option<At> {
-        let event: J = serde_json::from_slice(value).ok()?;
+        let event: J = match (&self.avro, value.first()) {
+            // Confluent's wire format begins with a zero byte, which JSON never does.
+            (Some(avro), Some(0)) => to_json(avro.reader.read(value).ok()?),
+            _ => serde_json::from_slice(value).ok()?,
+        };
         let source = event.get("source")?;
         match self.connector {
             Connector::Postgres { .. } => source.get("lsn")?.as_u64().map(|n| At::Lsn(Lsn(n))),
@@ -467,6 +539,60 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// The Avro schemas of `t`'s change events on `topic`: the envelope (values), and the record
+/// of the key columns (keys). Columns are `long`, `double`, `boolean`, or `string` (the
+/// JSON envelope's text: decimals, times, UUIDs, JSON), nullable in `Value`.
+fn envelope_schemas(connector: &Connector, topic: &str, t: &Relation) -> Result<(J, J), String> {
+    let namespace: Vec<String> = topic.split('.').map(avro_name).collect();
+    let namespace = namespace.join(".");
+    let avro_type = |ty: &ColumnType| match ty {
+        ColumnType::Integer | ColumnType::BigInt => "long",
+        ColumnType::Double => "double",
+        ColumnType::Boolean => "boolean",
+        _ => "string",
+    };
+    for c in &t.columns {
+        if avro_name(&c.name) != c.name {
+            return Err(format!("column '{}' of {} is not a name Avro takes (letters, digits, _)", c.name, table_name(t)));
+        }
+    }
+    let fields: Vec<J> = t.columns.iter().map(|c| json!({"name": c.name, "type": ["null", avro_type(&c.ty)], "default": null})).collect();
+    let key_fields: Vec<J> = t.columns.iter().filter(|c| c.key).map(|c| json!({"name": c.name, "type": avro_type(&c.ty)})).collect();
+    let text = |name: &str| json!({"name": name, "type": "string"});
+    let maybe = |name: &str, ty: &str| json!({"name": name, "type": ["null", ty], "default": null});
+    let mut source = vec![
+        text("version"),
+        text("connector"),
+        text("name"),
+        json!({"name": "ts_ms", "type": "long"}),
+        maybe("snapshot", "string"),
+        text("db"),
+    ];
+    let source_namespace = match connector {
+        Connector::Postgres { .. } => {
+            source.extend([text("schema"), text("table"), maybe("lsn", "long")]);
+            "io.debezium.connector.postgresql"
+        }
+        Connector::Mariadb => {
+            source.extend([text("table"), maybe("file", "string"), maybe("pos", "long"), maybe("gtid", "string")]);
+            "io.debezium.connector.mariadb"
+        }
+    };
+    let value = json!({"type": "record", "name": "Value", "namespace": namespace, "fields": fields});
+    let envelope = json!({"type": "record", "name": "Envelope", "namespace": namespace, "fields": [
+        {"name": "before", "type": ["null", value], "default": null},
+        {"name": "after", "type": ["null", format!("{namespace}.Value")], "default": null},
+        {"name": "source", "type": {"type": "record", "name": "Source", "namespace": source_namespace, "fields": source}},
+        {"name": "op", "type": "string"},
+        {"name": "ts_ms", "type": ["null", "long"], "default": null},
+        {"name": "transaction", "type": ["null", {"type": "record", "name": "block", "namespace": "event", "fields": [
+            {"name": "id", "type": "string"}, {"name": "total_order", "type": "long"}, {"name": "data_collection_order", "type": "long"}]}],
+         "default": null},
+    ]});
+    let key = json!({"type": "record", "name": "Key", "namespace": namespace, "fields": key_fields});
+    Ok((envelope, key))
+}
+
 fn table_name(t: &Relation) -> String {
     format!("{}.{}", t.namespace, t.name)
 }
@@ -598,6 +724,32 @@ mod tests {
         // A new snapshot starts the events again.
         again.snapshot_at("0/30");
         assert_eq!(again.publish(&batch("0/10", "3"), &[]).unwrap(), 1);
+    }
+
+    #[test]
+    fn avro_events_hold_the_envelope_and_tell_a_new_publisher_where_they_stand() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(EmbeddedLog::open(dir.path()).unwrap());
+        let registry = Registry::new(Arc::new(weir_store::Store::sqlite(&dir.path().join("w.db")).unwrap()));
+        let pg = || Connector::Postgres { database: "shop".into() };
+        let avro = || vec![("shop.public.orders".to_string(), true)];
+        let mut p = Publisher::new(log.clone(), "shop", pg(), vec![]).with_avro(registry.clone(), avro());
+        assert_eq!(p.publish(&batch("0/10", "1"), &[]).unwrap(), 1);
+        let mut again = Publisher::new(log.clone(), "shop", pg(), vec![]).with_avro(registry.clone(), avro());
+        assert_eq!(again.publish(&batch("0/10", "1"), &[]).unwrap(), 0, "read back from the Avro event");
+        assert_eq!(again.publish(&batch("0/20", "2"), &[]).unwrap(), 1);
+        let reader = Reader::new(registry.clone());
+        let records = log.read("shop.public.orders", 0, 0, 100).unwrap();
+        assert_eq!(records.len(), 2);
+        let value = to_json(reader.read(&records[1].value).unwrap());
+        assert_eq!((&value["after"], &value["op"], &value["source"]["lsn"]), (&json!({"id": 2, "note": "n"}), &json!("c"), &json!(0x20)));
+        assert_eq!(to_json(reader.read(records[1].key.as_deref().unwrap()).unwrap()), json!({"id": 2}));
+        // Registration off: a subject without the schema stops the publisher, naming it.
+        let other =
+            Publisher::new(log.clone(), "shop2", pg(), vec![]).with_avro(registry.clone(), vec![("shop2.public.orders".into(), false)]);
+        let mut other = other;
+        let e = other.publish(&batch("0/10", "1"), &[]).unwrap_err().to_string();
+        assert!(e.contains("shop2.public.orders-value"), "{e}");
     }
 
     /// A log whose commits a crash breaks off after their journal is written: they are

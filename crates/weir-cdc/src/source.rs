@@ -102,6 +102,11 @@ pub struct EventLog {
     pub declared: Vec<weir_log::TopicSpec>,
     /// The project, where each topic is described for the stream jobs that read it.
     pub root: std::path::PathBuf,
+    /// Topics declared `format: avro`, with their own `auto_register` if they set one.
+    pub avro: Vec<(String, Option<bool>)>,
+    /// The schema registry Avro topics are written through, and whether schemas are
+    /// registered where a topic does not say ([`CdcSource::with_registry`]).
+    pub registry: Option<(weir_registry::Registry, bool)>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -228,9 +233,40 @@ impl CdcSource {
             let mine: Vec<&str> = declared.iter().map(|t| t.name.as_str()).filter(|t| t.starts_with(&prefix)).collect();
             let logs = weir_graph::logs::project_logs(root, &declared).map_err(|e| err(e.to_string()))?;
             let log = logs.for_topics(&mine).map_err(|e| err(e.to_string()))?;
-            source.events = Some(EventLog { log, declared: declared.iter().map(|t| t.spec()).collect(), root: root.to_path_buf() });
+            use weir_graph::streams::Format;
+            let mut avro = vec![];
+            for t in declared.iter().filter(|t| mine.contains(&t.name.as_str())) {
+                match t.format {
+                    Format::Json | Format::Changelog => {}
+                    Format::Avro => avro.push((t.name.clone(), t.auto_register)),
+                    other => {
+                        return Err(err(format!(
+                            "topic '{}' ({}) is `format: {}`: change events are written as json or avro",
+                            t.name,
+                            t.location,
+                            other.name()
+                        )));
+                    }
+                }
+            }
+            source.events = Some(EventLog {
+                log,
+                declared: declared.iter().map(|t| t.spec()).collect(),
+                root: root.to_path_buf(),
+                avro,
+                registry: None,
+            });
         }
         Ok(source)
+    }
+
+    /// Writes its `format: avro` topics through `registry`, registering schemas where a topic
+    /// does not say otherwise when `auto_register`.
+    pub fn with_registry(mut self, registry: weir_registry::Registry, auto_register: bool) -> CdcSource {
+        if let Some(e) = &mut self.events {
+            e.registry = Some((registry, auto_register));
+        }
+        self
     }
 
     /// The source's mirrors in `wh`, publishing its events first when it has an event log.
@@ -242,7 +278,19 @@ impl CdcSource {
                     Origin::Postgres(config) => Connector::Postgres { database: config.database.clone() },
                     Origin::Mariadb(_) => Connector::Mariadb,
                 };
-                mirror.with_events(Publisher::new(e.log.clone(), &self.name, connector, e.declared.clone()).describing_in(&e.root))
+                let mut publisher = Publisher::new(e.log.clone(), &self.name, connector, e.declared.clone()).describing_in(&e.root);
+                if let Some((registry, auto_register)) = &e.registry {
+                    let topics = e.avro.iter().map(|(t, own)| (t.clone(), own.unwrap_or(*auto_register))).collect();
+                    publisher = publisher.with_avro(registry.clone(), topics);
+                } else if let Some((topic, _)) = e.avro.first() {
+                    return Err(MirrorError::Events(crate::events::EventsError::Schema {
+                        topic: topic.clone(),
+                        message:
+                            "it is `format: avro`, written through the project's schema registry, which this run of the load has not opened"
+                                .into(),
+                    }));
+                }
+                mirror.with_events(publisher)
             }
             None => mirror,
         })

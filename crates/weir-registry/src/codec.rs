@@ -52,6 +52,125 @@ impl SubjectNaming {
     }
 }
 
+/// The id `text` has under `subject`: registered there (as its version if it already is one,
+/// else as the subject's next version if its compatibility level allows it), or, with
+/// `register` off, found among its versions.
+fn registered(registry: &Registry, subject: &str, format: SchemaType, text: &str, register: bool) -> Result<u32, Error> {
+    let req = SchemaRequest { schema: text.to_string(), schema_type: Some(format.name().into()), ..Default::default() };
+    let done = if register {
+        registry.register(subject, &req)?
+    } else {
+        registry.lookup(subject, &req, false).map_err(|e| match e {
+            Error::SubjectNotFound(_) | Error::SchemaNotFound(_) => {
+                Error::NotRegistered { subject: subject.to_string(), schema: text.to_string() }
+            }
+            e => e,
+        })?
+    };
+    Ok(done.id as u32)
+}
+
+/// Writes JSON documents of one shape (a change event's envelope, with its nested records)
+/// as Avro messages of a schema given whole, registered under a subject as [`Writer`]'s are.
+pub struct DocumentWriter {
+    pub id: u32,
+    pub subject: String,
+    schema: J,
+    /// The records the schema defines, by name and by full name.
+    named: HashMap<String, J>,
+    writer: AvroCompiledWriter,
+}
+
+impl DocumentWriter {
+    /// The writer of documents of the Avro `schema` into `subject`.
+    pub fn open(registry: &Registry, subject: &str, schema: &J, register: bool) -> Result<DocumentWriter, Error> {
+        let text = schema.to_string();
+        let id = registered(registry, subject, SchemaType::Avro, &text, register)?;
+        let parsed = Schema::parse_str(&text).map_err(|e| Error::InvalidSchema(e.to_string()))?;
+        let writer = AvroCompiledWriter::try_new((parsed, vec![]), writer_of).map_err(|e| Error::InvalidSchema(e.to_string()))?;
+        let mut named = HashMap::new();
+        records_of(schema, &mut named);
+        Ok(DocumentWriter { id, subject: subject.to_string(), schema: schema.clone(), named, writer })
+    }
+
+    /// A message: the wire header and `doc` as a datum of the schema (a missing field is
+    /// null; a value that is not of its field's type is refused, with the field's path).
+    pub fn write(&self, doc: &J) -> Result<Vec<u8>, String> {
+        let value = avro_document(doc, &self.schema, &self.named, "")?;
+        let mut out = crate::wire::header(self.id, None);
+        out.extend_from_slice(&self.writer.borrow_dependent().write_value_to_vec(value).map_err(|e| e.to_string())?);
+        Ok(out)
+    }
+}
+
+/// Every record an Avro schema (as JSON) defines, by name and by full name.
+fn records_of(ty: &J, named: &mut HashMap<String, J>) {
+    match ty {
+        J::Array(variants) => variants.iter().for_each(|t| records_of(t, named)),
+        J::Object(o) if o.get("type").and_then(J::as_str) == Some("record") => {
+            let name = o.get("name").and_then(J::as_str).unwrap_or_default();
+            named.insert(name.to_string(), ty.clone());
+            if let Some(ns) = o.get("namespace").and_then(J::as_str) {
+                named.insert(format!("{ns}.{name}"), ty.clone());
+            }
+            for f in o.get("fields").and_then(J::as_array).map(Vec::as_slice).unwrap_or_default() {
+                records_of(f.get("type").unwrap_or(&J::Null), named);
+            }
+        }
+        J::Object(o) => records_of(o.get("type").unwrap_or(&J::Null), named),
+        _ => {}
+    }
+}
+
+/// `v` as a datum of the Avro type `ty` (as JSON: a primitive's name, a union's list, a
+/// record's object, or the name of a record defined before), for a [`DocumentWriter`].
+fn avro_document(v: &J, ty: &J, named: &HashMap<String, J>, path: &str) -> Result<AvroValue, String> {
+    let wrong = || format!("{}: {v} is not a {ty}", if path.is_empty() { "/" } else { path });
+    match ty {
+        J::String(t) => match t.as_str() {
+            "null" => v.is_null().then_some(AvroValue::Null).ok_or_else(wrong),
+            "long" => v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()).map(AvroValue::Long).ok_or_else(wrong),
+            "double" => v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()).map(AvroValue::Double).ok_or_else(wrong),
+            "boolean" => v.as_bool().map(AvroValue::Boolean).ok_or_else(wrong),
+            "string" => match v {
+                J::String(s) => Ok(AvroValue::String(s.clone())),
+                J::Null => Err(wrong()),
+                other => Ok(AvroValue::String(other.to_string())),
+            },
+            name => {
+                let record = named.get(name).cloned().ok_or_else(|| format!("{path}: no type named '{name}' before it"))?;
+                avro_document(v, &record, named, path)
+            }
+        },
+        J::Array(variants) => {
+            if v.is_null() {
+                let i = variants.iter().position(|t| t == "null").ok_or_else(wrong)?;
+                return Ok(AvroValue::Union(i as u32, Box::new(AvroValue::Null)));
+            }
+            let mut last = wrong();
+            for (i, t) in variants.iter().enumerate().filter(|(_, t)| *t != "null") {
+                match avro_document(v, t, named, path) {
+                    Ok(x) => return Ok(AvroValue::Union(i as u32, Box::new(x))),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+        J::Object(o) if o.get("type").and_then(J::as_str) == Some("record") => {
+            let fields = o.get("fields").and_then(J::as_array).map(Vec::as_slice).unwrap_or_default();
+            let mut out = Vec::with_capacity(fields.len());
+            for f in fields {
+                let fname = f.get("name").and_then(J::as_str).unwrap_or_default();
+                let fv = v.get(fname).unwrap_or(&J::Null);
+                out.push((fname.to_string(), avro_document(fv, f.get("type").unwrap_or(&J::Null), named, &format!("{path}/{fname}"))?));
+            }
+            Ok(AvroValue::Record(out))
+        }
+        J::Object(o) => avro_document(v, o.get("type").unwrap_or(&J::Null), named, path),
+        _ => Err(wrong()),
+    }
+}
+
 /// One column's value in a row to write, typed as its column's SQL type says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field<'a> {
@@ -245,17 +364,7 @@ impl Writer {
                 proto_schema(&name, columns, latest.as_ref())
             }
         };
-        let req = SchemaRequest { schema: text.clone(), schema_type: Some(target.format.name().into()), ..Default::default() };
-        let done = if target.register {
-            registry.register(&subject, &req)?
-        } else {
-            registry.lookup(&subject, &req, false).map_err(|e| match e {
-                Error::SubjectNotFound(_) | Error::SchemaNotFound(_) => {
-                    Error::NotRegistered { subject: subject.clone(), schema: text.clone() }
-                }
-                e => e,
-            })?
-        };
+        let id = registered(registry, &subject, target.format, &text, target.register)?;
         let encoder = match Parsed::parse(target.format, &text, &[]).map_err(|e| Error::InvalidSchema(e.message))?.0 {
             Parsed::Avro(_) => {
                 let schema = Schema::parse_str(&text).map_err(|e| Error::InvalidSchema(e.to_string()))?;
@@ -270,7 +379,7 @@ impl Writer {
             }
         };
         let columns = columns.iter().map(|(n, _)| n.clone()).collect();
-        Ok(Writer { id: done.id as u32, subject, columns, encoder })
+        Ok(Writer { id, subject, columns, encoder })
     }
 
     /// A message: the wire header and the row of `fields`, one per column, in the order of
@@ -678,6 +787,26 @@ mod tests {
         assert_eq!(iso_utc(b"2026-12-02T10:00:00+01:00"), None, "offsets go to chrono");
         assert_eq!(parse_timestamp("2026-12-02T10:00:00+01:00"), parse_timestamp("2026-12-02 09:00:00"));
         assert_eq!(iso_utc(b"2026-12-02 10:00:00."), None);
+    }
+
+    #[test]
+    fn documents_with_nested_records_round_trip_and_misfits_name_their_field() {
+        let (_dir, registry) = registry();
+        let value = json!({"type": "record", "name": "Value", "fields": [
+            {"name": "id", "type": ["null", "long"], "default": null}, {"name": "note", "type": ["null", "string"], "default": null}]});
+        let schema = json!({"type": "record", "name": "Envelope", "namespace": "shop.public.orders", "fields": [
+            {"name": "before", "type": ["null", value], "default": null},
+            {"name": "after", "type": ["null", "Value"], "default": null},
+            {"name": "op", "type": "string"},
+            {"name": "ts_ms", "type": ["null", "long"], "default": null}]});
+        let w = DocumentWriter::open(&registry, "shop.public.orders-value", &schema, true).unwrap();
+        let doc = json!({"before": null, "after": {"id": 7, "note": "x"}, "op": "c", "ts_ms": 5});
+        let read = Reader::new(registry.clone()).read(&w.write(&doc).unwrap()).unwrap();
+        assert_eq!(to_json(read), doc);
+        let e = w.write(&json!({"after": {"id": "seven"}, "op": "u"})).unwrap_err();
+        assert!(e.starts_with("/after/id: \"seven\" is not a"), "{e}");
+        let off = DocumentWriter::open(&registry, "other-value", &schema, false).err().unwrap();
+        assert!(matches!(off, Error::NotRegistered { .. }), "{off}");
     }
 
     #[test]

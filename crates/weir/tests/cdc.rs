@@ -266,6 +266,55 @@ fn a_stream_job_over_the_change_events_follows_the_source_table() {
     );
 }
 
+/// A changelog topic declared `format: avro` holds Avro messages under schemas made from the
+/// table (Debezium's envelope under `<topic>-value`, the key record under `<topic>-key`),
+/// which a stream job and `weir log consume` read back as the same envelope. With
+/// registration off the follower stops naming the subject; a column added at the source is
+/// the subject's next version.
+#[test]
+fn change_events_in_avro_follow_the_table_through_the_registry() {
+    let pg = PrivatePostgres::start(&[]);
+    let mut db = source_db(&pg);
+    let job = "select customer_id, count(*) as orders, sum(amount) as revenue\n\
+               from {{ cdc('shop', 'public.orders') }}\ngroup by customer_id\n";
+    let topics = "topics:\n  - name: shop.public.orders\n    format: avro\n";
+    let dir = minimal(&[
+        ("loads/shop.yml", &loads(pg.port, "    events: true\n")),
+        ("streams/shop.yml", &format!("{topics}    auto_register: false\n")),
+        ("streams/by_customer.sql", job),
+    ]);
+    let o = weir(dir.path(), &["build"]);
+    assert!(!o.status.success() && text(&o).contains("'shop.public.orders-value'"), "registration off: {}", text(&o));
+    std::fs::write(dir.path().join("streams/shop.yml"), topics).unwrap();
+    let o = weir(dir.path(), &["build", "--full-refresh"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let by_customer = || query(&dir.path().join("t.duckdb"), "select customer_id, orders, revenue from by_customer order by 1");
+    assert_eq!(by_customer(), vec![vec!["1", "5", "30"], vec!["2", "5", "25"]]);
+    let o = weir(dir.path(), &["log", "consume", "shop.public.orders", "-n", "1"]);
+    let first: serde_json::Value = serde_json::from_str(text(&o).lines().next().unwrap_or("")).unwrap_or_default();
+    assert!(first.get("error").is_none(), "read as Avro messages: {}", text(&o));
+    assert_eq!(first["key"], serde_json::json!({"id": 1}), "{}", text(&o));
+    assert_eq!((first["value"]["op"].as_str(), first["value"]["after"]["amount"].as_str()), (Some("r"), Some("1.00")), "{}", text(&o));
+    assert_eq!(first["value"]["source"]["connector"], "postgresql");
+    let o = weir(dir.path(), &["registry", "show", "shop.public.orders-value"]);
+    assert!(text(&o).contains("Envelope") && text(&o).contains("io.debezium.connector.postgresql"), "{}", text(&o));
+
+    // A new column: the subject's next version, events read on.
+    db.batch_execute("alter table orders add column region text; insert into orders values (11, 1, 5, 'x', 'EU');").unwrap();
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(by_customer(), vec![vec!["1", "6", "35"], vec!["2", "5", "25"]]);
+    let o = weir(dir.path(), &["log", "consume", "shop.public.orders"]);
+    let ops: String = text(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["value"]["op"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ops, "rrrrrrrrrrc", "a follower starting again reads where the Avro events stand: {}", text(&o));
+    let o = weir(dir.path(), &["--log-format", "json", "registry", "show", "shop.public.orders-value"]);
+    let shown: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(shown["version"], 2, "{}", text(&o));
+}
+
 #[test]
 fn change_events_go_to_kafka_and_a_job_reads_them_there() {
     let pg = PrivatePostgres::start(&[]);

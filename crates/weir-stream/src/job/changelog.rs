@@ -128,6 +128,8 @@ struct Changes<'a> {
     status: Status,
     fingerprint: String,
     agg_int: Vec<bool>,
+    /// Reads events written as Avro (a `format: avro` topic) with their schemas.
+    reader: Option<weir_registry::codec::Reader>,
 }
 
 impl<'a> Changes<'a> {
@@ -159,6 +161,7 @@ impl<'a> Changes<'a> {
             log,
             decoder: Decoder::new(&plan.columns, None),
             keys: Decoder::new(&key_columns, None),
+            reader: run.registry.clone().map(weir_registry::codec::Reader::new),
             evaluator,
             positions: (0..partitions).map(|p| (p, 0)).collect(),
             counts: (0..partitions).map(|p| (p, Counts::default())).collect(),
@@ -302,7 +305,21 @@ impl<'a> Changes<'a> {
 
     /// A record as a change: its operation, the row's key, and the row after it.
     fn decode(&self, key: Option<&[u8]>, value: &[u8]) -> Result<Change, String> {
-        let v: J = serde_json::from_slice(value).map_err(|e| format!("not a change event: {e}"))?;
+        // Avro events (Confluent's wire format begins with a zero byte, which JSON never
+        // does) are read as the JSON envelope they hold, keys too.
+        let avro = |bytes: &[u8]| -> Result<Option<J>, String> {
+            match (&self.reader, bytes.first()) {
+                (Some(reader), Some(0)) => Ok(Some(weir_registry::codec::to_json(reader.read(bytes)?))),
+                (None, Some(0)) => Err("an Avro change event, read without the project's schema registry".into()),
+                _ => Ok(None),
+            }
+        };
+        let v: J = match avro(value)? {
+            Some(v) => v,
+            None => serde_json::from_slice(value).map_err(|e| format!("not a change event: {e}"))?,
+        };
+        let key_json = key.map(avro).transpose()?.flatten().map(|k| k.to_string().into_bytes());
+        let key = key_json.as_deref().or(key);
         let op = match v.get("op").and_then(J::as_str) {
             Some(op @ ("c" | "u" | "r" | "d" | "t")) => op.chars().next().unwrap_or('c'),
             Some(op) => return Err(format!("op '{op}' is not one of c, u, r, d, t")),

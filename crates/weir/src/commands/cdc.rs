@@ -179,7 +179,13 @@ pub(crate) fn sources(ws: &Workspace) -> Result<Vec<CdcSource>, Error> {
     let m = &ws.manifest;
     let database = m.target.database();
     let loads = m.nodes.values().filter_map(|n| n.load.as_deref()).filter(|l| l.cdc().is_some());
-    Ok(loads.map(|l| CdcSource::in_project(l, &database, &m.project.root)).collect::<Result<_, _>>()?)
+    let mut sources: Vec<CdcSource> = loads.map(|l| CdcSource::in_project(l, &database, &m.project.root)).collect::<Result<_, _>>()?;
+    // Change events of `format: avro` topics are written through the registry in the store.
+    if sources.iter().any(|s| s.events.as_ref().is_some_and(|e| !e.avro.is_empty())) {
+        let registry = weir_registry::Registry::new(ws.store()?);
+        sources = sources.into_iter().map(|s| s.with_registry(registry.clone(), m.target.auto_register_schemas())).collect();
+    }
+    Ok(sources)
 }
 
 fn list(sources: &[CdcSource], out: &Output) {
