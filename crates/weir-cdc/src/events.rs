@@ -386,7 +386,7 @@ impl Publisher {
             Some(k) => Some(keys.write(&json(k)?).map_err(err)?),
             None => None,
         };
-        Ok(Record { key, value, timestamp: record.timestamp })
+        Ok(Record { key, value, timestamp: record.timestamp, headers: record.headers })
     }
 
     fn at(&self, position: &str) -> Option<At> {
@@ -459,7 +459,7 @@ impl Publisher {
             "ts_ms": now,
             "transaction": null,
         });
-        Record { key: Some(key(t, values)), value: value.to_string().into_bytes(), timestamp: now }
+        Record { key: Some(key(t, values)), value: value.to_string().into_bytes(), timestamp: now, headers: vec![] }
     }
 
     /// The `t` event a snapshot taken again begins a topic with.
@@ -473,7 +473,7 @@ impl Publisher {
             "ts_ms": now,
             "transaction": null,
         });
-        Record { key: None, value: value.to_string().into_bytes(), timestamp: now }
+        Record { key: None, value: value.to_string().into_bytes(), timestamp: now, headers: vec![] }
     }
 
     /// A committed change's event; `filled`: the mirror's values where the source left the
@@ -506,7 +506,7 @@ impl Publisher {
             "transaction": if h.op == 'r' { J::Null } else { json!({"id": h.position, "total_order": h.seq, "data_collection_order": place}) },
         });
         let key = (h.op != 't').then(|| key(t, &values));
-        Record { key, value: value.to_string().into_bytes(), timestamp: ts_ms }
+        Record { key, value: value.to_string().into_bytes(), timestamp: ts_ms, headers: vec![] }
     }
 }
 

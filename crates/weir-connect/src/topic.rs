@@ -280,7 +280,7 @@ impl Encoder {
             Value::Csv => csv_line(texts.iter().map(|t| t.as_deref()))?,
             Value::Registry(writer) => writer.write(&fields)?,
         };
-        Ok(Record { key, value, timestamp: self.now_ms })
+        Ok(Record { key, value, timestamp: self.now_ms, headers: vec![] })
     }
 
     /// A rejected row as JSON text, its values as the warehouse gave them.

@@ -131,7 +131,7 @@ pub fn event_record(event: &serde_json::Value, key: Option<&str>, now_ms: i64) -
         serde_json::Value::String(s) => s.clone().into_bytes(),
         other => other.to_string().into_bytes(),
     });
-    weir_log::Record { key, value: event.to_string().into_bytes(), timestamp: now_ms }
+    weir_log::Record { key, value: event.to_string().into_bytes(), timestamp: now_ms, headers: vec![] }
 }
 
 /// Reads every topic of one file.

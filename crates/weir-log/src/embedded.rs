@@ -428,7 +428,7 @@ impl Journal {
             let mut records = Vec::with_capacity(count);
             for _ in 0..count {
                 let (_, r) = segment::read_frame(&mut frames).ok()??;
-                records.push(Record { key: r.key, value: r.value, timestamp: r.timestamp });
+                records.push(Record { key: r.key, value: r.value, timestamp: r.timestamp, headers: r.headers });
             }
             outputs.push(JournalOutput {
                 topic: o.get("topic")?.as_str()?.to_string(),

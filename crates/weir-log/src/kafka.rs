@@ -32,7 +32,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers as _, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -318,6 +318,9 @@ impl Log for KafkaLog {
             if let Some(key) = &r.key {
                 record = record.key(&key[..]);
             }
+            if !r.headers.is_empty() {
+                record = record.headers(kafka_headers(&r.headers));
+            }
             if let Some(p) = partition {
                 record = record.partition(p as i32);
             }
@@ -469,6 +472,9 @@ impl Log for KafkaLog {
                     let mut record = BaseRecord::with_opaque_to(&out.topic, 0).payload(&r.value[..]).timestamp(r.timestamp);
                     if let Some(key) = &r.key {
                         record = record.key(&key[..]);
+                    }
+                    if !r.headers.is_empty() {
+                        record = record.headers(kafka_headers(&r.headers));
                     }
                     if let Some(p) = out.partition {
                         record = record.partition(p as i32);
@@ -755,7 +761,19 @@ impl Reader {
             if offset < from {
                 continue;
             }
-            fetched.records.push_copy(offset, m.timestamp().to_millis().unwrap_or(0), m.key(), m.payload().unwrap_or_default(), 0);
+            let mut raw_headers = vec![];
+            if let Some(h) = m.headers().filter(|h| h.count() > 0) {
+                let headers: crate::Headers = h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect();
+                crate::segment::encode_headers(&mut raw_headers, &headers);
+            }
+            fetched.records.push_copy(crate::RecordRef {
+                offset,
+                timestamp: m.timestamp().to_millis().unwrap_or(0),
+                key: m.key(),
+                value: m.payload().unwrap_or_default(),
+                txn: 0,
+                raw_headers: &raw_headers,
+            });
             // A partition nobody reads (a job stopped while others go on) is not fetched
             // without end.
             if fetched.records.len() >= HELD_MAX && !fetched.paused {
@@ -844,4 +862,9 @@ fn kafka_error(config: &KafkaConfig, what: impl std::fmt::Display, e: KafkaError
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Headers as Kafka's client sends them.
+fn kafka_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
+    headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |h, (key, value)| h.insert(Header { key, value: Some(value) }))
 }

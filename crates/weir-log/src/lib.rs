@@ -25,14 +25,20 @@ pub use records::{RecordRef, Records};
 /// The largest record value (and key) accepted: 16 MiB.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
+/// A record's headers: names and values in order, as Kafka keeps them (a name may come
+/// twice; a header Kafka holds with no value has an empty one).
+pub type Headers = Vec<(String, Vec<u8>)>;
+
 /// A record to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     /// Records with the same key go to the same partition, in order.
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     /// Milliseconds since the Unix epoch: when it was produced.
     pub timestamp: i64,
+    /// Kept as they came, on either log.
+    pub headers: Headers,
 }
 
 /// A record as the log keeps it.
@@ -44,6 +50,7 @@ pub struct StoredRecord {
     pub value: Vec<u8>,
     /// The atomic commit that wrote it (0 for a plain append).
     pub txn: u64,
+    pub headers: Headers,
 }
 
 /// How long a topic keeps records: whole old segments are deleted once every record in

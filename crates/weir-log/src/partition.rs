@@ -144,7 +144,7 @@ mod tests {
     use super::*;
 
     fn recs(n: usize, ts: i64) -> Vec<Record> {
-        (0..n).map(|i| Record { key: None, value: vec![b'x'; 100 + i % 7], timestamp: ts }).collect()
+        (0..n).map(|i| Record { key: None, value: vec![b'x'; 100 + i % 7], timestamp: ts, headers: vec![] }).collect()
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct RecordRef<'a> {
     pub value: &'a [u8],
     /// The atomic commit that wrote it (0 for a plain append).
     pub txn: u64,
+    /// Its headers as the log's frames hold them (see [`RecordRef::headers`]).
+    pub raw_headers: &'a [u8],
 }
 
 /// A record's fixed fields, and where its key and value lie in a buffer.
@@ -31,6 +33,8 @@ pub(crate) struct Span {
     /// Start and length of the key.
     pub(crate) key: Option<(usize, usize)>,
     pub(crate) value: (usize, usize),
+    /// Start and length of the headers' bytes (none: no length).
+    pub(crate) headers: (usize, usize),
 }
 
 impl Records {
@@ -103,6 +107,7 @@ impl Records {
             txn: s.txn,
             key: s.key.map(|(at, n)| &self.data[at..at + n]),
             value: &self.data[s.value.0..s.value.0 + s.value.1],
+            raw_headers: &self.data[s.headers.0..s.headers.0 + s.headers.1],
         }
     }
 }
@@ -111,24 +116,38 @@ impl From<Vec<StoredRecord>> for Records {
     /// Owned records packed into one buffer (a backend that reads records one by one).
     fn from(records: Vec<StoredRecord>) -> Records {
         let mut out = Records { data: Vec::with_capacity(records.iter().map(|r| r.value.len()).sum()), spans: vec![] };
+        let mut headers = vec![];
         for r in records {
-            out.push_copy(r.offset, r.timestamp, r.key.as_deref(), &r.value, r.txn);
+            headers.clear();
+            if !r.headers.is_empty() {
+                crate::segment::encode_headers(&mut headers, &r.headers);
+            }
+            out.push_copy(RecordRef {
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key.as_deref(),
+                value: &r.value,
+                txn: r.txn,
+                raw_headers: &headers,
+            });
         }
         out
     }
 }
 
 impl Records {
-    /// Appends a record, its key and value copied into the buffer: what a backend handed
-    /// records one at a time (by a client library) does.
-    pub(crate) fn push_copy(&mut self, offset: u64, timestamp: i64, key: Option<&[u8]>, value: &[u8], txn: u64) {
-        let key = key.map(|k| {
+    /// Appends a record, its key, value and headers copied into the buffer: what a backend
+    /// handed records one at a time (by a client library) does.
+    pub(crate) fn push_copy(&mut self, r: RecordRef<'_>) {
+        let key = r.key.map(|k| {
             self.data.extend_from_slice(k);
             (self.data.len() - k.len(), k.len())
         });
-        self.data.extend_from_slice(value);
-        let value = (self.data.len() - value.len(), value.len());
-        self.spans.push(Span { offset, timestamp, txn, key, value });
+        self.data.extend_from_slice(r.value);
+        let value = (self.data.len() - r.value.len(), r.value.len());
+        self.data.extend_from_slice(r.raw_headers);
+        let headers = (self.data.len() - r.raw_headers.len(), r.raw_headers.len());
+        self.spans.push(Span { offset: r.offset, timestamp: r.timestamp, txn: r.txn, key, value, headers });
     }
 
     /// The first `n` records taken out; the rest stay. What they leave behind in the buffer
@@ -140,7 +159,7 @@ impl Records {
         }
         let mut front = Records::default();
         for r in self.slice(0..n) {
-            front.push_copy(r.offset, r.timestamp, r.key, r.value, r.txn);
+            front.push_copy(r);
         }
         self.spans.drain(..n);
         let dead = self.spans.first().map_or(self.data.len(), |s| s.key.map_or(s.value.0, |k| k.0.min(s.value.0)));
@@ -148,6 +167,7 @@ impl Records {
             self.data.drain(..dead);
             for s in &mut self.spans {
                 s.value.0 -= dead;
+                s.headers.0 = s.headers.0.saturating_sub(dead);
                 if let Some(k) = &mut s.key {
                     k.0 -= dead;
                 }
@@ -165,7 +185,13 @@ impl RecordRef<'_> {
             key: self.key.map(<[u8]>::to_vec),
             value: self.value.to_vec(),
             txn: self.txn,
+            headers: self.headers(),
         }
+    }
+
+    /// Its headers (none when the log's bytes of them are damaged, which reading checked).
+    pub fn headers(&self) -> crate::Headers {
+        crate::segment::decode_headers(self.raw_headers).unwrap_or_default()
     }
 }
 
@@ -176,9 +202,9 @@ mod tests {
     #[test]
     fn owned_records_pack_and_come_back() {
         let owned = vec![
-            StoredRecord { offset: 4, timestamp: 10, key: Some(b"k".to_vec()), value: b"one".to_vec(), txn: 0 },
-            StoredRecord { offset: 5, timestamp: 11, key: None, value: vec![], txn: 3 },
-            StoredRecord { offset: 6, timestamp: 12, key: Some(vec![]), value: b"three".to_vec(), txn: 0 },
+            StoredRecord { offset: 4, timestamp: 10, key: Some(b"k".to_vec()), value: b"one".to_vec(), txn: 0, headers: vec![] },
+            StoredRecord { offset: 5, timestamp: 11, key: None, value: vec![], txn: 3, headers: vec![("trace".into(), b"t1".to_vec())] },
+            StoredRecord { offset: 6, timestamp: 12, key: Some(vec![]), value: b"three".to_vec(), txn: 0, headers: vec![] },
         ];
         let packed = Records::from(owned.clone());
         assert_eq!(packed.len(), 3);

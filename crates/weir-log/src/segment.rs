@@ -2,7 +2,9 @@
 //!
 //! A frame is `len u32 | crc32 u32 | body`, little-endian, where the CRC covers the body and
 //! the body is `offset u64 | timestamp i64 | txn u64 | key_len u32 | key | value_len u32 |
-//! value` (`key_len` is `u32::MAX` for no key). A frame is only ever appended whole, then
+//! value`, then, for a record with headers, `count u32` and each header as `name_len u32 |
+//! name | value_len u32 | value` (`key_len` is `u32::MAX` for no key; a body that ends after
+//! its value, as every body did before headers, has none). A frame is only ever appended whole, then
 //! synced; a frame cut short by a crash, or one whose CRC does not match, ends the segment,
 //! and opening the segment truncates the file there. Everything before it was acknowledged
 //! and is kept.
@@ -181,7 +183,12 @@ impl Segment {
                     let Some(f) = fields(body) else { break };
                     if f.offset >= offset {
                         let base = at + HEADER;
-                        out.push(Span { key: f.key.map(|(k, n)| (base + k, n)), value: (base + f.value.0, f.value.1), ..f });
+                        out.push(Span {
+                            key: f.key.map(|(k, n)| (base + k, n)),
+                            value: (base + f.value.0, f.value.1),
+                            headers: (base + f.headers.0, f.headers.1),
+                            ..f
+                        });
                         taken += 1;
                     }
                     at += HEADER + len;
@@ -271,6 +278,9 @@ pub fn encode(buf: &mut Vec<u8>, offset: u64, r: &Record, txn: u64) {
     }
     buf.extend((r.value.len() as u32).to_le_bytes());
     buf.extend(&r.value);
+    if !r.headers.is_empty() {
+        encode_headers(buf, &r.headers);
+    }
     let body = &buf[start + HEADER..];
     let len = body.len() as u32;
     let crc = crc32fast::hash(body);
@@ -297,7 +307,43 @@ fn decode(body: &[u8]) -> Option<StoredRecord> {
     let f = fields(body)?;
     let key = f.key.map(|(at, n)| body[at..at + n].to_vec());
     let value = body[f.value.0..f.value.0 + f.value.1].to_vec();
-    Some(StoredRecord { offset: f.offset, timestamp: f.timestamp, txn: f.txn, key, value })
+    let headers = decode_headers(&body[f.headers.0..f.headers.0 + f.headers.1])?;
+    Some(StoredRecord { offset: f.offset, timestamp: f.timestamp, txn: f.txn, key, value, headers })
+}
+
+/// Headers as a frame's body ends with them: `count u32`, then each name and value with
+/// their lengths.
+pub(crate) fn encode_headers(buf: &mut Vec<u8>, headers: &[(String, Vec<u8>)]) {
+    buf.extend((headers.len() as u32).to_le_bytes());
+    for (name, value) in headers {
+        buf.extend((name.len() as u32).to_le_bytes());
+        buf.extend(name.as_bytes());
+        buf.extend((value.len() as u32).to_le_bytes());
+        buf.extend(value);
+    }
+}
+
+/// The headers [`encode_headers`] wrote (none in no bytes); `None` when the bytes are not
+/// such headers, whole.
+pub(crate) fn decode_headers(mut bytes: &[u8]) -> Option<crate::Headers> {
+    if bytes.is_empty() {
+        return Some(vec![]);
+    }
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+        bytes = rest;
+        Some(head)
+    };
+    let len = |b: &[u8]| b.try_into().ok().map(u32::from_le_bytes).map(|n| n as usize);
+    let count = len(take(4)?)?;
+    let mut out = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let n = len(take(4)?)?;
+        let name = String::from_utf8(take(n)?.to_vec()).ok()?;
+        let n = len(take(4)?)?;
+        out.push((name, take(n)?.to_vec()));
+    }
+    bytes.is_empty().then_some(out)
 }
 
 /// A frame's body read: its fixed fields, and where its key and value lie in it.
@@ -320,14 +366,17 @@ fn fields(body: &[u8]) -> Option<Span> {
     let value_len = u32_at(at)? as usize;
     at += 4;
     body.get(at..at + value_len)?;
-    Some(Span { offset, timestamp, txn, key, value: (at, value_len) })
+    let end = at + value_len;
+    let headers = (end, body.len() - end);
+    decode_headers(&body[end..])?;
+    Some(Span { offset, timestamp, txn, key, value: (at, value_len), headers })
 }
 
 /// The body length a frame's header gives, when the header is whole and the length is one a
 /// frame can have (a key and a value of at most `MAX_RECORD_BYTES` each).
 fn frame_len(bytes: &[u8]) -> Option<usize> {
     let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    (FIXED_BODY..=2 * crate::MAX_RECORD_BYTES + FIXED_BODY).contains(&len).then_some(len)
+    (FIXED_BODY..=3 * crate::MAX_RECORD_BYTES + FIXED_BODY).contains(&len).then_some(len)
 }
 
 /// Reads as much of `buf` as the file gives before it ends.
@@ -364,6 +413,7 @@ mod tests {
             key: (!i.is_multiple_of(3)).then(|| format!("k{i}").into_bytes()),
             value: format!("value {i}").into_bytes(),
             timestamp: i as i64 * 10,
+            headers: if i % 4 == 1 { vec![("trace".into(), format!("t{i}").into_bytes()), ("empty".into(), vec![])] } else { vec![] },
         }
     }
 
@@ -387,7 +437,8 @@ mod tests {
             assert_eq!((r.offset, &r.key, &r.value), (i as u64, &records[i].key, &records[i].value), "record {i}");
         }
         // Appended to what a reader holds already, from another segment's records.
-        let mut out = Records::from(vec![StoredRecord { offset: 0, timestamp: 0, key: None, value: b"before".to_vec(), txn: 0 }]);
+        let mut out =
+            Records::from(vec![StoredRecord { offset: 0, timestamp: 0, key: None, value: b"before".to_vec(), txn: 0, headers: vec![] }]);
         seg.read_into(1499, 3, &mut out).unwrap();
         let values: Vec<usize> = out.iter().map(|r| r.value.len()).collect();
         assert_eq!(values, vec![6, records[1499].value.len(), READ_CHUNK * 2 + 17, records[1501].value.len()]);
@@ -406,6 +457,10 @@ mod tests {
         assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![4321, 4322, 4323]);
         assert_eq!(got[0].value, rec(4221).value);
         assert_eq!(got[0].txn, 7);
+        for r in read(&seg, 100, 5000) {
+            assert_eq!(r.headers, rec(r.offset - 100).headers, "headers kept at {}", r.offset);
+        }
+        assert_eq!(got[0].headers, vec![("trace".to_string(), b"t4221".to_vec()), ("empty".to_string(), vec![])]);
         assert_eq!(read(&seg, 100, 1)[0].key, None);
         let reopened = Segment::open(dir.path(), 100).unwrap();
         assert_eq!((reopened.next, reopened.size, reopened.max_timestamp), (seg.next, seg.size, seg.max_timestamp));
@@ -448,7 +503,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut seg = Segment::create(dir.path(), 0).unwrap();
             let records: Vec<Record> =
-                sizes.iter().enumerate().map(|(i, n)| Record { key: None, value: vec![i as u8; *n], timestamp: i as i64 }).collect();
+                sizes.iter().enumerate().map(|(i, n)| Record { key: None, value: vec![i as u8; *n], timestamp: i as i64, headers: vec![] }).collect();
             let mut ends = vec![];
             for r in &records {
                 seg.append(std::slice::from_ref(r), 0).unwrap();

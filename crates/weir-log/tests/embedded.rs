@@ -9,7 +9,27 @@ use std::time::Duration;
 use weir_log::{Commit, EmbeddedLog, Log, Output, Positions, Record, Retention, TopicSpec, partition_for};
 
 fn rec(key: &str, value: &str, ts: i64) -> Record {
-    Record { key: Some(key.as_bytes().to_vec()), value: value.as_bytes().to_vec(), timestamp: ts }
+    Record { key: Some(key.as_bytes().to_vec()), value: value.as_bytes().to_vec(), timestamp: ts, headers: vec![] }
+}
+
+#[test]
+fn headers_are_kept_by_appends_and_commits_and_on_every_read_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path()).unwrap();
+    log.create_topic(&TopicSpec::new("t", 1)).unwrap();
+    let with =
+        |i: i64| Record { headers: vec![("trace".into(), format!("t{i}").into_bytes()), ("trace".into(), vec![])], ..rec("k", "v", i) };
+    log.append("t", None, &[with(1), rec("k", "plain", 2)]).unwrap();
+    let commit =
+        Commit { outputs: vec![Output { topic: "t".into(), partition: None, records: vec![with(3)] }], positions: Positions::new() };
+    log.commit("g", &commit).unwrap();
+    drop(log);
+    let log = EmbeddedLog::open(dir.path()).unwrap();
+    let stored = log.read("t", 0, 0, 10).unwrap();
+    let headers: Vec<_> = stored.iter().map(|r| r.headers.clone()).collect();
+    assert_eq!(headers, vec![with(1).headers, vec![], with(3).headers]);
+    let records = log.read_records("t", 0, 0, 10).unwrap();
+    assert_eq!(records.iter().map(|r| r.headers()).collect::<Vec<_>>(), headers, "read in one buffer too");
 }
 
 #[test]
@@ -80,7 +100,7 @@ fn retention_deletes_old_segments_only() {
     spec.retention = Retention { ms: Some(1000), bytes: None };
     log.create_topic(&spec).unwrap();
     for i in 0..100 {
-        log.append("t", None, &[Record { key: None, value: vec![b'x'; 200], timestamp: i * 100 }]).unwrap();
+        log.append("t", None, &[Record { key: None, value: vec![b'x'; 200], timestamp: i * 100, headers: vec![] }]).unwrap();
     }
     let removed = log.apply_retention(10_000).unwrap();
     assert!(removed > 0);

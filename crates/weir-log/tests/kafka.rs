@@ -17,7 +17,7 @@ fn connect(broker: &Broker) -> KafkaLog {
 /// A record stamped now (a broker deletes records older than its retention, 7 days).
 fn record(key: &str, value: &str) -> Record {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    Record { key: Some(key.as_bytes().to_vec()), value: value.as_bytes().to_vec(), timestamp: now }
+    Record { key: Some(key.as_bytes().to_vec()), value: value.as_bytes().to_vec(), timestamp: now, headers: vec![] }
 }
 
 /// Records of a partition from `offset` on, polled for until some come (a read gives what
@@ -80,7 +80,13 @@ fn records_cross(broker: &Broker, settings: bool) {
 
     // Weir appends; the other client reads each key in the partition Kafka's own clients
     // (murmur2) put it in.
-    let records: Vec<Record> = (0..60).map(|i| record(&format!("k{i}"), &format!("{{\"n\":{i}}}"))).collect();
+    // Every other one with headers, which the other client sees as Kafka headers.
+    let records: Vec<Record> = (0..60)
+        .map(|i| Record {
+            headers: if i % 2 == 0 { vec![("w".to_string(), format!("{i}").into_bytes())] } else { vec![] },
+            ..record(&format!("k{i}"), &format!("{{\"n\":{i}}}"))
+        })
+        .collect();
     let placed = log.append("events", None, &records).unwrap();
     assert_eq!(placed.len(), 60);
     for (i, (p, _)) in placed.iter().enumerate() {
@@ -92,6 +98,29 @@ fn records_cross(broker: &Broker, settings: bool) {
         let f: Vec<&str> = line.split(' ').collect();
         assert_eq!(f[0].parse::<u32>().unwrap(), partition_for(f[2].as_bytes(), 3), "{line}");
     }
+    let headers = broker.python(
+        r#"
+import os
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": os.environ["BOOTSTRAP"], "group.id": "headers", "enable.partition.eof": True})
+c.assign([TopicPartition("events", q, 0) for q in range(3)])
+ended = set()
+while len(ended) < 3:
+    m = c.poll(10)
+    if m is None:
+        break
+    if m.error():
+        ended.add(m.partition())
+        continue
+    for k, v in m.headers() or []:
+        print(m.key().decode(), k, v.decode())
+"#,
+    );
+    let mut seen_headers: Vec<&str> = headers.lines().collect();
+    seen_headers.sort();
+    let mut expected: Vec<String> = (0..60).step_by(2).map(|i| format!("k{i} w {i}")).collect();
+    expected.sort();
+    assert_eq!(seen_headers, expected, "Weir's headers as Kafka headers");
 
     // The other client produces (with Java's partitioner); Weir reads every record.
     broker.python(
@@ -100,7 +129,7 @@ import os
 from confluent_kafka import Producer
 p = Producer({"bootstrap.servers": os.environ["BOOTSTRAP"], "partitioner": "murmur2_random"})
 for i in range(60, 100):
-    p.produce("events", key=f"k{i}", value='{"n":%d}' % i)
+    p.produce("events", key=f"k{i}", value='{"n":%d}' % i, headers=[("trace", f"t{i}".encode()), ("hop", b"1")])
 p.flush()
 "#,
     );
@@ -113,6 +142,19 @@ p.flush()
         all.iter().map(|(_, _, v)| serde_json::from_str::<serde_json::Value>(v).unwrap()["n"].as_i64().unwrap()).collect();
     ns.sort();
     assert_eq!(ns, (0..100).collect::<Vec<_>>());
+    // Their headers too, in order, on every read path.
+    for p in 0..3 {
+        for r in read(&log, "events", p, 0, 1_000) {
+            let key = String::from_utf8(r.key.clone().unwrap_or_default()).unwrap();
+            let i: usize = key[1..].parse().unwrap();
+            let expected = match i {
+                60.. => vec![("trace".to_string(), format!("t{i}").into_bytes()), ("hop".to_string(), b"1".to_vec())],
+                _ if i.is_multiple_of(2) => vec![("w".to_string(), format!("{i}").into_bytes())],
+                _ => vec![],
+            };
+            assert_eq!(r.headers, expected, "{key}");
+        }
+    }
 
     // Reads go on from any offset, backwards too.
     let p0 = log.describe("events").unwrap().partitions[0];

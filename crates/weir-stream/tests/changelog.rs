@@ -87,8 +87,9 @@ impl Fixture {
             key: Some(json!({"id": id}).to_string().into_bytes()),
             value: e.to_string().into_bytes(),
             timestamp: 0,
+            headers: vec![],
         };
-        let truncate = || Record { key: None, value: event("t", J::Null, J::Null).to_string().into_bytes(), timestamp: 0 };
+        let truncate = || Record { key: None, value: event("t", J::Null, J::Null).to_string().into_bytes(), timestamp: 0, headers: vec![] };
         let mut records = vec![];
         match *op {
             Op::Upsert { id, status, cents } => {

@@ -515,8 +515,12 @@ pub enum LogCommand {
         /// Make an undeclared topic with this many partitions.
         #[arg(long)]
         partitions: Option<u32>,
+        /// A record header every event gets, as NAME=VALUE (repeatable).
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
     },
-    /// Print a topic's events as JSON lines: partition, offset, timestamp, key, value.
+    /// Print a topic's events as JSON lines: partition, offset, timestamp, key, value (and
+    /// headers, when a record has them).
     Consume {
         topic: String,
         /// Only this partition.

@@ -826,12 +826,33 @@ fn weir_log_produces_keyed_events_consumes_them_and_stops_at_a_bad_line() {
     let o = weir(dir.path(), &["log", "topics"]);
     assert!(text(&o).contains("streams/shop.yml:2") && text(&o).contains("(not declared)"), "{}", text(&o));
 
-    // Raw lines stay as they are: not JSON, not keyed.
-    let o = weir(dir.path(), &["log", "produce", "lines", "-f", "bad.jsonl", "--format", "raw", "--partitions", "1"]);
+    // Raw lines stay as they are: not JSON, not keyed; record headers go with every line.
+    let o = weir(
+        dir.path(),
+        &[
+            "log",
+            "produce",
+            "lines",
+            "-f",
+            "bad.jsonl",
+            "--format",
+            "raw",
+            "--partitions",
+            "1",
+            "--header",
+            "source=bad",
+            "--header",
+            "hop=1",
+        ],
+    );
     assert!(o.status.success() && text(&o).contains("Produced 3 events"), "{}", text(&o));
     let o = weir(dir.path(), &["log", "consume", "lines", "--offset", "1", "-n", "1"]);
     let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((line["value"].as_str(), line["key"].is_null()), (Some("{\"order_id\": 5,"), true));
+    assert_eq!(line["headers"], serde_json::json!([["source", "bad"], ["hop", "1"]]));
+    assert!(one.get("headers").is_none(), "no headers, none shown: {one}");
+    let o = weir(dir.path(), &["log", "produce", "lines", "-f", "bad.jsonl", "--format", "raw", "--header", "nameless"]);
+    assert!(!o.status.success() && text(&o).contains("--header nameless: expected NAME=VALUE"), "{}", text(&o));
 
     // A mistake in streams/*.yml stops every log command, named as the user names the file.
     std::fs::write(dir.path().join("streams/zz.yml"), "topics:\n  - name: views\n    partitons: 2\n").unwrap();

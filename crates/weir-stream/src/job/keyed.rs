@@ -124,7 +124,14 @@ mod tests {
             values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| StoredRecord { offset: i as u64, timestamp: 0, key: None, value: v.as_bytes().to_vec(), txn: 0 })
+                .map(|(i, v)| StoredRecord {
+                    offset: i as u64,
+                    timestamp: 0,
+                    key: None,
+                    value: v.as_bytes().to_vec(),
+                    txn: 0,
+                    headers: vec![],
+                })
                 .collect::<Vec<_>>(),
         );
         let mut events = KeyedEvents::decode(&decoder, &direct, &records, 0..2);

@@ -1656,12 +1656,12 @@ fn record(layout: &Layout, row: &[Option<String>], now: i64, out: &Out) -> Resul
         Out::Json => {
             let key = (!key_columns.is_empty()).then(|| J::Object(object(&mut key_columns.into_iter())).to_string().into_bytes());
             let value = J::Object(object(&mut (0..layout.columns.len()))).to_string().into_bytes();
-            return Ok(weir_log::Record { key, value, timestamp: now });
+            return Ok(weir_log::Record { key, value, timestamp: now, headers: vec![] });
         }
         Out::Csv => {
             let line = |columns: &mut dyn Iterator<Item = usize>| csv_line(columns.map(|i| row.get(i).and_then(|v| v.as_deref())));
             let key = if key_columns.is_empty() { None } else { Some(line(&mut key_columns.into_iter())?) };
-            return Ok(weir_log::Record { key, value: line(&mut (0..layout.columns.len()))?, timestamp: now });
+            return Ok(weir_log::Record { key, value: line(&mut (0..layout.columns.len()))?, timestamp: now, headers: vec![] });
         }
         Out::Registry(w) => (&w.0, &w.1),
     };
@@ -1670,7 +1670,7 @@ fn record(layout: &Layout, row: &[Option<String>], now: i64, out: &Out) -> Resul
         Some(k) => Some(k.write(&key_columns.iter().map(|i| fields[*i].clone()).collect::<Vec<Field>>())?),
         None => None,
     };
-    Ok(weir_log::Record { key, value: values.write(&fields)?, timestamp: now })
+    Ok(weir_log::Record { key, value: values.write(&fields)?, timestamp: now, headers: vec![] })
 }
 
 /// How a sink topic's records are written (its `format:`).

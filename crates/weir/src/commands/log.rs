@@ -29,7 +29,14 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
     match cmd {
         LogCommand::Topics => topics(&logs, &declared, out),
         LogCommand::Describe { topic } => describe(logs.for_topic(topic)?.as_ref(), &declared, topic, out),
-        LogCommand::Produce { topic, file, format, key, partitions } => {
+        LogCommand::Produce { topic, file, format, key, partitions, headers } => {
+            let headers: weir_log::Headers = headers
+                .iter()
+                .map(|h| match h.split_once('=') {
+                    Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.as_bytes().to_vec())),
+                    _ => Err(format!("--header {h}: expected NAME=VALUE")),
+                })
+                .collect::<Result<_, _>>()?;
             let log = logs.for_topic(topic)?;
             let log = log.as_ref();
             let decl = declared.iter().find(|t| t.name == *topic);
@@ -52,7 +59,7 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
                 .into());
             }
             let encode = |event: &J, now: i64| -> Result<weir_log::Record, String> {
-                let record = event_record(event, key.as_deref(), now);
+                let record = weir_log::Record { headers: headers.clone(), ..event_record(event, key.as_deref(), now) };
                 if let Some(columns) = &csv_columns {
                     let text = |c: &String| match event.get(c) {
                         None | Some(J::Null) => None,
@@ -86,7 +93,7 @@ pub fn run(g: &Global, cmd: &LogCommand, out: &Arc<Output>) -> Result<u8, Error>
             // the pipe has nothing more to give, not held back until a batch is full.
             let live = file.is_none() && !std::fs::metadata("/dev/stdin").is_ok_and(|m| m.is_file());
             let input = BufReader::with_capacity(1 << 20, reader);
-            let produced = produce(log, topic, input, &source, (format, key.as_deref()), &encode, live)?;
+            let produced = produce(log, topic, input, &source, (format, key.as_deref(), &headers), &encode, live)?;
             // Retention is applied where events arrive, as `weir serve` does once a minute.
             log.apply_retention(chrono::Utc::now().timestamp_millis())?;
             out.info(format!("Produced {produced} event{} to '{topic}'", if produced == 1 { "" } else { "s" }));
@@ -133,7 +140,7 @@ fn produce(
     topic: &str,
     mut input: BufReader<Box<dyn Read>>,
     source: &str,
-    (format, key): (&str, Option<&str>),
+    (format, key, headers): (&str, Option<&str>, &weir_log::Headers),
     encode: &dyn Fn(&J, i64) -> Result<weir_log::Record, String>,
     live: bool,
 ) -> Result<u64, Error> {
@@ -222,7 +229,7 @@ fn produce(
         }
         "raw" => {
             while let Some(line) = next_line(&mut input, &mut batch, &mut flush)? {
-                batch.push(weir_log::Record { key: None, value: line.into_bytes(), timestamp: now() });
+                batch.push(weir_log::Record { key: None, value: line.into_bytes(), timestamp: now(), headers: headers.clone() });
                 if batch.len() == BATCH {
                     flush(&mut batch)?;
                 }
@@ -347,6 +354,14 @@ fn consume(
                     let mut line = json!({"partition": p, "offset": r.offset, "timestamp": r.timestamp, "key": key, "value": value});
                     if let Some(why) = error {
                         line["error"] = J::String(why);
+                    }
+                    // Headers' values as text where they are UTF-8, else as their bytes.
+                    if !r.headers.is_empty() {
+                        let value = |v: &[u8]| match std::str::from_utf8(v) {
+                            Ok(t) => J::String(t.to_string()),
+                            Err(_) => J::from(v.to_vec()),
+                        };
+                        line["headers"] = J::Array(r.headers.iter().map(|(k, v)| json!([k, value(v)])).collect());
                     }
                     if writeln!(w, "{line}").is_err() {
                         // The reader went away (`| head`): nothing more to do.
