@@ -918,8 +918,9 @@ impl Job<'_> {
                 if self.stage_has_meta {
                     sql = format!("select *, {} from ({sql}) as _weir_rows", self.meta_sql());
                 }
-                // The engine reads the files in place, in any order unless the load says.
-                let any_order = self.wh.any_order_sql().filter(|_| !self.load.preserve_order);
+                // The engine reads the files in place, in any order unless the load says, or
+                // unless the rows become events: a topic is read in the order it was written.
+                let any_order = self.wh.any_order_sql().filter(|_| !self.load.preserve_order && self.topic.is_none());
                 if let Some([set, _]) = any_order {
                     self.exec(set)?;
                 }

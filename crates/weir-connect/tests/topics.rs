@@ -80,6 +80,34 @@ fn a_file_load_publishes_its_rows_once_keyed_and_typed_by_the_topics_columns() {
     assert_eq!(events(&p, "orders").len(), 3);
 }
 
+/// A log is read in the order it was written: a file large enough for DuckDB to read in
+/// parallel is still published row after row.
+#[test]
+fn events_keep_the_files_row_order() {
+    let p = Project::duckdb();
+    let mut csv = String::from("id,note\n");
+    for i in 0..400_000 {
+        csv.push_str(&format!("{i},row number {i} of the file\n"));
+    }
+    p.write("data/big.csv", &csv);
+    let load = p.load("loads:\n  - name: big\n    source: {kind: csv, path: data/big.csv}\n    to: topic\n");
+    assert_eq!(publish(&p, &load).unwrap().rows_loaded, 400_000);
+    let log = weir_log::EmbeddedLog::open(&p.root().join(".weir/log")).unwrap();
+    let mut expected = 0i64;
+    let mut at = 0;
+    loop {
+        let records = log.read("big", 0, at, 50_000).unwrap();
+        let Some(last) = records.last() else { break };
+        at = last.offset + 1;
+        for r in &records {
+            let v: J = serde_json::from_slice(&r.value).unwrap();
+            assert_eq!(v["id"].as_i64(), Some(expected), "at offset {}", r.offset);
+            expected += 1;
+        }
+    }
+    assert_eq!(expected, 400_000);
+}
+
 #[test]
 fn a_run_broken_off_around_its_commit_is_settled_from_the_topics_mark() {
     let p = Project::duckdb();
