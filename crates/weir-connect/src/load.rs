@@ -270,9 +270,15 @@ fn bookkeeping_sql(wh: &dyn Warehouse, database: &str, schema: &str) -> [String;
 /// Settles the runs of a load into a topic that a killed process left unsettled: committed
 /// (with what it had prepared) if the topic's log holds its mark, failed otherwise.
 fn settle_published(out: &TopicOut, load: &Load, key: &str, store: &Store) -> Result<(), ConnectError> {
-    for id in store.unsettled_loads(key)? {
+    let unsettled = store.unsettled_loads(key)?;
+    if unsettled.is_empty() {
+        return Ok(());
+    }
+    // The log is asked once: the last mark is the only run that can have published.
+    let last = topic::last_mark(out, &load.name)?;
+    for id in unsettled {
         let run = match store.prepared_load(&id)? {
-            Some((run, files)) if topic::published(out, &load.name, &id)? => {
+            Some((run, files)) if topic::is_mark_of(last, &id) => {
                 let message = format!("settled from topic '{}' after an interrupted run", out.name);
                 let run = LoadRun { status: "committed".into(), finished_at: Some(Utc::now()), message: Some(message), ..run };
                 store.finish_load(&run, &files)?;

@@ -82,14 +82,19 @@ fn mark(load_id: &str) -> u64 {
     u64::from_str_radix(&hex, 16).unwrap_or(0)
 }
 
-/// Whether the run `load_id` of `load` published its events: a crash may have broken it off
-/// before or after its commit. What a broken-off commit left is settled first (a Kafka
-/// transaction aborted, the embedded log's journal applied).
-pub(crate) fn published(out: &TopicOut, load: &str, load_id: &str) -> Result<bool, ConnectError> {
+/// The mark of the run of `load` that published last, if one did; a crash may have broken a
+/// run off before or after its commit. What a broken-off commit left is settled first (a
+/// Kafka transaction aborted, the embedded log's journal applied).
+pub(crate) fn last_mark(out: &TopicOut, load: &str) -> Result<Option<u64>, ConnectError> {
     let err = |e: weir_log::LogError| ConnectError::Topic { topic: out.name.clone(), message: e.to_string() };
     out.log.claim(&group(load)).map_err(err)?;
     let positions = out.log.positions(&group(load)).map_err(err)?;
-    Ok(positions.get(&(MARK.to_string(), 0)) == Some(&mark(load_id)))
+    Ok(positions.get(&(MARK.to_string(), 0)).copied())
+}
+
+/// Whether `last` ([`last_mark`]) is the mark of the run `load_id`.
+pub(crate) fn is_mark_of(last: Option<u64>, load_id: &str) -> bool {
+    last == Some(mark(load_id))
 }
 
 /// A load's rows as the topic's records: each row's values typed by its column's SQL type
