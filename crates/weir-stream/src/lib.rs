@@ -42,6 +42,10 @@ pub enum StreamError {
     /// Another process runs the job (`weir serve`, `weir stream run`): one runner at a time.
     #[error("stream job '{job}' is running already (process {pid}); stop it first")]
     Busy { job: String, pid: String },
+    /// A worker's task lost its partition to another worker's task since it began (a
+    /// rebalance it missed): its commit was refused, and the other task goes on from there.
+    #[error("stream job '{job}': partition {partition} of topic '{topic}' was claimed by another worker; this task's commit was refused")]
+    Moved { job: String, topic: String, partition: u32 },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }

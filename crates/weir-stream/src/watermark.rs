@@ -5,6 +5,11 @@
 //! further than `max_future` past the wall clock does not move it: one bad clock must not pin
 //! the watermark hours ahead and make every later event late. Such events are refused, to be
 //! kept with the reason.
+//!
+//! Behind a repartition, a task reads events of every partition of the source mixed in one
+//! partition of the internal topic: its tracker follows the source's partitions as the first
+//! stage reports them ([`Watermarks::reported`]), not the events it reads, so the job's
+//! watermark is the one it would have in one process.
 
 use crate::window::Millis;
 
@@ -32,6 +37,8 @@ pub struct Watermarks {
     partitions: Vec<Partition>,
     /// Never goes back.
     current: Option<Millis>,
+    /// Whether the partitions are reported (behind a repartition), idle as reported.
+    reported: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -39,19 +46,60 @@ struct Partition {
     max_event_time: Option<Millis>,
     /// Wall-clock time of its last event (or of the start, before any).
     last_seen: Millis,
+    /// As last reported, for a reported partition.
+    idle: bool,
 }
 
 impl Watermarks {
     /// A tracker over `partitions` partitions, started at wall-clock `now`.
     pub fn new(spec: WatermarkSpec, partitions: usize, now: Millis) -> Watermarks {
-        Watermarks { spec, partitions: vec![Partition { max_event_time: None, last_seen: now }; partitions.max(1)], current: None }
+        Watermarks {
+            spec,
+            partitions: vec![Partition { max_event_time: None, last_seen: now, idle: false }; partitions.max(1)],
+            current: None,
+            reported: false,
+        }
+    }
+
+    /// The same tracker, its partitions reported by [`Watermarks::report`] rather than
+    /// observed: a partition not heard from yet holds the watermark back however long.
+    pub fn reported(mut self) -> Watermarks {
+        self.reported = true;
+        self
+    }
+
+    /// What partition `partition` says of itself: the greatest event time it has seen, and
+    /// whether it has been idle for the timeout, at wall-clock `now`.
+    pub fn state(&self, partition: usize, now: Millis) -> (Option<Millis>, bool) {
+        self.partitions.get(partition).map_or((None, false), |p| (p.max_event_time, self.idle(p, now)))
+    }
+
+    /// Takes a partition's report (see [`Watermarks::state`]); a greatest event time never
+    /// goes back.
+    pub fn report(&mut self, partition: usize, max_event_time: Option<Millis>, idle: bool, now: Millis) {
+        if let Some(p) = self.partitions.get_mut(partition) {
+            p.max_event_time = p.max_event_time.max(max_event_time);
+            p.idle = idle;
+            p.last_seen = now;
+        }
+    }
+
+    /// Refuses an event dated too far past the wall clock, as [`Watermarks::observe`] does,
+    /// and moves nothing.
+    pub fn admits(&self, ts: Millis, now: Millis) -> Result<(), Refused> {
+        if ts > now.saturating_add(self.spec.max_future) {
+            return Err(Refused::Future { by: ts - now - self.spec.max_future });
+        }
+        Ok(())
+    }
+
+    fn idle(&self, p: &Partition, now: Millis) -> bool {
+        if self.reported { p.idle } else { now - p.last_seen >= self.spec.idle_timeout }
     }
 
     /// Takes an event of `partition` dated `ts`, read at wall-clock `now`.
     pub fn observe(&mut self, partition: usize, ts: Millis, now: Millis) -> Result<(), Refused> {
-        if ts > now.saturating_add(self.spec.max_future) {
-            return Err(Refused::Future { by: ts - now - self.spec.max_future });
-        }
+        self.admits(ts, now)?;
         if let Some(p) = self.partitions.get_mut(partition) {
             p.max_event_time = Some(p.max_event_time.map_or(ts, |m| m.max(ts)));
             p.last_seen = now;
@@ -64,7 +112,7 @@ impl Watermarks {
     pub fn current(&mut self, now: Millis) -> Option<Millis> {
         let mut least: Option<Millis> = None;
         for p in &self.partitions {
-            let idle = now - p.last_seen >= self.spec.idle_timeout;
+            let idle = self.idle(p, now);
             match p.max_event_time {
                 Some(m) if !idle => least = Some(least.map_or(m, |l| l.min(m))),
                 None if !idle => return self.current,
@@ -87,7 +135,7 @@ impl Watermarks {
     pub fn checkpoint(&self) -> serde_json::Value {
         serde_json::json!({
             "current": self.current,
-            "partitions": self.partitions.iter().map(|p| serde_json::json!([p.max_event_time, p.last_seen])).collect::<Vec<_>>(),
+            "partitions": self.partitions.iter().map(|p| serde_json::json!([p.max_event_time, p.last_seen, p.idle])).collect::<Vec<_>>(),
         })
     }
 
@@ -97,13 +145,16 @@ impl Watermarks {
         let parts = doc.get("partitions").and_then(serde_json::Value::as_array).ok_or("the checkpoint has no partitions")?;
         let partitions = parts
             .iter()
-            .map(|p| Some(Partition { max_event_time: p.get(0)?.as_i64(), last_seen: p.get(1)?.as_i64()? }))
+            .map(|p| {
+                let idle = p.get(2).and_then(serde_json::Value::as_bool).unwrap_or(false);
+                Some(Partition { max_event_time: p.get(0)?.as_i64(), last_seen: p.get(1)?.as_i64()?, idle })
+            })
             .collect::<Option<Vec<_>>>()
             .ok_or("the checkpoint's partitions are damaged")?;
         if partitions.is_empty() {
             return Err("the checkpoint has no partitions".into());
         }
-        Ok(Watermarks { spec, partitions, current: doc.get("current").and_then(serde_json::Value::as_i64) })
+        Ok(Watermarks { spec, partitions, current: doc.get("current").and_then(serde_json::Value::as_i64), reported: false })
     }
 
     /// Whether nothing has come from any partition and every one has been idle for the
@@ -151,6 +202,22 @@ mod tests {
         r.observe(1, 30_000, 2000).unwrap();
         assert_eq!(r.current(2000), Some(29_000));
         assert!(Watermarks::restore(SPEC, &serde_json::json!({"partitions": []})).is_err());
+    }
+
+    #[test]
+    fn reported_partitions_hold_it_back_until_reported_idle() {
+        let mut w = Watermarks::new(SPEC, 2, 0).reported();
+        w.report(0, Some(50_000), false, 0);
+        assert_eq!(w.current(1_000_000), None, "partition 1 has not reported, however long");
+        w.report(1, Some(20_000), false, 1000);
+        assert_eq!(w.current(1_000_000), Some(19_000), "reports, not the wall clock, say who is idle");
+        w.report(1, None, true, 2000);
+        assert_eq!(w.current(2000), Some(49_000), "reported idle: partition 0 alone decides");
+        w.report(0, Some(40_000), false, 3000);
+        assert_eq!(w.state(0, 3000), (Some(50_000), false), "a greatest event time never goes back");
+        let text = w.checkpoint().to_string();
+        let r = Watermarks::restore(SPEC, &serde_json::from_str(&text).unwrap()).unwrap().reported();
+        assert_eq!(r.state(1, 10_000_000), (Some(20_000), true));
     }
 
     #[test]

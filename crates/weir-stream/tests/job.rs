@@ -774,3 +774,62 @@ fn a_new_job_starts_where_start_from_says() {
     expected.sort();
     assert_eq!(ids("committed"), expected, "partition 0 from its committed offset, partition 1 from its first");
 }
+
+/// A worker that missed a rebalance (paused, cut off) still holds a partition's task when the
+/// partition's next owner claims it: from then on the old task's commits are refused, in the
+/// warehouse's transaction (DuckDB and PostgreSQL) and by Redis's script, and the new owner's
+/// rows and positions stand.
+#[test]
+fn a_partition_claimed_by_another_worker_refuses_the_old_owners_commits() {
+    use weir_stream::StreamError;
+    use weir_stream::job::sink::{Batch, Counts, Layout, Positions, Sink};
+    let job = format!("claims_{}", std::process::id());
+    let prefix = format!("weir-test-{job}:");
+    let sinks = [
+        weir_graph::stream_jobs::Sink::Table,
+        weir_graph::stream_jobs::Sink::Redis { url: "redis://127.0.0.1:6379".into(), key_prefix: prefix.clone(), ttl_ms: None },
+    ];
+    for (f, results) in [(Fixture::new(), &sinks[0]), (Fixture::postgres(), &sinks[0]), (Fixture::new(), &sinks[1])] {
+        let table = Relation::new(&f.database, &f.schema, &job);
+        let layout = Layout {
+            columns: vec![("country".into(), "VARCHAR".into()), ("orders".into(), "BIGINT".into())],
+            keys: vec![0],
+            window: None,
+            session: false,
+            append: false,
+        };
+        let open = || Sink::open(f.wh.clone(), table.clone(), layout.clone(), results, &job, &["orders".to_string()]).unwrap();
+        let batch = |n: &str| Batch { rows: vec![(vec![Some("DE".into()), Some(n.into())], true)], ..Batch::default() };
+        let at = |p: u32, o: u64| Positions::from([(("orders".to_string(), p), (o, Counts::default()))]);
+        let (mut old, mut new, mut other) = (open(), open(), open());
+        let now = chrono::Utc::now().timestamp_millis();
+        old.claim("orders", 1, "host-0", now).unwrap();
+        old.commit(&batch("1"), &at(1, 10), None, T0).unwrap();
+        other.claim("orders", 0, "host-0", now).unwrap();
+        new.claim("orders", 1, "host-1", now).unwrap();
+        for n in ["2", "3"] {
+            let refused = old.commit(&batch(n), &at(1, 20), None, T0).unwrap_err();
+            assert!(matches!(refused, StreamError::Moved { partition: 1, .. }), "{results:?}: {refused}");
+        }
+        new.commit(&batch("4"), &at(1, 40), None, T0).unwrap();
+        // Another partition's claim is its own.
+        other.commit(&Batch::default(), &at(0, 5), None, T0).unwrap();
+        let (positions, _) = new.committed().unwrap();
+        assert_eq!(positions.get(&("orders".to_string(), 1)).map(|(o, _)| *o), Some(40), "{results:?}");
+        let owners =
+            f.rows(&format!("select \"partition\", member, epoch from {}._weir_stream_owners where job = '{job}' order by 1", f.schema));
+        assert_eq!(owners.len(), 2, "{owners:?}");
+        assert_eq!((&owners[1][0], &owners[1][1]), (&Datum::Int(1), &Datum::Text("host-1".into())));
+        assert!(matches!(owners[1][2], Datum::Int(e) if e > now), "a claim's number is past the time: {owners:?}");
+        let orders: Vec<String> = match results {
+            weir_graph::stream_jobs::Sink::Table => {
+                f.rows(&format!("select orders from {}.{job}", f.schema)).into_iter().map(|r| r[0].to_string()).collect()
+            }
+            _ => redis_hashes(&prefix).into_iter().flat_map(|(_, fields)| fields).filter(|(k, _)| k == "orders").map(|(_, v)| v).collect(),
+        };
+        assert_eq!(orders, vec!["4".to_string()], "{results:?}: the new owner's row stands");
+        if let weir_graph::stream_jobs::Sink::Redis { url, key_prefix, .. } = results {
+            weir_stream::job::redis::RedisSink::reset(url, key_prefix, &job).unwrap();
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub mod eval;
 mod keyed;
 mod pairs;
 pub mod redis;
+pub mod repartition;
 pub mod sink;
 pub mod store;
 pub mod workers;
@@ -127,6 +128,8 @@ pub struct JobRun {
     /// Whether a sink topic's schema is registered by the job when its subject lacks it,
     /// unless the topic's declaration says (the target's setting: off on production targets).
     pub auto_register: bool,
+    /// Set on the second stage of a job its workers repartition (see [`repartition`]).
+    pub repartition: Option<repartition::Stage>,
 }
 
 impl JobRun {
@@ -192,6 +195,7 @@ impl JobRun {
             out_declared,
             registry: None,
             auto_register: true,
+            repartition: None,
         })
     }
 
@@ -202,6 +206,26 @@ impl JobRun {
         self.registry = Some(registry);
         self.auto_register = auto_register;
         self
+    }
+
+    /// A decoder of `columns` of `topic`'s events, in the topic's format.
+    fn decoder(&self, t: &Topic, columns: &[(String, String)], time: Option<&str>) -> Result<Decoder, StreamError> {
+        let mut decoder = Decoder::new(columns, time);
+        if let Some(ty) = t.format.schema_type() {
+            decoder = decoder.with_registry(Arc::new(Reader::new(self.registry_for(t)?.clone())), ty);
+        }
+        if t.format == Format::Csv {
+            if t.columns.is_empty() {
+                return Err(StreamError::Job(format!(
+                    "{}: topic '{}' ({}) is `format: csv` and declares no `columns`: they name a line's fields, in order",
+                    self.job.path.display(),
+                    t.name,
+                    t.location
+                )));
+            }
+            decoder = decoder.with_csv(&t.columns);
+        }
+        Ok(decoder)
     }
 
     /// The registry, which a job over or into a topic of a registry format needs.
@@ -588,10 +612,11 @@ impl Names {
 }
 
 impl<'a> Runner<'a> {
-    /// A runner of the whole job, or (`part`) of one partition of its input, as a worker's
-    /// task: that partition's positions, watermark, state and checkpoint only.
-    fn start(run: &'a JobRun, log: &'a dyn Log, wh: Arc<dyn Warehouse>, part: Option<u32>) -> Result<Runner<'a>, StreamError> {
+    /// A runner of the whole job, or (`task`) of one partition of its input, as the task of
+    /// the worker it names: that partition's positions, watermark, state and checkpoint only.
+    fn start(run: &'a JobRun, log: &'a dyn Log, wh: Arc<dyn Warehouse>, task: Option<(u32, &str)>) -> Result<Runner<'a>, StreamError> {
         let plan = &run.plan;
+        let part = task.map(|(p, _)| p);
         let naming = part.map_or_else(Names::whole, Names::partition);
         let lateness = run.job.config.allowed_lateness_ms;
         let fingerprint = format!("{} lateness={lateness}", plan.fingerprint());
@@ -610,7 +635,12 @@ impl<'a> Runner<'a> {
         let layout = layout(plan, &value_types);
         let agg_int = agg_int(plan, &layout);
         let mut sink = Sink::open(wh, run.table.clone(), layout, &run.job.config.sink, &run.job.name, &names)?;
-        sink.partition = part;
+        match task {
+            // A topic sink's commits are fenced by the log; the others' by the warehouse: the
+            // partition is claimed before its positions are read.
+            Some((p, member)) if run.out_topic.is_none() => sink.claim(&run.topic.name, p, member, now_ms())?,
+            _ => sink.partition = part,
+        }
         let (committed, committed_watermark) = sink.committed()?;
         let spec = |t: &Topic| WatermarkSpec {
             delay: t.watermark.as_ref().map_or(0, |w| w.delay_ms),
@@ -625,28 +655,20 @@ impl<'a> Runner<'a> {
                 Some(p) => vec![p],
                 None => (0..partitions).collect(),
             };
-            let mut decoder = match (&plan.stream_join, i) {
-                (Some(j), 1) => Decoder::new(&j.columns, Some(&j.time_column)),
-                _ => Decoder::new(&plan.columns, plan.time_column.as_deref()),
+            let decoder = match (&plan.stream_join, i) {
+                (Some(j), 1) => run.decoder(t, &j.columns, Some(&j.time_column))?,
+                _ => run.decoder(t, &plan.columns, plan.time_column.as_deref())?,
             };
-            if let Some(ty) = t.format.schema_type() {
-                decoder = decoder.with_registry(Arc::new(Reader::new(run.registry_for(t)?.clone())), ty);
-            }
-            if t.format == Format::Csv {
-                if t.columns.is_empty() {
-                    return Err(StreamError::Job(format!(
-                        "{}: topic '{}' ({}) is `format: csv` and declares no `columns`: they name a line's fields, in order",
-                        run.job.path.display(),
-                        t.name,
-                        t.location
-                    )));
-                }
-                decoder = decoder.with_csv(&t.columns);
-            }
+            // Behind a repartition, the watermark is the least over the source's partitions,
+            // each as the repartition's markers say.
+            let watermarks = match &run.repartition {
+                Some(r) => Watermarks::new(spec(t), r.partitions as usize, now).reported(),
+                None => Watermarks::new(spec(t), parts.len(), now),
+            };
             inputs.push(Input {
                 topic: t.name.clone(),
                 decoder,
-                watermarks: Watermarks::new(spec(t), parts.len(), now),
+                watermarks,
                 positions: parts.iter().map(|p| (*p, 0)).collect(),
                 counts: parts.iter().map(|p| (*p, Counts::default())).collect(),
             });
@@ -713,7 +735,8 @@ impl<'a> Runner<'a> {
                 )
                 .map_err(damaged)?;
                 for ((input, t), key) in inputs.iter_mut().zip(run.inputs()).zip(["watermarks", "watermarks_joined"]) {
-                    input.watermarks = Watermarks::restore(spec(t), c.get(key).unwrap_or(&J::Null)).map_err(damaged)?;
+                    let w = Watermarks::restore(spec(t), c.get(key).unwrap_or(&J::Null)).map_err(damaged)?;
+                    input.watermarks = if run.repartition.is_some() { w.reported() } else { w };
                 }
                 for p in c.get("partitions").and_then(J::as_array).into_iter().flatten() {
                     let n = |k: &str| p.get(k).and_then(J::as_u64).unwrap_or(0);
@@ -872,6 +895,12 @@ impl<'a> Runner<'a> {
             } else if checkpoint_due {
                 self.clock.checkpoint = Instant::now();
             }
+            // A worker's task keeps its positions in the warehouse; the consumer group is told
+            // them too, at checkpoints, so Kafka's tools show the job's lag.
+            if self.part.is_some() && (checkpoint_due || finishing) {
+                let positions = self.positions().into_iter().map(|(at, (o, _))| (at, o)).collect();
+                self.log.commit(&self.run.group(), &weir_log::Commit { outputs: vec![], positions })?;
+            }
         }
         // Caught up with nothing to write: other processes may have the warehouse (a
         // DuckDB file has one writer at a time) until there is something to write again.
@@ -992,6 +1021,10 @@ impl<'a> Runner<'a> {
         match events {
             Events::Rows(rows) => {
                 for (r, d) in records.slice(range.clone()).zip(&mut rows[range.clone()]) {
+                    if self.marker(&r, now) {
+                        c.read -= 1;
+                        continue;
+                    }
                     let taken = match d {
                         Err(reason) => Err(std::mem::take(reason)),
                         Ok((_, ts, evaluated)) => Ok((
@@ -1008,6 +1041,10 @@ impl<'a> Runner<'a> {
             }
             Events::Keyed(keyed) => {
                 for (r, e) in records.slice(range.clone()).zip(keyed.events(range.clone())) {
+                    if self.marker(&r, now) {
+                        c.read -= 1;
+                        continue;
+                    }
                     let taken = e.map(|(key, ts, args)| (ts, Taken::Keyed(key, args))).map_err(str::to_string);
                     self.take_one(p, r, taken, now, &mut c);
                 }
@@ -1029,6 +1066,17 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// Behind a repartition: whether `r` is the first stage's report of a source partition's
+    /// event time, taken into the watermark (it is no event).
+    fn marker(&mut self, r: &RecordRef, now: i64) -> bool {
+        if self.run.repartition.is_none() || r.raw_headers.is_empty() {
+            return false;
+        }
+        let Some(m) = repartition::Marker::of(r) else { return false };
+        self.inputs[0].watermarks.report(m.partition as usize, m.max_event_time, m.idle, now);
+        true
+    }
+
     /// One event of partition `p`, or why it is refused, into the state.
     fn take_one(&mut self, p: u32, r: RecordRef, taken: Result<(i64, Taken), String>, now: i64, c: &mut Counts) {
         let plan = &self.run.plan;
@@ -1040,10 +1088,13 @@ impl<'a> Runner<'a> {
                 return;
             }
         };
-        // A task's one partition is its watermark's only one.
+        // A task's one partition is its watermark's only one; behind a repartition, the
+        // markers move it.
         let slot = if self.part.is_some() { 0 } else { p as usize };
+        let watermarks = &mut self.inputs[0].watermarks;
+        let seen = if self.run.repartition.is_some() { watermarks.admits(ts, now) } else { watermarks.observe(slot, ts, now) };
         if plan.time_column.is_some()
-            && let Err(crate::Refused::Future { by }) = self.inputs[0].watermarks.observe(slot, ts, now)
+            && let Err(crate::Refused::Future { by }) = seen
         {
             c.rejected += 1;
             self.pending.rejected.push(aside(&plan.topic, p, r, format!("dated {by} ms past what max_future allows"), None));
@@ -1160,7 +1211,12 @@ impl<'a> Runner<'a> {
                 }
                 // Another run of the job took over, or (a worker's task) the partition was
                 // dealt to another worker: trying again cannot succeed.
-                Err(e @ StreamError::Log(weir_log::LogError::Fenced { .. } | weir_log::LogError::Rebalanced { .. })) => return Err(e),
+                Err(
+                    e @ (StreamError::Log(weir_log::LogError::Fenced { .. } | weir_log::LogError::Rebalanced { .. })
+                    | StreamError::Moved { .. }),
+                ) => {
+                    return Err(e);
+                }
                 // A worker's task does not wait here: its worker keeps the group's membership
                 // alive meanwhile, and starts the task again from its checkpoint.
                 Err(e) if self.part.is_some() => return Err(e),

@@ -108,6 +108,19 @@ pub struct Sink {
     /// The one partition it commits positions for, when it is a worker's task (the job's
     /// other partitions' are other tasks').
     pub partition: Option<u32>,
+    owners: Relation,
+    /// A worker's task's claim on its partition: every commit checks it is still the
+    /// partition's latest, in the commit's own transaction.
+    claim: Option<Claim>,
+}
+
+/// A task's claim on one partition of a job's input, a number greater than every claim
+/// before it: its commits are refused once another task claimed the partition since.
+#[derive(Debug, Clone)]
+struct Claim {
+    topic: String,
+    partition: u32,
+    epoch: i64,
 }
 
 /// Where a job's rows go: the table, Redis (written here, before the transaction), or a
@@ -122,6 +135,9 @@ enum RowsTo {
 pub const POSITIONS: &str = "_weir_stream_positions";
 pub const LATE: &str = "_weir_late_events";
 pub const REJECTED: &str = "_weir_rejected_events";
+/// Which worker's task owns each partition of a job's input, by the number of its claim. Kept
+/// through `weir stream reset`, so no claim's number ever comes back.
+pub const OWNERS: &str = "_weir_stream_owners";
 
 impl Sink {
     /// Opens the sink, making its schema, its table and the bookkeeping tables when missing;
@@ -149,7 +165,7 @@ impl Sink {
         let _ddl = DDL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut conn = wh.connect()?;
         let beside = |name: &str| Relation::new(table.database.clone(), table.schema.clone(), name);
-        let (positions, late, rejected) = (beside(POSITIONS), beside(LATE), beside(REJECTED));
+        let (positions, late, rejected, owners) = (beside(POSITIONS), beside(LATE), beside(REJECTED), beside(OWNERS));
         let types: Vec<String> = layout.columns.iter().map(|(_, t)| wh.type_sql(&ColumnType::parse(t))).collect();
         conn.execute(&wh.create_schema_sql(&table.database, &table.schema))?;
         // The rows' table, when they go to one; the bookkeeping tables below, whatever the sink.
@@ -186,6 +202,11 @@ impl Sink {
              recorded_at timestamp)",
             wh.render(&rejected)
         ))?;
+        conn.execute(&format!(
+            "create table if not exists {} (job varchar, topic varchar, {part} integer, epoch bigint, member varchar, \
+             claimed_at timestamp, committed_at timestamp, primary key (job, topic, {part}))",
+            wh.render(&owners)
+        ))?;
         let stage = (wh.adapter_type() == "duckdb" && table_rows)
             .then(|| Relation::new("temp", "main", format!("__weir_stage_{}", job.replace(['.', '-'], "_"))));
         let mut sink = Sink {
@@ -202,6 +223,8 @@ impl Sink {
             rejected,
             rows_to,
             partition: None,
+            owners,
+            claim: None,
         };
         sink.prepare(conn)?;
         Ok(sink)
@@ -215,6 +238,51 @@ impl Sink {
     /// The warehouse it writes to.
     pub fn warehouse(&self) -> &dyn Warehouse {
         self.wh.as_ref()
+    }
+
+    /// Claims `partition` of `topic` for a worker's task (named `member`, for people): from
+    /// now on only this sink commits the partition's positions and rows. A task that held it
+    /// before (a worker that missed a rebalance, paused or cut off) has its next commit
+    /// refused, in that commit's transaction, so the results stay exactly once. The claim's
+    /// number is greater than every one before, and than the time in milliseconds, so a
+    /// warehouse started over gives none that came before.
+    pub fn claim(&mut self, topic: &str, partition: u32, member: &str, now_ms: i64) -> Result<(), StreamError> {
+        let (owners, job, t, part) = (self.wh.render(&self.owners), literal(&self.job), literal(topic), self.wh.quote("partition"));
+        let at = format!("job = {job} and topic = {t} and {part} = {partition}");
+        let now = time_literal(now_ms);
+        let conn = self.conn()?;
+        conn.execute("begin")?;
+        let claimed = conn
+            .execute(&format!(
+                "insert into {owners} (job, topic, {part}, epoch, member, claimed_at) select {job}, {t}, {partition}, 0, '', {now} \
+                 where not exists (select 1 from {owners} where {at})"
+            ))
+            .and_then(|_| {
+                conn.execute(&format!(
+                    "update {owners} set epoch = greatest(epoch + 1, {now_ms}), member = {}, claimed_at = {now} where {at}",
+                    literal(member)
+                ))
+            })
+            .and_then(|_| conn.query(&format!("select epoch from {owners} where {at}")))
+            .and_then(|r| {
+                conn.execute("commit")?;
+                Ok(r)
+            });
+        let epoch = match claimed {
+            Ok(r) => r.rows.first().and_then(|r| r.first()).and_then(|d| d.as_i64()),
+            Err(e) => {
+                let _ = conn.execute("rollback");
+                self.conn = None;
+                return Err(e.into());
+            }
+        };
+        let epoch = epoch.ok_or_else(|| StreamError::Job(format!("{owners}: the claim on {topic} partition {partition} was not kept")))?;
+        if let RowsTo::Redis(r) = &mut self.rows_to {
+            r.fence(&self.job, topic, partition, epoch)?;
+        }
+        self.partition = Some(partition);
+        self.claim = Some(Claim { topic: topic.to_string(), partition, epoch });
+        Ok(())
     }
 
     /// Closes the sink's connection and lets go of the database, where one process writes
@@ -247,12 +315,13 @@ impl Sink {
 
     /// The positions (and counts) last committed with the job's rows, by topic and
     /// partition, and the watermark they were committed under (every window closed by then
-    /// may be in the table).
+    /// may be in the table). A worker's task's: its partition's.
     pub fn committed(&mut self) -> Result<(Positions, Option<i64>), StreamError> {
         let q = |s: &str| self.wh.quote(s);
         let topics: Vec<String> = self.topics.iter().map(|t| literal(t)).collect();
+        let only = self.partition.map_or(String::new(), |p| format!(" and {} = {p}", q("partition")));
         let sql = format!(
-            "select topic, {}, {}, events_read, counted, late, rejected, filtered, watermark from {} where job = {} and topic in ({})",
+            "select topic, {}, {}, events_read, counted, late, rejected, filtered, watermark from {} where job = {} and topic in ({}){only}",
             q("partition"),
             q("offset"),
             self.wh.render(&self.positions),
@@ -367,7 +436,7 @@ impl Sink {
                 values.join(", ")
             ));
         }
-        self.transaction(rows, &statements)
+        self.transaction(rows, &statements, &now)
     }
 
     /// The deletes of the rows with the keys (and windows) of `rows`.
@@ -449,44 +518,78 @@ impl Sink {
     }
 
     /// Runs `statements` in one transaction, after appending `rows` to the staging table in
-    /// it when there is one.
-    fn transaction(&mut self, rows: &[(Vec<Option<String>>, bool)], statements: &[String]) -> Result<(), StreamError> {
-        let Some(stage) = self.stage.clone().filter(|_| !rows.is_empty()) else {
-            self.conn()?.transaction(statements)?;
-            return Ok(());
+    /// it when there is one, and (a worker's task) after checking its claim still holds.
+    fn transaction(&mut self, rows: &[(Vec<Option<String>>, bool)], statements: &[String], now: &str) -> Result<(), StreamError> {
+        let stage = self.stage.clone().filter(|_| !rows.is_empty());
+        let batch = match &stage {
+            Some(_) => Some(self.text_batch(rows)?),
+            None => None,
         };
-        let width = self.types.len();
-        let batch = {
-            use weir_warehouse::arrow::array::{ArrayRef, StringArray};
-            use weir_warehouse::arrow::datatypes::{DataType, Field, Schema};
-            let columns: Vec<ArrayRef> =
-                (0..width).map(|i| Arc::new(rows.iter().map(|(r, _)| r[i].as_deref()).collect::<StringArray>()) as ArrayRef).collect();
-            let schema = Schema::new((0..width).map(|i| Field::new(format!("c{i}"), DataType::Utf8, true)).collect::<Vec<_>>());
-            weir_warehouse::RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| StreamError::Job(e.to_string()))?
-        };
+        let guard = self.claim.as_ref().map(|c| self.guard(c, now));
         let conn = self.conn()?;
         conn.execute("begin")?;
-        let mut feed = |each: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| each(&batch);
-        let result = conn.copy_in_batches(&stage, &mut feed).and_then(|_| {
+        let result = (|| {
+            if let Some((sql, _)) = &guard
+                && conn.execute(sql)? == 0
+            {
+                return Ok(false);
+            }
+            if let (Some(stage), Some(batch)) = (&stage, &batch) {
+                let mut feed = |each: &mut dyn FnMut(&weir_warehouse::RecordBatch) -> weir_warehouse::Result<()>| each(batch);
+                conn.copy_in_batches(stage, &mut feed)?;
+            }
             for s in statements {
                 conn.execute(s)?;
             }
-            conn.execute("commit")
-        });
-        if let Err(e) = result {
-            let _ = conn.execute("rollback");
-            // A connection whose transaction failed is opened afresh for the retry.
-            self.conn = None;
-            return Err(e.into());
+            conn.execute("commit").map(|_| true)
+        })();
+        match (result, guard) {
+            (Ok(true), _) | (Ok(false), None) => Ok(()),
+            (Ok(false), Some((_, refused))) => {
+                let _ = conn.execute("rollback");
+                Err(refused)
+            }
+            (Err(e), _) => {
+                let _ = conn.execute("rollback");
+                // A connection whose transaction failed is opened afresh for the retry.
+                self.conn = None;
+                Err(e.into())
+            }
         }
-        Ok(())
+    }
+
+    /// The statement that keeps a claim's commit to the claim's owner (it touches no row once
+    /// another task claimed the partition; on PostgreSQL it waits for a claim under way), and
+    /// the error when it is refused.
+    fn guard(&self, c: &Claim, now: &str) -> (String, StreamError) {
+        let sql = format!(
+            "update {} set committed_at = {now} where job = {} and topic = {} and {} = {} and epoch = {}",
+            self.wh.render(&self.owners),
+            literal(&self.job),
+            literal(&c.topic),
+            self.wh.quote("partition"),
+            c.partition,
+            c.epoch
+        );
+        (sql, StreamError::Moved { job: self.job.clone(), topic: c.topic.clone(), partition: c.partition })
+    }
+
+    /// `rows` as one Arrow batch of text columns, for the staging table.
+    fn text_batch(&self, rows: &[(Vec<Option<String>>, bool)]) -> Result<weir_warehouse::RecordBatch, StreamError> {
+        use weir_warehouse::arrow::array::{ArrayRef, StringArray};
+        use weir_warehouse::arrow::datatypes::{DataType, Field, Schema};
+        let width = self.types.len();
+        let columns: Vec<ArrayRef> =
+            (0..width).map(|i| Arc::new(rows.iter().map(|(r, _)| r[i].as_deref()).collect::<StringArray>()) as ArrayRef).collect();
+        let schema = Schema::new((0..width).map(|i| Field::new(format!("c{i}"), DataType::Utf8, true)).collect::<Vec<_>>());
+        weir_warehouse::RecordBatch::try_new(Arc::new(schema), columns).map_err(|e| StreamError::Job(e.to_string()))
     }
 
     /// Drops the job's table (or its Redis keys) and forgets its positions, late and
     /// rejected events.
     pub fn reset(wh: &dyn Warehouse, table: &Relation, results: &weir_graph::stream_jobs::Sink, job: &str) -> Result<(), StreamError> {
         if let weir_graph::stream_jobs::Sink::Redis { url, key_prefix, .. } = results {
-            super::redis::RedisSink::reset(url, key_prefix)?;
+            super::redis::RedisSink::reset(url, key_prefix, job)?;
         }
         let mut conn = wh.connect()?;
         let beside = |name: &str| Relation::new(table.database.clone(), table.schema.clone(), name);

@@ -48,10 +48,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let r = find(name)?;
             let wh = warehouse(&ws)?;
             job::reset(r, wh.as_ref())?;
-            // Its workers' checkpoints too.
-            if workers_may_have_run(r) {
-                StoreCheckpoints::of(&ws, r)?.clear()?;
-            }
+            reset_workers(&ws, &root, r)?;
             out.info(format!(
                 "Reset '{name}': its checkpoints, {} and its positions are gone; it starts again from the first event",
                 r.sink_text()
@@ -63,9 +60,7 @@ pub fn run(g: &Global, cmd: &StreamCommand, out: &Arc<Output>) -> Result<u8, Err
             let wh = warehouse(&ws)?;
             if *reset {
                 job::reset(r, wh.as_ref())?;
-                if workers_may_have_run(r) {
-                    StoreCheckpoints::of(&ws, r)?.clear()?;
-                }
+                reset_workers(&ws, &root, r)?;
             }
             // A worker's checkpoints are where every worker reaches them.
             let shared;
@@ -247,10 +242,24 @@ pub(crate) fn stop_on_signal(stop: &Arc<std::sync::atomic::AtomicBool>) {
     });
 }
 
-/// Whether workers may have run `run` (they need its topic on Kafka and a topic sink): only
-/// then is the metadata store asked for their checkpoints.
+/// Whether workers may have run `run` (they need its topic on Kafka): only then is the
+/// metadata store asked for their checkpoints.
 fn workers_may_have_run(run: &JobRun) -> bool {
-    run.topic.log == weir_log::Backend::Kafka && run.out_topic.is_some()
+    run.topic.log == weir_log::Backend::Kafka
+}
+
+/// Forgets what workers kept of `run`: their checkpoints, and (a job they repartition) where
+/// its consumer group stands in the source and the internal topic.
+fn reset_workers(ws: &Workspace, root: &Path, run: &JobRun) -> Result<(), Error> {
+    if !workers_may_have_run(run) {
+        return Ok(());
+    }
+    StoreCheckpoints::of(ws, run)?.clear()?;
+    if let Ok(Some(_)) = job::repartition::needed(run) {
+        let log = logs(root)?.for_topics(&run.topic_names())?;
+        job::repartition::rewind(run, log.as_ref())?;
+    }
+    Ok(())
 }
 
 /// A job's checkpoints in the metadata store, where every worker of the job reaches them (all
