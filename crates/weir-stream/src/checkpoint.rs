@@ -154,8 +154,7 @@ fn from_bits(v: &J) -> Option<f64> {
 fn acc_json(a: &Acc) -> J {
     match a {
         Acc::Count(n) | Acc::CountValues(n) => json!(n),
-        Acc::Sum(s) => bits(*s),
-        Acc::Min(m) | Acc::Max(m) => m.map_or(J::Null, bits),
+        Acc::Sum(m) | Acc::Min(m) | Acc::Max(m) => m.map_or(J::Null, bits),
         Acc::Avg { sum, n } => json!([bits(*sum), n]),
         Acc::Distinct(set) => {
             let mut v: Vec<u64> = set.iter().copied().collect();
@@ -170,7 +169,8 @@ fn acc_from_json(v: &J, agg: Agg) -> Option<Acc> {
     Some(match (Acc::new(agg), v) {
         (Acc::Count(_), v) => Acc::Count(v.as_u64()?),
         (Acc::CountValues(_), v) => Acc::CountValues(v.as_u64()?),
-        (Acc::Sum(_), v) => Acc::Sum(from_bits(v)?),
+        (Acc::Sum(_), J::Null) => Acc::Sum(None),
+        (Acc::Sum(_), v) => Acc::Sum(Some(from_bits(v)?)),
         (Acc::Min(_), J::Null) => Acc::Min(None),
         (Acc::Min(_), v) => Acc::Min(Some(from_bits(v)?)),
         (Acc::Max(_), J::Null) => Acc::Max(None),

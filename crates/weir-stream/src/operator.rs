@@ -43,7 +43,8 @@ pub enum Agg {
 pub enum Acc {
     Count(u64),
     CountValues(u64),
-    Sum(f64),
+    /// `None` until a value comes: SQL's sum of no values is null.
+    Sum(Option<f64>),
     Min(Option<f64>),
     Max(Option<f64>),
     Avg {
@@ -64,7 +65,7 @@ impl Acc {
         match agg {
             Agg::Count => Acc::Count(0),
             Agg::CountValues => Acc::CountValues(0),
-            Agg::Sum => Acc::Sum(0.0),
+            Agg::Sum => Acc::Sum(None),
             Agg::Min => Acc::Min(None),
             Agg::Max => Acc::Max(None),
             Agg::Avg => Acc::Avg { sum: 0.0, n: 0 },
@@ -79,7 +80,7 @@ impl Acc {
     pub fn add(&mut self, v: Option<f64>) {
         match (self, v) {
             (Acc::Count(n), _) | (Acc::CountValues(n), Some(_)) => *n += 1,
-            (Acc::Sum(s), Some(v)) => *s += v,
+            (Acc::Sum(s), Some(v)) => *s = Some(s.unwrap_or(0.0) + v),
             (Acc::Min(m), Some(v)) => *m = Some(m.map_or(v, |m| m.min(v))),
             (Acc::Max(m), Some(v)) => *m = Some(m.map_or(v, |m| m.max(v))),
             (Acc::Avg { sum, n }, Some(v)) => {
@@ -98,7 +99,7 @@ impl Acc {
     pub fn merge(&mut self, other: Acc) {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) | (Acc::CountValues(a), Acc::CountValues(b)) => *a += b,
-            (Acc::Sum(a), Acc::Sum(b)) => *a += b,
+            (Acc::Sum(a), Acc::Sum(b)) => *a = [*a, b].into_iter().flatten().reduce(|x, y| x + y),
             (Acc::Min(a), Acc::Min(b)) => *a = [*a, b].into_iter().flatten().reduce(f64::min),
             (Acc::Max(a), Acc::Max(b)) => *a = [*a, b].into_iter().flatten().reduce(f64::max),
             (Acc::Avg { sum, n }, Acc::Avg { sum: s2, n: n2 }) => {
@@ -115,7 +116,7 @@ impl Acc {
     pub fn value(&self) -> Option<f64> {
         match self {
             Acc::Count(n) | Acc::CountValues(n) => Some(*n as f64),
-            Acc::Sum(s) => Some(*s),
+            Acc::Sum(s) => *s,
             Acc::Min(m) | Acc::Max(m) => *m,
             Acc::Avg { sum, n } => (*n > 0).then(|| sum / *n as f64),
             Acc::Distinct(set) => Some(set.len() as f64),
@@ -426,6 +427,18 @@ mod tests {
     //! Cases worked out by hand from Flink's rules: the event and watermark at each boundary.
 
     use super::*;
+
+    #[test]
+    fn a_sum_of_no_values_is_null_as_in_sql() {
+        let mut sum = Acc::new(Agg::Sum);
+        sum.add(None);
+        assert_eq!(sum.value(), None);
+        let mut other = Acc::new(Agg::Sum);
+        other.add(Some(2.5));
+        sum.merge(other);
+        sum.add(None);
+        assert_eq!(sum.value(), Some(2.5));
+    }
 
     fn counts(emits: &[Emit<String>]) -> Vec<(Millis, Millis, f64)> {
         emits.iter().map(|e| (e.window.start, e.window.end, e.values[0].unwrap_or(-1.0))).collect()
