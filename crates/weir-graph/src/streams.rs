@@ -55,6 +55,9 @@ pub struct Topic {
     pub primary_key: Vec<String>,
     /// Which event log holds it.
     pub log: weir_log::Backend,
+    /// Columns read from each record's headers rather than its value, with their types: the
+    /// header of the column's name, its value as text (UTF-8); a record without it, null.
+    pub headers: Vec<(String, String)>,
 }
 
 /// How events are written in the log.
@@ -120,6 +123,14 @@ impl Topic {
             partitions: self.partitions,
             retention: weir_log::Retention { ms: self.retention_ms, bytes: self.retention_bytes },
         }
+    }
+
+    /// The topic as stream jobs read it: the columns of its events' values, then those of
+    /// its headers (writers write the value's only).
+    pub fn as_read(&self) -> Topic {
+        let mut t = self.clone();
+        t.columns.extend(self.headers.iter().cloned());
+        t
     }
 }
 
@@ -213,6 +224,7 @@ pub fn read_changelog(root: &Path, topic: &str, declared: Option<&Topic>) -> Res
         retention_bytes: declared.and_then(|d| d.retention_bytes),
         primary_key: texts(&v["key"]).ok_or_else(damaged)?,
         log: declared.map_or(weir_log::Backend::Embedded, |d| d.log),
+        headers: vec![],
     }))
 }
 
@@ -270,6 +282,7 @@ const KEYS: &[&str] = &[
     "retention",
     "retention_bytes",
     "log",
+    "headers",
 ];
 
 fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) -> Result<Topic, GraphError> {
@@ -354,6 +367,21 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
             columns.push((k.key_text().unwrap_or_default(), ty));
         }
     }
+    let mut headers = vec![];
+    if let Some(n) = item.get("headers") {
+        let m = n.as_map().ok_or_else(|| err(n, "`headers` maps each header read as a column to its type ({tenant: varchar})".into()))?;
+        for (k, v) in m {
+            let name = k.key_text().unwrap_or_default();
+            let ty = match &v.value {
+                Value::Str(_) => v.scalar_text().unwrap_or_default(),
+                _ => return Err(err(v, format!("the type of header column '{name}' must be a text"))),
+            };
+            if columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(&name)) {
+                return Err(err(k, format!("'{name}' is a column of the events' values already: a header column needs a name of its own")));
+            }
+            headers.push((name, ty));
+        }
+    }
     let known = |col: &str, n: &Node, what: &str| -> Result<(), GraphError> {
         if columns.is_empty() || columns.iter().any(|(c, _)| c == col) {
             return Ok(());
@@ -427,6 +455,7 @@ fn topic(file: &Path, item: &Node, err: &dyn Fn(&Node, String) -> GraphError) ->
         retention_bytes,
         primary_key: vec![],
         log,
+        headers,
     })
 }
 

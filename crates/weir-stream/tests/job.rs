@@ -833,3 +833,57 @@ fn a_partition_claimed_by_another_worker_refuses_the_old_owners_commits() {
         }
     }
 }
+
+/// Header columns (`headers:` in streams/*.yml) are read from each record's headers: a job
+/// groups by one and sums another; a record without them is in the null group, and one whose
+/// header is not of its column's type is kept with the reason.
+#[test]
+fn header_columns_are_read_from_each_records_headers() {
+    let f = Fixture::new();
+    let topics = parse_file(
+        Path::new("streams/clicks.yml"),
+        "topics:\n  - name: clicks\n    columns: {page: varchar, at: timestamp}\n    headers: {tenant: varchar, hop: integer}\n    \
+         watermark: at\n",
+    )
+    .unwrap();
+    let sql = "select tenant, count(*) as n, sum(hop) as hops from {{ stream('clicks') }} group by tenant";
+    let job = parse_job(Path::new("streams/per_tenant.sql"), sql).unwrap();
+    let run = JobRun::new(f.dir.path(), job, &topics, Relation::new("wh", "main", "per_tenant"), vec![]).unwrap();
+    f.log.create_topic(&topics[0].spec()).unwrap();
+    let click = |headers: &[(&str, &str)]| Record {
+        key: None,
+        value: json!({"page": "/a", "at": ts(T0)}).to_string().into_bytes(),
+        timestamp: T0,
+        headers: headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect(),
+    };
+    let clicks = [
+        click(&[("tenant", "acme"), ("hop", "1")]),
+        click(&[("hop", "9"), ("tenant", "acme"), ("hop", "2")]),
+        click(&[("tenant", "globex"), ("hop", "3"), ("trace", "x")]),
+        click(&[]),
+        click(&[("tenant", "acme"), ("hop", "two")]),
+    ];
+    f.log.append("clicks", None, &clicks).unwrap();
+    let s = f.drain(&run);
+    assert_eq!((s.counts.read, s.counts.rejected), (5, 1), "{s:?}");
+    let rows = f.rows("select tenant, n, hops from per_tenant order by tenant nulls last");
+    let t = |s: &str| Datum::Text(s.into());
+    assert_eq!(
+        rows,
+        vec![
+            vec![t("acme"), Datum::Int(2), Datum::Int(3)],
+            vec![t("globex"), Datum::Int(1), Datum::Int(3)],
+            vec![Datum::Null, Datum::Int(1), Datum::Null]
+        ],
+        "the last of a repeated header counts"
+    );
+    let rejected = f.rows("select reason from _weir_rejected_events where job = 'per_tenant'");
+    assert_eq!(rejected, vec![vec![t("header hop: expected integer, got \"two\"")]]);
+    // A header column cannot share a name with a column of the value.
+    let e = parse_file(
+        Path::new("streams/clicks.yml"),
+        "topics:\n  - name: clicks\n    columns: {page: varchar}\n    headers: {page: varchar}\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("streams/clicks.yml:4:15") && e.to_string().contains("needs a name of its own"), "{e}");
+}

@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use apache_avro::types::Value as AvroValue;
+use weir_log::RecordRef;
 use weir_registry::SchemaType;
 use weir_registry::codec::{ProtoValue, Read, Reader, parse_timestamp};
 
@@ -73,6 +74,8 @@ pub struct Decoder {
     /// Events are CSV lines (`format: csv`): where each column read is among a line's
     /// fields (the topic's declared columns, in order).
     csv: Option<Vec<Option<usize>>>,
+    /// The columns read from a record's headers (by their names) rather than its value.
+    headers: Vec<usize>,
 }
 
 impl Decoder {
@@ -85,7 +88,47 @@ impl Decoder {
             time: time.and_then(|t| columns.iter().position(|(n, _)| n == t)),
             registry: None,
             csv: None,
+            headers: vec![],
         }
+    }
+
+    /// The same decoder, the columns among `headers` (name, type) read from each record's
+    /// headers: the header of the column's name, as text; a record without it gives null.
+    pub fn with_headers(mut self, headers: &[(String, String)]) -> Decoder {
+        self.headers = self.names.iter().enumerate().filter(|(_, n)| headers.iter().any(|(h, _)| h == *n)).map(|(i, _)| i).collect();
+        self
+    }
+
+    /// The row of record `r` (its value, and its headers for the header columns) and its
+    /// event time.
+    pub fn decode_record(&self, r: &RecordRef) -> Result<(Vec<Cell>, i64), String> {
+        let mut scratch = Scratch::default();
+        let ts = self.decode_record_into(r, &mut scratch)?;
+        Ok((scratch.cells, ts))
+    }
+
+    /// As [`Decoder::decode_record`], the row left in `scratch.cells`.
+    pub fn decode_record_into<'de>(&self, r: &RecordRef<'de>, scratch: &mut Scratch<'de>) -> Result<i64, String> {
+        let ts = self.decode_into(r.value, scratch)?;
+        if self.headers.is_empty() {
+            return Ok(ts);
+        }
+        let headers = r.headers();
+        for &i in &self.headers {
+            let name = &self.names[i];
+            let cell = match headers.iter().rev().find(|(h, _)| h == name) {
+                None => Cell::Null,
+                Some((_, v)) => {
+                    let text = std::str::from_utf8(v).map_err(|_| format!("header {name}: not UTF-8 text"))?;
+                    text_cell(text, self.kinds[i])
+                        .ok_or_else(|| format!("header {name}: expected {}, got {}", self.types[i], short(&J::from(text))))?
+                }
+            };
+            if let Some(slot) = scratch.cells.get_mut(i) {
+                *slot = cell;
+            }
+        }
+        Ok(ts)
     }
 
     /// The same decoder for CSV lines whose fields are `declared` (the topic's columns, in

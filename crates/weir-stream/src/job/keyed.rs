@@ -43,7 +43,7 @@ impl KeyedEvents {
         };
         let mut scratch = Scratch::default();
         for (i, r) in records.iter().skip(range.start).take(n).enumerate() {
-            match decoder.decode_into(r.value, &mut scratch) {
+            match decoder.decode_record_into(&r, &mut scratch) {
                 Ok(ts) => {
                     direct.key_into(&scratch.cells, &mut out.text, &mut out.args);
                     out.ts.push(ts);

@@ -137,7 +137,9 @@ impl JobRun {
     /// `<project>/.weir/streams/<job>/`; `tables` are where the tables it joins are (see
     /// `weir_graph::Manifest::stream_tables`).
     pub fn new(project: &Path, job: StreamJob, topics: &[Topic], table: Relation, tables: Vec<Relation>) -> Result<JobRun, StreamError> {
-        let plan = crate::plan::plan(&job, topics)?;
+        // Read, a topic's header columns are columns of its stream.
+        let read: Vec<Topic> = topics.iter().map(Topic::as_read).collect();
+        let plan = crate::plan::plan(&job, &read)?;
         if matches!(job.config.sink, weir_graph::stream_jobs::Sink::Redis { .. }) && plan.shape == Shape::Stateless {
             return Err(weir_graph::GraphError::at(
                 job.config.location.clone(),
@@ -163,14 +165,22 @@ impl JobRun {
             .into());
         }
         let find = |name: &str| {
-            topics
-                .iter()
+            read.iter()
                 .find(|t| t.name == name)
                 .cloned()
                 .ok_or_else(|| StreamError::Job(format!("{}: no topic '{name}' in streams/*.yml", job.path.display())))
         };
         let topic = find(&plan.topic)?;
         let joined = plan.stream_join.as_ref().map(|j| find(&j.topic)).transpose()?;
+        // A join holds events in its checkpoints by their values alone.
+        if let Some(t) = std::iter::once(&topic).chain(&joined).find(|t| !t.headers.is_empty() && joined.is_some()) {
+            return Err(weir_graph::GraphError::at(
+                job.config.location.clone(),
+                format!("topic '{}' reads header columns, which a join of two streams cannot keep with the events it holds", t.name),
+                Some(&job.text),
+            )
+            .into());
+        }
         let out_topic = match &job.config.sink {
             weir_graph::stream_jobs::Sink::Topic { topic: name } => {
                 Some(topics.iter().find(|t| &t.name == name).map_or_else(|| weir_log::TopicSpec::new(name, topic.partitions), Topic::spec))
@@ -225,7 +235,7 @@ impl JobRun {
             }
             decoder = decoder.with_csv(&t.columns);
         }
-        Ok(decoder)
+        Ok(decoder.with_headers(&t.headers))
     }
 
     /// The registry, which a job over or into a topic of a registry format needs.
@@ -1499,7 +1509,7 @@ impl Work {
             let events = match direct {
                 Some(d) => Events::Keyed(KeyedEvents::decode(decoder, d, records, range.clone())),
                 None => Events::Rows(
-                    records.slice(range.clone()).map(|r| decoder.decode(r.value).map(|(cells, ts)| (cells, ts, None))).collect(),
+                    records.slice(range.clone()).map(|r| decoder.decode_record(&r).map(|(cells, ts)| (cells, ts, None))).collect(),
                 ),
             };
             if let Ok(mut done) = self.done.lock() {

@@ -217,7 +217,7 @@ impl<'a> Shuffle<'a> {
             read = records.len();
             let now = now_ms();
             for r in records.iter() {
-                let key = match self.decoder.decode(r.value) {
+                let key = match self.decoder.decode_record(&r) {
                     Ok((cells, ts)) => {
                         if self.run.plan.time_column.is_some() {
                             // One dated too far ahead moves nothing; the second stage refuses it.
