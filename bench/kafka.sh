@@ -17,6 +17,9 @@
 #     to one core and on both, over Kafka and over the embedded log;
 #   - the same job writing its results to a Kafka topic (`sink='topic'`, one transaction per
 #     checkpoint, every 5 s);
+#   - the same job shared by workers (`--worker --drain`, each after `weir stream reset`): one
+#     worker; two workers pinned to a core each; and one worker repartitioning (the events in a
+#     topic declared keyed by `v`, so the job's groups by `k` go through the internal topic);
 #   - latency: the job over live traffic (event time = the wall clock, BENCH_LIVE_RATE events
 #     a second for BENCH_LIVE_SECONDS s, produced by confluent-kafka), from the append of the
 #     event that closed a window to the commit of its result.
@@ -52,6 +55,12 @@ topics:
     key: k
     columns: {k: varchar, ts: timestamp, v: bigint}
     watermark: ts - interval '1 second'
+  - name: events_by_v
+    log: kafka
+    partitions: 2
+    key: v
+    columns: {k: varchar, ts: timestamp, v: bigint}
+    watermark: ts - interval '1 second'
   - name: live
     log: kafka
     partitions: 2
@@ -64,6 +73,8 @@ job tumble events ""
 job embedded embedded_events ""
 job to_topic events ", sink='topic', topic='counts'"
 job latency live ""
+job workers events ""
+job repartitioned events_by_v ""
 
 # 100 bytes each: the streams benchmark's event with a `note` to pad it.
 python3 bench/streams_events.py "$EVENTS" | python3 -c "
@@ -73,30 +84,34 @@ for line in sys.stdin:
     sys.stdout.write(line[:-1] + ',\"note\":\"' + 'x' * max(0, 100 - len(line) - 11) + '\"}\n')
 " > "$dir/events.jsonl"
 echo "events: $EVENTS, $(head -1 "$dir/events.jsonl" | wc -c) bytes each with the newline" >&2
-(cd "$dir" && "$WEIR" log produce events -f /dev/null >/dev/null && "$WEIR" log produce embedded_events -f events.jsonl >/dev/null)
+(cd "$dir" && "$WEIR" log produce events -f /dev/null >/dev/null && "$WEIR" log produce events_by_v -f /dev/null >/dev/null && "$WEIR" log produce embedded_events -f events.jsonl >/dev/null)
 
 rate() { python3 -c "print(f'{$EVENTS / $1:,.0f}')"; }
 printf '| what | seconds | events/s | peak MB |\n|---|---|---|---|\n'
-produced=$("$PY" - "$dir/events.jsonl" <<'PY'
+produce() {
+  "$PY" - "$dir/events.jsonl" "$1" <<'PY'
 import json, os, sys, time
 from confluent_kafka import Producer
 p = Producer({"bootstrap.servers": os.environ["BOOTSTRAP"], "partitioner": "murmur2_random", "linger.ms": 20,
               "batch.num.messages": 10000, "queue.buffering.max.messages": 1000000})
 lines = open(sys.argv[1], "rb").read().splitlines()
+topic = sys.argv[2]
 start = time.time()
 for line in lines:
     key = line[6:line.index(b'"', 6)]
     while True:
         try:
-            p.produce("events", key=key, value=line)
+            p.produce(topic, key=key, value=line)
             break
         except BufferError:
             p.poll(0.01)
 p.flush()
 print(f"{time.time() - start:.3f}")
 PY
-)
+}
+produced=$(produce events)
 printf '| confluent-kafka producer | %s | %s | |\n' "$produced" "$(rate "$produced")"
+produce events_by_v >/dev/null
 consumed() {
   taskset -c 0 "$PY" - <<'PY'
 import os, time
@@ -127,6 +142,19 @@ for run in "tumble:one core:taskset -c 0" "tumble:two cores:" "embedded:two core
     to_topic) what="Weir job over Kafka into a Kafka topic (transactions), $cores" ;;
   esac
   printf '| %s | %s | %s | %s |\n' "$what" "$wt" "$(rate "$wt")" "$wm"
+done
+
+# Workers: each run starts over (`reset` forgets their checkpoints and rewinds the group).
+worker() { printf '%s %s stream run %s --worker --drain' "$2" "$WEIR" "$1"; }
+reset() { printf '%s stream reset %s >/dev/null && ' "$WEIR" "$1"; }
+for run in "workers:one worker, two cores:$(reset workers)$(worker workers "")" \
+  "workers:two workers, one core each:$(reset workers){ $(worker workers "taskset -c 0") & $(worker workers "taskset -c 1") & wait; }" \
+  "repartitioned:one worker repartitioning, two cores:$(reset repartitioned)$(worker repartitioned "")"; do
+  IFS=: read -r name what cmd <<<"$run"
+  read -r wt wm < <(cd "$dir" && python3 "$WEIR_ROOT/bench/timeit.py" "$REPEAT" bash -c "$cmd")
+  printf '| Weir job over Kafka into DuckDB, %s | %s | %s | %s |\n' "$what" "$wt" "$(rate "$wt")" "$wm"
+  read_all=$(cd "$dir" && "$WEIR" --log-format json stream status "$name" | python3 -c 'import json, sys; print(json.load(sys.stdin)["events"]["read"])')
+  echo "$name ($what): the workers' status says $read_all events read" >&2
 done
 
 # Latency over live traffic.
