@@ -879,6 +879,27 @@ fn header_columns_are_read_from_each_records_headers() {
     );
     let rejected = f.rows("select reason from _weir_rejected_events where job = 'per_tenant'");
     assert_eq!(rejected, vec![vec![t("header hop: expected integer, got \"two\"")]]);
+    // A sink topic's header columns are written as headers, the rest as the value.
+    let topics = parse_file(
+        Path::new("streams/clicks.yml"),
+        "topics:\n  - name: clicks\n    columns: {page: varchar, at: timestamp}\n    headers: {tenant: varchar, hop: integer}\n    \
+         watermark: at\n  - name: tenant_clicks\n    columns: {page: varchar}\n    headers: {tenant: varchar}\n",
+    )
+    .unwrap();
+    let sql = "{{ config(sink='topic', topic='tenant_clicks') }}\nselect tenant, page from {{ stream('clicks') }} where hop < 3";
+    let job = parse_job(Path::new("streams/forward.sql"), sql).unwrap();
+    let run = JobRun::new(f.dir.path(), job, &topics, Relation::new("wh", "main", "forward"), vec![]).unwrap();
+    let s = f.drain(&run);
+    assert_eq!(s.counts.counted, 2, "{s:?}");
+    let out: Vec<(String, J)> = f
+        .log
+        .read("tenant_clicks", 0, 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| (format!("{:?}", r.headers), serde_json::from_slice(&r.value).unwrap()))
+        .collect();
+    let acme = (format!("{:?}", vec![("tenant".to_string(), b"acme".to_vec())]), json!({"page": "/a"}));
+    assert_eq!(out, vec![acme.clone(), acme]);
     // A header column cannot share a name with a column of the value.
     let e = parse_file(
         Path::new("streams/clicks.yml"),

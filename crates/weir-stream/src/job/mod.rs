@@ -535,6 +535,8 @@ struct Runner<'a> {
     log: &'a dyn Log,
     /// How its sink topic's records are written.
     out: Out,
+    /// The output columns a sink topic takes as record headers (its `headers:`), not in values.
+    out_headers: Vec<usize>,
     /// Its stream, and the stream joined to it in a join of two streams.
     inputs: Vec<Input>,
     evaluator: Evaluator,
@@ -699,9 +701,18 @@ impl<'a> Runner<'a> {
         // keys'), registered under the topic's subjects (or, without registration, found
         // there); a change its readers could not follow stops the job here, with the rules
         // it breaks.
+        let out_headers: Vec<usize> = match &run.out_declared {
+            Some(decl) => {
+                let layout = sink.layout();
+                (0..layout.columns.len())
+                    .filter(|i| decl.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(&layout.columns[*i].0)))
+                    .collect()
+            }
+            None => vec![],
+        };
         let out = match (&run.out_topic, &run.out_declared) {
             (Some(out), Some(decl)) => match decl.format.schema_type() {
-                Some(format) => Out::Registry(Box::new(out_writers(run, out, decl, format, sink.layout())?)),
+                Some(format) => Out::Registry(Box::new(out_writers(run, out, decl, format, sink.layout(), &out_headers)?)),
                 None if decl.format == Format::Csv => Out::Csv,
                 None => Out::Json,
             },
@@ -799,6 +810,7 @@ impl<'a> Runner<'a> {
             run,
             log,
             out,
+            out_headers,
             inputs,
             evaluator,
             sink,
@@ -1265,7 +1277,7 @@ impl<'a> Runner<'a> {
             .pending
             .rows
             .iter()
-            .map(|(row, _)| record(self.sink.layout(), row, now, &self.out))
+            .map(|(row, _)| record(self.sink.layout(), row, now, &self.out, &self.out_headers))
             .collect::<Result<_, _>>()
             .map_err(|e| StreamError::Job(format!("{}: a result does not fit its topic's schema: {e}", self.run.job.path.display())))?;
         let mut committed: weir_log::Positions = positions.iter().map(|(at, (o, _))| (at.clone(), *o)).collect();
@@ -1698,7 +1710,7 @@ fn settle_checkpoint(run: &JobRun, log: &dyn Log, names: &Names) -> Result<(), S
 /// A result row as a topic record: a JSON object of the output columns (numbers as numbers,
 /// times as ISO 8601 in UTC), a CSV line of them, or a message of the topic's registry
 /// format, keyed by the group keys and the window's start (in the same form).
-fn record(layout: &Layout, row: &[Option<String>], now: i64, out: &Out) -> Result<weir_log::Record, String> {
+fn record(layout: &Layout, row: &[Option<String>], now: i64, out: &Out, header_columns: &[usize]) -> Result<weir_log::Record, String> {
     let json_of = |ty: &str, v: Option<&str>| -> J {
         let Some(v) = v else { return J::Null };
         let ty = ty.to_ascii_uppercase();
@@ -1717,17 +1729,21 @@ fn record(layout: &Layout, row: &[Option<String>], now: i64, out: &Out) -> Resul
     let object = |columns: &mut dyn Iterator<Item = usize>| -> serde_json::Map<String, J> {
         columns.map(|i| (layout.columns[i].0.clone(), json_of(&layout.columns[i].1, row.get(i).and_then(|v| v.as_deref())))).collect()
     };
+    // The columns the topic takes as headers go there, as text (none when null).
+    let headers: weir_log::Headers =
+        header_columns.iter().filter_map(|i| Some((layout.columns[*i].0.clone(), row.get(*i)?.as_deref()?.as_bytes().to_vec()))).collect();
+    let value_columns = || (0..layout.columns.len()).filter(|i| !header_columns.contains(i));
     let key_columns = key_columns(layout);
     let (values, keys) = match out {
         Out::Json => {
             let key = (!key_columns.is_empty()).then(|| J::Object(object(&mut key_columns.into_iter())).to_string().into_bytes());
-            let value = J::Object(object(&mut (0..layout.columns.len()))).to_string().into_bytes();
-            return Ok(weir_log::Record { key, value, timestamp: now, headers: vec![] });
+            let value = J::Object(object(&mut value_columns())).to_string().into_bytes();
+            return Ok(weir_log::Record { key, value, timestamp: now, headers });
         }
         Out::Csv => {
             let line = |columns: &mut dyn Iterator<Item = usize>| csv_line(columns.map(|i| row.get(i).and_then(|v| v.as_deref())));
             let key = if key_columns.is_empty() { None } else { Some(line(&mut key_columns.into_iter())?) };
-            return Ok(weir_log::Record { key, value: line(&mut (0..layout.columns.len()))?, timestamp: now, headers: vec![] });
+            return Ok(weir_log::Record { key, value: line(&mut value_columns())?, timestamp: now, headers });
         }
         Out::Registry(w) => (&w.0, &w.1),
     };
@@ -1736,7 +1752,8 @@ fn record(layout: &Layout, row: &[Option<String>], now: i64, out: &Out) -> Resul
         Some(k) => Some(k.write(&key_columns.iter().map(|i| fields[*i].clone()).collect::<Vec<Field>>())?),
         None => None,
     };
-    Ok(weir_log::Record { key, value: values.write(&fields)?, timestamp: now, headers: vec![] })
+    let value: Vec<Field> = value_columns().map(|i| fields[i].clone()).collect();
+    Ok(weir_log::Record { key, value: values.write(&value)?, timestamp: now, headers })
 }
 
 /// How a sink topic's records are written (its `format:`).
@@ -1752,7 +1769,7 @@ fn key_columns(layout: &Layout) -> Vec<usize> {
     layout.keys.iter().copied().chain(layout.window.map(|(start, _)| start)).collect()
 }
 
-/// A sink topic's writers: its values' (the output columns) and, when results have keys,
+/// A sink topic's writers: its values' (the output columns but its header columns) and, when results have keys,
 /// its keys', both under the subjects the topic's strategy names.
 fn out_writers(
     run: &JobRun,
@@ -1760,6 +1777,7 @@ fn out_writers(
     decl: &Topic,
     format: weir_registry::SchemaType,
     layout: &Layout,
+    header_columns: &[usize],
 ) -> Result<(Writer, Option<Writer>), StreamError> {
     let registry = run.registry_for(decl)?;
     let register = decl.auto_register.unwrap_or(run.auto_register);
@@ -1769,7 +1787,9 @@ fn out_writers(
             StreamError::Job(format!("{}: its results do not fit topic '{}' of the schema registry: {e}", run.job.path.display(), out.name))
         })
     };
-    let values = open(&out.name, false, &layout.columns)?;
+    let value_columns: Vec<(String, String)> =
+        layout.columns.iter().enumerate().filter(|(i, _)| !header_columns.contains(i)).map(|(_, c)| c.clone()).collect();
+    let values = open(&out.name, false, &value_columns)?;
     let key_columns: Vec<(String, String)> = key_columns(layout).into_iter().map(|i| layout.columns[i].clone()).collect();
     let keys = if key_columns.is_empty() { None } else { Some(open(&format!("{}_key", out.name), true, &key_columns)?) };
     Ok((values, keys))
