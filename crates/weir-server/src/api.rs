@@ -773,15 +773,38 @@ pub struct Placed {
     pub offset: u64,
 }
 
+/// The request headers of `POST /api/v1/topics/{topic}/records`, for the document (the
+/// handler reads them from the request).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct RecordHeaders {
+    /// NAME=VALUE: a header of every record appended (NAME alone: an empty value); repeatable.
+    #[param(rename = "Weir-Record-Header", required = false, nullable = false)]
+    weir_record_header: String,
+}
+
 /// Appends events to a topic of the project's event log: the body is a JSON array of events
 /// (objects, as the topic's columns describe them), each keyed by the topic's key column.
-/// Durable when the answer comes.
-#[utoipa::path(post, path = "/api/v1/topics/{topic}/records", params(("topic" = String, Path)),
+/// Each `Weir-Record-Header: NAME=VALUE` of the request is a record header of every event (as
+/// `weir log produce --header`; `NAME` alone has an empty value). Durable when the answer comes.
+#[utoipa::path(post, path = "/api/v1/topics/{topic}/records", params(("topic" = String, Path), RecordHeaders),
     request_body(content = Vec<Object>, description = "The events, as a JSON array"),
     responses((status = 200, body = Produced), (status = 400, body = ApiError),
         (status = 404, description = "No topic of that name is declared in streams/*.yml or made", body = ApiError)))]
-async fn produce_records(State(s): State<AppState>, Path(topic): Path<String>, body: Result<Bytes, BytesRejection>) -> Reply<Produced> {
+async fn produce_records(
+    State(s): State<AppState>,
+    Path(topic): Path<String>,
+    request_headers: axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply<Produced> {
     let not_found = |topic: &str| Failure(StatusCode::NOT_FOUND, format!("no topic named '{topic}': declare it in streams/*.yml"));
+    let mut headers: weir_log::Headers = vec![];
+    for v in request_headers.get_all("weir-record-header") {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        let (name, value) = text.split_once('=').unwrap_or((&text, ""));
+        headers.push((name.trim().to_string(), value.as_bytes().to_vec()));
+    }
     let events = s.events.clone().ok_or_else(|| not_found(&topic))?;
     let body = body_bytes(body)?;
     let declared = events.topics.iter().find(|t| t.name == topic).cloned();
@@ -805,9 +828,13 @@ async fn produce_records(State(s): State<AppState>, Path(topic): Path<String>, b
                 Err(e) => return Err(Failure(StatusCode::BAD_REQUEST, format!("the request body is not JSON: {e}"))),
             }
         };
+        if let Some(i) = items.iter().position(|e| !e.is_object()) {
+            return Err(Failure(StatusCode::BAD_REQUEST, format!("event {i} of the request body is not a JSON object")));
+        }
         let now = chrono::Utc::now().timestamp_millis();
         let key = declared.as_ref().and_then(|t| t.key.as_deref());
-        let records: Vec<weir_log::Record> = items.iter().map(|e| weir_graph::streams::event_record(e, key, now)).collect();
+        let records: Vec<weir_log::Record> =
+            items.iter().map(|e| weir_log::Record { headers: headers.clone(), ..weir_graph::streams::event_record(e, key, now) }).collect();
         log.append(&topic, None, &records).map_err(|e| match e {
             weir_log::LogError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, m),
             other => Failure(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),

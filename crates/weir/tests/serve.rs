@@ -133,6 +133,27 @@ fn events_posted_to_weir_serve_are_read_back_by_weir_log_while_it_runs() {
     let mut sorted = pages.clone();
     sorted.sort();
     assert_eq!(sorted, ["/a", "/b", "/c", "/d", "/e"], "every event once, none overwritten: {pages:?}");
+
+    // Record headers of every event, as request headers.
+    let post = |headers: &[&str]| {
+        let mut req = reqwest::blocking::Client::new()
+            .post(format!("{}/api/v1/topics/clicks/records", serve.base))
+            .bearer_auth(TOKEN)
+            .body(r#"[{"user": "u4", "page": "/f"}]"#);
+        for h in headers {
+            req = req.header("Weir-Record-Header", *h);
+        }
+        req.send().unwrap()
+    };
+    assert_eq!(post(&["source=web", "hop=1", "sampled"]).status().as_u16(), 200);
+    let o = weir(dir.path(), &["log", "consume", "clicks"]);
+    let f: Vec<J> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<J>(l).unwrap())
+        .filter(|r| r["value"]["page"] == "/f")
+        .collect();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0]["headers"], serde_json::json!([["source", "web"], ["hop", "1"], ["sampled", ""]]));
     serve.terminate();
 }
 
