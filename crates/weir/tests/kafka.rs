@@ -307,6 +307,27 @@ fn stop(child: std::process::Child) {
     assert!(out.status.success(), "a worker stopped badly: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// 6,000 orders produced in three rounds while two workers share the `revenue` job, a third
+/// joins, the first stops and a fourth takes its place; `meanwhile` runs once every order is
+/// committed, before the workers stop. (A worker leaves the group as it stops; neither test
+/// broker deals a dead member's partitions again reliably, so none is killed with -9.)
+fn joins_and_leaves(broker: &Broker, dir: &Path, meanwhile: impl FnOnce()) {
+    produce(broker, 0, 2_000);
+    let (a, b) = (worker(dir), worker(dir));
+    std::thread::sleep(Duration::from_secs(4));
+    produce(broker, 2_000, 2_000);
+    let c = worker(dir);
+    std::thread::sleep(Duration::from_secs(3));
+    stop(a);
+    produce(broker, 4_000, 2_000);
+    let d = worker(dir);
+    all_committed(dir, 6_000);
+    meanwhile();
+    for w in [b, c, d] {
+        stop(w);
+    }
+}
+
 /// Workers joining, a worker leaving, and rebalances with windows open, on the broker with
 /// transactions; each partition moves with its window state.
 #[test]
@@ -317,23 +338,10 @@ fn workers_share_a_job_through_joins_leaves_and_rebalances_mid_window() {
     // another takes its place; the partitions move with their window state each time.
     let broker = Broker::start();
     let dir = project(&broker);
-    produce(&broker, 0, 2_000);
-    let (a, b) = (worker(dir.path()), worker(dir.path()));
-    std::thread::sleep(Duration::from_secs(4));
-    produce(&broker, 2_000, 2_000);
-    let c = worker(dir.path());
-    std::thread::sleep(Duration::from_secs(3));
-    // The first stops (and leaves the group; neither test broker deals a dead member's
-    // partitions again reliably, so a worker killed with -9 is not part of this test).
-    stop(a);
-    produce(&broker, 4_000, 2_000);
-    let d = worker(dir.path());
-    all_committed(dir.path(), 6_000);
-    let o = weir(dir.path(), &["stream", "status", "revenue"]);
-    assert!(o.status.success() && text(&o).contains("workers: "), "{}", text(&o));
-    for w in [b, c, d] {
-        stop(w);
-    }
+    joins_and_leaves(&broker, dir.path(), || {
+        let o = weir(dir.path(), &["stream", "status", "revenue"]);
+        assert!(o.status.success() && text(&o).contains("workers: "), "{}", text(&o));
+    });
     // Each partition's task keeps its own positions and counts beside the others'.
     let positions = query(
         &dir.path().join("t.duckdb"),
@@ -363,19 +371,7 @@ fn workers_share_a_job_that_writes_a_table_through_joins_and_leaves() {
     let broker = Broker::start();
     let dir = project(&broker);
     std::fs::write(dir.path().join("streams/revenue.sql"), JOB.replace("sink='topic', topic='revenue_out', ", "")).unwrap();
-    produce(&broker, 0, 2_000);
-    let (a, b) = (worker(dir.path()), worker(dir.path()));
-    std::thread::sleep(Duration::from_secs(4));
-    produce(&broker, 2_000, 2_000);
-    let c = worker(dir.path());
-    std::thread::sleep(Duration::from_secs(3));
-    stop(a);
-    produce(&broker, 4_000, 2_000);
-    let d = worker(dir.path());
-    all_committed(dir.path(), 6_000);
-    for w in [b, c, d] {
-        stop(w);
-    }
+    joins_and_leaves(&broker, dir.path(), || {});
     let db = dir.path().join("t.duckdb");
     let positions = query(&db, "select \"partition\", \"offset\" from _weir_stream_positions where job = 'revenue' order by 1");
     let offsets: u64 = positions.iter().map(|r| r[1].parse::<u64>().unwrap()).sum();
