@@ -16,6 +16,7 @@ pub mod artifacts;
 pub mod checks;
 pub mod dag;
 pub mod error;
+pub mod lineage;
 pub mod loads;
 pub mod logs;
 pub mod node;

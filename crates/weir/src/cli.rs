@@ -184,6 +184,10 @@ pub enum Command {
         /// Microbatch models' processed and missing event-time intervals.
         #[arg(long)]
         intervals: bool,
+        /// MODEL.COLUMN: the columns that feed it, through which expressions, back to the
+        /// sources and seeds (column-level lineage of the compiled SQL).
+        #[arg(long, value_name = "MODEL.COLUMN")]
+        lineage: Option<String>,
     },
     /// Preview the rows a model (or inline SQL) returns.
     Show {

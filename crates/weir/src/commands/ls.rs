@@ -1,15 +1,19 @@
 //! `weir ls`: the project's resources, as selectors, names, paths or JSON; with
-//! `--intervals`, what event time each microbatch model has processed and what is missing.
+//! `--intervals`, what event time each microbatch model has processed and what is missing;
+//! with `--lineage MODEL.COLUMN`, the columns that feed a column, back to the sources.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use weir_graph::{GraphError, ResourceType};
 use weir_store::{Interval, merge, missing};
+use weir_transform::compile::compile;
 use weir_transform::microbatch::{MicrobatchConfig, batches};
+use weir_transform::session::ExecHost;
 
-use crate::cli::{Global, Selection};
+use crate::cli::{Global, LogFormat, Selection};
 use crate::output::Output;
 use crate::workspace::{Error, Workspace, new_flags};
 
@@ -98,6 +102,86 @@ fn list_intervals(ws: &Workspace, selected: &BTreeSet<String>, as_json: bool, ou
         }
         if let Some(p) = last {
             println!("  last run   {} at {}", p.run_id, p.processed_at.format("%Y-%m-%d %H:%M:%S UTC"));
+        }
+    }
+    Ok(0)
+}
+
+/// Prints what feeds `target` (`model.column`): its expression, then each column it reads, and
+/// theirs in turn where they are columns of other models or snapshots, down to sources, seeds
+/// and loads. Each model's compiled SQL is read with [`weir_graph::lineage`]; `select *` is
+/// expanded with the warehouse's columns of the tables built.
+pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error> {
+    let ws = Workspace::load(g, out, new_flags("list", false, false))?;
+    let (model, column) = target
+        .rsplit_once('.')
+        .ok_or_else(|| GraphError::Selection(format!("--lineage {target}: expected MODEL.COLUMN (daily_revenue.revenue)")))?;
+    let nodes: Vec<_> = ws.manifest.nodes.values().collect();
+    let start = nodes
+        .iter()
+        .find(|n| n.name == model && matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot))
+        .ok_or_else(|| GraphError::Selection(format!("--lineage {target}: no model or snapshot named '{model}'")))?;
+    let session = ws.session(out, &BTreeSet::from([start.unique_id.clone()]))?;
+    let host = ExecHost::new(session.clone(), Arc::new(Mutex::new(None)));
+    // Every relation the project builds or reads, by its parts joined with `.` (lower case),
+    // with and without the database.
+    let mut by_relation: BTreeMap<String, &weir_graph::node::Node> = BTreeMap::new();
+    for n in &nodes {
+        if let Some(r) = &n.relation {
+            by_relation.insert(format!("{}.{}.{}", r.database, r.schema, r.identifier).to_lowercase(), n);
+            by_relation.insert(format!("{}.{}", r.schema, r.identifier).to_lowercase(), n);
+        }
+    }
+    let conn = RefCell::new(session.warehouse.connect()?);
+    let catalog = |name: &str| -> Option<Vec<String>> {
+        let rel = by_relation.get(&name.to_lowercase()).and_then(|n| n.relation.clone())?;
+        let cols = conn.borrow_mut().columns(&rel).ok()?;
+        (!cols.is_empty()).then(|| cols.into_iter().map(|c| c.name).collect())
+    };
+    let mut lines = vec![];
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![(0usize, start.unique_id.clone(), column.to_string())];
+    while let Some((depth, id, col)) = todo.pop() {
+        let Some(n) = ws.manifest.node(&id) else { continue };
+        let sql = compile(&host, n)?;
+        let all = weir_graph::lineage::lineage(&sql, &catalog).map_err(|e| format!("{}: {e}", n.original_file_path))?;
+        let Some(c) = all.iter().find(|c| c.name.eq_ignore_ascii_case(&col)) else {
+            let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!("{}: no column '{col}' among its columns ({})", n.name, names.join(", ")).into());
+        };
+        lines.push(json!({"depth": depth, "node": n.unique_id, "column": c.name, "expression": c.expression, "opaque": c.opaque}));
+        if !seen.insert((id.clone(), col.to_lowercase())) {
+            continue;
+        }
+        // Depth first, in the order the sources sort.
+        for s in c.sources.iter().rev() {
+            match by_relation.get(&s.relation.to_lowercase()) {
+                Some(up) if matches!(up.resource_type, ResourceType::Model | ResourceType::Snapshot) => {
+                    todo.push((depth + 1, up.unique_id.clone(), s.column.clone()));
+                }
+                up => lines.push(json!({
+                    "depth": depth + 1, "node": up.map(|u| u.unique_id.clone()), "relation": s.relation, "column": s.column,
+                })),
+            }
+        }
+    }
+    for l in &lines {
+        if out.format == LogFormat::Json {
+            println!("{l}");
+            continue;
+        }
+        let indent = "  ".repeat(l["depth"].as_u64().unwrap_or(0) as usize);
+        let arrow = if l["depth"] == 0 { "" } else { "<- " };
+        let node = l["node"].as_str().map(|id| id.split('.').skip(2).collect::<Vec<_>>().join(".")).unwrap_or_default();
+        match l.get("expression") {
+            Some(e) => {
+                let note = l["opaque"].as_str().map(|o| format!("  (not traced further: {o})")).unwrap_or_default();
+                println!("{indent}{arrow}{node}.{} = {}{note}", l["column"].as_str().unwrap_or(""), e.as_str().unwrap_or(""));
+            }
+            None => {
+                let what = l["node"].as_str().map(|id| format!("  ({})", id.split('.').next().unwrap_or(""))).unwrap_or_default();
+                println!("{indent}{arrow}{}.{}{what}", l["relation"].as_str().unwrap_or(""), l["column"].as_str().unwrap_or(""));
+            }
         }
     }
     Ok(0)

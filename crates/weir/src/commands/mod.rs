@@ -40,7 +40,10 @@ pub fn dispatch(cli: &Cli, out: &Arc<Output>) -> Result<u8, Error> {
         Command::Load(a) => load::run(g, a, out),
         Command::Compile { selection, inline } => compile::run(g, selection, inline.as_deref(), out),
         Command::Parse => compile::parse_only(g, out),
-        Command::Ls { selection, resource_type, output, intervals } => ls::run(g, selection, resource_type, output, *intervals, out),
+        Command::Ls { selection, resource_type, output, intervals, lineage } => match lineage {
+            Some(column) => ls::lineage(g, column, out),
+            None => ls::run(g, selection, resource_type, output, *intervals, out),
+        },
         Command::Show { selection, inline, limit } => show::run(g, selection, inline.as_deref(), *limit, out),
         Command::Debug => debug::run(g, out),
         Command::Clean => clean::run(g, out),

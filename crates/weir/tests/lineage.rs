@@ -1,0 +1,82 @@
+//! Column-level lineage with the real binary: `weir ls --lineage MODEL.COLUMN` on a built
+//! project, its expected lineage written by hand: joins, CTEs, `select *`, unions, window
+//! functions and a Jinja macro that writes a column's expression.
+
+mod common;
+
+use common::*;
+
+fn project() -> tempfile::TempDir {
+    let dir = minimal(&[
+        ("seeds/raw_orders.csv", "id,customer_id,amount_cents,ordered_at\n1,7,1250,2026-12-01\n2,8,300,2026-12-02\n"),
+        ("seeds/raw_customers.csv", "id,name\n7,Ada\n8,Bo\n"),
+        ("seeds/raw_refunds.csv", "order_id,refund_cents\n1,250\n"),
+        ("macros/money.sql", "{% macro dollars(column) %}{{ column }} / 100.0{% endmacro %}\n"),
+        (
+            "models/stg_orders.sql",
+            "with src as (select * from {{ ref('raw_orders') }})\n\
+             select id, customer_id, {{ dollars('amount_cents') }} as amount, ordered_at from src\n",
+        ),
+        (
+            "models/movements.sql",
+            "select id as order_id, amount from {{ ref('stg_orders') }}\n\
+             union all\n\
+             select order_id, -{{ dollars('refund_cents') }} from {{ ref('raw_refunds') }}\n",
+        ),
+        (
+            "models/customer_revenue.sql",
+            "with joined as (\n  select c.name, m.amount, o.ordered_at\n  from {{ ref('movements') }} m\n  \
+             join {{ ref('stg_orders') }} o on o.id = m.order_id\n  join {{ ref('raw_customers') }} c on c.id = o.customer_id\n)\n\
+             select name as customer, sum(amount) as revenue,\n  \
+             sum(sum(amount)) over (order by min(ordered_at)) as running, count(*) as movements\n\
+             from joined group by 1\n",
+        ),
+    ]);
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+    dir
+}
+
+#[test]
+fn a_mart_column_is_traced_back_to_the_seeds_through_every_model() {
+    let dir = project();
+    let o = weir(dir.path(), &["ls", "--lineage", "customer_revenue.revenue"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "customer_revenue.revenue = sum(amount)\n\
+         \x20 <- movements.amount = amount\n\
+         \x20   <- t.main.raw_refunds.refund_cents  (seed)\n\
+         \x20   <- stg_orders.amount = amount_cents / 100.0\n\
+         \x20     <- t.main.raw_orders.amount_cents  (seed)\n"
+    );
+    // A window over aggregates: every column it reads, the time the window is ordered by too.
+    let o = weir(dir.path(), &["--log-format", "json", "ls", "--lineage", "customer_revenue.running"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let leaves: Vec<String> = lines
+        .iter()
+        .filter(|l| l.get("relation").is_some())
+        .map(|l| format!("{}.{}", l["relation"].as_str().unwrap(), l["column"].as_str().unwrap()))
+        .collect();
+    assert_eq!(leaves, ["t.main.raw_refunds.refund_cents", "t.main.raw_orders.amount_cents", "t.main.raw_orders.ordered_at"]);
+    let o = weir(dir.path(), &["ls", "--lineage", "customer_revenue.customer"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "customer_revenue.customer = name\n  <- t.main.raw_customers.name  (seed)\n");
+    // No column feeds a count of rows.
+    let o = weir(dir.path(), &["ls", "--lineage", "customer_revenue.movements"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "customer_revenue.movements = count(*)\n");
+}
+
+#[test]
+fn lineage_mistakes_name_what_is_missing() {
+    let dir = project();
+    let o = weir(dir.path(), &["ls", "--lineage", "customer_revenue.profit"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no column 'profit' among its columns (customer, revenue, running, movements)"),
+        "{}",
+        text(&o)
+    );
+    let o = weir(dir.path(), &["ls", "--lineage", "revenue"]);
+    assert!(!o.status.success() && text(&o).contains("expected MODEL.COLUMN"), "{}", text(&o));
+    let o = weir(dir.path(), &["ls", "--lineage", "nothing.revenue"]);
+    assert!(!o.status.success() && text(&o).contains("no model or snapshot named 'nothing'"), "{}", text(&o));
+}
