@@ -61,6 +61,16 @@ fn a_mart_column_is_traced_back_to_the_seeds_through_every_model() {
     assert_eq!(leaves, ["t.main.raw_refunds.refund_cents", "t.main.raw_orders.amount_cents", "t.main.raw_orders.ordered_at"]);
     let o = weir(dir.path(), &["ls", "--lineage", "customer_revenue.customer"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "customer_revenue.customer = name\n  <- t.main.raw_customers.name  (seed)\n");
+    // Downstream: the columns a column feeds, through every model built on it.
+    let o = weir(dir.path(), &["ls", "--lineage", "stg_orders.amount"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "stg_orders.amount = amount_cents / 100.0\n\
+         \x20 <- t.main.raw_orders.amount_cents  (seed)\n\
+         \x20 -> movements.amount = amount\n\
+         \x20   -> customer_revenue.revenue = sum(amount)\n\
+         \x20   -> customer_revenue.running = sum(sum(amount)) OVER (ORDER BY min(ordered_at))\n"
+    );
     // No column feeds a count of rows.
     let o = weir(dir.path(), &["ls", "--lineage", "customer_revenue.movements"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "customer_revenue.movements = count(*)\n");

@@ -109,7 +109,7 @@ fn list_intervals(ws: &Workspace, selected: &BTreeSet<String>, as_json: bool, ou
 
 /// Prints what feeds `target` (`model.column`): its expression, then each column it reads, and
 /// theirs in turn where they are columns of other models or snapshots, down to sources, seeds
-/// and loads. Each model's compiled SQL is read with [`weir_graph::lineage`]; `select *` is
+/// and loads; then the columns of the models built on it that it feeds (`->`), and theirs. Each model's compiled SQL is read with [`weir_graph::lineage`]; `select *` is
 /// expanded with the warehouse's columns of the tables built.
 pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error> {
     let ws = Workspace::load(g, out, new_flags("list", false, false))?;
@@ -138,13 +138,24 @@ pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error>
         let cols = conn.borrow_mut().columns(&rel).ok()?;
         (!cols.is_empty()).then(|| cols.into_iter().map(|c| c.name).collect())
     };
+    // Each model's columns, read once.
+    let mut read: BTreeMap<String, Vec<weir_graph::lineage::ColumnLineage>> = BTreeMap::new();
+    let mut columns_of = |n: &weir_graph::node::Node| -> Result<Vec<weir_graph::lineage::ColumnLineage>, Error> {
+        if let Some(c) = read.get(&n.unique_id) {
+            return Ok(c.clone());
+        }
+        let sql = compile(&host, n)?;
+        let all = weir_graph::lineage::lineage(&sql, &catalog).map_err(|e| format!("{}: {e}", n.original_file_path))?;
+        read.insert(n.unique_id.clone(), all.clone());
+        Ok(all)
+    };
+    let is_model = |n: &weir_graph::node::Node| matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot);
     let mut lines = vec![];
     let mut seen = BTreeSet::new();
     let mut todo = vec![(0usize, start.unique_id.clone(), column.to_string())];
     while let Some((depth, id, col)) = todo.pop() {
         let Some(n) = ws.manifest.node(&id) else { continue };
-        let sql = compile(&host, n)?;
-        let all = weir_graph::lineage::lineage(&sql, &catalog).map_err(|e| format!("{}: {e}", n.original_file_path))?;
+        let all = columns_of(n)?;
         let Some(c) = all.iter().find(|c| c.name.eq_ignore_ascii_case(&col)) else {
             let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
             return Err(format!("{}: no column '{col}' among its columns ({})", n.name, names.join(", ")).into());
@@ -156,12 +167,37 @@ pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error>
         // Depth first, in the order the sources sort.
         for s in c.sources.iter().rev() {
             match by_relation.get(&s.relation.to_lowercase()) {
-                Some(up) if matches!(up.resource_type, ResourceType::Model | ResourceType::Snapshot) => {
-                    todo.push((depth + 1, up.unique_id.clone(), s.column.clone()));
-                }
+                Some(up) if is_model(up) => todo.push((depth + 1, up.unique_id.clone(), s.column.clone())),
                 up => lines.push(json!({
                     "depth": depth + 1, "node": up.map(|u| u.unique_id.clone()), "relation": s.relation, "column": s.column,
                 })),
+            }
+        }
+    }
+    // Downstream: the columns of the models built on it that read it, and theirs in turn.
+    let mut children: BTreeMap<&str, Vec<&weir_graph::node::Node>> = BTreeMap::new();
+    for n in nodes.iter().filter(|n| is_model(n)) {
+        for d in &n.depends_on {
+            children.entry(d.as_str()).or_default().push(n);
+        }
+    }
+    let mut down = vec![(1usize, start.unique_id.clone(), column.to_lowercase())];
+    let mut fed = BTreeSet::new();
+    while let Some((depth, id, col)) = down.pop() {
+        let Some(rel) = ws.manifest.node(&id).and_then(|n| n.relation.clone()) else { continue };
+        let names = [format!("{}.{}.{}", rel.database, rel.schema, rel.identifier), format!("{}.{}", rel.schema, rel.identifier)];
+        for child in children.get(id.as_str()).into_iter().flatten() {
+            for c in columns_of(child)? {
+                let reads = c
+                    .sources
+                    .iter()
+                    .any(|s| s.column.eq_ignore_ascii_case(&col) && names.iter().any(|n| n.eq_ignore_ascii_case(&s.relation)));
+                if reads && fed.insert((child.unique_id.clone(), c.name.to_lowercase())) {
+                    lines.push(
+                        json!({"depth": depth, "direction": "down", "node": child.unique_id, "column": c.name, "expression": c.expression}),
+                    );
+                    down.push((depth + 1, child.unique_id.clone(), c.name.to_lowercase()));
+                }
             }
         }
     }
@@ -171,7 +207,11 @@ pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error>
             continue;
         }
         let indent = "  ".repeat(l["depth"].as_u64().unwrap_or(0) as usize);
-        let arrow = if l["depth"] == 0 { "" } else { "<- " };
+        let arrow = match (l["depth"].as_u64(), l.get("direction")) {
+            (Some(0), _) => "",
+            (_, Some(_)) => "-> ",
+            _ => "<- ",
+        };
         let node = l["node"].as_str().map(|id| id.split('.').skip(2).collect::<Vec<_>>().join(".")).unwrap_or_default();
         match l.get("expression") {
             Some(e) => {
