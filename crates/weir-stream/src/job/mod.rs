@@ -173,7 +173,9 @@ impl JobRun {
         let topic = find(&plan.topic)?;
         let joined = plan.stream_join.as_ref().map(|j| find(&j.topic)).transpose()?;
         // A join holds events in its checkpoints by their values alone.
-        if let Some(t) = std::iter::once(&topic).chain(&joined).find(|t| !t.headers.is_empty() && joined.is_some()) {
+        if joined.is_some()
+            && let Some(t) = std::iter::once(&topic).chain(&joined).find(|t| !t.headers.is_empty())
+        {
             return Err(weir_graph::GraphError::at(
                 job.config.location.clone(),
                 format!("topic '{}' reads header columns, which a join of two streams cannot keep with the events it holds", t.name),

@@ -27,10 +27,10 @@ use super::{Control, JobRun, READ_MAX, Turn, now_ms};
 use crate::plan::Shape;
 use crate::{StreamError, WatermarkSpec, Watermarks};
 
-/// What the second stage knows of the first: the topic it repartitions, and its partitions.
+/// What the second stage knows of the first: how many partitions the source has, each of
+/// which reports its event time.
 #[derive(Debug, Clone)]
 pub struct Stage {
-    pub source: String,
     pub partitions: u32,
 }
 
@@ -69,7 +69,7 @@ pub fn second_stage(run: &JobRun, partitions: u32, keys: &[String]) -> JobRun {
     // Where the job starts in the source is the first stage's to say; the second reads what
     // the first forwarded since the job was last reset (see [`rewind`]).
     stage.job.config.start_from = StartFrom::Committed;
-    stage.repartition = Some(Stage { source: run.topic.name.clone(), partitions });
+    stage.repartition = Some(Stage { partitions });
     stage
 }
 
@@ -142,8 +142,6 @@ pub(crate) struct Shuffle<'a> {
     /// Per partition of the internal topic, the events forwarded since the last commit.
     pending: Vec<Vec<Record>>,
     committed_at: Instant,
-    /// Events forwarded since the task started.
-    pub(crate) forwarded: u64,
 }
 
 impl<'a> Shuffle<'a> {
@@ -191,7 +189,6 @@ impl<'a> Shuffle<'a> {
             watermarks,
             pending: vec![vec![]; partitions as usize],
             committed_at: Instant::now(),
-            forwarded: 0,
         };
         match at {
             Some(o) => task.from = o,
@@ -233,7 +230,6 @@ impl<'a> Shuffle<'a> {
                 self.pending[to as usize].push(record);
                 self.from = r.offset + 1;
             }
-            self.forwarded += read as u64;
         }
         let caught_up = read == 0;
         let finishing = stopping || (control.drain && caught_up);
