@@ -170,13 +170,17 @@ impl Reader<'_> {
                         None => Relation { columns: vec![], unknown: Some(full.clone()) },
                     },
                 };
-                let rel = alias.as_ref().map_or(rel.clone(), |a| renamed(rel, a));
-                scope.push((alias.as_ref().map_or_else(|| last_part(name), |a| a.name.value.to_lowercase()), rel));
+                match alias {
+                    Some(a) => scope.push((a.name.value.to_lowercase(), renamed(rel, a))),
+                    None => scope.push((last_part(name), rel)),
+                }
             }
             TableFactor::Derived { subquery, alias, .. } => {
                 let rel = self.query(subquery);
-                let name = alias.as_ref().map_or_else(String::new, |a| a.name.value.to_lowercase());
-                scope.push((name, alias.as_ref().map_or(rel.clone(), |a| renamed(rel, a))));
+                match alias {
+                    Some(a) => scope.push((a.name.value.to_lowercase(), renamed(rel, a))),
+                    None => scope.push((String::new(), rel)),
+                }
             }
             TableFactor::NestedJoin { table_with_joins, .. } => {
                 self.factor(&table_with_joins.relation, scope);

@@ -109,8 +109,9 @@ fn list_intervals(ws: &Workspace, selected: &BTreeSet<String>, as_json: bool, ou
 
 /// Prints what feeds `target` (`model.column`): its expression, then each column it reads, and
 /// theirs in turn where they are columns of other models or snapshots, down to sources, seeds
-/// and loads; then the columns of the models built on it that it feeds (`->`), and theirs. Each model's compiled SQL is read with [`weir_graph::lineage`]; `select *` is
-/// expanded with the warehouse's columns of the tables built.
+/// and loads; then the columns of the models built on it that it feeds (`->`), and theirs.
+/// Each model's compiled SQL is read with [`weir_graph::lineage`]; `select *` is expanded with
+/// the warehouse's columns of the tables built.
 pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error> {
     let ws = Workspace::load(g, out, new_flags("list", false, false))?;
     let (model, column) = target
