@@ -377,7 +377,7 @@ impl Sink {
             statements.extend(self.delete_statements(batch.deleted.iter()));
         }
         statements.extend(self.row_statements(rows));
-        let now = format!("cast({} as timestamp)", literal(&super::decode::format_micros(now_ms * 1000)));
+        let now = time_literal(now_ms);
         let q = |s: &str| self.wh.quote(s);
         let job = literal(&self.job);
         for (rel, asides, late) in [(&self.late, &batch.late, true), (&self.rejected, &batch.rejected, false)] {

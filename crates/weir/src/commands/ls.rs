@@ -133,11 +133,21 @@ pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error>
             by_relation.insert(format!("{}.{}", r.schema, r.identifier).to_lowercase(), n);
         }
     }
+    // Each table's columns, asked of the warehouse once however many models read it.
     let conn = RefCell::new(session.warehouse.connect()?);
+    let known: RefCell<BTreeMap<String, Option<Vec<String>>>> = RefCell::default();
     let catalog = |name: &str| -> Option<Vec<String>> {
-        let rel = by_relation.get(&name.to_lowercase()).and_then(|n| n.relation.clone())?;
-        let cols = conn.borrow_mut().columns(&rel).ok()?;
-        (!cols.is_empty()).then(|| cols.into_iter().map(|c| c.name).collect())
+        let key = name.to_lowercase();
+        if let Some(cols) = known.borrow().get(&key) {
+            return cols.clone();
+        }
+        let rel = by_relation.get(&key).and_then(|n| n.relation.clone());
+        let cols = rel
+            .and_then(|rel| conn.borrow_mut().columns(&rel).ok())
+            .filter(|cols| !cols.is_empty())
+            .map(|cols| cols.into_iter().map(|c| c.name).collect::<Vec<String>>());
+        known.borrow_mut().insert(key, cols.clone());
+        cols
     };
     // Each model's columns, read once.
     let mut read: BTreeMap<String, Vec<weir_graph::lineage::ColumnLineage>> = BTreeMap::new();
