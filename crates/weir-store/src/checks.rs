@@ -95,6 +95,16 @@ impl Store {
         })
     }
 
+    /// The newest `limit` outcomes recorded on one dataset, oldest first: the history a
+    /// check's chart draws.
+    pub fn dataset_checks(&self, dataset: &str, limit: usize) -> Result<Vec<CheckRecord>, StoreError> {
+        let sql = "select * from (
+                     select run_id, dataset, check_text, metric, value, status, threshold, message, samples, measured_at
+                     from weir_check_results where dataset = $1 order by measured_at desc limit $2
+                   ) newest order by measured_at";
+        self.check_records(sql, dataset, limit)
+    }
+
     /// Recorded outcomes whose dataset or check text contains `pattern`, oldest first,
     /// at most the newest `limit`.
     pub fn check_history(&self, pattern: &str, limit: usize) -> Result<Vec<CheckRecord>, StoreError> {
@@ -104,22 +114,26 @@ impl Store {
                      where strpos(dataset, $1) > 0 or strpos(check_text, $1) > 0
                      order by measured_at desc limit $2
                    ) newest order by measured_at";
+        self.check_records(&sql.replace("strpos(", if self.sqlite_file().is_some() { "instr(" } else { "strpos(" }), pattern, limit)
+    }
+
+    /// Check outcomes a query with one text parameter and a limit selects.
+    fn check_records(&self, sql: &str, param: &str, limit: usize) -> Result<Vec<CheckRecord>, StoreError> {
         let limit = limit as i64;
         type Row = (String, String, String, String, Option<f64>, String, String, Option<String>, Option<String>, String);
         let rows: Vec<Row> = self.with(|b| match b {
             Backend::Sqlite { conn, path } => {
                 let err = |source| StoreError::Sqlite { path: path.clone(), source };
-                // SQLite spells strpos `instr`.
-                let mut stmt = conn.prepare_cached(&sql.replace("strpos(", "instr(")).map_err(err)?;
+                let mut stmt = conn.prepare_cached(sql).map_err(err)?;
                 let rows = stmt
-                    .query_map(rusqlite::params![pattern, limit], |r| {
+                    .query_map(rusqlite::params![param, limit], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?))
                     })
                     .map_err(err)?;
                 rows.collect::<Result<Vec<Row>, _>>().map_err(err)
             }
             Backend::Postgres(c) => Ok(c
-                .query(sql, &[&pattern, &limit])?
+                .query(sql, &[&param, &limit])?
                 .iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7), r.get(8), r.get(9)))
                 .collect()),
@@ -188,5 +202,15 @@ mod tests {
         assert!(store.metric_history("db.main.other", "row_count", "r9", 5).unwrap().is_empty());
         let h = store.check_history("row_count", 2).unwrap();
         assert_eq!(h.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), vec!["r2", "r3"], "the newest two, oldest first");
+        let mut other = rec("r4", "row_count", 1.0, 4);
+        other.dataset = "db.main.orders_v2".into();
+        store.record_checks(&[other]).unwrap();
+        let d = store.dataset_checks("db.main.orders", 3).unwrap();
+        assert_eq!(
+            d.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+            ["r1", "r2", "r3"],
+            "the newest three of its own, oldest first"
+        );
+        assert_eq!(store.check_history("orders_v2", 5).unwrap().len(), 1);
     }
 }

@@ -9,6 +9,7 @@
 mod checks;
 mod intervals;
 mod loads;
+mod nodes;
 mod pipelines;
 mod registry;
 mod streams;
@@ -21,7 +22,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 pub use checks::CheckRecord;
 pub use intervals::{Interval, merge, missing};
 pub use loads::{LoadRun, LoadedFile};
-pub use pipelines::{AlertDelivery, PipelineRun, TaskAttempt, TaskInstance, Worker};
+pub use nodes::NodeRun;
+pub use pipelines::{AlertDelivery, PipelineRun, RunFilter, TaskAttempt, TaskInstance, Worker};
 pub use registry::{NewSchema, Placement, RegistryReference, RegistryTx, StoredSchema, SubjectVersion};
 
 /// Why the store could not be opened, read or written.
@@ -268,6 +270,19 @@ const MIGRATIONS: &[&str] = &[
         primary key (subject, name)
     )",
     "alter table weir_load_runs add column pending_files text",
+    "create table weir_node_runs (
+        unique_id text not null,
+        invocation text not null,
+        status text not null,
+        started_at text not null,
+        completed_at text not null,
+        rows_affected bigint,
+        message text,
+        pipeline text,
+        run_id text
+    );
+    create index weir_node_runs_node on weir_node_runs (unique_id, completed_at);
+    create index weir_pipeline_runs_queued on weir_pipeline_runs (pipeline, queued_at)",
 ];
 
 impl Store {

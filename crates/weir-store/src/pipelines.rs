@@ -32,6 +32,16 @@ pub struct PipelineRun {
     pub owner: Option<String>,
 }
 
+/// Which runs [`Store::find_runs`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub state: Option<String>,
+    /// Queued at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Queued before.
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// Where one task of one run stands.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskInstance {
@@ -477,6 +487,58 @@ impl Store {
         Ok(self.select(&sql, &[text(pipeline), text(state), limit], RUN_KINDS)?.into_iter().map(run_from).collect())
     }
 
+    /// The newest runs of a pipeline that a filter admits, newest first: in a state, queued
+    /// from `since` and before `until`.
+    pub fn find_runs(&self, pipeline: &str, filter: &RunFilter, limit: usize) -> Result<Vec<PipelineRun>, StoreError> {
+        let mut sql = format!("{RUN_COLUMNS} where pipeline = $1");
+        let mut params = vec![text(pipeline)];
+        let mut add = |clause: &str, v: Val| {
+            params.push(v);
+            sql.push_str(&format!(" and {clause} ${}", params.len()));
+        };
+        if let Some(state) = &filter.state {
+            add("state =", text(state));
+        }
+        if let Some(t) = filter.since {
+            add("queued_at >=", time(Some(t)));
+        }
+        if let Some(t) = filter.until {
+            add("queued_at <", time(Some(t)));
+        }
+        params.push(Val::Int(Some(limit.min(i64::MAX as usize) as i64)));
+        sql.push_str(&format!(" order by queued_at desc, run_id desc limit ${}", params.len()));
+        Ok(self.select(&sql, &params, RUN_KINDS)?.into_iter().map(run_from).collect())
+    }
+
+    /// The task instances of several runs of a pipeline in one query (a grid's cells).
+    pub fn task_instances_of(&self, pipeline: &str, run_ids: &[String]) -> Result<Vec<TaskInstance>, StoreError> {
+        let mut out = vec![];
+        // A few hundred parameters at a time: well inside both engines' limits.
+        for chunk in run_ids.chunks(500) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "select run_id, task, state, try_number, started_at, finished_at, message, max_tries from weir_task_instances
+                 where pipeline = $1 and run_id in ({})",
+                marks.join(", ")
+            );
+            let mut params = vec![text(pipeline)];
+            params.extend(chunk.iter().map(|r| text(r)));
+            let kinds = &[Col::Text, Col::Text, Col::Text, Col::Int, Col::Text, Col::Text, Col::Text, Col::Int];
+            out.extend(self.select(&sql, &params, kinds)?.into_iter().map(|r| TaskInstance {
+                pipeline: pipeline.to_string(),
+                run_id: r[0].text().unwrap_or_default(),
+                task: r[1].text().unwrap_or_default(),
+                state: r[2].text().unwrap_or_default(),
+                try_number: r[3].int().unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                max_tries: r[7].int().map(|n| n.clamp(0, i64::from(u32::MAX)) as u32),
+                started_at: parse(&r[4]),
+                finished_at: parse(&r[5]),
+                message: r[6].text(),
+            }));
+        }
+        Ok(out)
+    }
+
     /// The runs of a pipeline for the data interval starting at `start`, newest first.
     pub fn runs_for_interval(&self, pipeline: &str, start: DateTime<Utc>) -> Result<Vec<PipelineRun>, StoreError> {
         let sql = format!("{RUN_COLUMNS} where pipeline = $1 and interval_start = $2 order by queued_at desc");
@@ -668,15 +730,15 @@ fn state_list(states: &[&str]) -> String {
     states.iter().filter(|s| s.chars().all(|c| c.is_ascii_lowercase() || c == '_')).map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
 }
 
-fn text(s: &str) -> Val {
+pub(crate) fn text(s: &str) -> Val {
     Val::Text(Some(s.to_string()))
 }
 
-fn time(t: Option<DateTime<Utc>>) -> Val {
+pub(crate) fn time(t: Option<DateTime<Utc>>) -> Val {
     Val::Text(t.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true)))
 }
 
-fn parse(v: &Val) -> Option<DateTime<Utc>> {
+pub(crate) fn parse(v: &Val) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(&v.text()?).ok().map(|t| t.with_timezone(&Utc))
 }
 
@@ -816,6 +878,45 @@ mod tests {
         assert_eq!(store.prune_workers(Utc::now() - chrono::Duration::days(1)).unwrap(), 0, "stopped just now: kept");
         assert_eq!(store.prune_workers(Utc::now() + chrono::Duration::seconds(1)).unwrap(), 1, "only the stopped one");
         assert!(store.worker("w1").unwrap().is_none() && store.worker("w2").unwrap().is_some());
+    }
+
+    #[test]
+    fn runs_filtered_by_state_and_time_and_a_grid_of_their_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::sqlite(&dir.path().join("w.db")).unwrap();
+        let at = |h: i64| DateTime::from_timestamp(1_700_000_000 + h * 3600, 0).unwrap();
+        for h in 0..6 {
+            let mut r = run(&format!("r{h}"), if h % 2 == 0 { "success" } else { "failed" }, None);
+            r.queued_at = at(h);
+            store.save_run(&r).unwrap();
+            for task in ["a", "b"] {
+                let t = TaskInstance {
+                    pipeline: "daily".into(),
+                    run_id: r.run_id.clone(),
+                    task: task.into(),
+                    state: r.state.clone(),
+                    try_number: 1,
+                    max_tries: None,
+                    started_at: Some(at(h)),
+                    finished_at: None,
+                    message: None,
+                };
+                store.save_task(&t).unwrap();
+            }
+        }
+        let ids = |f: &RunFilter, limit| store.find_runs("daily", f, limit).unwrap().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+        assert_eq!(ids(&RunFilter::default(), 3), ["r5", "r4", "r3"]);
+        assert_eq!(ids(&RunFilter { state: Some("failed".into()), ..Default::default() }, 10), ["r5", "r3", "r1"]);
+        let window = RunFilter { since: Some(at(1)), until: Some(at(4)), ..Default::default() };
+        assert_eq!(ids(&window, 10), ["r3", "r2", "r1"]);
+        let both = RunFilter { state: Some("success".into()), ..window };
+        assert_eq!(ids(&both, 10), ["r2"]);
+        let cells = store.task_instances_of("daily", &["r1".into(), "r4".into(), "nope".into()]).unwrap();
+        let mut got: Vec<(String, String, String)> = cells.into_iter().map(|t| (t.run_id, t.task, t.state)).collect();
+        got.sort();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], ("r1".into(), "a".into(), "failed".into()));
+        assert_eq!(got[3], ("r4".into(), "b".into(), "success".into()));
     }
 
     #[test]
