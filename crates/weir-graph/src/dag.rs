@@ -9,6 +9,7 @@ use crate::error::GraphError;
 use crate::parse::Manifest;
 
 /// Edges point from a dependency to the node that depends on it.
+#[derive(Clone)]
 pub struct Graph {
     pub g: DiGraph<String, ()>,
     pub index: HashMap<String, NodeIndex>,

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableAlias,
-    TableFactor, visit_expressions,
+    Expr, FunctionArg, FunctionArgExpr, ObjectName, ObjectNamePart, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    Statement, TableAlias, TableFactor, visit_expressions,
 };
 use sqlparser::dialect::DuckDbDialect;
 use sqlparser::parser::Parser;
@@ -149,27 +149,15 @@ impl Reader<'_> {
     /// Puts the relation `f` reads in `scope`, under its alias (else its name's last part).
     fn factor(&mut self, f: &TableFactor, scope: &mut Vec<(String, Relation)>) {
         match f {
+            TableFactor::Table { name, alias, args: Some(args), .. } if window_function(name) => {
+                let mut rel = self.windowed(name, &args.args);
+                if let Some(a) = alias {
+                    rel = renamed(rel, a);
+                }
+                scope.push((alias.as_ref().map_or_else(|| last_part(name), |a| a.name.value.to_lowercase()), rel));
+            }
             TableFactor::Table { name, alias, .. } => {
-                let full = parts(name).join(".");
-                let cte = (name.0.len() == 1).then(|| self.ctes.iter().rev().find(|(n, _)| *n == full.to_lowercase())).flatten();
-                let rel = match cte {
-                    Some((_, rel)) => rel.clone(),
-                    None => match (self.catalog)(&full) {
-                        Some(cols) => Relation {
-                            columns: cols
-                                .into_iter()
-                                .map(|c| ColumnLineage {
-                                    name: c.clone(),
-                                    expression: c.clone(),
-                                    sources: BTreeSet::from([SourceColumn { relation: full.clone(), column: c }]),
-                                    opaque: None,
-                                })
-                                .collect(),
-                            unknown: None,
-                        },
-                        None => Relation { columns: vec![], unknown: Some(full.clone()) },
-                    },
-                };
+                let rel = self.named(name);
                 match alias {
                     Some(a) => scope.push((a.name.value.to_lowercase(), renamed(rel, a))),
                     None => scope.push((last_part(name), rel)),
@@ -193,6 +181,54 @@ impl Reader<'_> {
                 scope.push((name.to_lowercase(), Relation { columns: vec![], unknown: Some(name) }));
             }
         }
+    }
+
+    /// The table or CTE a name reads: a CTE in scope, else the catalog's columns of the table.
+    fn named(&self, name: &ObjectName) -> Relation {
+        let full = parts(name).join(".");
+        let cte = (name.0.len() == 1).then(|| self.ctes.iter().rev().find(|(n, _)| *n == full.to_lowercase())).flatten();
+        match cte {
+            Some((_, rel)) => rel.clone(),
+            None => match (self.catalog)(&full) {
+                Some(cols) => Relation {
+                    columns: cols
+                        .into_iter()
+                        .map(|c| ColumnLineage {
+                            name: c.clone(),
+                            expression: c.clone(),
+                            sources: BTreeSet::from([SourceColumn { relation: full.clone(), column: c }]),
+                            opaque: None,
+                        })
+                        .collect(),
+                    unknown: None,
+                },
+                None => Relation { columns: vec![], unknown: Some(full.clone()) },
+            },
+        }
+    }
+
+    /// A stream job's window table function (`tumble(orders, ordered_at, interval '1 minute')`,
+    /// as in Flink): the table's columns as they are, and the window's bounds, fed by its
+    /// time column.
+    fn windowed(&mut self, name: &ObjectName, args: &[FunctionArg]) -> Relation {
+        let arg = |i: usize| match args.get(i) {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) => Some(e),
+            _ => None,
+        };
+        let table = match arg(0) {
+            Some(Expr::Identifier(id)) => ObjectName(vec![ObjectNamePart::Identifier(id.clone())]),
+            Some(Expr::CompoundIdentifier(ids)) => ObjectName(ids.iter().cloned().map(ObjectNamePart::Identifier).collect()),
+            _ => return Relation { columns: vec![], unknown: Some(name.to_string()) },
+        };
+        let mut rel = self.named(&table);
+        let time = arg(1).map(|e| self.column(e, "window_start", &[(String::new(), rel.clone())]));
+        for bound in ["window_start", "window_end", "window_time"] {
+            let mut c = time.clone().unwrap_or_else(|| opaque_column(bound, bound, "the window's time column is not named"));
+            c.name = bound.into();
+            c.expression = format!("{}({})", last_part(name), args.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+            rel.columns.push(c);
+        }
+        rel
     }
 
     /// The output column `name` computed by `e` over `scope`.
@@ -287,6 +323,12 @@ fn parts(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
+/// Whether a table function in `from` is a stream job's window (Flink's window table
+/// functions, which DuckDB does not have).
+fn window_function(name: &ObjectName) -> bool {
+    matches!(last_part(name).as_str(), "tumble" | "hop" | "session" | "cumulate")
+}
+
 fn last_part(name: &ObjectName) -> String {
     parts(name).pop().unwrap_or_default().to_lowercase()
 }
@@ -378,5 +420,16 @@ mod tests {
         assert_eq!(got, ["user_id <-  ! 'user_id' may be a column of any of raw.a, raw.b, whose columns are not known"]);
         assert!(lineage("select from where", &catalog).unwrap_err().to_string().starts_with("the SQL does not parse"));
         assert_eq!(lineage("create table t (a int)", &catalog).unwrap_err(), LineageError::NotAQuery);
+    }
+
+    #[test]
+    fn a_stream_jobs_window_passes_its_table_through_and_bounds_it_by_its_time_column() {
+        let got = read(
+            "select customer_id, window_start as minute, sum(amount) as spent \
+             from tumble(\"orders\", ordered_at, interval '1 minute') group by customer_id, window_start",
+        );
+        assert_eq!(got, ["customer_id <- orders.customer_id", "minute <- orders.ordered_at", "spent <- orders.amount"]);
+        let got = read("select w.window_end, w.id from session(main.orders, ordered_at, interval '10 minutes') as w");
+        assert_eq!(got, ["window_end <- main.orders.ordered_at", "id <- main.orders.id"]);
     }
 }

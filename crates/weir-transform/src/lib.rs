@@ -10,6 +10,7 @@
 pub mod compile;
 pub mod error;
 pub mod freshness;
+pub mod lineage;
 pub mod materialize;
 pub mod microbatch;
 pub mod run;

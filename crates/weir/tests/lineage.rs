@@ -1,6 +1,7 @@
 //! Column-level lineage with the real binary: `weir ls --lineage MODEL.COLUMN` on a built
 //! project, its expected lineage written by hand: joins, CTEs, `select *`, unions, window
-//! functions and a Jinja macro that writes a column's expression.
+//! functions and a Jinja macro that writes a column's expression; and through a stream job to
+//! its topic, and through a load to the file it reads.
 
 mod common;
 
@@ -88,5 +89,49 @@ fn lineage_mistakes_name_what_is_missing() {
     let o = weir(dir.path(), &["ls", "--lineage", "revenue"]);
     assert!(!o.status.success() && text(&o).contains("expected MODEL.COLUMN"), "{}", text(&o));
     let o = weir(dir.path(), &["ls", "--lineage", "nothing.revenue"]);
-    assert!(!o.status.success() && text(&o).contains("no model or snapshot named 'nothing'"), "{}", text(&o));
+    assert!(!o.status.success() && text(&o).contains("no model, snapshot or stream job named 'nothing'"), "{}", text(&o));
+}
+
+#[test]
+fn lineage_goes_through_stream_jobs_to_their_topics_and_through_loads_to_their_files() {
+    let dir = minimal(&[
+        ("streams/shop.yml", "topics:\n  - name: orders\n    columns: {customer_id: bigint, amount: double, ordered_at: timestamp}\n"),
+        (
+            "streams/spend.sql",
+            "select customer_id, window_start as minute, sum(amount) as spent\n\
+             from tumble({{ stream('orders') }}, ordered_at, interval '1 minute')\ngroup by customer_id, window_start\n",
+        ),
+        (
+            "models/spend_daily.sql",
+            "select customer_id, date_trunc('day', minute) as day, sum(spent) as spent from {{ ref('spend') }} group by 1, 2\n",
+        ),
+        ("inbox/payments.csv", "id,amount\n1,9.50\n"),
+        ("loads/payments.yml", "loads:\n  - name: payments\n    source:\n      kind: csv\n      path: inbox/payments.csv\n"),
+        ("models/sources.yml", "sources:\n  - name: raw\n    tables:\n      - name: payments\n"),
+        ("models/pay.sql", "select id, amount * 100 as cents from {{ source('raw', 'payments') }}\n"),
+    ]);
+    let o = weir(dir.path(), &["ls", "--lineage", "spend_daily.spent"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "spend_daily.spent = sum(spent)\n\
+         \x20 <- spend.spent = sum(amount)\n\
+         \x20   <- topic orders: amount\n"
+    );
+    // A window's bounds are fed by the job's time column.
+    let o = weir(dir.path(), &["ls", "--lineage", "spend_daily.day"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "spend_daily.day = date_trunc('day', minute)\n\
+         \x20 <- spend.minute = window_start\n\
+         \x20   <- topic orders: ordered_at\n"
+    );
+    let o = weir(dir.path(), &["ls", "--lineage", "pay.cents"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "pay.cents = amount * 100\n\
+         \x20 <- t.raw.payments.amount  (load)\n\
+         \x20   <- csv inbox/payments.csv: amount\n"
+    );
 }

@@ -2,16 +2,14 @@
 //! `--intervals`, what event time each microbatch model has processed and what is missing;
 //! with `--lineage MODEL.COLUMN`, the columns that feed a column, back to the sources.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::json;
 use weir_graph::{GraphError, ResourceType};
 use weir_store::{Interval, merge, missing};
-use weir_transform::compile::compile;
+use weir_transform::lineage::{Direction, ProjectLineage};
 use weir_transform::microbatch::{MicrobatchConfig, batches};
-use weir_transform::session::ExecHost;
 
 use crate::cli::{Global, LogFormat, Selection};
 use crate::output::Output;
@@ -117,121 +115,38 @@ pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error>
     let (model, column) = target
         .rsplit_once('.')
         .ok_or_else(|| GraphError::Selection(format!("--lineage {target}: expected MODEL.COLUMN (daily_revenue.revenue)")))?;
-    let nodes: Vec<_> = ws.manifest.nodes.values().collect();
-    let start = nodes
-        .iter()
-        .find(|n| n.name == model && matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot))
-        .ok_or_else(|| GraphError::Selection(format!("--lineage {target}: no model or snapshot named '{model}'")))?;
+    let start = ws
+        .manifest
+        .nodes
+        .values()
+        .find(|n| n.name == model && ProjectLineage::is_traced(n))
+        .ok_or_else(|| GraphError::Selection(format!("--lineage {target}: no model, snapshot or stream job named '{model}'")))?;
     let session = ws.session(out, &BTreeSet::from([start.unique_id.clone()]))?;
-    let host = ExecHost::new(session.clone(), Arc::new(Mutex::new(None)));
-    // Every relation the project builds or reads, by its parts joined with `.` (lower case),
-    // with and without the database.
-    let mut by_relation: BTreeMap<String, &weir_graph::node::Node> = BTreeMap::new();
-    for n in &nodes {
-        if let Some(r) = &n.relation {
-            by_relation.insert(format!("{}.{}.{}", r.database, r.schema, r.identifier).to_lowercase(), n);
-            by_relation.insert(format!("{}.{}", r.schema, r.identifier).to_lowercase(), n);
-        }
-    }
-    // Each table's columns, asked of the warehouse once however many models read it.
-    let conn = RefCell::new(session.warehouse.connect()?);
-    let known: RefCell<BTreeMap<String, Option<Vec<String>>>> = RefCell::default();
-    let catalog = |name: &str| -> Option<Vec<String>> {
-        let key = name.to_lowercase();
-        if let Some(cols) = known.borrow().get(&key) {
-            return cols.clone();
-        }
-        let rel = by_relation.get(&key).and_then(|n| n.relation.clone());
-        let cols = rel
-            .and_then(|rel| conn.borrow_mut().columns(&rel).ok())
-            .filter(|cols| !cols.is_empty())
-            .map(|cols| cols.into_iter().map(|c| c.name).collect::<Vec<String>>());
-        known.borrow_mut().insert(key, cols.clone());
-        cols
-    };
-    // Each model's columns, read once.
-    let mut read: BTreeMap<String, Vec<weir_graph::lineage::ColumnLineage>> = BTreeMap::new();
-    let mut columns_of = |n: &weir_graph::node::Node| -> Result<Vec<weir_graph::lineage::ColumnLineage>, Error> {
-        if let Some(c) = read.get(&n.unique_id) {
-            return Ok(c.clone());
-        }
-        let sql = compile(&host, n)?;
-        let all = weir_graph::lineage::lineage(&sql, &catalog).map_err(|e| format!("{}: {e}", n.original_file_path))?;
-        read.insert(n.unique_id.clone(), all.clone());
-        Ok(all)
-    };
-    let is_model = |n: &weir_graph::node::Node| matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot);
-    let mut lines = vec![];
-    let mut seen = BTreeSet::new();
-    let mut todo = vec![(0usize, start.unique_id.clone(), column.to_string())];
-    while let Some((depth, id, col)) = todo.pop() {
-        let Some(n) = ws.manifest.node(&id) else { continue };
-        let all = columns_of(n)?;
-        let Some(c) = all.iter().find(|c| c.name.eq_ignore_ascii_case(&col)) else {
-            let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-            return Err(format!("{}: no column '{col}' among its columns ({})", n.name, names.join(", ")).into());
-        };
-        lines.push(json!({"depth": depth, "node": n.unique_id, "column": c.name, "expression": c.expression, "opaque": c.opaque}));
-        if !seen.insert((id.clone(), col.to_lowercase())) {
-            continue;
-        }
-        // Depth first, in the order the sources sort.
-        for s in c.sources.iter().rev() {
-            match by_relation.get(&s.relation.to_lowercase()) {
-                Some(up) if is_model(up) => todo.push((depth + 1, up.unique_id.clone(), s.column.clone())),
-                up => lines.push(json!({
-                    "depth": depth + 1, "node": up.map(|u| u.unique_id.clone()), "relation": s.relation, "column": s.column,
-                })),
-            }
-        }
-    }
-    // Downstream: the columns of the models built on it that read it, and theirs in turn.
-    let mut children: BTreeMap<&str, Vec<&weir_graph::node::Node>> = BTreeMap::new();
-    for n in nodes.iter().filter(|n| is_model(n)) {
-        for d in &n.depends_on {
-            children.entry(d.as_str()).or_default().push(n);
-        }
-    }
-    let mut down = vec![(1usize, start.unique_id.clone(), column.to_lowercase())];
-    let mut fed = BTreeSet::new();
-    while let Some((depth, id, col)) = down.pop() {
-        let Some(rel) = ws.manifest.node(&id).and_then(|n| n.relation.clone()) else { continue };
-        let names = [format!("{}.{}.{}", rel.database, rel.schema, rel.identifier), format!("{}.{}", rel.schema, rel.identifier)];
-        for child in children.get(id.as_str()).into_iter().flatten() {
-            for c in columns_of(child)? {
-                let reads = c
-                    .sources
-                    .iter()
-                    .any(|s| s.column.eq_ignore_ascii_case(&col) && names.iter().any(|n| n.eq_ignore_ascii_case(&s.relation)));
-                if reads && fed.insert((child.unique_id.clone(), c.name.to_lowercase())) {
-                    lines.push(
-                        json!({"depth": depth, "direction": "down", "node": child.unique_id, "column": c.name, "expression": c.expression}),
-                    );
-                    down.push((depth + 1, child.unique_id.clone(), c.name.to_lowercase()));
-                }
-            }
-        }
-    }
-    for l in &lines {
+    let steps = ProjectLineage::new(session).trace(&start.unique_id, column)?;
+    for s in &steps {
         if out.format == LogFormat::Json {
-            println!("{l}");
+            println!("{}", serde_json::to_string(s).unwrap_or_default());
             continue;
         }
-        let indent = "  ".repeat(l["depth"].as_u64().unwrap_or(0) as usize);
-        let arrow = match (l["depth"].as_u64(), l.get("direction")) {
-            (Some(0), _) => "",
-            (_, Some(_)) => "-> ",
-            _ => "<- ",
+        let indent = "  ".repeat(s.depth);
+        let arrow = match (s.depth, s.direction) {
+            (0, _) => "",
+            (_, Direction::Down) => "-> ",
+            (_, Direction::Up) => "<- ",
         };
-        let node = l["node"].as_str().map(|id| id.split('.').skip(2).collect::<Vec<_>>().join(".")).unwrap_or_default();
-        match l.get("expression") {
+        let node = s.node.as_deref().map(|id| id.split('.').skip(2).collect::<Vec<_>>().join(".")).unwrap_or_default();
+        match &s.expression {
             Some(e) => {
-                let note = l["opaque"].as_str().map(|o| format!("  (not traced further: {o})")).unwrap_or_default();
-                println!("{indent}{arrow}{node}.{} = {}{note}", l["column"].as_str().unwrap_or(""), e.as_str().unwrap_or(""));
+                let note = s.opaque.as_ref().map(|o| format!("  (not traced further: {o})")).unwrap_or_default();
+                println!("{indent}{arrow}{node}.{} = {e}{note}", s.column);
             }
             None => {
-                let what = l["node"].as_str().map(|id| format!("  ({})", id.split('.').next().unwrap_or(""))).unwrap_or_default();
-                println!("{indent}{arrow}{}.{}{what}", l["relation"].as_str().unwrap_or(""), l["column"].as_str().unwrap_or(""));
+                let what = s.node.as_deref().map(|id| format!("  ({})", id.split('.').next().unwrap_or(""))).unwrap_or_default();
+                let note = s.opaque.as_ref().map(|o| format!("  ({o})")).unwrap_or_default();
+                // A table's column is `table.column`; a file's, topic's or query's, `what: column`.
+                let relation = s.relation.as_deref().unwrap_or("");
+                let sep = if relation.contains(' ') { ": " } else { "." };
+                println!("{indent}{arrow}{relation}{sep}{}{what}{note}", s.column);
             }
         }
     }
