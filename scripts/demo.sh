@@ -46,3 +46,6 @@ fi
 "$WEIR" build --select resource_type:stream path:models/realtime
 "$WEIR" stream status live_revenue
 "$WEIR" show --select live_vs_daily --limit 5
+echo
+echo "To look at it all in the web UI: (cd examples/shop && WEIR_API_TOKEN=demo $WEIR serve)"
+echo "then open http://127.0.0.1:8080/ui/ and sign in with the token demo."

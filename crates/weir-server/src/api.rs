@@ -26,7 +26,7 @@ use crate::AppState;
 /// The OpenAPI 3.1 document of this API, served at `/api/v1/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Weir", description = "Pipelines, runs, task instances and logs of a Weir project; trigger runs, clear tasks, pause pipelines; send events to the event log; follow the stream jobs."),
+    info(title = "Weir", description = "Pipelines, runs, task instances and logs of a Weir project; trigger runs, clear tasks, pause pipelines; send events to the event log; follow the stream jobs; the asset graph and column lineage."),
     paths(
         health,
         openapi_json,
@@ -35,6 +35,7 @@ use crate::AppState;
         pause_pipeline,
         unpause_pipeline,
         list_runs,
+        get_grid,
         trigger_run,
         get_run,
         get_task,
@@ -43,13 +44,21 @@ use crate::AppState;
         list_workers,
         produce_records,
         list_streams,
-        get_stream
+        get_stream,
+        crate::assets::asset_graph,
+        crate::assets::asset_detail,
+        crate::assets::asset_lineage,
+        crate::assets::check_history,
+        crate::assets::load_history,
+        crate::assets::rejected_rows,
+        crate::cdc::list_cdc
     ),
     components(schemas(
         Health,
         PipelineInfo,
         TaskInfo,
         RunInfo,
+        Grid,
         TaskInstanceInfo,
         AttemptInfo,
         TaskDetail,
@@ -63,6 +72,20 @@ use crate::AppState;
         StreamEvents,
         PartitionProgress,
         ResultLatency,
+        crate::assets::AssetGraph,
+        crate::assets::AssetNode,
+        crate::assets::AssetDetail,
+        crate::assets::AssetColumn,
+        crate::assets::BuildInfo,
+        crate::assets::Lineage,
+        crate::assets::LineageStep,
+        crate::assets::CheckHistory,
+        crate::assets::CheckSeries,
+        crate::assets::CheckPoint,
+        crate::assets::LoadHistory,
+        crate::assets::LoadRunInfo,
+        crate::assets::RejectedRows,
+        crate::cdc::CdcInfo,
         ApiError
     )),
     modifiers(&BearerAuth, &Truthful),
@@ -80,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/pipelines/{pipeline}/pause", post(pause_pipeline))
         .route("/api/v1/pipelines/{pipeline}/unpause", post(unpause_pipeline))
         .route("/api/v1/pipelines/{pipeline}/runs", get(list_runs).post(trigger_run))
+        .route("/api/v1/pipelines/{pipeline}/grid", get(get_grid))
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}", get(get_run))
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}", get(get_task))
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs", get(task_log))
@@ -88,7 +112,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/topics/{topic}/records", post(produce_records))
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{job}", get(get_stream))
+        .route("/api/v1/assets", get(crate::assets::asset_graph))
+        .route("/api/v1/assets/{id}", get(crate::assets::asset_detail))
+        .route("/api/v1/assets/{id}/lineage", get(crate::assets::asset_lineage))
+        .route("/api/v1/assets/{id}/checks", get(crate::assets::check_history))
+        .route("/api/v1/assets/{id}/loads", get(crate::assets::load_history))
+        .route("/api/v1/assets/{id}/rejected", get(crate::assets::rejected_rows))
+        .route("/api/v1/cdc", get(crate::cdc::list_cdc))
         .nest_service("/registry", crate::registry::routes(&state))
+        .merge(crate::ui::routes())
         .fallback(|| async { Failure(StatusCode::NOT_FOUND, "no such endpoint; the API is described at /api/v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(json_errors))
@@ -165,7 +197,7 @@ pub struct ApiError {
 }
 
 /// A status and a message, rendered as `{"error": message}`.
-struct Failure(StatusCode, String);
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -189,13 +221,13 @@ impl From<weir_orchestrate::OrchestrateError> for Failure {
     }
 }
 
-type Reply<T> = Result<Json<T>, Failure>;
+pub(crate) type Reply<T> = Result<Json<T>, Failure>;
 
 /// Open: `health` and the documents. Reads: open with `open_reads`, else the token.
 /// Writes: the token, which must be configured.
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path == "/api/v1/health" || path == "/api/v1/openapi.json" || path == "/registry/openapi.json" {
+    if path == "/api/v1/health" || path == "/api/v1/openapi.json" || path == "/registry/openapi.json" || crate::ui::is_ui(path) {
         return next.run(req).await;
     }
     let registry = path == "/registry" || path.starts_with("/registry/");
@@ -413,18 +445,18 @@ fn run_info(r: PipelineRun, tasks: Option<Vec<TaskInstanceInfo>>) -> RunInfo {
 }
 
 fn task_infos(store: &Store, pipeline: &str, run_id: &str) -> Result<Vec<TaskInstanceInfo>, Failure> {
-    Ok(store
-        .task_instances(pipeline, run_id)?
-        .into_iter()
-        .map(|t| TaskInstanceInfo {
-            task: t.task,
-            state: t.state,
-            try_number: t.try_number,
-            started_at: t.started_at,
-            finished_at: t.finished_at,
-            message: t.message,
-        })
-        .collect())
+    Ok(store.task_instances(pipeline, run_id)?.into_iter().map(task_instance_info).collect())
+}
+
+fn task_instance_info(t: weir_store::TaskInstance) -> TaskInstanceInfo {
+    TaskInstanceInfo {
+        task: t.task,
+        state: t.state,
+        try_number: t.try_number,
+        started_at: t.started_at,
+        finished_at: t.finished_at,
+        message: t.message,
+    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -435,22 +467,85 @@ struct RunsQuery {
     limit: Option<usize>,
     /// Only runs in this state.
     state: Option<String>,
+    /// Only runs queued at or after this time (a date, or an RFC 3339 date-time).
+    #[param(schema_with = date_or_time_param)]
+    since: Option<String>,
+    /// Only runs queued before this time (a date, or an RFC 3339 date-time).
+    #[param(schema_with = date_or_time_param)]
+    until: Option<String>,
+}
+
+impl RunsQuery {
+    /// The store's filter and the limit, or why the query is wrong.
+    fn filter(&self, default_limit: usize) -> Result<(weir_store::RunFilter, usize), Failure> {
+        let limit = self.limit.unwrap_or(default_limit);
+        if !(1..=1000).contains(&limit) {
+            return Err(Failure(StatusCode::BAD_REQUEST, format!("limit must be from 1 to 1000, not {limit}")));
+        }
+        let time = |name: &str, v: &Option<String>| -> Result<Option<DateTime<Utc>>, Failure> {
+            v.as_deref()
+                .map(|t| parse_time(t, chrono_tz::UTC).map_err(|m| Failure(StatusCode::BAD_REQUEST, format!("{name}: {m}"))))
+                .transpose()
+        };
+        let filter =
+            weir_store::RunFilter { state: self.state.clone(), since: time("since", &self.since)?, until: time("until", &self.until)? };
+        Ok((filter, limit))
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/runs", params(("pipeline" = String, Path), RunsQuery),
     responses((status = 200, body = [RunInfo]), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 async fn list_runs(State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Reply<Vec<RunInfo>> {
     find(&s, &name)?;
-    let limit = q.limit.unwrap_or(25);
-    if !(1..=1000).contains(&limit) {
-        return Err(Failure(StatusCode::BAD_REQUEST, format!("limit must be from 1 to 1000, not {limit}")));
-    }
-    let store = s.exec.store();
-    let runs = match &q.state {
-        Some(state) => store.pipeline_runs_in_state(&name, state, limit)?,
-        None => store.pipeline_runs(Some(&name), limit)?,
-    };
+    let (filter, limit) = q.filter(25)?;
+    let runs = s.exec.store().find_runs(&name, &filter, limit)?;
     Ok(Json(runs.into_iter().map(|r| run_info(r, None)).collect()))
+}
+
+/// The grid of a pipeline's runs by its tasks: the tasks in an order where each comes after
+/// those it waits for, and the newest runs, each with its task instances.
+#[derive(Serialize, ToSchema)]
+pub struct Grid {
+    pub tasks: Vec<TaskInfo>,
+    pub runs: Vec<RunInfo>,
+}
+
+/// The newest runs with their task instances, in one answer (default 25 runs).
+#[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/grid", params(("pipeline" = String, Path), RunsQuery),
+    responses((status = 200, body = Grid), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn get_grid(State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<RunsQuery>) -> Reply<Grid> {
+    let p = find(&s, &name)?;
+    let (filter, limit) = q.filter(25)?;
+    let store = s.exec.store();
+    let runs = store.find_runs(&name, &filter, limit)?;
+    let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
+    let mut cells: std::collections::HashMap<String, Vec<TaskInstanceInfo>> = std::collections::HashMap::new();
+    for t in store.task_instances_of(&name, &ids)? {
+        cells.entry(t.run_id.clone()).or_default().push(task_instance_info(t));
+    }
+    let runs = runs
+        .into_iter()
+        .map(|r| {
+            let tasks = cells.remove(&r.run_id).unwrap_or_default();
+            run_info(r, Some(tasks))
+        })
+        .collect();
+    let mut tasks = pipeline_info(p, store)?.tasks;
+    tasks = in_order(tasks);
+    Ok(Json(Grid { tasks, runs }))
+}
+
+/// Tasks in an order where each comes after every task it waits for (ties in file order).
+fn in_order(mut tasks: Vec<TaskInfo>) -> Vec<TaskInfo> {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::with_capacity(tasks.len());
+    while !tasks.is_empty() {
+        let ready = tasks.iter().position(|t| t.after.iter().all(|a| done.contains(a))).unwrap_or(0);
+        let t = tasks.remove(ready);
+        done.insert(t.name.clone());
+        out.push(t);
+    }
+    out
 }
 
 /// A run to queue. Every field is optional; an empty body runs with the default params.
@@ -545,6 +640,13 @@ fn date_or_time() -> utoipa::openapi::Schema {
         .item(ObjectBuilder::new().schema_type(Type::Null))
         .build()
         .into()
+}
+
+/// A date or an RFC 3339 date-time, as `since` and `until` take them.
+fn date_or_time_param() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let string = |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+    AnyOfBuilder::new().item(string(KnownFormat::Date)).item(string(KnownFormat::DateTime)).build().into()
 }
 
 /// A request's body, or the error that says why it did not arrive (408 when it stalled).
@@ -647,6 +749,10 @@ struct LogQuery {
     /// Which attempt, counted from 1 (default: the last).
     #[param(minimum = 1)]
     attempt: Option<u32>,
+    /// Only the log from this byte on (for following a running attempt: pass the size read
+    /// so far, which the `Weir-Log-Size` header of each answer gives).
+    #[param(minimum = 0)]
+    offset: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs",
@@ -660,6 +766,9 @@ async fn task_log(
     if q.attempt == Some(0) {
         return Err(Failure(StatusCode::BAD_REQUEST, "attempts are counted from 1".into()));
     }
+    if q.offset.is_some_and(|o| o < 0) {
+        return Err(Failure(StatusCode::BAD_REQUEST, "offset is a byte count, 0 or more".into()));
+    }
     find_task(&s, &name, &run_id, &task)?;
     let attempts = s.exec.store().task_attempts(&name, &run_id, &task)?;
     let chosen = match q.attempt {
@@ -667,9 +776,20 @@ async fn task_log(
         None => attempts.last(),
     }
     .ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("task '{task}' of run '{run_id}' has no such attempt")))?;
-    let text =
-        chosen.log_path.as_deref().and_then(|p| std::fs::read_to_string(p).ok()).or_else(|| chosen.log_tail.clone()).unwrap_or_default();
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+    let text = chosen
+        .log_path
+        .as_deref()
+        .and_then(|p| std::fs::read(p).ok())
+        .or_else(|| chosen.log_tail.clone().map(String::into_bytes))
+        .unwrap_or_default();
+    let size = text.len();
+    let from = q.offset.map_or(0, |o| usize::try_from(o).unwrap_or(0).min(size));
+    let rest = String::from_utf8_lossy(&text[from..]).into_owned();
+    let headers = [
+        (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+        (header::HeaderName::from_static("weir-log-size"), size.to_string()),
+    ];
+    Ok((headers, rest).into_response())
 }
 
 /// What to clear besides the task.

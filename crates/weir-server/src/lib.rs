@@ -1,5 +1,6 @@
 //! `weir serve`'s HTTP API: a JSON REST API over the metadata store, the scheduler, the
-//! event log and the stream jobs, with its OpenAPI document at `/api/v1/openapi.json`.
+//! event log, the stream jobs and the asset graph, with its OpenAPI document at
+//! `/api/v1/openapi.json`; and the web UI over that API at `/ui/`.
 //!
 //! Reads go straight to the store, so they show what every scheduler sharing it did.
 //! Writes change the store and wake the local scheduler: triggering queues a run (a
@@ -7,13 +8,16 @@
 //! run again, pausing stops new scheduled runs and holds queued ones. Nothing the API does
 //! runs a task in the request: requests return at once whatever the pipelines do.
 //!
-//! Every endpoint but `health` and `openapi.json` needs `Authorization: Bearer <token>`
+//! Every endpoint but `health`, `openapi.json` and the UI's files needs `Authorization: Bearer <token>`
 //! (the token from `$WEIR_API_TOKEN` or `weir.yml`), reads too unless `open_reads` is set.
 //! Errors are JSON `{"error": "..."}` with the status that says what went wrong.
 
 mod api;
+mod assets;
+mod cdc;
 mod config;
 mod registry;
+mod ui;
 
 use std::sync::Arc;
 
@@ -24,6 +28,8 @@ use tokio::sync::Notify;
 use weir_orchestrate::Executor;
 
 pub use api::{ApiDoc, router};
+pub use assets::Assets;
+pub use cdc::Cdc;
 pub use config::ServerConfig;
 pub use weir_orchestrate::supervise::{Ended, Supervisor, Work};
 
@@ -50,6 +56,10 @@ pub struct AppState {
     pub events: Option<Arc<Events>>,
     /// The project's stream jobs, which `GET /api/v1/streams` shows.
     pub streams: Option<Arc<Streams>>,
+    /// The project's asset graph, which `GET /api/v1/assets` shows.
+    pub assets: Option<Arc<Assets>>,
+    /// The project's CDC sources, which `GET /api/v1/cdc` shows.
+    pub cdc: Option<Arc<Cdc>>,
 }
 
 /// The project's stream jobs as `weir serve` runs them: each job's plan, what the supervisor

@@ -67,6 +67,8 @@ impl Server {
             worker_id: scheduler.worker_id().to_string(),
             events: Some(Arc::new(events)),
             streams: Some(Arc::new(streams)),
+            assets: None,
+            cdc: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -202,6 +204,74 @@ async fn triggered_runs_run_with_their_params_and_bad_requests_are_refused() {
         assert_eq!(status, want, "{path} {body}: {reply}");
         assert!(reply["error"].as_str().unwrap_or("").contains(says), "{path} {body}: {reply}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grid_has_each_run_with_its_tasks_runs_filter_by_time_and_logs_follow_from_an_offset() {
+    let s = Server::start(guarded()).await;
+    for id in ["one", "two"] {
+        let (status, _) = s.post("/api/v1/pipelines/flaky/runs", Some(&format!(r#"{{"run_id": "{id}"}}"#))).await;
+        assert_eq!(status, StatusCode::CREATED);
+        s.wait_for("flaky", id, "failed").await;
+    }
+    // The tasks in the order they run, the newest runs first, each with its task instances.
+    let (status, grid) = s.get("/api/v1/pipelines/flaky/grid?limit=5").await;
+    assert_eq!(status, StatusCode::OK, "{grid}");
+    let tasks: Vec<&str> = grid["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(tasks, ["check", "report"]);
+    let cells: Vec<(String, Vec<String>)> = grid["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut states: Vec<String> = r["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| format!("{}={}", t["task"].as_str().unwrap(), t["state"].as_str().unwrap()))
+                .collect();
+            states.sort();
+            (r["run_id"].as_str().unwrap().to_string(), states)
+        })
+        .collect();
+    let expected = vec!["check=failed".to_string(), "report=upstream_failed".to_string()];
+    assert_eq!(cells, [("two".to_string(), expected.clone()), ("one".to_string(), expected)]);
+    let (_, one) = s.get("/api/v1/pipelines/flaky/grid?limit=1").await;
+    assert_eq!(one["runs"].as_array().unwrap().len(), 1);
+
+    // Runs queued in a time window, in a state.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let ids = |runs: &J| runs.as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let (_, none) = s.get(&format!("/api/v1/pipelines/flaky/runs?since={}", later.replace('+', "%2B"))).await;
+    assert_eq!(ids(&none), Vec::<String>::new());
+    let (_, both) = s.get(&format!("/api/v1/pipelines/flaky/runs?until={}&state=failed", later.replace('+', "%2B"))).await;
+    assert_eq!(ids(&both), ["two", "one"]);
+    let (_, day) = s.get("/api/v1/pipelines/flaky/grid?since=2000-01-01&until=2000-01-02").await;
+    assert_eq!(day["runs"], serde_json::json!([]));
+    let (status, e) = s.get("/api/v1/pipelines/flaky/runs?since=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(e["error"].as_str().unwrap().starts_with("since:"), "{e}");
+
+    // A log from a byte on, with its whole size in a header.
+    let log = |offset: &str| {
+        let url = format!("{}/api/v1/pipelines/flaky/runs/one/tasks/check/logs{offset}", s.base);
+        let http = s.http.clone();
+        async move {
+            let r = http.get(url).bearer_auth(TOKEN).send().await.unwrap();
+            let size = r.headers().get("weir-log-size").map(|v| v.to_str().unwrap().to_string());
+            (r.status(), size, r.text().await.unwrap())
+        }
+    };
+    let (status, size, whole) = log("").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(size, Some(whole.len().to_string()));
+    assert!(!whole.is_empty());
+    let (_, _, rest) = log("?offset=3").await;
+    assert_eq!(rest, whole[3..]);
+    let (_, _, nothing) = log(&format!("?offset={}", whole.len() + 100)).await;
+    assert_eq!(nothing, "");
+    let (status, _, _) = log("?offset=-1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,7 +416,7 @@ async fn the_document_says_what_the_server_does_and_every_error_is_json() {
             }
         }
     }
-    assert_eq!(guarded, 14);
+    assert_eq!(guarded, 22);
     let (status, jobs) = s.get("/api/v1/streams").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(jobs[0]["name"], "spend", "{jobs}");

@@ -8,6 +8,7 @@ use chrono::NaiveDateTime;
 use serde_json::json;
 use weir_build::{Command, RunOptions, RunOutcome, artifacts};
 use weir_graph::{Manifest, PriorState, ResourceType, Status};
+use weir_store::NodeRun;
 use weir_transform::{Backfill, ExecOptions, Session};
 
 use crate::cli::{BackfillArgs, Global, RunFlags, Selection};
@@ -123,6 +124,9 @@ pub(crate) fn execute(
     let outcome = weir_build::run(session, &ws.graph, (selected, ids), prior.as_ref(), opts, out.as_ref())?;
     artifacts::write_run_results(m, &outcome, args, &ws.target_dir)?;
     record_assets(ws, &outcome)?;
+    if let Err(e) = record_history(ws, &outcome) {
+        out.warn(format!("the build's outcome is not kept in the metadata store: {e}"));
+    }
     let hooks = outcome.results.iter().filter(|r| r.unique_id.starts_with("operation.")).count();
     let mut summary = counts(session, ids);
     if hooks > 0 {
@@ -151,6 +155,31 @@ fn record_assets(ws: &Workspace, outcome: &RunOutcome) -> Result<(), Error> {
         if let Some(rel) = &n.relation {
             store.record_asset_event(&format!("{}.{}", rel.schema, rel.identifier), &pipeline, &run_id, &task, r.completed_at)?;
         }
+    }
+    Ok(())
+}
+
+/// Keeps each node's outcome in the metadata store, where `weir serve` shows a node's builds.
+pub(crate) fn record_history(ws: &Workspace, outcome: &RunOutcome) -> Result<(), Error> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let runs: Vec<NodeRun> = outcome
+        .results
+        .iter()
+        .filter(|r| ws.manifest.node(&r.unique_id).is_some())
+        .map(|r| NodeRun {
+            unique_id: r.unique_id.clone(),
+            invocation: ws.manifest.flags.invocation_id.clone(),
+            status: r.status.as_str().to_string(),
+            started_at: r.started_at,
+            completed_at: r.completed_at,
+            rows: r.rows_affected,
+            message: r.message.clone(),
+            pipeline: var("WEIR_PIPELINE"),
+            run_id: var("WEIR_RUN_ID"),
+        })
+        .collect();
+    if !runs.is_empty() {
+        ws.store()?.record_node_runs(&runs)?;
     }
     Ok(())
 }

@@ -65,6 +65,9 @@ pub fn run(g: &Global, a: &CheckArgs, out: &Arc<Output>) -> Result<u8, Error> {
     let outcome = weir_build::execute(session.clone(), &ws.graph, &ids, &opts, &Quiet)?;
     let args = json!({"which": "check", "select": a.selection.select, "exclude": a.selection.exclude, "threads": ws.threads});
     artifacts::write_run_results(m, &outcome, args, &ws.target_dir)?;
+    if let Err(e) = super::build::record_history(&ws, &outcome) {
+        out.warn(format!("the checks' outcome is not kept in the metadata store: {e}"));
+    }
 
     let mut tally: BTreeMap<Verdict, usize> = BTreeMap::new();
     for suite in outcome.results.iter().filter_map(|r| r.checks.as_ref()) {

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use weir_graph::streams::read_topics;
 use weir_log::Log;
 use weir_orchestrate::{Pipelines, Scheduler, WorkerHandle};
-use weir_server::{AppState, Ended, Events, ServerConfig, ServerError, Streams, Supervisor, Work};
+use weir_server::{AppState, Assets, Cdc, Ended, Events, ServerConfig, ServerError, Streams, Supervisor, Work};
 
 use crate::cli::Global;
 use crate::commands::pipeline::{executor, runtime};
@@ -65,6 +65,7 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
             let wh = super::stream::warehouse(&ws)?;
             Some(Supervisor::start("cdc", sources.into_iter().map(|s| super::cdc::work(s, wh.clone(), out.clone())).collect()))
         };
+        let cdc = Arc::new(Cdc { sources: super::cdc::sources(&ws)?, warehouse: super::stream::warehouse(&ws)? });
         let streams = Arc::new(Streams { jobs, states: supervisor.as_ref().map(Supervisor::states).unwrap_or_default() });
         tokio::spawn(apply_retention(events.clone(), out.clone()));
         let state = AppState {
@@ -74,6 +75,8 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
             worker_id: scheduler.worker_id().to_string(),
             events: Some(events),
             streams: Some(streams),
+            cdc: Some(cdc),
+            assets: Some(Arc::new(Assets { session: ws.session(out, &Default::default())?, graph: ws.graph.clone() })),
         };
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(async move {
