@@ -41,6 +41,7 @@ use crate::AppState;
         get_task,
         task_log,
         clear_task,
+        clear_run,
         list_workers,
         produce_records,
         list_streams,
@@ -64,6 +65,7 @@ use crate::AppState;
         TaskDetail,
         TriggerRequest,
         ClearRequest,
+        ClearRunRequest,
         ClearResponse,
         WorkerInfo,
         Produced,
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/pipelines/{pipeline}/runs", get(list_runs).post(trigger_run))
         .route("/api/v1/pipelines/{pipeline}/grid", get(get_grid))
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}", get(get_run))
+        .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/clear", post(clear_run))
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}", get(get_task))
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/logs", get(task_log))
         .route("/api/v1/pipelines/{pipeline}/runs/{run_id}/tasks/{task}/clear", post(clear_task))
@@ -478,10 +481,7 @@ struct RunsQuery {
 impl RunsQuery {
     /// The store's filter and the limit, or why the query is wrong.
     fn filter(&self, default_limit: usize) -> Result<(weir_store::RunFilter, usize), Failure> {
-        let limit = self.limit.unwrap_or(default_limit);
-        if !(1..=1000).contains(&limit) {
-            return Err(Failure(StatusCode::BAD_REQUEST, format!("limit must be from 1 to 1000, not {limit}")));
-        }
+        let limit = limit(self.limit, default_limit)?;
         let time = |name: &str, v: &Option<String>| -> Result<Option<DateTime<Utc>>, Failure> {
             v.as_deref()
                 .map(|t| parse_time(t, chrono_tz::UTC).map_err(|m| Failure(StatusCode::BAD_REQUEST, format!("{name}: {m}"))))
@@ -500,6 +500,16 @@ async fn list_runs(State(s): State<AppState>, Path(name): Path<String>, Query(q)
     let (filter, limit) = q.filter(25)?;
     let runs = s.exec.store().find_runs(&name, &filter, limit)?;
     Ok(Json(runs.into_iter().map(|r| run_info(r, None)).collect()))
+}
+
+/// A list's `limit` (`default` when not given), which must be from 1 to 1000.
+pub(crate) fn limit(given: Option<usize>, default: usize) -> Result<usize, Failure> {
+    let limit = given.unwrap_or(default);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Failure(StatusCode::BAD_REQUEST, format!("limit must be from 1 to 1000, not {limit}")))
+    }
 }
 
 /// The grid of a pipeline's runs by its tasks: the tasks in an order where each comes after
@@ -530,9 +540,7 @@ async fn get_grid(State(s): State<AppState>, Path(name): Path<String>, Query(q):
             run_info(r, Some(tasks))
         })
         .collect();
-    let mut tasks = pipeline_info(p, store)?.tasks;
-    tasks = in_order(tasks);
-    Ok(Json(Grid { tasks, runs }))
+    Ok(Json(Grid { tasks: in_order(pipeline_info(p, store)?.tasks), runs }))
 }
 
 /// Tasks in an order where each comes after every task it waits for (ties in file order).
@@ -632,21 +640,19 @@ async fn trigger_run(
 
 /// A date (`2024-03-01`) or an RFC 3339 date-time, as `date` takes them (or null).
 fn date_or_time() -> utoipa::openapi::Schema {
-    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
-    let string = |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
-    AnyOfBuilder::new()
-        .item(string(KnownFormat::Date))
-        .item(string(KnownFormat::DateTime))
-        .item(ObjectBuilder::new().schema_type(Type::Null))
-        .build()
-        .into()
+    date_or_time_schema(true)
 }
 
 /// A date or an RFC 3339 date-time, as `since` and `until` take them.
 fn date_or_time_param() -> utoipa::openapi::Schema {
+    date_or_time_schema(false)
+}
+
+fn date_or_time_schema(nullable: bool) -> utoipa::openapi::Schema {
     use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
     let string = |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
-    AnyOfBuilder::new().item(string(KnownFormat::Date)).item(string(KnownFormat::DateTime)).build().into()
+    let any = AnyOfBuilder::new().item(string(KnownFormat::Date)).item(string(KnownFormat::DateTime));
+    if nullable { any.item(ObjectBuilder::new().schema_type(Type::Null)) } else { any }.build().into()
 }
 
 /// A request's body, or the error that says why it did not arrive (408 when it stalled).
@@ -817,12 +823,64 @@ async fn clear_task(
 ) -> Reply<ClearResponse> {
     let run = find_task(&s, &name, &run_id, &task)?;
     let req: ClearRequest = json_body(body)?;
+    clear(&s, run, BTreeSet::from([task]), req.downstream)
+}
+
+/// Which tasks of a run to clear.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClearRunRequest {
+    /// Only the tasks that failed (or were not run because an upstream task failed); else
+    /// every task. Default true.
+    #[serde(default = "yes")]
+    pub only_failed: bool,
+}
+
+impl Default for ClearRunRequest {
+    fn default() -> Self {
+        ClearRunRequest { only_failed: yes() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Clears a finished run's failed tasks (or all of them), so the scheduler runs them again:
+/// a retry of the run, in one step.
+#[utoipa::path(post, path = "/api/v1/pipelines/{pipeline}/runs/{run_id}/clear",
+    params(("pipeline" = String, Path), ("run_id" = String, Path)), request_body = ClearRunRequest,
+    responses((status = 200, body = ClearResponse), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+async fn clear_run(
+    State(s): State<AppState>,
+    Path((name, run_id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply<ClearResponse> {
+    let run = find_run(&s, &name, &run_id)?;
+    let req: ClearRunRequest = json_body(body)?;
+    let p = find(&s, &name)?;
+    let tasks: BTreeSet<String> = if req.only_failed {
+        let failed =
+            s.exec.store().task_instances(&name, &run_id)?.into_iter().filter(|t| t.state == "failed" || t.state == "upstream_failed");
+        failed.map(|t| t.task).collect()
+    } else {
+        p.tasks.iter().map(|t| t.name.clone()).collect()
+    };
+    if tasks.is_empty() {
+        return Err(Failure(StatusCode::CONFLICT, format!("run '{run_id}' has no failed task to clear")));
+    }
+    clear(&s, run, tasks, true)
+}
+
+/// Clears `tasks` of a finished run, and with `downstream` every task after them.
+fn clear(s: &AppState, run: PipelineRun, tasks: BTreeSet<String>, downstream: bool) -> Reply<ClearResponse> {
+    let (name, run_id) = (run.pipeline, run.run_id);
     if run.state != "success" && run.state != "failed" {
         return Err(Failure(StatusCode::CONFLICT, format!("run '{run_id}' is {}; clear its tasks once it has finished", run.state)));
     }
-    let p = find(&s, &name)?;
-    let mut cleared = BTreeSet::from([task.clone()]);
-    if req.downstream {
+    let p = find(s, &name)?;
+    let mut cleared = tasks;
+    if downstream {
         // Tasks list their upstream; walk it the other way until nothing is added.
         let mut grew = true;
         while grew {
@@ -838,14 +896,14 @@ async fn clear_task(
     let cleared: Vec<String> = cleared.into_iter().collect();
     let store = s.exec.store();
     if !store.clear_tasks(&name, &run_id, &cleared, &format!("cleared: {}", cleared.join(", ")))? {
-        let now = find_run(&s, &name, &run_id)?;
+        let now = find_run(s, &name, &run_id)?;
         return Err(Failure(
             StatusCode::CONFLICT,
             format!("run '{run_id}' is {} (cleared or triggered again); clear its tasks once it has finished", now.state),
         ));
     }
     s.wake.notify_one();
-    let run = find_run(&s, &name, &run_id)?;
+    let run = find_run(s, &name, &run_id)?;
     let tasks = task_infos(store, &name, &run_id)?;
     Ok(Json(ClearResponse { cleared, run: run_info(run, Some(tasks)) }))
 }

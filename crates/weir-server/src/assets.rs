@@ -73,7 +73,7 @@ pub struct AssetDetail {
     pub path: String,
     /// view, table, incremental, ... for a model.
     pub materialized: Option<String>,
-    /// The SQL it runs, macros and refs rendered (models, snapshots and tests).
+    /// The SQL it runs, macros and refs rendered (models, snapshots, tests and stream jobs).
     pub compiled_sql: Option<String>,
     /// Why it could not be compiled, if it could not.
     pub compile_error: Option<String>,
@@ -213,10 +213,14 @@ pub(crate) async fn asset_detail(State(s): State<AppState>, Path(id): Path<Strin
     let detail = tokio::task::spawn_blocking(move || {
         let n = find_node(&a, &id)?;
         let m = &a.session.manifest;
-        let compiled = matches!(n.resource_type, ResourceType::Model | ResourceType::Snapshot | ResourceType::Test).then(|| {
-            let host = weir_transform::session::ExecHost::new(a.session.clone(), Arc::new(Mutex::new(None)));
-            weir_transform::compile::compile(&host, n).map_err(|e| e.to_string())
-        });
+        let compiled = match (&n.stream, n.resource_type) {
+            (Some(job), _) => Some(Ok(job.sql.clone())),
+            (None, ResourceType::Model | ResourceType::Snapshot | ResourceType::Test) => {
+                let host = weir_transform::session::ExecHost::new(a.session.clone(), Arc::new(Mutex::new(None)));
+                Some(weir_transform::compile::compile(&host, n).map_err(|e| e.to_string()))
+            }
+            _ => None,
+        };
         let columns = columns(&a, n);
         a.session.warehouse.release();
         let tests = m
@@ -284,7 +288,7 @@ fn columns(a: &Assets, n: &Node) -> Vec<AssetColumn> {
 /// A column's lineage: the columns that feed it, through which expressions, back to the
 /// seeds, sources, loads and stream jobs; and the columns built on it. Read from the compiled
 /// SQL, with the warehouse's columns for `select *`.
-#[utoipa::path(get, path = "/api/v1/assets/{id}/lineage", params(("id" = String, Path, description = "A model's or snapshot's unique id"), LineageQuery),
+#[utoipa::path(get, path = "/api/v1/assets/{id}/lineage", params(("id" = String, Path, description = "A model's, snapshot's or stream job's unique id"), LineageQuery),
     responses((status = 200, body = Lineage), (status = 400, description = "No column asked for", body = crate::api::ApiError), (status = 404, body = crate::api::ApiError),
         (status = 422, description = "No such column, or a node whose columns are not traced", body = crate::api::ApiError)))]
 pub(crate) async fn asset_lineage(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<LineageQuery>) -> Reply<Lineage> {
@@ -328,17 +332,6 @@ pub(crate) struct HistoryQuery {
     limit: Option<usize>,
 }
 
-impl HistoryQuery {
-    fn limit(&self) -> Result<usize, Failure> {
-        let limit = self.limit.unwrap_or(50);
-        if (1..=1000).contains(&limit) {
-            Ok(limit)
-        } else {
-            Err(Failure(StatusCode::BAD_REQUEST, format!("limit must be from 1 to 1000, not {limit}")))
-        }
-    }
-}
-
 /// A check suite's history: each check's measured values over its runs, with its threshold.
 #[derive(Serialize, ToSchema)]
 pub struct CheckHistory {
@@ -380,7 +373,7 @@ pub struct CheckPoint {
     responses((status = 200, body = CheckHistory), (status = 400, body = crate::api::ApiError), (status = 404, body = crate::api::ApiError)))]
 pub(crate) async fn check_history(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<HistoryQuery>) -> Reply<CheckHistory> {
     let a = assets(&s)?;
-    let limit = q.limit()?;
+    let limit = crate::api::limit(q.limit, 50)?;
     let n = find_node(&a, &id)?;
     let suite = n.check.as_ref().ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("{id} is not a check suite")))?;
     let m = &a.session.manifest;
@@ -455,7 +448,7 @@ pub struct LoadRunInfo {
     responses((status = 200, body = LoadHistory), (status = 400, body = crate::api::ApiError), (status = 404, body = crate::api::ApiError)))]
 pub(crate) async fn load_history(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<HistoryQuery>) -> Reply<LoadHistory> {
     let a = assets(&s)?;
-    let limit = q.limit()?;
+    let limit = crate::api::limit(q.limit, 50)?;
     let n = find_node(&a, &id)?;
     if n.load.is_none() {
         return Err(Failure(StatusCode::NOT_FOUND, format!("{id} is not a load")));
@@ -508,10 +501,7 @@ pub(crate) async fn rejected_rows(
     Query(q): Query<RejectedQuery>,
 ) -> Reply<RejectedRows> {
     let a = assets(&s)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Failure(StatusCode::BAD_REQUEST, format!("limit must be from 1 to 1000, not {limit}")));
-    }
+    let limit = crate::api::limit(q.limit, 100)?;
     let n = find_node(&a, &id)?;
     let Some(rel) = n.relation.clone().filter(|_| n.load.is_some()) else {
         return Err(Failure(StatusCode::NOT_FOUND, format!("{id} is not a load")));

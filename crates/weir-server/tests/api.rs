@@ -272,6 +272,21 @@ async fn the_grid_has_each_run_with_its_tasks_runs_filter_by_time_and_logs_follo
     assert_eq!(nothing, "");
     let (status, _, _) = log("?offset=-1").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A run retried in one step: its failed tasks, and what runs after them, cleared.
+    std::fs::write(s.path().join("fixed"), "").unwrap();
+    let (status, cleared) = s.post("/api/v1/pipelines/flaky/runs/one/clear", None).await;
+    assert_eq!(status, StatusCode::OK, "{cleared}");
+    assert_eq!(cleared["cleared"], serde_json::json!(["check", "report"]));
+    s.wait_for("flaky", "one", "success").await;
+    let (status, e) = s.post("/api/v1/pipelines/flaky/runs/one/clear", Some("{}")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(e["error"].as_str().unwrap().contains("no failed task"), "{e}");
+    let (status, all) = s.post("/api/v1/pipelines/flaky/runs/one/clear", Some(r#"{"only_failed": false}"#)).await;
+    assert_eq!((status, &all["cleared"]), (StatusCode::OK, &serde_json::json!(["check", "report"])));
+    s.wait_for("flaky", "one", "success").await;
+    let (status, _) = s.post("/api/v1/pipelines/flaky/runs/one/clear", Some(r#"{"only": true}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,7 +431,7 @@ async fn the_document_says_what_the_server_does_and_every_error_is_json() {
             }
         }
     }
-    assert_eq!(guarded, 22);
+    assert_eq!(guarded, 23);
     let (status, jobs) = s.get("/api/v1/streams").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(jobs[0]["name"], "spend", "{jobs}");

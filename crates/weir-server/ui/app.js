@@ -243,20 +243,24 @@ async function pipelinePage(name, query, mine) {
   document.getElementById('filters').addEventListener('change', (ev) => setQuery({ [ev.target.name]: ev.target.value }));
   const params = new URLSearchParams({ limit: query.get('limit') || '25' });
   for (const k of ['state', 'since', 'until']) if (query.get(k)) params.set(k, query.get(k));
+  let shown = '';
   const refresh = async () => {
     const start = performance.now();
     const grid = await api(`/pipelines/${enc(name)}/grid?${params}`);
-    if (mine !== page) return false;
+    if (mine !== page) return;
+    // Drawn again only when something changed: a zoomed graph stays as it is.
+    const key = JSON.stringify(grid);
+    if (key === shown) return;
+    shown = key;
     const el = document.getElementById('tab');
     if (tab === 'grid') el.innerHTML = gridHtml(name, grid);
     else if (tab === 'graph') el.innerHTML = taskGraphHtml(name, grid);
     else el.innerHTML = runsHtml(name, grid.runs);
     if (tab === 'graph') wireGraph(el.querySelector('svg'));
     timed(tab, start);
-    return grid.runs.some((r) => r.state === 'queued' || r.state === 'running');
   };
   await refresh();
-  // While runs are under way, the page follows them.
+  // The page follows the runs: new ones, and their tasks as they go.
   every(2000, refresh);
 }
 
@@ -334,8 +338,13 @@ async function runPage(name, runId, mine) {
           <td>${esc(when(ti?.started_at))}</td><td>${esc(duration(seconds(ti?.started_at, ti?.finished_at)))}</td><td>${esc(ti?.message || '')}</td>
           <td><button type="button" data-clear="${esc(t.name)}" ${ti && ['success', 'failed'].includes(run.state) ? '' : 'disabled'}>Clear</button></td></tr>`;
       }).join('')}</tbody></table>`;
-    main.querySelectorAll('button[data-clear]').forEach((b) => b.addEventListener('click', () => clear(name, run.run_id, [b.dataset.clear], true)));
-    document.getElementById('retry').addEventListener('click', () => clear(name, run.run_id, failed.filter((t) => t.state === 'failed').map((t) => t.task), true));
+    main.querySelectorAll('button[data-clear]').forEach((b) => b.addEventListener('click', () => clear(name, run.run_id, b.dataset.clear, true)));
+    document.getElementById('retry').addEventListener('click', async () => {
+      try {
+        await api(`/pipelines/${enc(name)}/runs/${enc(run.run_id)}/clear`, { method: 'POST', body: { only_failed: true } });
+        route();
+      } catch (e) { document.getElementById('act-error').textContent = e.message; }
+    });
     timed('run', start);
     return run.state === 'queued' || run.state === 'running';
   };
@@ -347,12 +356,11 @@ async function runPage(name, runId, mine) {
   });
 }
 
-/// Clears tasks (and what runs after them) so the scheduler runs them again, then follows.
-async function clear(name, runId, tasks, downstream) {
+/// Clears a task (and with `downstream`, what runs after it) so the scheduler runs it again,
+/// then follows.
+async function clear(name, runId, task, downstream) {
   try {
-    for (const t of tasks) {
-      await api(`/pipelines/${enc(name)}/runs/${enc(runId)}/tasks/${enc(t)}/clear`, { method: 'POST', body: { downstream } });
-    }
+    await api(`/pipelines/${enc(name)}/runs/${enc(runId)}/tasks/${enc(task)}/clear`, { method: 'POST', body: { downstream } });
     route();
   } catch (e) {
     const el = document.getElementById('act-error');
@@ -408,12 +416,17 @@ async function taskPage(name, runId, task, query, mine) {
       data-attempt="${a.attempt}">Attempt ${a.attempt} ${state(a.state)}</a>`).join('') || '<span class="muted">No attempt yet.</span>'}</nav>
     ${attempt ? `<p class="muted">Started ${esc(when(attempt.started_at))}${attempt.finished_at ? `, took ${esc(duration(seconds(attempt.started_at, attempt.finished_at)))}` : ', running'}${attempt.exit_code != null ? `, exit code ${attempt.exit_code}` : ''}${attempt.worker ? ` on ${esc(attempt.worker)}` : ''}. ${esc(attempt.message || '')}</p>` : ''}
     <pre class="log" id="log"></pre>`;
-  document.getElementById('clear').addEventListener('click', () => clear(name, runId, [task], false));
-  document.getElementById('clear-down').addEventListener('click', () => clear(name, runId, [task], true));
-  if (!attempt) {
-    every(1500, async () => { const d = await api(base); if (d.attempts.length && mine === page) route(); });
-    return;
+  document.getElementById('clear').addEventListener('click', () => clear(name, runId, task, false));
+  document.getElementById('clear-down').addEventListener('click', () => clear(name, runId, task, true));
+  // Until the task is done, the page follows it: a new attempt, or a new state, draws it again.
+  const done = ['success', 'failed', 'skipped', 'upstream_failed'].includes(detail.instance?.state) && (!attempt || attempt.finished_at);
+  if (!done) {
+    every(1500, async () => {
+      const d = await api(base);
+      if (mine === page && (d.attempts.length !== attempts.length || d.instance?.state !== detail.instance?.state)) route();
+    });
   }
+  if (!attempt) return;
   // The log, then what is appended to it while the attempt runs.
   let offset = 0;
   const log = document.getElementById('log');
@@ -429,14 +442,7 @@ async function taskPage(name, runId, task, query, mine) {
     }
   };
   await follow();
-  if (!attempt.finished_at) {
-    every(1000, async () => {
-      await follow();
-      const d = await api(base);
-      const now = d.attempts.find((a) => a.attempt === chosen);
-      if (now?.finished_at && mine === page) { await follow(); route(); }
-    });
-  }
+  if (!attempt.finished_at) every(1000, follow);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -585,7 +591,7 @@ async function assetPage(id, query, mine) {
   ]);
   if (mine !== page) return;
   const link = (i) => `<a href="#/assets/${enc(i)}">${esc(short(i))}</a> <span class="muted">${esc(i.split('.')[0])}</span>`;
-  const traced = ['model', 'snapshot'].includes(a.kind);
+  const traced = ['model', 'snapshot', 'stream'].includes(a.kind);
   main.innerHTML = `
     <p><a href="#/assets?select=${enc(`+${a.name}+`)}">Assets</a></p>
     <h1>${esc(a.name)} <span class="muted">${esc(a.kind)}${a.materialized ? `, ${esc(a.materialized)}` : ''}</span> ${a.status ? state(a.status) : ''}</h1>

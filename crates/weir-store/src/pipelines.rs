@@ -480,13 +480,6 @@ impl Store {
         Ok(rows.into_iter().map(run_from).collect())
     }
 
-    /// The newest runs of a pipeline in one state, newest first.
-    pub fn pipeline_runs_in_state(&self, pipeline: &str, state: &str, limit: usize) -> Result<Vec<PipelineRun>, StoreError> {
-        let limit = Val::Int(Some(limit.min(i64::MAX as usize) as i64));
-        let sql = format!("{RUN_COLUMNS} where pipeline = $1 and state = $2 order by queued_at desc, run_id desc limit $3");
-        Ok(self.select(&sql, &[text(pipeline), text(state), limit], RUN_KINDS)?.into_iter().map(run_from).collect())
-    }
-
     /// The newest runs of a pipeline that a filter admits, newest first: in a state, queued
     /// from `since` and before `until`.
     pub fn find_runs(&self, pipeline: &str, filter: &RunFilter, limit: usize) -> Result<Vec<PipelineRun>, StoreError> {
@@ -850,7 +843,10 @@ mod tests {
         assert_eq!(store.count_runs("daily", "running").unwrap(), 2);
         assert!(!store.fail_run("daily", "s2", "w1", "x").unwrap(), "only the owner ends it");
         assert!(store.fail_run("daily", "s2", "w2", "could not run").unwrap());
-        assert_eq!(store.pipeline_runs_in_state("daily", "failed", 10).unwrap()[0].message.as_deref(), Some("could not run"));
+        assert_eq!(
+            store.find_runs("daily", &RunFilter { state: Some("failed".into()), ..Default::default() }, 10).unwrap()[0].message.as_deref(),
+            Some("could not run")
+        );
         assert!(store.take_run("daily", "s2", &["failed"], Some("w2")).unwrap());
 
         let t0 = Utc::now() - chrono::Duration::seconds(60);

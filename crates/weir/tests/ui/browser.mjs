@@ -7,7 +7,7 @@
 // WEIR_BROWSER_DIR (where scripts/install-browser.sh put playwright-core).
 
 import { createRequire } from 'node:module';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 
 const { WEIR_URL: base, WEIR_TOKEN: token, WEIR_PROJECT: project, WEIR_SHOTS: shots, WEIR_BROWSER_DIR: tools } = process.env;
@@ -92,6 +92,15 @@ try {
   await page.click('main p a:nth-of-type(2)'); // to the run
   await page.waitForSelector('table.tasks tr[data-task="report"] .s-success', { timeout: 60_000 });
   await page.waitForSelector('table.tasks tr[data-task="check"] .s-success');
+
+  step('a run retried from its page: its failed tasks cleared at once');
+  unlinkSync(join(project, 'fixed'));
+  await page.click('header nav a[data-section=pipelines]');
+  await page.click('tr[data-pipeline="flaky"] button[data-act=trigger]');
+  await page.waitForSelector('table.tasks tr[data-task="report"] .s-upstream_failed', { timeout: 60_000 });
+  writeFileSync(join(project, 'fixed'), 'yes\n');
+  await page.click('#retry:not([disabled])');
+  await page.waitForSelector('table.tasks tr[data-task="report"] .s-success', { timeout: 60_000 });
 
   step('the asset graph, narrowed by a selection');
   await page.goto(`${base}/ui/#/assets`);
