@@ -591,7 +591,7 @@ async function assetPage(id, query, mine) {
   ]);
   if (mine !== page) return;
   const link = (i) => `<a href="#/assets/${enc(i)}">${esc(short(i))}</a> <span class="muted">${esc(i.split('.')[0])}</span>`;
-  const traced = ['model', 'snapshot', 'stream'].includes(a.kind);
+  const traced = !!a.relation; // every column of a table has lineage: what feeds it, what it feeds
   main.innerHTML = `
     <p><a href="#/assets?select=${enc(`+${a.name}+`)}">Assets</a></p>
     <h1>${esc(a.name)} <span class="muted">${esc(a.kind)}${a.materialized ? `, ${esc(a.materialized)}` : ''}</span> ${a.status ? state(a.status) : ''}</h1>

@@ -174,16 +174,13 @@ impl ProjectLineage {
     }
 
     /// What feeds `column` of node `id` (depth first, in the order its sources sort), then
-    /// the columns of the models built on it that it feeds, and theirs in turn.
+    /// the columns of the models built on it that it feeds, and theirs in turn. For a seed,
+    /// source or load: where a load takes the column from, and what it feeds.
     pub fn trace(&self, id: &str, column: &str) -> Result<Vec<Step>, TransformError> {
         let manifest = self.host.session.manifest.clone();
         let start = manifest.node(id).ok_or_else(|| TransformError::Graph(format!("no node '{id}'")))?;
         if !Self::is_traced(start) {
-            return Err(TransformError::Graph(format!(
-                "{}: a {}'s columns are not traced; ask about a model or snapshot that reads it",
-                start.name,
-                start.resource_type.as_str()
-            )));
+            return self.table_column(start, column);
         }
         let mut steps = vec![];
         let mut seen = BTreeSet::new();
@@ -235,6 +232,39 @@ impl ProjectLineage {
             }
         }
         steps.extend(self.downstream(id, column)?);
+        Ok(steps)
+    }
+
+    /// A column of a table the project reads or loads (a seed, a source, a load): where a
+    /// load takes it from, and the columns built on it.
+    fn table_column(&self, n: &Node, column: &str) -> Result<Vec<Step>, TransformError> {
+        let Some(r) = &n.relation else {
+            return Err(TransformError::Graph(format!("{}: a {} has no columns", n.name, n.resource_type.as_str())));
+        };
+        let relation = format!("{}.{}.{}", r.database, r.schema, r.identifier);
+        // Its columns as built, else as declared; when neither is known, the column is taken
+        // as named.
+        let known = self.table_columns(&relation).unwrap_or_else(|| n.columns.iter().map(|c| c.name.clone()).collect());
+        let name = match known.iter().find(|c| c.eq_ignore_ascii_case(column)) {
+            Some(name) => name.clone(),
+            None if known.is_empty() => column.to_string(),
+            None => {
+                return Err(TransformError::Graph(format!("{}: no column '{column}' among its columns ({})", n.name, known.join(", "))));
+            }
+        };
+        let name = &name;
+        let mut steps = vec![Step {
+            depth: 0,
+            direction: Direction::Up,
+            node: Some(n.unique_id.clone()),
+            relation: Some(relation),
+            column: name.clone(),
+            expression: None,
+            opaque: None,
+        }];
+        let origin = self.writer(n).unwrap_or(n);
+        steps.extend(self.origin(origin, name).map(|o| Step { depth: 1, ..o }));
+        steps.extend(self.downstream(&n.unique_id, name)?);
         Ok(steps)
     }
 
@@ -302,6 +332,13 @@ impl ProjectLineage {
         for n in manifest.nodes.values().filter(|n| Self::is_traced(n)) {
             for d in &n.depends_on {
                 children.entry(d.as_str()).or_default().push(n);
+            }
+        }
+        // What reads a source over a load's or a stream job's table reads that load or job.
+        for source in manifest.nodes.values() {
+            if let Some(w) = self.writer(source) {
+                let readers = children.get(source.unique_id.as_str()).cloned().unwrap_or_default();
+                children.entry(w.unique_id.as_str()).or_default().extend(readers);
             }
         }
         let mut steps = vec![];

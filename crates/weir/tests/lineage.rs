@@ -89,7 +89,11 @@ fn lineage_mistakes_name_what_is_missing() {
     let o = weir(dir.path(), &["ls", "--lineage", "revenue"]);
     assert!(!o.status.success() && text(&o).contains("expected MODEL.COLUMN"), "{}", text(&o));
     let o = weir(dir.path(), &["ls", "--lineage", "nothing.revenue"]);
-    assert!(!o.status.success() && text(&o).contains("no model, snapshot or stream job named 'nothing'"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("no model, snapshot, stream job, seed, source or load named 'nothing'"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -133,5 +137,15 @@ fn lineage_goes_through_stream_jobs_to_their_topics_and_through_loads_to_their_f
         "pay.cents = amount * 100\n\
          \x20 <- t.raw.payments.amount  (load)\n\
          \x20   <- csv inbox/payments.csv: amount\n"
+    );
+    // From the raw column: where the load takes it, and what is built on it (through the
+    // source over the load's table).
+    let o = weir(dir.path(), &["ls", "--lineage", "payments.amount"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "t.raw.payments.amount  (load)\n\
+         \x20 <- csv inbox/payments.csv: amount\n\
+         \x20 -> pay.cents = amount * 100\n"
     );
 }

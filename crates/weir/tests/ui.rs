@@ -145,7 +145,19 @@ fn the_api_shows_the_asset_graph_a_node_and_a_columns_lineage() {
     let (status, e) = get(&serve, "/api/v1/assets/model.t.customer_revenue/lineage?column=nope");
     assert_eq!(status, 422);
     assert!(e["error"].as_str().unwrap().contains("no column 'nope'"), "{e}");
-    let (status, _) = get(&serve, "/api/v1/assets/seed.t.raw_orders/lineage?column=id");
+    // A raw column: what is built on it, all the way to the mart.
+    let (status, raw) = get(&serve, "/api/v1/assets/seed.t.raw_orders/lineage?column=amount_cents");
+    assert_eq!(status, 200, "{raw}");
+    let fed: Vec<String> = raw["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {} {}", s["depth"], s["node"].as_str().unwrap().rsplit('.').next().unwrap(), s["column"].as_str().unwrap()))
+        .collect();
+    assert_eq!(fed, ["0 raw_orders amount_cents", "1 stg_orders amount", "2 movements amount", "3 customer_revenue revenue"]);
+    let (status, _) = get(&serve, "/api/v1/assets/seed.t.raw_orders/lineage?column=nope");
+    assert_eq!(status, 422);
+    let (status, _) = get(&serve, "/api/v1/assets/check.t.customer_revenue/lineage?column=x");
     assert_eq!(status, 422);
 
     // A check suite's history, each check with its threshold for the chart.

@@ -106,8 +106,9 @@ fn list_intervals(ws: &Workspace, selected: &BTreeSet<String>, as_json: bool, ou
 }
 
 /// Prints what feeds `target` (`model.column`): its expression, then each column it reads, and
-/// theirs in turn where they are columns of other models or snapshots, down to sources, seeds
-/// and loads; then the columns of the models built on it that it feeds (`->`), and theirs.
+/// theirs in turn where they are columns of other models, snapshots or stream jobs, down to
+/// sources, seeds, loads and topics; then the columns of the models built on it that it feeds
+/// (`->`), and theirs. A seed's, source's or load's column shows what feeds it and what it feeds.
 /// Each model's compiled SQL is read with [`weir_graph::lineage`]; `select *` is expanded with
 /// the warehouse's columns of the tables built.
 pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error> {
@@ -115,12 +116,13 @@ pub fn lineage(g: &Global, target: &str, out: &Arc<Output>) -> Result<u8, Error>
     let (model, column) = target
         .rsplit_once('.')
         .ok_or_else(|| GraphError::Selection(format!("--lineage {target}: expected MODEL.COLUMN (daily_revenue.revenue)")))?;
-    let start = ws
-        .manifest
-        .nodes
-        .values()
-        .find(|n| n.name == model && ProjectLineage::is_traced(n))
-        .ok_or_else(|| GraphError::Selection(format!("--lineage {target}: no model, snapshot or stream job named '{model}'")))?;
+    // A model, snapshot or stream job of that name, else a seed, source or load.
+    let named = |traced: bool| {
+        ws.manifest.nodes.values().find(|n| n.name == model && ProjectLineage::is_traced(n) == traced && n.relation.is_some())
+    };
+    let start = named(true).or_else(|| named(false)).ok_or_else(|| {
+        GraphError::Selection(format!("--lineage {target}: no model, snapshot, stream job, seed, source or load named '{model}'"))
+    })?;
     let session = ws.session(out, &BTreeSet::from([start.unique_id.clone()]))?;
     let steps = ProjectLineage::new(session).trace(&start.unique_id, column)?;
     for s in &steps {
