@@ -210,7 +210,7 @@ impl ProjectLineage {
                     None => self.by_relation.get(&s.relation.to_lowercase()),
                 };
                 let up = up.and_then(|u| manifest.node(u));
-                // A source over what a stream job writes is that job's table.
+                // A source over what a stream job or a load writes is that job or load.
                 let up = up.map(|u| self.writer(u).unwrap_or(u));
                 match up {
                     Some(up) if Self::is_traced(up) => todo.push((depth + 1, up.unique_id.clone(), s.column.clone())),
@@ -238,6 +238,10 @@ impl ProjectLineage {
     /// A column of a table the project reads or loads (a seed, a source, a load): where a
     /// load takes it from, and the columns built on it.
     fn table_column(&self, n: &Node, column: &str) -> Result<Vec<Step>, TransformError> {
+        // A source over a stream job's table: the job's column.
+        if let Some(job) = self.writer(n).filter(|w| Self::is_traced(w)) {
+            return self.trace(&job.unique_id, column);
+        }
         let Some(r) = &n.relation else {
             return Err(TransformError::Graph(format!("{}: a {} has no columns", n.name, n.resource_type.as_str())));
         };
