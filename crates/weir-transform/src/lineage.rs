@@ -224,7 +224,7 @@ impl ProjectLineage {
                             expression: None,
                             opaque: None,
                         });
-                        if let Some(origin) = up.and_then(|u| self.origin(u, &s.column)) {
+                        if let Some(origin) = up.and_then(|u| self.origin(u, &s.relation, &s.column)) {
                             steps.push(Step { depth: depth + 2, ..origin });
                         }
                     }
@@ -261,13 +261,13 @@ impl ProjectLineage {
             depth: 0,
             direction: Direction::Up,
             node: Some(n.unique_id.clone()),
-            relation: Some(relation),
+            relation: Some(relation.clone()),
             column: name.clone(),
             expression: None,
             opaque: None,
         }];
         let origin = self.writer(n).unwrap_or(n);
-        steps.extend(self.origin(origin, name).map(|o| Step { depth: 1, ..o }));
+        steps.extend(self.origin(origin, &relation, name).map(|o| Step { depth: 1, ..o }));
         steps.extend(self.downstream(&n.unique_id, name)?);
         Ok(steps)
     }
@@ -282,10 +282,16 @@ impl ProjectLineage {
     }
 
     /// Where a load's column comes from: the file, table, query or API it reads, the column
-    /// of the same name (loads copy columns as they are; a query's are traced through it).
-    fn origin(&self, n: &Node, column: &str) -> Option<Step> {
+    /// of the same name (loads copy columns as they are; a query's are traced through it). A
+    /// cdc source's column of mirror table `relation` is the column of the table it mirrors.
+    fn origin(&self, n: &Node, relation: &str, column: &str) -> Option<Step> {
         use weir_graph::loads::Source;
         let load = n.load.as_ref()?;
+        // The columns a load adds itself (`_weir_load_id`, `_weir_deleted`, ...) come from no
+        // column of its source.
+        if column.starts_with("_weir_") {
+            return None;
+        }
         let step = |relation: String, column: String, opaque: Option<String>| Step {
             depth: 0,
             direction: Direction::Up,
@@ -302,10 +308,9 @@ impl ProjectLineage {
                 let engine = d.engine.as_str();
                 match (&d.cdc, &d.table, &d.query) {
                     (Some(cdc), _, _) => {
-                        let rel = n.relation.as_ref()?;
-                        let table =
-                            cdc.tables.iter().find(|t| t.rsplit('.').next().is_some_and(|x| x.eq_ignore_ascii_case(&rel.identifier)));
-                        step(format!("{engine} {}", table.cloned().unwrap_or_else(|| rel.identifier.clone())), column.to_string(), None)
+                        let mirror = relation.rsplit('.').next().unwrap_or(relation);
+                        let (schema, table) = cdc.source_tables().find(|(s, t)| cdc.mirror_of(s, t).eq_ignore_ascii_case(mirror))?;
+                        step(format!("{engine} {schema}.{table}"), column.to_string(), None)
                     }
                     (None, Some(table), _) => step(format!("{engine} {table}"), column.to_string(), None),
                     (None, None, Some(query)) => {

@@ -1,13 +1,14 @@
 //! Change data capture from MariaDB's binlog on the command line, against a private server
 //! with the row binlog: a `mode: cdc` load on a `mariadb` source is a node of the graph like
 //! PostgreSQL's, `weir cdc status` reports the binlog, and a follower killed with -9 at random
-//! moments ends with its mirror equal to the source.
+//! moments ends with its mirror equal to the source; `weir serve` shows the source following,
+//! and a mart column is traced through the mirror to the source table.
 
 mod common;
 #[path = "../../weir-cdc/tests/support/mariadb.rs"]
 mod mariadb;
 
-use common::{Rng, minimal, query, text, weir};
+use common::{Rng, Serve, minimal, query, text, wait, weir};
 use mariadb::PrivateMariadb;
 use mysql::prelude::Queryable;
 
@@ -85,6 +86,61 @@ fn build_snapshots_a_mariadb_source_catches_it_up_and_status_reports_the_binlog(
 
 /// One random transaction of inserts, updates (some moving a key), deletes and a large
 /// insert; some roll back. Returns the rows it changed, once committed.
+#[test]
+fn weir_serve_shows_the_source_following_and_lineage_reaches_the_source_table() {
+    let db = PrivateMariadb::start();
+    let mut c = db.connect();
+    for sql in [
+        "create database crm",
+        "create table crm.customers (id int primary key, name varchar(20))",
+        "create table orders (id int primary key, customer_id int, amount decimal(10,2), note text)",
+        "insert into crm.customers values (1, 'Ada'), (2, 'Grace')",
+        "insert into orders select seq, 1 + seq % 2, seq, 'first' from seq_1_to_10",
+    ] {
+        c.query_drop(sql).unwrap();
+    }
+    let dir = minimal(&[
+        ("loads/shop.yml", &loads(db.port, "orders, crm.customers", "    deletes: soft\n")),
+        ("models/sources.yml", SOURCES),
+        ("models/revenue.sql", MODEL),
+    ]);
+    let o = weir(dir.path(), &["build"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Each mirror's column is the column of the table it mirrors, the other schema's too.
+    let o = weir(dir.path(), &["ls", "--lineage", "revenue.revenue"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "revenue.revenue = sum(o.amount)\n  <- t.raw_shop.orders.amount  (load)\n    <- mysql shop.orders: amount\n",
+        "{}",
+        text(&o)
+    );
+    let o = weir(dir.path(), &["ls", "--lineage", "revenue.name"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "revenue.name = c.name\n  <- t.raw_shop.crm_customers.name  (load)\n    <- mysql crm.customers: name\n"
+    );
+
+    let serve = Serve::start(dir.path(), &[]);
+    let cdc = || serve.call("GET", "/api/v1/cdc", None).unwrap_or_default();
+    wait(std::time::Duration::from_secs(60), "the source to be followed", || cdc()[0]["state"] == "following");
+    let before = cdc()[0]["mirror_position"].clone();
+    c.query_drop("insert into orders values (11, 1, 5.0, 'new')").unwrap();
+    wait(std::time::Duration::from_secs(60), "the mirror to catch up", || {
+        let s = cdc();
+        s[0]["mirror_position"] != before && s[0]["lag_bytes"] == 0
+    });
+    let s = cdc();
+    assert_eq!((s[0]["name"].as_str(), s[0]["kind"].as_str()), (Some("shop"), Some("mariadb")), "{s}");
+    assert_eq!(s[0]["tables"], serde_json::json!(["orders", "crm.customers"]));
+    let (server, mirror) = (s[0]["server_position"].as_str().unwrap(), s[0]["mirror_position"].as_str().unwrap());
+    assert!(mirror.starts_with(&format!("{server} gtid ")), "the mirrors are where the binlog ends: {s}");
+    let graph = serve.call("GET", "/api/v1/assets", None).unwrap();
+    let load = graph["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "load.t.shop").cloned().unwrap_or_default();
+    assert_eq!(load["kind"], "cdc", "{graph}");
+    serve.terminate();
+}
+
 fn random_transaction(c: &mut mysql::Conn, rng: &mut Rng, next_id: &mut u64) -> u64 {
     c.query_drop("start transaction").unwrap();
     let mut changed = 0;
