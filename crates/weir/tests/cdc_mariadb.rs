@@ -26,10 +26,9 @@ const MODEL: &str = "select c.name, count(*) as orders, sum(o.amount) as revenue
     where not coalesce(o._weir_deleted, false)\n\
     group by c.name\n";
 
-#[test]
-fn build_snapshots_a_mariadb_source_catches_it_up_and_status_reports_the_binlog() {
-    let db = PrivateMariadb::start();
-    let mut c = db.connect();
+/// The shop's tables on the source (customers in a schema of their own, and orders), and a
+/// project following them into mirrors with a model over both.
+fn shop(c: &mut mysql::Conn, port: u16) -> tempfile::TempDir {
     for sql in [
         "create database crm",
         "create table crm.customers (id int primary key, name varchar(20))",
@@ -39,11 +38,18 @@ fn build_snapshots_a_mariadb_source_catches_it_up_and_status_reports_the_binlog(
     ] {
         c.query_drop(sql).unwrap();
     }
-    let dir = minimal(&[
-        ("loads/shop.yml", &loads(db.port, "orders, crm.customers", "    deletes: soft\n")),
+    minimal(&[
+        ("loads/shop.yml", &loads(port, "orders, crm.customers", "    deletes: soft\n")),
         ("models/sources.yml", SOURCES),
         ("models/revenue.sql", MODEL),
-    ]);
+    ])
+}
+
+#[test]
+fn build_snapshots_a_mariadb_source_catches_it_up_and_status_reports_the_binlog() {
+    let db = PrivateMariadb::start();
+    let mut c = db.connect();
+    let dir = shop(&mut c, db.port);
     let revenue = || query(&dir.path().join("t.duckdb"), "select name, orders, revenue from revenue order by name");
     let o = weir(dir.path(), &["build"]);
     assert!(o.status.success() && text(&o).contains("snapshot of 12 row(s)"), "{}", text(&o));
@@ -90,20 +96,7 @@ fn build_snapshots_a_mariadb_source_catches_it_up_and_status_reports_the_binlog(
 fn weir_serve_shows_the_source_following_and_lineage_reaches_the_source_table() {
     let db = PrivateMariadb::start();
     let mut c = db.connect();
-    for sql in [
-        "create database crm",
-        "create table crm.customers (id int primary key, name varchar(20))",
-        "create table orders (id int primary key, customer_id int, amount decimal(10,2), note text)",
-        "insert into crm.customers values (1, 'Ada'), (2, 'Grace')",
-        "insert into orders select seq, 1 + seq % 2, seq, 'first' from seq_1_to_10",
-    ] {
-        c.query_drop(sql).unwrap();
-    }
-    let dir = minimal(&[
-        ("loads/shop.yml", &loads(db.port, "orders, crm.customers", "    deletes: soft\n")),
-        ("models/sources.yml", SOURCES),
-        ("models/revenue.sql", MODEL),
-    ]);
+    let dir = shop(&mut c, db.port);
     let o = weir(dir.path(), &["build"]);
     assert!(o.status.success(), "{}", text(&o));
 

@@ -9,10 +9,10 @@ use common::*;
 
 fn project() -> tempfile::TempDir {
     let dir = minimal(&[
-        ("seeds/raw_orders.csv", "id,customer_id,amount_cents,ordered_at\n1,7,1250,2026-12-01\n2,8,300,2026-12-02\n"),
-        ("seeds/raw_customers.csv", "id,name\n7,Ada\n8,Bo\n"),
-        ("seeds/raw_refunds.csv", "order_id,refund_cents\n1,250\n"),
-        ("macros/money.sql", "{% macro dollars(column) %}{{ column }} / 100.0{% endmacro %}\n"),
+        SHOP_SEEDS[0],
+        SHOP_SEEDS[1],
+        SHOP_SEEDS[2],
+        DOLLARS_MACRO,
         (
             "models/stg_orders.sql",
             "with src as (select * from {{ ref('raw_orders') }})\n\

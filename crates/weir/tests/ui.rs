@@ -12,10 +12,10 @@ use serde_json::Value as J;
 
 fn project() -> tempfile::TempDir {
     let dir = minimal(&[
-        ("seeds/raw_orders.csv", "id,customer_id,amount_cents,ordered_at\n1,7,1250,2026-12-01\n2,8,300,2026-12-02\n"),
-        ("seeds/raw_customers.csv", "id,name\n7,Ada\n8,Bo\n"),
-        ("seeds/raw_refunds.csv", "order_id,refund_cents\n1,250\n"),
-        ("macros/money.sql", "{% macro dollars(column) %}{{ column }} / 100.0{% endmacro %}\n"),
+        SHOP_SEEDS[0],
+        SHOP_SEEDS[1],
+        SHOP_SEEDS[2],
+        DOLLARS_MACRO,
         (
             "models/stg_orders.sql",
             "select id, customer_id, {{ dollars('amount_cents') }} as amount, ordered_at from {{ ref('raw_orders') }}\n",

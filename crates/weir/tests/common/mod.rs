@@ -76,6 +76,16 @@ pub fn minimal(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// A shop's raw tables as seeds, in cents, for the lineage and web UI tests.
+pub const SHOP_SEEDS: [(&str, &str); 3] = [
+    ("seeds/raw_orders.csv", "id,customer_id,amount_cents,ordered_at\n1,7,1250,2026-12-01\n2,8,300,2026-12-02\n"),
+    ("seeds/raw_customers.csv", "id,name\n7,Ada\n8,Bo\n"),
+    ("seeds/raw_refunds.csv", "order_id,refund_cents\n1,250\n"),
+];
+
+/// A macro that writes a column's expression (cents to dollars), which lineage sees through.
+pub const DOLLARS_MACRO: (&str, &str) = ("macros/money.sql", "{% macro dollars(column) %}{{ column }} / 100.0{% endmacro %}\n");
+
 /// A small xorshift generator for the random tests, seeded so a failure can be run again.
 pub struct Rng(pub u64);
 
