@@ -8,8 +8,9 @@
 //! run again, pausing stops new scheduled runs and holds queued ones. Nothing the API does
 //! runs a task in the request: requests return at once whatever the pipelines do.
 //!
-//! Every endpoint but `health`, `openapi.json` and the UI's files needs `Authorization: Bearer <token>`
-//! (the token from `$WEIR_API_TOKEN` or `weir.yml`), reads too unless `open_reads` is set.
+//! Every endpoint but `health`, `openapi.json` and the UI's files needs
+//! `Authorization: Bearer <token>` (the token from `$WEIR_API_TOKEN` or `weir.yml`), reads too
+//! unless `open_reads` is set.
 //! Errors are JSON `{"error": "..."}` with the status that says what went wrong.
 
 mod api;

@@ -32,7 +32,7 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
         let exec = executor(g, &ws, pipelines, out, true, &worker)?;
         let scheduler = Scheduler::new(exec.clone(), worker)?;
         out.info(format!(
-            "Weir serving http://{addr}/api/v1 (OpenAPI at /api/v1/openapi.json); scheduler {} over {} pipeline(s); store {}",
+            "Weir serving the web UI at http://{addr}/ui/ and the API at /api/v1 (OpenAPI at /api/v1/openapi.json); scheduler {} over {} pipeline(s); store {}",
             scheduler.worker_id(),
             exec.pipelines().by_name.len(),
             store.description()
@@ -63,9 +63,9 @@ pub fn run(g: &Global, bind: Option<&str>, out: &Arc<Output>) -> Result<u8, Erro
         } else {
             out.info(format!("Following {} cdc source(s) into their mirrors", sources.len()));
             let wh = super::stream::warehouse(&ws)?;
-            Some(Supervisor::start("cdc", sources.into_iter().map(|s| super::cdc::work(s, wh.clone(), out.clone())).collect()))
+            Some(Supervisor::start("cdc", sources.iter().cloned().map(|s| super::cdc::work(s, wh.clone(), out.clone())).collect()))
         };
-        let cdc = Arc::new(Cdc { sources: super::cdc::sources(&ws)?, warehouse: super::stream::warehouse(&ws)? });
+        let cdc = Arc::new(Cdc { sources, warehouse: super::stream::warehouse(&ws)? });
         let streams = Arc::new(Streams { jobs, states: supervisor.as_ref().map(Supervisor::states).unwrap_or_default() });
         tokio::spawn(apply_retention(events.clone(), out.clone()));
         let state = AppState {
