@@ -1,7 +1,7 @@
 //! Column-level lineage with the real binary: `weir ls --lineage MODEL.COLUMN` on a built
 //! project, its expected lineage written by hand: joins, CTEs, `select *`, unions, window
 //! functions and a Jinja macro that writes a column's expression; and through a stream job to
-//! its topic, and through a load to the file it reads.
+//! its topic, a snapshot, and a load to the file it reads.
 
 mod common;
 
@@ -113,6 +113,11 @@ fn lineage_goes_through_stream_jobs_to_their_topics_and_through_loads_to_their_f
         ("loads/payments.yml", "loads:\n  - name: payments\n    source:\n      kind: csv\n      path: inbox/payments.csv\n"),
         ("models/sources.yml", "sources:\n  - name: raw\n    tables:\n      - name: payments\n"),
         ("models/pay.sql", "select id, amount * 100 as cents from {{ source('raw', 'payments') }}\n"),
+        (
+            "snapshots/payments_history.sql",
+            "{% snapshot payments_history %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='check', check_cols='all') }}\n\
+             select id, round(amount) as rounded from {{ source('raw', 'payments') }}\n{% endsnapshot %}\n",
+        ),
     ]);
     let o = weir(dir.path(), &["ls", "--lineage", "spend_daily.spent"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -138,6 +143,16 @@ fn lineage_goes_through_stream_jobs_to_their_topics_and_through_loads_to_their_f
          \x20 <- t.raw.payments.amount  (load)\n\
          \x20   <- csv inbox/payments.csv: amount\n"
     );
+    // A snapshot's column, read from its select like a model's.
+    let o = weir(dir.path(), &["ls", "--lineage", "payments_history.rounded"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "payments_history.rounded = round(amount)\n\
+         \x20 <- t.raw.payments.amount  (load)\n\
+         \x20   <- csv inbox/payments.csv: amount\n",
+        "{}",
+        text(&o)
+    );
     // From the raw column: where the load takes it, and what is built on it (through the
     // source over the load's table).
     let o = weir(dir.path(), &["ls", "--lineage", "payments.amount"]);
@@ -146,6 +161,7 @@ fn lineage_goes_through_stream_jobs_to_their_topics_and_through_loads_to_their_f
         String::from_utf8_lossy(&o.stdout),
         "t.raw.payments.amount  (load)\n\
          \x20 <- csv inbox/payments.csv: amount\n\
-         \x20 -> pay.cents = amount * 100\n"
+         \x20 -> pay.cents = amount * 100\n\
+         \x20 -> payments_history.rounded = round(amount)\n"
     );
 }
