@@ -527,3 +527,18 @@ pub(crate) async fn rejected_rows(
     let columns = ["position", "raw", "reason", "rejected_at"].map(String::from).to_vec();
     Ok(Json(RejectedRows { columns, rows: rows.map(|r| r.rows).unwrap_or_default() }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thresholds_numbers_are_what_its_chart_draws() {
+        assert_eq!(numbers("between 1 and 10"), [1.0, 10.0]);
+        assert_eq!(numbers("< 5%"), [5.0]);
+        assert_eq!(numbers(">= -0.5"), [-0.5]);
+        assert_eq!(numbers("between -50% and 100%"), [-50.0, 100.0]);
+        assert_eq!(numbers("= 0"), [0.0]);
+        assert!(numbers("required columns present").is_empty());
+    }
+}
