@@ -30,7 +30,8 @@ pub struct CdcInfo {
     /// The server, its password hidden.
     pub source: String,
     pub tables: Vec<String>,
-    /// `following`, `stopped`, `never run`, `slot missing` or `error`.
+    /// `following`, `stopped`, `never run`, `slot missing` (PostgreSQL), `binlog lost` (MariaDB:
+    /// the mirrors' file is gone from the server) or `error`.
     pub state: String,
     /// The replication slot (PostgreSQL).
     pub slot: Option<String>,
