@@ -198,6 +198,11 @@ pub(crate) async fn asset_graph(State(s): State<AppState>, Query(q): Query<Graph
     Ok(Json(AssetGraph { nodes }))
 }
 
+/// Whether `t` is a test or check on node `id`.
+fn tests_on(t: &Node, id: &str) -> bool {
+    matches!(t.resource_type, ResourceType::Test | ResourceType::Check) && t.depends_on.iter().any(|d| d == id)
+}
+
 fn find_node<'a>(a: &'a Assets, id: &str) -> Result<&'a Node, Failure> {
     a.session.manifest.node(id).filter(|n| shown(n)).ok_or_else(|| Failure(StatusCode::NOT_FOUND, format!("no node '{id}' in the project")))
 }
@@ -208,8 +213,15 @@ fn find_node<'a>(a: &'a Assets, id: &str) -> Result<&'a Node, Failure> {
 pub(crate) async fn asset_detail(State(s): State<AppState>, Path(id): Path<String>) -> Reply<AssetDetail> {
     let a = assets(&s)?;
     find_node(&a, &id)?;
-    let builds = s.exec.store().node_runs(&id, 20)?;
-    let last = last_runs(&s)?;
+    let store = s.exec.store();
+    let builds = store.node_runs(&id, 20)?;
+    // The last build of the node and of each test or check on it: a query each, on the index,
+    // rather than every node's last build.
+    let mut last = BTreeMap::new();
+    last.extend(builds.first().map(|r| (id.clone(), r.clone())));
+    for t in a.session.manifest.nodes.values().filter(|t| tests_on(t, &id)) {
+        last.extend(store.node_runs(&t.unique_id, 1)?.into_iter().map(|r| (r.unique_id.clone(), r)));
+    }
     let detail = tokio::task::spawn_blocking(move || {
         let n = find_node(&a, &id)?;
         let m = &a.session.manifest;
@@ -223,12 +235,7 @@ pub(crate) async fn asset_detail(State(s): State<AppState>, Path(id): Path<Strin
         };
         let columns = columns(&a, n);
         a.session.warehouse.release();
-        let tests = m
-            .nodes
-            .values()
-            .filter(|t| matches!(t.resource_type, ResourceType::Test | ResourceType::Check) && t.depends_on.contains(&n.unique_id))
-            .map(|t| asset_node(&a, t, &last))
-            .collect();
+        let tests = m.nodes.values().filter(|t| tests_on(t, &n.unique_id)).map(|t| asset_node(&a, t, &last)).collect();
         let downstream =
             m.nodes.values().filter(|c| shown(c) && c.depends_on.contains(&n.unique_id)).map(|c| c.unique_id.clone()).collect();
         Ok::<_, Failure>(AssetDetail {
